@@ -1,1 +1,16 @@
-pub fn placeholder() {}
+//! mailplug demo host: loads the mailplug component with wasmtime and gives it network,
+//! TLS, time, storage and secrets. It holds no protocol knowledge: the guest decides every
+//! byte; the host moves them.
+
+pub mod config;
+pub mod driver;
+pub mod engine;
+pub mod error;
+pub mod net;
+pub mod ops;
+pub mod secret;
+pub mod store;
+
+pub use config::TenantConfig;
+pub use engine::Plugin;
+pub use error::{HostError, Kind};

@@ -1,1 +1,211 @@
-fn main() {}
+//! `mailplug`: the demo host's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mailplug_host::driver::MessageSink;
+use mailplug_host::engine::FetchedMessage;
+use mailplug_host::ops::{self, Outgoing};
+use mailplug_host::store::{EmlDir, FileSyncStore};
+use mailplug_host::{HostError, Plugin, TenantConfig};
+
+#[derive(Parser)]
+#[command(name = "mailplug", version, about = "Fetch and send a tenant's mail through the mailplug component")]
+struct Cli {
+    /// The mailplug component (.wasm). Default: $MAILPLUG_WASM, else the release build next to this binary.
+    #[arg(long, global = true)]
+    plugin: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch new mail of one or all inbound mailboxes, write each message as a .eml file.
+    Fetch {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this mailbox (default: all).
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Folder for the .eml files (one subfolder per mailbox).
+        #[arg(long, default_value = "mailplug-messages")]
+        out: PathBuf,
+        /// One JSON object per message instead of a text line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message through a queue's SMTP server.
+    Send {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: String,
+        /// Recipient; repeat for several.
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        #[arg(long)]
+        subject: String,
+        #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
+        body: Option<String>,
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints a line per delivered message while storing it as .eml.
+struct PrintingSink {
+    mailbox: String,
+    eml: EmlDir,
+    json: bool,
+}
+
+/// The value of a header in the raw message, unfolded, for the summary line only.
+fn header(raw: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(64 * 1024)]);
+    let mut value: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            break;
+        }
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            Some(_) => break,
+            None => {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case(name) {
+                        value = Some(v.trim().to_string());
+                    }
+                }
+            }
+        }
+    }
+    value.unwrap_or_default()
+}
+
+impl MessageSink for PrintingSink {
+    fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
+        let (from, subject, size, id) = (header(&m.raw, "From"), header(&m.raw, "Subject"), m.raw.len(), m.id.clone());
+        self.eml.deliver(m)?;
+        let path = self.eml.written.last().map(|p| p.display().to_string()).unwrap_or_default();
+        if self.json {
+            let v = serde_json::json!({
+                "mailbox": self.mailbox, "id": id, "bytes": size, "from": from, "subject": subject, "file": path,
+            });
+            println!("{v}");
+        } else {
+            println!("{}\t{}\t{} bytes\tFrom: {}\tSubject: {}", self.mailbox, id, size, from, subject);
+        }
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        self.eml.commit()
+    }
+}
+
+fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
+    let line = e.to_string().replace('\n', " ");
+    eprintln!("mailplug: {line}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e, 1),
+    };
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let config_path = match &cli.command {
+        Command::Fetch { config, .. } | Command::Send { config, .. } => config.clone(),
+    };
+    let cfg = match TenantConfig::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => return fail(e, 2),
+    };
+    if !cfg.licensed {
+        return fail(HostError::Unlicensed(cfg.tenant.clone()), 3);
+    }
+    let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
+    let plugin = match Plugin::load(&plugin_path) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 1),
+    };
+    match cli.command {
+        Command::Fetch { mailbox, out, json, .. } => {
+            let names: Vec<String> = match mailbox {
+                Some(n) => vec![n],
+                None => cfg.mailboxes.iter().map(|m| m.name.clone()).collect(),
+            };
+            if names.is_empty() {
+                return fail("the configuration has no [[mailbox]] entries", 2);
+            }
+            let sync = FileSyncStore { dir: cfg.state_dir.clone() };
+            let mut failed = None;
+            for name in names {
+                let eml = match EmlDir::new(out.join(mailplug_host::store::safe_name(&name))) {
+                    Ok(e) => e,
+                    Err(e) => return fail(e, 1),
+                };
+                let mut sink = PrintingSink { mailbox: name.clone(), eml, json };
+                match ops::fetch(&plugin, &cfg, &name, &mut sink, &sync).await {
+                    Ok(s) => eprintln!(
+                        "mailplug: {name}: {} new message(s) stored in {}{}",
+                        s.delivered,
+                        sink.eml.dir.display(),
+                        if s.remaining > 0 { format!(", {} more waiting (batch limit)", s.remaining) } else { String::new() }
+                    ),
+                    Err(e) => {
+                        eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));
+                        failed = Some(1);
+                    }
+                }
+            }
+            failed.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
+        }
+        Command::Send { queue, to, subject, body, body_file, json, .. } => {
+            let text_body = match (body, body_file) {
+                (Some(b), _) => b,
+                (None, Some(f)) => match std::fs::read_to_string(&f) {
+                    Ok(b) => b,
+                    Err(e) => return fail(format!("cannot read --body-file {}: {e}", f.display()), 2),
+                },
+                (None, None) => return fail("give --body or --body-file", 2),
+            };
+            let msg = Outgoing { to, subject, text_body };
+            match ops::send(&plugin, &cfg, &queue, &msg).await {
+                Ok(sent) => {
+                    let r = &sent.report;
+                    if json {
+                        let rcpts: Vec<_> = r
+                            .recipients
+                            .iter()
+                            .map(|x| serde_json::json!({"address": x.address, "accepted": x.accepted, "reply": format!("{} {}", x.reply.code, x.reply.text)}))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"message_id": sent.message_id, "reply": format!("{} {}", r.final_reply.code, r.final_reply.text), "recipients": rcpts})
+                        );
+                    } else {
+                        println!("{} {}", r.final_reply.code, r.final_reply.text);
+                        for x in r.recipients.iter().filter(|x| !x.accepted) {
+                            eprintln!("mailplug: recipient {} refused: {} {}", x.address, x.reply.code, x.reply.text);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e, 1),
+            }
+        }
+    }
+}

@@ -1,1 +1,213 @@
-//! test support
+//! Support for the integration tests: the rig's coordinates (from `rig.env`, written by
+//! `tests/rig/up.sh`), tenant configurations pointing at it, the shared component, a
+//! recording TCP proxy, and mailbox helpers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mailplug_host::{Plugin, TenantConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The running rig: every key of `rig.env`.
+pub struct Rig {
+    vars: HashMap<String, String>,
+}
+
+impl Rig {
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).map(String::as_str).unwrap_or_else(|| panic!("rig.env has no {key}"))
+    }
+    pub fn port(&self, key: &str) -> u16 {
+        self.get(key).parse().unwrap_or_else(|_| panic!("rig.env {key} is not a port"))
+    }
+    /// The password of a rig user, by role ("SUPPORT", "CUSTOMER", "AGENT", "SALES").
+    pub fn pass(&self, role: &str) -> &str {
+        self.get(&format!("RIG_{role}_PASS"))
+    }
+    pub fn user(&self, role: &str) -> &str {
+        self.get(&format!("RIG_{role}_USER"))
+    }
+
+    /// Runs doveadm with the rig's config.
+    pub fn doveadm(&self, args: &[&str]) -> String {
+        let prefix: Vec<&str> = self.get("DOVEADM").split_whitespace().collect();
+        let out = Command::new(prefix[0]).args(&prefix[1..]).args(args).output().expect("doveadm runs");
+        assert!(out.status.success(), "doveadm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The rig, read once. Panics with the command to run when the rig is not up.
+pub fn rig() -> &'static Rig {
+    static RIG: OnceLock<Rig> = OnceLock::new();
+    RIG.get_or_init(|| {
+        let dir = std::env::var("MAILPLUG_RIG_DIR").unwrap_or_else(|_| "/tmp/mailplug-rig".into());
+        let path = Path::new(&dir).join("rig.env");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; start the servers with tests/rig/up.sh", path.display()));
+        let mut vars = HashMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            if let Some((k, v)) = line.split_once('=') {
+                let v = v.trim();
+                let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
+                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                vars.insert(k.trim().to_string(), v.to_string());
+            }
+        }
+        Rig { vars }
+    })
+}
+
+/// The component, compiled once per test process.
+pub fn plugin() -> &'static Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let path = wasm_path();
+        Plugin::load(&path).unwrap_or_else(|e| panic!("{e}; build it with tests/run.sh"))
+    })
+}
+
+pub fn wasm_path() -> PathBuf {
+    std::env::var("MAILPLUG_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/wasm32-wasip2/release/mailplug_plugin.wasm"))
+}
+
+/// A server entry for a tenant config.
+#[derive(Clone)]
+pub struct ServerSpec {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub insecure_plaintext: bool,
+    pub username: String,
+    pub password: String,
+}
+
+impl ServerSpec {
+    pub fn new(host: &str, port: u16, tls: bool, username: &str, password: &str) -> Self {
+        ServerSpec {
+            host: host.into(),
+            port,
+            tls,
+            insecure_plaintext: false,
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+    fn toml(&self, env_name: &str) -> String {
+        format!(
+            "host = \"{}\"\nport = {}\ntls = {}\ninsecure_plaintext = {}\nusername = \"{}\"\npassword_env = \"{}\"\n",
+            self.host, self.port, self.tls, self.insecure_plaintext, self.username, env_name
+        )
+    }
+}
+
+/// A one-mailbox, one-queue tenant. `trust_rig_ca` adds the rig's CA; without it the rig's
+/// certificates are untrusted.
+pub fn tenant(protocol: &str, inbound: &ServerSpec, smtp: &ServerSpec, trust_rig_ca: bool) -> TenantConfig {
+    let r = rig();
+    let ca = if trust_rig_ca { format!("extra_ca_file = \"{}\"\n", r.get("RIG_CA")) } else { String::new() };
+    let text = format!(
+        "tenant = \"test\"\nlicensed = true\n{ca}state_dir = \"/nonexistent-state\"\n[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"{addr}\"\nprotocol = \"{protocol}\"\n{mb}\
+         [[queue]]\nname = \"q\"\nmailboxes = [\"inbox\"]\n[queue.smtp]\n{sm}",
+        addr = inbound.username,
+        mb = inbound.toml("IN_PW"),
+        sm = smtp.toml("OUT_PW"),
+    );
+    let (inpw, outpw) = (inbound.password.clone(), smtp.password.clone());
+    TenantConfig::parse(&text, "test.toml", Path::new("/tmp"), &move |k| match k {
+        "IN_PW" => Some(inpw.clone()),
+        "OUT_PW" => Some(outpw.clone()),
+        _ => None,
+    })
+    .expect("test config parses")
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to `upstream` and records every byte the client sent.
+pub struct RecordingProxy {
+    pub port: u16,
+    pub client_bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+pub async fn recording_proxy(upstream: (String, u16)) -> RecordingProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let client_bytes = Arc::new(Mutex::new(Vec::new()));
+    let rec = client_bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = match TcpStream::connect((upstream.0.as_str(), upstream.1)).await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.split();
+                let (mut sr, mut sw) = server.split();
+                let up = async {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                rec.lock().expect("lock").extend_from_slice(&buf[..n]);
+                                if sw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    RecordingProxy { port, client_bytes }
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every form in which a password could leak onto the wire or into text: itself, and inside
+/// base64 SASL PLAIN / LOGIN encodings.
+pub fn secret_forms(user: &str, password: &str) -> Vec<Vec<u8>> {
+    use std::fmt::Write;
+    let b64 = |raw: &[u8]| -> Vec<u8> {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in raw.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    let _ = out.write_char(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out.into_bytes()
+    };
+    let mut plain = vec![0u8];
+    plain.extend_from_slice(user.as_bytes());
+    plain.push(0);
+    plain.extend_from_slice(password.as_bytes());
+    vec![password.as_bytes().to_vec(), b64(&plain), b64(password.as_bytes())]
+}

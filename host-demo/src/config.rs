@@ -1,0 +1,468 @@
+//! The tenant configuration file (TOML): mailboxes, queues, licence, limits.
+//!
+//! Passwords are never accepted inline: they come from an environment variable or a file, so a
+//! configuration can be shared, logged or committed without leaking a secret.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// A configuration problem, naming the field to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Pop3,
+    Imap,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    Basic,
+    Oauth2,
+}
+
+/// How a connection is secured, derived from `tls` and `insecure_plaintext`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    ImplicitTls,
+    Starttls,
+    InsecurePlaintext,
+}
+
+/// The fields common to every server entry, as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: String,
+    port: u16,
+    /// The portal's "TLS" switch: true = TLS from the first byte, false = STARTTLS.
+    tls: bool,
+    /// Explicit opt-in for test servers: no TLS at all, credentials in clear text.
+    #[serde(default)]
+    insecure_plaintext: bool,
+    #[serde(default)]
+    auth: AuthKind,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    /// Only to give a clear error: inline passwords are refused.
+    password: Option<toml::Value>,
+    #[serde(default)]
+    helo_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    name: String,
+    address: String,
+    protocol: Protocol,
+    #[serde(default)]
+    folders: Vec<String>,
+    host: String,
+    port: u16,
+    tls: bool,
+    #[serde(default)]
+    insecure_plaintext: bool,
+    #[serde(default)]
+    auth: AuthKind,
+    username: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: String,
+    #[serde(default)]
+    mailboxes: Vec<String>,
+    smtp: RawServer,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_line_bytes: Option<u32>,
+    max_message_bytes: Option<u64>,
+    max_batch_messages: Option<u32>,
+    max_batch_bytes: Option<u64>,
+    reply_timeout_secs: Option<u32>,
+    connect_timeout_secs: Option<u32>,
+    guest_memory_mb: Option<u32>,
+    guest_cpu_ms_per_call: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    tenant: String,
+    licensed: bool,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    extra_ca_file: Option<PathBuf>,
+    /// Where sync state is kept between runs.
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "mailbox")]
+    mailboxes: Vec<RawMailbox>,
+    #[serde(default, rename = "queue")]
+    queues: Vec<RawQueue>,
+}
+
+/// One server, validated, with its secret loaded.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub auth: AuthKind,
+    pub username: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    pub name: String,
+    pub address: String,
+    pub protocol: Protocol,
+    pub folders: Vec<String>,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub name: String,
+    pub mailboxes: Vec<String>,
+    pub smtp: ServerConfig,
+    pub helo_name: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_line_bytes: u32,
+    pub max_message_bytes: u64,
+    pub max_batch_messages: u32,
+    pub max_batch_bytes: u64,
+    pub reply_timeout_secs: u32,
+    pub connect_timeout_secs: u32,
+    pub guest_memory_mb: u32,
+    pub guest_cpu_ms_per_call: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_bytes: 64 * 1024,
+            max_message_bytes: 50 * 1024 * 1024,
+            max_batch_messages: 500,
+            max_batch_bytes: 200 * 1024 * 1024,
+            reply_timeout_secs: 60,
+            connect_timeout_secs: 20,
+            guest_memory_mb: 256,
+            guest_cpu_ms_per_call: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub tenant: String,
+    pub licensed: bool,
+    pub extra_ca_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub limits: Limits,
+    pub mailboxes: Vec<MailboxConfig>,
+    pub queues: Vec<QueueConfig>,
+}
+
+impl TenantConfig {
+    /// Reads and validates a configuration file. Relative paths inside it are relative to
+    /// the file's folder.
+    pub fn load(path: &Path) -> Result<TenantConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { file: file.clone(), message: format!("cannot read the file: {e}") })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &file, &base, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `env` looks up environment variables (injectable for tests).
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TenantConfig, ConfigError> {
+        let err = |message: String| ConfigError { file: file.to_string(), message };
+        let raw: RawTenant = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+        let d = Limits::default();
+        let l = &raw.limits;
+        let limits = Limits {
+            max_line_bytes: l.max_line_bytes.unwrap_or(d.max_line_bytes),
+            max_message_bytes: l.max_message_bytes.unwrap_or(d.max_message_bytes),
+            max_batch_messages: l.max_batch_messages.unwrap_or(d.max_batch_messages),
+            max_batch_bytes: l.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+            reply_timeout_secs: l.reply_timeout_secs.unwrap_or(d.reply_timeout_secs),
+            connect_timeout_secs: l.connect_timeout_secs.unwrap_or(d.connect_timeout_secs),
+            guest_memory_mb: l.guest_memory_mb.unwrap_or(d.guest_memory_mb),
+            guest_cpu_ms_per_call: l.guest_cpu_ms_per_call.unwrap_or(d.guest_cpu_ms_per_call),
+        };
+        for (field, value, min) in [
+            ("limits.max_line_bytes", u64::from(limits.max_line_bytes), 1000),
+            ("limits.max_message_bytes", limits.max_message_bytes, 1024),
+            ("limits.max_batch_messages", u64::from(limits.max_batch_messages), 1),
+            ("limits.max_batch_bytes", limits.max_batch_bytes, 1024),
+            ("limits.reply_timeout_secs", u64::from(limits.reply_timeout_secs), 1),
+            ("limits.connect_timeout_secs", u64::from(limits.connect_timeout_secs), 1),
+            ("limits.guest_memory_mb", u64::from(limits.guest_memory_mb), 16),
+            ("limits.guest_cpu_ms_per_call", u64::from(limits.guest_cpu_ms_per_call), 10),
+        ] {
+            if value < min {
+                return Err(err(format!("field `{field}` is {value}; it must be at least {min}")));
+            }
+        }
+
+        let mut names = HashSet::new();
+        let mut mailboxes = Vec::new();
+        for (i, m) in raw.mailboxes.into_iter().enumerate() {
+            let at = format!("mailbox[{i}] \"{}\"", m.name);
+            if m.name.trim().is_empty() {
+                return Err(err(format!("mailbox[{i}]: field `name` must not be empty")));
+            }
+            if !names.insert(m.name.clone()) {
+                return Err(err(format!("{at}: field `name`: another mailbox has the same name")));
+            }
+            if !m.address.contains('@') {
+                return Err(err(format!("{at}: field `address` must be an e-mail address, got \"{}\"", m.address)));
+            }
+            let server = validate_server(
+                &at,
+                RawServer {
+                    host: m.host,
+                    port: m.port,
+                    tls: m.tls,
+                    insecure_plaintext: m.insecure_plaintext,
+                    auth: m.auth,
+                    username: m.username,
+                    password_env: m.password_env,
+                    password_file: m.password_file,
+                    password: m.password,
+                    helo_name: None,
+                },
+                &resolve,
+                env,
+            )
+            .map_err(err)?;
+            for f in &m.folders {
+                if f.is_empty() || f.chars().any(|c| c.is_control()) {
+                    return Err(err(format!("{at}: field `folders` has an empty name or a control character")));
+                }
+            }
+            mailboxes.push(MailboxConfig {
+                name: m.name,
+                address: m.address,
+                protocol: m.protocol,
+                folders: m.folders,
+                server,
+            });
+        }
+
+        let mut qnames = HashSet::new();
+        let mut queues = Vec::new();
+        for (i, q) in raw.queues.into_iter().enumerate() {
+            let at = format!("queue[{i}] \"{}\"", q.name);
+            if q.name.trim().is_empty() {
+                return Err(err(format!("queue[{i}]: field `name` must not be empty")));
+            }
+            if !qnames.insert(q.name.clone()) {
+                return Err(err(format!("{at}: field `name`: another queue has the same name")));
+            }
+            for mb in &q.mailboxes {
+                if !names.contains(mb) {
+                    return Err(err(format!("{at}: field `mailboxes` names \"{mb}\", which is not a configured mailbox")));
+                }
+            }
+            let helo_name = q.smtp.helo_name.clone().unwrap_or_else(|| "localhost".to_string());
+            if helo_name.is_empty() || !helo_name.chars().all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c)) {
+                return Err(err(format!("{at}: field `smtp.helo_name` must be a host name")));
+            }
+            let smtp = validate_server(&format!("{at} smtp"), q.smtp, &resolve, env).map_err(err)?;
+            queues.push(QueueConfig { name: q.name, mailboxes: q.mailboxes, smtp, helo_name });
+        }
+
+        Ok(TenantConfig {
+            tenant: raw.tenant,
+            licensed: raw.licensed,
+            extra_ca_file: raw.extra_ca_file.map(|p| resolve(&p)),
+            state_dir: raw.state_dir.map(|p| resolve(&p)).unwrap_or_else(|| base.join("mailplug-state")),
+            limits,
+            mailboxes,
+            queues,
+        })
+    }
+
+    pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
+        self.mailboxes.iter().find(|m| m.name == name)
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+}
+
+fn validate_server(
+    at: &str,
+    s: RawServer,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, String> {
+    if s.host.trim().is_empty() || s.host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        return Err(format!("{at}: field `host` must be a host name, got \"{}\"", s.host.escape_debug()));
+    }
+    if s.port == 0 {
+        return Err(format!("{at}: field `port` must be between 1 and 65535"));
+    }
+    let security = match (s.tls, s.insecure_plaintext) {
+        (true, false) => Security::ImplicitTls,
+        (false, false) => Security::Starttls,
+        (false, true) => Security::InsecurePlaintext,
+        (true, true) => {
+            return Err(format!(
+                "{at}: fields `tls` and `insecure_plaintext` contradict each other; `insecure_plaintext` is only for test servers without TLS"
+            ))
+        }
+    };
+    if s.username.is_empty() || s.username.chars().any(|c| c.is_control()) {
+        return Err(format!("{at}: field `username` must not be empty or contain control characters"));
+    }
+    if s.password.is_some() {
+        return Err(format!(
+            "{at}: field `password` is not accepted inline; put the password in an environment variable named by `password_env` or a file named by `password_file`"
+        ));
+    }
+    let secret = match (s.auth, &s.password_env, &s.password_file) {
+        (AuthKind::Oauth2, None, None) => Secret::new(String::new()),
+        (AuthKind::Oauth2, _, _) => {
+            return Err(format!(
+                "{at}: OAuth2 takes no password; remove `password_env` / `password_file` (the token comes from the OAuth2 consent)"
+            ))
+        }
+        (AuthKind::Basic, Some(_), Some(_)) => {
+            return Err(format!("{at}: set either `password_env` or `password_file`, not both"))
+        }
+        (AuthKind::Basic, None, None) => {
+            return Err(format!(
+                "{at}: Basic authentication needs a password: set `password_env` (an environment variable) or `password_file`"
+            ))
+        }
+        (AuthKind::Basic, Some(var), None) => match env(var) {
+            Some(v) if !v.is_empty() => Secret::new(v),
+            _ => return Err(format!("{at}: field `password_env` names the environment variable {var}, which is not set or empty")),
+        },
+        (AuthKind::Basic, None, Some(path)) => {
+            let p = resolve(path);
+            let v = std::fs::read_to_string(&p)
+                .map_err(|e| format!("{at}: field `password_file`: cannot read {}: {e}", p.display()))?;
+            let v = v.trim_end_matches(['\r', '\n']).to_string();
+            if v.is_empty() {
+                return Err(format!("{at}: field `password_file`: {} is empty", p.display()));
+            }
+            Secret::new(v)
+        }
+    };
+    Ok(ServerConfig { host: s.host, port: s.port, security, auth: s.auth, username: s.username, secret })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TenantConfig, ConfigError> {
+        TenantConfig::parse(text, "t.toml", Path::new("/cfg"), &|v| (v == "PW").then(|| "Hunter2-secret".to_string()))
+    }
+
+    const GOOD: &str = r#"
+tenant = "acme"
+licensed = true
+[[mailbox]]
+name = "support"
+address = "support@example.test"
+protocol = "imap"
+host = "localhost"
+port = 993
+tls = true
+username = "support@example.test"
+password_env = "PW"
+[[queue]]
+name = "q"
+mailboxes = ["support"]
+[queue.smtp]
+host = "localhost"
+port = 587
+tls = false
+username = "support@example.test"
+password_env = "PW"
+"#;
+
+    #[test]
+    fn good_config_loads_with_security_from_tls_switch() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.mailboxes[0].server.security, Security::ImplicitTls);
+        assert_eq!(c.queues[0].smtp.security, Security::Starttls);
+        assert_eq!(c.mailboxes[0].server.secret.expose(), "Hunter2-secret");
+        assert_eq!(c.state_dir, Path::new("/cfg/mailplug-state"));
+        assert!(!format!("{c:?}").contains("Hunter2"), "Debug must not print secrets");
+    }
+
+    #[test]
+    fn inline_password_is_refused_naming_the_field() {
+        let text = GOOD.replacen("password_env = \"PW\"", "password = \"x\"", 1);
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("mailbox[0]") && e.contains("`password`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_and_bad_values_are_named() {
+        let e = parse(&GOOD.replace("protocol = \"imap\"", "protocol = \"smtp\"")).unwrap_err().to_string();
+        assert!(e.contains("protocol") || e.contains("smtp"), "{e}");
+        let e = parse(&GOOD.replace("port = 993", "port = 0")).unwrap_err().to_string();
+        assert!(e.contains("`port`"), "{e}");
+        let e = parse(&GOOD.replace("mailboxes = [\"support\"]", "mailboxes = [\"nope\"]")).unwrap_err().to_string();
+        assert!(e.contains("`mailboxes`") && e.contains("nope"), "{e}");
+        let e = parse(&GOOD.replace("password_env = \"PW\"", "password_env = \"MISSING\"")).unwrap_err().to_string();
+        assert!(e.contains("MISSING"), "{e}");
+        let e = parse(&GOOD.replace("tenant = \"acme\"", "tenant = \"acme\"\nbogus = 1")).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn oauth2_with_password_is_refused() {
+        let text = GOOD.replacen("password_env = \"PW\"", "auth = \"oauth2\"\npassword_env = \"PW\"", 1);
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("OAuth2 takes no password"), "{e}");
+    }
+
+    #[test]
+    fn plaintext_needs_explicit_opt_in_and_contradiction_is_refused() {
+        let text = GOOD.replacen("tls = true", "tls = true\ninsecure_plaintext = true", 1);
+        assert!(parse(&text).unwrap_err().to_string().contains("insecure_plaintext"));
+        let text = GOOD.replacen("tls = true", "tls = false\ninsecure_plaintext = true", 1);
+        assert_eq!(parse(&text).unwrap().mailboxes[0].server.security, Security::InsecurePlaintext);
+    }
+}

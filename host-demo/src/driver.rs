@@ -1,0 +1,161 @@
+//! Runs one guest session over a real connection: the host half of the sans-IO contract.
+//! It performs the guest's actions in order and feeds back events; it knows no protocol.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::ClientConfig;
+
+use crate::engine::{Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle};
+use crate::error::HostError;
+use crate::net::Conn;
+
+/// Bytes read per `read` call and handed to the guest at once (one copy across the boundary).
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The host's clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Where delivered messages go. `commit` must make everything stored so far durable; only
+/// then does the guest hear `stored` and change anything on the server.
+pub trait MessageSink {
+    fn deliver(&mut self, message: FetchedMessage) -> Result<(), HostError>;
+    fn commit(&mut self) -> Result<(), HostError>;
+}
+
+/// What the driver needs besides the session.
+pub struct DriveOptions<'a> {
+    /// host:port pairs the tenant configured; nothing else is ever connected to.
+    pub allowed: &'a [(String, u16)],
+    pub tls: Arc<ClientConfig>,
+    pub connect_timeout: Duration,
+    /// Backstop when the guest sets no deadline of its own.
+    pub idle_timeout: Duration,
+}
+
+/// Drives `session` to completion. The session is dropped at the end either way.
+pub async fn drive(
+    instance: &mut Instance,
+    session: SessionHandle,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Outcome, HostError> {
+    let result = drive_keep(instance, session, opts, sink).await;
+    instance.drop_session(session);
+    result
+}
+
+/// Drives `session` to completion and leaves it alive, so the caller can still read its
+/// sync state; the caller drops it.
+pub async fn drive_keep(
+    instance: &mut Instance,
+    session: SessionHandle,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Outcome, HostError> {
+    let server = instance.server(session)?;
+    if !opts.allowed.iter().any(|(h, p)| h.eq_ignore_ascii_case(&server.host) && *p == server.port) {
+        return Err(HostError::NotAllowed(format!("{}:{}", server.host, server.port)));
+    }
+    let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
+    let mut conn = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout).await?;
+    let result = run_loop(instance, session, &mut conn, opts, sink).await;
+    conn.close().await;
+    result
+}
+
+async fn run_loop(
+    instance: &mut Instance,
+    session: SessionHandle,
+    conn: &mut Conn,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Outcome, HostError> {
+    let mut events: VecDeque<Event> = VecDeque::from([Event::Connected]);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        let event = match events.pop_front() {
+            Some(e) => e,
+            None => next_event(instance, session, conn, opts, &mut buf).await?,
+        };
+        let actions = instance.handle(session, &event, now_ms())?;
+        let mut delivered = false;
+        for action in actions {
+            match action {
+                // Consecutive writes are coalesced into one socket write.
+                Action::Write(bytes) => {
+                    if out.is_empty() {
+                        out = bytes;
+                    } else {
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                Action::StartTls => {
+                    flush(conn, &mut out).await?;
+                    match conn.start_tls().await {
+                        Ok(()) => events.push_back(Event::TlsEstablished),
+                        Err(e) => events.push_back(Event::TlsFailed(e.to_string())),
+                    }
+                }
+                Action::Deliver(message) => {
+                    sink.deliver(message)?;
+                    delivered = true;
+                }
+                Action::Close => {
+                    flush(conn, &mut out).await?;
+                    conn.close().await;
+                }
+                Action::Finished(outcome) => {
+                    flush(conn, &mut out).await?;
+                    if delivered {
+                        sink.commit()?;
+                    }
+                    return Ok(outcome);
+                }
+            }
+        }
+        flush(conn, &mut out).await?;
+        if delivered {
+            sink.commit()?;
+            events.push_back(Event::Stored);
+        }
+    }
+}
+
+async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> Result<(), HostError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = conn.write_all(out).await;
+    out.clear();
+    r.map_err(|e| HostError::Network { server: conn.label().to_string(), message: format!("write failed: {e}") })
+}
+
+async fn next_event(
+    instance: &mut Instance,
+    session: SessionHandle,
+    conn: &mut Conn,
+    opts: &DriveOptions<'_>,
+    buf: &mut [u8],
+) -> Result<Event, HostError> {
+    let deadline = instance.deadline(session)?;
+    let wait = match deadline {
+        Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
+        None => opts.idle_timeout,
+    };
+    match tokio::time::timeout(wait, conn.read(buf)).await {
+        Ok(Ok(0)) => Ok(Event::Closed),
+        Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
+        Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: format!("read failed: {e}") }),
+        Err(_) if deadline.is_some() => Ok(Event::Timer),
+        // The guest set no deadline yet nothing happened: a backstop so no session hangs.
+        Err(_) => Err(HostError::Timeout {
+            server: conn.label().to_string(),
+            message: format!("nothing happened for {} s", opts.idle_timeout.as_secs()),
+        }),
+    }
+}

@@ -1,0 +1,125 @@
+//! Host errors: everything an operation can fail with, worded for the admin.
+
+use std::fmt;
+
+use crate::engine::{ErrorDetail, GuestError, Stage};
+
+/// The kind of a guest-reported error, mirroring the WIT `error` variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Network,
+    Tls,
+    AuthRejected,
+    Protocol,
+    Policy,
+    Limit,
+    Timeout,
+    InvalidInput,
+}
+
+/// An error from the mail component or the host, for the admin.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("tenant \"{0}\" is not licensed for the e-mail channel; the e-mail channel is a licensed feature: ask your account manager to enable it, then set `licensed = true`")]
+    Unlicensed(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("refusing to connect to {0}: it is not one of the tenant's configured servers")]
+    NotAllowed(String),
+    /// Failed before or outside the protocol: resolve, connect, read, write.
+    #[error("network error with {server}: {message}")]
+    Network { server: String, message: String },
+    #[error("TLS error with {server}: {message}")]
+    Tls { server: String, message: String },
+    #[error("timeout with {server}: {message}")]
+    Timeout { server: String, message: String },
+    /// The component reported a typed error.
+    #[error("{0}")]
+    Guest(GuestFailure),
+    /// The component could not be loaded, trapped or exceeded its limits.
+    #[error("{0}")]
+    Plugin(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// A typed error reported by the mail component.
+#[derive(Debug, Clone)]
+pub struct GuestFailure {
+    pub kind: Kind,
+    pub stage: String,
+    pub message: String,
+    pub reply: Option<(String, String)>,
+}
+
+impl HostError {
+    /// The kind as the WIT defines it, for guest errors and host-side equivalents.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            HostError::Guest(g) => Some(g.kind),
+            HostError::Network { .. } => Some(Kind::Network),
+            HostError::Tls { .. } => Some(Kind::Tls),
+            HostError::Timeout { .. } => Some(Kind::Timeout),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for GuestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Network => "network error",
+            Kind::Tls => "TLS error",
+            Kind::AuthRejected => "login rejected",
+            Kind::Protocol => "protocol error",
+            Kind::Policy => "refused by security policy",
+            Kind::Limit => "limit exceeded",
+            Kind::Timeout => "timeout",
+            Kind::InvalidInput => "invalid input",
+        };
+        write!(f, "{kind} during {}: {}", self.stage, self.message)?;
+        if let Some((code, text)) = &self.reply {
+            write!(f, " (server replied: {code} {text})")?;
+        }
+        Ok(())
+    }
+}
+
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Connect => "connect",
+        Stage::Greeting => "greeting",
+        Stage::Capabilities => "capabilities",
+        Stage::Starttls => "STARTTLS",
+        Stage::Authenticate => "authentication",
+        Stage::SelectMailbox => "mailbox selection",
+        Stage::ListMessages => "message listing",
+        Stage::FetchMessage => "message download",
+        Stage::Envelope => "envelope",
+        Stage::Data => "message data",
+        Stage::Logout => "logout",
+    }
+}
+
+impl From<GuestError> for HostError {
+    fn from(e: GuestError) -> Self {
+        let (kind, d): (Kind, ErrorDetail) = match e {
+            GuestError::Network(d) => (Kind::Network, d),
+            GuestError::Tls(d) => (Kind::Tls, d),
+            GuestError::AuthRejected(d) => (Kind::AuthRejected, d),
+            GuestError::Protocol(d) => (Kind::Protocol, d),
+            GuestError::Policy(d) => (Kind::Policy, d),
+            GuestError::Limit(d) => (Kind::Limit, d),
+            GuestError::Timeout(d) => (Kind::Timeout, d),
+            GuestError::InvalidInput(d) => (Kind::InvalidInput, d),
+        };
+        HostError::Guest(GuestFailure {
+            kind,
+            stage: stage_name(d.stage).to_string(),
+            message: d.message,
+            reply: d.reply.map(|r| (r.code, r.text)),
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! TCP and TLS for the guest's sessions: connect with a timeout, TCP_NODELAY, rustls with the
+//! system roots plus an optional extra CA, and in-place STARTTLS upgrades.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::error::HostError;
+
+/// Builds the TLS client configuration: system roots plus `extra_ca` (PEM). Certificates and
+/// host names are always verified.
+pub fn tls_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, HostError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| HostError::NotFound(format!("cannot read extra_ca_file {}: {e}", path.display())))?;
+        let mut added = 0;
+        for item in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let cert: CertificateDer<'static> = item.map_err(|e| {
+                HostError::NotFound(format!("extra_ca_file {} is not PEM certificates: {e}", path.display()))
+            })?;
+            roots
+                .add(cert)
+                .map_err(|e| HostError::NotFound(format!("extra_ca_file {}: bad certificate: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(HostError::NotFound(format!("extra_ca_file {} holds no certificate", path.display())));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HostError::Plugin(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+enum Inner {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+/// One connection to a mail server.
+pub struct Conn {
+    inner: Inner,
+    host: String,
+    label: String,
+    tls: Arc<ClientConfig>,
+}
+
+fn describe_tls_error(e: &io::Error) -> String {
+    // rustls errors come wrapped in io::Error; make the common ones actionable.
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") {
+        format!("the server's certificate is not signed by a trusted authority ({text}); install the issuing CA with `extra_ca_file`, or fix the server's certificate chain")
+    } else if text.contains("NotValidForName") {
+        format!("the server's certificate is not valid for this host name ({text}); use the host name printed on the certificate")
+    } else if text.contains("Expired") {
+        format!("the server's certificate has expired ({text}); the mail provider must renew it")
+    } else {
+        text
+    }
+}
+
+impl Conn {
+    /// Connects to host:port; with `implicit_tls` the TLS handshake runs before returning.
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        implicit_tls: bool,
+        tls: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Conn, HostError> {
+        let label = format!("{host}:{port}");
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| HostError::Timeout {
+                server: label.clone(),
+                message: format!("no TCP connection within {} s; check the host name, the port and firewalls", timeout.as_secs()),
+            })?
+            .map_err(|e| HostError::Network {
+                server: label.clone(),
+                message: if e.kind() == io::ErrorKind::ConnectionRefused {
+                    "connection refused: nothing listens on this port; check the port number and whether the protocol is enabled at the provider".to_string()
+                } else {
+                    format!("cannot connect: {e}")
+                },
+            })?;
+        // Commands are small; never let Nagle hold them back.
+        tcp.set_nodelay(true).map_err(|e| HostError::Network { server: label.clone(), message: e.to_string() })?;
+        let mut conn = Conn { inner: Inner::Plain(tcp), host: host.to_string(), label, tls };
+        if implicit_tls {
+            tokio::time::timeout(timeout, conn.start_tls()).await.map_err(|_| HostError::Timeout {
+                server: conn.label.clone(),
+                message: "the TLS handshake did not finish in time".into(),
+            })??;
+        }
+        Ok(conn)
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Upgrades the connection to TLS in place. Refuses when the server already sent bytes
+    /// that we have not read (they would be clear text the server injected before TLS).
+    pub async fn start_tls(&mut self) -> Result<(), HostError> {
+        let tcp = match std::mem::replace(&mut self.inner, Inner::Gone) {
+            Inner::Plain(t) => t,
+            other => {
+                self.inner = other;
+                return Err(HostError::Tls { server: self.label.clone(), message: "TLS is already active".into() });
+            }
+        };
+        let mut probe = [0u8; 1];
+        match tcp.try_read(&mut probe) {
+            Ok(0) => {
+                return Err(HostError::Network {
+                    server: self.label.clone(),
+                    message: "the server closed the connection before the TLS handshake".into(),
+                })
+            }
+            Ok(_) => {
+                return Err(HostError::Tls {
+                    server: self.label.clone(),
+                    message: "the server sent data before the TLS handshake (possible response injection); aborted".into(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(HostError::Network { server: self.label.clone(), message: e.to_string() }),
+        }
+        let name = ServerName::try_from(self.host.clone()).map_err(|_| HostError::Tls {
+            server: self.label.clone(),
+            message: format!("\"{}\" is not a valid TLS server name", self.host),
+        })?;
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| HostError::Tls { server: self.label.clone(), message: describe_tls_error(&e) })?;
+        self.inner = Inner::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Plain(t) => t.write_all(bytes).await,
+            Inner::Tls(t) => {
+                t.write_all(bytes).await?;
+                t.flush().await
+            }
+            Inner::Gone => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
+        }
+    }
+
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Plain(t) => t.read(buf).await,
+            Inner::Tls(t) => t.read(buf).await,
+            Inner::Gone => Ok(0),
+        }
+    }
+
+    pub async fn close(&mut self) {
+        match std::mem::replace(&mut self.inner, Inner::Gone) {
+            Inner::Plain(mut t) => {
+                let _ = t.shutdown().await;
+            }
+            Inner::Tls(mut t) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), t.shutdown()).await;
+            }
+            Inner::Gone => {}
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The operations a platform performs for a tenant: fetch a mailbox, send through a queue.
+//! They turn the tenant configuration into guest values, check the licence and the
+//! allow-list, and drive the session.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{AuthKind, Protocol, Security, ServerConfig, TenantConfig};
+use crate::driver::{drive, now_ms, DriveOptions, MessageSink};
+use crate::engine::{
+    BasicCredentials, Credentials, Draft, GuestLimits, GuestMailbox, GuestProtocol, GuestSecurity, GuestServer,
+    Oauth2Credentials, Outcome, Plugin, SendReport, SubmissionServer,
+};
+use crate::error::HostError;
+use crate::net::tls_config;
+use crate::store::SyncStateStore;
+
+pub use crate::engine::FetchSummary;
+
+fn guest_server(s: &ServerConfig) -> GuestServer {
+    GuestServer {
+        host: s.host.clone(),
+        port: s.port,
+        security: match s.security {
+            Security::ImplicitTls => GuestSecurity::ImplicitTls,
+            Security::Starttls => GuestSecurity::Starttls,
+            Security::InsecurePlaintext => GuestSecurity::InsecurePlaintext,
+        },
+    }
+}
+
+fn guest_credentials(s: &ServerConfig, oauth_token: Option<&str>) -> Result<Credentials, HostError> {
+    Ok(match s.auth {
+        AuthKind::Basic => {
+            Credentials::Basic(BasicCredentials { username: s.username.clone(), password: s.secret.expose().to_string() })
+        }
+        AuthKind::Oauth2 => match oauth_token {
+            Some(t) => Credentials::Oauth2(Oauth2Credentials { username: s.username.clone(), access_token: t.to_string() }),
+            None => {
+                return Err(HostError::NotFound(format!(
+                    "{}:{} uses OAuth2 but no token is stored yet; run the OAuth2 consent first",
+                    s.host, s.port
+                )))
+            }
+        },
+    })
+}
+
+fn guest_limits(cfg: &TenantConfig) -> GuestLimits {
+    let l = &cfg.limits;
+    GuestLimits {
+        max_line_bytes: l.max_line_bytes,
+        max_message_bytes: l.max_message_bytes,
+        max_batch_messages: l.max_batch_messages,
+        max_batch_bytes: l.max_batch_bytes,
+        reply_timeout_ms: l.reply_timeout_secs.saturating_mul(1000),
+    }
+}
+
+/// Every server the tenant configured: the allow-list for its sessions.
+pub fn allowed_servers(cfg: &TenantConfig) -> Vec<(String, u16)> {
+    let mut v: Vec<(String, u16)> = cfg.mailboxes.iter().map(|m| (m.server.host.clone(), m.server.port)).collect();
+    v.extend(cfg.queues.iter().map(|q| (q.smtp.host.clone(), q.smtp.port)));
+    v
+}
+
+fn check_licence(cfg: &TenantConfig) -> Result<(), HostError> {
+    if cfg.licensed {
+        Ok(())
+    } else {
+        Err(HostError::Unlicensed(cfg.tenant.clone()))
+    }
+}
+
+/// Guest memory in bytes for this tenant's limits: the configured cap, and never less than
+/// two messages' worth plus a margin, so a message at the limit can be assembled.
+fn memory_cap(cfg: &TenantConfig) -> usize {
+    (cfg.limits.guest_memory_mb as usize).saturating_mul(1024 * 1024)
+}
+
+fn options<'a>(cfg: &TenantConfig, allowed: &'a [(String, u16)]) -> Result<DriveOptions<'a>, HostError> {
+    Ok(DriveOptions {
+        allowed,
+        tls: tls_config(cfg.extra_ca_file.as_deref())?,
+        connect_timeout: Duration::from_secs(cfg.limits.connect_timeout_secs.into()),
+        idle_timeout: Duration::from_secs(u64::from(cfg.limits.reply_timeout_secs) * 2),
+    })
+}
+
+/// Fetches new messages of one mailbox into `sink`, then saves the mailbox's sync state.
+pub async fn fetch(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    mailbox: &str,
+    sink: &mut dyn MessageSink,
+    sync: &dyn SyncStateStore,
+) -> Result<FetchSummary, HostError> {
+    check_licence(cfg)?;
+    let m = cfg
+        .mailbox(mailbox)
+        .ok_or_else(|| HostError::NotFound(format!("no mailbox named \"{mailbox}\" in the configuration")))?;
+    let gm = GuestMailbox {
+        protocol: match m.protocol {
+            Protocol::Pop3 => GuestProtocol::Pop3,
+            Protocol::Imap => GuestProtocol::Imap,
+        },
+        server: guest_server(&m.server),
+        credentials: guest_credentials(&m.server, None)?,
+        folders: m.folders.clone(),
+        limits: guest_limits(cfg),
+    };
+    let state = sync.load(&cfg.tenant, &m.name)?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call)?;
+    let session = instance.open_inbound(&gm, state.as_deref(), now_ms())?;
+    let allowed = allowed_servers(cfg);
+    let opts = options(cfg, &allowed)?;
+    // Read the sync state before the driver drops the session.
+    let outcome = crate::driver::drive_keep(&mut instance, session, &opts, sink).await;
+    let new_state = instance.sync_state(session);
+    instance.drop_session(session);
+    let outcome = outcome?;
+    if let Some(st) = new_state? {
+        sync.save(&cfg.tenant, &m.name, &st)?;
+    }
+    match outcome {
+        Outcome::Fetched(s) => Ok(s),
+        Outcome::Sent(_) => Err(HostError::Plugin("the component reported a send outcome for a fetch".into())),
+    }
+}
+
+/// A message to send through a queue.
+pub struct Outgoing {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text_body: String,
+}
+
+/// The result of a send: the Message-ID and the server's report.
+#[derive(Debug)]
+pub struct Sent {
+    pub message_id: String,
+    /// The message exactly as composed (before dot-stuffing).
+    pub raw: Vec<u8>,
+    pub report: SendReport,
+}
+
+/// The From address of a queue's mail: the SMTP account when it is an address, otherwise
+/// the first inbound mailbox the queue serves. (From/Sender planning comes later.)
+fn queue_from(cfg: &TenantConfig, queue: &crate::config::QueueConfig) -> Result<String, HostError> {
+    if queue.smtp.username.contains('@') {
+        return Ok(queue.smtp.username.clone());
+    }
+    queue
+        .mailboxes
+        .first()
+        .and_then(|n| cfg.mailbox(n))
+        .map(|m| m.address.clone())
+        .ok_or_else(|| HostError::NotFound(format!("queue \"{}\" has no sender address: its SMTP username is not an address and it serves no mailbox", queue.name)))
+}
+
+/// Composes and sends one message through the queue's SMTP server.
+pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoing) -> Result<Sent, HostError> {
+    check_licence(cfg)?;
+    let q = cfg
+        .queue(queue)
+        .ok_or_else(|| HostError::NotFound(format!("no queue named \"{queue}\" in the configuration")))?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call)?;
+    let composed = instance.compose(&Draft {
+        from: queue_from(cfg, q)?,
+        to: msg.to.clone(),
+        subject: msg.subject.clone(),
+        text_body: msg.text_body.clone(),
+        date: now_ms(),
+    })?;
+    let sub = SubmissionServer {
+        server: guest_server(&q.smtp),
+        credentials: guest_credentials(&q.smtp, None)?,
+        helo_name: q.helo_name.clone(),
+        limits: guest_limits(cfg),
+    };
+    let session =
+        instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms())?;
+    let allowed = allowed_servers(cfg);
+    let opts = options(cfg, &allowed)?;
+    let mut no_sink = crate::store::NoMessages;
+    match drive(&mut instance, session, &opts, &mut no_sink).await? {
+        Outcome::Sent(report) => Ok(Sent { message_id: composed.message_id, raw: composed.raw, report }),
+        Outcome::Fetched(_) => Err(HostError::Plugin("the component reported a fetch outcome for a send".into())),
+    }
+}
+
+/// The default component path: `$MAILPLUG_WASM`, else next to the binary's target folder.
+pub fn default_plugin_path() -> PathBuf {
+    if let Ok(p) = std::env::var("MAILPLUG_WASM") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().unwrap_or(Path::new("."));
+    let target = profile_dir.parent().unwrap_or(Path::new("."));
+    target.join("wasm32-wasip2").join("release").join("mailplug_plugin.wasm")
+}

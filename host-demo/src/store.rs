@@ -1,0 +1,134 @@
+//! Where the host keeps what the guest hands it: messages and opaque sync state.
+//! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
+//! or the new version, never half of one.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::driver::MessageSink;
+use crate::engine::FetchedMessage;
+use crate::error::HostError;
+
+/// Keeps each mailbox's opaque sync state between runs.
+pub trait SyncStateStore {
+    fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<Vec<u8>>, HostError>;
+    fn save(&self, tenant: &str, mailbox: &str, state: &[u8]) -> Result<(), HostError>;
+}
+
+/// A file name safe on every file system for an arbitrary id.
+pub fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '_' })
+        .collect()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let err = |e: std::io::Error| HostError::Storage(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
+}
+
+/// Sync state as files `<dir>/<tenant>/<mailbox>.state`.
+pub struct FileSyncStore {
+    pub dir: PathBuf,
+}
+
+impl FileSyncStore {
+    fn path(&self, tenant: &str, mailbox: &str) -> PathBuf {
+        self.dir.join(safe_name(tenant)).join(format!("{}.state", safe_name(mailbox)))
+    }
+}
+
+impl SyncStateStore for FileSyncStore {
+    fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let p = self.path(tenant, mailbox);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(HostError::Storage(format!("cannot read {}: {e}", p.display()))),
+        }
+    }
+    fn save(&self, tenant: &str, mailbox: &str, state: &[u8]) -> Result<(), HostError> {
+        write_atomically(&self.path(tenant, mailbox), state)
+    }
+}
+
+/// Keeps no sync state: every run starts from scratch.
+pub struct NoSyncState;
+
+impl SyncStateStore for NoSyncState {
+    fn load(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
+    fn save(&self, _: &str, _: &str, _: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
+}
+
+/// Writes each message as `<dir>/<id>.eml`; `commit` syncs the folder.
+pub struct EmlDir {
+    pub dir: PathBuf,
+    /// Paths written in this run, in delivery order.
+    pub written: Vec<PathBuf>,
+}
+
+impl EmlDir {
+    pub fn new(dir: PathBuf) -> Result<Self, HostError> {
+        fs::create_dir_all(&dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(EmlDir { dir, written: Vec::new() })
+    }
+}
+
+impl MessageSink for EmlDir {
+    fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
+        let path = self.dir.join(format!("{}.eml", safe_name(&m.id)));
+        write_atomically(&path, &m.raw)?;
+        self.written.push(path);
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        // Each file was synced before its rename; sync the folder so the renames are durable too.
+        if let Ok(d) = fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Keeps messages in memory (tests, and callers that store elsewhere).
+#[derive(Default)]
+pub struct MemorySink {
+    pub messages: Vec<FetchedMessage>,
+    pub commits: usize,
+}
+
+impl MessageSink for MemorySink {
+    fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
+        self.messages.push(m);
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        self.commits += 1;
+        Ok(())
+    }
+}
+
+/// For sessions that never deliver (submission): a delivery is a contract violation.
+pub struct NoMessages;
+
+impl MessageSink for NoMessages {
+    fn deliver(&mut self, _: FetchedMessage) -> Result<(), HostError> {
+        Err(HostError::Plugin("the component delivered a message in a send session".into()))
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! The wit-bindgen glue: converts WIT values to the plain-Rust cores and back. No protocol
+//! logic lives here.
+
+use std::cell::RefCell;
+
+use crate::{compose, config, error, pop3, imap, session as core, smtp};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "connector",
+});
+
+use exports::mailplug::connector::inbound::{self, Mailbox as WitMailbox, Protocol};
+use exports::mailplug::connector::outbound::{self, ComposedMessage, Draft, SubmissionServer as WitSubmission};
+use exports::mailplug::connector::session::{
+    self, Action, Event, FetchSummary, FetchedMessage, GuestSession, Outcome, RecipientResult, SendReport,
+};
+use exports::mailplug::connector::types::{
+    Credentials, Error, ErrorDetail, Limits, Security, Server, ServerReply, Stage,
+};
+
+struct Component;
+
+/// A running session: any protocol core behind the one resource type.
+struct SessionResource {
+    inner: RefCell<Box<dyn core::Session>>,
+}
+
+impl GuestSession for SessionResource {
+    fn server(&self) -> Server {
+        server_to_wit(self.inner.borrow().server())
+    }
+
+    fn handle(&self, event: Event, now: u64) -> Result<Vec<Action>, Error> {
+        let ev = match &event {
+            Event::Connected => core::Event::Connected,
+            Event::Received(bytes) => core::Event::Received(bytes),
+            Event::TlsEstablished => core::Event::TlsEstablished,
+            Event::TlsFailed(why) => core::Event::TlsFailed(why),
+            Event::Closed => core::Event::Closed,
+            Event::Timer => core::Event::Timer,
+            Event::Stored => core::Event::Stored,
+        };
+        let actions = self.inner.borrow_mut().handle(ev, now).map_err(error_to_wit)?;
+        Ok(actions.into_iter().map(action_to_wit).collect())
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        self.inner.borrow().deadline()
+    }
+
+    fn sync_state(&self) -> Option<Vec<u8>> {
+        self.inner.borrow().sync_state()
+    }
+}
+
+impl session::Guest for Component {
+    type Session = SessionResource;
+}
+
+impl inbound::Guest for Component {
+    fn open(mailbox: WitMailbox, sync_state: Option<Vec<u8>>, _now: u64) -> Result<session::Session, Error> {
+        let mailbox = config::Mailbox {
+            protocol: match mailbox.protocol {
+                Protocol::Pop3 => config::InboundProtocol::Pop3,
+                Protocol::Imap => config::InboundProtocol::Imap,
+            },
+            server: server_from_wit(&mailbox.server),
+            credentials: credentials_from_wit(mailbox.credentials),
+            folders: mailbox.folders,
+            limits: limits_from_wit(&mailbox.limits),
+        };
+        let state = sync_state.as_deref();
+        let inner: Box<dyn core::Session> = match mailbox.protocol {
+            config::InboundProtocol::Pop3 => Box::new(pop3::Pop3Session::new(mailbox, state).map_err(error_to_wit)?),
+            config::InboundProtocol::Imap => Box::new(imap::ImapSession::new(mailbox, state).map_err(error_to_wit)?),
+        };
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(inner) }))
+    }
+}
+
+impl outbound::Guest for Component {
+    fn compose(draft: Draft) -> Result<ComposedMessage, Error> {
+        let d = compose::Draft {
+            from: draft.from,
+            to: draft.to,
+            subject: draft.subject,
+            text_body: draft.text_body,
+            date_ms: draft.date,
+        };
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|_| {
+            error_to_wit(error::Error::invalid(error::Stage::Data, "no entropy available to make a Message-ID"))
+        })?;
+        let c = compose::compose(&d, u64::from_le_bytes(nonce)).map_err(error_to_wit)?;
+        Ok(ComposedMessage {
+            message_id: c.message_id,
+            envelope_from: c.envelope_from,
+            envelope_to: c.envelope_to,
+            raw: c.raw,
+        })
+    }
+
+    fn open(
+        submission: WitSubmission,
+        envelope_from: String,
+        envelope_to: Vec<String>,
+        message: Vec<u8>,
+        _now: u64,
+    ) -> Result<session::Session, Error> {
+        let sub = config::SubmissionServer {
+            server: server_from_wit(&submission.server),
+            credentials: credentials_from_wit(submission.credentials),
+            helo_name: submission.helo_name,
+            limits: limits_from_wit(&submission.limits),
+        };
+        let s = smtp::SmtpSession::new(sub, envelope_from, envelope_to, message).map_err(error_to_wit)?;
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
+    }
+}
+
+fn server_from_wit(s: &Server) -> config::Server {
+    config::Server {
+        host: s.host.clone(),
+        port: s.port,
+        security: match s.security {
+            Security::ImplicitTls => config::Security::ImplicitTls,
+            Security::Starttls => config::Security::Starttls,
+            Security::InsecurePlaintext => config::Security::InsecurePlaintext,
+        },
+    }
+}
+
+fn server_to_wit(s: &config::Server) -> Server {
+    Server {
+        host: s.host.clone(),
+        port: s.port,
+        security: match s.security {
+            config::Security::ImplicitTls => Security::ImplicitTls,
+            config::Security::Starttls => Security::Starttls,
+            config::Security::InsecurePlaintext => Security::InsecurePlaintext,
+        },
+    }
+}
+
+fn credentials_from_wit(c: Credentials) -> config::Credentials {
+    match c {
+        Credentials::Basic(b) => config::Credentials::Basic { username: b.username, password: b.password },
+        Credentials::Oauth2(o) => config::Credentials::OAuth2 { username: o.username, access_token: o.access_token },
+    }
+}
+
+fn limits_from_wit(l: &Limits) -> config::Limits {
+    config::Limits {
+        max_line_bytes: l.max_line_bytes,
+        max_message_bytes: l.max_message_bytes,
+        max_batch_messages: l.max_batch_messages,
+        max_batch_bytes: l.max_batch_bytes,
+        reply_timeout_ms: l.reply_timeout_ms,
+    }
+}
+
+fn reply_to_wit(r: error::ServerReply) -> ServerReply {
+    ServerReply { code: r.code, text: r.text }
+}
+
+fn error_to_wit(e: error::Error) -> Error {
+    let stage = match e.stage {
+        error::Stage::Connect => Stage::Connect,
+        error::Stage::Greeting => Stage::Greeting,
+        error::Stage::Capabilities => Stage::Capabilities,
+        error::Stage::Starttls => Stage::Starttls,
+        error::Stage::Authenticate => Stage::Authenticate,
+        error::Stage::SelectMailbox => Stage::SelectMailbox,
+        error::Stage::ListMessages => Stage::ListMessages,
+        error::Stage::FetchMessage => Stage::FetchMessage,
+        error::Stage::Envelope => Stage::Envelope,
+        error::Stage::Data => Stage::Data,
+        error::Stage::Logout => Stage::Logout,
+    };
+    let d = ErrorDetail { stage, message: e.message, reply: e.reply.map(reply_to_wit) };
+    match e.kind {
+        error::ErrorKind::Network => Error::Network(d),
+        error::ErrorKind::Tls => Error::Tls(d),
+        error::ErrorKind::AuthRejected => Error::AuthRejected(d),
+        error::ErrorKind::Protocol => Error::Protocol(d),
+        error::ErrorKind::Policy => Error::Policy(d),
+        error::ErrorKind::Limit => Error::Limit(d),
+        error::ErrorKind::Timeout => Error::Timeout(d),
+        error::ErrorKind::InvalidInput => Error::InvalidInput(d),
+    }
+}
+
+fn action_to_wit(a: core::Action) -> Action {
+    match a {
+        core::Action::Write(b) => Action::Write(b),
+        core::Action::StartTls => Action::StartTls,
+        core::Action::Deliver(m) => Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw }),
+        core::Action::Close => Action::Close,
+        core::Action::Finished(core::Outcome::Fetched(s)) => {
+            Action::Finished(Outcome::Fetched(FetchSummary { delivered: s.delivered, remaining: s.remaining }))
+        }
+        core::Action::Finished(core::Outcome::Sent(r)) => Action::Finished(Outcome::Sent(SendReport {
+            final_reply: reply_to_wit(r.final_reply),
+            recipients: r
+                .recipients
+                .into_iter()
+                .map(|x| RecipientResult { address: x.address, accepted: x.accepted, reply: reply_to_wit(x.reply) })
+                .collect(),
+        })),
+    }
+}
+
+export!(Component);

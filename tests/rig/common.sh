@@ -1,0 +1,203 @@
+# Shared definitions for the mailplug test rig scripts (sourced, not run).
+# shellcheck shell=bash
+
+RIG_DIR=${MAILPLUG_RIG_DIR:-/tmp/mailplug-rig}
+
+rig_log() { printf 'rig: %s\n' "$*" >&2; }
+rig_die() { printf 'rig: error: %s\n' "$*" >&2; exit 1; }
+
+# The run dir ends up in config files and in rig.env unquoted: keep it to safe characters.
+[[ "$RIG_DIR" =~ ^/[A-Za-z0-9._/-]+$ ]] \
+    || rig_die "MAILPLUG_RIG_DIR must be an absolute path of [A-Za-z0-9._/-] characters (got '$RIG_DIR')"
+RIG_DIR=${RIG_DIR%/}
+[[ -n "$RIG_DIR" && "$RIG_DIR" != "/" ]] || rig_die "MAILPLUG_RIG_DIR must not be /"
+
+# ---- fixed facts -------------------------------------------------------------------------
+RIG_HOST=localhost
+RIG_IP=127.0.0.1
+RIG_NOTLS_IP=127.0.0.2
+RIG_DOMAIN=example.test
+
+RIG_IMAP_STARTTLS_PORT=10143
+RIG_IMAPS_PORT=10993
+RIG_POP3_STLS_PORT=10110
+RIG_POP3S_PORT=10995
+RIG_SUBMISSION_PORT=10587
+RIG_SMTPS_PORT=10465
+RIG_IMAP_NOTLS_HOST=$RIG_NOTLS_IP
+RIG_IMAP_NOTLS_PORT=10144
+RIG_POP3_NOTLS_HOST=$RIG_NOTLS_IP
+RIG_POP3_NOTLS_PORT=10111
+RIG_SMTP_NOTLS_HOST=$RIG_IP
+RIG_SMTP_NOTLS_PORT=10588
+
+# name:password (login = name@example.test). Passwords are distinctive so that tests can grep
+# any output for them; they must not contain ':' (passwd-file) or shell-special characters
+# other than '!' (rig.env is sourced unquoted).
+RIG_USERS=(
+    "support:Support-Pw-7Qz!"
+    "customer:Customer-Pw-4Kx!"
+    "agent:Agent-Pw-9Lm!"
+    "sales:Sales-Pw-2Vb!"
+)
+
+# ---- layout of the run dir -------------------------------------------------------------
+RIG_MARKER=$RIG_DIR/.mailplug-rig
+RIG_LOCK=$RIG_DIR/.lock
+RIG_FINGERPRINT=$RIG_DIR/.fingerprint
+RIG_ENV=$RIG_DIR/rig.env
+RIG_PIDS=$RIG_DIR/pids
+RIG_LOGS=$RIG_DIR/logs
+RIG_TLS=$RIG_DIR/tls
+RIG_CA=$RIG_TLS/ca.pem
+RIG_MAIL=$RIG_DIR/mail
+RIG_BIN=$RIG_DIR/bin
+
+DOVECOT_DIR=$RIG_DIR/dovecot
+DOVECOT_CONF=$DOVECOT_DIR/dovecot.conf
+DOVECOT_USERS=$DOVECOT_DIR/users
+DOVECOT_BASE=$DOVECOT_DIR/run
+DOVECOT_STATE=$DOVECOT_DIR/state
+DOVECOT_LOG=$RIG_LOGS/dovecot.log
+DOVECOT_PIDFILE=$RIG_PIDS/dovecot.pid
+
+POSTFIX_DIR=$RIG_DIR/postfix
+POSTFIX_CONF=$POSTFIX_DIR/etc
+POSTFIX_SPOOL=$POSTFIX_DIR/spool
+POSTFIX_DATA=$POSTFIX_DIR/data
+POSTFIX_LOG=$RIG_LOGS/postfix.log
+POSTFIX_PIDFILE=$RIG_PIDS/postfix.pid
+
+# ---- helpers -----------------------------------------------------------------------------
+
+# Does /proc/PID belong to the Dovecot master that this rig started?
+rig_is_our_dovecot() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [[ "$comm" == dovecot ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$DOVECOT_CONF"
+}
+
+# Does /proc/PID belong to the Postfix master that this rig started?
+rig_is_our_postfix() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+    [[ "$comm" == master ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF -- "MAIL_CONFIG=$POSTFIX_CONF"
+}
+
+# PIDs of this rig's Dovecot / Postfix masters: from the PID files, plus a scan of /proc for
+# masters started with this rig's config (in case a PID file was lost). Nothing else matches.
+rig_dovecot_pids() {
+    local pid p f
+    {
+        for f in "$DOVECOT_PIDFILE" "$DOVECOT_BASE/master.pid"; do
+            pid=$(head -n1 "$f" 2>/dev/null | tr -d ' ') || true
+            if rig_is_our_dovecot "$pid"; then echo "$pid"; fi
+        done
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_dovecot "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
+rig_postfix_pids() {
+    local pid p f
+    {
+        for f in "$POSTFIX_PIDFILE" "$POSTFIX_SPOOL/pid/master.pid"; do
+            pid=$(head -n1 "$f" 2>/dev/null | tr -d ' ') || true
+            if rig_is_our_postfix "$pid"; then echo "$pid"; fi
+        done
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_postfix "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
+# rig_port_open HOST PORT: does something accept TCP connections there?
+rig_port_open() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# "host port" lines of every listener the rig serves.
+rig_listeners() {
+    local p
+    for p in "$RIG_IMAP_STARTTLS_PORT" "$RIG_IMAPS_PORT" "$RIG_POP3_STLS_PORT" "$RIG_POP3S_PORT" \
+             "$RIG_SUBMISSION_PORT" "$RIG_SMTPS_PORT"; do
+        echo "$RIG_IP $p"
+    done
+    echo "$RIG_IMAP_NOTLS_HOST $RIG_IMAP_NOTLS_PORT"
+    echo "$RIG_POP3_NOTLS_HOST $RIG_POP3_NOTLS_PORT"
+    echo "$RIG_SMTP_NOTLS_HOST $RIG_SMTP_NOTLS_PORT"
+}
+
+# Send SIGTERM to PIDs, wait up to SECONDS for them to exit, then SIGKILL the rest.
+rig_terminate() {
+    local seconds=$1; shift
+    local pids=("$@") pid alive i
+    [[ ${#pids[@]} -gt 0 ]] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for ((i = 0; i < seconds * 10; i++)); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        [[ $alive -eq 0 ]] && return 0
+        sleep 0.1
+    done
+    rig_log "still running after ${seconds}s, killing: ${pids[*]}"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    sleep 0.2
+}
+
+# Stop whatever this rig started (and nothing else).
+rig_stop() {
+    local pids
+    mapfile -t pids < <(rig_postfix_pids)
+    if [[ ${#pids[@]} -gt 0 ]]; then
+        rig_log "stopping postfix (pid ${pids[*]})"
+        # `postfix stop` tells the master to stop; fall back to signals if the config is broken.
+        MAIL_CONFIG=$POSTFIX_CONF timeout 20 postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1 || true
+        rig_terminate 15 "${pids[@]}"
+    fi
+    mapfile -t pids < <(rig_dovecot_pids)
+    if [[ ${#pids[@]} -gt 0 ]]; then
+        rig_log "stopping dovecot (pid ${pids[*]})"
+        # This is what `doveadm stop` does, without needing a parsable config.
+        rig_terminate 15 "${pids[@]}"
+    fi
+    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE"
+}
+
+# Wait until no rig port accepts connections any more (children may hold listeners briefly).
+rig_wait_ports_free() {
+    local host port busy i
+    for ((i = 0; i < 100; i++)); do
+        busy=()
+        while read -r host port; do
+            rig_port_open "$host" "$port" && busy+=("$host:$port")
+        done < <(rig_listeners)
+        [[ ${#busy[@]} -eq 0 ]] && return 0
+        sleep 0.1
+    done
+    printf '%s\n' "${busy[@]}"
+    return 1
+}
+
+# Take the rig's lock (serialises up.sh / down.sh run concurrently, e.g. by parallel tests).
+rig_lock() {
+    mkdir -p "$RIG_DIR"
+    exec 9>"$RIG_LOCK"
+    flock -w 180 9 || rig_die "timed out waiting for the rig lock $RIG_LOCK"
+}
+
+# Full login name for a user given as "support" or "support@example.test".
+rig_login() {
+    local u=$1
+    [[ "$u" == *@* ]] || u="$u@$RIG_DOMAIN"
+    printf '%s\n' "$u"
+}

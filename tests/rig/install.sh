@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the mailplug test rig needs (Dovecot, Postfix, OpenSSL) from Debian's packages
+# without starting any system daemon. Idempotent: does nothing when everything is installed.
+set -euo pipefail
+
+PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl ca-certificates)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    if [[ "$status" != "installed" ]]; then
+        missing+=("$p")
+    fi
+done
+# `script` (bsdutils) is used to see `postfix check` errors; it is Essential on Debian, but check.
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install.sh: must run as root to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "install.sh: installing ${missing[*]}" >&2
+
+# Keep package maintainer scripts from starting system daemons.
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\n# created by mailplug tests/rig/install.sh: never start services from package scripts\nexit 101\n' \
+        > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+echo "postfix postfix/mailname string localhost" | debconf-set-selections
+
+apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --no-install-recommends)
+if ! apt-get install "${apt_opts[@]}" "${missing[@]}"; then
+    # Package lists may be missing or stale on a fresh machine: update once and retry.
+    apt-get update -q
+    apt-get install "${apt_opts[@]}" "${missing[@]}"
+fi
