@@ -228,14 +228,14 @@ mod tests {
 
     #[test]
     fn header_injection_attempts_are_refused() {
-        let cases: Vec<Box<dyn Fn(&mut Draft)>> = vec![
-            Box::new(|d| d.subject = "Hi\r\nBcc: x@evil.example".into()),
-            Box::new(|d| d.subject = "Hi\nBcc: x@evil.example".into()),
-            Box::new(|d| d.from = "Support\r\nBcc: x@evil.example <support@shop.example>".into()),
-            Box::new(|d| d.from = "support@shop.example\r\nBcc: x@evil.example".into()),
-            Box::new(|d| d.to = vec!["Ann <ann@example.com>\nBcc: x@evil.example".into()]),
-            Box::new(|d| d.to = vec!["ann@example.com\r".into()]),
-            Box::new(|d| d.to = vec!["ann@example.com, x@evil.example".into()]),
+        let cases: [fn(&mut Draft); 7] = [
+            |d| d.subject = "Hi\r\nBcc: x@evil.example".into(),
+            |d| d.subject = "Hi\nBcc: x@evil.example".into(),
+            |d| d.from = "Support\r\nBcc: x@evil.example <support@shop.example>".into(),
+            |d| d.from = "support@shop.example\r\nBcc: x@evil.example".into(),
+            |d| d.to = vec!["Ann <ann@example.com>\nBcc: x@evil.example".into()],
+            |d| d.to = vec!["ann@example.com\r".into()],
+            |d| d.to = vec!["ann@example.com, x@evil.example".into()],
         ];
         for (i, mutate) in cases.iter().enumerate() {
             let mut d = draft();

@@ -26,20 +26,37 @@ fi
 
 echo "install.sh: installing ${missing[*]}" >&2
 
-# Keep package maintainer scripts from starting system daemons.
-if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+# Keep package maintainer scripts from starting system daemons: a policy-rc.d that exits 101.
+# A missing one is created (and left, as Debian container images have it); a different existing
+# one is set aside for the install and put back afterwards.
+policy=/usr/sbin/policy-rc.d
+policy_backup=""
+restore_policy() {
+    if [[ -n "$policy_backup" ]]; then
+        mv -f "$policy_backup" "$policy"
+    fi
+}
+if [[ -e "$policy" ]] && ! grep -qx 'exit 101' "$policy"; then
+    policy_backup=$(mktemp /usr/sbin/policy-rc.d.mailplug-rig.XXXXXX)
+    cp -p "$policy" "$policy_backup"
+    trap restore_policy EXIT
+    rm -f "$policy"
+fi
+if [[ ! -e "$policy" ]]; then
     printf '#!/bin/sh\n# created by mailplug tests/rig/install.sh: never start services from package scripts\nexit 101\n' \
-        > /usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
+        >"$policy"
+    chmod 0755 "$policy"
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 echo "postfix postfix/mailname string localhost" | debconf-set-selections
 
-apt_opts=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold --no-install-recommends)
-if ! apt-get install "${apt_opts[@]}" "${missing[@]}"; then
+# apt's chatter goes to stderr: up.sh keeps its stdout clean for callers that capture it.
+apt_opts=(-y -q -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef
+          -o Dpkg::Options::=--force-confold --no-install-recommends)
+if ! apt-get install "${apt_opts[@]}" "${missing[@]}" >&2; then
     # Package lists may be missing or stale on a fresh machine: update once and retry.
-    apt-get update -q
-    apt-get install "${apt_opts[@]}" "${missing[@]}"
+    apt-get update -q -o DPkg::Lock::Timeout=300 >&2
+    apt-get install "${apt_opts[@]}" "${missing[@]}" >&2
 fi

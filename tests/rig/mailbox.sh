@@ -21,7 +21,11 @@ user=$(rig_login "$2")
 doveadm_() { doveadm -c "$DOVECOT_CONF" "$@"; }
 
 count() {
-    doveadm_ -f tab mailbox status -u "$user" messages INBOX | tail -n 1
+    local out n
+    out=$(doveadm_ -f flow mailbox status -u "$user" messages INBOX) || return 1
+    n=$(printf '%s\n' "$out" | sed -n 's/.*messages=\([0-9][0-9]*\).*/\1/p')
+    [[ -n "$n" ]] || rig_die "unexpected doveadm output: $out"
+    printf '%s\n' "$n"
 }
 
 case "$cmd" in

@@ -31,7 +31,7 @@ rig_healthy() {
     [[ -n "$(rig_dovecot_pids)" && -n "$(rig_postfix_pids)" ]] || return 1
     [[ -S "$DOVECOT_BASE/auth-client" && -S "$DOVECOT_BASE/lmtp" ]] || return 1
     while read -r host port; do
-        rig_port_open "$host" "$port" || return 1
+        rig_port_listening "$host" "$port" || return 1
     done < <(rig_listeners)
     return 0
 }
@@ -223,7 +223,8 @@ doveconf -c "$DOVECOT_CONF" -n >/dev/null || rig_die "dovecot rejected $DOVECOT_
 # A clean base_dir: a stale anvil socket adds a 5 s retry to logins.
 rm -rf "$DOVECOT_BASE"
 # Dovecot keeps the caller's stdout/stderr open: detach them or a piped caller never returns.
-dovecot -c "$DOVECOT_CONF" </dev/null >>"$DOVECOT_LOG" 2>&1 \
+# Close the lock fd too, or the daemon would hold the rig lock forever.
+dovecot -c "$DOVECOT_CONF" </dev/null >>"$DOVECOT_LOG" 2>&1 9>&- \
     || { tail -n 30 "$DOVECOT_LOG" >&2; rig_die "dovecot failed to start"; }
 
 for ((i = 0; i < 100; i++)); do
@@ -359,7 +360,7 @@ if ! postfix -c "$POSTFIX_CONF" check >/dev/null 2>&1; then
     script -qec "postfix -c $POSTFIX_CONF check" /dev/null >&2 || true
     rig_die "postfix check failed for $POSTFIX_CONF"
 fi
-if ! postfix -c "$POSTFIX_CONF" start >>"$POSTFIX_LOG" 2>&1 </dev/null; then
+if ! postfix -c "$POSTFIX_CONF" start >>"$POSTFIX_LOG" 2>&1 </dev/null 9>&-; then
     script -qec "postfix -c $POSTFIX_CONF start" /dev/null >&2 || true
     tail -n 30 "$POSTFIX_LOG" >&2
     rig_die "postfix failed to start"

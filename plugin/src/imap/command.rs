@@ -54,14 +54,6 @@ impl Command {
         &mut self.parts[last].0
     }
 
-    /// Appends " " and raw protocol text (an atom, a sequence set, a parenthesised list).
-    pub fn raw(mut self, text: &str) -> Self {
-        let cur = self.cur();
-        cur.push(b' ');
-        cur.extend_from_slice(text.as_bytes());
-        self
-    }
-
     /// Appends " " and an IMAP string: quoted when every byte may appear in a quoted string
     /// (7-bit, no CR/LF/NUL), otherwise a literal.
     pub fn string(mut self, value: &str, mode: LiteralMode) -> Self {

@@ -109,10 +109,11 @@ fn literal_announcement(line: &[u8]) -> Option<(u64, usize)> {
     if let Some(d) = digits.strip_suffix(b"+") {
         digits = d;
     }
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = digits.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+    // An absurd length saturates and then fails the size checks.
+    let n = digits.iter().fold(0u64, |acc, &d| acc.saturating_mul(10).saturating_add(u64::from(d - b'0')));
     let tilde = usize::from(open > 0 && body[open - 1] == b'~');
     Some((n, line.len() - open + tilde))
 }
@@ -185,8 +186,9 @@ pub enum Response {
     Status { tag: Option<String>, status: Status, code: Option<Code>, text: String },
     Capability(Vec<String>),
     Exists(u32),
-    /// UIDs from `* SEARCH` or `* ESEARCH ... ALL`.
-    Search(Vec<u32>),
+    /// UIDs from `* SEARCH` or `* ESEARCH ... ALL`, as inclusive ranges (ESEARCH sends
+    /// compact sets; expanding them is bounded by the caller).
+    Search(Vec<(u32, u32)>),
     Fetch(Fetch),
     Continuation(String),
     /// Anything else (FLAGS, RECENT, EXPUNGE, LIST, ...): tolerated and ignored.
@@ -251,7 +253,7 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
         let upper = word.to_ascii_uppercase();
         return Ok(match &upper[..] {
             b"CAPABILITY" => Response::Capability(capabilities(after)),
-            b"SEARCH" => Response::Search(after.split(|&b| b == b' ').filter_map(number).collect()),
+            b"SEARCH" => Response::Search(after.split(|&b| b == b' ').filter_map(number).map(|n| (n, n)).collect()),
             b"ESEARCH" => Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?),
             _ => Response::Other,
         });
@@ -285,8 +287,8 @@ fn status_response(tag: Option<String>, status: Status, resp_text: &[u8]) -> Res
     Response::Status { tag, status, code, text: lossy(resp_text) }
 }
 
-/// `(TAG "a5") UID ALL 1:3,7` -> the UIDs of ALL; no ALL means none matched.
-fn esearch_all(args: &[u8]) -> Option<Vec<u32>> {
+/// `(TAG "a5") UID ALL 1:3,7` -> the ranges of ALL; no ALL means none matched.
+fn esearch_all(args: &[u8]) -> Option<Vec<(u32, u32)>> {
     let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty()).peekable();
     while let Some(w) = words.next() {
         if w.eq_ignore_ascii_case(b"ALL") {
@@ -297,22 +299,23 @@ fn esearch_all(args: &[u8]) -> Option<Vec<u32>> {
     Some(Vec::new())
 }
 
-/// Expands a sequence set of explicit numbers ("1:3,7"); "*" is not valid in a server's set.
-fn parse_sequence_set(set: &[u8]) -> Option<Vec<u32>> {
+/// Parses a sequence set of explicit numbers ("1:3,7") into ranges; "*" is not valid in a
+/// server's set.
+fn parse_sequence_set(set: &[u8]) -> Option<Vec<(u32, u32)>> {
     let mut out = Vec::new();
     for item in set.split(|&b| b == b',') {
         match item.iter().position(|&b| b == b':') {
             Some(p) => {
                 let a: u32 = number(&item[..p])?;
                 let b: u32 = number(&item[p + 1..])?;
-                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-                out.extend(lo..=hi);
+                out.push(if a <= b { (a, b) } else { (b, a) });
             }
-            None => out.push(number(item)?),
+            None => {
+                let n = number(item)?;
+                out.push((n, n));
+            }
         }
     }
-    out.sort_unstable();
-    out.dedup();
     Some(out)
 }
 
@@ -338,6 +341,10 @@ impl<'a> Lexer<'a, '_> {
 
     fn next(&mut self) -> Option<Token<'a>> {
         let lit_at = self.next_literal_at();
+        if lit_at < self.pos {
+            // A literal inside a quoted string or a section: not a shape we accept.
+            return None;
+        }
         while self.pos < self.text.len() && self.pos < lit_at && self.text[self.pos] == b' ' {
             self.pos += 1;
         }
@@ -360,6 +367,9 @@ impl<'a> Lexer<'a, '_> {
                 let mut out = Vec::new();
                 let mut i = self.pos + 1;
                 loop {
+                    if i >= lit_at {
+                        return None;
+                    }
                     match *text.get(i)? {
                         b'"' => break,
                         b'\\' => {
@@ -390,6 +400,9 @@ impl<'a> Lexer<'a, '_> {
                     }
                     i += 1;
                 }
+                if i == start {
+                    return None;
+                }
                 self.pos = i;
                 let atom = &text[start..i];
                 if atom.eq_ignore_ascii_case(b"NIL") {
@@ -417,6 +430,15 @@ impl<'a> Lexer<'a, '_> {
     }
 }
 
+/// BODY[], BINARY[] (with an optional <origin>) and RFC822 carry the whole message.
+fn is_body_item(upper: &[u8]) -> bool {
+    let base = match upper.iter().position(|&b| b == b'<') {
+        Some(p) if upper.ends_with(b">") => &upper[..p],
+        _ => upper,
+    };
+    matches!(base, b"BODY[]" | b"BINARY[]" | b"RFC822")
+}
+
 fn parse_fetch(seq: u32, text: &[u8], offset: usize, literals: &mut VecDeque<(usize, Vec<u8>)>, stage: Stage) -> Result<Fetch> {
     let bad = || malformed(stage, "FETCH response", text);
     let mut lx = Lexer { text, pos: offset, literals };
@@ -439,7 +461,7 @@ fn parse_fetch(seq: u32, text: &[u8], offset: usize, literals: &mut VecDeque<(us
                 Some(Token::Atom(n)) => fetch.size = Some(number(n).ok_or_else(bad)?),
                 _ => return Err(bad()),
             },
-            b"BODY[]" | b"BINARY[]" | b"RFC822" => match lx.next() {
+            n if is_body_item(n) => match lx.next() {
                 Some(Token::String(s)) => fetch.body = Some(s),
                 Some(Token::Nil) => {}
                 _ => return Err(bad()),
@@ -508,15 +530,15 @@ mod tests {
         input.extend_from_slice(&[b'x'; 200]);
         input.extend_from_slice(b")\r\n");
         let r = frames(&input, 100, 1000).unwrap();
-        assert!(matches!(&r[0], Response::Fetch(Fetch { uid: Some(9), .. })));
+        assert!(matches!(&r[0], Response::Fetch(Fetch { uid: Some(9), body: Some(b), .. }) if b.len() == 200));
     }
 
     #[test]
     fn oversized_body_literal_is_a_limit_error_before_reading_it() {
         let e = frames(b"* 1 FETCH (UID 9 BODY[] {1001}\r\n", 100, 1000).unwrap_err();
         assert_eq!((e.kind, e.stage), (ErrorKind::Limit, Stage::FetchMessage));
-        let e = frames(b"* 1 FETCH (UID 9 BODY[] {99999999999999999999}\r\n", 100, 1000);
-        assert!(e.is_ok(), "too many digits is not an announcement; the line just has no literal");
+        let e = frames(b"* 1 FETCH (UID 9 BODY[] {99999999999999999999}\r\n", 100, 1000).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Limit);
     }
 
     #[test]
@@ -533,12 +555,25 @@ mod tests {
     #[test]
     fn search_and_esearch() {
         let r = frames(b"* SEARCH 2 5 9\r\n* SEARCH\r\n* ESEARCH (TAG \"a5\") UID ALL 3:5,8\r\n* ESEARCH (TAG \"a6\") UID\r\n", 100, 100).unwrap();
-        assert_eq!(r, vec![Response::Search(vec![2, 5, 9]), Response::Search(vec![]), Response::Search(vec![3, 4, 5, 8]), Response::Search(vec![])]);
+        assert_eq!(
+            r,
+            vec![
+                Response::Search(vec![(2, 2), (5, 5), (9, 9)]),
+                Response::Search(vec![]),
+                Response::Search(vec![(3, 5), (8, 8)]),
+                Response::Search(vec![])
+            ]
+        );
     }
 
     #[test]
     fn garbage_is_a_protocol_error_not_a_panic() {
-        for input in [&b"* 1 FETCH UID 5\r\n"[..], b"* 1 FETCH (UID x)\r\n", b"* 1 FETCH (UID 1 BODY[] \"open\r\n", b"a1 WHAT\r\n", b"\r\n", b"* 1 FETCH (FLAGS (\\Seen)\r\n"] {
+        for input in [
+            &b"* 1 FETCH UID 5\r\n"[..],
+            b"* 1 FETCH (UID x)\r\n",
+            b"* 1 FETCH (X-ITEM \"a {3}\r\nb\"c\" FLAGS ())\r\n",
+            b"* 1 FETCH (X-ITEM (a {3}\r\nb\"c\" FLAGS ())\r\n",
+            b"* ESEARCH (TAG \"a1\") UID ALL 1:x\r\n", b"* 1 FETCH (UID 1 BODY[] \"open\r\n", b"a1 WHAT\r\n", b"\r\n", b"* 1 FETCH (FLAGS (\\Seen)\r\n"] {
             let e = frames(input, 100, 100).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Protocol, "{:?}", String::from_utf8_lossy(input));
         }

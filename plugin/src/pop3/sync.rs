@@ -63,7 +63,8 @@ impl SyncState {
                 ),
             ));
         }
-        let stored: StoredV1 = serde_json::from_slice(bytes).map_err(|_| unreadable("the list of seen messages is malformed"))?;
+        let stored: StoredV1 =
+            serde_json::from_slice(bytes).map_err(|_| unreadable("the list of seen messages is malformed"))?;
         Ok(SyncState { seen: stored.seen.into_iter().collect() })
     }
 

@@ -1,0 +1,728 @@
+//! Recorded Dovecot-like transcripts driving `ImapSession`, fed whole, in odd chunks and
+//! one byte at a time; the bytes written and the actions must be exactly the same each way.
+
+use super::*;
+use crate::config::{Credentials, InboundProtocol, Limits, Mailbox, Security, Server};
+use crate::error::{Error, ErrorKind, Stage};
+use crate::sasl;
+use crate::session::{Action, Event, FetchSummary, FetchedMessage, Outcome, Session};
+
+const PASSWORD: &str = "s3cr\"et\\pw";
+const TIMEOUT: u64 = 60_000;
+
+fn mailbox(security: Security) -> Mailbox {
+    Mailbox {
+        protocol: InboundProtocol::Imap,
+        server: Server { host: "imap.example.com".into(), port: 993, security },
+        credentials: Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() },
+        folders: vec![],
+        limits: Limits { max_line_bytes: 1024, ..Limits::default() },
+    }
+}
+
+enum Step<'a> {
+    /// The server sends these bytes.
+    S(&'a [u8]),
+    /// The client must have written exactly these bytes since the last check.
+    C(&'a [u8]),
+    /// The client must have asked for TLS; the host reports the handshake done.
+    Tls,
+    /// The host reports everything delivered stored.
+    Stored,
+    /// The server closes the connection.
+    Closed,
+    /// The session must be waiting for the host, not the server: no deadline.
+    Idle,
+}
+use Step::{Closed, Idle, Stored, Tls, C, S};
+
+#[derive(Debug, Default)]
+struct Run {
+    /// Non-write actions in order.
+    actions: Vec<Action>,
+    /// Everything the client wrote.
+    wire: Vec<u8>,
+    error: Option<Error>,
+    session: Option<ImapSession>,
+}
+
+impl Run {
+    fn delivered(&self) -> Vec<&FetchedMessage> {
+        self.actions.iter().filter_map(|a| if let Action::Deliver(m) = a { Some(m) } else { None }).collect()
+    }
+    fn finished(&self) -> Option<&FetchSummary> {
+        self.actions.iter().find_map(|a| if let Action::Finished(Outcome::Fetched(s)) = a { Some(s) } else { None })
+    }
+    fn err(&self) -> &Error {
+        self.error.as_ref().expect("the session should have failed")
+    }
+    fn sync(&self) -> String {
+        String::from_utf8(self.session.as_ref().unwrap().sync_state().expect("a sync state")).unwrap()
+    }
+}
+
+/// Drives one session through the script, feeding server bytes `chunk` at a time.
+fn drive(mut s: ImapSession, script: &[Step<'_>], chunk: usize) -> Run {
+    let mut run = Run::default();
+    let mut unchecked: Vec<u8> = Vec::new();
+    let mut now = 1_000u64;
+    let mut feed = |s: &mut ImapSession, ev: Event<'_>, run: &mut Run, unchecked: &mut Vec<u8>| -> bool {
+        now += 1;
+        match s.handle(ev, now) {
+            Ok(actions) => {
+                for a in actions {
+                    match a {
+                        Action::Write(b) => {
+                            run.wire.extend_from_slice(&b);
+                            unchecked.extend_from_slice(&b);
+                        }
+                        other => run.actions.push(other),
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                run.error = Some(e);
+                false
+            }
+        }
+    };
+    'script: {
+        if !feed(&mut s, Event::Connected, &mut run, &mut unchecked) {
+            break 'script;
+        }
+        for step in script {
+            match step {
+                S(bytes) => {
+                    for piece in bytes.chunks(chunk.max(1)) {
+                        if !feed(&mut s, Event::Received(piece), &mut run, &mut unchecked) {
+                            break 'script;
+                        }
+                    }
+                }
+                C(expected) => {
+                    assert_eq!(
+                        String::from_utf8_lossy(&unchecked),
+                        String::from_utf8_lossy(expected),
+                        "client wrote (chunk {chunk})"
+                    );
+                    unchecked.clear();
+                }
+                Tls => {
+                    assert_eq!(run.actions.last(), Some(&Action::StartTls), "chunk {chunk}");
+                    assert_eq!(s.deadline(), None, "no deadline while the host runs the handshake");
+                    if !feed(&mut s, Event::TlsEstablished, &mut run, &mut unchecked) {
+                        break 'script;
+                    }
+                }
+                Idle => assert_eq!(s.deadline(), None, "no deadline while waiting for the host (chunk {chunk})"),
+                Stored => {
+                    if !feed(&mut s, Event::Stored, &mut run, &mut unchecked) {
+                        break 'script;
+                    }
+                }
+                Closed => {
+                    if !feed(&mut s, Event::Closed, &mut run, &mut unchecked) {
+                        break 'script;
+                    }
+                }
+            }
+        }
+        assert!(unchecked.is_empty(), "unchecked client bytes: {:?}", String::from_utf8_lossy(&unchecked));
+    }
+    run.session = Some(s);
+    run
+}
+
+/// Runs the script whole, in odd chunks and byte by byte; all runs must agree.
+fn drive_all(make: impl Fn() -> ImapSession, script: &[Step<'_>]) -> Run {
+    let whole = drive(make(), script, usize::MAX);
+    for chunk in [1, 2, 3, 7, 13, 64] {
+        let r = drive(make(), script, chunk);
+        assert_eq!(r.actions, whole.actions, "actions differ with chunk {chunk}");
+        assert_eq!(r.wire, whole.wire, "writes differ with chunk {chunk}");
+        assert_eq!(r.error.as_ref().map(|e| (e.kind, e.stage)), whole.error.as_ref().map(|e| (e.kind, e.stage)), "chunk {chunk}");
+        assert_eq!(r.session.as_ref().unwrap().sync_state(), whole.session.as_ref().unwrap().sync_state(), "chunk {chunk}");
+    }
+    whole
+}
+
+fn assert_no_secret(run: &Run) {
+    let e = run.err();
+    for text in [format!("{e}"), format!("{e:?}"), format!("{:?}", run.session.as_ref().unwrap())] {
+        assert!(!text.contains(PASSWORD) && !text.contains("s3cr"), "secret leaked: {text}");
+    }
+}
+
+const MSG1: &[u8] = b"From: a@example.org\r\nSubject: dots\r\n\r\nline\r\n.\r\n) not the end )\r\n* 3 FETCH (UID 9)\r\n";
+const MSG2: &[u8] = b"Subject: two\r\n\r\nbody {12}\r\n";
+
+fn body_fetch(seq: u32, uid: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", body.len()).into_bytes();
+    v.extend_from_slice(body);
+    v.extend_from_slice(b")\r\n");
+    v
+}
+
+fn plain_ir() -> String {
+    sasl::plain("agent@example.com", PASSWORD)
+}
+
+const SELECT_INBOX: &[u8] = b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n\
+* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted.\r\n\
+* 2 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\n* OK [UIDNEXT 8] Predicted next UID\r\n";
+
+#[test]
+fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
+    let auth = format!("a1 AUTHENTICATE PLAIN {}\r\n", plain_ir());
+    let mut fetch = body_fetch(1, 5, MSG1);
+    fetch.extend(body_fetch(2, 7, MSG2));
+    fetch.extend_from_slice(b"a5 OK Fetch completed (0.001 + 0.000 secs).\r\n");
+    let sizes = format!("* 1 FETCH (UID 5 RFC822.SIZE {})\r\n* 2 FETCH (UID 7 RFC822.SIZE {})\r\na4 OK Fetch completed.\r\n", MSG1.len(), MSG2.len());
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n"),
+        C(auth.as_bytes()),
+        S(b"a1 OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE SORT ESEARCH UIDPLUS] Logged in\r\n"),
+        C(b"a2 SELECT \"INBOX\"\r\n"),
+        S(SELECT_INBOX),
+        S(b"a2 OK [READ-WRITE] Select completed (0.001 + 0.000 secs).\r\n"),
+        C(b"a3 UID SEARCH RETURN (ALL) ALL\r\n"),
+        S(b"* ESEARCH (TAG \"a3\") UID ALL 7,5\r\na3 OK Search completed (0.001 + 0.000 secs).\r\n"),
+        C(b"a4 UID FETCH 5,7 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 5,7 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        C(b""),
+        Idle,
+        Stored,
+        C(b"a6 LOGOUT\r\n"),
+        S(b"* BYE Logging out\r\na6 OK Logout completed (0.001 + 0.000 secs).\r\n"),
+    ];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.actions,
+        vec![
+            Action::Deliver(FetchedMessage { id: "imap:INBOX:1700000000:5".into(), folder: "INBOX".into(), raw: MSG1.to_vec() }),
+            Action::Deliver(FetchedMessage { id: "imap:INBOX:1700000000:7".into(), folder: "INBOX".into(), raw: MSG2.to_vec() }),
+            Action::Close,
+            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0 })),
+        ]
+    );
+    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
+    let s = run.session.as_ref().unwrap();
+    assert_eq!(s.deadline(), None);
+    assert_eq!(s.server().host, "imap.example.com");
+}
+
+/// A session that has sent `a5 UID FETCH 5,7 (UID BODY.PEEK[])`.
+fn session_in_fetch() -> ImapSession {
+    let mut s = ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap();
+    s.handle(Event::Connected, 0).unwrap();
+    for input in [
+        &b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"[..],
+        b"a1 OK done\r\n",
+        b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK [READ-WRITE] ok\r\n",
+        b"* SEARCH 5 7\r\na3 OK ok\r\n",
+        b"* 1 FETCH (UID 5 RFC822.SIZE 100)\r\n* 2 FETCH (UID 7 RFC822.SIZE 100)\r\na4 OK ok\r\n",
+    ] {
+        s.handle(Event::Received(input), 0).unwrap();
+    }
+    s
+}
+
+#[test]
+fn each_message_is_delivered_as_soon_as_its_response_is_complete() {
+    let mut s = session_in_fetch();
+    let first = body_fetch(1, 5, MSG1);
+    let (head, last) = first.split_at(first.len() - 1);
+    assert!(s.handle(Event::Received(head), 5).unwrap().is_empty(), "not complete before the final LF");
+    assert_eq!(s.deadline(), Some(5 + TIMEOUT), "still waiting for the server");
+    let actions = s.handle(Event::Received(last), 6).unwrap();
+    assert!(matches!(&actions[..], [Action::Deliver(m)] if m.raw == MSG1), "{actions:?}");
+    assert_eq!(s.sync_state(), None, "nothing is committed before the host stored it");
+}
+
+#[test]
+fn starttls_path_discards_capabilities_learnt_in_clear_text() {
+    let ir = plain_ir();
+    let answer = format!("{ir}\r\n");
+    // Pre-TLS caps claim SASL-IR; after TLS the real server does not, so the client must
+    // wait for the continuation.
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ STARTTLS AUTH=PLAIN LOGINDISABLED] Dovecot ready.\r\n"),
+        C(b"a1 STARTTLS\r\n"),
+        S(b"a1 OK Begin TLS negotiation now.\r\n"),
+        Tls,
+        C(b"a2 CAPABILITY\r\n"),
+        S(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na2 OK Pre-login capabilities listed.\r\n"),
+        C(b"a3 AUTHENTICATE PLAIN\r\n"),
+        S(b"+ \r\n"),
+        C(answer.as_bytes()),
+        S(b"a3 OK Logged in\r\n"),
+        C(b"a4 SELECT \"INBOX\"\r\n"),
+        S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 3] UIDs valid\r\na4 OK [READ-WRITE] Select completed.\r\n"),
+        C(b"a5 LOGOUT\r\n"),
+        S(b"* BYE Logging out\r\n"),
+        Closed,
+    ];
+    let make = || ImapSession::new(mailbox(Security::Starttls), None).unwrap();
+    let run = drive_all(make, &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.actions,
+        vec![Action::StartTls, Action::Close, Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0 }))]
+    );
+    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
+}
+
+#[test]
+fn starttls_not_advertised_is_a_policy_error_before_any_credential() {
+    for script in [
+        vec![S(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n")],
+        vec![S(b"* OK ready\r\n"), C(b"a1 CAPABILITY\r\n"), S(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 OK done\r\n")],
+    ] {
+        let run = drive_all(|| ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script);
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Starttls));
+        let wire = String::from_utf8_lossy(&run.wire).to_string();
+        assert!(!wire.contains("LOGIN") && !wire.contains("AUTHENTICATE") && !wire.contains(&plain_ir()), "{wire}");
+        assert_no_secret(&run);
+    }
+}
+
+#[test]
+fn starttls_refused_is_a_policy_error() {
+    let script = [S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"), C(b"a1 STARTTLS\r\n"), S(b"a1 NO TLS not configured\r\n")];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script);
+    assert_eq!(run.err().kind, ErrorKind::Policy);
+    assert_eq!(run.err().reply.as_ref().unwrap().text, "TLS not configured");
+}
+
+#[test]
+fn preauth_on_starttls_connection_is_a_policy_error_but_fine_on_implicit_tls() {
+    let script = [S(b"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as agent\r\n")];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script);
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Greeting));
+    assert!(run.wire.is_empty());
+
+    let script = [S(b"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as agent\r\n"), C(b"a1 SELECT \"INBOX\"\r\n")];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert!(run.error.is_none());
+}
+
+#[test]
+fn bytes_injected_after_starttls_ok_are_a_policy_error() {
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"),
+        C(b"a1 STARTTLS\r\n"),
+        S(b"a1 OK Begin TLS negotiation now.\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n"),
+    ];
+    // Whole: still buffered at the OK; byte by byte: arrives while TLS is starting. Both abort.
+    for chunk in [usize::MAX, 40, 1] {
+        let run = drive(ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script, chunk);
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Starttls), "chunk {chunk}");
+        assert_eq!(run.wire, b"a1 STARTTLS\r\n");
+    }
+}
+
+#[test]
+fn login_quotes_specials_and_no_is_an_auth_error_with_server_text_without_password() {
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 ID] ready\r\n"),
+        C(b"a1 LOGIN \"agent@example.com\" \"s3cr\\\"et\\\\pw\"\r\n"),
+        S(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
+    ];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    let e = run.err();
+    assert_eq!((e.kind, e.stage), (ErrorKind::AuthRejected, Stage::Authenticate));
+    let reply = e.reply.as_ref().unwrap();
+    assert_eq!((reply.code.as_str(), reply.text.as_str()), ("NO", "[AUTHENTICATIONFAILED] Authentication failed."));
+    assert!(e.message.contains("agent@example.com"));
+    assert_no_secret(&run);
+}
+
+#[test]
+fn login_with_non_ascii_password_uses_a_synchronising_literal() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.credentials = Credentials::Basic { username: "u".into(), password: "pässword".into() };
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        C(b"a1 LOGIN \"u\" {9}\r\n"),
+        S(b"+ OK\r\n"),
+        C("pässword\r\n".as_bytes()),
+        S(b"a1 OK logged in\r\n"),
+        C(b"a2 SELECT \"INBOX\"\r\n"),
+    ];
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+}
+
+#[test]
+fn logindisabled_without_a_mechanism_is_a_policy_error() {
+    let script = [S(b"* OK [CAPABILITY IMAP4rev1 LOGINDISABLED AUTH=GSSAPI] ready\r\n")];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Authenticate));
+    assert!(run.wire.is_empty());
+}
+
+#[test]
+fn xoauth2_error_challenge_gets_an_empty_answer_then_auth_error() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into() };
+    let ir = sasl::xoauth2("agent@example.com", "ya29.TOKEN");
+    let first = format!("a1 AUTHENTICATE XOAUTH2 {ir}\r\n");
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 AUTH=PLAIN] Gimap ready\r\n"),
+        C(first.as_bytes()),
+        // base64 of {"status":"401","schemes":"Bearer"}
+        S(b"+ eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiQmVhcmVyIn0=\r\n"),
+        C(b"\r\n"),
+        S(b"a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)\r\n"),
+    ];
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    let e = run.err();
+    assert_eq!(e.kind, ErrorKind::AuthRejected);
+    assert!(e.message.contains(r#"{"status":"401","schemes":"Bearer"}"#), "{}", e.message);
+    assert!(!format!("{e} {e:?}").contains("TOKEN"));
+}
+
+fn state_json(uidvalidity: u32, last_uid: u32) -> Vec<u8> {
+    format!(r#"{{"v":1,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#).into_bytes()
+}
+
+fn login_prefix() -> Vec<Step<'static>> {
+    vec![
+        S(b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        C(b"a1 LOGIN \"agent@example.com\" \"s3cr\\\"et\\\\pw\"\r\n"),
+        S(b"a1 OK Logged in\r\n"),
+        C(b"a2 SELECT \"INBOX\"\r\n"),
+    ]
+}
+
+#[test]
+fn sync_state_skips_old_uids_and_the_highest_uid_quirk() {
+    // Nothing new (message 8 came and went): "8:*" still matches UID 7, the highest.
+    let mut script = login_prefix();
+    script.extend([
+        S(b"* 7 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT 9] ok\r\na2 OK [READ-WRITE] ok\r\n"),
+        C(b"a3 UID SEARCH UID 8:*\r\n"),
+        S(b"* SEARCH 7\r\na3 OK Search completed.\r\n"),
+        C(b"a4 LOGOUT\r\n"),
+        S(b"a4 OK bye\r\n"),
+    ]);
+    let state = state_json(42, 7);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0 }));
+    assert_eq!(run.sync().as_bytes(), &state[..]);
+
+    // New ones above the last UID only.
+    let mut script = login_prefix();
+    let fetch = [body_fetch(8, 9, MSG2), b"a5 OK done\r\n".to_vec()].concat();
+    let sizes = format!("* 8 FETCH (UID 9 RFC822.SIZE {})\r\na4 OK done\r\n", MSG2.len());
+    script.extend([
+        S(b"* 8 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\na2 OK [READ-WRITE] ok\r\n"),
+        C(b"a3 UID SEARCH UID 8:*\r\n"),
+        S(b"* SEARCH 9 7\r\na3 OK Search completed.\r\n"),
+        C(b"a4 UID FETCH 9 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 9 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        Stored,
+        C(b"a6 LOGOUT\r\n"),
+        S(b"a6 OK bye\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:42:9"]);
+    assert_eq!(run.sync().as_bytes(), &state_json(42, 9)[..]);
+}
+
+#[test]
+fn uidvalidity_change_refetches_all() {
+    let mut script = login_prefix();
+    let fetch = [body_fetch(1, 1, MSG1), body_fetch(2, 2, MSG2), b"a5 OK done\r\n".to_vec()].concat();
+    let sizes = format!("* 1 FETCH (UID 1 RFC822.SIZE {})\r\n* 2 FETCH (UID 2 RFC822.SIZE {})\r\na4 OK done\r\n", MSG1.len(), MSG2.len());
+    script.extend([
+        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 43] ok\r\n* OK [UIDNEXT 3] ok\r\na2 OK [READ-WRITE] ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 1 2\r\na3 OK Search completed.\r\n"),
+        C(b"a4 UID FETCH 1:2 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 1:2 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        Stored,
+        C(b"a6 LOGOUT\r\n"),
+        Closed,
+    ]);
+    let state = state_json(42, 7);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:43:1", "imap:INBOX:43:2"]);
+    assert_eq!(run.sync().as_bytes(), &state_json(43, 2)[..]);
+}
+
+#[test]
+fn oversized_messages_are_skipped_by_size_and_an_oversized_literal_is_a_limit_error() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.limits.max_message_bytes = 100;
+    let mut script = login_prefix();
+    script.extend([
+        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 1 2 3\r\na3 OK ok\r\n"),
+        C(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n"),
+        S(b"* 1 FETCH (UID 1 RFC822.SIZE 50)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5000)\r\n* 3 FETCH (UID 3 RFC822.SIZE 60)\r\na4 OK ok\r\n"),
+        C(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n"),
+        // The server lied about the size.
+        S(b"* 1 FETCH (UID 1 BODY[] {5000}\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Limit, Stage::FetchMessage));
+    assert!(run.delivered().is_empty());
+    // After an error every event is refused, without panicking.
+    let mut s = run.session.unwrap();
+    assert_eq!(s.handle(Event::Received(b"a5 OK\r\n"), 9).unwrap_err().kind, ErrorKind::Protocol);
+}
+
+#[test]
+fn batch_limit_leaves_the_rest_for_next_time() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.limits.max_batch_messages = 2;
+    let mut script = login_prefix();
+    let fetch = [body_fetch(1, 10, MSG2), body_fetch(2, 11, MSG2), b"a5 OK done\r\n".to_vec()].concat();
+    let n = MSG2.len();
+    let sizes = format!("* 1 FETCH (UID 10 RFC822.SIZE {n})\r\n* 2 FETCH (UID 11 RFC822.SIZE {n})\r\n* 3 FETCH (UID 12 RFC822.SIZE {n})\r\na4 OK ok\r\n");
+    script.extend([
+        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 10 11 12\r\na3 OK ok\r\n"),
+        C(b"a4 UID FETCH 10:12 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 10:11 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        Stored,
+        C(b"a6 LOGOUT\r\n"),
+        S(b"a6 OK bye\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 1 }));
+    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
+}
+
+#[test]
+fn unsolicited_responses_in_the_middle_of_a_fetch_are_tolerated() {
+    let mut script = login_prefix();
+    let fetch = [
+        body_fetch(1, 5, MSG1),
+        b"* 3 EXISTS\r\n* 1 RECENT\r\n* FLAGS (\\Seen $Forwarded)\r\n* 1 FETCH (FLAGS (\\Seen))\r\n* OK [ALERT] maintenance soon\r\n".to_vec(),
+        body_fetch(2, 7, MSG2),
+        b"* 3 EXPUNGE\r\na5 OK done\r\n".to_vec(),
+    ]
+    .concat();
+    let sizes = format!("* 1 FETCH (UID 5 RFC822.SIZE {})\r\n* 2 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (UID 7 RFC822.SIZE {})\r\na4 OK ok\r\n", MSG1.len(), MSG2.len());
+    script.extend([
+        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* 4 EXISTS\r\n* SEARCH 5 7\r\na3 OK ok\r\n"),
+        C(b"a4 UID FETCH 5,7 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 5,7 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        Stored,
+        C(b"a6 LOGOUT\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.delivered().iter().map(|m| &m.raw[..]).collect::<Vec<_>>(), [MSG1, MSG2]);
+}
+
+#[test]
+fn several_folders_and_a_stored_in_between() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.folders = vec!["INBOX".into(), "Entwürfe".into()];
+    let mut script = login_prefix();
+    let sizes = |tag: &str, uid: u32| format!("* 1 FETCH (UID {uid} RFC822.SIZE {})\r\n{tag} OK ok\r\n", MSG2.len());
+    let s4 = sizes("a4", 3);
+    let s8 = sizes("a8", 4);
+    let f5 = [body_fetch(1, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat();
+    let f9 = [body_fetch(1, 4, MSG2), b"a9 OK ok\r\n".to_vec()].concat();
+    script.extend([
+        S(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 3\r\na3 OK ok\r\n"),
+        C(b"a4 UID FETCH 3 (UID RFC822.SIZE)\r\n"),
+        S(s4.as_bytes()),
+        C(b"a5 UID FETCH 3 (UID BODY.PEEK[])\r\n"),
+        S(&f5),
+        C(b"a6 SELECT \"Entw&APw-rfe\"\r\n"),
+        Stored,
+        S(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\na6 OK ok\r\n"),
+        C(b"a7 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 4\r\na7 OK ok\r\n"),
+        C(b"a8 UID FETCH 4 (UID RFC822.SIZE)\r\n"),
+        S(s8.as_bytes()),
+        C(b"a9 UID FETCH 4 (UID BODY.PEEK[])\r\n"),
+        S(&f9),
+        C(b""),
+        Idle,
+        Stored,
+        C(b"a10 LOGOUT\r\n"),
+        S(b"a10 OK bye\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let ids: Vec<_> = run.delivered().iter().map(|m| (m.id.clone(), m.folder.clone())).collect();
+    assert_eq!(ids, [("imap:INBOX:1:3".into(), "INBOX".into()), ("imap:Entwürfe:9:4".into(), "Entwürfe".into())]);
+    assert_eq!(
+        run.sync(),
+        r#"{"v":1,"protocol":"imap","folders":{"Entwürfe":{"uidvalidity":9,"last_uid":4},"INBOX":{"uidvalidity":1,"last_uid":3}}}"#
+    );
+}
+
+#[test]
+fn select_failure_names_the_folder() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.folders = vec!["Archiv/Kunden".into()];
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n"),
+        S(b"a1 OK done\r\n"),
+        S(b"a2 NO [NONEXISTENT] Mailbox doesn't exist: Archiv/Kunden\r\n"),
+    ];
+    let run = drive(ImapSession::new(mb, None).unwrap(), &script, 5);
+    let e = run.err();
+    assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::SelectMailbox));
+    assert!(e.message.contains("\"Archiv/Kunden\""), "{}", e.message);
+}
+
+#[test]
+fn bye_greeting_bad_reply_and_events_after_finish_are_protocol_errors() {
+    let run = drive_all(
+        || ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(),
+        &[S(b"* BYE Too many connections\r\n")],
+    );
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Protocol, Stage::Greeting));
+
+    let script = [S(b"* OK [CAPABILITY IMAP4rev1] ready\r\n"), S(b"a1 BAD Error in IMAP command\r\n")];
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Protocol, Stage::Authenticate));
+    assert_no_secret(&run);
+
+    let mut script = login_prefix();
+    script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n"), S(b"a3 OK bye\r\n")]);
+    let run = drive(ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script, 4);
+    assert!(run.finished().is_some());
+    let mut s = run.session.unwrap();
+    for ev in [Event::Received(b"* OK\r\n"), Event::Stored, Event::Timer, Event::Closed] {
+        assert_eq!(s.handle(ev, 1).unwrap_err().kind, ErrorKind::Protocol);
+    }
+}
+
+#[test]
+fn deadline_and_timeout_and_unexpected_close() {
+    let mut s = ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap();
+    assert!(s.handle(Event::Connected, 100).unwrap().is_empty());
+    assert_eq!(s.deadline(), Some(100 + TIMEOUT));
+    assert!(s.handle(Event::Timer, 200).unwrap().is_empty(), "an early timer is ignored");
+    let e = s.handle(Event::Timer, 100 + TIMEOUT).unwrap_err();
+    assert_eq!((e.kind, e.stage), (ErrorKind::Timeout, Stage::Greeting));
+
+    let mut s = ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap();
+    s.handle(Event::Connected, 0).unwrap();
+    s.handle(Event::Received(b"* OK [CAPABILITY IMAP4rev1] hi\r\n"), 0).unwrap();
+    assert_eq!(s.handle(Event::Closed, 0).unwrap_err().kind, ErrorKind::Network);
+}
+
+#[test]
+fn overlong_untagged_line_is_a_limit_error() {
+    let mut s = ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap();
+    s.handle(Event::Connected, 0).unwrap();
+    let mut line = b"* OK ".to_vec();
+    line.extend(std::iter::repeat_n(b'x', 2000));
+    assert_eq!(s.handle(Event::Received(&line), 0).unwrap_err().kind, ErrorKind::Limit);
+}
+
+#[test]
+fn new_validates_configuration_and_sync_state() {
+    let mut pop = mailbox(Security::ImplicitTls);
+    pop.protocol = InboundProtocol::Pop3;
+    assert_eq!(ImapSession::new(pop, None).unwrap_err().kind, ErrorKind::InvalidInput);
+    let mut empty = mailbox(Security::ImplicitTls);
+    empty.folders = vec![String::new()];
+    assert_eq!(ImapSession::new(empty, None).unwrap_err().kind, ErrorKind::InvalidInput);
+    for bad in [&br#"{"v":9,"protocol":"imap","folders":{}}"#[..], br#"{"v":1,"protocol":"pop3"}"#] {
+        assert_eq!(ImapSession::new(mailbox(Security::ImplicitTls), Some(bad)).unwrap_err().kind, ErrorKind::InvalidInput);
+    }
+}
+
+#[test]
+fn folder_name_api_round_trips() {
+    for name in ["Entwürfe", "&", "日本語"] {
+        assert_eq!(decode_folder_name(&encode_folder_name(name)).unwrap(), name);
+    }
+}
+
+#[test]
+fn esearch_ranges_are_expanded_within_the_line_limit() {
+    let mut script = login_prefix();
+    script[0] = S(b"* OK [CAPABILITY IMAP4rev1 ESEARCH] ready\r\n");
+    script.extend([
+        S(b"* 9 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH RETURN (ALL) ALL\r\n"),
+        S(b"* ESEARCH (TAG \"a3\") UID ALL 1:4000000000\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Limit, Stage::ListMessages));
+
+    let mut script = login_prefix();
+    script[0] = S(b"* OK [CAPABILITY IMAP4rev1 ESEARCH] ready\r\n");
+    script.extend([
+        S(b"* 9 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH RETURN (ALL) ALL\r\n"),
+        S(b"* ESEARCH (TAG \"a3\") UID ALL 4:6,1,9:8\r\na3 OK done\r\n"),
+        C(b"a4 UID FETCH 1,4:6,8:9 (UID RFC822.SIZE)\r\n"),
+    ]);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+}
+
+#[test]
+fn uidnext_right_after_the_last_uid_skips_the_search() {
+    let mut script = login_prefix();
+    script.extend([
+        S(b"* 7 EXISTS\r\n* OK [UIDVALIDITY 42] ok\r\n* OK [UIDNEXT 8] ok\r\na2 OK [READ-WRITE] ok\r\n"),
+        C(b"a3 LOGOUT\r\n"),
+        S(b"* BYE bye\r\na3 OK bye\r\n"),
+    ]);
+    let state = state_json(42, 7);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0 }));
+}
+
+#[test]
+fn server_closing_while_the_host_stores_still_finishes_after_stored() {
+    let mut script = login_prefix();
+    let sizes = format!("* 1 FETCH (UID 3 RFC822.SIZE {})\r\na4 OK ok\r\n", MSG2.len());
+    let fetch = [body_fetch(1, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat();
+    script.extend([
+        S(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\na2 OK ok\r\n"),
+        C(b"a3 UID SEARCH ALL\r\n"),
+        S(b"* SEARCH 3\r\na3 OK ok\r\n"),
+        C(b"a4 UID FETCH 3 (UID RFC822.SIZE)\r\n"),
+        S(sizes.as_bytes()),
+        C(b"a5 UID FETCH 3 (UID BODY.PEEK[])\r\n"),
+        S(&fetch),
+        S(b"* BYE Autologout; idle for too long\r\n"),
+        Closed,
+        Idle,
+        Stored,
+        C(b""),
+    ]);
+    let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0 }));
+    assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
+    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
+}

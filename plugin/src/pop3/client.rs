@@ -1,0 +1,897 @@
+//! The POP3 fetch session: greeting, CAPA, STLS, AUTH or USER/PASS, STAT/UIDL/LIST, RETR of
+//! the new messages, a wait for the host to store them, then QUIT. Nothing is ever deleted.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+
+use crate::config::{Credentials, InboundProtocol, Mailbox, Server};
+use crate::error::{Error, Result, Stage};
+use crate::link::Link;
+use crate::sasl::{self, Mechanism};
+use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session};
+
+use super::response::{self, Status};
+use super::sync::SyncState;
+
+/// RFC 2449 section 4: a command line is at most 255 octets. A longer AUTH initial response
+/// (OAuth tokens usually are) is sent after the server's empty challenge (RFC 5034 section 4).
+const MAX_COMMAND_LINE: usize = 255;
+
+/// RETR commands in flight when the server allows PIPELINING: enough to hide the round trips,
+/// few enough that unread commands never fill a socket buffer. Refilled at half.
+const RETR_WINDOW: usize = 16;
+
+/// The SASL mechanisms we can run; only these are kept from the CAPA SASL line.
+const KNOWN_MECHANISMS: [Mechanism; 4] =
+    [Mechanism::Plain, Mechanism::Login, Mechanism::XOAuth2, Mechanism::OAuthBearer];
+
+#[derive(Debug, Default)]
+struct Capabilities {
+    stls: bool,
+    pipelining: bool,
+    sasl: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStep {
+    /// `AUTH <mech>` was sent alone; waiting for the empty challenge to send the response.
+    AwaitPrompt(Mechanism),
+    /// The SASL response was sent; waiting for +OK / -ERR, or an OAuth error challenge.
+    AwaitResult(Mechanism),
+    /// The OAuth error challenge was answered; waiting for the final -ERR.
+    AwaitFinal,
+    User,
+    Pass,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the host to connect.
+    Connecting,
+    Greeting,
+    /// `body`: the +OK was read and capability lines follow.
+    Capa {
+        body: bool,
+    },
+    Stls,
+    /// The host is running the TLS handshake.
+    TlsHandshake,
+    Auth(AuthStep),
+    Stat,
+    Uidl {
+        body: bool,
+    },
+    List {
+        body: bool,
+    },
+    Retr,
+    /// Every message of the batch was delivered; the host has to store them.
+    AwaitStored,
+    Quit,
+    Done,
+    Failed,
+}
+
+impl Phase {
+    fn stage(self) -> Stage {
+        match self {
+            Phase::Connecting => Stage::Connect,
+            Phase::Greeting => Stage::Greeting,
+            Phase::Capa { .. } => Stage::Capabilities,
+            Phase::Stls | Phase::TlsHandshake => Stage::Starttls,
+            Phase::Auth(_) => Stage::Authenticate,
+            Phase::Stat | Phase::Uidl { .. } | Phase::List { .. } => Stage::ListMessages,
+            Phase::Retr | Phase::AwaitStored => Stage::FetchMessage,
+            Phase::Quit | Phase::Done | Phase::Failed => Stage::Logout,
+        }
+    }
+
+    /// True when the next thing to happen is a reply from the server (so a deadline runs).
+    fn waits_for_server(self) -> bool {
+        !matches!(self, Phase::Connecting | Phase::TlsHandshake | Phase::AwaitStored | Phase::Done | Phase::Failed)
+    }
+}
+
+/// One message on the server, from UIDL (and LIST for its size).
+#[derive(Debug)]
+struct Entry {
+    number: u32,
+    uid: String,
+    size: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Listing {
+    /// The message count from STAT, which bounds the listings.
+    count: u32,
+    entries: Vec<Entry>,
+    /// STAT, UIDL and LIST were sent in one write.
+    pipelined: bool,
+}
+
+#[derive(Debug)]
+struct Target {
+    number: u32,
+    uid: String,
+    size: u64,
+}
+
+/// The message being received.
+struct Body {
+    raw: Vec<u8>,
+    /// Larger than `max_message_bytes` although LIST said otherwise: read to the end and dropped.
+    oversized: bool,
+}
+
+#[derive(Default)]
+struct Fetch {
+    /// Planned, RETR not sent yet.
+    queued: VecDeque<Target>,
+    /// RETR sent; the front one is being received.
+    in_flight: VecDeque<Target>,
+    body: Option<Body>,
+    window: usize,
+    delivered: u32,
+    remaining: u32,
+    oversized: u32,
+    /// Delivered, but the host has not confirmed they are stored.
+    unconfirmed: Vec<String>,
+}
+
+/// A POP3 fetch session over one connection.
+pub struct Pop3Session {
+    mailbox: Mailbox,
+    link: Link,
+    phase: Phase,
+    /// The stage of the error that ended the session, for events that still arrive.
+    failed_at: Stage,
+    /// `None` when the server refused CAPA.
+    caps: Option<Capabilities>,
+    sync: SyncState,
+    /// False until the session has a sync state worth storing (given one, or listed the mailbox).
+    has_sync_state: bool,
+    listing: Listing,
+    fetch: Fetch,
+    /// The server's OAuth error challenge, decoded, for the admin.
+    oauth_challenge: Option<String>,
+    /// The server closed while the host was storing messages.
+    server_closed: bool,
+    /// Commands of this `handle` call, coalesced into one write (may hold a secret while
+    /// authenticating, so `Debug` skips it).
+    out: Vec<u8>,
+    actions: Vec<Action>,
+}
+
+impl fmt::Debug for Pop3Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pop3Session")
+            .field("server", &self.mailbox.server)
+            .field("username", &self.mailbox.credentials.username())
+            .field("phase", &self.phase)
+            .field("delivered", &self.fetch.delivered)
+            .field("remaining", &self.fetch.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pop3Session {
+    /// `sync_state` is what `sync_state()` returned last time (None = never fetched).
+    pub fn new(mailbox: Mailbox, sync_state: Option<&[u8]>) -> Result<Self> {
+        if mailbox.protocol != InboundProtocol::Pop3 {
+            return Err(Error::invalid(Stage::Connect, "this mailbox is configured for IMAP, not POP3"));
+        }
+        if mailbox.credentials.username().bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(Error::invalid(
+                Stage::Authenticate,
+                "the user name contains a line break or NUL character; correct the mailbox's user name",
+            ));
+        }
+        let (sync, has_sync_state) = match sync_state {
+            Some(bytes) => (SyncState::decode(bytes)?, true),
+            None => (SyncState::default(), false),
+        };
+        let link = Link::new(&mailbox.server, &mailbox.limits);
+        Ok(Pop3Session {
+            mailbox,
+            link,
+            phase: Phase::Connecting,
+            failed_at: Stage::Connect,
+            caps: None,
+            sync,
+            has_sync_state,
+            listing: Listing::default(),
+            fetch: Fetch::default(),
+            oauth_challenge: None,
+            server_closed: false,
+            out: Vec::new(),
+            actions: Vec::new(),
+        })
+    }
+
+    /// New messages not delivered because they exceed `max_message_bytes` (or could never fit
+    /// in `max_batch_bytes`). They are not recorded as seen, so raising the limit fetches them.
+    pub fn skipped_oversized(&self) -> u32 {
+        self.fetch.oversized
+    }
+
+    fn handle_event(&mut self, event: Event<'_>, now: Instant) -> Result<()> {
+        // End of stream is expected after QUIT, and harmless while the host stores the batch
+        // (the server may have timed us out): the messages are already delivered.
+        if event == Event::Closed {
+            match self.phase {
+                Phase::Quit => return self.finish(),
+                Phase::AwaitStored => {
+                    self.server_closed = true;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let stage = self.phase.stage();
+        if self.link.absorb(&event, now, stage)? {
+            return Ok(());
+        }
+        match event {
+            Event::Connected => {
+                if self.phase != Phase::Connecting {
+                    return Err(Error::protocol(stage, "the host reported a connection that was already established"));
+                }
+                self.phase = Phase::Greeting;
+            }
+            Event::TlsEstablished => {
+                if self.phase != Phase::TlsHandshake {
+                    return Err(Error::protocol(
+                        stage,
+                        "the host reported a TLS handshake the session did not ask for",
+                    ));
+                }
+                // RFC 2595: what the server said in clear text may have been forged; ask again.
+                self.send_capa();
+            }
+            Event::Stored => self.on_stored()?,
+            Event::Received(_) | Event::Timer | Event::Closed | Event::TlsFailed(_) => {}
+        }
+        while self.step()? {}
+        if self.phase.waits_for_server() {
+            // The deadline is for silence: refresh it when the server spoke or we asked something.
+            if matches!(event, Event::Received(_)) || !self.out.is_empty() || self.link.deadline().is_none() {
+                self.link.expect_reply(now);
+            }
+        } else {
+            self.link.clear_deadline();
+        }
+        Ok(())
+    }
+
+    /// Consumes what is buffered for the current phase; false when more input (or a host
+    /// event) is needed.
+    fn step(&mut self) -> Result<bool> {
+        match self.phase {
+            Phase::Connecting | Phase::TlsHandshake | Phase::Done | Phase::Failed => Ok(false),
+            Phase::Retr => self.retr_step(),
+            Phase::AwaitStored => {
+                // Nothing is owed to us; a server may announce its idle logout. Drop such lines.
+                let found = self.link.next_line(Stage::FetchMessage)?.is_some();
+                Ok(found)
+            }
+            phase => {
+                let Some(line) = self.link.next_line(phase.stage())? else {
+                    return Ok(false);
+                };
+                let line = line.0.to_vec();
+                self.on_line(phase, &line)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn on_line(&mut self, phase: Phase, line: &[u8]) -> Result<()> {
+        let stage = phase.stage();
+        match phase {
+            Phase::Greeting => match response::status(line, stage)? {
+                Status::Ok(_) => {
+                    self.send_capa();
+                    Ok(())
+                }
+                Status::Err(text) => Err(Error::protocol(
+                    stage,
+                    "the server refused the session in its greeting; it may be overloaded or blocking this address, retry later",
+                )
+                .with_reply(response::reply("-ERR", text))),
+                Status::Continue(_) => Err(unexpected(line, stage)),
+            },
+            Phase::Capa { body: false } => match response::status(line, stage)? {
+                Status::Ok(_) => {
+                    self.caps = Some(Capabilities::default());
+                    self.phase = Phase::Capa { body: true };
+                    Ok(())
+                }
+                // A server without RFC 2449 support: no STLS, no SASL, plain USER/PASS.
+                Status::Err(_) => {
+                    self.caps = None;
+                    self.after_capabilities()
+                }
+                Status::Continue(_) => Err(unexpected(line, stage)),
+            },
+            Phase::Capa { body: true } => match response::unstuff(line) {
+                Some(capability) => {
+                    self.note_capability(capability);
+                    Ok(())
+                }
+                None => self.after_capabilities(),
+            },
+            Phase::Stls => match response::status(line, stage)? {
+                Status::Ok(_) => {
+                    self.link.begin_starttls()?;
+                    self.emit(Action::StartTls);
+                    self.phase = Phase::TlsHandshake;
+                    Ok(())
+                }
+                Status::Err(text) => Err(Error::policy(
+                    stage,
+                    "the server refused STLS, so the connection cannot be encrypted; no credentials were sent. Fix TLS on the server or switch the mailbox to implicit TLS (usually port 995)",
+                )
+                .with_reply(response::reply("-ERR", text))),
+                Status::Continue(_) => Err(unexpected(line, stage)),
+            },
+            Phase::Auth(step) => self.on_auth_line(step, line),
+            Phase::Stat => self.on_stat(line),
+            Phase::Uidl { body: false } | Phase::List { body: false } => match response::status(line, stage)? {
+                Status::Ok(_) => {
+                    self.phase = match phase {
+                        Phase::Uidl { .. } => Phase::Uidl { body: true },
+                        _ => Phase::List { body: true },
+                    };
+                    Ok(())
+                }
+                Status::Err(text) if matches!(phase, Phase::Uidl { .. }) => Err(Error::protocol(
+                    stage,
+                    "the server does not support UIDL (unique message ids), so mailplug cannot tell which messages it already fetched; enable UIDL on the server or use IMAP",
+                )
+                .with_reply(response::reply("-ERR", text))),
+                Status::Err(text) => Err(Error::protocol(stage, "the server refused to list message sizes (LIST)")
+                    .with_reply(response::reply("-ERR", text))),
+                Status::Continue(_) => Err(unexpected(line, stage)),
+            },
+            Phase::Uidl { body: true } => match response::unstuff(line) {
+                Some(entry) => self.on_uidl_entry(entry),
+                None => {
+                    // Message numbers are normally listed in order; LIST lookups need them sorted.
+                    self.listing.entries.sort_unstable_by_key(|e| e.number);
+                    if !self.listing.pipelined {
+                        self.write(b"LIST\r\n");
+                    }
+                    self.phase = Phase::List { body: false };
+                    Ok(())
+                }
+            },
+            Phase::List { body: true } => match response::unstuff(line) {
+                Some(entry) => self.on_list_entry(entry),
+                None => self.finish_listing(),
+            },
+            Phase::Quit => self.finish(),
+            Phase::Connecting | Phase::TlsHandshake | Phase::Retr | Phase::AwaitStored | Phase::Done | Phase::Failed => {
+                Err(unexpected(line, stage))
+            }
+        }
+    }
+
+    fn send_capa(&mut self) {
+        self.caps = None;
+        self.write(b"CAPA\r\n");
+        self.phase = Phase::Capa { body: false };
+    }
+
+    fn note_capability(&mut self, line: &[u8]) {
+        let Some(caps) = self.caps.as_mut() else { return };
+        let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let Some(name) = words.next() else { return };
+        if name.eq_ignore_ascii_case(b"STLS") {
+            caps.stls = true;
+        } else if name.eq_ignore_ascii_case(b"PIPELINING") {
+            caps.pipelining = true;
+        } else if name.eq_ignore_ascii_case(b"SASL") {
+            for word in words {
+                let known = KNOWN_MECHANISMS.iter().find(|m| word.eq_ignore_ascii_case(m.name().as_bytes()));
+                if let Some(m) = known {
+                    if !caps.sasl.iter().any(|s| s == m.name()) {
+                        caps.sasl.push(m.name().to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_capabilities(&mut self) -> Result<()> {
+        if self.link.needs_starttls() {
+            if self.caps.as_ref().is_some_and(|c| c.stls) {
+                self.write(b"STLS\r\n");
+                self.phase = Phase::Stls;
+                return Ok(());
+            }
+            return Err(Error::policy(
+                Stage::Starttls,
+                format!(
+                    "{} does not offer STLS, so the connection cannot be encrypted; no credentials were sent. Enable STLS on the server or switch the mailbox to implicit TLS (usually port 995)",
+                    self.mailbox.server.host
+                ),
+            ));
+        }
+        self.start_auth()
+    }
+
+    fn start_auth(&mut self) -> Result<()> {
+        self.link.check_credentials_allowed()?;
+        let offered: &[String] = self.caps.as_ref().map_or(&[], |c| c.sasl.as_slice());
+        match &self.mailbox.credentials {
+            Credentials::Basic { username, .. } => {
+                // PLAIN needs one round trip instead of two, and carries any password byte.
+                if offered.iter().any(|m| m == Mechanism::Plain.name()) {
+                    self.start_sasl(Mechanism::Plain)
+                } else {
+                    let command = format!("USER {username}\r\n");
+                    self.write(command.as_bytes());
+                    self.phase = Phase::Auth(AuthStep::User);
+                    Ok(())
+                }
+            }
+            creds @ Credentials::OAuth2 { .. } => match sasl::select(creds, offered) {
+                Some(mechanism) => self.start_sasl(mechanism),
+                None => Err(Error::protocol(
+                    Stage::Authenticate,
+                    "the server does not offer OAuth2 login (SASL XOAUTH2 or OAUTHBEARER) over POP3, so the access token cannot be used; enable OAuth2 for POP3 on the server or use a password",
+                )),
+            },
+        }
+    }
+
+    fn sasl_response(&self, mechanism: Mechanism) -> Result<String> {
+        sasl::initial_response(mechanism, &self.mailbox.credentials).ok_or_else(|| {
+            Error::protocol(Stage::Authenticate, format!("{} cannot be used with these credentials", mechanism.name()))
+        })
+    }
+
+    fn start_sasl(&mut self, mechanism: Mechanism) -> Result<()> {
+        let initial = self.sasl_response(mechanism)?;
+        let mut command = format!("AUTH {}", mechanism.name());
+        if command.len() + 1 + initial.len() + 2 <= MAX_COMMAND_LINE {
+            command.push(' ');
+            command.push_str(&initial);
+            self.phase = Phase::Auth(AuthStep::AwaitResult(mechanism));
+        } else {
+            self.phase = Phase::Auth(AuthStep::AwaitPrompt(mechanism));
+        }
+        command.push_str("\r\n");
+        self.write(command.as_bytes());
+        Ok(())
+    }
+
+    fn on_auth_line(&mut self, step: AuthStep, line: &[u8]) -> Result<()> {
+        let stage = Stage::Authenticate;
+        let status = response::status(line, stage)?;
+        match (step, status) {
+            (_, Status::Err(text)) => Err(self.rejected(text)),
+            (AuthStep::AwaitPrompt(mechanism), Status::Continue(_)) => {
+                let mut answer = self.sasl_response(mechanism)?;
+                answer.push_str("\r\n");
+                self.write(answer.as_bytes());
+                self.phase = Phase::Auth(AuthStep::AwaitResult(mechanism));
+                Ok(())
+            }
+            (AuthStep::AwaitResult(mechanism), Status::Continue(challenge)) => {
+                // RFC 7628 3.2.3 / Google's XOAUTH2: the token was refused and the challenge
+                // says why; answer with the dummy response to get the final -ERR.
+                let dummy: &[u8] = match mechanism {
+                    Mechanism::OAuthBearer => b"AQ==\r\n",
+                    Mechanism::XOAuth2 => b"\r\n",
+                    Mechanism::Plain | Mechanism::Login => {
+                        return Err(Error::protocol(
+                            stage,
+                            format!("the server asked for more data after AUTH {}, which takes none", mechanism.name()),
+                        ))
+                    }
+                };
+                self.oauth_challenge = Some(decode_challenge(challenge));
+                self.write(dummy);
+                self.phase = Phase::Auth(AuthStep::AwaitFinal);
+                Ok(())
+            }
+            (AuthStep::User, Status::Ok(_)) => {
+                let Credentials::Basic { password, .. } = &self.mailbox.credentials else {
+                    return Err(Error::protocol(stage, "USER/PASS login needs a password"));
+                };
+                if password.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                    return Err(Error::invalid(
+                        stage,
+                        "the password contains a line break or NUL character, which POP3 USER/PASS login cannot carry; change the password",
+                    ));
+                }
+                let command = format!("PASS {password}\r\n");
+                self.write(command.as_bytes());
+                self.phase = Phase::Auth(AuthStep::Pass);
+                Ok(())
+            }
+            (AuthStep::AwaitResult(_) | AuthStep::AwaitFinal | AuthStep::Pass, Status::Ok(_)) => {
+                self.start_listing();
+                Ok(())
+            }
+            _ => Err(unexpected(line, stage)),
+        }
+    }
+
+    /// The error for a -ERR during login. RFC 2449 response codes tell a locked or broken
+    /// mailbox apart from wrong credentials.
+    fn rejected(&self, text: &[u8]) -> Error {
+        let stage = Stage::Authenticate;
+        let username = self.mailbox.credentials.username();
+        let error = match response::response_code(text).as_deref() {
+            Some("IN-USE") => Error::protocol(
+                stage,
+                "the mailbox is locked by another POP3 session (another client is fetching it); stop the other client or retry later",
+            ),
+            Some("SYS/TEMP") => Error::protocol(stage, "the server has a temporary problem logging in; retry later"),
+            Some("SYS/PERM") => Error::protocol(
+                stage,
+                "the server has a permanent problem with this mailbox; contact the mail provider",
+            ),
+            _ => match &self.mailbox.credentials {
+                Credentials::Basic { .. } => Error::auth(
+                    stage,
+                    format!(
+                        "the server rejected the user name \"{username}\" or its password; check the credentials (some providers require an app password or POP3 to be enabled for the account)"
+                    ),
+                ),
+                Credentials::OAuth2 { .. } => {
+                    let details = self.oauth_challenge.as_deref().map(|c| format!(" (server details: {c})")).unwrap_or_default();
+                    Error::auth(
+                        stage,
+                        format!(
+                            "the server rejected the OAuth2 access token for \"{username}\"; it may have expired or lack the POP scope, or the account may not allow POP{details}"
+                        ),
+                    )
+                }
+            },
+        };
+        error.with_reply(response::reply("-ERR", text))
+    }
+
+    fn start_listing(&mut self) {
+        let pipelined = self.caps.as_ref().is_some_and(|c| c.pipelining);
+        self.listing.pipelined = pipelined;
+        self.write(if pipelined { b"STAT\r\nUIDL\r\nLIST\r\n" } else { b"STAT\r\n" });
+        self.phase = Phase::Stat;
+    }
+
+    fn on_stat(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::ListMessages;
+        match response::status(line, stage)? {
+            Status::Ok(text) => {
+                let count = text.split(|&b| b == b' ').next().and_then(response::parse_u64);
+                let Some(count) = count.and_then(|c| u32::try_from(c).ok()) else {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server's STAT reply \"{}\" has no message count", response::excerpt(text)),
+                    ));
+                };
+                self.listing.count = count;
+                if count == 0 && !self.listing.pipelined {
+                    return self.finish_listing();
+                }
+                if !self.listing.pipelined {
+                    self.write(b"UIDL\r\n");
+                }
+                self.phase = Phase::Uidl { body: false };
+                Ok(())
+            }
+            Status::Err(text) => Err(Error::protocol(stage, "the server refused to report the mailbox size (STAT)")
+                .with_reply(response::reply("-ERR", text))),
+            Status::Continue(_) => Err(unexpected(line, stage)),
+        }
+    }
+
+    fn on_uidl_entry(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::ListMessages;
+        let Some((number, uid)) = response::listing_entry(line).filter(|(_, uid)| response::valid_uid(uid)) else {
+            return Err(Error::protocol(
+                stage,
+                format!("the server sent a malformed UIDL line \"{}\"", response::excerpt(line)),
+            ));
+        };
+        // The listing can only be as long as STAT said; this also bounds the memory it takes.
+        if self.listing.entries.len() >= self.listing.count as usize {
+            return Err(Error::protocol(
+                stage,
+                format!("the server listed more unique ids than the {} messages STAT reported", self.listing.count),
+            ));
+        }
+        let uid = String::from_utf8_lossy(uid).into_owned();
+        self.listing.entries.push(Entry { number, uid, size: None });
+        Ok(())
+    }
+
+    fn on_list_entry(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::ListMessages;
+        let parsed = response::listing_entry(line).and_then(|(n, size)| Some((n, response::parse_u64(size)?)));
+        let Some((number, size)) = parsed else {
+            return Err(Error::protocol(
+                stage,
+                format!("the server sent a malformed LIST line \"{}\"", response::excerpt(line)),
+            ));
+        };
+        let entries = &mut self.listing.entries;
+        match entries.binary_search_by_key(&number, |e| e.number) {
+            Ok(i) => {
+                if let Some(entry) = entries.get_mut(i) {
+                    entry.size = Some(size);
+                }
+                Ok(())
+            }
+            Err(_) => Err(Error::protocol(
+                stage,
+                format!("the server's LIST shows message {number}, which its UIDL did not list"),
+            )),
+        }
+    }
+
+    /// The listing is complete: prune the sync state and plan the batch.
+    fn finish_listing(&mut self) -> Result<()> {
+        let stage = Stage::ListMessages;
+        let entries = std::mem::take(&mut self.listing.entries);
+        {
+            let mut present: HashSet<&str> = HashSet::with_capacity(entries.len());
+            for entry in &entries {
+                if entry.size.is_none() {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server's UIDL lists message {} but its LIST does not", entry.number),
+                    ));
+                }
+                if !present.insert(entry.uid.as_str()) {
+                    return Err(Error::protocol(
+                        stage,
+                        format!(
+                            "the server gives two messages the same unique id \"{}\", so they cannot be told apart; the server's UIDL support is broken",
+                            entry.uid
+                        ),
+                    ));
+                }
+            }
+            self.sync.retain_present(&present);
+            self.has_sync_state = true;
+        }
+
+        let limits = self.mailbox.limits;
+        // A message larger than the whole batch could never be delivered either.
+        let largest = limits.max_message_bytes.min(limits.max_batch_bytes);
+        let mut batch_bytes = 0u64;
+        let mut batch_full = false;
+        for entry in entries {
+            let Some(size) = entry.size else { continue };
+            if self.sync.contains(&entry.uid) {
+                continue;
+            }
+            if size > largest {
+                self.fetch.oversized += 1;
+                continue;
+            }
+            // Oldest first, and no overtaking: a later run continues where this one stopped.
+            let fits = self.fetch.queued.len() < limits.max_batch_messages as usize
+                && batch_bytes.saturating_add(size) <= limits.max_batch_bytes;
+            if batch_full || !fits {
+                batch_full = true;
+                self.fetch.remaining += 1;
+                continue;
+            }
+            batch_bytes += size;
+            self.fetch.queued.push_back(Target { number: entry.number, uid: entry.uid, size });
+        }
+
+        if self.fetch.queued.is_empty() {
+            self.send_quit();
+        } else {
+            self.fetch.window = if self.listing.pipelined { RETR_WINDOW } else { 1 };
+            self.request_more();
+            self.phase = Phase::Retr;
+        }
+        Ok(())
+    }
+
+    fn request_more(&mut self) {
+        while self.fetch.in_flight.len() < self.fetch.window {
+            let Some(target) = self.fetch.queued.pop_front() else { break };
+            let command = format!("RETR {}\r\n", target.number);
+            self.out.extend_from_slice(command.as_bytes());
+            self.fetch.in_flight.push_back(target);
+        }
+    }
+
+    fn retr_step(&mut self) -> Result<bool> {
+        let stage = Stage::FetchMessage;
+        if self.fetch.body.is_none() {
+            let Some(line) = self.link.next_line(stage)? else {
+                return Ok(false);
+            };
+            let line = line.0.to_vec();
+            self.on_retr_status(&line)?;
+            return Ok(true);
+        }
+        // A body line is bounded by the message limit, not the protocol line limit.
+        let max_message = usize::try_from(self.mailbox.limits.max_message_bytes).unwrap_or(usize::MAX);
+        let Some(line) = self.link.next_line_max(max_message, stage)? else {
+            return Ok(false);
+        };
+        let Some(content) = response::unstuff(line.0) else {
+            self.finish_message()?;
+            return Ok(true);
+        };
+        if let Some(body) = self.fetch.body.as_mut() {
+            if !body.oversized {
+                if body.raw.len().saturating_add(content.len()).saturating_add(2) > max_message {
+                    body.oversized = true;
+                    body.raw = Vec::new();
+                } else {
+                    body.raw.extend_from_slice(content);
+                    body.raw.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_retr_status(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::FetchMessage;
+        let Some(target) = self.fetch.in_flight.front() else {
+            return Err(unexpected(line, stage));
+        };
+        match response::status(line, stage)? {
+            Status::Ok(_) => {
+                let max_message = usize::try_from(self.mailbox.limits.max_message_bytes).unwrap_or(usize::MAX);
+                let expected = usize::try_from(target.size).unwrap_or(usize::MAX).min(max_message);
+                self.fetch.body = Some(Body { raw: Vec::with_capacity(expected), oversized: false });
+                Ok(())
+            }
+            Status::Err(text) => Err(Error::protocol(
+                stage,
+                format!(
+                    "the server refused to send message {} (unique id {}); it may have been deleted by another client, retry later",
+                    target.number, target.uid
+                ),
+            )
+            .with_reply(response::reply("-ERR", text))),
+            Status::Continue(_) => Err(unexpected(line, stage)),
+        }
+    }
+
+    fn finish_message(&mut self) -> Result<()> {
+        let (Some(target), Some(body)) = (self.fetch.in_flight.pop_front(), self.fetch.body.take()) else {
+            return Err(Error::protocol(Stage::FetchMessage, "a message ended that was never requested"));
+        };
+        if body.oversized {
+            self.fetch.oversized += 1;
+        } else {
+            self.fetch.delivered += 1;
+            self.emit(Action::Deliver(FetchedMessage {
+                id: format!("pop3:{}", target.uid),
+                folder: "INBOX".into(),
+                raw: body.raw,
+            }));
+            self.fetch.unconfirmed.push(target.uid);
+        }
+        if self.fetch.in_flight.len() <= self.fetch.window / 2 {
+            self.request_more();
+        }
+        if self.fetch.in_flight.is_empty() {
+            if self.fetch.unconfirmed.is_empty() {
+                self.send_quit();
+            } else {
+                self.phase = Phase::AwaitStored;
+            }
+        }
+        Ok(())
+    }
+
+    /// The host stored everything delivered so far: only now do those messages count as seen.
+    fn on_stored(&mut self) -> Result<()> {
+        for uid in self.fetch.unconfirmed.drain(..) {
+            self.sync.insert(uid);
+        }
+        if self.phase == Phase::AwaitStored {
+            if self.server_closed {
+                return self.finish();
+            }
+            self.send_quit();
+        }
+        Ok(())
+    }
+
+    fn send_quit(&mut self) {
+        self.write(b"QUIT\r\n");
+        self.phase = Phase::Quit;
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.emit(Action::Close);
+        self.emit(Action::Finished(Outcome::Fetched(FetchSummary {
+            delivered: self.fetch.delivered,
+            remaining: self.fetch.remaining,
+        })));
+        self.phase = Phase::Done;
+        self.link.clear_deadline();
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.actions.push(Action::Write(std::mem::take(&mut self.out)));
+        }
+    }
+
+    /// Queues an action. Commands written so far go out first when order matters (before
+    /// StartTls, Close); a delivery does not depend on them, so they keep coalescing.
+    fn emit(&mut self, action: Action) {
+        if !matches!(action, Action::Deliver(_)) {
+            self.flush();
+        }
+        self.actions.push(action);
+    }
+}
+
+impl Session for Pop3Session {
+    fn server(&self) -> &Server {
+        &self.mailbox.server
+    }
+
+    fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
+        match self.phase {
+            Phase::Done => {
+                return Err(Error::protocol(Stage::Logout, "the POP3 session has already finished; start a new one"))
+            }
+            Phase::Failed => {
+                return Err(Error::protocol(self.failed_at, "the POP3 session has already failed; start a new one"))
+            }
+            _ => {}
+        }
+        match self.handle_event(event, now) {
+            Ok(()) => {
+                self.flush();
+                Ok(std::mem::take(&mut self.actions))
+            }
+            Err(error) => {
+                self.phase = Phase::Failed;
+                self.failed_at = error.stage;
+                self.link.clear_deadline();
+                self.out.clear();
+                self.actions.clear();
+                Err(error)
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.link.deadline()
+    }
+
+    fn sync_state(&self) -> Option<Vec<u8>> {
+        self.has_sync_state.then(|| self.sync.encode())
+    }
+}
+
+fn unexpected(line: &[u8], stage: Stage) -> Error {
+    Error::protocol(
+        stage,
+        format!("the server sent an unexpected \"{}\" during {}", response::excerpt(line), stage.as_str()),
+    )
+}
+
+/// An OAuth error challenge is base64 JSON; show it decoded when it is text.
+fn decode_challenge(challenge: &[u8]) -> String {
+    use base64::Engine;
+    match base64::engine::general_purpose::STANDARD.decode(challenge) {
+        Ok(json) if std::str::from_utf8(&json).is_ok() => response::excerpt(&json),
+        _ => response::excerpt(challenge),
+    }
+}

@@ -1,0 +1,655 @@
+//! The submission state machine: greeting, EHLO, STARTTLS, AUTH, envelope, DATA, QUIT.
+
+use crate::config::{Credentials, Server, SubmissionServer};
+use crate::error::{Error, Result, ServerReply, Stage};
+use crate::link::Link;
+use crate::sasl::{self, Mechanism};
+use crate::session::{Action, Event, Instant, Outcome, RecipientResult, SendReport, Session};
+
+use super::data;
+use super::reply::{Capabilities, Reply, ReplyReader};
+
+/// Pessimistic upload speed used to stretch the deadline after the message data is written:
+/// the host may still be writing it when the normal reply timeout would run out.
+const DATA_BYTES_PER_MS: u64 = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStep {
+    /// Sent `AUTH <mech> <initial response>`.
+    InitialResponse(Mechanism),
+    /// Sent `AUTH LOGIN`, waiting for the user name prompt.
+    LoginUser,
+    /// Sent the user name, waiting for the password prompt.
+    LoginPassword,
+    /// Sent the password, waiting for the result.
+    LoginResult,
+    /// The server answered an OAuth token with an error challenge; we sent the empty
+    /// response it requires and wait for the final failure.
+    OAuthFailure(Mechanism),
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitConnected,
+    Greeting,
+    Ehlo,
+    Helo,
+    Starttls,
+    TlsHandshake,
+    Auth(AuthStep),
+    Mail,
+    /// Waiting for the reply to RCPT number `.0`.
+    Rcpt(usize),
+    /// Waiting for the reply to DATA (354).
+    DataCommand,
+    /// Message written, waiting for the final reply.
+    DataEnd,
+    /// No recipient was accepted; waiting for the RSET reply, then QUIT (sent already when pipelining).
+    Reset { quit_sent: bool },
+    /// QUIT sent; how the session ends once the server answers or hangs up.
+    Quit(Box<Ending>),
+    Finished,
+    Failed,
+}
+
+#[derive(Debug)]
+enum Ending {
+    Sent(SendReport),
+    Failed(Error),
+}
+
+/// One submission of one message.
+pub struct SmtpSession {
+    server: Server,
+    credentials: Credentials,
+    helo_name: String,
+    envelope_from: String,
+    envelope_to: Vec<String>,
+    /// The dot-stuffed DATA payload; moved out when written.
+    data: Vec<u8>,
+    message_size: u64,
+    eight_bit: bool,
+    link: Link,
+    reader: ReplyReader,
+    caps: Capabilities,
+    pipelined: bool,
+    recipients: Vec<RecipientResult>,
+    /// The error to report once RSET/QUIT are done.
+    pending_failure: Option<Error>,
+    state: State,
+}
+
+impl std::fmt::Debug for SmtpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials Debug is redacted; the message bytes are left out as noise.
+        f.debug_struct("SmtpSession")
+            .field("server", &self.server)
+            .field("credentials", &self.credentials)
+            .field("envelope_from", &self.envelope_from)
+            .field("envelope_to", &self.envelope_to)
+            .field("message_size", &self.message_size)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSession {
+    pub fn new(
+        submission: SubmissionServer,
+        envelope_from: String,
+        envelope_to: Vec<String>,
+        message: Vec<u8>,
+    ) -> Result<Self> {
+        check_envelope_address("sender", &envelope_from)?;
+        if envelope_to.is_empty() {
+            return Err(Error::invalid(Stage::Envelope, "the message has no recipient; add at least one address"));
+        }
+        for to in &envelope_to {
+            check_envelope_address("recipient", to)?;
+        }
+        let helo_name = if submission.helo_name.is_empty() { "localhost".to_string() } else { submission.helo_name };
+        if helo_name.contains(|c: char| c.is_control() || c == ' ') {
+            return Err(Error::invalid(
+                Stage::Envelope,
+                "the EHLO name contains a space, line break or control character; set a plain host name",
+            ));
+        }
+        let max = submission.limits.max_message_bytes;
+        if message.len() as u64 > max {
+            return Err(Error::limit(
+                Stage::Data,
+                format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
+            ));
+        }
+        let encoded = data::encode(&message);
+        drop(message);
+        let link = Link::new(&submission.server, &submission.limits);
+        Ok(SmtpSession {
+            server: submission.server,
+            credentials: submission.credentials,
+            helo_name,
+            envelope_from,
+            envelope_to,
+            data: encoded.bytes,
+            message_size: encoded.size,
+            eight_bit: encoded.eight_bit,
+            link,
+            reader: ReplyReader::default(),
+            caps: Capabilities::default(),
+            pipelined: false,
+            recipients: Vec::new(),
+            pending_failure: None,
+            state: State::AwaitConnected,
+        })
+    }
+
+    fn stage(&self) -> Stage {
+        match self.state {
+            State::AwaitConnected => Stage::Connect,
+            State::Greeting => Stage::Greeting,
+            State::Ehlo | State::Helo => Stage::Capabilities,
+            State::Starttls | State::TlsHandshake => Stage::Starttls,
+            State::Auth(_) => Stage::Authenticate,
+            State::Mail | State::Rcpt(_) | State::Reset { .. } => Stage::Envelope,
+            State::DataCommand | State::DataEnd => Stage::Data,
+            State::Quit(_) | State::Finished | State::Failed => Stage::Logout,
+        }
+    }
+
+    fn step(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
+        if let State::Quit(_) = self.state {
+            // The outcome is already decided; a server that hangs up or never answers QUIT
+            // must not turn a delivered message into an error (the host would send it again).
+            let deadline_passed = self.link.deadline().is_some_and(|d| now >= d);
+            if event == Event::Closed || (event == Event::Timer && deadline_passed) {
+                return self.end();
+            }
+        }
+        if self.link.absorb(&event, now, self.stage())? {
+            return Ok(Vec::new());
+        }
+        let mut actions = Vec::new();
+        let mut wrote_data = false;
+        match event {
+            Event::Connected => {
+                if !matches!(self.state, State::AwaitConnected) {
+                    return Err(Error::protocol(self.stage(), "the host reported a second connection for one session"));
+                }
+                self.state = State::Greeting;
+            }
+            Event::TlsEstablished => {
+                // Capabilities from before TLS could have been forged; ask again.
+                self.caps = Capabilities::default();
+                actions.push(self.ehlo());
+            }
+            Event::Received(_) => {
+                if matches!(self.state, State::AwaitConnected) {
+                    return Err(Error::protocol(Stage::Connect, "the host passed data before reporting the connection"));
+                }
+                while !matches!(self.state, State::TlsHandshake | State::Finished) {
+                    let stage = self.stage();
+                    let reply = loop {
+                        let Some(line) = self.link.next_line(stage)? else { break None };
+                        if let Some(reply) = self.reader.feed(line.0, stage)? {
+                            break Some(reply);
+                        }
+                    };
+                    let Some(reply) = reply else { break };
+                    wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
+                    self.on_reply(reply, &mut actions)?;
+                }
+            }
+            Event::Stored => {
+                return Err(Error::protocol(self.stage(), "the host reported stored messages, but a submission delivers none"));
+            }
+            // Fully handled by `absorb` (errors, or a timer before the deadline).
+            Event::TlsFailed(_) | Event::Closed | Event::Timer => {}
+        }
+        if !matches!(self.state, State::Finished) {
+            let allowance = if wrote_data { self.message_size / DATA_BYTES_PER_MS } else { 0 };
+            self.link.expect_reply(now.saturating_add(allowance));
+        }
+        Ok(actions)
+    }
+
+    fn on_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Failed) {
+            State::Greeting => {
+                if reply.code != 220 {
+                    return Err(Error::protocol(
+                        Stage::Greeting,
+                        format!("the server refused the session in its greeting ({}); it may be overloaded or block this client's address", reply.summary()),
+                    )
+                    .with_reply(reply.to_server_reply()));
+                }
+                actions.push(self.ehlo());
+            }
+            State::Ehlo => {
+                if reply.is_positive() {
+                    self.caps = Capabilities::from_ehlo(&reply);
+                    self.after_capabilities(actions)?;
+                } else if matches!(reply.code, 500 | 502) {
+                    if self.link.needs_starttls() {
+                        return Err(Error::policy(
+                            Stage::Starttls,
+                            "the server does not support EHLO, so it cannot offer STARTTLS; turn TLS on (port 465) or use a server that supports STARTTLS",
+                        )
+                        .with_reply(reply.to_server_reply()));
+                    }
+                    actions.push(Action::Write(format!("HELO {}\r\n", self.helo_name).into_bytes()));
+                    self.state = State::Helo;
+                } else {
+                    return Err(refused(Stage::Capabilities, "EHLO", &reply));
+                }
+            }
+            State::Helo => {
+                if !reply.is_positive() {
+                    return Err(refused(Stage::Capabilities, "HELO", &reply));
+                }
+                self.caps = Capabilities::default();
+                self.after_capabilities(actions)?;
+            }
+            State::Starttls => {
+                if reply.code != 220 {
+                    return Err(Error::policy(
+                        Stage::Starttls,
+                        format!("the server refused STARTTLS ({}); nothing was sent in clear text. Check the server's TLS setup or turn TLS on", reply.summary()),
+                    )
+                    .with_reply(reply.to_server_reply()));
+                }
+                self.link.begin_starttls()?;
+                actions.push(Action::StartTls);
+                self.state = State::TlsHandshake;
+            }
+            State::Auth(step) => self.on_auth_reply(step, reply, actions)?,
+            State::Mail => {
+                if !reply.is_positive() {
+                    return Err(Error::protocol(
+                        Stage::Envelope,
+                        format!(
+                            "the server refused the sender <{}> ({}); check that the account may send as this address",
+                            self.envelope_from,
+                            reply.summary()
+                        ),
+                    )
+                    .with_reply(reply.to_server_reply()));
+                }
+                self.state = State::Rcpt(0);
+                if !self.pipelined {
+                    actions.push(Action::Write(self.rcpt_command(0)));
+                }
+            }
+            State::Rcpt(i) => {
+                let address = self.envelope_to.get(i).cloned().unwrap_or_default();
+                self.recipients.push(RecipientResult { address, accepted: reply.is_positive(), reply: reply.to_server_reply() });
+                let next = i + 1;
+                if next < self.envelope_to.len() {
+                    self.state = State::Rcpt(next);
+                    if !self.pipelined {
+                        actions.push(Action::Write(self.rcpt_command(next)));
+                    }
+                } else if self.pipelined {
+                    // DATA went out with the envelope; its reply comes next.
+                    self.state = State::DataCommand;
+                } else if self.accepted_count() > 0 {
+                    actions.push(Action::Write(b"DATA\r\n".to_vec()));
+                    self.state = State::DataCommand;
+                } else {
+                    self.reset(actions);
+                }
+            }
+            State::DataCommand => {
+                if self.accepted_count() == 0 {
+                    if reply.code == 354 {
+                        // A pipelined DATA accepted without recipients: hang up without the
+                        // final dot so that no (empty) message is ever delivered.
+                        return Err(self.no_recipient_error());
+                    }
+                    self.reset(actions);
+                } else if reply.code == 354 {
+                    actions.push(Action::Write(std::mem::take(&mut self.data)));
+                    self.state = State::DataEnd;
+                } else {
+                    return Err(refused(Stage::Data, "DATA", &reply));
+                }
+            }
+            State::DataEnd => {
+                if !reply.is_positive() {
+                    return Err(Error::protocol(
+                        Stage::Data,
+                        format!("the server did not accept the message ({}); it was not sent", reply.summary()),
+                    )
+                    .with_reply(reply.to_server_reply()));
+                }
+                let report = SendReport { final_reply: reply.to_server_reply(), recipients: std::mem::take(&mut self.recipients) };
+                actions.push(Action::Write(b"QUIT\r\n".to_vec()));
+                self.state = State::Quit(Box::new(Ending::Sent(report)));
+            }
+            State::Reset { quit_sent } => {
+                // Whatever RSET got, the session ends with the recipient failure.
+                if !quit_sent {
+                    actions.push(Action::Write(b"QUIT\r\n".to_vec()));
+                }
+                let failure = self.pending_failure.take().unwrap_or_else(|| self.no_recipient_error());
+                self.state = State::Quit(Box::new(Ending::Failed(failure)));
+            }
+            State::Quit(ending) => {
+                self.state = State::Quit(ending);
+                actions.extend(self.end()?);
+            }
+            State::AwaitConnected | State::TlsHandshake | State::Finished | State::Failed => {
+                return Err(Error::protocol(self.stage(), "the server sent a reply nobody asked for"));
+            }
+        }
+        Ok(())
+    }
+
+    fn ehlo(&mut self) -> Action {
+        self.state = State::Ehlo;
+        Action::Write(format!("EHLO {}\r\n", self.helo_name).into_bytes())
+    }
+
+    /// Capabilities are known: STARTTLS first if required, then authenticate.
+    fn after_capabilities(&mut self, actions: &mut Vec<Action>) -> Result<()> {
+        if self.link.needs_starttls() {
+            if !self.caps.starttls {
+                return Err(Error::policy(
+                    Stage::Starttls,
+                    "the server does not offer STARTTLS, so the connection cannot be encrypted and no credentials were sent; turn TLS on (port 465) or fix the server's STARTTLS setup",
+                ));
+            }
+            actions.push(Action::Write(b"STARTTLS\r\n".to_vec()));
+            self.state = State::Starttls;
+            return Ok(());
+        }
+        self.link.check_credentials_allowed()?;
+        if self.caps.auth.is_empty() {
+            return Err(Error::policy(
+                Stage::Authenticate,
+                "the server offers no authentication (no AUTH in its EHLO reply), and mail is only submitted authenticated; use the provider's submission port (587 or 465)",
+            ));
+        }
+        let Some(mech) = sasl::select(&self.credentials, &self.caps.auth) else {
+            let kind = match self.credentials {
+                Credentials::Basic { .. } => "password (PLAIN or LOGIN)",
+                Credentials::OAuth2 { .. } => "OAuth2 (OAUTHBEARER or XOAUTH2)",
+            };
+            return Err(Error::policy(
+                Stage::Authenticate,
+                format!(
+                    "the server offers authentication by {} only, but this queue is configured for {kind}; change the credentials type",
+                    self.caps.auth.join(", ")
+                ),
+            ));
+        };
+        let command = match mech {
+            Mechanism::Login => {
+                self.state = State::Auth(AuthStep::LoginUser);
+                b"AUTH LOGIN\r\n".to_vec()
+            }
+            _ => {
+                let Some(ir) = sasl::initial_response(mech, &self.credentials) else {
+                    return Err(Error::protocol(Stage::Authenticate, "no initial response for the selected mechanism"));
+                };
+                self.state = State::Auth(AuthStep::InitialResponse(mech));
+                format!("AUTH {} {ir}\r\n", mech.name()).into_bytes()
+            }
+        };
+        actions.push(Action::Write(command));
+        Ok(())
+    }
+
+    fn on_auth_reply(&mut self, step: AuthStep, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+        let mech = match step {
+            AuthStep::InitialResponse(m) | AuthStep::OAuthFailure(m) => m,
+            _ => Mechanism::Login,
+        };
+        match (step, reply.code) {
+            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 235) => self.begin_envelope(actions)?,
+            (AuthStep::InitialResponse(Mechanism::XOAuth2 | Mechanism::OAuthBearer), 334) => {
+                // RFC 7628: the token was refused; the challenge says why, an empty line ends it.
+                let detail = decode_challenge(&reply);
+                actions.push(Action::Write(b"\r\n".to_vec()));
+                self.state = State::Auth(AuthStep::OAuthFailure(mech));
+                self.pending_failure = Some(Error::auth(
+                    Stage::Authenticate,
+                    format!(
+                        "the server rejected the OAuth2 token for {} ({detail}); refresh the token or check that it grants mail sending",
+                        self.credentials.username()
+                    ),
+                ));
+            }
+            (AuthStep::LoginUser, 334) => {
+                let answer = sasl::login_step(self.credentials.username());
+                actions.push(Action::Write(format!("{answer}\r\n").into_bytes()));
+                self.state = State::Auth(AuthStep::LoginPassword);
+            }
+            (AuthStep::LoginPassword, 334) => {
+                let answer = sasl::login_step(self.credentials.secret());
+                actions.push(Action::Write(format!("{answer}\r\n").into_bytes()));
+                self.state = State::Auth(AuthStep::LoginResult);
+            }
+            (_, 400..=599) => {
+                let server_reply = self.scrubbed(reply.to_server_reply());
+                let error = match (step, self.pending_failure.take()) {
+                    (AuthStep::OAuthFailure(_), Some(e)) => e,
+                    _ => {
+                        let fix = match (reply.enhanced(), &self.credentials) {
+                            // RFC 4954: mechanism too weak; large providers use it for "app password required".
+                            (Some("5.7.9"), _) => "the provider refuses this sign-in method for the account; use an app password or OAuth2",
+                            // Microsoft 365: SMTP AUTH switched off for the tenant or mailbox.
+                            (Some("5.7.139"), _) => "SMTP AUTH is disabled for this mailbox or tenant; enable authenticated SMTP in the provider's admin center",
+                            (_, Credentials::Basic { .. }) => {
+                                "check the user name and password (or app password), and that SMTP AUTH is enabled for the account"
+                            }
+                            (_, Credentials::OAuth2 { .. }) => "refresh the token or check that it grants mail sending",
+                        };
+                        let when = if reply.code < 500 { "temporarily " } else { "" };
+                        Error::auth(
+                            Stage::Authenticate,
+                            format!(
+                                "the server {when}rejected the {} login for {} ({}); {fix}",
+                                mech.name(),
+                                self.credentials.username(),
+                                redact(&reply.summary(), self.secret_forms())
+                            ),
+                        )
+                    }
+                };
+                return Err(error.with_reply(server_reply));
+            }
+            _ => {
+                return Err(Error::protocol(
+                    Stage::Authenticate,
+                    format!(
+                        "the server answered {} during {} authentication, which the exchange does not allow",
+                        reply.code,
+                        mech.name()
+                    ),
+                )
+                .with_reply(self.scrubbed(reply.to_server_reply())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Authenticated: MAIL FROM, then RCPT TO and DATA (in the same write when pipelining).
+    fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
+        if let Some(limit) = self.caps.size_limit {
+            if self.message_size > limit {
+                return Err(Error::limit(
+                    Stage::Envelope,
+                    format!(
+                        "the message is {} bytes but the server accepts at most {limit} bytes; shorten it or remove attachments",
+                        self.message_size
+                    ),
+                ));
+            }
+        }
+        let mut out = format!("MAIL FROM:<{}>", self.envelope_from);
+        if self.caps.size {
+            out.push_str(&format!(" SIZE={}", self.message_size));
+        }
+        if self.eight_bit && self.caps.eight_bit_mime {
+            out.push_str(" BODY=8BITMIME");
+        }
+        let international = !self.envelope_from.is_ascii() || self.envelope_to.iter().any(|t| !t.is_ascii());
+        if international && self.caps.smtputf8 {
+            out.push_str(" SMTPUTF8");
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        self.pipelined = self.caps.pipelining;
+        if self.pipelined {
+            for i in 0..self.envelope_to.len() {
+                bytes.extend_from_slice(&self.rcpt_command(i));
+            }
+            bytes.extend_from_slice(b"DATA\r\n");
+        }
+        actions.push(Action::Write(bytes));
+        self.state = State::Mail;
+        Ok(())
+    }
+
+    fn rcpt_command(&self, i: usize) -> Vec<u8> {
+        let to = self.envelope_to.get(i).map(String::as_str).unwrap_or_default();
+        format!("RCPT TO:<{to}>\r\n").into_bytes()
+    }
+
+    fn accepted_count(&self) -> usize {
+        self.recipients.iter().filter(|r| r.accepted).count()
+    }
+
+    /// No recipient accepted: RSET (and QUIT with it when pipelining), then fail.
+    fn reset(&mut self, actions: &mut Vec<Action>) {
+        self.pending_failure = Some(self.no_recipient_error());
+        let quit_sent = self.pipelined;
+        let bytes: &[u8] = if quit_sent { b"RSET\r\nQUIT\r\n" } else { b"RSET\r\n" };
+        actions.push(Action::Write(bytes.to_vec()));
+        self.state = State::Reset { quit_sent };
+    }
+
+    fn no_recipient_error(&self) -> Error {
+        const SHOWN: usize = 5;
+        let mut list: Vec<String> = self
+            .recipients
+            .iter()
+            .take(SHOWN)
+            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
+            .collect();
+        if self.recipients.len() > SHOWN {
+            list.push(format!("and {} more", self.recipients.len() - SHOWN));
+        }
+        let mut error = Error::protocol(
+            Stage::Envelope,
+            format!("the server accepted none of the recipients ({}); the message was not sent. Check the addresses", list.join("; ")),
+        );
+        if let Some(last) = self.recipients.last() {
+            error = error.with_reply(last.reply.clone());
+        }
+        error
+    }
+
+    /// QUIT answered or the server hung up: finish with the outcome decided earlier.
+    fn end(&mut self) -> Result<Vec<Action>> {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Quit(ending) => match *ending {
+                Ending::Sent(report) => {
+                    self.link.clear_deadline();
+                    Ok(vec![Action::Close, Action::Finished(Outcome::Sent(report))])
+                }
+                Ending::Failed(error) => {
+                    self.state = State::Failed;
+                    Err(error)
+                }
+            },
+            other => {
+                self.state = other;
+                Err(Error::protocol(self.stage(), "the session ended in an unexpected state"))
+            }
+        }
+    }
+
+    /// What a careless server could echo of our secret: the secret, the wire tokens holding it.
+    fn secret_forms(&self) -> Vec<String> {
+        let c = &self.credentials;
+        let mut forms = vec![c.secret().to_string(), sasl::login_step(c.secret())];
+        for m in [Mechanism::Plain, Mechanism::XOAuth2, Mechanism::OAuthBearer] {
+            forms.extend(sasl::initial_response(m, c));
+        }
+        forms.retain(|f| !f.is_empty());
+        forms
+    }
+
+    fn scrubbed(&self, reply: ServerReply) -> ServerReply {
+        let forms = self.secret_forms();
+        ServerReply { code: reply.code, text: redact(&reply.text, forms) }
+    }
+}
+
+fn redact(text: &str, forms: Vec<String>) -> String {
+    let mut out = text.to_string();
+    for f in forms {
+        if out.contains(&f) {
+            out = out.replace(&f, "<redacted>");
+        }
+    }
+    out
+}
+
+/// The decoded JSON of an OAuth error challenge, or a note that it was not readable.
+fn decode_challenge(reply: &Reply) -> String {
+    use base64::Engine;
+    let raw = reply.lines.last().map(|l| l.trim()).unwrap_or_default();
+    match base64::engine::general_purpose::STANDARD.decode(raw) {
+        Ok(bytes) if !bytes.is_empty() => {
+            let text: String = String::from_utf8_lossy(&bytes).chars().filter(|c| !c.is_control()).take(300).collect();
+            format!("server detail: {text}")
+        }
+        _ => "no detail given".to_string(),
+    }
+}
+
+fn refused(stage: Stage, command: &str, reply: &Reply) -> Error {
+    Error::protocol(stage, format!("the server refused {command} ({}) during {}", reply.summary(), stage.as_str()))
+        .with_reply(reply.to_server_reply())
+}
+
+fn check_envelope_address(role: &str, address: &str) -> Result<()> {
+    let why = if address.is_empty() {
+        "is empty"
+    } else if address.contains(|c: char| c.is_control() || c == ' ' || c == '<' || c == '>') {
+        "contains a space, '<', '>', a line break or another control character"
+    } else {
+        return Ok(());
+    };
+    let shown: String = address.chars().take(120).collect();
+    Err(Error::invalid(Stage::Envelope, format!("the {role} address {shown:?} {why}; give a bare address like name@example.com")))
+}
+
+impl Session for SmtpSession {
+    fn server(&self) -> &Server {
+        &self.server
+    }
+
+    fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
+        if matches!(self.state, State::Finished | State::Failed) {
+            return Err(Error::protocol(
+                Stage::Logout,
+                "the submission session is already over; the host sent another event (start a new session)",
+            ));
+        }
+        let result = self.step(event, now);
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        if matches!(self.state, State::Finished | State::Failed) {
+            self.link.clear_deadline();
+        }
+        result
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.link.deadline()
+    }
+}

@@ -1,0 +1,117 @@
+//! The DATA payload: CRLF line endings, dot-stuffing (RFC 5321 4.5.2) and the terminator.
+
+/// The encoded payload plus what the envelope needs to know about it.
+pub(crate) struct Encoded {
+    pub bytes: Vec<u8>,
+    /// RFC 1870 message size: the payload without stuffed dots and without the final ".\r\n".
+    pub size: u64,
+    /// The message has bytes above 0x7F (worth BODY=8BITMIME).
+    pub eight_bit: bool,
+}
+
+/// CRLF-normalise and dot-stuff a message for DATA, ending with exactly one "\r\n.\r\n".
+pub fn encode_data(message: &[u8]) -> Vec<u8> {
+    encode(message).bytes
+}
+
+pub(crate) fn encode(message: &[u8]) -> Encoded {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    let mut stuffed = 0usize;
+    let mut at_line_start = true;
+    let mut rest = message;
+    // Copy runs between line ends in one go; look at each byte only once.
+    while !rest.is_empty() {
+        if at_line_start && rest.first() == Some(&b'.') {
+            // A line starting with '.' gets one more, so no line of the message can end DATA.
+            out.push(b'.');
+            stuffed += 1;
+        }
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            Some(i) => {
+                out.extend_from_slice(&rest[..i]);
+                out.extend_from_slice(b"\r\n");
+                // CRLF, bare CR and bare LF are all one line end.
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                rest = &rest[i + skip..];
+                at_line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                rest = &[];
+                at_line_start = false;
+            }
+        }
+    }
+    if !at_line_start || out.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    let size = (out.len() - stuffed) as u64;
+    out.extend_from_slice(b".\r\n");
+    let eight_bit = !message.is_ascii();
+    Encoded { bytes: out, size, eight_bit }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(input: &[u8]) -> Vec<u8> {
+        let out = encode_data(input);
+        // Whatever the input, exactly one terminator and it is at the end.
+        assert!(out.ends_with(b"\r\n.\r\n"), "{:?}", String::from_utf8_lossy(&out));
+        let count = out.windows(5).filter(|w| w == b"\r\n.\r\n").count();
+        assert_eq!(count, 1, "{:?}", String::from_utf8_lossy(&out));
+        out
+    }
+
+    #[test]
+    fn line_endings_become_crlf() {
+        assert_eq!(enc(b"a\r\nb\nc\rd\r\n"), b"a\r\nb\r\nc\r\nd\r\n.\r\n");
+        assert_eq!(enc(b"a\n\nb\r\r\n"), b"a\r\n\r\nb\r\n\r\n.\r\n");
+    }
+
+    #[test]
+    fn missing_final_newline_is_added() {
+        assert_eq!(enc(b"Subject: x\r\n\r\nbody"), b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    }
+
+    #[test]
+    fn leading_dots_are_doubled() {
+        assert_eq!(enc(b".hidden\r\nmid.dle\r\n..two\r\n"), b"..hidden\r\nmid.dle\r\n...two\r\n.\r\n");
+    }
+
+    #[test]
+    fn smuggled_terminators_are_neutralised() {
+        // Each of these would end DATA early on a lenient server if sent unchanged.
+        assert_eq!(enc(b"x\n.\nMAIL FROM:<evil>"), b"x\r\n..\r\nMAIL FROM:<evil>\r\n.\r\n");
+        assert_eq!(enc(b"x\r.\rMAIL"), b"x\r\n..\r\nMAIL\r\n.\r\n");
+        assert_eq!(enc(b"x\r\n.\nMAIL"), b"x\r\n..\r\nMAIL\r\n.\r\n");
+        assert_eq!(enc(b"x\n.\r\nMAIL"), b"x\r\n..\r\nMAIL\r\n.\r\n");
+    }
+
+    #[test]
+    fn input_already_ending_with_a_terminator_gets_exactly_one() {
+        assert_eq!(enc(b"body\r\n.\r\n"), b"body\r\n..\r\n.\r\n");
+        assert_eq!(enc(b"body\n.\n"), b"body\r\n..\r\n.\r\n");
+        assert_eq!(enc(b"body\r.\r"), b"body\r\n..\r\n.\r\n");
+        assert_eq!(enc(b"body\r\n."), b"body\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn only_dots_and_empty() {
+        assert_eq!(enc(b"."), b"..\r\n.\r\n");
+        assert_eq!(enc(b"..."), b"....\r\n.\r\n");
+        assert_eq!(enc(b".\r\n.\r\n"), b"..\r\n..\r\n.\r\n");
+        assert_eq!(enc(b""), b"\r\n.\r\n");
+        assert_eq!(enc(b"\r\n"), b"\r\n.\r\n");
+    }
+
+    #[test]
+    fn size_excludes_stuffing_and_terminator() {
+        let e = encode(b".a\nb");
+        assert_eq!(e.bytes, b"..a\r\nb\r\n.\r\n");
+        assert_eq!(e.size, b".a\r\nb\r\n".len() as u64);
+        assert!(!e.eight_bit);
+        assert!(encode("é".as_bytes()).eight_bit);
+    }
+}

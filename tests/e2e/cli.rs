@@ -1,0 +1,147 @@
+//! The `mailplug` binary end to end: send, fetch to .eml with --json, exit codes, and that no
+//! password reaches stdout or stderr, whatever happens.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mailplug_tests::{rig, wasm_path};
+
+fn bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("MAILPLUG_WASM", wasm_path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+}
+
+/// Writes a tenant config using `password_file`s under `dir`.
+fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> PathBuf {
+    let r = rig();
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("in.pw"), format!("{inbound_pw}\n")).expect("pw");
+    std::fs::write(dir.join("out.pw"), smtp_pw).expect("pw");
+    let text = format!(
+        r#"tenant = "cli-test"
+licensed = true
+extra_ca_file = "{ca}"
+state_dir = "{state}"
+
+[[mailbox]]
+name = "customer"
+address = "{cust}"
+protocol = "imap"
+host = "localhost"
+port = {imaps}
+tls = true
+username = "{cust}"
+password_file = "in.pw"
+
+[[queue]]
+name = "support"
+mailboxes = ["customer"]
+[queue.smtp]
+host = "localhost"
+port = {sub}
+tls = false
+username = "{agent}"
+password_file = "out.pw"
+"#,
+        ca = r.get("RIG_CA"),
+        cust = r.user("CUSTOMER"),
+        agent = r.user("AGENT"),
+        imaps = r.port("RIG_IMAPS_PORT"),
+        sub = r.port("RIG_SUBMISSION_PORT"),
+    );
+    let path = dir.join("tenant.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mailplug-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn send_then_fetch_writes_eml_and_json_lines() {
+    let r = rig();
+    let dir = tmpdir("ok");
+    let cfg = write_config(&dir, r.pass("CUSTOMER"), r.pass("AGENT"), "state");
+    let cfg = cfg.to_str().expect("utf8");
+    let subject = format!("CLI test {}", std::process::id());
+    let o = run(&["send", "--config", cfg, "--queue", "support", "--to", r.user("CUSTOMER"), "--subject", &subject, "--body", "Hello from the CLI"]);
+    assert!(o.status.success(), "send failed: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("250"), "prints the server's final reply: {out}");
+
+    let out_dir = dir.join("out");
+    let mut found = None;
+    for _ in 0..40 {
+        let o = run(&["fetch", "--config", cfg, "--mailbox", "customer", "--out", out_dir.to_str().expect("utf8"), "--json"]);
+        assert!(o.status.success(), "fetch failed: {}", text(&o));
+        assert!(!text(&o).contains(r.pass("CUSTOMER")));
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        for line in stdout.lines() {
+            assert!(line.starts_with('{') && line.ends_with('}'), "one JSON object per line: {line}");
+            if line.contains(&subject) {
+                found = Some(line.to_string());
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let line = found.expect("the sent message was fetched");
+    let file = line.split("\"file\":\"").nth(1).and_then(|s| s.split('"').next()).expect("file field");
+    let eml = std::fs::read_to_string(file).expect("the .eml file exists");
+    assert!(eml.contains("Hello from the CLI"));
+
+    // The sync state was saved: a second fetch does not print the same message again.
+    let o = run(&["fetch", "--config", cfg, "--mailbox", "customer", "--out", out_dir.to_str().expect("utf8"), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&subject), "fetched twice: {}", text(&o));
+}
+
+#[test]
+fn failures_exit_nonzero_with_one_line_and_no_password() {
+    let r = rig();
+    let dir = tmpdir("bad");
+    let wrong = "Cli-Wrong-Pw-4$z";
+    let cfg = write_config(&dir, wrong, wrong, "state");
+    let cfg = cfg.to_str().expect("utf8");
+    let o = run(&["fetch", "--config", cfg, "--out", dir.join("out").to_str().expect("utf8")]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rejected"), "says the login was rejected: {err}");
+    assert!(!text(&o).contains(wrong), "password leaked: {}", text(&o));
+
+    let o = run(&["send", "--config", cfg, "--queue", "support", "--to", r.user("CUSTOMER"), "--subject", "x", "--body", "x"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "one-line reason: {}", text(&o));
+    assert!(!text(&o).contains(wrong), "password leaked: {}", text(&o));
+
+    // A config error names the field and exits 2.
+    std::fs::write(dir.join("broken.toml"), "tenant = \"x\"\nlicensed = true\n[[mailbox]]\nname = \"m\"\n").expect("write");
+    let o = run(&["fetch", "--config", dir.join("broken.toml").to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("address") || String::from_utf8_lossy(&o.stderr).contains("missing field"), "{}", text(&o));
+
+    // An unlicensed tenant is refused with its own exit code.
+    let unlicensed = std::fs::read_to_string(cfg).expect("read").replace("licensed = true", "licensed = false");
+    std::fs::write(dir.join("unlicensed.toml"), unlicensed).expect("write");
+    let o = run(&["fetch", "--config", dir.join("unlicensed.toml").to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("licensed"), "{}", text(&o));
+}
