@@ -25,7 +25,7 @@ bash "$ROOT/tests/rig/up.sh"
 step "building the component (wasm32-wasip2, release)"
 (cd "$ROOT" && cargo build --quiet --release -p mailplug-plugin --target wasm32-wasip2)
 step "building the host"
-(cd "$ROOT" && cargo build --quiet -p mailplug-host)
+(cd "$ROOT" && cargo build --quiet --workspace --bins --tests)
 
 export MAILPLUG_WASM="$CARGO_TARGET_DIR/wasm32-wasip2/release/mailplug_plugin.wasm"
 export MAILPLUG_BIN="$CARGO_TARGET_DIR/debug/mailplug"

@@ -124,12 +124,18 @@ impl ImapSession {
     /// `sync_state` is what `sync_state()` returned last time (None = never fetched).
     pub fn new(mailbox: Mailbox, sync_state: Option<&[u8]>) -> Result<Self> {
         if mailbox.protocol != InboundProtocol::Imap {
-            return Err(Error::invalid(Stage::Connect, "an IMAP session was requested for a mailbox configured as POP3"));
+            return Err(Error::invalid(
+                Stage::Connect,
+                "an IMAP session was requested for a mailbox configured as POP3",
+            ));
         }
         let mut folders: Vec<String> = Vec::new();
         for f in &mailbox.folders {
             if f.is_empty() {
-                return Err(Error::invalid(Stage::Connect, "a folder name is empty; remove it or name the folder (INBOX for the inbox)"));
+                return Err(Error::invalid(
+                    Stage::Connect,
+                    "a folder name is empty; remove it or name the folder (INBOX for the inbox)",
+                ));
             }
             if !folders.contains(f) {
                 folders.push(f.clone());
@@ -256,9 +262,19 @@ impl ImapSession {
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
                 if self.state.tag() != Some(tag.as_str()) {
-                    return Err(Error::protocol(stage, format!("the server answered command {tag:?}, which is not the one in progress")));
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server answered command {tag:?}, which is not the one in progress"),
+                    ));
                 }
-                if status == Status::Bad {
+                if status == Status::Bad && matches!(self.state, State::StartTls { .. }) {
+                    return Err(Error::policy(
+                        Stage::Starttls,
+                        "the server rejected STARTTLS, so the password cannot be sent safely; fix the server's TLS setup or use implicit TLS (port 993)",
+                    )
+                    .with_reply(ServerReply::new("BAD", text)));
+                }
+                if status == Status::Bad && !matches!(self.state, State::Logout { .. }) {
                     return Err(Error::protocol(
                         stage,
                         format!("the server rejected a command as invalid during {}", stage.as_str()),
@@ -306,7 +322,13 @@ impl ImapSession {
         }
     }
 
-    fn on_untagged_status(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
+    fn on_untagged_status(
+        &mut self,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
         let stage = self.state.stage();
         if matches!(self.state, State::Greeting) {
             return self.on_greeting(status, code, text, out);
@@ -336,7 +358,7 @@ impl ImapSession {
                 self.run.uidnext = Some(n);
                 Ok(())
             }
-            // Warnings, alerts, UIDNEXT, PERMANENTFLAGS...: nothing to do.
+            // Warnings, alerts, PERMANENTFLAGS...: nothing to do.
             _ => Ok(()),
         }
     }
@@ -357,10 +379,15 @@ impl ImapSession {
                 }
                 self.start_folder(0, out)
             }
-            Status::Bye => Err(Error::protocol(Stage::Greeting, "the server refused the connection in its greeting; it may be overloaded or block this client")
-                .with_reply(ServerReply::new("BYE", text))),
-            Status::No | Status::Bad => Err(Error::protocol(Stage::Greeting, "the server sent an invalid greeting; is this an IMAP port?")
-                .with_reply(ServerReply::new(status.as_str(), text))),
+            Status::Bye => Err(Error::protocol(
+                Stage::Greeting,
+                "the server refused the connection in its greeting; it may be overloaded or block this client",
+            )
+            .with_reply(ServerReply::new("BYE", text))),
+            Status::No | Status::Bad => {
+                Err(Error::protocol(Stage::Greeting, "the server sent an invalid greeting; is this an IMAP port?")
+                    .with_reply(ServerReply::new(status.as_str(), text)))
+            }
         }
     }
 
@@ -397,7 +424,8 @@ impl ImapSession {
                     self.caps = Some(caps);
                 }
                 if !ok {
-                    return Err(Error::protocol(Stage::Capabilities, "the server refused the CAPABILITY command").with_reply(reply()));
+                    return Err(Error::protocol(Stage::Capabilities, "the server refused the CAPABILITY command")
+                        .with_reply(reply()));
                 }
                 if self.caps.is_none() {
                     self.caps = Some(Vec::new());
@@ -442,8 +470,11 @@ impl ImapSession {
             }
             State::Search { .. } => {
                 if !ok {
-                    return Err(Error::protocol(Stage::ListMessages, format!("the server could not search the folder {:?}", self.folder()))
-                        .with_reply(reply()));
+                    return Err(Error::protocol(
+                        Stage::ListMessages,
+                        format!("the server could not search the folder {:?}", self.folder()),
+                    )
+                    .with_reply(reply()));
                 }
                 self.after_search(out)
             }
@@ -491,7 +522,11 @@ impl ImapSession {
             }
         };
         let detail = auth.challenge.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
-        Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", auth.method)).with_reply(reply)
+        Error::auth(
+            Stage::Authenticate,
+            format!("the server rejected {} for user {user:?}{detail}; {hint}", auth.method),
+        )
+        .with_reply(reply)
     }
 
     fn authenticate(&mut self, out: &mut Vec<Action>) -> Result<()> {
@@ -569,7 +604,10 @@ impl ImapSession {
     fn on_continuation(&mut self, text: String, out: &mut Vec<Action>) -> Result<()> {
         let stage = self.state.stage();
         let State::Auth(auth) = &mut self.state else {
-            return Err(Error::protocol(stage, format!("the server asked for command data during {}, but none was pending", stage.as_str())));
+            return Err(Error::protocol(
+                stage,
+                format!("the server asked for command data during {}, but none was pending", stage.as_str()),
+            ));
         };
         if let Some(answer) = auth.answers.pop_front() {
             self.send(out, &answer.0);
@@ -582,7 +620,10 @@ impl ImapSession {
                 self.send(out, reply);
                 Ok(())
             }
-            None => Err(Error::protocol(Stage::Authenticate, format!("the server sent an unexpected challenge during {}", auth.method))),
+            None => Err(Error::protocol(
+                Stage::Authenticate,
+                format!("the server sent an unexpected challenge during {}", auth.method),
+            )),
         }
     }
 
@@ -707,7 +748,10 @@ impl ImapSession {
                 if raw.len() as u64 > self.mailbox.limits.max_message_bytes {
                     return Err(Error::limit(
                         Stage::FetchMessage,
-                        format!("message UID {uid} is larger than the limit of {} bytes", self.mailbox.limits.max_message_bytes),
+                        format!(
+                            "message UID {uid} is larger than the limit of {} bytes",
+                            self.mailbox.limits.max_message_bytes
+                        ),
                     ));
                 }
                 let Ok(i) = self.run.batch.binary_search(&uid) else { return Ok(()) };
@@ -722,7 +766,11 @@ impl ImapSession {
                 }
                 self.delivered += 1;
                 self.unstored += 1;
-                out.push(Action::Deliver(FetchedMessage { id: format!("imap:{folder}:{uidvalidity}:{uid}"), folder, raw }));
+                out.push(Action::Deliver(FetchedMessage {
+                    id: format!("imap:{folder}:{uidvalidity}:{uid}"),
+                    folder,
+                    raw,
+                }));
                 Ok(())
             }
             // Unsolicited FETCH (flag changes) elsewhere: nothing to do.
@@ -765,7 +813,10 @@ impl ImapSession {
         self.state = State::Finished;
         self.link.clear_deadline();
         out.push(Action::Close);
-        out.push(Action::Finished(Outcome::Fetched(FetchSummary { delivered: self.delivered, remaining: self.remaining })));
+        out.push(Action::Finished(Outcome::Fetched(FetchSummary {
+            delivered: self.delivered,
+            remaining: self.remaining,
+        })));
     }
 }
 

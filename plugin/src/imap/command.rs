@@ -134,7 +134,8 @@ mod tests {
 
     #[test]
     fn quoting_escapes_quote_and_backslash() {
-        let c = Command::new("a1", "LOGIN").string("joe", LiteralMode::Sync).string(r#"p"w\d"#, LiteralMode::Sync).finish();
+        let c =
+            Command::new("a1", "LOGIN").string("joe", LiteralMode::Sync).string(r#"p"w\d"#, LiteralMode::Sync).finish();
         assert_eq!(wire(&c), vec![b"a1 LOGIN \"joe\" \"p\\\"w\\\\d\"\r\n".to_vec()]);
     }
 
@@ -142,7 +143,10 @@ mod tests {
     fn non_ascii_becomes_a_literal() {
         let c = Command::new("a1", "LOGIN").string("jörg", LiteralMode::Sync).string("pw", LiteralMode::Sync).finish();
         assert_eq!(wire(&c), vec![b"a1 LOGIN {5}\r\n".to_vec(), "jörg \"pw\"\r\n".as_bytes().to_vec()]);
-        let c = Command::new("a1", "LOGIN").string("u", LiteralMode::NonSyncAny).string("p\r\n", LiteralMode::NonSyncAny).finish();
+        let c = Command::new("a1", "LOGIN")
+            .string("u", LiteralMode::NonSyncAny)
+            .string("p\r\n", LiteralMode::NonSyncAny)
+            .finish();
         assert_eq!(wire(&c), vec![b"a1 LOGIN \"u\" {3+}\r\np\r\n\r\n".to_vec()]);
         let big = "é".repeat(3000);
         let c = Command::new("a1", "LOGIN").string(&big, LiteralMode::NonSyncSmall).finish();

@@ -76,8 +76,9 @@ impl Framer {
                     ),
                 ));
             }
-            let size = usize::try_from(len)
-                .map_err(|_| Error::limit(Stage::FetchMessage, format!("a message of {len} bytes cannot be held on this platform")))?;
+            let size = usize::try_from(len).map_err(|_| {
+                Error::limit(Stage::FetchMessage, format!("a message of {len} bytes cannot be held on this platform"))
+            })?;
             self.body_used += len;
             self.pending_literal = Some(size);
             return Ok(());
@@ -135,7 +136,8 @@ fn announces_message_body(text: &[u8]) -> bool {
         Some(p) if upper.ends_with(b">") => &upper[..p],
         _ => &upper[..],
     };
-    section == b"RFC822" || ((section.starts_with(b"BODY[") || section.starts_with(b"BINARY[")) && section.ends_with(b"]"))
+    section == b"RFC822"
+        || ((section.starts_with(b"BODY[") || section.starts_with(b"BINARY[")) && section.ends_with(b"]"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +185,12 @@ pub enum Code {
 pub enum Response {
     /// Tagged (`tag` is Some) or untagged status response. `text` is everything after the
     /// status word, response code included, for the admin.
-    Status { tag: Option<String>, status: Status, code: Option<Code>, text: String },
+    Status {
+        tag: Option<String>,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
     Capability(Vec<String>),
     Exists(u32),
     /// UIDs from `* SEARCH` or `* ESEARCH ... ALL`, as inclusive ranges (ESEARCH sends
@@ -254,7 +261,9 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
         return Ok(match &upper[..] {
             b"CAPABILITY" => Response::Capability(capabilities(after)),
             b"SEARCH" => Response::Search(after.split(|&b| b == b' ').filter_map(number).map(|n| (n, n)).collect()),
-            b"ESEARCH" => Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?),
+            b"ESEARCH" => {
+                Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?)
+            }
             _ => Response::Other,
         });
     }
@@ -263,7 +272,9 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
     }
     let (word, after) = split_word(rest);
     match Status::parse(word) {
-        Some(status @ (Status::Ok | Status::No | Status::Bad)) => Ok(status_response(Some(lossy(first)), status, after)),
+        Some(status @ (Status::Ok | Status::No | Status::Bad)) => {
+            Ok(status_response(Some(lossy(first)), status, after))
+        }
         _ => Err(malformed(stage, "tagged response", &text)),
     }
 }
@@ -439,7 +450,13 @@ fn is_body_item(upper: &[u8]) -> bool {
     matches!(base, b"BODY[]" | b"BINARY[]" | b"RFC822")
 }
 
-fn parse_fetch(seq: u32, text: &[u8], offset: usize, literals: &mut VecDeque<(usize, Vec<u8>)>, stage: Stage) -> Result<Fetch> {
+fn parse_fetch(
+    seq: u32,
+    text: &[u8],
+    offset: usize,
+    literals: &mut VecDeque<(usize, Vec<u8>)>,
+    stage: Stage,
+) -> Result<Fetch> {
     let bad = || malformed(stage, "FETCH response", text);
     let mut lx = Lexer { text, pos: offset, literals };
     if !matches!(lx.next(), Some(Token::Open)) {
@@ -497,7 +514,12 @@ mod tests {
 
     #[test]
     fn status_responses_and_codes() {
-        let r = frames(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\na1 NO [AUTHENTICATIONFAILED] nope\r\n", 1000, 1000).unwrap();
+        let r = frames(
+            b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\na1 NO [AUTHENTICATIONFAILED] nope\r\n",
+            1000,
+            1000,
+        )
+        .unwrap();
         assert_eq!(
             r[0],
             Response::Status {
@@ -507,13 +529,16 @@ mod tests {
                 text: "[CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready".into()
             }
         );
-        assert!(matches!(&r[1], Response::Status { tag: Some(t), status: Status::No, text, .. } if t == "a1" && text == "[AUTHENTICATIONFAILED] nope"));
+        assert!(
+            matches!(&r[1], Response::Status { tag: Some(t), status: Status::No, text, .. } if t == "a1" && text == "[AUTHENTICATIONFAILED] nope")
+        );
     }
 
     #[test]
     fn fetch_with_body_literal_and_other_items() {
         let body = b"Subject: x\r\n\r\n)\r\n.\r\n{3}\r\n";
-        let mut input = format!("* 3 FETCH (FLAGS (\\Seen) UID 42 MODSEQ (7) BODY[] {{{}}}\r\n", body.len()).into_bytes();
+        let mut input =
+            format!("* 3 FETCH (FLAGS (\\Seen) UID 42 MODSEQ (7) BODY[] {{{}}}\r\n", body.len()).into_bytes();
         input.extend_from_slice(body);
         input.extend_from_slice(b" INTERNALDATE \"x \\\"y\\\"\")\r\n* 4 FETCH (UID 43 BODY[] \"tiny\")\r\n* 5 FETCH (UID 44 BODY[] NIL)\r\n");
         let r = frames(&input, 100, 1000).unwrap();
@@ -554,7 +579,12 @@ mod tests {
 
     #[test]
     fn search_and_esearch() {
-        let r = frames(b"* SEARCH 2 5 9\r\n* SEARCH\r\n* ESEARCH (TAG \"a5\") UID ALL 3:5,8\r\n* ESEARCH (TAG \"a6\") UID\r\n", 100, 100).unwrap();
+        let r = frames(
+            b"* SEARCH 2 5 9\r\n* SEARCH\r\n* ESEARCH (TAG \"a5\") UID ALL 3:5,8\r\n* ESEARCH (TAG \"a6\") UID\r\n",
+            100,
+            100,
+        )
+        .unwrap();
         assert_eq!(
             r,
             vec![
@@ -573,7 +603,12 @@ mod tests {
             b"* 1 FETCH (UID x)\r\n",
             b"* 1 FETCH (X-ITEM \"a {3}\r\nb\"c\" FLAGS ())\r\n",
             b"* 1 FETCH (X-ITEM (a {3}\r\nb\"c\" FLAGS ())\r\n",
-            b"* ESEARCH (TAG \"a1\") UID ALL 1:x\r\n", b"* 1 FETCH (UID 1 BODY[] \"open\r\n", b"a1 WHAT\r\n", b"\r\n", b"* 1 FETCH (FLAGS (\\Seen)\r\n"] {
+            b"* ESEARCH (TAG \"a1\") UID ALL 1:x\r\n",
+            b"* 1 FETCH (UID 1 BODY[] \"open\r\n",
+            b"a1 WHAT\r\n",
+            b"\r\n",
+            b"* 1 FETCH (FLAGS (\\Seen)\r\n",
+        ] {
             let e = frames(input, 100, 100).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Protocol, "{:?}", String::from_utf8_lossy(input));
         }

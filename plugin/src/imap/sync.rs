@@ -38,13 +38,19 @@ struct Body {
 impl SyncState {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let unreadable = |e: serde_json::Error| {
-            Error::invalid(Stage::Connect, format!("the stored IMAP sync state is unreadable ({e}); clear it to fetch the mailbox from the start"))
+            Error::invalid(
+                Stage::Connect,
+                format!("the stored IMAP sync state is unreadable ({e}); clear it to fetch the mailbox from the start"),
+            )
         };
         let header: Header = serde_json::from_slice(bytes).map_err(unreadable)?;
         if header.protocol != PROTOCOL {
             return Err(Error::invalid(
                 Stage::Connect,
-                format!("the stored sync state belongs to a {:?} mailbox, not IMAP; clear it after changing the protocol", header.protocol),
+                format!(
+                    "the stored sync state belongs to a {:?} mailbox, not IMAP; clear it after changing the protocol",
+                    header.protocol
+                ),
             ));
         }
         if header.v != VERSION {
@@ -71,9 +77,13 @@ mod tests {
 
     #[test]
     fn round_trip_and_documented_layout() {
-        let s = SyncState::decode(br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#).unwrap();
+        let s = SyncState::decode(br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#)
+            .unwrap();
         assert_eq!(s.folders["INBOX"], FolderSync { uidvalidity: 1, last_uid: 7 });
-        assert_eq!(s.encode(), br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#.to_vec());
+        assert_eq!(
+            s.encode(),
+            br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#.to_vec()
+        );
     }
 
     #[test]

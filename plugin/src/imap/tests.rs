@@ -141,8 +141,16 @@ fn drive_all(make: impl Fn() -> ImapSession, script: &[Step<'_>]) -> Run {
         let r = drive(make(), script, chunk);
         assert_eq!(r.actions, whole.actions, "actions differ with chunk {chunk}");
         assert_eq!(r.wire, whole.wire, "writes differ with chunk {chunk}");
-        assert_eq!(r.error.as_ref().map(|e| (e.kind, e.stage)), whole.error.as_ref().map(|e| (e.kind, e.stage)), "chunk {chunk}");
-        assert_eq!(r.session.as_ref().unwrap().sync_state(), whole.session.as_ref().unwrap().sync_state(), "chunk {chunk}");
+        assert_eq!(
+            r.error.as_ref().map(|e| (e.kind, e.stage)),
+            whole.error.as_ref().map(|e| (e.kind, e.stage)),
+            "chunk {chunk}"
+        );
+        assert_eq!(
+            r.session.as_ref().unwrap().sync_state(),
+            whole.session.as_ref().unwrap().sync_state(),
+            "chunk {chunk}"
+        );
     }
     whole
 }
@@ -154,7 +162,8 @@ fn assert_no_secret(run: &Run) {
     }
 }
 
-const MSG1: &[u8] = b"From: a@example.org\r\nSubject: dots\r\n\r\nline\r\n.\r\n) not the end )\r\n* 3 FETCH (UID 9)\r\n";
+const MSG1: &[u8] =
+    b"From: a@example.org\r\nSubject: dots\r\n\r\nline\r\n.\r\n) not the end )\r\n* 3 FETCH (UID 9)\r\n";
 const MSG2: &[u8] = b"Subject: two\r\n\r\nbody {12}\r\n";
 
 fn body_fetch(seq: u32, uid: u32, body: &[u8]) -> Vec<u8> {
@@ -178,7 +187,11 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
     let mut fetch = body_fetch(1, 5, MSG1);
     fetch.extend(body_fetch(2, 7, MSG2));
     fetch.extend_from_slice(b"a5 OK Fetch completed (0.001 + 0.000 secs).\r\n");
-    let sizes = format!("* 1 FETCH (UID 5 RFC822.SIZE {})\r\n* 2 FETCH (UID 7 RFC822.SIZE {})\r\na4 OK Fetch completed.\r\n", MSG1.len(), MSG2.len());
+    let sizes = format!(
+        "* 1 FETCH (UID 5 RFC822.SIZE {})\r\n* 2 FETCH (UID 7 RFC822.SIZE {})\r\na4 OK Fetch completed.\r\n",
+        MSG1.len(),
+        MSG2.len()
+    );
     let script = [
         S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n"),
         C(auth.as_bytes()),
@@ -203,8 +216,16 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
     assert_eq!(
         run.actions,
         vec![
-            Action::Deliver(FetchedMessage { id: "imap:INBOX:1700000000:5".into(), folder: "INBOX".into(), raw: MSG1.to_vec() }),
-            Action::Deliver(FetchedMessage { id: "imap:INBOX:1700000000:7".into(), folder: "INBOX".into(), raw: MSG2.to_vec() }),
+            Action::Deliver(FetchedMessage {
+                id: "imap:INBOX:1700000000:5".into(),
+                folder: "INBOX".into(),
+                raw: MSG1.to_vec()
+            }),
+            Action::Deliver(FetchedMessage {
+                id: "imap:INBOX:1700000000:7".into(),
+                folder: "INBOX".into(),
+                raw: MSG2.to_vec()
+            }),
             Action::Close,
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0 })),
         ]
@@ -271,7 +292,11 @@ fn starttls_path_discards_capabilities_learnt_in_clear_text() {
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(
         run.actions,
-        vec![Action::StartTls, Action::Close, Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0 }))]
+        vec![
+            Action::StartTls,
+            Action::Close,
+            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0 }))
+        ]
     );
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
 }
@@ -292,10 +317,14 @@ fn starttls_not_advertised_is_a_policy_error_before_any_credential() {
 
 #[test]
 fn starttls_refused_is_a_policy_error() {
-    let script = [S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"), C(b"a1 STARTTLS\r\n"), S(b"a1 NO TLS not configured\r\n")];
-    let run = drive_all(|| ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script);
-    assert_eq!(run.err().kind, ErrorKind::Policy);
-    assert_eq!(run.err().reply.as_ref().unwrap().text, "TLS not configured");
+    for (reply, code) in [(&b"a1 NO TLS not configured\r\n"[..], "NO"), (b"a1 BAD TLS not configured\r\n", "BAD")] {
+        let script = [S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"), C(b"a1 STARTTLS\r\n"), S(reply)];
+        let run = drive_all(|| ImapSession::new(mailbox(Security::Starttls), None).unwrap(), &script);
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Starttls));
+        let r = run.err().reply.as_ref().unwrap();
+        assert_eq!((r.code.as_str(), r.text.as_str()), (code, "TLS not configured"));
+        assert_eq!(run.wire, b"a1 STARTTLS\r\n");
+    }
 }
 
 #[test]
@@ -387,7 +416,10 @@ fn xoauth2_error_challenge_gets_an_empty_answer_then_auth_error() {
 }
 
 fn state_json(uidvalidity: u32, last_uid: u32) -> Vec<u8> {
-    format!(r#"{{"v":1,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#).into_bytes()
+    format!(
+        r#"{{"v":1,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#
+    )
+    .into_bytes()
 }
 
 fn login_prefix() -> Vec<Step<'static>> {
@@ -442,7 +474,11 @@ fn sync_state_skips_old_uids_and_the_highest_uid_quirk() {
 fn uidvalidity_change_refetches_all() {
     let mut script = login_prefix();
     let fetch = [body_fetch(1, 1, MSG1), body_fetch(2, 2, MSG2), b"a5 OK done\r\n".to_vec()].concat();
-    let sizes = format!("* 1 FETCH (UID 1 RFC822.SIZE {})\r\n* 2 FETCH (UID 2 RFC822.SIZE {})\r\na4 OK done\r\n", MSG1.len(), MSG2.len());
+    let sizes = format!(
+        "* 1 FETCH (UID 1 RFC822.SIZE {})\r\n* 2 FETCH (UID 2 RFC822.SIZE {})\r\na4 OK done\r\n",
+        MSG1.len(),
+        MSG2.len()
+    );
     script.extend([
         S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 43] ok\r\n* OK [UIDNEXT 3] ok\r\na2 OK [READ-WRITE] ok\r\n"),
         C(b"a3 UID SEARCH ALL\r\n"),
@@ -458,7 +494,10 @@ fn uidvalidity_change_refetches_all() {
     let state = state_json(42, 7);
     let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:43:1", "imap:INBOX:43:2"]);
+    assert_eq!(
+        run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["imap:INBOX:43:1", "imap:INBOX:43:2"]
+    );
     assert_eq!(run.sync().as_bytes(), &state_json(43, 2)[..]);
 }
 
@@ -610,7 +649,11 @@ fn bye_greeting_bad_reply_and_events_after_finish_are_protocol_errors() {
     assert_no_secret(&run);
 
     let mut script = login_prefix();
-    script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n"), S(b"a3 OK bye\r\n")]);
+    script.extend([
+        S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
+        C(b"a3 LOGOUT\r\n"),
+        S(b"a3 OK bye\r\n"),
+    ]);
     let run = drive(ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script, 4);
     assert!(run.finished().is_some());
     let mut s = run.session.unwrap();
@@ -652,7 +695,10 @@ fn new_validates_configuration_and_sync_state() {
     empty.folders = vec![String::new()];
     assert_eq!(ImapSession::new(empty, None).unwrap_err().kind, ErrorKind::InvalidInput);
     for bad in [&br#"{"v":9,"protocol":"imap","folders":{}}"#[..], br#"{"v":1,"protocol":"pop3"}"#] {
-        assert_eq!(ImapSession::new(mailbox(Security::ImplicitTls), Some(bad)).unwrap_err().kind, ErrorKind::InvalidInput);
+        assert_eq!(
+            ImapSession::new(mailbox(Security::ImplicitTls), Some(bad)).unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
     }
 }
 
@@ -725,4 +771,84 @@ fn server_closing_while_the_host_stores_still_finishes_after_stored() {
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0 }));
     assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
+}
+
+#[test]
+fn debug_output_never_shows_pending_credentials() {
+    let mut s = ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap();
+    s.handle(Event::Connected, 0).unwrap();
+    // No SASL-IR: the PLAIN response waits inside the session for the continuation.
+    let out = s.handle(Event::Received(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"), 0).unwrap();
+    assert_eq!(out, vec![Action::Write(b"a1 AUTHENTICATE PLAIN\r\n".to_vec())]);
+    let debug = format!("{s:?}");
+    assert!(!debug.contains(PASSWORD) && !debug.contains(&plain_ir()), "{debug}");
+    let out = s.handle(Event::Received(b"+ \r\n"), 0).unwrap();
+    assert_eq!(out, vec![Action::Write(format!("{}\r\n", plain_ir()).into_bytes())]);
+}
+
+#[test]
+fn oauthbearer_without_sasl_ir_sends_the_response_after_the_continuation() {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into() };
+    let ir = format!("{}\r\n", sasl::oauthbearer("agent@example.com", "ya29.TOKEN"));
+    let script = [
+        S(b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER] ready\r\n"),
+        C(b"a1 AUTHENTICATE OAUTHBEARER\r\n"),
+        S(b"+ \r\n"),
+        C(ir.as_bytes()),
+        S(b"+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n"),
+        C(b"AQ==\r\n"),
+        S(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
+    ];
+    let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
+    assert_eq!(run.err().kind, ErrorKind::AuthRejected);
+    assert!(run.err().message.contains("invalid_token"));
+    assert!(!format!("{:?} {:?}", run.err(), run.session).contains("TOKEN"));
+}
+
+#[test]
+fn garbage_from_the_server_never_panics() {
+    // A small deterministic generator: IMAP-ish fragments glued at random.
+    let pieces: [&[u8]; 16] = [
+        b"* ",
+        b"a1 ",
+        b"OK ",
+        b"NO ",
+        b"FETCH (",
+        b"UID 4 ",
+        b"BODY[] ",
+        b"{3}\r\n",
+        b"~{2}\r\n",
+        b")",
+        b"\r\n",
+        b"\"q\\\"",
+        b"[CAPABILITY AUTH=PLAIN] ",
+        b"+ ",
+        b"* 1 ",
+        b"ESEARCH UID ALL 1:3,",
+    ];
+    let mut seed = 0x2545_f491_u64;
+    for round in 0..400 {
+        // Half the rounds at the greeting, half in the middle of a body FETCH.
+        let mut s = if round % 2 == 0 {
+            let mut s = ImapSession::new(mailbox(Security::Starttls), None).unwrap();
+            s.handle(Event::Connected, 0).unwrap();
+            s
+        } else {
+            session_in_fetch()
+        };
+        let mut input = Vec::new();
+        for _ in 0..40 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            input.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        for chunk in input.chunks(1 + (seed % 9) as usize) {
+            if s.handle(Event::Received(chunk), 0).is_err() {
+                break;
+            }
+        }
+        assert!(!String::from_utf8_lossy(&format!("{s:?}").into_bytes()).contains(PASSWORD));
+    }
 }

@@ -114,7 +114,14 @@ mod tests {
 
     #[test]
     fn malformed_names_are_errors() {
-        for wire in ["&ZeVnLIqe", "&Zm9v-" /* encodes ASCII "fo" */, "&AP-", "&2D0-" /* lone surrogate */, "Entwürfe", "&!!-"] {
+        for wire in [
+            "&ZeVnLIqe",
+            "&Zm9v-", /* encodes ASCII "fo" */
+            "&AP-",
+            "&2D0-", /* lone surrogate */
+            "Entwürfe",
+            "&!!-",
+        ] {
             assert!(decode_folder_name(wire).is_err(), "{wire}");
         }
     }
