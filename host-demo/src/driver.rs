@@ -44,7 +44,7 @@ pub async fn drive(
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
     let result = drive_keep(instance, session, opts, sink).await;
-    instance.drop_session(session);
+    instance.drop_session(session).await;
     result
 }
 
@@ -56,7 +56,7 @@ pub async fn drive_keep(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
-    let server = instance.server(session)?;
+    let server = instance.server(session).await?;
     if !opts.allowed.iter().any(|(h, p)| h.eq_ignore_ascii_case(&server.host) && *p == server.port) {
         return Err(HostError::NotAllowed(format!("{}:{}", server.host, server.port)));
     }
@@ -82,7 +82,7 @@ async fn run_loop(
             Some(e) => e,
             None => next_event(instance, session, conn, opts, &mut buf).await?,
         };
-        let actions = instance.handle(session, &event, now_ms())?;
+        let actions = instance.handle(session, &event, now_ms()).await?;
         let mut delivered = false;
         for action in actions {
             match action {
@@ -142,7 +142,7 @@ async fn next_event(
     opts: &DriveOptions<'_>,
     buf: &mut [u8],
 ) -> Result<Event, HostError> {
-    let deadline = instance.deadline(session)?;
+    let deadline = instance.deadline(session).await?;
     let wait = match deadline {
         Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
         None => opts.idle_timeout,

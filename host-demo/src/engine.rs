@@ -7,14 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::HostError;
 
+// Async bindings: WASI's streams (a guest's panic message on stderr, say) are async in
+// wasmtime-wasi, and blocking on them inside the host's tokio runtime would panic.
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "connector",
+    exports: { default: async },
 });
 
 pub use exports::mailplug::connector::inbound::{Mailbox as GuestMailbox, Protocol as GuestProtocol};
@@ -48,7 +51,36 @@ impl Drop for Plugin {
 pub struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: TenantLimiter,
+}
+
+/// Caps the guest's memory and remembers when it refused a growth, so a trap that follows can
+/// be explained as the tenant's memory limit rather than a crash.
+struct TenantLimiter {
+    max_memory: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for TenantLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+    fn instances(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
 }
 
 impl WasiView for GuestState {
@@ -73,7 +105,7 @@ impl Plugin {
         let component = Component::new(&engine, bytes)
             .map_err(|e| HostError::Plugin(format!("the component does not load: {e}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| HostError::Plugin(format!("wasmtime-wasi: {e}")))?;
 
         // One background thread advances the epoch; a call that runs past its budget traps.
@@ -92,16 +124,24 @@ impl Plugin {
     }
 
     /// A fresh, isolated instance for one tenant operation, with its own memory and CPU caps.
-    pub fn instantiate(&self, memory_bytes: usize, cpu_ms_per_call: u32) -> Result<Instance, HostError> {
-        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).instances(16).tables(64).build();
+    pub async fn instantiate(&self, memory_bytes: usize, cpu_ms_per_call: u32) -> Result<Instance, HostError> {
+        let limits = TenantLimiter { max_memory: memory_bytes, refused: false };
         let state = GuestState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         let ticks = u64::from(cpu_ms_per_call).div_ceil(TICK.as_millis() as u64).max(1);
         store.set_epoch_deadline(ticks);
-        let bindings = Connector::instantiate(&mut store, &self.component, &self.linker)
-            .map_err(|e| HostError::Plugin(format!("the component does not instantiate: {e}")))?;
-        Ok(Instance { store, bindings, ticks })
+        let bindings = match Connector::instantiate_async(&mut store, &self.component, &self.linker).await {
+            Ok(b) => b,
+            Err(e) if store.data().limits.refused => {
+                return Err(HostError::Plugin(format!(
+                    "the mail component needs more memory than the tenant's limit of {} MB just to start; raise limits.guest_memory_mb ({e})",
+                    memory_bytes >> 20
+                )))
+            }
+            Err(e) => return Err(HostError::Plugin(format!("the component does not instantiate: {e}"))),
+        };
+        Ok(Instance { store, bindings, ticks, memory_bytes })
     }
 }
 
@@ -110,19 +150,25 @@ pub struct Instance {
     store: Store<GuestState>,
     bindings: Connector,
     ticks: u64,
+    memory_bytes: usize,
 }
 
 /// A session resource inside an instance.
 #[derive(Clone, Copy)]
 pub struct SessionHandle(ResourceAny);
 
-fn trap(e: wasmtime::Error) -> HostError {
-    // A trap is our bug or a limit (memory, CPU); never includes guest data.
+/// Explains a trap: a limit (memory, CPU) or a bug; never includes guest data.
+fn explain_trap(e: &wasmtime::Error, memory_refused: bool, memory_bytes: usize) -> HostError {
     let text = format!("{e:#}");
-    if text.contains("epoch") || text.contains("interrupt") {
-        HostError::Plugin("the mail component used more CPU time than the tenant's limit allows".into())
-    } else if text.contains("memory") || text.contains("grow") {
-        HostError::Plugin(format!("the mail component hit the tenant's memory limit: {}", first_line(&text)))
+    if memory_refused {
+        HostError::Plugin(format!(
+            "the mail component hit the tenant's memory limit of {} MB; raise limits.guest_memory_mb or lower limits.max_message_bytes",
+            memory_bytes >> 20
+        ))
+    } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        HostError::Plugin(
+            "the mail component used more CPU time in one step than the tenant's limit allows; raise limits.guest_cpu_ms_per_call".into(),
+        )
     } else {
         HostError::Plugin(format!("the mail component stopped unexpectedly: {}", first_line(&text)))
     }
@@ -137,7 +183,11 @@ impl Instance {
         self.store.set_epoch_deadline(self.ticks);
     }
 
-    pub fn open_inbound(
+    fn trap(&self, e: wasmtime::Error) -> HostError {
+        explain_trap(&e, self.store.data().limits.refused, self.memory_bytes)
+    }
+
+    pub async fn open_inbound(
         &mut self,
         mailbox: &GuestMailbox,
         sync_state: Option<&[u8]>,
@@ -147,18 +197,18 @@ impl Instance {
         let r = self
             .bindings
             .mailplug_connector_inbound()
-            .call_open(&mut self.store, mailbox, sync_state, now)
-            .map_err(trap)?;
+            .call_open(&mut self.store, mailbox, sync_state, now).await
+            .map_err(|e| self.trap(e))?;
         r.map(SessionHandle).map_err(HostError::from)
     }
 
-    pub fn compose(&mut self, draft: &Draft) -> Result<ComposedMessage, HostError> {
+    pub async fn compose(&mut self, draft: &Draft) -> Result<ComposedMessage, HostError> {
         self.arm();
-        let r = self.bindings.mailplug_connector_outbound().call_compose(&mut self.store, draft).map_err(trap)?;
+        let r = self.bindings.mailplug_connector_outbound().call_compose(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
     }
 
-    pub fn open_outbound(
+    pub async fn open_outbound(
         &mut self,
         submission: &SubmissionServer,
         envelope_from: &str,
@@ -170,38 +220,54 @@ impl Instance {
         let r = self
             .bindings
             .mailplug_connector_outbound()
-            .call_open(&mut self.store, submission, envelope_from, envelope_to, message, now)
-            .map_err(trap)?;
+            .call_open(&mut self.store, submission, envelope_from, envelope_to, message, now).await
+            .map_err(|e| self.trap(e))?;
         r.map(SessionHandle).map_err(HostError::from)
     }
 
-    pub fn server(&mut self, s: SessionHandle) -> Result<GuestServer, HostError> {
+    pub async fn server(&mut self, s: SessionHandle) -> Result<GuestServer, HostError> {
         self.arm();
-        self.bindings.mailplug_connector_session().session().call_server(&mut self.store, s.0).map_err(trap)
+        self.bindings.mailplug_connector_session().session().call_server(&mut self.store, s.0).await.map_err(|e| self.trap(e))
     }
 
-    pub fn handle(&mut self, s: SessionHandle, event: &Event, now: u64) -> Result<Vec<Action>, HostError> {
+    pub async fn handle(&mut self, s: SessionHandle, event: &Event, now: u64) -> Result<Vec<Action>, HostError> {
         self.arm();
         let r = self
             .bindings
             .mailplug_connector_session()
             .session()
-            .call_handle(&mut self.store, s.0, event, now)
-            .map_err(trap)?;
+            .call_handle(&mut self.store, s.0, event, now).await
+            .map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
     }
 
-    pub fn deadline(&mut self, s: SessionHandle) -> Result<Option<u64>, HostError> {
+    pub async fn deadline(&mut self, s: SessionHandle) -> Result<Option<u64>, HostError> {
         self.arm();
-        self.bindings.mailplug_connector_session().session().call_deadline(&mut self.store, s.0).map_err(trap)
+        self.bindings.mailplug_connector_session().session().call_deadline(&mut self.store, s.0).await.map_err(|e| self.trap(e))
     }
 
-    pub fn sync_state(&mut self, s: SessionHandle) -> Result<Option<Vec<u8>>, HostError> {
+    pub async fn sync_state(&mut self, s: SessionHandle) -> Result<Option<Vec<u8>>, HostError> {
         self.arm();
-        self.bindings.mailplug_connector_session().session().call_sync_state(&mut self.store, s.0).map_err(trap)
+        self.bindings.mailplug_connector_session().session().call_sync_state(&mut self.store, s.0).await.map_err(|e| self.trap(e))
     }
 
-    pub fn drop_session(&mut self, s: SessionHandle) {
-        let _ = s.0.resource_drop(&mut self.store);
+    pub async fn drop_session(&mut self, s: SessionHandle) {
+        let _ = s.0.resource_drop_async(&mut self.store).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traps_are_explained_as_limits() {
+        let interrupt = wasmtime::Error::from(wasmtime::Trap::Interrupt);
+        assert!(explain_trap(&interrupt, false, 64 << 20).to_string().contains("CPU time"));
+        let unreachable = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
+        let e = explain_trap(&unreachable, true, 64 << 20).to_string();
+        assert!(e.contains("memory limit of 64 MB"), "{e}");
+        let e = explain_trap(&unreachable, false, 64 << 20).to_string();
+        assert!(e.contains("stopped unexpectedly"), "{e}");
     }
 }

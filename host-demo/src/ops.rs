@@ -110,14 +110,14 @@ pub async fn fetch(
         limits: guest_limits(cfg),
     };
     let state = sync.load(&cfg.tenant, &m.name)?;
-    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call)?;
-    let session = instance.open_inbound(&gm, state.as_deref(), now_ms())?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    let session = instance.open_inbound(&gm, state.as_deref(), now_ms()).await?;
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
     // Read the sync state before the driver drops the session.
     let outcome = crate::driver::drive_keep(&mut instance, session, &opts, sink).await;
-    let new_state = instance.sync_state(session);
-    instance.drop_session(session);
+    let new_state = instance.sync_state(session).await;
+    instance.drop_session(session).await;
     let outcome = outcome?;
     if let Some(st) = new_state? {
         sync.save(&cfg.tenant, &m.name, &st)?;
@@ -164,14 +164,14 @@ pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoi
     let q = cfg
         .queue(queue)
         .ok_or_else(|| HostError::NotFound(format!("no queue named \"{queue}\" in the configuration")))?;
-    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call)?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
     let composed = instance.compose(&Draft {
         from: queue_from(cfg, q)?,
         to: msg.to.clone(),
         subject: msg.subject.clone(),
         text_body: msg.text_body.clone(),
         date: now_ms(),
-    })?;
+    }).await?;
     let sub = SubmissionServer {
         server: guest_server(&q.smtp),
         credentials: guest_credentials(&q.smtp, None)?,
@@ -179,7 +179,7 @@ pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoi
         limits: guest_limits(cfg),
     };
     let session =
-        instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms())?;
+        instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms()).await?;
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
     let mut no_sink = crate::store::NoMessages;

@@ -167,7 +167,7 @@ async fn host_connects_only_to_configured_servers() {
     use mailplug_host::driver::{drive, DriveOptions};
     use mailplug_host::engine::{BasicCredentials, Credentials, GuestLimits, GuestMailbox, GuestProtocol, GuestSecurity, GuestServer};
     let r = rig();
-    let mut instance = plugin().instantiate(64 << 20, 1000).expect("instance");
+    let mut instance = plugin().instantiate(64 << 20, 1000).await.expect("instance");
     let mailbox = GuestMailbox {
         protocol: GuestProtocol::Imap,
         server: GuestServer { host: "localhost".into(), port: r.port("RIG_IMAPS_PORT"), security: GuestSecurity::ImplicitTls },
@@ -175,7 +175,7 @@ async fn host_connects_only_to_configured_servers() {
         folders: vec![],
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 10, max_batch_bytes: 1 << 20, reply_timeout_ms: 5000 },
     };
-    let session = instance.open_inbound(&mailbox, None, 0).expect("open");
+    let session = instance.open_inbound(&mailbox, None, 0).await.expect("open");
     let allowed = vec![("localhost".to_string(), 1u16)];
     let opts = DriveOptions {
         allowed: &allowed,
