@@ -69,6 +69,8 @@ impl inbound::Guest for Component {
             credentials: credentials_from_wit(mailbox.credentials),
             folders: mailbox.folders,
             limits: limits_from_wit(&mailbox.limits),
+            after_fetch: config::AfterFetch::default(),
+            first_sync: config::FirstSync::All,
         };
         let state = sync_state.as_deref();
         let inner: Box<dyn core::Session> = match mailbox.protocol {
@@ -196,6 +198,7 @@ fn action_to_wit(a: core::Action) -> Action {
         core::Action::Write(b) => Action::Write(b),
         core::Action::StartTls => Action::StartTls,
         core::Action::Deliver(m) => Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw }),
+        core::Action::Skipped(_) => Action::Close,
         core::Action::Close => Action::Close,
         core::Action::Finished(core::Outcome::Fetched(s)) => {
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: s.delivered, remaining: s.remaining }))

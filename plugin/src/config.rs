@@ -79,6 +79,37 @@ pub enum InboundProtocol {
     Imap,
 }
 
+/// What happens on the server to a message once the host has stored it (never before).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterFetch {
+    /// Leave it. With `mark_seen` (IMAP only) set \Seen so people see it was handled.
+    Keep { mark_seen: bool },
+    /// POP3: DELE, committed by QUIT. IMAP: UID STORE +FLAGS (\Deleted) and UID EXPUNGE of
+    /// exactly those UIDs (UIDPLUS); never a plain EXPUNGE.
+    Delete,
+    /// IMAP only: UID MOVE (or UID COPY + the delete path) to this UTF-8 folder, created when missing.
+    MoveTo(String),
+}
+
+impl Default for AfterFetch {
+    fn default() -> Self {
+        AfterFetch::Keep { mark_seen: false }
+    }
+}
+
+/// Which messages the first fetch of a mailbox (or folder) delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FirstSync {
+    /// Everything already in the mailbox.
+    All,
+    /// Nothing already there: only mail arriving from now on (the default, so connecting a
+    /// mailbox with 50,000 old messages does not flood the queue).
+    #[default]
+    NewOnly,
+    /// The newest N messages already there, then everything new.
+    Newest(u32),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mailbox {
     pub protocol: InboundProtocol,
@@ -87,6 +118,8 @@ pub struct Mailbox {
     /// UTF-8 folder names; empty means INBOX.
     pub folders: Vec<String>,
     pub limits: Limits,
+    pub after_fetch: AfterFetch,
+    pub first_sync: FirstSync,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

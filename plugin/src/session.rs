@@ -29,6 +29,20 @@ pub struct FetchedMessage {
 pub struct FetchSummary {
     pub delivered: u32,
     pub remaining: u32,
+    /// Messages reported with `Action::Skipped` in this session.
+    pub skipped: u32,
+}
+
+/// A message the guest will not deliver (too large for the limits). Reported once: the sync
+/// state records it as handled, so it is not retried on every run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedMessage {
+    pub id: String,
+    pub folder: String,
+    /// The size the server reported, in bytes.
+    pub size: u64,
+    /// A sentence for the admin: why, and what to change to get it.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +70,8 @@ pub enum Action {
     Write(Vec<u8>),
     StartTls,
     Deliver(FetchedMessage),
+    /// A message that will not be delivered; tell the admin.
+    Skipped(SkippedMessage),
     Close,
     Finished(Outcome),
 }

@@ -816,6 +816,7 @@ impl ImapSession {
         out.push(Action::Finished(Outcome::Fetched(FetchSummary {
             delivered: self.delivered,
             remaining: self.remaining,
+            skipped: 0,
         })));
     }
 }

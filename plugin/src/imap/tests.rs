@@ -2,7 +2,7 @@
 //! one byte at a time; the bytes written and the actions must be exactly the same each way.
 
 use super::*;
-use crate::config::{Credentials, InboundProtocol, Limits, Mailbox, Security, Server};
+use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Security, Server};
 use crate::error::{Error, ErrorKind, Stage};
 use crate::sasl;
 use crate::session::{Action, Event, FetchSummary, FetchedMessage, Outcome, Session};
@@ -17,6 +17,8 @@ fn mailbox(security: Security) -> Mailbox {
         credentials: Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() },
         folders: vec![],
         limits: Limits { max_line_bytes: 1024, ..Limits::default() },
+        after_fetch: AfterFetch::default(),
+        first_sync: FirstSync::All,
     }
 }
 
@@ -227,7 +229,7 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
                 raw: MSG2.to_vec()
             }),
             Action::Close,
-            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0 })),
+            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0, skipped: 0 })),
         ]
     );
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
@@ -295,7 +297,7 @@ fn starttls_path_discards_capabilities_learnt_in_clear_text() {
         vec![
             Action::StartTls,
             Action::Close,
-            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0 }))
+            Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0, skipped: 0 }))
         ]
     );
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
@@ -445,7 +447,7 @@ fn sync_state_skips_old_uids_and_the_highest_uid_quirk() {
     let state = state_json(42, 7);
     let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0 }));
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0, skipped: 0 }));
     assert_eq!(run.sync().as_bytes(), &state[..]);
 
     // New ones above the last UID only.
@@ -546,7 +548,7 @@ fn batch_limit_leaves_the_rest_for_next_time() {
     ]);
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 1 }));
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 1, skipped: 0 }));
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
 }
 
@@ -744,7 +746,7 @@ fn uidnext_right_after_the_last_uid_skips_the_search() {
     let state = state_json(42, 7);
     let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), Some(&state)).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0 }));
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 0, remaining: 0, skipped: 0 }));
 }
 
 #[test]
@@ -768,7 +770,7 @@ fn server_closing_while_the_host_stores_still_finishes_after_stored() {
     ]);
     let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
-    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0 }));
+    assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0, skipped: 0 }));
     assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
     assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
 }

@@ -814,6 +814,7 @@ impl Pop3Session {
         self.emit(Action::Finished(Outcome::Fetched(FetchSummary {
             delivered: self.fetch.delivered,
             remaining: self.fetch.remaining,
+            skipped: 0,
         })));
         self.phase = Phase::Done;
         self.link.clear_deadline();

@@ -2,7 +2,7 @@
 //! sizes (down to one byte) and every byte we write is compared exactly.
 
 use super::Pop3Session;
-use crate::config::{Credentials, InboundProtocol, Limits, Mailbox, Security, Server};
+use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Security, Server};
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::sasl;
 use crate::session::{Action, Event, FetchSummary, FetchedMessage, Outcome, Session};
@@ -36,6 +36,8 @@ fn mailbox(security: Security, credentials: Credentials, limits: Limits) -> Mail
         credentials,
         folders: Vec::new(),
         limits,
+        after_fetch: AfterFetch::default(),
+        first_sync: FirstSync::All,
     }
 }
 
@@ -52,7 +54,7 @@ fn deliver(uid: &str, raw: &[u8]) -> Action {
 }
 
 fn finished(delivered: u32, remaining: u32) -> Vec<Action> {
-    vec![Action::Close, Action::Finished(Outcome::Fetched(FetchSummary { delivered, remaining }))]
+    vec![Action::Close, Action::Finished(Outcome::Fetched(FetchSummary { delivered, remaining, skipped: 0 }))]
 }
 
 /// A message as the server sends it for RETR: status, body (already dot-stuffed), terminator.
