@@ -18,7 +18,7 @@ cat > "$DEMO/tenant.toml" <<TOML
 tenant = "demo"
 licensed = true
 extra_ca_file = "$RIG_CA"
-state_dir = "state"
+database = "demo.sqlite3"
 
 [[mailbox]]
 name = "support"
@@ -46,7 +46,7 @@ cat > "$DEMO/customer.toml" <<TOML
 tenant = "customer"
 licensed = true
 extra_ca_file = "$RIG_CA"
-state_dir = "state-customer"
+database = "customer.sqlite3"
 
 [[queue]]
 name = "mail"
@@ -58,12 +58,15 @@ username = "$RIG_CUSTOMER_USER"
 password_file = "customer.pw"
 TOML
 
+step "connecting the support mailbox: the first fetch imports no old mail (first_sync = new-only)"
+"$MAILPLUG_BIN" fetch --config "$DEMO/tenant.toml" --mailbox support
+
 SUBJECT="Order 4711 has not arrived ($(date +%H:%M:%S))"
 step "the customer writes to $RIG_SUPPORT_USER"
 "$MAILPLUG_BIN" send --config "$DEMO/customer.toml" --queue mail --to "$RIG_SUPPORT_USER" \
   --subject "$SUBJECT" --body $'Hello support,\n\nmy order 4711 has not arrived yet.\n\nThanks, a customer'
 
-step "mailplug fetches the support mailbox over IMAP (implicit TLS)"
+step "mailplug fetches the support mailbox over IMAP (implicit TLS) into $DEMO/demo.sqlite3"
 for _ in $(seq 1 40); do
   out=$("$MAILPLUG_BIN" fetch --config "$DEMO/tenant.toml" --mailbox support --out "$DEMO/messages")
   if [ -n "$out" ]; then break; fi

@@ -25,6 +25,42 @@ pub enum Protocol {
     Imap,
 }
 
+/// What happens on the server after a message is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFetch {
+    Keep,
+    MarkSeen,
+    Delete,
+    MoveTo(String),
+}
+
+/// What the first fetch of a mailbox delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSync {
+    All,
+    NewOnly,
+    Newest(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum RawAfterFetch {
+    #[default]
+    Keep,
+    MarkSeen,
+    Delete,
+    Move,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum RawFirstSync {
+    All,
+    #[default]
+    NewOnly,
+    Newest,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
@@ -71,6 +107,12 @@ struct RawMailbox {
     protocol: Protocol,
     #[serde(default)]
     folders: Vec<String>,
+    #[serde(default)]
+    after_fetch: RawAfterFetch,
+    move_to: Option<String>,
+    #[serde(default)]
+    first_sync: RawFirstSync,
+    newest: Option<u32>,
     host: String,
     port: u16,
     tls: bool,
@@ -113,8 +155,8 @@ struct RawTenant {
     licensed: bool,
     /// Extra CA certificates (PEM) trusted besides the system roots.
     extra_ca_file: Option<PathBuf>,
-    /// Where sync state is kept between runs.
-    state_dir: Option<PathBuf>,
+    /// The SQLite file that stores messages and sync state.
+    database: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default, rename = "mailbox")]
@@ -140,6 +182,8 @@ pub struct MailboxConfig {
     pub address: String,
     pub protocol: Protocol,
     pub folders: Vec<String>,
+    pub after_fetch: AfterFetch,
+    pub first_sync: FirstSync,
     pub server: ServerConfig,
 }
 
@@ -183,7 +227,7 @@ pub struct TenantConfig {
     pub tenant: String,
     pub licensed: bool,
     pub extra_ca_file: Option<PathBuf>,
-    pub state_dir: PathBuf,
+    pub database: PathBuf,
     pub limits: Limits,
     pub mailboxes: Vec<MailboxConfig>,
     pub queues: Vec<QueueConfig>,
@@ -274,11 +318,49 @@ impl TenantConfig {
                     return Err(err(format!("{at}: field `folders` has an empty name or a control character")));
                 }
             }
+            let after_fetch = match (m.after_fetch, m.move_to) {
+                (RawAfterFetch::Move | RawAfterFetch::MarkSeen, _) if m.protocol == Protocol::Pop3 => {
+                    return Err(err(format!(
+                        "{at}: field `after_fetch`: POP3 can only keep or delete messages; use IMAP to move them or mark them seen"
+                    )))
+                }
+                (RawAfterFetch::Move, None) => {
+                    return Err(err(format!("{at}: `after_fetch = \"move\"` needs `move_to = \"<folder>\"`")))
+                }
+                (RawAfterFetch::Move, Some(f)) => {
+                    if f.is_empty() || f.chars().any(|c| c.is_control()) {
+                        return Err(err(format!("{at}: field `move_to` must be a folder name without control characters")));
+                    }
+                    if m.folders.iter().any(|x| x == &f) || (m.folders.is_empty() && f.eq_ignore_ascii_case("INBOX")) {
+                        return Err(err(format!("{at}: field `move_to` names a folder that is fetched; choose another folder, e.g. \"Archive\"")));
+                    }
+                    AfterFetch::MoveTo(f)
+                }
+                (_, Some(_)) => {
+                    return Err(err(format!("{at}: field `move_to` only applies with `after_fetch = \"move\"`")))
+                }
+                (RawAfterFetch::Keep, None) => AfterFetch::Keep,
+                (RawAfterFetch::MarkSeen, None) => AfterFetch::MarkSeen,
+                (RawAfterFetch::Delete, None) => AfterFetch::Delete,
+            };
+            let first_sync = match (m.first_sync, m.newest) {
+                (RawFirstSync::Newest, Some(n)) if n > 0 => FirstSync::Newest(n),
+                (RawFirstSync::Newest, _) => {
+                    return Err(err(format!("{at}: `first_sync = \"newest\"` needs `newest = N` with N at least 1")))
+                }
+                (_, Some(_)) => {
+                    return Err(err(format!("{at}: field `newest` only applies with `first_sync = \"newest\"`")))
+                }
+                (RawFirstSync::All, None) => FirstSync::All,
+                (RawFirstSync::NewOnly, None) => FirstSync::NewOnly,
+            };
             mailboxes.push(MailboxConfig {
                 name: m.name,
                 address: m.address,
                 protocol: m.protocol,
                 folders: m.folders,
+                after_fetch,
+                first_sync,
                 server,
             });
         }
@@ -310,7 +392,7 @@ impl TenantConfig {
             tenant: raw.tenant,
             licensed: raw.licensed,
             extra_ca_file: raw.extra_ca_file.map(|p| resolve(&p)),
-            state_dir: raw.state_dir.map(|p| resolve(&p)).unwrap_or_else(|| base.join("mailplug-state")),
+            database: raw.database.map(|p| resolve(&p)).unwrap_or_else(|| base.join("mailplug.sqlite3")),
             limits,
             mailboxes,
             queues,
@@ -426,7 +508,9 @@ password_env = "PW"
         assert_eq!(c.mailboxes[0].server.security, Security::ImplicitTls);
         assert_eq!(c.queues[0].smtp.security, Security::Starttls);
         assert_eq!(c.mailboxes[0].server.secret.expose(), "Hunter2-secret");
-        assert_eq!(c.state_dir, Path::new("/cfg/mailplug-state"));
+        assert_eq!(c.database, Path::new("/cfg/mailplug.sqlite3"));
+        assert_eq!(c.mailboxes[0].after_fetch, AfterFetch::Keep);
+        assert_eq!(c.mailboxes[0].first_sync, FirstSync::NewOnly);
         assert!(!format!("{c:?}").contains("Hunter2"), "Debug must not print secrets");
     }
 
@@ -449,6 +533,21 @@ password_env = "PW"
         assert!(e.contains("MISSING"), "{e}");
         let e = parse(&GOOD.replace("tenant = \"acme\"", "tenant = \"acme\"\nbogus = 1")).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn after_fetch_and_first_sync_are_validated() {
+        let with = |extra: &str| parse(&GOOD.replacen("protocol = \"imap\"", &format!("protocol = \"imap\"\n{extra}"), 1));
+        let c = with("after_fetch = \"move\"\nmove_to = \"Archive\"\nfirst_sync = \"newest\"\nnewest = 20").unwrap();
+        assert_eq!(c.mailboxes[0].after_fetch, AfterFetch::MoveTo("Archive".into()));
+        assert_eq!(c.mailboxes[0].first_sync, FirstSync::Newest(20));
+        assert!(with("after_fetch = \"move\"").unwrap_err().to_string().contains("move_to"));
+        assert!(with("after_fetch = \"move\"\nmove_to = \"INBOX\"").unwrap_err().to_string().contains("is fetched"));
+        assert!(with("move_to = \"Archive\"").unwrap_err().to_string().contains("only applies"));
+        assert!(with("first_sync = \"newest\"").unwrap_err().to_string().contains("newest = N"));
+        assert!(with("after_fetch = \"sometimes\"").unwrap_err().to_string().contains("after_fetch"));
+        let pop = GOOD.replacen("protocol = \"imap\"", "protocol = \"pop3\"\nafter_fetch = \"mark-seen\"", 1);
+        assert!(parse(&pop).unwrap_err().to_string().contains("POP3 can only keep or delete"));
     }
 
     #[test]

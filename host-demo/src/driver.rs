@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::ClientConfig;
 
-use crate::engine::{Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle};
+use crate::engine::{Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle, SkippedMessage};
 use crate::error::HostError;
 use crate::net::Conn;
 
@@ -23,6 +23,10 @@ pub fn now_ms() -> u64 {
 /// then does the guest hear `stored` and change anything on the server.
 pub trait MessageSink {
     fn deliver(&mut self, message: FetchedMessage) -> Result<(), HostError>;
+    /// A message the guest will not deliver (over a limit); reported once.
+    fn skipped(&mut self, _notice: SkippedMessage) -> Result<(), HostError> {
+        Ok(())
+    }
     fn commit(&mut self) -> Result<(), HostError>;
 }
 
@@ -105,6 +109,7 @@ async fn run_loop(
                     sink.deliver(message)?;
                     delivered = true;
                 }
+                Action::Skipped(notice) => sink.skipped(notice)?,
                 Action::Close => {
                     flush(conn, &mut out).await?;
                     conn.close().await;

@@ -20,10 +20,13 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::mailplug::connector::inbound::{Mailbox as GuestMailbox, Protocol as GuestProtocol};
+pub use exports::mailplug::connector::inbound::{
+    AfterFetch as GuestAfterFetch, FirstSync as GuestFirstSync, Mailbox as GuestMailbox, Protocol as GuestProtocol,
+};
 pub use exports::mailplug::connector::outbound::{ComposedMessage, Draft, SubmissionServer};
 pub use exports::mailplug::connector::session::{
-    Action, Event, FetchSummary, FetchedMessage, Outcome, RecipientResult, SendReport,
+    Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, Outcome, ParsedMessage,
+    RecipientResult, SendReport, SkippedMessage,
 };
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials,

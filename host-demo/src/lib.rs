@@ -3,6 +3,7 @@
 //! byte; the host moves them.
 
 pub mod config;
+pub mod db;
 pub mod driver;
 pub mod engine;
 pub mod error;

@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use mailplug_host::driver::MessageSink;
 use mailplug_host::engine::FetchedMessage;
 use mailplug_host::ops::{self, Outgoing};
-use mailplug_host::store::{EmlDir, FileSyncStore};
+use mailplug_host::db::{Database, DbSink};
+use mailplug_host::engine::SkippedMessage;
+use mailplug_host::store::EmlDir;
+use std::io::IsTerminal;
 use mailplug_host::{HostError, Plugin, TenantConfig};
 
 #[derive(Parser)]
@@ -22,16 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch new mail of one or all inbound mailboxes, write each message as a .eml file.
+    /// Fetch new mail of one or all inbound mailboxes into the tenant's database.
     Fetch {
         #[arg(long)]
         config: PathBuf,
         /// Only this mailbox (default: all).
         #[arg(long)]
         mailbox: Option<String>,
-        /// Folder for the .eml files (one subfolder per mailbox).
-        #[arg(long, default_value = "mailplug-messages")]
-        out: PathBuf,
+        /// Also write each new message as a .eml file here (one subfolder per mailbox).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// One JSON object per message instead of a text line.
         #[arg(long)]
         json: bool,
@@ -56,11 +59,14 @@ enum Command {
     },
 }
 
-/// Prints a line per delivered message while storing it as .eml.
-struct PrintingSink {
+/// Stores each delivered message in the database (and as .eml with --out), prints a line per
+/// message, and shows progress on a terminal.
+struct CliSink<'a> {
     mailbox: String,
-    eml: EmlDir,
+    db: DbSink<'a>,
+    eml: Option<EmlDir>,
     json: bool,
+    progress: bool,
 }
 
 /// The value of a header in the raw message, unfolded, for the summary line only.
@@ -90,23 +96,51 @@ fn header(raw: &[u8], name: &str) -> String {
     value.unwrap_or_default()
 }
 
-impl MessageSink for PrintingSink {
+impl MessageSink for CliSink<'_> {
     fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
         let (from, subject, size, id) = (header(&m.raw, "From"), header(&m.raw, "Subject"), m.raw.len(), m.id.clone());
-        self.eml.deliver(m)?;
-        let path = self.eml.written.last().map(|p| p.display().to_string()).unwrap_or_default();
+        let (kind, parse_error) = match &m.parsed {
+            Ok(p) => (format!("{:?}", p.classification).to_lowercase(), None),
+            Err(e) => ("unparsed".to_string(), Some(e.clone())),
+        };
+        let file = match &mut self.eml {
+            Some(eml) => {
+                eml.deliver(m.clone())?;
+                eml.written.last().map(|p| p.display().to_string())
+            }
+            None => None,
+        };
+        let before = self.db.stats.stored;
+        self.db.deliver(m)?;
+        let duplicate = self.db.stats.stored == before;
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
         if self.json {
             let v = serde_json::json!({
-                "mailbox": self.mailbox, "id": id, "bytes": size, "from": from, "subject": subject, "file": path,
+                "mailbox": self.mailbox, "id": id, "bytes": size, "from": from, "subject": subject,
+                "classification": kind, "parse_error": parse_error, "duplicate": duplicate, "file": file,
             });
             println!("{v}");
         } else {
-            println!("{}\t{}\t{} bytes\tFrom: {}\tSubject: {}", self.mailbox, id, size, from, subject);
+            let dup = if duplicate { "\t(already stored)" } else { "" };
+            println!("{}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}", self.mailbox, id, size, kind, from, subject);
+        }
+        if self.progress {
+            let st = self.db.stats;
+            eprint!("{}: {} stored, {:.1} MB", self.mailbox, st.stored + st.duplicates, st.bytes as f64 / 1e6);
         }
         Ok(())
     }
+    fn skipped(&mut self, n: SkippedMessage) -> Result<(), HostError> {
+        eprintln!("mailplug: {}: skipped {} ({} bytes): {}", self.mailbox, n.id, n.size, n.reason);
+        self.db.skipped(n)
+    }
     fn commit(&mut self) -> Result<(), HostError> {
-        self.eml.commit()
+        if let Some(eml) = &mut self.eml {
+            eml.commit()?;
+        }
+        self.db.commit()
     }
 }
 
@@ -150,20 +184,33 @@ async fn run(cli: Cli) -> ExitCode {
             if names.is_empty() {
                 return fail("the configuration has no [[mailbox]] entries", 2);
             }
-            let sync = FileSyncStore { dir: cfg.state_dir.clone() };
+            let db = match Database::open(&cfg.database) {
+                Ok(db) => db,
+                Err(e) => return fail(e, 1),
+            };
+            let progress = std::io::stderr().is_terminal();
             let mut failed = None;
             for name in names {
-                let eml = match EmlDir::new(out.join(mailplug_host::store::safe_name(&name))) {
-                    Ok(e) => e,
-                    Err(e) => return fail(e, 1),
+                let eml = match &out {
+                    Some(dir) => match EmlDir::new(dir.join(mailplug_host::store::safe_name(&name))) {
+                        Ok(e) => Some(e),
+                        Err(e) => return fail(e, 1),
+                    },
+                    None => None,
                 };
-                let mut sink = PrintingSink { mailbox: name.clone(), eml, json };
-                match ops::fetch(&plugin, &cfg, &name, &mut sink, &sync).await {
+                let mut sink = CliSink { mailbox: name.clone(), db: db.sink(&cfg.tenant, &name), eml, json, progress };
+                let result = ops::fetch(&plugin, &cfg, &name, &mut sink, &db).await;
+                if progress {
+                    eprint!("\r\x1b[K");
+                }
+                let st = sink.db.stats;
+                match result {
                     Ok(s) => eprintln!(
-                        "mailplug: {name}: {} new message(s) stored in {}{}",
-                        s.delivered,
-                        sink.eml.dir.display(),
-                        if s.remaining > 0 { format!(", {} more waiting (batch limit)", s.remaining) } else { String::new() }
+                        "mailplug: {name}: {} new message(s) stored{}{}{}",
+                        st.stored,
+                        if st.duplicates > 0 { format!(", {} already stored", st.duplicates) } else { String::new() },
+                        if s.skipped > 0 { format!(", {} skipped (over a limit)", s.skipped) } else { String::new() },
+                        if s.remaining > 0 { format!(", {} more waiting (batch limit): run again", s.remaining) } else { String::new() }
                     ),
                     Err(e) => {
                         eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AuthKind, Protocol, Security, ServerConfig, TenantConfig};
+use crate::config::{AfterFetch, AuthKind, FirstSync, Protocol, Security, ServerConfig, TenantConfig};
 use crate::driver::{drive, now_ms, DriveOptions, MessageSink};
 use crate::engine::{
-    BasicCredentials, Credentials, Draft, GuestLimits, GuestMailbox, GuestProtocol, GuestSecurity, GuestServer,
+    BasicCredentials, Credentials, Draft, GuestAfterFetch, GuestFirstSync, GuestLimits, GuestMailbox, GuestProtocol,
+    GuestSecurity, GuestServer,
     Oauth2Credentials, Outcome, Plugin, SendReport, SubmissionServer,
 };
 use crate::error::HostError;
@@ -108,6 +109,17 @@ pub async fn fetch(
         credentials: guest_credentials(&m.server, None)?,
         folders: m.folders.clone(),
         limits: guest_limits(cfg),
+        after_fetch: match &m.after_fetch {
+            AfterFetch::Keep => GuestAfterFetch::Keep,
+            AfterFetch::MarkSeen => GuestAfterFetch::MarkSeen,
+            AfterFetch::Delete => GuestAfterFetch::Delete,
+            AfterFetch::MoveTo(f) => GuestAfterFetch::MoveTo(f.clone()),
+        },
+        first_sync: match m.first_sync {
+            FirstSync::All => GuestFirstSync::All,
+            FirstSync::NewOnly => GuestFirstSync::NewOnly,
+            FirstSync::Newest(n) => GuestFirstSync::Newest(n),
+        },
     };
     let state = sync.load(&cfg.tenant, &m.name)?;
     let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;

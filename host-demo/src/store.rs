@@ -36,31 +36,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Sync state as files `<dir>/<tenant>/<mailbox>.state`.
-pub struct FileSyncStore {
-    pub dir: PathBuf,
-}
-
-impl FileSyncStore {
-    fn path(&self, tenant: &str, mailbox: &str) -> PathBuf {
-        self.dir.join(safe_name(tenant)).join(format!("{}.state", safe_name(mailbox)))
-    }
-}
-
-impl SyncStateStore for FileSyncStore {
-    fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<Vec<u8>>, HostError> {
-        let p = self.path(tenant, mailbox);
-        match fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(HostError::Storage(format!("cannot read {}: {e}", p.display()))),
-        }
-    }
-    fn save(&self, tenant: &str, mailbox: &str, state: &[u8]) -> Result<(), HostError> {
-        write_atomically(&self.path(tenant, mailbox), state)
-    }
-}
-
 /// Keeps no sync state: every run starts from scratch.
 pub struct NoSyncState;
 

@@ -3,17 +3,18 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, error, pop3, imap, session as core, smtp};
+use crate::{compose, config, error, imap, parse, pop3, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
     world: "connector",
 });
 
-use exports::mailplug::connector::inbound::{self, Mailbox as WitMailbox, Protocol};
+use exports::mailplug::connector::inbound::{self, AfterFetch, FirstSync, Mailbox as WitMailbox, Protocol};
 use exports::mailplug::connector::outbound::{self, ComposedMessage, Draft, SubmissionServer as WitSubmission};
 use exports::mailplug::connector::session::{
-    self, Action, Event, FetchSummary, FetchedMessage, GuestSession, Outcome, RecipientResult, SendReport,
+    self, Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, GuestSession, Outcome,
+    ParsedMessage, RecipientResult, SendReport, SkippedMessage,
 };
 use exports::mailplug::connector::types::{
     Credentials, Error, ErrorDetail, Limits, Security, Server, ServerReply, Stage,
@@ -69,8 +70,17 @@ impl inbound::Guest for Component {
             credentials: credentials_from_wit(mailbox.credentials),
             folders: mailbox.folders,
             limits: limits_from_wit(&mailbox.limits),
-            after_fetch: config::AfterFetch::default(),
-            first_sync: config::FirstSync::All,
+            after_fetch: match mailbox.after_fetch {
+                AfterFetch::Keep => config::AfterFetch::Keep { mark_seen: false },
+                AfterFetch::MarkSeen => config::AfterFetch::Keep { mark_seen: true },
+                AfterFetch::Delete => config::AfterFetch::Delete,
+                AfterFetch::MoveTo(folder) => config::AfterFetch::MoveTo(folder),
+            },
+            first_sync: match mailbox.first_sync {
+                FirstSync::All => config::FirstSync::All,
+                FirstSync::NewOnly => config::FirstSync::NewOnly,
+                FirstSync::Newest(n) => config::FirstSync::Newest(n),
+            },
         };
         let state = sync_state.as_deref();
         let inner: Box<dyn core::Session> = match mailbox.protocol {
@@ -197,11 +207,21 @@ fn action_to_wit(a: core::Action) -> Action {
     match a {
         core::Action::Write(b) => Action::Write(b),
         core::Action::StartTls => Action::StartTls,
-        core::Action::Deliver(m) => Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw }),
-        core::Action::Skipped(_) => Action::Close,
+        core::Action::Deliver(m) => {
+            // Parsed here, on the way out, so protocol clients stay unaware of MIME.
+            let parsed = parse::parse_message(&m.raw).map(parsed_to_wit);
+            Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw, parsed })
+        }
+        core::Action::Skipped(m) => {
+            Action::Skipped(SkippedMessage { id: m.id, folder: m.folder, size: m.size, reason: m.reason })
+        }
         core::Action::Close => Action::Close,
         core::Action::Finished(core::Outcome::Fetched(s)) => {
-            Action::Finished(Outcome::Fetched(FetchSummary { delivered: s.delivered, remaining: s.remaining }))
+            Action::Finished(Outcome::Fetched(FetchSummary {
+                delivered: s.delivered,
+                remaining: s.remaining,
+                skipped: s.skipped,
+            }))
         }
         core::Action::Finished(core::Outcome::Sent(r)) => Action::Finished(Outcome::Sent(SendReport {
             final_reply: reply_to_wit(r.final_reply),
@@ -211,6 +231,45 @@ fn action_to_wit(a: core::Action) -> Action {
                 .map(|x| RecipientResult { address: x.address, accepted: x.accepted, reply: reply_to_wit(x.reply) })
                 .collect(),
         })),
+    }
+}
+
+fn addresses_to_wit(v: Vec<parse::Address>) -> Vec<Address> {
+    v.into_iter().map(|a| Address { name: a.name, address: a.address }).collect()
+}
+
+fn parsed_to_wit(p: parse::ParsedMessage) -> ParsedMessage {
+    ParsedMessage {
+        message_id: p.message_id,
+        message_id_synthetic: p.message_id_synthetic,
+        in_reply_to: p.in_reply_to,
+        references: p.references,
+        from: addresses_to_wit(p.from),
+        reply_to: addresses_to_wit(p.reply_to),
+        to: addresses_to_wit(p.to),
+        cc: addresses_to_wit(p.cc),
+        subject: p.subject,
+        date_ms: p.date_ms,
+        text_body: p.text_body,
+        html_body: p.html_body,
+        attachments: p
+            .attachments
+            .into_iter()
+            .map(|a| Attachment {
+                name: a.name,
+                media_type: a.media_type,
+                size: a.size,
+                content_id: a.content_id,
+                bytes: a.bytes,
+            })
+            .collect(),
+        classification: match p.classification {
+            parse::Classification::Normal => Classification::Normal,
+            parse::Classification::AutoReply => Classification::AutoReply,
+            parse::Classification::Bulk => Classification::Bulk,
+            parse::Classification::Bounce => Classification::Bounce,
+        },
+        warnings: p.warnings,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod imap;
 pub mod smtp;
 pub mod compose;
 pub mod headers;
+pub mod parse;
 
 #[cfg(target_family = "wasm")]
 mod component;

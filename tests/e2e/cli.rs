@@ -30,12 +30,13 @@ fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> Pat
         r#"tenant = "cli-test"
 licensed = true
 extra_ca_file = "{ca}"
-state_dir = "{state}"
+database = "{state}/mailplug.sqlite3"
 
 [[mailbox]]
 name = "customer"
 address = "{cust}"
 protocol = "imap"
+first_sync = "all"
 host = "localhost"
 port = {imaps}
 tls = true

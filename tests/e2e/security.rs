@@ -165,7 +165,10 @@ async fn unlicensed_tenant_is_refused_before_connecting() {
 #[tokio::test]
 async fn host_connects_only_to_configured_servers() {
     use mailplug_host::driver::{drive, DriveOptions};
-    use mailplug_host::engine::{BasicCredentials, Credentials, GuestLimits, GuestMailbox, GuestProtocol, GuestSecurity, GuestServer};
+    use mailplug_host::engine::{
+        BasicCredentials, Credentials, GuestAfterFetch, GuestFirstSync, GuestLimits, GuestMailbox, GuestProtocol, GuestSecurity,
+        GuestServer,
+    };
     let r = rig();
     let mut instance = plugin().instantiate(64 << 20, 1000).await.expect("instance");
     let mailbox = GuestMailbox {
@@ -174,6 +177,8 @@ async fn host_connects_only_to_configured_servers() {
         credentials: Credentials::Basic(BasicCredentials { username: "u".into(), password: "p".into() }),
         folders: vec![],
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 10, max_batch_bytes: 1 << 20, reply_timeout_ms: 5000 },
+        after_fetch: GuestAfterFetch::Keep,
+        first_sync: GuestFirstSync::All,
     };
     let session = instance.open_inbound(&mailbox, None, 0).await.expect("open");
     let allowed = vec![("localhost".to_string(), 1u16)];

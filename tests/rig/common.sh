@@ -39,6 +39,11 @@ RIG_USERS=(
     "customer:Customer-Pw-4Kx!"
     "agent:Agent-Pw-9Lm!"
     "sales:Sales-Pw-2Vb!"
+    # One mailbox per inbound integration test, so tests running in parallel never share one.
+    "box1:Box1-Pw-3Hq!" "box2:Box2-Pw-5Jr!" "box3:Box3-Pw-6Ks!" "box4:Box4-Pw-7Lt!"
+    "box5:Box5-Pw-8Mu!" "box6:Box6-Pw-9Nv!" "box7:Box7-Pw-2Pw!" "box8:Box8-Pw-3Qx!"
+    "box9:Box9-Pw-4Ry!" "box10:Box10-Pw-5Sz!" "box11:Box11-Pw-6Ta!" "box12:Box12-Pw-7Ub!"
+    "box13:Box13-Pw-8Vc!" "box14:Box14-Pw-9Wd!" "box15:Box15-Pw-2Xe!" "box16:Box16-Pw-3Yf!"
 )
 
 # ---- layout of the run dir -------------------------------------------------------------

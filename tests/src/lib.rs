@@ -117,8 +117,8 @@ pub fn tenant(protocol: &str, inbound: &ServerSpec, smtp: &ServerSpec, trust_rig
     let r = rig();
     let ca = if trust_rig_ca { format!("extra_ca_file = \"{}\"\n", r.get("RIG_CA")) } else { String::new() };
     let text = format!(
-        "tenant = \"test\"\nlicensed = true\n{ca}state_dir = \"/nonexistent-state\"\n[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n\
-         [[mailbox]]\nname = \"inbox\"\naddress = \"{addr}\"\nprotocol = \"{protocol}\"\n{mb}\
+        "tenant = \"test\"\nlicensed = true\n{ca}database = \"/nonexistent/mailplug.sqlite3\"\n[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"{addr}\"\nprotocol = \"{protocol}\"\nfirst_sync = \"all\"\n{mb}\
          [[queue]]\nname = \"q\"\nmailboxes = [\"inbox\"]\n[queue.smtp]\n{sm}",
         addr = inbound.username,
         mb = inbound.toml("IN_PW"),
@@ -210,4 +210,130 @@ pub fn secret_forms(user: &str, password: &str) -> Vec<Vec<u8>> {
     plain.push(0);
     plain.extend_from_slice(password.as_bytes());
     vec![password.as_bytes().to_vec(), b64(&plain), b64(password.as_bytes())]
+}
+
+/// A rig user reserved for one test: ("boxN@example.test", password).
+pub fn test_box(n: u32) -> (String, String) {
+    let r = rig();
+    (r.user(&format!("BOX{n}")).to_string(), r.pass(&format!("BOX{n}")).to_string())
+}
+
+impl Rig {
+    /// Empties a user's mailbox: every folder but INBOX deleted, INBOX expunged.
+    pub fn reset_mailbox(&self, user: &str) {
+        let list = self.doveadm(&["mailbox", "list", "-u", user]);
+        for folder in list.lines().map(str::trim).filter(|f| !f.is_empty() && *f != "INBOX") {
+            let _ = Command::new(self.get("DOVEADM")).args(["mailbox", "delete", "-u", user, "-r", "-s", folder]).output();
+        }
+        self.doveadm(&["expunge", "-u", user, "mailbox", "INBOX", "all"]);
+    }
+
+    /// Saves a raw message into a folder (created when missing).
+    pub fn put(&self, user: &str, folder: &str, raw: &[u8]) {
+        use std::io::Write;
+        if folder != "INBOX" {
+            let _ = Command::new(self.get("DOVEADM")).args(["mailbox", "create", "-u", user, folder]).output();
+        }
+        let mut child = Command::new(self.get("DOVEADM"))
+            .args(["save", "-u", user, "-m", folder])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("doveadm save");
+        child.stdin.take().expect("stdin").write_all(raw).expect("write");
+        assert!(child.wait().expect("wait").success(), "doveadm save into {user} {folder}");
+    }
+
+    /// (uid, flags, message-id) of every message in a folder; empty when the folder is missing.
+    pub fn listing(&self, user: &str, folder: &str) -> Vec<(u32, String, String)> {
+        let out = Command::new(self.get("DOVEADM"))
+            .args(["-f", "tab", "fetch", "-u", user, "uid flags hdr.message-id", "mailbox", folder, "all"])
+            .output()
+            .expect("doveadm fetch");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let uid = f.next()?.trim().parse().ok()?;
+                let flags = f.next().unwrap_or("").to_string();
+                let mid = f.next().unwrap_or("").trim().trim_start_matches('<').trim_end_matches('>').to_string();
+                Some((uid, flags, mid))
+            })
+            .collect()
+    }
+
+    /// Adds IMAP flags to one message, as another mail client would.
+    pub fn add_flags(&self, user: &str, folder: &str, uid: u32, flags: &str) {
+        self.doveadm(&["flags", "add", "-u", user, flags, "mailbox", folder, "uid", &uid.to_string()]);
+    }
+}
+
+/// A simple message with a known Message-ID.
+pub fn sample_message(id: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <customer@example.test>\r\nTo: support@example.test\r\nSubject: {subject}\r\n\
+         Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nHello, this is {id}.\r\n.line with a dot\r\n"
+    )
+    .into_bytes()
+}
+
+/// A TCP proxy that forwards both ways and, with a limit, cuts both connections once that many
+/// bytes (both directions together) have passed. `total` counts what passed.
+pub struct CuttingProxy {
+    pub port: u16,
+    pub total: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn cutting_proxy(upstream: (String, u16), limit: Option<usize>) -> CuttingProxy {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let total = Arc::new(AtomicUsize::new(0));
+    let counter = total.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else { continue };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (cut_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                async fn pump(
+                    mut from: tokio::net::tcp::OwnedReadHalf,
+                    mut to: tokio::net::tcp::OwnedWriteHalf,
+                    counter: Arc<AtomicUsize>,
+                    limit: Option<usize>,
+                    cut: tokio::sync::broadcast::Sender<()>,
+                ) {
+                    let mut rx = cut.subscribe();
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = tokio::select! {
+                            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
+                            _ = rx.recv() => break,
+                        };
+                        let before = counter.fetch_add(n, Ordering::SeqCst);
+                        let allowed = match limit {
+                            Some(l) if before + n >= l => l.saturating_sub(before),
+                            _ => n,
+                        };
+                        if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
+                            break;
+                        }
+                        if allowed < n || limit.is_some_and(|l| before + n >= l) {
+                            let _ = cut.send(());
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown().await;
+                }
+                tokio::join!(
+                    pump(cr, sw, counter.clone(), limit, cut_tx.clone()),
+                    pump(sr, cw, counter, limit, cut_tx)
+                );
+            });
+        }
+    });
+    CuttingProxy { port, total }
 }

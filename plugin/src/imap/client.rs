@@ -1,8 +1,12 @@
 //! The IMAP fetch session: greeting, capabilities, STARTTLS, authentication, then per folder
-//! SELECT, UID SEARCH, sizes, one streaming UID FETCH of the batch; LOGOUT once the host has
-//! stored what was delivered.
+//! SELECT, UID SEARCH, sizes, one streaming UID FETCH of the batch, the after-fetch action once
+//! the host has stored what was delivered (still in that folder); LOGOUT once everything is
+//! stored.
+//!
+//! Nothing on the server changes before the host's `Stored` covers it: a folder with an
+//! after-fetch action waits for `Stored` before its STORE/EXPUNGE/MOVE/COPY is written.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -11,11 +15,11 @@ use super::command::{sequence_set, Command, LiteralMode, Tagger, Wire};
 use super::response::{self, Code, Fetch, Framer, Response, Status};
 use super::sync::{FolderSync, SyncState};
 use super::utf7::encode_folder_name;
-use crate::config::{Credentials, InboundProtocol, Mailbox, Server};
+use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Mailbox, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session};
+use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session, SkippedMessage};
 
 #[derive(Debug)]
 enum State {
@@ -27,7 +31,13 @@ enum State {
     Select { tag: String },
     Search { tag: String },
     Sizes { tag: String },
+    /// `UID FETCH * (UID)`: the highest UID, for a NewOnly first sync without UIDNEXT.
+    MaxUid { tag: String },
     Fetch { tag: String },
+    /// The folder's batch is fetched; its after-fetch action waits for the host's Stored.
+    AwaitFolderStored,
+    /// After-fetch commands in flight (pipelined), oldest first.
+    AfterFetch { pending: VecDeque<(String, Op)> },
     AwaitStored,
     Logout { tag: String },
     Finished,
@@ -56,8 +66,10 @@ impl State {
             State::StartTls { .. } | State::TlsHandshake => Stage::Starttls,
             State::Auth(_) => Stage::Authenticate,
             State::Select { .. } => Stage::SelectMailbox,
-            State::Search { .. } | State::Sizes { .. } => Stage::ListMessages,
-            State::Fetch { .. } | State::AwaitStored => Stage::FetchMessage,
+            State::Search { .. } | State::Sizes { .. } | State::MaxUid { .. } => Stage::ListMessages,
+            State::Fetch { .. } | State::AwaitFolderStored | State::AfterFetch { .. } | State::AwaitStored => {
+                Stage::FetchMessage
+            }
             State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
         }
     }
@@ -70,11 +82,38 @@ impl State {
             | State::Select { tag }
             | State::Search { tag }
             | State::Sizes { tag }
+            | State::MaxUid { tag }
             | State::Fetch { tag }
             | State::Logout { tag } => Some(tag),
+            State::AfterFetch { pending } => pending.front().map(|(t, _)| t.as_str()),
             _ => None,
         }
     }
+}
+
+/// One after-fetch command, for the reply handling and the admin's error message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    MarkSeen,
+    MarkDeleted,
+    Expunge,
+    Move,
+    Copy,
+    Create,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ItemState {
+    Pending,
+    Delivered,
+    /// Oversized (reported now or in an earlier run): handled without fetching.
+    Skipped,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    uid: u32,
+    state: ItemState,
 }
 
 /// The folder being worked on.
@@ -86,12 +125,26 @@ struct FolderRun {
     exists: Option<u32>,
     /// Only UIDs above this are new (0 when the whole folder is new).
     after_uid: u32,
-    /// New UIDs, ascending; `sizes` parallel to it.
+    /// A Newest(n) first sync lists the newest n by sequence number; the lowest UID listed
+    /// sets the starting point.
+    newest: bool,
+    /// New UIDs from SEARCH, ascending (empty when sizes were listed without a SEARCH).
     candidates: Vec<u32>,
-    sizes: Vec<Option<u64>>,
-    /// The batch being fetched, ascending; `delivered` parallel to it.
-    batch: Vec<u32>,
-    delivered: Vec<bool>,
+    searched: bool,
+    /// The lowest listed UIDs above `after_uid` with their sizes, at most `capacity` of them
+    /// (memory stays bounded by the batch however large the folder); `overflow` counts the
+    /// others.
+    listed: BTreeMap<u32, u64>,
+    capacity: usize,
+    overflow: u32,
+    /// Previously skipped UIDs seen again (the rest are gone from the server).
+    seen_skipped: Vec<u32>,
+    max_uid: Option<u32>,
+    /// This run's batch, ascending; `prefix` items from the start are all handled.
+    items: Vec<Item>,
+    prefix: usize,
+    /// TRYCREATE was answered with CREATE once already.
+    created: bool,
 }
 
 /// Fetches new mail from the configured folders of one IMAP mailbox.
@@ -118,6 +171,7 @@ pub struct ImapSession {
     batch_bytes_left: u64,
     delivered: u32,
     remaining: u32,
+    skipped: u32,
 }
 
 impl ImapSession {
@@ -144,6 +198,23 @@ impl ImapSession {
         if folders.is_empty() {
             folders.push("INBOX".to_string());
         }
+        if let AfterFetch::MoveTo(target) = &mailbox.after_fetch {
+            let same = |f: &String| {
+                f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"))
+            };
+            if target.is_empty() {
+                return Err(Error::invalid(
+                    Stage::Connect,
+                    "the after-fetch target folder is empty; name the folder to move fetched mail to",
+                ));
+            }
+            if folders.iter().any(same) {
+                return Err(Error::invalid(
+                    Stage::Connect,
+                    format!("the after-fetch target folder {target:?} is also a folder that is fetched, so moved mail would be fetched again; choose another target"),
+                ));
+            }
+        }
         let working = match sync_state {
             Some(bytes) => SyncState::decode(bytes)?,
             None => SyncState::default(),
@@ -165,6 +236,7 @@ impl ImapSession {
             batch_bytes_left: limits.max_batch_bytes,
             delivered: 0,
             remaining: 0,
+            skipped: 0,
             folders,
             mailbox,
         })
@@ -194,6 +266,8 @@ impl ImapSession {
             self.finish(out);
             return Ok(());
         }
+        // (A close in AwaitFolderStored is an error, raised by `absorb`: the folder's
+        // after-fetch action can no longer be applied.)
         if event == Event::Closed && matches!(self.state, State::AwaitStored) {
             // Idle servers log out on their own; all we still need is the host's Stored.
             self.server_gone = true;
@@ -214,13 +288,13 @@ impl ImapSession {
                 self.caps = None;
                 self.send_capability(out);
             }
-            Event::Stored => self.on_stored(out),
+            Event::Stored => self.on_stored(out)?,
             Event::Received(_) | Event::Timer | Event::Closed | Event::TlsFailed(_) => {}
         }
         self.pump(out)?;
         match self.state {
             State::TlsHandshake | State::Finished | State::Failed => {}
-            State::AwaitStored => self.link.clear_deadline(),
+            State::AwaitStored | State::AwaitFolderStored => self.link.clear_deadline(),
             _ => self.link.expect_reply(now),
         }
         Ok(())
@@ -274,7 +348,7 @@ impl ImapSession {
                     )
                     .with_reply(ServerReply::new("BAD", text)));
                 }
-                if status == Status::Bad && !matches!(self.state, State::Logout { .. }) {
+                if status == Status::Bad && !matches!(self.state, State::Logout { .. } | State::AfterFetch { .. }) {
                     return Err(Error::protocol(
                         stage,
                         format!("the server rejected a command as invalid during {}", stage.as_str()),
@@ -488,6 +562,24 @@ impl ImapSession {
                 }
                 self.after_sizes(out)
             }
+            State::MaxUid { .. } => {
+                if !ok {
+                    return Err(Error::protocol(
+                        Stage::ListMessages,
+                        format!("the server could not report the highest UID in the folder {:?}", self.folder()),
+                    )
+                    .with_reply(reply()));
+                }
+                let last = self.run.max_uid.unwrap_or(0);
+                self.set_last_uid(last);
+                self.start_folder(self.run.index + 1, out)
+            }
+            State::AfterFetch { mut pending } => {
+                let Some((_, op)) = pending.pop_front() else {
+                    return Err(Error::protocol(Stage::FetchMessage, "the server completed a command that was never sent"));
+                };
+                self.on_after_fetch_reply(op, pending, status, code, text, out)
+            }
             State::Fetch { .. } => {
                 // Messages expunged by another client meanwhile are simply gone; anything else is an error.
                 let expunged = matches!(&code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("EXPUNGEISSUED"));
@@ -498,7 +590,7 @@ impl ImapSession {
                     )
                     .with_reply(reply()));
                 }
-                self.start_folder(self.run.index + 1, out)
+                self.folder_fetched(out)
             }
             State::Logout { .. } => {
                 self.finish(out);
@@ -641,6 +733,18 @@ impl ImapSession {
         Ok(())
     }
 
+    fn entry(&mut self) -> Option<&mut FolderSync> {
+        let name = self.folders.get(self.run.index)?;
+        self.working.folders.get_mut(name)
+    }
+
+    fn set_last_uid(&mut self, last: u32) {
+        if let Some(e) = self.entry() {
+            e.last_uid = last;
+            e.skipped.retain(|&u| u > last);
+        }
+    }
+
     fn after_select(&mut self, out: &mut Vec<Action>) -> Result<()> {
         let name = self.folder().to_string();
         let Some(uidvalidity) = self.run.uidvalidity else {
@@ -649,31 +753,81 @@ impl ImapSession {
                 format!("the server did not report UIDVALIDITY for the folder {name:?}, so messages cannot be tracked"),
             ));
         };
-        let known = self.working.folders.get(&name).copied().filter(|f| f.uidvalidity == uidvalidity);
-        let known = match known {
-            Some(k) => k,
-            None => {
-                // First sync, or the server renumbered the folder: start over from UID 1.
-                let fresh = FolderSync { uidvalidity, last_uid: 0 };
-                self.working.folders.insert(name.clone(), fresh);
-                fresh
-            }
+        let (last_uid, policy) = match self.working.folders.get(&name) {
+            Some(k) if k.uidvalidity == uidvalidity => (k.last_uid, None),
+            // Renumbered: everything is new again; the host deduplicates what it already has.
+            Some(_) => (0, Some(FirstSync::All)),
+            None => (0, Some(self.mailbox.first_sync)),
         };
-        self.run.after_uid = known.last_uid;
+        if policy.is_some() {
+            self.working.folders.insert(name.clone(), FolderSync { uidvalidity, last_uid: 0, skipped: Vec::new() });
+        }
+        self.run.after_uid = last_uid;
+        self.run.capacity = (self.batch_messages_left as usize).max(1);
+        let exists = self.run.exists;
+        match policy {
+            Some(FirstSync::NewOnly | FirstSync::Newest(0)) => {
+                match (self.run.uidnext, exists) {
+                    (Some(next), _) => self.set_last_uid(next.saturating_sub(1)),
+                    (None, Some(0)) => {}
+                    (None, _) => {
+                        let tag = self.send_simple(out, "UID FETCH * (UID)");
+                        self.state = State::MaxUid { tag };
+                        return Ok(());
+                    }
+                }
+                return self.start_folder(self.run.index + 1, out);
+            }
+            Some(FirstSync::Newest(n)) if exists != Some(0) => {
+                // Sequence numbers are dense: the last n of them are the newest n messages.
+                let first = exists.map_or(1, |e| e.saturating_sub(n).saturating_add(1)).max(1);
+                self.run.newest = true;
+                let tag = self.send_simple(out, &format!("FETCH {first}:* (UID RFC822.SIZE)"));
+                self.state = State::Sizes { tag };
+                return Ok(());
+            }
+            _ => {}
+        }
         // Nothing new when the folder is empty or the next UID to be assigned is the one after
         // our last: the usual poll then costs no SEARCH round trip.
-        let nothing_new = self.run.exists == Some(0)
-            || known.last_uid == u32::MAX
-            || (known.last_uid > 0 && self.run.uidnext.is_some_and(|n| n <= known.last_uid + 1));
+        let nothing_new = exists == Some(0)
+            || last_uid == u32::MAX
+            || (last_uid > 0 && self.run.uidnext.is_some_and(|n| n <= last_uid + 1));
         if nothing_new {
+            self.note_listing_complete();
             return self.start_folder(self.run.index + 1, out);
         }
-        let criteria = if known.last_uid == 0 { "ALL".to_string() } else { format!("UID {}:*", known.last_uid + 1) };
+        // A SEARCH answer lists up to EXISTS UIDs of up to 11 bytes each. When that could pass
+        // the line limit, list UIDs and sizes as one FETCH line per message instead: no line
+        // grows with the folder, and only the lowest `capacity` are kept.
+        let worst_search_line = u64::from(exists.unwrap_or(0)) * 11 + 64;
+        if worst_search_line > u64::from(self.mailbox.limits.max_line_bytes) {
+            let tag = self.send_simple(out, &format!("UID FETCH {}:* (UID RFC822.SIZE)", last_uid.saturating_add(1)));
+            self.state = State::Sizes { tag };
+            return Ok(());
+        }
+        let criteria = if last_uid == 0 { "ALL".to_string() } else { format!("UID {}:*", last_uid + 1) };
         // ESEARCH (RFC 4731) answers with a compact set instead of every UID.
         let ret = if self.has_cap("ESEARCH") || self.has_cap("IMAP4rev2") { "RETURN (ALL) " } else { "" };
         let tag = self.send_simple(out, &format!("UID SEARCH {ret}{criteria}"));
         self.state = State::Search { tag };
         Ok(())
+    }
+
+    /// The listing of UIDs above `after_uid` was complete: previously skipped UIDs not seen
+    /// in it are gone from the server.
+    fn note_listing_complete(&mut self) {
+        let seen = std::mem::take(&mut self.run.seen_skipped);
+        if let Some(e) = self.entry() {
+            e.skipped.retain(|u| seen.contains(u));
+        }
+    }
+
+    fn is_known_skipped(&self, uid: u32) -> bool {
+        self.folders
+            .get(self.run.index)
+            .and_then(|n| self.working.folders.get(n))
+            .is_some_and(|e| e.skipped.binary_search(&uid).is_ok())
     }
 
     fn after_search(&mut self, out: &mut Vec<Action>) -> Result<()> {
@@ -683,57 +837,143 @@ impl ImapSession {
         c.dedup();
         // "n:*" always matches the highest UID, even when it is below n.
         c.retain(|&u| u > after);
+        self.run.searched = true;
         if c.is_empty() {
+            self.note_listing_complete();
             return self.start_folder(self.run.index + 1, out);
         }
-        self.run.sizes = vec![None; c.len()];
         let set = sequence_set(c);
         let tag = self.send_simple(out, &format!("UID FETCH {set} (UID RFC822.SIZE)"));
         self.state = State::Sizes { tag };
         Ok(())
     }
 
+    /// One listed message with its size: keep the lowest `capacity` UIDs.
+    fn on_listed(&mut self, uid: u32, size: u64) {
+        let run = &self.run;
+        if (!run.newest && uid <= run.after_uid)
+            || (run.searched && run.candidates.binary_search(&uid).is_err())
+            || run.listed.contains_key(&uid)
+        {
+            return;
+        }
+        let known = self.is_known_skipped(uid);
+        if known {
+            self.run.seen_skipped.push(uid);
+        }
+        self.run.listed.insert(uid, size);
+        if self.run.listed.len() > self.run.capacity {
+            if let Some((evicted, _)) = self.run.listed.pop_last() {
+                if !self.is_known_skipped(evicted) {
+                    self.run.overflow += 1;
+                }
+            }
+        }
+    }
+
     fn after_sizes(&mut self, out: &mut Vec<Action>) -> Result<()> {
         let limits = self.mailbox.limits;
-        let mut batch = Vec::new();
+        if self.run.newest {
+            // Older messages than the newest n are never fetched: start just below them.
+            let base = match self.run.listed.first_key_value() {
+                Some((&lowest, _)) => lowest - 1,
+                None => self.run.uidnext.map_or(0, |n| n.saturating_sub(1)),
+            };
+            self.run.after_uid = base;
+            self.set_last_uid(base);
+        } else {
+            self.note_listing_complete();
+        }
+        let folder = self.folder().to_string();
+        let uidvalidity = self.run.uidvalidity.unwrap_or(0);
+        let listed = std::mem::take(&mut self.run.listed);
+        let mut items = Vec::new();
         let mut full = false;
-        for (&uid, size) in self.run.candidates.iter().zip(&self.run.sizes) {
-            // Expunged meanwhile: no size came back.
-            let Some(size) = *size else { continue };
-            if size > limits.max_message_bytes || size > limits.max_batch_bytes {
-                // Never fits; skipping it keeps the later messages flowing.
+        for (uid, size) in listed {
+            if self.is_known_skipped(uid) {
+                if !full {
+                    items.push(Item { uid, state: ItemState::Skipped });
+                }
                 continue;
             }
-            // Stop at the first message that does not fit so "highest delivered UID" stays exact.
+            let too_big = if size > limits.max_message_bytes {
+                Some(("max_message_bytes", limits.max_message_bytes))
+            } else if size > limits.max_batch_bytes {
+                Some(("max_batch_bytes", limits.max_batch_bytes))
+            } else {
+                None
+            };
+            if let Some((limit_name, limit)) = too_big {
+                // Never fits: report it once and keep the later messages flowing.
+                out.push(Action::Skipped(SkippedMessage {
+                    id: format!("imap:{folder}:{uidvalidity}:{uid}"),
+                    folder: folder.clone(),
+                    size,
+                    reason: format!(
+                        "message of {} in folder {folder:?} exceeds {limit_name} ({}); raise the limit to import it",
+                        human_size(size),
+                        human_size(limit)
+                    ),
+                }));
+                self.skipped += 1;
+                if let Some(e) = self.entry() {
+                    if let Err(at) = e.skipped.binary_search(&uid) {
+                        e.skipped.insert(at, uid);
+                    }
+                }
+                if !full {
+                    items.push(Item { uid, state: ItemState::Skipped });
+                }
+                continue;
+            }
+            // Stop at the first message that does not fit so "highest handled UID" stays exact.
             if full || self.batch_messages_left == 0 || size > self.batch_bytes_left {
                 full = true;
                 self.remaining += 1;
                 continue;
             }
-            batch.push(uid);
+            items.push(Item { uid, state: ItemState::Pending });
             self.batch_messages_left -= 1;
             self.batch_bytes_left -= size;
         }
+        self.remaining += self.run.overflow;
+        self.run.items = items;
+        self.advance();
+        let batch: Vec<u32> =
+            self.run.items.iter().filter(|i| i.state == ItemState::Pending).map(|i| i.uid).collect();
         if batch.is_empty() {
-            return self.start_folder(self.run.index + 1, out);
+            return self.folder_fetched(out);
         }
         let set = sequence_set(&batch);
-        self.run.delivered = vec![false; batch.len()];
-        self.run.batch = batch;
         let tag = self.send_simple(out, &format!("UID FETCH {set} (UID BODY.PEEK[])"));
         self.state = State::Fetch { tag };
         Ok(())
+    }
+
+    /// Moves `last_uid` up to the highest UID below which every batch item is handled; a
+    /// message the server left out stays pending, so the next run asks for it again.
+    fn advance(&mut self) {
+        let run = &mut self.run;
+        while run.items.get(run.prefix).is_some_and(|i| i.state != ItemState::Pending) {
+            run.prefix += 1;
+        }
+        let Some(last) = run.prefix.checked_sub(1).and_then(|i| run.items.get(i)).map(|i| i.uid) else { return };
+        if self.entry().is_some_and(|e| e.last_uid < last) {
+            self.set_last_uid(last);
+        }
     }
 
     fn on_fetch(&mut self, f: Fetch, out: &mut Vec<Action>) -> Result<()> {
         match self.state {
             State::Sizes { .. } => {
                 if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                    if let Ok(i) = self.run.candidates.binary_search(&uid) {
-                        if let Some(slot) = self.run.sizes.get_mut(i) {
-                            *slot = Some(size);
-                        }
-                    }
+                    self.on_listed(uid, size);
+                }
+                Ok(())
+            }
+            State::MaxUid { .. } => {
+                if let Some(uid) = f.uid {
+                    self.run.max_uid = Some(self.run.max_uid.map_or(uid, |m| m.max(uid)));
                 }
                 Ok(())
             }
@@ -754,16 +994,14 @@ impl ImapSession {
                         ),
                     ));
                 }
-                let Ok(i) = self.run.batch.binary_search(&uid) else { return Ok(()) };
-                if self.run.delivered.get(i).copied().unwrap_or(true) {
-                    return Ok(());
+                let Ok(i) = self.run.items.binary_search_by_key(&uid, |i| i.uid) else { return Ok(()) };
+                match self.run.items.get_mut(i) {
+                    Some(item) if item.state == ItemState::Pending => item.state = ItemState::Delivered,
+                    _ => return Ok(()),
                 }
-                self.run.delivered[i] = true;
+                self.advance();
                 let folder = self.folder().to_string();
                 let uidvalidity = self.run.uidvalidity.unwrap_or(0);
-                if let Some(entry) = self.working.folders.get_mut(&folder) {
-                    entry.last_uid = entry.last_uid.max(uid);
-                }
                 self.delivered += 1;
                 self.unstored += 1;
                 out.push(Action::Deliver(FetchedMessage {
@@ -778,6 +1016,139 @@ impl ImapSession {
         }
     }
 
+    fn delivered_uids(&self) -> Vec<u32> {
+        self.run.items.iter().filter(|i| i.state == ItemState::Delivered).map(|i| i.uid).collect()
+    }
+
+    /// The folder's batch is complete: its after-fetch action (once stored), then the next folder.
+    fn folder_fetched(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        let acts = self.mailbox.after_fetch != AfterFetch::Keep { mark_seen: false };
+        if !acts || self.delivered_uids().is_empty() {
+            return self.start_folder(self.run.index + 1, out);
+        }
+        if self.unstored > 0 {
+            self.state = State::AwaitFolderStored;
+            return Ok(());
+        }
+        self.start_after_fetch(out)
+    }
+
+    fn has_uidplus(&self) -> bool {
+        self.has_cap("UIDPLUS") || self.has_cap("IMAP4rev2")
+    }
+
+    fn target(&self) -> String {
+        match &self.mailbox.after_fetch {
+            AfterFetch::MoveTo(t) => encode_folder_name(t),
+            _ => String::new(),
+        }
+    }
+
+    /// Queues one after-fetch command (several go out in one write: pipelined).
+    fn queue(&mut self, pending: &mut VecDeque<(String, Op)>, op: Op, out: &mut Vec<Action>) {
+        let set = sequence_set(&self.delivered_uids());
+        let tag = self.tags.next();
+        let verb = match op {
+            Op::MarkSeen => format!("UID STORE {set} +FLAGS.SILENT (\\Seen)"),
+            Op::MarkDeleted => format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+            // Only our UIDs: a plain EXPUNGE would also remove other clients' \Deleted mail.
+            Op::Expunge => format!("UID EXPUNGE {set}"),
+            Op::Move | Op::Copy | Op::Create => {
+                let verb = match op {
+                    Op::Move => format!("UID MOVE {set}"),
+                    Op::Copy => format!("UID COPY {set}"),
+                    _ => "CREATE".to_string(),
+                };
+                // Folder names with non-ASCII are already modified UTF-7, so always quotable.
+                let cmd = Command::new(&tag, &verb).string(&self.target(), LiteralMode::Sync).finish();
+                for part in &cmd.parts {
+                    self.send(out, &part.0);
+                }
+                pending.push_back((tag, op));
+                return;
+            }
+        };
+        self.send(out, format!("{tag} {verb}\r\n").as_bytes());
+        pending.push_back((tag, op));
+    }
+
+    fn queue_delete(&mut self, pending: &mut VecDeque<(String, Op)>, out: &mut Vec<Action>) {
+        self.queue(pending, Op::MarkDeleted, out);
+        // Without UIDPLUS the messages stay flagged \Deleted: a plain EXPUNGE could remove
+        // other clients' mail, so the server's own expunge policy removes them.
+        if self.has_uidplus() {
+            self.queue(pending, Op::Expunge, out);
+        }
+    }
+
+    fn start_after_fetch(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        let mut pending = VecDeque::new();
+        match &self.mailbox.after_fetch {
+            AfterFetch::Keep { mark_seen: false } => {}
+            AfterFetch::Keep { mark_seen: true } => self.queue(&mut pending, Op::MarkSeen, out),
+            AfterFetch::Delete => self.queue_delete(&mut pending, out),
+            AfterFetch::MoveTo(_) => {
+                let op = if self.has_cap("MOVE") || self.has_cap("IMAP4rev2") { Op::Move } else { Op::Copy };
+                self.queue(&mut pending, op, out);
+            }
+        }
+        self.after_fetch_next(pending, out)
+    }
+
+    fn after_fetch_next(&mut self, pending: VecDeque<(String, Op)>, out: &mut Vec<Action>) -> Result<()> {
+        if pending.is_empty() {
+            return self.start_folder(self.run.index + 1, out);
+        }
+        self.state = State::AfterFetch { pending };
+        Ok(())
+    }
+
+    fn on_after_fetch_reply(
+        &mut self,
+        op: Op,
+        mut pending: VecDeque<(String, Op)>,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        if status == Status::Ok {
+            if op == Op::Copy {
+                // Only once the copy exists may the originals be flagged and expunged.
+                self.queue_delete(&mut pending, out);
+            }
+            return self.after_fetch_next(pending, out);
+        }
+        let trycreate = matches!(&code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("TRYCREATE"));
+        if trycreate && matches!(op, Op::Move | Op::Copy) && !self.run.created && pending.is_empty() {
+            self.run.created = true;
+            self.queue(&mut pending, Op::Create, out);
+            self.queue(&mut pending, op, out);
+            return self.after_fetch_next(pending, out);
+        }
+        let target = match &self.mailbox.after_fetch {
+            AfterFetch::MoveTo(t) => t.clone(),
+            _ => String::new(),
+        };
+        let what = match op {
+            Op::MarkSeen => "mark the fetched messages \\Seen".to_string(),
+            Op::MarkDeleted => "flag the fetched messages \\Deleted".to_string(),
+            Op::Expunge => "expunge (UID EXPUNGE) the fetched messages".to_string(),
+            Op::Move => format!("move the fetched messages to {target:?}"),
+            Op::Copy => format!("copy the fetched messages to {target:?}"),
+            Op::Create => format!("create the folder {target:?} for fetched messages"),
+        };
+        let n = self.delivered_uids().len();
+        Err(Error::protocol(
+            Stage::FetchMessage,
+            format!(
+                "the server refused to {what} in folder {:?}; the {n} messages are stored and will not be fetched again, so apply the after-fetch action by hand and check the folder permissions and quota",
+                self.folder()
+            ),
+        )
+        .with_reply(ServerReply::new(status.as_str(), text)))
+    }
+
     fn done_fetching(&mut self, out: &mut Vec<Action>) -> Result<()> {
         if self.unstored > 0 {
             self.state = State::AwaitStored;
@@ -788,9 +1159,12 @@ impl ImapSession {
         Ok(())
     }
 
-    fn on_stored(&mut self, out: &mut Vec<Action>) {
+    fn on_stored(&mut self, out: &mut Vec<Action>) -> Result<()> {
         self.unstored = 0;
         self.commit();
+        if matches!(self.state, State::AwaitFolderStored) {
+            return self.start_after_fetch(out);
+        }
         if matches!(self.state, State::AwaitStored) {
             if self.server_gone {
                 self.finish(out);
@@ -798,6 +1172,7 @@ impl ImapSession {
                 self.logout(out);
             }
         }
+        Ok(())
     }
 
     fn commit(&mut self) {
@@ -816,7 +1191,7 @@ impl ImapSession {
         out.push(Action::Finished(Outcome::Fetched(FetchSummary {
             delivered: self.delivered,
             remaining: self.remaining,
-            skipped: 0,
+            skipped: self.skipped,
         })));
     }
 }
@@ -847,5 +1222,18 @@ impl Session for ImapSession {
 
     fn sync_state(&self) -> Option<Vec<u8>> {
         self.committed.as_ref().map(SyncState::encode)
+    }
+}
+
+/// "73 MB", "12 KB", "900 bytes": sizes for the admin.
+fn human_size(bytes: u64) -> String {
+    const KB: u64 = 1024;
+    const MB: u64 = 1024 * 1024;
+    if bytes >= MB {
+        format!("{} MB", bytes / MB)
+    } else if bytes >= KB {
+        format!("{} KB", bytes / KB)
+    } else {
+        format!("{bytes} bytes")
     }
 }

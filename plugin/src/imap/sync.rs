@@ -1,5 +1,6 @@
-//! What an IMAP mailbox remembers between runs: per folder, the UIDVALIDITY and the highest
-//! UID delivered and stored. Versioned JSON so later versions can migrate it.
+//! What an IMAP mailbox remembers between runs: per folder, the UIDVALIDITY, the highest UID
+//! below which everything was delivered and stored (or skipped), and the skipped (oversized)
+//! UIDs above it. Versioned JSON: version 2 added `skipped`; version 1 is still read.
 
 use std::collections::BTreeMap;
 
@@ -7,13 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, Stage};
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Versions `decode` reads (1 lacks `skipped`, which then defaults to empty).
+const READABLE: [u32; 2] = [1, 2];
 const PROTOCOL: &str = "imap";
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderSync {
     pub uidvalidity: u32,
     pub last_uid: u32,
+    /// Oversized UIDs above `last_uid` already reported as skipped, ascending. Entries at or
+    /// below `last_uid` or gone from the server are pruned, so this stays small.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,10 +60,10 @@ impl SyncState {
                 ),
             ));
         }
-        if header.v != VERSION {
+        if !READABLE.contains(&header.v) {
             return Err(Error::invalid(
                 Stage::Connect,
-                format!("the stored IMAP sync state has version {}, this plugin reads version {VERSION}; use a matching plugin version or clear it", header.v),
+                format!("the stored IMAP sync state has version {}, this plugin reads versions 1 and {VERSION}; use a matching plugin version or clear it", header.v),
             ));
         }
         let body: Body = serde_json::from_slice(bytes).map_err(unreadable)?;
@@ -77,19 +84,28 @@ mod tests {
 
     #[test]
     fn round_trip_and_documented_layout() {
+        let text = br#"{"v":2,"protocol":"imap","folders":{"A":{"uidvalidity":1,"last_uid":7,"skipped":[9,12]},"INBOX":{"uidvalidity":1,"last_uid":7}}}"#;
+        let s = SyncState::decode(text).unwrap();
+        assert_eq!(s.folders["INBOX"], FolderSync { uidvalidity: 1, last_uid: 7, skipped: vec![] });
+        assert_eq!(s.folders["A"].skipped, vec![9, 12]);
+        assert_eq!(s.encode(), text.to_vec());
+    }
+
+    #[test]
+    fn version_1_is_migrated() {
         let s = SyncState::decode(br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#)
             .unwrap();
-        assert_eq!(s.folders["INBOX"], FolderSync { uidvalidity: 1, last_uid: 7 });
+        assert_eq!(s.folders["INBOX"], FolderSync { uidvalidity: 1, last_uid: 7, skipped: vec![] });
         assert_eq!(
             s.encode(),
-            br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#.to_vec()
+            br#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7}}}"#.to_vec()
         );
     }
 
     #[test]
     fn foreign_or_future_state_is_invalid_input() {
         for bad in [
-            &br#"{"v":2,"protocol":"imap","folders":{}}"#[..],
+            &br#"{"v":3,"protocol":"imap","folders":{}}"#[..],
             br#"{"v":1,"protocol":"pop3","uidls":[]}"#,
             br#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":-1,"last_uid":7}}}"#,
             b"not json",

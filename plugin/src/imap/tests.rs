@@ -232,7 +232,7 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0, skipped: 0 })),
         ]
     );
-    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
+    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
     let s = run.session.as_ref().unwrap();
     assert_eq!(s.deadline(), None);
     assert_eq!(s.server().host, "imap.example.com");
@@ -300,7 +300,7 @@ fn starttls_path_discards_capabilities_learnt_in_clear_text() {
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0, skipped: 0 }))
         ]
     );
-    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
+    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
 }
 
 #[test]
@@ -419,7 +419,7 @@ fn xoauth2_error_challenge_gets_an_empty_answer_then_auth_error() {
 
 fn state_json(uidvalidity: u32, last_uid: u32) -> Vec<u8> {
     format!(
-        r#"{{"v":1,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#
+        r#"{{"v":2,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#
     )
     .into_bytes()
 }
@@ -549,7 +549,7 @@ fn batch_limit_leaves_the_rest_for_next_time() {
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 1, skipped: 0 }));
-    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
+    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
 }
 
 #[test]
@@ -618,7 +618,7 @@ fn several_folders_and_a_stored_in_between() {
     assert_eq!(ids, [("imap:INBOX:1:3".into(), "INBOX".into()), ("imap:Entwürfe:9:4".into(), "Entwürfe".into())]);
     assert_eq!(
         run.sync(),
-        r#"{"v":1,"protocol":"imap","folders":{"Entwürfe":{"uidvalidity":9,"last_uid":4},"INBOX":{"uidvalidity":1,"last_uid":3}}}"#
+        r#"{"v":2,"protocol":"imap","folders":{"Entwürfe":{"uidvalidity":9,"last_uid":4},"INBOX":{"uidvalidity":1,"last_uid":3}}}"#
     );
 }
 
@@ -772,7 +772,7 @@ fn server_closing_while_the_host_stores_still_finishes_after_stored() {
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0, skipped: 0 }));
     assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
-    assert_eq!(run.sync(), r#"{"v":1,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
+    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
 }
 
 #[test]

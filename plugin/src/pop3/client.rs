@@ -1,14 +1,16 @@
 //! The POP3 fetch session: greeting, CAPA, STLS, AUTH or USER/PASS, STAT/UIDL/LIST, RETR of
-//! the new messages, a wait for the host to store them, then QUIT. Nothing is ever deleted.
+//! the new messages, a wait for the host to store them, then (with after-fetch `Delete`) DELE
+//! of stored messages, then QUIT. Deletions only take effect when QUIT succeeds (RFC 1939
+//! UPDATE state), and nothing is marked for deletion before the host confirmed it stored it.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 
-use crate::config::{Credentials, InboundProtocol, Mailbox, Server};
+use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Server};
 use crate::error::{Error, Result, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session};
+use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session, SkippedMessage};
 
 use super::response::{self, Status};
 use super::sync::SyncState;
@@ -20,6 +22,12 @@ const MAX_COMMAND_LINE: usize = 255;
 /// RETR commands in flight when the server allows PIPELINING: enough to hide the round trips,
 /// few enough that unread commands never fill a socket buffer. Refilled at half.
 const RETR_WINDOW: usize = 16;
+
+/// DELE commands in flight with PIPELINING; their replies are one short line each.
+const DELE_WINDOW: usize = 64;
+
+/// The folder every POP3 message is reported in.
+const INBOX: &str = "INBOX";
 
 /// The SASL mechanisms we can run; only these are kept from the CAPA SASL line.
 const KNOWN_MECHANISMS: [Mechanism; 4] =
@@ -67,6 +75,8 @@ enum Phase {
     Retr,
     /// Every message of the batch was delivered; the host has to store them.
     AwaitStored,
+    /// DELE of stored messages (after-fetch `Delete`).
+    Dele,
     Quit,
     Done,
     Failed,
@@ -82,7 +92,7 @@ impl Phase {
             Phase::Auth(_) => Stage::Authenticate,
             Phase::Stat | Phase::Uidl { .. } | Phase::List { .. } => Stage::ListMessages,
             Phase::Retr | Phase::AwaitStored => Stage::FetchMessage,
-            Phase::Quit | Phase::Done | Phase::Failed => Stage::Logout,
+            Phase::Dele | Phase::Quit | Phase::Done | Phase::Failed => Stage::Logout,
         }
     }
 
@@ -116,9 +126,18 @@ struct Target {
     size: u64,
 }
 
+/// A message by its number in this session and its UIDL.
+#[derive(Debug)]
+struct MessageRef {
+    number: u32,
+    uid: String,
+}
+
 /// The message being received.
 struct Body {
     raw: Vec<u8>,
+    /// Body bytes received, also after it turned out too large.
+    received: u64,
     /// Larger than `max_message_bytes` although LIST said otherwise: read to the end and dropped.
     oversized: bool,
 }
@@ -133,9 +152,23 @@ struct Fetch {
     window: usize,
     delivered: u32,
     remaining: u32,
-    oversized: u32,
+    /// Reported with `Action::Skipped`.
+    skipped: u32,
     /// Delivered, but the host has not confirmed they are stored.
-    unconfirmed: Vec<String>,
+    unconfirmed: Vec<MessageRef>,
+}
+
+/// After-fetch `Delete`: stored messages to DELE once the batch is over.
+#[derive(Default)]
+struct Deletion {
+    /// Stored (in this run or an earlier one); DELE not sent yet.
+    queued: Vec<MessageRef>,
+    /// DELE sent, reply pending, in order.
+    in_flight: VecDeque<MessageRef>,
+    window: usize,
+    /// Accepted by DELE; gone from the server only once QUIT succeeds.
+    marked: Vec<String>,
+    quit_sent: bool,
 }
 
 /// A POP3 fetch session over one connection.
@@ -152,6 +185,7 @@ pub struct Pop3Session {
     has_sync_state: bool,
     listing: Listing,
     fetch: Fetch,
+    deletion: Deletion,
     /// The server's OAuth error challenge, decoded, for the admin.
     oauth_challenge: Option<String>,
     /// The server closed while the host was storing messages.
@@ -170,6 +204,8 @@ impl fmt::Debug for Pop3Session {
             .field("phase", &self.phase)
             .field("delivered", &self.fetch.delivered)
             .field("remaining", &self.fetch.remaining)
+            .field("skipped", &self.fetch.skipped)
+            .field("marked_for_deletion", &self.deletion.marked.len())
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +220,14 @@ impl Pop3Session {
             return Err(Error::invalid(
                 Stage::Authenticate,
                 "the user name contains a line break or NUL character; correct the mailbox's user name",
+            ));
+        }
+        if let AfterFetch::MoveTo(folder) = &mailbox.after_fetch {
+            return Err(Error::invalid(
+                Stage::Connect,
+                format!(
+                    "POP3 cannot move messages to the folder \"{folder}\": it only sees the inbox. Set the after-fetch action to keep or delete, or fetch this mailbox over IMAP to move fetched messages"
+                ),
             ));
         }
         let (sync, has_sync_state) = match sync_state {
@@ -201,6 +245,7 @@ impl Pop3Session {
             has_sync_state,
             listing: Listing::default(),
             fetch: Fetch::default(),
+            deletion: Deletion::default(),
             oauth_challenge: None,
             server_closed: false,
             out: Vec::new(),
@@ -208,10 +253,11 @@ impl Pop3Session {
         })
     }
 
-    /// New messages not delivered because they exceed `max_message_bytes` (or could never fit
-    /// in `max_batch_bytes`). They are not recorded as seen, so raising the limit fetches them.
+    /// Messages reported with `Action::Skipped` so far in this session (larger than
+    /// `max_message_bytes`, or than `max_batch_bytes`). They are recorded as handled, so they
+    /// are reported once and stay on the server untouched.
     pub fn skipped_oversized(&self) -> u32 {
-        self.fetch.oversized
+        self.fetch.skipped
     }
 
     fn handle_event(&mut self, event: Event<'_>, now: Instant) -> Result<()> {
@@ -223,6 +269,12 @@ impl Pop3Session {
                 Phase::AwaitStored => {
                     self.server_closed = true;
                     return Ok(());
+                }
+                Phase::Dele => {
+                    return Err(Error::network(
+                        Stage::Logout,
+                        "the server closed the connection before the deletions were committed, so nothing was deleted; the messages are stored, and the next run deletes them",
+                    ))
                 }
                 _ => {}
             }
@@ -369,7 +421,8 @@ impl Pop3Session {
                 Some(entry) => self.on_list_entry(entry),
                 None => self.finish_listing(),
             },
-            Phase::Quit => self.finish(),
+            Phase::Dele => self.on_dele_reply(line),
+            Phase::Quit => self.on_quit_reply(line),
             Phase::Connecting | Phase::TlsHandshake | Phase::Retr | Phase::AwaitStored | Phase::Done | Phase::Failed => {
                 Err(unexpected(line, stage))
             }
@@ -633,7 +686,8 @@ impl Pop3Session {
         }
     }
 
-    /// The listing is complete: prune the sync state and plan the batch.
+    /// The listing is complete: prune the sync state, apply the first-sync policy, report
+    /// messages too large to fetch, plan the batch and the deletions of stored messages.
     fn finish_listing(&mut self) -> Result<()> {
         let stage = Stage::ListMessages;
         let entries = std::mem::take(&mut self.listing.entries);
@@ -657,22 +711,55 @@ impl Pop3Session {
                 }
             }
             self.sync.retain_present(&present);
-            self.has_sync_state = true;
         }
+        // Without a sync state this is the mailbox's first sync: the policy decides how many of
+        // the messages already there (the oldest, by message number) are left out for good.
+        let left_out = if self.has_sync_state {
+            0
+        } else {
+            match self.mailbox.first_sync {
+                FirstSync::All => 0,
+                FirstSync::NewOnly => entries.len(),
+                FirstSync::Newest(n) => entries.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX)),
+            }
+        };
+        self.has_sync_state = true;
 
         let limits = self.mailbox.limits;
+        let delete = self.mailbox.after_fetch == AfterFetch::Delete;
+        // Deletions left over from earlier runs are bounded like a batch, so a mailbox switched
+        // to Delete with years of mail is cleaned up over several runs, each one committing.
+        let mut earlier_deletions = 0usize;
         // A message larger than the whole batch could never be delivered either.
         let largest = limits.max_message_bytes.min(limits.max_batch_bytes);
         let mut batch_bytes = 0u64;
         let mut batch_full = false;
-        for entry in entries {
+        for (index, entry) in entries.into_iter().enumerate() {
             let Some(size) = entry.size else { continue };
-            if self.sync.contains(&entry.uid) {
+            if index < left_out {
+                self.sync.record_ignored(entry.uid);
                 continue;
             }
-            if size > largest {
-                self.fetch.oversized += 1;
+            if self.sync.is_stored(&entry.uid) {
+                // Stored in an earlier run but still here: that run's QUIT did not commit.
+                if delete && earlier_deletions < limits.max_batch_messages as usize {
+                    earlier_deletions += 1;
+                    self.deletion.queued.push(MessageRef { number: entry.number, uid: entry.uid });
+                }
                 continue;
+            }
+            if self.sync.is_ignored(&entry.uid) {
+                continue;
+            }
+            match self.sync.skipped_size(&entry.uid) {
+                // Reported in an earlier run; fetched once the limits were raised enough.
+                Some(known) if known.max(size) > largest => continue,
+                Some(_) => {}
+                None if size > largest => {
+                    self.skip(entry.uid, size);
+                    continue;
+                }
+                None => {}
             }
             // Oldest first, and no overtaking: a later run continues where this one stopped.
             let fits = self.fetch.queued.len() < limits.max_batch_messages as usize
@@ -687,13 +774,21 @@ impl Pop3Session {
         }
 
         if self.fetch.queued.is_empty() {
-            self.send_quit();
+            self.start_deletions();
         } else {
             self.fetch.window = if self.listing.pipelined { RETR_WINDOW } else { 1 };
             self.request_more();
             self.phase = Phase::Retr;
         }
         Ok(())
+    }
+
+    /// Reports a message too large for the limits, once: the sync state remembers it.
+    fn skip(&mut self, uid: String, size: u64) {
+        let reason = too_large_reason(size, &self.mailbox.limits);
+        self.fetch.skipped += 1;
+        self.emit(Action::Skipped(SkippedMessage { id: format!("pop3:{uid}"), folder: INBOX.into(), size, reason }));
+        self.sync.record_skipped(uid, size);
     }
 
     fn request_more(&mut self) {
@@ -725,8 +820,10 @@ impl Pop3Session {
             return Ok(true);
         };
         if let Some(body) = self.fetch.body.as_mut() {
+            let line_bytes = u64::try_from(content.len()).unwrap_or(u64::MAX).saturating_add(2);
+            body.received = body.received.saturating_add(line_bytes);
             if !body.oversized {
-                if body.raw.len().saturating_add(content.len()).saturating_add(2) > max_message {
+                if body.received > self.mailbox.limits.max_message_bytes {
                     body.oversized = true;
                     body.raw = Vec::new();
                 } else {
@@ -747,7 +844,7 @@ impl Pop3Session {
             Status::Ok(_) => {
                 let max_message = usize::try_from(self.mailbox.limits.max_message_bytes).unwrap_or(usize::MAX);
                 let expected = usize::try_from(target.size).unwrap_or(usize::MAX).min(max_message);
-                self.fetch.body = Some(Body { raw: Vec::with_capacity(expected), oversized: false });
+                self.fetch.body = Some(Body { raw: Vec::with_capacity(expected), received: 0, oversized: false });
                 Ok(())
             }
             Status::Err(text) => Err(Error::protocol(
@@ -767,22 +864,23 @@ impl Pop3Session {
             return Err(Error::protocol(Stage::FetchMessage, "a message ended that was never requested"));
         };
         if body.oversized {
-            self.fetch.oversized += 1;
+            // LIST understated its size; it is reported with the size actually received.
+            self.skip(target.uid, body.received);
         } else {
             self.fetch.delivered += 1;
             self.emit(Action::Deliver(FetchedMessage {
                 id: format!("pop3:{}", target.uid),
-                folder: "INBOX".into(),
+                folder: INBOX.into(),
                 raw: body.raw,
             }));
-            self.fetch.unconfirmed.push(target.uid);
+            self.fetch.unconfirmed.push(MessageRef { number: target.number, uid: target.uid });
         }
         if self.fetch.in_flight.len() <= self.fetch.window / 2 {
             self.request_more();
         }
         if self.fetch.in_flight.is_empty() {
             if self.fetch.unconfirmed.is_empty() {
-                self.send_quit();
+                self.start_deletions();
             } else {
                 self.phase = Phase::AwaitStored;
             }
@@ -790,22 +888,115 @@ impl Pop3Session {
         Ok(())
     }
 
-    /// The host stored everything delivered so far: only now do those messages count as seen.
+    /// The host stored everything delivered so far: only now do those messages count as
+    /// stored, and only now may they be deleted.
     fn on_stored(&mut self) -> Result<()> {
-        for uid in self.fetch.unconfirmed.drain(..) {
-            self.sync.insert(uid);
+        let delete = self.mailbox.after_fetch == AfterFetch::Delete;
+        for message in self.fetch.unconfirmed.drain(..) {
+            self.sync.record_stored(message.uid.clone());
+            if delete {
+                self.deletion.queued.push(message);
+            }
         }
         if self.phase == Phase::AwaitStored {
             if self.server_closed {
+                // Nothing can be deleted now; the next run deletes them (they are stored).
                 return self.finish();
             }
-            self.send_quit();
+            self.start_deletions();
         }
         Ok(())
     }
 
+    /// The batch is over and stored: DELE what is queued for deletion, then QUIT.
+    fn start_deletions(&mut self) {
+        if self.deletion.queued.is_empty() {
+            self.send_quit();
+            return;
+        }
+        // Popped from the back, so highest number last: commands go out in ascending order.
+        self.deletion.queued.sort_unstable_by_key(|m| std::cmp::Reverse(m.number));
+        self.deletion.window = if self.listing.pipelined { DELE_WINDOW } else { 1 };
+        self.phase = Phase::Dele;
+        self.request_deletions();
+    }
+
+    fn request_deletions(&mut self) {
+        while self.deletion.in_flight.len() < self.deletion.window {
+            let Some(message) = self.deletion.queued.pop() else { break };
+            let command = format!("DELE {}\r\n", message.number);
+            self.out.extend_from_slice(command.as_bytes());
+            self.deletion.in_flight.push_back(message);
+        }
+        // With PIPELINING the QUIT follows the last DELE in the same write.
+        if self.listing.pipelined && self.deletion.queued.is_empty() && !self.deletion.quit_sent {
+            self.write(b"QUIT\r\n");
+            self.deletion.quit_sent = true;
+        }
+    }
+
+    fn on_dele_reply(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::Logout;
+        let Some(message) = self.deletion.in_flight.pop_front() else {
+            return Err(unexpected(line, stage));
+        };
+        match response::status(line, stage)? {
+            Status::Ok(_) => self.deletion.marked.push(message.uid),
+            Status::Err(text) => {
+                return Err(Error::protocol(
+                    stage,
+                    format!(
+                        "the server refused to delete message {} (unique id {}); it is already stored, so nothing is lost, and the next run tries again. If this repeats, check the mailbox with the provider or set the after-fetch action to keep",
+                        message.number, message.uid
+                    ),
+                )
+                .with_reply(response::reply("-ERR", text)));
+            }
+            Status::Continue(_) => return Err(unexpected(line, stage)),
+        }
+        if self.deletion.in_flight.len() <= self.deletion.window / 2 {
+            self.request_deletions();
+        }
+        if self.deletion.in_flight.is_empty() {
+            if self.deletion.quit_sent {
+                self.phase = Phase::Quit;
+            } else {
+                self.send_quit();
+            }
+        }
+        Ok(())
+    }
+
+    /// With deletions pending, only +OK to QUIT means they happened (RFC 1939 UPDATE state).
+    fn on_quit_reply(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::Logout;
+        if self.deletion.marked.is_empty() {
+            // Nothing to commit: whatever the server says, the session is over.
+            return self.finish();
+        }
+        match response::status(line, stage)? {
+            Status::Ok(_) => {
+                for uid in std::mem::take(&mut self.deletion.marked) {
+                    self.sync.forget(&uid);
+                }
+                self.finish()
+            }
+            // They stay recorded as stored, so the next run deletes them without delivering them again.
+            Status::Err(text) => Err(Error::protocol(
+                stage,
+                format!(
+                    "the server answered QUIT with an error, so the {} messages marked for deletion may still be on the server; they are stored, and the next run deletes them",
+                    self.deletion.marked.len()
+                ),
+            )
+            .with_reply(response::reply("-ERR", text))),
+            Status::Continue(_) => Err(unexpected(line, stage)),
+        }
+    }
+
     fn send_quit(&mut self) {
         self.write(b"QUIT\r\n");
+        self.deletion.quit_sent = true;
         self.phase = Phase::Quit;
     }
 
@@ -814,7 +1005,7 @@ impl Pop3Session {
         self.emit(Action::Finished(Outcome::Fetched(FetchSummary {
             delivered: self.fetch.delivered,
             remaining: self.fetch.remaining,
-            skipped: 0,
+            skipped: self.fetch.skipped,
         })));
         self.phase = Phase::Done;
         self.link.clear_deadline();
@@ -832,9 +1023,10 @@ impl Pop3Session {
     }
 
     /// Queues an action. Commands written so far go out first when order matters (before
-    /// StartTls, Close); a delivery does not depend on them, so they keep coalescing.
+    /// StartTls, Close); a delivery or a skip report does not depend on them, so they keep
+    /// coalescing.
     fn emit(&mut self, action: Action) {
-        if !matches!(action, Action::Deliver(_)) {
+        if !matches!(action, Action::Deliver(_) | Action::Skipped(_)) {
             self.flush();
         }
         self.actions.push(action);
@@ -894,5 +1086,47 @@ fn decode_challenge(challenge: &[u8]) -> String {
     match base64::engine::general_purpose::STANDARD.decode(challenge) {
         Ok(json) if std::str::from_utf8(&json).is_ok() => response::excerpt(&json),
         _ => response::excerpt(challenge),
+    }
+}
+
+/// The sentence for the admin about a message too large to fetch.
+fn too_large_reason(size: u64, limits: &Limits) -> String {
+    if size > limits.max_message_bytes {
+        let (size, limit) = human_sizes(size, limits.max_message_bytes);
+        format!("message of {size} exceeds max_message_bytes ({limit}); it stays on the server, raise the limit to import it")
+    } else {
+        let (size, limit) = human_sizes(size, limits.max_batch_bytes);
+        format!(
+            "message of {size} exceeds max_batch_bytes ({limit}), so it never fits in a batch; it stays on the server, raise max_batch_bytes to import it"
+        )
+    }
+}
+
+/// Two sizes in the same readable form; exact bytes when rounding would make them look equal.
+fn human_sizes(a: u64, b: u64) -> (String, String) {
+    let (ha, hb) = (human_size(a), human_size(b));
+    if ha == hb {
+        (format!("{a} bytes"), format!("{b} bytes"))
+    } else {
+        (ha, hb)
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const KB: u64 = 1024;
+    const MB: u64 = 1024 * 1024;
+    const GB: u64 = 1024 * 1024 * 1024;
+    let (unit, name) = match bytes {
+        b if b >= GB => (GB, "GB"),
+        b if b >= MB => (MB, "MB"),
+        b if b >= KB => (KB, "KB"),
+        b => return format!("{b} bytes"),
+    };
+    // One decimal, without a trailing ".0"; integer arithmetic so huge sizes stay exact.
+    let tenths = (u128::from(bytes) * 10 + u128::from(unit) / 2) / u128::from(unit);
+    if tenths % 10 == 0 {
+        format!("{} {name}", tenths / 10)
+    } else {
+        format!("{}.{} {name}", tenths / 10, tenths % 10)
     }
 }

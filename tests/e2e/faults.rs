@@ -1,0 +1,111 @@
+//! Connection cuts at many points of whole IMAP and POP3 sessions (greeting, login, listing,
+//! download, the acknowledgement and the delete phase): whatever the cut, nothing is deleted
+//! before it is stored, and a clean re-run ends with every message stored exactly once and the
+//! mailbox emptied as configured.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use mailplug_host::config::{AfterFetch, TenantConfig};
+use mailplug_host::db::Database;
+use mailplug_host::ops;
+use mailplug_tests::{cutting_proxy, plugin, rig, sample_message, tenant, test_box, ServerSpec};
+
+const MESSAGES: usize = 4;
+
+fn config(protocol: &str, port: u16, user: &str, pass: &str) -> TenantConfig {
+    let r = rig();
+    let inb = ServerSpec::new("localhost", port, true, user, pass);
+    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
+    let mut cfg = tenant(protocol, &inb, &smtp, true);
+    cfg.mailboxes[0].after_fetch = AfterFetch::Delete;
+    cfg.limits.reply_timeout_secs = 5;
+    cfg
+}
+
+fn fill(user: &str, proto: &str) -> BTreeSet<String> {
+    let r = rig();
+    r.reset_mailbox(user);
+    (1..=MESSAGES)
+        .map(|i| {
+            let id = format!("fault-{proto}-{i}@test");
+            let mut raw = sample_message(&id, "fault injection");
+            // Some bulk so that cuts also land inside message data.
+            raw.extend(std::iter::repeat_n(b"line of body text to make the message larger than one read\r\n", 40 * i).flatten());
+            r.put(user, "INBOX", &raw);
+            id
+        })
+        .collect()
+}
+
+fn db(name: &str) -> Database {
+    let p = std::env::temp_dir().join(format!("mailplug-fault-{name}-{}.sqlite3", std::process::id()));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+    }
+    Database::open(&p).expect("db")
+}
+
+async fn cuts_never_lose_mail(proto: &str, boxn: u32, port_key: &str) {
+    let r = rig();
+    let (user, pass) = test_box(boxn);
+    let upstream = ("localhost".to_string(), r.port(port_key));
+
+    // A clean session through the proxy, to learn how many bytes a whole session takes.
+    let all = fill(&user, proto);
+    let proxy = cutting_proxy(upstream.clone(), None).await;
+    let cfg = config(proto, proxy.port, &user, &pass);
+    let store = db(&format!("{proto}-measure"));
+    let mut sink = store.sink(&cfg.tenant, "inbox");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.expect("clean session");
+    drop(sink);
+    let total = proxy.total.load(Ordering::SeqCst);
+    assert!(total > 2000, "a whole session is {total} bytes");
+
+    // Cut points spread over the whole session, denser at the end (acknowledge, delete, logout).
+    let mut cuts: Vec<usize> = (0..24).map(|k| 1 + k * total / 24).collect();
+    cuts.extend([total - 400, total - 200, total - 120, total - 60, total - 30, total - 10, total - 1]);
+    let direct = config(proto, r.port(port_key), &user, &pass);
+    for cut in cuts {
+        let expected = fill(&user, proto);
+        assert_eq!(expected, all);
+        let store = db(&format!("{proto}-{cut}"));
+        let proxy = cutting_proxy(upstream.clone(), Some(cut)).await;
+        let cfg = config(proto, proxy.port, &user, &pass);
+        {
+            let mut sink = store.sink(&cfg.tenant, "inbox");
+            let _ = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await;
+        }
+        // Nothing that left the server is missing from the store.
+        let on_server: BTreeSet<String> = r.listing(&user, "INBOX").into_iter().map(|m| m.2).collect();
+        let stored: Vec<String> = store.messages(&cfg.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect();
+        let stored_set: BTreeSet<String> = stored.iter().cloned().collect();
+        assert_eq!(stored.len(), stored_set.len(), "cut at {cut}/{total}: a message stored twice: {stored:?}");
+        for id in &all {
+            assert!(
+                on_server.contains(id) || stored_set.contains(id),
+                "{proto} cut at {cut}/{total}: {id} was deleted from the server before it was stored"
+            );
+        }
+        // A clean re-run (same store, its sync state) completes the job exactly once.
+        let mut sink = store.sink(&direct.tenant, "inbox");
+        ops::fetch(plugin(), &direct, "inbox", &mut sink, &store)
+            .await
+            .unwrap_or_else(|e| panic!("{proto} re-run after a cut at {cut}/{total}: {e}"));
+        drop(sink);
+        let stored: Vec<String> = store.messages(&direct.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect();
+        assert_eq!(stored.len(), MESSAGES, "{proto} cut at {cut}/{total}: stored {stored:?}");
+        assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), all);
+        assert!(r.listing(&user, "INBOX").is_empty(), "{proto} cut at {cut}/{total}: mailbox not emptied after the re-run");
+    }
+}
+
+#[tokio::test]
+async fn imap_cuts_never_lose_or_duplicate_mail() {
+    cuts_never_lose_mail("imap", 13, "RIG_IMAPS_PORT").await;
+}
+
+#[tokio::test]
+async fn pop3_cuts_never_lose_or_duplicate_mail() {
+    cuts_never_lose_mail("pop3", 14, "RIG_POP3S_PORT").await;
+}
