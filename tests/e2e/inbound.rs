@@ -98,7 +98,8 @@ async fn imap_move_creates_the_folder_and_moves() {
     let (inbox, _db, _cfg, ids) = imap_action(4, AfterFetch::MoveTo("Processed/Tickets".into())).await;
     assert!(inbox.is_empty(), "{inbox:?}");
     let (user, _) = test_box(4);
-    let moved: BTreeSet<String> = rig().listing(&user, "Processed/Tickets").into_iter().map(|m| m.2).collect();
+    // The config says "Processed/Tickets"; the rig's Dovecot separates levels with ".".
+    let moved: BTreeSet<String> = rig().listing(&user, "Processed.Tickets").into_iter().map(|m| m.2).collect();
     assert_eq!(moved, ids.into_iter().collect());
 }
 

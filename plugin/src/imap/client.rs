@@ -24,22 +24,45 @@ use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outco
 #[derive(Debug)]
 enum State {
     Greeting,
-    Capability { tag: String },
-    StartTls { tag: String },
+    Capability {
+        tag: String,
+    },
+    StartTls {
+        tag: String,
+    },
     TlsHandshake,
     Auth(Auth),
-    Select { tag: String },
-    Search { tag: String },
-    Sizes { tag: String },
+    /// `LIST "" ""`: learning the server's hierarchy delimiter, because configured folder
+    /// names use "/" and servers differ ("." on many Dovecot and Courier setups).
+    Delimiter {
+        tag: String,
+    },
+    Select {
+        tag: String,
+    },
+    Search {
+        tag: String,
+    },
+    Sizes {
+        tag: String,
+    },
     /// `UID FETCH * (UID)`: the highest UID, for a NewOnly first sync without UIDNEXT.
-    MaxUid { tag: String },
-    Fetch { tag: String },
+    MaxUid {
+        tag: String,
+    },
+    Fetch {
+        tag: String,
+    },
     /// The folder's batch is fetched; its after-fetch action waits for the host's Stored.
     AwaitFolderStored,
     /// After-fetch commands in flight (pipelined), oldest first.
-    AfterFetch { pending: VecDeque<(String, Op)> },
+    AfterFetch {
+        pending: VecDeque<(String, Op)>,
+    },
     AwaitStored,
-    Logout { tag: String },
+    Logout {
+        tag: String,
+    },
     Finished,
     Failed,
 }
@@ -65,7 +88,7 @@ impl State {
             State::Capability { .. } => Stage::Capabilities,
             State::StartTls { .. } | State::TlsHandshake => Stage::Starttls,
             State::Auth(_) => Stage::Authenticate,
-            State::Select { .. } => Stage::SelectMailbox,
+            State::Delimiter { .. } | State::Select { .. } => Stage::SelectMailbox,
             State::Search { .. } | State::Sizes { .. } | State::MaxUid { .. } => Stage::ListMessages,
             State::Fetch { .. } | State::AwaitFolderStored | State::AfterFetch { .. } | State::AwaitStored => {
                 Stage::FetchMessage
@@ -79,6 +102,7 @@ impl State {
             State::Capability { tag }
             | State::StartTls { tag }
             | State::Auth(Auth { tag, .. })
+            | State::Delimiter { tag }
             | State::Select { tag }
             | State::Search { tag }
             | State::Sizes { tag }
@@ -140,6 +164,14 @@ struct FolderRun {
     /// Previously skipped UIDs seen again (the rest are gone from the server).
     seen_skipped: Vec<u32>,
     max_uid: Option<u32>,
+    /// Windowed listing of a large folder: the highest UID to list (UIDNEXT - 1), the span
+    /// of the next window, the end of the last one, the highest sequence number seen.
+    top: Option<u32>,
+    window_span: u32,
+    window_end: Option<u32>,
+    max_seq: u32,
+    /// The listing stopped before the top: previously skipped UIDs not seen may still exist.
+    listing_partial: bool,
     /// This run's batch, ascending; `prefix` items from the start are all handled.
     items: Vec<Item>,
     prefix: usize,
@@ -156,6 +188,8 @@ pub struct ImapSession {
     framer: Framer,
     tags: Tagger,
     caps: Option<Vec<String>>,
+    /// The server's hierarchy delimiter, once asked (only when a configured name has a "/").
+    delimiter: Option<char>,
     state: State,
     connected: bool,
     run: FolderRun,
@@ -199,9 +233,8 @@ impl ImapSession {
             folders.push("INBOX".to_string());
         }
         if let AfterFetch::MoveTo(target) = &mailbox.after_fetch {
-            let same = |f: &String| {
-                f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"))
-            };
+            let same =
+                |f: &String| f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"));
             if target.is_empty() {
                 return Err(Error::invalid(
                     Stage::Connect,
@@ -225,6 +258,7 @@ impl ImapSession {
             framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
             tags: Tagger::default(),
             caps: None,
+            delimiter: None,
             state: State::Greeting,
             connected: false,
             run: FolderRun::default(),
@@ -266,8 +300,9 @@ impl ImapSession {
             self.finish(out);
             return Ok(());
         }
-        // (A close in AwaitFolderStored is an error, raised by `absorb`: the folder's
-        // after-fetch action can no longer be applied.)
+        if event == Event::Closed && matches!(self.state, State::AwaitFolderStored) {
+            return Err(self.lost_before_after_fetch());
+        }
         if event == Event::Closed && matches!(self.state, State::AwaitStored) {
             // Idle servers log out on their own; all we still need is the host's Stored.
             self.server_gone = true;
@@ -391,6 +426,12 @@ impl ImapSession {
                 Ok(())
             }
             Response::Fetch(f) => self.on_fetch(f, out),
+            Response::List { delimiter } => {
+                if matches!(self.state, State::Delimiter { .. }) {
+                    self.delimiter = delimiter;
+                }
+                Ok(())
+            }
             Response::Continuation(text) => self.on_continuation(text, out),
             Response::Other => Ok(()),
         }
@@ -411,6 +452,9 @@ impl ImapSession {
             (Status::Bye, _) => {
                 if matches!(self.state, State::Logout { .. }) {
                     return Ok(());
+                }
+                if matches!(self.state, State::AwaitFolderStored) {
+                    return Err(self.lost_before_after_fetch().with_reply(ServerReply::new("BYE", text)));
                 }
                 if matches!(self.state, State::AwaitStored) {
                     self.server_gone = true;
@@ -451,7 +495,7 @@ impl ImapSession {
                     )
                     .with_reply(ServerReply::new("PREAUTH", text)));
                 }
-                self.start_folder(0, out)
+                self.begin_folders(out)
             }
             Status::Bye => Err(Error::protocol(
                 Stage::Greeting,
@@ -527,6 +571,16 @@ impl ImapSession {
                 if let Some(Code::Capability(caps)) = code {
                     self.caps = Some(caps);
                 }
+                self.begin_folders(out)
+            }
+            State::Delimiter { .. } => {
+                if !ok {
+                    return Err(Error::protocol(
+                        Stage::SelectMailbox,
+                        "the server refused to tell its folder hierarchy delimiter (LIST \"\" \"\")",
+                    )
+                    .with_reply(reply()));
+                }
                 self.start_folder(0, out)
             }
             State::Select { .. } => {
@@ -560,6 +614,21 @@ impl ImapSession {
                     )
                     .with_reply(reply()));
                 }
+                if let (Some(end), Some(top)) = (self.run.window_end, self.run.top) {
+                    if end < top && self.run.listed.len() < self.run.capacity {
+                        // Not enough yet: widen the next window, so a sparse folder needs few.
+                        self.run.window_span = self.run.window_span.saturating_mul(2);
+                        self.send_window(end + 1, out);
+                        return Ok(());
+                    }
+                    if end < top {
+                        // Stopped early: the messages above the last one listed, by sequence
+                        // number (exact unless another client changes the folder meanwhile).
+                        let above = self.run.exists.unwrap_or(0).saturating_sub(self.run.max_seq);
+                        self.run.overflow = self.run.overflow.saturating_add(above);
+                        self.run.listing_partial = true;
+                    }
+                }
                 self.after_sizes(out)
             }
             State::MaxUid { .. } => {
@@ -572,11 +641,15 @@ impl ImapSession {
                 }
                 let last = self.run.max_uid.unwrap_or(0);
                 self.set_last_uid(last);
+                self.commit_baseline();
                 self.start_folder(self.run.index + 1, out)
             }
             State::AfterFetch { mut pending } => {
                 let Some((_, op)) = pending.pop_front() else {
-                    return Err(Error::protocol(Stage::FetchMessage, "the server completed a command that was never sent"));
+                    return Err(Error::protocol(
+                        Stage::FetchMessage,
+                        "the server completed a command that was never sent",
+                    ));
                 };
                 self.on_after_fetch_reply(op, pending, status, code, text, out)
             }
@@ -719,13 +792,36 @@ impl ImapSession {
         }
     }
 
+    /// Starts on the folders, first asking for the hierarchy delimiter when a configured name
+    /// (a fetched folder or the move target) has a "/" in it.
+    fn begin_folders(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        let target_nested = matches!(&self.mailbox.after_fetch, AfterFetch::MoveTo(t) if t.contains('/'));
+        if target_nested || self.folders.iter().any(|f| f.contains('/')) {
+            let tag = self.tags.next();
+            let cmd = format!("{tag} LIST \"\" \"\"\r\n");
+            self.send(out, cmd.as_bytes());
+            self.state = State::Delimiter { tag };
+            return Ok(());
+        }
+        self.start_folder(0, out)
+    }
+
+    /// A configured name ("/" separates levels) as the server spells it, modified UTF-7.
+    fn wire_name(&self, name: &str) -> String {
+        match self.delimiter {
+            Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
+            _ => encode_folder_name(name),
+        }
+    }
+
     fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
         self.run = FolderRun { index, ..FolderRun::default() };
         let Some(name) = self.folders.get(index) else {
             return self.done_fetching(out);
         };
         let tag = self.tags.next();
-        let cmd = Command::new(&tag, "SELECT").string(&encode_folder_name(name), LiteralMode::Sync).finish();
+        let wire = self.wire_name(name);
+        let cmd = Command::new(&tag, "SELECT").string(&wire, LiteralMode::Sync).finish();
         for part in &cmd.parts {
             self.send(out, &part.0);
         }
@@ -776,6 +872,7 @@ impl ImapSession {
                         return Ok(());
                     }
                 }
+                self.commit_baseline();
                 return self.start_folder(self.run.index + 1, out);
             }
             Some(FirstSync::Newest(n)) if exists != Some(0) => {
@@ -802,8 +899,11 @@ impl ImapSession {
         // grows with the folder, and only the lowest `capacity` are kept.
         let worst_search_line = u64::from(exists.unwrap_or(0)) * 11 + 64;
         if worst_search_line > u64::from(self.mailbox.limits.max_line_bytes) {
-            let tag = self.send_simple(out, &format!("UID FETCH {}:* (UID RFC822.SIZE)", last_uid.saturating_add(1)));
-            self.state = State::Sizes { tag };
+            // In UID windows sized to the batch, so a run reads about one batch of listing
+            // lines, not the whole folder.
+            self.run.top = self.run.uidnext.map(|n| n.saturating_sub(1));
+            self.run.window_span = (self.run.capacity as u32).max(1);
+            self.send_window(last_uid.saturating_add(1), out);
             return Ok(());
         }
         let criteria = if last_uid == 0 { "ALL".to_string() } else { format!("UID {}:*", last_uid + 1) };
@@ -817,6 +917,9 @@ impl ImapSession {
     /// The listing of UIDs above `after_uid` was complete: previously skipped UIDs not seen
     /// in it are gone from the server.
     fn note_listing_complete(&mut self) {
+        if self.run.listing_partial {
+            return;
+        }
         let seen = std::mem::take(&mut self.run.seen_skipped);
         if let Some(e) = self.entry() {
             e.skipped.retain(|u| seen.contains(u));
@@ -848,6 +951,28 @@ impl ImapSession {
         Ok(())
     }
 
+    /// Lists UIDs and sizes from `from` up to the window's end (`*` when the top is unknown).
+    fn send_window(&mut self, from: u32, out: &mut Vec<Action>) {
+        let range = match self.run.top.filter(|&top| top >= from) {
+            Some(top) => {
+                let end = from.saturating_add(self.run.window_span.saturating_sub(1)).min(top);
+                self.run.window_end = Some(end);
+                if end == from {
+                    format!("{from}")
+                } else {
+                    format!("{from}:{end}")
+                }
+            }
+            // Unknown (or inconsistent) top: one listing to the end.
+            None => {
+                self.run.window_end = None;
+                format!("{from}:*")
+            }
+        };
+        let tag = self.send_simple(out, &format!("UID FETCH {range} (UID RFC822.SIZE)"));
+        self.state = State::Sizes { tag };
+    }
+
     /// One listed message with its size: keep the lowest `capacity` UIDs.
     fn on_listed(&mut self, uid: u32, size: u64) {
         let run = &self.run;
@@ -876,7 +1001,7 @@ impl ImapSession {
         if self.run.newest {
             // Older messages than the newest n are never fetched: start just below them.
             let base = match self.run.listed.first_key_value() {
-                Some((&lowest, _)) => lowest - 1,
+                Some((&lowest, _)) => lowest.saturating_sub(1),
                 None => self.run.uidnext.map_or(0, |n| n.saturating_sub(1)),
             };
             self.run.after_uid = base;
@@ -939,8 +1064,7 @@ impl ImapSession {
         self.remaining += self.run.overflow;
         self.run.items = items;
         self.advance();
-        let batch: Vec<u32> =
-            self.run.items.iter().filter(|i| i.state == ItemState::Pending).map(|i| i.uid).collect();
+        let batch: Vec<u32> = self.run.items.iter().filter(|i| i.state == ItemState::Pending).map(|i| i.uid).collect();
         if batch.is_empty() {
             return self.folder_fetched(out);
         }
@@ -967,6 +1091,7 @@ impl ImapSession {
         match self.state {
             State::Sizes { .. } => {
                 if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    self.run.max_seq = self.run.max_seq.max(f.seq);
                     self.on_listed(uid, size);
                 }
                 Ok(())
@@ -1033,13 +1158,25 @@ impl ImapSession {
         self.start_after_fetch(out)
     }
 
+    /// The server went away while the host was still storing: the after-fetch action cannot
+    /// run, and nothing on the server was changed.
+    fn lost_before_after_fetch(&self) -> Error {
+        Error::network(
+            Stage::FetchMessage,
+            format!(
+                "the server closed the connection before the host had stored the messages from folder {:?}, so the after-fetch action was not applied and nothing on the server changed; they will be fetched again next run (the host skips duplicates). If this repeats, raise the server's idle timeout",
+                self.folder()
+            ),
+        )
+    }
+
     fn has_uidplus(&self) -> bool {
         self.has_cap("UIDPLUS") || self.has_cap("IMAP4rev2")
     }
 
     fn target(&self) -> String {
         match &self.mailbox.after_fetch {
-            AfterFetch::MoveTo(t) => encode_folder_name(t),
+            AfterFetch::MoveTo(t) => self.wire_name(t),
             _ => String::new(),
         }
     }
@@ -1173,6 +1310,15 @@ impl ImapSession {
             }
         }
         Ok(())
+    }
+
+    /// A first-sync starting point holds no delivery, so it may be kept at once (when nothing
+    /// delivered is waiting for the host): a later failure in this run must not move "from now
+    /// on" forward and lose mail that arrives before the next run.
+    fn commit_baseline(&mut self) {
+        if self.unstored == 0 {
+            self.commit();
+        }
     }
 
     fn commit(&mut self) {

@@ -197,8 +197,10 @@ pub enum Response {
     /// compact sets; expanding them is bounded by the caller).
     Search(Vec<(u32, u32)>),
     Fetch(Fetch),
+    /// `* LIST (flags) "<delimiter>" name`: the hierarchy delimiter (None for NIL: flat).
+    List { delimiter: Option<char> },
     Continuation(String),
-    /// Anything else (FLAGS, RECENT, EXPUNGE, LIST, ...): tolerated and ignored.
+    /// Anything else (FLAGS, RECENT, EXPUNGE, ...): tolerated and ignored.
     Other,
 }
 
@@ -260,6 +262,7 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
         let upper = word.to_ascii_uppercase();
         return Ok(match &upper[..] {
             b"CAPABILITY" => Response::Capability(capabilities(after)),
+            b"LIST" => Response::List { delimiter: list_delimiter(after).ok_or_else(|| malformed(stage, "LIST response", &text))? },
             b"SEARCH" => Response::Search(after.split(|&b| b == b' ').filter_map(number).map(|n| (n, n)).collect()),
             b"ESEARCH" => {
                 Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?)
@@ -277,6 +280,23 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
         }
         _ => Err(malformed(stage, "tagged response", &text)),
     }
+}
+
+/// The delimiter of `(flags) "d" name`: `Some(Some(d))`, `Some(None)` for NIL, `None` when
+/// malformed.
+fn list_delimiter(args: &[u8]) -> Option<Option<char>> {
+    let close = args.iter().position(|&b| b == b')')?;
+    let rest = args.get(close + 1..)?.strip_prefix(b" ")?;
+    if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"NIL") {
+        return Some(None);
+    }
+    let inner = rest.strip_prefix(b"\"")?;
+    let (c, tail) = match inner {
+        [b'\\', c, tail @ ..] => (*c, tail),
+        [c, tail @ ..] => (*c, tail),
+        [] => return None,
+    };
+    (tail.first() == Some(&b'"') && c.is_ascii()).then_some(Some(char::from(c)))
 }
 
 fn capabilities(list: &[u8]) -> Vec<String> {
@@ -574,7 +594,9 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Limit);
         // Small ones are fine.
         let r = frames(b"* LIST () \"/\" {5}\r\nINBOX\r\n", 100, 100_000).unwrap();
-        assert_eq!(r, vec![Response::Other]);
+        assert_eq!(r, vec![Response::List { delimiter: Some('/') }]);
+        let r = frames(b"* LIST (\\Noselect) \"\\\\\" \"\"\r\n* LIST () NIL \"\"\r\n", 100, 100_000).unwrap();
+        assert_eq!(r, vec![Response::List { delimiter: Some('\\') }, Response::List { delimiter: None }]);
     }
 
     #[test]

@@ -66,7 +66,12 @@ impl SyncState {
                 format!("the stored IMAP sync state has version {}, this plugin reads versions 1 and {VERSION}; use a matching plugin version or clear it", header.v),
             ));
         }
-        let body: Body = serde_json::from_slice(bytes).map_err(unreadable)?;
+        let mut body: Body = serde_json::from_slice(bytes).map_err(unreadable)?;
+        // Lookups binary-search `skipped`.
+        for f in body.folders.values_mut() {
+            f.skipped.sort_unstable();
+            f.skipped.dedup();
+        }
         Ok(SyncState { folders: body.folders })
     }
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The benchmark: mailplug's ingest (fetch, parse, store) against the raw transfer of the same
+# bytes and against Python's imaplib/poplib peers, in one run on the local real servers.
+# Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$ROOT"
+step "building the benchmark (optimised)"
+cargo build --quiet --profile bench-fast -p mailplug-tests --bin mailplug-bench
+"$CARGO_TARGET_DIR/bench-fast/mailplug-bench" "$@"
