@@ -6,7 +6,9 @@
 //! Message-ID within a mailbox (a content hash when the message has none), so at-least-once
 //! delivery from the guest becomes exactly-once in the store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -62,6 +64,18 @@ CREATE TABLE IF NOT EXISTS sync_state (
 );
 "#;
 
+fn connect(path: &Path) -> Result<Connection, HostError> {
+    let conn = Connection::open(path)
+        .map_err(|e| HostError::Storage(format!("cannot open the database {}: {e}", path.display())))?;
+    // Large pages: messages are blobs of tens of kilobytes, which otherwise span chains of 4 KB
+    // overflow pages (only takes effect when the file is created).
+    conn.execute_batch(
+        "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+    )
+    .map_err(db_err("database settings"))?;
+    Ok(conn)
+}
+
 fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> HostError + '_ {
     move |e| HostError::Storage(format!("{what}: {e}"))
 }
@@ -69,6 +83,7 @@ fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> HostError + '_ {
 /// An open message store.
 pub struct Database {
     conn: Connection,
+    path: PathBuf,
 }
 
 /// One stored message, as tests and tools read it back.
@@ -90,17 +105,23 @@ impl Database {
             std::fs::create_dir_all(dir)
                 .map_err(|e| HostError::Storage(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| HostError::Storage(format!("cannot open the database {}: {e}", path.display())))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-            .map_err(db_err("database settings"))?;
+        let conn = connect(path)?;
         conn.execute_batch(SCHEMA).map_err(db_err("database schema"))?;
-        Ok(Database { conn })
+        Ok(Database { conn, path: path.to_path_buf() })
     }
 
-    /// A sink that stores one mailbox's deliveries into this database.
-    pub fn sink<'a>(&'a self, tenant: &str, mailbox: &str) -> DbSink<'a> {
-        DbSink { db: self, tenant: tenant.to_string(), mailbox: mailbox.to_string(), in_tx: false, stats: SinkStats::default() }
+    /// A sink that stores one mailbox's deliveries into this database. Inserts run on a
+    /// writer thread with its own connection, so storing overlaps with fetching and parsing;
+    /// `commit` waits until everything delivered so far is committed to disk.
+    pub fn sink(&self, tenant: &str, mailbox: &str) -> DbSink<'_> {
+        DbSink {
+            db: self,
+            tenant: tenant.to_string(),
+            mailbox: mailbox.to_string(),
+            writer: None,
+            results: Vec::new(),
+            stats: SinkStats::default(),
+        }
     }
 
     /// Every stored message of a mailbox, in insertion order.
@@ -176,9 +197,28 @@ pub struct DbSink<'a> {
     db: &'a Database,
     tenant: String,
     mailbox: String,
-    in_tx: bool,
+    writer: Option<Writer>,
+    /// After each `commit`: (server id, newly stored) per delivery since the previous commit.
+    pub results: Vec<(String, bool)>,
     pub stats: SinkStats,
 }
+
+/// Work for the writer thread.
+enum Job {
+    Deliver(FetchedMessage),
+    Skipped(SkippedMessage),
+    /// Commit and answer with what each delivery since the last commit did.
+    Commit(SyncSender<Result<Vec<(String, bool)>, HostError>>),
+}
+
+struct Writer {
+    jobs: SyncSender<Job>,
+    thread: JoinHandle<()>,
+}
+
+/// At most this many messages wait for the writer, so host memory stays bounded by the
+/// message limit whatever the mailbox holds.
+const WRITER_QUEUE: usize = 4;
 
 fn classification_name(c: Classification) -> &'static str {
     match c {
@@ -189,10 +229,20 @@ fn classification_name(c: Classification) -> &'static str {
     }
 }
 
-impl DbSink<'_> {
+/// The writer thread: its own connection and the open transaction.
+struct WriterState {
+    conn: Connection,
+    tenant: String,
+    mailbox: String,
+    in_tx: bool,
+    results: Vec<(String, bool)>,
+    failed: Option<HostError>,
+}
+
+impl WriterState {
     fn begin(&mut self) -> Result<(), HostError> {
         if !self.in_tx {
-            self.db.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("starting a transaction"))?;
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err("starting a transaction"))?;
             self.in_tx = true;
         }
         Ok(())
@@ -202,23 +252,25 @@ impl DbSink<'_> {
     fn insert(&mut self, m: &FetchedMessage) -> Result<bool, HostError> {
         self.begin()?;
         let now = crate::driver::now_ms() as i64;
-        let c = &self.db.conn;
+        let c = &self.conn;
         let inserted = match &m.parsed {
             Ok(p) => {
                 let from = p.from.first().map(|a| match &a.name {
                     Some(n) => format!("{n} <{}>", a.address),
                     None => a.address.clone(),
                 });
-                c.execute(
+                c.prepare_cached(
                     "INSERT OR IGNORE INTO messages (tenant, mailbox, server_id, folder, message_id, message_id_synthetic,
                         subject, from_addr, date_ms, classification, parse_error, text_body, html_body, size, raw, stored_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11, ?12, ?13, ?14, ?15)",
-                    params![
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
                         self.tenant, self.mailbox, m.id, m.folder, p.message_id, p.message_id_synthetic, p.subject, from,
                         p.date_ms, classification_name(p.classification), p.text_body, p.html_body, m.raw.len() as i64,
                         m.raw, now
-                    ],
-                )
+                    ])
+                })
                 .map_err(db_err("storing a message"))?
             }
             Err(why) => {
@@ -236,16 +288,66 @@ impl DbSink<'_> {
         if inserted == 1 {
             if let Ok(p) = &m.parsed {
                 let rowid = c.last_insert_rowid();
-                for a in &p.attachments {
-                    c.execute(
+                let mut st = c
+                    .prepare_cached(
                         "INSERT INTO attachments (message, name, media_type, size, content_id, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![rowid, a.name, a.media_type, a.size as i64, a.content_id, a.bytes],
                     )
                     .map_err(db_err("storing an attachment"))?;
+                for a in &p.attachments {
+                    st.execute(params![rowid, a.name, a.media_type, a.size as i64, a.content_id, a.bytes])
+                        .map_err(db_err("storing an attachment"))?;
                 }
             }
         }
         Ok(inserted == 1)
+    }
+
+    fn skipped(&mut self, s: &SkippedMessage) -> Result<(), HostError> {
+        self.begin()?;
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![self.tenant, self.mailbox, s.id, s.folder, s.size as i64, s.reason],
+            )
+            .map_err(db_err("recording a skipped message"))?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<Vec<(String, bool)>, HostError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
+            self.in_tx = false;
+        }
+        Ok(std::mem::take(&mut self.results))
+    }
+
+    fn run(mut self, jobs: Receiver<Job>) {
+        for job in jobs {
+            match job {
+                // After a failure, work is dropped until the next commit reports it.
+                Job::Deliver(_) | Job::Skipped(_) if self.failed.is_some() => {}
+                Job::Deliver(m) => match self.insert(&m) {
+                    Ok(new) => self.results.push((m.id, new)),
+                    Err(e) => self.failed = Some(e),
+                },
+                Job::Skipped(s) => {
+                    if let Err(e) = self.skipped(&s) {
+                        self.failed = Some(e);
+                    }
+                }
+                Job::Commit(answer) => {
+                    let _ = answer.send(self.commit());
+                }
+            }
+        }
+        // The sink was dropped with a batch open. The guest only delivers complete messages, so
+        // keeping it is safe: the server still has them and the next run deduplicates.
+        if self.in_tx && self.failed.is_none() && self.conn.execute_batch("COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -261,34 +363,54 @@ fn content_key(raw: &[u8]) -> String {
     format!("{a:016x}{b:016x}{:x}", raw.len())
 }
 
+impl DbSink<'_> {
+    fn send(&mut self, job: Job) -> Result<(), HostError> {
+        if self.writer.is_none() {
+            let state = WriterState {
+                conn: connect(&self.db.path)?,
+                tenant: self.tenant.clone(),
+                mailbox: self.mailbox.clone(),
+                in_tx: false,
+                results: Vec::new(),
+                failed: None,
+            };
+            let (jobs, rx) = sync_channel(WRITER_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name("mailplug-db-writer".into())
+                .spawn(move || state.run(rx))
+                .map_err(|e| HostError::Storage(format!("cannot start the database writer: {e}")))?;
+            self.writer = Some(Writer { jobs, thread });
+        }
+        let stopped = || HostError::Storage("the database writer stopped".into());
+        self.writer.as_ref().ok_or_else(stopped)?.jobs.send(job).map_err(|_| stopped())
+    }
+}
+
 impl MessageSink for DbSink<'_> {
     fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
         self.stats.bytes += m.raw.len() as u64;
-        if self.insert(&m)? {
-            self.stats.stored += 1;
-        } else {
-            self.stats.duplicates += 1;
-        }
-        Ok(())
+        self.send(Job::Deliver(m))
     }
 
     fn skipped(&mut self, s: SkippedMessage) -> Result<(), HostError> {
-        self.begin()?;
-        self.db
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![self.tenant, self.mailbox, s.id, s.folder, s.size as i64, s.reason],
-            )
-            .map_err(db_err("recording a skipped message"))?;
         self.stats.skipped += 1;
-        Ok(())
+        self.send(Job::Skipped(s))
     }
 
     fn commit(&mut self) -> Result<(), HostError> {
-        if self.in_tx {
-            self.db.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
-            self.in_tx = false;
+        self.results.clear();
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        let (answer, result) = sync_channel(1);
+        self.send(Job::Commit(answer))?;
+        self.results = result.recv().map_err(|_| HostError::Storage("the database writer stopped".into()))??;
+        for (_, new) in &self.results {
+            if *new {
+                self.stats.stored += 1;
+            } else {
+                self.stats.duplicates += 1;
+            }
         }
         Ok(())
     }
@@ -296,12 +418,9 @@ impl MessageSink for DbSink<'_> {
 
 impl Drop for DbSink<'_> {
     fn drop(&mut self) {
-        // The guest only delivers complete messages, so keeping an unacknowledged batch is safe:
-        // the server still has them, the next run delivers them again and they deduplicate.
-        if self.in_tx {
-            if self.db.conn.execute_batch("COMMIT").is_err() {
-                let _ = self.db.conn.execute_batch("ROLLBACK");
-            }
+        if let Some(w) = self.writer.take() {
+            drop(w.jobs);
+            let _ = w.thread.join();
         }
     }
 }

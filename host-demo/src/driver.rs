@@ -81,13 +81,35 @@ async fn run_loop(
     let mut events: VecDeque<Event> = VecDeque::from([Event::Connected]);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::new();
+    // Deliveries stored but not yet committed. Commits (each an fsync) are batched: while the
+    // server keeps streaming we keep reading, and commit + send `stored` once a read would wait.
+    let mut uncommitted = false;
     loop {
+        if events.is_empty() && uncommitted {
+            match tokio::time::timeout(Duration::ZERO, conn.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => events.push_back(Event::Received(buf[..n].to_vec())),
+                ready => {
+                    sink.commit()?;
+                    uncommitted = false;
+                    events.push_back(Event::Stored);
+                    match ready {
+                        Ok(Ok(_)) => events.push_back(Event::Closed),
+                        Ok(Err(e)) => {
+                            return Err(HostError::Network {
+                                server: conn.label().to_string(),
+                                message: format!("read failed: {e}"),
+                            })
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
         let event = match events.pop_front() {
             Some(e) => e,
             None => next_event(instance, session, conn, opts, &mut buf).await?,
         };
         let actions = instance.handle(session, &event, now_ms()).await?;
-        let mut delivered = false;
         for action in actions {
             match action {
                 // Consecutive writes are coalesced into one socket write.
@@ -107,7 +129,7 @@ async fn run_loop(
                 }
                 Action::Deliver(message) => {
                     sink.deliver(message)?;
-                    delivered = true;
+                    uncommitted = true;
                 }
                 Action::Skipped(notice) => sink.skipped(notice)?,
                 Action::Close => {
@@ -116,7 +138,7 @@ async fn run_loop(
                 }
                 Action::Finished(outcome) => {
                     flush(conn, &mut out).await?;
-                    if delivered {
+                    if uncommitted {
                         sink.commit()?;
                     }
                     return Ok(outcome);
@@ -124,10 +146,6 @@ async fn run_loop(
             }
         }
         flush(conn, &mut out).await?;
-        if delivered {
-            sink.commit()?;
-            events.push_back(Event::Stored);
-        }
     }
 }
 

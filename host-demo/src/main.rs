@@ -67,6 +67,19 @@ struct CliSink<'a> {
     eml: Option<EmlDir>,
     json: bool,
     progress: bool,
+    /// What to print for each delivery, once its commit says whether it was new.
+    pending: Vec<Line>,
+}
+
+/// The summary of one delivered message.
+struct Line {
+    id: String,
+    bytes: usize,
+    from: String,
+    subject: String,
+    kind: String,
+    parse_error: Option<String>,
+    file: Option<String>,
 }
 
 /// The value of a header in the raw message, unfolded, for the summary line only.
@@ -98,7 +111,6 @@ fn header(raw: &[u8], name: &str) -> String {
 
 impl MessageSink for CliSink<'_> {
     fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
-        let (from, subject, size, id) = (header(&m.raw, "From"), header(&m.raw, "Subject"), m.raw.len(), m.id.clone());
         let (kind, parse_error) = match &m.parsed {
             Ok(p) => (format!("{:?}", p.classification).to_lowercase(), None),
             Err(e) => ("unparsed".to_string(), Some(e.clone())),
@@ -110,29 +122,25 @@ impl MessageSink for CliSink<'_> {
             }
             None => None,
         };
-        let before = self.db.stats.stored;
+        self.pending.push(Line {
+            id: m.id.clone(),
+            bytes: m.raw.len(),
+            from: header(&m.raw, "From"),
+            subject: header(&m.raw, "Subject"),
+            kind,
+            parse_error,
+            file,
+        });
         self.db.deliver(m)?;
-        let duplicate = self.db.stats.stored == before;
         if self.progress {
-            eprint!("\r\x1b[K");
-        }
-        if self.json {
-            let v = serde_json::json!({
-                "mailbox": self.mailbox, "id": id, "bytes": size, "from": from, "subject": subject,
-                "classification": kind, "parse_error": parse_error, "duplicate": duplicate, "file": file,
-            });
-            println!("{v}");
-        } else {
-            let dup = if duplicate { "\t(already stored)" } else { "" };
-            println!("{}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}", self.mailbox, id, size, kind, from, subject);
-        }
-        if self.progress {
-            let st = self.db.stats;
-            eprint!("{}: {} stored, {:.1} MB", self.mailbox, st.stored + st.duplicates, st.bytes as f64 / 1e6);
+            eprint!("\r\x1b[K{}: {} received, {:.1} MB", self.mailbox, self.pending.len() as u32 + self.db.stats.stored + self.db.stats.duplicates, self.db.stats.bytes as f64 / 1e6);
         }
         Ok(())
     }
     fn skipped(&mut self, n: SkippedMessage) -> Result<(), HostError> {
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
         eprintln!("mailplug: {}: skipped {} ({} bytes): {}", self.mailbox, n.id, n.size, n.reason);
         self.db.skipped(n)
     }
@@ -140,7 +148,25 @@ impl MessageSink for CliSink<'_> {
         if let Some(eml) = &mut self.eml {
             eml.commit()?;
         }
-        self.db.commit()
+        self.db.commit()?;
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
+        let new: std::collections::HashMap<&str, bool> = self.db.results.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+        for l in self.pending.drain(..) {
+            let duplicate = !new.get(l.id.as_str()).copied().unwrap_or(false);
+            if self.json {
+                let v = serde_json::json!({
+                    "mailbox": self.mailbox, "id": l.id, "bytes": l.bytes, "from": l.from, "subject": l.subject,
+                    "classification": l.kind, "parse_error": l.parse_error, "duplicate": duplicate, "file": l.file,
+                });
+                println!("{v}");
+            } else {
+                let dup = if duplicate { "\t(already stored)" } else { "" };
+                println!("{}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}", self.mailbox, l.id, l.bytes, l.kind, l.from, l.subject);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -198,7 +224,7 @@ async fn run(cli: Cli) -> ExitCode {
                     },
                     None => None,
                 };
-                let mut sink = CliSink { mailbox: name.clone(), db: db.sink(&cfg.tenant, &name), eml, json, progress };
+                let mut sink = CliSink { mailbox: name.clone(), db: db.sink(&cfg.tenant, &name), eml, json, progress, pending: Vec::new() };
                 let result = ops::fetch(&plugin, &cfg, &name, &mut sink, &db).await;
                 if progress {
                     eprint!("\r\x1b[K");
