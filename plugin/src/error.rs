@@ -62,18 +62,44 @@ pub enum ErrorKind {
     InvalidInput,
 }
 
-/// A typed error: kind, stage, a sentence for the admin, and the server's reply if any.
+/// Whether trying the same operation again can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Permanent: the same attempt will fail again until something is fixed (credentials,
+    /// configuration, a 5xx refusal).
+    FixFirst,
+    /// Transient: try again later (4xx, network trouble, a timeout before the message was
+    /// handed over).
+    Later,
+    /// Unknown: the message data was sent completely but the server's answer never came; it
+    /// may have been delivered. Do not resend blindly.
+    Uncertain,
+}
+
+/// A typed error: kind, stage, a sentence for the admin, the server's reply if any, and
+/// whether a retry can help.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     pub kind: ErrorKind,
     pub stage: Stage,
     pub message: String,
     pub reply: Option<ServerReply>,
+    pub retry: Retry,
 }
 
 impl Error {
+    /// Network trouble and timeouts default to `Later`, everything else to `FixFirst`;
+    /// `with_retry` overrides it.
     pub fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Self {
-        Error { kind, stage, message: message.into(), reply: None }
+        let retry = match kind {
+            ErrorKind::Network | ErrorKind::Timeout => Retry::Later,
+            _ => Retry::FixFirst,
+        };
+        Error { kind, stage, message: message.into(), reply: None, retry }
+    }
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
     pub fn with_reply(mut self, reply: ServerReply) -> Self {
         self.reply = Some(reply);
