@@ -61,6 +61,26 @@ enum RawFirstSync {
     Newest,
 }
 
+/// Who runs a queue's SMTP server: decides what customers see as sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Gmail,
+    Microsoft,
+    #[default]
+    Generic,
+}
+
+/// What the queue's SMTP account may do for the mailboxes it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendPermission {
+    #[default]
+    None,
+    SendOnBehalf,
+    SendAs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
@@ -97,6 +117,9 @@ struct RawServer {
     password: Option<toml::Value>,
     #[serde(default)]
     helo_name: Option<String>,
+    /// Only for a queue's SMTP server.
+    #[serde(default)]
+    provider: Option<Provider>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +127,7 @@ struct RawServer {
 struct RawMailbox {
     name: String,
     address: String,
+    display_name: Option<String>,
     protocol: Protocol,
     #[serde(default)]
     folders: Vec<String>,
@@ -132,6 +156,12 @@ struct RawQueue {
     name: String,
     #[serde(default)]
     mailboxes: Vec<String>,
+    /// What the SMTP account may do for the queue's mailboxes.
+    #[serde(default)]
+    send_permission: SendPermission,
+    /// Gmail: mailbox addresses verified as "Send mail as" aliases of the SMTP account.
+    #[serde(default)]
+    gmail_aliases: Vec<String>,
     smtp: RawServer,
 }
 
@@ -180,6 +210,7 @@ pub struct ServerConfig {
 pub struct MailboxConfig {
     pub name: String,
     pub address: String,
+    pub display_name: Option<String>,
     pub protocol: Protocol,
     pub folders: Vec<String>,
     pub after_fetch: AfterFetch,
@@ -193,6 +224,9 @@ pub struct QueueConfig {
     pub mailboxes: Vec<String>,
     pub smtp: ServerConfig,
     pub helo_name: String,
+    pub provider: Provider,
+    pub send_permission: SendPermission,
+    pub gmail_aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -308,6 +342,7 @@ impl TenantConfig {
                     password_file: m.password_file,
                     password: m.password,
                     helo_name: None,
+                    provider: None,
                 },
                 &resolve,
                 env,
@@ -354,9 +389,13 @@ impl TenantConfig {
                 (RawFirstSync::All, None) => FirstSync::All,
                 (RawFirstSync::NewOnly, None) => FirstSync::NewOnly,
             };
+            if m.display_name.as_deref().is_some_and(|n| n.chars().any(|c| c.is_control())) {
+                return Err(err(format!("{at}: field `display_name` must not contain control characters")));
+            }
             mailboxes.push(MailboxConfig {
                 name: m.name,
                 address: m.address,
+                display_name: m.display_name,
                 protocol: m.protocol,
                 folders: m.folders,
                 after_fetch,
@@ -384,8 +423,22 @@ impl TenantConfig {
             if helo_name.is_empty() || !helo_name.chars().all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c)) {
                 return Err(err(format!("{at}: field `smtp.helo_name` must be a host name")));
             }
+            for a in &q.gmail_aliases {
+                if !a.contains('@') || a.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(err(format!("{at}: field `gmail_aliases` has \"{}\", which is not an address", a.escape_debug())));
+                }
+            }
+            let provider = q.smtp.provider.unwrap_or_default();
             let smtp = validate_server(&format!("{at} smtp"), q.smtp, &resolve, env).map_err(err)?;
-            queues.push(QueueConfig { name: q.name, mailboxes: q.mailboxes, smtp, helo_name });
+            queues.push(QueueConfig {
+                name: q.name,
+                mailboxes: q.mailboxes,
+                smtp,
+                helo_name,
+                provider,
+                send_permission: q.send_permission,
+                gmail_aliases: q.gmail_aliases,
+            });
         }
 
         Ok(TenantConfig {

@@ -151,6 +151,21 @@ impl Database {
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading messages"))
     }
 
+    /// A stored message by its database id, server id or Message-ID (without angle brackets):
+    /// (mailbox, raw bytes).
+    pub fn find(&self, tenant: &str, reference: &str) -> Result<Option<(String, Vec<u8>)>, HostError> {
+        let reference = reference.trim().trim_start_matches('<').trim_end_matches('>');
+        self.conn
+            .query_row(
+                "SELECT mailbox, raw FROM messages WHERE tenant = ?1
+                   AND (server_id = ?2 OR message_id = ?2 OR CAST(id AS TEXT) = ?2) ORDER BY id DESC LIMIT 1",
+                params![tenant, reference],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err("finding a message"))
+    }
+
     /// Skipped notices of a mailbox: (server id, size, reason).
     pub fn skipped(&self, tenant: &str, mailbox: &str) -> Result<Vec<(String, u64, String)>, HostError> {
         let mut st = self

@@ -23,14 +23,17 @@ wasmtime::component::bindgen!({
 pub use exports::mailplug::connector::inbound::{
     AfterFetch as GuestAfterFetch, FirstSync as GuestFirstSync, Mailbox as GuestMailbox, Protocol as GuestProtocol,
 };
-pub use exports::mailplug::connector::outbound::{ComposedMessage, Draft, SubmissionServer};
+pub use exports::mailplug::connector::outbound::{
+    ComposedMessage, Draft, FromPlan, Identity, OutgoingAttachment, Permission as GuestPermission,
+    Provider as GuestProvider, ReplyDraft, SubmissionServer, Text,
+};
 pub use exports::mailplug::connector::session::{
     Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, Outcome, ParsedMessage,
     RecipientResult, SendReport, SkippedMessage,
 };
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials,
-    Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
+    RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
 };
 
 /// One epoch tick; CPU budgets are counted in these.
@@ -208,6 +211,18 @@ impl Instance {
     pub async fn compose(&mut self, draft: &Draft) -> Result<ComposedMessage, HostError> {
         self.arm();
         let r = self.bindings.mailplug_connector_outbound().call_compose(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
+        r.map_err(HostError::from)
+    }
+
+    pub async fn plan_from(&mut self, identity: &Identity) -> Result<FromPlan, HostError> {
+        self.arm();
+        let r = self.bindings.mailplug_connector_outbound().call_plan_from(&mut self.store, identity).await.map_err(|e| self.trap(e))?;
+        r.map_err(HostError::from)
+    }
+
+    pub async fn compose_reply(&mut self, draft: &ReplyDraft) -> Result<ComposedMessage, HostError> {
+        self.arm();
+        let r = self.bindings.mailplug_connector_outbound().call_compose_reply(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
     }
 

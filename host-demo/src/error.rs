@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::engine::{ErrorDetail, GuestError, Stage};
+use crate::engine::{ErrorDetail, GuestError, RetryAdvice, Stage};
 
 /// The kind of a guest-reported error, mirroring the WIT `error` variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,15 @@ pub enum HostError {
     Storage(String),
 }
 
+/// Whether retrying can help, as the component judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    FixFirst,
+    Later,
+    /// The message may have been delivered: do not resend blindly.
+    Uncertain,
+}
+
 /// A typed error reported by the mail component.
 #[derive(Debug, Clone)]
 pub struct GuestFailure {
@@ -52,9 +61,19 @@ pub struct GuestFailure {
     pub stage: String,
     pub message: String,
     pub reply: Option<(String, String)>,
+    pub retry: Retry,
 }
 
 impl HostError {
+    /// Whether retrying can help: the component's advice, or the host's for its own errors.
+    pub fn retry(&self) -> Retry {
+        match self {
+            HostError::Guest(g) => g.retry,
+            HostError::Network { .. } | HostError::Timeout { .. } | HostError::Storage(_) => Retry::Later,
+            _ => Retry::FixFirst,
+        }
+    }
+
     /// The kind as the WIT defines it, for guest errors and host-side equivalents.
     pub fn kind(&self) -> Option<Kind> {
         match self {
@@ -120,6 +139,11 @@ impl From<GuestError> for HostError {
             stage: stage_name(d.stage).to_string(),
             message: d.message,
             reply: d.reply.map(|r| (r.code, r.text)),
+            retry: match d.retry {
+                RetryAdvice::FixFirst => Retry::FixFirst,
+                RetryAdvice::Later => Retry::Later,
+                RetryAdvice::Uncertain => Retry::Uncertain,
+            },
         })
     }
 }

@@ -14,4 +14,4 @@ pub mod store;
 
 pub use config::TenantConfig;
 pub use engine::Plugin;
-pub use error::{HostError, Kind};
+pub use error::{HostError, Kind, Retry};

@@ -39,21 +39,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a message through a queue's SMTP server.
+    /// Send a message, or a reply to a stored message, through a queue's SMTP server.
     Send {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         queue: String,
-        /// Recipient; repeat for several.
-        #[arg(long, required = true)]
+        /// Recipient; repeat for several (not with --reply-to-message: the reply goes to the original's sender).
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
         to: Vec<String>,
-        #[arg(long)]
-        subject: String,
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        subject: Option<String>,
         #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
         body: Option<String>,
         #[arg(long)]
         body_file: Option<PathBuf>,
+        /// Reply to this stored message (its database id, server id or Message-ID), threaded, with
+        /// the sender planned for the mailbox it arrived in.
+        #[arg(long)]
+        reply_to_message: Option<String>,
+        /// Optional HTML body for a reply.
+        #[arg(long, requires = "reply_to_message")]
+        html_file: Option<PathBuf>,
+        /// Reply even to an auto-reply, bulk mail or bounce.
+        #[arg(long, requires = "reply_to_message")]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the From, Sender, Reply-To and MAIL FROM that replies from a queue to a mailbox's
+    /// mail will use, and what the customer will see, without sending anything.
+    PlanFrom {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        mailbox: String,
         #[arg(long)]
         json: bool,
     },
@@ -170,6 +192,30 @@ impl MessageSink for CliSink<'_> {
     }
 }
 
+fn print_plan(p: &mailplug_host::engine::FromPlan, json: bool) {
+    if json {
+        let warnings: Vec<_> = p.warnings.iter().map(|w| serde_json::json!({"en": w.en, "de": w.de})).collect();
+        let v = serde_json::json!({
+            "from": p.from, "sender": p.sender, "reply_to": p.reply_to, "envelope_from": p.envelope_from,
+            "customer_sees": {"en": p.customer_sees.en, "de": p.customer_sees.de}, "warnings": warnings,
+        });
+        println!("{v}");
+        return;
+    }
+    println!("From:       {}", p.from);
+    println!("Sender:     {}", p.sender.as_deref().unwrap_or("(none)"));
+    println!("Reply-To:   {}", p.reply_to.as_deref().unwrap_or("(none)"));
+    println!("MAIL FROM:  <{}>", p.envelope_from);
+    println!();
+    println!("{}", p.customer_sees.en);
+    println!("{}", p.customer_sees.de);
+    for w in &p.warnings {
+        println!();
+        println!("warning: {}", w.en);
+        println!("Warnung: {}", w.de);
+    }
+}
+
 fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     let line = e.to_string().replace('\n', " ");
     eprintln!("mailplug: {line}");
@@ -187,7 +233,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let config_path = match &cli.command {
-        Command::Fetch { config, .. } | Command::Send { config, .. } => config.clone(),
+        Command::Fetch { config, .. } | Command::Send { config, .. } | Command::PlanFrom { config, .. } => config.clone(),
     };
     let cfg = match TenantConfig::load(&config_path) {
         Ok(c) => c,
@@ -246,7 +292,14 @@ async fn run(cli: Cli) -> ExitCode {
             }
             failed.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
         }
-        Command::Send { queue, to, subject, body, body_file, json, .. } => {
+        Command::PlanFrom { queue, mailbox, json, .. } => match ops::plan_from(&plugin, &cfg, &queue, &mailbox).await {
+            Ok(p) => {
+                print_plan(&p, json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e, 1),
+        },
+        Command::Send { queue, to, subject, body, body_file, reply_to_message, html_file, force, json, .. } => {
             let text_body = match (body, body_file) {
                 (Some(b), _) => b,
                 (None, Some(f)) => match std::fs::read_to_string(&f) {
@@ -255,8 +308,31 @@ async fn run(cli: Cli) -> ExitCode {
                 },
                 (None, None) => return fail("give --body or --body-file", 2),
             };
-            let msg = Outgoing { to, subject, text_body };
-            match ops::send(&plugin, &cfg, &queue, &msg).await {
+            let result = match reply_to_message {
+                Some(reference) => {
+                    let html_body = match html_file.map(std::fs::read_to_string).transpose() {
+                        Ok(h) => h,
+                        Err(e) => return fail(format!("cannot read --html-file: {e}"), 2),
+                    };
+                    let db = match Database::open(&cfg.database) {
+                        Ok(db) => db,
+                        Err(e) => return fail(e, 1),
+                    };
+                    let reply = ops::Reply { text_body, html_body, force };
+                    ops::send_reply(&plugin, &cfg, &queue, &db, &reference, &reply).await.map(|r| {
+                        eprintln!("mailplug: {}", r.plan.customer_sees.en);
+                        for w in &r.plan.warnings {
+                            eprintln!("mailplug: warning: {}", w.en);
+                        }
+                        r.sent
+                    })
+                }
+                None => {
+                    let msg = Outgoing { to, subject: subject.unwrap_or_default(), text_body };
+                    ops::send(&plugin, &cfg, &queue, &msg).await
+                }
+            };
+            match result {
                 Ok(sent) => {
                     let r = &sent.report;
                     if json {

@@ -5,10 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AfterFetch, AuthKind, FirstSync, Protocol, Security, ServerConfig, TenantConfig};
+use crate::config::{
+    AfterFetch, AuthKind, FirstSync, Protocol, Provider, QueueConfig, Security, SendPermission, ServerConfig, TenantConfig,
+};
 use crate::driver::{drive, now_ms, DriveOptions, MessageSink};
 use crate::engine::{
-    BasicCredentials, Credentials, Draft, GuestAfterFetch, GuestFirstSync, GuestLimits, GuestMailbox, GuestProtocol,
+    BasicCredentials, ComposedMessage, Credentials, Draft, FromPlan, GuestAfterFetch, GuestPermission, GuestProvider,
+    Identity, Instance, ReplyDraft, GuestFirstSync, GuestLimits, GuestMailbox, GuestProtocol,
     GuestSecurity, GuestServer,
     Oauth2Credentials, Outcome, Plugin, SendReport, SubmissionServer,
 };
@@ -184,6 +187,79 @@ pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoi
         text_body: msg.text_body.clone(),
         date: now_ms(),
     }).await?;
+    submit(&mut instance, cfg, q, composed).await
+}
+
+/// The identity the planner needs for replies from `queue` to mail that arrived in `mailbox`.
+fn identity(cfg: &TenantConfig, q: &QueueConfig, mailbox: &str) -> Result<Identity, HostError> {
+    let m = cfg
+        .mailbox(mailbox)
+        .ok_or_else(|| HostError::NotFound(format!("no mailbox named \"{mailbox}\" in the configuration")))?;
+    if !q.mailboxes.iter().any(|n| n == mailbox) {
+        return Err(HostError::NotFound(format!(
+            "queue \"{}\" does not serve mailbox \"{mailbox}\"; add it to the queue's `mailboxes`",
+            q.name
+        )));
+    }
+    if !q.smtp.username.contains('@') {
+        return Err(HostError::NotFound(format!(
+            "queue \"{}\": the SMTP username \"{}\" is not an address, so the sender cannot be planned",
+            q.name, q.smtp.username
+        )));
+    }
+    Ok(Identity {
+        mailbox_address: m.address.clone(),
+        mailbox_name: m.display_name.clone(),
+        smtp_account: q.smtp.username.clone(),
+        provider: match q.provider {
+            Provider::Gmail => GuestProvider::Gmail,
+            Provider::Microsoft => GuestProvider::Microsoft,
+            Provider::Generic => GuestProvider::Generic,
+        },
+        permission: match q.send_permission {
+            SendPermission::None => GuestPermission::None,
+            SendPermission::SendOnBehalf => GuestPermission::SendOnBehalf,
+            SendPermission::SendAs => GuestPermission::SendAs,
+        },
+        gmail_alias_verified: q.gmail_aliases.iter().any(|a| a.eq_ignore_ascii_case(&m.address)),
+    })
+}
+
+fn queue<'a>(cfg: &'a TenantConfig, name: &str) -> Result<&'a QueueConfig, HostError> {
+    cfg.queue(name).ok_or_else(|| HostError::NotFound(format!("no queue named \"{name}\" in the configuration")))
+}
+
+/// Plans From, Sender, Reply-To and MAIL FROM for replies from `queue` to mail that arrived
+/// in `mailbox`, and what the customer will see, without sending anything.
+pub async fn plan_from(plugin: &Plugin, cfg: &TenantConfig, queue_name: &str, mailbox: &str) -> Result<FromPlan, HostError> {
+    check_licence(cfg)?;
+    let q = queue(cfg, queue_name)?;
+    let id = identity(cfg, q, mailbox)?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    instance.plan_from(&id).await
+}
+
+/// An agent's reply to a stored message.
+pub struct Reply {
+    pub text_body: String,
+    pub html_body: Option<String>,
+    /// Answer even an auto-reply, bulk mail or bounce.
+    pub force: bool,
+}
+
+/// A sent reply: the plan it followed and the send result.
+#[derive(Debug)]
+pub struct SentReply {
+    pub plan: FromPlan,
+    pub sent: Sent,
+}
+
+async fn submit(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    q: &QueueConfig,
+    composed: ComposedMessage,
+) -> Result<Sent, HostError> {
     let sub = SubmissionServer {
         server: guest_server(&q.smtp),
         credentials: guest_credentials(&q.smtp, None)?,
@@ -195,10 +271,51 @@ pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoi
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
     let mut no_sink = crate::store::NoMessages;
-    match drive(&mut instance, session, &opts, &mut no_sink).await? {
+    let outcome = drive(instance, session, &opts, &mut no_sink).await.map_err(|e| match e {
+        // The host must be able to recognise a duplicate if it ever resends: name the message.
+        HostError::Guest(mut g) if g.retry == crate::error::Retry::Uncertain => {
+            g.message = format!("{} (Message-ID <{}>)", g.message, composed.message_id);
+            HostError::Guest(g)
+        }
+        other => other,
+    })?;
+    match outcome {
         Outcome::Sent(report) => Ok(Sent { message_id: composed.message_id, raw: composed.raw, report }),
         Outcome::Fetched(_) => Err(HostError::Plugin("the component reported a fetch outcome for a send".into())),
     }
+}
+
+/// Replies to a stored message (database id, server id or Message-ID) through `queue`, with
+/// the identity planned for the mailbox the message arrived in.
+pub async fn send_reply(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    queue_name: &str,
+    db: &crate::db::Database,
+    message: &str,
+    reply: &Reply,
+) -> Result<SentReply, HostError> {
+    check_licence(cfg)?;
+    let q = queue(cfg, queue_name)?;
+    let (mailbox, original) = db
+        .find(&cfg.tenant, message)?
+        .ok_or_else(|| HostError::NotFound(format!("no stored message \"{message}\" for tenant \"{}\"", cfg.tenant)))?;
+    let id = identity(cfg, q, &mailbox)?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    let plan = instance.plan_from(&id).await?;
+    let composed = instance
+        .compose_reply(&ReplyDraft {
+            original,
+            plan: plan.clone(),
+            text_body: reply.text_body.clone(),
+            html_body: reply.html_body.clone(),
+            attachments: Vec::new(),
+            date: now_ms(),
+            force: reply.force,
+        })
+        .await?;
+    let sent = submit(&mut instance, cfg, q, composed).await?;
+    Ok(SentReply { plan, sent })
 }
 
 /// The default component path: `$MAILPLUG_WASM`, else next to the binary's target folder.

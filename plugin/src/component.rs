@@ -11,13 +11,15 @@ wit_bindgen::generate!({
 });
 
 use exports::mailplug::connector::inbound::{self, AfterFetch, FirstSync, Mailbox as WitMailbox, Protocol};
-use exports::mailplug::connector::outbound::{self, ComposedMessage, Draft, SubmissionServer as WitSubmission};
+use exports::mailplug::connector::outbound::{
+    self, ComposedMessage, Draft, FromPlan, Identity, ReplyDraft, SubmissionServer as WitSubmission,
+};
 use exports::mailplug::connector::session::{
     self, Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, GuestSession, Outcome,
     ParsedMessage, RecipientResult, SendReport, SkippedMessage,
 };
 use exports::mailplug::connector::types::{
-    Credentials, Error, ErrorDetail, Limits, Security, Server, ServerReply, Stage,
+    Credentials, Error, ErrorDetail, Limits, RetryAdvice, Security, Server, ServerReply, Stage,
 };
 
 struct Component;
@@ -92,6 +94,14 @@ impl inbound::Guest for Component {
 }
 
 impl outbound::Guest for Component {
+    fn plan_from(_identity: Identity) -> Result<FromPlan, Error> {
+        Err(error_to_wit(error::Error::invalid(error::Stage::Data, "planning is not built yet")))
+    }
+
+    fn compose_reply(_draft: ReplyDraft) -> Result<ComposedMessage, Error> {
+        Err(error_to_wit(error::Error::invalid(error::Stage::Data, "replies are not built yet")))
+    }
+
     fn compose(draft: Draft) -> Result<ComposedMessage, Error> {
         let d = compose::Draft {
             from: draft.from,
@@ -190,7 +200,12 @@ fn error_to_wit(e: error::Error) -> Error {
         error::Stage::Data => Stage::Data,
         error::Stage::Logout => Stage::Logout,
     };
-    let d = ErrorDetail { stage, message: e.message, reply: e.reply.map(reply_to_wit) };
+    let retry = match e.retry {
+        error::Retry::FixFirst => RetryAdvice::FixFirst,
+        error::Retry::Later => RetryAdvice::Later,
+        error::Retry::Uncertain => RetryAdvice::Uncertain,
+    };
+    let d = ErrorDetail { stage, message: e.message, reply: e.reply.map(reply_to_wit), retry };
     match e.kind {
         error::ErrorKind::Network => Error::Network(d),
         error::ErrorKind::Tls => Error::Tls(d),
