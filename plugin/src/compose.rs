@@ -1,13 +1,24 @@
-//! Builds a plain-text message from an agent's draft with mail-builder. Every header value is
+//! Builds outgoing messages with mail-builder: a new message from an agent's draft (`compose`)
+//! and a threaded reply to a stored inbound message (`compose_reply`). Every header value is
 //! validated by `headers` first, because mail-builder writes CR/LF inside values verbatim.
+//!
+//! Nothing here reads the clock or entropy: the Date, the Message-ID and the MIME boundaries
+//! all come from the caller's `date_ms` and `nonce` (mail-builder would otherwise read both).
+
+use std::borrow::Cow;
 
 use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::message_id::MessageId;
+use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 
 use crate::error::{Error, Result, Stage};
-use crate::headers::{check_header_value, parse_mailbox, Mailbox};
+use crate::headers::{
+    check_address, check_header_value, check_mailbox, check_message_id, flatten_header_text, parse_mailbox, Mailbox,
+};
+use crate::parse::{parse_message, Classification, ParsedMessage};
 
 /// A new message written by an agent (`outbound.draft`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +77,345 @@ pub fn compose(draft: &Draft, nonce: u64) -> Result<Composed> {
     Ok(Composed { message_id, envelope_from: from.address, envelope_to, raw })
 }
 
+/// A file the agent attaches to a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingAttachment {
+    /// File name as the customer sees it, without a folder part.
+    pub name: String,
+    /// `type/subtype`, e.g. `application/pdf`.
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An agent's answer to a stored inbound message.
+#[derive(Clone, Debug)]
+pub struct ReplyDraft<'a> {
+    /// The raw stored inbound message being answered.
+    pub original: &'a [u8],
+    /// From / Sender / Reply-To / MAIL FROM.
+    pub plan: &'a crate::plan::Plan,
+    pub text_body: String,
+    pub html_body: Option<String>,
+    pub attachments: Vec<OutgoingAttachment>,
+    /// The Date header, milliseconds since the Unix epoch.
+    pub date_ms: u64,
+    /// Answer an auto-reply, bulk mail or a bounce anyway.
+    pub force: bool,
+}
+
+/// How many ids a reply's References header keeps (RFC 5322 section 3.6.4 leaves it open).
+pub const MAX_REFERENCES: usize = 20;
+/// Upper bound for the written References value, so the header stays far below the 998-octet
+/// line limit even when a server does not fold it.
+pub const MAX_REFERENCES_CHARS: usize = 900;
+
+/// Composes the reply to `d.original`: addressed to its Reply-To (or From), threaded with
+/// In-Reply-To and References, sent as the plan says. Refuses to answer robots unless forced.
+/// `nonce` makes the Message-ID and MIME boundaries unique; the caller supplies randomness.
+pub fn compose_reply(d: &ReplyDraft, nonce: u64) -> Result<Composed> {
+    let original = parse_message(d.original).map_err(|reason| {
+        Error::invalid(
+            Stage::Data,
+            format!("the message being answered could not be read as an e-mail ({reason}); write a new message instead"),
+        )
+    })?;
+    if !d.force {
+        refuse_robot(original.classification)?;
+    }
+
+    let plan = d.plan;
+    check_mailbox("From", &plan.from)?;
+    if let Some(sender) = &plan.sender {
+        check_mailbox("Sender", sender)?;
+    }
+    if let Some(reply_to) = &plan.reply_to {
+        check_mailbox("Reply-To", reply_to)?;
+    }
+    check_address("MAIL FROM", &plan.envelope_from)?;
+    for attachment in &d.attachments {
+        check_attachment(attachment)?;
+    }
+
+    let to = reply_recipients(&original)?;
+    let envelope_to: Vec<String> = to.iter().map(|m| m.address.clone()).collect();
+    let subject = reply_subject(original.subject.as_deref());
+    check_header_value("Subject", &subject)?;
+
+    // A synthetic id exists only in our store; the customer's client has never seen it.
+    let original_id = (!original.message_id_synthetic)
+        .then_some(original.message_id.as_str())
+        .filter(|id| check_message_id("Message-ID", id).is_ok());
+    let references = reply_references(&original.references, original_id);
+
+    let message_id = new_message_id(d.date_ms, nonce, &plan.from.address);
+    check_message_id("Message-ID", &message_id)?;
+
+    let text = crlf_text(&d.text_body);
+    let html = d.html_body.as_deref().map(crlf_text);
+    let body = reply_body(&text, html.as_deref(), &d.attachments, d.date_ms, nonce);
+
+    let mut builder = MessageBuilder::new().from(to_address(&plan.from));
+    if let Some(sender) = &plan.sender {
+        builder = builder.sender(to_address(sender));
+    }
+    if let Some(reply_to) = &plan.reply_to {
+        builder = builder.reply_to(to_address(reply_to));
+    }
+    builder = builder
+        .to(Address::new_list(to.iter().map(to_address).collect()))
+        .subject(subject.as_str())
+        .date(Date::new((d.date_ms / 1000) as i64))
+        .message_id(MessageId::new(message_id.as_str()));
+    if let Some(id) = original_id {
+        builder = builder.in_reply_to(MessageId::new(id));
+    }
+    if !references.is_empty() {
+        builder = builder.references(MessageId::new_list(references.iter().map(String::as_str)));
+    }
+    let raw = builder
+        .body(body)
+        .write_to_vec()
+        .map_err(|e| Error::invalid(Stage::Data, format!("the reply could not be built: {e}")))?;
+
+    Ok(Composed { message_id, envelope_from: plan.envelope_from.clone(), envelope_to, raw })
+}
+
+fn refuse_robot(classification: Classification) -> Result<()> {
+    let what = match classification {
+        Classification::Normal => return Ok(()),
+        Classification::AutoReply => "an automatic reply (out-of-office or similar)",
+        Classification::Bulk => "bulk or mailing-list mail (a newsletter or list post)",
+        Classification::Bounce => "a delivery failure report (bounce)",
+    };
+    Err(Error::invalid(
+        Stage::Data,
+        format!(
+            "the message being answered is {what}; answering robots can start mail loops, so no reply was \
+             composed; set force to answer it anyway"
+        ),
+    ))
+}
+
+/// The original's Reply-To if it has one, else its From; one entry per address.
+fn reply_recipients(original: &ParsedMessage) -> Result<Vec<Mailbox>> {
+    let (field, source) =
+        if original.reply_to.is_empty() { ("From", &original.from) } else { ("Reply-To", &original.reply_to) };
+    if source.is_empty() {
+        return Err(Error::invalid(
+            Stage::Envelope,
+            "the message being answered has neither a Reply-To nor a From address, so there is no one to reply to; \
+             write a new message to the customer's address instead",
+        ));
+    }
+    let mut to: Vec<Mailbox> = Vec::with_capacity(source.len());
+    for address in source {
+        // A name is cosmetic: flatten what a hostile encoded word may carry. An address is who
+        // gets the mail: refuse rather than guess.
+        let name = address.name.as_deref().map(flatten_header_text);
+        let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+        let mailbox = Mailbox { name, address: address.address.clone() };
+        check_mailbox(field, &mailbox).map_err(|e| {
+            Error::invalid(
+                Stage::Envelope,
+                format!("the message being answered has an unusable {field} address: {}; write a new message instead", e.message),
+            )
+        })?;
+        if !to.iter().any(|m| m.address.eq_ignore_ascii_case(&mailbox.address)) {
+            to.push(mailbox);
+        }
+    }
+    Ok(to)
+}
+
+/// The original's References (valid ids, each once) followed by its Message-ID, trimmed.
+fn reply_references(references: &[String], original_id: Option<&str>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::with_capacity(references.len() + 1);
+    for id in references {
+        if check_message_id("References", id).is_ok() && Some(id.as_str()) != original_id && !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids.extend(original_id.map(str::to_string));
+    trim_references(&ids, MAX_REFERENCES)
+}
+
+/// `<base36(date).hex(nonce)@domain-of-From>` without the brackets.
+fn new_message_id(date_ms: u64, nonce: u64, from_address: &str) -> String {
+    // Message ids are ASCII on the wire; an internationalised domain would need punycode.
+    let domain = from_address.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty() && d.is_ascii());
+    format!("{}.{:x}@{}", base36(date_ms), nonce, domain.unwrap_or("mailplug.invalid"))
+}
+
+fn check_attachment(a: &OutgoingAttachment) -> Result<()> {
+    check_header_value("attachment name", &a.name)?;
+    let bad_name = |why: &str| {
+        let shown: String = a.name.chars().take(120).collect();
+        Err(Error::invalid(Stage::Data, format!("the attachment name {shown:?} is not valid: {why}; rename the file")))
+    };
+    if a.name.trim().is_empty() {
+        return bad_name("it is empty");
+    }
+    if a.name.chars().count() > 255 {
+        return bad_name("it is longer than 255 characters");
+    }
+    if a.name.chars().any(char::is_control) {
+        return bad_name("it contains a control character");
+    }
+    if a.name.contains(['/', '\\']) {
+        return bad_name("it contains '/' or '\\'; give the file name without its folder");
+    }
+    check_header_value("attachment media type", &a.media_type)?;
+    if !is_media_type(&a.media_type) {
+        let shown: String = a.media_type.chars().take(120).collect();
+        return Err(Error::invalid(
+            Stage::Data,
+            format!(
+                "the media type {shown:?} of attachment {:?} is not valid; use type/subtype such as \
+                 application/pdf (application/octet-stream when unknown)",
+                a.name.chars().take(120).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `type/subtype` made of RFC 2045 token characters, no parameters. Multipart types are
+/// refused: an attachment is one opaque part.
+fn is_media_type(value: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 127
+            && t.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    };
+    match value.split_once('/') {
+        Some((kind, subtype)) => token(kind) && token(subtype) && !kind.eq_ignore_ascii_case("multipart"),
+        None => false,
+    }
+}
+
+/// text/plain; with HTML multipart/alternative; with attachments all of that inside multipart/mixed.
+fn reply_body<'x>(
+    text: &'x str,
+    html: Option<&'x str>,
+    attachments: &'x [OutgoingAttachment],
+    date_ms: u64,
+    nonce: u64,
+) -> MimePart<'x> {
+    // Parts that may be written unencoded (7bit) could contain a boundary line; check those.
+    let mut unencoded: Vec<&str> = vec![text];
+    unencoded.extend(html);
+    unencoded.extend(
+        attachments
+            .iter()
+            .filter(|a| a.media_type.to_ascii_lowercase().starts_with("text/"))
+            .filter_map(|a| std::str::from_utf8(&a.bytes).ok()),
+    );
+
+    let text_part = MimePart::new("text/plain", BodyPart::Text(Cow::Borrowed(text)));
+    let main = match html {
+        Some(html) => MimePart::new(
+            ContentType::new("multipart/alternative").attribute("boundary", boundary("alt", date_ms, nonce, &unencoded)),
+            vec![text_part, MimePart::new("text/html", BodyPart::Text(Cow::Borrowed(html)))],
+        ),
+        None => text_part,
+    };
+    if attachments.is_empty() {
+        return main;
+    }
+    let mut parts = Vec::with_capacity(attachments.len() + 1);
+    parts.push(main);
+    for a in attachments {
+        let media_type = ContentType::new(a.media_type.to_ascii_lowercase());
+        parts.push(MimePart::new(media_type, BodyPart::Binary(Cow::Borrowed(&a.bytes))).attachment(a.name.as_str()));
+    }
+    MimePart::new(
+        ContentType::new("multipart/mixed").attribute("boundary", boundary("mix", date_ms, nonce, &unencoded)),
+        parts,
+    )
+}
+
+/// A MIME boundary from the date and nonce. "=_" never occurs in quoted-printable or base64
+/// output, so only parts written as they are need checking.
+fn boundary(kind: &str, date_ms: u64, nonce: u64, unencoded: &[&str]) -> String {
+    let base = format!("=_{kind}_{}_{:x}", base36(date_ms), nonce);
+    if !unencoded.iter().any(|t| t.contains(&base)) {
+        return base;
+    }
+    // Only a body crafted to collide gets here; each candidate is distinct, so this ends.
+    (1u64..)
+        .map(|salt| format!("{base}_{salt}"))
+        .find(|candidate| !unencoded.iter().any(|t| t.contains(candidate.as_str())))
+        .unwrap_or(base)
+}
+
+/// The Subject of a reply: exactly one "Re: " in front of the original subject, after removing
+/// any chain of reply prefixes ("Re:", "RE[2]:", "AW:", "SV:", "Antw:", "R:", "Odp:", "Vá:",
+/// "回复：", ...). Forward markers ("Fwd:", "WG:") stay. Control characters are flattened.
+pub fn reply_subject(original: Option<&str>) -> String {
+    let flat = flatten_header_text(original.unwrap_or_default());
+    let mut rest = flat.trim();
+    while let Some(after) = strip_reply_prefix(rest) {
+        rest = after.trim_start();
+    }
+    let rest = rest.trim_end();
+    if rest.is_empty() {
+        "Re: (no subject)".to_string()
+    } else {
+        format!("Re: {rest}")
+    }
+}
+
+/// Reply abbreviations, lower case: English, German (AW, Antw, Antwort), Dutch (Antw),
+/// Scandinavian (SV), Finnish (VS), Italian (R, RIF), Polish (Odp), Hungarian (Vá), Turkish
+/// (Ynt), Portuguese (RES), Croatian (Odg), Latvian/Lithuanian (Atb, Ats), Russian, Greek, Chinese.
+const REPLY_PREFIXES: &[&str] = &[
+    "re", "aw", "antw", "antwort", "sv", "vs", "r", "rif", "odp", "vá", "ynt", "res", "odg", "atb", "ats", "отв",
+    "ответ", "απ", "σχετ", "回复", "回覆", "答复",
+];
+
+/// `rest` after one leading `Word:`, `Word[n]:`, `Word(n):` or `Word :` reply prefix.
+fn strip_reply_prefix(subject: &str) -> Option<&str> {
+    let word_end = subject.find(|c: char| !c.is_alphabetic()).unwrap_or(subject.len());
+    let (word, mut rest) = subject.split_at(word_end);
+    if word.is_empty() || !REPLY_PREFIXES.contains(&word.to_lowercase().as_str()) {
+        return None;
+    }
+    // A reply counter: "Re[2]:", "Re(3):".
+    for (open, close) in [('[', ']'), ('(', ')')] {
+        if let Some(inner) = rest.strip_prefix(open) {
+            let digits_end = inner.find(|c: char| !c.is_ascii_digit()).unwrap_or(inner.len());
+            let (digits, after) = inner.split_at(digits_end);
+            rest = after.strip_prefix(close).filter(|_| !digits.is_empty())?;
+        }
+    }
+    let rest = rest.trim_start();
+    rest.strip_prefix(':').or_else(|| rest.strip_prefix('：'))
+}
+
+/// At most `max` ids and at most `MAX_REFERENCES_CHARS` characters as written ("<id> <id>"),
+/// keeping the first id (the thread root) and as many of the newest as fit; the middle goes.
+/// Ids are without angle brackets.
+pub fn trim_references(ids: &[String], max: usize) -> Vec<String> {
+    let Some((root, rest)) = ids.split_first() else {
+        return Vec::new();
+    };
+    if max == 0 {
+        return Vec::new();
+    }
+    // Brackets plus the separating space.
+    let written = |id: &String| id.chars().count() + 3;
+    let mut budget = MAX_REFERENCES_CHARS.saturating_sub(written(root));
+    let mut newest: Vec<&String> = Vec::new();
+    for id in rest.iter().rev() {
+        if newest.len() + 1 >= max || written(id) > budget {
+            break;
+        }
+        budget -= written(id);
+        newest.push(id);
+    }
+    std::iter::once(root).chain(newest.into_iter().rev()).cloned().collect()
+}
+
 fn to_address(m: &Mailbox) -> Address<'_> {
     Address::new_address(m.name.as_deref(), m.address.as_str())
 }
@@ -85,8 +435,17 @@ fn base36(mut n: u64) -> String {
     out.into_iter().map(char::from).collect()
 }
 
-/// Bare CR, bare LF and CRLF all become CRLF.
-fn crlf_text(text: &str) -> String {
+/// Bare CR, bare LF and CRLF all become CRLF; text that already has only CRLF is not copied.
+fn crlf_text(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let clean = bytes.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => bytes.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && bytes.get(i - 1) == Some(&b'\r'),
+        _ => true,
+    });
+    if clean {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len() + text.len() / 32);
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -99,7 +458,7 @@ fn crlf_text(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

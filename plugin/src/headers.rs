@@ -18,6 +18,65 @@ pub fn check_header_value(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes text taken from a received message safe to put in a header of ours: every run of
+/// control characters (CR, LF, NUL, tabs...) becomes one space. A hostile message can smuggle
+/// line breaks in through encoded words, and a cosmetic value (a name, a subject) is better
+/// flattened than refused.
+pub fn flatten_header_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut in_controls = false;
+    for c in value.chars() {
+        if c.is_control() {
+            if !in_controls {
+                out.push(' ');
+            }
+            in_controls = true;
+        } else {
+            out.push(c);
+            in_controls = false;
+        }
+    }
+    out
+}
+
+/// Longest message id we write back (In-Reply-To, References). RFC 5322 lines stop at 998
+/// octets; real ids are well under 100, so anything near the limit is garbage or an attack.
+pub const MAX_MESSAGE_ID_LEN: usize = 250;
+
+/// Checks a message id without angle brackets (`left@right`) before it is written back in
+/// In-Reply-To or References.
+pub fn check_message_id(field: &str, id: &str) -> Result<()> {
+    check_header_value(field, id)?;
+    let why = if id.is_empty() {
+        "it is empty"
+    } else if id.len() > MAX_MESSAGE_ID_LEN {
+        "it is longer than 250 bytes"
+    } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains a space or a control character"
+    } else if id.contains(['<', '>']) {
+        "it contains '<' or '>'"
+    } else {
+        return Ok(());
+    };
+    let shown: String = id.chars().take(120).collect();
+    Err(Error::invalid(Stage::Data, format!("the {field} message id {shown:?} is not valid: {why}")))
+}
+
+/// Checks a bare address (`local@domain`, no display name), such as an envelope sender.
+pub fn check_address(field: &str, address: &str) -> Result<()> {
+    check_header_value(field, address)?;
+    check_addr_spec(field, address, address)
+}
+
+/// Checks a mailbox that was built rather than parsed from text (a plan, a parsed message)
+/// before it is written.
+pub fn check_mailbox(field: &str, mailbox: &Mailbox) -> Result<()> {
+    if let Some(name) = &mailbox.name {
+        check_header_value(field, name)?;
+    }
+    check_address(field, &mailbox.address)
+}
+
 /// A display name and an addr-spec, as in `"Name" <local@domain>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mailbox {
@@ -180,6 +239,37 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::InvalidInput, "{input:?}");
             assert!(e.message.contains("To"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn flatten_header_text_turns_control_runs_into_one_space() {
+        assert_eq!(flatten_header_text("Hi\r\nBcc: x@evil.example"), "Hi Bcc: x@evil.example");
+        assert_eq!(flatten_header_text("a\0b\tc\r\n\r\n d"), "a b c  d");
+        assert_eq!(flatten_header_text("Grüße"), "Grüße");
+    }
+
+    #[test]
+    fn message_ids() {
+        for ok in ["1.2@example.com", "abc$def@[x]", "no-at-sign", "ünï@例え.jp"] {
+            assert!(check_message_id("References", ok).is_ok(), "{ok}");
+        }
+        let long = format!("{}@example.com", "a".repeat(MAX_MESSAGE_ID_LEN));
+        for bad in ["", "a b@c", "a\r\nBcc: x@evil@c", "a\0@c", "a>\u{20}<b@c", "<a@b>", "a\t@c", long.as_str()] {
+            let e = check_message_id("References", bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput, "{bad:?}");
+            assert!(!e.message.contains('\r') && !e.message.contains('\n'), "{:?}", e.message);
+        }
+    }
+
+    #[test]
+    fn built_mailboxes_and_bare_addresses_are_checked() {
+        assert!(check_address("MAIL FROM", "bounce@shop.example").is_ok());
+        assert!(check_address("MAIL FROM", "Ann <ann@shop.example>").is_err());
+        assert!(check_address("MAIL FROM", "ann@shop.example\r\nRCPT TO:<x@evil>").is_err());
+        assert!(check_mailbox("From", &mb(Some("Ann"), "ann@example.com")).is_ok());
+        assert!(check_mailbox("From", &mb(Some("Ann\r\nBcc: x@evil"), "ann@example.com")).is_err());
+        assert!(check_mailbox("From", &mb(None, "ann@example.com\nBcc: x@evil")).is_err());
+        assert!(check_mailbox("From", &mb(None, "a, b@example.com")).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod smtp;
 pub mod compose;
 pub mod headers;
 pub mod parse;
+pub mod plan;
 
 #[cfg(target_family = "wasm")]
 mod component;
