@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, error, imap, parse, pop3, session as core, smtp};
+use crate::{compose, config, error, headers, imap, parse, plan, pop3, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -12,7 +12,8 @@ wit_bindgen::generate!({
 
 use exports::mailplug::connector::inbound::{self, AfterFetch, FirstSync, Mailbox as WitMailbox, Protocol};
 use exports::mailplug::connector::outbound::{
-    self, ComposedMessage, Draft, FromPlan, Identity, ReplyDraft, SubmissionServer as WitSubmission,
+    self, ComposedMessage, Draft, FromPlan, Identity, Permission, Provider, ReplyDraft, SubmissionServer as WitSubmission,
+    Text,
 };
 use exports::mailplug::connector::session::{
     self, Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, GuestSession, Outcome,
@@ -94,12 +95,68 @@ impl inbound::Guest for Component {
 }
 
 impl outbound::Guest for Component {
-    fn plan_from(_identity: Identity) -> Result<FromPlan, Error> {
-        Err(error_to_wit(error::Error::invalid(error::Stage::Data, "planning is not built yet")))
+    fn plan_from(identity: Identity) -> Result<FromPlan, Error> {
+        let input = plan::PlanInput {
+            mailbox_address: identity.mailbox_address,
+            mailbox_name: identity.mailbox_name,
+            smtp_account: identity.smtp_account,
+            provider: match identity.provider {
+                Provider::Gmail => plan::Provider::Gmail,
+                Provider::Microsoft => plan::Provider::Microsoft,
+                Provider::Generic => plan::Provider::Generic,
+            },
+            permission: match identity.permission {
+                Permission::None => plan::Permission::None,
+                Permission::SendOnBehalf => plan::Permission::SendOnBehalf,
+                Permission::SendAs => plan::Permission::SendAs,
+            },
+            gmail_alias_verified: identity.gmail_alias_verified,
+        };
+        let p = plan::plan(&input).map_err(error_to_wit)?;
+        let text = |t: plan::Text| Text { en: t.en, de: t.de };
+        Ok(FromPlan {
+            from: headers::format_mailbox(&p.from),
+            sender: p.sender.as_ref().map(headers::format_mailbox),
+            reply_to: p.reply_to.as_ref().map(headers::format_mailbox),
+            envelope_from: p.envelope_from,
+            customer_sees: text(p.customer_sees),
+            warnings: p.warnings.into_iter().map(text).collect(),
+        })
     }
 
-    fn compose_reply(_draft: ReplyDraft) -> Result<ComposedMessage, Error> {
-        Err(error_to_wit(error::Error::invalid(error::Stage::Data, "replies are not built yet")))
+    fn compose_reply(draft: ReplyDraft) -> Result<ComposedMessage, Error> {
+        // The plan comes back from the host as text: parse and validate it again.
+        let fp = draft.plan;
+        let parse = |field: &str, v: &str| headers::parse_mailbox(field, v).map_err(error_to_wit);
+        let text = |t: Text| plan::Text { en: t.en, de: t.de };
+        let p = plan::Plan {
+            from: parse("From", &fp.from)?,
+            sender: fp.sender.as_deref().map(|v| parse("Sender", v)).transpose()?,
+            reply_to: fp.reply_to.as_deref().map(|v| parse("Reply-To", v)).transpose()?,
+            envelope_from: fp.envelope_from,
+            customer_sees: text(fp.customer_sees),
+            warnings: fp.warnings.into_iter().map(text).collect(),
+        };
+        let d = compose::ReplyDraft {
+            original: &draft.original,
+            plan: &p,
+            text_body: draft.text_body,
+            html_body: draft.html_body,
+            attachments: draft
+                .attachments
+                .into_iter()
+                .map(|a| compose::OutgoingAttachment { name: a.name, media_type: a.media_type, bytes: a.bytes })
+                .collect(),
+            date_ms: draft.date,
+            force: draft.force,
+        };
+        let c = compose::compose_reply(&d, nonce()?).map_err(error_to_wit)?;
+        Ok(ComposedMessage {
+            message_id: c.message_id,
+            envelope_from: c.envelope_from,
+            envelope_to: c.envelope_to,
+            raw: c.raw,
+        })
     }
 
     fn compose(draft: Draft) -> Result<ComposedMessage, Error> {
@@ -110,11 +167,7 @@ impl outbound::Guest for Component {
             text_body: draft.text_body,
             date_ms: draft.date,
         };
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|_| {
-            error_to_wit(error::Error::invalid(error::Stage::Data, "no entropy available to make a Message-ID"))
-        })?;
-        let c = compose::compose(&d, u64::from_le_bytes(nonce)).map_err(error_to_wit)?;
+        let c = compose::compose(&d, nonce()?).map_err(error_to_wit)?;
         Ok(ComposedMessage {
             message_id: c.message_id,
             envelope_from: c.envelope_from,
@@ -139,6 +192,15 @@ impl outbound::Guest for Component {
         let s = smtp::SmtpSession::new(sub, envelope_from, envelope_to, message).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
+}
+
+/// A random nonce for Message-IDs and MIME boundaries, from WASI's random source.
+fn nonce() -> Result<u64, Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|_| {
+        error_to_wit(error::Error::invalid(error::Stage::Data, "no entropy available to make a Message-ID"))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn server_from_wit(s: &Server) -> config::Server {

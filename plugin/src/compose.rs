@@ -618,4 +618,457 @@ mod tests {
         d.to = vec!["ann@example.com".into(), "Ann <ANN@example.com>".into()];
         assert_eq!(compose(&d, 1).unwrap().envelope_to, ["ann@example.com"]);
     }
+
+    // ---- replies ----
+
+    use crate::plan::{Plan, Text};
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+    fn plan() -> Plan {
+        Plan {
+            from: Mailbox { name: Some("Shop Support".into()), address: "support@shop.example".into() },
+            sender: Some(Mailbox { name: None, address: "relay@mail.example".into() }),
+            reply_to: Some(Mailbox { name: Some("Shop Tickets".into()), address: "tickets@shop.example".into() }),
+            envelope_from: "bounces@shop.example".into(),
+            customer_sees: Text::new("Shop Support", "Shop Support"),
+            warnings: Vec::new(),
+        }
+    }
+
+    const ORIGINAL: &[u8] = b"From: Ann Lee <ann@example.com>\r\n\
+        To: support@shop.example\r\n\
+        Subject: RE: Aw: Where is my order?\r\n\
+        Date: Mon, 20 Nov 2023 11:00:00 +0000\r\n\
+        Message-ID: <m3@example.com>\r\n\
+        In-Reply-To: <m2@shop.example>\r\n\
+        References: <m1@example.com> <m2@shop.example>\r\n\
+        \r\n\
+        Hello?\r\n";
+
+    /// Leaks its inputs so tests can keep the draft around; fine for a test process.
+    fn reply(original: &[u8], plan: &Plan) -> ReplyDraft<'static> {
+        ReplyDraft {
+            original: Box::leak(original.to_vec().into_boxed_slice()),
+            plan: Box::leak(Box::new(plan.clone())),
+            text_body: "Hi Ann,\nit ships today.\n".into(),
+            html_body: None,
+            attachments: Vec::new(),
+            date_ms: 1_700_000_000_123,
+            force: false,
+        }
+    }
+
+    /// Root header names as mail-parser sees them, in order.
+    fn header_names(raw: &[u8]) -> Vec<String> {
+        let m = MessageParser::default().parse(raw).expect("the composed reply parses");
+        m.headers_raw().map(|(name, _)| name.to_string()).collect()
+    }
+
+    fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+        headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn invalid_data(e: &Error) -> bool {
+        e.kind == ErrorKind::InvalidInput && !e.message.contains('\r') && !e.message.contains('\n')
+    }
+
+    #[test]
+    fn reply_has_exactly_the_threading_and_sender_headers() {
+        let c = compose_reply(&reply(ORIGINAL, &plan()), 0xabc).unwrap();
+        assert_eq!(
+            header_names(&c.raw),
+            [
+                "From", "Sender", "Reply-To", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
+                "MIME-Version", "Content-Type", "Content-Transfer-Encoding"
+            ]
+        );
+        let (headers, body) = parse(&c.raw);
+        assert_eq!(header(&headers, "From"), Some("\"Shop Support\" <support@shop.example>"));
+        assert_eq!(header(&headers, "Sender"), Some("<relay@mail.example>"));
+        assert_eq!(header(&headers, "Reply-To"), Some("\"Shop Tickets\" <tickets@shop.example>"));
+        assert_eq!(header(&headers, "To"), Some("\"Ann Lee\" <ann@example.com>"));
+        assert_eq!(header(&headers, "Subject"), Some("Re: Where is my order?"));
+        assert_eq!(header(&headers, "Date"), Some("Tue, 14 Nov 2023 22:13:20 +0000"));
+        assert_eq!(header(&headers, "In-Reply-To"), Some("<m3@example.com>"));
+        assert_eq!(header(&headers, "References"), Some("<m1@example.com> <m2@shop.example> <m3@example.com>"));
+        assert_eq!(c.message_id, format!("{}.abc@shop.example", base36(1_700_000_000_123)));
+        assert_eq!(header(&headers, "Message-ID"), Some(format!("<{}>", c.message_id).as_str()));
+        assert!(header(&headers, "Content-Type").unwrap().starts_with("text/plain"));
+        assert_eq!(body, "Hi Ann,\r\nit ships today.\r\n");
+        assert_eq!(c.envelope_from, "bounces@shop.example");
+        assert_eq!(c.envelope_to, ["ann@example.com"]);
+    }
+
+    #[test]
+    fn sender_and_reply_to_are_written_only_when_planned() {
+        let mut p = plan();
+        p.sender = None;
+        p.reply_to = None;
+        let c = compose_reply(&reply(ORIGINAL, &p), 1).unwrap();
+        let names = header_names(&c.raw);
+        assert!(!names.iter().any(|n| n == "Sender" || n == "Reply-To"), "{names:?}");
+        assert_eq!(names.first().map(String::as_str), Some("From"));
+    }
+
+    #[test]
+    fn reply_goes_to_all_reply_to_addresses_once_else_to_from() {
+        let original = b"From: Ann <ann@example.com>\r\n\
+            Reply-To: Team <team@example.com>, Bob <BOB@example.net>, bob@example.net, TEAM@Example.com\r\n\
+            Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n";
+        let c = compose_reply(&reply(original, &plan()), 1).unwrap();
+        assert_eq!(c.envelope_to, ["team@example.com", "BOB@example.net"]);
+        let (headers, _) = parse(&c.raw);
+        assert_eq!(header(&headers, "To"), Some("\"Team\" <team@example.com>, \"Bob\" <BOB@example.net>"));
+
+        let original = b"From: Ann <ann@example.com>, carl@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        let c = compose_reply(&reply(original, &plan()), 1).unwrap();
+        assert_eq!(c.envelope_to, ["ann@example.com", "carl@example.org"]);
+    }
+
+    #[test]
+    fn original_without_any_address_is_refused() {
+        let original = b"Subject: who am I\r\nTo: support@shop.example\r\n\r\nbody\r\n";
+        let e = compose_reply(&reply(original, &plan()), 1).unwrap_err();
+        assert!(invalid_data(&e), "{e:?}");
+        assert_eq!(e.stage, Stage::Envelope);
+        assert!(e.message.contains("Reply-To") && e.message.contains("From"), "{}", e.message);
+    }
+
+    #[test]
+    fn synthetic_message_id_is_not_threaded_on() {
+        // No Message-ID: parse invents one for the store; the customer's client never saw it.
+        let original = b"From: ann@example.com\r\nSubject: hi\r\nReferences: <root@example.com>\r\n\r\nbody\r\n";
+        let c = compose_reply(&reply(original, &plan()), 1).unwrap();
+        let names = header_names(&c.raw);
+        assert!(!names.iter().any(|n| n == "In-Reply-To"), "{names:?}");
+        let (headers, _) = parse(&c.raw);
+        assert_eq!(header(&headers, "References"), Some("<root@example.com>"));
+        assert!(!String::from_utf8_lossy(&c.raw).contains("mailplug.invalid"));
+
+        let original = b"From: ann@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        let names = header_names(&compose_reply(&reply(original, &plan()), 1).unwrap().raw);
+        assert!(!names.iter().any(|n| n == "In-Reply-To" || n == "References"), "{names:?}");
+    }
+
+    #[test]
+    fn robots_are_refused_unless_forced() {
+        let robots: [(&[u8], &str); 3] = [
+            (b"From: ann@example.com\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\nMessage-ID: <o@x>\r\n\r\nAway.\r\n", "automatic reply"),
+            (b"From: news@example.com\r\nList-Id: <deals.example.com>\r\nSubject: Deals\r\nMessage-ID: <n@x>\r\n\r\nBuy.\r\n", "bulk"),
+            (b"From: MAILER-DAEMON@mx.example.com\r\nSubject: Undeliverable: hi\r\nMessage-ID: <d@x>\r\n\r\nSorry.\r\n", "bounce"),
+        ];
+        for (original, what) in robots {
+            let mut d = reply(original, &plan());
+            let e = compose_reply(&d, 1).unwrap_err();
+            assert!(invalid_data(&e), "{e:?}");
+            assert_eq!(e.stage, Stage::Data);
+            assert!(e.message.contains(what) && e.message.contains("force"), "{}", e.message);
+            d.force = true;
+            let c = compose_reply(&d, 1).unwrap();
+            assert_eq!(c.envelope_to.len(), 1);
+        }
+    }
+
+    #[test]
+    fn unparseable_original_is_invalid_input() {
+        for original in [&b""[..], b"hello world", b"\0\0\0\0"] {
+            let e = compose_reply(&reply(original, &plan()), 1).unwrap_err();
+            assert!(invalid_data(&e), "{e:?}");
+            assert!(e.message.contains("could not be read"), "{}", e.message);
+        }
+    }
+
+    /// Every header of the composed reply, as (name, raw value), from mail-parser.
+    fn raw_headers(raw: &[u8]) -> Vec<(String, String)> {
+        let m = MessageParser::default().parse(raw).unwrap();
+        m.headers_raw().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    const INTENDED: [&str; 12] = [
+        "From", "Sender", "Reply-To", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "MIME-Version",
+        "Content-Type", "Content-Transfer-Encoding",
+    ];
+
+    #[test]
+    fn hostile_subject_and_reply_to_name_are_flattened() {
+        // Encoded words survive unfolding and decode to CR LF: the classic way to smuggle a Bcc.
+        let original = b"From: ann@example.com\r\n\
+            Reply-To: =?utf-8?q?Evil=0D=0ABcc:_x@evil.example?= <ann@example.com>\r\n\
+            Subject: =?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=\r\n\
+            Message-ID: <ok@example.com>\r\n\r\nbody\r\n";
+        let parsed = parse_message(original).unwrap();
+        assert_eq!(parsed.subject.as_deref(), Some("Hi\r\nBcc: x@evil.example"), "the attack reaches us");
+        let c = compose_reply(&reply(original, &plan()), 1).unwrap();
+        let m = MessageParser::default().parse(&c.raw[..]).unwrap();
+        assert_eq!(m.subject(), Some("Re: Hi Bcc: x@evil.example"));
+        assert_eq!(m.to().and_then(|a| a.first()).and_then(|a| a.name()), Some("Evil Bcc: x@evil.example"));
+        assert!(m.bcc().is_none());
+        let names = header_names(&c.raw);
+        assert!(names.iter().all(|n| INTENDED.contains(&n.as_str())), "{names:?}");
+        assert_eq!(c.envelope_to, ["ann@example.com"]);
+    }
+
+    #[test]
+    fn hostile_ids_are_dropped_not_written() {
+        let original = b"From: ann@example.com\r\n\
+            Message-ID: <bad id@example.com>\r\n\
+            References: <root@example.com> <two words@x> <fine@example.com>\r\n\
+            Subject: hi\r\n\r\nbody\r\n";
+        let parsed = parse_message(original).unwrap();
+        assert_eq!(parsed.message_id, "bad id@example.com", "the hostile id reaches us");
+        assert!(parsed.references.iter().any(|r| r == "two words@x"));
+        let c = compose_reply(&reply(original, &plan()), 1).unwrap();
+        let headers = raw_headers(&c.raw);
+        assert!(headers.iter().all(|(n, _)| INTENDED.contains(&n.as_str())), "{headers:?}");
+        let refs = header(&headers, "References").unwrap_or_default();
+        for id in refs.split_whitespace() {
+            let id = id.strip_prefix('<').and_then(|i| i.strip_suffix('>')).expect("bracketed id");
+            assert!(check_message_id("References", id).is_ok(), "{id:?} written");
+        }
+        assert!(!refs.contains("words") && !refs.contains("bad"), "{refs:?}");
+        assert_eq!(refs.trim(), "<root@example.com> <fine@example.com>");
+        assert!(header(&headers, "In-Reply-To").is_none(), "{headers:?}");
+
+        // The same rules applied to ids as parse could hand them over.
+        let ids: Vec<String> = ["root@x", "a\r\nBcc: x@evil", "b c@x", "nul\0@x", "<d@x>", "", "ok@x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(reply_references(&ids, Some("m@x")), ["root@x", "ok@x", "m@x"]);
+        assert_eq!(reply_references(&["m@x".into(), "root@x".into(), "root@x".into()], Some("m@x")), ["root@x", "m@x"]);
+        assert_eq!(reply_references(&[], None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hostile_reply_addresses_are_refused() {
+        let mut parsed = parse_message(ORIGINAL).unwrap();
+        for bad in ["ann@example.com\r\nBcc: x@evil.example", "ann@example.com\nx", "a b@example.com", "a,b@example.com"] {
+            parsed.reply_to = vec![crate::parse::Address { name: None, address: bad.to_string() }];
+            let e = reply_recipients(&parsed).unwrap_err();
+            assert!(invalid_data(&e), "{e:?}");
+            assert_eq!(e.stage, Stage::Envelope);
+            assert!(e.message.contains("Reply-To"), "{}", e.message);
+        }
+        parsed.reply_to = vec![crate::parse::Address { name: Some("A\r\nBcc: x@evil".into()), address: "a@b.example".into() }];
+        assert_eq!(reply_recipients(&parsed).unwrap(), [Mailbox { name: Some("A Bcc: x@evil".into()), address: "a@b.example".into() }]);
+    }
+
+    #[test]
+    fn hostile_plan_values_are_refused() {
+        let cases: [fn(&mut Plan); 5] = [
+            |p| p.from.name = Some("Shop\r\nBcc: x@evil.example".into()),
+            |p| p.from.address = "support@shop.example\r\nBcc: x@evil.example".into(),
+            |p| p.sender = Some(Mailbox { name: None, address: "a@b\nc".into() }),
+            |p| p.reply_to = Some(Mailbox { name: Some("x\0".into()), address: "t@shop.example".into() }),
+            |p| p.envelope_from = "bounces@shop.example>\r\nRCPT TO:<x@evil.example".into(),
+        ];
+        for (i, mutate) in cases.iter().enumerate() {
+            let mut p = plan();
+            mutate(&mut p);
+            let e = compose_reply(&reply(ORIGINAL, &p), 1).unwrap_err();
+            assert!(invalid_data(&e), "case {i}: {e:?}");
+        }
+    }
+
+    fn attachment(name: &str, media_type: &str, bytes: &[u8]) -> OutgoingAttachment {
+        OutgoingAttachment { name: name.into(), media_type: media_type.into(), bytes: bytes.to_vec() }
+    }
+
+    #[test]
+    fn html_and_attachments_make_mixed_with_alternative_inside() {
+        let mut d = reply(ORIGINAL, &plan());
+        d.html_body = Some("<p>Hi Ann,<br>it ships today.</p>\n".into());
+        let pdf: Vec<u8> = (0u8..=255).cycle().take(3000).collect();
+        d.attachments = vec![attachment("Rechnung Nr. 5 – März.pdf", "Application/PDF", &pdf), attachment("notes.txt", "text/plain", b"a\r\nb\r\n")];
+        let c = compose_reply(&d, 7).unwrap();
+        let m = MessageParser::default().parse(&c.raw[..]).unwrap();
+
+        let root = m.root_part();
+        assert!(root.is_content_type("multipart", "mixed"));
+        let children = root.sub_parts().unwrap();
+        assert_eq!(children.len(), 3);
+        let alternative = m.part(children[0]).unwrap();
+        assert!(alternative.is_content_type("multipart", "alternative"));
+        let alt_children = alternative.sub_parts().unwrap();
+        assert_eq!(alt_children.len(), 2);
+        assert!(m.part(alt_children[0]).unwrap().is_content_type("text", "plain"));
+        assert!(m.part(alt_children[1]).unwrap().is_content_type("text", "html"));
+        assert_eq!(m.body_text(0).as_deref(), Some("Hi Ann,\r\nit ships today.\r\n"));
+        assert_eq!(m.body_html(0).as_deref(), Some("<p>Hi Ann,<br>it ships today.</p>\r\n"));
+
+        let file = m.part(children[1]).unwrap();
+        assert!(file.is_content_type("application", "pdf"));
+        assert_eq!(file.attachment_name(), Some("Rechnung Nr. 5 – März.pdf"));
+        assert_eq!(file.contents(), &pdf[..]);
+        let notes = m.part(children[2]).unwrap();
+        assert_eq!(notes.attachment_name(), Some("notes.txt"));
+        assert!(matches!(&notes.body, PartType::Text(t) if t == "a\r\nb\r\n"), "{:?}", notes.body);
+        assert_eq!(m.attachment_count(), 2);
+    }
+
+    #[test]
+    fn html_without_attachments_is_alternative_and_text_with_attachment_is_mixed() {
+        let mut d = reply(ORIGINAL, &plan());
+        d.html_body = Some("<p>Hi</p>".into());
+        let m_raw = compose_reply(&d, 7).unwrap().raw;
+        let m = MessageParser::default().parse(&m_raw[..]).unwrap();
+        assert!(m.root_part().is_content_type("multipart", "alternative"));
+        assert_eq!(m.root_part().sub_parts().unwrap().len(), 2);
+
+        let mut d = reply(ORIGINAL, &plan());
+        d.attachments = vec![attachment("a.bin", "application/octet-stream", b"\0\x01\x02")];
+        let raw = compose_reply(&d, 7).unwrap().raw;
+        let m = MessageParser::default().parse(&raw[..]).unwrap();
+        assert!(m.root_part().is_content_type("multipart", "mixed"));
+        let children = m.root_part().sub_parts().unwrap();
+        assert!(m.part(children[0]).unwrap().is_content_type("text", "plain"));
+        assert_eq!(m.part(children[1]).unwrap().contents(), b"\0\x01\x02");
+    }
+
+    #[test]
+    fn replies_are_deterministic_so_no_clock_or_entropy_is_read() {
+        let mut d = reply(ORIGINAL, &plan());
+        d.html_body = Some("<p>Hi</p>".into());
+        d.attachments = vec![attachment("a.bin", "application/octet-stream", b"xyz")];
+        assert_eq!(compose_reply(&d, 9).unwrap().raw, compose_reply(&d, 9).unwrap().raw);
+        assert_ne!(compose_reply(&d, 9).unwrap().raw, compose_reply(&d, 10).unwrap().raw);
+    }
+
+    #[test]
+    fn a_body_containing_the_boundary_gets_another_boundary() {
+        let mut d = reply(ORIGINAL, &plan());
+        let base = format!("=_alt_{}_{:x}", base36(d.date_ms), 5);
+        d.text_body = format!("--{base}\r\nContent-Type: text/html\r\n\r\nforged\r\n--{base}_1\r\n");
+        d.html_body = Some("<p>real</p>".into());
+        let c = compose_reply(&d, 5).unwrap();
+        let m = MessageParser::default().parse(&c.raw[..]).unwrap();
+        assert_eq!(m.root_part().sub_parts().unwrap().len(), 2);
+        assert_eq!(m.body_text(0).as_deref(), Some(d.text_body.as_str()));
+        assert_eq!(m.body_html(0).as_deref(), Some("<p>real</p>"));
+        assert!(String::from_utf8_lossy(&c.raw).contains(&format!("boundary=\"{base}_2\"")));
+    }
+
+    #[test]
+    fn attachment_names_and_media_types_are_validated() {
+        let bad = [
+            attachment("", "application/pdf", b"x"),
+            attachment("  ", "application/pdf", b"x"),
+            attachment("a\r\nBcc: x@evil.pdf", "application/pdf", b"x"),
+            attachment("a\tb.pdf", "application/pdf", b"x"),
+            attachment("../etc/passwd", "text/plain", b"x"),
+            attachment("C:\\x.pdf", "application/pdf", b"x"),
+            attachment(&"n".repeat(256), "application/pdf", b"x"),
+            attachment("a.pdf", "pdf", b"x"),
+            attachment("a.pdf", "application/", b"x"),
+            attachment("a.pdf", "/pdf", b"x"),
+            attachment("a.pdf", "application/pdf; name=x", b"x"),
+            attachment("a.pdf", "application/pdf\r\nBcc: x@evil", b"x"),
+            attachment("a.pdf", "application/p/df", b"x"),
+            attachment("a.pdf", "multipart/mixed", b"x"),
+            attachment("a.pdf", "applicätion/pdf", b"x"),
+        ];
+        for a in bad {
+            let mut d = reply(ORIGINAL, &plan());
+            d.attachments = vec![attachment("fine.txt", "text/plain", b"ok"), a.clone()];
+            let e = compose_reply(&d, 1).unwrap_err();
+            assert!(invalid_data(&e), "{a:?}: {e:?}");
+        }
+        for media_type in ["application/pdf", "image/svg+xml", "application/vnd.ms-excel", "message/rfc822"] {
+            let mut d = reply(ORIGINAL, &plan());
+            d.attachments = vec![attachment("Ärger (1).pdf", media_type, b"x")];
+            assert!(compose_reply(&d, 1).is_ok(), "{media_type}");
+        }
+    }
+
+    #[test]
+    fn reply_subject_normalisation() {
+        let table: &[(Option<&str>, &str)] = &[
+            (Some("Where is my order?"), "Re: Where is my order?"),
+            (Some("Re: Where is my order?"), "Re: Where is my order?"),
+            (Some("RE: re: Re:Where"), "Re: Where"),
+            (Some("Re:Re:Re: x"), "Re: x"),
+            (Some("Re[2]: x"), "Re: x"),
+            (Some("RE(3): Re [2]: x"), "Re: Re [2]: x"),
+            (Some("Re : x"), "Re: x"),
+            (Some("AW: Aw: aw: x"), "Re: x"),
+            (Some("SV: VS: R: RIF: x"), "Re: x"),
+            (Some("Antw: Antwort: Odp: ODP: x"), "Re: x"),
+            (Some("Vá: VÁ: x"), "Re: x"),
+            (Some("ΑΠ: Отв: x"), "Re: x"),
+            (Some("回复：会议"), "Re: 会议"),
+            (Some("Re: Fwd: x"), "Re: Fwd: x"),
+            (Some("AW: WG: Angebot"), "Re: WG: Angebot"),
+            (Some("Fwd: Re: x"), "Re: Fwd: Re: x"),
+            (Some("Rechnung: 42"), "Re: Rechnung: 42"),
+            (Some("Regarding: x"), "Re: Regarding: x"),
+            (Some("Re[]: x"), "Re: Re[]: x"),
+            (Some("Re[2: x"), "Re: Re[2: x"),
+            (Some("Rex"), "Re: Rex"),
+            (Some("  padded  "), "Re: padded"),
+            (Some("Hi\r\nBcc: x@evil.example"), "Re: Hi Bcc: x@evil.example"),
+            (Some(""), "Re: (no subject)"),
+            (Some("   "), "Re: (no subject)"),
+            (Some("Re:"), "Re: (no subject)"),
+            (Some("RE: AW:  "), "Re: (no subject)"),
+            (None, "Re: (no subject)"),
+        ];
+        for (input, expected) in table {
+            assert_eq!(reply_subject(*input), *expected, "{input:?}");
+        }
+    }
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("id{i}@example.com")).collect()
+    }
+
+    #[test]
+    fn trim_references_keeps_the_root_and_the_newest() {
+        assert_eq!(trim_references(&ids(0..3), 20), ids(0..3));
+        let trimmed = trim_references(&ids(0..30), 20);
+        assert_eq!(trimmed.len(), 20);
+        assert_eq!(trimmed[0], "id0@example.com");
+        assert_eq!(trimmed[1..], ids(11..30)[..]);
+        assert_eq!(trim_references(&ids(0..30), 1), ids(0..1));
+        assert_eq!(trim_references(&ids(0..30), 0), Vec::<String>::new());
+        assert_eq!(trim_references(&[], 20), Vec::<String>::new());
+    }
+
+    #[test]
+    fn trim_references_respects_the_character_budget() {
+        let long: Vec<String> = (0..20).map(|i| format!("{i:02}{}@example.com", "x".repeat(80))).collect();
+        let trimmed = trim_references(&long, 20);
+        let written = trimmed.iter().map(|id| format!("<{id}>")).collect::<Vec<_>>().join(" ");
+        assert!(written.len() <= MAX_REFERENCES_CHARS, "{}", written.len());
+        // 97 characters per id (94 + brackets + space): the root and the 8 newest fit in 900.
+        assert_eq!(trimmed.len(), 9);
+        assert_eq!(trimmed[0], long[0]);
+        assert_eq!(trimmed[1..], long[12..]);
+    }
+
+    #[test]
+    fn compose_reply_trims_a_long_thread() {
+        let refs: String = ids(0..40).iter().map(|id| format!("<{id}> ")).collect();
+        let original = format!("From: ann@example.com\r\nMessage-ID: <last@example.com>\r\nReferences: {refs}\r\nSubject: x\r\n\r\nb\r\n");
+        let c = compose_reply(&reply(original.as_bytes(), &plan()), 1).unwrap();
+        let (headers, _) = parse(&c.raw);
+        let written: Vec<&str> = header(&headers, "References").unwrap().split_whitespace().collect();
+        assert_eq!(written.len(), MAX_REFERENCES);
+        assert_eq!(written[0], "<id0@example.com>");
+        assert_eq!(written[MAX_REFERENCES - 2], "<id39@example.com>");
+        assert_eq!(written[MAX_REFERENCES - 1], "<last@example.com>");
+    }
+
+    #[test]
+    fn message_id_domain_falls_back_when_not_ascii() {
+        assert_eq!(new_message_id(36, 255, "a@shop.example"), "10.ff@shop.example");
+        assert_eq!(new_message_id(36, 255, "a@bücher.example"), "10.ff@mailplug.invalid");
+    }
+
+    #[test]
+    fn crlf_text_copies_only_when_it_must() {
+        assert!(matches!(crlf_text("a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert!(matches!(crlf_text("plain"), Cow::Borrowed(_)));
+        assert_eq!(crlf_text("\na\rb\r\n"), "\r\na\r\nb\r\n");
+        assert_eq!(crlf_text("a\n"), "a\r\n");
+    }
 }

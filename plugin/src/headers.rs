@@ -22,6 +22,15 @@ pub fn check_header_value(field: &str, value: &str) -> Result<()> {
 /// control characters (CR, LF, NUL, tabs...) becomes one space. A hostile message can smuggle
 /// line breaks in through encoded words, and a cosmetic value (a name, a subject) is better
 /// flattened than refused.
+/// "\"Name\" <addr>" with `"` and `\\` escaped in the name, or the bare address: the form
+/// `parse_mailbox` reads back unchanged.
+pub fn format_mailbox(m: &Mailbox) -> String {
+    match &m.name {
+        Some(n) => format!("\"{}\" <{}>", n.replace('\\', "\\\\").replace('"', "\\\""), m.address),
+        None => m.address.clone(),
+    }
+}
+
 pub fn flatten_header_text(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     let mut in_controls = false;
@@ -278,6 +287,14 @@ mod tests {
             let e = parse_mailbox("From", input).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidInput);
             assert!(e.message.contains("line break"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn format_mailbox_round_trips_through_parse_mailbox() {
+        for name in [None, Some("ACME Support"), Some("Müller, \"Kundendienst\" \\ Team")] {
+            let m = Mailbox { name: name.map(str::to_string), address: "support@acme.example".into() };
+            assert_eq!(parse_mailbox("From", &format_mailbox(&m)).unwrap(), m, "{name:?}");
         }
     }
 }

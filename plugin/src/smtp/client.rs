@@ -1,12 +1,13 @@
 //! The submission state machine: greeting, EHLO, STARTTLS, AUTH, envelope, DATA, QUIT.
 
 use crate::config::{Credentials, Server, SubmissionServer};
-use crate::error::{Error, Result, ServerReply, Stage};
+use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
 use crate::session::{Action, Event, Instant, Outcome, RecipientResult, SendReport, Session};
 
 use super::data;
+use super::explain::{self, Known};
 use super::reply::{Capabilities, Reply, ReplyReader};
 
 /// Pessimistic upload speed used to stretch the deadline after the message data is written:
@@ -216,11 +217,13 @@ impl SmtpSession {
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Greeting => {
                 if reply.code != 220 {
-                    return Err(Error::protocol(
+                    return Err(from_reply(
+                        ErrorKind::Protocol,
                         Stage::Greeting,
-                        format!("the server refused the session in its greeting ({}); it may be overloaded or block this client's address", reply.summary()),
-                    )
-                    .with_reply(reply.to_server_reply()));
+                        format!("the server refused the session in its greeting ({})", reply.summary()),
+                        "it may be overloaded or block this client's address",
+                        &reply,
+                    ));
                 }
                 actions.push(self.ehlo());
             }
@@ -255,7 +258,8 @@ impl SmtpSession {
                         Stage::Starttls,
                         format!("the server refused STARTTLS ({}); nothing was sent in clear text. Check the server's TLS setup or turn TLS on", reply.summary()),
                     )
-                    .with_reply(reply.to_server_reply()));
+                    .with_reply(reply.to_server_reply())
+                    .with_retry(retry_for(reply.code)));
                 }
                 self.link.begin_starttls()?;
                 actions.push(Action::StartTls);
@@ -264,15 +268,13 @@ impl SmtpSession {
             State::Auth(step) => self.on_auth_reply(step, reply, actions)?,
             State::Mail => {
                 if !reply.is_positive() {
-                    return Err(Error::protocol(
+                    return Err(from_reply(
+                        ErrorKind::Protocol,
                         Stage::Envelope,
-                        format!(
-                            "the server refused the sender <{}> ({}); check that the account may send as this address",
-                            self.envelope_from,
-                            reply.summary()
-                        ),
-                    )
-                    .with_reply(reply.to_server_reply()));
+                        format!("the server refused the sender <{}> ({})", self.envelope_from, reply.summary()),
+                        "check that the account may send as this address",
+                        &reply,
+                    ));
                 }
                 self.state = State::Rcpt(0);
                 if !self.pipelined {
@@ -315,11 +317,13 @@ impl SmtpSession {
             }
             State::DataEnd => {
                 if !reply.is_positive() {
-                    return Err(Error::protocol(
+                    return Err(from_reply(
+                        ErrorKind::Protocol,
                         Stage::Data,
                         format!("the server did not accept the message ({}); it was not sent", reply.summary()),
-                    )
-                    .with_reply(reply.to_server_reply()));
+                        "",
+                        &reply,
+                    ));
                 }
                 let report = SendReport { final_reply: reply.to_server_reply(), recipients: std::mem::take(&mut self.recipients) };
                 actions.push(Action::Write(b"QUIT\r\n".to_vec()));
@@ -434,29 +438,26 @@ impl SmtpSession {
                 let error = match (step, self.pending_failure.take()) {
                     (AuthStep::OAuthFailure(_), Some(e)) => e,
                     _ => {
-                        let fix = match (reply.enhanced(), &self.credentials) {
-                            // RFC 4954: mechanism too weak; large providers use it for "app password required".
-                            (Some("5.7.9"), _) => "the provider refuses this sign-in method for the account; use an app password or OAuth2",
-                            // Microsoft 365: SMTP AUTH switched off for the tenant or mailbox.
-                            (Some("5.7.139"), _) => "SMTP AUTH is disabled for this mailbox or tenant; enable authenticated SMTP in the provider's admin center",
-                            (_, Credentials::Basic { .. }) => {
-                                "check the user name and password (or app password), and that SMTP AUTH is enabled for the account"
-                            }
-                            (_, Credentials::OAuth2 { .. }) => "refresh the token or check that it grants mail sending",
+                        let basic = matches!(self.credentials, Credentials::Basic { .. });
+                        // Password advice (app passwords, Basic retired) misleads an OAuth2 setup.
+                        let known = explain::lookup(reply.code, &server_reply.text).filter(|k| basic || !k.is_about_password());
+                        let fix = match (reply.code, basic) {
+                            (400..=499, _) => "try again later; if it keeps failing, check the account's sign-in settings",
+                            (_, true) => "check the user name and password (or app password), and that SMTP AUTH is enabled for the account",
+                            (_, false) => "refresh the token or check that it grants mail sending",
                         };
                         let when = if reply.code < 500 { "temporarily " } else { "" };
-                        Error::auth(
-                            Stage::Authenticate,
-                            format!(
-                                "the server {when}rejected the {} login for {} ({}); {fix}",
-                                mech.name(),
-                                self.credentials.username(),
-                                redact(&reply.summary(), self.secret_forms())
-                            ),
-                        )
+                        let what = format!(
+                            "the server {when}rejected the {} login for {} ({})",
+                            mech.name(),
+                            self.credentials.username(),
+                            redact(&reply.summary(), self.secret_forms())
+                        );
+                        Error::auth(Stage::Authenticate, explained(what, known, fix))
                     }
                 };
-                return Err(error.with_reply(server_reply));
+                // 535 and other 5xx: fix the credentials first; 454 and other 4xx: try later.
+                return Err(error.with_reply(server_reply).with_retry(retry_for(reply.code)));
             }
             _ => {
                 return Err(Error::protocol(
@@ -540,14 +541,29 @@ impl SmtpSession {
         if self.recipients.len() > SHOWN {
             list.push(format!("and {} more", self.recipients.len() - SHOWN));
         }
-        let mut error = Error::protocol(
-            Stage::Envelope,
-            format!("the server accepted none of the recipients ({}); the message was not sent. Check the addresses", list.join("; ")),
-        );
+        let what = format!("the server accepted none of the recipients ({}); the message was not sent", list.join("; "));
+        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
+        let known = self.recipients.last().and_then(|r| explain::lookup(code_of(r), &r.reply.text));
+        // A recipient refused only for now can make a later attempt worthwhile.
+        let retry = if self.recipients.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
+        let mut error = Error::protocol(Stage::Envelope, explained(what, known, "check the addresses")).with_retry(retry);
         if let Some(last) = self.recipients.last() {
             error = error.with_reply(last.reply.clone());
         }
         error
+    }
+
+    /// Decides what an error means for the message. Once the server accepted (or finally
+    /// refused) the message, trouble around QUIT or RSET does not change that outcome; after
+    /// the data was handed over without a verdict, delivery is unknown.
+    fn settle(&mut self, error: Error, data_handed_over: bool) -> Result<Vec<Action>> {
+        match &self.state {
+            State::Quit(_) => self.end(),
+            State::Reset { .. } => Err(self.pending_failure.take().unwrap_or(error)),
+            // A complete negative reply is a verdict (it carries the reply); anything else is not.
+            _ if data_handed_over && error.reply.is_none() => Err(uncertain(error)),
+            _ => Err(error),
+        }
     }
 
     /// QUIT answered or the server hung up: finish with the outcome decided earlier.
@@ -611,8 +627,47 @@ fn decode_challenge(reply: &Reply) -> String {
 }
 
 fn refused(stage: Stage, command: &str, reply: &Reply) -> Error {
-    Error::protocol(stage, format!("the server refused {command} ({}) during {}", reply.summary(), stage.as_str()))
-        .with_reply(reply.to_server_reply())
+    let what = format!("the server refused {command} ({}) during {}", reply.summary(), stage.as_str());
+    from_reply(ErrorKind::Protocol, stage, what, "", reply)
+}
+
+/// 4xx is transient, anything else (5xx) stays refused until something is fixed.
+fn retry_for(code: u16) -> Retry {
+    if (400..500).contains(&code) {
+        Retry::Later
+    } else {
+        Retry::FixFirst
+    }
+}
+
+/// An error for a refusing reply: `what` failed, then the provider-specific cause and action
+/// when the reply is a known one, else the generic `fix`; retry advice from the reply code.
+fn from_reply(kind: ErrorKind, stage: Stage, what: String, fix: &str, reply: &Reply) -> Error {
+    let server_reply = reply.to_server_reply();
+    let known = explain::lookup(reply.code, &server_reply.text);
+    Error::new(kind, stage, explained(what, known, fix)).with_reply(server_reply).with_retry(retry_for(reply.code))
+}
+
+fn explained(what: String, known: Option<Known>, fix: &str) -> String {
+    match known.map(Known::explanation) {
+        Some(x) => format!("{what}. {} {}", x.cause.en, x.action.en),
+        None if fix.is_empty() => what,
+        None => format!("{what}; {fix}"),
+    }
+}
+
+/// The session failed after the whole message and its final dot were handed to the host,
+/// before the server's verdict: it may have been delivered.
+fn uncertain(e: Error) -> Error {
+    let what = match e.kind {
+        ErrorKind::Network => "the connection closed after the whole message was sent, before the server confirmed it".to_string(),
+        ErrorKind::Timeout => "the server did not confirm the message in time after the whole message was sent".to_string(),
+        _ => format!("the server's answer to the sent message could not be read ({})", e.message),
+    };
+    let message = format!(
+        "{what}. The message may have been delivered: do not resend it blindly; first check whether the recipients got it (by its Message-ID), and send it again only if not"
+    );
+    Error { message, retry: Retry::Uncertain, ..e }
 }
 
 fn check_envelope_address(role: &str, address: &str) -> Result<()> {
@@ -639,7 +694,12 @@ impl Session for SmtpSession {
                 "the submission session is already over; the host sent another event (start a new session)",
             ));
         }
-        let result = self.step(event, now);
+        // The message data (and its final dot) went to the host in an earlier call.
+        let data_handed_over = matches!(self.state, State::DataEnd);
+        let result = match self.step(event, now) {
+            Err(e) => self.settle(e, data_handed_over),
+            ok => ok,
+        };
         if result.is_err() {
             self.state = State::Failed;
         }

@@ -7,10 +7,12 @@
 
 mod client;
 mod data;
+pub mod explain;
 mod reply;
 
 pub use client::SmtpSession;
 pub use data::encode_data;
+pub use explain::{explain, explain_error, Explanation};
 
 #[cfg(test)]
 mod tests;

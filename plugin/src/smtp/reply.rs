@@ -19,19 +19,6 @@ impl Reply {
         (200..300).contains(&self.code)
     }
 
-    /// The RFC 3463 status code ("5.7.8") at the start of the last line, if any.
-    pub fn enhanced(&self) -> Option<&str> {
-        let text = self.lines.last()?;
-        let token = text.split(' ').next()?;
-        let mut parts = token.split('.');
-        let (Some(class), Some(subject), Some(detail), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return None;
-        };
-        let digits = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
-        (matches!(class, "2" | "4" | "5") && digits(subject, 3) && digits(detail, 3)).then_some(token)
-    }
-
     /// The reply for the admin: the code, and the lines joined by "\n" (enhanced code kept).
     pub fn to_server_reply(&self) -> ServerReply {
         ServerReply::new(self.code.to_string(), self.lines.join("\n"))
@@ -42,6 +29,17 @@ impl Reply {
         let text = self.lines.last().map(String::as_str).unwrap_or("");
         if text.is_empty() { self.code.to_string() } else { format!("{} {}", self.code, text) }
     }
+}
+
+/// The RFC 3463 enhanced status code ("5.7.8") that starts a reply line, if any.
+pub(crate) fn enhanced_status(line: &str) -> Option<&str> {
+    let token = line.trim_start().split([' ', '\t']).next()?;
+    let mut parts = token.split('.');
+    let (Some(class), Some(subject), Some(detail), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let digits = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit());
+    (matches!(class, "2" | "4" | "5") && digits(subject, 3) && digits(detail, 3)).then_some(token)
 }
 
 /// Collects the lines of one reply as they are popped from the link.
@@ -210,14 +208,15 @@ mod tests {
 
     #[test]
     fn enhanced_status_codes() {
-        let r = |t: &str| Reply { code: 535, lines: vec![t.to_string()] };
-        assert_eq!(r("5.7.8 Error: authentication failed").enhanced(), Some("5.7.8"));
-        assert_eq!(r("2.0.0").enhanced(), Some("2.0.0"));
-        assert_eq!(r("5.7.8x bad").enhanced(), None);
-        assert_eq!(r("3.1.1 not a class").enhanced(), None);
-        assert_eq!(r("5.1 short").enhanced(), None);
-        assert_eq!(r("Authentication failed").enhanced(), None);
-        assert_eq!(r("5.7.8 Error").summary(), "535 5.7.8 Error");
+        assert_eq!(enhanced_status("5.7.8 Error: authentication failed"), Some("5.7.8"));
+        assert_eq!(enhanced_status("2.0.0"), Some("2.0.0"));
+        assert_eq!(enhanced_status("5.7.139 Authentication unsuccessful"), Some("5.7.139"));
+        assert_eq!(enhanced_status("5.7.8x bad"), None);
+        assert_eq!(enhanced_status("3.1.1 not a class"), None);
+        assert_eq!(enhanced_status("5.1 short"), None);
+        assert_eq!(enhanced_status("Authentication failed"), None);
+        let r = Reply { code: 535, lines: vec!["5.7.8 Error".to_string()] };
+        assert_eq!(r.summary(), "535 5.7.8 Error");
     }
 
     #[test]
