@@ -180,11 +180,11 @@ fn gmail_shows_account(a: &str, b: &str) -> Text {
     Text::new(
         format!(
             "Gmail shows the SMTP account {b} as the sender, not {a}: it replaces any From address that is not a verified “Send mail as” address of the account, so the reply is sent From {b} with Reply-To {a}. \
-To show {a}, add it in {b}'s Gmail settings under Accounts and Import > “Send mail as”, confirm the verification mail and mark the alias as verified here; or send through {a}'s own SMTP account."
+To show {a}, add it in {b}'s Gmail settings under Accounts and Import > “Send mail as”, confirm it through the link in the verification mail, then mark the alias as verified here; or send through {a}'s own SMTP account."
         ),
         format!(
-            "Gmail zeigt das SMTP-Konto {b} als Absender an, nicht {a}: Gmail ersetzt jede Absenderadresse, die keine bestätigte „Senden als“-Adresse des Kontos ist. Deshalb wird die Antwort mit Absender {b} und Reply-To {a} gesendet. \
-Damit {a} angezeigt wird, fügen Sie die Adresse in den Gmail-Einstellungen von {b} unter „Konten und Import“ > „Senden als“ hinzu, bestätigen die Bestätigungs-E-Mail und markieren den Alias hier als bestätigt; oder senden Sie über das eigene SMTP-Konto von {a}."
+            "Gmail zeigt das SMTP-Konto {b} als Absender an, nicht {a}: Gmail ersetzt jede Absenderadresse, die keine bestätigte „E-Mail senden als“-Adresse des Kontos ist. Deshalb wird die Antwort mit Absender {b} und Reply-To {a} gesendet. \
+Damit {a} angezeigt wird, fügen Sie die Adresse in den Gmail-Einstellungen von {b} unter „Konten und Import“ > „E-Mail senden als“ hinzu, bestätigen sie über den Link in der Bestätigungs-E-Mail und markieren den Alias dann hier als bestätigt; oder senden Sie über das eigene SMTP-Konto von {a}."
         ),
     )
 }
@@ -195,7 +195,7 @@ fn gmail_ignores_permission(a: &str) -> Text {
             "The Send As / Send on Behalf permission set here is a Microsoft Exchange setting; Gmail ignores it. Only a verified “Send mail as” alias lets Gmail show {a}."
         ),
         format!(
-            "Die hier eingestellte Berechtigung „Senden als“ / „Senden im Auftrag von“ ist eine Einstellung von Microsoft Exchange; Gmail beachtet sie nicht. Nur ein bestätigter „Senden als“-Alias sorgt dafür, dass Gmail {a} anzeigt."
+            "Die hier eingestellte Berechtigung „Senden als“ / „Senden im Auftrag von“ ist eine Einstellung von Microsoft Exchange; Gmail beachtet sie nicht. Nur eine bestätigte „E-Mail senden als“-Adresse sorgt dafür, dass Gmail {a} anzeigt."
         ),
     )
 }
@@ -300,7 +300,7 @@ mod tests {
         let [w] = p.warnings.as_slice() else { panic!("{:?}", p.warnings) };
         assert!(w.en.contains("Gmail shows the SMTP account queue@acme.example") && w.en.contains("“Send mail as”"), "{}", w.en);
         assert!(w.en.contains("own SMTP account"), "{}", w.en);
-        assert!(w.de.contains("Gmail zeigt das SMTP-Konto queue@acme.example") && w.de.contains("„Senden als“"), "{}", w.de);
+        assert!(w.de.contains("Gmail zeigt das SMTP-Konto queue@acme.example") && w.de.contains("„E-Mail senden als“"), "{}", w.de);
     }
 
     #[test]

@@ -409,7 +409,9 @@ impl SmtpSession {
             _ => Mechanism::Login,
         };
         match (step, reply.code) {
-            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 235) => self.begin_envelope(actions)?,
+            // 235 is the standard success; some servers (Postfix's smtp-sink among them) answer
+            // another 2xx, which still means the login succeeded.
+            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 200..=299) => self.begin_envelope(actions)?,
             (AuthStep::InitialResponse(Mechanism::XOAuth2 | Mechanism::OAuthBearer), 334) => {
                 // RFC 7628: the token was refused; the challenge says why, an empty line ends it.
                 let detail = decode_challenge(&reply);
