@@ -235,7 +235,8 @@ struct Writer {
 /// message limit whatever the mailbox holds.
 const WRITER_QUEUE: usize = 4;
 
-fn classification_name(c: Classification) -> &'static str {
+/// The classification as stored and printed: normal, auto-reply, bulk, bounce.
+pub fn classification_name(c: Classification) -> &'static str {
     match c {
         Classification::Normal => "normal",
         Classification::AutoReply => "auto-reply",

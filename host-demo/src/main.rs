@@ -134,7 +134,7 @@ fn header(raw: &[u8], name: &str) -> String {
 impl MessageSink for CliSink<'_> {
     fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
         let (kind, parse_error) = match &m.parsed {
-            Ok(p) => (format!("{:?}", p.classification).to_lowercase(), None),
+            Ok(p) => (mailplug_host::db::classification_name(p.classification).to_string(), None),
             Err(e) => ("unparsed".to_string(), Some(e.clone())),
         };
         let file = match &mut self.eml {

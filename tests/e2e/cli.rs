@@ -105,6 +105,7 @@ fn send_then_fetch_writes_eml_and_json_lines() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let line = found.expect("the sent message was fetched");
+    assert!(line.contains("\"classification\":\"normal\""), "classified as a person's mail: {line}");
     let file = line.split("\"file\":\"").nth(1).and_then(|s| s.split('"').next()).expect("file field");
     let eml = std::fs::read_to_string(file).expect("the .eml file exists");
     assert!(eml.contains("Hello from the CLI"));
