@@ -497,7 +497,20 @@ impl SmtpSession {
             out.push_str(" BODY=8BITMIME");
         }
         let international = !self.envelope_from.is_ascii() || self.envelope_to.iter().any(|t| !t.is_ascii());
-        if international && self.caps.smtputf8 {
+        if international && !self.caps.smtputf8 {
+            let address = std::iter::once(&self.envelope_from)
+                .chain(self.envelope_to.iter())
+                .find(|a| !a.is_ascii())
+                .cloned()
+                .unwrap_or_default();
+            return Err(Error::invalid(
+                Stage::Envelope,
+                format!(
+                    "the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"
+                ),
+            ));
+        }
+        if international {
             out.push_str(" SMTPUTF8");
         }
         out.push_str("\r\n");

@@ -908,3 +908,24 @@ fn auth_explanations_depend_on_the_credentials_type() {
     assert!(e.message.contains("Set-CASMailbox"), "{}", e.message);
     assert_eq!(e.retry, Retry::FixFirst);
 }
+
+#[test]
+fn utf8_address_without_smtputf8_is_a_local_error_and_with_it_is_flagged() {
+    for chunking in ALL {
+        let mut s = session_with(Security::ImplicitTls, basic(), &["jörg@example.com"]);
+        connect(&mut s);
+        exchange(&mut s, GREETING, EHLO, chunking);
+        exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, chunking);
+        let e = server(&mut s, AUTH_OK, chunking).unwrap_err();
+        assert_eq!((e.kind, e.stage), (ErrorKind::InvalidInput, Stage::Envelope));
+        assert!(e.message.contains("jörg@example.com") && e.message.contains("SMTPUTF8"), "{}", e.message);
+    }
+    let mut s = session_with(Security::ImplicitTls, basic(), &["jörg@example.com"]);
+    connect(&mut s);
+    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
+    // The same capabilities plus SMTPUTF8 (inserted before the last line, "250 CHUNKING").
+    let caps = String::from_utf8(EHLO_TLS_CAPS.to_vec()).unwrap().replacen("250 ", "250-SMTPUTF8\r\n250 ", 1);
+    exchange(&mut s, caps.as_bytes(), AUTH_PLAIN, Chunking::Whole);
+    let mail = server(&mut s, AUTH_OK, Chunking::Whole).unwrap();
+    assert!(text(&written(&mail)).starts_with("MAIL FROM:<agent@shop.example>") && text(&written(&mail)).contains(" SMTPUTF8\r\n"), "{}", text(&written(&mail)));
+}
