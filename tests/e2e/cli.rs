@@ -147,3 +147,23 @@ fn failures_exit_nonzero_with_one_line_and_no_password() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("licensed"), "{}", text(&o));
 }
+
+#[test]
+fn plan_from_tells_the_admin_what_the_customer_will_see_in_both_languages() {
+    let r = rig();
+    let dir = tmpdir("plan");
+    let cfg = write_config(&dir, r.pass("CUSTOMER"), r.pass("AGENT"), "state");
+    let text = std::fs::read_to_string(&cfg).expect("read")
+        .replace("mailboxes = [\"customer\"]", "mailboxes = [\"customer\"]\nsend_permission = \"send-on-behalf\"")
+        .replace("[queue.smtp]", "[queue.smtp]\nprovider = \"microsoft\"");
+    std::fs::write(&cfg, text).expect("write");
+    let cfg = cfg.to_str().expect("utf8");
+    let o = run(&["plan-from", "--config", cfg, "--queue", "support", "--mailbox", "customer"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("Sender:     {}", r.user("AGENT"))), "{out}");
+    assert!(out.contains("on behalf of") && out.contains("im Auftrag von"), "{out}");
+    let o = run(&["plan-from", "--config", cfg, "--queue", "support", "--mailbox", "customer", "--json"]);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(json.contains("\"sender\":\"agent@example.test\"") && json.contains("\"de\":"), "{json}");
+}
