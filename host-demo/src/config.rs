@@ -3,7 +3,7 @@
 //! Passwords are never accepted inline: they come from an environment variable or a file, so a
 //! configuration can be shared, logged or committed without leaking a secret.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -120,6 +120,8 @@ struct RawServer {
     /// Only for a queue's SMTP server.
     #[serde(default)]
     provider: Option<Provider>,
+    /// With `auth = "oauth2"`: the name of an `[oauth.NAME]` client.
+    oauth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +150,7 @@ struct RawMailbox {
     password_env: Option<String>,
     password_file: Option<PathBuf>,
     password: Option<toml::Value>,
+    oauth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +196,52 @@ struct RawTenant {
     mailboxes: Vec<RawMailbox>,
     #[serde(default, rename = "queue")]
     queues: Vec<RawQueue>,
+    /// OAuth2 client registrations by name.
+    #[serde(default)]
+    oauth: BTreeMap<String, RawOauthClient>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawOauthProvider {
+    Google,
+    Microsoft,
+    Custom,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOauthClient {
+    provider: RawOauthProvider,
+    /// Microsoft: "common", "organizations", a tenant id or domain.
+    tenant: Option<String>,
+    client_id: String,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    redirect_uri: Option<String>,
+    /// Custom authorization servers.
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+/// Which authorization server an OAuth2 client talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OauthProvider {
+    Google,
+    Microsoft { tenant: String },
+    Custom { authorization_endpoint: String, token_endpoint: String, scopes: Vec<String> },
+}
+
+/// An OAuth2 client registration (`[oauth.NAME]`).
+#[derive(Debug, Clone)]
+pub struct OauthClientConfig {
+    pub name: String,
+    pub provider: OauthProvider,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub redirect_uri: String,
 }
 
 /// One server, validated, with its secret loaded.
@@ -204,6 +253,8 @@ pub struct ServerConfig {
     pub auth: AuthKind,
     pub username: String,
     pub secret: Secret,
+    /// With OAuth2: the `[oauth.NAME]` client to use.
+    pub oauth: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +316,7 @@ pub struct TenantConfig {
     pub limits: Limits,
     pub mailboxes: Vec<MailboxConfig>,
     pub queues: Vec<QueueConfig>,
+    pub oauth_clients: Vec<OauthClientConfig>,
 }
 
 impl TenantConfig {
@@ -316,6 +368,52 @@ impl TenantConfig {
             }
         }
 
+        let mut oauth_clients = Vec::new();
+        for (name, c) in raw.oauth {
+            let at = format!("oauth.{name}");
+            let provider = match (c.provider, c.tenant, c.authorization_endpoint, c.token_endpoint) {
+                (RawOauthProvider::Google, None, None, None) => OauthProvider::Google,
+                (RawOauthProvider::Microsoft, tenant, None, None) => {
+                    OauthProvider::Microsoft { tenant: tenant.unwrap_or_else(|| "organizations".into()) }
+                }
+                (RawOauthProvider::Custom, None, Some(a), Some(t)) => {
+                    if c.scopes.is_empty() {
+                        return Err(err(format!("{at}: a custom provider needs `scopes`")));
+                    }
+                    OauthProvider::Custom { authorization_endpoint: a, token_endpoint: t, scopes: c.scopes.clone() }
+                }
+                (RawOauthProvider::Custom, ..) => {
+                    return Err(err(format!("{at}: a custom provider needs `authorization_endpoint` and `token_endpoint`")))
+                }
+                _ => {
+                    return Err(err(format!(
+                        "{at}: `tenant` only applies to microsoft, `authorization_endpoint` / `token_endpoint` only to custom"
+                    )))
+                }
+            };
+            if c.client_id.trim().is_empty() {
+                return Err(err(format!("{at}: field `client_id` must not be empty")));
+            }
+            let client_secret = match (&c.client_secret_env, &c.client_secret_file) {
+                (Some(_), Some(_)) => return Err(err(format!("{at}: set `client_secret_env` or `client_secret_file`, not both"))),
+                (Some(var), None) => Some(Secret::new(env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    err(format!("{at}: field `client_secret_env` names {var}, which is not set or empty"))
+                })?)),
+                (None, Some(path)) => {
+                    let p = resolve(path);
+                    let v = std::fs::read_to_string(&p)
+                        .map_err(|e| err(format!("{at}: field `client_secret_file`: cannot read {}: {e}", p.display())))?;
+                    Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string()))
+                }
+                (None, None) => None,
+            };
+            let redirect_uri = c.redirect_uri.unwrap_or_else(|| "http://127.0.0.1:8765/callback".into());
+            if !redirect_uri.starts_with("http://127.0.0.1:") && !redirect_uri.starts_with("http://localhost:") && !redirect_uri.starts_with("https://") {
+                return Err(err(format!("{at}: field `redirect_uri` must be a loopback http URL (for the CLI) or https")));
+            }
+            oauth_clients.push(OauthClientConfig { name, provider, client_id: c.client_id, client_secret, redirect_uri });
+        }
+
         let mut names = HashSet::new();
         let mut mailboxes = Vec::new();
         for (i, m) in raw.mailboxes.into_iter().enumerate() {
@@ -343,6 +441,7 @@ impl TenantConfig {
                     password: m.password,
                     helo_name: None,
                     provider: None,
+                    oauth: m.oauth,
                 },
                 &resolve,
                 env,
@@ -449,7 +548,34 @@ impl TenantConfig {
             limits,
             mailboxes,
             queues,
+            oauth_clients,
         })
+        .and_then(|c: TenantConfig| {
+            for (at, s) in c
+                .mailboxes
+                .iter()
+                .map(|m| (format!("mailbox \"{}\"", m.name), &m.server))
+                .chain(c.queues.iter().map(|q| (format!("queue \"{}\" smtp", q.name), &q.smtp)))
+            {
+                match (&s.auth, &s.oauth) {
+                    (AuthKind::Oauth2, None) => {
+                        return Err(err(format!("{at}: `auth = \"oauth2\"` needs `oauth = \"<name of an [oauth.NAME] client>\"`")))
+                    }
+                    (AuthKind::Oauth2, Some(n)) if c.oauth_client(n).is_none() => {
+                        return Err(err(format!("{at}: field `oauth` names \"{n}\", but there is no [oauth.{n}] table")))
+                    }
+                    (AuthKind::Basic, Some(_)) => {
+                        return Err(err(format!("{at}: field `oauth` only applies with `auth = \"oauth2\"`")))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(c)
+        })
+    }
+
+    pub fn oauth_client(&self, name: &str) -> Option<&OauthClientConfig> {
+        self.oauth_clients.iter().find(|c| c.name == name)
     }
 
     pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
@@ -521,7 +647,7 @@ fn validate_server(
             Secret::new(v)
         }
     };
-    Ok(ServerConfig { host: s.host, port: s.port, security, auth: s.auth, username: s.username, secret })
+    Ok(ServerConfig { host: s.host, port: s.port, security, auth: s.auth, username: s.username, secret, oauth: s.oauth })
 }
 
 #[cfg(test)]

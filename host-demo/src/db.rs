@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::MessageSink;
-use crate::engine::{Classification, FetchedMessage, SkippedMessage};
+use crate::engine::{Classification, FetchedMessage, SkippedMessage, Tokens};
 use crate::error::HostError;
 use crate::store::SyncStateStore;
 
@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS skipped (
     size            INTEGER NOT NULL,
     reason          TEXT NOT NULL,
     PRIMARY KEY (tenant, mailbox, server_id)
+);
+CREATE TABLE IF NOT EXISTS oauth_tokens (
+    tenant          TEXT NOT NULL,
+    client          TEXT NOT NULL,
+    username        TEXT NOT NULL,
+    access_token    TEXT NOT NULL,
+    refresh_token   TEXT,
+    expires_at_ms   INTEGER,
+    scopes          TEXT NOT NULL,
+    account         TEXT,
+    updated_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, client, username)
 );
 CREATE TABLE IF NOT EXISTS sync_state (
     tenant          TEXT NOT NULL,
@@ -195,6 +207,51 @@ impl SyncStateStore for Database {
             )
             .map(|_| ())
             .map_err(db_err("saving sync state"))
+    }
+
+    fn load_tokens(&self, tenant: &str, client: &str, username: &str) -> Result<Option<Tokens>, HostError> {
+        self.conn
+            .query_row(
+                "SELECT access_token, refresh_token, expires_at_ms, scopes, account FROM oauth_tokens
+                 WHERE tenant = ?1 AND client = ?2 AND username = ?3",
+                params![tenant, client, username],
+                |r| {
+                    let scopes: String = r.get(3)?;
+                    Ok(Tokens {
+                        access_token: r.get(0)?,
+                        refresh_token: r.get(1)?,
+                        expires_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                        account: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err("reading OAuth2 tokens"))
+    }
+
+    fn save_tokens(&self, tenant: &str, client: &str, username: &str, t: &Tokens) -> Result<(), HostError> {
+        self.conn
+            .execute(
+                "INSERT INTO oauth_tokens (tenant, client, username, access_token, refresh_token, expires_at_ms, scopes, account, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (tenant, client, username) DO UPDATE SET access_token = excluded.access_token,
+                   refresh_token = excluded.refresh_token, expires_at_ms = excluded.expires_at_ms,
+                   scopes = excluded.scopes, account = excluded.account, updated_at_ms = excluded.updated_at_ms",
+                params![
+                    tenant,
+                    client,
+                    username,
+                    t.access_token,
+                    t.refresh_token,
+                    t.expires_at.map(|v| v as i64),
+                    t.scopes.join(" "),
+                    t.account,
+                    crate::driver::now_ms() as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(db_err("saving OAuth2 tokens"))
     }
 }
 

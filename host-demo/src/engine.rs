@@ -27,6 +27,10 @@ pub use exports::mailplug::connector::outbound::{
     ComposedMessage, Draft, FromPlan, Identity, OutgoingAttachment, Permission as GuestPermission,
     Provider as GuestProvider, ReplyDraft, SubmissionServer, Text,
 };
+pub use exports::mailplug::connector::oauth::{
+    AuthorizationRequest, ClientRegistration, Endpoints as OauthEndpoints, HttpRequest, HttpResponse, OauthFailure,
+    OauthFailureKind, Tokens,
+};
 pub use exports::mailplug::connector::session::{
     Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, Outcome, ParsedMessage,
     RecipientResult, SendReport, SkippedMessage,
@@ -224,6 +228,71 @@ impl Instance {
         self.arm();
         let r = self.bindings.mailplug_connector_outbound().call_compose_reply(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
+    }
+
+    pub async fn oauth_google(&mut self) -> Result<OauthEndpoints, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_google(&mut self.store).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_microsoft(&mut self, tenant: &str) -> Result<Result<OauthEndpoints, OauthFailure>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_microsoft(&mut self.store, tenant).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_begin(
+        &mut self,
+        e: &OauthEndpoints,
+        c: &ClientRegistration,
+        login_hint: Option<&str>,
+    ) -> Result<Result<AuthorizationRequest, OauthFailure>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_begin(&mut self.store, e, c, login_hint).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_parse_redirect(&mut self, redirect: &str, state: &str) -> Result<Result<String, OauthFailure>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_parse_redirect(&mut self.store, redirect, state).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_token_request(
+        &mut self,
+        e: &OauthEndpoints,
+        c: &ClientRegistration,
+        code: &str,
+        verifier: &str,
+    ) -> Result<HttpRequest, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_token_request(&mut self.store, e, c, code, verifier).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_refresh_request(
+        &mut self,
+        e: &OauthEndpoints,
+        c: &ClientRegistration,
+        refresh: &str,
+    ) -> Result<HttpRequest, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_refresh_request(&mut self.store, e, c, refresh).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_parse_token_response(
+        &mut self,
+        r: &HttpResponse,
+        now: u64,
+        previous_refresh: Option<&str>,
+    ) -> Result<Result<Tokens, OauthFailure>, HostError> {
+        self.arm();
+        self.bindings
+            .mailplug_connector_oauth()
+            .call_parse_token_response(&mut self.store, r, now, previous_refresh)
+            .await
+            .map_err(|e| self.trap(e))
+    }
+
+    pub async fn oauth_needs_refresh(&mut self, t: &Tokens, now: u64, margin_ms: u64) -> Result<bool, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_oauth().call_needs_refresh(&mut self.store, t, now, margin_ms).await.map_err(|e| self.trap(e))
     }
 
     pub async fn open_outbound(

@@ -43,6 +43,9 @@ pub enum HostError {
     Plugin(String),
     #[error("storage error: {0}")]
     Storage(String),
+    /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
+    #[error("OAuth2: {message}")]
+    OAuth { kind: String, message: String, needs_reauthorization: bool },
 }
 
 /// Whether retrying can help, as the component judged it.

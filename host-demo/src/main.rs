@@ -328,8 +328,12 @@ async fn run(cli: Cli) -> ExitCode {
                     })
                 }
                 None => {
+                    let db = match Database::open(&cfg.database) {
+                        Ok(db) => db,
+                        Err(e) => return fail(e, 1),
+                    };
                     let msg = Outgoing { to, subject: subject.unwrap_or_default(), text_body };
-                    ops::send(&plugin, &cfg, &queue, &msg).await
+                    ops::send(&plugin, &cfg, &queue, &msg, &db).await
                 }
             };
             match result {

@@ -50,6 +50,28 @@ fn guest_credentials(s: &ServerConfig, oauth_token: Option<&str>) -> Result<Cred
     })
 }
 
+/// The credentials for a server: its password, or a (refreshed if needed) OAuth2 access token.
+async fn credentials_for(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    server: &ServerConfig,
+    force_refresh: bool,
+) -> Result<Credentials, HostError> {
+    match server.auth {
+        AuthKind::Basic => guest_credentials(server, None),
+        AuthKind::Oauth2 => {
+            let token = crate::oauth::access_token(instance, cfg, store, server, force_refresh).await?;
+            guest_credentials(server, Some(&token))
+        }
+    }
+}
+
+/// An OAuth2 login the server rejected: refresh the token once and try once more.
+fn retry_with_fresh_token(server: &ServerConfig, e: &HostError, attempt: u32) -> bool {
+    attempt == 0 && server.auth == AuthKind::Oauth2 && e.kind() == Some(crate::error::Kind::AuthRejected)
+}
+
 fn guest_limits(cfg: &TenantConfig) -> GuestLimits {
     let l = &cfg.limits;
     GuestLimits {
@@ -103,40 +125,49 @@ pub async fn fetch(
     let m = cfg
         .mailbox(mailbox)
         .ok_or_else(|| HostError::NotFound(format!("no mailbox named \"{mailbox}\" in the configuration")))?;
-    let gm = GuestMailbox {
-        protocol: match m.protocol {
-            Protocol::Pop3 => GuestProtocol::Pop3,
-            Protocol::Imap => GuestProtocol::Imap,
-        },
-        server: guest_server(&m.server),
-        credentials: guest_credentials(&m.server, None)?,
-        folders: m.folders.clone(),
-        limits: guest_limits(cfg),
-        after_fetch: match &m.after_fetch {
-            AfterFetch::Keep => GuestAfterFetch::Keep,
-            AfterFetch::MarkSeen => GuestAfterFetch::MarkSeen,
-            AfterFetch::Delete => GuestAfterFetch::Delete,
-            AfterFetch::MoveTo(f) => GuestAfterFetch::MoveTo(f.clone()),
-        },
-        first_sync: match m.first_sync {
-            FirstSync::All => GuestFirstSync::All,
-            FirstSync::NewOnly => GuestFirstSync::NewOnly,
-            FirstSync::Newest(n) => GuestFirstSync::Newest(n),
-        },
-    };
     let state = sync.load(&cfg.tenant, &m.name)?;
     let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
-    let session = instance.open_inbound(&gm, state.as_deref(), now_ms()).await?;
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
-    // Read the sync state before the driver drops the session.
-    let outcome = crate::driver::drive_keep(&mut instance, session, &opts, sink).await;
-    let new_state = instance.sync_state(session).await;
-    instance.drop_session(session).await;
-    let outcome = outcome?;
-    if let Some(st) = new_state? {
-        sync.save(&cfg.tenant, &m.name, &st)?;
-    }
+    let mut attempt = 0;
+    let outcome = loop {
+        let gm = GuestMailbox {
+            protocol: match m.protocol {
+                Protocol::Pop3 => GuestProtocol::Pop3,
+                Protocol::Imap => GuestProtocol::Imap,
+            },
+            server: guest_server(&m.server),
+            credentials: credentials_for(&mut instance, cfg, sync, &m.server, attempt > 0).await?,
+            folders: m.folders.clone(),
+            limits: guest_limits(cfg),
+            after_fetch: match &m.after_fetch {
+                AfterFetch::Keep => GuestAfterFetch::Keep,
+                AfterFetch::MarkSeen => GuestAfterFetch::MarkSeen,
+                AfterFetch::Delete => GuestAfterFetch::Delete,
+                AfterFetch::MoveTo(f) => GuestAfterFetch::MoveTo(f.clone()),
+            },
+            first_sync: match m.first_sync {
+                FirstSync::All => GuestFirstSync::All,
+                FirstSync::NewOnly => GuestFirstSync::NewOnly,
+                FirstSync::Newest(n) => GuestFirstSync::Newest(n),
+            },
+        };
+        let session = instance.open_inbound(&gm, state.as_deref(), now_ms()).await?;
+        // Read the sync state before the session is dropped.
+        let outcome = crate::driver::drive_keep(&mut instance, session, &opts, sink).await;
+        let new_state = instance.sync_state(session).await;
+        instance.drop_session(session).await;
+        match outcome {
+            Err(e) if retry_with_fresh_token(&m.server, &e, attempt) => attempt += 1,
+            outcome => {
+                let outcome = outcome?;
+                if let Some(st) = new_state? {
+                    sync.save(&cfg.tenant, &m.name, &st)?;
+                }
+                break outcome;
+            }
+        }
+    };
     match outcome {
         Outcome::Fetched(s) => Ok(s),
         Outcome::Sent(_) => Err(HostError::Plugin("the component reported a send outcome for a fetch".into())),
@@ -174,7 +205,13 @@ fn queue_from(cfg: &TenantConfig, queue: &crate::config::QueueConfig) -> Result<
 }
 
 /// Composes and sends one message through the queue's SMTP server.
-pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoing) -> Result<Sent, HostError> {
+pub async fn send(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    queue: &str,
+    msg: &Outgoing,
+    store: &dyn SyncStateStore,
+) -> Result<Sent, HostError> {
     check_licence(cfg)?;
     let q = cfg
         .queue(queue)
@@ -187,7 +224,7 @@ pub async fn send(plugin: &Plugin, cfg: &TenantConfig, queue: &str, msg: &Outgoi
         text_body: msg.text_body.clone(),
         date: now_ms(),
     }).await?;
-    submit(&mut instance, cfg, q, composed).await
+    submit(&mut instance, cfg, store, q, composed).await
 }
 
 /// The identity the planner needs for replies from `queue` to mail that arrived in `mailbox`.
@@ -257,21 +294,29 @@ pub struct SentReply {
 async fn submit(
     instance: &mut Instance,
     cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
     q: &QueueConfig,
     composed: ComposedMessage,
 ) -> Result<Sent, HostError> {
-    let sub = SubmissionServer {
-        server: guest_server(&q.smtp),
-        credentials: guest_credentials(&q.smtp, None)?,
-        helo_name: q.helo_name.clone(),
-        limits: guest_limits(cfg),
-    };
-    let session =
-        instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms()).await?;
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
-    let mut no_sink = crate::store::NoMessages;
-    let outcome = drive(instance, session, &opts, &mut no_sink).await.map_err(|e| match e {
+    let mut attempt = 0;
+    let result = loop {
+        let sub = SubmissionServer {
+            server: guest_server(&q.smtp),
+            credentials: credentials_for(instance, cfg, store, &q.smtp, attempt > 0).await?,
+            helo_name: q.helo_name.clone(),
+            limits: guest_limits(cfg),
+        };
+        let session =
+            instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms()).await?;
+        let mut no_sink = crate::store::NoMessages;
+        match drive(instance, session, &opts, &mut no_sink).await {
+            Err(e) if retry_with_fresh_token(&q.smtp, &e, attempt) => attempt += 1,
+            other => break other,
+        }
+    };
+    let outcome = result.map_err(|e| match e {
         // The host must be able to recognise a duplicate if it ever resends: name the message.
         HostError::Guest(mut g) if g.retry == crate::error::Retry::Uncertain => {
             g.message = format!("{} (Message-ID <{}>)", g.message, composed.message_id);
@@ -314,7 +359,7 @@ pub async fn send_reply(
             force: reply.force,
         })
         .await?;
-    let sent = submit(&mut instance, cfg, q, composed).await?;
+    let sent = submit(&mut instance, cfg, db, q, composed).await?;
     Ok(SentReply { plan, sent })
 }
 

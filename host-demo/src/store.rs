@@ -7,13 +7,22 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::driver::MessageSink;
-use crate::engine::FetchedMessage;
+use crate::engine::{FetchedMessage, Tokens};
 use crate::error::HostError;
 
-/// Keeps each mailbox's opaque sync state between runs.
+/// Keeps what must survive between runs: each mailbox's opaque sync state and, for OAuth2
+/// accounts, the tokens (secrets: stored like passwords, never logged).
 pub trait SyncStateStore {
     fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<Vec<u8>>, HostError>;
     fn save(&self, tenant: &str, mailbox: &str, state: &[u8]) -> Result<(), HostError>;
+    /// The tokens of `username` obtained through OAuth2 client `client`, if any.
+    fn load_tokens(&self, _tenant: &str, _client: &str, _username: &str) -> Result<Option<Tokens>, HostError> {
+        Ok(None)
+    }
+    /// Replaces the tokens atomically (a rotated refresh token must never be lost).
+    fn save_tokens(&self, _tenant: &str, _client: &str, _username: &str, _tokens: &Tokens) -> Result<(), HostError> {
+        Err(HostError::Storage("this store cannot keep OAuth2 tokens".into()))
+    }
 }
 
 /// A file name safe on every file system for an arbitrary id.

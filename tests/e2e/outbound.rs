@@ -182,7 +182,7 @@ async fn header_injection_is_refused_before_anything_is_sent() {
         (r.user("CUSTOMER").to_string(), "nul\0byte".to_string()),
     ] {
         let msg = Outgoing { to: vec![to.clone()], subject: subject.clone(), text_body: "x".into() };
-        let e = ops::send(plugin(), &cfg, "q", &msg).await.expect_err("injection must be refused");
+        let e = ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await.expect_err("injection must be refused");
         assert_eq!(e.kind(), Some(Kind::InvalidInput), "{to:?} / {subject:?}: {e}");
     }
 }
@@ -328,7 +328,7 @@ async fn outcome_classes_against_smtp_sink() {
         let sink = smtp_sink(flags);
         let cfg = sink_config(sink.port);
         let msg = Outgoing { to: vec!["someone@example.test".into()], subject: what.into(), text_body: "x".into() };
-        match (ops::send(plugin(), &cfg, "q", &msg).await, want) {
+        match (ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await, want) {
             (Ok(sent), None) => assert!(sent.report.final_reply.code.starts_with('2'), "{what}"),
             (Err(e), Some(retry)) => {
                 assert_eq!(e.retry(), retry, "{what}: {e}");
@@ -342,7 +342,7 @@ async fn outcome_classes_against_smtp_sink() {
     // 421 and disconnect: transient.
     let sink = smtp_sink(&["-Q", "mail"]);
     let msg = Outgoing { to: vec!["someone@example.test".into()], subject: "421".into(), text_body: "x".into() };
-    let e = ops::send(plugin(), &sink_config(sink.port), "q", &msg).await.expect_err("421");
+    let e = ops::send(plugin(), &sink_config(sink.port), "q", &msg, &NoSyncState).await.expect_err("421");
     assert_eq!(e.retry(), Retry::Later, "{e}");
 }
 
@@ -357,7 +357,7 @@ async fn mixed_recipients_are_reported_one_by_one() {
         subject: format!("mixed {}", unique()),
         text_body: "x".into(),
     };
-    let sent = ops::send(plugin(), &cfg, "q", &msg).await.expect("sent to the accepted recipient");
+    let sent = ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await.expect("sent to the accepted recipient");
     let by = |a: &str| sent.report.recipients.iter().find(|x| x.address == a).expect("reported");
     assert!(by(r.user("CUSTOMER")).accepted);
     let refused = by("nobody-here@example.test");
@@ -365,6 +365,6 @@ async fn mixed_recipients_are_reported_one_by_one() {
 
     // None accepted: nothing is sent, a permanent error.
     let msg = Outgoing { to: vec!["nobody-here@example.test".into()], subject: "none".into(), text_body: "x".into() };
-    let e = ops::send(plugin(), &cfg, "q", &msg).await.expect_err("no recipient accepted");
+    let e = ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await.expect_err("no recipient accepted");
     assert_eq!(e.retry(), Retry::FixFirst, "{e}");
 }

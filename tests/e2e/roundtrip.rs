@@ -49,7 +49,7 @@ async fn roundtrip(smtp: Smtp, inbound: Inbound) {
         "x".repeat(300)
     );
     let msg = Outgoing { to: vec![r.user("CUSTOMER").to_string()], subject: subject.clone(), text_body: body };
-    let sent = ops::send(plugin(), &cfg, "q", &msg).await.unwrap_or_else(|e| panic!("send failed: {e}"));
+    let sent = ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await.unwrap_or_else(|e| panic!("send failed: {e}"));
     assert!(sent.report.final_reply.code.starts_with('2'), "final reply {:?}", sent.report.final_reply);
     assert!(sent.report.recipients.iter().all(|x| x.accepted));
 

@@ -24,7 +24,7 @@ async fn fetch(cfg: &TenantConfig) -> Result<usize, HostError> {
 
 async fn send(cfg: &TenantConfig) -> Result<(), HostError> {
     let msg = Outgoing { to: vec![rig().user("CUSTOMER").into()], subject: "security test".into(), text_body: "x".into() };
-    ops::send(plugin(), cfg, "q", &msg).await.map(|_| ())
+    ops::send(plugin(), cfg, "q", &msg, &NoSyncState).await.map(|_| ())
 }
 
 /// Asserts an auth-rejected error carrying the server's own reply, without the password.

@@ -1,0 +1,139 @@
+//! The host's half of OAuth2: it runs the HTTP requests the guest builds, receives the
+//! browser's redirect, and keeps the tokens. Every decision (URLs, PKCE, state, parsing,
+//! when to refresh) is the guest's.
+
+use std::time::Duration;
+
+use crate::config::{OauthClientConfig, OauthProvider, ServerConfig, TenantConfig};
+use crate::driver::now_ms;
+use crate::engine::{
+    AuthorizationRequest, ClientRegistration, HttpRequest, HttpResponse, Instance, OauthEndpoints, OauthFailure,
+    OauthFailureKind, Tokens,
+};
+use crate::error::HostError;
+use crate::store::SyncStateStore;
+
+/// Refresh this long before the access token expires.
+pub const REFRESH_MARGIN_MS: u64 = 5 * 60 * 1000;
+
+/// Which configured server an OAuth2 login is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Mailbox(String),
+    Queue(String),
+}
+
+/// The server and its OAuth2 client for a target.
+pub fn resolve<'a>(cfg: &'a TenantConfig, target: &Target) -> Result<(&'a ServerConfig, &'a OauthClientConfig), HostError> {
+    let server = match target {
+        Target::Mailbox(n) => &cfg.mailbox(n).ok_or_else(|| HostError::NotFound(format!("no mailbox named \"{n}\"")))?.server,
+        Target::Queue(n) => &cfg.queue(n).ok_or_else(|| HostError::NotFound(format!("no queue named \"{n}\"")))?.smtp,
+    };
+    client_of(cfg, server).map(|c| (server, c))
+}
+
+/// The OAuth2 client of a server configured with `auth = "oauth2"`.
+pub fn client_of<'a>(cfg: &'a TenantConfig, server: &ServerConfig) -> Result<&'a OauthClientConfig, HostError> {
+    let name = server.oauth.as_deref().ok_or_else(|| {
+        HostError::NotFound(format!("{}:{} does not use OAuth2 (auth = \"oauth2\" with oauth = \"NAME\")", server.host, server.port))
+    })?;
+    cfg.oauth_client(name).ok_or_else(|| HostError::NotFound(format!("no [oauth.{name}] client in the configuration")))
+}
+
+fn failure(f: OauthFailure) -> HostError {
+    HostError::OAuth { needs_reauthorization: matches!(f.kind, OauthFailureKind::NeedsReauthorization | OauthFailureKind::AccessDenied), kind: format!("{:?}", f.kind), message: f.message }
+}
+
+pub async fn endpoints(instance: &mut Instance, c: &OauthClientConfig) -> Result<OauthEndpoints, HostError> {
+    match &c.provider {
+        OauthProvider::Google => instance.oauth_google().await,
+        OauthProvider::Microsoft { tenant } => instance.oauth_microsoft(tenant).await?.map_err(failure),
+        OauthProvider::Custom { authorization_endpoint, token_endpoint, scopes } => Ok(OauthEndpoints {
+            authorization_endpoint: authorization_endpoint.clone(),
+            token_endpoint: token_endpoint.clone(),
+            scopes: scopes.clone(),
+            extra_authorization_params: Vec::new(),
+        }),
+    }
+}
+
+pub fn registration(c: &OauthClientConfig) -> ClientRegistration {
+    ClientRegistration {
+        client_id: c.client_id.clone(),
+        client_secret: c.client_secret.as_ref().map(|s| s.expose().to_string()),
+        redirect_uri: c.redirect_uri.clone(),
+    }
+}
+
+async fn execute(cfg: &TenantConfig, req: &HttpRequest) -> Result<HttpResponse, HostError> {
+    let tls = crate::net::tls_config(cfg.extra_ca_file.as_deref())?;
+    let r = crate::http::execute(
+        &crate::http::Request { method: &req.method, url: &req.url, headers: &req.headers, body: &req.body },
+        tls,
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(HttpResponse { status: r.status, headers: r.headers, body: r.body })
+}
+
+/// Starts a login: the URL for the admin's browser, plus the state and verifier to keep.
+pub async fn begin_login(instance: &mut Instance, cfg: &TenantConfig, target: &Target) -> Result<AuthorizationRequest, HostError> {
+    let (server, client) = resolve(cfg, target)?;
+    let e = endpoints(instance, client).await?;
+    instance.oauth_begin(&e, &registration(client), Some(&server.username)).await?.map_err(failure)
+}
+
+/// Finishes a login with the redirect the browser came back with; stores and returns the tokens.
+pub async fn finish_login(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    target: &Target,
+    started: &AuthorizationRequest,
+    redirect: &str,
+) -> Result<Tokens, HostError> {
+    let (server, client) = resolve(cfg, target)?;
+    let code = instance.oauth_parse_redirect(redirect, &started.state).await?.map_err(failure)?;
+    let e = endpoints(instance, client).await?;
+    let req = instance.oauth_token_request(&e, &registration(client), &code, &started.code_verifier).await?;
+    let resp = execute(cfg, &req).await?;
+    let tokens = instance.oauth_parse_token_response(&resp, now_ms(), None).await?.map_err(failure)?;
+    store.save_tokens(&cfg.tenant, &client.name, &server.username, &tokens)?;
+    Ok(tokens)
+}
+
+/// A usable access token for a server: the stored one, refreshed (and the rotated refresh
+/// token stored) when it is close to expiry or when `force_refresh`.
+pub async fn access_token(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    server: &ServerConfig,
+    force_refresh: bool,
+) -> Result<String, HostError> {
+    let client = client_of(cfg, server)?;
+    let tokens = store.load_tokens(&cfg.tenant, &client.name, &server.username)?.ok_or_else(|| HostError::OAuth {
+        needs_reauthorization: true,
+        kind: "NoTokens".into(),
+        message: format!(
+            "no OAuth2 tokens for {} yet: an admin must consent once with `mailplug oauth login`",
+            server.username
+        ),
+    })?;
+    if !force_refresh && !instance.oauth_needs_refresh(&tokens, now_ms(), REFRESH_MARGIN_MS).await? {
+        return Ok(tokens.access_token);
+    }
+    let Some(refresh) = tokens.refresh_token.clone() else {
+        return Err(HostError::OAuth {
+            needs_reauthorization: true,
+            kind: "NoRefreshToken".into(),
+            message: format!("the access token for {} expired and there is no refresh token: consent again with `mailplug oauth login`", server.username),
+        });
+    };
+    let e = endpoints(instance, client).await?;
+    let req = instance.oauth_refresh_request(&e, &registration(client), &refresh).await?;
+    let resp = execute(cfg, &req).await?;
+    let fresh = instance.oauth_parse_token_response(&resp, now_ms(), Some(&refresh)).await?.map_err(failure)?;
+    store.save_tokens(&cfg.tenant, &client.name, &server.username, &fresh)?;
+    Ok(fresh.access_token)
+}
