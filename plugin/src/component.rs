@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, error, headers, imap, parse, plan, pop3, session as core, smtp};
+use crate::{compose, config, error, headers, imap, oauth, parse, plan, pop3, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -207,34 +207,108 @@ fn nonce() -> Result<u64, Error> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-// OAUTH-GLUE-START (temporary until the oauth module lands)
 impl oauth_wit::Guest for Component {
     fn google() -> Endpoints {
-        Endpoints { authorization_endpoint: String::new(), token_endpoint: String::new(), scopes: vec![], extra_authorization_params: vec![] }
+        endpoints_to_wit(oauth::google())
     }
-    fn microsoft(_tenant: String) -> Result<Endpoints, OauthFailure> {
-        Err(OauthFailure { kind: OauthFailureKind::Invalid, message: "not built yet".into() })
+
+    fn microsoft(tenant: String) -> Result<Endpoints, OauthFailure> {
+        oauth::microsoft(&tenant)
+            .map(endpoints_to_wit)
+            .map_err(|e| OauthFailure { kind: OauthFailureKind::Invalid, message: e.message })
     }
-    fn begin(_e: Endpoints, _c: ClientRegistration, _h: Option<String>) -> Result<AuthorizationRequest, OauthFailure> {
-        Err(OauthFailure { kind: OauthFailureKind::Invalid, message: "not built yet".into() })
+
+    fn begin(endpoints: Endpoints, client: ClientRegistration, login_hint: Option<String>) -> Result<AuthorizationRequest, OauthFailure> {
+        let mut random = [0u8; 64];
+        getrandom::fill(&mut random).map_err(|_| OauthFailure {
+            kind: OauthFailureKind::Invalid,
+            message: "no secure random source is available to start the authorization".into(),
+        })?;
+        let r = oauth::authorization_request(&endpoints_from_wit(endpoints), &client_from_wit(client), login_hint.as_deref(), &random)
+            .map_err(|e| OauthFailure { kind: OauthFailureKind::Invalid, message: e.message })?;
+        Ok(AuthorizationRequest { url: r.url, state: r.state, code_verifier: r.code_verifier })
     }
-    fn parse_redirect(_r: String, _s: String) -> Result<String, OauthFailure> {
-        Err(OauthFailure { kind: OauthFailureKind::Invalid, message: "not built yet".into() })
+
+    fn parse_redirect(redirect: String, expected_state: String) -> Result<String, OauthFailure> {
+        oauth::parse_redirect(&redirect, &expected_state).map_err(failure_to_wit)
     }
-    fn token_request(_e: Endpoints, _c: ClientRegistration, _code: String, _v: String) -> HttpRequest {
-        HttpRequest { method: String::new(), url: String::new(), headers: vec![], body: vec![] }
+
+    fn token_request(endpoints: Endpoints, client: ClientRegistration, code: String, code_verifier: String) -> HttpRequest {
+        request_to_wit(oauth::token_request(&endpoints_from_wit(endpoints), &client_from_wit(client), &code, &code_verifier))
     }
-    fn refresh_request(_e: Endpoints, _c: ClientRegistration, _r: String) -> HttpRequest {
-        HttpRequest { method: String::new(), url: String::new(), headers: vec![], body: vec![] }
+
+    fn refresh_request(endpoints: Endpoints, client: ClientRegistration, refresh_token: String) -> HttpRequest {
+        request_to_wit(oauth::refresh_request(&endpoints_from_wit(endpoints), &client_from_wit(client), &refresh_token))
     }
-    fn parse_token_response(_r: HttpResponse, _now: u64, _p: Option<String>) -> Result<Tokens, OauthFailure> {
-        Err(OauthFailure { kind: OauthFailureKind::Invalid, message: "not built yet".into() })
+
+    fn parse_token_response(response: HttpResponse, now: u64, previous_refresh: Option<String>) -> Result<Tokens, OauthFailure> {
+        let r = oauth::HttpResponse { status: response.status, headers: response.headers, body: response.body };
+        oauth::parse_token_response(&r, now, previous_refresh.as_deref()).map(tokens_to_wit).map_err(failure_to_wit)
     }
-    fn needs_refresh(_t: Tokens, _now: u64, _m: u64) -> bool {
-        false
+
+    fn needs_refresh(tokens: Tokens, now: u64, margin_ms: u64) -> bool {
+        oauth::needs_refresh(&tokens_from_wit(tokens), now, margin_ms)
     }
 }
-// OAUTH-GLUE-END
+
+fn endpoints_to_wit(e: oauth::Endpoints) -> Endpoints {
+    Endpoints {
+        authorization_endpoint: e.authorization_endpoint,
+        token_endpoint: e.token_endpoint,
+        scopes: e.scopes,
+        extra_authorization_params: e.extra_authorization_params,
+    }
+}
+
+fn endpoints_from_wit(e: Endpoints) -> oauth::Endpoints {
+    oauth::Endpoints {
+        authorization_endpoint: e.authorization_endpoint,
+        token_endpoint: e.token_endpoint,
+        scopes: e.scopes,
+        extra_authorization_params: e.extra_authorization_params,
+    }
+}
+
+fn client_from_wit(c: ClientRegistration) -> oauth::ClientRegistration {
+    oauth::ClientRegistration { client_id: c.client_id, client_secret: c.client_secret, redirect_uri: c.redirect_uri }
+}
+
+fn request_to_wit(r: oauth::HttpRequest) -> HttpRequest {
+    HttpRequest { method: r.method, url: r.url, headers: r.headers, body: r.body }
+}
+
+fn tokens_to_wit(t: oauth::Tokens) -> Tokens {
+    Tokens {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        expires_at: t.expires_at_ms,
+        scopes: t.scopes,
+        account: t.account,
+    }
+}
+
+fn tokens_from_wit(t: Tokens) -> oauth::Tokens {
+    oauth::Tokens {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        expires_at_ms: t.expires_at,
+        scopes: t.scopes,
+        account: t.account,
+    }
+}
+
+fn failure_to_wit(e: oauth::OAuthError) -> OauthFailure {
+    let kind = match &e {
+        oauth::OAuthError::StateMismatch => OauthFailureKind::StateMismatch,
+        oauth::OAuthError::AccessDenied { .. } => OauthFailureKind::AccessDenied,
+        oauth::OAuthError::AuthorizationFailed { .. } => OauthFailureKind::AuthorizationFailed,
+        oauth::OAuthError::NeedsReauthorization { .. } => OauthFailureKind::NeedsReauthorization,
+        oauth::OAuthError::Transient { .. } => OauthFailureKind::Transient,
+        oauth::OAuthError::Invalid { .. } => OauthFailureKind::Invalid,
+    };
+    OauthFailure { kind, message: e.message() }
+}
+
 
 fn server_from_wit(s: &Server) -> config::Server {
     config::Server {

@@ -16,6 +16,7 @@ pub mod compose;
 pub mod headers;
 pub mod parse;
 pub mod plan;
+pub mod oauth;
 
 #[cfg(target_family = "wasm")]
 mod component;
