@@ -41,7 +41,17 @@ pub fn client_of<'a>(cfg: &'a TenantConfig, server: &ServerConfig) -> Result<&'a
 }
 
 fn failure(f: OauthFailure) -> HostError {
-    HostError::OAuth { needs_reauthorization: matches!(f.kind, OauthFailureKind::NeedsReauthorization | OauthFailureKind::AccessDenied), kind: format!("{:?}", f.kind), message: f.message }
+    let kind = match f.kind {
+        OauthFailureKind::StateMismatch => "StateMismatch",
+        OauthFailureKind::AccessDenied => "AccessDenied",
+        OauthFailureKind::AuthorizationFailed => "AuthorizationFailed",
+        OauthFailureKind::NeedsReauthorization => "NeedsReauthorization",
+        OauthFailureKind::Transient => "Transient",
+        OauthFailureKind::Invalid => "Invalid",
+    };
+    let needs_reauthorization =
+        matches!(f.kind, OauthFailureKind::NeedsReauthorization | OauthFailureKind::AccessDenied);
+    HostError::OAuth { needs_reauthorization, kind: kind.to_string(), message: f.message }
 }
 
 pub async fn endpoints(instance: &mut Instance, c: &OauthClientConfig) -> Result<OauthEndpoints, HostError> {

@@ -140,10 +140,13 @@ async fn authorization_code_flow_then_imap_pop3_and_smtp_with_the_token() {
     drop(sink);
     assert_eq!(s.delivered, 1);
 
-    // The same account's tokens serve POP3 and SMTP.
+    // The same account's token serves POP3 (a store of its own: the IMAP mailbox's sync state
+    // would not fit) and SMTP.
     let pop = oauth_config("pop3", &user, free_port());
-    let mut sink = store.sink(&pop.tenant, "inbox-pop");
-    let s = ops::fetch(plugin(), &pop, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("POP3 with OAuth2: {e}"));
+    let pop_store = db("flow-pop");
+    pop_store.save_tokens(&pop.tenant, "rig", &user, &t).expect("save");
+    let mut sink = pop_store.sink(&pop.tenant, "inbox");
+    let s = ops::fetch(plugin(), &pop, "inbox", &mut sink, &pop_store).await.unwrap_or_else(|e| panic!("POP3 with OAuth2: {e}"));
     drop(sink);
     assert_eq!(s.delivered, 1);
     let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "sent with OAuth2".into(), text_body: "x".into() };

@@ -2,6 +2,8 @@
 # shellcheck shell=bash
 
 RIG_DIR=${MAILPLUG_RIG_DIR:-/tmp/mailplug-rig}
+# Where these scripts live (tests/rig), for the OAuth2 server's sources.
+RIG_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 rig_log() { printf 'rig: %s\n' "$*" >&2; }
 rig_die() { printf 'rig: error: %s\n' "$*" >&2; exit 1; }
@@ -30,6 +32,14 @@ RIG_POP3_NOTLS_HOST=$RIG_NOTLS_IP
 RIG_POP3_NOTLS_PORT=10111
 RIG_SMTP_NOTLS_HOST=$RIG_IP
 RIG_SMTP_NOTLS_PORT=10588
+
+# OAuth2 authorization server (tests/rig/oauth/server.mjs), plain HTTP on loopback only.
+RIG_OAUTH_PORT=10800
+RIG_OAUTH_URL=http://$RIG_IP:$RIG_OAUTH_PORT
+RIG_OAUTH_CLIENT_ID=mailplug-test
+RIG_OAUTH_CLIENT_SECRET='Client-Secret-5Rq!'
+RIG_OAUTH_PUBLIC_CLIENT_ID=mailplug-public
+RIG_OAUTH_DENY_HINT=deny@example.test
 
 # name:password (login = name@example.test). Passwords are distinctive so that tests can grep
 # any output for them; they must not contain ':' (passwd-file) or shell-special characters
@@ -73,6 +83,14 @@ POSTFIX_DATA=$POSTFIX_DIR/data
 POSTFIX_LOG=$RIG_LOGS/postfix.log
 POSTFIX_PIDFILE=$RIG_PIDS/postfix.pid
 
+# The OAuth2 server runs from a copy of tests/rig/oauth with its node_modules (npm ci), kept
+# across fresh starts (reinstalled only when package.json / package-lock.json / node change).
+OAUTH_DIR=$RIG_DIR/oauth
+OAUTH_SERVER=$OAUTH_DIR/server.mjs
+OAUTH_USERS=$OAUTH_DIR/users
+OAUTH_LOG=$RIG_LOGS/oauth.log
+OAUTH_PIDFILE=$RIG_PIDS/oauth.pid
+
 # ---- helpers -----------------------------------------------------------------------------
 
 # Does /proc/PID belong to the Dovecot master that this rig started?
@@ -91,6 +109,17 @@ rig_is_our_postfix() {
     read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
     [[ "$comm" == master ]] || return 1
     tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF -- "MAIL_CONFIG=$POSTFIX_CONF"
+}
+
+# Does /proc/PID belong to the OAuth2 server that this rig started? (node running this rig's
+# copy of server.mjs, with --rig-dir=$RIG_DIR)
+rig_is_our_oauth() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
+    [[ "$comm" == node ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$OAUTH_SERVER" || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--rig-dir=$RIG_DIR"
 }
 
 # PIDs of this rig's Dovecot / Postfix masters: from the PID files, plus a scan of /proc for
@@ -123,6 +152,18 @@ rig_postfix_pids() {
     } 2>/dev/null | sort -un
 }
 
+rig_oauth_pids() {
+    local pid p
+    {
+        pid=$(head -n1 "$OAUTH_PIDFILE" 2>/dev/null | tr -d ' ') || true
+        if rig_is_our_oauth "$pid"; then echo "$pid"; fi
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_oauth "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
 # rig_port_open HOST PORT: does something accept TCP connections there?
 rig_port_open() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
@@ -148,6 +189,7 @@ rig_listeners() {
     echo "$RIG_IMAP_NOTLS_HOST $RIG_IMAP_NOTLS_PORT"
     echo "$RIG_POP3_NOTLS_HOST $RIG_POP3_NOTLS_PORT"
     echo "$RIG_SMTP_NOTLS_HOST $RIG_SMTP_NOTLS_PORT"
+    echo "$RIG_IP $RIG_OAUTH_PORT"
 }
 
 # Send SIGTERM to PIDs, wait up to SECONDS for them to exit, then SIGKILL the rest.
@@ -169,12 +211,17 @@ rig_terminate() {
     sleep 0.2
 }
 
-# Stop whatever this rig started (and nothing else). Both are stopped at once: Dovecot alone
+# Stop whatever this rig started (and nothing else). All are stopped at once: Dovecot alone
 # takes 2-3 s to exit.
 rig_stop() {
-    local dpids ppids
+    local dpids ppids opids
     mapfile -t dpids < <(rig_dovecot_pids)
     mapfile -t ppids < <(rig_postfix_pids)
+    mapfile -t opids < <(rig_oauth_pids)
+    if [[ ${#opids[@]} -gt 0 ]]; then
+        rig_log "stopping the oauth2 server (pid ${opids[*]})"
+        kill -TERM "${opids[@]}" 2>/dev/null || true
+    fi
     if [[ ${#dpids[@]} -gt 0 ]]; then
         rig_log "stopping dovecot (pid ${dpids[*]})"
         # SIGTERM to the master is what `doveadm stop` does, without needing a parsable config.
@@ -185,8 +232,8 @@ rig_stop() {
         # `postfix stop` tells the master to stop; rig_terminate signals it if the config is broken.
         MAIL_CONFIG=$POSTFIX_CONF timeout 20 postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1 </dev/null || true
     fi
-    rig_terminate 15 "${dpids[@]}" "${ppids[@]}"
-    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE"
+    rig_terminate 15 "${dpids[@]}" "${ppids[@]}" "${opids[@]}"
+    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE" "$OAUTH_PIDFILE"
 }
 
 # Wait until no rig port accepts connections any more (children may hold listeners briefly).

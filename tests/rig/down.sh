@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stops the Dovecot and Postfix that tests/rig/up.sh started (found by the PID files in the run dir
-# and checked against this rig's config), and waits for them to exit. Touches nothing else.
+# Stops the Dovecot, Postfix and OAuth2 server that tests/rig/up.sh started (found by the PID
+# files in the run dir and checked against this rig's config), and waits for them to exit.
+# Touches nothing else.
 # Leaves the run dir (logs, mail) in place for inspection; up.sh recreates it.
 set -euo pipefail
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the mailplug test rig needs (Dovecot, Postfix, OpenSSL) from Debian's packages
-# without starting any system daemon. Idempotent: does nothing when everything is installed.
+# Installs what the mailplug test rig needs (Dovecot, Postfix, OpenSSL, curl, and node + npm for
+# the OAuth2 server) from Debian's packages without starting any system daemon. Idempotent: does
+# nothing when everything is installed. (The OAuth2 server's npm packages are installed by up.sh.)
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl ca-certificates)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl ca-certificates curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -14,6 +15,10 @@ for p in "${PACKAGES[@]}"; do
 done
 # `script` (bsdutils) is used to see `postfix check` errors; it is Essential on Debian, but check.
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+# node and npm may come from elsewhere (e.g. NodeSource's nodejs, which includes npm): only
+# install Debian's when the commands are missing.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0

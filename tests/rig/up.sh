@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts the mailplug test rig: Dovecot (IMAP/POP3/LMTP) and Postfix (submission) on loopback,
-# with a CA and server certificate made at run time. Writes $RIG_DIR/rig.env.
+# with a CA and server certificate made at run time, and an OAuth2 authorization server
+# (tests/rig/oauth, node) whose access tokens Dovecot and Postfix accept (XOAUTH2, OAUTHBEARER).
+# Writes $RIG_DIR/rig.env.
 # Idempotent: a healthy rig from this same script is left running; anything else that a previous
 # run of this rig started is stopped and everything is started afresh.
 set -euo pipefail
@@ -21,14 +23,15 @@ chmod 0755 "$RIG_DIR"
 touch "$RIG_MARKER"
 rig_lock
 
-fingerprint=$(cat "$HERE/common.sh" "$HERE/up.sh" | sha256sum | cut -d' ' -f1)
+fingerprint=$(cat "$HERE/common.sh" "$HERE/up.sh" "$HERE/oauth/server.mjs" "$HERE/oauth/package.json" \
+                  "$HERE/oauth/package-lock.json" | sha256sum | cut -d' ' -f1)
 
 # ---- already up? ---------------------------------------------------------------------------
 rig_healthy() {
     local host port
     [[ -r "$RIG_FINGERPRINT" && "$(cat "$RIG_FINGERPRINT")" == "$fingerprint" ]] || return 1
     [[ -r "$RIG_ENV" && -r "$RIG_CA" ]] || return 1
-    [[ -n "$(rig_dovecot_pids)" && -n "$(rig_postfix_pids)" ]] || return 1
+    [[ -n "$(rig_dovecot_pids)" && -n "$(rig_postfix_pids)" && -n "$(rig_oauth_pids)" ]] || return 1
     [[ -S "$DOVECOT_BASE/auth-client" && -S "$DOVECOT_BASE/lmtp" ]] || return 1
     while read -r host port; do
         rig_port_listening "$host" "$port" || return 1
@@ -46,7 +49,7 @@ rig_stop
 if ! busy=$(rig_wait_ports_free); then
     rig_log "these rig ports are still taken by something this rig did not start:"
     printf '  %s\n' $busy >&2
-    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588)\b' >&2 || true
+    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800)\b' >&2 || true
     rig_die "free the ports above (or stop the other rig) and re-run"
 fi
 
@@ -96,6 +99,56 @@ EOF
     openssl verify -CAfile ca.pem server.pem >/dev/null
 ) || rig_die "generating the test certificates failed"
 
+# ---- OAuth2 authorization server ---------------------------------------------------------------
+# npm ci into $OAUTH_DIR (kept across fresh starts), skipped when package.json, package-lock.json
+# and the node version are those of the last successful install.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || rig_die "node and npm are needed (install.sh installs them)"
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+((node_major >= 18)) || rig_die "node >= 18 is needed for the OAuth2 server (found $(node --version 2>&1))"
+mkdir -p "$OAUTH_DIR"
+chmod 0755 "$OAUTH_DIR"
+npm_stamp=$( { cat "$HERE/oauth/package.json" "$HERE/oauth/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
+if [[ "$(cat "$OAUTH_DIR/.npm-stamp" 2>/dev/null)" != "$npm_stamp" \
+      || ! -r "$OAUTH_DIR/node_modules/oauth2-mock-server/package.json" \
+      || ! -r "$OAUTH_DIR/node_modules/jose/package.json" ]]; then
+    rig_log "npm ci for the OAuth2 server in $OAUTH_DIR"
+    rm -f "$OAUTH_DIR/.npm-stamp"
+    cp "$HERE/oauth/package.json" "$HERE/oauth/package-lock.json" "$OAUTH_DIR/"
+    # oauth2-mock-server 9 asks for node 22 but runs on 20: npm's EBADENGINE warning is expected.
+    if ! (cd "$OAUTH_DIR" && timeout 300 npm ci --no-audit --no-fund --no-update-notifier --loglevel=error) \
+            </dev/null >"$RIG_LOGS/oauth-npm.log" 2>&1 9>&-; then
+        tail -n 30 "$RIG_LOGS/oauth-npm.log" >&2
+        rig_die "npm ci for the OAuth2 server failed (log: $RIG_LOGS/oauth-npm.log)"
+    fi
+    echo "$npm_stamp" >"$OAUTH_DIR/.npm-stamp"
+fi
+cp "$HERE/oauth/server.mjs" "$OAUTH_SERVER"
+chmod 0644 "$OAUTH_SERVER"
+for entry in "${RIG_USERS[@]}"; do
+    echo "${entry%%:*}@$RIG_DOMAIN"
+done >"$OAUTH_USERS"
+chmod 0644 "$OAUTH_USERS"
+touch "$OAUTH_LOG"
+
+# As nobody, in its own session (so a test harness killing its process group does not take it
+# down), detached from the caller's stdio and from the lock fd.
+setsid setpriv --reuid=65534 --regid=65534 --clear-groups \
+    "$(command -v node)" "$OAUTH_SERVER" --host="$RIG_IP" --port="$RIG_OAUTH_PORT" \
+    --issuer="$RIG_OAUTH_URL" --users="$OAUTH_USERS" --rig-dir="$RIG_DIR" \
+    </dev/null >>"$OAUTH_LOG" 2>&1 9>&- &
+oauth_up=no
+for ((i = 0; i < 150; i++)); do
+    if curl -sf --max-time 1 -o /dev/null "$RIG_OAUTH_URL/health" 2>/dev/null; then oauth_up=yes; break; fi
+    [[ -n "$(rig_oauth_pids)" ]] || ((i < 10)) || break
+    sleep 0.1
+done
+pid=$(rig_oauth_pids | head -n1)
+if [[ $oauth_up != yes ]] || ! rig_is_our_oauth "$pid"; then
+    tail -n 30 "$OAUTH_LOG" >&2
+    rig_die "the OAuth2 server did not come up on $RIG_OAUTH_URL"
+fi
+echo "$pid" >"$OAUTH_PIDFILE"
+
 # ---- Dovecot ---------------------------------------------------------------------------------
 users_lines=""
 for entry in "${RIG_USERS[@]}"; do
@@ -139,13 +192,21 @@ ssl_key = <$RIG_TLS/server.key
 ssl_min_protocol = TLSv1.2
 $ssl_dh_line
 
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 auth_verbose = yes
 
+# Passwords for PLAIN/LOGIN; OAuth2 bearer tokens (XOAUTH2/OAUTHBEARER) checked by the rig's
+# OAuth2 server (introspection: signature, expiry, revocation; its email must be the login name).
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u $DOVECOT_USERS
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $DOVECOT_DIR/oauth2.conf
 }
 userdb {
   driver = passwd-file
@@ -217,6 +278,17 @@ local $RIG_NOTLS_IP {
   disable_plaintext_auth = no
 }
 EOF
+
+cat >"$DOVECOT_DIR/oauth2.conf" <<EOF
+# Generated by mailplug tests/rig/up.sh: the oauth2 passdb's settings.
+introspection_mode = post
+introspection_url = $RIG_OAUTH_URL/strict/introspect
+username_attribute = email
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+EOF
+chmod 0644 "$DOVECOT_DIR/oauth2.conf"
 
 doveconf -c "$DOVECOT_CONF" -n >/dev/null || rig_die "dovecot rejected $DOVECOT_CONF (see above)"
 
@@ -423,8 +495,25 @@ done < <(rig_listeners)
     echo "RIG_POSTFIX_CONF=$POSTFIX_CONF"
     echo "RIG_DOVECOT_LOG=$DOVECOT_LOG"
     echo "RIG_POSTFIX_LOG=$POSTFIX_LOG"
+    echo "RIG_OAUTH_URL=$RIG_OAUTH_URL"
+    echo "RIG_OAUTH_ISSUER=$RIG_OAUTH_URL"
+    echo "RIG_OAUTH_AUTHORIZE_URL=$RIG_OAUTH_URL/authorize"
+    echo "RIG_OAUTH_TOKEN_URL=$RIG_OAUTH_URL/token"
+    echo "RIG_OAUTH_REVOKE_URL=$RIG_OAUTH_URL/strict/revoke"
+    echo "RIG_OAUTH_INTROSPECT_URL=$RIG_OAUTH_URL/strict/introspect"
+    echo "RIG_OAUTH_USERINFO_URL=$RIG_OAUTH_URL/userinfo"
+    echo "RIG_OAUTH_JWKS_URL=$RIG_OAUTH_URL/jwks"
+    echo "RIG_OAUTH_DISCOVERY_URL=$RIG_OAUTH_URL/.well-known/openid-configuration"
+    echo "RIG_OAUTH_CLIENT_ID=$RIG_OAUTH_CLIENT_ID"
+    echo "RIG_OAUTH_CLIENT_SECRET=$RIG_OAUTH_CLIENT_SECRET"
+    echo "RIG_OAUTH_PUBLIC_CLIENT_ID=$RIG_OAUTH_PUBLIC_CLIENT_ID"
+    echo "RIG_OAUTH_DENY_HINT=$RIG_OAUTH_DENY_HINT"
+    echo "RIG_OAUTH_TEST_TOKEN_URL=$RIG_OAUTH_URL/test/token"
+    echo "RIG_OAUTH_TEST_REVOKE_ALL_URL=$RIG_OAUTH_URL/test/revoke-all"
+    echo "RIG_OAUTH_TEST_USER_SETTINGS_URL=$RIG_OAUTH_URL/test/user-settings"
+    echo "RIG_OAUTH_LOG=$OAUTH_LOG"
 } >"$RIG_ENV.tmp"
 mv -f "$RIG_ENV.tmp" "$RIG_ENV"
 echo "$fingerprint" >"$RIG_FINGERPRINT"
 
-rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"); env in $RIG_ENV"
+rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"), oauth2 pid $(cat "$OAUTH_PIDFILE"); env in $RIG_ENV"
