@@ -305,3 +305,77 @@ async fn cli_login_receives_the_redirect_and_status_never_prints_tokens() {
     let t = store.load_tokens("oauth-cli", "rig", &user).expect("load").expect("stored");
     secrets_absent(&format!("{shown}{err}"), &t);
 }
+
+fn json_field(body: &[u8], field: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    let key = format!("\"{field}\":\"");
+    text.split(&key).nth(1).and_then(|r| r.split('"').next()).unwrap_or_else(|| panic!("no {field} in {text}")).to_string()
+}
+
+/// A token minted by the rig's test helper, for `email`.
+async fn minted(email: &str, extra: &str) -> String {
+    let url = format!("{}?email={}{extra}", rig().get("RIG_OAUTH_TEST_TOKEN_URL"), oauth_percent(email));
+    json_field(&get(&url).await.body, "access_token")
+}
+
+#[tokio::test]
+async fn tokens_larger_than_2_kb_work_for_imap_and_smtp() {
+    let r = rig();
+    let (user, _) = test_box(6);
+    let settings = format!("{}?email={}&token_size=3500", r.get("RIG_OAUTH_TEST_USER_SETTINGS_URL"), oauth_percent(&user));
+    assert!(get(&settings).await.status < 300);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &sample_message("big-token@test", "big token"));
+    let cfg = oauth_config("imap", &user, free_port());
+    let store = db("big");
+    let t = login(&cfg, &store).await;
+    assert!(t.access_token.len() > 2048, "token of {} bytes", t.access_token.len());
+    let mut sink = store.sink(&cfg.tenant, "inbox");
+    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("IMAP, big token: {e}"));
+    drop(sink);
+    assert_eq!(s.delivered, 1);
+    let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "big token".into(), text_body: "x".into() };
+    ops::send(plugin(), &cfg, "q", &msg, &store).await.unwrap_or_else(|e| panic!("SMTP, big token: {e}"));
+}
+
+#[tokio::test]
+async fn wrong_user_expired_and_revoked_tokens_are_refused_by_every_protocol() {
+    let r = rig();
+    let (user, _) = test_box(7);
+    let other = r.user("SUPPORT").to_string();
+    let revoked = minted(&user, "").await;
+    let revoke = format!(
+        "token={}&client_id={}&client_secret={}",
+        oauth_percent(&revoked),
+        oauth_percent(r.get("RIG_OAUTH_CLIENT_ID")),
+        oauth_percent(r.get("RIG_OAUTH_CLIENT_SECRET"))
+    );
+    assert!(post_form(r.get("RIG_OAUTH_REVOKE_URL"), &revoke).await.status < 300);
+    let cases = [
+        ("another user's token", minted(&other, "").await),
+        ("an expired token", minted(&user, "&expires_in=0").await),
+        ("a revoked token", revoked),
+    ];
+    for (what, token) in cases {
+        // No refresh token: after the refusal there is nothing to refresh with.
+        let t = Tokens { access_token: token, refresh_token: None, expires_at: None, scopes: vec![], account: None };
+        for protocol in ["imap", "pop3"] {
+            let cfg = oauth_config(protocol, &user, free_port());
+            let store = db(&format!("refused-{protocol}"));
+            store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
+            let mut sink = store.sink(&cfg.tenant, "inbox");
+            let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.expect_err(what);
+            drop(sink);
+            secrets_absent(&format!("{e} {e:?}"), &t);
+            let refused = e.kind() == Some(mailplug_host::Kind::AuthRejected)
+                || matches!(e, HostError::OAuth { needs_reauthorization: true, .. });
+            assert!(refused, "{protocol}, {what}: {e}");
+        }
+        let cfg = oauth_config("imap", &user, free_port());
+        let store = db("refused-smtp");
+        store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
+        let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "refused".into(), text_body: "x".into() };
+        let e = ops::send(plugin(), &cfg, "q", &msg, &store).await.expect_err(what);
+        secrets_absent(&format!("{e} {e:?}"), &t);
+    }
+}
