@@ -56,8 +56,8 @@ fn unique() -> String {
     format!("{}", t.as_nanos())
 }
 
-/// Fetches the customer's mailbox until a message with this In-Reply-To shows up.
-async fn wait_for_reply(in_reply_to: &str) -> Vec<u8> {
+/// Fetches the customer's mailbox until a message matching `found` shows up.
+async fn wait_for_customer(what: &str, found: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let r = rig();
     let inb = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, r.user("CUSTOMER"), r.pass("CUSTOMER"));
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
@@ -65,12 +65,21 @@ async fn wait_for_reply(in_reply_to: &str) -> Vec<u8> {
     for _ in 0..60 {
         let mut sink = MemorySink::default();
         ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await.expect("fetch customer");
-        if let Some(m) = sink.messages.into_iter().find(|m| header(&m.raw, "In-Reply-To").as_deref() == Some(&format!("<{in_reply_to}>"))) {
+        if let Some(m) = sink.messages.into_iter().find(|m| found(&m.raw)) {
             return m.raw;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("no reply to {in_reply_to} arrived");
+    panic!("{what} never arrived");
+}
+
+async fn wait_for_reply(in_reply_to: &str) -> Vec<u8> {
+    let want = format!("<{in_reply_to}>");
+    wait_for_customer(&format!("a reply to {in_reply_to}"), |raw| header(raw, "In-Reply-To").as_deref() == Some(want.as_str())).await
+}
+
+async fn wait_for(message_id: &str) -> Vec<u8> {
+    wait_for_customer(message_id, |raw| contains(raw, message_id.as_bytes())).await
 }
 
 struct Case {
@@ -251,22 +260,6 @@ async fn data_on_the_wire_is_crlf_stuffed_and_terminated_once() {
         let got_body = String::from_utf8_lossy(&got).split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
         assert!(got_body.starts_with(normalised.trim_end_matches("\r\n")), "body changed: {got_body:?} vs {normalised:?}");
     }
-}
-
-async fn wait_for(message_id: &str) -> Vec<u8> {
-    let r = rig();
-    let inb = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, r.user("CUSTOMER"), r.pass("CUSTOMER"));
-    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
-    let cfg = tenant("imap", &inb, &smtp, true);
-    for _ in 0..60 {
-        let mut sink = MemorySink::default();
-        ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await.expect("fetch");
-        if let Some(m) = sink.messages.into_iter().find(|m| contains(&m.raw, message_id.as_bytes())) {
-            return m.raw;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{message_id} never arrived");
 }
 
 /// Postfix's smtp-sink on a free loopback port, stopped on drop.
