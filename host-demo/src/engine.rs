@@ -31,6 +31,9 @@ pub use exports::mailplug::connector::oauth::{
     AuthorizationRequest, ClientRegistration, Endpoints as OauthEndpoints, HttpRequest, HttpResponse, OauthFailure,
     OauthFailureKind, Tokens,
 };
+pub use exports::mailplug::connector::presets::{
+    AuthSupport, Finding, Preset, ProtocolKind, ServerPreset, ServerSettings, Severity, UsernameForm,
+};
 pub use exports::mailplug::connector::session::{
     Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, Outcome, ParsedMessage,
     RecipientResult, SendReport, SkippedMessage,
@@ -228,6 +231,16 @@ impl Instance {
         self.arm();
         let r = self.bindings.mailplug_connector_outbound().call_compose_reply(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
+    }
+
+    pub async fn presets(&mut self) -> Result<Vec<Preset>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_presets().call_catalogue(&mut self.store).await.map_err(|e| self.trap(e))
+    }
+
+    pub async fn validate(&mut self, settings: &ServerSettings) -> Result<Vec<Finding>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_presets().call_validate(&mut self.store, settings).await.map_err(|e| self.trap(e))
     }
 
     pub async fn oauth_google(&mut self) -> Result<OauthEndpoints, HostError> {

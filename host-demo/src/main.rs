@@ -67,6 +67,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the provider presets (recommended settings), or check a configuration against them.
+    Presets {
+        /// Check this configuration's servers instead of listing the presets.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// OAuth2: consent once in a browser, and check the stored tokens.
     Oauth {
         #[command(subcommand)]
@@ -357,6 +365,46 @@ async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthComman
     }
 }
 
+async fn print_presets(plugin: &Plugin, json: bool) -> ExitCode {
+    let mut instance = match plugin.instantiate(64 << 20, 2000).await {
+        Ok(i) => i,
+        Err(e) => return fail(e, 1),
+    };
+    let presets = match instance.presets().await {
+        Ok(p) => p,
+        Err(e) => return fail(e, 1),
+    };
+    let server = |s: &Option<mailplug_host::engine::ServerPreset>| match s {
+        Some(s) => format!("{}:{} {}", s.host, s.port, if s.tls { "TLS" } else { "STARTTLS" }),
+        None => "-".into(),
+    };
+    for p in &presets {
+        let auth: Vec<String> = p
+            .auth
+            .iter()
+            .map(|a| match a {
+                mailplug_host::engine::AuthSupport::Basic => "password".to_string(),
+                mailplug_host::engine::AuthSupport::AppPasswordRequired => "app password".to_string(),
+                mailplug_host::engine::AuthSupport::Oauth2(p) => format!("OAuth2 ({p})"),
+            })
+            .collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"id": p.id, "name": p.name, "domains": p.domains, "pop3": server(&p.pop3), "imap": server(&p.imap),
+                    "smtp": server(&p.smtp), "auth": auth, "source": p.source,
+                    "notes": p.notes.iter().map(|n| serde_json::json!({"en": n.en, "de": n.de})).collect::<Vec<_>>()})
+            );
+        } else {
+            println!("{} ({})\n  POP3 {}\n  IMAP {}\n  SMTP {}\n  sign-in: {}", p.name, p.id, server(&p.pop3), server(&p.imap), server(&p.smtp), auth.join(", "));
+            for n in &p.notes {
+                println!("  note: {}", n.en);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn print_plan(p: &mailplug_host::engine::FromPlan, json: bool) {
     if json {
         let warnings: Vec<_> = p.warnings.iter().map(|w| serde_json::json!({"en": w.en, "de": w.de})).collect();
@@ -397,7 +445,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Command::Presets { config: None, json } = &cli.command {
+        let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
+        return match Plugin::load(&plugin_path) {
+            Ok(p) => print_presets(&p, *json).await,
+            Err(e) => fail(e, 1),
+        };
+    }
     let config_path = match &cli.command {
+        // Without --config it returned above.
+        Command::Presets { config, .. } => config.clone().unwrap_or_default(),
         Command::Fetch { config, .. } | Command::Send { config, .. } | Command::PlanFrom { config, .. } => config.clone(),
         Command::Oauth { command: OauthCommand::Login { config, .. } | OauthCommand::Status { config, .. } } => config.clone(),
     };
@@ -413,7 +470,32 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e, 1),
     };
+    // Settings that cannot work stop here, before anything connects; doubtful ones are shown.
+    let findings = match ops::validate_config(&plugin, &cfg).await {
+        Ok(f) => f,
+        Err(e) => return fail(e, 1),
+    };
+    if let Command::Presets { json, .. } = &cli.command {
+        for f in &findings {
+            if *json {
+                println!("{}", serde_json::json!({"server": f.server, "severity": if f.error { "error" } else { "warning" }, "field": f.field, "en": f.en, "de": f.de}));
+            } else {
+                println!("{}: {} ({}): {}\n    {}", if f.error { "error" } else { "warning" }, f.server, f.field, f.en, f.de);
+            }
+        }
+        if findings.is_empty() && !*json {
+            println!("no problems found in {}", config_path.display());
+        }
+        return if findings.iter().any(|f| f.error) { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    for f in &findings {
+        eprintln!("mailplug: {}: {} ({}): {}", if f.error { "error" } else { "warning" }, f.server, f.field, f.en);
+    }
+    if findings.iter().any(|f| f.error) {
+        return ExitCode::from(2);
+    }
     match cli.command {
+        Command::Presets { .. } => ExitCode::SUCCESS,
         Command::Fetch { mailbox, out, json, .. } => {
             let names: Vec<String> = match mailbox {
                 Some(n) => vec![n],

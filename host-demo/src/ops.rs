@@ -363,6 +363,57 @@ pub async fn send_reply(
     Ok(SentReply { plan, sent })
 }
 
+/// One finding about a configured server.
+#[derive(Debug, Clone)]
+pub struct ConfigFinding {
+    /// Which server: `mailbox "support"` or `queue "support" smtp`.
+    pub server: String,
+    pub error: bool,
+    pub field: String,
+    pub en: String,
+    pub de: String,
+}
+
+/// Checks every configured server against the presets and protocol rules (port and TLS
+/// switch, OAuth2 with a password, Basic where the provider retired it, Gmail app passwords,
+/// user name form) before anything connects.
+pub async fn validate_config(plugin: &Plugin, cfg: &TenantConfig) -> Result<Vec<ConfigFinding>, HostError> {
+    use crate::engine::{ProtocolKind, ServerSettings, Severity};
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    let servers = cfg
+        .mailboxes
+        .iter()
+        .map(|m| {
+            let kind = if m.protocol == Protocol::Pop3 { ProtocolKind::Pop3 } else { ProtocolKind::Imap };
+            (format!("mailbox \"{}\"", m.name), kind, &m.server)
+        })
+        .chain(cfg.queues.iter().map(|q| (format!("queue \"{}\" smtp", q.name), ProtocolKind::Smtp, &q.smtp)));
+    let mut out = Vec::new();
+    for (what, protocol, s) in servers {
+        let oauth2 = s.auth == AuthKind::Oauth2;
+        let settings = ServerSettings {
+            protocol,
+            host: s.host.clone(),
+            port: s.port,
+            tls: s.security == Security::ImplicitTls,
+            oauth2,
+            has_password: !oauth2,
+            username: s.username.clone(),
+            password: (!oauth2).then(|| s.secret.expose().to_string()),
+        };
+        for f in instance.validate(&settings).await? {
+            out.push(ConfigFinding {
+                server: what.clone(),
+                error: f.severity == Severity::Error,
+                field: f.field,
+                en: f.text.en,
+                de: f.text.de,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The default component path: `$MAILPLUG_WASM`, else next to the binary's target folder.
 pub fn default_plugin_path() -> PathBuf {
     if let Ok(p) = std::env::var("MAILPLUG_WASM") {

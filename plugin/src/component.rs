@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, error, headers, imap, oauth, parse, plan, pop3, session as core, smtp};
+use crate::{compose, config, error, headers, imap, oauth, parse, plan, pop3, presets, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -18,6 +18,9 @@ use exports::mailplug::connector::outbound::{
 use exports::mailplug::connector::oauth::{
     self as oauth_wit, AuthorizationRequest, ClientRegistration, Endpoints, HttpRequest, HttpResponse, OauthFailure,
     OauthFailureKind, Tokens,
+};
+use exports::mailplug::connector::presets::{
+    self as presets_wit, AuthSupport, Finding, Preset, ProtocolKind, ServerPreset, ServerSettings, Severity, UsernameForm,
 };
 use exports::mailplug::connector::session::{
     self, Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, GuestSession, Outcome,
@@ -248,6 +251,80 @@ impl oauth_wit::Guest for Component {
 
     fn needs_refresh(tokens: Tokens, now: u64, margin_ms: u64) -> bool {
         oauth::needs_refresh(&tokens_from_wit(tokens), now, margin_ms)
+    }
+}
+
+impl presets_wit::Guest for Component {
+    fn catalogue() -> Vec<Preset> {
+        presets::catalogue().into_iter().map(preset_to_wit).collect()
+    }
+
+    fn by_domain(domain: String) -> Option<Preset> {
+        presets::by_domain(&domain).map(preset_to_wit)
+    }
+
+    fn validate(s: ServerSettings) -> Vec<Finding> {
+        let settings = presets::ServerSettings {
+            proto: match s.protocol {
+                ProtocolKind::Pop3 => presets::Proto::Pop3,
+                ProtocolKind::Imap => presets::Proto::Imap,
+                ProtocolKind::Smtp => presets::Proto::Smtp,
+            },
+            host: &s.host,
+            port: s.port,
+            tls: s.tls,
+            oauth2: s.oauth2,
+            has_password: s.has_password,
+            username: &s.username,
+            password: s.password.as_deref(),
+        };
+        presets::validate(&settings)
+            .into_iter()
+            .map(|f| Finding {
+                severity: match f.severity {
+                    presets::Severity::Error => Severity::Error,
+                    presets::Severity::Warning => Severity::Warning,
+                },
+                field: f.field,
+                text: Text { en: f.en, de: f.de },
+            })
+            .collect()
+    }
+
+    fn normalise_app_password(password: String) -> String {
+        presets::normalise_app_password(&password)
+    }
+}
+
+fn preset_to_wit(p: presets::Preset) -> Preset {
+    let server = |s: Option<presets::ServerPreset>| s.map(|s| ServerPreset { host: s.host, port: s.port, tls: s.tls });
+    Preset {
+        id: p.id.to_string(),
+        name: p.name.to_string(),
+        domains: p.domains.iter().map(|d| d.to_string()).collect(),
+        pop3: server(p.pop3),
+        imap: server(p.imap),
+        smtp: server(p.smtp),
+        username: match p.username {
+            presets::UsernameForm::FullAddress => UsernameForm::FullAddress,
+            presets::UsernameForm::LocalPart => UsernameForm::LocalPart,
+        },
+        auth: p
+            .auth
+            .into_iter()
+            .map(|a| match a {
+                presets::AuthSupport::Basic => AuthSupport::Basic,
+                presets::AuthSupport::AppPasswordRequired => AuthSupport::AppPasswordRequired,
+                presets::AuthSupport::OAuth2 { provider } => AuthSupport::Oauth2(provider.to_string()),
+            })
+            .collect(),
+        smtp_provider: match p.smtp_provider {
+            plan::Provider::Gmail => Provider::Gmail,
+            plan::Provider::Microsoft => Provider::Microsoft,
+            plan::Provider::Generic => Provider::Generic,
+        },
+        notes: p.notes.into_iter().map(|n| Text { en: n.en, de: n.de }).collect(),
+        source: p.source.to_string(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod parse;
 pub mod plan;
 pub mod oauth;
+pub mod presets;
 
 #[cfg(target_family = "wasm")]
 mod component;

@@ -167,3 +167,50 @@ fn plan_from_tells_the_admin_what_the_customer_will_see_in_both_languages() {
     let json = String::from_utf8_lossy(&o.stdout);
     assert!(json.contains("\"sender\":\"agent@example.test\"") && json.contains("\"de\":"), "{json}");
 }
+
+#[test]
+fn settings_that_cannot_work_are_named_before_anything_connects() {
+    let dir = tmpdir("validate");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("pw"), "my-normal-password").expect("pw");
+    let text = r#"tenant = "v"
+licensed = true
+[[mailbox]]
+name = "gmail"
+address = "support@gmail.com"
+protocol = "imap"
+host = "imap.gmail.com"
+port = 993
+tls = true
+username = "support@gmail.com"
+password_file = "pw"
+[[queue]]
+name = "q"
+mailboxes = ["gmail"]
+[queue.smtp]
+host = "smtp.gmail.com"
+port = 587
+tls = true
+username = "support@gmail.com"
+password_file = "pw"
+"#;
+    std::fs::write(dir.join("t.toml"), text).expect("config");
+    let cfg = dir.join("t.toml");
+    let cfg = cfg.to_str().expect("utf8");
+    let o = run(&["presets", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // 587 with TLS on: named with the fix, in both languages.
+    assert!(out.contains("error") && out.contains("587") && out.contains("STARTTLS"), "{out}");
+    // A normal password where Gmail wants an app password.
+    assert!(out.contains("Gmail wants an app password"), "{out}");
+    assert!(!out.contains("my-normal-password"), "the password is never echoed: {out}");
+    // fetch stops before connecting, with the same reason.
+    let o = run(&["fetch", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("587"), "{}", text(&o));
+    // The catalogue lists the spec's providers with the errata applied.
+    let o = run(&["presets"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("IMAP imap.gmail.com:993 TLS") && out.contains("SMTP smtp.office365.com:587 STARTTLS"), "{out}");
+}
