@@ -173,7 +173,7 @@ fn settings_that_cannot_work_are_named_before_anything_connects() {
     let dir = tmpdir("validate");
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("pw"), "my-normal-password").expect("pw");
-    let text = r#"tenant = "v"
+    let toml = r#"tenant = "v"
 licensed = true
 [[mailbox]]
 name = "gmail"
@@ -194,7 +194,7 @@ tls = true
 username = "support@gmail.com"
 password_file = "pw"
 "#;
-    std::fs::write(dir.join("t.toml"), text).expect("config");
+    std::fs::write(dir.join("t.toml"), toml).expect("config");
     let cfg = dir.join("t.toml");
     let cfg = cfg.to_str().expect("utf8");
     let o = run(&["presets", "--config", cfg]);
