@@ -18,6 +18,8 @@ pub mod parse;
 pub mod plan;
 pub mod oauth;
 pub mod presets;
+pub mod discover;
+pub mod diagnose;
 
 #[cfg(target_family = "wasm")]
 mod component;

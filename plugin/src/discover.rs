@@ -1,0 +1,651 @@
+//! Server discovery from an e-mail address, without I/O: this module says what the host
+//! should look up (MX, RFC 6186/8314 SRV, Thunderbird autoconfig) and turns the answers into
+//! ranked candidates. Everything except a catalogue match is only a suggestion for the admin.
+
+use crate::error::{Error, Result, Stage};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Mx(String),
+    Srv(String),
+    Http(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxRecord {
+    pub preference: u16,
+    pub exchange: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub service: String,
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Pop3,
+    Imap,
+    Smtp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub proto: Proto,
+    pub host: String,
+    pub port: u16,
+    /// true = TLS from the first byte; false = STARTTLS (plaintext servers are never suggested).
+    pub tls: bool,
+    pub username: String,
+    /// "catalogue: gmail" | "MX -> Microsoft 365" | "SRV _imaps._tcp" | "autoconfig https://..."
+    pub source: String,
+    /// From a catalogue match; false = a suggestion the admin must confirm.
+    pub trusted: bool,
+}
+
+/// Largest autoconfig document we parse; real ones are a few KB.
+pub const MAX_AUTOCONFIG_BYTES: usize = 256 * 1024;
+
+/// RFC 6186 / RFC 8314 services, with the protocol and whether TLS starts at the first byte.
+const SRV_SERVICES: [(&str, Proto, bool); 6] = [
+    ("_imaps._tcp", Proto::Imap, true),
+    ("_imap._tcp", Proto::Imap, false),
+    ("_pop3s._tcp", Proto::Pop3, true),
+    ("_pop3._tcp", Proto::Pop3, false),
+    ("_submissions._tcp", Proto::Smtp, true),
+    ("_submission._tcp", Proto::Smtp, false),
+];
+
+fn bad_input(m: impl Into<String>) -> Error {
+    Error::invalid(Stage::Connect, m)
+}
+
+/// Splits and checks an address; returns (local part, lower-case domain).
+fn split_address(address: &str) -> Result<(&str, String)> {
+    let address = address.trim();
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Err(bad_input(format!("'{address}' is not an e-mail address: it has no '@'. Enter the full address, e.g. support@example.com.")));
+    };
+    if local.is_empty() || local.len() > 64 || local.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '@' | '"' | '\\')) {
+        return Err(bad_input(format!("The part before '@' in '{address}' is empty, too long or contains spaces or special characters. Enter the full address, e.g. support@example.com.")));
+    }
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if !is_host_name(&domain) || !domain.contains('.') {
+        return Err(bad_input(format!("The domain of '{address}' is not a valid internet domain name. Check the part after '@'.")));
+    }
+    Ok((local, domain))
+}
+
+/// An ASCII DNS name: labels of letters, digits, '-' and '_' (1..=63 bytes, no '-' at the ends).
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What the host should look up for an address, in order: MX of the domain; SRV records of
+/// RFC 6186 / RFC 8314 at the domain; the Thunderbird autoconfig URLs.
+pub fn lookups(address: &str) -> Result<Vec<Lookup>> {
+    let (local, domain) = split_address(address)?;
+    let addr = format!("{local}@{domain}");
+    let mut v = Vec::with_capacity(1 + SRV_SERVICES.len() + 2);
+    v.push(Lookup::Mx(domain.clone()));
+    for (service, _, _) in SRV_SERVICES {
+        v.push(Lookup::Srv(format!("{service}.{domain}")));
+    }
+    v.push(Lookup::Http(format!("https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={}", percent_encode(&addr))));
+    v.push(Lookup::Http(format!("https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml")));
+    Ok(v)
+}
+
+fn normalise_host(h: &str) -> String {
+    h.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The provider a custom domain's MX points to (the most preferred MX that is recognised).
+pub fn provider_from_mx(mx: &[MxRecord]) -> Option<&'static str> {
+    let mut sorted: Vec<&MxRecord> = mx.iter().collect();
+    sorted.sort_by_key(|r| r.preference);
+    sorted.iter().find_map(|r| {
+        let host = normalise_host(&r.exchange);
+        let under = |suffix: &str| host.ends_with(suffix);
+        if under(".google.com") || under(".googlemail.com") {
+            Some("gmail")
+        } else if under(".mail.protection.outlook.com") {
+            Some("microsoft365")
+        } else if under(".olc.protection.outlook.com") {
+            Some("outlook")
+        } else {
+            None
+        }
+    })
+}
+
+/// Orders MX records by preference (lowest first), then by name for a stable order.
+#[allow(clippy::ptr_arg)] // signature shared with order_srv, which needs Vec::retain
+pub fn order_mx(v: &mut Vec<MxRecord>) {
+    v.sort_by(|a, b| a.preference.cmp(&b.preference).then_with(|| a.exchange.cmp(&b.exchange)));
+}
+
+/// Orders SRV records by priority, then by weight (higher first), and drops target "."
+/// (RFC 2782: service decidedly not available). RFC 2782 asks clients to pick randomly by
+/// weight to spread load; these are suggestions shown to an admin, who configures one fixed
+/// host, so a reproducible order matters more than load spreading.
+pub fn order_srv(v: &mut Vec<SrvRecord>) {
+    v.retain(|r| !normalise_host(&r.target).is_empty());
+    v.sort_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| b.weight.cmp(&a.weight))
+            .then_with(|| a.target.cmp(&b.target))
+            .then_with(|| a.port.cmp(&b.port))
+    });
+}
+
+/// SRV results to candidates (_imaps -> TLS, _imap -> STARTTLS, ...), ordered as `order_srv`.
+/// Records of unknown services, with port 0 or an invalid target are left out.
+pub fn from_srv(records: &[SrvRecord], address: &str) -> Vec<Candidate> {
+    let mut sorted = records.to_vec();
+    order_srv(&mut sorted);
+    let username = address.trim().to_string();
+    sorted
+        .iter()
+        .filter_map(|r| {
+            let service = r.service.trim().to_ascii_lowercase();
+            let (name, proto, tls) = SRV_SERVICES
+                .iter()
+                .find(|(name, _, _)| service == *name || service.starts_with(&format!("{name}.")))?;
+            let host = normalise_host(&r.target);
+            if r.port == 0 || !is_host_name(&host) {
+                return None;
+            }
+            Some(Candidate {
+                proto: *proto,
+                host,
+                port: r.port,
+                tls: *tls,
+                username: username.clone(),
+                source: format!("SRV {name}"),
+                trusted: false,
+            })
+        })
+        .collect()
+}
+
+/// One incomingServer / outgoingServer element being read.
+#[derive(Default)]
+struct ServerElement {
+    outgoing: bool,
+    kind: String,
+    hostname: Option<String>,
+    port: Option<String>,
+    socket_type: Option<String>,
+    username: Option<String>,
+}
+
+/// Parses a Thunderbird autoconfig document (clientConfig 1.1) into candidates, substituting
+/// %EMAILADDRESS%, %EMAILLOCALPART% and %EMAILDOMAIN%. Servers with socketType "plain" are
+/// left out (we never suggest unencrypted servers); a document that offers only such servers is
+/// an error that says so. `source` is "autoconfig"; the host, which knows the URL, may
+/// append it. Server types other than imap/pop3/smtp (e.g. exchange) are ignored.
+pub fn parse_autoconfig(xml: &str, address: &str) -> Result<Vec<Candidate>> {
+    if xml.len() > MAX_AUTOCONFIG_BYTES {
+        return Err(Error::limit(
+            Stage::Connect,
+            format!("The autoconfig document is {} bytes; documents over {} bytes are refused. Configure the servers by hand.", xml.len(), MAX_AUTOCONFIG_BYTES),
+        ));
+    }
+    let (local, domain) = split_address(address)?;
+    let full_address = format!("{local}@{domain}");
+    let substitute = |s: &str| {
+        s.replace("%EMAILADDRESS%", &full_address).replace("%EMAILLOCALPART%", local).replace("%EMAILDOMAIN%", &domain)
+    };
+    let malformed = |what: &str| bad_input(format!("The autoconfig document is malformed ({what}); configure the servers by hand."));
+
+    let mut stack: Vec<String> = Vec::new();
+    let mut server: Option<ServerElement> = None;
+    let mut saw_root = false;
+    let mut skipped_plain = 0usize;
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while !rest.is_empty() {
+        let lt = rest.find('<').unwrap_or(rest.len());
+        let (text, after) = rest.split_at(lt);
+        if !text.trim().is_empty() {
+            // Text directly inside a server's field element: hostname, port, ...
+            if let (Some(s), Some(field), Some(parent)) = (server.as_mut(), stack.last(), stack.len().checked_sub(2).and_then(|i| stack.get(i))) {
+                if parent == "incomingServer" || parent == "outgoingServer" {
+                    let value = decode_entities(text.trim()).ok_or_else(|| malformed("unknown character reference"))?;
+                    let slot = match field.as_str() {
+                        "hostname" => Some(&mut s.hostname),
+                        "port" => Some(&mut s.port),
+                        "socketType" => Some(&mut s.socket_type),
+                        "username" => Some(&mut s.username),
+                        _ => None,
+                    };
+                    if let Some(slot) = slot {
+                        *slot = Some(value);
+                    }
+                }
+            }
+        }
+        rest = after;
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(r) = rest.strip_prefix("<!--") {
+            let end = r.find("-->").ok_or_else(|| malformed("unterminated comment"))?;
+            rest = &r[end + 3..];
+        } else if let Some(r) = rest.strip_prefix("<?") {
+            let end = r.find("?>").ok_or_else(|| malformed("unterminated processing instruction"))?;
+            rest = &r[end + 2..];
+        } else if rest.starts_with("<![CDATA[") {
+            return Err(malformed("CDATA sections are not expected in autoconfig"));
+        } else if let Some(r) = rest.strip_prefix("<!") {
+            let end = r.find('>').ok_or_else(|| malformed("unterminated declaration"))?;
+            rest = &r[end + 1..];
+        } else if let Some(r) = rest.strip_prefix("</") {
+            let end = r.find('>').ok_or_else(|| malformed("unterminated end tag"))?;
+            let name = r[..end].trim();
+            match stack.pop() {
+                Some(open) if open == name => {}
+                Some(open) => return Err(malformed(&format!("</{name}> closes <{open}>"))),
+                None => return Err(malformed(&format!("</{name}> without a start tag"))),
+            }
+            if name == "incomingServer" || name == "outgoingServer" {
+                if let Some(s) = server.take() {
+                    match server_candidate(s, &substitute)? {
+                        Some(c) => out.push(c),
+                        None => skipped_plain += 1,
+                    }
+                }
+            }
+            rest = &r[end + 1..];
+        } else {
+            let r = &rest[1..];
+            let end = tag_end(r).ok_or_else(|| malformed("unterminated start tag"))?;
+            let inner = &r[..end];
+            let self_closing = inner.ends_with('/');
+            let inner = inner.trim_end_matches('/');
+            let name_len = inner.find(|c: char| c.is_whitespace()).unwrap_or(inner.len());
+            let (name, attrs) = inner.split_at(name_len);
+            if name.is_empty() {
+                return Err(malformed("a tag without a name"));
+            }
+            if stack.is_empty() {
+                if saw_root || name != "clientConfig" {
+                    return Err(malformed(&format!("the root element is <{name}>, expected <clientConfig>")));
+                }
+                saw_root = true;
+            }
+            if (name == "incomingServer" || name == "outgoingServer") && !self_closing {
+                if server.is_some() {
+                    return Err(malformed("a server element inside another"));
+                }
+                let kind = attribute(attrs, "type").unwrap_or_default();
+                server = Some(ServerElement { outgoing: name == "outgoingServer", kind, ..Default::default() });
+            }
+            if !self_closing {
+                if stack.len() >= 32 {
+                    return Err(malformed("elements nested too deeply"));
+                }
+                stack.push(name.to_string());
+            }
+            rest = &r[end + 1..];
+        }
+    }
+    if !saw_root {
+        return Err(malformed("no <clientConfig> element"));
+    }
+    if let Some(open) = stack.last() {
+        return Err(malformed(&format!("<{open}> is never closed")));
+    }
+    if out.is_empty() && skipped_plain > 0 {
+        return Err(Error::policy(
+            Stage::Connect,
+            "The autoconfig document offers only unencrypted (plain) servers, which are not suggested. Ask the provider for the TLS or STARTTLS settings.",
+        ));
+    }
+    Ok(out)
+}
+
+/// The index of the '>' that ends a tag, skipping '>' inside quoted attribute values.
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The value of attribute `name` in a tag's attribute text.
+fn attribute(attrs: &str, name: &str) -> Option<String> {
+    let mut rest = attrs.trim_start();
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        let after = rest[eq + 1..].trim_start();
+        let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+        let body = &after[1..];
+        let close = body.find(quote)?;
+        if key == name {
+            return decode_entities(&body[..close]);
+        }
+        rest = body[close + 1..].trim_start();
+    }
+    None
+}
+
+/// Decodes the five predefined entities and numeric character references.
+fn decode_entities(s: &str) -> Option<String> {
+    if !s.contains('&') {
+        return Some(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let r = &rest[amp + 1..];
+        let semi = r.find(';')?;
+        let entity = &r[..semi];
+        let c = match entity {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
+                    u32::from_str_radix(hex, 16).ok()?
+                } else {
+                    entity.strip_prefix('#')?.parse::<u32>().ok()?
+                };
+                char::from_u32(code)?
+            }
+        };
+        out.push(c);
+        rest = &r[semi + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Checks one server element; Ok(None) for a plain (unencrypted) or unsupported server.
+fn server_candidate(s: ServerElement, substitute: &dyn Fn(&str) -> String) -> Result<Option<Candidate>> {
+    let proto = match (s.outgoing, s.kind.as_str()) {
+        (false, "imap") => Proto::Imap,
+        (false, "pop3") => Proto::Pop3,
+        (true, "smtp") => Proto::Smtp,
+        // Exchange/ActiveSync/JMAP entries are not protocols this plugin speaks.
+        _ => return Ok(None),
+    };
+    let label = format!("{} server", s.kind);
+    let refuse = |m: String| Err(bad_input(format!("The autoconfig document has an unusable {label}: {m}. Configure the servers by hand.")));
+    let Some(raw_host) = s.hostname else { return refuse("no hostname".into()) };
+    let host = substitute(&raw_host);
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return refuse(format!("the hostname {host:?} contains spaces or line breaks"));
+    }
+    let host = normalise_host(&host);
+    if !is_host_name(&host) {
+        return refuse(format!("'{host}' is not a valid host name"));
+    }
+    let Some(raw_port) = s.port else { return refuse("no port".into()) };
+    let port = match raw_port.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => p as u16,
+        _ => return refuse(format!("port '{}' is not a number from 1 to 65535", raw_port.escape_debug())),
+    };
+    let tls = match s.socket_type.as_deref().map(str::trim) {
+        Some("SSL") => true,
+        Some("STARTTLS") => false,
+        Some("plain") => return Ok(None),
+        Some(other) => return refuse(format!("socketType '{}' is unknown (expected SSL, STARTTLS or plain)", other.escape_debug())),
+        None => return refuse("no socketType".into()),
+    };
+    let username = substitute(s.username.as_deref().unwrap_or("%EMAILADDRESS%").trim());
+    if username.chars().any(|c| c.is_control()) {
+        return refuse("the username contains control characters".into());
+    }
+    Ok(Some(Candidate { proto, host, port, tls, username, source: "autoconfig".to_string(), trusted: false }))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn mx(preference: u16, exchange: &str) -> MxRecord {
+        MxRecord { preference, exchange: exchange.into() }
+    }
+    fn srv(service: &str, priority: u16, weight: u16, port: u16, target: &str) -> SrvRecord {
+        SrvRecord { service: service.into(), priority, weight, port, target: target.into() }
+    }
+
+    /// Modelled on an ISPDB entry: IMAP and POP3 over SSL, STARTTLS submission, a plain POP3
+    /// fallback, and a placeholder in every username form.
+    const AUTOCONFIG: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- served by autoconfig.example.org -->
+<clientConfig version="1.1">
+  <emailProvider id="example.org">
+    <domain>example.org</domain>
+    <displayName>Example Mail &amp; Hosting</displayName>
+    <displayShortName>Example</displayShortName>
+    <incomingServer type="imap">
+      <hostname>imap.%EMAILDOMAIN%</hostname>
+      <port>993</port>
+      <socketType>SSL</socketType>
+      <authentication>password-cleartext</authentication>
+      <username>%EMAILADDRESS%</username>
+    </incomingServer>
+    <incomingServer type="pop3">
+      <hostname>pop.example.org</hostname>
+      <port>995</port>
+      <socketType>SSL</socketType>
+      <authentication>password-cleartext</authentication>
+      <username>%EMAILLOCALPART%</username>
+    </incomingServer>
+    <incomingServer type="pop3">
+      <hostname>pop.example.org</hostname>
+      <port>110</port>
+      <socketType>plain</socketType>
+      <username>%EMAILLOCALPART%</username>
+    </incomingServer>
+    <outgoingServer type="smtp">
+      <hostname>smtp.example.org</hostname>
+      <port>587</port>
+      <socketType>STARTTLS</socketType>
+      <authentication>password-cleartext</authentication>
+      <username>%EMAILLOCALPART%@%EMAILDOMAIN%</username>
+    </outgoingServer>
+    <documentation url="https://example.org/help/mail">
+      <descr lang="en">Generic settings page</descr>
+    </documentation>
+  </emailProvider>
+</clientConfig>
+"#;
+
+    #[test]
+    fn lookups_for_an_address() {
+        let v = lookups("Jo+Sales@Example.ORG").unwrap();
+        assert_eq!(v[0], Lookup::Mx("example.org".into()));
+        assert_eq!(v[1], Lookup::Srv("_imaps._tcp.example.org".into()));
+        assert_eq!(v[6], Lookup::Srv("_submission._tcp.example.org".into()));
+        assert_eq!(v[7], Lookup::Http("https://autoconfig.example.org/mail/config-v1.1.xml?emailaddress=Jo%2BSales%40example.org".into()));
+        assert_eq!(v[8], Lookup::Http("https://example.org/.well-known/autoconfig/mail/config-v1.1.xml".into()));
+        assert_eq!(v.len(), 9);
+    }
+
+    #[test]
+    fn malformed_addresses_refused() {
+        for bad in ["", "no-at-sign", "@example.org", "a@", "a@localhost", "a b@example.org", "a@exa mple.org", "a@-x.org", "a@x..org", "a@example.org/path"] {
+            let e = lookups(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn provider_recognised_by_mx() {
+        // Recorded answers for custom domains.
+        let workspace = [mx(10, "alt3.aspmx.l.google.com."), mx(1, "ASPMX.L.GOOGLE.COM."), mx(5, "alt1.aspmx.l.google.com.")];
+        assert_eq!(provider_from_mx(&workspace), Some("gmail"));
+        assert_eq!(provider_from_mx(&[mx(1, "smtp.google.com.")]), Some("gmail"));
+        assert_eq!(provider_from_mx(&[mx(10, "aspmx2.googlemail.com.")]), Some("gmail"));
+        let m365 = [mx(0, "contoso-com.mail.protection.outlook.com.")];
+        assert_eq!(provider_from_mx(&m365), Some("microsoft365"));
+        assert_eq!(provider_from_mx(&[mx(10, "example-com.olc.protection.outlook.com.")]), Some("outlook"));
+        // The most preferred recognised exchange wins.
+        assert_eq!(provider_from_mx(&[mx(20, "aspmx.l.google.com"), mx(10, "contoso-com.mail.protection.outlook.com")]), Some("microsoft365"));
+        assert_eq!(provider_from_mx(&[mx(10, "mx.example.org."), mx(20, "google.com.evil.example.")]), None);
+        assert_eq!(provider_from_mx(&[]), None);
+    }
+
+    #[test]
+    fn mx_ordering() {
+        let mut v = vec![mx(30, "c.example."), mx(10, "b.example."), mx(10, "a.example.")];
+        order_mx(&mut v);
+        let names: Vec<_> = v.iter().map(|r| r.exchange.as_str()).collect();
+        assert_eq!(names, ["a.example.", "b.example.", "c.example."]);
+    }
+
+    #[test]
+    fn srv_ordering_and_unavailable_target() {
+        let mut v = vec![
+            srv("_imaps._tcp", 10, 5, 993, "low-weight.example.org."),
+            srv("_imaps._tcp", 0, 0, 993, "."),
+            srv("_imaps._tcp", 10, 60, 993, "high-weight.example.org."),
+            srv("_imaps._tcp", 5, 0, 993, "first.example.org."),
+        ];
+        order_srv(&mut v);
+        let names: Vec<_> = v.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(names, ["first.example.org.", "high-weight.example.org.", "low-weight.example.org."]);
+    }
+
+    #[test]
+    fn srv_to_candidates() {
+        let records = [
+            srv("_submission._tcp.example.org", 0, 1, 587, "smtp.example.org."),
+            srv("_imap._tcp.example.org", 0, 1, 143, "imap.example.org."),
+            srv("_imaps._tcp.example.org", 0, 1, 993, "imap.example.org."),
+            srv("_pop3s._tcp.example.org", 0, 1, 995, "."),
+            srv("_caldav._tcp.example.org", 0, 1, 443, "dav.example.org."),
+        ];
+        let c = from_srv(&records, "jo@example.org");
+        assert_eq!(c.len(), 3);
+        let imaps = c.iter().find(|c| c.source == "SRV _imaps._tcp").unwrap();
+        assert_eq!((imaps.proto, imaps.host.as_str(), imaps.port, imaps.tls), (Proto::Imap, "imap.example.org", 993, true));
+        let imap = c.iter().find(|c| c.source == "SRV _imap._tcp").unwrap();
+        assert!(!imap.tls);
+        let sub = c.iter().find(|c| c.proto == Proto::Smtp).unwrap();
+        assert_eq!((sub.port, sub.tls, sub.username.as_str(), sub.trusted), (587, false, "jo@example.org", false));
+    }
+
+    #[test]
+    fn autoconfig_with_placeholders() {
+        let c = parse_autoconfig(AUTOCONFIG, "jo@example.org").unwrap();
+        // The plain POP3 server is left out.
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c[0],
+            Candidate {
+                proto: Proto::Imap,
+                host: "imap.example.org".into(),
+                port: 993,
+                tls: true,
+                username: "jo@example.org".into(),
+                source: "autoconfig".into(),
+                trusted: false,
+            }
+        );
+        assert_eq!((c[1].proto, c[1].port, c[1].tls, c[1].username.as_str()), (Proto::Pop3, 995, true, "jo"));
+        assert_eq!((c[2].proto, c[2].host.as_str(), c[2].port, c[2].tls, c[2].username.as_str()), (Proto::Smtp, "smtp.example.org", 587, false, "jo@example.org"));
+    }
+
+    #[track_caller]
+    fn refused(xml: &str, phrase: &str) {
+        let e = parse_autoconfig(xml, "jo@example.org").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput, "{e}");
+        assert!(e.message.contains(phrase), "{phrase:?} missing in: {}", e.message);
+    }
+
+    fn one_server(host: &str, port: &str, socket: &str) -> String {
+        format!(
+            "<clientConfig version=\"1.1\"><emailProvider id=\"x\"><incomingServer type=\"imap\"><hostname>{host}</hostname><port>{port}</port><socketType>{socket}</socketType></incomingServer></emailProvider></clientConfig>"
+        )
+    }
+
+    #[test]
+    fn hostile_values_refused() {
+        assert!(parse_autoconfig(&one_server("imap.example.org", "993", "SSL"), "jo@example.org").is_ok());
+        refused(&one_server("imap.example.org\r\nX-Injected: 1", "993", "SSL"), "spaces or line breaks");
+        refused(&one_server("imap.example.org&#13;&#10;", "993", "SSL"), "spaces or line breaks");
+        refused(&one_server("imap example.org", "993", "SSL"), "spaces or line breaks");
+        refused(&one_server("imap.example.org", "70000", "SSL"), "port '70000'");
+        refused(&one_server("imap.example.org", "0", "SSL"), "port '0'");
+        refused(&one_server("imap.example.org", "imaps", "SSL"), "port 'imaps'");
+        refused(&one_server("imap.example.org", "993", "weird"), "socketType 'weird' is unknown");
+        refused(&one_server("imap.example.org/x", "993", "SSL"), "not a valid host name");
+    }
+
+    #[test]
+    fn malformed_documents_refused() {
+        refused("<clientConfig><emailProvider></clientConfig>", "malformed");
+        refused("<clientConfig><emailProvider>", "never closed");
+        refused("<html><body>Not found</body></html>", "expected <clientConfig>");
+        refused("", "no <clientConfig>");
+        refused("<clientConfig><incomingServer type=\"imap\"", "unterminated start tag");
+        refused("<clientConfig><!-- never ends", "unterminated comment");
+    }
+
+    #[test]
+    fn only_plain_servers_is_a_policy_error() {
+        let e = parse_autoconfig(&one_server("mail.example.org", "110", "plain"), "jo@example.org").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Policy);
+        assert!(e.message.contains("unencrypted"));
+    }
+
+    #[test]
+    fn oversized_document_refused() {
+        let mut xml = String::from("<clientConfig version=\"1.1\"><!--");
+        xml.push_str(&"x".repeat(MAX_AUTOCONFIG_BYTES));
+        xml.push_str("--></clientConfig>");
+        let e = parse_autoconfig(&xml, "jo@example.org").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Limit);
+        assert!(e.message.contains("refused"));
+    }
+
+    #[test]
+    fn every_provider_from_mx_is_a_catalogue_preset() {
+        for host in ["aspmx.l.google.com", "contoso-com.mail.protection.outlook.com", "eur.olc.protection.outlook.com"] {
+            let key = provider_from_mx(&[MxRecord { preference: 10, exchange: host.into() }]).expect(host);
+            assert!(crate::presets::by_id(key).is_some(), "{key} is not a preset id");
+        }
+    }
+}
