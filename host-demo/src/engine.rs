@@ -238,6 +238,11 @@ impl Instance {
         self.bindings.mailplug_connector_presets().call_catalogue(&mut self.store).await.map_err(|e| self.trap(e))
     }
 
+    pub async fn preset_by_domain(&mut self, domain: &str) -> Result<Option<Preset>, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_presets().call_by_domain(&mut self.store, domain).await.map_err(|e| self.trap(e))
+    }
+
     pub async fn validate(&mut self, settings: &ServerSettings) -> Result<Vec<Finding>, HostError> {
         self.arm();
         self.bindings.mailplug_connector_presets().call_validate(&mut self.store, settings).await.map_err(|e| self.trap(e))

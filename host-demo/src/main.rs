@@ -67,6 +67,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Suggest a tenant-configuration snippet for an address, from the preset catalogue.
+    Discover {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the provider presets (recommended settings), or check a configuration against them.
     Presets {
         /// Check this configuration's servers instead of listing the presets.
@@ -365,6 +371,70 @@ async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthComman
     }
 }
 
+/// Prints a configuration snippet for an address whose domain is in the catalogue.
+async fn discover(plugin: &Plugin, address: &str, json: bool) -> ExitCode {
+    let Some((local, domain)) = address.rsplit_once('@').filter(|(l, d)| !l.is_empty() && d.contains('.')) else {
+        return fail(format!("\"{address}\" is not an e-mail address"), 2);
+    };
+    let mut instance = match plugin.instantiate(64 << 20, 2000).await {
+        Ok(i) => i,
+        Err(e) => return fail(e, 1),
+    };
+    let preset = match instance.preset_by_domain(domain).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return fail(
+                format!("{domain} is not in the preset catalogue; custom domains are found by MX, SRV and autoconfig, which this host does not look up yet: enter the provider's settings by hand (see `mailplug presets`)"),
+                1,
+            )
+        }
+        Err(e) => return fail(e, 1),
+    };
+    let username = match preset.username {
+        mailplug_host::engine::UsernameForm::FullAddress => address.to_string(),
+        mailplug_host::engine::UsernameForm::LocalPart => local.to_string(),
+    };
+    let oauth = preset.auth.iter().find_map(|a| match a {
+        mailplug_host::engine::AuthSupport::Oauth2(p) => Some(p.clone()),
+        _ => None,
+    });
+    let basic_first = matches!(
+        preset.auth.first(),
+        Some(mailplug_host::engine::AuthSupport::Basic | mailplug_host::engine::AuthSupport::AppPasswordRequired)
+    );
+    if json {
+        let server = |s: &Option<mailplug_host::engine::ServerPreset>| s.as_ref().map(|s| serde_json::json!({"host": s.host, "port": s.port, "tls": s.tls}));
+        println!(
+            "{}",
+            serde_json::json!({"address": address, "preset": preset.id, "source": "catalogue", "trusted": true,
+                "imap": server(&preset.imap), "pop3": server(&preset.pop3), "smtp": server(&preset.smtp), "username": username})
+        );
+        return ExitCode::SUCCESS;
+    }
+    let auth = if basic_first {
+        "password_env = \"MAILBOX_PASSWORD\"   # the app password".to_string()
+    } else {
+        format!("auth = \"oauth2\"\noauth = \"{}\"   # define [oauth.{}] with your client id", oauth.clone().unwrap_or_default(), oauth.unwrap_or_default())
+    };
+    println!("# {} ({}), from the preset catalogue", preset.name, preset.source);
+    let inbound = preset.imap.as_ref().map(|s| ("imap", s)).or(preset.pop3.as_ref().map(|s| ("pop3", s)));
+    if let Some((proto, s)) = inbound {
+        println!("[[mailbox]]\nname = \"{local}\"\naddress = \"{address}\"\nprotocol = \"{proto}\"\nhost = \"{}\"\nport = {}\ntls = {}\nusername = \"{username}\"\n{auth}\n", s.host, s.port, s.tls);
+    }
+    if let Some(s) = &preset.smtp {
+        let provider = match preset.smtp_provider {
+            mailplug_host::engine::GuestProvider::Gmail => "gmail",
+            mailplug_host::engine::GuestProvider::Microsoft => "microsoft",
+            mailplug_host::engine::GuestProvider::Generic => "generic",
+        };
+        println!("[[queue]]\nname = \"{local}\"\nmailboxes = [\"{local}\"]\n[queue.smtp]\nprovider = \"{provider}\"\nhost = \"{}\"\nport = {}\ntls = {}\nusername = \"{username}\"\n{auth}", s.host, s.port, s.tls);
+    }
+    for n in &preset.notes {
+        println!("# note: {}", n.en);
+    }
+    ExitCode::SUCCESS
+}
+
 async fn print_presets(plugin: &Plugin, json: bool) -> ExitCode {
     let mut instance = match plugin.instantiate(64 << 20, 2000).await {
         Ok(i) => i,
@@ -445,6 +515,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Command::Discover { address, json } = &cli.command {
+        let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
+        return match Plugin::load(&plugin_path) {
+            Ok(p) => discover(&p, address, *json).await,
+            Err(e) => fail(e, 1),
+        };
+    }
     if let Command::Presets { config: None, json } = &cli.command {
         let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
         return match Plugin::load(&plugin_path) {
@@ -453,8 +530,9 @@ async fn run(cli: Cli) -> ExitCode {
         };
     }
     let config_path = match &cli.command {
-        // Without --config it returned above.
+        // Without --config (and for discover) it returned above.
         Command::Presets { config, .. } => config.clone().unwrap_or_default(),
+        Command::Discover { .. } => PathBuf::new(),
         Command::Fetch { config, .. } | Command::Send { config, .. } | Command::PlanFrom { config, .. } => config.clone(),
         Command::Oauth { command: OauthCommand::Login { config, .. } | OauthCommand::Status { config, .. } } => config.clone(),
     };
@@ -495,7 +573,7 @@ async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Presets { .. } => ExitCode::SUCCESS,
+        Command::Presets { .. } | Command::Discover { .. } => ExitCode::SUCCESS,
         Command::Fetch { mailbox, out, json, .. } => {
             let names: Vec<String> = match mailbox {
                 Some(n) => vec![n],

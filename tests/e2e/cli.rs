@@ -214,3 +214,21 @@ password_file = "pw"
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("IMAP imap.gmail.com:993 TLS") && out.contains("SMTP smtp.office365.com:587 STARTTLS"), "{out}");
 }
+
+#[test]
+fn discover_suggests_a_configuration_that_loads_and_validates() {
+    let o = run(&["discover", "support@gmail.com"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let snippet = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(snippet.contains("host = \"imap.gmail.com\"") && snippet.contains("provider = \"gmail\""), "{snippet}");
+    let toml = format!("tenant = \"d\"\nlicensed = true\n{snippet}");
+    let cfg = mailplug_host::TenantConfig::parse(&toml, "discovered.toml", std::path::Path::new("/tmp"), &|v| {
+        (v == "MAILBOX_PASSWORD").then(|| "abcdefghijklmnop".to_string())
+    })
+    .unwrap_or_else(|e| panic!("the snippet must load: {e}\n{snippet}"));
+    assert_eq!(cfg.mailboxes[0].server.port, 993);
+    // An unknown domain says what to do instead of guessing.
+    let o = run(&["discover", "someone@unknown-company.example"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("by hand"), "{}", text(&o));
+}
