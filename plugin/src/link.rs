@@ -74,6 +74,12 @@ impl Link {
         self.tls == Tls::Secure
     }
 
+    /// True while a STARTTLS connection is not yet encrypted: what the server says cannot be
+    /// trusted (and must not be quoted to the admin).
+    pub fn unverified(&self) -> bool {
+        self.security == Security::Starttls && self.tls != Tls::Secure
+    }
+
     /// True when the client still has to run STARTTLS before authenticating.
     pub fn needs_starttls(&self) -> bool {
         self.security == Security::Starttls && self.tls == Tls::Clear

@@ -58,10 +58,65 @@ pub struct SendReport {
     pub recipients: Vec<RecipientResult>,
 }
 
+/// A step of a session, reported with `Action::Progress` as it completes: the admin portal's
+/// "test connection" shows them one by one, and a host may log them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The server's greeting arrived and was positive.
+    Greeting,
+    /// The server's capabilities were learnt (CAPABILITY, CAPA, EHLO), before and again after STARTTLS.
+    Capabilities,
+    /// STARTTLS / STLS succeeded: the connection is now encrypted.
+    Starttls,
+    /// The authentication mechanisms offered, and the one chosen.
+    Mechanisms,
+    /// The login succeeded.
+    Login,
+    /// A folder was opened and its messages counted (IMAP EXAMINE/SELECT, POP3 STAT).
+    Folder,
+    /// SMTP: MAIL FROM and RCPT TO were accepted.
+    Envelope,
+    /// SMTP check: the probe transaction was reset (RSET), nothing was sent.
+    Reset,
+    /// The session ended politely (LOGOUT, QUIT).
+    Logout,
+}
+
+/// One completed step and what it found, for the admin. Never contains secrets, and never
+/// text the server sent before TLS on a STARTTLS connection (it could be forged).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepReport {
+    pub step: Step,
+    pub detail: String,
+}
+
+impl StepReport {
+    pub fn new(step: Step, detail: impl Into<String>) -> Self {
+        StepReport { step, detail: detail.into() }
+    }
+}
+
+/// A folder and how many messages it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderCount {
+    pub folder: String,
+    pub messages: u32,
+}
+
+/// What a check session found.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CheckSummary {
+    /// Inbound: every configured folder with its message count (POP3: "INBOX"). Empty for SMTP.
+    pub folders: Vec<FolderCount>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Fetched(FetchSummary),
     Sent(SendReport),
+    /// A check session (opened by `check`) went through every step; nothing was fetched,
+    /// sent or changed.
+    Checked(CheckSummary),
 }
 
 /// Something the host must do now, in order.
@@ -73,6 +128,8 @@ pub enum Action {
     /// A message that will not be delivered; tell the admin.
     Skipped(SkippedMessage),
     Close,
+    /// A step completed; nothing to do but show or log it.
+    Progress(StepReport),
     Finished(Outcome),
 }
 
@@ -90,4 +147,20 @@ pub trait Session {
     fn sync_state(&self) -> Option<Vec<u8>> {
         None
     }
+    /// True while a STARTTLS connection is still in clear text: anything the server says now
+    /// could have been forged, so errors raised now must not quote it (see `scrub_unverified`).
+    fn unverified(&self) -> bool;
+}
+
+/// Feeds `event` to `session` and, when it fails before TLS on a STARTTLS connection, drops
+/// the server's text from the error: an attacker on the path could have written it, and the
+/// admin must never be shown it as the server's message.
+pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
+    let before = session.unverified();
+    session.handle(event, now).map_err(|mut e| {
+        if before || session.unverified() {
+            e.reply = None;
+        }
+        e
+    })
 }

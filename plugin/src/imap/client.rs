@@ -1362,6 +1362,10 @@ impl Session for ImapSession {
         }
     }
 
+    fn unverified(&self) -> bool {
+        self.link.unverified()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.link.deadline()
     }

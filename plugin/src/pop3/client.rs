@@ -1064,6 +1064,10 @@ impl Session for Pop3Session {
         }
     }
 
+    fn unverified(&self) -> bool {
+        self.link.unverified()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.link.deadline()
     }

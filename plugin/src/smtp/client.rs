@@ -724,6 +724,10 @@ impl Session for SmtpSession {
         result
     }
 
+    fn unverified(&self) -> bool {
+        self.link.unverified()
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.link.deadline()
     }
