@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::ClientConfig;
 
-use crate::engine::{Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle, SkippedMessage};
+use crate::engine::{
+    Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle, SkippedMessage, StepReport,
+};
 use crate::error::HostError;
 use crate::net::Conn;
 
@@ -28,6 +30,8 @@ pub trait MessageSink {
         Ok(())
     }
     fn commit(&mut self) -> Result<(), HostError>;
+    /// A step of a check session completed (see `check`); nothing to store.
+    fn progress(&mut self, _report: StepReport) {}
 }
 
 /// What the driver needs besides the session.
@@ -67,6 +71,20 @@ pub async fn drive_keep(
     let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
     let mut conn = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout).await?;
     let result = run_loop(instance, session, &mut conn, opts, sink).await;
+    conn.close().await;
+    result
+}
+
+/// Drives `session` over a connection the caller opened itself (the connection check times
+/// resolving, connecting and TLS as steps of their own), then closes it.
+pub async fn drive_on(
+    instance: &mut Instance,
+    session: SessionHandle,
+    conn: &mut Conn,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Outcome, HostError> {
+    let result = run_loop(instance, session, conn, opts, sink).await;
     conn.close().await;
     result
 }
@@ -132,6 +150,7 @@ async fn run_loop(
                     uncommitted = true;
                 }
                 Action::Skipped(notice) => sink.skipped(notice)?,
+                Action::Progress(report) => sink.progress(report),
                 Action::Close => {
                     flush(conn, &mut out).await?;
                     conn.close().await;

@@ -34,9 +34,10 @@ pub use exports::mailplug::connector::oauth::{
 pub use exports::mailplug::connector::presets::{
     AuthSupport, Finding, Preset, ProtocolKind, ServerPreset, ServerSettings, Severity, UsernameForm,
 };
+pub use exports::mailplug::connector::check::Diagnosis;
 pub use exports::mailplug::connector::session::{
-    Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, Outcome, ParsedMessage,
-    RecipientResult, SendReport, SkippedMessage,
+    Action, Address, Attachment, CheckSummary, Classification, Event, FetchSummary, FetchedMessage, FolderCount,
+    Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
 };
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials,
@@ -328,6 +329,52 @@ impl Instance {
             .call_open(&mut self.store, submission, envelope_from, envelope_to, message, now).await
             .map_err(|e| self.trap(e))?;
         r.map(SessionHandle).map_err(HostError::from)
+    }
+
+    /// A session that checks a mailbox step by step without fetching or changing anything.
+    pub async fn open_check_mailbox(&mut self, mailbox: &GuestMailbox, now: u64) -> Result<SessionHandle, HostError> {
+        self.arm();
+        let r = self
+            .bindings
+            .mailplug_connector_check()
+            .call_check_mailbox(&mut self.store, mailbox, now)
+            .await
+            .map_err(|e| self.trap(e))?;
+        r.map(SessionHandle).map_err(HostError::from)
+    }
+
+    /// A session that checks an SMTP server up to MAIL FROM / RCPT TO, then resets: nothing is sent.
+    pub async fn open_check_submission(
+        &mut self,
+        submission: &SubmissionServer,
+        envelope_from: &str,
+        envelope_to: &[String],
+        now: u64,
+    ) -> Result<SessionHandle, HostError> {
+        self.arm();
+        let r = self
+            .bindings
+            .mailplug_connector_check()
+            .call_check_submission(&mut self.store, submission, envelope_from, envelope_to, now)
+            .await
+            .map_err(|e| self.trap(e))?;
+        r.map(SessionHandle).map_err(HostError::from)
+    }
+
+    /// The cause and the admin's action for an error, in English and German.
+    pub async fn explain(&mut self, error: &GuestError) -> Result<Diagnosis, HostError> {
+        self.arm();
+        self.bindings.mailplug_connector_check().call_explain(&mut self.store, error).await.map_err(|e| self.trap(e))
+    }
+
+    /// Gmail app passwords without the spaces Google shows them with; other passwords unchanged.
+    pub async fn normalise_app_password(&mut self, password: &str) -> Result<String, HostError> {
+        self.arm();
+        self.bindings
+            .mailplug_connector_presets()
+            .call_normalise_app_password(&mut self.store, password)
+            .await
+            .map_err(|e| self.trap(e))
     }
 
     pub async fn server(&mut self, s: SessionHandle) -> Result<GuestServer, HostError> {

@@ -62,6 +62,8 @@ pub enum Retry {
 pub struct GuestFailure {
     pub kind: Kind,
     pub stage: String,
+    /// The stage as the contract names it, to hand the error back to the component (`explain`).
+    pub stage_id: Stage,
     pub message: String,
     pub reply: Option<(String, String)>,
     pub retry: Retry,
@@ -86,6 +88,44 @@ impl HostError {
             HostError::Timeout { .. } => Some(Kind::Timeout),
             _ => None,
         }
+    }
+}
+
+impl HostError {
+    /// The error in the contract's form, for `check.explain`: guest errors as they came, the
+    /// host's own network, TLS and timeout errors at `stage` (where the host was when they
+    /// happened). None for errors that are not about a server (configuration, storage, ...).
+    pub fn to_guest_error(&self, stage: Stage) -> Option<GuestError> {
+        let detail = |stage, message: String, reply: Option<(String, String)>, retry| ErrorDetail {
+            stage,
+            message,
+            reply: reply.map(|(code, text)| crate::engine::ServerReply { code, text }),
+            retry,
+        };
+        Some(match self {
+            HostError::Guest(g) => {
+                let retry = match g.retry {
+                    Retry::FixFirst => RetryAdvice::FixFirst,
+                    Retry::Later => RetryAdvice::Later,
+                    Retry::Uncertain => RetryAdvice::Uncertain,
+                };
+                let d = detail(g.stage_id, g.message.clone(), g.reply.clone(), retry);
+                match g.kind {
+                    Kind::Network => GuestError::Network(d),
+                    Kind::Tls => GuestError::Tls(d),
+                    Kind::AuthRejected => GuestError::AuthRejected(d),
+                    Kind::Protocol => GuestError::Protocol(d),
+                    Kind::Policy => GuestError::Policy(d),
+                    Kind::Limit => GuestError::Limit(d),
+                    Kind::Timeout => GuestError::Timeout(d),
+                    Kind::InvalidInput => GuestError::InvalidInput(d),
+                }
+            }
+            HostError::Network { message, .. } => GuestError::Network(detail(stage, message.clone(), None, RetryAdvice::Later)),
+            HostError::Tls { message, .. } => GuestError::Tls(detail(stage, message.clone(), None, RetryAdvice::FixFirst)),
+            HostError::Timeout { message, .. } => GuestError::Timeout(detail(stage, message.clone(), None, RetryAdvice::Later)),
+            _ => return None,
+        })
     }
 }
 
@@ -140,6 +180,7 @@ impl From<GuestError> for HostError {
         HostError::Guest(GuestFailure {
             kind,
             stage: stage_name(d.stage).to_string(),
+            stage_id: d.stage,
             message: d.message,
             reply: d.reply.map(|r| (r.code, r.text)),
             retry: match d.retry {

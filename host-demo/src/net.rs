@@ -2,6 +2,7 @@
 //! system roots plus an optional extra CA, and in-place STARTTLS upgrades.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,23 @@ pub fn tls_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, HostErro
     Ok(Arc::new(config))
 }
 
+/// Resolves host:port to its addresses (bounded by `timeout`).
+pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, HostError> {
+    let label = format!("{host}:{port}");
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| HostError::Timeout { server: label.clone(), message: "the host name did not resolve in time".into() })?
+        .map_err(|e| HostError::Network {
+            server: label.clone(),
+            message: format!("the host name does not resolve ({e}); check its spelling"),
+        })?;
+    let addrs: Vec<SocketAddr> = found.collect();
+    if addrs.is_empty() {
+        return Err(HostError::Network { server: label, message: "the host name has no address; check its spelling".into() });
+    }
+    Ok(addrs)
+}
+
 enum Inner {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -86,8 +104,24 @@ impl Conn {
         tls: Arc<ClientConfig>,
         timeout: Duration,
     ) -> Result<Conn, HostError> {
+        let addrs = resolve(host, port, timeout).await?;
+        let mut conn = Conn::open_tcp(host, port, &addrs, tls, timeout).await?;
+        if implicit_tls {
+            conn.handshake(timeout).await?;
+        }
+        Ok(conn)
+    }
+
+    /// TCP to the first of `addrs` that accepts (the resolved addresses of `host`).
+    pub async fn open_tcp(
+        host: &str,
+        port: u16,
+        addrs: &[SocketAddr],
+        tls: Arc<ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Conn, HostError> {
         let label = format!("{host}:{port}");
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addrs))
             .await
             .map_err(|_| HostError::Timeout {
                 server: label.clone(),
@@ -103,14 +137,23 @@ impl Conn {
             })?;
         // Commands are small; never let Nagle hold them back.
         tcp.set_nodelay(true).map_err(|e| HostError::Network { server: label.clone(), message: e.to_string() })?;
-        let mut conn = Conn { inner: Inner::Plain(tcp), host: host.to_string(), label, tls };
-        if implicit_tls {
-            tokio::time::timeout(timeout, conn.start_tls()).await.map_err(|_| HostError::Timeout {
-                server: conn.label.clone(),
-                message: "the TLS handshake did not finish in time".into(),
-            })??;
+        Ok(Conn { inner: Inner::Plain(tcp), host: host.to_string(), label, tls })
+    }
+
+    /// The implicit-TLS handshake, bounded by `timeout`.
+    pub async fn handshake(&mut self, timeout: Duration) -> Result<(), HostError> {
+        tokio::time::timeout(timeout, self.start_tls()).await.map_err(|_| HostError::Timeout {
+            server: self.label.clone(),
+            message: "the TLS handshake did not finish in time".into(),
+        })?
+    }
+
+    /// The negotiated TLS version, once TLS is up.
+    pub fn tls_version(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Tls(t) => t.get_ref().1.protocol_version().map(|v| format!("{v:?}").replace('_', ".").replace("TLSv1.", "TLS 1.")),
+            _ => None,
         }
-        Ok(conn)
     }
 
     pub fn label(&self) -> &str {

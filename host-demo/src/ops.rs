@@ -51,7 +51,8 @@ fn guest_credentials(s: &ServerConfig, oauth_token: Option<&str>) -> Result<Cred
 }
 
 /// The credentials for a server: its password, or a (refreshed if needed) OAuth2 access token.
-async fn credentials_for(
+/// Gmail app passwords are used without the spaces Google displays them with.
+pub async fn credentials_for(
     instance: &mut Instance,
     cfg: &TenantConfig,
     store: &dyn SyncStateStore,
@@ -59,12 +60,26 @@ async fn credentials_for(
     force_refresh: bool,
 ) -> Result<Credentials, HostError> {
     match server.auth {
-        AuthKind::Basic => guest_credentials(server, None),
+        AuthKind::Basic => {
+            let mut c = guest_credentials(server, None)?;
+            if let Credentials::Basic(b) = &mut c {
+                if is_google_host(&server.host) {
+                    b.password = instance.normalise_app_password(&b.password).await?;
+                }
+            }
+            Ok(c)
+        }
         AuthKind::Oauth2 => {
             let token = crate::oauth::access_token(instance, cfg, store, server, force_refresh).await?;
             guest_credentials(server, Some(&token))
         }
     }
+}
+
+/// Google's own mail servers (imap.gmail.com, smtp.gmail.com, pop.gmail.com, ...).
+fn is_google_host(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "gmail.com" || h.ends_with(".gmail.com") || h.ends_with(".googlemail.com")
 }
 
 /// An OAuth2 login the server rejected: refresh the token once and try once more.
@@ -104,13 +119,48 @@ fn memory_cap(cfg: &TenantConfig) -> usize {
     (cfg.limits.guest_memory_mb as usize).saturating_mul(1024 * 1024)
 }
 
-fn options<'a>(cfg: &TenantConfig, allowed: &'a [(String, u16)]) -> Result<DriveOptions<'a>, HostError> {
+pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [(String, u16)]) -> Result<DriveOptions<'a>, HostError> {
     Ok(DriveOptions {
         allowed,
         tls: tls_config(cfg.extra_ca_file.as_deref())?,
         connect_timeout: Duration::from_secs(cfg.limits.connect_timeout_secs.into()),
         idle_timeout: Duration::from_secs(u64::from(cfg.limits.reply_timeout_secs) * 2),
     })
+}
+
+/// A fresh component instance with the tenant's memory and CPU limits.
+pub async fn instance_for(plugin: &Plugin, cfg: &TenantConfig) -> Result<Instance, HostError> {
+    plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await
+}
+
+/// The mailbox as the component takes it.
+pub fn guest_mailbox(cfg: &TenantConfig, m: &crate::config::MailboxConfig, credentials: Credentials) -> GuestMailbox {
+    GuestMailbox {
+        protocol: match m.protocol {
+            Protocol::Pop3 => GuestProtocol::Pop3,
+            Protocol::Imap => GuestProtocol::Imap,
+        },
+        server: guest_server(&m.server),
+        credentials,
+        folders: m.folders.clone(),
+        limits: guest_limits(cfg),
+        after_fetch: match &m.after_fetch {
+            AfterFetch::Keep => GuestAfterFetch::Keep,
+            AfterFetch::MarkSeen => GuestAfterFetch::MarkSeen,
+            AfterFetch::Delete => GuestAfterFetch::Delete,
+            AfterFetch::MoveTo(f) => GuestAfterFetch::MoveTo(f.clone()),
+        },
+        first_sync: match m.first_sync {
+            FirstSync::All => GuestFirstSync::All,
+            FirstSync::NewOnly => GuestFirstSync::NewOnly,
+            FirstSync::Newest(n) => GuestFirstSync::Newest(n),
+        },
+    }
+}
+
+/// The queue's SMTP server as the component takes it.
+pub fn submission_server(cfg: &TenantConfig, q: &QueueConfig, credentials: Credentials) -> SubmissionServer {
+    SubmissionServer { server: guest_server(&q.smtp), credentials, helo_name: q.helo_name.clone(), limits: guest_limits(cfg) }
 }
 
 /// Fetches new messages of one mailbox into `sink`, then saves the mailbox's sync state.
@@ -131,27 +181,8 @@ pub async fn fetch(
     let opts = options(cfg, &allowed)?;
     let mut attempt = 0;
     let outcome = loop {
-        let gm = GuestMailbox {
-            protocol: match m.protocol {
-                Protocol::Pop3 => GuestProtocol::Pop3,
-                Protocol::Imap => GuestProtocol::Imap,
-            },
-            server: guest_server(&m.server),
-            credentials: credentials_for(&mut instance, cfg, sync, &m.server, attempt > 0).await?,
-            folders: m.folders.clone(),
-            limits: guest_limits(cfg),
-            after_fetch: match &m.after_fetch {
-                AfterFetch::Keep => GuestAfterFetch::Keep,
-                AfterFetch::MarkSeen => GuestAfterFetch::MarkSeen,
-                AfterFetch::Delete => GuestAfterFetch::Delete,
-                AfterFetch::MoveTo(f) => GuestAfterFetch::MoveTo(f.clone()),
-            },
-            first_sync: match m.first_sync {
-                FirstSync::All => GuestFirstSync::All,
-                FirstSync::NewOnly => GuestFirstSync::NewOnly,
-                FirstSync::Newest(n) => GuestFirstSync::Newest(n),
-            },
-        };
+        let credentials = credentials_for(&mut instance, cfg, sync, &m.server, attempt > 0).await?;
+        let gm = guest_mailbox(cfg, m, credentials);
         let session = instance.open_inbound(&gm, state.as_deref(), now_ms()).await?;
         // Read the sync state before the session is dropped.
         let outcome = crate::driver::drive_keep(&mut instance, session, &opts, sink).await;
@@ -170,7 +201,7 @@ pub async fn fetch(
     };
     match outcome {
         Outcome::Fetched(s) => Ok(s),
-        Outcome::Sent(_) => Err(HostError::Plugin("the component reported a send outcome for a fetch".into())),
+        _ => Err(HostError::Plugin("the component reported another outcome than a fetch".into())),
     }
 }
 
@@ -192,7 +223,7 @@ pub struct Sent {
 
 /// The From address of a queue's mail: the SMTP account when it is an address, otherwise
 /// the first inbound mailbox the queue serves. (From/Sender planning comes later.)
-fn queue_from(cfg: &TenantConfig, queue: &crate::config::QueueConfig) -> Result<String, HostError> {
+pub fn queue_from(cfg: &TenantConfig, queue: &crate::config::QueueConfig) -> Result<String, HostError> {
     if queue.smtp.username.contains('@') {
         return Ok(queue.smtp.username.clone());
     }
@@ -302,12 +333,8 @@ async fn submit(
     let opts = options(cfg, &allowed)?;
     let mut attempt = 0;
     let result = loop {
-        let sub = SubmissionServer {
-            server: guest_server(&q.smtp),
-            credentials: credentials_for(instance, cfg, store, &q.smtp, attempt > 0).await?,
-            helo_name: q.helo_name.clone(),
-            limits: guest_limits(cfg),
-        };
+        let credentials = credentials_for(instance, cfg, store, &q.smtp, attempt > 0).await?;
+        let sub = submission_server(cfg, q, credentials);
         let session =
             instance.open_outbound(&sub, &composed.envelope_from, &composed.envelope_to, &composed.raw, now_ms()).await?;
         let mut no_sink = crate::store::NoMessages;
@@ -326,7 +353,7 @@ async fn submit(
     })?;
     match outcome {
         Outcome::Sent(report) => Ok(Sent { message_id: composed.message_id, raw: composed.raw, report }),
-        Outcome::Fetched(_) => Err(HostError::Plugin("the component reported a fetch outcome for a send".into())),
+        _ => Err(HostError::Plugin("the component reported another outcome than a send".into())),
     }
 }
 

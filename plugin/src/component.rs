@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, error, headers, imap, oauth, parse, plan, pop3, presets, session as core, smtp};
+use crate::{compose, config, diagnose, error, headers, imap, oauth, parse, plan, pop3, presets, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -22,18 +22,19 @@ use exports::mailplug::connector::oauth::{
 use exports::mailplug::connector::presets::{
     self as presets_wit, AuthSupport, Finding, Preset, ProtocolKind, ServerPreset, ServerSettings, Severity, UsernameForm,
 };
+use exports::mailplug::connector::check::{self, Diagnosis};
 use exports::mailplug::connector::session::{
-    self, Action, Address, Attachment, Classification, Event, FetchSummary, FetchedMessage, GuestSession, Outcome,
-    ParsedMessage, RecipientResult, SendReport, SkippedMessage,
+    self, Action, Address, Attachment, CheckSummary, Classification, Event, FetchSummary, FetchedMessage, FolderCount,
+    GuestSession, Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
 };
 use exports::mailplug::connector::types::{
     Credentials, Error, ErrorDetail, Limits, RetryAdvice, Security, Server, ServerReply, Stage,
 };
 
-struct Component;
+pub(crate) struct Component;
 
 /// A running session: any protocol core behind the one resource type.
-struct SessionResource {
+pub(crate) struct SessionResource {
     inner: RefCell<Box<dyn core::Session>>,
 }
 
@@ -52,7 +53,8 @@ impl GuestSession for SessionResource {
             Event::Timer => core::Event::Timer,
             Event::Stored => core::Event::Stored,
         };
-        let actions = self.inner.borrow_mut().handle(ev, now).map_err(error_to_wit)?;
+        // handle_checked drops server text received before TLS from errors.
+        let actions = core::handle_checked(&mut **self.inner.borrow_mut(), ev, now).map_err(error_to_wit)?;
         Ok(actions.into_iter().map(action_to_wit).collect())
     }
 
@@ -71,33 +73,73 @@ impl session::Guest for Component {
 
 impl inbound::Guest for Component {
     fn open(mailbox: WitMailbox, sync_state: Option<Vec<u8>>, _now: u64) -> Result<session::Session, Error> {
-        let mailbox = config::Mailbox {
-            protocol: match mailbox.protocol {
-                Protocol::Pop3 => config::InboundProtocol::Pop3,
-                Protocol::Imap => config::InboundProtocol::Imap,
-            },
-            server: server_from_wit(&mailbox.server),
-            credentials: credentials_from_wit(mailbox.credentials),
-            folders: mailbox.folders,
-            limits: limits_from_wit(&mailbox.limits),
-            after_fetch: match mailbox.after_fetch {
-                AfterFetch::Keep => config::AfterFetch::Keep { mark_seen: false },
-                AfterFetch::MarkSeen => config::AfterFetch::Keep { mark_seen: true },
-                AfterFetch::Delete => config::AfterFetch::Delete,
-                AfterFetch::MoveTo(folder) => config::AfterFetch::MoveTo(folder),
-            },
-            first_sync: match mailbox.first_sync {
-                FirstSync::All => config::FirstSync::All,
-                FirstSync::NewOnly => config::FirstSync::NewOnly,
-                FirstSync::Newest(n) => config::FirstSync::Newest(n),
-            },
-        };
+        let mailbox = mailbox_from_wit(mailbox);
         let state = sync_state.as_deref();
         let inner: Box<dyn core::Session> = match mailbox.protocol {
             config::InboundProtocol::Pop3 => Box::new(pop3::Pop3Session::new(mailbox, state).map_err(error_to_wit)?),
             config::InboundProtocol::Imap => Box::new(imap::ImapSession::new(mailbox, state).map_err(error_to_wit)?),
         };
         Ok(session::Session::new(SessionResource { inner: RefCell::new(inner) }))
+    }
+}
+
+fn mailbox_from_wit(mailbox: WitMailbox) -> config::Mailbox {
+    config::Mailbox {
+        protocol: match mailbox.protocol {
+            Protocol::Pop3 => config::InboundProtocol::Pop3,
+            Protocol::Imap => config::InboundProtocol::Imap,
+        },
+        server: server_from_wit(&mailbox.server),
+        credentials: credentials_from_wit(mailbox.credentials),
+        folders: mailbox.folders,
+        limits: limits_from_wit(&mailbox.limits),
+        after_fetch: match mailbox.after_fetch {
+            AfterFetch::Keep => config::AfterFetch::Keep { mark_seen: false },
+            AfterFetch::MarkSeen => config::AfterFetch::Keep { mark_seen: true },
+            AfterFetch::Delete => config::AfterFetch::Delete,
+            AfterFetch::MoveTo(folder) => config::AfterFetch::MoveTo(folder),
+        },
+        first_sync: match mailbox.first_sync {
+            FirstSync::All => config::FirstSync::All,
+            FirstSync::NewOnly => config::FirstSync::NewOnly,
+            FirstSync::Newest(n) => config::FirstSync::Newest(n),
+        },
+    }
+}
+
+impl check::Guest for Component {
+    fn check_mailbox(mailbox: WitMailbox, _now: u64) -> Result<session::Session, Error> {
+        let mailbox = mailbox_from_wit(mailbox);
+        let inner: Box<dyn core::Session> = match mailbox.protocol {
+            config::InboundProtocol::Pop3 => Box::new(pop3::Pop3Session::check(mailbox).map_err(error_to_wit)?),
+            config::InboundProtocol::Imap => Box::new(imap::ImapSession::check(mailbox).map_err(error_to_wit)?),
+        };
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(inner) }))
+    }
+
+    fn check_submission(
+        submission: WitSubmission,
+        envelope_from: String,
+        envelope_to: Vec<String>,
+        _now: u64,
+    ) -> Result<session::Session, Error> {
+        let s = smtp::SmtpSession::check(submission_from_wit(submission), envelope_from, envelope_to)
+            .map_err(error_to_wit)?;
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
+    }
+
+    fn explain(error: Error) -> Diagnosis {
+        let d = diagnose::explain(&error_from_wit(error));
+        Diagnosis { cause: Text { en: d.cause_en, de: d.cause_de }, action: Text { en: d.action_en, de: d.action_de } }
+    }
+}
+
+fn submission_from_wit(submission: WitSubmission) -> config::SubmissionServer {
+    config::SubmissionServer {
+        server: server_from_wit(&submission.server),
+        credentials: credentials_from_wit(submission.credentials),
+        helo_name: submission.helo_name,
+        limits: limits_from_wit(&submission.limits),
     }
 }
 
@@ -190,13 +232,7 @@ impl outbound::Guest for Component {
         message: Vec<u8>,
         _now: u64,
     ) -> Result<session::Session, Error> {
-        let sub = config::SubmissionServer {
-            server: server_from_wit(&submission.server),
-            credentials: credentials_from_wit(submission.credentials),
-            helo_name: submission.helo_name,
-            limits: limits_from_wit(&submission.limits),
-        };
-        let s = smtp::SmtpSession::new(sub, envelope_from, envelope_to, message).map_err(error_to_wit)?;
+        let s = smtp::SmtpSession::new(submission_from_wit(submission), envelope_from, envelope_to, message).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
 }
@@ -464,6 +500,40 @@ fn error_to_wit(e: error::Error) -> Error {
     }
 }
 
+fn error_from_wit(e: Error) -> error::Error {
+    let (kind, d) = match e {
+        Error::Network(d) => (error::ErrorKind::Network, d),
+        Error::Tls(d) => (error::ErrorKind::Tls, d),
+        Error::AuthRejected(d) => (error::ErrorKind::AuthRejected, d),
+        Error::Protocol(d) => (error::ErrorKind::Protocol, d),
+        Error::Policy(d) => (error::ErrorKind::Policy, d),
+        Error::Limit(d) => (error::ErrorKind::Limit, d),
+        Error::Timeout(d) => (error::ErrorKind::Timeout, d),
+        Error::InvalidInput(d) => (error::ErrorKind::InvalidInput, d),
+    };
+    let stage = match d.stage {
+        Stage::Connect => error::Stage::Connect,
+        Stage::Greeting => error::Stage::Greeting,
+        Stage::Capabilities => error::Stage::Capabilities,
+        Stage::Starttls => error::Stage::Starttls,
+        Stage::Authenticate => error::Stage::Authenticate,
+        Stage::SelectMailbox => error::Stage::SelectMailbox,
+        Stage::ListMessages => error::Stage::ListMessages,
+        Stage::FetchMessage => error::Stage::FetchMessage,
+        Stage::Envelope => error::Stage::Envelope,
+        Stage::Data => error::Stage::Data,
+        Stage::Logout => error::Stage::Logout,
+    };
+    let retry = match d.retry {
+        RetryAdvice::FixFirst => error::Retry::FixFirst,
+        RetryAdvice::Later => error::Retry::Later,
+        RetryAdvice::Uncertain => error::Retry::Uncertain,
+    };
+    let mut err = error::Error::new(kind, stage, d.message).with_retry(retry);
+    err.reply = d.reply.map(|r| error::ServerReply::new(r.code, r.text));
+    err
+}
+
 fn action_to_wit(a: core::Action) -> Action {
     match a {
         core::Action::Write(b) => Action::Write(b),
@@ -477,6 +547,10 @@ fn action_to_wit(a: core::Action) -> Action {
             Action::Skipped(SkippedMessage { id: m.id, folder: m.folder, size: m.size, reason: m.reason })
         }
         core::Action::Close => Action::Close,
+        core::Action::Progress(r) => Action::Progress(StepReport { step: step_to_wit(r.step), detail: r.detail }),
+        core::Action::Finished(core::Outcome::Checked(c)) => Action::Finished(Outcome::Checked(CheckSummary {
+            folders: c.folders.into_iter().map(|f| FolderCount { folder: f.folder, messages: f.messages }).collect(),
+        })),
         core::Action::Finished(core::Outcome::Fetched(s)) => {
             Action::Finished(Outcome::Fetched(FetchSummary {
                 delivered: s.delivered,
@@ -492,6 +566,20 @@ fn action_to_wit(a: core::Action) -> Action {
                 .map(|x| RecipientResult { address: x.address, accepted: x.accepted, reply: reply_to_wit(x.reply) })
                 .collect(),
         })),
+    }
+}
+
+fn step_to_wit(s: core::Step) -> Step {
+    match s {
+        core::Step::Greeting => Step::Greeting,
+        core::Step::Capabilities => Step::Capabilities,
+        core::Step::Starttls => Step::Starttls,
+        core::Step::Mechanisms => Step::Mechanisms,
+        core::Step::Login => Step::Login,
+        core::Step::Folder => Step::Folder,
+        core::Step::Envelope => Step::Envelope,
+        core::Step::Reset => Step::Reset,
+        core::Step::Logout => Step::Logout,
     }
 }
 

@@ -2,6 +2,8 @@
 //! and an action, in English and German. SMTP replies are explained by `smtp::explain`; this
 //! module adds IMAP/POP3 responses and connection failures.
 
+use crate::error::{Error, ErrorKind, Stage};
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnosis {
     pub cause_en: String,
@@ -106,6 +108,151 @@ pub fn diagnose(text: &str) -> Option<Diagnosis> {
     Some(d)
 }
 
+/// The stage's name for the admin, in German.
+fn stage_de(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Connect => "Verbindungsaufbau",
+        Stage::Greeting => "Begrüßung des Servers",
+        Stage::Capabilities => "Abfrage der Fähigkeiten",
+        Stage::Starttls => "STARTTLS",
+        Stage::Authenticate => "Anmeldung",
+        Stage::SelectMailbox => "Öffnen des Ordners",
+        Stage::ListMessages => "Auflisten der Nachrichten",
+        Stage::FetchMessage => "Abruf einer Nachricht",
+        Stage::Envelope => "Umschlag (MAIL FROM / RCPT TO)",
+        Stage::Data => "Nachrichtendaten",
+        Stage::Logout => "Abmeldung",
+    }
+}
+
+/// Explains any error for the admin: first what the server's reply or the failure text says
+/// (provider messages, certificate problems), then what the error's kind and stage tell.
+/// Always returns a diagnosis.
+pub fn explain(error: &Error) -> Diagnosis {
+    if let Some(d) = wrong_tls_switch(error) {
+        return d;
+    }
+    if let Some(reply) = &error.reply {
+        if let Ok(code) = reply.code.parse::<u16>() {
+            if let Some(x) = crate::smtp::explain(code, &reply.text) {
+                return Diagnosis { cause_en: x.cause.en, cause_de: x.cause.de, action_en: x.action.en, action_de: x.action.de };
+            }
+        }
+        if let Some(d) = diagnose(&reply.text) {
+            return d;
+        }
+    }
+    if let Some(d) = diagnose(&error.message) {
+        return d;
+    }
+    by_kind(error)
+}
+
+/// The two ways to get the portal's TLS switch wrong: TLS on for a STARTTLS port (the server
+/// answers the TLS handshake in clear text), and TLS off for a TLS port (the server waits for
+/// a handshake, so no greeting ever comes).
+fn wrong_tls_switch(error: &Error) -> Option<Diagnosis> {
+    let lower = error.message.to_lowercase();
+    let clear_text_answer = error.kind == ErrorKind::Tls
+        && (lower.contains("corrupt message") || lower.contains("invalidcontenttype") || lower.contains("wrong version")
+            || lower.contains("not a tls") || lower.contains("invalidmessage"));
+    if clear_text_answer {
+        return Some(Diagnosis::new(
+            "The server answered in clear text instead of TLS: this port expects STARTTLS (the TLS switch off), or it is not a mail port.",
+            "Der Server hat unverschlüsselt statt mit TLS geantwortet: Dieser Port erwartet STARTTLS (TLS-Schalter aus), oder es ist kein Mail-Port.",
+            "Either turn the TLS switch off for this port (STARTTLS: IMAP 143, POP3 110, SMTP 587), or keep TLS on and use the TLS port (IMAP 993, POP3 995, SMTP 465).",
+            "Schalten Sie TLS für diesen Port aus (STARTTLS: IMAP 143, POP3 110, SMTP 587), oder lassen Sie TLS an und verwenden Sie den TLS-Port (IMAP 993, POP3 995, SMTP 465).",
+        ));
+    }
+    if error.kind == ErrorKind::Timeout && error.stage == Stage::Greeting {
+        return Some(Diagnosis::new(
+            "The server sent no greeting: it probably expects TLS from the first byte (the TLS switch on), or the port belongs to another service.",
+            "Der Server hat keine Begrüßung gesendet: Er erwartet wahrscheinlich TLS ab dem ersten Byte (TLS-Schalter an), oder der Port gehört zu einem anderen Dienst.",
+            "Turn the TLS switch on for the TLS ports (IMAP 993, POP3 995, SMTP 465), or use the STARTTLS port (IMAP 143, POP3 110, SMTP 587) with TLS off.",
+            "Schalten Sie TLS für die TLS-Ports an (IMAP 993, POP3 995, SMTP 465), oder verwenden Sie den STARTTLS-Port (IMAP 143, POP3 110, SMTP 587) mit TLS aus.",
+        ));
+    }
+    None
+}
+
+fn by_kind(error: &Error) -> Diagnosis {
+    let stage_de = stage_de(error.stage);
+    let own = |en_prefix: &str, de: String, action_en: &str, action_de: &str| Diagnosis {
+        cause_en: format!("{en_prefix}{}", error.message),
+        cause_de: de,
+        action_en: action_en.into(),
+        action_de: action_de.into(),
+    };
+    match (error.kind, error.stage) {
+        (ErrorKind::AuthRejected, _) => Diagnosis::new(
+            "The server refused the login: the user name or the password (or the OAuth2 token) is wrong, or the account may not use this protocol.",
+            "Der Server hat die Anmeldung abgelehnt: Benutzername oder Kennwort (bzw. das OAuth2-Token) ist falsch, oder das Konto darf dieses Protokoll nicht verwenden.",
+            "Check the user name (the full address or only the part before the @, as the provider wants) and the password; Gmail, Yahoo, AOL and iCloud need an app password, Microsoft 365 needs OAuth2; check that IMAP/POP3/SMTP access is enabled in the provider's settings.",
+            "Prüfen Sie den Benutzernamen (die volle Adresse oder nur den Teil vor dem @, je nach Anbieter) und das Kennwort; Gmail, Yahoo, AOL und iCloud verlangen ein App-Passwort, Microsoft 365 verlangt OAuth2; prüfen Sie, ob der IMAP-/POP3-/SMTP-Zugriff in den Einstellungen des Anbieters aktiviert ist.",
+        ),
+        (ErrorKind::Network, Stage::Connect) => own(
+            "The server could not be reached: ",
+            "Der Server ist nicht erreichbar (Verbindungsaufbau fehlgeschlagen).".into(),
+            "Check the host name and the port, and that a firewall allows the connection.",
+            "Prüfen Sie Hostnamen und Port und ob eine Firewall die Verbindung erlaubt.",
+        ),
+        (ErrorKind::Network, _) => own(
+            "The connection broke: ",
+            format!("Die Verbindung ist abgebrochen ({stage_de})."),
+            "Try again later; if it keeps happening, check the network and whether the provider limits connections.",
+            "Versuchen Sie es später erneut; wenn es wieder passiert, prüfen Sie das Netzwerk und ob der Anbieter Verbindungen begrenzt.",
+        ),
+        (ErrorKind::Tls, _) => own(
+            "The encrypted (TLS) connection could not be established: ",
+            "Die verschlüsselte Verbindung (TLS) konnte nicht aufgebaut werden.".into(),
+            "Check the host name (it must match the server's certificate) and that the TLS switch matches the port (TLS on for 993/995/465, off for 143/110/587).",
+            "Prüfen Sie den Hostnamen (er muss zum Zertifikat des Servers passen) und ob der TLS-Schalter zum Port passt (TLS an für 993/995/465, aus für 143/110/587).",
+        ),
+        (ErrorKind::Timeout, _) => own(
+            "The server did not answer in time: ",
+            format!("Der Server hat nicht rechtzeitig geantwortet ({stage_de})."),
+            "Try again later; if it keeps happening, check the host name, the port and the firewall.",
+            "Versuchen Sie es später erneut; wenn es wieder passiert, prüfen Sie Hostnamen, Port und Firewall.",
+        ),
+        (ErrorKind::Policy, Stage::Starttls) => own(
+            "",
+            "Der Server bietet kein sicheres STARTTLS an, daher wird kein Kennwort gesendet.".into(),
+            "Set the security to TLS and use the TLS port (IMAP 993, POP3 995, SMTP 465); never fall back to an unencrypted connection.",
+            "Stellen Sie die Sicherheit auf TLS und verwenden Sie den TLS-Port (IMAP 993, POP3 995, SMTP 465); weichen Sie nie auf eine unverschlüsselte Verbindung aus.",
+        ),
+        (ErrorKind::Policy, _) => own(
+            "",
+            format!("Eine Sicherheitsregel hat die Verbindung beendet ({stage_de})."),
+            "Change the setting the message names; the rule protects the mailbox's credentials and content.",
+            "Ändern Sie die in der Meldung genannte Einstellung; die Regel schützt Zugangsdaten und Inhalte des Postfachs.",
+        ),
+        (ErrorKind::Protocol, Stage::SelectMailbox) => own(
+            "",
+            "Der Ordner konnte nicht geöffnet werden; vermutlich gibt es ihn nicht.".into(),
+            "Check the folder name (use \"/\" between folder levels, e.g. \"INBOX/Support\") or create the folder.",
+            "Prüfen Sie den Ordnernamen (\"/\" zwischen den Ordnerebenen, z. B. \"INBOX/Support\") oder legen Sie den Ordner an.",
+        ),
+        (ErrorKind::Protocol, _) => own(
+            "",
+            format!("Der Server hat unerwartet geantwortet ({stage_de})."),
+            "Check that the port belongs to the protocol (IMAP 993/143, POP3 995/110, SMTP 465/587); if it does, give this message to the provider.",
+            "Prüfen Sie, ob der Port zum Protokoll gehört (IMAP 993/143, POP3 995/110, SMTP 465/587); wenn ja, geben Sie diese Meldung an den Anbieter weiter.",
+        ),
+        (ErrorKind::Limit, _) => own(
+            "",
+            format!("Eine eingestellte Grenze wurde überschritten ({stage_de})."),
+            "Raise the limit the message names, or remove the oversized item.",
+            "Erhöhen Sie die in der Meldung genannte Grenze oder entfernen Sie das zu große Element.",
+        ),
+        (ErrorKind::InvalidInput, _) => own(
+            "",
+            format!("Eine Einstellung oder Eingabe ist ungültig ({stage_de})."),
+            "Correct the setting or input the message names.",
+            "Korrigieren Sie die in der Meldung genannte Einstellung oder Eingabe.",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +313,62 @@ mod tests {
         assert_eq!(diagnose("250 OK"), None);
         assert_eq!(diagnose("* OK IMAP4rev1 ready"), None);
         assert_eq!(diagnose(""), None);
+    }
+
+    use crate::error::{Error, ServerReply};
+
+    #[track_caller]
+    fn check_explain(e: &Error, en: &[&str], de: &[&str]) {
+        let d = explain(e);
+        let en_all = format!("{} | {}", d.cause_en, d.action_en);
+        let de_all = format!("{} | {}", d.cause_de, d.action_de);
+        for p in en {
+            assert!(en_all.contains(p), "{p:?} missing: {en_all}");
+        }
+        for p in de {
+            assert!(de_all.contains(p), "{p:?} missing: {de_all}");
+        }
+        assert!(!d.cause_de.is_empty() && !d.action_de.is_empty() && !d.action_en.is_empty());
+    }
+
+    #[test]
+    fn explain_recognises_provider_replies_before_falling_back() {
+        let gmail = Error::auth(Stage::Authenticate, "the server refused the login")
+            .with_reply(ServerReply::new("534", "5.7.9 Application-specific password required. https://support.google.com/mail/?p=InvalidSecondFactor"));
+        check_explain(&gmail, &["app password"], &["App-Passwort"]);
+        let ms = Error::auth(Stage::Authenticate, "the server refused the login")
+            .with_reply(ServerReply::new("NO", "AUTHENTICATE failed."));
+        check_explain(&ms, &["Microsoft 365", "OAuth2"], &["OAuth2"]);
+    }
+
+    #[test]
+    fn explain_falls_back_on_kind_and_stage() {
+        let wrong_password = Error::auth(Stage::Authenticate, "the server refused the login")
+            .with_reply(ServerReply::new("NO", "[AUTHENTICATIONFAILED] Authentication failed."));
+        check_explain(&wrong_password, &["refused the login", "password", "app password"], &["Kennwort", "abgelehnt"]);
+        let folder = Error::protocol(Stage::SelectMailbox, "the folder \"Nope\" does not exist");
+        check_explain(&folder, &["Nope", "folder name"], &["Ordner"]);
+        let limit = Error::limit(Stage::FetchMessage, "a message is larger than max-message-bytes");
+        check_explain(&limit, &["max-message-bytes", "Raise"], &["Grenze"]);
+        let starttls = Error::policy(Stage::Starttls, "the server does not offer STARTTLS, so the password cannot be sent safely");
+        check_explain(&starttls, &["does not offer STARTTLS", "TLS port"], &["STARTTLS"]);
+    }
+
+    #[test]
+    fn explain_names_a_wrong_tls_switch_both_ways() {
+        let tls_on_starttls_port = Error::tls(Stage::Connect, "received corrupt message of type InvalidContentType");
+        check_explain(&tls_on_starttls_port, &["clear text", "TLS switch off"], &["TLS-Schalter aus"]);
+        let tls_off_tls_port = Error::timeout(Stage::Greeting, "no greeting within 5 s");
+        check_explain(&tls_off_tls_port, &["no greeting", "TLS switch on"], &["TLS-Schalter an"]);
+    }
+
+    #[test]
+    fn explain_covers_connection_and_certificate_failures() {
+        let refused = Error::network(Stage::Connect, "connection refused: nothing listens on this port");
+        check_explain(&refused, &["refused", "port"], &["abgelehnt", "Port"]);
+        let untrusted = Error::tls(Stage::Connect, "invalid peer certificate: UnknownIssuer");
+        check_explain(&untrusted, &["certificate authority"], &["Zertifizierungsstelle"]);
+        let timeout = Error::timeout(Stage::Connect, "no TCP connection within 10 s");
+        check_explain(&timeout, &["did not answer in time"], &["nicht rechtzeitig"]);
     }
 }

@@ -159,8 +159,51 @@ pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant)
     let before = session.unverified();
     session.handle(event, now).map_err(|mut e| {
         if before || session.unverified() {
-            e.reply = None;
+            if let Some(r) = e.reply.take() {
+                // Some messages quote the reply too.
+                for quoted in [format!("{} {}", r.code, r.text), r.text] {
+                    if !quoted.trim().is_empty() {
+                        e.message = e.message.replace(&quoted, "its text is withheld: it arrived before encryption");
+                    }
+                }
+            }
         }
         e
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Credentials, Limits, Security, SubmissionServer};
+    use crate::smtp::SmtpSession;
+
+    fn smtp(security: Security) -> SmtpSession {
+        let submission = SubmissionServer {
+            server: Server { host: "smtp.shop.example".into(), port: 587, security },
+            credentials: Credentials::Basic { username: "agent@shop.example".into(), password: "pw-Secret-1".into() },
+            helo_name: "client.shop.example".into(),
+            limits: Limits::default(),
+        };
+        SmtpSession::new(submission, "agent@shop.example".into(), vec!["ann@example.com".into()], b"Subject: x\r\n\r\nhi\r\n".to_vec())
+            .unwrap()
+    }
+
+    #[test]
+    fn server_text_before_starttls_never_reaches_the_admin() {
+        let mut s = smtp(Security::Starttls);
+        handle_checked(&mut s, Event::Connected, 0).unwrap();
+        let e = handle_checked(&mut s, Event::Received(b"554 5.7.1 Call +1-555-0100 to unlock your account\r\n"), 1)
+            .unwrap_err();
+        assert_eq!(e.reply, None, "forged text quoted: {e:?}");
+        assert!(!e.to_string().contains("555-0100"), "{e}");
+    }
+
+    #[test]
+    fn server_text_over_tls_is_kept() {
+        let mut s = smtp(Security::ImplicitTls);
+        handle_checked(&mut s, Event::Connected, 0).unwrap();
+        let e = handle_checked(&mut s, Event::Received(b"554 5.7.1 Service unavailable\r\n"), 1).unwrap_err();
+        assert_eq!(e.reply.map(|r| r.code), Some("554".to_string()));
+    }
 }
