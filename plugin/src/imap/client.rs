@@ -5,6 +5,10 @@
 //!
 //! Nothing on the server changes before the host's `Stored` covers it: a folder with an
 //! after-fetch action waits for `Stored` before its STORE/EXPUNGE/MOVE/COPY is written.
+//!
+//! A check session (`ImapSession::check`) runs the same steps up to the login, then EXAMINEs
+//! each folder (read-only) to count its messages, logs out, and reports each step with
+//! `Action::Progress`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,7 +23,10 @@ use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Mailbox
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session, SkippedMessage};
+use crate::session::{
+    Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, Instant, Outcome, Session, SkippedMessage,
+    Step, StepReport,
+};
 
 #[derive(Debug)]
 enum State {
@@ -206,32 +213,17 @@ pub struct ImapSession {
     delivered: u32,
     remaining: u32,
     skipped: u32,
+    /// A connection check: EXAMINE instead of fetching, `Action::Progress` for every step,
+    /// no sync state.
+    check: bool,
+    /// Check only: the folders examined so far with their message counts.
+    checked: Vec<FolderCount>,
 }
 
 impl ImapSession {
     /// `sync_state` is what `sync_state()` returned last time (None = never fetched).
     pub fn new(mailbox: Mailbox, sync_state: Option<&[u8]>) -> Result<Self> {
-        if mailbox.protocol != InboundProtocol::Imap {
-            return Err(Error::invalid(
-                Stage::Connect,
-                "an IMAP session was requested for a mailbox configured as POP3",
-            ));
-        }
-        let mut folders: Vec<String> = Vec::new();
-        for f in &mailbox.folders {
-            if f.is_empty() {
-                return Err(Error::invalid(
-                    Stage::Connect,
-                    "a folder name is empty; remove it or name the folder (INBOX for the inbox)",
-                ));
-            }
-            if !folders.contains(f) {
-                folders.push(f.clone());
-            }
-        }
-        if folders.is_empty() {
-            folders.push("INBOX".to_string());
-        }
+        let folders = configured_folders(&mailbox)?;
         if let AfterFetch::MoveTo(target) = &mailbox.after_fetch {
             let same =
                 |f: &String| f == target || (f.eq_ignore_ascii_case("INBOX") && target.eq_ignore_ascii_case("INBOX"));
@@ -252,8 +244,25 @@ impl ImapSession {
             Some(bytes) => SyncState::decode(bytes)?,
             None => SyncState::default(),
         };
+        Ok(Self::build(mailbox, folders, working, false))
+    }
+
+    /// A connection check ("test connection"): greeting, capabilities, STARTTLS when
+    /// configured, login, then EXAMINE (read-only) of every configured folder (INBOX when
+    /// none) to count its messages, and LOGOUT. Each step is reported with
+    /// `Action::Progress`; the session ends with `Outcome::Checked`. Nothing is fetched or
+    /// changed on the server; after-fetch and first-sync settings are ignored.
+    pub fn check(mut mailbox: Mailbox) -> Result<Self> {
+        let folders = configured_folders(&mailbox)?;
+        // Ignored in a check; resetting it also keeps a nested move target from asking for
+        // the hierarchy delimiter.
+        mailbox.after_fetch = AfterFetch::default();
+        Ok(Self::build(mailbox, folders, SyncState::default(), true))
+    }
+
+    fn build(mailbox: Mailbox, folders: Vec<String>, working: SyncState, check: bool) -> Self {
         let limits = mailbox.limits;
-        Ok(ImapSession {
+        ImapSession {
             link: Link::new(&mailbox.server, &limits),
             framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
             tags: Tagger::default(),
@@ -271,9 +280,56 @@ impl ImapSession {
             delivered: 0,
             remaining: 0,
             skipped: 0,
+            check,
+            checked: Vec::new(),
             folders,
             mailbox,
-        })
+        }
+    }
+
+    /// Check only: reports a completed step (normal sessions never emit `Progress`).
+    fn progress(&self, out: &mut Vec<Action>, step: Step, detail: impl FnOnce() -> String) {
+        if self.check {
+            out.push(Action::Progress(StepReport::new(step, detail())));
+        }
+    }
+
+    /// `what` happened; the server's own words only when they cannot have been forged.
+    fn greeting_detail(&self, what: &str, text: &str) -> String {
+        if self.link.unverified() {
+            return format!("{what} (its text arrived before encryption and is not shown)");
+        }
+        match shown(without_code(text)) {
+            t if t.is_empty() => what.to_string(),
+            t => format!("{what}: {t}"),
+        }
+    }
+
+    fn capabilities_detail(&self) -> String {
+        if self.link.unverified() {
+            // Only what we concluded; the list itself could have been forged.
+            let starttls = if self.has_cap("STARTTLS") { "STARTTLS offered" } else { "STARTTLS not offered" };
+            return format!("{starttls} (the other capabilities arrived before encryption and are not shown)");
+        }
+        let caps = self.caps.as_deref().unwrap_or_default().join(" ");
+        match shown(&caps) {
+            c if c.is_empty() => "the server listed no capabilities".to_string(),
+            c => format!("capabilities: {c}"),
+        }
+    }
+
+    /// "offered: PLAIN XOAUTH2, LOGIN command; using AUTHENTICATE PLAIN".
+    fn mechanisms_detail(&self, offered: &[String], method: &str) -> String {
+        let mut list = offered.join(" ");
+        if !self.has_cap("LOGINDISABLED") {
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            list.push_str("LOGIN command");
+        }
+        let list = shown(&list);
+        let list = if list.is_empty() { "no login method" } else { list.as_str() };
+        format!("offered: {list}; using {method}")
     }
 
     fn folder(&self) -> &str {
@@ -319,6 +375,7 @@ impl ImapSession {
                 self.connected = true;
             }
             Event::TlsEstablished => {
+                self.progress(out, Step::Starttls, || "connection encrypted with STARTTLS".to_string());
                 // Anything learnt in clear text may have been forged: ask again.
                 self.caps = None;
                 self.send_capability(out);
@@ -486,7 +543,10 @@ impl ImapSession {
             self.caps = Some(caps);
         }
         match status {
-            Status::Ok => self.after_greeting(out),
+            Status::Ok => {
+                self.progress(out, Step::Greeting, || self.greeting_detail("server ready", &text));
+                self.after_greeting(out)
+            }
             Status::Preauth => {
                 if self.link.needs_starttls() {
                     return Err(Error::policy(
@@ -495,6 +555,12 @@ impl ImapSession {
                     )
                     .with_reply(ServerReply::new("PREAUTH", text)));
                 }
+                self.progress(out, Step::Greeting, || {
+                    self.greeting_detail("server ready and already logged in (PREAUTH)", &text)
+                });
+                self.progress(out, Step::Login, || {
+                    "the server logged the connection in itself (PREAUTH); no credentials were sent".to_string()
+                });
                 self.begin_folders(out)
             }
             Status::Bye => Err(Error::protocol(
@@ -519,6 +585,7 @@ impl ImapSession {
     }
 
     fn after_capabilities(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        self.progress(out, Step::Capabilities, || self.capabilities_detail());
         if self.link.needs_starttls() {
             if !self.has_cap("STARTTLS") {
                 return Err(Error::policy(
@@ -571,6 +638,9 @@ impl ImapSession {
                 if let Some(Code::Capability(caps)) = code {
                     self.caps = Some(caps);
                 }
+                self.progress(out, Step::Login, || {
+                    format!("logged in as {}", self.mailbox.credentials.username())
+                });
                 self.begin_folders(out)
             }
             State::Delimiter { .. } => {
@@ -593,6 +663,9 @@ impl ImapSession {
                         ),
                     )
                     .with_reply(reply()));
+                }
+                if self.check {
+                    return self.folder_checked(out);
                 }
                 self.after_select(out)
             }
@@ -712,6 +785,7 @@ impl ImapSession {
                     let mode = self.literal_mode();
                     let cmd = Command::new(&tag, "LOGIN").string(username, mode).string(password, mode).finish();
                     let mut parts: VecDeque<Wire> = cmd.parts.into();
+                    self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&offered, "LOGIN"));
                     if let Some(first) = parts.pop_front() {
                         self.send(out, &first.0);
                     }
@@ -761,6 +835,7 @@ impl ImapSession {
             }
         }
         first.0.extend_from_slice(b"\r\n");
+        self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&offered, method));
         self.send(out, &first.0);
         self.state = State::Auth(Auth { tag, method, answers, on_error_challenge, challenge: None });
         Ok(())
@@ -817,11 +892,17 @@ impl ImapSession {
     fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
         self.run = FolderRun { index, ..FolderRun::default() };
         let Some(name) = self.folders.get(index) else {
+            if self.check {
+                self.logout(out);
+                return Ok(());
+            }
             return self.done_fetching(out);
         };
         let tag = self.tags.next();
         let wire = self.wire_name(name);
-        let cmd = Command::new(&tag, "SELECT").string(&wire, LiteralMode::Sync).finish();
+        // A check only counts: EXAMINE opens read-only, so not even \Recent changes.
+        let verb = if self.check { "EXAMINE" } else { "SELECT" };
+        let cmd = Command::new(&tag, verb).string(&wire, LiteralMode::Sync).finish();
         for part in &cmd.parts {
             self.send(out, &part.0);
         }
@@ -841,14 +922,36 @@ impl ImapSession {
         }
     }
 
+    fn uidvalidity(&self) -> Result<u32> {
+        self.run.uidvalidity.ok_or_else(|| {
+            Error::protocol(
+                Stage::SelectMailbox,
+                format!(
+                    "the server did not report UIDVALIDITY for the folder {:?}, so messages cannot be tracked",
+                    self.folder()
+                ),
+            )
+        })
+    }
+
+    /// Check only: the folder opened; count it and go on with the next one.
+    fn folder_checked(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        // A fetch would fail without it, so the check does too.
+        self.uidvalidity()?;
+        let folder = self.folder().to_string();
+        let messages = self.run.exists.unwrap_or(0);
+        self.progress(out, Step::Folder, || match self.run.exists {
+            Some(1) => format!("{folder}: 1 message"),
+            Some(n) => format!("{folder}: {n} messages"),
+            None => format!("{folder}: opened (the server did not report how many messages it holds)"),
+        });
+        self.checked.push(FolderCount { folder, messages });
+        self.start_folder(self.run.index + 1, out)
+    }
+
     fn after_select(&mut self, out: &mut Vec<Action>) -> Result<()> {
         let name = self.folder().to_string();
-        let Some(uidvalidity) = self.run.uidvalidity else {
-            return Err(Error::protocol(
-                Stage::SelectMailbox,
-                format!("the server did not report UIDVALIDITY for the folder {name:?}, so messages cannot be tracked"),
-            ));
-        };
+        let uidvalidity = self.uidvalidity()?;
         let (last_uid, policy) = match self.working.folders.get(&name) {
             Some(k) if k.uidvalidity == uidvalidity => (k.last_uid, None),
             // Renumbered: everything is new again; the host deduplicates what it already has.
@@ -1333,6 +1436,12 @@ impl ImapSession {
     fn finish(&mut self, out: &mut Vec<Action>) {
         self.state = State::Finished;
         self.link.clear_deadline();
+        if self.check {
+            self.progress(out, Step::Logout, || "logged out".to_string());
+            out.push(Action::Close);
+            out.push(Action::Finished(Outcome::Checked(CheckSummary { folders: std::mem::take(&mut self.checked) })));
+            return;
+        }
         out.push(Action::Close);
         out.push(Action::Finished(Outcome::Fetched(FetchSummary {
             delivered: self.delivered,
@@ -1371,7 +1480,58 @@ impl Session for ImapSession {
     }
 
     fn sync_state(&self) -> Option<Vec<u8>> {
+        if self.check {
+            return None;
+        }
         self.committed.as_ref().map(SyncState::encode)
+    }
+}
+
+/// The configured folder names without duplicates (INBOX when none); an empty name is invalid.
+fn configured_folders(mailbox: &Mailbox) -> Result<Vec<String>> {
+    if mailbox.protocol != InboundProtocol::Imap {
+        return Err(Error::invalid(Stage::Connect, "an IMAP session was requested for a mailbox configured as POP3"));
+    }
+    let mut folders: Vec<String> = Vec::new();
+    for f in &mailbox.folders {
+        if f.is_empty() {
+            return Err(Error::invalid(
+                Stage::Connect,
+                "a folder name is empty; remove it or name the folder (INBOX for the inbox)",
+            ));
+        }
+        if !folders.contains(f) {
+            folders.push(f.clone());
+        }
+    }
+    if folders.is_empty() {
+        folders.push("INBOX".to_string());
+    }
+    Ok(folders)
+}
+
+/// Longest server text quoted in a check step, in characters.
+const MAX_SHOWN_CHARS: usize = 200;
+
+/// Server text fit for a check step: control characters (terminal escapes, line breaks)
+/// removed, at most `MAX_SHOWN_CHARS` characters.
+fn shown(text: &str) -> String {
+    let mut clean = text.chars().filter(|c| !c.is_control());
+    let mut out: String = clean.by_ref().take(MAX_SHOWN_CHARS).collect();
+    if clean.next().is_some() {
+        out.pop();
+        out.push('…');
+    }
+    out.trim().to_string()
+}
+
+/// Status text without its leading response code ("[CAPABILITY ...] Dovecot ready." ->
+/// "Dovecot ready.").
+fn without_code(text: &str) -> &str {
+    let t = text.trim_start();
+    match t.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
+        Some((_, after)) => after.trim_start(),
+        None => t,
     }
 }
 

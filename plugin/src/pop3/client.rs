@@ -2,6 +2,9 @@
 //! the new messages, a wait for the host to store them, then (with after-fetch `Delete`) DELE
 //! of stored messages, then QUIT. Deletions only take effect when QUIT succeeds (RFC 1939
 //! UPDATE state), and nothing is marked for deletion before the host confirmed it stored it.
+//!
+//! A check session (`Pop3Session::check`) runs the same login, then only STAT and QUIT, and
+//! reports each step with `Action::Progress`.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -10,7 +13,10 @@ use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits,
 use crate::error::{Error, Result, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, Event, FetchSummary, FetchedMessage, Instant, Outcome, Session, SkippedMessage};
+use crate::session::{
+    Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, Instant, Outcome, Session, SkippedMessage,
+    Step, StepReport,
+};
 
 use super::response::{self, Status};
 use super::sync::SyncState;
@@ -38,6 +44,24 @@ struct Capabilities {
     stls: bool,
     pipelining: bool,
     sasl: Vec<String>,
+}
+
+/// Server text quoted in a check report is cut to this many characters.
+const MAX_SHOWN_CHARS: usize = 200;
+
+/// SASL mechanism names kept for a check report; more are not worth showing.
+const MAX_SHOWN_MECHANISMS: usize = 16;
+
+/// What a check session (`Pop3Session::check`) learns for its step reports. Only filled from
+/// text we may quote (never before TLS on a STARTTLS connection).
+#[derive(Debug, Default)]
+struct Check {
+    /// The capability lines of the last CAPA, cleaned and joined, bounded.
+    capabilities: String,
+    /// Every SASL mechanism the last CAPA named, also those we cannot run.
+    mechanisms: Vec<String>,
+    /// The last CAPA listed USER.
+    user: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +214,8 @@ pub struct Pop3Session {
     oauth_challenge: Option<String>,
     /// The server closed while the host was storing messages.
     server_closed: bool,
+    /// Set for a check session: report steps, STAT instead of the listing, change nothing.
+    check: Option<Check>,
     /// Commands of this `handle` call, coalesced into one write (may hold a secret while
     /// authenticating, so `Debug` skips it).
     out: Vec<u8>,
@@ -206,6 +232,7 @@ impl fmt::Debug for Pop3Session {
             .field("remaining", &self.fetch.remaining)
             .field("skipped", &self.fetch.skipped)
             .field("marked_for_deletion", &self.deletion.marked.len())
+            .field("check", &self.check.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -248,9 +275,23 @@ impl Pop3Session {
             deletion: Deletion::default(),
             oauth_challenge: None,
             server_closed: false,
+            check: None,
             out: Vec::new(),
             actions: Vec::new(),
         })
+    }
+
+    /// A connection check ("test connection"): greeting, CAPA, STLS when configured, login,
+    /// STAT, QUIT, each step reported with `Action::Progress`, then
+    /// `Finished(Outcome::Checked)`. Nothing is listed, fetched or deleted, and there is no sync
+    /// state; the mailbox's after-fetch action and first-sync policy are ignored.
+    pub fn check(mailbox: Mailbox) -> Result<Pop3Session> {
+        // Keep: the check must never reach a deletion path, and MoveTo (refused for fetching)
+        // does not matter for a check.
+        let mailbox = Mailbox { after_fetch: AfterFetch::default(), ..mailbox };
+        let mut session = Pop3Session::new(mailbox, None)?;
+        session.check = Some(Check::default());
+        Ok(session)
     }
 
     /// Messages reported with `Action::Skipped` so far in this session (larger than
@@ -265,6 +306,9 @@ impl Pop3Session {
         // (the server may have timed us out): the messages are already delivered.
         if event == Event::Closed {
             match self.phase {
+                Phase::Quit if self.check.is_some() => {
+                    return self.finish_check("logged out (the server closed the connection after QUIT)")
+                }
                 Phase::Quit => return self.finish(),
                 Phase::AwaitStored => {
                     self.server_closed = true;
@@ -297,6 +341,7 @@ impl Pop3Session {
                         "the host reported a TLS handshake the session did not ask for",
                     ));
                 }
+                self.report(Step::Starttls, |_| "the connection is now encrypted (STLS succeeded)".into());
                 // RFC 2595: what the server said in clear text may have been forged; ask again.
                 self.send_capa();
             }
@@ -341,7 +386,14 @@ impl Pop3Session {
         let stage = phase.stage();
         match phase {
             Phase::Greeting => match response::status(line, stage)? {
-                Status::Ok(_) => {
+                Status::Ok(text) => {
+                    self.report(Step::Greeting, |s| {
+                        if s.link.unverified() {
+                            "server ready (its text arrived before encryption and is not shown)".into()
+                        } else {
+                            format!("server ready: {}", shown(text))
+                        }
+                    });
                     self.send_capa();
                     Ok(())
                 }
@@ -387,6 +439,7 @@ impl Pop3Session {
                 Status::Continue(_) => Err(unexpected(line, stage)),
             },
             Phase::Auth(step) => self.on_auth_line(step, line),
+            Phase::Stat if self.check.is_some() => self.on_check_stat(line),
             Phase::Stat => self.on_stat(line),
             Phase::Uidl { body: false } | Phase::List { body: false } => match response::status(line, stage)? {
                 Status::Ok(_) => {
@@ -422,6 +475,7 @@ impl Pop3Session {
                 None => self.finish_listing(),
             },
             Phase::Dele => self.on_dele_reply(line),
+            Phase::Quit if self.check.is_some() => self.on_check_quit_reply(line),
             Phase::Quit => self.on_quit_reply(line),
             Phase::Connecting | Phase::TlsHandshake | Phase::Retr | Phase::AwaitStored | Phase::Done | Phase::Failed => {
                 Err(unexpected(line, stage))
@@ -431,11 +485,19 @@ impl Pop3Session {
 
     fn send_capa(&mut self) {
         self.caps = None;
+        if let Some(check) = self.check.as_mut() {
+            *check = Check::default();
+        }
         self.write(b"CAPA\r\n");
         self.phase = Phase::Capa { body: false };
     }
 
     fn note_capability(&mut self, line: &[u8]) {
+        if self.caps.is_some() && !self.link.unverified() {
+            if let Some(check) = self.check.as_mut() {
+                check.note(line);
+            }
+        }
         let Some(caps) = self.caps.as_mut() else { return };
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let Some(name) = words.next() else { return };
@@ -456,6 +518,7 @@ impl Pop3Session {
     }
 
     fn after_capabilities(&mut self) -> Result<()> {
+        self.report(Step::Capabilities, |s| s.capabilities_detail());
         if self.link.needs_starttls() {
             if self.caps.as_ref().is_some_and(|c| c.stls) {
                 self.write(b"STLS\r\n");
@@ -476,25 +539,31 @@ impl Pop3Session {
     fn start_auth(&mut self) -> Result<()> {
         self.link.check_credentials_allowed()?;
         let offered: &[String] = self.caps.as_ref().map_or(&[], |c| c.sasl.as_slice());
-        match &self.mailbox.credentials {
-            Credentials::Basic { username, .. } => {
-                // PLAIN needs one round trip instead of two, and carries any password byte.
-                if offered.iter().any(|m| m == Mechanism::Plain.name()) {
-                    self.start_sasl(Mechanism::Plain)
-                } else {
-                    let command = format!("USER {username}\r\n");
-                    self.write(command.as_bytes());
-                    self.phase = Phase::Auth(AuthStep::User);
-                    Ok(())
-                }
+        // `None`: USER/PASS.
+        let mechanism = match &self.mailbox.credentials {
+            // PLAIN needs one round trip instead of two, and carries any password byte.
+            Credentials::Basic { .. } => {
+                offered.iter().any(|m| m == Mechanism::Plain.name()).then_some(Mechanism::Plain)
             }
             creds @ Credentials::OAuth2 { .. } => match sasl::select(creds, offered) {
-                Some(mechanism) => self.start_sasl(mechanism),
-                None => Err(Error::protocol(
-                    Stage::Authenticate,
-                    "the server does not offer OAuth2 login (SASL XOAUTH2 or OAUTHBEARER) over POP3, so the access token cannot be used; enable OAuth2 for POP3 on the server or use a password",
-                )),
+                Some(mechanism) => Some(mechanism),
+                None => {
+                    return Err(Error::protocol(
+                        Stage::Authenticate,
+                        "the server does not offer OAuth2 login (SASL XOAUTH2 or OAUTHBEARER) over POP3, so the access token cannot be used; enable OAuth2 for POP3 on the server or use a password",
+                    ))
+                }
             },
+        };
+        self.report(Step::Mechanisms, |s| s.mechanisms_detail(mechanism));
+        match mechanism {
+            Some(mechanism) => self.start_sasl(mechanism),
+            None => {
+                let command = format!("USER {}\r\n", self.mailbox.credentials.username());
+                self.write(command.as_bytes());
+                self.phase = Phase::Auth(AuthStep::User);
+                Ok(())
+            }
         }
     }
 
@@ -565,6 +634,7 @@ impl Pop3Session {
                 Ok(())
             }
             (AuthStep::AwaitResult(_) | AuthStep::AwaitFinal | AuthStep::Pass, Status::Ok(_)) => {
+                self.report(Step::Login, |s| format!("logged in as {}", s.mailbox.credentials.username()));
                 self.start_listing();
                 Ok(())
             }
@@ -609,6 +679,12 @@ impl Pop3Session {
     }
 
     fn start_listing(&mut self) {
+        if self.check.is_some() {
+            // A check only counts: no UIDL, no LIST.
+            self.write(b"STAT\r\n");
+            self.phase = Phase::Stat;
+            return;
+        }
         let pipelined = self.caps.as_ref().is_some_and(|c| c.pipelining);
         self.listing.pipelined = pipelined;
         self.write(if pipelined { b"STAT\r\nUIDL\r\nLIST\r\n" } else { b"STAT\r\n" });
@@ -634,6 +710,37 @@ impl Pop3Session {
                     self.write(b"UIDL\r\n");
                 }
                 self.phase = Phase::Uidl { body: false };
+                Ok(())
+            }
+            Status::Err(text) => Err(Error::protocol(stage, "the server refused to report the mailbox size (STAT)")
+                .with_reply(response::reply("-ERR", text))),
+            Status::Continue(_) => Err(unexpected(line, stage)),
+        }
+    }
+
+    /// Check mode: STAT gives the folder report, then QUIT.
+    fn on_check_stat(&mut self, line: &[u8]) -> Result<()> {
+        let stage = Stage::ListMessages;
+        match response::status(line, stage)? {
+            Status::Ok(text) => {
+                let mut words = text.split(|&b| b == b' ');
+                let count = words.next().and_then(response::parse_u64).and_then(|c| u32::try_from(c).ok());
+                let Some(count) = count else {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server's STAT reply \"{}\" has no message count", response::excerpt(text)),
+                    ));
+                };
+                // Fetching only needs the count, so a missing size is not an error here either.
+                let size = words.next().and_then(response::parse_u64);
+                self.listing.count = count;
+                let messages = if count == 1 { "1 message".to_string() } else { format!("{count} messages") };
+                let detail = match size {
+                    Some(bytes) => format!("{INBOX}: {messages}, {bytes} bytes"),
+                    None => format!("{INBOX}: {messages}"),
+                };
+                self.report(Step::Folder, |_| detail);
+                self.send_quit();
                 Ok(())
             }
             Status::Err(text) => Err(Error::protocol(stage, "the server refused to report the mailbox size (STAT)")
@@ -994,6 +1101,72 @@ impl Pop3Session {
         }
     }
 
+    /// Check mode: nothing was changed, so any answer to QUIT ends the check well.
+    fn on_check_quit_reply(&mut self, line: &[u8]) -> Result<()> {
+        let detail = match response::status(line, Stage::Logout) {
+            Ok(Status::Ok(_)) => "logged out",
+            Ok(Status::Err(_)) => "logged out (the server answered QUIT with an error, which is harmless: nothing was changed)",
+            _ => "logged out (the server's answer to QUIT was not understood, which is harmless: nothing was changed)",
+        };
+        self.finish_check(detail)
+    }
+
+    fn finish_check(&mut self, logout: &str) -> Result<()> {
+        self.report(Step::Logout, |_| logout.to_string());
+        self.emit(Action::Close);
+        self.emit(Action::Finished(Outcome::Checked(CheckSummary {
+            folders: vec![FolderCount { folder: INBOX.into(), messages: self.listing.count }],
+        })));
+        self.phase = Phase::Done;
+        self.link.clear_deadline();
+        Ok(())
+    }
+
+    /// Check mode only: reports a completed step; `detail` is only built for a check.
+    fn report(&mut self, step: Step, detail: impl FnOnce(&Self) -> String) {
+        if self.check.is_some() {
+            let detail = detail(self);
+            self.emit(Action::Progress(StepReport::new(step, detail)));
+        }
+    }
+
+    /// What the CAPA reply told us. Before TLS on a STARTTLS connection only what we derived
+    /// from it: the text itself could have been forged.
+    fn capabilities_detail(&self) -> String {
+        let Some(caps) = self.caps.as_ref() else {
+            return "the server does not support CAPA; USER/PASS login is assumed".into();
+        };
+        if self.link.unverified() {
+            let stls = if caps.stls { "STLS offered" } else { "STLS not offered" };
+            return format!("{stls} (the full list arrived before encryption and is not shown)");
+        }
+        match self.check.as_ref().map(|c| c.capabilities.as_str()) {
+            Some(list) if !list.is_empty() => format!("offered: {}", shown(list.as_bytes())),
+            _ => "the server lists no capabilities".into(),
+        }
+    }
+
+    /// The mechanisms offered and the one we use (`None`: USER/PASS).
+    fn mechanisms_detail(&self, chosen: Option<Mechanism>) -> String {
+        let mut offered: Vec<&str> = Vec::new();
+        if let Some(check) = self.check.as_ref() {
+            offered.extend(check.mechanisms.iter().map(String::as_str));
+            if check.user || self.caps.is_none() {
+                offered.push("USER/PASS");
+            }
+        }
+        let offered = if offered.is_empty() {
+            "none advertised".to_string()
+        } else {
+            shown(offered.join(" ").as_bytes())
+        };
+        let using = match chosen {
+            Some(mechanism) => format!("AUTH {}", mechanism.name()),
+            None => "USER/PASS".into(),
+        };
+        format!("offered: {offered}; using {using}")
+    }
+
     fn send_quit(&mut self) {
         self.write(b"QUIT\r\n");
         self.deletion.quit_sent = true;
@@ -1075,6 +1248,47 @@ impl Session for Pop3Session {
     fn sync_state(&self) -> Option<Vec<u8>> {
         self.has_sync_state.then(|| self.sync.encode())
     }
+}
+
+impl Check {
+    /// Remembers one capability line for the report, bounded whatever the server sends.
+    fn note(&mut self, line: &[u8]) {
+        let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let Some(name) = words.next() else { return };
+        if name.eq_ignore_ascii_case(b"USER") {
+            self.user = true;
+        } else if name.eq_ignore_ascii_case(b"SASL") {
+            for word in words {
+                let word = shown(word);
+                let room = self.mechanisms.len() < MAX_SHOWN_MECHANISMS;
+                if room && !word.is_empty() && !self.mechanisms.contains(&word) {
+                    self.mechanisms.push(word);
+                }
+            }
+        }
+        // A little more than is shown, so the report can tell it was cut.
+        if self.capabilities.len() <= MAX_SHOWN_CHARS * 4 {
+            let cleaned = shown(line);
+            if !cleaned.is_empty() {
+                if !self.capabilities.is_empty() {
+                    self.capabilities.push_str(", ");
+                }
+                self.capabilities.push_str(&cleaned);
+            }
+        }
+    }
+}
+
+/// Server text for a check report: control characters removed, at most `MAX_SHOWN_CHARS`.
+fn shown(text: &[u8]) -> String {
+    let cleaned: String = String::from_utf8_lossy(text).chars().filter(|c| !c.is_control()).collect();
+    let cleaned = cleaned.trim();
+    if cleaned.chars().count() <= MAX_SHOWN_CHARS {
+        return cleaned.to_string();
+    }
+    let mut cut: String = cleaned.chars().take(MAX_SHOWN_CHARS - 3).collect();
+    cut.push_str("...");
+    cut
 }
 
 fn unexpected(line: &[u8], stage: Stage) -> Error {

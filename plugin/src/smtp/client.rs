@@ -4,7 +4,7 @@ use crate::config::{Credentials, Server, SubmissionServer};
 use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, Event, Instant, Outcome, RecipientResult, SendReport, Session};
+use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
 
 use super::data;
 use super::explain::{self, Known};
@@ -47,6 +47,8 @@ enum State {
     DataEnd,
     /// No recipient was accepted; waiting for the RSET reply, then QUIT (sent already when pipelining).
     Reset { quit_sent: bool },
+    /// Check mode: the probe envelope was accepted; waiting for the RSET reply, then QUIT.
+    ProbeReset,
     /// QUIT sent; how the session ends once the server answers or hangs up.
     Quit(Box<Ending>),
     Finished,
@@ -56,10 +58,18 @@ enum State {
 #[derive(Debug)]
 enum Ending {
     Sent(SendReport),
+    /// Check mode: every step passed.
+    Checked,
     Failed(Error),
 }
 
-/// One submission of one message.
+/// Most characters of server text quoted in a check step's detail.
+const MAX_QUOTED_CHARS: usize = 200;
+/// Recipients named one by one in the envelope step; the rest are counted.
+const SHOWN_RECIPIENTS: usize = 5;
+
+/// One submission of one message, or (opened by `check`) a probe that goes as far as the
+/// envelope, resets it and sends nothing.
 pub struct SmtpSession {
     server: Server,
     credentials: Credentials,
@@ -77,6 +87,8 @@ pub struct SmtpSession {
     recipients: Vec<RecipientResult>,
     /// The error to report once RSET/QUIT are done.
     pending_failure: Option<Error>,
+    /// A check session: reports each step with `Action::Progress`, never sends DATA.
+    check: bool,
     state: State,
 }
 
@@ -89,6 +101,7 @@ impl std::fmt::Debug for SmtpSession {
             .field("envelope_from", &self.envelope_from)
             .field("envelope_to", &self.envelope_to)
             .field("message_size", &self.message_size)
+            .field("check", &self.check)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -101,9 +114,40 @@ impl SmtpSession {
         envelope_to: Vec<String>,
         message: Vec<u8>,
     ) -> Result<Self> {
+        let max = submission.limits.max_message_bytes;
+        let mut session = Self::open(submission, envelope_from, envelope_to, false)?;
+        if message.len() as u64 > max {
+            return Err(Error::limit(
+                Stage::Data,
+                format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
+            ));
+        }
+        let encoded = data::encode(&message);
+        drop(message);
+        session.data = encoded.bytes;
+        session.message_size = encoded.size;
+        session.eight_bit = encoded.eight_bit;
+        Ok(session)
+    }
+
+    /// A connection check ("test connection"): greeting, EHLO, STARTTLS when configured, AUTH,
+    /// `MAIL FROM` and a `RCPT TO` for each recipient, then RSET and QUIT. Never DATA: nothing
+    /// is sent. Each step is reported with `Action::Progress`; a refused sender or recipient
+    /// fails at `Stage::Envelope` with the server's reply.
+    pub fn check(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>) -> Result<Self> {
+        Self::open(submission, envelope_from, envelope_to, true)
+    }
+
+    /// Validates the envelope and EHLO name; the message (if any) is added by the caller.
+    fn open(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>, check: bool) -> Result<Self> {
         check_envelope_address("sender", &envelope_from)?;
         if envelope_to.is_empty() {
-            return Err(Error::invalid(Stage::Envelope, "the message has no recipient; add at least one address"));
+            let why = if check {
+                "the check needs at least one recipient address to try RCPT TO; add one"
+            } else {
+                "the message has no recipient; add at least one address"
+            };
+            return Err(Error::invalid(Stage::Envelope, why));
         }
         for to in &envelope_to {
             check_envelope_address("recipient", to)?;
@@ -115,15 +159,6 @@ impl SmtpSession {
                 "the EHLO name contains a space, line break or control character; set a plain host name",
             ));
         }
-        let max = submission.limits.max_message_bytes;
-        if message.len() as u64 > max {
-            return Err(Error::limit(
-                Stage::Data,
-                format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
-            ));
-        }
-        let encoded = data::encode(&message);
-        drop(message);
         let link = Link::new(&submission.server, &submission.limits);
         Ok(SmtpSession {
             server: submission.server,
@@ -131,15 +166,16 @@ impl SmtpSession {
             helo_name,
             envelope_from,
             envelope_to,
-            data: encoded.bytes,
-            message_size: encoded.size,
-            eight_bit: encoded.eight_bit,
+            data: Vec::new(),
+            message_size: 0,
+            eight_bit: false,
             link,
             reader: ReplyReader::default(),
             caps: Capabilities::default(),
             pipelined: false,
             recipients: Vec::new(),
             pending_failure: None,
+            check,
             state: State::AwaitConnected,
         })
     }
@@ -151,7 +187,7 @@ impl SmtpSession {
             State::Ehlo | State::Helo => Stage::Capabilities,
             State::Starttls | State::TlsHandshake => Stage::Starttls,
             State::Auth(_) => Stage::Authenticate,
-            State::Mail | State::Rcpt(_) | State::Reset { .. } => Stage::Envelope,
+            State::Mail | State::Rcpt(_) | State::Reset { .. } | State::ProbeReset => Stage::Envelope,
             State::DataCommand | State::DataEnd => Stage::Data,
             State::Quit(_) | State::Finished | State::Failed => Stage::Logout,
         }
@@ -162,8 +198,12 @@ impl SmtpSession {
             // The outcome is already decided; a server that hangs up or never answers QUIT
             // must not turn a delivered message into an error (the host would send it again).
             let deadline_passed = self.link.deadline().is_some_and(|d| now >= d);
-            if event == Event::Closed || (event == Event::Timer && deadline_passed) {
-                return self.end();
+            if event == Event::Closed {
+                return self.end(Some("the server closed the connection after QUIT".to_string()));
+            }
+            if event == Event::Timer && deadline_passed {
+                // Not a polite ending, so no logout step; the outcome stands all the same.
+                return self.end(None);
             }
         }
         if self.link.absorb(&event, now, self.stage())? {
@@ -181,6 +221,7 @@ impl SmtpSession {
             Event::TlsEstablished => {
                 // Capabilities from before TLS could have been forged; ask again.
                 self.caps = Capabilities::default();
+                self.progress(&mut actions, Step::Starttls, || "STARTTLS succeeded: the connection is now encrypted".to_string());
                 actions.push(self.ehlo());
             }
             Event::Received(_) => {
@@ -225,11 +266,16 @@ impl SmtpSession {
                         &reply,
                     ));
                 }
+                self.progress(actions, Step::Greeting, || match self.quoted(&one_line(&reply)) {
+                    Some(text) => format!("server ready: {text}"),
+                    None => "server ready (its text arrived before encryption and is not shown)".to_string(),
+                });
                 actions.push(self.ehlo());
             }
             State::Ehlo => {
                 if reply.is_positive() {
                     self.caps = Capabilities::from_ehlo(&reply);
+                    self.progress(actions, Step::Capabilities, || self.capabilities_detail(&reply));
                     self.after_capabilities(actions)?;
                 } else if matches!(reply.code, 500 | 502) {
                     if self.link.needs_starttls() {
@@ -250,6 +296,9 @@ impl SmtpSession {
                     return Err(refused(Stage::Capabilities, "HELO", &reply));
                 }
                 self.caps = Capabilities::default();
+                self.progress(actions, Step::Capabilities, || {
+                    "the server does not support EHLO (HELO accepted), so it advertises no extensions".to_string()
+                });
                 self.after_capabilities(actions)?;
             }
             State::Starttls => {
@@ -290,6 +339,8 @@ impl SmtpSession {
                     if !self.pipelined {
                         actions.push(Action::Write(self.rcpt_command(next)));
                     }
+                } else if self.check {
+                    self.end_probe(actions);
                 } else if self.pipelined {
                     // DATA went out with the envelope; its reply comes next.
                     self.state = State::DataCommand;
@@ -329,6 +380,20 @@ impl SmtpSession {
                 actions.push(Action::Write(b"QUIT\r\n".to_vec()));
                 self.state = State::Quit(Box::new(Ending::Sent(report)));
             }
+            State::ProbeReset => {
+                if !reply.is_positive() {
+                    return Err(from_reply(
+                        ErrorKind::Protocol,
+                        Stage::Envelope,
+                        format!("the server refused RSET ({}) after the probe envelope; nothing was sent, but the server does not follow SMTP", reply.summary()),
+                        "",
+                        &reply,
+                    ));
+                }
+                self.progress(actions, Step::Reset, || "the probe was reset: nothing was sent".to_string());
+                actions.push(Action::Write(b"QUIT\r\n".to_vec()));
+                self.state = State::Quit(Box::new(Ending::Checked));
+            }
             State::Reset { quit_sent } => {
                 // Whatever RSET got, the session ends with the recipient failure.
                 if !quit_sent {
@@ -339,7 +404,11 @@ impl SmtpSession {
             }
             State::Quit(ending) => {
                 self.state = State::Quit(ending);
-                actions.extend(self.end()?);
+                let detail = self.quoted(&one_line(&reply)).map_or_else(
+                    || "the server answered QUIT".to_string(),
+                    |text| format!("the server answered QUIT: {text}"),
+                );
+                actions.extend(self.end(Some(detail))?);
             }
             State::AwaitConnected | State::TlsHandshake | State::Finished | State::Failed => {
                 return Err(Error::protocol(self.stage(), "the server sent a reply nobody asked for"));
@@ -399,6 +468,13 @@ impl SmtpSession {
                 format!("AUTH {} {ir}\r\n", mech.name()).into_bytes()
             }
         };
+        self.progress(actions, Step::Mechanisms, || {
+            let using = format!("using AUTH {}", mech.name());
+            match self.quoted(&self.caps.auth.join(" ")) {
+                Some(offered) => format!("offered: {offered}; {using}"),
+                None => using,
+            }
+        });
         actions.push(Action::Write(command));
         Ok(())
     }
@@ -411,7 +487,10 @@ impl SmtpSession {
         match (step, reply.code) {
             // 235 is the standard success; some servers (Postfix's smtp-sink among them) answer
             // another 2xx, which still means the login succeeded.
-            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 200..=299) => self.begin_envelope(actions)?,
+            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 200..=299) => {
+                self.progress(actions, Step::Login, || format!("logged in as {}", self.credentials.username()));
+                self.begin_envelope(actions)?;
+            }
             (AuthStep::InitialResponse(Mechanism::XOAuth2 | Mechanism::OAuthBearer), 334) => {
                 // RFC 7628: the token was refused; the challenge says why, an empty line ends it.
                 let detail = decode_challenge(&reply);
@@ -477,8 +556,9 @@ impl SmtpSession {
     }
 
     /// Authenticated: MAIL FROM, then RCPT TO and DATA (in the same write when pipelining).
+    /// A check has no message: no SIZE or BODY, and one command at a time.
     fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
-        if let Some(limit) = self.caps.size_limit {
+        if let (Some(limit), false) = (self.caps.size_limit, self.check) {
             if self.message_size > limit {
                 return Err(Error::limit(
                     Stage::Envelope,
@@ -490,10 +570,10 @@ impl SmtpSession {
             }
         }
         let mut out = format!("MAIL FROM:<{}>", self.envelope_from);
-        if self.caps.size {
+        if self.caps.size && !self.check {
             out.push_str(&format!(" SIZE={}", self.message_size));
         }
-        if self.eight_bit && self.caps.eight_bit_mime {
+        if self.eight_bit && self.caps.eight_bit_mime && !self.check {
             out.push_str(" BODY=8BITMIME");
         }
         let international = !self.envelope_from.is_ascii() || self.envelope_to.iter().any(|t| !t.is_ascii());
@@ -515,7 +595,7 @@ impl SmtpSession {
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
-        self.pipelined = self.caps.pipelining;
+        self.pipelined = self.caps.pipelining && !self.check;
         if self.pipelined {
             for i in 0..self.envelope_to.len() {
                 bytes.extend_from_slice(&self.rcpt_command(i));
@@ -530,6 +610,87 @@ impl SmtpSession {
     fn rcpt_command(&self, i: usize) -> Vec<u8> {
         let to = self.envelope_to.get(i).map(String::as_str).unwrap_or_default();
         format!("RCPT TO:<{to}>\r\n").into_bytes()
+    }
+
+    /// Check mode, every RCPT answered: reset the probe when all were accepted; otherwise
+    /// reset, quit and fail with the refusals.
+    fn end_probe(&mut self, actions: &mut Vec<Action>) {
+        if self.recipients.iter().all(|r| r.accepted) {
+            self.progress(actions, Step::Envelope, || self.envelope_detail());
+            self.state = State::ProbeReset;
+        } else {
+            self.pending_failure = Some(self.refused_recipients_error());
+            self.state = State::Reset { quit_sent: false };
+        }
+        actions.push(Action::Write(b"RSET\r\n".to_vec()));
+    }
+
+    fn envelope_detail(&self) -> String {
+        let mut to: Vec<String> = self.envelope_to.iter().take(SHOWN_RECIPIENTS).map(|a| format!("<{a}>")).collect();
+        if self.envelope_to.len() > SHOWN_RECIPIENTS {
+            to.push(format!("{} more", self.envelope_to.len() - SHOWN_RECIPIENTS));
+        }
+        format!("MAIL FROM:<{}> and RCPT TO:{} accepted", self.envelope_from, to.join(", "))
+    }
+
+    /// Check mode: some recipient was refused. Names the refused ones with their replies;
+    /// the first refusal is the reply shown and explained.
+    fn refused_recipients_error(&self) -> Error {
+        let refused: Vec<&RecipientResult> = self.recipients.iter().filter(|r| !r.accepted).collect();
+        let mut list: Vec<String> = refused
+            .iter()
+            .take(SHOWN_RECIPIENTS)
+            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
+            .collect();
+        if refused.len() > SHOWN_RECIPIENTS {
+            list.push(format!("and {} more", refused.len() - SHOWN_RECIPIENTS));
+        }
+        let what = format!(
+            "the server refused {} of {} recipients ({}); nothing was sent",
+            refused.len(),
+            self.recipients.len(),
+            list.join("; ")
+        );
+        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
+        let first = refused.first();
+        let known = first.and_then(|r| explain::lookup(code_of(r), &r.reply.text));
+        let retry = if refused.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
+        let fix = "check the addresses, and that the account may send to them";
+        let mut error = Error::protocol(Stage::Envelope, explained(what, known, fix)).with_retry(retry);
+        if let Some(r) = first {
+            error = error.with_reply(r.reply.clone());
+        }
+        error
+    }
+
+    /// Check mode: reports a completed step. `detail` is only built in check mode.
+    fn progress(&self, actions: &mut Vec<Action>, step: Step, detail: impl FnOnce() -> String) {
+        if self.check {
+            actions.push(Action::Progress(StepReport::new(step, detail())));
+        }
+    }
+
+    /// Server text fit for a step's detail, or None while it cannot be trusted (before TLS
+    /// on a STARTTLS connection). Control characters removed, echoed secrets redacted,
+    /// at most `MAX_QUOTED_CHARS` characters.
+    fn quoted(&self, text: &str) -> Option<String> {
+        if self.link.unverified() {
+            return None;
+        }
+        let clean: String = text.chars().filter(|c| !c.is_control()).collect();
+        Some(redact(&clean, self.secret_forms()).chars().take(MAX_QUOTED_CHARS).collect())
+    }
+
+    /// What an EHLO reply told us. Before TLS only what we derived from it: its text could
+    /// have been forged, and it is asked again after TLS anyway.
+    fn capabilities_detail(&self, reply: &Reply) -> String {
+        let extensions = reply.lines.iter().skip(1).map(String::as_str).collect::<Vec<_>>().join(", ");
+        match self.quoted(&extensions) {
+            Some(text) if text.is_empty() => "EHLO accepted; the server advertises no extensions".to_string(),
+            Some(text) => format!("EHLO accepted; extensions: {text}"),
+            None if self.caps.starttls => "STARTTLS offered (the other extensions arrived before encryption and are asked again after it)".to_string(),
+            None => "STARTTLS not offered".to_string(),
+        }
     }
 
     fn accepted_count(&self) -> usize {
@@ -573,7 +734,7 @@ impl SmtpSession {
     /// the data was handed over without a verdict, delivery is unknown.
     fn settle(&mut self, error: Error, data_handed_over: bool) -> Result<Vec<Action>> {
         match &self.state {
-            State::Quit(_) => self.end(),
+            State::Quit(_) => self.end(None),
             State::Reset { .. } => Err(self.pending_failure.take().unwrap_or(error)),
             // A complete negative reply is a verdict (it carries the reply); anything else is not.
             _ if data_handed_over && error.reply.is_none() => Err(uncertain(error)),
@@ -581,13 +742,24 @@ impl SmtpSession {
         }
     }
 
-    /// QUIT answered or the server hung up: finish with the outcome decided earlier.
-    fn end(&mut self) -> Result<Vec<Action>> {
+    /// QUIT answered or the server hung up: finish with the outcome decided earlier. A check
+    /// reports the logout step with `logout` when the session ended politely.
+    fn end(&mut self, logout: Option<String>) -> Result<Vec<Action>> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Quit(ending) => match *ending {
                 Ending::Sent(report) => {
                     self.link.clear_deadline();
                     Ok(vec![Action::Close, Action::Finished(Outcome::Sent(report))])
+                }
+                Ending::Checked => {
+                    self.link.clear_deadline();
+                    let mut actions = Vec::with_capacity(3);
+                    if let Some(detail) = logout {
+                        self.progress(&mut actions, Step::Logout, || detail);
+                    }
+                    actions.push(Action::Close);
+                    actions.push(Action::Finished(Outcome::Checked(CheckSummary::default())));
+                    Ok(actions)
                 }
                 Ending::Failed(error) => {
                     self.state = State::Failed;
@@ -639,6 +811,12 @@ fn decode_challenge(reply: &Reply) -> String {
         }
         _ => "no detail given".to_string(),
     }
+}
+
+/// A reply on one line: "220 mx.example ESMTP ready".
+fn one_line(reply: &Reply) -> String {
+    let text = reply.lines.join(" ");
+    if text.is_empty() { reply.code.to_string() } else { format!("{} {text}", reply.code) }
 }
 
 fn refused(stage: Stage, command: &str, reply: &Reply) -> Error {
