@@ -73,6 +73,9 @@ username = "$RIG_CUSTOMER_USER"
 password_file = "customer.pw"
 TOML
 
+step "the admin's \"test connection\" button: every step of the support mailbox and queue (mailplug check)"
+"$MAILPLUG_BIN" check --config "$DEMO/tenant.toml"
+
 step "connecting the mailboxes: the first fetch imports no old mail (first_sync = new-only)"
 "$MAILPLUG_BIN" fetch --config "$DEMO/tenant.toml" --mailbox support
 "$MAILPLUG_BIN" fetch --config "$DEMO/customer.toml" --mailbox inbox
