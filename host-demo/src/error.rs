@@ -191,3 +191,39 @@ impl From<GuestError> for HostError {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_errors_become_contract_errors_at_the_given_stage() {
+        let e = HostError::Tls { server: "x:993".into(), message: "invalid peer certificate: UnknownIssuer".into() };
+        match e.to_guest_error(Stage::Connect) {
+            Some(GuestError::Tls(d)) => {
+                assert_eq!(d.stage, Stage::Connect);
+                assert!(d.message.contains("UnknownIssuer"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(HostError::NotFound("no such mailbox".into()).to_guest_error(Stage::Connect).is_none());
+    }
+
+    #[test]
+    fn guest_errors_keep_their_stage_and_reply_on_the_way_back() {
+        let d = ErrorDetail {
+            stage: Stage::Authenticate,
+            message: "the server refused the login".into(),
+            reply: Some(crate::engine::ServerReply { code: "NO".into(), text: "AUTHENTICATE failed.".into() }),
+            retry: RetryAdvice::FixFirst,
+        };
+        let host: HostError = GuestError::AuthRejected(d).into();
+        match host.to_guest_error(Stage::Connect) {
+            Some(GuestError::AuthRejected(d)) => {
+                assert_eq!(d.stage, Stage::Authenticate);
+                assert_eq!(d.reply.map(|r| r.text), Some("AUTHENTICATE failed.".to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

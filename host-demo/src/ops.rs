@@ -451,3 +451,18 @@ pub fn default_plugin_path() -> PathBuf {
     let target = profile_dir.parent().unwrap_or(Path::new("."));
     target.join("wasm32-wasip2").join("release").join("mailplug_plugin.wasm")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_google_host;
+
+    #[test]
+    fn google_hosts_are_recognised_for_app_password_spaces() {
+        for h in ["imap.gmail.com", "smtp.gmail.com", "pop.gmail.com", "IMAP.GMAIL.COM.", "smtp.googlemail.com"] {
+            assert!(is_google_host(h), "{h}");
+        }
+        for h in ["gmail.com.evil.example", "notgmail.com", "mail.example.com", "outlook.office365.com"] {
+            assert!(!is_google_host(h), "{h}");
+        }
+    }
+}
