@@ -139,6 +139,8 @@ struct RawMailbox {
     #[serde(default)]
     first_sync: RawFirstSync,
     newest: Option<u32>,
+    /// IMAP only: the folder replies to this mailbox's mail are saved in after sending.
+    save_sent: Option<String>,
     host: String,
     port: u16,
     tls: bool,
@@ -266,6 +268,9 @@ pub struct MailboxConfig {
     pub folders: Vec<String>,
     pub after_fetch: AfterFetch,
     pub first_sync: FirstSync,
+    /// IMAP only: the folder ("Sent", "Sent Items", "/" between levels) that replies to mail
+    /// from this mailbox are saved in (IMAP APPEND, flagged \Seen) once sent. None: no copy.
+    pub save_sent: Option<String>,
     pub server: ServerConfig,
 }
 
@@ -488,6 +493,22 @@ impl TenantConfig {
                 (RawFirstSync::All, None) => FirstSync::All,
                 (RawFirstSync::NewOnly, None) => FirstSync::NewOnly,
             };
+            if let Some(f) = &m.save_sent {
+                if m.protocol != Protocol::Imap {
+                    return Err(err(format!(
+                        "{at}: field `save_sent` needs an IMAP mailbox (POP3 has no folders to save sent replies in); remove it or use `protocol = \"imap\"`"
+                    )));
+                }
+                if f.trim().is_empty() || f.chars().any(|c| c.is_control()) {
+                    return Err(err(format!("{at}: field `save_sent` must be a folder name without control characters, e.g. \"Sent\"")));
+                }
+                let fetched = |x: &str| x == f || (x.eq_ignore_ascii_case("INBOX") && f.eq_ignore_ascii_case("INBOX"));
+                if m.folders.iter().any(|x| fetched(x)) || (m.folders.is_empty() && fetched("INBOX")) {
+                    return Err(err(format!(
+                        "{at}: field `save_sent` names a folder that is fetched, so every saved reply would come back as new mail; choose another folder, e.g. \"Sent\""
+                    )));
+                }
+            }
             if m.display_name.as_deref().is_some_and(|n| n.chars().any(|c| c.is_control())) {
                 return Err(err(format!("{at}: field `display_name` must not contain control characters")));
             }
@@ -499,6 +520,7 @@ impl TenantConfig {
                 folders: m.folders,
                 after_fetch,
                 first_sync,
+                save_sent: m.save_sent,
                 server,
             });
         }
@@ -727,6 +749,25 @@ password_env = "PW"
         assert!(with("after_fetch = \"sometimes\"").unwrap_err().to_string().contains("after_fetch"));
         let pop = GOOD.replacen("protocol = \"imap\"", "protocol = \"pop3\"\nafter_fetch = \"mark-seen\"", 1);
         assert!(parse(&pop).unwrap_err().to_string().contains("POP3 can only keep or delete"));
+    }
+
+    #[test]
+    fn save_sent_needs_imap_and_a_folder_that_is_not_fetched() {
+        let with = |extra: &str| parse(&GOOD.replacen("protocol = \"imap\"", &format!("protocol = \"imap\"\n{extra}"), 1));
+        assert_eq!(with("save_sent = \"Sent Items\"").unwrap().mailboxes[0].save_sent.as_deref(), Some("Sent Items"));
+        assert_eq!(parse(GOOD).unwrap().mailboxes[0].save_sent, None);
+        for (extra, want) in [
+            ("save_sent = \"INBOX\"", "is fetched"),
+            ("save_sent = \"inbox\"", "is fetched"),
+            ("folders = [\"Support\"]\nsave_sent = \"Support\"", "is fetched"),
+            ("save_sent = \"\"", "control characters"),
+            ("save_sent = \"Sent\\r\\nX\"", "control characters"),
+        ] {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains("`save_sent`") && e.contains(want), "{extra}: {e}");
+        }
+        let pop = GOOD.replacen("protocol = \"imap\"", "protocol = \"pop3\"\nsave_sent = \"Sent\"", 1);
+        assert!(parse(&pop).unwrap_err().to_string().contains("needs an IMAP mailbox"));
     }
 
     #[test]

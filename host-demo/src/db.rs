@@ -292,6 +292,9 @@ struct Writer {
 /// message limit whatever the mailbox holds.
 const WRITER_QUEUE: usize = 4;
 
+fn cache_pragma() -> String { std::env::var("MP_CACHE").unwrap_or_default() }
+fn commit_every() -> usize { std::env::var("MP_CE").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX) }
+
 /// The classification as stored and printed: normal, auto-reply, bulk, bounce.
 pub fn classification_name(c: Classification) -> &'static str {
     match c {
@@ -308,6 +311,7 @@ struct WriterState {
     tenant: String,
     mailbox: String,
     in_tx: bool,
+    uncommitted_bytes: usize,
     results: Vec<(String, bool)>,
     failed: Option<HostError>,
 }
@@ -324,6 +328,7 @@ impl WriterState {
     /// Stores a message; returns false when it was already there (a duplicate).
     fn insert(&mut self, m: &FetchedMessage) -> Result<bool, HostError> {
         self.begin()?;
+        let t_ins = std::time::Instant::now();
         let now = crate::driver::now_ms() as i64;
         let c = &self.conn;
         let inserted = match &m.parsed {
@@ -358,6 +363,8 @@ impl WriterState {
                 .map_err(db_err("storing a message"))?
             }
         };
+        crate::driver::prof::add(5, t_ins);
+        let t_att = std::time::Instant::now();
         if inserted == 1 {
             if let Ok(p) = &m.parsed {
                 let rowid = c.last_insert_rowid();
@@ -372,6 +379,7 @@ impl WriterState {
                 }
             }
         }
+        crate::driver::prof::add(6, t_att);
         Ok(inserted == 1)
     }
 
@@ -390,11 +398,20 @@ impl WriterState {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
+        self.commit_open()?;
+        Ok(std::mem::take(&mut self.results))
+    }
+
+    fn commit_open(&mut self) -> Result<(), HostError> {
         if self.in_tx {
+            let t0 = std::time::Instant::now();
             self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
+            crate::driver::prof::add(7, t0);
+            if let Some(p) = self.conn.path() { if let Ok(md) = std::fs::metadata(format!("{p}-wal")) { eprintln!("WAL {} bytes", md.len()); } }
             self.in_tx = false;
         }
-        Ok(std::mem::take(&mut self.results))
+        self.uncommitted_bytes = 0;
+        Ok(())
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
@@ -403,7 +420,15 @@ impl WriterState {
                 // After a failure, work is dropped until the next commit reports it.
                 Job::Deliver(_) | Job::Skipped(_) if self.failed.is_some() => {}
                 Job::Deliver(m) => match self.insert(&m) {
-                    Ok(new) => self.results.push((m.id, new)),
+                    Ok(new) => {
+                        self.uncommitted_bytes += m.raw.len();
+                        self.results.push((m.id, new));
+                        if self.uncommitted_bytes >= commit_every() {
+                            if let Err(e) = self.commit_open() {
+                                self.failed = Some(e);
+                            }
+                        }
+                    }
                     Err(e) => self.failed = Some(e),
                 },
                 Job::Skipped(s) => {
@@ -439,11 +464,15 @@ fn content_key(raw: &[u8]) -> String {
 impl DbSink<'_> {
     fn send(&mut self, job: Job) -> Result<(), HostError> {
         if self.writer.is_none() {
+            let conn = connect(&self.db.path)?;
+            let extra = cache_pragma();
+            if !extra.is_empty() { conn.execute_batch(&extra).map_err(db_err("x"))?; }
             let state = WriterState {
-                conn: connect(&self.db.path)?,
+                conn,
                 tenant: self.tenant.clone(),
                 mailbox: self.mailbox.clone(),
                 in_tx: false,
+                uncommitted_bytes: 0,
                 results: Vec::new(),
                 failed: None,
             };

@@ -39,6 +39,7 @@ pub use exports::mailplug::connector::session::{
     Action, Address, Attachment, CheckSummary, Classification, Event, FetchSummary, FetchedMessage, FolderCount,
     Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
 };
+pub use exports::mailplug::connector::session::SavedCopy;
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
@@ -331,6 +332,24 @@ impl Instance {
         r.map(SessionHandle).map_err(HostError::from)
     }
 
+    /// A session that saves a copy of `message` into `folder` of an IMAP mailbox (IMAP APPEND).
+    pub async fn open_save_copy(
+        &mut self,
+        mailbox: &GuestMailbox,
+        folder: &str,
+        message: &[u8],
+        now: u64,
+    ) -> Result<SessionHandle, HostError> {
+        self.arm();
+        let r = self
+            .bindings
+            .mailplug_connector_outbound()
+            .call_save_copy(&mut self.store, mailbox, folder, message, now)
+            .await
+            .map_err(|e| self.trap(e))?;
+        r.map(SessionHandle).map_err(HostError::from)
+    }
+
     /// A session that checks a mailbox step by step without fetching or changing anything.
     pub async fn open_check_mailbox(&mut self, mailbox: &GuestMailbox, now: u64) -> Result<SessionHandle, HostError> {
         self.arm();
@@ -407,6 +426,10 @@ impl Instance {
         let _ = s.0.resource_drop_async(&mut self.store).await;
     }
 }
+
+// Calls of the `discover` interface (a child module: it needs the store and bindings).
+#[path = "engine_discover.rs"]
+mod discover_calls;
 
 #[cfg(test)]
 mod tests {

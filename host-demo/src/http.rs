@@ -73,14 +73,26 @@ fn parse_url(url: &str) -> Result<Target, HostError> {
 
 /// Executes one request.
 pub async fn execute(req: &Request<'_>, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Response, HostError> {
-    tokio::time::timeout(timeout, execute_inner(req, tls))
+    tokio::time::timeout(timeout, execute_inner(req, tls, None))
         .await
         .map_err(|_| err(req.url, format!("no answer within {} s", timeout.as_secs())))?
 }
 
-async fn execute_inner(req: &Request<'_>, tls: Arc<ClientConfig>) -> Result<Response, HostError> {
+/// Executes one request over a connection to `ip` (resolved by the caller, e.g. with its own
+/// DNS resolver); the URL's host is still the TLS server name and the Host header.
+pub async fn execute_at(req: &Request<'_>, ip: std::net::IpAddr, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Response, HostError> {
+    tokio::time::timeout(timeout, execute_inner(req, tls, Some(ip)))
+        .await
+        .map_err(|_| err(req.url, format!("no answer within {} s", timeout.as_secs())))?
+}
+
+async fn execute_inner(req: &Request<'_>, tls: Arc<ClientConfig>, ip: Option<std::net::IpAddr>) -> Result<Response, HostError> {
     let t = parse_url(req.url)?;
-    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(|e| err(req.url, format!("cannot connect: {e}")))?;
+    let tcp = match ip {
+        Some(ip) => TcpStream::connect((ip, t.port)).await,
+        None => TcpStream::connect((t.host.as_str(), t.port)).await,
+    }
+    .map_err(|e| err(req.url, format!("cannot connect: {e}")))?;
     tcp.set_nodelay(true).map_err(|e| err(req.url, e.to_string()))?;
     let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", req.method, t.path, t.host, req.body.len());
     for (k, v) in req.headers {

@@ -2,8 +2,10 @@
 //! TLS, time, storage and secrets. It holds no protocol knowledge: the guest decides every
 //! byte; the host moves them.
 
+pub mod check;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod driver;
 pub mod engine;
 pub mod error;

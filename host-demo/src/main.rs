@@ -67,11 +67,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Suggest a tenant-configuration snippet for an address, from the preset catalogue.
+    /// Suggest a tenant-configuration snippet for an address: from the preset catalogue, else
+    /// by the domain's MX, RFC 6186/8314 SRV records and Thunderbird autoconfig (suggestions to
+    /// confirm unless they are catalogue servers).
     Discover {
         address: String,
         #[arg(long)]
         json: bool,
+        /// Ask this DNS server (IP:PORT) instead of the system's resolver.
+        #[arg(long, value_name = "IP:PORT")]
+        dns: Option<std::net::SocketAddr>,
+        /// Extra CA certificates (PEM) trusted for the autoconfig HTTPS fetches.
+        #[arg(long, value_name = "FILE")]
+        extra_ca: Option<PathBuf>,
+        /// Test rigs only: fetch autoconfig from loopback addresses too.
+        #[arg(long, hide = true)]
+        allow_loopback: bool,
+        /// Longest wait for each DNS answer or HTTPS fetch, in seconds (all together: 3x).
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        timeout: u64,
     },
     /// List the provider presets (recommended settings), or check a configuration against them.
     Presets {
@@ -85,6 +99,24 @@ enum Command {
     Oauth {
         #[command(subcommand)]
         command: OauthCommand,
+    },
+    /// Test the connection of mailboxes and queues step by step (resolve, connect, TLS, greeting,
+    /// capabilities, STARTTLS, mechanisms, login, folders / a MAIL FROM + RCPT TO probe that is
+    /// reset), stopping at the first failure with its cause and what to do. Changes nothing.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this mailbox.
+        #[arg(long, conflicts_with = "queue")]
+        mailbox: Option<String>,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// The RCPT TO of the SMTP probe (default: the queue's own sender address). Nothing is sent.
+        #[arg(long)]
+        probe_to: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Show the From, Sender, Reply-To and MAIL FROM that replies from a queue to a mailbox's
     /// mail will use, and what the customer will see, without sending anything.
@@ -371,8 +403,9 @@ async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthComman
     }
 }
 
-/// Prints a configuration snippet for an address whose domain is in the catalogue.
-async fn discover(plugin: &Plugin, address: &str, json: bool) -> ExitCode {
+/// Prints a configuration snippet for an address: from the catalogue when its domain is in
+/// it, else from DNS and autoconfig (`custom_domain`).
+async fn discover(plugin: &Plugin, address: &str, json: bool, opts: &mailplug_host::discovery::DiscoveryOptions) -> ExitCode {
     let Some((local, domain)) = address.rsplit_once('@').filter(|(l, d)| !l.is_empty() && d.contains('.')) else {
         return fail(format!("\"{address}\" is not an e-mail address"), 2);
     };
@@ -382,12 +415,7 @@ async fn discover(plugin: &Plugin, address: &str, json: bool) -> ExitCode {
     };
     let preset = match instance.preset_by_domain(domain).await {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            return fail(
-                format!("{domain} is not in the preset catalogue; custom domains are found by MX, SRV and autoconfig, which this host does not look up yet: enter the provider's settings by hand (see `mailplug presets`)"),
-                1,
-            )
-        }
+        Ok(None) => return custom_domain(&mut instance, address, json, opts).await,
         Err(e) => return fail(e, 1),
     };
     let username = match preset.username {
@@ -433,6 +461,43 @@ async fn discover(plugin: &Plugin, address: &str, json: bool) -> ExitCode {
         println!("# note: {}", n.en);
     }
     ExitCode::SUCCESS
+}
+
+/// Discovery by MX, SRV and autoconfig for a domain outside the catalogue. The whole text
+/// output is a configuration: the findings as comments, then the snippet.
+async fn custom_domain(
+    instance: &mut mailplug_host::engine::Instance,
+    address: &str,
+    json: bool,
+    opts: &mailplug_host::discovery::DiscoveryOptions,
+) -> ExitCode {
+    let report = match mailplug_host::discovery::discover(instance, address, opts).await {
+        Ok(r) => r,
+        Err(e) => return fail(e, 1),
+    };
+    let preset = match &report.discovery.preset {
+        Some(id) => match instance.presets().await {
+            Ok(all) => all.into_iter().find(|p| &p.id == id),
+            Err(e) => return fail(e, 1),
+        },
+        None => None,
+    };
+    let snippet = report.snippet(preset.as_ref());
+    if json {
+        println!("{}", report.to_json(snippet.as_deref()));
+    } else {
+        print!("{}", report.comments());
+        if let Some(s) = &snippet {
+            println!("{s}");
+        }
+    }
+    if snippet.is_some() {
+        return ExitCode::SUCCESS;
+    }
+    fail(
+        format!("nothing found for {address}: its domain is not in the preset catalogue and neither MX, SRV nor autoconfig name its servers; enter the provider's settings by hand (see `mailplug presets`)"),
+        1,
+    )
 }
 
 async fn print_presets(plugin: &Plugin, json: bool) -> ExitCode {
@@ -499,6 +564,88 @@ fn print_plan(p: &mailplug_host::engine::FromPlan, json: bool) {
     }
 }
 
+/// `mailplug check`: every selected server, each step with its time; exit 1 when one failed.
+async fn run_check(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    findings: &[ops::ConfigFinding],
+    mailbox: Option<&str>,
+    queue: Option<&str>,
+    probe_to: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    use mailplug_host::check;
+    let (mailboxes, queues): (Vec<String>, Vec<String>) = match (mailbox, queue) {
+        (Some(m), _) => (vec![m.to_string()], vec![]),
+        (_, Some(q)) => (vec![], vec![q.to_string()]),
+        _ => (cfg.mailboxes.iter().map(|m| m.name.clone()).collect(), cfg.queues.iter().map(|q| q.name.clone()).collect()),
+    };
+    let store = match Database::open(&cfg.database) {
+        Ok(db) => db,
+        Err(e) => return fail(e, 1),
+    };
+    let mut all_passed = true;
+    let mut reports = Vec::new();
+    for name in &mailboxes {
+        match check::check_mailbox(plugin, cfg, &store, name, findings).await {
+            Ok(r) => reports.push(r),
+            Err(e) => return fail(e, 2),
+        }
+        print_check(reports.last(), json);
+    }
+    for name in &queues {
+        match check::check_queue(plugin, cfg, &store, name, probe_to, findings).await {
+            Ok(r) => reports.push(r),
+            Err(e) => return fail(e, 2),
+        }
+        print_check(reports.last(), json);
+    }
+    for r in &reports {
+        all_passed &= r.passed();
+    }
+    if all_passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn print_check(report: Option<&mailplug_host::check::CheckReport>, json: bool) {
+    let Some(r) = report else { return };
+    if json {
+        let steps: Vec<_> = r
+            .steps
+            .iter()
+            .map(|s| serde_json::json!({"step": s.step, "ok": true, "ms": s.ms, "detail": s.detail}))
+            .chain(r.failure.iter().map(|f| {
+                serde_json::json!({
+                    "step": f.step, "ok": false, "ms": f.ms, "error": f.error,
+                    "cause": {"en": f.cause.en, "de": f.cause.de}, "action": {"en": f.action.en, "de": f.action.de},
+                })
+            }))
+            .collect();
+        let folders: Vec<_> = r.folders.iter().map(|(f, n)| serde_json::json!({"folder": f, "messages": n})).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "target": r.target, "protocol": r.protocol, "server": r.server, "security": r.security,
+                "passed": r.passed(), "steps": steps, "folders": folders,
+            })
+        );
+        return;
+    }
+    println!("{} ({} {}, {})", r.target, r.protocol, r.server, r.security);
+    for s in &r.steps {
+        println!("  ok    {:<13}{:>6} ms  {}", s.step, s.ms, s.detail);
+    }
+    match &r.failure {
+        None => println!("  passed: every step succeeded; nothing was fetched, sent or changed"),
+        Some(f) => {
+            println!("  FAIL  {:<13}{:>6} ms  {}", f.step, f.ms, f.error);
+            println!("        cause:    {}", f.cause.en);
+            println!("        action:   {}", f.action.en);
+            println!("        Ursache:  {}", f.cause.de);
+            println!("        Maßnahme: {}", f.action.de);
+        }
+    }
+}
+
 fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     let line = e.to_string().replace('\n', " ");
     eprintln!("mailplug: {line}");
@@ -515,10 +662,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    if let Command::Discover { address, json } = &cli.command {
+    if let Command::Discover { address, json, dns, extra_ca, allow_loopback, timeout } = &cli.command {
         let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
+        let opts = mailplug_host::discovery::DiscoveryOptions {
+            nameserver: *dns,
+            lookup_timeout: std::time::Duration::from_secs((*timeout).max(1)),
+            total_timeout: std::time::Duration::from_secs((*timeout).max(1) * 3),
+            extra_ca: extra_ca.clone(),
+            allow_loopback: *allow_loopback,
+        };
         return match Plugin::load(&plugin_path) {
-            Ok(p) => discover(&p, address, *json).await,
+            Ok(p) => discover(&p, address, *json, &opts).await,
             Err(e) => fail(e, 1),
         };
     }
@@ -533,7 +687,10 @@ async fn run(cli: Cli) -> ExitCode {
         // Without --config (and for discover) it returned above.
         Command::Presets { config, .. } => config.clone().unwrap_or_default(),
         Command::Discover { .. } => PathBuf::new(),
-        Command::Fetch { config, .. } | Command::Send { config, .. } | Command::PlanFrom { config, .. } => config.clone(),
+        Command::Fetch { config, .. }
+        | Command::Send { config, .. }
+        | Command::PlanFrom { config, .. }
+        | Command::Check { config, .. } => config.clone(),
         Command::Oauth { command: OauthCommand::Login { config, .. } | OauthCommand::Status { config, .. } } => config.clone(),
     };
     let cfg = match TenantConfig::load(&config_path) {
@@ -566,6 +723,10 @@ async fn run(cli: Cli) -> ExitCode {
         }
         return if findings.iter().any(|f| f.error) { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
+    if let Command::Check { mailbox, queue, probe_to, json, .. } = &cli.command {
+        // The check reports the findings as its first step, per server.
+        return run_check(&plugin, &cfg, &findings, mailbox.as_deref(), queue.as_deref(), probe_to.as_deref(), *json).await;
+    }
     for f in &findings {
         eprintln!("mailplug: {}: {} ({}): {}", if f.error { "error" } else { "warning" }, f.server, f.field, f.en);
     }
@@ -573,7 +734,7 @@ async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Presets { .. } | Command::Discover { .. } => ExitCode::SUCCESS,
+        Command::Presets { .. } | Command::Discover { .. } | Command::Check { .. } => ExitCode::SUCCESS,
         Command::Fetch { mailbox, out, json, .. } => {
             let names: Vec<String> = match mailbox {
                 Some(n) => vec![n],
@@ -612,6 +773,7 @@ async fn run(cli: Cli) -> ExitCode {
                     ),
                     Err(e) => {
                         eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));
+                        explain_error(&plugin, &cfg, &e).await;
                         failed = Some(1);
                     }
                 }
@@ -651,6 +813,12 @@ async fn run(cli: Cli) -> ExitCode {
                         for w in &r.plan.warnings {
                             eprintln!("mailplug: warning: {}", w.en);
                         }
+                        match &r.saved {
+                            ops::SavedReply::Saved { folder, .. } => eprintln!("mailplug: saved a copy in \"{folder}\""),
+                            ops::SavedReply::Skipped(why) => eprintln!("mailplug: {why}"),
+                            ops::SavedReply::Failed(w) => eprintln!("mailplug: warning: {w}"),
+                            ops::SavedReply::NotConfigured => {}
+                        }
                         r.sent
                     })
                 }
@@ -684,8 +852,24 @@ async fn run(cli: Cli) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e, 1),
+                Err(e) => {
+                    let code = fail(&e, 1);
+                    explain_error(&plugin, &cfg, &e).await;
+                    code
+                }
             }
         }
+    }
+}
+
+/// Prints the cause and the admin's action for an error about a server, in English and German.
+async fn explain_error(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) {
+    let Ok(mut instance) = ops::instance_for(plugin, cfg).await else { return };
+    let stage = mailplug_host::engine::Stage::Connect;
+    if let Some(d) = mailplug_host::check::explain(&mut instance, e, stage).await {
+        eprintln!("mailplug:   cause:    {}", d.cause.en);
+        eprintln!("mailplug:   action:   {}", d.action.en);
+        eprintln!("mailplug:   Ursache:  {}", d.cause.de);
+        eprintln!("mailplug:   Maßnahme: {}", d.action.de);
     }
 }

@@ -15,6 +15,7 @@ use crate::engine::{
     GuestSecurity, GuestServer,
     Oauth2Credentials, Outcome, Plugin, SendReport, SubmissionServer,
 };
+use crate::config::MailboxConfig;
 use crate::error::HostError;
 use crate::net::tls_config;
 use crate::store::SyncStateStore;
@@ -315,11 +316,94 @@ pub struct Reply {
     pub force: bool,
 }
 
-/// A sent reply: the plan it followed and the send result.
+/// A sent reply: the plan it followed, the send result, and what became of its copy.
 #[derive(Debug)]
 pub struct SentReply {
     pub plan: FromPlan,
     pub sent: Sent,
+    /// The copy in the mailbox's `save_sent` folder. Saving it never fails the send.
+    pub saved: SavedReply,
+}
+
+/// What became of the copy of a sent reply in the mailbox's `save_sent` folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavedReply {
+    /// The mailbox has no `save_sent` folder.
+    NotConfigured,
+    /// Saved, flagged \Seen; the UID when the server reported one (UIDPLUS).
+    Saved { folder: String, uid: Option<u32>, created_folder: bool },
+    /// Not saved on purpose: why, for the admin.
+    Skipped(String),
+    /// Saving failed after the reply was sent: a warning for the admin.
+    Failed(String),
+}
+
+impl SavedReply {
+    /// The sentence to show the admin as a warning, if any.
+    pub fn warning(&self) -> Option<&str> {
+        match self {
+            SavedReply::Failed(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// Gmail's SMTP server files everything the account sends in that account's "Sent Mail", so
+/// a reply sent by the mailbox's own account already has its copy: another would be a double.
+pub fn smtp_keeps_sent_copy(q: &QueueConfig, m: &MailboxConfig) -> bool {
+    q.provider == Provider::Gmail && q.smtp.username.eq_ignore_ascii_case(&m.server.username)
+}
+
+/// Saves `raw` (the reply exactly as submitted) into the mailbox's `save_sent` folder over
+/// IMAP APPEND. Never an error: the reply is already sent, so trouble is reported as
+/// `SavedReply::Failed` and nothing is retried (one token refresh aside).
+async fn save_sent_copy(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    q: &QueueConfig,
+    m: &MailboxConfig,
+    raw: &[u8],
+) -> SavedReply {
+    let Some(folder) = &m.save_sent else { return SavedReply::NotConfigured };
+    if smtp_keeps_sent_copy(q, m) {
+        return SavedReply::Skipped(format!(
+            "not saved in \"{folder}\": Gmail already keeps a copy of mail sent through {} in the account's \"Sent Mail\"; remove `save_sent` from mailbox \"{}\" to silence this",
+            q.smtp.host, m.name
+        ));
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        SavedReply::Failed(format!(
+            "the reply was sent, but no copy was saved in folder \"{folder}\" of mailbox \"{}\": {e}",
+            m.name
+        ))
+    };
+    let allowed = allowed_servers(cfg);
+    let opts = match options(cfg, &allowed) {
+        Ok(o) => o,
+        Err(e) => return failed(&e),
+    };
+    let mut attempt = 0;
+    let result = loop {
+        let credentials = match credentials_for(instance, cfg, store, &m.server, attempt > 0).await {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
+        let gm = guest_mailbox(cfg, m, credentials);
+        let session = match instance.open_save_copy(&gm, folder, raw, now_ms()).await {
+            Ok(s) => s,
+            Err(e) => break Err(e),
+        };
+        match drive(instance, session, &opts, &mut crate::store::NoMessages).await {
+            Err(e) if retry_with_fresh_token(&m.server, &e, attempt) => attempt += 1,
+            other => break other,
+        }
+    };
+    match result {
+        Ok(Outcome::Appended(c)) => SavedReply::Saved { folder: c.folder, uid: c.uid, created_folder: c.created_folder },
+        Ok(_) => failed(&"the component reported another outcome than a saved copy"),
+        Err(e) => failed(&e),
+    }
 }
 
 async fn submit(
@@ -387,7 +471,11 @@ pub async fn send_reply(
         })
         .await?;
     let sent = submit(&mut instance, cfg, db, q, composed).await?;
-    Ok(SentReply { plan, sent })
+    let saved = match cfg.mailbox(&mailbox) {
+        Some(m) => save_sent_copy(&mut instance, cfg, db, q, m, &sent.raw).await,
+        None => SavedReply::NotConfigured,
+    };
+    Ok(SentReply { plan, sent, saved })
 }
 
 /// One finding about a configured server.
@@ -454,7 +542,28 @@ pub fn default_plugin_path() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::is_google_host;
+    use super::{is_google_host, smtp_keeps_sent_copy};
+    use crate::config::{Provider, TenantConfig};
+
+    #[test]
+    fn only_gmail_sending_as_the_mailbox_itself_keeps_the_copy() {
+        let text = |smtp_user: &str| {
+            format!(
+                "tenant = \"t\"\nlicensed = true\n[[mailbox]]\nname = \"m\"\naddress = \"support@example.com\"\nprotocol = \"imap\"\n\
+                 save_sent = \"[Gmail]/Sent Mail\"\nhost = \"imap.gmail.com\"\nport = 993\ntls = true\nusername = \"Support@example.com\"\npassword_env = \"PW\"\n\
+                 [[queue]]\nname = \"q\"\nmailboxes = [\"m\"]\n[queue.smtp]\nhost = \"smtp.gmail.com\"\nport = 465\ntls = true\n\
+                 username = \"{smtp_user}\"\npassword_env = \"PW\"\nprovider = \"gmail\"\n"
+            )
+        };
+        let parse = |t: &str| TenantConfig::parse(t, "t.toml", std::path::Path::new("/"), &|_| Some("pw".into())).unwrap();
+        let same = parse(&text("support@example.com"));
+        assert!(smtp_keeps_sent_copy(&same.queues[0], &same.mailboxes[0]), "same account, case aside");
+        let other = parse(&text("agent@example.com"));
+        assert!(!smtp_keeps_sent_copy(&other.queues[0], &other.mailboxes[0]), "Gmail files it in the agent's Sent Mail");
+        let mut ms = same.clone();
+        ms.queues[0].provider = Provider::Microsoft;
+        assert!(!smtp_keeps_sent_copy(&ms.queues[0], &ms.mailboxes[0]), "Microsoft 365 SMTP keeps no copy");
+    }
 
     #[test]
     fn google_hosts_are_recognised_for_app_password_spaces() {

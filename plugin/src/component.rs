@@ -235,6 +235,11 @@ impl outbound::Guest for Component {
         let s = smtp::SmtpSession::new(submission_from_wit(submission), envelope_from, envelope_to, message).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
+
+    fn save_copy(mailbox: WitMailbox, folder: String, message: Vec<u8>, _now: u64) -> Result<session::Session, Error> {
+        let s = imap::AppendSession::new(mailbox_from_wit(mailbox), folder, message).map_err(error_to_wit)?;
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
+    }
 }
 
 /// A random nonce for Message-IDs and MIME boundaries, from WASI's random source.
@@ -468,7 +473,7 @@ fn reply_to_wit(r: error::ServerReply) -> ServerReply {
     ServerReply { code: r.code, text: r.text }
 }
 
-fn error_to_wit(e: error::Error) -> Error {
+pub(crate) fn error_to_wit(e: error::Error) -> Error {
     let stage = match e.stage {
         error::Stage::Connect => Stage::Connect,
         error::Stage::Greeting => Stage::Greeting,
@@ -558,6 +563,12 @@ fn action_to_wit(a: core::Action) -> Action {
                 skipped: s.skipped,
             }))
         }
+        core::Action::Finished(core::Outcome::Appended(c)) => Action::Finished(Outcome::Appended(session::SavedCopy {
+            folder: c.folder,
+            uid_validity: c.uid_validity,
+            uid: c.uid,
+            created_folder: c.created_folder,
+        })),
         core::Action::Finished(core::Outcome::Sent(r)) => Action::Finished(Outcome::Sent(SendReport {
             final_reply: reply_to_wit(r.final_reply),
             recipients: r

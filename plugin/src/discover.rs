@@ -26,7 +26,7 @@ pub struct SrvRecord {
     pub target: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
     Pop3,
     Imap,
@@ -126,20 +126,26 @@ fn normalise_host(h: &str) -> String {
 
 /// The provider a custom domain's MX points to (the most preferred MX that is recognised).
 pub fn provider_from_mx(mx: &[MxRecord]) -> Option<&'static str> {
+    recognise_mx(mx).map(|(id, _)| id)
+}
+
+/// The preset id and the (normalised) exchange of the most preferred recognised MX.
+fn recognise_mx(mx: &[MxRecord]) -> Option<(&'static str, String)> {
     let mut sorted: Vec<&MxRecord> = mx.iter().collect();
     sorted.sort_by_key(|r| r.preference);
     sorted.iter().find_map(|r| {
         let host = normalise_host(&r.exchange);
         let under = |suffix: &str| host.ends_with(suffix);
-        if under(".google.com") || under(".googlemail.com") {
-            Some("gmail")
+        let id = if under(".google.com") || under(".googlemail.com") {
+            "gmail"
         } else if under(".mail.protection.outlook.com") {
-            Some("microsoft365")
+            "microsoft365"
         } else if under(".olc.protection.outlook.com") {
-            Some("outlook")
+            "outlook"
         } else {
-            None
-        }
+            return None;
+        };
+        Some((id, host))
     })
 }
 
@@ -436,6 +442,204 @@ fn server_candidate(s: ServerElement, substitute: &dyn Fn(&str) -> String) -> Re
     Ok(Some(Candidate { proto, host, port, tls, username, source: "autoconfig".to_string(), trusted: false }))
 }
 
+/// A document the host fetched from one of the `Lookup::Http` URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub url: String,
+    pub body: String,
+}
+
+/// An answer that was refused; discovery goes on with the other sources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceProblem {
+    /// "autoconfig https://...", "SRV _imaps._tcp.example.org", "MX".
+    pub source: String,
+    pub error: Error,
+}
+
+/// Ranked candidates for an address, and the sources that were refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// The catalogue preset of the domain, found by its domain or its MX.
+    pub preset: Option<&'static str>,
+    /// Best first; see `rank`.
+    pub candidates: Vec<Candidate>,
+    pub problems: Vec<SourceProblem>,
+}
+
+/// More answers than this per kind are not looked at (a real domain has a handful).
+pub const MAX_RECORDS: usize = 64;
+/// More autoconfig documents than this are not parsed (`lookups` asks for two).
+pub const MAX_DOCUMENTS: usize = 8;
+
+/// Source labels end up in admin output: no control characters, bounded length.
+fn label(kind: &str, what: &str) -> String {
+    let mut clean: String = what.chars().take(200).flat_map(char::escape_debug).collect();
+    if what.chars().count() > 200 {
+        clean.push_str("...");
+    }
+    format!("{kind} {clean}")
+}
+
+fn to_preset_proto(p: Proto) -> crate::presets::Proto {
+    match p {
+        Proto::Pop3 => crate::presets::Proto::Pop3,
+        Proto::Imap => crate::presets::Proto::Imap,
+        Proto::Smtp => crate::presets::Proto::Smtp,
+    }
+}
+
+/// The id of a catalogue preset whose server for the protocol is exactly this host, port and
+/// TLS mode: credentials sent there can only reach that provider.
+fn catalogue_server(catalogue: &[crate::presets::Preset], c: &Candidate) -> Option<&'static str> {
+    catalogue.iter().find_map(|p| {
+        p.server(to_preset_proto(c.proto))
+            .filter(|s| s.host == c.host && s.port == c.port && s.tls == c.tls)
+            .map(|_| p.id)
+    })
+}
+
+/// The candidates of a catalogue preset (all trusted).
+fn preset_candidates(p: &crate::presets::Preset, local: &str, full: &str, source: &str) -> Vec<Candidate> {
+    let username = match p.username {
+        crate::presets::UsernameForm::FullAddress => full,
+        crate::presets::UsernameForm::LocalPart => local,
+    };
+    [(Proto::Imap, &p.imap), (Proto::Pop3, &p.pop3), (Proto::Smtp, &p.smtp)]
+        .into_iter()
+        .filter_map(|(proto, s)| {
+            s.as_ref().map(|s| Candidate {
+                proto,
+                host: s.host.clone(),
+                port: s.port,
+                tls: s.tls,
+                username: username.to_string(),
+                source: source.to_string(),
+                trusted: true,
+            })
+        })
+        .collect()
+}
+
+/// Ranks what the host found for `address`: MX records, SRV records (with the queried name in
+/// `service`) and fetched autoconfig documents. Only a malformed address is an error;
+/// malformed or hostile answers are left out and listed in `problems`.
+///
+/// Order: by protocol (IMAP, POP3, SMTP); within one, trusted candidates first (a catalogue
+/// preset found by domain or MX, or any server that is exactly a catalogue server), then
+/// autoconfig in document order (the provider's own preference, with its username form), then
+/// SRV by priority, implicit TLS before STARTTLS at equal priority (RFC 8314 prefers it), then
+/// higher weight. Duplicates (same protocol, host, port, TLS) keep the first, best-ranked entry.
+pub fn rank(address: &str, mx: &[MxRecord], srv: &[SrvRecord], documents: &[Document]) -> Result<Discovery> {
+    let (local, domain) = split_address(address)?;
+    let full = format!("{local}@{domain}");
+    let catalogue = crate::presets::catalogue();
+    let mut problems = Vec::new();
+    let too_many = |source: &str, what: &str, n: usize, max: usize| SourceProblem {
+        source: source.to_string(),
+        error: Error::limit(Stage::Connect, format!("The host passed {n} {what}; only the first {max} are considered.")),
+    };
+
+    // Trusted: the catalogue by domain, else a recognised MX.
+    let mut preset = None;
+    let mut candidates: Vec<Candidate> = Vec::new();
+    if let Some(p) = crate::presets::by_domain(&domain) {
+        candidates = preset_candidates(&p, local, &full, &format!("catalogue: {}", p.id));
+        preset = Some(p.id);
+    } else {
+        if mx.len() > MAX_RECORDS {
+            problems.push(too_many("MX", "MX records", mx.len(), MAX_RECORDS));
+        }
+        let mut usable = Vec::with_capacity(mx.len().min(MAX_RECORDS));
+        for r in mx.iter().take(MAX_RECORDS) {
+            let host = normalise_host(&r.exchange);
+            // "." (RFC 7505 null MX: no mail at all) is not an error, just nothing to recognise.
+            if host.is_empty() {
+                continue;
+            }
+            if is_host_name(&host) {
+                usable.push(r.clone());
+            } else {
+                problems.push(SourceProblem {
+                    source: label("MX", &r.exchange),
+                    error: bad_input("The MX record's exchange is not a valid host name; it was ignored. Check the domain's DNS."),
+                });
+            }
+        }
+        if let Some((id, exchange)) = recognise_mx(&usable) {
+            if let Some(p) = crate::presets::by_id(id) {
+                candidates = preset_candidates(&p, local, &full, &format!("MX {exchange} -> {}", p.name));
+                preset = Some(p.id);
+            }
+        }
+    }
+
+    // Autoconfig, in the order the documents came.
+    if documents.len() > MAX_DOCUMENTS {
+        problems.push(too_many("autoconfig", "autoconfig documents", documents.len(), MAX_DOCUMENTS));
+    }
+    for doc in documents.iter().take(MAX_DOCUMENTS) {
+        let source = label("autoconfig", &doc.url);
+        match parse_autoconfig(&doc.body, &full) {
+            Ok(found) => candidates.extend(found.into_iter().map(|c| Candidate { source: source.clone(), ..c })),
+            Err(error) => problems.push(SourceProblem { source, error }),
+        }
+    }
+
+    // SRV: (priority, implicit TLS first, higher weight first) within a protocol.
+    if srv.len() > MAX_RECORDS {
+        problems.push(too_many("SRV", "SRV records", srv.len(), MAX_RECORDS));
+    }
+    let mut from_dns: Vec<(u16, u16, Candidate)> = Vec::new();
+    for r in srv.iter().take(MAX_RECORDS) {
+        let name = normalise_host(&r.service);
+        let source = label("SRV", &name);
+        let refuse = |m: String| SourceProblem { source: source.clone(), error: bad_input(format!("{m}; the record was ignored. Check the domain's DNS.")) };
+        let Some((_, proto, tls)) = SRV_SERVICES
+            .iter()
+            .find(|(service, _, _)| name == *service || name.strip_prefix(service).and_then(|d| d.strip_prefix('.')) == Some(domain.as_str()))
+        else {
+            problems.push(refuse(format!("'{}' is not a mail service name of {domain}", r.service.escape_debug())));
+            continue;
+        };
+        let target = normalise_host(&r.target);
+        if target.is_empty() {
+            continue; // "." = decidedly not offered (RFC 2782)
+        }
+        if !is_host_name(&target) {
+            problems.push(refuse(format!("the target '{}' is not a valid host name", r.target.escape_debug())));
+            continue;
+        }
+        if r.port == 0 {
+            problems.push(refuse("port 0 is not a usable port".to_string()));
+            continue;
+        }
+        let c = Candidate { proto: *proto, host: target, port: r.port, tls: *tls, username: full.clone(), source, trusted: false };
+        from_dns.push((r.priority, r.weight, c));
+    }
+    from_dns.sort_by(|(pa, wa, a), (pb, wb, b)| {
+        pa.cmp(pb).then(b.tls.cmp(&a.tls)).then(wb.cmp(wa)).then_with(|| a.host.cmp(&b.host)).then(a.port.cmp(&b.port))
+    });
+    candidates.extend(from_dns.into_iter().map(|(_, _, c)| c));
+
+    // A suggestion that is exactly a catalogue server is as safe as the catalogue.
+    for c in candidates.iter_mut().filter(|c| !c.trusted) {
+        if let Some(id) = catalogue_server(&catalogue, c) {
+            c.trusted = true;
+            c.source = format!("{} (catalogue server of {id})", c.source);
+        }
+    }
+    let proto_order = |p: Proto| match p {
+        Proto::Imap => 0,
+        Proto::Pop3 => 1,
+        Proto::Smtp => 2,
+    };
+    candidates.sort_by_key(|c| (proto_order(c.proto), !c.trusted));
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|c| seen.insert((c.proto, c.host.clone(), c.port, c.tls)));
+    Ok(Discovery { preset, candidates, problems })
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -647,5 +851,175 @@ mod tests {
             let key = provider_from_mx(&[MxRecord { preference: 10, exchange: host.into() }]).expect(host);
             assert!(crate::presets::by_id(key).is_some(), "{key} is not a preset id");
         }
+    }
+
+    fn doc(url: &str, body: &str) -> Document {
+        Document { url: url.into(), body: body.into() }
+    }
+
+    fn summary(d: &Discovery) -> Vec<(Proto, String, u16, bool, bool)> {
+        d.candidates.iter().map(|c| (c.proto, c.host.clone(), c.port, c.tls, c.trusted)).collect()
+    }
+
+    #[test]
+    fn rank_catalogue_domain_is_trusted() {
+        let d = rank("Jo@GMAIL.com", &[], &[], &[]).unwrap();
+        assert_eq!(d.preset, Some("gmail"));
+        assert!(d.candidates.iter().all(|c| c.trusted && c.source == "catalogue: gmail" && c.username == "Jo@gmail.com"));
+        assert_eq!(d.candidates[0].host, "imap.gmail.com");
+    }
+
+    #[test]
+    fn rank_workspace_and_m365_by_mx() {
+        let workspace = [mx(10, "alt2.aspmx.l.google.com."), mx(1, "ASPMX.L.GOOGLE.COM."), mx(5, "alt1.aspmx.l.google.com.")];
+        let d = rank("sales@acme-workspace.example", &workspace, &[], &[]).unwrap();
+        assert_eq!(d.preset, Some("gmail"));
+        assert_eq!(
+            summary(&d),
+            [
+                (Proto::Imap, "imap.gmail.com".to_string(), 993, true, true),
+                (Proto::Pop3, "pop.gmail.com".to_string(), 995, true, true),
+                (Proto::Smtp, "smtp.gmail.com".to_string(), 587, false, true),
+            ]
+        );
+        assert!(d.candidates[0].source.starts_with("MX aspmx.l.google.com -> "), "{}", d.candidates[0].source);
+        assert_eq!(d.candidates[0].username, "sales@acme-workspace.example");
+
+        let d = rank("info@contoso.example", &[mx(0, "contoso-example.mail.protection.outlook.com.")], &[], &[]).unwrap();
+        assert_eq!(d.preset, Some("microsoft365"));
+        assert_eq!(d.candidates[0].host, "outlook.office365.com");
+        assert!(d.problems.is_empty());
+    }
+
+    #[test]
+    fn rank_unknown_mx_gives_nothing_trusted() {
+        let d = rank("jo@example.org", &[mx(10, "mx1.example.org.")], &[], &[]).unwrap();
+        assert_eq!((d.preset, d.candidates.len(), d.problems.len()), (None, 0, 0));
+        // A null MX (RFC 7505) is no error either.
+        assert!(rank("jo@example.org", &[mx(0, ".")], &[], &[]).unwrap().problems.is_empty());
+    }
+
+    #[test]
+    fn rank_hostile_mx_is_reported_not_used() {
+        // A name that would match a suffix but is not a host name must not pick a provider.
+        let d = rank("jo@example.org", &[mx(1, "x\r\nInjected: 1.aspmx.l.google.com.")], &[], &[]).unwrap();
+        assert_eq!(d.preset, None);
+        assert_eq!(d.problems.len(), 1);
+        assert!(!d.problems[0].source.contains('\r') && d.problems[0].source.contains("\\r\\n"), "{}", d.problems[0].source);
+        assert_eq!(d.problems[0].error.kind, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn rank_srv_order_priority_tls_weight() {
+        let records = [
+            srv("_imap._tcp.example.org", 0, 100, 143, "imap-starttls.example.org."),
+            srv("_imaps._tcp.example.org", 10, 5, 993, "light.example.org."),
+            srv("_imaps._tcp.example.org", 0, 1, 993, "primary.example.org."),
+            srv("_imaps._tcp.example.org", 10, 60, 993, "heavy.example.org."),
+            srv("_submission._tcp.example.org", 0, 1, 587, "smtp.example.org."),
+            srv("_submissions._tcp.example.org", 5, 1, 465, "smtp.example.org."),
+            srv("_pop3s._tcp.example.org", 0, 0, 0, "."),
+        ];
+        let d = rank("jo@example.org", &[], &records, &[]).unwrap();
+        let order: Vec<_> = d.candidates.iter().map(|c| (c.host.as_str(), c.port)).collect();
+        assert_eq!(
+            order,
+            [
+                // Priority 0: implicit TLS before STARTTLS although STARTTLS has more weight.
+                ("primary.example.org", 993),
+                ("imap-starttls.example.org", 143),
+                // Priority 10: higher weight first.
+                ("heavy.example.org", 993),
+                ("light.example.org", 993),
+                // SMTP: the lower priority wins over implicit TLS.
+                ("smtp.example.org", 587),
+                ("smtp.example.org", 465),
+            ]
+        );
+        assert!(d.candidates.iter().all(|c| !c.trusted && c.username == "jo@example.org"));
+        assert_eq!(d.candidates[0].source, "SRV _imaps._tcp.example.org");
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+    }
+
+    #[test]
+    fn rank_srv_hostile_records_reported() {
+        let records = [
+            srv("_imaps._tcp.example.org", 0, 1, 993, "imap example.org."),
+            srv("_imaps._tcp.example.org", 0, 1, 0, "imap.example.org."),
+            srv("_imaps._tcp.evil.example", 0, 1, 993, "imap.evil.example."),
+            srv("_caldav._tcp.example.org", 0, 1, 443, "dav.example.org."),
+            srv("_imaps._tcp.example.org", 5, 1, 993, "good.example.org."),
+        ];
+        let d = rank("jo@example.org", &[], &records, &[]).unwrap();
+        assert_eq!(summary(&d), [(Proto::Imap, "good.example.org".to_string(), 993, true, false)]);
+        assert_eq!(d.problems.len(), 4, "{:?}", d.problems);
+        assert!(d.problems[0].error.message.contains("not a valid host name"));
+        assert!(d.problems[1].error.message.contains("port 0"));
+        assert!(d.problems[2].error.message.contains("not a mail service name of example.org"));
+        assert!(d.problems.iter().all(|p| p.error.kind == ErrorKind::InvalidInput && p.source.starts_with("SRV ")));
+    }
+
+    #[test]
+    fn rank_autoconfig_with_problems_per_document() {
+        let docs = [
+            doc("https://autoconfig.example.org/mail/config-v1.1.xml?emailaddress=jo%40example.org", AUTOCONFIG),
+            doc("https://example.org/.well-known/autoconfig/mail/config-v1.1.xml", "<html>404</html>"),
+        ];
+        let d = rank("jo@example.org", &[], &[], &docs).unwrap();
+        assert_eq!(d.preset, None);
+        assert_eq!(d.candidates.len(), 3);
+        assert!(d.candidates.iter().all(|c| !c.trusted && c.source.starts_with("autoconfig https://autoconfig.example.org/")));
+        assert_eq!((d.candidates[1].proto, d.candidates[1].username.as_str()), (Proto::Pop3, "jo"));
+        assert_eq!(d.problems.len(), 1);
+        assert_eq!(d.problems[0].source, "autoconfig https://example.org/.well-known/autoconfig/mail/config-v1.1.xml");
+        assert!(d.problems[0].error.message.contains("malformed"));
+
+        let hostile = doc("https://autoconfig.example.org/x", &one_server("imap.example.org\r\nX: 1", "993", "SSL"));
+        let d = rank("jo@example.org", &[], &[], &[hostile]).unwrap();
+        assert!(d.candidates.is_empty());
+        assert!(d.problems[0].error.message.contains("line breaks"));
+    }
+
+    #[test]
+    fn rank_merges_sources_dedupes_and_trusts_catalogue_servers() {
+        let records = [
+            srv("_imaps._tcp.example.org", 0, 1, 993, "imap.example.org."),
+            srv("_imaps._tcp.example.org", 1, 1, 993, "imap.gmail.com."),
+            srv("_submission._tcp.example.org", 0, 1, 587, "smtp.example.org."),
+        ];
+        let docs = [doc("https://autoconfig.example.org/a", AUTOCONFIG)];
+        let d = rank("jo@example.org", &[], &records, &docs).unwrap();
+        assert_eq!(
+            summary(&d),
+            [
+                // Exactly Gmail's server: trusted, so it ranks first.
+                (Proto::Imap, "imap.gmail.com".to_string(), 993, true, true),
+                (Proto::Imap, "imap.example.org".to_string(), 993, true, false),
+                (Proto::Pop3, "pop.example.org".to_string(), 995, true, false),
+                (Proto::Smtp, "smtp.example.org".to_string(), 587, false, false),
+            ]
+        );
+        assert!(d.candidates[0].source.ends_with("(catalogue server of gmail)"));
+        // The duplicate kept the autoconfig entry (ranked above SRV).
+        assert!(d.candidates[1].source.starts_with("autoconfig "));
+        assert!(d.candidates[3].source.starts_with("autoconfig "));
+    }
+
+    #[test]
+    fn rank_bounds_its_input() {
+        let many: Vec<SrvRecord> = (0..MAX_RECORDS as u16 + 10).map(|i| srv("_imaps._tcp.example.org", i, 0, 993, &format!("h{i}.example.org"))).collect();
+        let d = rank("jo@example.org", &[], &many, &[]).unwrap();
+        assert_eq!(d.candidates.len(), MAX_RECORDS);
+        assert_eq!(d.problems.len(), 1);
+        assert_eq!(d.problems[0].error.kind, ErrorKind::Limit);
+        let docs: Vec<Document> = (0..MAX_DOCUMENTS + 1).map(|i| doc(&format!("https://a/{i}"), "<x/>")).collect();
+        let d = rank("jo@example.org", &[], &[], &docs).unwrap();
+        assert_eq!(d.problems.len(), MAX_DOCUMENTS + 1);
+        assert_eq!(d.problems[0].error.kind, ErrorKind::Limit);
+    }
+
+    #[test]
+    fn rank_refuses_a_malformed_address() {
+        assert_eq!(rank("not an address", &[], &[], &[]).unwrap_err().kind, ErrorKind::InvalidInput);
     }
 }

@@ -23,3 +23,5 @@ pub mod diagnose;
 
 #[cfg(target_family = "wasm")]
 mod component;
+#[cfg(target_family = "wasm")]
+mod component_discover;

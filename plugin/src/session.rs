@@ -110,6 +110,19 @@ pub struct CheckSummary {
     pub folders: Vec<FolderCount>,
 }
 
+/// Where an append session saved its message (IMAP APPEND).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedCopy {
+    /// The folder as configured (UTF-8, "/" between levels).
+    pub folder: String,
+    /// The folder's UIDVALIDITY, when the server reported it (UIDPLUS APPENDUID).
+    pub uid_validity: Option<u32>,
+    /// The saved message's UID, when the server reported it (UIDPLUS APPENDUID).
+    pub uid: Option<u32>,
+    /// True when the folder did not exist and the session created it.
+    pub created_folder: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Fetched(FetchSummary),
@@ -117,6 +130,8 @@ pub enum Outcome {
     /// A check session (opened by `check`) went through every step; nothing was fetched,
     /// sent or changed.
     Checked(CheckSummary),
+    /// An append session (`imap::AppendSession`) saved a copy of a message into a folder.
+    Appended(SavedCopy),
 }
 
 /// Something the host must do now, in order.

@@ -117,7 +117,7 @@ fn send_then_fetch_writes_eml_and_json_lines() {
 }
 
 #[test]
-fn failures_exit_nonzero_with_one_line_and_no_password() {
+fn failures_exit_nonzero_with_one_line_an_explanation_and_no_password() {
     let r = rig();
     let dir = tmpdir("bad");
     let wrong = "Cli-Wrong-Pw-4$z";
@@ -128,10 +128,18 @@ fn failures_exit_nonzero_with_one_line_and_no_password() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("rejected"), "says the login was rejected: {err}");
     assert!(!text(&o).contains(wrong), "password leaked: {}", text(&o));
+    // The error is followed by its cause and the admin's action, in English and German.
+    for label in ["cause:", "action:", "Ursache:", "Maßnahme:"] {
+        assert!(err.contains(label), "no {label} line: {err}");
+    }
+    assert!(err.contains("app password") && err.contains("Kennwort"), "{err}");
 
     let o = run(&["send", "--config", cfg, "--queue", "support", "--to", r.user("CUSTOMER"), "--subject", "x", "--body", "x"]);
     assert!(!o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1, "one-line reason: {}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "one line for the reason, four for cause and action: {}", text(&o));
+    assert!(lines[0].contains("rejected") && lines[1].contains("cause:") && lines[4].contains("Maßnahme:"), "{err}");
     assert!(!text(&o).contains(wrong), "password leaked: {}", text(&o));
 
     // A config error names the field and exits 2.

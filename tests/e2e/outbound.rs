@@ -361,3 +361,105 @@ async fn mixed_recipients_are_reported_one_by_one() {
     let e = ops::send(plugin(), &cfg, "q", &msg, &NoSyncState).await.expect_err("no recipient accepted");
     assert_eq!(e.retry(), Retry::FixFirst, "{e}");
 }
+
+/// The customer's message to mailbox `a`, stored in the host's database through a fetch;
+/// returns its Message-ID.
+async fn store_original(cfg: &TenantConfig, db: &Database, a: &str, subject: &str) -> String {
+    let r = rig();
+    let orig_id = format!("save-{}@customer.example.test", unique());
+    let original = format!(
+        "From: Customer <{cust}>\r\nTo: ACME Support <{a}>\r\nSubject: {subject}\r\nMessage-ID: <{orig_id}>\r\n\r\nHello?\r\n",
+        cust = r.user("CUSTOMER"),
+    );
+    r.put(a, "INBOX", original.as_bytes());
+    let mut sink = db.sink(&cfg.tenant, "inbox");
+    ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await.expect("fetch the original");
+    orig_id
+}
+
+/// `save_sent`: each reply is APPENDed to the mailbox's Sent folder exactly as submitted,
+/// \Seen, the folder created (and subscribed) the first time; a failing APPEND leaves the send
+/// successful and comes back as a warning.
+#[tokio::test]
+async fn sent_replies_are_saved_in_the_mailbox_sent_folder() {
+    use mailplug_host::ops::SavedReply;
+    let r = rig();
+    let a = test_box(1);
+    r.reset_mailbox(&a.0);
+    let inb = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, &a.0, &a.1);
+    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
+    let mut cfg = tenant("imap", &inb, &smtp, true);
+    cfg.mailboxes[0].save_sent = Some("Sent".into());
+    let db = Database::open(&std::env::temp_dir().join(format!("mailplug-save-{}.sqlite3", unique()))).expect("db");
+
+    let mut sent_copies = Vec::new();
+    for round in 0..2 {
+        let orig_id = store_original(&cfg, &db, &a.0, &format!("Saved copy {round}")).await;
+        let reply = Reply { text_body: format!("Answer {round}\n.\nwith a dot line"), html_body: None, force: false };
+        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &orig_id, &reply).await.expect("reply sent");
+        assert!(sent.sent.report.final_reply.code.starts_with('2'));
+        let SavedReply::Saved { folder, uid, created_folder } = &sent.saved else {
+            panic!("round {round}: no copy saved: {:?}", sent.saved)
+        };
+        assert_eq!(folder, "Sent");
+        assert_eq!(*created_folder, round == 0, "created only while missing");
+        assert!(uid.is_some(), "Dovecot has UIDPLUS: the UID is reported");
+        sent_copies.push((sent.sent.message_id.clone(), sent.sent.raw.clone(), *uid));
+    }
+
+    // Both in Sent, \Seen, under the reported UIDs; the new folder is subscribed.
+    let listing = r.listing(&a.0, "Sent");
+    assert_eq!(listing.len(), 2, "{listing:?}");
+    for ((mid, _, uid), (luid, flags, lmid)) in sent_copies.iter().zip(&listing) {
+        assert_eq!(lmid, mid);
+        assert_eq!(Some(*luid), *uid);
+        assert!(flags.contains("\\Seen"), "flags {flags:?}");
+    }
+    assert!(r.doveadm(&["mailbox", "list", "-s", "-u", &a.0]).lines().any(|l| l.trim() == "Sent"), "Sent is subscribed");
+
+    // Byte for byte what was submitted (read back through the component's own fetch).
+    let mut read_back = cfg.clone();
+    read_back.mailboxes[0].folders = vec!["Sent".into()];
+    read_back.mailboxes[0].save_sent = None;
+    let mut sink = MemorySink::default();
+    ops::fetch(plugin(), &read_back, "inbox", &mut sink, &NoSyncState).await.expect("fetch Sent");
+    let got: Vec<&[u8]> = sink.messages.iter().map(|m| m.raw.as_slice()).collect();
+    let want: Vec<&[u8]> = sent_copies.iter().map(|(_, raw, _)| raw.as_slice()).collect();
+    assert_eq!(got, want);
+
+    // The mailbox password is wrong: the reply still goes out, the copy is a warning.
+    let orig_id = store_original(&cfg, &db, &a.0, "Broken copy").await;
+    let mut broken = cfg.clone();
+    broken.mailboxes[0].server.secret = mailplug_host::secret::Secret::new("Wrong-Pw-7!".into());
+    let reply = Reply { text_body: "Sent anyway".into(), html_body: None, force: false };
+    let sent = ops::send_reply(plugin(), &broken, "q", &db, &orig_id, &reply).await.expect("the send itself succeeds");
+    assert!(sent.sent.report.final_reply.code.starts_with('2'));
+    let warning = sent.saved.warning().unwrap_or_else(|| panic!("a warning, got {:?}", sent.saved));
+    assert!(warning.contains("was sent") && warning.contains("\"Sent\"") && warning.contains("login rejected"), "{warning}");
+    assert!(!warning.contains("Wrong-Pw-7!"), "{warning}");
+    assert_eq!(r.listing(&a.0, "Sent").len(), 2, "nothing more saved");
+    wait_for_reply(&orig_id).await;
+}
+
+/// Over STARTTLS, into a nested folder: the "/" of the configured name becomes Dovecot's "."
+/// hierarchy delimiter, learnt with LIST.
+#[tokio::test]
+async fn sent_replies_are_saved_in_a_nested_folder_over_starttls() {
+    use mailplug_host::ops::SavedReply;
+    let r = rig();
+    let a = test_box(2);
+    r.reset_mailbox(&a.0);
+    let inb = ServerSpec::new("localhost", r.port("RIG_IMAP_STARTTLS_PORT"), false, &a.0, &a.1);
+    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
+    let mut cfg = tenant("imap", &inb, &smtp, true);
+    cfg.mailboxes[0].save_sent = Some("Support/Gesendete Antworten".into());
+    let db = Database::open(&std::env::temp_dir().join(format!("mailplug-save-{}.sqlite3", unique()))).expect("db");
+    let orig_id = store_original(&cfg, &db, &a.0, "Nested copy").await;
+    let reply = Reply { text_body: "Saved below Support".into(), html_body: None, force: false };
+    let sent = ops::send_reply(plugin(), &cfg, "q", &db, &orig_id, &reply).await.expect("reply sent");
+    assert!(matches!(&sent.saved, SavedReply::Saved { created_folder: true, .. }), "{:?}", sent.saved);
+    let folders = r.doveadm(&["mailbox", "list", "-u", &a.0]);
+    assert!(folders.lines().any(|l| l.trim() == "Support.Gesendete Antworten"), "{folders}");
+    let listing = r.listing(&a.0, "Support.Gesendete Antworten");
+    assert_eq!(listing.iter().map(|l| l.2.as_str()).collect::<Vec<_>>(), vec![sent.sent.message_id.as_str()]);
+}

@@ -41,6 +41,25 @@ RIG_OAUTH_CLIENT_SECRET='Client-Secret-5Rq!'
 RIG_OAUTH_PUBLIC_CLIENT_ID=mailplug-public
 RIG_OAUTH_DENY_HINT=deny@example.test
 
+# Discovery tests: a DNS server (dnsmasq) with the records of tests/rig/dns/records.conf, and a
+# web server (nginx) with the autoconfig documents of tests/rig/dns/www over HTTPS on port 443.
+RIG_DNS_PORT=10053
+RIG_DNS=$RIG_IP:$RIG_DNS_PORT
+RIG_AUTOCONFIG_PORT=443
+RIG_DISCOVER_WORKSPACE_DOMAIN=workspace-customer.test
+RIG_DISCOVER_M365_DOMAIN=m365-customer.test
+RIG_DISCOVER_SRV_DOMAIN=srv-customer.test
+RIG_DISCOVER_AUTOCONFIG_DOMAIN=autoconfig-customer.test
+RIG_DISCOVER_BROKEN_DOMAIN=broken-autoconfig.test
+RIG_DISCOVER_HOSTILE_DOMAIN=hostile-autoconfig.test
+RIG_DISCOVER_PRIVATE_DOMAIN=private-autoconfig.test
+# The names nginx serves (its certificate's names); each has a directory in tests/rig/dns/www.
+RIG_AUTOCONFIG_NAMES=(
+    "autoconfig.$RIG_DISCOVER_AUTOCONFIG_DOMAIN" "$RIG_DISCOVER_AUTOCONFIG_DOMAIN"
+    "autoconfig.$RIG_DISCOVER_BROKEN_DOMAIN" "$RIG_DISCOVER_BROKEN_DOMAIN"
+    "autoconfig.$RIG_DISCOVER_HOSTILE_DOMAIN" "$RIG_DISCOVER_HOSTILE_DOMAIN"
+)
+
 # name:password (login = name@example.test). Passwords are distinctive so that tests can grep
 # any output for them; they must not contain ':' (passwd-file) or shell-special characters
 # other than '!' (rig.env is sourced unquoted).
@@ -91,6 +110,16 @@ OAUTH_USERS=$OAUTH_DIR/users
 OAUTH_LOG=$RIG_LOGS/oauth.log
 OAUTH_PIDFILE=$RIG_PIDS/oauth.pid
 
+DNS_DIR=$RIG_DIR/dns
+DNSMASQ_CONF=$DNS_DIR/records.conf
+DNSMASQ_LOG=$RIG_LOGS/dnsmasq.log
+DNSMASQ_PIDFILE=$RIG_PIDS/dnsmasq.pid
+WEB_DIR=$RIG_DIR/web
+NGINX_CONF=$WEB_DIR/nginx.conf
+NGINX_LOG=$RIG_LOGS/nginx-error.log
+NGINX_ACCESS_LOG=$RIG_LOGS/nginx-access.log
+NGINX_PIDFILE=$RIG_PIDS/nginx.pid
+
 # ---- helpers -----------------------------------------------------------------------------
 
 # Does /proc/PID belong to the Dovecot master that this rig started?
@@ -120,6 +149,25 @@ rig_is_our_oauth() {
     [[ "$comm" == node ]] || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$OAUTH_SERVER" || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--rig-dir=$RIG_DIR"
+}
+
+# Does /proc/PID belong to the dnsmasq that this rig started (with this rig's records)?
+rig_is_our_dnsmasq() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
+    [[ "$comm" == dnsmasq ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--conf-file=$DNSMASQ_CONF"
+}
+
+# Does /proc/PID belong to the nginx master that this rig started? (Its title keeps the command
+# line, "nginx: master process /usr/sbin/nginx -c CONF ...", as one string.)
+rig_is_our_nginx() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
+    [[ "$comm" == nginx ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "master process .* -c $NGINX_CONF\( \|\$\)"
 }
 
 # PIDs of this rig's Dovecot / Postfix masters: from the PID files, plus a scan of /proc for
@@ -164,6 +212,30 @@ rig_oauth_pids() {
     } 2>/dev/null | sort -un
 }
 
+rig_dnsmasq_pids() {
+    local pid p
+    {
+        pid=$(head -n1 "$DNSMASQ_PIDFILE" 2>/dev/null | tr -d ' ') || true
+        if rig_is_our_dnsmasq "$pid"; then echo "$pid"; fi
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_dnsmasq "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
+rig_nginx_pids() {
+    local pid p
+    {
+        pid=$(head -n1 "$NGINX_PIDFILE" 2>/dev/null | tr -d ' ') || true
+        if rig_is_our_nginx "$pid"; then echo "$pid"; fi
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_nginx "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
 # rig_port_open HOST PORT: does something accept TCP connections there?
 rig_port_open() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
@@ -190,6 +262,8 @@ rig_listeners() {
     echo "$RIG_POP3_NOTLS_HOST $RIG_POP3_NOTLS_PORT"
     echo "$RIG_SMTP_NOTLS_HOST $RIG_SMTP_NOTLS_PORT"
     echo "$RIG_IP $RIG_OAUTH_PORT"
+    echo "$RIG_IP $RIG_DNS_PORT"
+    echo "$RIG_IP $RIG_AUTOCONFIG_PORT"
 }
 
 # Send SIGTERM to PIDs, wait up to SECONDS for them to exit, then SIGKILL the rest.
@@ -214,10 +288,16 @@ rig_terminate() {
 # Stop whatever this rig started (and nothing else). All are stopped at once: Dovecot alone
 # takes 2-3 s to exit.
 rig_stop() {
-    local dpids ppids opids
+    local dpids ppids opids npids
     mapfile -t dpids < <(rig_dovecot_pids)
     mapfile -t ppids < <(rig_postfix_pids)
     mapfile -t opids < <(rig_oauth_pids)
+    # dnsmasq and the nginx master (which takes its workers along)
+    mapfile -t npids < <(rig_dnsmasq_pids; rig_nginx_pids)
+    if [[ ${#npids[@]} -gt 0 ]]; then
+        rig_log "stopping dnsmasq and nginx (pid ${npids[*]})"
+        kill -TERM "${npids[@]}" 2>/dev/null || true
+    fi
     if [[ ${#opids[@]} -gt 0 ]]; then
         rig_log "stopping the oauth2 server (pid ${opids[*]})"
         kill -TERM "${opids[@]}" 2>/dev/null || true
@@ -232,8 +312,8 @@ rig_stop() {
         # `postfix stop` tells the master to stop; rig_terminate signals it if the config is broken.
         MAIL_CONFIG=$POSTFIX_CONF timeout 20 postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1 </dev/null || true
     fi
-    rig_terminate 15 "${dpids[@]}" "${ppids[@]}" "${opids[@]}"
-    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE" "$OAUTH_PIDFILE"
+    rig_terminate 15 "${dpids[@]}" "${ppids[@]}" "${opids[@]}" "${npids[@]}"
+    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE" "$OAUTH_PIDFILE" "$DNSMASQ_PIDFILE" "$NGINX_PIDFILE"
 }
 
 # Wait until no rig port accepts connections any more (children may hold listeners briefly).

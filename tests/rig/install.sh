@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the mailplug test rig needs (Dovecot, Postfix, OpenSSL, curl, and node + npm for
-# the OAuth2 server) from Debian's packages without starting any system daemon. Idempotent: does
-# nothing when everything is installed. (The OAuth2 server's npm packages are installed by up.sh.)
+# Installs what the mailplug test rig needs (Dovecot, Postfix, OpenSSL, curl, dnsmasq, nginx, and
+# node + npm for the OAuth2 server) from Debian's packages without starting any system daemon.
+# Idempotent: does nothing when everything is installed. (The OAuth2 server's npm packages are
+# installed by up.sh.)
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl ca-certificates curl)
+# dnsmasq-base (the binary without the system service) and nginx serve the discovery tests' DNS
+# records and autoconfig documents.
+PACKAGES=(dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl ca-certificates curl
+          dnsmasq-base nginx)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -10,6 +10,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=common.sh
 source "$HERE/common.sh"
+# shellcheck source=dns/start.sh
+source "$HERE/dns/start.sh"
 
 [[ $(id -u) -eq 0 ]] || rig_die "up.sh must run as root (Dovecot and Postfix masters need it)"
 
@@ -23,8 +25,10 @@ chmod 0755 "$RIG_DIR"
 touch "$RIG_MARKER"
 rig_lock
 
-fingerprint=$(cat "$HERE/common.sh" "$HERE/up.sh" "$HERE/oauth/server.mjs" "$HERE/oauth/package.json" \
-                  "$HERE/oauth/package-lock.json" | sha256sum | cut -d' ' -f1)
+fingerprint=$( { cat "$HERE/common.sh" "$HERE/up.sh" "$HERE/oauth/server.mjs" "$HERE/oauth/package.json" \
+                    "$HERE/oauth/package-lock.json";
+                 (cd "$HERE/dns" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done); } \
+               | sha256sum | cut -d' ' -f1)
 
 # ---- already up? ---------------------------------------------------------------------------
 rig_healthy() {
@@ -32,6 +36,7 @@ rig_healthy() {
     [[ -r "$RIG_FINGERPRINT" && "$(cat "$RIG_FINGERPRINT")" == "$fingerprint" ]] || return 1
     [[ -r "$RIG_ENV" && -r "$RIG_CA" ]] || return 1
     [[ -n "$(rig_dovecot_pids)" && -n "$(rig_postfix_pids)" && -n "$(rig_oauth_pids)" ]] || return 1
+    [[ -n "$(rig_dnsmasq_pids)" && -n "$(rig_nginx_pids)" ]] || return 1
     [[ -S "$DOVECOT_BASE/auth-client" && -S "$DOVECOT_BASE/lmtp" ]] || return 1
     while read -r host port; do
         rig_port_listening "$host" "$port" || return 1
@@ -49,12 +54,12 @@ rig_stop
 if ! busy=$(rig_wait_ports_free); then
     rig_log "these rig ports are still taken by something this rig did not start:"
     printf '  %s\n' $busy >&2
-    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800)\b' >&2 || true
+    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800|10053|443)\b' >&2 || true
     rig_die "free the ports above (or stop the other rig) and re-run"
 fi
 
 rm -rf "$RIG_TLS" "$DOVECOT_DIR" "$POSTFIX_DIR" "$RIG_MAIL" "$RIG_PIDS" "$RIG_LOGS" "$RIG_BIN" \
-       "$RIG_ENV" "$RIG_FINGERPRINT"
+       "$RIG_ENV" "$RIG_FINGERPRINT" "$DNS_DIR" "$WEB_DIR"
 mkdir -p "$RIG_TLS" "$DOVECOT_DIR" "$DOVECOT_STATE" "$RIG_MAIL" "$RIG_PIDS" "$RIG_LOGS" "$RIG_BIN" \
          "$POSTFIX_CONF" "$POSTFIX_SPOOL" "$POSTFIX_DATA"
 chmod 0755 "$RIG_MAIL" "$RIG_LOGS" "$DOVECOT_DIR" "$POSTFIX_DIR" "$POSTFIX_SPOOL"
@@ -98,6 +103,9 @@ EOF
     chmod 0644 ca.pem server.pem server-chain.pem
     openssl verify -CAfile ca.pem server.pem >/dev/null
 ) || rig_die "generating the test certificates failed"
+
+# The autoconfig web server's certificate (names in RIG_AUTOCONFIG_NAMES), from the same CA.
+rig_web_cert
 
 # ---- OAuth2 authorization server ---------------------------------------------------------------
 # npm ci into $OAUTH_DIR (kept across fresh starts), skipped when package.json, package-lock.json
@@ -446,6 +454,10 @@ done
 rig_is_our_postfix "$pid" || { tail -n 30 "$POSTFIX_LOG" >&2; rig_die "postfix did not come up"; }
 echo "$pid" >"$POSTFIX_PIDFILE"
 
+# ---- DNS (dnsmasq) and autoconfig over HTTPS (nginx) for the discovery tests ------------------
+rig_dns_start "$HERE/dns"
+rig_web_start "$HERE/dns"
+
 # ---- wait for every listener -----------------------------------------------------------------
 deadline=$((SECONDS + 30))
 while read -r host port; do
@@ -512,8 +524,22 @@ done < <(rig_listeners)
     echo "RIG_OAUTH_TEST_REVOKE_ALL_URL=$RIG_OAUTH_URL/test/revoke-all"
     echo "RIG_OAUTH_TEST_USER_SETTINGS_URL=$RIG_OAUTH_URL/test/user-settings"
     echo "RIG_OAUTH_LOG=$OAUTH_LOG"
+    echo "RIG_DNS=$RIG_DNS"
+    echo "RIG_DNS_PORT=$RIG_DNS_PORT"
+    echo "RIG_AUTOCONFIG_PORT=$RIG_AUTOCONFIG_PORT"
+    echo "RIG_AUTOCONFIG_CERT=$RIG_TLS/web.pem"
+    echo "RIG_DISCOVER_WORKSPACE_DOMAIN=$RIG_DISCOVER_WORKSPACE_DOMAIN"
+    echo "RIG_DISCOVER_M365_DOMAIN=$RIG_DISCOVER_M365_DOMAIN"
+    echo "RIG_DISCOVER_SRV_DOMAIN=$RIG_DISCOVER_SRV_DOMAIN"
+    echo "RIG_DISCOVER_AUTOCONFIG_DOMAIN=$RIG_DISCOVER_AUTOCONFIG_DOMAIN"
+    echo "RIG_DISCOVER_BROKEN_DOMAIN=$RIG_DISCOVER_BROKEN_DOMAIN"
+    echo "RIG_DISCOVER_HOSTILE_DOMAIN=$RIG_DISCOVER_HOSTILE_DOMAIN"
+    echo "RIG_DISCOVER_PRIVATE_DOMAIN=$RIG_DISCOVER_PRIVATE_DOMAIN"
+    echo "RIG_DNSMASQ_LOG=$DNSMASQ_LOG"
+    echo "RIG_NGINX_LOG=$NGINX_LOG"
+    echo "RIG_NGINX_ACCESS_LOG=$NGINX_ACCESS_LOG"
 } >"$RIG_ENV.tmp"
 mv -f "$RIG_ENV.tmp" "$RIG_ENV"
 echo "$fingerprint" >"$RIG_FINGERPRINT"
 
-rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"), oauth2 pid $(cat "$OAUTH_PIDFILE"); env in $RIG_ENV"
+rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"), oauth2 pid $(cat "$OAUTH_PIDFILE"), dnsmasq pid $(cat "$DNSMASQ_PIDFILE"), nginx pid $(cat "$NGINX_PIDFILE"); env in $RIG_ENV"

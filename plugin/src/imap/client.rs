@@ -74,8 +74,9 @@ enum State {
     Failed,
 }
 
+/// An authentication command in flight, shared by the fetch and the append sessions.
 #[derive(Debug)]
-struct Auth {
+pub(super) struct Auth {
     tag: String,
     /// What the user sees in errors: "LOGIN", "AUTHENTICATE PLAIN", ...
     method: &'static str,
@@ -86,6 +87,138 @@ struct Auth {
     on_error_challenge: Option<&'static [u8]>,
     /// The decoded error challenge, kept for the admin.
     challenge: Option<String>,
+}
+
+/// What `Auth::begin` produced: the state to wait in, the first line to write, and the SASL
+/// mechanisms the server offered (for a check's report).
+pub(super) struct AuthStart {
+    pub(super) auth: Auth,
+    pub(super) first: Wire,
+    pub(super) offered: Vec<String>,
+}
+
+pub(super) fn has_capability(caps: &[String], name: &str) -> bool {
+    caps.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// How literals may be sent to a server with these capabilities (RFC 7888).
+pub(super) fn literal_mode(caps: &[String]) -> LiteralMode {
+    if has_capability(caps, "LITERAL+") {
+        LiteralMode::NonSyncAny
+    } else if has_capability(caps, "LITERAL-") {
+        LiteralMode::NonSyncSmall
+    } else {
+        LiteralMode::Sync
+    }
+}
+
+impl Auth {
+    /// Chooses how to log in with `creds` from the server's capabilities (AUTHENTICATE PLAIN,
+    /// else the LOGIN command unless LOGINDISABLED, else AUTHENTICATE LOGIN; OAuth2:
+    /// OAUTHBEARER or XOAUTH2) and builds the command under `tag`. The caller must have checked
+    /// that credentials may cross the connection.
+    pub(super) fn begin(tag: String, creds: &Credentials, caps: &[String], literal_mode: LiteralMode) -> Result<AuthStart> {
+        let offered: Vec<String> = caps
+            .iter()
+            .filter_map(|c| c.get(..5).filter(|p| p.eq_ignore_ascii_case("AUTH=")).map(|_| c[5..].to_string()))
+            .collect();
+        let offers = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
+        let mech = match creds {
+            Credentials::Basic { username, password } => {
+                if offers(Mechanism::Plain) {
+                    Mechanism::Plain
+                } else if !has_capability(caps, "LOGINDISABLED") {
+                    let cmd = Command::new(&tag, "LOGIN")
+                        .string(username, literal_mode)
+                        .string(password, literal_mode)
+                        .finish();
+                    let mut parts: VecDeque<Wire> = cmd.parts.into();
+                    let first = parts.pop_front().unwrap_or_default();
+                    let auth = Auth { tag, method: "LOGIN", answers: parts, on_error_challenge: None, challenge: None };
+                    return Ok(AuthStart { auth, first, offered });
+                } else if offers(Mechanism::Login) {
+                    Mechanism::Login
+                } else {
+                    return Err(Error::policy(
+                        Stage::Authenticate,
+                        "the server disabled password LOGIN and offers no password mechanism this plugin supports (PLAIN, LOGIN); enable TLS or one of them on the server",
+                    ));
+                }
+            }
+            Credentials::OAuth2 { .. } => sasl::select(creds, &offered).ok_or_else(|| {
+                Error::policy(
+                    Stage::Authenticate,
+                    "the server offers neither OAUTHBEARER nor XOAUTH2, so the OAuth2 token cannot be used; use a password or enable OAuth2 on the server",
+                )
+            })?,
+        };
+        let (method, on_error_challenge): (&'static str, Option<&'static [u8]>) = match mech {
+            Mechanism::Plain => ("AUTHENTICATE PLAIN", None),
+            Mechanism::Login => ("AUTHENTICATE LOGIN", None),
+            // XOAUTH2 expects an empty answer to its error challenge, OAUTHBEARER a ^A (RFC 7628 3.2.3).
+            Mechanism::XOAuth2 => ("AUTHENTICATE XOAUTH2", Some(b"\r\n")),
+            Mechanism::OAuthBearer => ("AUTHENTICATE OAUTHBEARER", Some(b"AQ==\r\n")),
+        };
+        let mut first = Wire(format!("{tag} {method}").into_bytes());
+        let mut answers = VecDeque::new();
+        let crlf = |s: String| {
+            let mut w = s.into_bytes();
+            w.extend_from_slice(b"\r\n");
+            Wire(w)
+        };
+        match sasl::initial_response(mech, creds) {
+            Some(ir) if has_capability(caps, "SASL-IR") => {
+                first.0.push(b' ');
+                first.0.extend_from_slice(ir.as_bytes());
+            }
+            Some(ir) => answers.push_back(crlf(ir)),
+            None => {
+                answers.push_back(crlf(sasl::login_step(creds.username())));
+                answers.push_back(crlf(sasl::login_step(creds.secret())));
+            }
+        }
+        first.0.extend_from_slice(b"\r\n");
+        let auth = Auth { tag, method, answers, on_error_challenge, challenge: None };
+        Ok(AuthStart { auth, first, offered })
+    }
+
+    pub(super) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The bytes that answer the server's "+" continuation `text`.
+    pub(super) fn answer(&mut self, text: String) -> Result<Wire> {
+        if let Some(answer) = self.answers.pop_front() {
+            return Ok(answer);
+        }
+        match self.on_error_challenge.take() {
+            Some(reply) => {
+                let decoded = STANDARD.decode(text.trim()).ok().and_then(|b| String::from_utf8(b).ok());
+                self.challenge = Some(decoded.unwrap_or(text));
+                Ok(Wire(reply.to_vec()))
+            }
+            None => Err(Error::protocol(
+                Stage::Authenticate,
+                format!("the server sent an unexpected challenge during {}", self.method),
+            )),
+        }
+    }
+
+    /// The error for a rejected login: who, how, what the server said, and what to check.
+    pub(super) fn rejected(&self, creds: &Credentials, reply: ServerReply) -> Error {
+        let user = creds.username();
+        let hint = match creds {
+            Credentials::Basic { .. } => {
+                "check the user name and password (or app password), and that IMAP access is enabled for the mailbox"
+            }
+            Credentials::OAuth2 { .. } => {
+                "check that the access token is current, was issued for this user and has the IMAP scope"
+            }
+        };
+        let detail = self.challenge.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
+        Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", self.method))
+            .with_reply(reply)
+    }
 }
 
 impl State {
@@ -341,13 +474,7 @@ impl ImapSession {
     }
 
     fn literal_mode(&self) -> LiteralMode {
-        if self.has_cap("LITERAL+") {
-            LiteralMode::NonSyncAny
-        } else if self.has_cap("LITERAL-") {
-            LiteralMode::NonSyncSmall
-        } else {
-            LiteralMode::Sync
-        }
+        literal_mode(self.caps.as_deref().unwrap_or_default())
     }
 
     fn step(&mut self, event: Event<'_>, now: Instant, out: &mut Vec<Action>) -> Result<()> {
@@ -434,11 +561,7 @@ impl ImapSession {
                     ));
                 }
                 if status == Status::Bad && matches!(self.state, State::StartTls { .. }) {
-                    return Err(Error::policy(
-                        Stage::Starttls,
-                        "the server rejected STARTTLS, so the password cannot be sent safely; fix the server's TLS setup or use implicit TLS (port 993)",
-                    )
-                    .with_reply(ServerReply::new("BAD", text)));
+                    return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
                 }
                 if status == Status::Bad && !matches!(self.state, State::Logout { .. } | State::AfterFetch { .. }) {
                     return Err(Error::protocol(
@@ -549,11 +672,7 @@ impl ImapSession {
             }
             Status::Preauth => {
                 if self.link.needs_starttls() {
-                    return Err(Error::policy(
-                        Stage::Greeting,
-                        "the server greeted with PREAUTH on a connection that must first run STARTTLS; an attacker may have stripped TLS. Use implicit TLS (port 993) or fix the server",
-                    )
-                    .with_reply(ServerReply::new("PREAUTH", text)));
+                    return Err(preauth_before_starttls(text));
                 }
                 self.progress(out, Step::Greeting, || {
                     self.greeting_detail("server ready and already logged in (PREAUTH)", &text)
@@ -588,10 +707,7 @@ impl ImapSession {
         self.progress(out, Step::Capabilities, || self.capabilities_detail());
         if self.link.needs_starttls() {
             if !self.has_cap("STARTTLS") {
-                return Err(Error::policy(
-                    Stage::Starttls,
-                    "the server does not offer STARTTLS, so the password cannot be sent safely; enable TLS on the server or use implicit TLS (port 993)",
-                ));
+                return Err(starttls_not_offered());
             }
             let tag = self.send_simple(out, "STARTTLS");
             self.state = State::StartTls { tag };
@@ -619,11 +735,7 @@ impl ImapSession {
             }
             State::StartTls { .. } => {
                 if !ok {
-                    return Err(Error::policy(
-                        Stage::Starttls,
-                        "the server refused STARTTLS, so the password cannot be sent safely; fix the server's TLS setup or use implicit TLS (port 993)",
-                    )
-                    .with_reply(reply()));
+                    return Err(starttls_refused("refused", reply()));
                 }
                 self.link.begin_starttls()?;
                 self.caps = None;
@@ -750,94 +862,17 @@ impl ImapSession {
     }
 
     fn auth_rejected(&self, auth: &Auth, reply: ServerReply) -> Error {
-        let user = self.mailbox.credentials.username();
-        let hint = match self.mailbox.credentials {
-            Credentials::Basic { .. } => {
-                "check the user name and password (or app password), and that IMAP access is enabled for the mailbox"
-            }
-            Credentials::OAuth2 { .. } => {
-                "check that the access token is current, was issued for this user and has the IMAP scope"
-            }
-        };
-        let detail = auth.challenge.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
-        Error::auth(
-            Stage::Authenticate,
-            format!("the server rejected {} for user {user:?}{detail}; {hint}", auth.method),
-        )
-        .with_reply(reply)
+        auth.rejected(&self.mailbox.credentials, reply)
     }
 
     fn authenticate(&mut self, out: &mut Vec<Action>) -> Result<()> {
         self.link.check_credentials_allowed()?;
-        let offered: Vec<String> = self
-            .caps
-            .iter()
-            .flatten()
-            .filter_map(|c| c.get(..5).filter(|p| p.eq_ignore_ascii_case("AUTH=")).map(|_| c[5..].to_string()))
-            .collect();
-        let offers = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
-        let mech = match &self.mailbox.credentials {
-            Credentials::Basic { username, password } => {
-                if offers(Mechanism::Plain) {
-                    Mechanism::Plain
-                } else if !self.has_cap("LOGINDISABLED") {
-                    let tag = self.tags.next();
-                    let mode = self.literal_mode();
-                    let cmd = Command::new(&tag, "LOGIN").string(username, mode).string(password, mode).finish();
-                    let mut parts: VecDeque<Wire> = cmd.parts.into();
-                    self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&offered, "LOGIN"));
-                    if let Some(first) = parts.pop_front() {
-                        self.send(out, &first.0);
-                    }
-                    self.state = State::Auth(Auth { tag, method: "LOGIN", answers: parts, on_error_challenge: None, challenge: None });
-                    return Ok(());
-                } else if offers(Mechanism::Login) {
-                    Mechanism::Login
-                } else {
-                    return Err(Error::policy(
-                        Stage::Authenticate,
-                        "the server disabled password LOGIN and offers no password mechanism this plugin supports (PLAIN, LOGIN); enable TLS or one of them on the server",
-                    ));
-                }
-            }
-            creds @ Credentials::OAuth2 { .. } => sasl::select(creds, &offered).ok_or_else(|| {
-                Error::policy(
-                    Stage::Authenticate,
-                    "the server offers neither OAUTHBEARER nor XOAUTH2, so the OAuth2 token cannot be used; use a password or enable OAuth2 on the server",
-                )
-            })?,
-        };
         let tag = self.tags.next();
-        let (method, on_error_challenge): (&'static str, Option<&'static [u8]>) = match mech {
-            Mechanism::Plain => ("AUTHENTICATE PLAIN", None),
-            Mechanism::Login => ("AUTHENTICATE LOGIN", None),
-            // XOAUTH2 expects an empty answer to its error challenge, OAUTHBEARER a ^A (RFC 7628 3.2.3).
-            Mechanism::XOAuth2 => ("AUTHENTICATE XOAUTH2", Some(b"\r\n")),
-            Mechanism::OAuthBearer => ("AUTHENTICATE OAUTHBEARER", Some(b"AQ==\r\n")),
-        };
-        let mut first = Wire(format!("{tag} {method}").into_bytes());
-        let mut answers = VecDeque::new();
-        let crlf = |s: String| {
-            let mut w = s.into_bytes();
-            w.extend_from_slice(b"\r\n");
-            Wire(w)
-        };
-        match sasl::initial_response(mech, &self.mailbox.credentials) {
-            Some(ir) if self.has_cap("SASL-IR") => {
-                first.0.push(b' ');
-                first.0.extend_from_slice(ir.as_bytes());
-            }
-            Some(ir) => answers.push_back(crlf(ir)),
-            None => {
-                let creds = &self.mailbox.credentials;
-                answers.push_back(crlf(sasl::login_step(creds.username())));
-                answers.push_back(crlf(sasl::login_step(creds.secret())));
-            }
-        }
-        first.0.extend_from_slice(b"\r\n");
-        self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&offered, method));
-        self.send(out, &first.0);
-        self.state = State::Auth(Auth { tag, method, answers, on_error_challenge, challenge: None });
+        let caps = self.caps.as_deref().unwrap_or_default();
+        let start = Auth::begin(tag, &self.mailbox.credentials, caps, self.literal_mode())?;
+        self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&start.offered, start.auth.method));
+        self.send(out, &start.first.0);
+        self.state = State::Auth(start.auth);
         Ok(())
     }
 
@@ -849,22 +884,9 @@ impl ImapSession {
                 format!("the server asked for command data during {}, but none was pending", stage.as_str()),
             ));
         };
-        if let Some(answer) = auth.answers.pop_front() {
-            self.send(out, &answer.0);
-            return Ok(());
-        }
-        match auth.on_error_challenge.take() {
-            Some(reply) => {
-                let decoded = STANDARD.decode(text.trim()).ok().and_then(|b| String::from_utf8(b).ok());
-                auth.challenge = Some(decoded.unwrap_or(text));
-                self.send(out, reply);
-                Ok(())
-            }
-            None => Err(Error::protocol(
-                Stage::Authenticate,
-                format!("the server sent an unexpected challenge during {}", auth.method),
-            )),
-        }
+        let answer = auth.answer(text)?;
+        self.send(out, &answer.0);
+        Ok(())
     }
 
     /// Starts on the folders, first asking for the hierarchy delimiter when a configured name
@@ -883,10 +905,7 @@ impl ImapSession {
 
     /// A configured name ("/" separates levels) as the server spells it, modified UTF-7.
     fn wire_name(&self, name: &str) -> String {
-        match self.delimiter {
-            Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
-            _ => encode_folder_name(name),
-        }
+        wire_folder_name(name, self.delimiter)
     }
 
     fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
@@ -1508,6 +1527,41 @@ fn configured_folders(mailbox: &Mailbox) -> Result<Vec<String>> {
         folders.push("INBOX".to_string());
     }
     Ok(folders)
+}
+
+/// STARTTLS is configured but the server does not offer it: no fallback to clear text.
+pub(super) fn starttls_not_offered() -> Error {
+    Error::policy(
+        Stage::Starttls,
+        "the server does not offer STARTTLS, so the password cannot be sent safely; enable TLS on the server or use implicit TLS (port 993)",
+    )
+}
+
+/// The server answered STARTTLS with NO ("refused") or BAD ("rejected").
+pub(super) fn starttls_refused(how: &str, reply: ServerReply) -> Error {
+    Error::policy(
+        Stage::Starttls,
+        format!("the server {how} STARTTLS, so the password cannot be sent safely; fix the server's TLS setup or use implicit TLS (port 993)"),
+    )
+    .with_reply(reply)
+}
+
+/// PREAUTH on a connection that must run STARTTLS first: the session could be an attacker's.
+pub(super) fn preauth_before_starttls(text: String) -> Error {
+    Error::policy(
+        Stage::Greeting,
+        "the server greeted with PREAUTH on a connection that must first run STARTTLS; an attacker may have stripped TLS. Use implicit TLS (port 993) or fix the server",
+    )
+    .with_reply(ServerReply::new("PREAUTH", text))
+}
+
+/// A configured folder name ("/" separates levels) as the server spells it: its hierarchy
+/// delimiter (when known) and modified UTF-7.
+pub(super) fn wire_folder_name(name: &str, delimiter: Option<char>) -> String {
+    match delimiter {
+        Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
+        _ => encode_folder_name(name),
+    }
 }
 
 /// Longest server text quoted in a check step, in characters.

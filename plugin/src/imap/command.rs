@@ -72,6 +72,12 @@ impl Command {
             cur.push(b'"');
             return self;
         }
+        self.literal(bytes, mode)
+    }
+
+    /// Appends " " and `bytes` as a literal. A synchronising literal starts a new part; room
+    /// for the CRLF that ends the command is reserved, so a large literal is copied once.
+    pub fn literal(mut self, bytes: &[u8], mode: LiteralMode) -> Self {
         let non_sync = match mode {
             LiteralMode::NonSyncAny => true,
             LiteralMode::NonSyncSmall => bytes.len() <= 4096,
@@ -80,10 +86,20 @@ impl Command {
         let plus = if non_sync { "+" } else { "" };
         self.cur().extend_from_slice(format!(" {{{}{plus}}}\r\n", bytes.len()).as_bytes());
         if non_sync {
-            self.cur().extend_from_slice(bytes);
+            let cur = self.cur();
+            cur.reserve(bytes.len() + 2);
+            cur.extend_from_slice(bytes);
         } else {
-            self.parts.push(Wire(bytes.to_vec()));
+            let mut part = Vec::with_capacity(bytes.len() + 2);
+            part.extend_from_slice(bytes);
+            self.parts.push(Wire(part));
         }
+        self
+    }
+
+    /// Appends protocol text as is (" (\\Seen)"); never for values.
+    pub fn raw(mut self, text: &str) -> Self {
+        self.cur().extend_from_slice(text.as_bytes());
         self
     }
 

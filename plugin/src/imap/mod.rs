@@ -15,6 +15,7 @@
 //! This client needs a small subset (status responses and codes, CAPABILITY, EXISTS,
 //! SEARCH/ESEARCH, FETCH with UID, RFC822.SIZE and BODY[]), parsed in `response`.
 
+mod append;
 mod client;
 mod command;
 mod response;
@@ -24,5 +25,6 @@ mod utf7;
 #[cfg(test)]
 mod tests;
 
+pub use append::AppendSession;
 pub use client::ImapSession;
 pub use utf7::{decode_folder_name, encode_folder_name};

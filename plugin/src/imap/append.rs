@@ -1,0 +1,1076 @@
+//! Saving a copy of a message into a folder of an IMAP mailbox (IMAP APPEND), e.g. a reply
+//! just submitted over SMTP into the mailbox's "Sent" folder, so the mailbox owner sees it.
+//!
+//! One short session: greeting, capabilities, STARTTLS when configured, login (the same code as
+//! the fetch session), the hierarchy delimiter when the folder name has a "/", then
+//! `APPEND "<folder>" (\Seen) {n}` with the message as one literal (non-synchronising with
+//! LITERAL+, otherwise written after the server's "+"), and LOGOUT. When the server answers
+//! `NO [TRYCREATE]` the folder is created (and subscribed, so mail programs that show only
+//! subscribed folders list it) and the APPEND is sent once more; never a second time.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::client::{
+    has_capability, literal_mode, preauth_before_starttls, starttls_not_offered, starttls_refused, wire_folder_name,
+    Auth,
+};
+use super::command::{Command, LiteralMode, Tagger, Wire};
+use super::response::{self, Code, Framer, Response, Status};
+use crate::config::{InboundProtocol, Mailbox, Server};
+use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
+use crate::link::Link;
+use crate::session::{Action, Event, Instant, Outcome, SavedCopy, Session};
+
+#[derive(Debug)]
+enum State {
+    Greeting,
+    Capability {
+        tag: String,
+    },
+    StartTls {
+        tag: String,
+    },
+    TlsHandshake,
+    Auth(Auth),
+    /// `LIST "" ""`: the server's hierarchy delimiter, for a folder name with "/".
+    Delimiter {
+        tag: String,
+    },
+    /// APPEND written up to its first synchronising literal; `pending` are the parts still to
+    /// write, each after a "+" (empty once the whole message is on the wire). `subscribe` is
+    /// the tag of a SUBSCRIBE pipelined before it, whose answer does not matter.
+    Append {
+        tag: String,
+        pending: VecDeque<Wire>,
+        subscribe: Option<String>,
+    },
+    Create {
+        tag: String,
+    },
+    Logout {
+        tag: String,
+    },
+    Finished,
+    Failed,
+}
+
+impl State {
+    fn stage(&self) -> Stage {
+        match self {
+            State::Greeting => Stage::Greeting,
+            State::Capability { .. } => Stage::Capabilities,
+            State::StartTls { .. } | State::TlsHandshake => Stage::Starttls,
+            State::Auth(_) => Stage::Authenticate,
+            State::Delimiter { .. } | State::Create { .. } => Stage::SelectMailbox,
+            State::Append { .. } => Stage::Data,
+            State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
+        }
+    }
+
+    fn tag(&self) -> Option<&str> {
+        match self {
+            State::Capability { tag }
+            | State::StartTls { tag }
+            | State::Delimiter { tag }
+            | State::Append { tag, .. }
+            | State::Create { tag }
+            | State::Logout { tag } => Some(tag),
+            State::Auth(auth) => Some(auth.tag()),
+            _ => None,
+        }
+    }
+}
+
+/// Saves one message into one folder of an IMAP mailbox, flagged \Seen.
+pub struct AppendSession {
+    mailbox: Mailbox,
+    /// The folder as configured: UTF-8, "/" between levels.
+    folder: String,
+    message: Vec<u8>,
+    link: Link,
+    framer: Framer,
+    tags: Tagger,
+    caps: Option<Vec<String>>,
+    delimiter: Option<char>,
+    state: State,
+    connected: bool,
+    /// TRYCREATE was answered with CREATE once already.
+    created: bool,
+    saved: Option<SavedCopy>,
+}
+
+impl fmt::Debug for AppendSession {
+    // The message may be long and is nobody's business in a log line; credentials redact themselves.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppendSession")
+            .field("server", &self.mailbox.server)
+            .field("credentials", &self.mailbox.credentials)
+            .field("folder", &self.folder)
+            .field("message_bytes", &self.message.len())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppendSession {
+    /// A session that saves `message` (RFC 5322 bytes, CRLF line endings) into `folder` of
+    /// `mailbox` (an IMAP mailbox; its folders, after-fetch and first-sync settings only serve
+    /// to refuse a folder that is fetched). Refused before connecting: a POP3 mailbox, an
+    /// empty or fetched folder name, an empty message, NUL bytes, a message over
+    /// `limits.max_message_bytes`.
+    pub fn new(mailbox: Mailbox, folder: String, message: Vec<u8>) -> Result<Self> {
+        if mailbox.protocol != InboundProtocol::Imap {
+            return Err(Error::invalid(
+                Stage::Connect,
+                "a copy can only be saved into an IMAP mailbox, and this mailbox is configured as POP3; turn saving copies off or fetch the mailbox over IMAP",
+            ));
+        }
+        if folder.trim().is_empty() || folder.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                Stage::SelectMailbox,
+                "the folder to save copies in is empty or contains control characters; name it, e.g. \"Sent\"",
+            ));
+        }
+        let fetched = |f: &str| f == folder || (f.eq_ignore_ascii_case("INBOX") && folder.eq_ignore_ascii_case("INBOX"));
+        if mailbox.folders.iter().any(|f| fetched(f)) || (mailbox.folders.is_empty() && fetched("INBOX")) {
+            return Err(Error::invalid(
+                Stage::SelectMailbox,
+                format!("the folder {folder:?} is fetched as inbound mail, so a copy saved there would come back as a new message; save copies in another folder, e.g. \"Sent\""),
+            ));
+        }
+        if message.is_empty() {
+            return Err(Error::invalid(Stage::Data, "the message to save is empty"));
+        }
+        let max = mailbox.limits.max_message_bytes;
+        if message.len() as u64 > max {
+            return Err(Error::limit(
+                Stage::Data,
+                format!(
+                    "the message is {} bytes, more than the limit of {max} bytes (max-message-bytes), so no copy is saved in {folder:?}; raise the limit to keep copies of large messages",
+                    message.len()
+                ),
+            ));
+        }
+        if message.contains(&0) {
+            return Err(Error::invalid(Stage::Data, "the message contains NUL bytes, which IMAP cannot store"));
+        }
+        let limits = mailbox.limits;
+        Ok(AppendSession {
+            link: Link::new(&mailbox.server, &limits),
+            framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
+            tags: Tagger::default(),
+            caps: None,
+            delimiter: None,
+            state: State::Greeting,
+            connected: false,
+            created: false,
+            saved: None,
+            mailbox,
+            folder,
+            message,
+        })
+    }
+
+    fn caps(&self) -> &[String] {
+        self.caps.as_deref().unwrap_or_default()
+    }
+
+    fn has_cap(&self, name: &str) -> bool {
+        has_capability(self.caps(), name)
+    }
+
+    /// RFC 7889 APPENDLIMIT=<n>: the largest message the server accepts.
+    fn append_limit(&self) -> Option<u64> {
+        self.caps().iter().find_map(|c| {
+            let (name, value) = c.split_once('=')?;
+            name.eq_ignore_ascii_case("APPENDLIMIT").then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    fn step(&mut self, event: Event<'_>, now: Instant, out: &mut Vec<Action>) -> Result<()> {
+        if event == Event::Closed && matches!(self.state, State::Logout { .. }) {
+            // Many servers close right after their BYE; the copy is saved either way.
+            self.finish(out);
+            return Ok(());
+        }
+        if self.link.absorb(&event, now, self.state.stage())? {
+            return Ok(());
+        }
+        match event {
+            Event::Connected => {
+                if self.connected {
+                    return Err(Error::protocol(self.state.stage(), "the host reported the connection twice"));
+                }
+                self.connected = true;
+            }
+            Event::TlsEstablished => {
+                // Anything learnt in clear text may have been forged: ask again.
+                self.caps = None;
+                self.send_capability(out);
+            }
+            // Nothing is delivered, so there is nothing to be stored.
+            Event::Stored | Event::Received(_) | Event::Timer | Event::Closed | Event::TlsFailed(_) => {}
+        }
+        self.pump(out)?;
+        if !matches!(self.state, State::TlsHandshake | State::Finished | State::Failed) {
+            self.link.expect_reply(now);
+        }
+        Ok(())
+    }
+
+    /// Processes every complete response buffered, as long as the state reads the server.
+    fn pump(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        while !matches!(self.state, State::TlsHandshake | State::Finished | State::Failed) {
+            let stage = self.state.stage();
+            let Some(frame) = self.framer.next(&mut self.link, stage)? else { break };
+            let resp = response::parse(frame, stage)?;
+            self.on_response(resp, out)?;
+        }
+        Ok(())
+    }
+
+    /// Everything written in one `handle` call goes out in one write; a lone part (the
+    /// message literal) is moved, not copied.
+    fn send(&mut self, out: &mut Vec<Action>, bytes: Vec<u8>) {
+        if let Some(Action::Write(buf)) = out.last_mut() {
+            buf.extend_from_slice(&bytes);
+        } else {
+            out.push(Action::Write(bytes));
+        }
+    }
+
+    fn send_simple(&mut self, out: &mut Vec<Action>, verb: &str) -> String {
+        let tag = self.tags.next();
+        self.send(out, format!("{tag} {verb}\r\n").into_bytes());
+        tag
+    }
+
+    fn send_capability(&mut self, out: &mut Vec<Action>) {
+        let tag = self.send_simple(out, "CAPABILITY");
+        self.state = State::Capability { tag };
+    }
+
+    fn on_response(&mut self, resp: Response, out: &mut Vec<Action>) -> Result<()> {
+        let stage = self.state.stage();
+        match resp {
+            Response::Status { tag: Some(tag), status, code, text } => {
+                if let State::Append { subscribe, .. } = &mut self.state {
+                    if subscribe.as_deref() == Some(tag.as_str()) {
+                        // A folder not subscribed is still there; the APPEND's answer follows.
+                        *subscribe = None;
+                        return Ok(());
+                    }
+                }
+                if self.state.tag() != Some(tag.as_str()) {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server answered command {tag:?}, which is not the one in progress"),
+                    ));
+                }
+                if status == Status::Bad && matches!(self.state, State::StartTls { .. }) {
+                    return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
+                }
+                if status == Status::Bad && !matches!(self.state, State::Logout { .. }) {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the server rejected a command as invalid during {}", stage.as_str()),
+                    )
+                    .with_reply(ServerReply::new("BAD", text)));
+                }
+                self.on_tagged(status, code, text, out)
+            }
+            Response::Status { tag: None, status, code, text } => {
+                if matches!(self.state, State::Greeting) {
+                    return self.on_greeting(status, code, text, out);
+                }
+                match (status, code) {
+                    (Status::Bye, _) if matches!(self.state, State::Logout { .. }) => Ok(()),
+                    (Status::Bye, _) => {
+                        Err(Error::protocol(stage, format!("the server ended the session during {}", stage.as_str()))
+                            .with_reply(ServerReply::new("BYE", text)))
+                    }
+                    (Status::Preauth, _) => {
+                        Err(Error::protocol(stage, "the server sent PREAUTH in the middle of the session"))
+                    }
+                    (_, Some(Code::Capability(caps))) => {
+                        self.caps = Some(caps);
+                        Ok(())
+                    }
+                    // Alerts, warnings, untagged NO: the tagged answer decides.
+                    _ => Ok(()),
+                }
+            }
+            Response::Capability(caps) => {
+                self.caps = Some(caps);
+                Ok(())
+            }
+            Response::List { delimiter } => {
+                if matches!(self.state, State::Delimiter { .. }) {
+                    self.delimiter = delimiter;
+                }
+                Ok(())
+            }
+            Response::Continuation(text) => self.on_continuation(text, out),
+            // EXISTS for the new message, FETCH flag updates...: nothing to do.
+            Response::Exists(_) | Response::Search(_) | Response::Fetch(_) | Response::Other => Ok(()),
+        }
+    }
+
+    fn on_continuation(&mut self, text: String, out: &mut Vec<Action>) -> Result<()> {
+        let stage = self.state.stage();
+        let bytes = match &mut self.state {
+            State::Auth(auth) => auth.answer(text)?,
+            State::Append { pending, .. } if !pending.is_empty() => pending.pop_front().unwrap_or_default(),
+            _ => {
+                return Err(Error::protocol(
+                    stage,
+                    format!("the server asked for command data during {}, but none was pending", stage.as_str()),
+                ))
+            }
+        };
+        self.send(out, bytes.0);
+        Ok(())
+    }
+
+    fn on_greeting(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
+        if let Some(Code::Capability(caps)) = code {
+            self.caps = Some(caps);
+        }
+        match status {
+            Status::Ok if self.caps.is_none() => {
+                self.send_capability(out);
+                Ok(())
+            }
+            Status::Ok => self.after_capabilities(out),
+            Status::Preauth if self.link.needs_starttls() => Err(preauth_before_starttls(text)),
+            Status::Preauth => self.after_login(out),
+            Status::Bye => Err(Error::protocol(
+                Stage::Greeting,
+                "the server refused the connection in its greeting; it may be overloaded or block this client",
+            )
+            .with_reply(ServerReply::new("BYE", text))),
+            Status::No | Status::Bad => {
+                Err(Error::protocol(Stage::Greeting, "the server sent an invalid greeting; is this an IMAP port?")
+                    .with_reply(ServerReply::new(status.as_str(), text)))
+            }
+        }
+    }
+
+    fn after_capabilities(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        if self.link.needs_starttls() {
+            if !self.has_cap("STARTTLS") {
+                return Err(starttls_not_offered());
+            }
+            let tag = self.send_simple(out, "STARTTLS");
+            self.state = State::StartTls { tag };
+            return Ok(());
+        }
+        self.link.check_credentials_allowed()?;
+        let tag = self.tags.next();
+        let start = Auth::begin(tag, &self.mailbox.credentials, self.caps(), literal_mode(self.caps()))?;
+        self.send(out, start.first.0);
+        self.state = State::Auth(start.auth);
+        Ok(())
+    }
+
+    fn after_login(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        if self.folder.contains('/') {
+            let tag = self.send_simple(out, "LIST \"\" \"\"");
+            self.state = State::Delimiter { tag };
+            return Ok(());
+        }
+        self.send_append(out, None)
+    }
+
+    /// Writes the APPEND (after `subscribe`'s SUBSCRIBE, when pipelined) up to its first
+    /// synchronising literal.
+    fn send_append(&mut self, out: &mut Vec<Action>, subscribe: Option<String>) -> Result<()> {
+        if let Some(limit) = self.append_limit().filter(|&l| self.message.len() as u64 > l) {
+            return Err(Error::limit(
+                Stage::Data,
+                format!(
+                    "the server accepts messages of at most {limit} bytes (APPENDLIMIT) and this one is {} bytes, so no copy is saved in {:?}",
+                    self.message.len(),
+                    self.folder
+                ),
+            ));
+        }
+        let tag = self.tags.next();
+        let wire = wire_folder_name(&self.folder, self.delimiter);
+        let mode = literal_mode(self.caps());
+        // The folder name is quoted (modified UTF-7 is ASCII; control characters are refused),
+        // so the message is the only literal; the flag keeps the owner's unread count honest.
+        let cmd = Command::new(&tag, "APPEND")
+            .string(&wire, LiteralMode::Sync)
+            .raw(" (\\Seen)")
+            .literal(&self.message, mode)
+            .finish();
+        let mut pending: VecDeque<Wire> = cmd.parts.into();
+        if let Some(first) = pending.pop_front() {
+            self.send(out, first.0);
+        }
+        self.state = State::Append { tag, pending, subscribe };
+        Ok(())
+    }
+
+    fn on_tagged(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
+        let ok = status == Status::Ok;
+        let reply = || ServerReply::new(status.as_str(), text.clone());
+        match std::mem::replace(&mut self.state, State::Failed) {
+            State::Capability { .. } => {
+                if let Some(Code::Capability(caps)) = code {
+                    self.caps = Some(caps);
+                }
+                if !ok {
+                    return Err(Error::protocol(Stage::Capabilities, "the server refused the CAPABILITY command")
+                        .with_reply(reply()));
+                }
+                if self.caps.is_none() {
+                    self.caps = Some(Vec::new());
+                }
+                self.after_capabilities(out)
+            }
+            State::StartTls { .. } => {
+                if !ok {
+                    return Err(starttls_refused("refused", reply()));
+                }
+                self.link.begin_starttls()?;
+                self.caps = None;
+                self.state = State::TlsHandshake;
+                out.push(Action::StartTls);
+                Ok(())
+            }
+            State::Auth(auth) => {
+                if !ok {
+                    return Err(auth.rejected(&self.mailbox.credentials, reply()));
+                }
+                if let Some(Code::Capability(caps)) = code {
+                    self.caps = Some(caps);
+                }
+                self.after_login(out)
+            }
+            State::Delimiter { .. } => {
+                if !ok {
+                    return Err(Error::protocol(
+                        Stage::SelectMailbox,
+                        "the server refused to tell its folder hierarchy delimiter (LIST \"\" \"\")",
+                    )
+                    .with_reply(reply()));
+                }
+                self.send_append(out, None)
+            }
+            State::Append { .. } => {
+                if ok {
+                    let (uid_validity, uid) = appenduid(code.as_ref()).unzip();
+                    self.saved = Some(SavedCopy {
+                        folder: self.folder.clone(),
+                        uid_validity,
+                        uid,
+                        created_folder: self.created,
+                    });
+                    let tag = self.send_simple(out, "LOGOUT");
+                    self.state = State::Logout { tag };
+                    return Ok(());
+                }
+                if code_is(code.as_ref(), "TRYCREATE") && !self.created {
+                    self.created = true;
+                    let tag = self.tags.next();
+                    let wire = wire_folder_name(&self.folder, self.delimiter);
+                    let cmd = Command::new(&tag, "CREATE").string(&wire, LiteralMode::Sync).finish();
+                    for part in cmd.parts {
+                        self.send(out, part.0);
+                    }
+                    self.state = State::Create { tag };
+                    return Ok(());
+                }
+                Err(self.append_refused(code.as_ref(), reply()))
+            }
+            State::Create { .. } => {
+                // Created meanwhile by someone else: just as good.
+                if !ok && !code_is(code.as_ref(), "ALREADYEXISTS") {
+                    return Err(Error::protocol(
+                        Stage::SelectMailbox,
+                        format!(
+                            "the folder {:?} does not exist and the server refused to create it; create it in the mailbox or choose an existing folder",
+                            self.folder
+                        ),
+                    )
+                    .with_reply(reply()));
+                }
+                let tag = self.tags.next();
+                let wire = wire_folder_name(&self.folder, self.delimiter);
+                let cmd = Command::new(&tag, "SUBSCRIBE").string(&wire, LiteralMode::Sync).finish();
+                for part in cmd.parts {
+                    self.send(out, part.0);
+                }
+                self.send_append(out, Some(tag))
+            }
+            State::Logout { .. } => {
+                self.finish(out);
+                Ok(())
+            }
+            other => {
+                self.state = other;
+                Err(Error::protocol(self.state.stage(), "the server completed a command that was never sent"))
+            }
+        }
+    }
+
+    /// The server answered the APPEND with NO: why, in the admin's terms.
+    fn append_refused(&self, code: Option<&Code>, reply: ServerReply) -> Error {
+        let folder = &self.folder;
+        let e = if code_is(code, "OVERQUOTA") {
+            Error::limit(
+                Stage::Data,
+                format!("the mailbox is over its quota, so no copy was saved in {folder:?}; free space in the mailbox or raise its quota"),
+            )
+        } else if code_is(code, "TOOBIG") {
+            Error::limit(
+                Stage::Data,
+                format!("the server refused the copy for {folder:?} as too large ({} bytes)", self.message.len()),
+            )
+        } else if code_is(code, "TRYCREATE") {
+            Error::protocol(
+                Stage::Data,
+                format!("the server still says the folder {folder:?} does not exist after creating it; create it in the mailbox or choose another folder"),
+            )
+        } else {
+            let e = Error::protocol(
+                Stage::Data,
+                format!("the server refused to save the message in the folder {folder:?}; check that the folder exists, that the user may write to it, and the mailbox's quota"),
+            );
+            if code_is(code, "UNAVAILABLE") || code_is(code, "INUSE") || code_is(code, "SERVERBUG") {
+                e.with_retry(Retry::Later)
+            } else {
+                e
+            }
+        };
+        e.with_reply(reply)
+    }
+
+    fn finish(&mut self, out: &mut Vec<Action>) {
+        self.state = State::Finished;
+        self.link.clear_deadline();
+        out.push(Action::Close);
+        let saved = self.saved.clone().unwrap_or_else(|| SavedCopy {
+            folder: self.folder.clone(),
+            uid_validity: None,
+            uid: None,
+            created_folder: self.created,
+        });
+        out.push(Action::Finished(Outcome::Appended(saved)));
+    }
+}
+
+/// True when the response code is `name` (its arguments ignored).
+fn code_is(code: Option<&Code>, name: &str) -> bool {
+    matches!(code, Some(Code::Other(c)) if c.split(' ').next().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// RFC 4315 `[APPENDUID <uidvalidity> <uid>]`.
+fn appenduid(code: Option<&Code>) -> Option<(u32, u32)> {
+    let Some(Code::Other(c)) = code else { return None };
+    let mut words = c.split(' ');
+    if !words.next()?.eq_ignore_ascii_case("APPENDUID") {
+        return None;
+    }
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+}
+
+impl Session for AppendSession {
+    fn server(&self) -> &Server {
+        &self.mailbox.server
+    }
+
+    fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
+        if matches!(self.state, State::Finished | State::Failed) {
+            return Err(Error::protocol(self.state.stage(), "the session has already ended; open a new session"));
+        }
+        let whole_message_sent = matches!(&self.state, State::Append { pending, .. } if pending.is_empty());
+        let mut out = Vec::new();
+        match self.step(event, now, &mut out) {
+            Ok(()) => Ok(out),
+            Err(_) if self.saved.is_some() => {
+                // The copy is saved; a LOGOUT that goes wrong changes nothing.
+                let mut out = Vec::new();
+                self.finish(&mut out);
+                Ok(out)
+            }
+            Err(mut e) => {
+                self.state = State::Failed;
+                self.link.clear_deadline();
+                if whole_message_sent && matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout) {
+                    e.retry = Retry::Uncertain;
+                    e.message.push_str(&format!(
+                        "; the whole message had been sent, so the server may have saved it: look in {:?} before saving it again",
+                        self.folder
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.link.deadline()
+    }
+
+    fn unverified(&self) -> bool {
+        self.link.unverified()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AfterFetch, Credentials, FirstSync, Limits, Security};
+    use crate::sasl;
+
+    const PASSWORD: &str = "Sent-Pw\"9\\x";
+    const USER: &str = "agent@example.com";
+    const MSG: &[u8] = b"From: agent@example.com\r\nTo: ann@example.org\r\nSubject: Re: Order\r\n\r\nIt ships today.\r\n";
+
+    fn mailbox(security: Security) -> Mailbox {
+        Mailbox {
+            protocol: InboundProtocol::Imap,
+            server: Server { host: "imap.example.com".into(), port: 993, security },
+            credentials: Credentials::Basic { username: USER.into(), password: PASSWORD.into() },
+            folders: vec![],
+            limits: Limits { max_line_bytes: 1024, max_message_bytes: 4096, ..Limits::default() },
+            after_fetch: AfterFetch::default(),
+            first_sync: FirstSync::All,
+        }
+    }
+
+    fn session(security: Security, folder: &str) -> AppendSession {
+        AppendSession::new(mailbox(security), folder.into(), MSG.to_vec()).expect("valid")
+    }
+
+    enum Step<'a> {
+        /// The server sends these bytes.
+        S(&'a [u8]),
+        /// The client must have written exactly these bytes since the last check.
+        C(&'a [u8]),
+        /// The client asked for TLS; the handshake succeeds.
+        Tls,
+        /// The server closes the connection.
+        Closed,
+    }
+    use Step::{Closed, Tls, C, S};
+
+    #[derive(Default)]
+    struct Run {
+        actions: Vec<Action>,
+        wire: Vec<u8>,
+        error: Option<Error>,
+        /// Writes per handle call that wrote anything.
+        writes: usize,
+    }
+
+    impl Run {
+        fn saved(&self) -> Option<&SavedCopy> {
+            self.actions.iter().find_map(|a| if let Action::Finished(Outcome::Appended(s)) = a { Some(s) } else { None })
+        }
+        fn err(&self) -> &Error {
+            self.error.as_ref().expect("the session should have failed")
+        }
+    }
+
+    /// Drives the session through the script, feeding server bytes `chunk` at a time.
+    fn drive(mut s: AppendSession, script: &[Step<'_>], chunk: usize) -> Run {
+        let mut run = Run::default();
+        let mut unchecked = Vec::new();
+        let mut now = 1_000u64;
+        let mut feed = |s: &mut AppendSession, ev: Event<'_>, run: &mut Run, unchecked: &mut Vec<u8>| -> bool {
+            now += 1;
+            match s.handle(ev, now) {
+                Ok(actions) => {
+                    let writes = actions.iter().filter(|a| matches!(a, Action::Write(_))).count();
+                    assert!(writes <= 1, "one write per handle call, got {writes}");
+                    run.writes += writes;
+                    for a in actions {
+                        match a {
+                            Action::Write(b) => {
+                                run.wire.extend_from_slice(&b);
+                                unchecked.extend_from_slice(&b);
+                            }
+                            other => run.actions.push(other),
+                        }
+                    }
+                    let waiting = !matches!(s.state, State::TlsHandshake | State::Finished | State::Failed);
+                    assert_eq!(s.deadline().is_some(), waiting, "a deadline exactly while waiting for the server");
+                    true
+                }
+                Err(e) => {
+                    run.error = Some(e);
+                    false
+                }
+            }
+        };
+        'script: {
+            if !feed(&mut s, Event::Connected, &mut run, &mut unchecked) {
+                break 'script;
+            }
+            for step in script {
+                match step {
+                    S(bytes) => {
+                        for piece in bytes.chunks(chunk.max(1)) {
+                            if !feed(&mut s, Event::Received(piece), &mut run, &mut unchecked) {
+                                break 'script;
+                            }
+                        }
+                    }
+                    C(expected) => {
+                        assert_eq!(
+                            String::from_utf8_lossy(&unchecked),
+                            String::from_utf8_lossy(expected),
+                            "client wrote (chunk {chunk})"
+                        );
+                        unchecked.clear();
+                    }
+                    Tls => {
+                        assert_eq!(run.actions.last(), Some(&Action::StartTls));
+                        if !feed(&mut s, Event::TlsEstablished, &mut run, &mut unchecked) {
+                            break 'script;
+                        }
+                    }
+                    Closed => {
+                        if !feed(&mut s, Event::Closed, &mut run, &mut unchecked) {
+                            break 'script;
+                        }
+                    }
+                }
+            }
+        }
+        run
+    }
+
+    /// Runs the script whole and one byte at a time; both must write and do the same.
+    fn drive_all(make: impl Fn() -> AppendSession, script: &[Step<'_>]) -> Run {
+        let whole = drive(make(), script, usize::MAX);
+        let bytewise = drive(make(), script, 1);
+        assert_eq!(whole.wire, bytewise.wire);
+        assert_eq!(whole.actions, bytewise.actions);
+        assert_eq!(whole.error, bytewise.error);
+        whole
+    }
+
+    fn assert_no_secret(run: &Run) {
+        let text = format!("{:?} {:?}", run.error, run.actions);
+        for form in [PASSWORD.to_string(), sasl::plain(USER, PASSWORD)] {
+            assert!(!text.contains(&form), "secret leaked: {text}");
+        }
+    }
+
+    fn with_crlf(head: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = head.as_bytes().to_vec();
+        v.extend_from_slice(body);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    const GREETING_PLUS: &[u8] =
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ UIDPLUS AUTH=PLAIN] Dovecot ready.\r\n";
+
+    #[test]
+    fn implicit_tls_literal_plus_appends_in_one_write_and_reports_appenduid() {
+        let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
+        let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(GREETING_PLUS),
+                C(login.as_bytes()),
+                S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS APPENDLIMIT=100000] Logged in\r\n"),
+                C(&append),
+                S(b"* 3 EXISTS\r\n* 1 RECENT\r\na2 OK [APPENDUID 1700000000 42] Append completed.\r\n"),
+                C(b"a3 LOGOUT\r\n"),
+                S(b"* BYE Logging out\r\na3 OK Logout completed.\r\n"),
+            ],
+        );
+        assert_eq!(run.error, None);
+        assert_eq!(
+            run.saved(),
+            Some(&SavedCopy {
+                folder: "Sent".into(),
+                uid_validity: Some(1_700_000_000),
+                uid: Some(42),
+                created_folder: false
+            })
+        );
+        assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
+        assert_eq!(run.writes, 3, "login, APPEND with its literal, LOGOUT");
+    }
+
+    #[test]
+    fn synchronising_literal_waits_for_the_continuation() {
+        let head = format!("a2 APPEND \"Sent\" (\\Seen) {{{}}}\r\n", MSG.len());
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"),
+                C(b"a1 AUTHENTICATE PLAIN\r\n"),
+                S(b"+ \r\n"),
+                C(format!("{}\r\n", sasl::plain(USER, PASSWORD)).as_bytes()),
+                S(b"a1 OK Logged in\r\n"),
+                C(head.as_bytes()),
+                S(b"+ OK\r\n"),
+                C(&with_crlf("", MSG)),
+                S(b"a2 OK Append completed.\r\n"),
+                C(b"a3 LOGOUT\r\n"),
+                Closed,
+            ],
+        );
+        assert_eq!(run.error, None);
+        let saved = run.saved().expect("saved");
+        assert_eq!((saved.uid_validity, saved.uid), (None, None), "no UIDPLUS, no APPENDUID");
+    }
+
+    #[test]
+    fn literal_minus_sends_small_messages_at_once() {
+        let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL- AUTH=PLAIN] ready\r\n"),
+                S(b"a1 OK Logged in\r\n"),
+                C(&[format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD)).as_bytes(), &append].concat()),
+            ],
+        );
+        assert_eq!(run.error, None);
+    }
+
+    #[test]
+    fn starttls_discards_clear_text_capabilities_and_logs_in_after_tls() {
+        // Tags: a1 STARTTLS, a2 CAPABILITY, a3 AUTHENTICATE, a4 APPEND.
+        let head = format!("a4 APPEND \"Sent\" (\\Seen) {{{}}}\r\n", MSG.len());
+        let run = drive_all(
+            || session(Security::Starttls, "Sent"),
+            &[
+                // Offers made before TLS could be forged: none of them may be used afterwards.
+                S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LITERAL+ AUTH=PLAIN SASL-IR] ready\r\n"),
+                C(b"a1 STARTTLS\r\n"),
+                S(b"a1 OK Begin TLS negotiation now.\r\n"),
+                Tls,
+                C(b"a2 CAPABILITY\r\n"),
+                S(b"* CAPABILITY IMAP4rev1 AUTH=LOGIN LOGINDISABLED\r\na2 OK done\r\n"),
+                C(b"a3 AUTHENTICATE LOGIN\r\n"),
+                S(b"+ VXNlcm5hbWU6\r\n"),
+                C(format!("{}\r\n", sasl::login_step(USER)).as_bytes()),
+                S(b"+ UGFzc3dvcmQ6\r\n"),
+                C(format!("{}\r\n", sasl::login_step(PASSWORD)).as_bytes()),
+                S(b"a3 OK Logged in\r\n"),
+                C(head.as_bytes()),
+            ],
+        );
+        assert_eq!(run.error, None);
+    }
+
+    #[test]
+    fn starttls_not_offered_fails_before_any_credential() {
+        let run = drive_all(
+            || session(Security::Starttls, "Sent"),
+            &[S(b"* OK ready\r\n"), C(b"a1 CAPABILITY\r\n"), S(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 OK\r\n")],
+        );
+        assert_eq!(run.err().kind, ErrorKind::Policy);
+        assert_eq!(run.err().stage, Stage::Starttls);
+        assert_eq!(run.wire, b"a1 CAPABILITY\r\n");
+    }
+
+    #[test]
+    fn starttls_refused_is_a_policy_error() {
+        let run = drive_all(
+            || session(Security::Starttls, "Sent"),
+            &[S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"), S(b"a1 NO not now\r\n")],
+        );
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Starttls));
+        assert_eq!(run.wire, b"a1 STARTTLS\r\n");
+    }
+
+    #[test]
+    fn trycreate_creates_and_subscribes_the_folder_once_then_appends_again() {
+        let append = |tag: &str| with_crlf(&format!("{tag} APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(GREETING_PLUS),
+                S(b"a1 OK Logged in\r\n"),
+                C(&[format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD)).into_bytes(), append("a2")].concat()),
+                S(b"a2 NO [TRYCREATE] Mailbox doesn't exist: Sent\r\n"),
+                C(b"a3 CREATE \"Sent\"\r\n"),
+                S(b"a3 OK Create completed.\r\n"),
+                C(&[b"a4 SUBSCRIBE \"Sent\"\r\n".to_vec(), append("a5")].concat()),
+                S(b"a4 OK Subscribe completed.\r\na5 OK [APPENDUID 9 1] Append completed.\r\n"),
+                C(b"a6 LOGOUT\r\n"),
+                S(b"a6 OK bye\r\n"),
+            ],
+        );
+        assert_eq!(run.error, None);
+        assert_eq!(
+            run.saved(),
+            Some(&SavedCopy { folder: "Sent".into(), uid_validity: Some(9), uid: Some(1), created_folder: true })
+        );
+    }
+
+    #[test]
+    fn trycreate_after_create_is_an_error_not_a_loop() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(GREETING_PLUS),
+                S(b"a1 OK Logged in\r\n"),
+                S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
+                S(b"a3 OK Create completed.\r\n"),
+                S(b"a4 OK subscribed\r\na5 NO [TRYCREATE] still no such mailbox\r\n"),
+            ],
+        );
+        let e = run.err();
+        assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Data));
+        assert!(e.message.contains("after creating it"), "{e}");
+        assert_eq!(String::from_utf8_lossy(&run.wire).matches("CREATE").count(), 1);
+    }
+
+    #[test]
+    fn create_refused_names_the_folder() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(GREETING_PLUS),
+                S(b"a1 OK Logged in\r\n"),
+                S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
+                S(b"a3 NO [NOPERM] Permission denied\r\n"),
+            ],
+        );
+        let e = run.err();
+        assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::SelectMailbox));
+        assert!(e.message.contains("\"Sent\"") && e.message.contains("create"), "{e}");
+        assert_eq!(e.reply.as_ref().map(|r| r.code.as_str()), Some("NO"));
+    }
+
+    #[test]
+    fn no_on_append_is_a_typed_error_with_the_server_text() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), S(b"a2 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n")],
+        );
+        let e = run.err();
+        assert_eq!((e.kind, e.stage, e.retry), (ErrorKind::Limit, Stage::Data, Retry::FixFirst));
+        assert!(e.message.contains("quota"), "{e}");
+        assert!(e.reply.as_ref().is_some_and(|r| r.text.contains("Quota exceeded")), "{e:?}");
+
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), S(b"a2 NO Permission denied\r\n")],
+        );
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Protocol, Stage::Data));
+        assert!(run.err().message.contains("may write to it"), "{}", run.err());
+    }
+
+    #[test]
+    fn oversize_messages_are_refused_before_connecting_and_against_appendlimit() {
+        let big = vec![b'x'; 4097];
+        let e = AppendSession::new(mailbox(Security::ImplicitTls), "Sent".into(), big).unwrap_err();
+        assert_eq!((e.kind, e.stage), (ErrorKind::Limit, Stage::Data));
+        assert!(e.message.contains("4097") && e.message.contains("4096"), "{e}");
+
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(GREETING_PLUS), S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ APPENDLIMIT=10] Logged in\r\n")],
+        );
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Limit, Stage::Data));
+        assert!(!String::from_utf8_lossy(&run.wire).contains("APPEND "), "nothing appended");
+    }
+
+    #[test]
+    fn auth_failure_carries_the_server_text_but_never_the_password() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(GREETING_PLUS), S(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")],
+        );
+        let e = run.err();
+        assert_eq!((e.kind, e.stage), (ErrorKind::AuthRejected, Stage::Authenticate));
+        assert!(e.reply.as_ref().is_some_and(|r| r.text.contains("Authentication failed")), "{e:?}");
+        assert!(e.message.contains(USER), "{e}");
+        assert_no_secret(&run);
+        assert!(!format!("{:?}", session(Security::ImplicitTls, "Sent")).contains(PASSWORD));
+    }
+
+    #[test]
+    fn nested_folder_uses_the_server_delimiter_and_modified_utf7() {
+        let head = format!("a3 APPEND \"Archiv.Gesendete &AMQ-nderungen\" (\\Seen) {{{}}}\r\n", MSG.len());
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Archiv/Gesendete Änderungen"),
+            &[
+                S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"),
+                S(b"a1 OK Logged in\r\n"),
+                C(format!("a1 AUTHENTICATE PLAIN {}\r\na2 LIST \"\" \"\"\r\n", sasl::plain(USER, PASSWORD)).as_bytes()),
+                S(b"* LIST (\\Noselect) \".\" \"\"\r\na2 OK List completed.\r\n"),
+                C(head.as_bytes()),
+            ],
+        );
+        assert_eq!(run.error, None);
+    }
+
+    #[test]
+    fn connection_lost_after_the_whole_message_is_uncertain() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), Closed],
+        );
+        let e = run.err();
+        assert_eq!((e.kind, e.retry), (ErrorKind::Network, Retry::Uncertain));
+        assert!(e.message.contains("may have saved it"), "{e}");
+
+        // Before the "+" nothing of the message was sent: an ordinary transient error.
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"), S(b"a1 OK Logged in\r\n"), Closed],
+        );
+        assert_eq!((run.err().kind, run.err().retry), (ErrorKind::Network, Retry::Later));
+    }
+
+    #[test]
+    fn a_failed_logout_after_the_copy_is_saved_still_succeeds() {
+        let run = drive_all(
+            || session(Security::ImplicitTls, "Sent"),
+            &[
+                S(GREETING_PLUS),
+                S(b"a1 OK Logged in\r\n"),
+                S(b"a2 OK [APPENDUID 5 6] done\r\n"),
+                S(b"a3 WHAT\r\n"),
+            ],
+        );
+        assert_eq!(run.error, None);
+        assert_eq!(run.saved().map(|s| s.uid), Some(Some(6)));
+    }
+
+    #[test]
+    fn folders_that_cannot_hold_copies_are_refused_before_connecting() {
+        let new = |m: Mailbox, f: &str| AppendSession::new(m, f.into(), MSG.to_vec()).unwrap_err();
+        for f in ["INBOX", "inbox", "", "Sent\r\nx"] {
+            assert_eq!(new(mailbox(Security::ImplicitTls), f).kind, ErrorKind::InvalidInput, "{f:?}");
+        }
+        let mut m = mailbox(Security::ImplicitTls);
+        m.folders = vec!["Support".into()];
+        assert!(new(m.clone(), "Support").message.contains("come back"), "a fetched folder");
+        assert!(AppendSession::new(m, "INBOX".into(), MSG.to_vec()).is_ok(), "INBOX is not fetched here");
+        let mut pop = mailbox(Security::ImplicitTls);
+        pop.protocol = InboundProtocol::Pop3;
+        assert!(new(pop, "Sent").message.contains("POP3"));
+        let e = AppendSession::new(mailbox(Security::ImplicitTls), "Sent".into(), b"a\0b".to_vec()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn starttls_bytes_injected_after_ok_abort_before_credentials() {
+        let run = drive(
+            session(Security::Starttls, "Sent"),
+            &[S(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\na1 OK go\r\n* OK injected\r\n")],
+            usize::MAX,
+        );
+        assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Starttls));
+        assert!(run.err().message.contains("injection"), "{}", run.err());
+        assert!(!run.actions.contains(&Action::StartTls));
+    }
+}
