@@ -89,6 +89,14 @@ pub enum AuthKind {
     Oauth2,
 }
 
+/// With OAuth2: the one SASL mechanism to use, when a server must not get the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OauthMechanism {
+    Oauthbearer,
+    Xoauth2,
+}
+
 /// How a connection is secured, derived from `tls` and `insecure_plaintext`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -122,6 +130,8 @@ struct RawServer {
     provider: Option<Provider>,
     /// With `auth = "oauth2"`: the name of an `[oauth.NAME]` client.
     oauth: Option<String>,
+    /// With `auth = "oauth2"`: pin the SASL mechanism ("xoauth2" or "oauthbearer").
+    sasl_mechanism: Option<OauthMechanism>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +163,7 @@ struct RawMailbox {
     password_file: Option<PathBuf>,
     password: Option<toml::Value>,
     oauth: Option<String>,
+    sasl_mechanism: Option<OauthMechanism>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +268,8 @@ pub struct ServerConfig {
     pub secret: Secret,
     /// With OAuth2: the `[oauth.NAME]` client to use.
     pub oauth: Option<String>,
+    /// With OAuth2: the only SASL mechanism to use (None: OAUTHBEARER when offered, else XOAUTH2).
+    pub sasl_mechanism: Option<OauthMechanism>,
 }
 
 #[derive(Debug, Clone)]
@@ -447,6 +460,7 @@ impl TenantConfig {
                     helo_name: None,
                     provider: None,
                     oauth: m.oauth,
+                    sasl_mechanism: m.sasl_mechanism,
                 },
                 &resolve,
                 env,
@@ -669,7 +683,19 @@ fn validate_server(
             Secret::new(v)
         }
     };
-    Ok(ServerConfig { host: s.host, port: s.port, security, auth: s.auth, username: s.username, secret, oauth: s.oauth })
+    if s.sasl_mechanism.is_some() && s.auth != AuthKind::Oauth2 {
+        return Err(format!("{at}: field `sasl_mechanism` only applies with `auth = \"oauth2\"`"));
+    }
+    Ok(ServerConfig {
+        host: s.host,
+        port: s.port,
+        security,
+        auth: s.auth,
+        username: s.username,
+        secret,
+        oauth: s.oauth,
+        sasl_mechanism: s.sasl_mechanism,
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 //! server id (mailbox + "imap:<folder>:<uidvalidity>:<uid>" / "pop3:<uidl>") and by the
 //! Message-ID within a mailbox (a content hash when the message has none), so at-least-once
 //! delivery from the guest becomes exactly-once in the store.
+//!
+//! Each message is written once, as its raw bytes; attachments are recorded by name, type and
+//! size only (their content is in the raw message), so a commit syncs little more than the
+//! bytes fetched.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -45,6 +49,7 @@ CREATE TABLE IF NOT EXISTS attachments (
     media_type      TEXT NOT NULL,
     size            INTEGER NOT NULL,
     content_id      TEXT,
+    -- Left empty since attachments are no longer stored twice: decode the part from messages.raw.
     bytes           BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS skipped (
@@ -79,10 +84,12 @@ CREATE TABLE IF NOT EXISTS sync_state (
 fn connect(path: &Path) -> Result<Connection, HostError> {
     let conn = Connection::open(path)
         .map_err(|e| HostError::Storage(format!("cannot open the database {}: {e}", path.display())))?;
-    // Large pages: messages are blobs of tens of kilobytes, which otherwise span chains of 4 KB
-    // overflow pages (only takes effect when the file is created).
+    // 16 KB pages (only takes effect when the file is created): a message of tens of kilobytes
+    // spans a few overflow pages instead of a chain of 4 KB ones, and unlike 64 KB pages, where
+    // a 33 KB row leaves half of its page empty, the WAL (and so the fsync at each commit)
+    // stays close to the size of the data. Measured in docs/BENCHMARKS.md.
     conn.execute_batch(
-        "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
     )
     .map_err(db_err("database settings"))?;
     Ok(conn)
@@ -292,9 +299,6 @@ struct Writer {
 /// message limit whatever the mailbox holds.
 const WRITER_QUEUE: usize = 4;
 
-fn cache_pragma() -> String { std::env::var("MP_CACHE").unwrap_or_default() }
-fn commit_every() -> usize { std::env::var("MP_CE").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX) }
-
 /// The classification as stored and printed: normal, auto-reply, bulk, bounce.
 pub fn classification_name(c: Classification) -> &'static str {
     match c {
@@ -311,7 +315,6 @@ struct WriterState {
     tenant: String,
     mailbox: String,
     in_tx: bool,
-    uncommitted_bytes: usize,
     results: Vec<(String, bool)>,
     failed: Option<HostError>,
 }
@@ -373,8 +376,10 @@ impl WriterState {
                         "INSERT INTO attachments (message, name, media_type, size, content_id, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .map_err(db_err("storing an attachment"))?;
+                // The decoded content is not written: it is recovered by decoding the part from
+                // `raw`, and writing it again would nearly double what each commit must sync.
                 for a in &p.attachments {
-                    st.execute(params![rowid, a.name, a.media_type, a.size as i64, a.content_id, a.bytes])
+                    st.execute(params![rowid, a.name, a.media_type, a.size as i64, a.content_id, &[] as &[u8]])
                         .map_err(db_err("storing an attachment"))?;
                 }
             }
@@ -398,11 +403,6 @@ impl WriterState {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        self.commit_open()?;
-        Ok(std::mem::take(&mut self.results))
-    }
-
-    fn commit_open(&mut self) -> Result<(), HostError> {
         if self.in_tx {
             let t0 = std::time::Instant::now();
             self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
@@ -410,8 +410,7 @@ impl WriterState {
             if let Some(p) = self.conn.path() { if let Ok(md) = std::fs::metadata(format!("{p}-wal")) { eprintln!("WAL {} bytes", md.len()); } }
             self.in_tx = false;
         }
-        self.uncommitted_bytes = 0;
-        Ok(())
+        Ok(std::mem::take(&mut self.results))
     }
 
     fn run(mut self, jobs: Receiver<Job>) {
@@ -420,15 +419,7 @@ impl WriterState {
                 // After a failure, work is dropped until the next commit reports it.
                 Job::Deliver(_) | Job::Skipped(_) if self.failed.is_some() => {}
                 Job::Deliver(m) => match self.insert(&m) {
-                    Ok(new) => {
-                        self.uncommitted_bytes += m.raw.len();
-                        self.results.push((m.id, new));
-                        if self.uncommitted_bytes >= commit_every() {
-                            if let Err(e) = self.commit_open() {
-                                self.failed = Some(e);
-                            }
-                        }
-                    }
+                    Ok(new) => self.results.push((m.id, new)),
                     Err(e) => self.failed = Some(e),
                 },
                 Job::Skipped(s) => {
@@ -464,15 +455,11 @@ fn content_key(raw: &[u8]) -> String {
 impl DbSink<'_> {
     fn send(&mut self, job: Job) -> Result<(), HostError> {
         if self.writer.is_none() {
-            let conn = connect(&self.db.path)?;
-            let extra = cache_pragma();
-            if !extra.is_empty() { conn.execute_batch(&extra).map_err(db_err("x"))?; }
             let state = WriterState {
-                conn,
+                conn: connect(&self.db.path)?,
                 tenant: self.tenant.clone(),
                 mailbox: self.mailbox.clone(),
                 in_tx: false,
-                uncommitted_bytes: 0,
                 results: Vec::new(),
                 failed: None,
             };

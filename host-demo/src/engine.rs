@@ -41,7 +41,7 @@ pub use exports::mailplug::connector::session::{
 };
 pub use exports::mailplug::connector::session::SavedCopy;
 pub use exports::mailplug::connector::types::{
-    BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials,
+    BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
 };
 

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{
-    AfterFetch, AuthKind, FirstSync, Protocol, Provider, QueueConfig, Security, SendPermission, ServerConfig, TenantConfig,
+    OauthMechanism, AfterFetch, AuthKind, FirstSync, Protocol, Provider, QueueConfig, Security, SendPermission, ServerConfig, TenantConfig,
 };
 use crate::driver::{drive, now_ms, DriveOptions, MessageSink};
 use crate::engine::{
     BasicCredentials, ComposedMessage, Credentials, Draft, FromPlan, GuestAfterFetch, GuestPermission, GuestProvider,
     Identity, Instance, ReplyDraft, GuestFirstSync, GuestLimits, GuestMailbox, GuestProtocol,
     GuestSecurity, GuestServer,
-    Oauth2Credentials, Outcome, Plugin, SendReport, SubmissionServer,
+    Oauth2Credentials, Oauth2Mechanism as GuestOauth2Mechanism, Outcome, Plugin, SendReport, SubmissionServer,
 };
 use crate::config::MailboxConfig;
 use crate::error::HostError;
@@ -40,7 +40,14 @@ fn guest_credentials(s: &ServerConfig, oauth_token: Option<&str>) -> Result<Cred
             Credentials::Basic(BasicCredentials { username: s.username.clone(), password: s.secret.expose().to_string() })
         }
         AuthKind::Oauth2 => match oauth_token {
-            Some(t) => Credentials::Oauth2(Oauth2Credentials { username: s.username.clone(), access_token: t.to_string() }),
+            Some(t) => Credentials::Oauth2(Oauth2Credentials {
+                username: s.username.clone(),
+                access_token: t.to_string(),
+                mechanism: s.sasl_mechanism.map(|m| match m {
+                    OauthMechanism::Oauthbearer => GuestOauth2Mechanism::Oauthbearer,
+                    OauthMechanism::Xoauth2 => GuestOauth2Mechanism::Xoauth2,
+                }),
+            }),
             None => {
                 return Err(HostError::NotFound(format!(
                     "{}:{} uses OAuth2 but no token is stored yet; run the OAuth2 consent first",

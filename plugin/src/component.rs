@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::{compose, config, diagnose, error, headers, imap, oauth, parse, plan, pop3, presets, session as core, smtp};
+use crate::{compose, config, diagnose, error, headers, imap, oauth, parse, plan, pop3, presets, sasl, session as core, smtp};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -28,7 +28,7 @@ use exports::mailplug::connector::session::{
     GuestSession, Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
 };
 use exports::mailplug::connector::types::{
-    Credentials, Error, ErrorDetail, Limits, RetryAdvice, Security, Server, ServerReply, Stage,
+    Credentials, Error, ErrorDetail, Limits, Oauth2Mechanism, RetryAdvice, Security, Server, ServerReply, Stage,
 };
 
 pub(crate) struct Component;
@@ -455,7 +455,14 @@ fn server_to_wit(s: &config::Server) -> Server {
 fn credentials_from_wit(c: Credentials) -> config::Credentials {
     match c {
         Credentials::Basic(b) => config::Credentials::Basic { username: b.username, password: b.password },
-        Credentials::Oauth2(o) => config::Credentials::OAuth2 { username: o.username, access_token: o.access_token },
+        Credentials::Oauth2(o) => config::Credentials::OAuth2 {
+            username: o.username,
+            access_token: o.access_token,
+            mechanism: o.mechanism.map(|m| match m {
+                Oauth2Mechanism::Oauthbearer => sasl::Mechanism::OAuthBearer,
+                Oauth2Mechanism::Xoauth2 => sasl::Mechanism::XOAuth2,
+            }),
+        },
     }
 }
 

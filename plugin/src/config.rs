@@ -20,7 +20,8 @@ pub struct Server {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     Basic { username: String, password: String },
-    OAuth2 { username: String, access_token: String },
+    /// `mechanism`: the only SASL mechanism to use (XOAUTH2 or OAUTHBEARER); None picks one.
+    OAuth2 { username: String, access_token: String, mechanism: Option<crate::sasl::Mechanism> },
 }
 
 impl Credentials {
@@ -45,8 +46,8 @@ impl fmt::Debug for Credentials {
             Credentials::Basic { username, .. } => {
                 write!(f, "Basic {{ username: {username:?}, password: <redacted> }}")
             }
-            Credentials::OAuth2 { username, .. } => {
-                write!(f, "OAuth2 {{ username: {username:?}, access_token: <redacted> }}")
+            Credentials::OAuth2 { username, mechanism, .. } => {
+                write!(f, "OAuth2 {{ username: {username:?}, access_token: <redacted>, mechanism: {mechanism:?} }}")
             }
         }
     }

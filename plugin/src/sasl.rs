@@ -28,14 +28,29 @@ impl Mechanism {
 
 /// Picks the mechanism for these credentials from the ones the server advertises
 /// (names compared case-insensitively). Basic prefers PLAIN (one round trip) over LOGIN;
-/// OAuth2 prefers OAUTHBEARER (the standard) over XOAUTH2.
+/// OAuth2 prefers OAUTHBEARER (the standard) over XOAUTH2, unless the tenant pinned one.
 pub fn select(creds: &Credentials, offered: &[String]) -> Option<Mechanism> {
     let has = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
+    let pinned;
     let prefs: &[Mechanism] = match creds {
         Credentials::Basic { .. } => &[Mechanism::Plain, Mechanism::Login],
-        Credentials::OAuth2 { .. } => &[Mechanism::OAuthBearer, Mechanism::XOAuth2],
+        Credentials::OAuth2 { mechanism: Some(m), .. } => {
+            pinned = [*m];
+            &pinned
+        }
+        Credentials::OAuth2 { mechanism: None, .. } => &[Mechanism::OAuthBearer, Mechanism::XOAuth2],
     };
     prefs.iter().copied().find(|&m| has(m))
+}
+
+/// The OAuth2 mechanisms these credentials may use, for error messages:
+/// "OAUTHBEARER or XOAUTH2", or the pinned one.
+pub fn oauth_wanted(creds: &Credentials) -> &'static str {
+    match creds {
+        Credentials::OAuth2 { mechanism: Some(Mechanism::XOAuth2), .. } => "XOAUTH2 (as configured)",
+        Credentials::OAuth2 { mechanism: Some(Mechanism::OAuthBearer), .. } => "OAUTHBEARER (as configured)",
+        _ => "OAUTHBEARER or XOAUTH2",
+    }
 }
 
 /// RFC 4616 PLAIN initial response: base64("" NUL user NUL password).
@@ -68,8 +83,8 @@ pub fn oauthbearer(username: &str, token: &str) -> String {
 pub fn initial_response(mech: Mechanism, creds: &Credentials) -> Option<String> {
     match (mech, creds) {
         (Mechanism::Plain, Credentials::Basic { username, password }) => Some(plain(username, password)),
-        (Mechanism::XOAuth2, Credentials::OAuth2 { username, access_token }) => Some(xoauth2(username, access_token)),
-        (Mechanism::OAuthBearer, Credentials::OAuth2 { username, access_token }) => {
+        (Mechanism::XOAuth2, Credentials::OAuth2 { username, access_token, .. }) => Some(xoauth2(username, access_token)),
+        (Mechanism::OAuthBearer, Credentials::OAuth2 { username, access_token, .. }) => {
             Some(oauthbearer(username, access_token))
         }
         _ => None,
@@ -79,6 +94,19 @@ pub fn initial_response(mech: Mechanism, creds: &Credentials) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pinned_oauth_mechanism_is_the_only_one_used() {
+        let both: Vec<String> = vec!["OAUTHBEARER".into(), "XOAUTH2".into()];
+        let pin = |m| Credentials::OAuth2 { username: "u".into(), access_token: "t".into(), mechanism: Some(m) };
+        assert_eq!(select(&pin(Mechanism::XOAuth2), &both), Some(Mechanism::XOAuth2));
+        assert_eq!(select(&pin(Mechanism::OAuthBearer), &both), Some(Mechanism::OAuthBearer));
+        // Pinned but not offered: no fallback to the other one.
+        assert_eq!(select(&pin(Mechanism::OAuthBearer), &["XOAUTH2".into()]), None);
+        assert_eq!(oauth_wanted(&pin(Mechanism::XOAuth2)), "XOAUTH2 (as configured)");
+        let any = Credentials::OAuth2 { username: "u".into(), access_token: "t".into(), mechanism: None };
+        assert_eq!(oauth_wanted(&any), "OAUTHBEARER or XOAUTH2");
+    }
 
     #[test]
     fn plain_matches_rfc4616_example() {
@@ -92,7 +120,7 @@ mod tests {
         assert_eq!(select(&basic, &["login".into(), "plain".into()]), Some(Mechanism::Plain));
         assert_eq!(select(&basic, &["LOGIN".into()]), Some(Mechanism::Login));
         assert_eq!(select(&basic, &["XOAUTH2".into()]), None);
-        let oauth = Credentials::OAuth2 { username: "u".into(), access_token: "t".into() };
+        let oauth = Credentials::OAuth2 { username: "u".into(), access_token: "t".into(), mechanism: None };
         assert_eq!(select(&oauth, &["XOAUTH2".into(), "PLAIN".into()]), Some(Mechanism::XOAuth2));
     }
 

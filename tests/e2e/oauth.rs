@@ -24,7 +24,13 @@ fn free_port() -> u16 {
 
 /// A tenant whose mailbox (IMAP or POP3) and queue log in as `user` with OAuth2 from the rig.
 fn oauth_config(protocol: &str, user: &str, redirect_port: u16) -> TenantConfig {
+    oauth_config_pinned(protocol, user, redirect_port, None)
+}
+
+/// The same, with every server pinned to one SASL mechanism (`sasl_mechanism`).
+fn oauth_config_pinned(protocol: &str, user: &str, redirect_port: u16, mechanism: Option<&str>) -> TenantConfig {
     let r = rig();
+    let pin = mechanism.map(|m| format!("\nsasl_mechanism = \"{m}\"")).unwrap_or_default();
     let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
     let text = format!(
         r#"tenant = "oauth-test"
@@ -50,7 +56,7 @@ host = "localhost"
 port = {port}
 tls = true
 auth = "oauth2"
-oauth = "rig"
+oauth = "rig"{pin}
 username = "{user}"
 
 [[queue]]
@@ -61,7 +67,7 @@ host = "localhost"
 port = {smtps}
 tls = true
 auth = "oauth2"
-oauth = "rig"
+oauth = "rig"{pin}
 username = "{user}"
 "#,
         ca = r.get("RIG_CA"),
@@ -378,4 +384,48 @@ async fn wrong_user_expired_and_revoked_tokens_are_refused_by_every_protocol() {
         let e = ops::send(plugin(), &cfg, "q", &msg, &store).await.expect_err(what);
         secrets_absent(&format!("{e} {e:?}"), &t);
     }
+}
+
+#[tokio::test]
+async fn xoauth2_pinned_works_for_imap_pop3_and_smtp() {
+    // Dovecot and Postfix offer both OAUTHBEARER and XOAUTH2; Microsoft 365 offers only
+    // XOAUTH2. Pinned, the login must use it, and the real servers must accept it.
+    let r = rig();
+    let (user, _) = test_box(8);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &sample_message("xoauth2@test", "xoauth2"));
+    let token = minted(&user, "").await;
+    let t = Tokens { access_token: token, refresh_token: None, expires_at: None, scopes: vec![], account: None };
+    for protocol in ["imap", "pop3"] {
+        let cfg = oauth_config_pinned(protocol, &user, free_port(), Some("xoauth2"));
+        let store = db(&format!("xoauth2-{protocol}"));
+        store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
+        let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &store, "inbox", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert!(report.passed(), "{protocol}: {report:?}");
+        let mechanisms = report.steps.iter().find(|s| s.step == "mechanisms").expect("mechanisms step");
+        assert!(mechanisms.detail.ends_with("XOAUTH2"), "{protocol} did not use XOAUTH2: {}", mechanisms.detail);
+        assert_eq!(report.folders, vec![("INBOX".to_string(), 1)], "{protocol}");
+        secrets_absent(&format!("{report:?}"), &t);
+        let mut sink = store.sink(&cfg.tenant, "inbox");
+        let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert_eq!(s.delivered, 1, "{protocol}");
+    }
+    let cfg = oauth_config_pinned("imap", &user, free_port(), Some("xoauth2"));
+    let store = db("xoauth2-smtp");
+    store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
+    let report = mailplug_host::check::check_queue(plugin(), &cfg, &store, "q", None, &[]).await.expect("smtp check");
+    assert!(report.passed(), "{report:?}");
+    let mechanisms = report.steps.iter().find(|s| s.step == "mechanisms").expect("mechanisms step");
+    assert!(mechanisms.detail.ends_with("using AUTH XOAUTH2"), "{}", mechanisms.detail);
+    let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "xoauth2".into(), text_body: "x".into() };
+    ops::send(plugin(), &cfg, "q", &msg, &store).await.unwrap_or_else(|e| panic!("SMTP, XOAUTH2: {e}"));
+    // Unpinned, the same servers are logged in to with OAUTHBEARER.
+    let cfg = oauth_config("imap", &user, free_port());
+    let store = db("oauthbearer-default");
+    store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
+    let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &store, "inbox", &[]).await.expect("check");
+    let mechanisms = report.steps.iter().find(|s| s.step == "mechanisms").expect("mechanisms step");
+    assert!(mechanisms.detail.ends_with("OAUTHBEARER"), "{}", mechanisms.detail);
 }

@@ -148,7 +148,10 @@ impl Auth {
             Credentials::OAuth2 { .. } => sasl::select(creds, &offered).ok_or_else(|| {
                 Error::policy(
                     Stage::Authenticate,
-                    "the server offers neither OAUTHBEARER nor XOAUTH2, so the OAuth2 token cannot be used; use a password or enable OAuth2 on the server",
+                    format!(
+                        "the server does not offer {}, so the OAuth2 token cannot be used; use a password, enable OAuth2 on the server, or change the configured mechanism",
+                        sasl::oauth_wanted(creds)
+                    ),
                 )
             })?,
         };

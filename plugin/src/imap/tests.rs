@@ -399,7 +399,7 @@ fn logindisabled_without_a_mechanism_is_a_policy_error() {
 #[test]
 fn xoauth2_error_challenge_gets_an_empty_answer_then_auth_error() {
     let mut mb = mailbox(Security::ImplicitTls);
-    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into() };
+    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into(), mechanism: None };
     let ir = sasl::xoauth2("agent@example.com", "ya29.TOKEN");
     let first = format!("a1 AUTHENTICATE XOAUTH2 {ir}\r\n");
     let script = [
@@ -818,7 +818,7 @@ fn debug_output_never_shows_pending_credentials() {
 #[test]
 fn oauthbearer_without_sasl_ir_sends_the_response_after_the_continuation() {
     let mut mb = mailbox(Security::ImplicitTls);
-    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into() };
+    mb.credentials = Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.TOKEN".into(), mechanism: None };
     let ir = format!("{}\r\n", sasl::oauthbearer("agent@example.com", "ya29.TOKEN"));
     let script = [
         S(b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER] ready\r\n"),
@@ -1620,7 +1620,7 @@ fn check_with_rejected_login_fails_like_a_fetch_without_a_login_step() {
     let basic = mailbox(Security::ImplicitTls);
     let mut oauth = mailbox(Security::ImplicitTls);
     oauth.credentials =
-        Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.SECRET-TOKEN".into() };
+        Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "ya29.SECRET-TOKEN".into(), mechanism: None };
     let basic_auth = format!("a1 AUTHENTICATE PLAIN {}\r\n", plain_ir());
     let oauth_auth =
         format!("a1 AUTHENTICATE OAUTHBEARER {}\r\n", sasl::oauthbearer("agent@example.com", "ya29.SECRET-TOKEN"));

@@ -550,7 +550,10 @@ impl Pop3Session {
                 None => {
                     return Err(Error::protocol(
                         Stage::Authenticate,
-                        "the server does not offer OAuth2 login (SASL XOAUTH2 or OAUTHBEARER) over POP3, so the access token cannot be used; enable OAuth2 for POP3 on the server or use a password",
+                        format!(
+                            "the server does not offer OAuth2 login by SASL {} over POP3, so the access token cannot be used; enable OAuth2 for POP3 on the server, change the configured mechanism, or use a password",
+                            sasl::oauth_wanted(creds)
+                        ),
                     ))
                 }
             },

@@ -373,7 +373,7 @@ fn insecure_plaintext_is_allowed_only_as_configured() {
 }
 
 fn oauth() -> Credentials {
-    Credentials::OAuth2 { username: USER.into(), access_token: "ya29.token".into() }
+    Credentials::OAuth2 { username: USER.into(), access_token: "ya29.token".into(), mechanism: None }
 }
 
 #[test]
@@ -394,7 +394,7 @@ fn xoauth2_error_challenge_is_answered_then_rejected() {
 #[test]
 fn long_oauth_token_waits_for_the_empty_challenge() {
     let token = "t".repeat(400);
-    let creds = Credentials::OAuth2 { username: USER.into(), access_token: token.clone() };
+    let creds = Credentials::OAuth2 { username: USER.into(), access_token: token.clone(), mechanism: None };
     let mut h = Host::new(mailbox(Security::ImplicitTls, creds, limits()), None, 7);
     h.connect();
     h.exchange(GREETING, b"CAPA\r\n", vec![]);

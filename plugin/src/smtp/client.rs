@@ -445,7 +445,10 @@ impl SmtpSession {
         let Some(mech) = sasl::select(&self.credentials, &self.caps.auth) else {
             let kind = match self.credentials {
                 Credentials::Basic { .. } => "password (PLAIN or LOGIN)",
-                Credentials::OAuth2 { .. } => "OAuth2 (OAUTHBEARER or XOAUTH2)",
+                Credentials::OAuth2 { .. } => match sasl::oauth_wanted(&self.credentials) {
+                    "OAUTHBEARER or XOAUTH2" => "OAuth2 (OAUTHBEARER or XOAUTH2)",
+                    pinned => pinned,
+                },
             };
             return Err(Error::policy(
                 Stage::Authenticate,

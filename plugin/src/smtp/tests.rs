@@ -28,7 +28,7 @@ fn basic() -> Credentials {
 }
 
 fn oauth() -> Credentials {
-    Credentials::OAuth2 { username: "agent@shop.example".into(), access_token: TOKEN.into() }
+    Credentials::OAuth2 { username: "agent@shop.example".into(), access_token: TOKEN.into(), mechanism: None }
 }
 
 fn submission(security: Security, credentials: Credentials) -> SubmissionServer {
