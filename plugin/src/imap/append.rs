@@ -1,42 +1,28 @@
 //! Saving a copy of a message into a folder of an IMAP mailbox (IMAP APPEND), e.g. a reply
 //! just submitted over SMTP into the mailbox's "Sent" folder, so the mailbox owner sees it.
 //!
-//! One short session: greeting, capabilities, STARTTLS when configured, login (the same code as
-//! the fetch session), the hierarchy delimiter when the folder name has a "/", then
-//! `APPEND "<folder>" (\Seen) {n}` with the message as one literal (non-synchronising with
-//! LITERAL+, otherwise written after the server's "+"), and LOGOUT. When the server answers
-//! `NO [TRYCREATE]` the folder is created (and subscribed, so mail programs that show only
-//! subscribed folders list it) and the APPEND is sent once more; never a second time.
+//! One short session: greeting, capabilities, STARTTLS when configured, login and the
+//! hierarchy delimiter when the folder name has a "/" (the same `Connection` as the fetch
+//! session), then `APPEND "<folder>" (\Seen) {n}` with the message as one literal
+//! (non-synchronising with LITERAL+, otherwise written after the server's "+"), and LOGOUT.
+//! When the server answers `NO [TRYCREATE]` the folder is created (and subscribed, so mail
+//! programs that show only subscribed folders list it) and the APPEND is sent once more;
+//! never a second time.
 
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::client::{
-    has_capability, literal_mode, preauth_before_starttls, starttls_not_offered, starttls_refused, wire_folder_name,
-    Auth,
-};
-use super::command::{Command, LiteralMode, Tagger, Wire};
-use super::response::{self, Code, Framer, Response, Status};
+use super::command::{Command, LiteralMode, Wire};
+use super::connection::{check_tag, command_invalid, no_data_pending, write, Connection, Input};
+use super::response::{Code, Response, Status};
 use crate::config::{InboundProtocol, Mailbox, Server};
 use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
-use crate::link::Link;
 use crate::session::{Action, Event, Instant, Outcome, SavedCopy, Session};
 
 #[derive(Debug)]
 enum State {
-    Greeting,
-    Capability {
-        tag: String,
-    },
-    StartTls {
-        tag: String,
-    },
-    TlsHandshake,
-    Auth(Auth),
-    /// `LIST "" ""`: the server's hierarchy delimiter, for a folder name with "/".
-    Delimiter {
-        tag: String,
-    },
+    /// The connection's login phase (greeting to delimiter) is running.
+    Login,
     /// APPEND written up to its first synchronising literal; `pending` are the parts still to
     /// write, each after a "+" (empty once the whole message is on the wire). `subscribe` is
     /// the tag of a SUBSCRIBE pipelined before it, whose answer does not matter.
@@ -56,28 +42,10 @@ enum State {
 }
 
 impl State {
-    fn stage(&self) -> Stage {
-        match self {
-            State::Greeting => Stage::Greeting,
-            State::Capability { .. } => Stage::Capabilities,
-            State::StartTls { .. } | State::TlsHandshake => Stage::Starttls,
-            State::Auth(_) => Stage::Authenticate,
-            State::Delimiter { .. } | State::Create { .. } => Stage::SelectMailbox,
-            State::Append { .. } => Stage::Data,
-            State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
-        }
-    }
-
     fn tag(&self) -> Option<&str> {
         match self {
-            State::Capability { tag }
-            | State::StartTls { tag }
-            | State::Delimiter { tag }
-            | State::Append { tag, .. }
-            | State::Create { tag }
-            | State::Logout { tag } => Some(tag),
-            State::Auth(auth) => Some(auth.tag()),
-            _ => None,
+            State::Append { tag, .. } | State::Create { tag } | State::Logout { tag } => Some(tag),
+            State::Login | State::Finished | State::Failed => None,
         }
     }
 }
@@ -88,13 +56,8 @@ pub struct AppendSession {
     /// The folder as configured: UTF-8, "/" between levels.
     folder: String,
     message: Vec<u8>,
-    link: Link,
-    framer: Framer,
-    tags: Tagger,
-    caps: Option<Vec<String>>,
-    delimiter: Option<char>,
+    conn: Connection,
     state: State,
-    connected: bool,
     /// TRYCREATE was answered with CREATE once already.
     created: bool,
     saved: Option<SavedCopy>,
@@ -109,6 +72,7 @@ impl fmt::Debug for AppendSession {
             .field("folder", &self.folder)
             .field("message_bytes", &self.message.len())
             .field("state", &self.state)
+            .field("stage", &self.stage())
             .finish_non_exhaustive()
     }
 }
@@ -155,15 +119,9 @@ impl AppendSession {
         if message.contains(&0) {
             return Err(Error::invalid(Stage::Data, "the message contains NUL bytes, which IMAP cannot store"));
         }
-        let limits = mailbox.limits;
         Ok(AppendSession {
-            link: Link::new(&mailbox.server, &limits),
-            framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
-            tags: Tagger::default(),
-            caps: None,
-            delimiter: None,
-            state: State::Greeting,
-            connected: false,
+            conn: Connection::new(&mailbox.server, &mailbox.limits, folder.contains('/'), false),
+            state: State::Login,
             created: false,
             saved: None,
             mailbox,
@@ -172,17 +130,18 @@ impl AppendSession {
         })
     }
 
-    fn caps(&self) -> &[String] {
-        self.caps.as_deref().unwrap_or_default()
-    }
-
-    fn has_cap(&self, name: &str) -> bool {
-        has_capability(self.caps(), name)
+    fn stage(&self) -> Stage {
+        match self.state {
+            State::Login => self.conn.stage(),
+            State::Create { .. } => Stage::SelectMailbox,
+            State::Append { .. } => Stage::Data,
+            State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
+        }
     }
 
     /// RFC 7889 APPENDLIMIT=<n>: the largest message the server accepts.
     fn append_limit(&self) -> Option<u64> {
-        self.caps().iter().find_map(|c| {
+        self.conn.caps().iter().find_map(|c| {
             let (name, value) = c.split_once('=')?;
             name.eq_ignore_ascii_case("APPENDLIMIT").then(|| value.parse().ok()).flatten()
         })
@@ -194,65 +153,33 @@ impl AppendSession {
             self.finish(out);
             return Ok(());
         }
-        if self.link.absorb(&event, now, self.state.stage())? {
+        // Nothing is delivered, so a Stored has nothing to act on.
+        if self.conn.absorb(event, now, self.stage(), out)? {
             return Ok(());
         }
-        match event {
-            Event::Connected => {
-                if self.connected {
-                    return Err(Error::protocol(self.state.stage(), "the host reported the connection twice"));
-                }
-                self.connected = true;
-            }
-            Event::TlsEstablished => {
-                // Anything learnt in clear text may have been forged: ask again.
-                self.caps = None;
-                self.send_capability(out);
-            }
-            // Nothing is delivered, so there is nothing to be stored.
-            Event::Stored | Event::Received(_) | Event::Timer | Event::Closed | Event::TlsFailed(_) => {}
-        }
         self.pump(out)?;
-        if !matches!(self.state, State::TlsHandshake | State::Finished | State::Failed) {
-            self.link.expect_reply(now);
+        let waiting_for_tls = matches!(self.state, State::Login) && self.conn.awaiting_tls();
+        if !waiting_for_tls && !matches!(self.state, State::Finished | State::Failed) {
+            self.conn.link.expect_reply(now);
         }
         Ok(())
     }
 
     /// Processes every complete response buffered, as long as the state reads the server.
     fn pump(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        while !matches!(self.state, State::TlsHandshake | State::Finished | State::Failed) {
-            let stage = self.state.stage();
-            let Some(frame) = self.framer.next(&mut self.link, stage)? else { break };
-            let resp = response::parse(frame, stage)?;
-            self.on_response(resp, out)?;
+        while !matches!(self.state, State::Finished | State::Failed) {
+            let stage = self.stage();
+            match self.conn.next(stage, &self.mailbox.credentials, out)? {
+                None => break,
+                Some(Input::LoggedIn) => self.send_append(out, None)?,
+                Some(Input::Response(resp)) => self.on_response(resp, out)?,
+            }
         }
         Ok(())
     }
 
-    /// Everything written in one `handle` call goes out in one write; a lone part (the
-    /// message literal) is moved, not copied.
-    fn send(&mut self, out: &mut Vec<Action>, bytes: Vec<u8>) {
-        if let Some(Action::Write(buf)) = out.last_mut() {
-            buf.extend_from_slice(&bytes);
-        } else {
-            out.push(Action::Write(bytes));
-        }
-    }
-
-    fn send_simple(&mut self, out: &mut Vec<Action>, verb: &str) -> String {
-        let tag = self.tags.next();
-        self.send(out, format!("{tag} {verb}\r\n").into_bytes());
-        tag
-    }
-
-    fn send_capability(&mut self, out: &mut Vec<Action>) {
-        let tag = self.send_simple(out, "CAPABILITY");
-        self.state = State::Capability { tag };
-    }
-
     fn on_response(&mut self, resp: Response, out: &mut Vec<Action>) -> Result<()> {
-        let stage = self.state.stage();
+        let stage = self.stage();
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
                 if let State::Append { subscribe, .. } = &mut self.state {
@@ -262,125 +189,31 @@ impl AppendSession {
                         return Ok(());
                     }
                 }
-                if self.state.tag() != Some(tag.as_str()) {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server answered command {tag:?}, which is not the one in progress"),
-                    ));
-                }
-                if status == Status::Bad && matches!(self.state, State::StartTls { .. }) {
-                    return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
-                }
+                check_tag(self.state.tag(), &tag, stage)?;
                 if status == Status::Bad && !matches!(self.state, State::Logout { .. }) {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server rejected a command as invalid during {}", stage.as_str()),
-                    )
-                    .with_reply(ServerReply::new("BAD", text)));
+                    return Err(command_invalid(stage, text));
                 }
                 self.on_tagged(status, code, text, out)
             }
-            Response::Status { tag: None, status, code, text } => {
-                if matches!(self.state, State::Greeting) {
-                    return self.on_greeting(status, code, text, out);
-                }
-                match (status, code) {
-                    (Status::Bye, _) if matches!(self.state, State::Logout { .. }) => Ok(()),
-                    (Status::Bye, _) => {
-                        Err(Error::protocol(stage, format!("the server ended the session during {}", stage.as_str()))
-                            .with_reply(ServerReply::new("BYE", text)))
-                    }
-                    (Status::Preauth, _) => {
-                        Err(Error::protocol(stage, "the server sent PREAUTH in the middle of the session"))
-                    }
-                    (_, Some(Code::Capability(caps))) => {
-                        self.caps = Some(caps);
-                        Ok(())
-                    }
-                    // Alerts, warnings, untagged NO: the tagged answer decides.
-                    _ => Ok(()),
-                }
+            Response::Status { tag: None, status: Status::Bye, .. } if matches!(self.state, State::Logout { .. }) => {
+                Ok(())
             }
+            Response::Status { tag: None, status, code, text } => self.conn.untagged(stage, status, code, text),
             Response::Capability(caps) => {
-                self.caps = Some(caps);
+                self.conn.set_caps(caps);
                 Ok(())
             }
-            Response::List { delimiter } => {
-                if matches!(self.state, State::Delimiter { .. }) {
-                    self.delimiter = delimiter;
-                }
+            Response::Continuation(_) => {
+                let State::Append { pending, .. } = &mut self.state else { return Err(no_data_pending(stage)) };
+                let Some(part) = pending.pop_front() else { return Err(no_data_pending(stage)) };
+                write(out, part.0);
                 Ok(())
             }
-            Response::Continuation(text) => self.on_continuation(text, out),
             // EXISTS for the new message, FETCH flag updates...: nothing to do.
-            Response::Exists(_) | Response::Search(_) | Response::Fetch(_) | Response::Other => Ok(()),
-        }
-    }
-
-    fn on_continuation(&mut self, text: String, out: &mut Vec<Action>) -> Result<()> {
-        let stage = self.state.stage();
-        let bytes = match &mut self.state {
-            State::Auth(auth) => auth.answer(text)?,
-            State::Append { pending, .. } if !pending.is_empty() => pending.pop_front().unwrap_or_default(),
-            _ => {
-                return Err(Error::protocol(
-                    stage,
-                    format!("the server asked for command data during {}, but none was pending", stage.as_str()),
-                ))
-            }
-        };
-        self.send(out, bytes.0);
-        Ok(())
-    }
-
-    fn on_greeting(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
-        if let Some(Code::Capability(caps)) = code {
-            self.caps = Some(caps);
-        }
-        match status {
-            Status::Ok if self.caps.is_none() => {
-                self.send_capability(out);
+            Response::List { .. } | Response::Exists(_) | Response::Search(_) | Response::Fetch(_) | Response::Other => {
                 Ok(())
             }
-            Status::Ok => self.after_capabilities(out),
-            Status::Preauth if self.link.needs_starttls() => Err(preauth_before_starttls(text)),
-            Status::Preauth => self.after_login(out),
-            Status::Bye => Err(Error::protocol(
-                Stage::Greeting,
-                "the server refused the connection in its greeting; it may be overloaded or block this client",
-            )
-            .with_reply(ServerReply::new("BYE", text))),
-            Status::No | Status::Bad => {
-                Err(Error::protocol(Stage::Greeting, "the server sent an invalid greeting; is this an IMAP port?")
-                    .with_reply(ServerReply::new(status.as_str(), text)))
-            }
         }
-    }
-
-    fn after_capabilities(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        if self.link.needs_starttls() {
-            if !self.has_cap("STARTTLS") {
-                return Err(starttls_not_offered());
-            }
-            let tag = self.send_simple(out, "STARTTLS");
-            self.state = State::StartTls { tag };
-            return Ok(());
-        }
-        self.link.check_credentials_allowed()?;
-        let tag = self.tags.next();
-        let start = Auth::begin(tag, &self.mailbox.credentials, self.caps(), literal_mode(self.caps()))?;
-        self.send(out, start.first.0);
-        self.state = State::Auth(start.auth);
-        Ok(())
-    }
-
-    fn after_login(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        if self.folder.contains('/') {
-            let tag = self.send_simple(out, "LIST \"\" \"\"");
-            self.state = State::Delimiter { tag };
-            return Ok(());
-        }
-        self.send_append(out, None)
     }
 
     /// Writes the APPEND (after `subscribe`'s SUBSCRIBE, when pipelined) up to its first
@@ -396,9 +229,9 @@ impl AppendSession {
                 ),
             ));
         }
-        let tag = self.tags.next();
-        let wire = wire_folder_name(&self.folder, self.delimiter);
-        let mode = literal_mode(self.caps());
+        let tag = self.conn.next_tag();
+        let wire = self.conn.wire_name(&self.folder);
+        let mode = self.conn.literal_mode();
         // The folder name is quoted (modified UTF-7 is ASCII; control characters are refused),
         // so the message is the only literal; the flag keeps the owner's unread count honest.
         let cmd = Command::new(&tag, "APPEND")
@@ -408,7 +241,7 @@ impl AppendSession {
             .finish();
         let mut pending: VecDeque<Wire> = cmd.parts.into();
         if let Some(first) = pending.pop_front() {
-            self.send(out, first.0);
+            write(out, first.0);
         }
         self.state = State::Append { tag, pending, subscribe };
         Ok(())
@@ -418,48 +251,6 @@ impl AppendSession {
         let ok = status == Status::Ok;
         let reply = || ServerReply::new(status.as_str(), text.clone());
         match std::mem::replace(&mut self.state, State::Failed) {
-            State::Capability { .. } => {
-                if let Some(Code::Capability(caps)) = code {
-                    self.caps = Some(caps);
-                }
-                if !ok {
-                    return Err(Error::protocol(Stage::Capabilities, "the server refused the CAPABILITY command")
-                        .with_reply(reply()));
-                }
-                if self.caps.is_none() {
-                    self.caps = Some(Vec::new());
-                }
-                self.after_capabilities(out)
-            }
-            State::StartTls { .. } => {
-                if !ok {
-                    return Err(starttls_refused("refused", reply()));
-                }
-                self.link.begin_starttls()?;
-                self.caps = None;
-                self.state = State::TlsHandshake;
-                out.push(Action::StartTls);
-                Ok(())
-            }
-            State::Auth(auth) => {
-                if !ok {
-                    return Err(auth.rejected(&self.mailbox.credentials, reply()));
-                }
-                if let Some(Code::Capability(caps)) = code {
-                    self.caps = Some(caps);
-                }
-                self.after_login(out)
-            }
-            State::Delimiter { .. } => {
-                if !ok {
-                    return Err(Error::protocol(
-                        Stage::SelectMailbox,
-                        "the server refused to tell its folder hierarchy delimiter (LIST \"\" \"\")",
-                    )
-                    .with_reply(reply()));
-                }
-                self.send_append(out, None)
-            }
             State::Append { .. } => {
                 if ok {
                     let (uid_validity, uid) = appenduid(code.as_ref()).unzip();
@@ -469,18 +260,14 @@ impl AppendSession {
                         uid,
                         created_folder: self.created,
                     });
-                    let tag = self.send_simple(out, "LOGOUT");
+                    let tag = self.conn.send_simple(out, "LOGOUT");
                     self.state = State::Logout { tag };
                     return Ok(());
                 }
                 if code_is(code.as_ref(), "TRYCREATE") && !self.created {
                     self.created = true;
-                    let tag = self.tags.next();
-                    let wire = wire_folder_name(&self.folder, self.delimiter);
-                    let cmd = Command::new(&tag, "CREATE").string(&wire, LiteralMode::Sync).finish();
-                    for part in cmd.parts {
-                        self.send(out, part.0);
-                    }
+                    let wire = self.conn.wire_name(&self.folder);
+                    let tag = self.conn.send_with_folder(out, "CREATE", &wire);
                     self.state = State::Create { tag };
                     return Ok(());
                 }
@@ -498,12 +285,8 @@ impl AppendSession {
                     )
                     .with_reply(reply()));
                 }
-                let tag = self.tags.next();
-                let wire = wire_folder_name(&self.folder, self.delimiter);
-                let cmd = Command::new(&tag, "SUBSCRIBE").string(&wire, LiteralMode::Sync).finish();
-                for part in cmd.parts {
-                    self.send(out, part.0);
-                }
+                let wire = self.conn.wire_name(&self.folder);
+                let tag = self.conn.send_with_folder(out, "SUBSCRIBE", &wire);
                 self.send_append(out, Some(tag))
             }
             State::Logout { .. } => {
@@ -512,7 +295,7 @@ impl AppendSession {
             }
             other => {
                 self.state = other;
-                Err(Error::protocol(self.state.stage(), "the server completed a command that was never sent"))
+                Err(Error::protocol(self.stage(), "the server completed a command that was never sent"))
             }
         }
     }
@@ -551,7 +334,7 @@ impl AppendSession {
 
     fn finish(&mut self, out: &mut Vec<Action>) {
         self.state = State::Finished;
-        self.link.clear_deadline();
+        self.conn.link.clear_deadline();
         out.push(Action::Close);
         let saved = self.saved.clone().unwrap_or_else(|| SavedCopy {
             folder: self.folder.clone(),
@@ -585,7 +368,7 @@ impl Session for AppendSession {
 
     fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
         if matches!(self.state, State::Finished | State::Failed) {
-            return Err(Error::protocol(self.state.stage(), "the session has already ended; open a new session"));
+            return Err(Error::protocol(self.stage(), "the session has already ended; open a new session"));
         }
         let whole_message_sent = matches!(&self.state, State::Append { pending, .. } if pending.is_empty());
         let mut out = Vec::new();
@@ -599,7 +382,7 @@ impl Session for AppendSession {
             }
             Err(mut e) => {
                 self.state = State::Failed;
-                self.link.clear_deadline();
+                self.conn.link.clear_deadline();
                 if whole_message_sent && matches!(e.kind, ErrorKind::Network | ErrorKind::Timeout) {
                     e.retry = Retry::Uncertain;
                     e.message.push_str(&format!(
@@ -613,11 +396,11 @@ impl Session for AppendSession {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.link.deadline()
+        self.conn.link.deadline()
     }
 
     fn unverified(&self) -> bool {
-        self.link.unverified()
+        self.conn.link.unverified()
     }
 }
 
@@ -625,7 +408,9 @@ impl Session for AppendSession {
 mod tests {
     use super::*;
     use crate::config::{AfterFetch, Credentials, FirstSync, Limits, Security};
+    use crate::imap::transcript::{self, drive, drive_all, Scripted, Step};
     use crate::sasl;
+    use Step::{Closed, Tls, C, S};
 
     const PASSWORD: &str = "Sent-Pw\"9\\x";
     const USER: &str = "agent@example.com";
@@ -647,113 +432,23 @@ mod tests {
         AppendSession::new(mailbox(security), folder.into(), MSG.to_vec()).expect("valid")
     }
 
-    enum Step<'a> {
-        /// The server sends these bytes.
-        S(&'a [u8]),
-        /// The client must have written exactly these bytes since the last check.
-        C(&'a [u8]),
-        /// The client asked for TLS; the handshake succeeds.
-        Tls,
-        /// The server closes the connection.
-        Closed,
-    }
-    use Step::{Closed, Tls, C, S};
+    impl Scripted for AppendSession {
+        // Scripts may stop checking what is written once the point is made.
+        const CHECKS_EVERY_WRITE: bool = false;
 
-    #[derive(Default)]
-    struct Run {
-        actions: Vec<Action>,
-        wire: Vec<u8>,
-        error: Option<Error>,
-        /// Writes per handle call that wrote anything.
-        writes: usize,
+        fn after_handle(&self) {
+            let tls_handshake = matches!(self.state, State::Login) && self.conn.awaiting_tls();
+            let waiting = !tls_handshake && !matches!(self.state, State::Finished | State::Failed);
+            assert_eq!(self.deadline().is_some(), waiting, "a deadline exactly while waiting for the server");
+        }
     }
+
+    type Run = transcript::Run<AppendSession>;
 
     impl Run {
         fn saved(&self) -> Option<&SavedCopy> {
             self.actions.iter().find_map(|a| if let Action::Finished(Outcome::Appended(s)) = a { Some(s) } else { None })
         }
-        fn err(&self) -> &Error {
-            self.error.as_ref().expect("the session should have failed")
-        }
-    }
-
-    /// Drives the session through the script, feeding server bytes `chunk` at a time.
-    fn drive(mut s: AppendSession, script: &[Step<'_>], chunk: usize) -> Run {
-        let mut run = Run::default();
-        let mut unchecked = Vec::new();
-        let mut now = 1_000u64;
-        let mut feed = |s: &mut AppendSession, ev: Event<'_>, run: &mut Run, unchecked: &mut Vec<u8>| -> bool {
-            now += 1;
-            match s.handle(ev, now) {
-                Ok(actions) => {
-                    let writes = actions.iter().filter(|a| matches!(a, Action::Write(_))).count();
-                    assert!(writes <= 1, "one write per handle call, got {writes}");
-                    run.writes += writes;
-                    for a in actions {
-                        match a {
-                            Action::Write(b) => {
-                                run.wire.extend_from_slice(&b);
-                                unchecked.extend_from_slice(&b);
-                            }
-                            other => run.actions.push(other),
-                        }
-                    }
-                    let waiting = !matches!(s.state, State::TlsHandshake | State::Finished | State::Failed);
-                    assert_eq!(s.deadline().is_some(), waiting, "a deadline exactly while waiting for the server");
-                    true
-                }
-                Err(e) => {
-                    run.error = Some(e);
-                    false
-                }
-            }
-        };
-        'script: {
-            if !feed(&mut s, Event::Connected, &mut run, &mut unchecked) {
-                break 'script;
-            }
-            for step in script {
-                match step {
-                    S(bytes) => {
-                        for piece in bytes.chunks(chunk.max(1)) {
-                            if !feed(&mut s, Event::Received(piece), &mut run, &mut unchecked) {
-                                break 'script;
-                            }
-                        }
-                    }
-                    C(expected) => {
-                        assert_eq!(
-                            String::from_utf8_lossy(&unchecked),
-                            String::from_utf8_lossy(expected),
-                            "client wrote (chunk {chunk})"
-                        );
-                        unchecked.clear();
-                    }
-                    Tls => {
-                        assert_eq!(run.actions.last(), Some(&Action::StartTls));
-                        if !feed(&mut s, Event::TlsEstablished, &mut run, &mut unchecked) {
-                            break 'script;
-                        }
-                    }
-                    Closed => {
-                        if !feed(&mut s, Event::Closed, &mut run, &mut unchecked) {
-                            break 'script;
-                        }
-                    }
-                }
-            }
-        }
-        run
-    }
-
-    /// Runs the script whole and one byte at a time; both must write and do the same.
-    fn drive_all(make: impl Fn() -> AppendSession, script: &[Step<'_>]) -> Run {
-        let whole = drive(make(), script, usize::MAX);
-        let bytewise = drive(make(), script, 1);
-        assert_eq!(whole.wire, bytewise.wire);
-        assert_eq!(whole.actions, bytewise.actions);
-        assert_eq!(whole.error, bytewise.error);
-        whole
     }
 
     fn assert_no_secret(run: &Run) {

@@ -9,41 +9,26 @@
 //! A check session (`ImapSession::check`) runs the same steps up to the login, then EXAMINEs
 //! each folder (read-only) to count its messages, logs out, and reports each step with
 //! `Action::Progress`.
+//!
+//! Everything up to the login is `Connection`'s (shared with the append session).
 
 use std::collections::{BTreeMap, VecDeque};
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-
-use super::command::{sequence_set, Command, LiteralMode, Tagger, Wire};
-use super::response::{self, Code, Fetch, Framer, Response, Status};
+use super::command::sequence_set;
+use super::connection::{check_tag, command_invalid, no_data_pending, Connection, Input};
+use super::response::{Code, Fetch, Response, Status};
 use super::sync::{FolderSync, SyncState};
-use super::utf7::encode_folder_name;
-use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Mailbox, Server};
+use crate::config::{AfterFetch, FirstSync, InboundProtocol, Mailbox, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
-use crate::link::Link;
-use crate::sasl::{self, Mechanism};
 use crate::session::{
     Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, Instant, Outcome, Session, SkippedMessage,
-    Step, StepReport,
+    Step,
 };
 
 #[derive(Debug)]
 enum State {
-    Greeting,
-    Capability {
-        tag: String,
-    },
-    StartTls {
-        tag: String,
-    },
-    TlsHandshake,
-    Auth(Auth),
-    /// `LIST "" ""`: learning the server's hierarchy delimiter, because configured folder
-    /// names use "/" and servers differ ("." on many Dovecot and Courier setups).
-    Delimiter {
-        tag: String,
-    },
+    /// The connection's login phase (greeting to delimiter) is running.
+    Login,
     Select {
         tag: String,
     },
@@ -74,179 +59,10 @@ enum State {
     Failed,
 }
 
-/// An authentication command in flight, shared by the fetch and the append sessions.
-#[derive(Debug)]
-pub(super) struct Auth {
-    tag: String,
-    /// What the user sees in errors: "LOGIN", "AUTHENTICATE PLAIN", ...
-    method: &'static str,
-    /// Answers to the server's "+" continuations, in order.
-    answers: VecDeque<Wire>,
-    /// For OAuth mechanisms: the reply to an error challenge, after which the server sends
-    /// its tagged NO.
-    on_error_challenge: Option<&'static [u8]>,
-    /// The decoded error challenge, kept for the admin.
-    challenge: Option<String>,
-}
-
-/// What `Auth::begin` produced: the state to wait in, the first line to write, and the SASL
-/// mechanisms the server offered (for a check's report).
-pub(super) struct AuthStart {
-    pub(super) auth: Auth,
-    pub(super) first: Wire,
-    pub(super) offered: Vec<String>,
-}
-
-pub(super) fn has_capability(caps: &[String], name: &str) -> bool {
-    caps.iter().any(|c| c.eq_ignore_ascii_case(name))
-}
-
-/// How literals may be sent to a server with these capabilities (RFC 7888).
-pub(super) fn literal_mode(caps: &[String]) -> LiteralMode {
-    if has_capability(caps, "LITERAL+") {
-        LiteralMode::NonSyncAny
-    } else if has_capability(caps, "LITERAL-") {
-        LiteralMode::NonSyncSmall
-    } else {
-        LiteralMode::Sync
-    }
-}
-
-impl Auth {
-    /// Chooses how to log in with `creds` from the server's capabilities (AUTHENTICATE PLAIN,
-    /// else the LOGIN command unless LOGINDISABLED, else AUTHENTICATE LOGIN; OAuth2:
-    /// OAUTHBEARER or XOAUTH2) and builds the command under `tag`. The caller must have checked
-    /// that credentials may cross the connection.
-    pub(super) fn begin(tag: String, creds: &Credentials, caps: &[String], literal_mode: LiteralMode) -> Result<AuthStart> {
-        let offered: Vec<String> = caps
-            .iter()
-            .filter_map(|c| c.get(..5).filter(|p| p.eq_ignore_ascii_case("AUTH=")).map(|_| c[5..].to_string()))
-            .collect();
-        let offers = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
-        let mech = match creds {
-            Credentials::Basic { username, password } => {
-                if offers(Mechanism::Plain) {
-                    Mechanism::Plain
-                } else if !has_capability(caps, "LOGINDISABLED") {
-                    let cmd = Command::new(&tag, "LOGIN")
-                        .string(username, literal_mode)
-                        .string(password, literal_mode)
-                        .finish();
-                    let mut parts: VecDeque<Wire> = cmd.parts.into();
-                    let first = parts.pop_front().unwrap_or_default();
-                    let auth = Auth { tag, method: "LOGIN", answers: parts, on_error_challenge: None, challenge: None };
-                    return Ok(AuthStart { auth, first, offered });
-                } else if offers(Mechanism::Login) {
-                    Mechanism::Login
-                } else {
-                    return Err(Error::policy(
-                        Stage::Authenticate,
-                        "the server disabled password LOGIN and offers no password mechanism this plugin supports (PLAIN, LOGIN); enable TLS or one of them on the server",
-                    ));
-                }
-            }
-            Credentials::OAuth2 { .. } => sasl::select(creds, &offered).ok_or_else(|| {
-                Error::policy(
-                    Stage::Authenticate,
-                    format!(
-                        "the server does not offer {}, so the OAuth2 token cannot be used; use a password, enable OAuth2 on the server, or change the configured mechanism",
-                        sasl::oauth_wanted(creds)
-                    ),
-                )
-            })?,
-        };
-        let (method, on_error_challenge): (&'static str, Option<&'static [u8]>) = match mech {
-            Mechanism::Plain => ("AUTHENTICATE PLAIN", None),
-            Mechanism::Login => ("AUTHENTICATE LOGIN", None),
-            // XOAUTH2 expects an empty answer to its error challenge, OAUTHBEARER a ^A (RFC 7628 3.2.3).
-            Mechanism::XOAuth2 => ("AUTHENTICATE XOAUTH2", Some(b"\r\n")),
-            Mechanism::OAuthBearer => ("AUTHENTICATE OAUTHBEARER", Some(b"AQ==\r\n")),
-        };
-        let mut first = Wire(format!("{tag} {method}").into_bytes());
-        let mut answers = VecDeque::new();
-        let crlf = |s: String| {
-            let mut w = s.into_bytes();
-            w.extend_from_slice(b"\r\n");
-            Wire(w)
-        };
-        match sasl::initial_response(mech, creds) {
-            Some(ir) if has_capability(caps, "SASL-IR") => {
-                first.0.push(b' ');
-                first.0.extend_from_slice(ir.as_bytes());
-            }
-            Some(ir) => answers.push_back(crlf(ir)),
-            None => {
-                answers.push_back(crlf(sasl::login_step(creds.username())));
-                answers.push_back(crlf(sasl::login_step(creds.secret())));
-            }
-        }
-        first.0.extend_from_slice(b"\r\n");
-        let auth = Auth { tag, method, answers, on_error_challenge, challenge: None };
-        Ok(AuthStart { auth, first, offered })
-    }
-
-    pub(super) fn tag(&self) -> &str {
-        &self.tag
-    }
-
-    /// The bytes that answer the server's "+" continuation `text`.
-    pub(super) fn answer(&mut self, text: String) -> Result<Wire> {
-        if let Some(answer) = self.answers.pop_front() {
-            return Ok(answer);
-        }
-        match self.on_error_challenge.take() {
-            Some(reply) => {
-                let decoded = STANDARD.decode(text.trim()).ok().and_then(|b| String::from_utf8(b).ok());
-                self.challenge = Some(decoded.unwrap_or(text));
-                Ok(Wire(reply.to_vec()))
-            }
-            None => Err(Error::protocol(
-                Stage::Authenticate,
-                format!("the server sent an unexpected challenge during {}", self.method),
-            )),
-        }
-    }
-
-    /// The error for a rejected login: who, how, what the server said, and what to check.
-    pub(super) fn rejected(&self, creds: &Credentials, reply: ServerReply) -> Error {
-        let user = creds.username();
-        let hint = match creds {
-            Credentials::Basic { .. } => {
-                "check the user name and password (or app password), and that IMAP access is enabled for the mailbox"
-            }
-            Credentials::OAuth2 { .. } => {
-                "check that the access token is current, was issued for this user and has the IMAP scope"
-            }
-        };
-        let detail = self.challenge.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
-        Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", self.method))
-            .with_reply(reply)
-    }
-}
-
 impl State {
-    fn stage(&self) -> Stage {
-        match self {
-            State::Greeting => Stage::Greeting,
-            State::Capability { .. } => Stage::Capabilities,
-            State::StartTls { .. } | State::TlsHandshake => Stage::Starttls,
-            State::Auth(_) => Stage::Authenticate,
-            State::Delimiter { .. } | State::Select { .. } => Stage::SelectMailbox,
-            State::Search { .. } | State::Sizes { .. } | State::MaxUid { .. } => Stage::ListMessages,
-            State::Fetch { .. } | State::AwaitFolderStored | State::AfterFetch { .. } | State::AwaitStored => {
-                Stage::FetchMessage
-            }
-            State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
-        }
-    }
-
     fn tag(&self) -> Option<&str> {
         match self {
-            State::Capability { tag }
-            | State::StartTls { tag }
-            | State::Auth(Auth { tag, .. })
-            | State::Delimiter { tag }
-            | State::Select { tag }
+            State::Select { tag }
             | State::Search { tag }
             | State::Sizes { tag }
             | State::MaxUid { tag }
@@ -327,14 +143,8 @@ struct FolderRun {
 pub struct ImapSession {
     mailbox: Mailbox,
     folders: Vec<String>,
-    link: Link,
-    framer: Framer,
-    tags: Tagger,
-    caps: Option<Vec<String>>,
-    /// The server's hierarchy delimiter, once asked (only when a configured name has a "/").
-    delimiter: Option<char>,
+    conn: Connection,
     state: State,
-    connected: bool,
     run: FolderRun,
     /// Sync state including deliveries not yet confirmed stored.
     working: SyncState,
@@ -349,8 +159,8 @@ pub struct ImapSession {
     delivered: u32,
     remaining: u32,
     skipped: u32,
-    /// A connection check: EXAMINE instead of fetching, `Action::Progress` for every step,
-    /// no sync state.
+    /// A connection check: EXAMINE instead of fetching, `Action::Progress` for every step
+    /// (the login steps are reported by `conn`), no sync state.
     check: bool,
     /// Check only: the folders examined so far with their message counts.
     checked: Vec<FolderCount>,
@@ -398,14 +208,12 @@ impl ImapSession {
 
     fn build(mailbox: Mailbox, folders: Vec<String>, working: SyncState, check: bool) -> Self {
         let limits = mailbox.limits;
+        // Configured names use "/" between levels; the server's delimiter may differ.
+        let target_nested = matches!(&mailbox.after_fetch, AfterFetch::MoveTo(t) if t.contains('/'));
+        let wants_delimiter = target_nested || folders.iter().any(|f| f.contains('/'));
         ImapSession {
-            link: Link::new(&mailbox.server, &limits),
-            framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
-            tags: Tagger::default(),
-            caps: None,
-            delimiter: None,
-            state: State::Greeting,
-            connected: false,
+            conn: Connection::new(&mailbox.server, &limits, wants_delimiter, check),
+            state: State::Login,
             run: FolderRun::default(),
             working,
             committed: None,
@@ -423,49 +231,16 @@ impl ImapSession {
         }
     }
 
-    /// Check only: reports a completed step (normal sessions never emit `Progress`).
-    fn progress(&self, out: &mut Vec<Action>, step: Step, detail: impl FnOnce() -> String) {
-        if self.check {
-            out.push(Action::Progress(StepReport::new(step, detail())));
-        }
-    }
-
-    /// `what` happened; the server's own words only when they cannot have been forged.
-    fn greeting_detail(&self, what: &str, text: &str) -> String {
-        if self.link.unverified() {
-            return format!("{what} (its text arrived before encryption and is not shown)");
-        }
-        match shown(without_code(text)) {
-            t if t.is_empty() => what.to_string(),
-            t => format!("{what}: {t}"),
-        }
-    }
-
-    fn capabilities_detail(&self) -> String {
-        if self.link.unverified() {
-            // Only what we concluded; the list itself could have been forged.
-            let starttls = if self.has_cap("STARTTLS") { "STARTTLS offered" } else { "STARTTLS not offered" };
-            return format!("{starttls} (the other capabilities arrived before encryption and are not shown)");
-        }
-        let caps = self.caps.as_deref().unwrap_or_default().join(" ");
-        match shown(&caps) {
-            c if c.is_empty() => "the server listed no capabilities".to_string(),
-            c => format!("capabilities: {c}"),
-        }
-    }
-
-    /// "offered: PLAIN XOAUTH2, LOGIN command; using AUTHENTICATE PLAIN".
-    fn mechanisms_detail(&self, offered: &[String], method: &str) -> String {
-        let mut list = offered.join(" ");
-        if !self.has_cap("LOGINDISABLED") {
-            if !list.is_empty() {
-                list.push_str(", ");
+    fn stage(&self) -> Stage {
+        match self.state {
+            State::Login => self.conn.stage(),
+            State::Select { .. } => Stage::SelectMailbox,
+            State::Search { .. } | State::Sizes { .. } | State::MaxUid { .. } => Stage::ListMessages,
+            State::Fetch { .. } | State::AwaitFolderStored | State::AfterFetch { .. } | State::AwaitStored => {
+                Stage::FetchMessage
             }
-            list.push_str("LOGIN command");
+            State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
         }
-        let list = shown(&list);
-        let list = if list.is_empty() { "no login method" } else { list.as_str() };
-        format!("offered: {list}; using {method}")
     }
 
     fn folder(&self) -> &str {
@@ -473,11 +248,7 @@ impl ImapSession {
     }
 
     fn has_cap(&self, name: &str) -> bool {
-        self.caps.as_ref().is_some_and(|c| c.iter().any(|x| x.eq_ignore_ascii_case(name)))
-    }
-
-    fn literal_mode(&self) -> LiteralMode {
-        literal_mode(self.caps.as_deref().unwrap_or_default())
+        self.conn.has_cap(name)
     }
 
     fn step(&mut self, event: Event<'_>, now: Instant, out: &mut Vec<Action>) -> Result<()> {
@@ -494,90 +265,48 @@ impl ImapSession {
             self.server_gone = true;
             return Ok(());
         }
-        if self.link.absorb(&event, now, self.state.stage())? {
+        if self.conn.absorb(event, now, self.stage(), out)? {
             return Ok(());
         }
-        match event {
-            Event::Connected => {
-                if self.connected {
-                    return Err(Error::protocol(self.state.stage(), "the host reported the connection twice"));
-                }
-                self.connected = true;
-            }
-            Event::TlsEstablished => {
-                self.progress(out, Step::Starttls, || "connection encrypted with STARTTLS".to_string());
-                // Anything learnt in clear text may have been forged: ask again.
-                self.caps = None;
-                self.send_capability(out);
-            }
-            Event::Stored => self.on_stored(out)?,
-            Event::Received(_) | Event::Timer | Event::Closed | Event::TlsFailed(_) => {}
+        if event == Event::Stored {
+            self.on_stored(out)?;
         }
         self.pump(out)?;
         match self.state {
-            State::TlsHandshake | State::Finished | State::Failed => {}
-            State::AwaitStored | State::AwaitFolderStored => self.link.clear_deadline(),
-            _ => self.link.expect_reply(now),
+            State::Finished | State::Failed => {}
+            State::Login if self.conn.awaiting_tls() => {}
+            State::AwaitStored | State::AwaitFolderStored => self.conn.link.clear_deadline(),
+            _ => self.conn.link.expect_reply(now),
         }
         Ok(())
     }
 
     /// Processes every complete response buffered, as long as the state reads the server.
     fn pump(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        while !matches!(self.state, State::TlsHandshake | State::Finished | State::Failed) {
-            let stage = self.state.stage();
-            let Some(frame) = self.framer.next(&mut self.link, stage)? else { break };
-            let resp = response::parse(frame, stage)?;
-            self.on_response(resp, out)?;
+        while !matches!(self.state, State::Finished | State::Failed) {
+            let stage = self.stage();
+            match self.conn.next(stage, &self.mailbox.credentials, out)? {
+                None => break,
+                Some(Input::LoggedIn) => self.start_folder(0, out)?,
+                Some(Input::Response(resp)) => self.on_response(resp, out)?,
+            }
         }
         Ok(())
     }
 
-    fn send(&mut self, out: &mut Vec<Action>, bytes: &[u8]) {
-        // Coalesce: everything written in one handle call goes out in one write.
-        if let Some(Action::Write(buf)) = out.last_mut() {
-            buf.extend_from_slice(bytes);
-        } else {
-            out.push(Action::Write(bytes.to_vec()));
-        }
-    }
-
-    fn send_simple(&mut self, out: &mut Vec<Action>, verb: &str) -> String {
-        let tag = self.tags.next();
-        self.send(out, format!("{tag} {verb}\r\n").as_bytes());
-        tag
-    }
-
-    fn send_capability(&mut self, out: &mut Vec<Action>) {
-        let tag = self.send_simple(out, "CAPABILITY");
-        self.state = State::Capability { tag };
-    }
-
     fn on_response(&mut self, resp: Response, out: &mut Vec<Action>) -> Result<()> {
-        let stage = self.state.stage();
+        let stage = self.stage();
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
-                if self.state.tag() != Some(tag.as_str()) {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server answered command {tag:?}, which is not the one in progress"),
-                    ));
-                }
-                if status == Status::Bad && matches!(self.state, State::StartTls { .. }) {
-                    return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
-                }
+                check_tag(self.state.tag(), &tag, stage)?;
                 if status == Status::Bad && !matches!(self.state, State::Logout { .. } | State::AfterFetch { .. }) {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server rejected a command as invalid during {}", stage.as_str()),
-                    )
-                    .with_reply(ServerReply::new("BAD", text)));
+                    return Err(command_invalid(stage, text));
                 }
                 self.on_tagged(status, code, text, out)
             }
-            Response::Status { tag: None, status, code, text } => self.on_untagged_status(status, code, text, out),
+            Response::Status { tag: None, status, code, text } => self.on_untagged_status(status, code, text),
             Response::Capability(caps) => {
-                self.caps = Some(caps);
+                self.conn.set_caps(caps);
                 Ok(())
             }
             Response::Exists(n) => {
@@ -609,165 +338,40 @@ impl ImapSession {
                 Ok(())
             }
             Response::Fetch(f) => self.on_fetch(f, out),
-            Response::List { delimiter } => {
-                if matches!(self.state, State::Delimiter { .. }) {
-                    self.delimiter = delimiter;
-                }
-                Ok(())
-            }
-            Response::Continuation(text) => self.on_continuation(text, out),
-            Response::Other => Ok(()),
+            Response::Continuation(_) => Err(no_data_pending(stage)),
+            Response::List { .. } | Response::Other => Ok(()),
         }
     }
 
-    fn on_untagged_status(
-        &mut self,
-        status: Status,
-        code: Option<Code>,
-        text: String,
-        out: &mut Vec<Action>,
-    ) -> Result<()> {
-        let stage = self.state.stage();
-        if matches!(self.state, State::Greeting) {
-            return self.on_greeting(status, code, text, out);
-        }
+    fn on_untagged_status(&mut self, status: Status, code: Option<Code>, text: String) -> Result<()> {
+        let stage = self.stage();
+        let selecting = matches!(self.state, State::Select { .. });
         match (status, code) {
-            (Status::Bye, _) => {
-                if matches!(self.state, State::Logout { .. }) {
-                    return Ok(());
-                }
-                if matches!(self.state, State::AwaitFolderStored) {
-                    return Err(self.lost_before_after_fetch().with_reply(ServerReply::new("BYE", text)));
-                }
-                if matches!(self.state, State::AwaitStored) {
-                    self.server_gone = true;
-                    return Ok(());
-                }
-                Err(Error::protocol(stage, format!("the server ended the session during {}", stage.as_str()))
-                    .with_reply(ServerReply::new("BYE", text)))
+            (Status::Bye, _) if matches!(self.state, State::Logout { .. }) => Ok(()),
+            (Status::Bye, _) if matches!(self.state, State::AwaitFolderStored) => {
+                Err(self.lost_before_after_fetch().with_reply(ServerReply::new("BYE", text)))
             }
-            (Status::Preauth, _) => Err(Error::protocol(stage, "the server sent PREAUTH in the middle of the session")),
-            (_, Some(Code::Capability(caps))) => {
-                self.caps = Some(caps);
+            (Status::Bye, _) if matches!(self.state, State::AwaitStored) => {
+                self.server_gone = true;
                 Ok(())
             }
-            (_, Some(Code::UidValidity(v))) if matches!(self.state, State::Select { .. }) => {
+            (Status::Ok | Status::No | Status::Bad, Some(Code::UidValidity(v))) if selecting => {
                 self.run.uidvalidity = Some(v);
                 Ok(())
             }
-            (_, Some(Code::UidNext(n))) if matches!(self.state, State::Select { .. }) => {
+            (Status::Ok | Status::No | Status::Bad, Some(Code::UidNext(n))) if selecting => {
                 self.run.uidnext = Some(n);
                 Ok(())
             }
-            // Warnings, alerts, PERMANENTFLAGS...: nothing to do.
-            _ => Ok(()),
+            // BYE, PREAUTH, CAPABILITY, warnings, alerts, PERMANENTFLAGS...
+            (status, code) => self.conn.untagged(stage, status, code, text),
         }
-    }
-
-    fn on_greeting(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
-        if let Some(Code::Capability(caps)) = code {
-            self.caps = Some(caps);
-        }
-        match status {
-            Status::Ok => {
-                self.progress(out, Step::Greeting, || self.greeting_detail("server ready", &text));
-                self.after_greeting(out)
-            }
-            Status::Preauth => {
-                if self.link.needs_starttls() {
-                    return Err(preauth_before_starttls(text));
-                }
-                self.progress(out, Step::Greeting, || {
-                    self.greeting_detail("server ready and already logged in (PREAUTH)", &text)
-                });
-                self.progress(out, Step::Login, || {
-                    "the server logged the connection in itself (PREAUTH); no credentials were sent".to_string()
-                });
-                self.begin_folders(out)
-            }
-            Status::Bye => Err(Error::protocol(
-                Stage::Greeting,
-                "the server refused the connection in its greeting; it may be overloaded or block this client",
-            )
-            .with_reply(ServerReply::new("BYE", text))),
-            Status::No | Status::Bad => {
-                Err(Error::protocol(Stage::Greeting, "the server sent an invalid greeting; is this an IMAP port?")
-                    .with_reply(ServerReply::new(status.as_str(), text)))
-            }
-        }
-    }
-
-    fn after_greeting(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        if self.caps.is_none() {
-            self.send_capability(out);
-            Ok(())
-        } else {
-            self.after_capabilities(out)
-        }
-    }
-
-    fn after_capabilities(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        self.progress(out, Step::Capabilities, || self.capabilities_detail());
-        if self.link.needs_starttls() {
-            if !self.has_cap("STARTTLS") {
-                return Err(starttls_not_offered());
-            }
-            let tag = self.send_simple(out, "STARTTLS");
-            self.state = State::StartTls { tag };
-            return Ok(());
-        }
-        self.authenticate(out)
     }
 
     fn on_tagged(&mut self, status: Status, code: Option<Code>, text: String, out: &mut Vec<Action>) -> Result<()> {
         let ok = status == Status::Ok;
         let reply = || ServerReply::new(status.as_str(), text.clone());
         match std::mem::replace(&mut self.state, State::Failed) {
-            State::Capability { .. } => {
-                if let Some(Code::Capability(caps)) = code {
-                    self.caps = Some(caps);
-                }
-                if !ok {
-                    return Err(Error::protocol(Stage::Capabilities, "the server refused the CAPABILITY command")
-                        .with_reply(reply()));
-                }
-                if self.caps.is_none() {
-                    self.caps = Some(Vec::new());
-                }
-                self.after_capabilities(out)
-            }
-            State::StartTls { .. } => {
-                if !ok {
-                    return Err(starttls_refused("refused", reply()));
-                }
-                self.link.begin_starttls()?;
-                self.caps = None;
-                self.state = State::TlsHandshake;
-                out.push(Action::StartTls);
-                Ok(())
-            }
-            State::Auth(auth) => {
-                if !ok {
-                    return Err(self.auth_rejected(&auth, reply()));
-                }
-                if let Some(Code::Capability(caps)) = code {
-                    self.caps = Some(caps);
-                }
-                self.progress(out, Step::Login, || {
-                    format!("logged in as {}", self.mailbox.credentials.username())
-                });
-                self.begin_folders(out)
-            }
-            State::Delimiter { .. } => {
-                if !ok {
-                    return Err(Error::protocol(
-                        Stage::SelectMailbox,
-                        "the server refused to tell its folder hierarchy delimiter (LIST \"\" \"\")",
-                    )
-                    .with_reply(reply()));
-                }
-                self.start_folder(0, out)
-            }
             State::Select { .. } => {
                 if !ok {
                     return Err(Error::protocol(
@@ -859,56 +463,14 @@ impl ImapSession {
             }
             other => {
                 self.state = other;
-                Err(Error::protocol(self.state.stage(), "the server completed a command that was never sent"))
+                Err(Error::protocol(self.stage(), "the server completed a command that was never sent"))
             }
         }
     }
 
-    fn auth_rejected(&self, auth: &Auth, reply: ServerReply) -> Error {
-        auth.rejected(&self.mailbox.credentials, reply)
-    }
-
-    fn authenticate(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        self.link.check_credentials_allowed()?;
-        let tag = self.tags.next();
-        let caps = self.caps.as_deref().unwrap_or_default();
-        let start = Auth::begin(tag, &self.mailbox.credentials, caps, self.literal_mode())?;
-        self.progress(out, Step::Mechanisms, || self.mechanisms_detail(&start.offered, start.auth.method));
-        self.send(out, &start.first.0);
-        self.state = State::Auth(start.auth);
-        Ok(())
-    }
-
-    fn on_continuation(&mut self, text: String, out: &mut Vec<Action>) -> Result<()> {
-        let stage = self.state.stage();
-        let State::Auth(auth) = &mut self.state else {
-            return Err(Error::protocol(
-                stage,
-                format!("the server asked for command data during {}, but none was pending", stage.as_str()),
-            ));
-        };
-        let answer = auth.answer(text)?;
-        self.send(out, &answer.0);
-        Ok(())
-    }
-
-    /// Starts on the folders, first asking for the hierarchy delimiter when a configured name
-    /// (a fetched folder or the move target) has a "/" in it.
-    fn begin_folders(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let target_nested = matches!(&self.mailbox.after_fetch, AfterFetch::MoveTo(t) if t.contains('/'));
-        if target_nested || self.folders.iter().any(|f| f.contains('/')) {
-            let tag = self.tags.next();
-            let cmd = format!("{tag} LIST \"\" \"\"\r\n");
-            self.send(out, cmd.as_bytes());
-            self.state = State::Delimiter { tag };
-            return Ok(());
-        }
-        self.start_folder(0, out)
-    }
-
     /// A configured name ("/" separates levels) as the server spells it, modified UTF-7.
     fn wire_name(&self, name: &str) -> String {
-        wire_folder_name(name, self.delimiter)
+        self.conn.wire_name(name)
     }
 
     fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
@@ -920,14 +482,10 @@ impl ImapSession {
             }
             return self.done_fetching(out);
         };
-        let tag = self.tags.next();
         let wire = self.wire_name(name);
         // A check only counts: EXAMINE opens read-only, so not even \Recent changes.
         let verb = if self.check { "EXAMINE" } else { "SELECT" };
-        let cmd = Command::new(&tag, verb).string(&wire, LiteralMode::Sync).finish();
-        for part in &cmd.parts {
-            self.send(out, &part.0);
-        }
+        let tag = self.conn.send_with_folder(out, verb, &wire);
         self.state = State::Select { tag };
         Ok(())
     }
@@ -962,7 +520,7 @@ impl ImapSession {
         self.uidvalidity()?;
         let folder = self.folder().to_string();
         let messages = self.run.exists.unwrap_or(0);
-        self.progress(out, Step::Folder, || match self.run.exists {
+        self.conn.progress(out, Step::Folder, || match self.run.exists {
             Some(1) => format!("{folder}: 1 message"),
             Some(n) => format!("{folder}: {n} messages"),
             None => format!("{folder}: opened (the server did not report how many messages it holds)"),
@@ -992,7 +550,7 @@ impl ImapSession {
                     (Some(next), _) => self.set_last_uid(next.saturating_sub(1)),
                     (None, Some(0)) => {}
                     (None, _) => {
-                        let tag = self.send_simple(out, "UID FETCH * (UID)");
+                        let tag = self.conn.send_simple(out, "UID FETCH * (UID)");
                         self.state = State::MaxUid { tag };
                         return Ok(());
                     }
@@ -1004,7 +562,7 @@ impl ImapSession {
                 // Sequence numbers are dense: the last n of them are the newest n messages.
                 let first = exists.map_or(1, |e| e.saturating_sub(n).saturating_add(1)).max(1);
                 self.run.newest = true;
-                let tag = self.send_simple(out, &format!("FETCH {first}:* (UID RFC822.SIZE)"));
+                let tag = self.conn.send_simple(out, &format!("FETCH {first}:* (UID RFC822.SIZE)"));
                 self.state = State::Sizes { tag };
                 return Ok(());
             }
@@ -1034,7 +592,7 @@ impl ImapSession {
         let criteria = if last_uid == 0 { "ALL".to_string() } else { format!("UID {}:*", last_uid + 1) };
         // ESEARCH (RFC 4731) answers with a compact set instead of every UID.
         let ret = if self.has_cap("ESEARCH") || self.has_cap("IMAP4rev2") { "RETURN (ALL) " } else { "" };
-        let tag = self.send_simple(out, &format!("UID SEARCH {ret}{criteria}"));
+        let tag = self.conn.send_simple(out, &format!("UID SEARCH {ret}{criteria}"));
         self.state = State::Search { tag };
         Ok(())
     }
@@ -1071,7 +629,7 @@ impl ImapSession {
             return self.start_folder(self.run.index + 1, out);
         }
         let set = sequence_set(c);
-        let tag = self.send_simple(out, &format!("UID FETCH {set} (UID RFC822.SIZE)"));
+        let tag = self.conn.send_simple(out, &format!("UID FETCH {set} (UID RFC822.SIZE)"));
         self.state = State::Sizes { tag };
         Ok(())
     }
@@ -1094,7 +652,7 @@ impl ImapSession {
                 format!("{from}:*")
             }
         };
-        let tag = self.send_simple(out, &format!("UID FETCH {range} (UID RFC822.SIZE)"));
+        let tag = self.conn.send_simple(out, &format!("UID FETCH {range} (UID RFC822.SIZE)"));
         self.state = State::Sizes { tag };
     }
 
@@ -1194,7 +752,7 @@ impl ImapSession {
             return self.folder_fetched(out);
         }
         let set = sequence_set(&batch);
-        let tag = self.send_simple(out, &format!("UID FETCH {set} (UID BODY.PEEK[])"));
+        let tag = self.conn.send_simple(out, &format!("UID FETCH {set} (UID BODY.PEEK[])"));
         self.state = State::Fetch { tag };
         Ok(())
     }
@@ -1309,28 +867,21 @@ impl ImapSession {
     /// Queues one after-fetch command (several go out in one write: pipelined).
     fn queue(&mut self, pending: &mut VecDeque<(String, Op)>, op: Op, out: &mut Vec<Action>) {
         let set = sequence_set(&self.delivered_uids());
-        let tag = self.tags.next();
-        let verb = match op {
-            Op::MarkSeen => format!("UID STORE {set} +FLAGS.SILENT (\\Seen)"),
-            Op::MarkDeleted => format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
+        let tag = match op {
+            Op::MarkSeen => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Seen)")),
+            Op::MarkDeleted => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")),
             // Only our UIDs: a plain EXPUNGE would also remove other clients' \Deleted mail.
-            Op::Expunge => format!("UID EXPUNGE {set}"),
+            Op::Expunge => self.conn.send_simple(out, &format!("UID EXPUNGE {set}")),
             Op::Move | Op::Copy | Op::Create => {
                 let verb = match op {
                     Op::Move => format!("UID MOVE {set}"),
                     Op::Copy => format!("UID COPY {set}"),
                     _ => "CREATE".to_string(),
                 };
-                // Folder names with non-ASCII are already modified UTF-7, so always quotable.
-                let cmd = Command::new(&tag, &verb).string(&self.target(), LiteralMode::Sync).finish();
-                for part in &cmd.parts {
-                    self.send(out, &part.0);
-                }
-                pending.push_back((tag, op));
-                return;
+                let target = self.target();
+                self.conn.send_with_folder(out, &verb, &target)
             }
         };
-        self.send(out, format!("{tag} {verb}\r\n").as_bytes());
         pending.push_back((tag, op));
     }
 
@@ -1451,15 +1002,15 @@ impl ImapSession {
     }
 
     fn logout(&mut self, out: &mut Vec<Action>) {
-        let tag = self.send_simple(out, "LOGOUT");
+        let tag = self.conn.send_simple(out, "LOGOUT");
         self.state = State::Logout { tag };
     }
 
     fn finish(&mut self, out: &mut Vec<Action>) {
         self.state = State::Finished;
-        self.link.clear_deadline();
+        self.conn.link.clear_deadline();
         if self.check {
-            self.progress(out, Step::Logout, || "logged out".to_string());
+            self.conn.progress(out, Step::Logout, || "logged out".to_string());
             out.push(Action::Close);
             out.push(Action::Finished(Outcome::Checked(CheckSummary { folders: std::mem::take(&mut self.checked) })));
             return;
@@ -1480,25 +1031,25 @@ impl Session for ImapSession {
 
     fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
         if matches!(self.state, State::Finished | State::Failed) {
-            return Err(Error::protocol(self.state.stage(), "the session has already ended; open a new session"));
+            return Err(Error::protocol(self.stage(), "the session has already ended; open a new session"));
         }
         let mut out = Vec::new();
         match self.step(event, now, &mut out) {
             Ok(()) => Ok(out),
             Err(e) => {
                 self.state = State::Failed;
-                self.link.clear_deadline();
+                self.conn.link.clear_deadline();
                 Err(e)
             }
         }
     }
 
     fn unverified(&self) -> bool {
-        self.link.unverified()
+        self.conn.link.unverified()
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.link.deadline()
+        self.conn.link.deadline()
     }
 
     fn sync_state(&self) -> Option<Vec<u8>> {
@@ -1530,66 +1081,6 @@ fn configured_folders(mailbox: &Mailbox) -> Result<Vec<String>> {
         folders.push("INBOX".to_string());
     }
     Ok(folders)
-}
-
-/// STARTTLS is configured but the server does not offer it: no fallback to clear text.
-pub(super) fn starttls_not_offered() -> Error {
-    Error::policy(
-        Stage::Starttls,
-        "the server does not offer STARTTLS, so the password cannot be sent safely; enable TLS on the server or use implicit TLS (port 993)",
-    )
-}
-
-/// The server answered STARTTLS with NO ("refused") or BAD ("rejected").
-pub(super) fn starttls_refused(how: &str, reply: ServerReply) -> Error {
-    Error::policy(
-        Stage::Starttls,
-        format!("the server {how} STARTTLS, so the password cannot be sent safely; fix the server's TLS setup or use implicit TLS (port 993)"),
-    )
-    .with_reply(reply)
-}
-
-/// PREAUTH on a connection that must run STARTTLS first: the session could be an attacker's.
-pub(super) fn preauth_before_starttls(text: String) -> Error {
-    Error::policy(
-        Stage::Greeting,
-        "the server greeted with PREAUTH on a connection that must first run STARTTLS; an attacker may have stripped TLS. Use implicit TLS (port 993) or fix the server",
-    )
-    .with_reply(ServerReply::new("PREAUTH", text))
-}
-
-/// A configured folder name ("/" separates levels) as the server spells it: its hierarchy
-/// delimiter (when known) and modified UTF-7.
-pub(super) fn wire_folder_name(name: &str, delimiter: Option<char>) -> String {
-    match delimiter {
-        Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
-        _ => encode_folder_name(name),
-    }
-}
-
-/// Longest server text quoted in a check step, in characters.
-const MAX_SHOWN_CHARS: usize = 200;
-
-/// Server text fit for a check step: control characters (terminal escapes, line breaks)
-/// removed, at most `MAX_SHOWN_CHARS` characters.
-fn shown(text: &str) -> String {
-    let mut clean = text.chars().filter(|c| !c.is_control());
-    let mut out: String = clean.by_ref().take(MAX_SHOWN_CHARS).collect();
-    if clean.next().is_some() {
-        out.pop();
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-/// Status text without its leading response code ("[CAPABILITY ...] Dovecot ready." ->
-/// "Dovecot ready.").
-fn without_code(text: &str) -> &str {
-    let t = text.trim_start();
-    match t.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
-        Some((_, after)) => after.trim_start(),
-        None => t,
-    }
 }
 
 /// "73 MB", "12 KB", "900 bytes": sizes for the admin.

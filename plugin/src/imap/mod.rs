@@ -18,12 +18,15 @@
 mod append;
 mod client;
 mod command;
+mod connection;
 mod response;
 mod sync;
 mod utf7;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod transcript;
 
 pub use append::AppendSession;
 pub use client::ImapSession;

@@ -3,9 +3,12 @@
 
 use super::*;
 use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Security, Server};
-use crate::error::{Error, ErrorKind, Stage};
+use crate::error::{ErrorKind, Stage};
 use crate::sasl;
 use crate::session::{Action, Event, FetchSummary, FetchedMessage, Outcome, Session};
+
+use super::transcript::{self, drive, drive_all, Scripted, Step};
+use Step::{Closed, Idle, Stored, Tls, C, S};
 
 const PASSWORD: &str = "s3cr\"et\\pw";
 const TIMEOUT: u64 = 60_000;
@@ -22,31 +25,11 @@ fn mailbox(security: Security) -> Mailbox {
     }
 }
 
-enum Step<'a> {
-    /// The server sends these bytes.
-    S(&'a [u8]),
-    /// The client must have written exactly these bytes since the last check.
-    C(&'a [u8]),
-    /// The client must have asked for TLS; the host reports the handshake done.
-    Tls,
-    /// The host reports everything delivered stored.
-    Stored,
-    /// The server closes the connection.
-    Closed,
-    /// The session must be waiting for the host, not the server: no deadline.
-    Idle,
+impl Scripted for ImapSession {
+    const CHECKS_EVERY_WRITE: bool = true;
 }
-use Step::{Closed, Idle, Stored, Tls, C, S};
 
-#[derive(Debug, Default)]
-struct Run {
-    /// Non-write actions in order.
-    actions: Vec<Action>,
-    /// Everything the client wrote.
-    wire: Vec<u8>,
-    error: Option<Error>,
-    session: Option<ImapSession>,
-}
+type Run = transcript::Run<ImapSession>;
 
 impl Run {
     fn delivered(&self) -> Vec<&FetchedMessage> {
@@ -55,106 +38,9 @@ impl Run {
     fn finished(&self) -> Option<&FetchSummary> {
         self.actions.iter().find_map(|a| if let Action::Finished(Outcome::Fetched(s)) = a { Some(s) } else { None })
     }
-    fn err(&self) -> &Error {
-        self.error.as_ref().expect("the session should have failed")
-    }
     fn sync(&self) -> String {
         String::from_utf8(self.session.as_ref().unwrap().sync_state().expect("a sync state")).unwrap()
     }
-}
-
-/// Drives one session through the script, feeding server bytes `chunk` at a time.
-fn drive(mut s: ImapSession, script: &[Step<'_>], chunk: usize) -> Run {
-    let mut run = Run::default();
-    let mut unchecked: Vec<u8> = Vec::new();
-    let mut now = 1_000u64;
-    let mut feed = |s: &mut ImapSession, ev: Event<'_>, run: &mut Run, unchecked: &mut Vec<u8>| -> bool {
-        now += 1;
-        match s.handle(ev, now) {
-            Ok(actions) => {
-                for a in actions {
-                    match a {
-                        Action::Write(b) => {
-                            run.wire.extend_from_slice(&b);
-                            unchecked.extend_from_slice(&b);
-                        }
-                        other => run.actions.push(other),
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                run.error = Some(e);
-                false
-            }
-        }
-    };
-    'script: {
-        if !feed(&mut s, Event::Connected, &mut run, &mut unchecked) {
-            break 'script;
-        }
-        for step in script {
-            match step {
-                S(bytes) => {
-                    for piece in bytes.chunks(chunk.max(1)) {
-                        if !feed(&mut s, Event::Received(piece), &mut run, &mut unchecked) {
-                            break 'script;
-                        }
-                    }
-                }
-                C(expected) => {
-                    assert_eq!(
-                        String::from_utf8_lossy(&unchecked),
-                        String::from_utf8_lossy(expected),
-                        "client wrote (chunk {chunk})"
-                    );
-                    unchecked.clear();
-                }
-                Tls => {
-                    assert_eq!(run.actions.last(), Some(&Action::StartTls), "chunk {chunk}");
-                    assert_eq!(s.deadline(), None, "no deadline while the host runs the handshake");
-                    if !feed(&mut s, Event::TlsEstablished, &mut run, &mut unchecked) {
-                        break 'script;
-                    }
-                }
-                Idle => assert_eq!(s.deadline(), None, "no deadline while waiting for the host (chunk {chunk})"),
-                Stored => {
-                    if !feed(&mut s, Event::Stored, &mut run, &mut unchecked) {
-                        break 'script;
-                    }
-                }
-                Closed => {
-                    if !feed(&mut s, Event::Closed, &mut run, &mut unchecked) {
-                        break 'script;
-                    }
-                }
-            }
-        }
-        assert!(unchecked.is_empty(), "unchecked client bytes: {:?}", String::from_utf8_lossy(&unchecked));
-    }
-    run.session = Some(s);
-    run
-}
-
-/// Runs the script whole, in odd chunks and byte by byte; all runs must agree.
-fn drive_all(make: impl Fn() -> ImapSession, script: &[Step<'_>]) -> Run {
-    let whole = drive(make(), script, usize::MAX);
-    for chunk in [1, 2, 3, 7, 13, 64] {
-        let r = drive(make(), script, chunk);
-        assert_eq!(r.actions, whole.actions, "actions differ with chunk {chunk}");
-        assert_eq!(r.wire, whole.wire, "writes differ with chunk {chunk}");
-        assert_eq!(
-            r.error.as_ref().map(|e| (e.kind, e.stage)),
-            whole.error.as_ref().map(|e| (e.kind, e.stage)),
-            "chunk {chunk}"
-        );
-        assert_eq!(
-            r.session.as_ref().unwrap().sync_state(),
-            whole.session.as_ref().unwrap().sync_state(),
-            "chunk {chunk}"
-        );
-    }
-    whole
 }
 
 fn assert_no_secret(run: &Run) {
