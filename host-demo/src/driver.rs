@@ -89,17 +89,6 @@ pub async fn drive_on(
     result
 }
 
-pub mod prof {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    pub static T: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-    pub fn add(i: usize, since: std::time::Instant) { T[i].fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed); }
-    pub fn dump() {
-        if std::env::var_os("MP_PROF").is_none() { return; }
-        let v: Vec<u64> = T.iter().map(|a| a.swap(0, Ordering::Relaxed)).collect();
-        eprintln!("PROF handle={} read={} deliver={} commit={} zread={} ins={} att={} sqlcommit={}", v[0]/1000, v[1]/1000, v[2]/1000, v[3]/1000, v[4]/1000, v[5]/1000, v[6]/1000, v[7]/1000);
-    }
-}
-
 async fn run_loop(
     instance: &mut Instance,
     session: SessionHandle,
@@ -115,15 +104,10 @@ async fn run_loop(
     let mut uncommitted = false;
     loop {
         if events.is_empty() && uncommitted {
-            let t0 = std::time::Instant::now();
-            let rr = tokio::time::timeout(Duration::ZERO, conn.read(&mut buf)).await;
-            prof::add(4, t0);
-            match rr {
+            match tokio::time::timeout(Duration::ZERO, conn.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => events.push_back(Event::Received(buf[..n].to_vec())),
                 ready => {
-                    let t0 = std::time::Instant::now();
                     sink.commit()?;
-                    prof::add(3, t0);
                     uncommitted = false;
                     events.push_back(Event::Stored);
                     match ready {
@@ -143,9 +127,7 @@ async fn run_loop(
             Some(e) => e,
             None => next_event(instance, session, conn, opts, &mut buf).await?,
         };
-        let t0 = std::time::Instant::now();
         let actions = instance.handle(session, &event, now_ms()).await?;
-        prof::add(0, t0);
         for action in actions {
             match action {
                 // Consecutive writes are coalesced into one socket write.
@@ -164,9 +146,7 @@ async fn run_loop(
                     }
                 }
                 Action::Deliver(message) => {
-                    let t0 = std::time::Instant::now();
                     sink.deliver(message)?;
-                    prof::add(2, t0);
                     uncommitted = true;
                 }
                 Action::Skipped(notice) => sink.skipped(notice)?,
@@ -178,11 +158,8 @@ async fn run_loop(
                 Action::Finished(outcome) => {
                     flush(conn, &mut out).await?;
                     if uncommitted {
-                        let t0 = std::time::Instant::now();
                         sink.commit()?;
-                        prof::add(3, t0);
                     }
-                    prof::dump();
                     return Ok(outcome);
                 }
             }
@@ -212,10 +189,7 @@ async fn next_event(
         Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
         None => opts.idle_timeout,
     };
-    let t0 = std::time::Instant::now();
-    let r = tokio::time::timeout(wait, conn.read(buf)).await;
-    prof::add(1, t0);
-    match r {
+    match tokio::time::timeout(wait, conn.read(buf)).await {
         Ok(Ok(0)) => Ok(Event::Closed),
         Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
         Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: format!("read failed: {e}") }),
