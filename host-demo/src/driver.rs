@@ -64,15 +64,10 @@ pub async fn drive_keep(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
-    let server = instance.server(session).await?;
-    if !opts.allowed.iter().any(|(h, p)| h.eq_ignore_ascii_case(&server.host) && *p == server.port) {
-        return Err(HostError::NotAllowed(format!("{}:{}", server.host, server.port)));
-    }
+    let server = allowed_server(instance, session, opts).await?;
     let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
     let mut conn = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout).await?;
-    let result = run_loop(instance, session, &mut conn, opts, sink).await;
-    conn.close().await;
-    result
+    drive_on(instance, session, &mut conn, opts, sink).await
 }
 
 /// Drives `session` over a connection the caller opened itself (the connection check times
@@ -84,9 +79,25 @@ pub async fn drive_on(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
-    let result = run_loop(instance, session, conn, opts, sink).await;
+    let result = match allowed_server(instance, session, opts).await {
+        Ok(_) => run_loop(instance, session, conn, opts, sink).await,
+        Err(e) => Err(e),
+    };
     conn.close().await;
     result
+}
+
+/// The session's server, when it is one the tenant configured; nothing else is connected to.
+async fn allowed_server(
+    instance: &mut Instance,
+    session: SessionHandle,
+    opts: &DriveOptions<'_>,
+) -> Result<crate::engine::GuestServer, HostError> {
+    let server = instance.server(session).await?;
+    if !opts.allowed.iter().any(|(h, p)| h.eq_ignore_ascii_case(&server.host) && *p == server.port) {
+        return Err(HostError::NotAllowed(format!("{}:{}", server.host, server.port)));
+    }
+    Ok(server)
 }
 
 async fn run_loop(
