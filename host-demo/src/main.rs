@@ -797,6 +797,8 @@ async fn run(cli: Cli) -> ExitCode {
                 },
                 (None, None) => return fail("give --body or --body-file", 2),
             };
+            // For --json: what happened to the copy in the Sent folder (replies only).
+            let mut saved: Option<serde_json::Value> = None;
             let result = match reply_to_message {
                 Some(reference) => {
                     let html_body = match html_file.map(std::fs::read_to_string).transpose() {
@@ -819,6 +821,14 @@ async fn run(cli: Cli) -> ExitCode {
                             ops::SavedReply::Failed(w) => eprintln!("mailplug: warning: {w}"),
                             ops::SavedReply::NotConfigured => {}
                         }
+                        saved = Some(match &r.saved {
+                            ops::SavedReply::Saved { folder, uid, created_folder } => serde_json::json!({
+                                "saved": true, "folder": folder, "uid": uid, "created_folder": created_folder,
+                            }),
+                            ops::SavedReply::Skipped(why) => serde_json::json!({"saved": false, "skipped": why}),
+                            ops::SavedReply::Failed(w) => serde_json::json!({"saved": false, "warning": w}),
+                            ops::SavedReply::NotConfigured => serde_json::Value::Null,
+                        });
                         r.sent
                     })
                 }
@@ -840,10 +850,11 @@ async fn run(cli: Cli) -> ExitCode {
                             .iter()
                             .map(|x| serde_json::json!({"address": x.address, "accepted": x.accepted, "reply": format!("{} {}", x.reply.code, x.reply.text)}))
                             .collect();
-                        println!(
-                            "{}",
-                            serde_json::json!({"message_id": sent.message_id, "reply": format!("{} {}", r.final_reply.code, r.final_reply.text), "recipients": rcpts})
-                        );
+                        let mut v = serde_json::json!({"message_id": sent.message_id, "reply": format!("{} {}", r.final_reply.code, r.final_reply.text), "recipients": rcpts});
+                        if let Some(copy) = saved.filter(|c| !c.is_null()) {
+                            v["sent_copy"] = copy;
+                        }
+                        println!("{v}");
                     } else {
                         println!("{} {}", r.final_reply.code, r.final_reply.text);
                         for x in r.recipients.iter().filter(|x| !x.accepted) {

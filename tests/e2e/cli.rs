@@ -240,3 +240,70 @@ fn discover_suggests_a_configuration_that_loads_and_validates() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("by hand"), "{}", text(&o));
 }
+
+#[test]
+fn a_cli_reply_saves_its_copy_in_sent_and_reports_it_in_json() {
+    let r = rig();
+    let (user, password) = mailplug_tests::test_box(3);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &mailplug_tests::sample_message("cli-reply-original@example.test", "Where is my order?"));
+    let dir = tmpdir("reply");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("pw"), &password).expect("pw");
+    let cfg = dir.join("tenant.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"tenant = "cli-reply"
+licensed = true
+extra_ca_file = "{ca}"
+database = "{db}"
+
+[[mailbox]]
+name = "m"
+address = "{user}"
+protocol = "imap"
+first_sync = "all"
+save_sent = "Sent"
+host = "localhost"
+port = {imaps}
+tls = true
+username = "{user}"
+password_file = "pw"
+
+[[queue]]
+name = "q"
+mailboxes = ["m"]
+[queue.smtp]
+host = "localhost"
+port = {smtps}
+tls = true
+username = "{user}"
+password_file = "pw"
+"#,
+            ca = r.get("RIG_CA"),
+            db = dir.join("db.sqlite3").display(),
+            imaps = r.port("RIG_IMAPS_PORT"),
+            smtps = r.port("RIG_SMTPS_PORT"),
+        ),
+    )
+    .expect("config");
+    let cfg = cfg.to_str().expect("utf8");
+    let o = run(&["fetch", "--config", cfg, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string();
+    let fetched: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let id = fetched["id"].as_str().expect("id").to_string();
+
+    let o = run(&["send", "--config", cfg, "--queue", "q", "--reply-to-message", &id, "--body", "It left today.", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sent: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(sent["sent_copy"]["saved"], true, "{sent}");
+    assert_eq!(sent["sent_copy"]["folder"], "Sent", "{sent}");
+    let message_id = sent["message_id"].as_str().expect("message id").to_string();
+    let copies = r.listing(&user, "Sent");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].2, message_id);
+    assert!(copies[0].1.contains("\\Seen"), "{copies:?}");
+    assert!(!text(&o).contains(&password), "password leaked: {}", text(&o));
+}
