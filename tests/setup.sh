@@ -19,6 +19,17 @@ if ! command -v wasm-tools >/dev/null 2>&1; then
   cargo install wasm-tools --locked --version 1.263.0
 fi
 
+# CI builds from a fresh clone, so incremental state would only pile up in the cache.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build cache is shared across runs; when the disk runs low, drop this workspace's own
+# artifacts (every stale test binary) and keep the compiled dependencies.
+free_kb=$(df -Pk "$(dirname "$CARGO_TARGET_DIR")" | awk 'NR == 2 { print $4 }')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ] && [ -d "$CARGO_TARGET_DIR" ]; then
+  step "less than 10 GB free: removing this workspace's old build artifacts from $CARGO_TARGET_DIR"
+  rm -rf "$CARGO_TARGET_DIR"/*/incremental
+  (cd "$ROOT" && cargo clean --quiet -p mailplug-tests -p mailplug-host -p mailplug-plugin) || true
+fi
+
 step "starting Dovecot and Postfix on loopback (tests/rig/up.sh)"
 bash "$ROOT/tests/rig/up.sh"
 
