@@ -81,6 +81,18 @@ pub fn diagnose(text: &str) -> Option<Diagnosis> {
             "Ask the mail server's operator to install a certificate from a public certificate authority (e.g. Let's Encrypt) including the intermediate certificates.",
             "Bitten Sie den Betreiber des Mailservers, ein Zertifikat einer öffentlichen Zertifizierungsstelle (z. B. Let's Encrypt) samt Zwischenzertifikaten zu installieren.",
         )
+    } else if has("does not resolve")
+        || has("name or service not known")
+        || has("failed to lookup address")
+        || has("nodename nor servname")
+        || has("no such host")
+    {
+        Diagnosis::new(
+            "The server's host name does not exist in DNS: it is probably misspelt.",
+            "Der Hostname des Servers existiert im DNS nicht: Vermutlich ist er falsch geschrieben.",
+            "Check the spelling of the host name and use the one the provider documents (e.g. imap.gmail.com, outlook.office365.com); `mailplug discover ADDRESS` suggests it.",
+            "Prüfen Sie die Schreibweise des Hostnamens und verwenden Sie den, den der Anbieter dokumentiert (z. B. imap.gmail.com, outlook.office365.com); `mailplug discover ADRESSE` schlägt ihn vor.",
+        )
     } else if has("connection refused") || has("econnrefused") {
         Diagnosis::new(
             "The server refused the connection: nothing accepts connections on this host and port.",
@@ -304,6 +316,11 @@ mod tests {
         check("invalid peer certificate: Expired", &["expired", "renew"], &["abgelaufen", "erneuern"]);
         check("invalid peer certificate: UnknownIssuer", &["unknown issuer", "certificate authority"], &["Zertifizierungsstelle"]);
         check("Connection refused (os error 111)", &["refused", "port"], &["abgelehnt", "Port"]);
+        check(
+            "the host name does not resolve (failed to lookup address information: Name or service not known)",
+            &["does not exist in DNS", "spelling"],
+            &["existiert im DNS nicht", "Schreibweise"],
+        );
         check("connection timed out", &["timed out", "firewall"], &["Zeitüberschreitung", "Firewall"]);
         check("STARTTLS not offered by the server", &["does not offer STARTTLS", "TLS port"], &["kein STARTTLS"]);
     }

@@ -199,6 +199,15 @@ fn a_wrong_port_stops_at_connect() {
 }
 
 #[test]
+fn an_unknown_host_name_stops_at_resolve() {
+    // ".invalid" never resolves (RFC 2606).
+    let mut s = good("imap", "RIG_IMAPS_PORT", true);
+    s.host = "imap.no-such-provider.invalid";
+    let c = check("unknown-host", &s, true);
+    assert_failed_at(&c, "resolve", &["does not exist in DNS", "spelling"], &["existiert im DNS nicht"]);
+}
+
+#[test]
 fn tls_on_for_a_starttls_port_stops_at_tls() {
     let c = check("tls-on-starttls-port", &good("imap", "RIG_IMAP_STARTTLS_PORT", true), true);
     assert_failed_at(&c, "tls", &["clear text", "TLS switch off"], &["TLS-Schalter aus"]);
