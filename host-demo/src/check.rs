@@ -235,7 +235,6 @@ fn settings_step(report: &mut CheckReport, steps: &mut Steps, server: &str, find
         mine.iter().map(|f| format!("warning: {}", f.en)).collect::<Vec<_>>().join("; ")
     };
     steps.pass("settings", detail);
-    report.steps = std::mem::take(&mut steps.steps);
     true
 }
 

@@ -67,7 +67,7 @@ pub async fn drive_keep(
     let server = allowed_server(instance, session, opts).await?;
     let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
     let mut conn = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout).await?;
-    drive_on(instance, session, &mut conn, opts, sink).await
+    run_and_close(instance, session, &mut conn, opts, sink).await
 }
 
 /// Drives `session` over a connection the caller opened itself (the connection check times
@@ -79,10 +79,21 @@ pub async fn drive_on(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
-    let result = match allowed_server(instance, session, opts).await {
-        Ok(_) => run_loop(instance, session, conn, opts, sink).await,
-        Err(e) => Err(e),
-    };
+    if let Err(e) = allowed_server(instance, session, opts).await {
+        conn.close().await;
+        return Err(e);
+    }
+    run_and_close(instance, session, conn, opts, sink).await
+}
+
+async fn run_and_close(
+    instance: &mut Instance,
+    session: SessionHandle,
+    conn: &mut Conn,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Outcome, HostError> {
+    let result = run_loop(instance, session, conn, opts, sink).await;
     conn.close().await;
     result
 }

@@ -171,9 +171,11 @@ pub trait Session {
 /// the server's text from the error: an attacker on the path could have written it, and the
 /// admin must never be shown it as the server's message.
 pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
-    let before = session.unverified();
+    // Checked before the call: only text processed while unverified can be forged, and a
+    // session never goes from encrypted back to clear text.
+    let unverified = session.unverified();
     session.handle(event, now).map_err(|mut e| {
-        if before || session.unverified() {
+        if unverified {
             if let Some(r) = e.reply.take() {
                 // Some messages quote the reply too.
                 for quoted in [format!("{} {}", r.code, r.text), r.text] {
