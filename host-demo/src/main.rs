@@ -584,7 +584,6 @@ async fn run_check(
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };
-    let mut all_passed = true;
     let mut reports = Vec::new();
     for name in &mailboxes {
         match check::check_mailbox(plugin, cfg, &store, name, findings).await {
@@ -600,10 +599,7 @@ async fn run_check(
         }
         print_check(reports.last(), json);
     }
-    for r in &reports {
-        all_passed &= r.passed();
-    }
-    if all_passed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if reports.iter().all(|r| r.passed()) { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 fn print_check(report: Option<&mailplug_host::check::CheckReport>, json: bool) {
