@@ -73,6 +73,12 @@ RIG_USERS=(
     "box5:Box5-Pw-8Mu!" "box6:Box6-Pw-9Nv!" "box7:Box7-Pw-2Pw!" "box8:Box8-Pw-3Qx!"
     "box9:Box9-Pw-4Ry!" "box10:Box10-Pw-5Sz!" "box11:Box11-Pw-6Ta!" "box12:Box12-Pw-7Ub!"
     "box13:Box13-Pw-8Vc!" "box14:Box14-Pw-9Wd!" "box15:Box15-Pw-2Xe!" "box16:Box16-Pw-3Yf!"
+    "box17:Box17-Pw-2Pr!" "box18:Box18-Pw-2Gq!" "box19:Box19-Pw-9Jw!" "box20:Box20-Pw-4Bs!"
+    "box21:Box21-Pw-9Lc!" "box22:Box22-Pw-5Zm!" "box23:Box23-Pw-2Pe!" "box24:Box24-Pw-7Np!"
+    "box25:Box25-Pw-6Xj!" "box26:Box26-Pw-9Fx!" "box27:Box27-Pw-6Xm!" "box28:Box28-Pw-4Qh!"
+    "box29:Box29-Pw-9Vn!" "box30:Box30-Pw-2Ua!" "box31:Box31-Pw-5Eg!" "box32:Box32-Pw-6Tm!"
+    "box33:Box33-Pw-5Lx!" "box34:Box34-Pw-9Pr!" "box35:Box35-Pw-3Wu!" "box36:Box36-Pw-7Sf!"
+    "box37:Box37-Pw-5Ph!" "box38:Box38-Pw-2Br!" "box39:Box39-Pw-6Vx!" "box40:Box40-Pw-3Tc!"
 )
 
 # ---- layout of the run dir -------------------------------------------------------------
