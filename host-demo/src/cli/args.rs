@@ -1,0 +1,150 @@
+//! The command line's arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mailplug", version, about = "Fetch and send a tenant's mail through the mailplug component")]
+pub struct Cli {
+    /// The mailplug component (.wasm). Default: $MAILPLUG_WASM, else the release build next to this binary.
+    #[arg(long, global = true)]
+    pub plugin: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Fetch new mail of one or all inbound mailboxes into the tenant's database.
+    Fetch {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this mailbox (default: all).
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Also write each new message as a .eml file here (one subfolder per mailbox).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// One JSON object per message instead of a text line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message, or a reply to a stored message, through a queue's SMTP server.
+    Send {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: String,
+        /// Recipient; repeat for several (not with --reply-to-message: the reply goes to the original's sender).
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        to: Vec<String>,
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        subject: Option<String>,
+        #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
+        body: Option<String>,
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Reply to this stored message (its database id, server id or Message-ID), threaded, with
+        /// the sender planned for the mailbox it arrived in.
+        #[arg(long)]
+        reply_to_message: Option<String>,
+        /// Optional HTML body for a reply.
+        #[arg(long, requires = "reply_to_message")]
+        html_file: Option<PathBuf>,
+        /// Reply even to an auto-reply, bulk mail or bounce.
+        #[arg(long, requires = "reply_to_message")]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suggest a tenant-configuration snippet for an address: from the preset catalogue, else
+    /// by the domain's MX, RFC 6186/8314 SRV records and Thunderbird autoconfig (suggestions to
+    /// confirm unless they are catalogue servers).
+    Discover {
+        address: String,
+        #[arg(long)]
+        json: bool,
+        /// Ask this DNS server (IP:PORT) instead of the system's resolver.
+        #[arg(long, value_name = "IP:PORT")]
+        dns: Option<std::net::SocketAddr>,
+        /// Extra CA certificates (PEM) trusted for the autoconfig HTTPS fetches.
+        #[arg(long, value_name = "FILE")]
+        extra_ca: Option<PathBuf>,
+        /// Test rigs only: fetch autoconfig from loopback addresses too.
+        #[arg(long, hide = true)]
+        allow_loopback: bool,
+        /// Longest wait for each DNS answer or HTTPS fetch, in seconds (all together: 3x).
+        #[arg(long, default_value_t = 5, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// List the provider presets (recommended settings), or check a configuration against them.
+    Presets {
+        /// Check this configuration's servers instead of listing the presets.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// OAuth2: consent once in a browser, and check the stored tokens.
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
+    /// Test the connection of mailboxes and queues step by step (resolve, connect, TLS, greeting,
+    /// capabilities, STARTTLS, mechanisms, login, folders / a MAIL FROM + RCPT TO probe that is
+    /// reset), stopping at the first failure with its cause and what to do. Changes nothing.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this mailbox.
+        #[arg(long, conflicts_with = "queue")]
+        mailbox: Option<String>,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// The RCPT TO of the SMTP probe (default: the queue's own sender address). Nothing is sent.
+        #[arg(long)]
+        probe_to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the From, Sender, Reply-To and MAIL FROM that replies from a queue to a mailbox's
+    /// mail will use, and what the customer will see, without sending anything.
+    PlanFrom {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OauthCommand {
+    /// Print (and try to open) the authorization URL, receive the redirect on the loopback
+    /// redirect URI, exchange the code and store the tokens.
+    Login {
+        #[arg(long)]
+        config: PathBuf,
+        /// The inbound mailbox whose account to authorize.
+        #[arg(long, conflicts_with = "queue", required_unless_present = "queue")]
+        mailbox: Option<String>,
+        /// The queue whose SMTP account to authorize.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Seconds to wait for the browser to come back.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Show each OAuth2 account's scopes, expiry and health (never the tokens).
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,9 @@
+//! The `mailplug` command line, one module per command group.
+
+pub mod args;
+pub mod check;
+pub mod discover;
+pub mod fetch;
+pub mod oauth;
+pub mod output;
+pub mod send;
