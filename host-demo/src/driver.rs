@@ -32,6 +32,20 @@ pub trait MessageSink {
     fn commit(&mut self) -> Result<(), HostError>;
     /// A step of a check session completed (see `check`); nothing to store.
     fn progress(&mut self, _report: StepReport) {}
+    /// The server the deliveries of this session come from (`store::binding`), told before
+    /// the session starts: server ids are only unique per server.
+    fn source(&mut self, _server: &str) {}
+    /// Something the admin should know about the run (English, German); nothing failed.
+    fn warning(&mut self, _en: &str, _de: &str) {}
+    /// Whether `stored_state` wants the guest's sync state after each `stored`.
+    fn wants_stored_state(&self) -> bool {
+        false
+    }
+    /// The guest's committed sync state right after it handled `stored`: it covers everything
+    /// committed so far, so a run cut or trapped later resumes from here.
+    fn stored_state(&mut self, _state: Option<Vec<u8>>) -> Result<(), HostError> {
+        Ok(())
+    }
 }
 
 /// What the driver needs besides the session.
@@ -135,10 +149,10 @@ async fn run_loop(
                     match ready {
                         Ok(Ok(_)) => events.push_back(Event::Closed),
                         Ok(Err(e)) => {
-                            return Err(HostError::Network {
-                                server: conn.label().to_string(),
-                                message: format!("read failed: {e}"),
-                            })
+                            // The guest still hears `stored`, so its state covers what was kept.
+                            let _ = instance.handle(session, &Event::Stored, now_ms()).await;
+                            save_stored_state(instance, session, sink).await?;
+                            return Err(HostError::Network { server: conn.label().to_string(), message: read_failed(&e) });
                         }
                         Err(_) => {}
                     }
@@ -150,6 +164,9 @@ async fn run_loop(
             None => next_event(instance, session, conn, opts, &mut buf).await?,
         };
         let actions = instance.handle(session, &event, now_ms()).await?;
+        if matches!(event, Event::Stored) {
+            save_stored_state(instance, session, sink).await?;
+        }
         for action in actions {
             match action {
                 // Consecutive writes are coalesced into one socket write.
@@ -190,6 +207,29 @@ async fn run_loop(
     }
 }
 
+/// Hands the guest's sync state to a sink that keeps it after each `stored`.
+async fn save_stored_state(instance: &mut Instance, session: SessionHandle, sink: &mut dyn MessageSink) -> Result<(), HostError> {
+    if sink.wants_stored_state() {
+        let state = instance.sync_state(session).await?;
+        sink.stored_state(state)?;
+    }
+    Ok(())
+}
+
+/// A read error for the admin: TLS libraries word a cut connection with a link to their
+/// manual, which helps no admin.
+fn read_failed(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return "read failed: the connection was closed without a proper TLS ending (cut by the server or the network)".into();
+    }
+    let text = e.to_string();
+    let text = match text.find("http://").or_else(|| text.find("https://")) {
+        Some(i) => text[..i].trim_end_matches([' ', ':', ';', ',']).to_string(),
+        None => text,
+    };
+    format!("read failed: {text}")
+}
+
 async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> Result<(), HostError> {
     if out.is_empty() {
         return Ok(());
@@ -214,7 +254,7 @@ async fn next_event(
     match tokio::time::timeout(wait, conn.read(buf)).await {
         Ok(Ok(0)) => Ok(Event::Closed),
         Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
-        Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: format!("read failed: {e}") }),
+        Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: read_failed(&e) }),
         Err(_) if deadline.is_some() => Ok(Event::Timer),
         // The guest set no deadline yet nothing happened: a backstop so no session hangs.
         Err(_) => Err(HostError::Timeout {

@@ -13,8 +13,9 @@ use crate::error::HostError;
 /// Keeps what must survive between runs: each mailbox's opaque sync state and, for OAuth2
 /// accounts, the tokens (secrets: stored like passwords, never logged).
 pub trait SyncStateStore {
-    fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<Vec<u8>>, HostError>;
-    fn save(&self, tenant: &str, mailbox: &str, state: &[u8]) -> Result<(), HostError>;
+    fn load(&self, tenant: &str, mailbox: &str) -> Result<Option<SavedState>, HostError>;
+    /// Saves `state`, bound to the server it is for (see `binding`).
+    fn save(&self, tenant: &str, mailbox: &str, binding: &str, state: &[u8]) -> Result<(), HostError>;
     /// The tokens of `username` obtained through OAuth2 client `client`, if any.
     fn load_tokens(&self, _tenant: &str, _client: &str, _username: &str) -> Result<Option<Tokens>, HostError> {
         Ok(None)
@@ -23,6 +24,20 @@ pub trait SyncStateStore {
     fn save_tokens(&self, _tenant: &str, _client: &str, _username: &str, _tokens: &Tokens) -> Result<(), HostError> {
         Err(HostError::Storage("this store cannot keep OAuth2 tokens".into()))
     }
+}
+
+/// A mailbox's stored sync state and the server it was saved for.
+#[derive(Debug, Clone)]
+pub struct SavedState {
+    pub state: Vec<u8>,
+    /// `binding` of the server; None for states saved before bindings were recorded.
+    pub binding: Option<String>,
+}
+
+/// What a sync state (UIDs, UIDLs) is only valid for: the protocol, host, port and user.
+/// The host name is compared without case and without a trailing dot.
+pub fn binding(protocol: &str, host: &str, port: u16, username: &str) -> String {
+    format!("{protocol}:{}:{port}:{username}", host.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// A file name safe on every file system for an arbitrary id.
@@ -49,10 +64,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
 pub struct NoSyncState;
 
 impl SyncStateStore for NoSyncState {
-    fn load(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, HostError> {
+    fn load(&self, _: &str, _: &str) -> Result<Option<SavedState>, HostError> {
         Ok(None)
     }
-    fn save(&self, _: &str, _: &str, _: &[u8]) -> Result<(), HostError> {
+    fn save(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<(), HostError> {
         Ok(())
     }
 }
@@ -71,12 +86,19 @@ impl EmlDir {
     }
 }
 
+impl EmlDir {
+    /// Writes one message as `<dir>/<id>.eml` (also used for messages read back from the store).
+    pub fn write(&mut self, id: &str, raw: &[u8]) -> Result<PathBuf, HostError> {
+        let path = self.dir.join(format!("{}.eml", safe_name(id)));
+        write_atomically(&path, raw)?;
+        self.written.push(path.clone());
+        Ok(path)
+    }
+}
+
 impl MessageSink for EmlDir {
     fn deliver(&mut self, m: FetchedMessage) -> Result<(), HostError> {
-        let path = self.dir.join(format!("{}.eml", safe_name(&m.id)));
-        write_atomically(&path, &m.raw)?;
-        self.written.push(path);
-        Ok(())
+        self.write(&m.id, &m.raw).map(|_| ())
     }
     fn commit(&mut self) -> Result<(), HostError> {
         // Each file was synced before its rename; sync the folder so the renames are durable too.

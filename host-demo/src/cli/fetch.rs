@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mailplug_host::db::{Database, DbSink};
+use mailplug_host::db::{Database, DbSink, Delivered};
 use mailplug_host::driver::MessageSink;
 use mailplug_host::engine::{FetchedMessage, SkippedMessage};
 use mailplug_host::ops;
@@ -14,6 +14,10 @@ use mailplug_host::{HostError, Plugin, TenantConfig};
 use super::output::{explain_error, fail};
 
 /// `mailplug fetch`: every selected mailbox in turn; exit 1 when one failed.
+///
+/// Every stored message is reported as new once: messages an earlier run stored but did not
+/// report (it failed or was killed) are reported first, then this run's, and a delivery of a
+/// message already stored is reported as a duplicate only when that message was reported.
 pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<String>, out: Option<PathBuf>, json: bool) -> ExitCode {
     let names: Vec<String> = match mailbox {
         Some(n) => vec![n],
@@ -29,30 +33,48 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
     let progress = std::io::stderr().is_terminal();
     let mut failed = None;
     for name in names {
-        let eml = match &out {
+        let mut eml = match &out {
             Some(dir) => match EmlDir::new(dir.join(mailplug_host::store::safe_name(&name))) {
                 Ok(e) => Some(e),
                 Err(e) => return fail(e, 1),
             },
             None => None,
         };
-        let mut sink = CliSink { mailbox: name.clone(), db: db.sink(&cfg.tenant, &name), eml, json, progress, pending: Vec::new() };
+        let earlier = match report_unreported(&db, &cfg.tenant, &name, eml.as_mut(), json) {
+            Ok(n) => n,
+            Err(e) => return fail(e, 1),
+        };
+        let mut sink =
+            CliSink { mailbox: name.clone(), database: &db, db: db.sink(&cfg.tenant, &name), eml, json, progress, pending: Vec::new() };
         let result = ops::fetch(plugin, cfg, &name, &mut sink, &db).await;
         if progress {
             eprint!("\r\x1b[K");
         }
         let st = sink.db.stats;
+        let mut eml = sink.eml.take();
+        // Commits what was delivered after the last commit (complete messages only).
+        drop(sink);
+        // Stored by this run but not printed: it failed before its next commit.
+        let late = match report_unreported(&db, &cfg.tenant, &name, eml.as_mut(), json) {
+            Ok(n) => n,
+            Err(e) => return fail(e, 1),
+        };
+        let stored = st.stored as usize + late;
         match result {
             Ok(s) => eprintln!(
-                "mailplug: {name}: {} new message(s) stored{}{}{}",
-                st.stored,
+                "mailplug: {name}: {stored} new message(s) stored{}{}{}{}",
+                if earlier > 0 { format!(", {earlier} stored by an earlier run reported now") } else { String::new() },
                 if st.duplicates > 0 { format!(", {} already stored", st.duplicates) } else { String::new() },
                 if s.skipped > 0 { format!(", {} skipped (over a limit)", s.skipped) } else { String::new() },
                 if s.remaining > 0 { format!(", {} more waiting (batch limit): run again", s.remaining) } else { String::new() }
             ),
             Err(e) => {
                 eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));
-                explain_error(plugin, cfg, &e).await;
+                if lost_during_fetch(&e) {
+                    explain_lost_connection(stored);
+                } else {
+                    explain_error(plugin, cfg, &e).await;
+                }
                 failed = Some(1);
             }
         }
@@ -60,10 +82,93 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
     failed.map(ExitCode::from).unwrap_or(ExitCode::SUCCESS)
 }
 
+/// A network error or timeout after the connection had worked: reading or writing failed, or
+/// the component lost the server past the greeting.
+fn lost_during_fetch(e: &HostError) -> bool {
+    use mailplug_host::engine::Stage;
+    use mailplug_host::error::Kind;
+    match e {
+        HostError::Network { message, .. } | HostError::Timeout { message, .. } => {
+            message.starts_with("read failed") || message.starts_with("write failed") || message.starts_with("nothing happened")
+        }
+        HostError::Guest(g) => {
+            matches!(g.kind, Kind::Network | Kind::Timeout) && !matches!(g.stage_id, Stage::Connect | Stage::Greeting | Stage::Starttls)
+        }
+        _ => false,
+    }
+}
+
+/// The cause and action for a connection lost during a fetch, in English and German: it is
+/// not a failure to reach the server, and the stored messages are safe.
+fn explain_lost_connection(stored: usize) {
+    eprintln!(
+        "mailplug:   cause:    the connection to the server was lost during the fetch, after it had been established (so host name, port and firewall settings work); {stored} message(s) were stored before that and are safe"
+    );
+    eprintln!(
+        "mailplug:   action:   nothing to do if this is rare: the next run continues where this one stopped. If it happens on every run, look for what cuts the connection (a firewall or proxy idle timeout, an unstable line) or check the server's logs"
+    );
+    eprintln!(
+        "mailplug:   Ursache:  die Verbindung zum Server ist während des Abrufs abgebrochen, nachdem sie aufgebaut war (Hostname, Port und Firewall-Einstellungen funktionieren also); {stored} Nachricht(en) wurden vorher gespeichert und sind sicher"
+    );
+    eprintln!(
+        "mailplug:   Maßnahme: bei seltenem Auftreten nichts: der nächste Lauf setzt dort fort, wo dieser aufgehört hat. Geschieht es bei jedem Lauf, suchen Sie, was die Verbindung trennt (Leerlauf-Timeout einer Firewall oder eines Proxys, instabile Leitung), oder prüfen Sie die Server-Logs"
+    );
+}
+
+/// Reports the mailbox's stored messages not yet reported as new, then marks them reported.
+fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
+    let rows = db.unreported(tenant, mailbox)?;
+    let mut marked = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let file = match eml.as_deref_mut() {
+            Some(dir) => Some(dir.write(&r.server_id, &r.raw)?.display().to_string()),
+            None => None,
+        };
+        let line = Line {
+            id: r.server_id.clone(),
+            bytes: r.size as usize,
+            from: r.from.clone().unwrap_or_else(|| header(&r.raw, "From")),
+            subject: r.subject.clone().unwrap_or_else(|| header(&r.raw, "Subject")),
+            kind: if r.parse_error.is_some() { "unparsed".into() } else { r.classification.clone() },
+            parse_error: r.parse_error.clone(),
+            file,
+        };
+        print_line(mailbox, &line, false, r.collision, json);
+        marked.push(r.row);
+    }
+    finish_reports(db, &marked)?;
+    Ok(rows.len())
+}
+
+/// Makes the printed lines visible, then records them as reported: a crash in between reports
+/// them again rather than never.
+fn finish_reports(db: &Database, rows: &[i64]) -> Result<(), HostError> {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    db.mark_reported(rows)
+}
+
+/// One message's line (text) or object (`--json`).
+fn print_line(mailbox: &str, l: &Line, duplicate: bool, collision: bool, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "mailbox": mailbox, "id": l.id, "bytes": l.bytes, "from": l.from, "subject": l.subject,
+            "classification": l.kind, "parse_error": l.parse_error, "duplicate": duplicate,
+            "message_id_collision": collision, "file": l.file,
+        });
+        println!("{v}");
+    } else {
+        let dup = if duplicate { "\t(already stored)" } else { "" };
+        let col = if collision { "\t(its Message-ID is also used by another stored message)" } else { "" };
+        println!("{mailbox}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}{col}", l.id, l.bytes, l.kind, l.from, l.subject);
+    }
+}
+
 /// Stores each delivered message in the database (and as .eml with --out), prints a line per
 /// message, and shows progress on a terminal.
 struct CliSink<'a> {
     mailbox: String,
+    database: &'a Database,
     db: DbSink<'a>,
     eml: Option<EmlDir>,
     json: bool,
@@ -153,20 +258,30 @@ impl MessageSink for CliSink<'_> {
         if self.progress {
             eprint!("\r\x1b[K");
         }
-        let new: std::collections::HashMap<&str, bool> = self.db.results.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+        let results: std::collections::HashMap<&str, &Delivered> = self.db.results.iter().map(|d| (d.id.as_str(), d)).collect();
+        let mut marked: Vec<i64> = Vec::new();
         for l in self.pending.drain(..) {
-            let duplicate = !new.get(l.id.as_str()).copied().unwrap_or(false);
-            if self.json {
-                let v = serde_json::json!({
-                    "mailbox": self.mailbox, "id": l.id, "bytes": l.bytes, "from": l.from, "subject": l.subject,
-                    "classification": l.kind, "parse_error": l.parse_error, "duplicate": duplicate, "file": l.file,
-                });
-                println!("{v}");
-            } else {
-                let dup = if duplicate { "\t(already stored)" } else { "" };
-                println!("{}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}", self.mailbox, l.id, l.bytes, l.kind, l.from, l.subject);
+            let Some(d) = results.get(l.id.as_str()) else { continue };
+            // New to whoever reads the output unless that message was reported already.
+            let duplicate = d.reported || marked.contains(&d.row);
+            if !duplicate {
+                marked.push(d.row);
             }
+            print_line(&self.mailbox, &l, duplicate, d.collision, self.json);
         }
-        Ok(())
+        finish_reports(self.database, &marked)
+    }
+    fn source(&mut self, server: &str) {
+        self.db.source(server);
+    }
+    fn warning(&mut self, en: &str, de: &str) {
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("mailplug: {}: warning: {en}", self.mailbox);
+        eprintln!("mailplug: {}: Warnung: {de}", self.mailbox);
+        if self.json {
+            println!("{}", serde_json::json!({"mailbox": self.mailbox, "warning": {"en": en, "de": de}}));
+        }
     }
 }
