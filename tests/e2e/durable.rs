@@ -8,12 +8,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::Ordering;
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{cutting_proxy, plugin, rig, sample_message, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{plugin, rig, sample_message, switch_proxy, tenant, test_box, wasm_path, ServerSpec};
 
 fn bin() -> PathBuf {
     std::env::var("MAILPLUG_BIN")
@@ -186,26 +185,29 @@ fn new_only_first_run_cut_keeps_its_baseline(protocol: &str, boxn: u32) {
     r.reset_mailbox(&user);
     put(&user, "old-1@durable");
     put(&user, "old-2@durable");
-    // A clean first run through the proxy, to learn how long the session is.
-    let proxy = rt.block_on(cutting_proxy(("localhost".into(), port(protocol)), None));
+    // Every run goes through one proxy (one server to the host), cut or not. A clean first run
+    // (in a scratch database) gives the session's length.
+    let proxy = rt.block_on(switch_proxy(("localhost".into(), port(protocol))));
     let dir = tmpdir(&format!("{protocol}-cut-measure"));
     let mb = Mb { protocol, port: proxy.port, tls: true, user: &user, pass: &pass, first_sync: "new-only", folders: &[], after: "keep" };
     let o = run(&["fetch", "--config", &write_config(&dir, &mb), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let total = proxy.total.load(Ordering::SeqCst);
+    let total = proxy.last_total();
 
     // Cut ever earlier from the end of the session until a run fails (the logout exchange).
     for back in (8..400).step_by(8) {
         let cut = total - back;
         let dir = tmpdir(&format!("{protocol}-cut-{cut}"));
-        let proxy = rt.block_on(cutting_proxy(("localhost".into(), port(protocol)), Some(cut)));
-        let o = run(&["fetch", "--config", &write_config(&dir, &Mb { port: proxy.port, ..mb }), "--json"]);
+        let cfg = write_config(&dir, &mb);
+        proxy.set_cut(Some(cut));
+        let o = run(&["fetch", "--config", &cfg, "--json"]);
         if o.status.success() {
             continue;
         }
         assert!(fetched_ids(&o).is_empty(), "new-only imports nothing: {}", text(&o));
         let new: Vec<String> = (1..=3).map(|i| put(&user, &format!("{protocol}-after-cut-{cut}-{i}@durable"))).collect();
-        let o = run(&["fetch", "--config", &write_config(&dir, &Mb { port: port(protocol), ..mb }), "--json"]);
+        proxy.set_cut(None);
+        let o = run(&["fetch", "--config", &cfg, "--json"]);
         assert!(o.status.success(), "{}", text(&o));
         assert_eq!(set(&fetched_ids(&o)), set(&new), "{protocol}: first run cut at {cut}/{total}: {}", text(&o));
         return;
@@ -261,23 +263,22 @@ async fn runs_cut_at_the_same_point_make_progress(protocol: &str, boxn: u32) {
     for i in 0..20 {
         add(&mut all, i);
     }
-    let measure = cutting_proxy(("localhost".into(), port(protocol)), None).await;
-    let cfg = library_config(protocol, measure.port, &user, &pass);
+    let proxy = switch_proxy(("localhost".into(), port(protocol))).await;
+    let cfg = library_config(protocol, proxy.port, &user, &pass);
     let scratch = db_at(&format!("{protocol}-progress-measure"));
     let mut sink = scratch.sink(&cfg.tenant, "inbox");
     ops::fetch(plugin(), &cfg, "inbox", &mut sink, &scratch).await.expect("a clean run");
     drop(sink);
-    let total = measure.total.load(Ordering::SeqCst);
+    let total = proxy.last_total();
 
     let cut = total * 3 / 10;
+    proxy.set_cut(Some(cut));
     let db = db_at(&format!("{protocol}-progress"));
     let mut stored_before = 0;
     let mut runs = 0;
     loop {
         runs += 1;
         assert!(runs <= 12, "{protocol}: no end after {runs} runs cut at {cut}/{total}");
-        let proxy = cutting_proxy(("localhost".into(), port(protocol)), Some(cut)).await;
-        let cfg = library_config(protocol, proxy.port, &user, &pass);
         let mut sink = db.sink(&cfg.tenant, "inbox");
         let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await;
         drop(sink);
@@ -333,14 +334,15 @@ fn every_stored_message_is_reported_new_once_and_a_cut_is_explained() {
         all.push(id);
     }
     let dir = tmpdir("reported");
-    let measure = rt.block_on(cutting_proxy(("localhost".into(), port("imap")), None));
+    let proxy = rt.block_on(switch_proxy(("localhost".into(), port("imap"))));
     let scratch = tmpdir("reported-measure");
-    let mb = Mb { protocol: "imap", port: measure.port, tls: true, user: &user, pass: &pass, first_sync: "all", folders: &[], after: "keep" };
+    let mb = Mb { protocol: "imap", port: proxy.port, tls: true, user: &user, pass: &pass, first_sync: "all", folders: &[], after: "keep" };
     assert!(run(&["fetch", "--config", &write_config(&scratch, &mb), "--json"]).status.success());
-    let total = measure.total.load(Ordering::SeqCst);
+    let total = proxy.last_total();
 
-    let proxy = rt.block_on(cutting_proxy(("localhost".into(), port("imap")), Some(total / 2)));
-    let o = run(&["fetch", "--config", &write_config(&dir, &Mb { port: proxy.port, ..mb }), "--json"]);
+    let cfg = write_config(&dir, &mb);
+    proxy.set_cut(Some(total / 2));
+    let o = run(&["fetch", "--config", &cfg, "--json"]);
     assert!(!o.status.success(), "cut: {}", text(&o));
     let first = fetched_ids(&o);
     assert!(!first.is_empty() && first.len() < all.len(), "the cut run stored some: {}", text(&o));
@@ -354,23 +356,24 @@ fn every_stored_message_is_reported_new_once_and_a_cut_is_explained() {
     // A platform run through the library stores the rest and reports nothing (as if killed).
     put(&user, "late@durable");
     all.push("late@durable".into());
-    write_config(&dir, &Mb { port: port("imap"), ..mb });
-    let direct = TenantConfig::load(&dir.join("tenant.toml")).expect("config");
-    let db = Database::open(&direct.database).expect("db");
-    let mut sink = db.sink(&direct.tenant, "inbox");
-    rt.block_on(ops::fetch(plugin(), &direct, "inbox", &mut sink, &db)).expect("library run");
+    proxy.set_cut(None);
+    let platform = TenantConfig::load(&dir.join("tenant.toml")).expect("config");
+    let db = Database::open(&platform.database).expect("db");
+    let mut sink = db.sink(&platform.tenant, "inbox");
+    rt.block_on(ops::fetch(plugin(), &platform, "inbox", &mut sink, &db)).expect("library run");
     drop(sink);
     drop(db);
 
-    let o = run(&["fetch", "--config", &write_config(&dir, &Mb { port: port("imap"), ..mb }), "--json"]);
+    let o = run(&["fetch", "--config", &cfg, "--json"]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("warning"), "the same server: {}", text(&o));
     let second = fetched_ids(&o);
     assert!(json_messages(&o).iter().all(|v| v["duplicate"] == false), "{}", text(&o));
     let mut both = first.clone();
     both.extend(second.iter().cloned());
     assert_eq!(both.len(), all.len(), "each reported once: {first:?} then {second:?}");
     assert_eq!(set(&both), set(&all));
-    let o = run(&["fetch", "--config", &write_config(&dir, &Mb { port: port("imap"), ..mb }), "--json"]);
+    let o = run(&["fetch", "--config", &cfg, "--json"]);
     assert!(o.status.success() && fetched_ids(&o).is_empty(), "nothing is reported twice: {}", text(&o));
 }
 
