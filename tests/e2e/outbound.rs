@@ -144,7 +144,7 @@ async fn replies_carry_the_planned_identity_and_thread_onto_the_original() {
         // What the admin is told before sending matches what is sent.
         let plan = ops::plan_from(plugin(), &cfg, "q", "inbox").await.unwrap_or_else(|e| panic!("{}: plan: {e}", c.name));
         let reply = Reply { text_body: format!("Your order ships today. ({})", c.name), html_body: None, force: false };
-        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &orig_id, &reply)
+        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply)
             .await
             .unwrap_or_else(|e| panic!("{}: reply failed: {e}", c.name));
         let same = |p: &mailplug_host::engine::FromPlan| {
@@ -396,7 +396,7 @@ async fn sent_replies_are_saved_in_the_mailbox_sent_folder() {
     for round in 0..2 {
         let orig_id = store_original(&cfg, &db, &a.0, &format!("Saved copy {round}")).await;
         let reply = Reply { text_body: format!("Answer {round}\n.\nwith a dot line"), html_body: None, force: false };
-        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &orig_id, &reply).await.expect("reply sent");
+        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
         assert!(sent.sent.report.final_reply.code.starts_with('2'));
         let SavedReply::Saved { folder, uid, created_folder } = &sent.saved else {
             panic!("round {round}: no copy saved: {:?}", sent.saved)
@@ -432,7 +432,7 @@ async fn sent_replies_are_saved_in_the_mailbox_sent_folder() {
     let mut broken = cfg.clone();
     broken.mailboxes[0].server.secret = mailplug_host::secret::Secret::new("Wrong-Pw-7!".into());
     let reply = Reply { text_body: "Sent anyway".into(), html_body: None, force: false };
-    let sent = ops::send_reply(plugin(), &broken, "q", &db, &orig_id, &reply).await.expect("the send itself succeeds");
+    let sent = ops::send_reply(plugin(), &broken, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("the send itself succeeds");
     assert!(sent.sent.report.final_reply.code.starts_with('2'));
     let warning = sent.saved.warning().unwrap_or_else(|| panic!("a warning, got {:?}", sent.saved));
     assert!(warning.contains("was sent") && warning.contains("\"Sent\"") && warning.contains("login rejected"), "{warning}");
@@ -456,7 +456,7 @@ async fn sent_replies_are_saved_in_a_nested_folder_over_starttls() {
     let db = Database::open(&std::env::temp_dir().join(format!("mailplug-save-{}.sqlite3", unique()))).expect("db");
     let orig_id = store_original(&cfg, &db, &a.0, "Nested copy").await;
     let reply = Reply { text_body: "Saved below Support".into(), html_body: None, force: false };
-    let sent = ops::send_reply(plugin(), &cfg, "q", &db, &orig_id, &reply).await.expect("reply sent");
+    let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
     assert!(matches!(&sent.saved, SavedReply::Saved { created_folder: true, .. }), "{:?}", sent.saved);
     let folders = r.doveadm(&["mailbox", "list", "-u", &a.0]);
     assert!(folders.lines().any(|l| l.trim() == "Support.Gesendete Antworten"), "{folders}");
