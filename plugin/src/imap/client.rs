@@ -169,6 +169,7 @@ pub struct ImapSession {
 impl ImapSession {
     /// `sync_state` is what `sync_state()` returned last time (None = never fetched).
     pub fn new(mailbox: Mailbox, sync_state: Option<&[u8]>) -> Result<Self> {
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         let folders = configured_folders(&mailbox)?;
         if let AfterFetch::MoveTo(target) = &mailbox.after_fetch {
             let same =
@@ -199,6 +200,7 @@ impl ImapSession {
     /// `Action::Progress`; the session ends with `Outcome::Checked`. Nothing is fetched or
     /// changed on the server; after-fetch and first-sync settings are ignored.
     pub fn check(mut mailbox: Mailbox) -> Result<Self> {
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         let folders = configured_folders(&mailbox)?;
         // Ignored in a check; resetting it also keeps a nested move target from asking for
         // the hierarchy delimiter.
@@ -321,10 +323,12 @@ impl ImapSession {
                 }
                 // As many UIDs as a SEARCH line of max-line-bytes could list, however the
                 // server splits or compresses them.
-                let cap = (self.mailbox.limits.max_line_bytes as usize / 2).max(1);
+                // Counted in u64: "1:4294967295" holds 2^32 - 1 UIDs, which a 32-bit usize
+                // (wasm32) cannot count.
+                let cap = (u64::from(self.mailbox.limits.max_line_bytes) / 2).max(1);
                 for (lo, hi) in ranges {
-                    let count = (hi - lo) as usize + 1;
-                    if self.run.candidates.len().saturating_add(count) > cap {
+                    let count = u64::from(hi.saturating_sub(lo)) + 1;
+                    if (self.run.candidates.len() as u64).saturating_add(count) > cap {
                         return Err(Error::limit(
                             Stage::ListMessages,
                             format!(
@@ -1046,6 +1050,10 @@ impl Session for ImapSession {
 
     fn unverified(&self) -> bool {
         self.conn.link.unverified()
+    }
+
+    fn secret_forms(&self) -> Vec<String> {
+        crate::sasl::secret_forms(&self.mailbox.credentials)
     }
 
     fn deadline(&self) -> Option<Instant> {

@@ -44,7 +44,20 @@ struct Capabilities {
     stls: bool,
     pipelining: bool,
     sasl: Vec<String>,
+    /// Lines of the CAPA listing read so far.
+    lines: usize,
 }
+
+/// Most lines a CAPA listing may have; real servers send about 10 (RFC 2449 defines 11
+/// capabilities). A server that keeps sending lines never finishes the listing.
+pub(crate) const MAX_CAPA_LINES: usize = 128;
+
+/// Most characters of one unique-id (RFC 1939 section 7: 1 to 70 characters 0x21-0x7E).
+pub(crate) const MAX_UID_CHARS: usize = 70;
+
+/// Most bytes of unique-ids one UIDL listing may hold in memory (about 16 MiB: 240 000
+/// messages of the longest ids, a million of typical ones).
+pub(crate) const MAX_UIDL_LISTING_BYTES: usize = 16 << 20;
 
 /// Server text quoted in a check report is cut to this many characters.
 const MAX_SHOWN_CHARS: usize = 200;
@@ -139,6 +152,8 @@ struct Listing {
     /// The message count from STAT, which bounds the listings.
     count: u32,
     entries: Vec<Entry>,
+    /// Bytes of the unique-ids in `entries`.
+    uid_bytes: usize,
     /// STAT, UIDL and LIST were sent in one write.
     pipelined: bool,
 }
@@ -243,6 +258,7 @@ impl Pop3Session {
         if mailbox.protocol != InboundProtocol::Pop3 {
             return Err(Error::invalid(Stage::Connect, "this mailbox is configured for IMAP, not POP3"));
         }
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         if mailbox.credentials.username().bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
             return Err(Error::invalid(
                 Stage::Authenticate,
@@ -418,10 +434,7 @@ impl Pop3Session {
                 Status::Continue(_) => Err(unexpected(line, stage)),
             },
             Phase::Capa { body: true } => match response::unstuff(line) {
-                Some(capability) => {
-                    self.note_capability(capability);
-                    Ok(())
-                }
+                Some(capability) => self.note_capability(capability),
                 None => self.after_capabilities(),
             },
             Phase::Stls => match response::status(line, stage)? {
@@ -492,15 +505,24 @@ impl Pop3Session {
         self.phase = Phase::Capa { body: false };
     }
 
-    fn note_capability(&mut self, line: &[u8]) {
+    fn note_capability(&mut self, line: &[u8]) -> Result<()> {
         if self.caps.is_some() && !self.link.unverified() {
             if let Some(check) = self.check.as_mut() {
                 check.note(line);
             }
         }
-        let Some(caps) = self.caps.as_mut() else { return };
+        let Some(caps) = self.caps.as_mut() else { return Ok(()) };
+        caps.lines += 1;
+        if caps.lines > MAX_CAPA_LINES {
+            return Err(Error::limit(
+                Stage::Capabilities,
+                format!(
+                    "the server sent more than {MAX_CAPA_LINES} CAPA lines without ending the list; the session was stopped. The server may be faulty or hostile: check it with its administrator"
+                ),
+            ));
+        }
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-        let Some(name) = words.next() else { return };
+        let Some(name) = words.next() else { return Ok(()) };
         if name.eq_ignore_ascii_case(b"STLS") {
             caps.stls = true;
         } else if name.eq_ignore_ascii_case(b"PIPELINING") {
@@ -515,6 +537,7 @@ impl Pop3Session {
                 }
             }
         }
+        Ok(())
     }
 
     fn after_capabilities(&mut self) -> Result<()> {
@@ -669,12 +692,16 @@ impl Pop3Session {
                 ),
                 Credentials::OAuth2 { .. } => {
                     let details = self.oauth_challenge.as_deref().map(|c| format!(" (server details: {c})")).unwrap_or_default();
-                    Error::auth(
+                    let e = Error::auth(
                         stage,
                         format!(
                             "the server rejected the OAuth2 access token for \"{username}\"; it may have expired or lack the POP scope, or the account may not allow POP{details}"
                         ),
-                    )
+                    );
+                    match &self.oauth_challenge {
+                        Some(c) => e.with_quote(c.clone()),
+                        None => e,
+                    }
                 }
             },
         };
@@ -700,10 +727,9 @@ impl Pop3Session {
             Status::Ok(text) => {
                 let count = text.split(|&b| b == b' ').next().and_then(response::parse_u64);
                 let Some(count) = count.and_then(|c| u32::try_from(c).ok()) else {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server's STAT reply \"{}\" has no message count", response::excerpt(text)),
-                    ));
+                    return Err(Error::protocol_quoting(stage, text, |t| {
+                        format!("the server's STAT reply {t} has no message count")
+                    }));
                 };
                 self.listing.count = count;
                 if count == 0 && !self.listing.pipelined {
@@ -729,10 +755,9 @@ impl Pop3Session {
                 let mut words = text.split(|&b| b == b' ');
                 let count = words.next().and_then(response::parse_u64).and_then(|c| u32::try_from(c).ok());
                 let Some(count) = count else {
-                    return Err(Error::protocol(
-                        stage,
-                        format!("the server's STAT reply \"{}\" has no message count", response::excerpt(text)),
-                    ));
+                    return Err(Error::protocol_quoting(stage, text, |t| {
+                        format!("the server's STAT reply {t} has no message count")
+                    }));
                 };
                 // Fetching only needs the count, so a missing size is not an error here either.
                 let size = words.next().and_then(response::parse_u64);
@@ -755,11 +780,27 @@ impl Pop3Session {
     fn on_uidl_entry(&mut self, line: &[u8]) -> Result<()> {
         let stage = Stage::ListMessages;
         let Some((number, uid)) = response::listing_entry(line).filter(|(_, uid)| response::valid_uid(uid)) else {
-            return Err(Error::protocol(
-                stage,
-                format!("the server sent a malformed UIDL line \"{}\"", response::excerpt(line)),
-            ));
+            return Err(Error::protocol_quoting(stage, line, |t| format!("the server sent a malformed UIDL line {t}")));
         };
+        if uid.len() > MAX_UID_CHARS {
+            return Err(Error::limit(
+                stage,
+                format!(
+                    "the server sent a unique-id of {} characters for message {number}; RFC 1939 allows at most {MAX_UID_CHARS}, so it cannot be tracked reliably. The server does not follow POP3: check it with its administrator",
+                    uid.len()
+                ),
+            ));
+        }
+        self.listing.uid_bytes += uid.len();
+        if self.listing.uid_bytes > MAX_UIDL_LISTING_BYTES {
+            return Err(Error::limit(
+                stage,
+                format!(
+                    "the server's UIDL listing holds more than {} MiB of unique-ids; the session was stopped. Empty the mailbox on the server (or fetch it with IMAP)",
+                    MAX_UIDL_LISTING_BYTES >> 20
+                ),
+            ));
+        }
         // The listing can only be as long as STAT said; this also bounds the memory it takes.
         if self.listing.entries.len() >= self.listing.count as usize {
             return Err(Error::protocol(
@@ -776,10 +817,7 @@ impl Pop3Session {
         let stage = Stage::ListMessages;
         let parsed = response::listing_entry(line).and_then(|(n, size)| Some((n, response::parse_u64(size)?)));
         let Some((number, size)) = parsed else {
-            return Err(Error::protocol(
-                stage,
-                format!("the server sent a malformed LIST line \"{}\"", response::excerpt(line)),
-            ));
+            return Err(Error::protocol_quoting(stage, line, |t| format!("the server sent a malformed LIST line {t}")));
         };
         let entries = &mut self.listing.entries;
         match entries.binary_search_by_key(&number, |e| e.number) {
@@ -1244,6 +1282,10 @@ impl Session for Pop3Session {
         self.link.unverified()
     }
 
+    fn secret_forms(&self) -> Vec<String> {
+        crate::sasl::secret_forms(&self.mailbox.credentials)
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.link.deadline()
     }
@@ -1295,18 +1337,15 @@ fn shown(text: &[u8]) -> String {
 }
 
 fn unexpected(line: &[u8], stage: Stage) -> Error {
-    Error::protocol(
-        stage,
-        format!("the server sent an unexpected \"{}\" during {}", response::excerpt(line), stage.as_str()),
-    )
+    Error::protocol_quoting(stage, line, |t| format!("the server sent an unexpected {t} during {}", stage.as_str()))
 }
 
 /// An OAuth error challenge is base64 JSON; show it decoded when it is text.
 fn decode_challenge(challenge: &[u8]) -> String {
     use base64::Engine;
     match base64::engine::general_purpose::STANDARD.decode(challenge) {
-        Ok(json) if std::str::from_utf8(&json).is_ok() => response::excerpt(&json),
-        _ => response::excerpt(challenge),
+        Ok(json) if std::str::from_utf8(&json).is_ok() => crate::error::quote(&json, 80),
+        _ => crate::error::quote(challenge, 80),
     }
 }
 

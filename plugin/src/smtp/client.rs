@@ -1,7 +1,7 @@
 //! The submission state machine: greeting, EHLO, STARTTLS, AUTH, envelope, DATA, QUIT.
 
 use crate::config::{Credentials, Server, SubmissionServer};
-use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
+use crate::error::{redact, Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
 use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
@@ -122,6 +122,14 @@ impl SmtpSession {
                 format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
             ));
         }
+        if let Some(at) = message.iter().position(|&b| b == 0) {
+            // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
+            // DATA to some servers): refused before anything is sent.
+            return Err(Error::invalid(
+                Stage::Data,
+                format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
+            ));
+        }
         let encoded = data::encode(&message);
         drop(message);
         session.data = encoded.bytes;
@@ -140,6 +148,7 @@ impl SmtpSession {
 
     /// Validates the envelope and EHLO name; the message (if any) is added by the caller.
     fn open(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>, check: bool) -> Result<Self> {
+        sasl::check_credentials(&submission.credentials)?;
         check_envelope_address("sender", &envelope_from)?;
         if envelope_to.is_empty() {
             let why = if check {
@@ -495,17 +504,25 @@ impl SmtpSession {
                 self.begin_envelope(actions)?;
             }
             (AuthStep::InitialResponse(Mechanism::XOAuth2 | Mechanism::OAuthBearer), 334) => {
-                // RFC 7628: the token was refused; the challenge says why, an empty line ends it.
+                // The token was refused and the challenge (base64 JSON) says why. RFC 7628
+                // 3.2.3: OAUTHBEARER answers the dummy response %x01 (base64 "AQ=="); Google's
+                // XOAUTH2 expects an empty line. The server then sends its final 5xx.
                 let detail = decode_challenge(&reply);
-                actions.push(Action::Write(b"\r\n".to_vec()));
+                let dummy: &[u8] = if mech == Mechanism::OAuthBearer { b"AQ==\r\n" } else { b"\r\n" };
+                actions.push(Action::Write(dummy.to_vec()));
                 self.state = State::Auth(AuthStep::OAuthFailure(mech));
-                self.pending_failure = Some(Error::auth(
+                let shown = detail.as_deref().map_or_else(|| "no detail given".to_string(), |d| format!("server detail: {d}"));
+                let error = Error::auth(
                     Stage::Authenticate,
                     format!(
-                        "the server rejected the OAuth2 token for {} ({detail}); refresh the token or check that it grants mail sending",
+                        "the server rejected the OAuth2 token for {} ({shown}); refresh the token or check that it grants mail sending",
                         self.credentials.username()
                     ),
-                ));
+                );
+                self.pending_failure = Some(match detail {
+                    Some(d) => error.with_quote(d),
+                    None => error,
+                });
             }
             (AuthStep::LoginUser, 334) => {
                 let answer = sasl::login_step(self.credentials.username());
@@ -535,7 +552,7 @@ impl SmtpSession {
                             "the server {when}rejected the {} login for {} ({})",
                             mech.name(),
                             self.credentials.username(),
-                            redact(&reply.summary(), self.secret_forms())
+                            redact(&reply.summary(), &self.secret_forms())
                         );
                         Error::auth(Stage::Authenticate, explained(what, known, fix))
                     }
@@ -681,7 +698,7 @@ impl SmtpSession {
             return None;
         }
         let clean: String = text.chars().filter(|c| !c.is_control()).collect();
-        Some(redact(&clean, self.secret_forms()).chars().take(MAX_QUOTED_CHARS).collect())
+        Some(redact(&clean, &self.secret_forms()).chars().take(MAX_QUOTED_CHARS).collect())
     }
 
     /// What an EHLO reply told us. Before TLS only what we derived from it: its text could
@@ -776,43 +793,19 @@ impl SmtpSession {
         }
     }
 
-    /// What a careless server could echo of our secret: the secret, the wire tokens holding it.
-    fn secret_forms(&self) -> Vec<String> {
-        let c = &self.credentials;
-        let mut forms = vec![c.secret().to_string(), sasl::login_step(c.secret())];
-        for m in [Mechanism::Plain, Mechanism::XOAuth2, Mechanism::OAuthBearer] {
-            forms.extend(sasl::initial_response(m, c));
-        }
-        forms.retain(|f| !f.is_empty());
-        forms
-    }
-
     fn scrubbed(&self, reply: ServerReply) -> ServerReply {
-        let forms = self.secret_forms();
-        ServerReply { code: reply.code, text: redact(&reply.text, forms) }
+        ServerReply { code: reply.code, text: redact(&reply.text, &self.secret_forms()) }
     }
 }
 
-fn redact(text: &str, forms: Vec<String>) -> String {
-    let mut out = text.to_string();
-    for f in forms {
-        if out.contains(&f) {
-            out = out.replace(&f, "<redacted>");
-        }
-    }
-    out
-}
-
-/// The decoded JSON of an OAuth error challenge, or a note that it was not readable.
-fn decode_challenge(reply: &Reply) -> String {
+/// The decoded JSON of an OAuth error challenge, quoted (see `error::quote`), or None when
+/// it was not readable.
+fn decode_challenge(reply: &Reply) -> Option<String> {
     use base64::Engine;
     let raw = reply.lines.last().map(|l| l.trim()).unwrap_or_default();
     match base64::engine::general_purpose::STANDARD.decode(raw) {
-        Ok(bytes) if !bytes.is_empty() => {
-            let text: String = String::from_utf8_lossy(&bytes).chars().filter(|c| !c.is_control()).take(300).collect();
-            format!("server detail: {text}")
-        }
-        _ => "no detail given".to_string(),
+        Ok(bytes) if !bytes.is_empty() => Some(crate::error::quote(&bytes, 300)),
+        _ => None,
     }
 }
 
@@ -907,6 +900,10 @@ impl Session for SmtpSession {
 
     fn unverified(&self) -> bool {
         self.link.unverified()
+    }
+
+    fn secret_forms(&self) -> Vec<String> {
+        sasl::secret_forms(&self.credentials)
     }
 
     fn deadline(&self) -> Option<Instant> {
