@@ -258,7 +258,8 @@ fn smtp_scripts() -> Vec<(&'static str, Vec<Step>)> {
 async fn assert_pre_tls_text_withheld(protocol: &str, scripts: Vec<(&'static str, Vec<Step>)>) {
     for (name, script) in scripts {
         let fake = Fake::start(script).await;
-        let c = cfg(protocol, fake.port, Mode::Starttls);
+        // The tenant's mailbox is IMAP when the queue's SMTP server is under test.
+        let c = cfg(if protocol == "smtp" { "imap" } else { protocol }, fake.port, Mode::Starttls);
         let err = if protocol == "smtp" { send(&c).await.unwrap_err() } else { fetch(&c).await.unwrap_err() };
         assert!(!shown(&err).contains(ATTACK), "{protocol} {name}: pre-TLS text in the error: {}", shown(&err));
         if let HostError::Guest(g) = &err {
@@ -462,16 +463,14 @@ async fn an_access_token_with_a_control_character_never_reaches_the_wire() {
     assert!(!shown(&err).contains("evil"), "{}", shown(&err));
     // Inbound sessions (fetch and check) refuse it the same way.
     let mut instance = ops::instance_for(plugin(), &c).await.unwrap();
-    let m = c.mailbox("inbox").unwrap();
     for protocol in ["imap", "pop3"] {
         let c2 = cfg(protocol, fake.port, Mode::Plaintext);
         let gm = ops::guest_mailbox(&c2, c2.mailbox("inbox").unwrap(), oauth("x\u{1}host=evil", None));
-        let e = instance.open_inbound(&gm, None, now_ms()).await.unwrap_err();
+        let Err(e) = instance.open_inbound(&gm, None, now_ms()).await else { panic!("{protocol}: opened") };
         assert_eq!(guest_kind(&e), Some(Kind::InvalidInput), "{protocol}: {e}");
-        let e = instance.open_check_mailbox(&gm, now_ms()).await.unwrap_err();
+        let Err(e) = instance.open_check_mailbox(&gm, now_ms()).await else { panic!("{protocol}: check opened") };
         assert_eq!(guest_kind(&e), Some(Kind::InvalidInput), "{protocol}: {e}");
     }
-    let _ = m;
     // A NUL in a PLAIN field (the password) likewise.
     let nul = Credentials::Basic(BasicCredentials { username: "agent@example.test".into(), password: "pw\0authzid".into() });
     let err = submit_raw(&c, nul, b"Subject: x\r\n\r\nhi\r\n").await.unwrap_err();
