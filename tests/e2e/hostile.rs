@@ -526,3 +526,73 @@ async fn a_password_echoed_by_imap_or_pop3_is_redacted() {
         assert!(shown(&err).contains("<redacted>"), "{protocol}: {}", shown(&err));
     }
 }
+
+// ---- Item 3 through the CLI: JSON and text output -----------------------------------------
+
+fn bin() -> std::path::PathBuf {
+    std::env::var("MAILPLUG_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+/// A tenant config file for the CLI: mailbox (`protocol`) and queue both at `port`, STARTTLS.
+fn cli_config(dir: &std::path::Path, protocol: &str, port: u16) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("pw"), PASSWORD).unwrap();
+    let text = format!(
+        "tenant = \"hostile\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n[limits]\nreply_timeout_secs = 10\n\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"agent@example.test\"\nprotocol = \"{protocol}\"\nfirst_sync = \"all\"\n\
+         host = \"localhost\"\nport = {port}\ntls = false\nusername = \"agent@example.test\"\npassword_file = \"pw\"\n\
+         [[queue]]\nname = \"q\"\nmailboxes = [\"inbox\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {port}\ntls = false\n\
+         username = \"agent@example.test\"\npassword_file = \"pw\"\n",
+        ca = rig().get("RIG_CA"),
+        db = dir.join("db.sqlite3").display(),
+    );
+    let path = dir.join("tenant.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn cli(args: Vec<String>) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .args(&args)
+            .env("MAILPLUG_WASM", mailplug_tests::wasm_path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "the run must fail");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn cli_json_and_text_never_show_text_sent_before_starttls() {
+    let scripts = [("imap", imap_scripts().remove(0).1), ("pop3", pop3_scripts().remove(0).1), ("smtp", smtp_scripts().remove(0).1)];
+    for (protocol, script) in scripts {
+        let fake = Fake::start(script).await;
+        let dir = std::env::temp_dir().join(format!("mailplug-hostile-{protocol}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mailbox_protocol = if protocol == "smtp" { "imap" } else { protocol };
+        let config = cli_config(&dir, mailbox_protocol, fake.port).display().to_string();
+        let run = |args: &[&str]| cli(args.iter().map(|a| a.to_string()).collect());
+        let outputs = if protocol == "smtp" {
+            vec![
+                run(&["check", "--json", "--queue", "q", "--config", &config]).await,
+                run(&["send", "--json", "--queue", "q", "--to", "ann@example.org", "--subject", "s", "--body", "b", "--config", &config]).await,
+            ]
+        } else {
+            vec![
+                run(&["check", "--json", "--mailbox", "inbox", "--config", &config]).await,
+                run(&["fetch", "--json", "--config", &config]).await,
+            ]
+        };
+        for out in outputs {
+            assert!(fake.connections() > 0, "{protocol}: the CLI reached the server: {out}");
+            assert!(!out.contains(ATTACK), "{protocol}: pre-TLS text in the CLI output: {out}");
+            assert!(out.contains("withheld") || out.contains("STARTTLS") || out.contains("starttls"), "{protocol}: {out}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
