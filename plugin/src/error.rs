@@ -85,6 +85,10 @@ pub struct Error {
     pub message: String,
     pub reply: Option<ServerReply>,
     pub retry: Retry,
+    /// Server text quoted in `message`, exactly as it appears there (see `quote`). Kept so
+    /// that text received before TLS can be withheld and echoed secrets redacted in one place
+    /// (`session::handle_checked`), whatever the protocol or the path that built the error.
+    pub quoted: Vec<String>,
 }
 
 impl Error {
@@ -95,7 +99,7 @@ impl Error {
             ErrorKind::Network | ErrorKind::Timeout => Retry::Later,
             _ => Retry::FixFirst,
         };
-        Error { kind, stage, message: message.into(), reply: None, retry }
+        Error { kind, stage, message: message.into(), reply: None, retry, quoted: Vec::new() }
     }
     pub fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
@@ -105,6 +109,55 @@ impl Error {
         self.reply = Some(reply);
         self
     }
+    /// A protocol error whose sentence quotes server bytes (at most 80 characters, see
+    /// `quote`); the excerpt is recorded so that it can be withheld.
+    pub fn protocol_quoting(stage: Stage, bytes: &[u8], sentence: impl FnOnce(&str) -> String) -> Self {
+        let shown = quote(bytes, 80);
+        Self::protocol(stage, sentence(&shown)).with_quote(shown)
+    }
+
+    /// Records that `message` quotes `shown` (built by `quote`), so that it can be withheld.
+    pub fn with_quote(mut self, shown: impl Into<String>) -> Self {
+        self.quoted.push(shown.into());
+        self
+    }
+
+    /// Replaces every piece of server text in this error (the reply, each of its lines, and
+    /// every quoted excerpt) with a note that it was withheld: it arrived before encryption on
+    /// a STARTTLS connection and could have been written by an attacker on the path.
+    pub fn withhold_server_text(&mut self) {
+        let mut pieces = std::mem::take(&mut self.quoted);
+        if let Some(r) = self.reply.take() {
+            pieces.push(format!("{} {}", r.code, r.text));
+            pieces.push(format!("{} {}", r.code, r.text.replace('\n', " ")));
+            pieces.push(r.text.replace('\n', " "));
+            pieces.extend(r.text.split('\n').map(|l| format!("{} {}", r.code, l.trim())));
+            pieces.extend(r.text.split('\n').map(|l| l.trim().to_string()));
+            pieces.push(r.text);
+        }
+        // Longest first, so a line is not withheld inside a longer piece that then no longer matches.
+        pieces.retain(|p| !p.trim().is_empty());
+        pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in pieces {
+            if self.message.contains(&p) {
+                self.message = self.message.replace(&p, WITHHELD);
+            }
+        }
+    }
+
+    /// Replaces each secret form (the password or token, and their encodings on the wire) in
+    /// the message, the reply and the quoted excerpts with `<redacted>`: some servers echo
+    /// what they were sent in their error texts.
+    pub fn redact(&mut self, forms: &[String]) {
+        self.message = redact(&self.message, forms);
+        for q in &mut self.quoted {
+            *q = redact(q, forms);
+        }
+        if let Some(r) = &mut self.reply {
+            r.text = redact(&r.text, forms);
+        }
+    }
+
     pub fn network(stage: Stage, m: impl Into<String>) -> Self {
         Self::new(ErrorKind::Network, stage, m)
     }
@@ -129,6 +182,32 @@ impl Error {
     pub fn invalid(stage: Stage, m: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, stage, m)
     }
+}
+
+/// What stands in an error message for server text that arrived before TLS.
+pub const WITHHELD: &str = "(the server's text is withheld: it arrived before encryption)";
+
+/// `text` with each of `forms` (secrets and their encodings) replaced by `<redacted>`.
+pub fn redact(text: &str, forms: &[String]) -> String {
+    let mut out = text.to_string();
+    for f in forms.iter().filter(|f| !f.is_empty()) {
+        if out.contains(f.as_str()) {
+            out = out.replace(f.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+/// Server bytes shown in an error message: at most `max` characters, control characters as
+/// '?', in double quotes, "..." when cut. The one way every protocol quotes server text in an
+/// error; pass the result to `Error::with_quote` too.
+pub fn quote(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut s: String = text.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().count() > max {
+        s.push_str("...");
+    }
+    format!("\"{s}\"")
 }
 
 impl fmt::Display for Error {

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::config::Credentials;
+use crate::error::{Error, Result, Stage};
 
 /// A SASL mechanism we can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +92,57 @@ pub fn initial_response(mech: Mechanism, creds: &Credentials) -> Option<String> 
     }
 }
 
+/// RFC 6750 section 2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// Refuses credentials that could not be carried faithfully by the SASL fields built from
+/// them, before anything reaches the wire: an access token outside RFC 6750's b64token
+/// grammar (a control character would end XOAUTH2's or OAUTHBEARER's "auth=" field and
+/// inject fields of the token's choosing), and a NUL in a user name or password (PLAIN
+/// separates its fields with NUL). The error never quotes the secret.
+pub fn check_credentials(creds: &Credentials) -> Result<()> {
+    match creds {
+        Credentials::Basic { username, password } => {
+            if username.contains('\0') || password.contains('\0') {
+                return Err(Error::invalid(
+                    Stage::Authenticate,
+                    "the user name or password contains a NUL character, which no login method can carry (PLAIN separates its fields with NUL); correct the credentials. Nothing was sent",
+                ));
+            }
+        }
+        Credentials::OAuth2 { username, access_token, .. } => {
+            if !is_b64token(access_token) {
+                return Err(Error::invalid(
+                    Stage::Authenticate,
+                    "the OAuth2 access token is not a valid bearer token (RFC 6750: letters, digits and -._~+/ with '=' only at the end), so it was not sent: a token with spaces or control characters could inject fields into the login. Sign in again to get a new token, and check the token endpoint",
+                ));
+            }
+            if username.chars().any(|c| c.is_control()) {
+                return Err(Error::invalid(
+                    Stage::Authenticate,
+                    "the user name contains a control character, which the OAuth2 login (XOAUTH2, OAUTHBEARER) cannot carry; correct the user name. Nothing was sent",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The secret of these credentials in every form this client may put on the wire: as is
+/// (IMAP LOGIN, POP3 PASS), LOGIN's base64, and the initial response of each mechanism. A
+/// server that echoes one in an error text gets it replaced by `<redacted>` (`Error::redact`).
+pub fn secret_forms(creds: &Credentials) -> Vec<String> {
+    let mut forms = vec![creds.secret().to_string(), login_step(creds.secret())];
+    for m in [Mechanism::Plain, Mechanism::XOAuth2, Mechanism::OAuthBearer] {
+        forms.extend(initial_response(m, creds));
+    }
+    forms.retain(|f| !f.is_empty());
+    forms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +174,25 @@ mod tests {
         assert_eq!(select(&basic, &["XOAUTH2".into()]), None);
         let oauth = Credentials::OAuth2 { username: "u".into(), access_token: "t".into(), mechanism: None };
         assert_eq!(select(&oauth, &["XOAUTH2".into(), "PLAIN".into()]), Some(Mechanism::XOAuth2));
+    }
+
+    #[test]
+    fn bearer_tokens_follow_rfc6750_and_nul_is_refused_in_plain_fields() {
+        for ok in ["ya29.a0AfH6SMB-x_y~z+/w==", "abc", "a="] {
+            assert!(is_b64token(ok), "{ok}");
+        }
+        for bad in ["", "=", "x\u{1}host=evil", "a b", "tok\r\n", "a=b", "tök"] {
+            assert!(!is_b64token(bad), "{bad:?}");
+        }
+        let oauth = |t: &str| Credentials::OAuth2 { username: "u@x".into(), access_token: t.into(), mechanism: None };
+        let e = check_credentials(&oauth("x\u{1}host=evil")).unwrap_err();
+        assert_eq!((e.kind, e.stage), (crate::error::ErrorKind::InvalidInput, Stage::Authenticate));
+        assert!(!e.to_string().contains("evil"), "{e}");
+        assert!(check_credentials(&oauth("ya29.token")).is_ok());
+        let basic = |u: &str, p: &str| Credentials::Basic { username: u.into(), password: p.into() };
+        assert!(check_credentials(&basic("u", "p\0w")).is_err());
+        assert!(check_credentials(&basic("u\0x", "pw")).is_err());
+        assert!(check_credentials(&basic("u", "p w\u{1}")).is_ok(), "only NUL cannot be carried");
     }
 
     #[test]

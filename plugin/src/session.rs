@@ -165,28 +165,83 @@ pub trait Session {
     /// True while a STARTTLS connection is still in clear text: anything the server says now
     /// could have been forged, so errors raised now must not quote it (see `scrub_unverified`).
     fn unverified(&self) -> bool;
+    /// The secret in the forms it may take on the wire (see `sasl::secret_forms`), for
+    /// redaction of errors.
+    fn secret_forms(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Feeds `event` to `session` and, when it fails before TLS on a STARTTLS connection, drops
-/// the server's text from the error: an attacker on the path could have written it, and the
-/// admin must never be shown it as the server's message.
+/// Feeds `event` to `session` and cleans any error it returns, for every protocol alike:
+/// secrets the server echoed (password, token, their encodings) are redacted, and when the
+/// error was raised before TLS on a STARTTLS connection every piece of server text (the reply
+/// and each excerpt recorded with `Error::with_quote`) is withheld: an attacker on the path
+/// could have written it, and the admin must never be shown it as the server's message.
 pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
     // Checked before the call: only text processed while unverified can be forged, and a
     // session never goes from encrypted back to clear text.
     let unverified = session.unverified();
     session.handle(event, now).map_err(|mut e| {
+        e.redact(&session.secret_forms());
         if unverified {
-            if let Some(r) = e.reply.take() {
-                // Some messages quote the reply too.
-                for quoted in [format!("{} {}", r.code, r.text), r.text] {
-                    if !quoted.trim().is_empty() {
-                        e.message = e.message.replace(&quoted, "its text is withheld: it arrived before encryption");
+            e.withhold_server_text();
+        }
+        e.quoted.clear();
+        e
+    })
+}
+
+/// A blind scripted server for the hostile-server tests of every protocol: each chunk is fed
+/// in turn through `handle_checked` (as the component does), whatever the client wrote.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::error::Error;
+
+    pub(crate) struct Outcome {
+        /// Every byte the client wrote.
+        pub wire: Vec<u8>,
+        /// Every other action.
+        pub actions: Vec<Action>,
+        pub error: Option<Error>,
+    }
+
+    impl Outcome {
+        pub fn err(&self) -> &Error {
+            self.error.as_ref().unwrap_or_else(|| panic!("no error; actions: {:?}", self.actions))
+        }
+        /// Everything an admin could see: the error's Display and Debug, and every step.
+        pub fn shown(&self) -> String {
+            format!("{} {:?} {:?}", self.error.as_ref().map(|e| e.to_string()).unwrap_or_default(), self.error, self.actions)
+        }
+        pub fn wire_text(&self) -> String {
+            String::from_utf8_lossy(&self.wire).into_owned()
+        }
+    }
+
+    /// Connects, then feeds each event in turn; a `None` stands for `TlsEstablished`.
+    pub(crate) fn run(session: &mut dyn Session, script: &[Option<&[u8]>]) -> Outcome {
+        let mut out = Outcome { wire: Vec::new(), actions: Vec::new(), error: None };
+        let events = std::iter::once(Event::Connected)
+            .chain(script.iter().map(|s| s.map_or(Event::TlsEstablished, Event::Received)));
+        for (i, event) in events.enumerate() {
+            match handle_checked(session, event, 1_000 + i as u64) {
+                Ok(actions) => {
+                    for a in actions {
+                        match a {
+                            Action::Write(b) => out.wire.extend_from_slice(&b),
+                            other => out.actions.push(other),
+                        }
                     }
+                }
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
                 }
             }
         }
-        e
-    })
+        out
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,7 @@ impl AppendSession {
     /// empty or fetched folder name, an empty message, NUL bytes, a message over
     /// `limits.max_message_bytes`.
     pub fn new(mailbox: Mailbox, folder: String, message: Vec<u8>) -> Result<Self> {
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         if mailbox.protocol != InboundProtocol::Imap {
             return Err(Error::invalid(
                 Stage::Connect,
@@ -401,6 +402,10 @@ impl Session for AppendSession {
 
     fn unverified(&self) -> bool {
         self.conn.link.unverified()
+    }
+
+    fn secret_forms(&self) -> Vec<String> {
+        crate::sasl::secret_forms(&self.mailbox.credentials)
     }
 }
 

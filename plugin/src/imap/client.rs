@@ -25,6 +25,10 @@ use crate::session::{
     Step,
 };
 
+mod after_fetch;
+mod download;
+mod listing;
+
 #[derive(Debug)]
 enum State {
     /// The connection's login phase (greeting to delimiter) is running.
@@ -169,6 +173,7 @@ pub struct ImapSession {
 impl ImapSession {
     /// `sync_state` is what `sync_state()` returned last time (None = never fetched).
     pub fn new(mailbox: Mailbox, sync_state: Option<&[u8]>) -> Result<Self> {
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         let folders = configured_folders(&mailbox)?;
         if let AfterFetch::MoveTo(target) = &mailbox.after_fetch {
             let same =
@@ -199,6 +204,7 @@ impl ImapSession {
     /// `Action::Progress`; the session ends with `Outcome::Checked`. Nothing is fetched or
     /// changed on the server; after-fetch and first-sync settings are ignored.
     pub fn check(mut mailbox: Mailbox) -> Result<Self> {
+        crate::sasl::check_credentials(&mailbox.credentials)?;
         let folders = configured_folders(&mailbox)?;
         // Ignored in a check; resetting it also keeps a nested move target from asking for
         // the hierarchy delimiter.
@@ -321,10 +327,12 @@ impl ImapSession {
                 }
                 // As many UIDs as a SEARCH line of max-line-bytes could list, however the
                 // server splits or compresses them.
-                let cap = (self.mailbox.limits.max_line_bytes as usize / 2).max(1);
+                // Counted in u64: "1:4294967295" holds 2^32 - 1 UIDs, which a 32-bit usize
+                // (wasm32) cannot count.
+                let cap = (u64::from(self.mailbox.limits.max_line_bytes) / 2).max(1);
                 for (lo, hi) in ranges {
-                    let count = (hi - lo) as usize + 1;
-                    if self.run.candidates.len().saturating_add(count) > cap {
+                    let count = u64::from(hi.saturating_sub(lo)) + 1;
+                    if (self.run.candidates.len() as u64).saturating_add(count) > cap {
                         return Err(Error::limit(
                             Stage::ListMessages,
                             format!(
@@ -529,439 +537,6 @@ impl ImapSession {
         self.start_folder(self.run.index + 1, out)
     }
 
-    fn after_select(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let name = self.folder().to_string();
-        let uidvalidity = self.uidvalidity()?;
-        let (last_uid, policy) = match self.working.folders.get(&name) {
-            Some(k) if k.uidvalidity == uidvalidity => (k.last_uid, None),
-            // Renumbered: everything is new again; the host deduplicates what it already has.
-            Some(_) => (0, Some(FirstSync::All)),
-            None => (0, Some(self.mailbox.first_sync)),
-        };
-        if policy.is_some() {
-            self.working.folders.insert(name.clone(), FolderSync { uidvalidity, last_uid: 0, skipped: Vec::new() });
-        }
-        self.run.after_uid = last_uid;
-        self.run.capacity = (self.batch_messages_left as usize).max(1);
-        let exists = self.run.exists;
-        match policy {
-            Some(FirstSync::NewOnly | FirstSync::Newest(0)) => {
-                match (self.run.uidnext, exists) {
-                    (Some(next), _) => self.set_last_uid(next.saturating_sub(1)),
-                    (None, Some(0)) => {}
-                    (None, _) => {
-                        let tag = self.conn.send_simple(out, "UID FETCH * (UID)");
-                        self.state = State::MaxUid { tag };
-                        return Ok(());
-                    }
-                }
-                self.commit_baseline();
-                return self.start_folder(self.run.index + 1, out);
-            }
-            Some(FirstSync::Newest(n)) if exists != Some(0) => {
-                // Sequence numbers are dense: the last n of them are the newest n messages.
-                let first = exists.map_or(1, |e| e.saturating_sub(n).saturating_add(1)).max(1);
-                self.run.newest = true;
-                let tag = self.conn.send_simple(out, &format!("FETCH {first}:* (UID RFC822.SIZE)"));
-                self.state = State::Sizes { tag };
-                return Ok(());
-            }
-            _ => {}
-        }
-        // Nothing new when the folder is empty or the next UID to be assigned is the one after
-        // our last: the usual poll then costs no SEARCH round trip.
-        let nothing_new = exists == Some(0)
-            || last_uid == u32::MAX
-            || (last_uid > 0 && self.run.uidnext.is_some_and(|n| n <= last_uid + 1));
-        if nothing_new {
-            self.note_listing_complete();
-            return self.start_folder(self.run.index + 1, out);
-        }
-        // A SEARCH answer lists up to EXISTS UIDs of up to 11 bytes each. When that could pass
-        // the line limit, list UIDs and sizes as one FETCH line per message instead: no line
-        // grows with the folder, and only the lowest `capacity` are kept.
-        let worst_search_line = u64::from(exists.unwrap_or(0)) * 11 + 64;
-        if worst_search_line > u64::from(self.mailbox.limits.max_line_bytes) {
-            // In UID windows sized to the batch, so a run reads about one batch of listing
-            // lines, not the whole folder.
-            self.run.top = self.run.uidnext.map(|n| n.saturating_sub(1));
-            self.run.window_span = (self.run.capacity as u32).max(1);
-            self.send_window(last_uid.saturating_add(1), out);
-            return Ok(());
-        }
-        let criteria = if last_uid == 0 { "ALL".to_string() } else { format!("UID {}:*", last_uid + 1) };
-        // ESEARCH (RFC 4731) answers with a compact set instead of every UID.
-        let ret = if self.has_cap("ESEARCH") || self.has_cap("IMAP4rev2") { "RETURN (ALL) " } else { "" };
-        let tag = self.conn.send_simple(out, &format!("UID SEARCH {ret}{criteria}"));
-        self.state = State::Search { tag };
-        Ok(())
-    }
-
-    /// The listing of UIDs above `after_uid` was complete: previously skipped UIDs not seen
-    /// in it are gone from the server.
-    fn note_listing_complete(&mut self) {
-        if self.run.listing_partial {
-            return;
-        }
-        let seen = std::mem::take(&mut self.run.seen_skipped);
-        if let Some(e) = self.entry() {
-            e.skipped.retain(|u| seen.contains(u));
-        }
-    }
-
-    fn is_known_skipped(&self, uid: u32) -> bool {
-        self.folders
-            .get(self.run.index)
-            .and_then(|n| self.working.folders.get(n))
-            .is_some_and(|e| e.skipped.binary_search(&uid).is_ok())
-    }
-
-    fn after_search(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let after = self.run.after_uid;
-        let c = &mut self.run.candidates;
-        c.sort_unstable();
-        c.dedup();
-        // "n:*" always matches the highest UID, even when it is below n.
-        c.retain(|&u| u > after);
-        self.run.searched = true;
-        if c.is_empty() {
-            self.note_listing_complete();
-            return self.start_folder(self.run.index + 1, out);
-        }
-        let set = sequence_set(c);
-        let tag = self.conn.send_simple(out, &format!("UID FETCH {set} (UID RFC822.SIZE)"));
-        self.state = State::Sizes { tag };
-        Ok(())
-    }
-
-    /// Lists UIDs and sizes from `from` up to the window's end (`*` when the top is unknown).
-    fn send_window(&mut self, from: u32, out: &mut Vec<Action>) {
-        let range = match self.run.top.filter(|&top| top >= from) {
-            Some(top) => {
-                let end = from.saturating_add(self.run.window_span.saturating_sub(1)).min(top);
-                self.run.window_end = Some(end);
-                if end == from {
-                    format!("{from}")
-                } else {
-                    format!("{from}:{end}")
-                }
-            }
-            // Unknown (or inconsistent) top: one listing to the end.
-            None => {
-                self.run.window_end = None;
-                format!("{from}:*")
-            }
-        };
-        let tag = self.conn.send_simple(out, &format!("UID FETCH {range} (UID RFC822.SIZE)"));
-        self.state = State::Sizes { tag };
-    }
-
-    /// One listed message with its size: keep the lowest `capacity` UIDs.
-    fn on_listed(&mut self, uid: u32, size: u64) {
-        let run = &self.run;
-        if (!run.newest && uid <= run.after_uid)
-            || (run.searched && run.candidates.binary_search(&uid).is_err())
-            || run.listed.contains_key(&uid)
-        {
-            return;
-        }
-        let known = self.is_known_skipped(uid);
-        if known {
-            self.run.seen_skipped.push(uid);
-        }
-        self.run.listed.insert(uid, size);
-        if self.run.listed.len() > self.run.capacity {
-            if let Some((evicted, _)) = self.run.listed.pop_last() {
-                if !self.is_known_skipped(evicted) {
-                    self.run.overflow += 1;
-                }
-            }
-        }
-    }
-
-    fn after_sizes(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let limits = self.mailbox.limits;
-        if self.run.newest {
-            // Older messages than the newest n are never fetched: start just below them.
-            let base = match self.run.listed.first_key_value() {
-                Some((&lowest, _)) => lowest.saturating_sub(1),
-                None => self.run.uidnext.map_or(0, |n| n.saturating_sub(1)),
-            };
-            self.run.after_uid = base;
-            self.set_last_uid(base);
-        } else {
-            self.note_listing_complete();
-        }
-        let folder = self.folder().to_string();
-        let uidvalidity = self.run.uidvalidity.unwrap_or(0);
-        let listed = std::mem::take(&mut self.run.listed);
-        let mut items = Vec::new();
-        let mut full = false;
-        for (uid, size) in listed {
-            if self.is_known_skipped(uid) {
-                if !full {
-                    items.push(Item { uid, state: ItemState::Skipped });
-                }
-                continue;
-            }
-            let too_big = if size > limits.max_message_bytes {
-                Some(("max_message_bytes", limits.max_message_bytes))
-            } else if size > limits.max_batch_bytes {
-                Some(("max_batch_bytes", limits.max_batch_bytes))
-            } else {
-                None
-            };
-            if let Some((limit_name, limit)) = too_big {
-                // Never fits: report it once and keep the later messages flowing.
-                out.push(Action::Skipped(SkippedMessage {
-                    id: format!("imap:{folder}:{uidvalidity}:{uid}"),
-                    folder: folder.clone(),
-                    size,
-                    reason: format!(
-                        "message of {} in folder {folder:?} exceeds {limit_name} ({}); raise the limit to import it",
-                        human_size(size),
-                        human_size(limit)
-                    ),
-                }));
-                self.skipped += 1;
-                if let Some(e) = self.entry() {
-                    if let Err(at) = e.skipped.binary_search(&uid) {
-                        e.skipped.insert(at, uid);
-                    }
-                }
-                if !full {
-                    items.push(Item { uid, state: ItemState::Skipped });
-                }
-                continue;
-            }
-            // Stop at the first message that does not fit so "highest handled UID" stays exact.
-            if full || self.batch_messages_left == 0 || size > self.batch_bytes_left {
-                full = true;
-                self.remaining += 1;
-                continue;
-            }
-            items.push(Item { uid, state: ItemState::Pending });
-            self.batch_messages_left -= 1;
-            self.batch_bytes_left -= size;
-        }
-        self.remaining += self.run.overflow;
-        self.run.items = items;
-        self.advance();
-        let batch: Vec<u32> = self.run.items.iter().filter(|i| i.state == ItemState::Pending).map(|i| i.uid).collect();
-        if batch.is_empty() {
-            return self.folder_fetched(out);
-        }
-        let set = sequence_set(&batch);
-        let tag = self.conn.send_simple(out, &format!("UID FETCH {set} (UID BODY.PEEK[])"));
-        self.state = State::Fetch { tag };
-        Ok(())
-    }
-
-    /// Moves `last_uid` up to the highest UID below which every batch item is handled; a
-    /// message the server left out stays pending, so the next run asks for it again.
-    fn advance(&mut self) {
-        let run = &mut self.run;
-        while run.items.get(run.prefix).is_some_and(|i| i.state != ItemState::Pending) {
-            run.prefix += 1;
-        }
-        let Some(last) = run.prefix.checked_sub(1).and_then(|i| run.items.get(i)).map(|i| i.uid) else { return };
-        if self.entry().is_some_and(|e| e.last_uid < last) {
-            self.set_last_uid(last);
-        }
-    }
-
-    fn on_fetch(&mut self, f: Fetch, out: &mut Vec<Action>) -> Result<()> {
-        match self.state {
-            State::Sizes { .. } => {
-                if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                    self.run.max_seq = self.run.max_seq.max(f.seq);
-                    self.on_listed(uid, size);
-                }
-                Ok(())
-            }
-            State::MaxUid { .. } => {
-                if let Some(uid) = f.uid {
-                    self.run.max_uid = Some(self.run.max_uid.map_or(uid, |m| m.max(uid)));
-                }
-                Ok(())
-            }
-            State::Fetch { .. } => {
-                let Some(raw) = f.body else { return Ok(()) }; // flag updates and the like
-                let Some(uid) = f.uid else {
-                    return Err(Error::protocol(
-                        Stage::FetchMessage,
-                        format!("the server sent message {} without its UID, so it cannot be tracked", f.seq),
-                    ));
-                };
-                if raw.len() as u64 > self.mailbox.limits.max_message_bytes {
-                    return Err(Error::limit(
-                        Stage::FetchMessage,
-                        format!(
-                            "message UID {uid} is larger than the limit of {} bytes",
-                            self.mailbox.limits.max_message_bytes
-                        ),
-                    ));
-                }
-                let Ok(i) = self.run.items.binary_search_by_key(&uid, |i| i.uid) else { return Ok(()) };
-                match self.run.items.get_mut(i) {
-                    Some(item) if item.state == ItemState::Pending => item.state = ItemState::Delivered,
-                    _ => return Ok(()),
-                }
-                self.advance();
-                let folder = self.folder().to_string();
-                let uidvalidity = self.run.uidvalidity.unwrap_or(0);
-                self.delivered += 1;
-                self.unstored += 1;
-                out.push(Action::Deliver(FetchedMessage {
-                    id: format!("imap:{folder}:{uidvalidity}:{uid}"),
-                    folder,
-                    raw,
-                }));
-                Ok(())
-            }
-            // Unsolicited FETCH (flag changes) elsewhere: nothing to do.
-            _ => Ok(()),
-        }
-    }
-
-    fn delivered_uids(&self) -> Vec<u32> {
-        self.run.items.iter().filter(|i| i.state == ItemState::Delivered).map(|i| i.uid).collect()
-    }
-
-    /// The folder's batch is complete: its after-fetch action (once stored), then the next folder.
-    fn folder_fetched(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let acts = self.mailbox.after_fetch != AfterFetch::Keep { mark_seen: false };
-        if !acts || self.delivered_uids().is_empty() {
-            return self.start_folder(self.run.index + 1, out);
-        }
-        if self.unstored > 0 {
-            self.state = State::AwaitFolderStored;
-            return Ok(());
-        }
-        self.start_after_fetch(out)
-    }
-
-    /// The server went away while the host was still storing: the after-fetch action cannot
-    /// run, and nothing on the server was changed.
-    fn lost_before_after_fetch(&self) -> Error {
-        Error::network(
-            Stage::FetchMessage,
-            format!(
-                "the server closed the connection before the host had stored the messages from folder {:?}, so the after-fetch action was not applied and nothing on the server changed; they will be fetched again next run (the host skips duplicates). If this repeats, raise the server's idle timeout",
-                self.folder()
-            ),
-        )
-    }
-
-    fn has_uidplus(&self) -> bool {
-        self.has_cap("UIDPLUS") || self.has_cap("IMAP4rev2")
-    }
-
-    fn target(&self) -> String {
-        match &self.mailbox.after_fetch {
-            AfterFetch::MoveTo(t) => self.wire_name(t),
-            _ => String::new(),
-        }
-    }
-
-    /// Queues one after-fetch command (several go out in one write: pipelined).
-    fn queue(&mut self, pending: &mut VecDeque<(String, Op)>, op: Op, out: &mut Vec<Action>) {
-        let set = sequence_set(&self.delivered_uids());
-        let tag = match op {
-            Op::MarkSeen => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Seen)")),
-            Op::MarkDeleted => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")),
-            // Only our UIDs: a plain EXPUNGE would also remove other clients' \Deleted mail.
-            Op::Expunge => self.conn.send_simple(out, &format!("UID EXPUNGE {set}")),
-            Op::Move | Op::Copy | Op::Create => {
-                let verb = match op {
-                    Op::Move => format!("UID MOVE {set}"),
-                    Op::Copy => format!("UID COPY {set}"),
-                    _ => "CREATE".to_string(),
-                };
-                let target = self.target();
-                self.conn.send_with_folder(out, &verb, &target)
-            }
-        };
-        pending.push_back((tag, op));
-    }
-
-    fn queue_delete(&mut self, pending: &mut VecDeque<(String, Op)>, out: &mut Vec<Action>) {
-        self.queue(pending, Op::MarkDeleted, out);
-        // Without UIDPLUS the messages stay flagged \Deleted: a plain EXPUNGE could remove
-        // other clients' mail, so the server's own expunge policy removes them.
-        if self.has_uidplus() {
-            self.queue(pending, Op::Expunge, out);
-        }
-    }
-
-    fn start_after_fetch(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let mut pending = VecDeque::new();
-        match &self.mailbox.after_fetch {
-            AfterFetch::Keep { mark_seen: false } => {}
-            AfterFetch::Keep { mark_seen: true } => self.queue(&mut pending, Op::MarkSeen, out),
-            AfterFetch::Delete => self.queue_delete(&mut pending, out),
-            AfterFetch::MoveTo(_) => {
-                let op = if self.has_cap("MOVE") || self.has_cap("IMAP4rev2") { Op::Move } else { Op::Copy };
-                self.queue(&mut pending, op, out);
-            }
-        }
-        self.after_fetch_next(pending, out)
-    }
-
-    fn after_fetch_next(&mut self, pending: VecDeque<(String, Op)>, out: &mut Vec<Action>) -> Result<()> {
-        if pending.is_empty() {
-            return self.start_folder(self.run.index + 1, out);
-        }
-        self.state = State::AfterFetch { pending };
-        Ok(())
-    }
-
-    fn on_after_fetch_reply(
-        &mut self,
-        op: Op,
-        mut pending: VecDeque<(String, Op)>,
-        status: Status,
-        code: Option<Code>,
-        text: String,
-        out: &mut Vec<Action>,
-    ) -> Result<()> {
-        if status == Status::Ok {
-            if op == Op::Copy {
-                // Only once the copy exists may the originals be flagged and expunged.
-                self.queue_delete(&mut pending, out);
-            }
-            return self.after_fetch_next(pending, out);
-        }
-        let trycreate = matches!(&code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("TRYCREATE"));
-        if trycreate && matches!(op, Op::Move | Op::Copy) && !self.run.created && pending.is_empty() {
-            self.run.created = true;
-            self.queue(&mut pending, Op::Create, out);
-            self.queue(&mut pending, op, out);
-            return self.after_fetch_next(pending, out);
-        }
-        let target = match &self.mailbox.after_fetch {
-            AfterFetch::MoveTo(t) => t.clone(),
-            _ => String::new(),
-        };
-        let what = match op {
-            Op::MarkSeen => "mark the fetched messages \\Seen".to_string(),
-            Op::MarkDeleted => "flag the fetched messages \\Deleted".to_string(),
-            Op::Expunge => "expunge (UID EXPUNGE) the fetched messages".to_string(),
-            Op::Move => format!("move the fetched messages to {target:?}"),
-            Op::Copy => format!("copy the fetched messages to {target:?}"),
-            Op::Create => format!("create the folder {target:?} for fetched messages"),
-        };
-        let n = self.delivered_uids().len();
-        Err(Error::protocol(
-            Stage::FetchMessage,
-            format!(
-                "the server refused to {what} in folder {:?}; the {n} messages are stored and will not be fetched again, so apply the after-fetch action by hand and check the folder permissions and quota",
-                self.folder()
-            ),
-        )
-        .with_reply(ServerReply::new(status.as_str(), text)))
-    }
-
     fn done_fetching(&mut self, out: &mut Vec<Action>) -> Result<()> {
         if self.unstored > 0 {
             self.state = State::AwaitStored;
@@ -1048,6 +623,10 @@ impl Session for ImapSession {
         self.conn.link.unverified()
     }
 
+    fn secret_forms(&self) -> Vec<String> {
+        crate::sasl::secret_forms(&self.mailbox.credentials)
+    }
+
     fn deadline(&self) -> Option<Instant> {
         self.conn.link.deadline()
     }
@@ -1081,17 +660,4 @@ fn configured_folders(mailbox: &Mailbox) -> Result<Vec<String>> {
         folders.push("INBOX".to_string());
     }
     Ok(folders)
-}
-
-/// "73 MB", "12 KB", "900 bytes": sizes for the admin.
-fn human_size(bytes: u64) -> String {
-    const KB: u64 = 1024;
-    const MB: u64 = 1024 * 1024;
-    if bytes >= MB {
-        format!("{} MB", bytes / MB)
-    } else if bytes >= KB {
-        format!("{} KB", bytes / KB)
-    } else {
-        format!("{bytes} bytes")
-    }
 }

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::command::{Command, LiteralMode, Tagger, Wire};
-use super::response::{self, Code, Framer, Response, Status};
+use super::response::{self, Code, Frame, Framer, Response, Status};
 use super::utf7::encode_folder_name;
 use crate::config::{Credentials, Limits, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
@@ -75,6 +75,81 @@ pub(super) struct Connection {
     wants_delimiter: bool,
     /// A connection check: every step is reported with `Action::Progress`.
     report: bool,
+    /// Untagged responses since the last tagged one (the command in progress).
+    untagged: UntaggedBudget,
+}
+
+/// Untagged responses this client has no use for (untagged OK/NO/BAD without a response code
+/// it acts on, EXPUNGE, RECENT, unknown kinds) that one command may bring. A real server sends
+/// a handful; a server that keeps sending `* OK` never finishes the command.
+pub(super) const MAX_IGNORED_UNTAGGED: u32 = 10_000;
+
+/// Untagged responses of any kind one command may bring: more than the messages of any real
+/// folder (one FETCH line each in a listing).
+pub(super) const MAX_UNTAGGED: u32 = 4_000_000;
+
+/// Bytes of untagged responses (text and literals) one command may bring beyond the batch's
+/// message bytes (`max_batch_bytes`).
+pub(super) const MAX_UNTAGGED_EXTRA_BYTES: u64 = 256 << 20;
+
+/// What the command in progress has received so far, untagged.
+#[derive(Debug, Default)]
+pub(super) struct UntaggedBudget {
+    count: u32,
+    ignored: u32,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl UntaggedBudget {
+    pub(super) fn with_max_bytes(max_bytes: u64) -> Self {
+        UntaggedBudget { max_bytes, ..UntaggedBudget::default() }
+    }
+
+    /// Counts one complete response; a tagged one ends the command and starts afresh.
+    pub(super) fn count(&mut self, frame: &Frame, stage: Stage) -> Result<()> {
+        match frame.text.first() {
+            Some(b'*') => {}
+            Some(b'+') => return Ok(()),
+            _ => {
+                let max_bytes = self.max_bytes;
+                *self = UntaggedBudget { max_bytes, ..UntaggedBudget::default() };
+                return Ok(());
+            }
+        }
+        self.count += 1;
+        let literals: u64 = frame.literals.iter().map(|(_, l)| l.len() as u64).sum();
+        self.bytes = self.bytes.saturating_add(frame.text.len() as u64 + literals);
+        if self.count > MAX_UNTAGGED {
+            return Err(too_many_untagged(stage, format!("more than {MAX_UNTAGGED} untagged responses")));
+        }
+        if self.bytes > self.max_bytes {
+            return Err(too_many_untagged(stage, format!("more than {} bytes of untagged responses", self.max_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Counts a response the client ignores.
+    fn ignored(&mut self, stage: Stage) -> Result<()> {
+        self.ignored += 1;
+        if self.ignored > MAX_IGNORED_UNTAGGED {
+            return Err(too_many_untagged(
+                stage,
+                format!("more than {MAX_IGNORED_UNTAGGED} untagged responses that carry nothing this client uses (such as \"* OK\")"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn too_many_untagged(stage: Stage, what: String) -> Error {
+    Error::limit(
+        stage,
+        format!(
+            "the server sent {what} in answer to one command during {} without finishing it; the session was stopped. The server may be faulty or hostile: check it with its administrator",
+            stage.as_str()
+        ),
+    )
 }
 
 impl Connection {
@@ -89,6 +164,7 @@ impl Connection {
             connected: false,
             wants_delimiter,
             report,
+            untagged: UntaggedBudget::with_max_bytes(limits.max_batch_bytes.saturating_add(MAX_UNTAGGED_EXTRA_BYTES)),
         }
     }
 
@@ -212,10 +288,20 @@ impl Connection {
     }
 
     fn read(&mut self, stage: Stage) -> Result<Option<Response>> {
-        match self.framer.next(&mut self.link, stage)? {
-            Some(frame) => response::parse(frame, stage).map(Some),
-            None => Ok(None),
+        let Some(frame) = self.framer.next(&mut self.link, stage)? else { return Ok(None) };
+        self.untagged.count(&frame, stage)?;
+        let resp = response::parse(frame, stage)?;
+        let ignored = match &resp {
+            Response::Other => true,
+            Response::Status { tag: None, status: Status::Ok | Status::No | Status::Bad, code, .. } => {
+                !matches!(code, Some(Code::Capability(_) | Code::UidValidity(_) | Code::UidNext(_)))
+            }
+            _ => false,
+        };
+        if ignored {
+            self.untagged.ignored(stage)?;
         }
+        Ok(Some(resp))
     }
 
     /// An untagged status the owner has no use for: BYE and PREAUTH end the session,
@@ -467,7 +553,8 @@ pub(super) fn check_tag(expected: Option<&str>, tag: &str, stage: Stage) -> Resu
     if expected == Some(tag) {
         return Ok(());
     }
-    Err(Error::protocol(stage, format!("the server answered command {tag:?}, which is not the one in progress")))
+    let shown = crate::error::quote(tag.as_bytes(), 40);
+    Err(Error::protocol(stage, format!("the server answered command {shown}, which is not the one in progress")).with_quote(shown))
 }
 
 /// The server answered BAD: it found our command invalid.
@@ -613,9 +700,14 @@ impl Auth {
                 "check that the access token is current, was issued for this user and has the IMAP scope"
             }
         };
-        let detail = self.challenge.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
-        Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", self.method))
-            .with_reply(reply)
+        let shown = self.challenge.as_deref().map(|c| crate::error::quote(c.as_bytes(), 300));
+        let detail = shown.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
+        let e = Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", self.method))
+            .with_reply(reply);
+        match shown {
+            Some(s) => e.with_quote(s),
+            None => e,
+        }
     }
 }
 

@@ -24,6 +24,8 @@ mod sync;
 mod utf7;
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod transcript;

@@ -213,8 +213,8 @@ pub struct Fetch {
 }
 
 fn malformed(stage: Stage, what: &str, text: &[u8]) -> Error {
-    let shown: String = String::from_utf8_lossy(&text[..text.len().min(120)]).into_owned();
-    Error::protocol(stage, format!("the server sent a malformed {what} during {}: {shown:?}", stage.as_str()))
+    let shown = crate::error::quote(text, 120);
+    Error::protocol(stage, format!("the server sent a malformed {what} during {}: {shown}", stage.as_str())).with_quote(shown)
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -263,7 +263,7 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
         return Ok(match &upper[..] {
             b"CAPABILITY" => Response::Capability(capabilities(after)),
             b"LIST" => Response::List { delimiter: list_delimiter(after).ok_or_else(|| malformed(stage, "LIST response", &text))? },
-            b"SEARCH" => Response::Search(after.split(|&b| b == b' ').filter_map(number).map(|n| (n, n)).collect()),
+            b"SEARCH" => Response::Search(search_numbers(after).ok_or_else(|| malformed(stage, "SEARCH response", &text))?),
             b"ESEARCH" => {
                 Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?)
             }
@@ -330,6 +330,17 @@ fn esearch_all(args: &[u8]) -> Option<Vec<(u32, u32)>> {
     Some(Vec::new())
 }
 
+/// The numbers of a `* SEARCH` answer as one-element ranges. A number that is 0 or does not
+/// fit in 32 bits is malformed (no UID is 0); other words (a CONDSTORE "(MODSEQ n)") are skipped.
+fn search_numbers(args: &[u8]) -> Option<Vec<(u32, u32)>> {
+    let mut out = Vec::new();
+    for w in args.split(|&b| b == b' ').filter(|w| !w.is_empty() && w.iter().all(u8::is_ascii_digit)) {
+        let n: u32 = number(w).filter(|&n| n > 0)?;
+        out.push((n, n));
+    }
+    Some(out)
+}
+
 /// Parses a sequence set of explicit numbers ("1:3,7") into ranges; "*" is not valid in a
 /// server's set.
 fn parse_sequence_set(set: &[u8]) -> Option<Vec<(u32, u32)>> {
@@ -337,12 +348,12 @@ fn parse_sequence_set(set: &[u8]) -> Option<Vec<(u32, u32)>> {
     for item in set.split(|&b| b == b',') {
         match item.iter().position(|&b| b == b':') {
             Some(p) => {
-                let a: u32 = number(&item[..p])?;
-                let b: u32 = number(&item[p + 1..])?;
+                let a: u32 = number(&item[..p]).filter(|&n| n > 0)?;
+                let b: u32 = number(&item[p + 1..]).filter(|&n| n > 0)?;
                 out.push(if a <= b { (a, b) } else { (b, a) });
             }
             None => {
-                let n = number(item)?;
+                let n = number(item).filter(|&n| n > 0)?;
                 out.push((n, n));
             }
         }

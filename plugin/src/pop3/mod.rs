@@ -10,6 +10,8 @@ mod response;
 mod sync;
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;
 
 pub use client::Pop3Session;

@@ -21,14 +21,12 @@ pub(crate) fn status(line: &[u8], stage: Stage) -> Result<Status<'_>> {
     } else if let Some(rest) = after_indicator(line, b"+") {
         Ok(Status::Continue(rest))
     } else {
-        Err(Error::protocol(
-            stage,
+        Err(Error::protocol_quoting(stage, line, |t| {
             format!(
-                "the server sent \"{}\" where a POP3 status (+OK or -ERR) was expected during {}; check that the host and port belong to a POP3 server",
-                excerpt(line),
+                "the server sent {t} where a POP3 status (+OK or -ERR) was expected during {}; check that the host and port belong to a POP3 server",
                 stage.as_str()
-            ),
-        ))
+            )
+        }))
     }
 }
 
@@ -87,21 +85,10 @@ pub(crate) fn parse_u64(digits: &[u8]) -> Option<u64> {
     Some(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-/// RFC 1939 unique-ids are printable ASCII without spaces (0x21..0x7E). We accept any length
-/// the line limit allows, since some servers exceed the RFC's 70 characters.
+/// RFC 1939 unique-ids are printable ASCII without spaces (0x21..0x7E); their length (at most
+/// 70) is checked by the caller, with its own error.
 pub(crate) fn valid_uid(uid: &[u8]) -> bool {
     !uid.is_empty() && uid.iter().all(|&b| (0x21..=0x7e).contains(&b))
-}
-
-/// A short, printable excerpt of server text for an error message.
-pub(crate) fn excerpt(bytes: &[u8]) -> String {
-    const MAX: usize = 80;
-    let cut = bytes.get(..MAX).unwrap_or(bytes);
-    let mut s: String = String::from_utf8_lossy(cut).chars().map(|c| if c.is_control() { '?' } else { c }).collect();
-    if bytes.len() > MAX {
-        s.push_str("...");
-    }
-    s
 }
 
 #[cfg(test)]

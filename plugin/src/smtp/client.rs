@@ -1,7 +1,7 @@
 //! The submission state machine: greeting, EHLO, STARTTLS, AUTH, envelope, DATA, QUIT.
 
 use crate::config::{Credentials, Server, SubmissionServer};
-use crate::error::{Error, ErrorKind, Result, Retry, ServerReply, Stage};
+use crate::error::{redact, Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
 use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
@@ -9,6 +9,12 @@ use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientRes
 use super::data;
 use super::explain::{self, Known};
 use super::reply::{Capabilities, Reply, ReplyReader};
+
+mod auth;
+mod errors;
+mod report;
+
+use errors::*;
 
 /// Pessimistic upload speed used to stretch the deadline after the message data is written:
 /// the host may still be writing it when the normal reply timeout would run out.
@@ -122,6 +128,14 @@ impl SmtpSession {
                 format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
             ));
         }
+        if let Some(at) = message.iter().position(|&b| b == 0) {
+            // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
+            // DATA to some servers): refused before anything is sent.
+            return Err(Error::invalid(
+                Stage::Data,
+                format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
+            ));
+        }
         let encoded = data::encode(&message);
         drop(message);
         session.data = encoded.bytes;
@@ -140,6 +154,7 @@ impl SmtpSession {
 
     /// Validates the envelope and EHLO name; the message (if any) is added by the caller.
     fn open(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>, check: bool) -> Result<Self> {
+        sasl::check_credentials(&submission.credentials)?;
         check_envelope_address("sender", &envelope_from)?;
         if envelope_to.is_empty() {
             let why = if check {
@@ -422,142 +437,6 @@ impl SmtpSession {
         Action::Write(format!("EHLO {}\r\n", self.helo_name).into_bytes())
     }
 
-    /// Capabilities are known: STARTTLS first if required, then authenticate.
-    fn after_capabilities(&mut self, actions: &mut Vec<Action>) -> Result<()> {
-        if self.link.needs_starttls() {
-            if !self.caps.starttls {
-                return Err(Error::policy(
-                    Stage::Starttls,
-                    "the server does not offer STARTTLS, so the connection cannot be encrypted and no credentials were sent; turn TLS on (port 465) or fix the server's STARTTLS setup",
-                ));
-            }
-            actions.push(Action::Write(b"STARTTLS\r\n".to_vec()));
-            self.state = State::Starttls;
-            return Ok(());
-        }
-        self.link.check_credentials_allowed()?;
-        if self.caps.auth.is_empty() {
-            return Err(Error::policy(
-                Stage::Authenticate,
-                "the server offers no authentication (no AUTH in its EHLO reply), and mail is only submitted authenticated; use the provider's submission port (587 or 465)",
-            ));
-        }
-        let Some(mech) = sasl::select(&self.credentials, &self.caps.auth) else {
-            let kind = match self.credentials {
-                Credentials::Basic { .. } => "password (PLAIN or LOGIN)",
-                Credentials::OAuth2 { .. } => match sasl::oauth_wanted(&self.credentials) {
-                    "OAUTHBEARER or XOAUTH2" => "OAuth2 (OAUTHBEARER or XOAUTH2)",
-                    pinned => pinned,
-                },
-            };
-            return Err(Error::policy(
-                Stage::Authenticate,
-                format!(
-                    "the server offers authentication by {} only, but this queue is configured for {kind}; change the credentials type",
-                    self.caps.auth.join(", ")
-                ),
-            ));
-        };
-        let command = match mech {
-            Mechanism::Login => {
-                self.state = State::Auth(AuthStep::LoginUser);
-                b"AUTH LOGIN\r\n".to_vec()
-            }
-            _ => {
-                let Some(ir) = sasl::initial_response(mech, &self.credentials) else {
-                    return Err(Error::protocol(Stage::Authenticate, "no initial response for the selected mechanism"));
-                };
-                self.state = State::Auth(AuthStep::InitialResponse(mech));
-                format!("AUTH {} {ir}\r\n", mech.name()).into_bytes()
-            }
-        };
-        self.progress(actions, Step::Mechanisms, || {
-            let using = format!("using AUTH {}", mech.name());
-            match self.quoted(&self.caps.auth.join(" ")) {
-                Some(offered) => format!("offered: {offered}; {using}"),
-                None => using,
-            }
-        });
-        actions.push(Action::Write(command));
-        Ok(())
-    }
-
-    fn on_auth_reply(&mut self, step: AuthStep, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
-        let mech = match step {
-            AuthStep::InitialResponse(m) | AuthStep::OAuthFailure(m) => m,
-            _ => Mechanism::Login,
-        };
-        match (step, reply.code) {
-            // 235 is the standard success; some servers (Postfix's smtp-sink among them) answer
-            // another 2xx, which still means the login succeeded.
-            (AuthStep::InitialResponse(_) | AuthStep::LoginResult, 200..=299) => {
-                self.progress(actions, Step::Login, || format!("logged in as {}", self.credentials.username()));
-                self.begin_envelope(actions)?;
-            }
-            (AuthStep::InitialResponse(Mechanism::XOAuth2 | Mechanism::OAuthBearer), 334) => {
-                // RFC 7628: the token was refused; the challenge says why, an empty line ends it.
-                let detail = decode_challenge(&reply);
-                actions.push(Action::Write(b"\r\n".to_vec()));
-                self.state = State::Auth(AuthStep::OAuthFailure(mech));
-                self.pending_failure = Some(Error::auth(
-                    Stage::Authenticate,
-                    format!(
-                        "the server rejected the OAuth2 token for {} ({detail}); refresh the token or check that it grants mail sending",
-                        self.credentials.username()
-                    ),
-                ));
-            }
-            (AuthStep::LoginUser, 334) => {
-                let answer = sasl::login_step(self.credentials.username());
-                actions.push(Action::Write(format!("{answer}\r\n").into_bytes()));
-                self.state = State::Auth(AuthStep::LoginPassword);
-            }
-            (AuthStep::LoginPassword, 334) => {
-                let answer = sasl::login_step(self.credentials.secret());
-                actions.push(Action::Write(format!("{answer}\r\n").into_bytes()));
-                self.state = State::Auth(AuthStep::LoginResult);
-            }
-            (_, 400..=599) => {
-                let server_reply = self.scrubbed(reply.to_server_reply());
-                let error = match (step, self.pending_failure.take()) {
-                    (AuthStep::OAuthFailure(_), Some(e)) => e,
-                    _ => {
-                        let basic = matches!(self.credentials, Credentials::Basic { .. });
-                        // Password advice (app passwords, Basic retired) misleads an OAuth2 setup.
-                        let known = explain::lookup(reply.code, &server_reply.text).filter(|k| basic || !k.is_about_password());
-                        let fix = match (reply.code, basic) {
-                            (400..=499, _) => "try again later; if it keeps failing, check the account's sign-in settings",
-                            (_, true) => "check the user name and password (or app password), and that SMTP AUTH is enabled for the account",
-                            (_, false) => "refresh the token or check that it grants mail sending",
-                        };
-                        let when = if reply.code < 500 { "temporarily " } else { "" };
-                        let what = format!(
-                            "the server {when}rejected the {} login for {} ({})",
-                            mech.name(),
-                            self.credentials.username(),
-                            redact(&reply.summary(), self.secret_forms())
-                        );
-                        Error::auth(Stage::Authenticate, explained(what, known, fix))
-                    }
-                };
-                // 535 and other 5xx: fix the credentials first; 454 and other 4xx: try later.
-                return Err(error.with_reply(server_reply).with_retry(retry_for(reply.code)));
-            }
-            _ => {
-                return Err(Error::protocol(
-                    Stage::Authenticate,
-                    format!(
-                        "the server answered {} during {} authentication, which the exchange does not allow",
-                        reply.code,
-                        mech.name()
-                    ),
-                )
-                .with_reply(self.scrubbed(reply.to_server_reply())));
-            }
-        }
-        Ok(())
-    }
-
     /// Authenticated: MAIL FROM, then RCPT TO and DATA (in the same write when pipelining).
     /// A check has no message: no SIZE or BODY, and one command at a time.
     fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
@@ -628,74 +507,6 @@ impl SmtpSession {
         actions.push(Action::Write(b"RSET\r\n".to_vec()));
     }
 
-    fn envelope_detail(&self) -> String {
-        let mut to: Vec<String> = self.envelope_to.iter().take(SHOWN_RECIPIENTS).map(|a| format!("<{a}>")).collect();
-        if self.envelope_to.len() > SHOWN_RECIPIENTS {
-            to.push(format!("{} more", self.envelope_to.len() - SHOWN_RECIPIENTS));
-        }
-        format!("MAIL FROM:<{}> and RCPT TO:{} accepted", self.envelope_from, to.join(", "))
-    }
-
-    /// Check mode: some recipient was refused. Names the refused ones with their replies;
-    /// the first refusal is the reply shown and explained.
-    fn refused_recipients_error(&self) -> Error {
-        let refused: Vec<&RecipientResult> = self.recipients.iter().filter(|r| !r.accepted).collect();
-        let mut list: Vec<String> = refused
-            .iter()
-            .take(SHOWN_RECIPIENTS)
-            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
-            .collect();
-        if refused.len() > SHOWN_RECIPIENTS {
-            list.push(format!("and {} more", refused.len() - SHOWN_RECIPIENTS));
-        }
-        let what = format!(
-            "the server refused {} of {} recipients ({}); nothing was sent",
-            refused.len(),
-            self.recipients.len(),
-            list.join("; ")
-        );
-        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
-        let first = refused.first();
-        let known = first.and_then(|r| explain::lookup(code_of(r), &r.reply.text));
-        let retry = if refused.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
-        let fix = "check the addresses, and that the account may send to them";
-        let mut error = Error::protocol(Stage::Envelope, explained(what, known, fix)).with_retry(retry);
-        if let Some(r) = first {
-            error = error.with_reply(r.reply.clone());
-        }
-        error
-    }
-
-    /// Check mode: reports a completed step. `detail` is only built in check mode.
-    fn progress(&self, actions: &mut Vec<Action>, step: Step, detail: impl FnOnce() -> String) {
-        if self.check {
-            actions.push(Action::Progress(StepReport::new(step, detail())));
-        }
-    }
-
-    /// Server text fit for a step's detail, or None while it cannot be trusted (before TLS
-    /// on a STARTTLS connection). Control characters removed, echoed secrets redacted,
-    /// at most `MAX_QUOTED_CHARS` characters.
-    fn quoted(&self, text: &str) -> Option<String> {
-        if self.link.unverified() {
-            return None;
-        }
-        let clean: String = text.chars().filter(|c| !c.is_control()).collect();
-        Some(redact(&clean, self.secret_forms()).chars().take(MAX_QUOTED_CHARS).collect())
-    }
-
-    /// What an EHLO reply told us. Before TLS only what we derived from it: its text could
-    /// have been forged, and it is asked again after TLS anyway.
-    fn capabilities_detail(&self, reply: &Reply) -> String {
-        let extensions = reply.lines.iter().skip(1).map(String::as_str).collect::<Vec<_>>().join(", ");
-        match self.quoted(&extensions) {
-            Some(text) if text.is_empty() => "EHLO accepted; the server advertises no extensions".to_string(),
-            Some(text) => format!("EHLO accepted; extensions: {text}"),
-            None if self.caps.starttls => "STARTTLS offered (the other extensions arrived before encryption and are asked again after it)".to_string(),
-            None => "STARTTLS not offered".to_string(),
-        }
-    }
-
     fn accepted_count(&self) -> usize {
         self.recipients.iter().filter(|r| r.accepted).count()
     }
@@ -707,29 +518,6 @@ impl SmtpSession {
         let bytes: &[u8] = if quit_sent { b"RSET\r\nQUIT\r\n" } else { b"RSET\r\n" };
         actions.push(Action::Write(bytes.to_vec()));
         self.state = State::Reset { quit_sent };
-    }
-
-    fn no_recipient_error(&self) -> Error {
-        const SHOWN: usize = 5;
-        let mut list: Vec<String> = self
-            .recipients
-            .iter()
-            .take(SHOWN)
-            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
-            .collect();
-        if self.recipients.len() > SHOWN {
-            list.push(format!("and {} more", self.recipients.len() - SHOWN));
-        }
-        let what = format!("the server accepted none of the recipients ({}); the message was not sent", list.join("; "));
-        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
-        let known = self.recipients.last().and_then(|r| explain::lookup(code_of(r), &r.reply.text));
-        // A recipient refused only for now can make a later attempt worthwhile.
-        let retry = if self.recipients.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
-        let mut error = Error::protocol(Stage::Envelope, explained(what, known, "check the addresses")).with_retry(retry);
-        if let Some(last) = self.recipients.last() {
-            error = error.with_reply(last.reply.clone());
-        }
-        error
     }
 
     /// Decides what an error means for the message. Once the server accepted (or finally
@@ -776,106 +564,9 @@ impl SmtpSession {
         }
     }
 
-    /// What a careless server could echo of our secret: the secret, the wire tokens holding it.
-    fn secret_forms(&self) -> Vec<String> {
-        let c = &self.credentials;
-        let mut forms = vec![c.secret().to_string(), sasl::login_step(c.secret())];
-        for m in [Mechanism::Plain, Mechanism::XOAuth2, Mechanism::OAuthBearer] {
-            forms.extend(sasl::initial_response(m, c));
-        }
-        forms.retain(|f| !f.is_empty());
-        forms
-    }
-
     fn scrubbed(&self, reply: ServerReply) -> ServerReply {
-        let forms = self.secret_forms();
-        ServerReply { code: reply.code, text: redact(&reply.text, forms) }
+        ServerReply { code: reply.code, text: redact(&reply.text, &self.secret_forms()) }
     }
-}
-
-fn redact(text: &str, forms: Vec<String>) -> String {
-    let mut out = text.to_string();
-    for f in forms {
-        if out.contains(&f) {
-            out = out.replace(&f, "<redacted>");
-        }
-    }
-    out
-}
-
-/// The decoded JSON of an OAuth error challenge, or a note that it was not readable.
-fn decode_challenge(reply: &Reply) -> String {
-    use base64::Engine;
-    let raw = reply.lines.last().map(|l| l.trim()).unwrap_or_default();
-    match base64::engine::general_purpose::STANDARD.decode(raw) {
-        Ok(bytes) if !bytes.is_empty() => {
-            let text: String = String::from_utf8_lossy(&bytes).chars().filter(|c| !c.is_control()).take(300).collect();
-            format!("server detail: {text}")
-        }
-        _ => "no detail given".to_string(),
-    }
-}
-
-/// A reply on one line: "220 mx.example ESMTP ready".
-fn one_line(reply: &Reply) -> String {
-    let text = reply.lines.join(" ");
-    if text.is_empty() { reply.code.to_string() } else { format!("{} {text}", reply.code) }
-}
-
-fn refused(stage: Stage, command: &str, reply: &Reply) -> Error {
-    let what = format!("the server refused {command} ({}) during {}", reply.summary(), stage.as_str());
-    from_reply(ErrorKind::Protocol, stage, what, "", reply)
-}
-
-/// 4xx is transient, anything else (5xx) stays refused until something is fixed.
-fn retry_for(code: u16) -> Retry {
-    if (400..500).contains(&code) {
-        Retry::Later
-    } else {
-        Retry::FixFirst
-    }
-}
-
-/// An error for a refusing reply: `what` failed, then the provider-specific cause and action
-/// when the reply is a known one, else the generic `fix`; retry advice from the reply code.
-fn from_reply(kind: ErrorKind, stage: Stage, what: String, fix: &str, reply: &Reply) -> Error {
-    let server_reply = reply.to_server_reply();
-    let known = explain::lookup(reply.code, &server_reply.text);
-    Error::new(kind, stage, explained(what, known, fix)).with_reply(server_reply).with_retry(retry_for(reply.code))
-}
-
-fn explained(what: String, known: Option<Known>, fix: &str) -> String {
-    match known.map(Known::explanation) {
-        Some(x) => format!("{what}. {} {}", x.cause.en, x.action.en),
-        None if fix.is_empty() => what,
-        None => format!("{what}; {fix}"),
-    }
-}
-
-/// The session failed after the whole message and its final dot were handed to the host,
-/// before the server's verdict: it may have been delivered.
-fn uncertain(e: Error) -> Error {
-    let what = match e.kind {
-        ErrorKind::Network => "the connection closed after the whole message was sent, before the server confirmed it".to_string(),
-        ErrorKind::Timeout => "the server did not confirm the message in time after the whole message was sent".to_string(),
-        _ => format!("the server's answer to the sent message could not be read ({})", e.message),
-    };
-    let message = format!(
-        "{what}. The message may have been delivered: do not resend it blindly; first check whether the recipients got it (by its Message-ID), and send it again only if not"
-    );
-    Error { message, retry: Retry::Uncertain, ..e }
-}
-
-fn check_envelope_address(role: &str, address: &str) -> Result<()> {
-    let why = if address.is_empty() {
-        "is empty"
-    } else if address.contains(|c: char| c.is_control() || c == ' ' || c == '<' || c == '>') {
-        "contains a space, '<', '>', a line break or another control character"
-    } else {
-        return Ok(());
-    };
-    let shown: String = address.chars().take(120).collect();
-    Err(Error::invalid(Stage::Envelope, format!("the {role} address {shown:?} {why}; give a bare address like name@example.com")))
 }
 
 impl Session for SmtpSession {
@@ -907,6 +598,10 @@ impl Session for SmtpSession {
 
     fn unverified(&self) -> bool {
         self.link.unverified()
+    }
+
+    fn secret_forms(&self) -> Vec<String> {
+        sasl::secret_forms(&self.credentials)
     }
 
     fn deadline(&self) -> Option<Instant> {

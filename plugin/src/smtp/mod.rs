@@ -15,4 +15,6 @@ pub use data::encode_data;
 pub use explain::{explain, explain_error, Explanation};
 
 #[cfg(test)]
+mod hostile;
+#[cfg(test)]
 mod tests;

@@ -92,14 +92,12 @@ impl ReplyReader {
 }
 
 fn malformed(line: &[u8], stage: Stage) -> Error {
-    let shown: String = String::from_utf8_lossy(line).chars().take(80).collect();
-    Error::protocol(
-        stage,
+    Error::protocol_quoting(stage, line, |shown| {
         format!(
-            "the server sent {shown:?} during {}, which is not an SMTP reply (a 3-digit code 2xx-5xx, then a space or '-'); check that the port is an SMTP submission port",
+            "the server sent {shown} during {}, which is not an SMTP reply (a 3-digit code 2xx-5xx, then a space or '-'); check that the port is an SMTP submission port",
             stage.as_str()
-        ),
-    )
+        )
+    })
 }
 
 /// What an EHLO reply advertises, as far as this client uses it.

@@ -1,0 +1,126 @@
+//! After-fetch actions on stored messages: mark seen, delete (UID EXPUNGE with UIDPLUS), move or copy.
+
+use super::*;
+
+impl ImapSession {
+    /// The server went away while the host was still storing: the after-fetch action cannot
+    /// run, and nothing on the server was changed.
+    pub(super) fn lost_before_after_fetch(&self) -> Error {
+        Error::network(
+            Stage::FetchMessage,
+            format!(
+                "the server closed the connection before the host had stored the messages from folder {:?}, so the after-fetch action was not applied and nothing on the server changed; they will be fetched again next run (the host skips duplicates). If this repeats, raise the server's idle timeout",
+                self.folder()
+            ),
+        )
+    }
+
+    pub(super) fn has_uidplus(&self) -> bool {
+        self.has_cap("UIDPLUS") || self.has_cap("IMAP4rev2")
+    }
+
+    pub(super) fn target(&self) -> String {
+        match &self.mailbox.after_fetch {
+            AfterFetch::MoveTo(t) => self.wire_name(t),
+            _ => String::new(),
+        }
+    }
+
+    /// Queues one after-fetch command (several go out in one write: pipelined).
+    pub(super) fn queue(&mut self, pending: &mut VecDeque<(String, Op)>, op: Op, out: &mut Vec<Action>) {
+        let set = sequence_set(&self.delivered_uids());
+        let tag = match op {
+            Op::MarkSeen => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Seen)")),
+            Op::MarkDeleted => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")),
+            // Only our UIDs: a plain EXPUNGE would also remove other clients' \Deleted mail.
+            Op::Expunge => self.conn.send_simple(out, &format!("UID EXPUNGE {set}")),
+            Op::Move | Op::Copy | Op::Create => {
+                let verb = match op {
+                    Op::Move => format!("UID MOVE {set}"),
+                    Op::Copy => format!("UID COPY {set}"),
+                    _ => "CREATE".to_string(),
+                };
+                let target = self.target();
+                self.conn.send_with_folder(out, &verb, &target)
+            }
+        };
+        pending.push_back((tag, op));
+    }
+
+    pub(super) fn queue_delete(&mut self, pending: &mut VecDeque<(String, Op)>, out: &mut Vec<Action>) {
+        self.queue(pending, Op::MarkDeleted, out);
+        // Without UIDPLUS the messages stay flagged \Deleted: a plain EXPUNGE could remove
+        // other clients' mail, so the server's own expunge policy removes them.
+        if self.has_uidplus() {
+            self.queue(pending, Op::Expunge, out);
+        }
+    }
+
+    pub(super) fn start_after_fetch(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        let mut pending = VecDeque::new();
+        match &self.mailbox.after_fetch {
+            AfterFetch::Keep { mark_seen: false } => {}
+            AfterFetch::Keep { mark_seen: true } => self.queue(&mut pending, Op::MarkSeen, out),
+            AfterFetch::Delete => self.queue_delete(&mut pending, out),
+            AfterFetch::MoveTo(_) => {
+                let op = if self.has_cap("MOVE") || self.has_cap("IMAP4rev2") { Op::Move } else { Op::Copy };
+                self.queue(&mut pending, op, out);
+            }
+        }
+        self.after_fetch_next(pending, out)
+    }
+
+    pub(super) fn after_fetch_next(&mut self, pending: VecDeque<(String, Op)>, out: &mut Vec<Action>) -> Result<()> {
+        if pending.is_empty() {
+            return self.start_folder(self.run.index + 1, out);
+        }
+        self.state = State::AfterFetch { pending };
+        Ok(())
+    }
+
+    pub(super) fn on_after_fetch_reply(
+        &mut self,
+        op: Op,
+        mut pending: VecDeque<(String, Op)>,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+        out: &mut Vec<Action>,
+    ) -> Result<()> {
+        if status == Status::Ok {
+            if op == Op::Copy {
+                // Only once the copy exists may the originals be flagged and expunged.
+                self.queue_delete(&mut pending, out);
+            }
+            return self.after_fetch_next(pending, out);
+        }
+        let trycreate = matches!(&code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("TRYCREATE"));
+        if trycreate && matches!(op, Op::Move | Op::Copy) && !self.run.created && pending.is_empty() {
+            self.run.created = true;
+            self.queue(&mut pending, Op::Create, out);
+            self.queue(&mut pending, op, out);
+            return self.after_fetch_next(pending, out);
+        }
+        let target = match &self.mailbox.after_fetch {
+            AfterFetch::MoveTo(t) => t.clone(),
+            _ => String::new(),
+        };
+        let what = match op {
+            Op::MarkSeen => "mark the fetched messages \\Seen".to_string(),
+            Op::MarkDeleted => "flag the fetched messages \\Deleted".to_string(),
+            Op::Expunge => "expunge (UID EXPUNGE) the fetched messages".to_string(),
+            Op::Move => format!("move the fetched messages to {target:?}"),
+            Op::Copy => format!("copy the fetched messages to {target:?}"),
+            Op::Create => format!("create the folder {target:?} for fetched messages"),
+        };
+        let n = self.delivered_uids().len();
+        Err(Error::protocol(
+            Stage::FetchMessage,
+            format!(
+                "the server refused to {what} in folder {:?}; the {n} messages are stored and will not be fetched again, so apply the after-fetch action by hand and check the folder permissions and quota",
+                self.folder()
+            ),
+        )
+        .with_reply(ServerReply::new(status.as_str(), text)))
+    }
+}
