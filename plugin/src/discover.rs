@@ -211,12 +211,48 @@ struct ServerElement {
     username: Option<String>,
 }
 
+/// Elements nested deeper than this are refused (real documents nest 4 levels).
+const MAX_AUTOCONFIG_DEPTH: usize = 32;
+
+/// The text of a server's field element being read: literal text and resolved references.
+/// Whitespace around the value is dropped, but only literal whitespace: `&#13;&#10;` written
+/// as references stays in the value (and makes a host name invalid).
+#[derive(Default)]
+struct FieldText {
+    value: String,
+    /// Bytes at the end of `value` that are literal whitespace.
+    trailing_literal_ws: usize,
+}
+
+impl FieldText {
+    fn push_literal(&mut self, text: &str) {
+        let text = if self.value.is_empty() { text.trim_start() } else { text };
+        self.value.push_str(text);
+        let ws = text.len() - text.trim_end().len();
+        self.trailing_literal_ws = if ws == text.len() { self.trailing_literal_ws + ws } else { ws };
+    }
+    fn push_reference(&mut self, resolved: &str) {
+        self.value.push_str(resolved);
+        self.trailing_literal_ws = 0;
+    }
+    fn finish(mut self) -> Option<String> {
+        self.value.truncate(self.value.len() - self.trailing_literal_ws);
+        (!self.value.is_empty()).then_some(self.value)
+    }
+}
+
 /// Parses a Thunderbird autoconfig document (clientConfig 1.1) into candidates, substituting
 /// %EMAILADDRESS%, %EMAILLOCALPART% and %EMAILDOMAIN%. Servers with socketType "plain" are
 /// left out (we never suggest unencrypted servers); a document that offers only such servers is
 /// an error that says so. `source` is "autoconfig"; the host, which knows the URL, may
 /// append it. Server types other than imap/pop3/smtp (e.g. exchange) are ignored.
+///
+/// The XML is read with quick-xml (a pull parser: no tree is built, entities declared in a DTD
+/// are never expanded); this function keeps the limits: document size, nesting depth, one
+/// server element at a time, only the five predefined entities and character references.
 pub fn parse_autoconfig(xml: &str, address: &str) -> Result<Vec<Candidate>> {
+    use quick_xml::events::Event;
+
     if xml.len() > MAX_AUTOCONFIG_BYTES {
         return Err(Error::limit(
             Stage::Connect,
@@ -230,96 +266,95 @@ pub fn parse_autoconfig(xml: &str, address: &str) -> Result<Vec<Candidate>> {
     };
     let malformed = |what: &str| bad_input(format!("The autoconfig document is malformed ({what}); configure the servers by hand."));
 
+    let mut reader = quick_xml::Reader::from_str(xml);
+    // Start and end tags must match; an end tag without a start tag is an error.
+    reader.config_mut().check_end_names = true;
+    reader.config_mut().allow_unmatched_ends = false;
     let mut stack: Vec<String> = Vec::new();
     let mut server: Option<ServerElement> = None;
+    // The field element of `server` being read (hostname, port, ...), and its text.
+    let mut field: Option<FieldText> = None;
     let mut saw_root = false;
     let mut skipped_plain = 0usize;
     let mut out = Vec::new();
-    let mut rest = xml;
-    while !rest.is_empty() {
-        let lt = rest.find('<').unwrap_or(rest.len());
-        let (text, after) = rest.split_at(lt);
-        if !text.trim().is_empty() {
-            // Text directly inside a server's field element: hostname, port, ...
-            if let (Some(s), Some(field), Some(parent)) = (server.as_mut(), stack.last(), stack.len().checked_sub(2).and_then(|i| stack.get(i))) {
-                if parent == "incomingServer" || parent == "outgoingServer" {
-                    let value = decode_entities(text.trim()).ok_or_else(|| malformed("unknown character reference"))?;
-                    let slot = match field.as_str() {
+    loop {
+        let event = reader.read_event().map_err(|e| malformed(&xml_error(&e)))?;
+        match event {
+            Event::Start(ref tag) | Event::Empty(ref tag) => {
+                let self_closing = matches!(event, Event::Empty(_));
+                let name: &str = tag.name().into_inner();
+                if name.is_empty() {
+                    return Err(malformed("a tag without a name"));
+                }
+                if stack.is_empty() {
+                    if saw_root || name != "clientConfig" {
+                        return Err(malformed(&format!("the root element is <{name}>, expected <clientConfig>")));
+                    }
+                    saw_root = true;
+                }
+                if (name == "incomingServer" || name == "outgoingServer") && !self_closing {
+                    if server.is_some() {
+                        return Err(malformed("a server element inside another"));
+                    }
+                    let kind = match tag.try_get_attribute("type") {
+                        Ok(Some(a)) => a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| malformed("an unknown character reference in an attribute"))?.into_owned(),
+                        Ok(None) => String::new(),
+                        Err(e) => return Err(malformed(&xml_error(&e.into()))),
+                    };
+                    server = Some(ServerElement { outgoing: name == "outgoingServer", kind, ..Default::default() });
+                }
+                if !self_closing {
+                    if stack.len() >= MAX_AUTOCONFIG_DEPTH {
+                        return Err(malformed("elements nested too deeply"));
+                    }
+                    // A field is an element directly inside a server element.
+                    let in_server = matches!(stack.last().map(String::as_str), Some("incomingServer" | "outgoingServer"));
+                    field = (server.is_some() && in_server).then(FieldText::default);
+                    stack.push(name.to_string());
+                }
+            }
+            Event::End(tag) => {
+                let name = tag.name().into_inner().to_string();
+                stack.pop();
+                if let (Some(f), Some(s)) = (field.take(), server.as_mut()) {
+                    let slot = match name.as_str() {
                         "hostname" => Some(&mut s.hostname),
                         "port" => Some(&mut s.port),
                         "socketType" => Some(&mut s.socket_type),
                         "username" => Some(&mut s.username),
                         _ => None,
                     };
-                    if let Some(slot) = slot {
+                    if let (Some(slot), Some(value)) = (slot, f.finish()) {
                         *slot = Some(value);
                     }
-                }
-            }
-        }
-        rest = after;
-        if rest.is_empty() {
-            break;
-        }
-        if let Some(r) = rest.strip_prefix("<!--") {
-            let end = r.find("-->").ok_or_else(|| malformed("unterminated comment"))?;
-            rest = &r[end + 3..];
-        } else if let Some(r) = rest.strip_prefix("<?") {
-            let end = r.find("?>").ok_or_else(|| malformed("unterminated processing instruction"))?;
-            rest = &r[end + 2..];
-        } else if rest.starts_with("<![CDATA[") {
-            return Err(malformed("CDATA sections are not expected in autoconfig"));
-        } else if let Some(r) = rest.strip_prefix("<!") {
-            let end = r.find('>').ok_or_else(|| malformed("unterminated declaration"))?;
-            rest = &r[end + 1..];
-        } else if let Some(r) = rest.strip_prefix("</") {
-            let end = r.find('>').ok_or_else(|| malformed("unterminated end tag"))?;
-            let name = r[..end].trim();
-            match stack.pop() {
-                Some(open) if open == name => {}
-                Some(open) => return Err(malformed(&format!("</{name}> closes <{open}>"))),
-                None => return Err(malformed(&format!("</{name}> without a start tag"))),
-            }
-            if name == "incomingServer" || name == "outgoingServer" {
-                if let Some(s) = server.take() {
-                    match server_candidate(s, &substitute)? {
-                        Some(c) => out.push(c),
-                        None => skipped_plain += 1,
+                } else if name == "incomingServer" || name == "outgoingServer" {
+                    if let Some(s) = server.take() {
+                        match server_candidate(s, &substitute)? {
+                            Some(c) => out.push(c),
+                            None => skipped_plain += 1,
+                        }
                     }
                 }
             }
-            rest = &r[end + 1..];
-        } else {
-            let r = &rest[1..];
-            let end = tag_end(r).ok_or_else(|| malformed("unterminated start tag"))?;
-            let inner = &r[..end];
-            let self_closing = inner.ends_with('/');
-            let inner = inner.trim_end_matches('/');
-            let name_len = inner.find(|c: char| c.is_whitespace()).unwrap_or(inner.len());
-            let (name, attrs) = inner.split_at(name_len);
-            if name.is_empty() {
-                return Err(malformed("a tag without a name"));
-            }
-            if stack.is_empty() {
-                if saw_root || name != "clientConfig" {
-                    return Err(malformed(&format!("the root element is <{name}>, expected <clientConfig>")));
+            Event::Text(text) => {
+                if let Some(f) = field.as_mut() {
+                    f.push_literal(&text);
                 }
-                saw_root = true;
             }
-            if (name == "incomingServer" || name == "outgoingServer") && !self_closing {
-                if server.is_some() {
-                    return Err(malformed("a server element inside another"));
+            Event::GeneralRef(reference) => {
+                if let Some(f) = field.as_mut() {
+                    let unknown = || malformed("unknown character reference");
+                    match reference.resolve_char_ref().map_err(|_| unknown())? {
+                        Some(c) => f.push_reference(c.encode_utf8(&mut [0; 4])),
+                        None => {
+                            f.push_reference(quick_xml::escape::resolve_predefined_entity(&reference).ok_or_else(unknown)?);
+                        }
+                    }
                 }
-                let kind = attribute(attrs, "type").unwrap_or_default();
-                server = Some(ServerElement { outgoing: name == "outgoingServer", kind, ..Default::default() });
             }
-            if !self_closing {
-                if stack.len() >= 32 {
-                    return Err(malformed("elements nested too deeply"));
-                }
-                stack.push(name.to_string());
-            }
-            rest = &r[end + 1..];
+            Event::CData(_) => return Err(malformed("CDATA sections are not expected in autoconfig")),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Eof => break,
         }
     }
     if !saw_root {
@@ -337,70 +372,31 @@ pub fn parse_autoconfig(xml: &str, address: &str) -> Result<Vec<Candidate>> {
     Ok(out)
 }
 
-/// The index of the '>' that ends a tag, skipping '>' inside quoted attribute values.
-fn tag_end(s: &str) -> Option<usize> {
-    let mut quote = None;
-    for (i, c) in s.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '>') => return Some(i),
-            _ => {}
-        }
+/// What is wrong with the document, in words for the admin (never the document's text).
+fn xml_error(e: &quick_xml::Error) -> String {
+    use quick_xml::errors::{IllFormedError, SyntaxError};
+    match e {
+        quick_xml::Error::Syntax(s) => match s {
+            SyntaxError::UnclosedComment => "unterminated comment".into(),
+            SyntaxError::UnclosedPI | SyntaxError::UnclosedXmlDecl => "unterminated processing instruction".into(),
+            SyntaxError::UnclosedDoctype | SyntaxError::InvalidBangMarkup => "unterminated declaration".into(),
+            SyntaxError::UnclosedCData => "CDATA sections are not expected in autoconfig".into(),
+            _ => "unterminated start tag".into(),
+        },
+        quick_xml::Error::IllFormed(i) => match i {
+            IllFormedError::MismatchedEndTag { expected, found } => format!("</{}> closes <{}>", clip(found), clip(expected)),
+            IllFormedError::UnmatchedEndTag(name) => format!("</{}> without a start tag", clip(name)),
+            other => format!("{}", clip(&other.to_string())),
+        },
+        quick_xml::Error::InvalidAttr(_) => "a malformed attribute".into(),
+        quick_xml::Error::Escape(_) => "unknown character reference".into(),
+        _ => "unreadable XML".into(),
     }
-    None
 }
 
-/// The value of attribute `name` in a tag's attribute text.
-fn attribute(attrs: &str, name: &str) -> Option<String> {
-    let mut rest = attrs.trim_start();
-    while !rest.is_empty() {
-        let eq = rest.find('=')?;
-        let key = rest[..eq].trim();
-        let after = rest[eq + 1..].trim_start();
-        let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-        let body = &after[1..];
-        let close = body.find(quote)?;
-        if key == name {
-            return decode_entities(&body[..close]);
-        }
-        rest = body[close + 1..].trim_start();
-    }
-    None
-}
-
-/// Decodes the five predefined entities and numeric character references.
-fn decode_entities(s: &str) -> Option<String> {
-    if !s.contains('&') {
-        return Some(s.to_string());
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let r = &rest[amp + 1..];
-        let semi = r.find(';')?;
-        let entity = &r[..semi];
-        let c = match entity {
-            "amp" => '&',
-            "lt" => '<',
-            "gt" => '>',
-            "quot" => '"',
-            "apos" => '\'',
-            _ => {
-                let code = if let Some(hex) = entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
-                    u32::from_str_radix(hex, 16).ok()?
-                } else {
-                    entity.strip_prefix('#')?.parse::<u32>().ok()?
-                };
-                char::from_u32(code)?
-            }
-        };
-        out.push(c);
-        rest = &r[semi + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
+/// A name from the document, bounded and without control characters, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).flat_map(char::escape_debug).collect()
 }
 
 /// Checks one server element; Ok(None) for a plain (unencrypted) or unsupported server.
@@ -826,6 +822,24 @@ mod tests {
         refused("", "no <clientConfig>");
         refused("<clientConfig><incomingServer type=\"imap\"", "unterminated start tag");
         refused("<clientConfig><!-- never ends", "unterminated comment");
+    }
+
+    #[test]
+    fn hostile_xml_refused_without_expanding_anything() {
+        // Entities declared in a DTD are never expanded (no "billion laughs").
+        let laughs = "<!DOCTYPE c [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+            <clientConfig><emailProvider><incomingServer type=\"imap\"><hostname>&b;</hostname>\
+            <port>993</port><socketType>SSL</socketType></incomingServer></emailProvider></clientConfig>";
+        refused(laughs, "unknown character reference");
+        refused("<clientConfig><emailProvider></clientConfig>", "</clientConfig> closes <emailProvider>");
+        refused("<clientConfig></emailProvider>", "</emailProvider> closes <clientConfig>");
+        refused("<clientConfig><![CDATA[x]]></clientConfig>", "CDATA");
+        refused(&format!("<clientConfig>{}", "<a>".repeat(40)), "nested too deeply");
+        refused("<clientConfig/><clientConfig/>", "expected <clientConfig>");
+        let mixed = one_server("imap.&#x65;xample.org", "99&#51;", "SSL");
+        let c = parse_autoconfig(&mixed, "jo@example.org").unwrap();
+        assert_eq!((c[0].host.as_str(), c[0].port), ("imap.example.org", 993));
+        refused(&one_server("imap.&#10;example.org", "993", "SSL"), "spaces or line breaks");
     }
 
     #[test]

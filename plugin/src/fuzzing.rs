@@ -160,7 +160,8 @@ pub fn autoconfig(data: &[u8]) {
     let Ok(xml) = std::str::from_utf8(data) else { return };
     match crate::discover::parse_autoconfig(xml, "agent@example.com") {
         Ok(candidates) => {
-            assert!(candidates.len() <= 64, "{} candidates", candidates.len());
+            // A server element takes far more than 32 bytes: the list is bounded by the size limit.
+            assert!(candidates.len() <= data.len() / 32, "{} candidates from {} bytes", candidates.len(), data.len());
             for c in &candidates {
                 assert!(!c.host.is_empty() && c.host.len() <= 253, "host {:?}", c.host);
                 assert!(c.port != 0, "port 0");
