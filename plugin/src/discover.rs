@@ -93,18 +93,6 @@ fn is_host_name(name: &str) -> bool {
         })
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// What the host should look up for an address, in order: MX of the domain; SRV records of
 /// RFC 6186 / RFC 8314 at the domain; the Thunderbird autoconfig URLs.
 pub fn lookups(address: &str) -> Result<Vec<Lookup>> {
@@ -115,7 +103,7 @@ pub fn lookups(address: &str) -> Result<Vec<Lookup>> {
     for (service, _, _) in SRV_SERVICES {
         v.push(Lookup::Srv(format!("{service}.{domain}")));
     }
-    v.push(Lookup::Http(format!("https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={}", percent_encode(&addr))));
+    v.push(Lookup::Http(format!("https://autoconfig.{domain}/mail/config-v1.1.xml?emailaddress={}", crate::oauth::percent_encode(&addr))));
     v.push(Lookup::Http(format!("https://{domain}/.well-known/autoconfig/mail/config-v1.1.xml")));
     Ok(v)
 }

@@ -205,20 +205,18 @@ pub fn pkce_challenge(code_verifier: &str) -> String {
 
 /// Endpoints must be HTTPS; plain HTTP only to a loopback test server.
 fn check_endpoint(what: &str, url: &str) -> crate::error::Result<()> {
-    let lower = url.to_ascii_lowercase();
-    let ok = if let Some(rest) = lower.strip_prefix("https://") {
-        !rest.is_empty()
-    } else if let Some(rest) = lower.strip_prefix("http://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = if authority.starts_with('[') {
-            authority.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
-        } else {
-            authority.split(':').next().unwrap_or("").to_string()
-        };
-        matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
-    } else {
-        false
+    use url::Host;
+    let ok = match url::Url::parse(url) {
+        Ok(u) => match (u.scheme(), u.host()) {
+            ("https", Some(_)) => true,
+            ("http", Some(Host::Domain(d))) => d == "localhost",
+            ("http", Some(Host::Ipv4(ip))) => ip == std::net::Ipv4Addr::LOCALHOST,
+            ("http", Some(Host::Ipv6(ip))) => ip == std::net::Ipv6Addr::LOCALHOST,
+            _ => false,
+        },
+        Err(_) => false,
     };
+    // `url` would quietly drop tabs and line breaks and keep a fragment; refuse them instead.
     let ok = ok && !url.contains('#') && !url.chars().any(|ch| ch.is_whitespace() || ch.is_control());
     if ok {
         Ok(())
@@ -245,12 +243,17 @@ pub fn parse_redirect(redirect: &str, expected_state: &str) -> Result<String, OA
             ),
         });
     }
-    let without_fragment = redirect.split('#').next().unwrap_or("");
-    let query = match without_fragment.split_once('?') {
-        Some((_, q)) => q,
-        // A URL without a query carries nothing; anything else is taken as the query itself.
-        None if without_fragment.contains("://") => "",
-        None => without_fragment,
+    let parsed;
+    let query = if redirect.contains("://") {
+        // A full URL (`url` drops the fragment); one without a query carries nothing.
+        parsed = url::Url::parse(redirect).map_err(|e| OAuthError::Invalid {
+            reason: format!("the redirect is not a valid URL ({e}); paste the whole URL the browser was sent back to"),
+        })?;
+        parsed.query().unwrap_or("")
+    } else {
+        // Anything else is taken as the query itself, with or without its '?'.
+        let without_fragment = redirect.split('#').next().unwrap_or("");
+        without_fragment.split_once('?').map_or(without_fragment, |(_, q)| q)
     };
     let params = parse_form(query).map_err(|reason| OAuthError::Invalid { reason })?;
     let single = |name: &str| -> Result<Option<&str>, OAuthError> {
@@ -683,68 +686,49 @@ fn sanitize(text: &str, secrets: &[&str]) -> String {
     out.trim().to_string()
 }
 
+/// RFC 3986's unreserved characters (ALPHA / DIGIT / "-" / "." / "_" / "~"): everything else is
+/// percent-encoded, in URLs and form bodies alike (so a space is "%20", never "+").
+const UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// RFC 3986 percent-encoding: everything except the unreserved set.
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xF)] as char);
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// Decodes a form / query component: `+` is a space, `%XX` a byte; the result must be UTF-8.
+/// Unlike a browser, a malformed escape ("%zz", a trailing "%") is refused, not kept as text.
 pub fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |j: usize| bytes.get(j).and_then(|&h| (h as char).to_digit(16));
-                match (hex(i + 1), hex(i + 2)) {
-                    (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
-                    _ => return Err("the redirect contains a malformed percent-escape".into()),
-                }
-                i += 2;
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| "the redirect contains text that is not UTF-8".into())
+    check_escapes(s)?;
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| "the redirect contains text that is not UTF-8".into())
 }
 
-/// `k=v&k=v` with every name and value percent-encoded.
+/// Every '%' must start a two-digit hex escape.
+fn check_escapes(s: &str) -> Result<(), String> {
+    let well_formed = s.split('%').skip(1).all(|after| after.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    if well_formed {
+        Ok(())
+    } else {
+        Err("the redirect contains a malformed percent-escape".into())
+    }
+}
+
+/// `k=v&k=v` with every name and value percent-encoded (RFC 3986 unreserved kept).
 fn form_encode(params: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (k, v) in params {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(&percent_encode(k));
-        out.push('=');
-        out.push_str(&percent_encode(v));
-    }
-    out
+    params.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
+/// The name/value pairs of a query or form body (`form_urlencoded`), refusing malformed
+/// escapes and text that is not UTF-8 instead of replacing them.
 fn parse_form(query: &str) -> Result<Vec<(String, String)>, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(k)?, percent_decode(v)?))
-        })
-        .collect()
+    // Splitting happens on ASCII '&' and '=', so the whole query decodes as UTF-8 exactly
+    // when every name and value does.
+    percent_decode(query)?;
+    Ok(form_urlencoded::parse(query.as_bytes()).into_owned().collect())
 }
 
 struct Redacted;
@@ -899,6 +883,17 @@ mod tests {
         sneaky.authorization_endpoint = "http://localhost.evil.com/auth".into();
         assert!(authorization_request(&sneaky, &client(), None, &random()).is_err());
 
+        // Parsed as URLs: user info, odd schemes and empty hosts do not pass for loopback.
+        for bad in ["http://localhost@evil.com/auth", "http://127.0.0.1.evil.com/auth", "https://", "ftp://localhost/auth", "https://a b/auth", "https://ok.example/au\tth"] {
+            let mut e = google();
+            e.authorization_endpoint = bad.into();
+            assert!(check_endpoint("authorization endpoint", bad).is_err(), "{bad}");
+            assert!(authorization_request(&e, &client(), None, &random()).is_err(), "{bad}");
+        }
+        for good in ["http://[::1]:9000/auth", "http://LOCALHOST/auth", "https://login.example.com/a?b=c"] {
+            assert!(check_endpoint("authorization endpoint", good).is_ok(), "{good}");
+        }
+
         let mut override_state = google();
         override_state.extra_authorization_params.push(("state".into(), "fixed".into()));
         assert!(authorization_request(&override_state, &client(), None, &random()).is_err());
@@ -999,6 +994,9 @@ mod tests {
         assert!(matches!(parse_redirect("?state=s1&code=a%", "s1"), Err(OAuthError::Invalid { .. })));
         assert!(matches!(parse_redirect("?state=s1&code=%FF", "s1"), Err(OAuthError::Invalid { .. })));
         assert!(matches!(parse_redirect("?state=s1&code=a&code=b", "s1"), Err(OAuthError::Invalid { .. })));
+        // A full URL must parse as one.
+        assert!(matches!(parse_redirect("http://[::1/cb?state=s1&code=x", "s1"), Err(OAuthError::Invalid { .. })));
+        assert_eq!(parse_redirect("http://127.0.0.1:8765/cb?state=s1&code=a%2Bb+c#code=evil", "s1").unwrap(), "a+b c");
         let huge = format!("?state=s1&code={}", "a".repeat(MAX_REDIRECT_BYTES));
         assert!(matches!(parse_redirect(&huge, "s1"), Err(OAuthError::Invalid { .. })));
     }
