@@ -20,6 +20,8 @@ pub mod oauth;
 pub mod presets;
 pub mod discover;
 pub mod diagnose;
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(target_family = "wasm")]
 mod component;

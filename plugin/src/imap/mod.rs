@@ -19,7 +19,7 @@ mod append;
 mod client;
 mod command;
 mod connection;
-mod response;
+pub(crate) mod response;
 mod sync;
 mod utf7;
 

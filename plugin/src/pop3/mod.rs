@@ -6,7 +6,7 @@
 //! it stored them, and the deletion is committed by a successful QUIT.
 
 mod client;
-mod response;
+pub(crate) mod response;
 mod sync;
 
 #[cfg(test)]

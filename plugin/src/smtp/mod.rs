@@ -8,7 +8,7 @@
 mod client;
 mod data;
 pub mod explain;
-mod reply;
+pub(crate) mod reply;
 
 pub use client::SmtpSession;
 pub use data::encode_data;

@@ -1,0 +1,3 @@
+#![no_main]
+use mailplug_plugin::fuzzing::{session, Protocol};
+libfuzzer_sys::fuzz_target!(|data: &[u8]| session(Protocol::Imap, data));
