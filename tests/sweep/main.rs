@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mailplug_tests::sweep::{self, cut_case, kill_case, measure, pick_offsets, CaseResult, KillAt, Tally};
+use mailplug_tests::sweep::{self, count_wal_writes, cut_case, kill_case, measure, pick_offsets, CaseResult, KillAt, Tally};
 use mailplug_tests::{plugin, rig};
 
 struct Args {
@@ -58,6 +58,13 @@ fn args() -> Result<Args, String> {
         }
     }
     Ok(a)
+}
+
+/// `count` values spread evenly over 1..=max.
+fn spread(max: usize, count: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..count).map(|j| 1 + j * max.saturating_sub(1) / count.saturating_sub(1).max(1)).collect();
+    v.dedup();
+    v
 }
 
 fn report(r: &CaseResult, what: &str, mode: &str, quiet: bool, tally: &mut Tally, failures: &mut Vec<String>) {
@@ -110,7 +117,13 @@ async fn main() -> ExitCode {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
-        let kill_points = pick_offsets(size, &outline, a.kills).into_iter().map(KillAt::Stall).chain((1..=a.wal_kills).map(KillAt::Wal));
+        let mut wal_points = Vec::new();
+        if a.wal_kills > 0 {
+            let writes = count_wal_writes(&a.bin, &mode, &proxy, &work.join(format!("{name}-wal-measure"))).await;
+            println!("== {name}: a clean CLI run changes its -wal file {writes} times (as polled every 0.1 ms)");
+            wal_points = spread(writes, a.wal_kills);
+        }
+        let kill_points = pick_offsets(size, &outline, a.kills).into_iter().map(KillAt::Stall).chain(wal_points.into_iter().map(KillAt::Wal));
         for at in kill_points {
             let dir = work.join(format!("{name}-kill-{}", sweep::next_case()));
             let r = kill_case(&a.bin, &mode, &proxy, at, size, &dir).await;

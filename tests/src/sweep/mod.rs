@@ -16,7 +16,7 @@ mod proxy;
 mod run;
 
 pub use proxy::{command_label, fault_proxy, phase_at, Fault, FaultPoint, FaultProxy, Outline};
-pub use run::{cut_case, kill_case, measure, CaseResult, KillAt};
+pub use run::{count_wal_writes, cut_case, kill_case, measure, CaseResult, KillAt};
 
 // ---------------------------------------------------------------------------------------------
 // The sweep's mailboxes and runs.
@@ -161,6 +161,13 @@ pub fn pick_offsets(total: usize, outline: &Outline, count: usize) -> Vec<usize>
         k += 1;
     }
     set.into_iter().collect()
+}
+
+/// One byte into the first command after the last download (the acknowledgement: UID STORE,
+/// UID MOVE, DELE or the logout): messages are stored there, not yet acknowledged.
+pub fn ack_offset(outline: &Outline) -> Option<usize> {
+    let last_download = outline.iter().rposition(|(_, l)| l.starts_with("RETR") || l.contains("BODY"))?;
+    outline.get(last_download + 1).map(|(start, _)| start + 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,11 +389,16 @@ pub fn case_line(mode: &Mode, what: &str, point: &str, problems: &[String]) -> S
     s
 }
 
-/// Sums of the CPU time of every thread of a process, in ns (`/proc/PID/task/*/schedstat`).
+/// The CPU time of the threads of a process, in ns (`/proc/PID/task/*/schedstat`), but for
+/// the host's epoch ticker, which runs all the time.
 pub fn cpu_ns(pid: u32) -> Option<u64> {
     let mut sum = 0u64;
     for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let p = entry.ok()?.path().join("schedstat");
+        let task = entry.ok()?.path();
+        if std::fs::read_to_string(task.join("comm")).is_ok_and(|c| c.trim() == "mailplug-epoch") {
+            continue;
+        }
+        let p = task.join("schedstat");
         if let Ok(s) = std::fs::read_to_string(p) {
             sum += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }

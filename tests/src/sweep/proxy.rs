@@ -59,6 +59,8 @@ impl FaultProxy {
         self.generation.send_modify(|g| *g += 1);
         *self.plan.lock().expect("plan") = plan;
         *self.fired.lock().expect("fired") = None;
+        self.last_total.store(0, Ordering::SeqCst);
+        self.last_outline.lock().expect("outline").clear();
     }
     /// Where the fault fired, once it has.
     pub fn fired(&self) -> Option<FaultPoint> {
@@ -189,6 +191,12 @@ impl Conn {
                 }
             }
         }
+        // A command cut short is labelled by what was sent of it.
+        if let Some((start, text)) = line {
+            if let Some(last) = self.outline.lock().expect("outline").last_mut().filter(|l| l.0 == *start) {
+                last.1 = format!("{} (partly sent)", command_label(text));
+            }
+        }
     }
 
     fn fire(&self, limit: usize) {
@@ -229,7 +237,9 @@ pub fn command_label(line: &[u8]) -> String {
         "UID" => {
             let sub = words.get(2).map(|w| up(w)).unwrap_or_default();
             let set = words.get(3).map(|w| w.to_string()).unwrap_or_default();
-            format!("UID {sub} {set}").trim_end().to_string()
+            // The first data item tells a size listing from a download.
+            let item: String = words.get(4).map(|w| w.chars().take(16).collect()).unwrap_or_default();
+            format!("UID {sub} {set} {item}").trim_end().to_string()
         }
         "SELECT" | "EXAMINE" | "CREATE" => format!("{verb} {}", words.get(2).unwrap_or(&"")),
         _ => verb,

@@ -85,42 +85,41 @@ fn by_message_id(reports: &BTreeMap<String, usize>, by_server_id: &BTreeMap<Stri
     out
 }
 
-/// The checks after the faulted run, a message arriving, then the clean run and its checks.
-/// `clean` runs the clean fetch and returns its error text on failure.
-async fn finish_case<F, Fut>(
-    mode: &Mode,
-    user: &str,
-    mut msgs: Vec<Msg>,
-    db_path: &Path,
-    mut tally: Tally,
-    mut problems: Vec<String>,
-    reports: &mut BTreeMap<String, usize>,
-    clean: F,
-) -> (Tally, Vec<String>)
-where
-    F: FnOnce(&mut BTreeMap<String, usize>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
+/// The checks after the faulted run, then a message arrives (mail arriving between runs must
+/// be fetched too: a baseline must not skip it).
+fn after_fault(mode: &Mode, user: &str, msgs: &mut Vec<Msg>, db_path: &Path, tally: &mut Tally, problems: &mut Vec<String>) {
     match store_view(db_path) {
-        Ok(store) => check_after_fault(mode, &msgs, &server_view(mode, user), &store, &mut tally, &mut problems),
+        Ok(store) => check_after_fault(mode, msgs, &server_view(mode, user), &store, tally, problems),
         Err(e) => problems.push(format!("after the faulted run: {e}")),
     }
-    // Mail that arrives between the runs must be fetched too (a baseline must not skip it).
     let late = sweep_message(&mode.name(), "late");
     rig().put(user, "INBOX", &late.raw);
     msgs.push(late);
-    if let Err(e) = clean(reports).await {
+}
+
+/// The checks after the clean run (`clean`: its error, if it failed).
+#[allow(clippy::too_many_arguments)]
+fn after_clean(
+    mode: &Mode,
+    user: &str,
+    msgs: &[Msg],
+    db_path: &Path,
+    clean: Result<(), String>,
+    reports: &BTreeMap<String, usize>,
+    tally: &mut Tally,
+    problems: &mut Vec<String>,
+) {
+    if let Err(e) = clean {
         tally.clean_run_failures += 1;
         problems.push(format!("the clean run failed: {e}"));
     }
     match store_view(db_path) {
         Ok(store) => {
             let reported = by_message_id(reports, &store.by_server_id);
-            check_final(mode, &msgs, &server_view(mode, user), &store, &reported, &mut tally, &mut problems);
+            check_final(mode, msgs, &server_view(mode, user), &store, &reported, tally, problems);
         }
         Err(e) => problems.push(format!("after the clean run: {e}")),
     }
-    (tally, problems)
 }
 
 fn result(mode: &Mode, what: &str, point: String, mut tally: Tally, problems: Vec<String>) -> CaseResult {
@@ -134,7 +133,7 @@ fn result(mode: &Mode, what: &str, point: String, mut tally: Tally, problems: Ve
 /// Cuts the connection of a library fetch at `offset`, then runs cleanly and checks.
 pub async fn cut_case(plugin: &Plugin, mode: &Mode, proxy: &FaultProxy, offset: usize, total: usize, dir: &Path) -> CaseResult {
     let (user, pass) = test_box(mode.boxn);
-    let msgs = fill(mode, &user);
+    let mut msgs = fill(mode, &user);
     let cfg = load(&write_config(dir, mode, proxy.port, &user, &pass));
     let mut reports = BTreeMap::new();
     proxy.set_plan(Some((offset, Fault::Cut)));
@@ -151,11 +150,10 @@ pub async fn cut_case(plugin: &Plugin, mode: &Mode, proxy: &FaultProxy, offset: 
         }
     };
     proxy.set_plan(None);
-    let (tally, problems) = finish_case(mode, &user, msgs, &cfg.database, tally, Vec::new(), &mut reports, |reports| {
-        let cfg = &cfg;
-        async move { library_fetch(plugin, cfg, reports).await.map_err(|e| e.to_string()) }
-    })
-    .await;
+    let mut problems = Vec::new();
+    after_fault(mode, &user, &mut msgs, &cfg.database, &mut tally, &mut problems);
+    let clean = library_fetch(plugin, &cfg, &mut reports).await.map_err(|e| e.to_string());
+    after_clean(mode, &user, &msgs, &cfg.database, clean, &reports, &mut tally, &mut problems);
     result(mode, "cut", point, tally, problems)
 }
 
@@ -165,9 +163,53 @@ pub enum KillAt {
     /// The proxy stalls both directions at this offset; once the host has processed what it
     /// got and is idle (no CPU time used for 20 ms), it is killed.
     Stall(usize),
-    /// Killed as soon as the database's -wal file is seen growing for the n-th time (a write
-    /// of a commit: messages or sync state).
+    /// Killed as soon as the database's -wal file is seen changing (size or modification
+    /// time) for the n-th time since the session started: writes of messages, commits, the
+    /// sync state.
     Wal(usize),
+}
+
+/// Watches a file for changes of its size or modification time.
+#[derive(Default)]
+struct FileWatch {
+    last: Option<(u64, std::time::SystemTime)>,
+    changes: usize,
+}
+
+impl FileWatch {
+    fn poll(&mut self, path: &Path) {
+        let now = std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
+        if now.is_some() && now != self.last {
+            self.changes += 1;
+            self.last = now;
+        }
+    }
+    fn size(&self) -> u64 {
+        self.last.map(|l| l.0).unwrap_or(0)
+    }
+}
+
+/// Runs the CLI cleanly and counts the changes of its database's -wal file seen once its
+/// session has started.
+pub async fn count_wal_writes(bin: &Path, mode: &Mode, proxy: &FaultProxy, dir: &Path) -> usize {
+    let (user, pass) = test_box(mode.boxn);
+    fill(mode, &user);
+    proxy.set_plan(None);
+    let cfg_path = write_config(dir, mode, proxy.port, &user, &pass);
+    let wal = dir.join("mailplug.sqlite3-wal");
+    let mut child = spawn_cli(bin, &cfg_path);
+    let mut watch = FileWatch::default();
+    tokio::task::block_in_place(|| {
+        while child.try_wait().ok().flatten().is_none() {
+            if proxy.last_total.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                watch.poll(&wal);
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    });
+    let (status, _, err) = output_of(child);
+    assert!(status.success(), "{}: the clean CLI run failed: {}", mode.name(), String::from_utf8_lossy(&err));
+    watch.changes
 }
 
 /// A `mailplug fetch --json` run: its process, stdout lines parsed later.
@@ -220,8 +262,7 @@ enum Killed {
 fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProxy, wal: &Path) -> Killed {
     let fired = proxy.fired_handle();
     let start = Instant::now();
-    let mut wal_size: Option<u64> = None;
-    let mut growths = 0;
+    let mut watch = FileWatch::default();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Killed::Exited(status);
@@ -229,12 +270,10 @@ fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProx
         let kill_now = match at {
             KillAt::Stall(_) => fired.lock().expect("fired").is_some(),
             KillAt::Wal(n) => {
-                let size = std::fs::metadata(wal).map(|m| m.len()).ok();
-                if size.is_some() && size > wal_size {
-                    growths += 1;
-                    wal_size = size;
+                if proxy.last_total.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    watch.poll(wal);
                 }
-                growths >= n
+                watch.changes >= n
             }
         };
         if kill_now {
@@ -248,7 +287,7 @@ fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProx
                 }
                 KillAt::Wal(n) => {
                     let (offset, phase) = proxy.current_phase();
-                    format!("WAL growth #{n} ({} bytes; session at {offset}, {phase})", wal_size.unwrap_or(0))
+                    format!("WAL change #{n} (-wal {} bytes; session at {offset}, {phase})", watch.size())
                 }
             };
             let _ = child.kill();
@@ -291,7 +330,7 @@ fn settle(pid: u32) -> bool {
 /// Kills a `mailplug fetch` CLI process at `at`, then runs the CLI cleanly and checks.
 pub async fn kill_case(bin: &Path, mode: &Mode, proxy: &FaultProxy, at: KillAt, total: usize, dir: &Path) -> CaseResult {
     let (user, pass) = test_box(mode.boxn);
-    let msgs = fill(mode, &user);
+    let mut msgs = fill(mode, &user);
     let cfg_path = write_config(dir, mode, proxy.port, &user, &pass);
     let db_path: PathBuf = dir.join("mailplug.sqlite3");
     let wal = dir.join("mailplug.sqlite3-wal");
@@ -316,19 +355,16 @@ pub async fn kill_case(bin: &Path, mode: &Mode, proxy: &FaultProxy, at: KillAt, 
         }
     };
     proxy.set_plan(None);
-    let (tally, problems) = finish_case(mode, &user, msgs, &db_path, tally, Vec::new(), &mut reports, |reports| {
-        let (bin, cfg_path) = (bin.to_path_buf(), cfg_path.clone());
-        async move {
-            let child = spawn_cli(&bin, &cfg_path);
-            let (status, out, err) = tokio::task::block_in_place(|| output_of(child));
-            count_reports(&out, reports);
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!("{status}: {}", String::from_utf8_lossy(&err).trim().replace('\n', " | ")))
-            }
-        }
-    })
-    .await;
+    let mut problems = Vec::new();
+    after_fault(mode, &user, &mut msgs, &db_path, &mut tally, &mut problems);
+    let child = spawn_cli(bin, &cfg_path);
+    let (status, out, err) = tokio::task::block_in_place(|| output_of(child));
+    count_reports(&out, &mut reports);
+    let clean = if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&err).trim().replace('\n', " | ")))
+    };
+    after_clean(mode, &user, &msgs, &db_path, clean, &reports, &mut tally, &mut problems);
     result(mode, "kill", point, tally, problems)
 }
