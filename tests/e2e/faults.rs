@@ -143,7 +143,8 @@ async fn sweep_subset_cuts_lose_nothing() {
 }
 
 /// `kill -9` of `mailplug fetch --json` once messages are stored and not yet acknowledged
-/// (a proxy stalls the session one byte into the acknowledgement), for each mode, and during a
+/// (a proxy stalls the session one byte into the acknowledgement), for IMAP delete and move
+/// and POP3 delete, and during a
 /// database write of the session (IMAP and POP3 delete), then a clean CLI run: nothing lost,
 /// duplicated or deleted unstored, each message reported as new exactly once. Uses rig box 40.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +154,8 @@ async fn sweep_subset_kills_lose_nothing() {
     );
     let mut tally = Tally::default();
     let mut failures = Vec::new();
-    for mode in sweep::modes() {
+    // Keep modes change nothing on the server; their cuts are in the test above.
+    for mode in sweep::modes().into_iter().filter(|m| m.after != sweep::After::Keep) {
         let mode = Mode { boxn: 40, ..mode };
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
         let (size, outline) = measure(plugin(), &mode, &proxy, &sweep_dir("kmeasure")).await;
@@ -168,6 +170,6 @@ async fn sweep_subset_kills_lose_nothing() {
             failures.extend(r.failure);
         }
     }
-    assert_eq!(tally.kills, 7, "kills that happened: {}", tally.summary());
+    assert_eq!(tally.kills, 5, "kills that happened: {}", tally.summary());
     assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
 }

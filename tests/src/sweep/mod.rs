@@ -166,7 +166,7 @@ pub fn pick_offsets(total: usize, outline: &Outline, count: usize) -> Vec<usize>
 /// One byte into the first command after the last download (the acknowledgement: UID STORE,
 /// UID MOVE, DELE or the logout): messages are stored there, not yet acknowledged.
 pub fn ack_offset(outline: &Outline) -> Option<usize> {
-    let last_download = outline.iter().rposition(|(_, l)| l.starts_with("RETR") || l.contains("BODY"))?;
+    let last_download = outline.iter().rposition(|(_, l)| l.starts_with("RETR") || l.starts_with("UID FETCH"))?;
     outline.get(last_download + 1).map(|(start, _)| start + 1)
 }
 

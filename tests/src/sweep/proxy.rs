@@ -238,7 +238,7 @@ pub fn command_label(line: &[u8]) -> String {
             let sub = words.get(2).map(|w| up(w)).unwrap_or_default();
             let set = words.get(3).map(|w| w.to_string()).unwrap_or_default();
             // The first data item tells a size listing from a download.
-            let item: String = words.get(4).map(|w| w.chars().take(16).collect()).unwrap_or_default();
+            let item: String = words.get(4..).map(|w| w.join(" ").chars().take(32).collect()).unwrap_or_default();
             format!("UID {sub} {set} {item}").trim_end().to_string()
         }
         "SELECT" | "EXAMINE" | "CREATE" => format!("{verb} {}", words.get(2).unwrap_or(&"")),
