@@ -129,10 +129,11 @@ async fn sweep_subset_cuts_lose_nothing() {
     let mut failures = Vec::new();
     for mode in sweep::modes() {
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
-        let (size, outline) = measure(plugin(), &mode, &proxy, &sweep_dir("measure")).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("measure")).await;
+        let (size, outline) = clean.clone();
         assert!(outline.len() >= 5 && size > 10_000, "{}: a session of {size} bytes, commands {outline:?}", mode.name());
         for offset in pick_offsets(size, &outline, 6) {
-            let r = cut_case(plugin(), &mode, &proxy, offset, size, &sweep_dir("cut")).await;
+            let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &sweep_dir("cut")).await;
             tally.add(&r.tally);
             failures.extend(r.failure);
         }
@@ -158,14 +159,15 @@ async fn sweep_subset_kills_lose_nothing() {
     for mode in sweep::modes().into_iter().filter(|m| m.after != sweep::After::Keep) {
         let mode = Mode { boxn: 40, ..mode };
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
-        let (size, outline) = measure(plugin(), &mode, &proxy, &sweep_dir("kmeasure")).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("kmeasure")).await;
+        let outline = clean.1.clone();
         let ack = sweep::ack_offset(&outline).unwrap_or_else(|| panic!("{}: no acknowledgement in {outline:?}", mode.name()));
         let mut points = vec![KillAt::Stall(ack)];
         if mode.after == sweep::After::Delete {
             points.push(KillAt::Wal(2));
         }
         for at in points {
-            let r = kill_case(&bin, &mode, &proxy, at, size, &sweep_dir("kill")).await;
+            let r = kill_case(&bin, &mode, &proxy, at, &clean, &sweep_dir("kill")).await;
             tally.add(&r.tally);
             failures.extend(r.failure);
         }

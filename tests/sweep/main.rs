@@ -103,7 +103,8 @@ async fn main() -> ExitCode {
             continue;
         }
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
-        let (size, outline) = measure(plugin(), &mode, &proxy, &work.join(format!("{name}-measure"))).await;
+        let clean = measure(plugin(), &mode, &proxy, &work.join(format!("{name}-measure"))).await;
+        let (size, outline) = clean.clone();
         println!("== {name}: a clean session is {size} bytes; client commands at:");
         for (offset, label) in &outline {
             println!("     {offset:>6}  {label}");
@@ -111,7 +112,7 @@ async fn main() -> ExitCode {
         let mut mode_tally = Tally::default();
         for offset in pick_offsets(size, &outline, a.cuts) {
             let dir = work.join(format!("{name}-cut-{offset}"));
-            let r = cut_case(plugin(), &mode, &proxy, offset, size, &dir).await;
+            let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &dir).await;
             report(&r, "cut", &name, a.quiet, &mut mode_tally, &mut failures);
             if r.failure.is_none() {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -126,7 +127,7 @@ async fn main() -> ExitCode {
         let kill_points = pick_offsets(size, &outline, a.kills).into_iter().map(KillAt::Stall).chain(wal_points.into_iter().map(KillAt::Wal));
         for at in kill_points {
             let dir = work.join(format!("{name}-kill-{}", sweep::next_case()));
-            let r = kill_case(&a.bin, &mode, &proxy, at, size, &dir).await;
+            let r = kill_case(&a.bin, &mode, &proxy, at, &clean, &dir).await;
             report(&r, "kill", &name, a.quiet, &mut mode_tally, &mut failures);
             if r.failure.is_none() {
                 let _ = std::fs::remove_dir_all(&dir);

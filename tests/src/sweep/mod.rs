@@ -32,6 +32,9 @@ pub enum After {
 /// The folder `After::Move` moves to.
 pub const MOVE_TARGET: &str = "Archive";
 
+/// The folder IMAP modes fetch.
+pub const SWEEP_FOLDER: &str = "Sweep";
+
 /// One protocol and after-fetch action, on its own rig mailbox.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
@@ -43,6 +46,16 @@ pub struct Mode {
 impl Mode {
     pub fn name(&self) -> String {
         format!("{}-{}", self.protocol, match self.after { After::Keep => "keep", After::Delete => "delete", After::Move => "move" })
+    }
+    /// The folder fetched: POP3 has only INBOX; IMAP fetches a folder made afresh for each case,
+    /// so UIDs (and so the length of every command) are the same in every case and a fault
+    /// planned at a command boundary lands there.
+    pub fn folder(&self) -> &'static str {
+        if self.protocol == "imap" {
+            SWEEP_FOLDER
+        } else {
+            "INBOX"
+        }
     }
     /// The rig's plaintext listener for this protocol (the proxy must read the commands to name
     /// the phase of each fault; TLS would hide them).
@@ -87,7 +100,8 @@ pub fn sweep_message(mode: &str, tag: &str) -> Msg {
     Msg { id, raw }
 }
 
-/// Empties the mailbox (and the move target) and fills INBOX with the sweep's messages.
+/// Empties the mailbox (every folder but INBOX deleted) and fills the mode's folder with the
+/// sweep's messages.
 pub fn fill(mode: &Mode, user: &str) -> Vec<Msg> {
     let r = rig();
     r.reset_mailbox(user);
@@ -96,7 +110,7 @@ pub fn fill(mode: &Mode, user: &str) -> Vec<Msg> {
     }
     let msgs: Vec<Msg> = (0..BULK.len()).map(|i| sweep_message(&mode.name(), &i.to_string())).collect();
     for m in &msgs {
-        r.put(user, "INBOX", &m.raw);
+        r.put(user, mode.folder(), &m.raw);
     }
     msgs
 }
@@ -113,10 +127,11 @@ pub fn write_config(dir: &Path, mode: &Mode, proxy_port: u16, user: &str, pass: 
         After::Delete => "after_fetch = \"delete\"\n".to_string(),
         After::Move => format!("after_fetch = \"move\"\nmove_to = \"{MOVE_TARGET}\"\n"),
     };
+    let folders = if mode.protocol == "imap" { format!("folders = [\"{SWEEP_FOLDER}\"]\n") } else { String::new() };
     let text = format!(
         "tenant = \"sweep\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\
          [limits]\nreply_timeout_secs = 5\nconnect_timeout_secs = 5\n\
-         [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"{proto}\"\nfirst_sync = \"all\"\n{after}\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"{proto}\"\nfirst_sync = \"all\"\n{folders}{after}\
          host = \"127.0.0.1\"\nport = {proxy_port}\ntls = false\ninsecure_plaintext = true\nusername = \"{user}\"\npassword_file = \"in.pw\"\n\
          [[queue]]\nname = \"q\"\nmailboxes = [\"inbox\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
          username = \"{agent}\"\npassword_file = \"out.pw\"\n",
@@ -189,7 +204,7 @@ pub struct Tally {
     pub lost: usize,
     /// Still on the server, but not stored after the clean run.
     pub unfetched: usize,
-    /// Gone from INBOX (deleted or moved) without being stored, after a faulted run.
+    /// Gone from the fetched folder (deleted or moved) without being stored, after a faulted run.
     pub deleted_unstored: usize,
     /// Stored with other bytes than the server holds.
     pub wrong_content: usize,
@@ -253,7 +268,7 @@ impl Tally {
     }
 }
 
-/// The server side: Message-IDs in INBOX and in the move target.
+/// The server side: Message-IDs in the fetched folder ("inbox" below) and in the move target.
 pub struct ServerView {
     pub inbox: Vec<String>,
     pub target: Vec<String>,
@@ -262,7 +277,7 @@ pub struct ServerView {
 pub fn server_view(mode: &Mode, user: &str) -> ServerView {
     let r = rig();
     let ids = |folder| r.listing(user, folder).into_iter().map(|m| m.2).collect::<Vec<_>>();
-    ServerView { inbox: ids("INBOX"), target: if mode.after == After::Move { ids(MOVE_TARGET) } else { Vec::new() } }
+    ServerView { inbox: ids(mode.folder()), target: if mode.after == After::Move { ids(MOVE_TARGET) } else { Vec::new() } }
 }
 
 /// The store side: Message-ID -> (count, raw bytes of each row); server id -> Message-ID.
@@ -292,7 +307,7 @@ fn same_content(a: &[u8], b: &[u8]) -> bool {
     norm(a) == norm(b)
 }
 
-/// After the faulted run: nothing left INBOX unstored, nothing stored twice or altered.
+/// After the faulted run: nothing left the fetched folder unstored, nothing stored twice.
 pub fn check_after_fault(mode: &Mode, msgs: &[Msg], server: &ServerView, store: &StoreView, t: &mut Tally, problems: &mut Vec<String>) {
     let inbox: BTreeSet<&str> = server.inbox.iter().map(String::as_str).collect();
     let target: BTreeSet<&str> = server.target.iter().map(String::as_str).collect();
@@ -368,8 +383,9 @@ pub fn check_final(
         if (in_inbox, in_target) != expected {
             t.server_mismatch += 1;
             problems.push(format!(
-                "{} on the server after the clean run: {in_inbox} in INBOX, {in_target} in {MOVE_TARGET} (expected {}, {})",
-                m.id, expected.0, expected.1
+                "{} on the server after the clean run: {in_inbox} in {}, {in_target} in {MOVE_TARGET} (expected {}, {})",
+                m.id,
+                mode.folder(), expected.0, expected.1
             ));
         }
     }

@@ -194,7 +194,10 @@ impl Conn {
         // A command cut short is labelled by what was sent of it.
         if let Some((start, text)) = line {
             if let Some(last) = self.outline.lock().expect("outline").last_mut().filter(|l| l.0 == *start) {
-                last.1 = format!("{} (partly sent)", command_label(text));
+                last.1 = match command_label(text).as_str() {
+                    "(continuation)" => "(a command, partly sent)".to_string(),
+                    label => format!("{label} (partly sent)"),
+                };
             }
         }
     }

@@ -18,6 +18,15 @@ use super::{
 };
 use crate::{rig, test_box};
 
+/// A command cut short is named after the clean session's command at the same offset (the
+/// sessions are byte-identical up to the fault).
+fn name_partial(phase: &str, offset: usize, clean: &Outline) -> String {
+    match (phase.strip_prefix("(a command, partly sent)"), clean.iter().rev().find(|(start, _)| *start < offset)) {
+        (Some(rest), Some((_, label))) => format!("{label} (partly sent){rest}"),
+        _ => phase.to_string(),
+    }
+}
+
 /// What one case found.
 pub struct CaseResult {
     pub tally: Tally,
@@ -93,7 +102,7 @@ fn after_fault(mode: &Mode, user: &str, msgs: &mut Vec<Msg>, db_path: &Path, tal
         Err(e) => problems.push(format!("after the faulted run: {e}")),
     }
     let late = sweep_message(&mode.name(), "late");
-    rig().put(user, "INBOX", &late.raw);
+    rig().put(user, mode.folder(), &late.raw);
     msgs.push(late);
 }
 
@@ -131,7 +140,8 @@ fn result(mode: &Mode, what: &str, point: String, mut tally: Tally, problems: Ve
 }
 
 /// Cuts the connection of a library fetch at `offset`, then runs cleanly and checks.
-pub async fn cut_case(plugin: &Plugin, mode: &Mode, proxy: &FaultProxy, offset: usize, total: usize, dir: &Path) -> CaseResult {
+pub async fn cut_case(plugin: &Plugin, mode: &Mode, proxy: &FaultProxy, offset: usize, clean: &(usize, Outline), dir: &Path) -> CaseResult {
+    let total = clean.0;
     let (user, pass) = test_box(mode.boxn);
     let mut msgs = fill(mode, &user);
     let cfg = load(&write_config(dir, mode, proxy.port, &user, &pass));
@@ -142,7 +152,7 @@ pub async fn cut_case(plugin: &Plugin, mode: &Mode, proxy: &FaultProxy, offset: 
     let point = match proxy.fired() {
         Some(f) => {
             tally.cuts += 1;
-            format!("{offset}/{total} ({})", f.phase)
+            format!("{offset}/{total} ({})", name_partial(&f.phase, offset, &clean.1))
         }
         None => {
             tally.not_reached += 1;
@@ -259,7 +269,7 @@ enum Killed {
 }
 
 /// Watches the CLI process and kills it (SIGKILL) at the kill point. Blocking.
-fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProxy, wal: &Path) -> Killed {
+fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProxy, wal: &Path, outline: &Outline) -> Killed {
     let fired = proxy.fired_handle();
     let start = Instant::now();
     let mut watch = FileWatch::default();
@@ -282,7 +292,7 @@ fn watch_and_kill(child: &mut std::process::Child, at: KillAt, proxy: &FaultProx
                     // Let the host finish what it can do with the bytes it got (store, commit,
                     // answer), so the kill lands at a state decided by the offset, not by timing.
                     let settled = settle(child.id());
-                    let phase = fired.lock().expect("fired").clone().map(|f| f.phase).unwrap_or_default();
+                    let phase = fired.lock().expect("fired").clone().map(|f| name_partial(&f.phase, offset, outline)).unwrap_or_default();
                     format!("stall at {offset} ({phase}){}", if settled { "" } else { ", host still busy after 5 s" })
                 }
                 KillAt::Wal(n) => {
@@ -328,7 +338,8 @@ fn settle(pid: u32) -> bool {
 }
 
 /// Kills a `mailplug fetch` CLI process at `at`, then runs the CLI cleanly and checks.
-pub async fn kill_case(bin: &Path, mode: &Mode, proxy: &FaultProxy, at: KillAt, total: usize, dir: &Path) -> CaseResult {
+pub async fn kill_case(bin: &Path, mode: &Mode, proxy: &FaultProxy, at: KillAt, clean: &(usize, Outline), dir: &Path) -> CaseResult {
+    let total = clean.0;
     let (user, pass) = test_box(mode.boxn);
     let mut msgs = fill(mode, &user);
     let cfg_path = write_config(dir, mode, proxy.port, &user, &pass);
@@ -339,7 +350,7 @@ pub async fn kill_case(bin: &Path, mode: &Mode, proxy: &FaultProxy, at: KillAt, 
         KillAt::Wal(_) => None,
     });
     let mut child = spawn_cli(bin, &cfg_path);
-    let killed = tokio::task::block_in_place(|| watch_and_kill(&mut child, at, proxy, &wal));
+    let killed = tokio::task::block_in_place(|| watch_and_kill(&mut child, at, proxy, &wal, &clean.1));
     let (_, out, _) = output_of(child);
     let mut reports = BTreeMap::new();
     count_reports(&out, &mut reports);
