@@ -1,7 +1,8 @@
-//! Connection cuts at many points of whole IMAP and POP3 sessions (greeting, login, listing,
-//! download, the acknowledgement and the delete phase): whatever the cut, nothing is deleted
-//! before it is stored, and a clean re-run ends with every message stored exactly once and the
-//! mailbox emptied as configured.
+//! Connection cuts at many points of whole IMAP and POP3 sessions over TLS (greeting, login,
+//! listing, download, the acknowledgement and the delete phase): whatever the cut, nothing is
+//! deleted before it is stored, and a clean re-run ends with every message stored exactly once
+//! and the mailbox emptied as configured. Then a subset of the fault sweep (`mailplug-sweep`):
+//! cuts and `kill -9` of the CLI over IMAP keep/delete/move and POP3 keep/delete.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -108,4 +109,69 @@ async fn imap_cuts_never_lose_or_duplicate_mail() {
 #[tokio::test]
 async fn pop3_cuts_never_lose_or_duplicate_mail() {
     cuts_never_lose_mail("pop3", 14, "RIG_POP3S_PORT").await;
+}
+
+// ---- The fault sweep's subset (the full sweep is `mailplug-sweep`, tests/sweep/main.rs).
+
+use mailplug_tests::sweep::{self, cut_case, kill_case, measure, pick_offsets, KillAt, Mode, Tally};
+
+fn sweep_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mailplug-sweep-e2e-{}-{name}-{}", std::process::id(), sweep::next_case()))
+}
+
+/// Cuts at 6 points of each of IMAP keep / delete / move and POP3 keep / delete (the login,
+/// listing, download, acknowledgement and delete/move phases among them, named in any failure),
+/// then a message arrives and a clean run: nothing lost, duplicated, deleted unstored or
+/// reported twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_subset_cuts_lose_nothing() {
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    for mode in sweep::modes() {
+        let proxy = sweep::fault_proxy(mode.upstream(), None).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("measure")).await;
+        let (size, outline) = clean.clone();
+        assert!(outline.len() >= 5 && size > 10_000, "{}: a session of {size} bytes, commands {outline:?}", mode.name());
+        for offset in pick_offsets(size, &outline, 6) {
+            let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &sweep_dir("cut")).await;
+            tally.add(&r.tally);
+            failures.extend(r.failure);
+        }
+    }
+    assert!(tally.cuts >= 25, "cuts that fired: {}", tally.summary());
+    assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
+    assert_eq!(tally.stored_once, tally.messages, "{}", tally.summary());
+}
+
+/// `kill -9` of `mailplug fetch --json` once messages are stored and not yet acknowledged
+/// (a proxy stalls the session one byte into the acknowledgement), for IMAP delete and move
+/// and POP3 delete, and during a
+/// database write of the session (IMAP and POP3 delete), then a clean CLI run: nothing lost,
+/// duplicated or deleted unstored, each message reported as new exactly once. Uses rig box 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_subset_kills_lose_nothing() {
+    let bin = std::path::PathBuf::from(
+        std::env::var("MAILPLUG_BIN").unwrap_or_else(|_| "/var/tmp/mailplug-target/debug/mailplug".into()),
+    );
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    // Keep modes change nothing on the server; their cuts are in the test above.
+    for mode in sweep::modes().into_iter().filter(|m| m.after != sweep::After::Keep) {
+        let mode = Mode { boxn: 40, ..mode };
+        let proxy = sweep::fault_proxy(mode.upstream(), None).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("kmeasure")).await;
+        let outline = clean.1.clone();
+        let ack = sweep::ack_offset(&outline).unwrap_or_else(|| panic!("{}: no acknowledgement in {outline:?}", mode.name()));
+        let mut points = vec![KillAt::Stall(ack)];
+        if mode.after == sweep::After::Delete {
+            points.push(KillAt::Wal(2));
+        }
+        for at in points {
+            let r = kill_case(&bin, &mode, &proxy, at, &clean, &sweep_dir("kill")).await;
+            tally.add(&r.tally);
+            failures.extend(r.failure);
+        }
+    }
+    assert_eq!(tally.kills, 5, "kills that happened: {}", tally.summary());
+    assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
 }

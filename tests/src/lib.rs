@@ -279,63 +279,17 @@ pub fn sample_message(id: &str, subject: &str) -> Vec<u8> {
 }
 
 /// A TCP proxy that forwards both ways and, with a limit, cuts both connections once that many
-/// bytes (both directions together) have passed. `total` counts what passed.
+/// bytes (both directions together) have passed. `total` counts what passed (in the most
+/// recent connection). Built on `sweep::fault_proxy`, which can also stall a connection.
 pub struct CuttingProxy {
     pub port: u16,
     pub total: Arc<std::sync::atomic::AtomicUsize>,
+    _proxy: sweep::FaultProxy,
 }
 
 pub async fn cutting_proxy(upstream: (String, u16), limit: Option<usize>) -> CuttingProxy {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    let total = Arc::new(AtomicUsize::new(0));
-    let counter = total.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else { continue };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let (cut_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                async fn pump(
-                    mut from: tokio::net::tcp::OwnedReadHalf,
-                    mut to: tokio::net::tcp::OwnedWriteHalf,
-                    counter: Arc<AtomicUsize>,
-                    limit: Option<usize>,
-                    cut: tokio::sync::broadcast::Sender<()>,
-                ) {
-                    let mut rx = cut.subscribe();
-                    let mut buf = [0u8; 16 * 1024];
-                    loop {
-                        let n = tokio::select! {
-                            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
-                            _ = rx.recv() => break,
-                        };
-                        let before = counter.fetch_add(n, Ordering::SeqCst);
-                        let allowed = match limit {
-                            Some(l) if before + n >= l => l.saturating_sub(before),
-                            _ => n,
-                        };
-                        if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
-                            break;
-                        }
-                        if allowed < n || limit.is_some_and(|l| before + n >= l) {
-                            let _ = cut.send(());
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown().await;
-                }
-                tokio::join!(
-                    pump(cr, sw, counter.clone(), limit, cut_tx.clone()),
-                    pump(sr, cw, counter, limit, cut_tx)
-                );
-            });
-        }
-    });
-    CuttingProxy { port, total }
+    let proxy = sweep::fault_proxy(upstream, limit.map(|l| (l, sweep::Fault::Cut))).await;
+    CuttingProxy { port: proxy.port, total: proxy.last_total.clone(), _proxy: proxy }
 }
 
 // ---- helper B (durable inbound) ----
@@ -416,3 +370,6 @@ pub async fn switch_proxy(upstream: (String, u16)) -> SwitchProxy {
     });
     SwitchProxy { port, limit, last }
 }
+
+// ---- helper F (fault sweep): the sweep's proxy, mailboxes, cases and checks (tests/src/sweep/).
+pub mod sweep;
