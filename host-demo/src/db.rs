@@ -237,7 +237,7 @@ impl SyncStateStore for Database {
     }
 
     fn token_storage_ready(&self) -> Result<(), HostError> {
-        self.keys.ready().map(|_| ())
+        self.keys.ready()
     }
 }
 

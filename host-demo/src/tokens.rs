@@ -172,11 +172,11 @@ impl SecretKeys {
     }
 
     /// Fails (with what to do) unless tokens can be encrypted.
-    pub fn ready(&self) -> Result<&XChaCha20Poly1305, HostError> {
+    pub fn ready(&self) -> Result<(), HostError> {
         if let Some(p) = &self.problem {
             return Err(HostError::Storage(format!("OAuth2 tokens: {p}")));
         }
-        self.current.as_ref().map(|k| &k.cipher).ok_or_else(|| {
+        self.current.as_ref().map(|_| ()).ok_or_else(|| {
             HostError::Storage(format!(
                 "OAuth2 tokens are only stored encrypted, and no key is configured: put 32 random bytes in a file \
                  readable only by this user (`openssl rand -hex 32 > key && chmod 600 key`) and set {KEY_FILE_VAR} to its path \
