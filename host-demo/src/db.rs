@@ -193,6 +193,8 @@ fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> HostError + '_ {
 pub struct Database {
     conn: Connection,
     path: PathBuf,
+    /// The keys OAuth2 tokens are encrypted with (`crate::tokens`).
+    keys: crate::tokens::SecretKeys,
 }
 
 /// A stored message not yet reported as new.
@@ -228,16 +230,24 @@ pub struct StoredMessage {
 }
 
 impl Database {
+    /// Opens (or creates) the database, private to this user (mode 0600, see
+    /// `private_files::secure_database`), with the token keys from the environment
+    /// (`tokens::SecretKeys::from_env`).
     pub fn open(path: &Path) -> Result<Database, HostError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| HostError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        Database::open_with_keys(path, crate::tokens::SecretKeys::from_env())
+    }
+
+    /// Opens the database with the given keys for OAuth2 tokens.
+    pub fn open_with_keys(path: &Path, keys: crate::tokens::SecretKeys) -> Result<Database, HostError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::private_files::create_dir(dir)?;
         }
+        crate::private_files::secure_database(path)?;
         let mut conn = connect(path)?;
         conn.execute_batch(SCHEMA).map_err(db_err("database schema"))?;
         migrate(&mut conn)?;
         conn.execute_batch(INDEXES).map_err(db_err("database schema"))?;
-        Ok(Database { conn, path: path.to_path_buf() })
+        Ok(Database { conn, path: path.to_path_buf(), keys })
     }
 
     /// A sink that stores one mailbox's deliveries into this database. Inserts run on a
@@ -431,48 +441,15 @@ impl SyncStateStore for Database {
     }
 
     fn load_tokens(&self, tenant: &str, client: &str, username: &str) -> Result<Option<Tokens>, HostError> {
-        self.conn
-            .query_row(
-                "SELECT access_token, refresh_token, expires_at_ms, scopes, account FROM oauth_tokens
-                 WHERE tenant = ?1 AND client = ?2 AND username = ?3",
-                params![tenant, client, username],
-                |r| {
-                    let scopes: String = r.get(3)?;
-                    Ok(Tokens {
-                        access_token: r.get(0)?,
-                        refresh_token: r.get(1)?,
-                        expires_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                        scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                        account: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(db_err("reading OAuth2 tokens"))
+        crate::tokens::load(&self.conn, &self.keys, tenant, client, username)
     }
 
     fn save_tokens(&self, tenant: &str, client: &str, username: &str, t: &Tokens) -> Result<(), HostError> {
-        self.conn
-            .execute(
-                "INSERT INTO oauth_tokens (tenant, client, username, access_token, refresh_token, expires_at_ms, scopes, account, updated_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (tenant, client, username) DO UPDATE SET access_token = excluded.access_token,
-                   refresh_token = excluded.refresh_token, expires_at_ms = excluded.expires_at_ms,
-                   scopes = excluded.scopes, account = excluded.account, updated_at_ms = excluded.updated_at_ms",
-                params![
-                    tenant,
-                    client,
-                    username,
-                    t.access_token,
-                    t.refresh_token,
-                    t.expires_at.map(|v| v as i64),
-                    t.scopes.join(" "),
-                    t.account,
-                    crate::driver::now_ms() as i64
-                ],
-            )
-            .map(|_| ())
-            .map_err(db_err("saving OAuth2 tokens"))
+        crate::tokens::save(&self.conn, &self.keys, tenant, client, username, t)
+    }
+
+    fn token_storage_ready(&self) -> Result<(), HostError> {
+        self.keys.ready()
     }
 }
 

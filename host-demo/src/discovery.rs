@@ -22,6 +22,9 @@ use crate::engine::{AuthSupport, GuestError, GuestProvider, Instance, Preset, Pr
 use crate::error::HostError;
 use crate::http;
 
+mod ranges;
+use ranges::reachable;
+
 /// How discovery looks things up.
 #[derive(Clone, Debug)]
 pub struct DiscoveryOptions {
@@ -252,38 +255,6 @@ fn url_host(url: &str) -> Option<(bool, String, u16)> {
         _ => (authority, if https { 443 } else { 80 }),
     };
     Some((https, host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(), port))
-}
-
-/// Addresses a discovery may fetch from: public ones, and loopback when allowed for tests.
-fn reachable(ip: IpAddr, allow_loopback: bool) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        return allow_loopback;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)) // shared address space (carrier NAT)
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80) // link local
-        }
-    }
 }
 
 async fn fetch(resolver: &TokioResolver, url: &str, tls: Arc<ClientConfig>, opts: &DiscoveryOptions) -> Answer {
@@ -557,19 +528,6 @@ mod tests {
         assert_eq!(url_host("https://[::1]:8443/"), Some((true, "::1".into(), 8443)));
         assert_eq!(url_host("https://user@evil.example/"), None);
         assert_eq!(url_host("ftp://x/"), None);
-    }
-
-    #[test]
-    fn only_public_addresses_unless_loopback_allowed() {
-        for public in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
-            assert!(reachable(public.parse().unwrap(), false), "{public}");
-        }
-        for private in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
-            assert!(!reachable(private.parse().unwrap(), true), "{private}");
-        }
-        assert!(!reachable("127.0.0.1".parse().unwrap(), false));
-        assert!(reachable("127.0.0.1".parse().unwrap(), true));
-        assert!(!reachable("::1".parse().unwrap(), false));
     }
 
     #[test]

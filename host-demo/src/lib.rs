@@ -13,8 +13,10 @@ pub mod http;
 pub mod net;
 pub mod oauth;
 pub mod ops;
+pub mod private_files;
 pub mod secret;
 pub mod store;
+pub mod tokens;
 
 pub use config::TenantConfig;
 pub use engine::Plugin;

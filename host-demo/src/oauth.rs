@@ -103,13 +103,36 @@ pub async fn finish_login(
     redirect: &str,
 ) -> Result<Tokens, HostError> {
     let (server, client) = resolve(cfg, target)?;
+    store.token_storage_ready()?;
     let code = instance.oauth_parse_redirect(redirect, &started.state).await?.map_err(failure)?;
     let e = endpoints(instance, client).await?;
     let req = instance.oauth_token_request(&e, &registration(client), &code, &started.code_verifier).await?;
     let resp = execute(cfg, &req).await?;
     let tokens = instance.oauth_parse_token_response(&resp, now_ms(), None).await?.map_err(failure)?;
+    same_account(tokens.account.as_deref(), &server.username)?;
     store.save_tokens(&cfg.tenant, &client.name, &server.username, &tokens)?;
     Ok(tokens)
+}
+
+/// The account that consented (the id_token's) must be the configured username: a consent
+/// given in a browser signed in to another account is refused and its tokens are not stored.
+/// Without an id_token there is nothing to compare, and the login is accepted.
+pub fn same_account(consented: Option<&str>, username: &str) -> Result<(), HostError> {
+    match consented {
+        Some(a) if !a.trim().eq_ignore_ascii_case(username.trim()) => Err(HostError::OAuth {
+            kind: "AccountMismatch".into(),
+            needs_reauthorization: true,
+            message: format!(
+                "the browser consented as {a}, but this server is configured for {username}; nothing was stored. \
+                 Sign in to the provider as {username} (or use a private browser window) and run `mailplug oauth login` again, \
+                 or correct `username` in the configuration if {a} is the right account \
+                 / im Browser hat {a} zugestimmt, konfiguriert ist aber {username}; es wurde nichts gespeichert. \
+                 Beim Anbieter als {username} anmelden (oder ein privates Browserfenster nutzen) und `mailplug oauth login` \
+                 wiederholen, oder `username` in der Konfiguration korrigieren, falls {a} das richtige Konto ist"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A usable access token for a server: the stored one, refreshed (and the rotated refresh
@@ -133,6 +156,8 @@ pub async fn access_token(
     if !force_refresh && !instance.oauth_needs_refresh(&tokens, now_ms(), REFRESH_MARGIN_MS).await? {
         return Ok(tokens.access_token);
     }
+    // A refresh rotates the refresh token: it must be storable before it is asked for.
+    store.token_storage_ready()?;
     let Some(refresh) = tokens.refresh_token.clone() else {
         return Err(HostError::OAuth {
             needs_reauthorization: true,
@@ -146,4 +171,130 @@ pub async fn access_token(
     let fresh = instance.oauth_parse_token_response(&resp, now_ms(), Some(&refresh)).await?.map_err(failure)?;
     store.save_tokens(&cfg.tenant, &client.name, &server.username, &fresh)?;
     Ok(fresh.access_token)
+}
+
+/// The loopback listener for the browser's redirect (`oauth login`): bound before the
+/// authorization URL is shown, so a browser that comes back at once finds it listening.
+pub struct LoopbackReceiver {
+    listener: tokio::net::TcpListener,
+    path: String,
+}
+
+/// The longest request head the receiver reads.
+const MAX_REDIRECT_REQUEST: usize = 16 * 1024;
+
+impl LoopbackReceiver {
+    /// Listens on the host and port of a loopback `http://` redirect URI.
+    pub async fn bind(redirect_uri: &str) -> Result<LoopbackReceiver, HostError> {
+        let bad = |m: &str| HostError::NotFound(format!("redirect_uri {redirect_uri}: {m}"));
+        let rest = redirect_uri
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("must be a loopback http:// URL to receive the redirect here"))?;
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], rest[i..].split(['?', '#']).next().unwrap_or("")),
+            None => (rest, ""),
+        };
+        let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
+        let listener = tokio::net::TcpListener::bind(authority)
+            .await
+            .map_err(|e| HostError::Network { server: authority.to_string(), message: format!("cannot listen: {e}") })?;
+        Ok(LoopbackReceiver { listener, path })
+    }
+
+    /// The address listened on.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Waits for a GET of the registered redirect path and returns its path and query. Any
+    /// other request (another path, a favicon, a probe) is answered 404 and waited past; the
+    /// login's state is not touched by it.
+    pub async fn receive(&self, timeout: Duration) -> Result<String, HostError> {
+        let wait = async {
+            loop {
+                let Ok((mut s, _)) = self.listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s)).await.unwrap_or_default();
+                match self.accepts(&head) {
+                    Some(target) => {
+                        respond(&mut s, "200 OK", "mailplug received the answer. You can close this window.").await;
+                        return target;
+                    }
+                    None => respond(&mut s, "404 Not Found", "Not the mailplug redirect.").await,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| HostError::OAuth {
+            kind: "NoRedirect".into(),
+            needs_reauthorization: true,
+            message: format!(
+                "no redirect arrived within {} s; run the login again / innerhalb von {} s kam keine Weiterleitung an; Anmeldung wiederholen",
+                timeout.as_secs(),
+                timeout.as_secs()
+            ),
+        })
+    }
+
+    /// The request target when `head` is a GET of the redirect path.
+    fn accepts(&self, head: &str) -> Option<String> {
+        let mut words = head.lines().next()?.split(' ');
+        let (method, target) = (words.next()?, words.next()?);
+        let path = target.split(['?', '#']).next()?;
+        (method == "GET" && path == self.path).then(|| target.to_string())
+    }
+}
+
+async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; MAX_REDIRECT_REQUEST];
+    let mut len = 0;
+    while len < buf.len() {
+        match s.read(&mut buf[len..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+async fn respond(s: &mut tokio::net::TcpStream, status: &str, text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let page = format!("<html><body><p>{text}</p></body></html>");
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        page.len()
+    );
+    let _ = s.write_all(format!("{head}{page}").as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_configured_account_is_accepted() {
+        assert!(same_account(Some("Sales@Example.com"), "sales@example.com").is_ok());
+        assert!(same_account(None, "sales@example.com").is_ok());
+        let e = same_account(Some("other@example.com"), "sales@example.com").unwrap_err().to_string();
+        assert!(e.contains("other@example.com") && e.contains("sales@example.com") && e.contains("zugestimmt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_receiver_accepts_only_the_redirect_path() {
+        let r = LoopbackReceiver::bind("http://127.0.0.1:0/callback").await.unwrap();
+        assert_eq!(r.accepts("GET /callback?code=x&state=y HTTP/1.1\r\n").as_deref(), Some("/callback?code=x&state=y"));
+        assert_eq!(r.accepts("GET /callback HTTP/1.1\r\n").as_deref(), Some("/callback"));
+        for other in ["GET /evil?code=x&state=y HTTP/1.1", "GET /callback/x?state=y HTTP/1.1", "POST /callback?state=y HTTP/1.1", "GET /favicon.ico HTTP/1.1", ""] {
+            assert_eq!(r.accepts(other), None, "{other}");
+        }
+        let root = LoopbackReceiver::bind("http://127.0.0.1:0").await.unwrap();
+        assert!(root.accepts("GET /?state=y HTTP/1.1").is_some());
+        assert!(LoopbackReceiver::bind("https://127.0.0.1:0/cb").await.is_err());
+    }
 }

@@ -24,6 +24,11 @@ pub trait SyncStateStore {
     fn save_tokens(&self, _tenant: &str, _client: &str, _username: &str, _tokens: &Tokens) -> Result<(), HostError> {
         Err(HostError::Storage("this store cannot keep OAuth2 tokens".into()))
     }
+    /// Fails, saying what to do, unless `save_tokens` can work (checked before a consent or a
+    /// refresh, whose new tokens would otherwise be lost).
+    fn token_storage_ready(&self) -> Result<(), HostError> {
+        Err(HostError::Storage("this store cannot keep OAuth2 tokens".into()))
+    }
 }
 
 /// A mailbox's stored sync state and the server it was saved for.
@@ -50,10 +55,11 @@ pub fn safe_name(id: &str) -> String {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
     let err = |e: std::io::Error| HostError::Storage(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(err)?;
+        crate::private_files::create_dir(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(err)?;
+    // Messages are private: mode 0600 (see `private_files`).
+    let mut f = crate::private_files::create_file(&tmp)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)?;
@@ -81,7 +87,7 @@ pub struct EmlDir {
 
 impl EmlDir {
     pub fn new(dir: PathBuf) -> Result<Self, HostError> {
-        fs::create_dir_all(&dir).map_err(|e| HostError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        crate::private_files::create_dir(&dir)?;
         Ok(EmlDir { dir, written: Vec::new() })
     }
 }

@@ -15,8 +15,17 @@ use mailplug_host::http;
 use mailplug_host::oauth::{self, Target};
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::SyncStateStore;
+use mailplug_host::tokens::SecretKeys;
 use mailplug_host::HostError;
 use mailplug_tests::{plugin, rig, sample_message, test_box};
+
+/// The tests' token keys (32 bytes each, as hex).
+const KEY_A: [u8; 32] = [0xa1; 32];
+const KEY_B: [u8; 32] = [0xb2; 32];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
@@ -81,12 +90,16 @@ username = "{user}"
         .expect("oauth config parses")
 }
 
-fn db(name: &str) -> Database {
+fn db_path(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-oauth-{name}-{}.sqlite3", std::process::id()));
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
     }
-    Database::open(&p).expect("db")
+    p
+}
+
+fn db(name: &str) -> Database {
+    Database::open_with_keys(&db_path(name), SecretKeys::new(Some(&KEY_A), None)).expect("db")
 }
 
 async fn get(url: &str) -> http::Response {
@@ -255,21 +268,17 @@ async fn state_mismatch_and_access_denied_are_typed_errors() {
     assert!(matches!(&e, HostError::OAuth { kind, needs_reauthorization: true, .. } if kind == "AccessDenied"), "{e}");
 }
 
-#[tokio::test]
-async fn cli_login_receives_the_redirect_and_status_never_prints_tokens() {
+/// A CLI tenant configuration in `dir` for `user` (IMAP, OAuth2 with the rig), its database
+/// `dir/m.sqlite3` and its redirect on `port`; returns the configuration's path.
+fn cli_config(dir: &Path, tenant: &str, user: &str, port: u16) -> std::path::PathBuf {
     let r = rig();
-    let user = r.user("CUSTOMER").to_string();
-    let dir = std::env::temp_dir().join(format!("mailplug-oauth-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let port = free_port();
     let text = format!(
-        "tenant = \"oauth-cli\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\
+        "tenant = \"{tenant}\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\
          [oauth.rig]\nprovider = \"custom\"\nauthorization_endpoint = \"{a}\"\ntoken_endpoint = \"{t}\"\n\
          scopes = [\"openid\", \"email\", \"offline_access\"]\nclient_id = \"{c}\"\nclient_secret_file = \"secret\"\n\
          redirect_uri = \"http://127.0.0.1:{port}/callback\"\n\
          [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"imap\"\nhost = \"localhost\"\nport = {imaps}\n\
-         tls = true\nauth = \"oauth2\"\noauth = \"rig\"\nusername = \"{user}\"\n",
+         tls = true\nauth = \"oauth2\"\noauth = \"rig\"\nusername = \"{user}\"\nfirst_sync = \"all\"\n",
         ca = r.get("RIG_CA"),
         db = dir.join("m.sqlite3").display(),
         a = r.get("RIG_OAUTH_AUTHORIZE_URL"),
@@ -279,20 +288,137 @@ async fn cli_login_receives_the_redirect_and_status_never_prints_tokens() {
     );
     std::fs::write(dir.join("secret"), r.get("RIG_OAUTH_CLIENT_SECRET")).expect("secret");
     std::fs::write(dir.join("t.toml"), text).expect("config");
-    let bin = std::env::var("MAILPLUG_BIN").unwrap_or_else(|_| "/var/tmp/mailplug-target/debug/mailplug".into());
-    let config = dir.join("t.toml");
-    let mut child = Command::new(&bin)
-        .args(["oauth", "login", "--config", config.to_str().expect("utf8"), "--mailbox", "inbox", "--timeout", "30"])
-        .env("MAILPLUG_WASM", mailplug_tests::wasm_path())
+    dir.join("t.toml")
+}
+
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailplug-oauth-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// A key file readable by its owner only, holding `key` in hex.
+fn key_file(dir: &Path, key: &[u8; 32]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("token.key");
+    std::fs::write(&p, hex(key)).expect("key");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p
+}
+
+fn bin() -> String {
+    std::env::var("MAILPLUG_BIN").unwrap_or_else(|_| "/var/tmp/mailplug-target/debug/mailplug".into())
+}
+
+/// `mailplug ARGS` under umask 022 (so a file created without an explicit mode would be
+/// world-readable), with `key` as MAILPLUG_SECRET_KEY_FILE (or no key at all).
+fn cli(args: &[&str], key: Option<&Path>) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c").arg("umask 022; exec \"$@\"").arg("sh").arg(bin()).args(args);
+    c.env("MAILPLUG_WASM", mailplug_tests::wasm_path())
         .env("PATH", "/usr/bin:/bin") // no xdg-open surprises
+        .env_remove("MAILPLUG_SECRET_KEY")
+        .env_remove("MAILPLUG_SECRET_KEY_OLD")
+        .env_remove("MAILPLUG_SECRET_KEY_OLD_FILE");
+    match key {
+        Some(k) => c.env("MAILPLUG_SECRET_KEY_FILE", k),
+        None => c.env_remove("MAILPLUG_SECRET_KEY_FILE"),
+    };
+    c
+}
+
+/// Starts `mailplug oauth login` and waits (at most 120 s, for a loaded machine) for the URL it
+/// prints once its redirect listener is bound.
+fn start_login(config: &Path, key: &Path) -> (std::process::Child, String) {
+    let mut child = cli(&["oauth", "login", "--config", config.to_str().expect("utf8"), "--mailbox", "inbox", "--timeout", "120"], Some(key))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("mailplug runs");
-    let mut url = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut url).expect("the URL is printed");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(url) if url.starts_with("http") => (child, url.trim().to_string()),
+        other => {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!("no URL printed ({other:?}): {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+/// The token in every form it could be found in at rest: itself, hex (both cases), and base64
+/// (standard and URL-safe) at each of the three alignments it could have inside a longer
+/// encoded text (the characters that depend on its neighbours left out).
+fn token_forms(token: &str) -> Vec<Vec<u8>> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b64 = |raw: &[u8], alphabet: &[u8; 64]| -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in raw.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
+            }
+        }
+        out
+    };
+    let mut url = *STD;
+    url[62] = b'-';
+    url[63] = b'_';
+    let mut forms = vec![token.as_bytes().to_vec(), hex(token.as_bytes()).into_bytes(), hex(token.as_bytes()).to_uppercase().into_bytes()];
+    for pad in 0..3 {
+        let mut raw = vec![0u8; pad];
+        raw.extend_from_slice(token.as_bytes());
+        for alphabet in [STD, &url] {
+            let e = b64(&raw, alphabet);
+            forms.push(e[4..e.len() - 4].to_vec());
+        }
+    }
+    forms
+}
+
+/// Asserts that no token of `t` is in the database's files (main, WAL, SHM) in any form.
+fn not_at_rest(db: &Path, t: &Tokens) {
+    let mut secrets = vec![t.access_token.clone()];
+    secrets.extend(t.refresh_token.clone());
+    for ext in ["", "-wal", "-shm"] {
+        let Ok(bytes) = std::fs::read(format!("{}{ext}", db.display())) else { continue };
+        for s in &secrets {
+            for form in token_forms(s) {
+                assert!(!mailplug_tests::contains(&bytes, &form), "a token is readable in {}{ext}", db.display());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cli_login_receives_the_redirect_and_status_never_prints_tokens() {
+    let r = rig();
+    let user = r.user("CUSTOMER").to_string();
+    let dir = fresh_dir("cli");
+    let config = cli_config(&dir, "oauth-cli", &user, free_port());
+    let key = key_file(&dir, &KEY_A);
+    // The URL is only printed once the listener is bound: the "browser" may come back at once.
+    let (child, url) = start_login(&config, &key);
     // The "browser": consent, then follow the redirect to the CLI's loopback listener.
-    let redirect = location(&get(url.trim()).await);
+    let redirect = location(&get(&url).await);
+    // The same answer on another path is not the redirect: 404, and the login still waits.
+    let elsewhere = redirect.replacen("/callback?", "/elsewhere?", 1);
+    assert_ne!(elsewhere, redirect);
+    assert_eq!(get(&elsewhere).await.status, 404);
+    assert_eq!(get(&redirect.replacen("/callback?", "/callback/x?", 1)).await.status, 404);
     let back = get(&redirect).await;
     assert_eq!(back.status, 200);
     let out = child.wait_with_output().expect("wait");
@@ -300,16 +426,199 @@ async fn cli_login_receives_the_redirect_and_status_never_prints_tokens() {
     assert!(out.status.success(), "login failed: {err}");
     assert!(err.contains(&user), "names the account: {err}");
 
-    let status = Command::new(&bin)
-        .args(["oauth", "status", "--config", config.to_str().expect("utf8")])
-        .env("MAILPLUG_WASM", mailplug_tests::wasm_path())
-        .output()
-        .expect("status");
+    let status = cli(&["oauth", "status", "--config", config.to_str().expect("utf8")], Some(&key)).output().expect("status");
     let shown = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(shown.contains(&user) && shown.contains("ok, expires in"), "{shown}");
-    let store = Database::open(&dir.join("m.sqlite3")).expect("db");
+    let store = Database::open_with_keys(&dir.join("m.sqlite3"), SecretKeys::new(Some(&KEY_A), None)).expect("db");
     let t = store.load_tokens("oauth-cli", "rig", &user).expect("load").expect("stored");
     secrets_absent(&format!("{shown}{err}"), &t);
+}
+
+#[tokio::test]
+async fn cli_database_wal_shm_and_eml_files_are_private_and_tokens_are_encrypted_at_rest() {
+    let r = rig();
+    let (user, _) = test_box(31);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &sample_message("private-1@test", "private files"));
+    let dir = fresh_dir("private");
+    let config = cli_config(&dir, "oauth-private", &user, free_port());
+    let key = key_file(&dir, &KEY_A);
+    let database = dir.join("m.sqlite3");
+    let (child, url) = start_login(&config, &key);
+    // While the CLI waits for the browser it holds the database open: WAL and SHM exist.
+    for f in ["m.sqlite3", "m.sqlite3-wal", "m.sqlite3-shm"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f} under umask 022");
+    }
+    assert_eq!(get(&location(&get(&url).await)).await.status, 200);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "login failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A database made readable by others (an old version, a careless copy) is tightened.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out_dir = dir.join("out");
+    let fetched = cli(&["fetch", "--config", config.to_str().expect("utf8"), "--out", out_dir.to_str().expect("utf8"), "--json"], Some(&key))
+        .output()
+        .expect("fetch");
+    assert!(fetched.status.success(), "fetch: {}", String::from_utf8_lossy(&fetched.stderr));
+    assert_eq!(mode(&database), 0o600, "tightened on open");
+    let emls: Vec<_> = std::fs::read_dir(out_dir.join("inbox")).expect("out/inbox").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(emls.len(), 1, "{emls:?}");
+    assert!(emls[0].extension().is_some_and(|e| e == "eml"));
+    assert_eq!(mode(&emls[0]), 0o600, ".eml file");
+    assert_eq!(mode(&out_dir.join("inbox")), 0o700, "the folder created for the .eml files");
+
+    let t = Database::open_with_keys(&database, SecretKeys::new(Some(&KEY_A), None))
+        .expect("db")
+        .load_tokens("oauth-private", "rig", &user)
+        .expect("load")
+        .expect("stored");
+    assert!(t.refresh_token.is_some());
+    not_at_rest(&database, &t);
+    // Without the key the stored tokens are of no use.
+    let e = Database::open_with_keys(&database, SecretKeys::none()).expect("db").load_tokens("oauth-private", "rig", &user).expect_err("no key");
+    assert!(e.to_string().contains("MAILPLUG_SECRET_KEY_FILE"), "{e}");
+    secrets_absent(&format!("{e} {e:?}"), &t);
+}
+
+#[tokio::test]
+async fn without_a_key_login_is_refused_before_the_browser_and_nothing_is_stored() {
+    let r = rig();
+    let dir = fresh_dir("nokey");
+    let config = cli_config(&dir, "oauth-nokey", r.user("SUPPORT"), free_port());
+    let out = cli(&["oauth", "login", "--config", config.to_str().expect("utf8"), "--mailbox", "inbox", "--timeout", "5"], None)
+        .output()
+        .expect("login");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "no URL to consent with: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("MAILPLUG_SECRET_KEY_FILE") && err.contains("openssl rand -hex 32") && err.contains("kein Schlüssel"), "{err}");
+    // A key file others may read is refused too, naming the file and the fix.
+    let key = key_file(&dir, &KEY_A);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let out = cli(&["oauth", "login", "--config", config.to_str().expect("utf8"), "--mailbox", "inbox", "--timeout", "5"], Some(&key))
+        .output()
+        .expect("login");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("chmod 600") && err.contains("0640") && !err.contains(&hex(&KEY_A)), "{err}");
+    let t = Tokens { access_token: "x".into(), refresh_token: None, expires_at: None, scopes: vec![], account: None };
+    let store = Database::open_with_keys(&dir.join("m.sqlite3"), SecretKeys::none()).expect("db");
+    assert!(store.save_tokens("oauth-nokey", "rig", "u", &t).is_err());
+}
+
+#[tokio::test]
+async fn plaintext_tokens_of_an_older_version_are_used_and_encrypted() {
+    let r = rig();
+    let (user, _) = test_box(34);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &sample_message("legacy-1@test", "legacy tokens"));
+    let cfg = oauth_config("imap", &user, free_port());
+    let path = db_path("legacy");
+    drop(Database::open_with_keys(&path, SecretKeys::none()).expect("schema"));
+    let token = minted(&user, "").await;
+    let refresh = "legacy-refresh-token-that-was-never-issued";
+    {
+        // The row as the version before encryption wrote it.
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
+        c.execute(
+            "INSERT INTO oauth_tokens (tenant, client, username, access_token, refresh_token, expires_at_ms, scopes, account, updated_at_ms)
+             VALUES (?1, 'rig', ?2, ?3, ?4, NULL, '', NULL, 0)",
+            rusqlite::params![cfg.tenant, user, token, refresh],
+        )
+        .expect("legacy row");
+    }
+    let store = Database::open_with_keys(&path, SecretKeys::new(Some(&KEY_A), None)).expect("db");
+    let mut sink = store.sink(&cfg.tenant, "inbox");
+    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("fetch with the legacy token: {e}"));
+    drop(sink);
+    assert_eq!(s.delivered, 1);
+    drop(store);
+    let c = rusqlite::Connection::open(&path).expect("sqlite");
+    let (a, rf): (String, String) = c
+        .query_row("SELECT access_token, refresh_token FROM oauth_tokens", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("row");
+    drop(c);
+    assert!(a.starts_with("mpenc1:") && rf.starts_with("mpenc1:"), "re-encrypted");
+    let t = Tokens { access_token: token, refresh_token: Some(refresh.into()), expires_at: None, scopes: vec![], account: None };
+    not_at_rest(&path, &t);
+}
+
+#[tokio::test]
+async fn a_rotated_key_reads_the_old_tokens_and_writes_under_the_new_key() {
+    let r = rig();
+    let (user, _) = test_box(33);
+    r.reset_mailbox(&user);
+    r.put(&user, "INBOX", &sample_message("rotate-1@test", "rotation"));
+    let cfg = oauth_config("imap", &user, free_port());
+    let path = db_path("rotate");
+    let first = login(&cfg, &Database::open_with_keys(&path, SecretKeys::new(Some(&KEY_A), None)).expect("db")).await;
+    let key_id = |k: &[u8; 32]| SecretKeys::new(Some(k), None).current_id().expect("id").to_string();
+    let stored = || -> (String, String) {
+        rusqlite::Connection::open(&path)
+            .expect("sqlite")
+            .query_row("SELECT access_token, refresh_token FROM oauth_tokens", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("row")
+    };
+    assert!(stored().0.starts_with(&format!("mpenc1:{}:", key_id(&KEY_A))));
+
+    // Rotation: B is the key, A the old one. Reading works and rewrites under B; a refresh
+    // (the stored access token made stale) writes under B.
+    let rotating = Database::open_with_keys(&path, SecretKeys::new(Some(&KEY_B), Some(&KEY_A))).expect("db");
+    let mut stale = rotating.load_tokens(&cfg.tenant, "rig", &user).expect("old key reads").expect("tokens");
+    assert_eq!(stale.refresh_token, first.refresh_token);
+    let (a, rf) = stored();
+    assert!(a.starts_with(&format!("mpenc1:{}:", key_id(&KEY_B))) && rf.starts_with(&format!("mpenc1:{}:", key_id(&KEY_B))), "{a}");
+    stale.expires_at = Some(1);
+    rotating.save_tokens(&cfg.tenant, "rig", &user, &stale).expect("save");
+    let mut sink = rotating.sink(&cfg.tenant, "inbox");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &rotating).await.unwrap_or_else(|e| panic!("fetch during rotation: {e}"));
+    drop(sink);
+    let fresh = rotating.load_tokens(&cfg.tenant, "rig", &user).expect("load").expect("tokens");
+    assert_ne!(fresh.refresh_token, first.refresh_token, "refreshed");
+    assert!(stored().1.starts_with(&format!("mpenc1:{}:", key_id(&KEY_B))));
+    drop(rotating);
+
+    // The old key alone no longer reads them: the error says which key is missing.
+    let old_only = Database::open_with_keys(&path, SecretKeys::new(Some(&KEY_A), None)).expect("db");
+    let mut sink = old_only.sink(&cfg.tenant, "inbox");
+    let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &old_only).await.expect_err("old key only");
+    drop(sink);
+    assert!(matches!(&e, HostError::OAuth { kind, needs_reauthorization: true, .. } if kind == "UnknownKey"), "{e}");
+    assert!(e.to_string().contains(&key_id(&KEY_B)) && e.to_string().contains("MAILPLUG_SECRET_KEY_OLD_FILE"), "{e}");
+    secrets_absent(&format!("{e} {e:?}"), &fresh);
+    // After the rotation the new key alone is enough.
+    let new_only = Database::open_with_keys(&path, SecretKeys::new(Some(&KEY_B), None)).expect("db");
+    let mut sink = new_only.sink(&cfg.tenant, "inbox");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &new_only).await.unwrap_or_else(|e| panic!("fetch with the new key: {e}"));
+    drop(sink);
+    not_at_rest(&path, &fresh);
+}
+
+#[tokio::test]
+async fn a_consent_by_another_account_is_refused_and_not_stored() {
+    let r = rig();
+    let (user, _) = test_box(32);
+    let other = r.user("SALES").to_string();
+    let cfg = oauth_config("imap", &user, free_port());
+    let store = db("mismatch");
+    let target = Target::Mailbox("inbox".into());
+    let mut instance = plugin().instantiate(64 << 20, 2000).await.expect("instance");
+    let started = oauth::begin_login(&mut instance, &cfg, &target).await.expect("begin");
+    // The admin's browser is signed in to another account: the rig consents as the login hint.
+    let hint = format!("login_hint={}", oauth_percent(&user));
+    assert!(started.url.contains(&hint), "{}", started.url);
+    let url = started.url.replace(&hint, &format!("login_hint={}", oauth_percent(&other)));
+    let redirect = location(&get(&url).await);
+    let e = oauth::finish_login(&mut instance, &cfg, &store, &target, &started, &redirect).await.expect_err("another account");
+    assert!(matches!(&e, HostError::OAuth { kind, needs_reauthorization: true, .. } if kind == "AccountMismatch"), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&other) && text.contains(&user) && text.contains("oauth login") && text.contains("zugestimmt"), "{text}");
+    assert!(store.load_tokens(&cfg.tenant, "rig", &user).expect("load").is_none(), "nothing stored");
+    // The right account afterwards is accepted.
+    let t = login(&cfg, &store).await;
+    assert_eq!(t.account.as_deref(), Some(user.as_str()));
 }
 
 fn json_field(body: &[u8], field: &str) -> String {

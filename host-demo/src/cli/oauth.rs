@@ -8,44 +8,6 @@ use mailplug_host::{Plugin, TenantConfig};
 use super::args::OauthCommand;
 use super::output::fail;
 
-/// Waits for the browser's redirect on the loopback redirect URI; returns its path and query.
-async fn receive_redirect(redirect_uri: &str, timeout: std::time::Duration) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = redirect_uri.strip_prefix("http://").ok_or("the redirect URI must be a loopback http:// URL to receive it here")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let listener = tokio::net::TcpListener::bind(authority).await.map_err(|e| format!("cannot listen on {authority}: {e}"))?;
-    let wait = async {
-        loop {
-            let (mut s, _) = listener.accept().await.map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; 16 * 1024];
-            let mut len = 0;
-            while len < buf.len() {
-                let n = s.read(&mut buf[len..]).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                len += n;
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-            let head = String::from_utf8_lossy(&buf[..len]).into_owned();
-            let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-            if !target.contains("state=") && !target.contains("error=") {
-                // A favicon or other request: not the redirect.
-                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-                continue;
-            }
-            let page = "<html><body><p>mailplug received the answer. You can close this window.</p></body></html>";
-            let _ = s
-                .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len()).as_bytes())
-                .await;
-            return Ok(target);
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.map_err(|_| "no redirect arrived in time; run the login again".to_string())?
-}
-
 pub async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthCommand) -> ExitCode {
     use mailplug_host::oauth::{self, Target};
     use mailplug_host::store::SyncStateStore;
@@ -68,6 +30,15 @@ pub async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthCo
                 Ok(i) => i,
                 Err(e) => return fail(e, 1),
             };
+            // Before the consent: tokens that cannot be stored would be lost.
+            if let Err(e) = db.token_storage_ready() {
+                return fail(e, 2);
+            }
+            // Listening before the URL is shown: a browser that comes back at once finds it.
+            let receiver = match oauth::LoopbackReceiver::bind(&redirect_uri).await {
+                Ok(r) => r,
+                Err(e) => return fail(e, 1),
+            };
             let started = match oauth::begin_login(&mut instance, cfg, &target).await {
                 Ok(s) => s,
                 Err(e) => return fail(e, 1),
@@ -81,7 +52,7 @@ pub async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthCo
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn();
-            let redirect = match receive_redirect(&redirect_uri, std::time::Duration::from_secs(timeout)).await {
+            let redirect = match receiver.receive(std::time::Duration::from_secs(timeout)).await {
                 Ok(r) => r,
                 Err(e) => return fail(e, 1),
             };
