@@ -50,6 +50,7 @@ fn text_before_starttls_is_withheld_on_every_failure_path() {
         assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
         assert_eq!(e.reply, None, "{name}");
         assert!(e.quoted.is_empty(), "{name}");
+        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
         // The same failure over implicit TLS still quotes the server, so the admin can act.
         let tls = run(&mut session(Security::ImplicitTls), &script);
         assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
