@@ -320,7 +320,6 @@ async fn an_imap_server_drip_feeding_untagged_ok_ends_at_the_cap() {
     assert_eq!(guest_kind(&err), Some(Kind::Limit), "{err}");
     assert!(err.to_string().contains("more than 10000 untagged responses"), "{err}");
     assert!(fake.received().contains("a3 UID SEARCH"), "{}", fake.received());
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     eprintln!("untagged flood stopped at the cap after {:?}", started.elapsed());
 }
 
