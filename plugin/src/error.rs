@@ -126,6 +126,7 @@ impl Error {
     /// every quoted excerpt) with a note that it was withheld: it arrived before encryption on
     /// a STARTTLS connection and could have been written by an attacker on the path.
     pub fn withhold_server_text(&mut self) {
+        let had_text = self.reply.is_some() || !self.quoted.is_empty();
         let mut pieces = std::mem::take(&mut self.quoted);
         if let Some(r) = self.reply.take() {
             pieces.push(format!("{} {}", r.code, r.text));
@@ -142,6 +143,11 @@ impl Error {
             if self.message.contains(&p) {
                 self.message = self.message.replace(&p, WITHHELD);
             }
+        }
+        // The reply was dropped without being quoted: say so, the admin may look for it.
+        if had_text && !self.message.contains(WITHHELD) {
+            self.message.push(' ');
+            self.message.push_str(WITHHELD);
         }
     }
 

@@ -6,18 +6,14 @@
 //! `Connection`; while it logs in, `Connection::next` consumes the server's responses itself
 //! and finally reports `Input::LoggedIn`, after which the owner reads the responses.
 
-use std::collections::VecDeque;
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-
-use super::command::{Command, LiteralMode, Tagger, Wire};
-use super::response::{self, Code, Frame, Framer, Response, Status};
+use super::auth::Auth;
+use super::command::{Command, LiteralMode, Tagger};
+use super::response::{self, Code, Framer, Response, Status};
+use super::untagged::{UntaggedBudget, MAX_UNTAGGED_EXTRA_BYTES};
 use super::utf7::encode_folder_name;
 use crate::config::{Credentials, Limits, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
-use crate::sasl::{self, Mechanism};
 use crate::session::{Action, Event, Instant, Step, StepReport};
 
 /// Where the login phase is.
@@ -77,79 +73,6 @@ pub(super) struct Connection {
     report: bool,
     /// Untagged responses since the last tagged one (the command in progress).
     untagged: UntaggedBudget,
-}
-
-/// Untagged responses this client has no use for (untagged OK/NO/BAD without a response code
-/// it acts on, EXPUNGE, RECENT, unknown kinds) that one command may bring. A real server sends
-/// a handful; a server that keeps sending `* OK` never finishes the command.
-pub(super) const MAX_IGNORED_UNTAGGED: u32 = 10_000;
-
-/// Untagged responses of any kind one command may bring: more than the messages of any real
-/// folder (one FETCH line each in a listing).
-pub(super) const MAX_UNTAGGED: u32 = 4_000_000;
-
-/// Bytes of untagged responses (text and literals) one command may bring beyond the batch's
-/// message bytes (`max_batch_bytes`).
-pub(super) const MAX_UNTAGGED_EXTRA_BYTES: u64 = 256 << 20;
-
-/// What the command in progress has received so far, untagged.
-#[derive(Debug, Default)]
-pub(super) struct UntaggedBudget {
-    count: u32,
-    ignored: u32,
-    bytes: u64,
-    max_bytes: u64,
-}
-
-impl UntaggedBudget {
-    pub(super) fn with_max_bytes(max_bytes: u64) -> Self {
-        UntaggedBudget { max_bytes, ..UntaggedBudget::default() }
-    }
-
-    /// Counts one complete response; a tagged one ends the command and starts afresh.
-    pub(super) fn count(&mut self, frame: &Frame, stage: Stage) -> Result<()> {
-        match frame.text.first() {
-            Some(b'*') => {}
-            Some(b'+') => return Ok(()),
-            _ => {
-                let max_bytes = self.max_bytes;
-                *self = UntaggedBudget { max_bytes, ..UntaggedBudget::default() };
-                return Ok(());
-            }
-        }
-        self.count += 1;
-        let literals: u64 = frame.literals.iter().map(|(_, l)| l.len() as u64).sum();
-        self.bytes = self.bytes.saturating_add(frame.text.len() as u64 + literals);
-        if self.count > MAX_UNTAGGED {
-            return Err(too_many_untagged(stage, format!("more than {MAX_UNTAGGED} untagged responses")));
-        }
-        if self.bytes > self.max_bytes {
-            return Err(too_many_untagged(stage, format!("more than {} bytes of untagged responses", self.max_bytes)));
-        }
-        Ok(())
-    }
-
-    /// Counts a response the client ignores.
-    fn ignored(&mut self, stage: Stage) -> Result<()> {
-        self.ignored += 1;
-        if self.ignored > MAX_IGNORED_UNTAGGED {
-            return Err(too_many_untagged(
-                stage,
-                format!("more than {MAX_IGNORED_UNTAGGED} untagged responses that carry nothing this client uses (such as \"* OK\")"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn too_many_untagged(stage: Stage, what: String) -> Error {
-    Error::limit(
-        stage,
-        format!(
-            "the server sent {what} in answer to one command during {} without finishing it; the session was stopped. The server may be faulty or hostile: check it with its administrator",
-            stage.as_str()
-        ),
-    )
 }
 
 impl Connection {
@@ -571,144 +494,8 @@ pub(super) fn no_data_pending(stage: Stage) -> Error {
     )
 }
 
-/// An authentication command in flight.
-#[derive(Debug)]
-struct Auth {
-    tag: String,
-    /// What the user sees in errors: "LOGIN", "AUTHENTICATE PLAIN", ...
-    method: &'static str,
-    /// Answers to the server's "+" continuations, in order.
-    answers: VecDeque<Wire>,
-    /// For OAuth mechanisms: the reply to an error challenge, after which the server sends
-    /// its tagged NO.
-    on_error_challenge: Option<&'static [u8]>,
-    /// The decoded error challenge, kept for the admin.
-    challenge: Option<String>,
-}
-
-/// What `Auth::begin` produced: the state to wait in, the first line to write, and the SASL
-/// mechanisms the server offered (for a check's report).
-struct AuthStart {
-    auth: Auth,
-    first: Wire,
-    offered: Vec<String>,
-}
-
-fn has_capability(caps: &[String], name: &str) -> bool {
+pub(super) fn has_capability(caps: &[String], name: &str) -> bool {
     caps.iter().any(|c| c.eq_ignore_ascii_case(name))
-}
-
-impl Auth {
-    /// Chooses how to log in with `creds` from the server's capabilities (AUTHENTICATE PLAIN,
-    /// else the LOGIN command unless LOGINDISABLED, else AUTHENTICATE LOGIN; OAuth2:
-    /// OAUTHBEARER or XOAUTH2) and builds the command under `tag`. The caller must have checked
-    /// that credentials may cross the connection.
-    fn begin(tag: String, creds: &Credentials, caps: &[String], literal_mode: LiteralMode) -> Result<AuthStart> {
-        let offered: Vec<String> = caps
-            .iter()
-            .filter_map(|c| c.get(..5).filter(|p| p.eq_ignore_ascii_case("AUTH=")).map(|_| c[5..].to_string()))
-            .collect();
-        let offers = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
-        let mech = match creds {
-            Credentials::Basic { username, password } => {
-                if offers(Mechanism::Plain) {
-                    Mechanism::Plain
-                } else if !has_capability(caps, "LOGINDISABLED") {
-                    let cmd = Command::new(&tag, "LOGIN")
-                        .string(username, literal_mode)
-                        .string(password, literal_mode)
-                        .finish();
-                    let mut parts: VecDeque<Wire> = cmd.parts.into();
-                    let first = parts.pop_front().unwrap_or_default();
-                    let auth = Auth { tag, method: "LOGIN", answers: parts, on_error_challenge: None, challenge: None };
-                    return Ok(AuthStart { auth, first, offered });
-                } else if offers(Mechanism::Login) {
-                    Mechanism::Login
-                } else {
-                    return Err(Error::policy(
-                        Stage::Authenticate,
-                        "the server disabled password LOGIN and offers no password mechanism this plugin supports (PLAIN, LOGIN); enable TLS or one of them on the server",
-                    ));
-                }
-            }
-            Credentials::OAuth2 { .. } => sasl::select(creds, &offered).ok_or_else(|| {
-                Error::policy(
-                    Stage::Authenticate,
-                    format!(
-                        "the server does not offer {}, so the OAuth2 token cannot be used; use a password, enable OAuth2 on the server, or change the configured mechanism",
-                        sasl::oauth_wanted(creds)
-                    ),
-                )
-            })?,
-        };
-        let (method, on_error_challenge): (&'static str, Option<&'static [u8]>) = match mech {
-            Mechanism::Plain => ("AUTHENTICATE PLAIN", None),
-            Mechanism::Login => ("AUTHENTICATE LOGIN", None),
-            // XOAUTH2 expects an empty answer to its error challenge, OAUTHBEARER a ^A (RFC 7628 3.2.3).
-            Mechanism::XOAuth2 => ("AUTHENTICATE XOAUTH2", Some(b"\r\n")),
-            Mechanism::OAuthBearer => ("AUTHENTICATE OAUTHBEARER", Some(b"AQ==\r\n")),
-        };
-        let mut first = Wire(format!("{tag} {method}").into_bytes());
-        let mut answers = VecDeque::new();
-        let crlf = |s: String| {
-            let mut w = s.into_bytes();
-            w.extend_from_slice(b"\r\n");
-            Wire(w)
-        };
-        match sasl::initial_response(mech, creds) {
-            Some(ir) if has_capability(caps, "SASL-IR") => {
-                first.0.push(b' ');
-                first.0.extend_from_slice(ir.as_bytes());
-            }
-            Some(ir) => answers.push_back(crlf(ir)),
-            None => {
-                answers.push_back(crlf(sasl::login_step(creds.username())));
-                answers.push_back(crlf(sasl::login_step(creds.secret())));
-            }
-        }
-        first.0.extend_from_slice(b"\r\n");
-        let auth = Auth { tag, method, answers, on_error_challenge, challenge: None };
-        Ok(AuthStart { auth, first, offered })
-    }
-
-    /// The bytes that answer the server's "+" continuation `text`.
-    fn answer(&mut self, text: String) -> Result<Wire> {
-        if let Some(answer) = self.answers.pop_front() {
-            return Ok(answer);
-        }
-        match self.on_error_challenge.take() {
-            Some(reply) => {
-                let decoded = STANDARD.decode(text.trim()).ok().and_then(|b| String::from_utf8(b).ok());
-                self.challenge = Some(decoded.unwrap_or(text));
-                Ok(Wire(reply.to_vec()))
-            }
-            None => Err(Error::protocol(
-                Stage::Authenticate,
-                format!("the server sent an unexpected challenge during {}", self.method),
-            )),
-        }
-    }
-
-    /// The error for a rejected login: who, how, what the server said, and what to check.
-    fn rejected(&self, creds: &Credentials, reply: ServerReply) -> Error {
-        let user = creds.username();
-        let hint = match creds {
-            Credentials::Basic { .. } => {
-                "check the user name and password (or app password), and that IMAP access is enabled for the mailbox"
-            }
-            Credentials::OAuth2 { .. } => {
-                "check that the access token is current, was issued for this user and has the IMAP scope"
-            }
-        };
-        let shown = self.challenge.as_deref().map(|c| crate::error::quote(c.as_bytes(), 300));
-        let detail = shown.as_deref().map(|c| format!(" (server detail: {c})")).unwrap_or_default();
-        let e = Error::auth(Stage::Authenticate, format!("the server rejected {} for user {user:?}{detail}; {hint}", self.method))
-            .with_reply(reply);
-        match shown {
-            Some(s) => e.with_quote(s),
-            None => e,
-        }
-    }
 }
 
 /// STARTTLS is configured but the server does not offer it: no fallback to clear text.

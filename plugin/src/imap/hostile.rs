@@ -50,6 +50,7 @@ fn text_before_starttls_is_withheld_on_every_failure_path() {
         assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
         assert_eq!(e.reply, None, "{name}");
         assert!(e.quoted.is_empty(), "{name}");
+        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
         // The same failure over implicit TLS still quotes the server, so the admin can act.
         let tls = run(&mut session(Security::ImplicitTls), &script);
         assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
@@ -74,7 +75,7 @@ fn selected(extra: &[u8], limits: Limits) -> crate::session::testing::Outcome {
 
 #[test]
 fn a_server_flooding_untagged_ok_ends_at_the_cap() {
-    let flood = b"* OK x\r\n".repeat(super::connection::MAX_IGNORED_UNTAGGED as usize + 1);
+    let flood = b"* OK x\r\n".repeat(super::untagged::MAX_IGNORED_UNTAGGED as usize + 1);
     let out = selected(&flood, Limits { max_line_bytes: 1024, ..Limits::default() });
     assert!(out.wire_text().contains("a3 UID SEARCH RETURN (ALL) ALL"), "{}", out.wire_text());
     let e = out.err();
@@ -88,7 +89,7 @@ fn a_server_flooding_untagged_ok_ends_at_the_cap() {
 
 #[test]
 fn untagged_bytes_per_command_are_capped() {
-    use super::connection::UntaggedBudget;
+    use super::untagged::UntaggedBudget;
     use super::response::Frame;
     let frame = |text: &[u8], literal: usize| Frame {
         text: text.to_vec(),

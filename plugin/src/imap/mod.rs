@@ -16,11 +16,13 @@
 //! SEARCH/ESEARCH, FETCH with UID, RFC822.SIZE and BODY[]), parsed in `response`.
 
 mod append;
+mod auth;
 mod client;
 mod command;
 mod connection;
 pub(crate) mod response;
 mod sync;
+mod untagged;
 mod utf7;
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ fn text_before_stls_is_withheld_on_every_failure_path() {
         let e = out.err();
         assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
         assert_eq!(e.reply, None, "{name}");
+        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
         let tls = script(Security::ImplicitTls, &lines);
         assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
     }

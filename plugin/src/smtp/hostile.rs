@@ -57,6 +57,7 @@ fn text_before_starttls_is_withheld_on_every_failure_path() {
         let e = out.err();
         assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
         assert_eq!(e.reply, None, "{name}");
+        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
         if !same_over_tls {
             continue;
         }
