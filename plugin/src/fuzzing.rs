@@ -107,7 +107,7 @@ pub fn pop3_responses(data: &[u8]) {
             assert!(uid.len() <= line.len());
             let _ = pop3_response::valid_uid(uid);
         }
-        assert!(pop3_response::excerpt(line).chars().count() <= 83, "excerpt not bounded");
+        assert!(crate::error::quote(line, 80).chars().count() <= 85, "quote not bounded");
     }
 }
 
