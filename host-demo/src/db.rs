@@ -380,19 +380,33 @@ impl Database {
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading unreported messages"))
     }
 
-    /// Records that these rows were reported as new.
+    /// Records that these rows were reported as new, without its own fsync (see `unsynced`): a
+    /// mark lost to a power cut reports the rows again, never not at all.
     pub fn mark_reported(&self, rows: &[i64]) -> Result<(), HostError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.unchecked_transaction().map_err(db_err("marking messages reported"))?;
-        {
-            let mut st = tx.prepare_cached("UPDATE messages SET reported = 1 WHERE id = ?1").map_err(db_err("marking messages reported"))?;
-            for row in rows {
-                st.execute(params![row]).map_err(db_err("marking messages reported"))?;
+        self.unsynced(|conn| {
+            let tx = conn.unchecked_transaction().map_err(db_err("marking messages reported"))?;
+            {
+                let mut st = tx.prepare_cached("UPDATE messages SET reported = 1 WHERE id = ?1").map_err(db_err("marking messages reported"))?;
+                for row in rows {
+                    st.execute(params![row]).map_err(db_err("marking messages reported"))?;
+                }
             }
-        }
-        tx.commit().map_err(db_err("marking messages reported"))
+            tx.commit().map_err(db_err("marking messages reported"))
+        })
+    }
+
+    /// Runs `f` with `synchronous = NORMAL`: its commit is not synced on its own but by the next
+    /// synced commit or checkpoint. The WAL keeps commits in order, so a power cut can lose such
+    /// a write but never keep it without everything committed before it (the messages a sync
+    /// state covers are committed, synced, before it is saved). Tokens are never written so.
+    fn unsynced<T>(&self, f: impl FnOnce(&Connection) -> Result<T, HostError>) -> Result<T, HostError> {
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(db_err("database settings"))?;
+        let result = f(&self.conn);
+        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(db_err("database settings"))?;
+        result
     }
 
     /// Skipped notices of a mailbox: (server id, size, reason).
@@ -419,15 +433,17 @@ impl SyncStateStore for Database {
             .optional()
             .map_err(db_err("reading sync state"))
     }
+    /// Without its own fsync (see `Database::unsynced`): a lost save only makes the next run
+    /// deliver the same messages again, which the store recognises.
     fn save(&self, tenant: &str, mailbox: &str, binding: &str, state: &[u8]) -> Result<(), HostError> {
-        self.conn
+        self.unsynced(|conn| conn
             .execute(
                 "INSERT INTO sync_state (tenant, mailbox, state, binding) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (tenant, mailbox) DO UPDATE SET state = excluded.state, binding = excluded.binding",
                 params![tenant, mailbox, state, binding],
             )
             .map(|_| ())
-            .map_err(db_err("saving sync state"))
+            .map_err(db_err("saving sync state")))
     }
 
     fn load_tokens(&self, tenant: &str, client: &str, username: &str) -> Result<Option<Tokens>, HostError> {
