@@ -123,10 +123,17 @@ fn migrate(conn: &mut Connection) -> Result<(), HostError> {
         let found = names.filter_map(Result::ok).any(|n| n == column);
         Ok(found)
     };
-    let rebuild = !has_column(conn, "messages", "content_hash")?;
     // Dropping the old table must not cascade to the attachments (outside a transaction).
     conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(db_err("migrating the database"))?;
-    let tx = conn.transaction().map_err(db_err("migrating the database"))?;
+    // Immediate: a second process opening the same old database waits, then finds it migrated.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_err("migrating the database"))?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err("reading the schema version"))?;
+    if version >= SCHEMA_VERSION {
+        drop(tx);
+        conn.execute_batch("PRAGMA foreign_keys = ON").map_err(db_err("migrating the database"))?;
+        return Ok(());
+    }
+    let rebuild = !has_column(&tx, "messages", "content_hash")?;
     if rebuild {
         let new_table = SCHEMA
             .split(';')
@@ -353,16 +360,18 @@ impl Database {
 
     /// Rows of a mailbox not yet reported as new (stored by a run that failed or was killed
     /// before it printed them), oldest first.
-    pub fn unreported(&self, tenant: &str, mailbox: &str) -> Result<Vec<Unreported>, HostError> {
+    /// `raw` is only read `with_raw` (else empty), so a long backlog does not fill memory.
+    pub fn unreported(&self, tenant: &str, mailbox: &str, with_raw: bool) -> Result<Vec<Unreported>, HostError> {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, server_id, folder, size, from_addr, subject, classification, parse_error, mid_collision, raw
+                "SELECT id, server_id, folder, size, from_addr, subject, classification, parse_error, mid_collision,
+                        CASE WHEN ?3 THEN raw ELSE X'' END
                  FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND reported = 0 ORDER BY id",
             )
             .map_err(db_err("reading unreported messages"))?;
         let rows = st
-            .query_map(params![tenant, mailbox], |r| {
+            .query_map(params![tenant, mailbox, with_raw], |r| {
                 Ok(Unreported {
                     row: r.get(0)?,
                     server_id: r.get(1)?,
@@ -976,9 +985,9 @@ mod tests {
     fn unreported_rows_are_reported_once() {
         let db = Database::open(&temp_db("reported")).unwrap();
         let r = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
-        assert_eq!(db.unreported("t", "m").unwrap().len(), 2);
+        assert_eq!(db.unreported("t", "m", false).unwrap().len(), 2);
         db.mark_reported(&[r[0].row]).unwrap();
-        let left = db.unreported("t", "m").unwrap();
+        let left = db.unreported("t", "m", true).unwrap();
         assert_eq!(left.iter().map(|u| u.server_id.as_str()).collect::<Vec<_>>(), ["pop3:b"]);
         let again = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
         assert!(again[0].reported && !again[1].reported);
