@@ -216,18 +216,23 @@ async fn save_stored_state(instance: &mut Instance, session: SessionHandle, sink
     Ok(())
 }
 
-/// A read error for the admin: TLS libraries word a cut connection with a link to their
-/// manual, which helps no admin.
+/// A read error for the admin (see `io_failed`).
 fn read_failed(e: &std::io::Error) -> String {
+    io_failed("read", e)
+}
+
+/// An I/O error for the admin: TLS libraries word a cut connection with a link to their
+/// manual, which helps no admin; links are cut from any other error text too.
+fn io_failed(what: &str, e: &std::io::Error) -> String {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        return "read failed: the connection was closed without a proper TLS ending (cut by the server or the network)".into();
+        return format!("{what} failed: the connection was closed without a proper TLS ending (cut by the server or the network)");
     }
     let text = e.to_string();
     let text = match text.find("http://").or_else(|| text.find("https://")) {
         Some(i) => text[..i].trim_end_matches([' ', ':', ';', ',']).to_string(),
         None => text,
     };
-    format!("read failed: {text}")
+    format!("{what} failed: {text}")
 }
 
 async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> Result<(), HostError> {
@@ -236,7 +241,7 @@ async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> Result<(), HostError> {
     }
     let r = conn.write_all(out).await;
     out.clear();
-    r.map_err(|e| HostError::Network { server: conn.label().to_string(), message: format!("write failed: {e}") })
+    r.map_err(|e| HostError::Network { server: conn.label().to_string(), message: io_failed("write", &e) })
 }
 
 async fn next_event(

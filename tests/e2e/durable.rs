@@ -225,6 +225,127 @@ fn pop3_new_only_first_run_cut_keeps_its_baseline() {
     new_only_first_run_cut_keeps_its_baseline("pop3", 22);
 }
 
+/// A scripted IMAP server (plain text, loopback) that serves `messages` (UID = position + 1)
+/// and answers every `UID STORE` with NO: Dovecot in the rig runs as root, so no folder setup
+/// makes it refuse one. Records every command line.
+struct RefusingImap {
+    port: u16,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    commands: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn refusing_imap() -> RefusingImap {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let commands = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (msgs, cmds) = (messages.clone(), commands.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (msgs, cmds) = (msgs.clone(), cmds.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = BufReader::new(r);
+                let _ = w.write_all(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] scripted\r\n").await;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim_end().to_string();
+                    cmds.lock().expect("lock").push(l.clone());
+                    let mut words = l.splitn(3, ' ');
+                    let (tag, verb, rest) = (words.next().unwrap_or(""), words.next().unwrap_or("").to_ascii_uppercase(), words.next().unwrap_or(""));
+                    let all = msgs.lock().expect("lock").clone();
+                    let uids = |set: &str| -> Vec<usize> {
+                        let top = all.len();
+                        let mut v = Vec::new();
+                        for part in set.split(',') {
+                            let (a, b) = part.split_once(':').unwrap_or((part, part));
+                            let n = |x: &str| if x == "*" { top } else { x.parse().unwrap_or(0) };
+                            let (a, b) = (n(a).min(n(b)), n(a).max(n(b)));
+                            v.extend((a.max(1)..=b.min(top)).collect::<Vec<_>>());
+                        }
+                        v
+                    };
+                    let reply = match (verb.as_str(), rest) {
+                        ("CAPABILITY", _) => format!("* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN\r\n{tag} OK done\r\n"),
+                        ("AUTHENTICATE", _) | ("LOGIN", _) => format!("{tag} OK logged in\r\n"),
+                        ("SELECT", _) => format!(
+                            "* {} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {}] ok\r\n{tag} OK [READ-WRITE] selected\r\n",
+                            all.len(),
+                            all.len() + 1
+                        ),
+                        ("UID", r) if r.to_ascii_uppercase().starts_with("SEARCH") => {
+                            let from = r.split_whitespace().last().and_then(|s| s.split(':').next()).and_then(|s| s.parse().ok()).unwrap_or(1usize);
+                            let found: Vec<String> = (from.max(1)..=all.len()).map(|u| u.to_string()).collect();
+                            format!("* SEARCH {}\r\n{tag} OK searched\r\n", found.join(" "))
+                        }
+                        ("UID", r) if r.to_ascii_uppercase().starts_with("FETCH") => {
+                            let set = r.split_whitespace().nth(1).unwrap_or("");
+                            let body = r.contains("BODY.PEEK[]");
+                            let mut out = String::new();
+                            for u in uids(set) {
+                                let raw = String::from_utf8_lossy(&all[u - 1]).into_owned();
+                                if body {
+                                    out.push_str(&format!("* {u} FETCH (UID {u} BODY[] {{{}}}\r\n{raw})\r\n", raw.len()));
+                                } else {
+                                    out.push_str(&format!("* {u} FETCH (UID {u} RFC822.SIZE {})\r\n", raw.len()));
+                                }
+                            }
+                            format!("{out}{tag} OK fetched\r\n")
+                        }
+                        ("UID", r) if r.to_ascii_uppercase().starts_with("STORE") => format!("{tag} NO [CANNOT] flags cannot be changed here\r\n"),
+                        ("LOGOUT", _) => {
+                            let _ = w.write_all(format!("* BYE bye\r\n{tag} OK logged out\r\n").as_bytes()).await;
+                            return;
+                        }
+                        _ => format!("{tag} OK\r\n"),
+                    };
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RefusingImap { port, messages, commands }
+}
+
+/// After-fetch `mark-seen`, and the server answers the `UID STORE` with NO once the batch is
+/// stored: the run fails, but the state covering the stored batch was saved, so the next run
+/// fetches only the mail that arrived since instead of the same batch again (before: the same
+/// batch was fetched, refused and fetched again on every run).
+#[test]
+fn imap_uid_store_refused_does_not_refetch_the_batch() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(refusing_imap());
+    let batch: Vec<String> = (1..=3).map(|i| format!("refused-{i}@durable")).collect();
+    for id in &batch {
+        server.messages.lock().expect("lock").push(sample_message(id, &format!("about {id}")));
+    }
+    let dir = tmpdir("refused");
+    let mb = Mb { protocol: "imap", port: server.port, tls: false, user: "scripted@example.test", pass: "pw", first_sync: "all", folders: &[], after: "mark-seen" };
+    let cfg = write_config(&dir, &mb);
+    let path = dir.join("tenant.toml");
+    let plain = std::fs::read_to_string(&path).expect("config").replacen("host = \"localhost\"", "host = \"127.0.0.1\"", 1).replacen("tls = false\n", "tls = false\ninsecure_plaintext = true\n", 1);
+    std::fs::write(&path, plain).expect("config");
+    let o = run(&["fetch", "--config", &cfg, "--json"]);
+    assert!(!o.status.success(), "the STORE is refused: {}", text(&o));
+    assert!(text(&o).contains("refused to mark the fetched messages"), "{}", text(&o));
+    assert_eq!(set(&fetched_ids(&o)), set(&batch), "the batch is stored and reported: {}", text(&o));
+
+    server.messages.lock().expect("lock").push(sample_message("after-refusal@durable", "about after-refusal@durable"));
+    server.commands.lock().expect("lock").clear();
+    let o = run(&["fetch", "--config", &cfg, "--json"]);
+    assert!(!o.status.success(), "the new message's STORE is refused too: {}", text(&o));
+    assert_eq!(fetched_ids(&o), vec!["after-refusal@durable".to_string()], "only the new message: {}", text(&o));
+    let fetched: Vec<String> = server.commands.lock().expect("lock").iter().filter(|c| c.contains("BODY.PEEK[]")).cloned().collect();
+    assert!(fetched.len() == 1 && fetched[0].contains("UID FETCH 4 "), "the batch is not downloaded again: {fetched:?}");
+}
+
 fn library_config(protocol: &str, port: u16, user: &str, pass: &str) -> TenantConfig {
     let r = rig();
     let inb = ServerSpec::new("localhost", port, true, user, pass);

@@ -45,8 +45,9 @@ pub enum Command {
         body: Option<String>,
         #[arg(long)]
         body_file: Option<PathBuf>,
-        /// Reply to this stored message (its database id, server id or Message-ID), threaded, with
-        /// the sender planned for the mailbox it arrived in.
+        /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or
+        /// <Message-ID>), or its server id (imap:..., pop3:...); a reference matching several
+        /// messages is refused. Threaded, with the sender planned for the mailbox it arrived in.
         #[arg(long)]
         reply_to_message: Option<String>,
         /// Optional HTML body for a reply.

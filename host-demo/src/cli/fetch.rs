@@ -117,7 +117,7 @@ fn explain_lost_connection(stored: usize) {
 
 /// Reports the mailbox's stored messages not yet reported as new, then marks them reported.
 fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
-    let rows = db.unreported(tenant, mailbox)?;
+    let rows = db.unreported(tenant, mailbox, eml.is_some())?;
     let mut marked = Vec::with_capacity(rows.len());
     for r in &rows {
         let file = match eml.as_deref_mut() {
@@ -127,8 +127,8 @@ fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option
         let line = Line {
             id: r.server_id.clone(),
             bytes: r.size as usize,
-            from: r.from.clone().unwrap_or_else(|| header(&r.raw, "From")),
-            subject: r.subject.clone().unwrap_or_else(|| header(&r.raw, "Subject")),
+            from: r.from.clone().unwrap_or_default(),
+            subject: r.subject.clone().unwrap_or_default(),
             kind: if r.parse_error.is_some() { "unparsed".into() } else { r.classification.clone() },
             parse_error: r.parse_error.clone(),
             file,

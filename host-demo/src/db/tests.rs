@@ -1,0 +1,140 @@
+//! The store's own tests: deduplication, references, reporting, migration.
+
+use super::*;
+use crate::driver::MessageSink;
+use crate::engine::{Classification, FetchedMessage, ParsedMessage};
+
+fn temp_db(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("mailplug-dbtest-{name}-{}.sqlite3", std::process::id()));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+    }
+    p
+}
+
+fn message(server_id: &str, message_id: &str, body: &str) -> FetchedMessage {
+    let raw = format!("Message-ID: <{message_id}>\r\nSubject: s\r\n\r\n{body}\r\n").into_bytes();
+    FetchedMessage {
+        id: server_id.into(),
+        folder: "INBOX".into(),
+        raw,
+        parsed: Ok(ParsedMessage {
+            message_id: message_id.into(),
+            message_id_synthetic: false,
+            in_reply_to: vec![],
+            references: vec![],
+            from: vec![],
+            reply_to: vec![],
+            to: vec![],
+            cc: vec![],
+            subject: Some("s".into()),
+            date_ms: None,
+            text_body: Some(body.into()),
+            html_body: None,
+            attachments: vec![],
+            classification: Classification::Normal,
+            warnings: vec![],
+        }),
+    }
+}
+
+fn deliver(db: &Database, source: &str, msgs: Vec<FetchedMessage>) -> Vec<Delivered> {
+    let mut sink = db.sink("t", "m");
+    sink.source(source);
+    for m in msgs {
+        sink.deliver(m).unwrap();
+    }
+    sink.commit().unwrap();
+    sink.results.clone()
+}
+
+#[test]
+fn a_forged_message_id_never_hides_the_genuine_message() {
+    let db = Database::open(&temp_db("forged")).unwrap();
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "x@y", "forged"), message("imap:INBOX:1:2", "x@y", "genuine")]);
+    assert!(r[0].new && !r[0].collision);
+    assert!(r[1].new && r[1].collision, "the genuine message is stored as its own row: {r:?}");
+    // The same messages again (another folder / a re-fetch): duplicates of their own rows.
+    let again = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:2", "x@y", "genuine"), message("imap:Other:5:9", "x@y", "forged")]);
+    assert_eq!((again[0].new, again[0].row), (false, r[1].row));
+    assert_eq!((again[1].new, again[1].row), (false, r[0].row));
+    // Another server reusing a server id is not a duplicate by that id.
+    let other = deliver(&db, "pop3:other:995:u", vec![message("imap:INBOX:1:1", "z@y", "other server")]);
+    assert!(other[0].new);
+    assert_eq!(db.messages("t", "m").unwrap().len(), 3);
+}
+
+#[test]
+fn references_must_say_what_they_name() {
+    let db = Database::open(&temp_db("find")).unwrap();
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "17", "a"), message("imap:INBOX:1:2", "m@h", "b")]);
+    let by_db = format!("db:{}", r[1].row);
+    assert_eq!(db.find("t", &by_db).unwrap().1, message("", "m@h", "b").raw);
+    assert_eq!(db.find("t", "mid:<17>").unwrap().1, message("", "17", "a").raw);
+    assert_eq!(db.find("t", "<m@h>").unwrap().1, message("", "m@h", "b").raw);
+    assert_eq!(db.find("t", "imap:INBOX:1:2").unwrap().1, message("", "m@h", "b").raw);
+    for bare in ["17", "m@h", &r[1].row.to_string()] {
+        let e = db.find("t", bare).unwrap_err().to_string();
+        assert!(e.contains("db:<database id>") && e.contains("mid:"), "{bare}: {e}");
+    }
+    // A reused Message-ID is ambiguous: refused with both candidates.
+    deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:3", "m@h", "forged")]);
+    let e = db.find("t", "mid:m@h").unwrap_err().to_string();
+    assert!(e.contains("matches 2") && e.contains(&format!("db:{}", r[1].row)), "{e}");
+    assert!(db.find("t", "db:999").is_err());
+}
+
+#[test]
+fn unreported_rows_are_reported_once() {
+    let db = Database::open(&temp_db("reported")).unwrap();
+    let r = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
+    assert_eq!(db.unreported("t", "m", false).unwrap().len(), 2);
+    db.mark_reported(&[r[0].row]).unwrap();
+    let left = db.unreported("t", "m", true).unwrap();
+    assert_eq!(left.iter().map(|u| u.server_id.as_str()).collect::<Vec<_>>(), ["pop3:b"]);
+    let again = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
+    assert!(again[0].reported && !again[1].reported);
+}
+
+/// A database written by the previous version (UNIQUE Message-ID, no binding) opens, keeps
+/// its rows and attachments, counts them as reported, and then stores a colliding message.
+#[test]
+fn databases_of_the_previous_version_are_migrated() {
+    let path = temp_db("migrate");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            r#"CREATE TABLE messages (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, mailbox TEXT NOT NULL, server_id TEXT NOT NULL,
+                folder TEXT NOT NULL, message_id TEXT NOT NULL, message_id_synthetic INTEGER NOT NULL, subject TEXT, from_addr TEXT,
+                date_ms INTEGER, classification TEXT NOT NULL, parse_error TEXT, text_body TEXT, html_body TEXT, size INTEGER NOT NULL,
+                raw BLOB NOT NULL, stored_at_ms INTEGER NOT NULL, UNIQUE (tenant, mailbox, server_id), UNIQUE (tenant, mailbox, message_id));
+            CREATE TABLE attachments (message INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE, name TEXT,
+                media_type TEXT NOT NULL, size INTEGER NOT NULL, content_id TEXT, bytes BLOB NOT NULL);
+            CREATE TABLE sync_state (tenant TEXT NOT NULL, mailbox TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY (tenant, mailbox));
+            INSERT INTO sync_state VALUES ('t', 'm', X'7B7D');"#,
+        )
+        .unwrap();
+        let old = message("imap:INBOX:1:1", "x@y", "genuine");
+        c.execute(
+            "INSERT INTO messages (tenant, mailbox, server_id, folder, message_id, message_id_synthetic, classification, size, raw, stored_at_ms)
+             VALUES ('t', 'm', 'imap:INBOX:1:1', 'INBOX', 'x@y', 0, 'normal', 1, ?1, 0)",
+            params![old.raw],
+        )
+        .unwrap();
+        c.execute("INSERT INTO attachments VALUES (1, 'a.pdf', 'application/pdf', 3, NULL, X'')", []).unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].reported && rows[0].attachments == 1);
+    let saved = db.load("t", "m").unwrap().unwrap();
+    assert_eq!((saved.state.as_slice(), saved.binding), (&b"{}"[..], None));
+    // The same message again is a duplicate (Message-ID and content); another one with its
+    // Message-ID is stored, which the old constraint forbade.
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "x@y", "genuine"), message("imap:INBOX:1:2", "x@y", "other")]);
+    assert!(!r[0].new && r[0].reported);
+    assert!(r[1].new && r[1].collision);
+    drop(db);
+    // Opening again changes nothing.
+    assert_eq!(Database::open(&path).unwrap().messages("t", "m").unwrap().len(), 2);
+}
