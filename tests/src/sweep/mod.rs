@@ -414,10 +414,13 @@ pub fn check_final(
         };
         if (in_inbox, in_target) != expected {
             t.server_mismatch += 1;
+            let target =
+                if mode.after == After::Move { format!(", {in_target} in {MOVE_TARGET} (expected {})", expected.1) } else { String::new() };
             problems.push(format!(
-                "{} on the server after the clean run: {in_inbox} in {}, {in_target} in {MOVE_TARGET} (expected {}, {})",
+                "{} on the server after the clean run: {in_inbox} in {} (expected {}){target}",
                 m.id,
-                mode.folder(), expected.0, expected.1
+                mode.folder(),
+                expected.0
             ));
         }
     }
