@@ -119,9 +119,9 @@ fn sweep_dir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("mailplug-sweep-e2e-{}-{name}-{}", std::process::id(), sweep::next_case()))
 }
 
-/// Cuts at 6 points of each of IMAP keep / delete / move and POP3 keep / delete (the login,
+/// Cuts at 5 points of each of IMAP keep / delete / move and POP3 keep / delete (the login,
 /// listing, download, acknowledgement and delete/move phases among them, named in any failure)
-/// and of a new-only first sync (IMAP and POP3 delete), then a message arrives and a clean run:
+/// and at 3 of a new-only first sync (IMAP and POP3 delete), then a message arrives and a clean run:
 /// nothing lost, duplicated, deleted unstored, skipped or reported twice; mail older than a
 /// new-only first sync neither fetched nor touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,14 +133,15 @@ async fn sweep_subset_cuts_lose_nothing() {
         let clean = measure(plugin(), &mode, &proxy, &sweep_dir("measure")).await;
         let (size, outline) = clean.clone();
         // A new-only first sync takes its baseline and fetches nothing: a short session.
-        assert!(outline.len() >= 4 && (mode.new_only || size > 10_000), "{}: a session of {size} bytes, commands {outline:?}", mode.name());
-        for offset in pick_offsets(size, &outline, 6) {
+        assert!(outline.len() >= 3 && (mode.new_only || size > 10_000), "{}: a session of {size} bytes, commands {outline:?}", mode.name());
+        // A new-only first sync is a short session: fewer points cover it.
+        for offset in pick_offsets(size, &outline, if mode.new_only { 3 } else { 5 }) {
             let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &sweep_dir("cut")).await;
             tally.add(&r.tally);
             failures.extend(r.failure);
         }
     }
-    assert!(tally.cuts >= 35, "cuts that fired: {}", tally.summary());
+    assert!(tally.cuts >= 28, "cuts that fired: {}", tally.summary());
     assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
     assert_eq!(tally.stored_once, tally.messages, "{}", tally.summary());
 }
