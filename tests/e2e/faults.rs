@@ -115,30 +115,46 @@ async fn pop3_cuts_never_lose_or_duplicate_mail() {
 
 use mailplug_tests::sweep::{self, cut_case, kill_case, measure, pick_offsets, KillAt, Mode, Tally};
 
-fn sweep_dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("mailplug-sweep-e2e-{}-{name}-{}", std::process::id(), sweep::next_case()))
+/// A case directory under the test's own directory.
+fn sweep_dir(test: &str, name: &str) -> std::path::PathBuf {
+    sweep_root(test).join(format!("{name}-{}", sweep::next_case()))
 }
 
-/// Cuts at 6 points of each of IMAP keep / delete / move and POP3 keep / delete (the login,
-/// listing, download, acknowledgement and delete/move phases among them, named in any failure),
-/// then a message arrives and a clean run: nothing lost, duplicated, deleted unstored or
-/// reported twice.
+fn sweep_root(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mailplug-sweep-e2e-{test}-{}", std::process::id()))
+}
+
+/// Removes the test's case directories when every case passed (failing ones are kept).
+fn clean_up(test: &str, failures: &[String]) {
+    if failures.is_empty() {
+        let _ = std::fs::remove_dir_all(sweep_root(test));
+    }
+}
+
+/// Cuts at 5 points of each of IMAP keep / delete / move and POP3 keep / delete (the login,
+/// listing, download, acknowledgement and delete/move phases among them, named in any failure)
+/// and at 3 of a new-only first sync (IMAP and POP3 delete), then a message arrives and a clean run:
+/// nothing lost, duplicated, deleted unstored, skipped or reported twice; mail older than a
+/// new-only first sync neither fetched nor touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_subset_cuts_lose_nothing() {
     let mut tally = Tally::default();
     let mut failures = Vec::new();
     for mode in sweep::modes() {
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
-        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("measure")).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("cuts", "measure")).await;
         let (size, outline) = clean.clone();
-        assert!(outline.len() >= 5 && size > 10_000, "{}: a session of {size} bytes, commands {outline:?}", mode.name());
-        for offset in pick_offsets(size, &outline, 6) {
-            let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &sweep_dir("cut")).await;
+        // A new-only first sync takes its baseline and fetches nothing: a short session.
+        assert!(outline.len() >= 3 && (mode.new_only || size > 10_000), "{}: a session of {size} bytes, commands {outline:?}", mode.name());
+        // A new-only first sync is a short session: fewer points cover it.
+        for offset in pick_offsets(size, &outline, if mode.new_only { 3 } else { 5 }) {
+            let r = cut_case(plugin(), &mode, &proxy, offset, &clean, &sweep_dir("cuts", "cut")).await;
             tally.add(&r.tally);
             failures.extend(r.failure);
         }
     }
-    assert!(tally.cuts >= 25, "cuts that fired: {}", tally.summary());
+    clean_up("cuts", &failures);
+    assert!(tally.cuts >= 28, "cuts that fired: {}", tally.summary());
     assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
     assert_eq!(tally.stored_once, tally.messages, "{}", tally.summary());
 }
@@ -156,10 +172,10 @@ async fn sweep_subset_kills_lose_nothing() {
     let mut tally = Tally::default();
     let mut failures = Vec::new();
     // Keep modes change nothing on the server; their cuts are in the test above.
-    for mode in sweep::modes().into_iter().filter(|m| m.after != sweep::After::Keep) {
+    for mode in sweep::modes().into_iter().filter(|m| m.after != sweep::After::Keep && !m.new_only) {
         let mode = Mode { boxn: 40, ..mode };
         let proxy = sweep::fault_proxy(mode.upstream(), None).await;
-        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("kmeasure")).await;
+        let clean = measure(plugin(), &mode, &proxy, &sweep_dir("kills", "measure")).await;
         let outline = clean.1.clone();
         let ack = sweep::ack_offset(&outline).unwrap_or_else(|| panic!("{}: no acknowledgement in {outline:?}", mode.name()));
         let mut points = vec![KillAt::Stall(ack)];
@@ -167,11 +183,12 @@ async fn sweep_subset_kills_lose_nothing() {
             points.push(KillAt::Wal(2));
         }
         for at in points {
-            let r = kill_case(&bin, &mode, &proxy, at, &clean, &sweep_dir("kill")).await;
+            let r = kill_case(&bin, &mode, &proxy, at, &clean, &sweep_dir("kills", "kill")).await;
             tally.add(&r.tally);
             failures.extend(r.failure);
         }
     }
+    clean_up("kills", &failures);
     assert_eq!(tally.kills, 5, "kills that happened: {}", tally.summary());
     assert!(failures.is_empty(), "{}\n{}", tally.summary(), failures.join("\n"));
 }

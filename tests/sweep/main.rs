@@ -1,20 +1,23 @@
 //! `mailplug-sweep`: the fault sweep (issue 10, item 14). For IMAP keep / delete / move and
-//! POP3 keep / delete against the rig's Dovecot, it
+//! POP3 keep / delete against the rig's Dovecot (plaintext listeners, so the proxy can name the
+//! command in progress), and for a new-only first sync (IMAP and POP3 delete), it
 //! - cuts the connection of a fetch (host library) at byte offsets spread over every phase of
 //!   the session (greeting, login, listing, download, acknowledgement, delete/move, logout),
-//! - kills `mailplug fetch --json` with SIGKILL at offsets where a proxy stalls the session (the
-//!   host is killed once it has processed what it got), and while its database's -wal grows,
+//! - kills `mailplug fetch --json` with SIGKILL where a proxy stalls the session (once the host
+//!   has processed what it got and is idle) and while its database's -wal file changes,
 //!
 //! then puts one more message into the mailbox, runs cleanly and checks: every message stored
 //! exactly once with its bytes, nothing deleted or moved unstored, the server left as the
-//! after-fetch action says, and each stored message reported as new exactly once. It prints
-//! every case, the counts, and exits 1 on any failure.
+//! after-fetch action says, mail older than a new-only first sync untouched, and each stored
+//! message reported as new exactly once. It prints every case, the counts, and exits 1 on any
+//! failure (the failing cases' directories, with their databases, are kept).
 //!
 //! Usage (the rig up, the component and CLI built; see docs/SECURITY.md "Fault sweep"):
 //!   MAILPLUG_WASM=.../mailplug_plugin.wasm MAILPLUG_BIN=.../debug/mailplug \
 //!     cargo run -p mailplug-tests --bin mailplug-sweep -- [--cuts N] [--kills N] [--wal-kills N]
-//!     [--modes imap-keep,imap-delete,imap-move,pop3-keep,pop3-delete] [--quiet]
-//! N are per mode; the defaults (44, 11, 4) give 220 cuts and 75 kills.
+//!     [--modes imap-keep,imap-delete,...] [--bin PATH] [--quiet]
+//! N are per mode (defaults 44, 11, 4: with 7 modes about 300 cuts and 90 kills, some 30
+//! minutes). Uses rig boxes 35-39; do not run it while `tests/e2e/faults.rs` runs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -41,11 +41,20 @@ pub struct Mode {
     pub protocol: &'static str,
     pub after: After,
     pub boxn: u32,
+    /// `first_sync = "new-only"`: the mail already there is older than the first sync and
+    /// must be left alone; only mail arriving later is fetched (the faulted run is then the
+    /// first sync, which takes the baseline).
+    pub new_only: bool,
 }
 
 impl Mode {
     pub fn name(&self) -> String {
-        format!("{}-{}", self.protocol, match self.after { After::Keep => "keep", After::Delete => "delete", After::Move => "move" })
+        let after = match self.after {
+            After::Keep => "keep",
+            After::Delete => "delete",
+            After::Move => "move",
+        };
+        format!("{}-{after}{}", self.protocol, if self.new_only { "-new-only" } else { "" })
     }
     /// The folder fetched: POP3 has only INBOX; IMAP fetches a folder made afresh for each case,
     /// so UIDs (and so the length of every command) are the same in every case and a fault
@@ -68,14 +77,18 @@ impl Mode {
     }
 }
 
-/// The five modes of the sweep: IMAP keep, delete, move; POP3 keep, delete; rig boxes 35-39.
+/// The modes of the sweep: IMAP keep, delete, move; POP3 keep, delete (first sync "all"), and
+/// IMAP and POP3 delete with first sync "new-only"; rig boxes 35-39.
 pub fn modes() -> Vec<Mode> {
+    let m = |protocol, after, boxn, new_only| Mode { protocol, after, boxn, new_only };
     vec![
-        Mode { protocol: "imap", after: After::Keep, boxn: 35 },
-        Mode { protocol: "imap", after: After::Delete, boxn: 36 },
-        Mode { protocol: "imap", after: After::Move, boxn: 37 },
-        Mode { protocol: "pop3", after: After::Keep, boxn: 38 },
-        Mode { protocol: "pop3", after: After::Delete, boxn: 39 },
+        m("imap", After::Keep, 35, false),
+        m("imap", After::Delete, 36, false),
+        m("imap", After::Move, 37, false),
+        m("pop3", After::Keep, 38, false),
+        m("pop3", After::Delete, 39, false),
+        m("imap", After::Delete, 36, true),
+        m("pop3", After::Delete, 39, true),
     ]
 }
 
@@ -84,6 +97,8 @@ pub fn modes() -> Vec<Mode> {
 pub struct Msg {
     pub id: String,
     pub raw: Vec<u8>,
+    /// There before a new-only first sync: must be neither fetched nor touched.
+    pub old: bool,
 }
 
 /// Bulk lines per message: sizes from about 0.6 to 6 KB, some 20 KB per mailbox, so a whole
@@ -97,7 +112,7 @@ pub fn sweep_message(mode: &str, tag: &str) -> Msg {
     for k in 0..lines {
         raw.extend(format!("{tag} line {k:03} of body text so that cuts land inside message data\r\n").bytes());
     }
-    Msg { id, raw }
+    Msg { id, raw, old: false }
 }
 
 /// Empties the mailbox (every folder but INBOX deleted) and fills the mode's folder with the
@@ -108,7 +123,8 @@ pub fn fill(mode: &Mode, user: &str) -> Vec<Msg> {
     if mode.after == After::Move {
         r.doveadm(&["mailbox", "create", "-u", user, MOVE_TARGET]);
     }
-    let msgs: Vec<Msg> = (0..BULK.len()).map(|i| sweep_message(&mode.name(), &i.to_string())).collect();
+    let msgs: Vec<Msg> =
+        (0..BULK.len()).map(|i| Msg { old: mode.new_only, ..sweep_message(&mode.name(), &i.to_string()) }).collect();
     for m in &msgs {
         r.put(user, mode.folder(), &m.raw);
     }
@@ -131,13 +147,14 @@ pub fn write_config(dir: &Path, mode: &Mode, proxy_port: u16, user: &str, pass: 
     let text = format!(
         "tenant = \"sweep\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\
          [limits]\nreply_timeout_secs = 5\nconnect_timeout_secs = 5\n\
-         [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"{proto}\"\nfirst_sync = \"all\"\n{folders}{after}\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"{proto}\"\nfirst_sync = \"{first}\"\n{folders}{after}\
          host = \"127.0.0.1\"\nport = {proxy_port}\ntls = false\ninsecure_plaintext = true\nusername = \"{user}\"\npassword_file = \"in.pw\"\n\
          [[queue]]\nname = \"q\"\nmailboxes = [\"inbox\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
          username = \"{agent}\"\npassword_file = \"out.pw\"\n",
         ca = r.get("RIG_CA"),
         db = dir.join("mailplug.sqlite3").display(),
         proto = mode.protocol,
+        first = if mode.new_only { "new-only" } else { "all" },
         smtps = r.port("RIG_SMTPS_PORT"),
         agent = r.user("AGENT"),
     );
@@ -206,6 +223,8 @@ pub struct Tally {
     pub unfetched: usize,
     /// Gone from the fetched folder (deleted or moved) without being stored, after a faulted run.
     pub deleted_unstored: usize,
+    /// Mail older than a new-only first sync that was fetched anyway.
+    pub old_fetched: usize,
     /// Stored with other bytes than the server holds.
     pub wrong_content: usize,
     /// Stored but never reported as new, or reported as new more than once (CLI `--json`
@@ -231,6 +250,7 @@ impl Tally {
         self.unfetched += o.unfetched;
         self.deleted_unstored += o.deleted_unstored;
         self.wrong_content += o.wrong_content;
+        self.old_fetched += o.old_fetched;
         self.unreported += o.unreported;
         self.reported_twice += o.reported_twice;
         self.server_mismatch += o.server_mismatch;
@@ -242,12 +262,12 @@ impl Tally {
         self.duplicates + self.lost + self.unfetched + self.deleted_unstored + self.wrong_content
     }
     pub fn all_failures(&self) -> usize {
-        self.mail_failures() + self.unreported + self.reported_twice + self.server_mismatch + self.clean_run_failures
+        self.mail_failures() + self.old_fetched + self.unreported + self.reported_twice + self.server_mismatch + self.clean_run_failures
     }
     pub fn summary(&self) -> String {
         format!(
             "cuts {} | kills {} | faults not reached {} | messages {} | stored exactly once {} | duplicates {} | lost {} | \
-             unfetched {} | deleted/moved unstored {} | wrong content {} | stored but not reported new {} | reported new twice {} | \
+             unfetched {} | deleted/moved unstored {} | wrong content {} | older than a new-only first sync but fetched {} | stored but not reported new {} | reported new twice {} | \
              server state wrong {} | clean runs failed {} | failed cases {}",
             self.cuts,
             self.kills,
@@ -259,6 +279,7 @@ impl Tally {
             self.unfetched,
             self.deleted_unstored,
             self.wrong_content,
+            self.old_fetched,
             self.unreported,
             self.reported_twice,
             self.server_mismatch,
@@ -339,7 +360,18 @@ pub fn check_final(
     problems: &mut Vec<String>,
 ) {
     let count = |v: &[String], id: &str| v.iter().filter(|x| x.as_str() == id).count();
-    for m in msgs {
+    for m in msgs.iter().filter(|m| m.old) {
+        let (rows, left) = (store.rows.get(&m.id).map_or(0, Vec::len), count(&server.inbox, &m.id));
+        if rows > 0 {
+            t.old_fetched += 1;
+            problems.push(format!("{} fetched although older than the new-only first sync", m.id));
+        }
+        if left != 1 {
+            t.server_mismatch += 1;
+            problems.push(format!("{} (older than the first sync) is in {} {left} times, expected untouched", m.id, mode.folder()));
+        }
+    }
+    for m in msgs.iter().filter(|m| !m.old) {
         t.messages += 1;
         let rows = store.rows.get(&m.id).map(Vec::as_slice).unwrap_or(&[]);
         match rows.len() {
@@ -382,10 +414,13 @@ pub fn check_final(
         };
         if (in_inbox, in_target) != expected {
             t.server_mismatch += 1;
+            let target =
+                if mode.after == After::Move { format!(", {in_target} in {MOVE_TARGET} (expected {})", expected.1) } else { String::new() };
             problems.push(format!(
-                "{} on the server after the clean run: {in_inbox} in {}, {in_target} in {MOVE_TARGET} (expected {}, {})",
+                "{} on the server after the clean run: {in_inbox} in {} (expected {}){target}",
                 m.id,
-                mode.folder(), expected.0, expected.1
+                mode.folder(),
+                expected.0
             ));
         }
     }
