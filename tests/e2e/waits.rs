@@ -168,6 +168,7 @@ fn assert_starttls_timeout(e: HostError, started: Instant, what: &str) {
 #[tokio::test]
 async fn imap_starttls_accepted_then_silence_ends_within_the_reply_timeout() {
     let (port, _) = scripted("* OK fake IMAP ready\r\n", imap_starttls_then_silence).await;
+    let _ = plugin(); // compiled before the clock starts
     let started = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(30), fetch(&config("imap", port, "starttls")))
         .await
@@ -179,6 +180,7 @@ async fn imap_starttls_accepted_then_silence_ends_within_the_reply_timeout() {
 #[tokio::test]
 async fn pop3_stls_accepted_then_silence_ends_within_the_reply_timeout() {
     let (port, _) = scripted("+OK fake POP3 ready\r\n", pop3_stls_then_silence).await;
+    let _ = plugin(); // compiled before the clock starts
     let started = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(30), fetch(&config("pop3", port, "starttls")))
         .await
@@ -192,6 +194,7 @@ async fn smtp_starttls_accepted_then_silence_ends_within_the_reply_timeout() {
     let (port, _) = scripted("220 fake.test ESMTP\r\n", smtp_starttls_then_silence).await;
     let cfg = config("imap", port, "starttls");
     let msg = Outgoing { to: vec!["customer@example.test".into()], subject: "waits".into(), text_body: "x".into() };
+    let _ = plugin(); // compiled before the clock starts
     let started = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(30), ops::send(plugin(), &cfg, "q", &msg, &NoSyncState))
         .await
@@ -207,6 +210,7 @@ async fn a_drip_feeding_server_is_cut_off_at_max_session_secs() {
     // Each line comes well within the reply timeout, so only the session bound can end it.
     cfg.limits.reply_timeout_secs = 5;
     cfg.limits.max_session_secs = 3;
+    let _ = plugin(); // compiled before the clock starts
     let started = Instant::now();
     let e = tokio::time::timeout(Duration::from_secs(60), fetch(&cfg))
         .await
