@@ -132,3 +132,57 @@ async fn parser_traps_poison_only_the_parse_instance_which_is_renewed() {
     // The session's own instance never ran the parser: it still works.
     assert!(instance.preset_by_domain("gmail.com").await.expect("session instance alive").is_some());
 }
+
+/// Through the `mailplug` CLI: the poison is reported once, in the first run's JSON lines, with
+/// `parse_error` naming the budget; the next run reports only what is new.
+#[test]
+fn the_cli_reports_a_poison_message_once_with_its_parse_error() {
+    use std::process::Command;
+    let r = rig();
+    let (user, pass) = test_box(29);
+    r.reset_mailbox(&user);
+    let marker = format!("poison-cli-{}", std::process::id());
+    r.put(&user, "INBOX", &sample_message(&format!("before-{marker}@test"), "before"));
+    r.put(&user, "INBOX", &poison(&marker));
+    r.put(&user, "INBOX", &sample_message(&format!("after-{marker}@test"), "after"));
+
+    let dir = std::env::temp_dir().join(format!("mailplug-{marker}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("in.pw"), &pass).expect("pw");
+    let config = format!(
+        "tenant = \"poison\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\
+         [limits]\nparse_memory_mb = 16\n\
+         [[mailbox]]\nname = \"inbox\"\naddress = \"{user}\"\nprotocol = \"imap\"\nfirst_sync = \"all\"\n\
+         host = \"localhost\"\nport = {port}\ntls = true\nusername = \"{user}\"\npassword_file = \"in.pw\"\n",
+        ca = r.get("RIG_CA"),
+        db = dir.join("mailplug.sqlite3").display(),
+        port = r.port("RIG_IMAPS_PORT"),
+    );
+    let cfg = dir.join("tenant.toml");
+    std::fs::write(&cfg, config).expect("config");
+    let bin = std::env::var("MAILPLUG_BIN").unwrap_or_else(|_| "/var/tmp/mailplug-target/debug/mailplug".into());
+    let fetch = || {
+        let o = Command::new(&bin)
+            .args(["fetch", "--config", cfg.to_str().expect("utf8"), "--json"])
+            .env("MAILPLUG_WASM", mailplug_tests::wasm_path())
+            .output()
+            .expect("mailplug runs");
+        assert!(o.status.success(), "fetch failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")).collect::<Vec<_>>()
+    };
+    let first = fetch();
+    assert_eq!(first.len(), 3, "{first:?}");
+    let flagged: Vec<_> = first.iter().filter(|v| !v["parse_error"].is_null()).collect();
+    assert_eq!(flagged.len(), 1, "{first:?}");
+    assert_eq!(flagged[0]["subject"], marker.as_str());
+    assert_eq!(flagged[0]["classification"], "unparsed");
+    assert_eq!(flagged[0]["duplicate"], false);
+    assert!(flagged[0]["parse_error"].as_str().unwrap_or_default().contains("parse memory budget of 16 MB"), "{:?}", flagged[0]);
+
+    r.put(&user, "INBOX", &sample_message(&format!("newer-{marker}@test"), "newer"));
+    let second = fetch();
+    assert_eq!(second.len(), 1, "only the new message is reported: {second:?}");
+    assert!(second[0]["parse_error"].is_null());
+    let _ = std::fs::remove_dir_all(&dir);
+}
