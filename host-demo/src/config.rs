@@ -192,6 +192,9 @@ struct RawLimits {
     connect_timeout_secs: Option<u32>,
     guest_memory_mb: Option<u32>,
     guest_cpu_ms_per_call: Option<u32>,
+    parse_memory_mb: Option<u32>,
+    parse_cpu_ms: Option<u32>,
+    max_session_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,6 +311,14 @@ pub struct Limits {
     pub connect_timeout_secs: u32,
     pub guest_memory_mb: u32,
     pub guest_cpu_ms_per_call: u32,
+    /// Memory of the instance that parses delivered messages, in MB. A message that needs
+    /// more is stored unparsed and flagged; the session goes on.
+    pub parse_memory_mb: u32,
+    /// CPU time to parse one message, in ms; past it the message is stored unparsed and flagged.
+    pub parse_cpu_ms: u32,
+    /// The longest a session (fetch, send, check, saving a copy) may take, connecting
+    /// included; the host ends it after that. What was stored before stays stored.
+    pub max_session_secs: u32,
 }
 
 impl Default for Limits {
@@ -321,6 +332,9 @@ impl Default for Limits {
             connect_timeout_secs: 20,
             guest_memory_mb: 256,
             guest_cpu_ms_per_call: 2000,
+            parse_memory_mb: 256,
+            parse_cpu_ms: 10_000,
+            max_session_secs: 15 * 60,
         }
     }
 }
@@ -370,6 +384,9 @@ impl TenantConfig {
             connect_timeout_secs: l.connect_timeout_secs.unwrap_or(d.connect_timeout_secs),
             guest_memory_mb: l.guest_memory_mb.unwrap_or(d.guest_memory_mb),
             guest_cpu_ms_per_call: l.guest_cpu_ms_per_call.unwrap_or(d.guest_cpu_ms_per_call),
+            parse_memory_mb: l.parse_memory_mb.unwrap_or(d.parse_memory_mb),
+            parse_cpu_ms: l.parse_cpu_ms.unwrap_or(d.parse_cpu_ms),
+            max_session_secs: l.max_session_secs.unwrap_or(d.max_session_secs),
         };
         for (field, value, min) in [
             ("limits.max_line_bytes", u64::from(limits.max_line_bytes), 1000),
@@ -380,6 +397,9 @@ impl TenantConfig {
             ("limits.connect_timeout_secs", u64::from(limits.connect_timeout_secs), 1),
             ("limits.guest_memory_mb", u64::from(limits.guest_memory_mb), 16),
             ("limits.guest_cpu_ms_per_call", u64::from(limits.guest_cpu_ms_per_call), 10),
+            ("limits.parse_memory_mb", u64::from(limits.parse_memory_mb), 16),
+            ("limits.parse_cpu_ms", u64::from(limits.parse_cpu_ms), 10),
+            ("limits.max_session_secs", u64::from(limits.max_session_secs), 1),
         ] {
             if value < min {
                 return Err(err(format!("field `{field}` is {value}; it must be at least {min}")));

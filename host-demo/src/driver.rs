@@ -3,12 +3,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, Event, FetchedMessage, GuestSecurity, Instance, Outcome, SessionHandle, SkippedMessage, StepReport,
+    Action, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, Outcome, SessionHandle, SkippedMessage, StepReport,
 };
 use crate::error::HostError;
 use crate::net::Conn;
@@ -48,14 +48,24 @@ pub trait MessageSink {
     }
 }
 
+/// One server the tenant configured: host, port and the security it must be reached with.
+pub type AllowedServer = (String, u16, GuestSecurity);
+
 /// What the driver needs besides the session.
 pub struct DriveOptions<'a> {
-    /// host:port pairs the tenant configured; nothing else is ever connected to.
-    pub allowed: &'a [(String, u16)],
+    /// The servers the tenant configured, each with its configured security; nothing else is
+    /// ever connected to, and never with weaker security than configured.
+    pub allowed: &'a [AllowedServer],
     pub tls: Arc<ClientConfig>,
     pub connect_timeout: Duration,
     /// Backstop when the guest sets no deadline of its own.
     pub idle_timeout: Duration,
+    /// The longest the TLS handshake after STARTTLS / STLS may take (the guest has no deadline
+    /// while the host runs it): the tenant's reply timeout.
+    pub reply_timeout: Duration,
+    /// The longest a whole session may take, connecting included; it then ends with
+    /// `HostError::SessionLimit`.
+    pub max_session: Duration,
 }
 
 /// Drives `session` to completion. The session is dropped at the end either way.
@@ -78,10 +88,16 @@ pub async fn drive_keep(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
+    let end = Instant::now() + opts.max_session;
     let server = allowed_server(instance, session, opts).await?;
     let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
-    let mut conn = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout).await?;
-    run_and_close(instance, session, &mut conn, opts, sink).await
+    let label = format!("{}:{}", server.host, server.port);
+    let connect = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout);
+    let mut conn = match tokio::time::timeout(remaining(end), connect).await {
+        Ok(c) => c?,
+        Err(_) => return Err(session_limit(label, opts)),
+    };
+    run_and_close(instance, session, &mut conn, opts, sink, end).await
 }
 
 /// Drives `session` over a connection the caller opened itself (the connection check times
@@ -93,11 +109,12 @@ pub async fn drive_on(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
+    let end = Instant::now() + opts.max_session;
     if let Err(e) = allowed_server(instance, session, opts).await {
         conn.close().await;
         return Err(e);
     }
-    run_and_close(instance, session, conn, opts, sink).await
+    run_and_close(instance, session, conn, opts, sink, end).await
 }
 
 async fn run_and_close(
@@ -106,10 +123,56 @@ async fn run_and_close(
     conn: &mut Conn,
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
+    end: Instant,
 ) -> Result<Outcome, HostError> {
-    let result = run_loop(instance, session, conn, opts, sink).await;
+    let result = run_loop(instance, session, conn, opts, sink, end).await;
     conn.close().await;
     result
+}
+
+/// Time left until `end` (zero once it passed).
+fn remaining(end: Instant) -> Duration {
+    end.saturating_duration_since(Instant::now())
+}
+
+fn session_limit(server: String, opts: &DriveOptions<'_>) -> HostError {
+    HostError::SessionLimit { server, limit_secs: opts.max_session.as_secs() }
+}
+
+/// How strong a security mode is: implicit TLS > STARTTLS > plaintext.
+fn strength(s: GuestSecurity) -> u8 {
+    match s {
+        GuestSecurity::ImplicitTls => 2,
+        GuestSecurity::Starttls => 1,
+        GuestSecurity::InsecurePlaintext => 0,
+    }
+}
+
+/// Whether the tenant configured `server`: its host and port, with security at least as
+/// strong as every entry configured for that host and port. The guest's `server()` is not
+/// trusted to carry the configured security.
+pub fn is_allowed(allowed: &[AllowedServer], server: &GuestServer) -> Result<(), HostError> {
+    let label = format!("{}:{}", server.host, server.port);
+    let mut matching = allowed.iter().filter(|(h, p, _)| h.eq_ignore_ascii_case(&server.host) && *p == server.port).peekable();
+    if matching.peek().is_none() {
+        return Err(HostError::NotAllowed(label));
+    }
+    if let Some((_, _, configured)) = matching.find(|(_, _, c)| strength(server.security) < strength(*c)) {
+        return Err(HostError::WeakerSecurity {
+            server: label,
+            configured: security_name(*configured),
+            asked: security_name(server.security),
+        });
+    }
+    Ok(())
+}
+
+fn security_name(s: GuestSecurity) -> &'static str {
+    match s {
+        GuestSecurity::ImplicitTls => "implicit TLS",
+        GuestSecurity::Starttls => "STARTTLS",
+        GuestSecurity::InsecurePlaintext => "no TLS (insecure plaintext)",
+    }
 }
 
 /// The session's server, when it is one the tenant configured; nothing else is connected to.
@@ -119,9 +182,7 @@ async fn allowed_server(
     opts: &DriveOptions<'_>,
 ) -> Result<crate::engine::GuestServer, HostError> {
     let server = instance.server(session).await?;
-    if !opts.allowed.iter().any(|(h, p)| h.eq_ignore_ascii_case(&server.host) && *p == server.port) {
-        return Err(HostError::NotAllowed(format!("{}:{}", server.host, server.port)));
-    }
+    is_allowed(opts.allowed, &server)?;
     Ok(server)
 }
 
@@ -131,6 +192,7 @@ async fn run_loop(
     conn: &mut Conn,
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
+    end: Instant,
 ) -> Result<Outcome, HostError> {
     let mut events: VecDeque<Event> = VecDeque::from([Event::Connected]);
     let mut buf = vec![0u8; READ_CHUNK];
@@ -139,6 +201,14 @@ async fn run_loop(
     // server keeps streaming we keep reading, and commit + send `stored` once a read would wait.
     let mut uncommitted = false;
     loop {
+        if Instant::now() >= end {
+            // What was delivered is kept: the next run deduplicates what the guest did not
+            // hear `stored` for.
+            if uncommitted {
+                sink.commit()?;
+            }
+            return Err(session_limit(conn.label().to_string(), opts));
+        }
         if events.is_empty() && uncommitted {
             match tokio::time::timeout(Duration::ZERO, conn.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => events.push_back(Event::Received(buf[..n].to_vec())),
@@ -161,7 +231,7 @@ async fn run_loop(
         }
         let event = match events.pop_front() {
             Some(e) => e,
-            None => next_event(instance, session, conn, opts, &mut buf).await?,
+            None => next_event(instance, session, conn, opts, &mut buf, end).await?,
         };
         let actions = instance.handle(session, &event, now_ms()).await?;
         if matches!(event, Event::Stored) {
@@ -178,24 +248,31 @@ async fn run_loop(
                     }
                 }
                 Action::StartTls => {
-                    flush(conn, &mut out).await?;
-                    match conn.start_tls().await {
-                        Ok(()) => events.push_back(Event::TlsEstablished),
-                        Err(e) => events.push_back(Event::TlsFailed(e.to_string())),
+                    flush(conn, &mut out, end, opts).await?;
+                    // The guest has no deadline while the host runs the handshake: bounded here.
+                    let wait = opts.reply_timeout.min(remaining(end));
+                    match tokio::time::timeout(wait, conn.start_tls()).await {
+                        Ok(Ok(())) => events.push_back(Event::TlsEstablished),
+                        Ok(Err(e)) => events.push_back(Event::TlsFailed(e.to_string())),
+                        Err(_) if wait < opts.reply_timeout => return Err(session_limit(conn.label().to_string(), opts)),
+                        Err(_) => return Err(starttls_timeout(conn.label().to_string(), opts.reply_timeout)),
                     }
                 }
                 Action::Deliver(message) => {
+                    // Parsed in the parse instance, with its own budget: a message that cannot
+                    // be parsed is delivered flagged and never ends the session.
+                    let message = instance.parse_delivery(message).await?;
                     sink.deliver(message)?;
                     uncommitted = true;
                 }
                 Action::Skipped(notice) => sink.skipped(notice)?,
                 Action::Progress(report) => sink.progress(report),
                 Action::Close => {
-                    flush(conn, &mut out).await?;
+                    flush(conn, &mut out, end, opts).await?;
                     conn.close().await;
                 }
                 Action::Finished(outcome) => {
-                    flush(conn, &mut out).await?;
+                    flush(conn, &mut out, end, opts).await?;
                     if uncommitted {
                         sink.commit()?;
                     }
@@ -203,7 +280,7 @@ async fn run_loop(
                 }
             }
         }
-        flush(conn, &mut out).await?;
+        flush(conn, &mut out, end, opts).await?;
     }
 }
 
@@ -235,13 +312,29 @@ fn io_failed(what: &str, e: &std::io::Error) -> String {
     format!("{what} failed: {text}")
 }
 
-async fn flush(conn: &mut Conn, out: &mut Vec<u8>) -> Result<(), HostError> {
+/// Writes what the guest asked for; a server that stops reading holds it at most until the
+/// session's end.
+async fn flush(conn: &mut Conn, out: &mut Vec<u8>, end: Instant, opts: &DriveOptions<'_>) -> Result<(), HostError> {
     if out.is_empty() {
         return Ok(());
     }
-    let r = conn.write_all(out).await;
+    let r = match tokio::time::timeout(remaining(end), conn.write_all(out)).await {
+        Ok(r) => r,
+        Err(_) => return Err(session_limit(conn.label().to_string(), opts)),
+    };
     out.clear();
     r.map_err(|e| HostError::Network { server: conn.label().to_string(), message: io_failed("write", &e) })
+}
+
+/// The server accepted STARTTLS / STLS, then the handshake did not finish in time.
+fn starttls_timeout(server: String, limit: Duration) -> HostError {
+    HostError::Timeout {
+        server,
+        message: format!(
+            "the TLS handshake after STARTTLS did not finish within {} s (limits.reply_timeout_secs): the server accepted STARTTLS but never started TLS; check that the server (or a proxy or firewall in between) really supports STARTTLS on this port, or use the port for TLS from the first byte",
+            limit.as_secs()
+        ),
+    }
 }
 
 async fn next_event(
@@ -250,21 +343,58 @@ async fn next_event(
     conn: &mut Conn,
     opts: &DriveOptions<'_>,
     buf: &mut [u8],
+    end: Instant,
 ) -> Result<Event, HostError> {
     let deadline = instance.deadline(session).await?;
     let wait = match deadline {
         Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
         None => opts.idle_timeout,
     };
-    match tokio::time::timeout(wait, conn.read(buf)).await {
+    let left = remaining(end);
+    match tokio::time::timeout(wait.min(left), conn.read(buf)).await {
         Ok(Ok(0)) => Ok(Event::Closed),
         Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
         Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: read_failed(&e) }),
+        Err(_) if left < wait => Err(session_limit(conn.label().to_string(), opts)),
         Err(_) if deadline.is_some() => Ok(Event::Timer),
         // The guest set no deadline yet nothing happened: a backstop so no session hangs.
         Err(_) => Err(HostError::Timeout {
             server: conn.label().to_string(),
             message: format!("nothing happened for {} s", opts.idle_timeout.as_secs()),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(host: &str, port: u16, security: GuestSecurity) -> GuestServer {
+        GuestServer { host: host.into(), port, security }
+    }
+
+    #[test]
+    fn the_allow_list_enforces_the_configured_security() {
+        use GuestSecurity::*;
+        let allowed: Vec<AllowedServer> =
+            vec![("imap.example.test".into(), 993, ImplicitTls), ("smtp.example.test".into(), 587, Starttls)];
+        assert!(is_allowed(&allowed, &server("IMAP.example.test", 993, ImplicitTls)).is_ok());
+        assert!(is_allowed(&allowed, &server("smtp.example.test", 587, Starttls)).is_ok());
+        // Stronger than configured cannot leak anything.
+        assert!(is_allowed(&allowed, &server("smtp.example.test", 587, ImplicitTls)).is_ok());
+        for (host, port, asked) in [
+            ("imap.example.test", 993, Starttls),
+            ("imap.example.test", 993, InsecurePlaintext),
+            ("smtp.example.test", 587, InsecurePlaintext),
+        ] {
+            let e = is_allowed(&allowed, &server(host, port, asked)).unwrap_err();
+            assert!(matches!(e, HostError::WeakerSecurity { .. }), "{e}");
+            assert!(e.to_string().contains("the tenant configured"), "{e}");
+        }
+        assert!(matches!(is_allowed(&allowed, &server("evil.test", 993, ImplicitTls)), Err(HostError::NotAllowed(_))));
+        assert!(matches!(is_allowed(&allowed, &server("imap.example.test", 143, ImplicitTls)), Err(HostError::NotAllowed(_))));
+        // The same host and port configured twice: the strongest entry decides.
+        let twice: Vec<AllowedServer> = vec![("h".into(), 1, InsecurePlaintext), ("h".into(), 1, ImplicitTls)];
+        assert!(is_allowed(&twice, &server("h", 1, Starttls)).is_err());
     }
 }

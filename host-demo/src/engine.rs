@@ -36,9 +36,11 @@ pub use exports::mailplug::connector::presets::{
 };
 pub use exports::mailplug::connector::check::Diagnosis;
 pub use exports::mailplug::connector::session::{
-    Action, Address, Attachment, CheckSummary, Classification, Event, FetchSummary, FetchedMessage, FolderCount,
-    Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
+    Action, CheckSummary, Event, FetchSummary, FetchedMessage as RawMessage, FolderCount, Outcome, RecipientResult,
+    SendReport, SkippedMessage, Step, StepReport,
 };
+pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
+pub use parse_calls::{FetchedMessage, ParseBudget};
 pub use exports::mailplug::connector::session::SavedCopy;
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
@@ -50,9 +52,8 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// The compiled component and the engine, shared by all tenants of a host.
 pub struct Plugin {
-    engine: Engine,
-    component: Component,
-    linker: Linker<GuestState>,
+    /// The component linked with WASI, ready to instantiate (cheap to clone).
+    pre: ConnectorPre<GuestState>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -135,18 +136,19 @@ impl Plugin {
                 }
             })
             .map_err(|e| HostError::Plugin(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Plugin { engine, component, linker, ticker_stop })
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(ConnectorPre::new)
+            .map_err(|e| HostError::Plugin(format!("the component does not link: {e}")))?;
+        Ok(Plugin { pre, ticker_stop })
     }
 
     /// A fresh, isolated instance for one tenant operation, with its own memory and CPU caps.
+    /// Messages it delivers are parsed in a second instance with `ParseBudget::default()`
+    /// unless `Instance::set_parse_budget` says otherwise.
     pub async fn instantiate(&self, memory_bytes: usize, cpu_ms_per_call: u32) -> Result<Instance, HostError> {
-        let limits = TenantLimiter { max_memory: memory_bytes, refused: false };
-        let state = GuestState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = u64::from(cpu_ms_per_call).div_ceil(TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
-        let bindings = match Connector::instantiate_async(&mut store, &self.component, &self.linker).await {
+        let (mut store, ticks) = new_store(&self.pre, memory_bytes, cpu_ms_per_call);
+        let bindings = match self.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) if store.data().limits.refused => {
                 return Err(HostError::Plugin(format!(
@@ -156,8 +158,21 @@ impl Plugin {
             }
             Err(e) => return Err(HostError::Plugin(format!("the component does not instantiate: {e}"))),
         };
-        Ok(Instance { store, bindings, ticks, memory_bytes })
+        let parser = parse_calls::Parser::new(self.pre.clone(), ParseBudget::default());
+        Ok(Instance { store, bindings, ticks, memory_bytes, parser })
     }
+}
+
+/// A store with no files, no network and no inherited stdio, its memory capped at
+/// `memory_bytes`, and the epoch ticks that make up `cpu_ms_per_call`.
+fn new_store(pre: &ConnectorPre<GuestState>, memory_bytes: usize, cpu_ms_per_call: u32) -> (Store<GuestState>, u64) {
+    let limits = TenantLimiter { max_memory: memory_bytes, refused: false };
+    let state = GuestState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), limits };
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    let ticks = u64::from(cpu_ms_per_call).div_ceil(TICK.as_millis() as u64).max(1);
+    store.set_epoch_deadline(ticks);
+    (store, ticks)
 }
 
 /// An instantiated component for one tenant operation.
@@ -166,26 +181,45 @@ pub struct Instance {
     bindings: Connector,
     ticks: u64,
     memory_bytes: usize,
+    /// Where delivered messages are parsed: another instance, made on first use.
+    parser: parse_calls::Parser,
 }
 
 /// A session resource inside an instance.
 #[derive(Clone, Copy)]
 pub struct SessionHandle(ResourceAny);
 
+/// What made a call trap.
+enum TrapKind {
+    /// The memory cap refused a growth.
+    Memory,
+    /// The CPU budget of the call ran out.
+    Cpu,
+    /// Anything else (a bug): the trap's first line, never guest data.
+    Crash(String),
+}
+
+fn explain_trap_kind(e: &wasmtime::Error, memory_refused: bool) -> TrapKind {
+    if memory_refused {
+        TrapKind::Memory
+    } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        TrapKind::Cpu
+    } else {
+        TrapKind::Crash(first_line(&format!("{e:#}")).to_string())
+    }
+}
+
 /// Explains a trap: a limit (memory, CPU) or a bug; never includes guest data.
 fn explain_trap(e: &wasmtime::Error, memory_refused: bool, memory_bytes: usize) -> HostError {
-    let text = format!("{e:#}");
-    if memory_refused {
-        HostError::Plugin(format!(
+    match explain_trap_kind(e, memory_refused) {
+        TrapKind::Memory => HostError::Plugin(format!(
             "the mail component hit the tenant's memory limit of {} MB; raise limits.guest_memory_mb or lower limits.max_message_bytes",
             memory_bytes >> 20
-        ))
-    } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-        HostError::Plugin(
+        )),
+        TrapKind::Cpu => HostError::Plugin(
             "the mail component used more CPU time in one step than the tenant's limit allows; raise limits.guest_cpu_ms_per_call".into(),
-        )
-    } else {
-        HostError::Plugin(format!("the mail component stopped unexpectedly: {}", first_line(&text)))
+        ),
+        TrapKind::Crash(text) => HostError::Plugin(format!("the mail component stopped unexpectedly: {text}")),
     }
 }
 
@@ -430,6 +464,10 @@ impl Instance {
 // Calls of the `discover` interface (a child module: it needs the store and bindings).
 #[path = "engine_discover.rs"]
 mod discover_calls;
+
+// Parsing delivered messages in an instance of their own, with their own budget.
+#[path = "engine_parse.rs"]
+mod parse_calls;
 
 #[cfg(test)]
 mod tests {

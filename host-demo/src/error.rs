@@ -28,6 +28,12 @@ pub enum HostError {
     NotFound(String),
     #[error("refusing to connect to {0}: it is not one of the tenant's configured servers")]
     NotAllowed(String),
+    /// The session asked for weaker security than the tenant configured for that server.
+    #[error("refusing to connect to {server} with {asked}: the tenant configured {configured} for this server; nothing was sent")]
+    WeakerSecurity { server: String, configured: &'static str, asked: &'static str },
+    /// The whole session took longer than `limits.max_session_secs` and was ended.
+    #[error("the session with {server} took longer than limits.max_session_secs ({limit_secs} s) and was ended; messages stored before that stay stored and the next run continues after them. A server that keeps a session busy without finishing it is cut off this way; if the mailbox is just large or the link slow, raise limits.max_session_secs or lower limits.max_batch_messages")]
+    SessionLimit { server: String, limit_secs: u64 },
     /// Failed before or outside the protocol: resolve, connect, read, write.
     #[error("network error with {server}: {message}")]
     Network { server: String, message: String },
@@ -74,7 +80,9 @@ impl HostError {
     pub fn retry(&self) -> Retry {
         match self {
             HostError::Guest(g) => g.retry,
-            HostError::Network { .. } | HostError::Timeout { .. } | HostError::Storage(_) => Retry::Later,
+            HostError::Network { .. } | HostError::Timeout { .. } | HostError::SessionLimit { .. } | HostError::Storage(_) => {
+                Retry::Later
+            }
             _ => Retry::FixFirst,
         }
     }
@@ -85,7 +93,8 @@ impl HostError {
             HostError::Guest(g) => Some(g.kind),
             HostError::Network { .. } => Some(Kind::Network),
             HostError::Tls { .. } => Some(Kind::Tls),
-            HostError::Timeout { .. } => Some(Kind::Timeout),
+            HostError::Timeout { .. } | HostError::SessionLimit { .. } => Some(Kind::Timeout),
+            HostError::WeakerSecurity { .. } => Some(Kind::Policy),
             _ => None,
         }
     }
@@ -124,6 +133,8 @@ impl HostError {
             HostError::Network { message, .. } => GuestError::Network(detail(stage, message.clone(), None, RetryAdvice::Later)),
             HostError::Tls { message, .. } => GuestError::Tls(detail(stage, message.clone(), None, RetryAdvice::FixFirst)),
             HostError::Timeout { message, .. } => GuestError::Timeout(detail(stage, message.clone(), None, RetryAdvice::Later)),
+            e @ HostError::SessionLimit { .. } => GuestError::Timeout(detail(stage, e.to_string(), None, RetryAdvice::Later)),
+            e @ HostError::WeakerSecurity { .. } => GuestError::Policy(detail(stage, e.to_string(), None, RetryAdvice::FixFirst)),
             _ => return None,
         })
     }

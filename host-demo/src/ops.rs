@@ -109,10 +109,11 @@ fn guest_limits(cfg: &TenantConfig) -> GuestLimits {
     }
 }
 
-/// Every server the tenant configured: the allow-list for its sessions.
-pub fn allowed_servers(cfg: &TenantConfig) -> Vec<(String, u16)> {
-    let mut v: Vec<(String, u16)> = cfg.mailboxes.iter().map(|m| (m.server.host.clone(), m.server.port)).collect();
-    v.extend(cfg.queues.iter().map(|q| (q.smtp.host.clone(), q.smtp.port)));
+/// Every server the tenant configured, with its configured security: the allow-list for its sessions.
+pub fn allowed_servers(cfg: &TenantConfig) -> Vec<crate::driver::AllowedServer> {
+    let entry = |s: &ServerConfig| (s.host.clone(), s.port, guest_server(s).security);
+    let mut v: Vec<_> = cfg.mailboxes.iter().map(|m| entry(&m.server)).collect();
+    v.extend(cfg.queues.iter().map(|q| entry(&q.smtp)));
     v
 }
 
@@ -130,18 +131,25 @@ fn memory_cap(cfg: &TenantConfig) -> usize {
     (cfg.limits.guest_memory_mb as usize).saturating_mul(1024 * 1024)
 }
 
-pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [(String, u16)]) -> Result<DriveOptions<'a>, HostError> {
+pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [crate::driver::AllowedServer]) -> Result<DriveOptions<'a>, HostError> {
     Ok(DriveOptions {
         allowed,
         tls: tls_config(cfg.extra_ca_file.as_deref())?,
         connect_timeout: Duration::from_secs(cfg.limits.connect_timeout_secs.into()),
         idle_timeout: Duration::from_secs(u64::from(cfg.limits.reply_timeout_secs) * 2),
+        reply_timeout: Duration::from_secs(cfg.limits.reply_timeout_secs.into()),
+        max_session: Duration::from_secs(cfg.limits.max_session_secs.into()),
     })
 }
 
-/// A fresh component instance with the tenant's memory and CPU limits.
+/// A fresh component instance with the tenant's memory and CPU limits, and its parse budget.
 pub async fn instance_for(plugin: &Plugin, cfg: &TenantConfig) -> Result<Instance, HostError> {
-    plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    instance.set_parse_budget(crate::engine::ParseBudget {
+        memory_bytes: (cfg.limits.parse_memory_mb as usize).saturating_mul(1024 * 1024),
+        cpu_ms: cfg.limits.parse_cpu_ms,
+    });
+    Ok(instance)
 }
 
 /// The mailbox as the component takes it.

@@ -24,9 +24,10 @@ use exports::mailplug::connector::presets::{
 };
 use exports::mailplug::connector::check::{self, Diagnosis};
 use exports::mailplug::connector::session::{
-    self, Action, Address, Attachment, CheckSummary, Classification, Event, FetchSummary, FetchedMessage, FolderCount,
-    GuestSession, Outcome, ParsedMessage, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
+    self, Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, GuestSession, Outcome, RecipientResult,
+    SendReport, SkippedMessage, Step, StepReport,
 };
+use exports::mailplug::connector::parse::{self as parse_wit, Address, Attachment, Classification, ParsedMessage};
 use exports::mailplug::connector::types::{
     Credentials, Error, ErrorDetail, Limits, Oauth2Mechanism, RetryAdvice, Security, Server, ServerReply, Stage,
 };
@@ -69,6 +70,12 @@ impl GuestSession for SessionResource {
 
 impl session::Guest for Component {
     type Session = SessionResource;
+}
+
+impl parse_wit::Guest for Component {
+    fn parse_message(raw: Vec<u8>) -> Result<ParsedMessage, String> {
+        parse::parse_message(&raw).map(parsed_to_wit)
+    }
 }
 
 impl inbound::Guest for Component {
@@ -550,11 +557,9 @@ fn action_to_wit(a: core::Action) -> Action {
     match a {
         core::Action::Write(b) => Action::Write(b),
         core::Action::StartTls => Action::StartTls,
-        core::Action::Deliver(m) => {
-            // Parsed here, on the way out, so protocol clients stay unaware of MIME.
-            let parsed = parse::parse_message(&m.raw).map(parsed_to_wit);
-            Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw, parsed })
-        }
+        // Raw bytes only: the host parses each message with `parse.parse-message`, with its own
+        // budget, so a message that cannot be parsed never ends the session.
+        core::Action::Deliver(m) => Action::Deliver(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw }),
         core::Action::Skipped(m) => {
             Action::Skipped(SkippedMessage { id: m.id, folder: m.folder, size: m.size, reason: m.reason })
         }

@@ -79,7 +79,7 @@ fn component_exports_the_contract_and_imports_no_sockets() {
     let wasm = wasm.to_str().expect("utf8");
     wasm_tools(&["validate", wasm]);
     let world = wasm_tools(&["component", "wit", wasm]);
-    for export in ["session", "inbound", "outbound", "oauth", "presets", "check", "discover"] {
+    for export in ["session", "parse", "inbound", "outbound", "oauth", "presets", "check", "discover"] {
         let export = format!("mailplug:connector/{export}@0.1.0");
         assert!(world.contains(&format!("export {export}")), "missing export {export}:\n{world}");
     }

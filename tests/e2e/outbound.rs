@@ -224,12 +224,14 @@ async fn data_on_the_wire_is_crlf_stuffed_and_terminated_once() {
             limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 10_000 },
         };
         let session = instance.open_outbound(&sub, r.user("AGENT"), &[r.user("CUSTOMER").to_string()], &raw, 0).await.expect("open");
-        let allowed = vec![("127.0.0.1".to_string(), proxy.port)];
+        let allowed = vec![("127.0.0.1".to_string(), proxy.port, GuestSecurity::InsecurePlaintext)];
         let opts = DriveOptions {
             allowed: &allowed,
             tls: mailplug_host::net::tls_config(None).expect("tls"),
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(10),
+            max_session: Duration::from_secs(60),
         };
         let outcome = drive(&mut instance, session, &opts, &mut NoMessages).await.expect("sent");
         assert!(matches!(outcome, Outcome::Sent(_)));

@@ -181,12 +181,14 @@ async fn host_connects_only_to_configured_servers() {
         first_sync: GuestFirstSync::All,
     };
     let session = instance.open_inbound(&mailbox, None, 0).await.expect("open");
-    let allowed = vec![("localhost".to_string(), 1u16)];
+    let allowed = vec![("localhost".to_string(), 1u16, GuestSecurity::ImplicitTls)];
     let opts = DriveOptions {
         allowed: &allowed,
         tls: mailplug_host::net::tls_config(None).expect("tls"),
         connect_timeout: std::time::Duration::from_secs(2),
         idle_timeout: std::time::Duration::from_secs(2),
+        reply_timeout: std::time::Duration::from_secs(2),
+        max_session: std::time::Duration::from_secs(30),
     };
     let e = drive(&mut instance, session, &opts, &mut MemorySink::default()).await.expect_err("not allowed");
     assert!(matches!(e, HostError::NotAllowed(_)), "{e}");

@@ -1,6 +1,6 @@
 //! `fetch`: one mailbox's new mail into a sink, with the sync state kept on every outcome.
 
-use super::{allowed_servers, check_licence, credentials_for, guest_mailbox, memory_cap, options, retry_with_fresh_token};
+use super::{allowed_servers, check_licence, credentials_for, guest_mailbox, instance_for, options, retry_with_fresh_token};
 use crate::config::{FirstSync, MailboxConfig, Protocol, TenantConfig};
 use crate::driver::{now_ms, MessageSink};
 use crate::engine::{FetchSummary, Outcome, Plugin};
@@ -51,7 +51,7 @@ pub async fn fetch(
         },
         None => None,
     };
-    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    let mut instance = instance_for(plugin, cfg).await?;
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
     sink.source(&bound_to);

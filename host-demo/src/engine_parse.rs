@@ -1,0 +1,137 @@
+//! Parsing delivered messages: one `parse.parse-message` call per message, in a component
+//! instance of its own with its own memory cap and CPU budget per call. A message that makes
+//! the parser trap poisons only that instance: the session's instance never runs the parser,
+//! so the session carries on, and the message is stored raw, flagged with what happened. The
+//! parse instance is made on the first delivery of a run and made again only after a trap.
+
+use wasmtime::Store;
+
+use super::{explain_trap_kind, new_store, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage, RawMessage, TrapKind};
+
+/// How much one parse call may use. Separate from the session's limits: a message that
+/// exceeds these is stored unparsed, it never ends the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseBudget {
+    /// The parse instance's memory cap, in bytes.
+    pub memory_bytes: usize,
+    /// CPU time per message, in milliseconds.
+    pub cpu_ms: u32,
+}
+
+impl Default for ParseBudget {
+    /// The tenant configuration's defaults (`limits.parse_memory_mb`, `limits.parse_cpu_ms`).
+    fn default() -> Self {
+        let l = crate::config::Limits::default();
+        ParseBudget { memory_bytes: (l.parse_memory_mb as usize) << 20, cpu_ms: l.parse_cpu_ms }
+    }
+}
+
+/// A delivered message as the host stores it: the session's raw bytes, and the parse result
+/// or why there is none (the parser's reason, or the budget the message exceeded).
+#[derive(Debug, Clone)]
+pub struct FetchedMessage {
+    /// The server's stable id: "imap:<folder>:<uidvalidity>:<uid>" or "pop3:<uidl>".
+    pub id: String,
+    /// The folder it came from ("INBOX" for POP3), UTF-8.
+    pub folder: String,
+    /// The message exactly as the server sent it.
+    pub raw: Vec<u8>,
+    /// The parsed message, or a sentence for the admin saying why it could not be parsed; such
+    /// a message is stored raw and flagged, and acknowledged like any other.
+    pub parsed: Result<ParsedMessage, String>,
+}
+
+struct Live {
+    store: Store<GuestState>,
+    bindings: Connector,
+    ticks: u64,
+}
+
+/// The parse instance of one `Instance`, made when first needed.
+pub(super) struct Parser {
+    pre: ConnectorPre<GuestState>,
+    budget: ParseBudget,
+    live: Option<Live>,
+    /// Parse instances made so far (the first, then one after each trap).
+    instantiations: u32,
+}
+
+impl Parser {
+    pub(super) fn new(pre: ConnectorPre<GuestState>, budget: ParseBudget) -> Parser {
+        Parser { pre, budget, live: None, instantiations: 0 }
+    }
+
+    async fn live(&mut self) -> Result<&mut Live, HostError> {
+        if self.live.is_none() {
+            let (mut store, ticks) = new_store(&self.pre, self.budget.memory_bytes, self.budget.cpu_ms);
+            let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+                HostError::Plugin(format!(
+                    "the message parser does not start within limits.parse_memory_mb = {} MB; raise it ({})",
+                    self.budget.memory_bytes >> 20,
+                    super::first_line(&format!("{e:#}"))
+                ))
+            })?;
+            self.instantiations += 1;
+            self.live = Some(Live { store, bindings, ticks });
+        }
+        self.live.as_mut().ok_or_else(|| HostError::Plugin("the message parser is not running".into()))
+    }
+
+    /// Parses `raw`. The outer error is the host's (the parser cannot start at all); the inner
+    /// one says why this message has no parse: the parser's reason, or the budget it exceeded.
+    async fn parse(&mut self, raw: &[u8]) -> Result<Result<ParsedMessage, String>, HostError> {
+        let budget = self.budget;
+        let live = self.live().await?;
+        live.store.set_epoch_deadline(live.ticks);
+        let r = live.bindings.mailplug_connector_parse().call_parse_message(&mut live.store, raw).await;
+        match r {
+            Ok(parsed) => Ok(parsed),
+            Err(e) => {
+                let refused = live.store.data().limits.refused;
+                // A trap poisons the instance: the next message gets a fresh one.
+                self.live = None;
+                Ok(Err(match explain_trap_kind(&e, refused) {
+                    TrapKind::Memory => format!(
+                        "the message exceeded the parse memory budget of {} MB (limits.parse_memory_mb); it is stored unparsed, as received",
+                        budget.memory_bytes >> 20
+                    ),
+                    TrapKind::Cpu => format!(
+                        "parsing the message took longer than the parse CPU budget of {} ms (limits.parse_cpu_ms); it is stored unparsed, as received",
+                        budget.cpu_ms
+                    ),
+                    TrapKind::Crash(why) => {
+                        format!("the message parser stopped unexpectedly ({why}); the message is stored unparsed, as received")
+                    }
+                }))
+            }
+        }
+    }
+}
+
+impl Instance {
+    /// The budget for parsing the messages this instance's sessions deliver. A parse instance
+    /// already made with another budget is replaced on the next parse.
+    pub fn set_parse_budget(&mut self, budget: ParseBudget) {
+        if budget != self.parser.budget {
+            self.parser.budget = budget;
+            self.parser.live = None;
+        }
+    }
+
+    /// How many parse instances were made so far: 1 after the first delivery, one more after
+    /// each message that made the parser trap.
+    pub fn parse_instantiations(&self) -> u32 {
+        self.parser.instantiations
+    }
+
+    /// Parses one message in the parse instance; never fails because of the message.
+    pub async fn parse_message(&mut self, raw: &[u8]) -> Result<Result<ParsedMessage, String>, HostError> {
+        self.parser.parse(raw).await
+    }
+
+    /// A delivered message with its parse, ready for a `MessageSink`.
+    pub async fn parse_delivery(&mut self, m: RawMessage) -> Result<FetchedMessage, HostError> {
+        let parsed = self.parser.parse(&m.raw).await?;
+        Ok(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw, parsed })
+    }
+}
