@@ -51,12 +51,19 @@ impl MessageSink for Recording<'_, '_> {
     }
     fn commit(&mut self) -> Result<(), HostError> {
         self.db.commit()?;
-        for (sid, new) in &self.db.results {
-            if *new {
-                *self.new.entry(sid.clone()).or_default() += 1;
+        for d in &self.db.results {
+            if d.new {
+                *self.new.entry(d.id.clone()).or_default() += 1;
             }
         }
         Ok(())
+    }
+    // The store keys server ids by the server they come from, as without this wrapper.
+    fn source(&mut self, server: &str) {
+        self.db.source(server)
+    }
+    fn warning(&mut self, en: &str, de: &str) {
+        self.db.warning(en, de)
     }
 }
 
