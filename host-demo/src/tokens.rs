@@ -20,7 +20,6 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::engine::Tokens;
@@ -42,10 +41,11 @@ struct Key {
 
 impl Key {
     fn new(bytes: &[u8; 32]) -> Key {
-        let mut h = Sha256::new();
+        // SHA-256 from ring, which the store already uses for content hashes.
+        let mut h = ring::digest::Context::new(&ring::digest::SHA256);
         h.update(b"mailplug secret key id\0");
         h.update(bytes);
-        let id = h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let id = h.finish().as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
         Key { id, cipher: XChaCha20Poly1305::new(bytes.into()) }
     }
 }

@@ -294,81 +294,27 @@ pub async fn cutting_proxy(upstream: (String, u16), limit: Option<usize>) -> Cut
 
 // ---- helper B (durable inbound) ----
 
-/// A TCP proxy on 127.0.0.1 that keeps its port while the fault changes: each connection is
-/// cut once it has passed the limit in force when it was accepted (both directions together),
-/// so runs through the same proxy look like one server to the host, cut or not.
+/// A TCP proxy on 127.0.0.1 that keeps its port while the cut changes (the sweep's fault
+/// proxy), so runs through the same proxy look like one server to the host, cut or not.
 pub struct SwitchProxy {
     pub port: u16,
-    limit: Arc<Mutex<Option<usize>>>,
-    /// Bytes passed by the most recent connection.
-    last: Arc<std::sync::atomic::AtomicUsize>,
+    proxy: sweep::FaultProxy,
 }
 
 impl SwitchProxy {
     /// The cut for connections accepted from now on (None: forward everything).
     pub fn set_cut(&self, limit: Option<usize>) {
-        *self.limit.lock().expect("lock") = limit;
+        self.proxy.set_plan(limit.map(|l| (l, sweep::Fault::Cut)));
     }
     /// Bytes the most recent connection passed.
     pub fn last_total(&self) -> usize {
-        self.last.load(std::sync::atomic::Ordering::SeqCst)
+        self.proxy.last_total.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
 pub async fn switch_proxy(upstream: (String, u16)) -> SwitchProxy {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    let limit: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
-    let last = Arc::new(AtomicUsize::new(0));
-    let (limit2, last2) = (limit.clone(), last.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else { continue };
-            let cut_at = *limit2.lock().expect("lock");
-            last2.store(0, Ordering::SeqCst);
-            let counter = last2.clone();
-            tokio::spawn(async move {
-                let (cut_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                async fn pump(
-                    mut from: tokio::net::tcp::OwnedReadHalf,
-                    mut to: tokio::net::tcp::OwnedWriteHalf,
-                    counter: Arc<AtomicUsize>,
-                    limit: Option<usize>,
-                    cut: tokio::sync::broadcast::Sender<()>,
-                ) {
-                    let mut rx = cut.subscribe();
-                    let mut buf = [0u8; 16 * 1024];
-                    loop {
-                        let n = tokio::select! {
-                            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => break, Ok(n) => n },
-                            _ = rx.recv() => break,
-                        };
-                        let before = counter.fetch_add(n, Ordering::SeqCst);
-                        let allowed = match limit {
-                            Some(l) if before + n >= l => l.saturating_sub(before),
-                            _ => n,
-                        };
-                        if allowed > 0 && to.write_all(&buf[..allowed]).await.is_err() {
-                            break;
-                        }
-                        if allowed < n || limit.is_some_and(|l| before + n >= l) {
-                            let _ = cut.send(());
-                            break;
-                        }
-                    }
-                    let _ = to.shutdown().await;
-                }
-                tokio::join!(
-                    pump(cr, sw, counter.clone(), cut_at, cut_tx.clone()),
-                    pump(sr, cw, counter, cut_at, cut_tx)
-                );
-            });
-        }
-    });
-    SwitchProxy { port, limit, last }
+    let proxy = sweep::fault_proxy(upstream, None).await;
+    SwitchProxy { port: proxy.port, proxy }
 }
 
 // ---- helper F (fault sweep): the sweep's proxy, mailboxes, cases and checks (tests/src/sweep/).
