@@ -108,9 +108,24 @@ fn after_fault(mode: &Mode, user: &str, msgs: &mut Vec<Msg>, db_path: &Path, tal
         Ok(store) => check_after_fault(mode, msgs, &server_view(mode, user), &store, tally, problems),
         Err(e) => problems.push(format!("after the faulted run: {e}")),
     }
-    let late = sweep_message(&mode.name(), "late");
+    // A new-only mailbox's "from now on" is the state of the mailbox the first time mailplug
+    // listed it. A faulted first run that never got that far (cut at the greeting, the login or
+    // the SELECT / STAT) has no baseline yet, so mail arriving before the clean run is older
+    // than the first sync and must be left alone like the rest (docs/CONTRACT.md).
+    let old = mode.new_only && !has_sync_state(db_path);
+    let late = Msg { old, ..sweep_message(&mode.name(), "late") };
     rig().put(user, mode.folder(), &late.raw);
     msgs.push(late);
+}
+
+/// Whether the store holds a sync state (a baseline) for the sweep's mailbox.
+fn has_sync_state(db_path: &Path) -> bool {
+    rusqlite::Connection::open(db_path)
+        .and_then(|c| {
+            c.query_row("SELECT COUNT(*) FROM sync_state WHERE tenant = 'sweep' AND mailbox = 'inbox'", [], |r| r.get::<_, i64>(0))
+        })
+        .map(|n| n > 0)
+        .unwrap_or(false)
 }
 
 /// The checks after the clean run (`clean`: its error, if it failed).
