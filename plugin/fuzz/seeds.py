@@ -13,7 +13,6 @@ Run from anywhere: python3 plugin/fuzz/seeds.py. Deterministic; safe to run agai
 import hashlib
 import pathlib
 import re
-import shutil
 
 PLUGIN = pathlib.Path(__file__).resolve().parent.parent
 SRC = PLUGIN / "src"
@@ -89,9 +88,12 @@ def literals(path: pathlib.Path):
 
 def write(target: str, seeds):
     d = OUT / target
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
+    # Generated seeds are named by their hash; other files (crashes found by fuzzing, kept as
+    # regression seeds) stay.
+    for old in d.iterdir():
+        if re.fullmatch(r"[0-9a-f]{16}", old.name):
+            old.unlink()
     seen = set()
     for s in seeds:
         if not s or len(s) > 256 * 1024:
