@@ -142,8 +142,8 @@ samples = [p.read_bytes() for p in sorted((PLUGIN / "tests/samples").glob("*.eml
 mime_lits = [d for _, k, d, _ in literals(SRC / "parse.rs") if k == "b" and b":" in d]
 write("mime", samples + mime_lits)
 
-xml = [d for _, _, d, _ in literals(SRC / "discover.rs") if b"<" in d and b">" in d]
+xml = [d for _, _, d, _ in literals(SRC / "discover/tests.rs") if b"<" in d and b">" in d]
 write("autoconfig", xml)
 
-oauth = [bytes([0]) + d for _, _, d, _ in literals(SRC / "oauth.rs") if d.lstrip().startswith(b"{") or b"code=" in d or b"?" in d]
+oauth = [bytes([0]) + d for _, _, d, _ in literals(SRC / "oauth/tests.rs") if d.lstrip().startswith(b"{") or b"code=" in d or b"?" in d]
 write("oauth_token", oauth)
