@@ -4,7 +4,7 @@
 # targets into a persistent directory, runs each target, prints its executions and crashes,
 # exits non-zero on any crash, and ends with "fuzz: N passed, M failed".
 #
-#   bash tests/fuzz.sh                        # CI: every target for FUZZ_SECONDS (default 8) s
+#   bash tests/fuzz.sh                        # CI: every target for FUZZ_SECONDS (default 5) s
 #   bash tests/fuzz.sh --runs 10000000 mime   # long run: a number of executions per target
 #
 # The toolchain is stable; RUSTC_BOOTSTRAP=1 lets it accept the -Z flags cargo-fuzz passes.
@@ -20,7 +20,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0
 export CARGO_TARGET_DIR="${MAILPLUG_FUZZ_TARGET_DIR:-/var/tmp/mailplug-fuzz-target}"
 WORK="${MAILPLUG_FUZZ_WORK:-$CARGO_TARGET_DIR/fuzz-work}"
-SECONDS_PER_TARGET="${FUZZ_SECONDS:-8}"
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-5}"
 RUNS=""
 if [ "${1:-}" = "--runs" ]; then
     RUNS="$2"

@@ -13,7 +13,6 @@ Run from anywhere: python3 plugin/fuzz/seeds.py. Deterministic; safe to run agai
 import hashlib
 import pathlib
 import re
-import shutil
 
 PLUGIN = pathlib.Path(__file__).resolve().parent.parent
 SRC = PLUGIN / "src"
@@ -89,9 +88,12 @@ def literals(path: pathlib.Path):
 
 def write(target: str, seeds):
     d = OUT / target
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
+    # Generated seeds are named by their hash; other files (crashes found by fuzzing, kept as
+    # regression seeds) stay.
+    for old in d.iterdir():
+        if re.fullmatch(r"[0-9a-f]{16}", old.name):
+            old.unlink()
     seen = set()
     for s in seeds:
         if not s or len(s) > 256 * 1024:
@@ -140,8 +142,8 @@ samples = [p.read_bytes() for p in sorted((PLUGIN / "tests/samples").glob("*.eml
 mime_lits = [d for _, k, d, _ in literals(SRC / "parse.rs") if k == "b" and b":" in d]
 write("mime", samples + mime_lits)
 
-xml = [d for _, _, d, _ in literals(SRC / "discover.rs") if b"<" in d and b">" in d]
+xml = [d for _, _, d, _ in literals(SRC / "discover/tests.rs") if b"<" in d and b">" in d]
 write("autoconfig", xml)
 
-oauth = [bytes([0]) + d for _, _, d, _ in literals(SRC / "oauth.rs") if d.lstrip().startswith(b"{") or b"code=" in d or b"?" in d]
+oauth = [bytes([0]) + d for _, _, d, _ in literals(SRC / "oauth/tests.rs") if d.lstrip().startswith(b"{") or b"code=" in d or b"?" in d]
 write("oauth_token", oauth)

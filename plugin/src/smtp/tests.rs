@@ -1288,3 +1288,17 @@ fn normal_sends_report_no_progress() {
     assert!(matches!(all.last(), Some(Action::Finished(Outcome::Sent(_)))), "{all:?}");
     assert!(reports(&all).is_empty(), "{all:?}");
 }
+
+// Added by helper D (fuzzing): the smtp_session fuzz target found a malformed line that
+// quoted the password back in the error.
+#[test]
+fn a_malformed_line_echoing_the_password_is_redacted() {
+    for security in [Security::ImplicitTls, Security::Starttls] {
+        let mut s = session(security);
+        connect(&mut s);
+        let line = format!("\u{e2}\u{e2} {PASSWORD} 220 smtp.example.com\r\n");
+        let e = server(&mut s, line.as_bytes(), Chunking::Whole).unwrap_err();
+        assert_no_secret(&e, b"");
+        assert!(e.to_string().contains("<redacted>") || security == Security::Starttls, "{e}");
+    }
+}
