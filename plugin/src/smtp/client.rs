@@ -587,12 +587,6 @@ impl Session for SmtpSession {
             Err(e) => self.settle(e, data_handed_over),
             ok => ok,
         };
-        // Any error may quote server text, and a server may echo our secret (found by fuzzing).
-        let result = result.map_err(|mut e| {
-            e.message = redact(&e.message, self.secret_forms());
-            e.reply = e.reply.map(|r| self.scrubbed(r));
-            e
-        });
         if result.is_err() {
             self.state = State::Failed;
         }
