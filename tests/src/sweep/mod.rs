@@ -78,17 +78,24 @@ impl Mode {
 }
 
 /// The modes of the sweep: IMAP keep, delete, move; POP3 keep, delete (first sync "all"), and
-/// IMAP and POP3 delete with first sync "new-only"; rig boxes 35-39.
+/// IMAP and POP3 delete with first sync "new-only"; rig boxes 35-39, or the five boxes in
+/// `MAILPLUG_SWEEP_BOXES` (e.g. "17,18,19,20,30", so the full sweep can run beside the test
+/// suite, whose e2e subset uses 35-39).
 pub fn modes() -> Vec<Mode> {
-    let m = |protocol, after, boxn, new_only| Mode { protocol, after, boxn, new_only };
+    let boxes: Vec<u32> = std::env::var("MAILPLUG_SWEEP_BOXES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|b| b.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u32>| v.len() == 5)
+        .unwrap_or_else(|| vec![35, 36, 37, 38, 39]);
+    let m = |protocol, after, i: usize, new_only| Mode { protocol, after, boxn: boxes[i], new_only };
     vec![
-        m("imap", After::Keep, 35, false),
-        m("imap", After::Delete, 36, false),
-        m("imap", After::Move, 37, false),
-        m("pop3", After::Keep, 38, false),
-        m("pop3", After::Delete, 39, false),
-        m("imap", After::Delete, 36, true),
-        m("pop3", After::Delete, 39, true),
+        m("imap", After::Keep, 0, false),
+        m("imap", After::Delete, 1, false),
+        m("imap", After::Move, 2, false),
+        m("pop3", After::Keep, 3, false),
+        m("pop3", After::Delete, 4, false),
+        m("imap", After::Delete, 1, true),
+        m("pop3", After::Delete, 4, true),
     ]
 }
 
