@@ -189,6 +189,38 @@ mod tests {
     }
 
     #[test]
+    fn version_2_has_nothing_pending_and_pending_is_written_as_ranges() {
+        let s = SyncState::decode(br#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":7,"skipped":[9]}}}"#)
+            .unwrap();
+        assert!(s.folders["INBOX"].pending.is_empty());
+        let text = br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":9,"pending":[[3,5],[7,7],[9,9]]}}}"#;
+        let s = SyncState::decode(text).unwrap();
+        assert_eq!(s.folders["INBOX"].pending, vec![3, 4, 5, 7, 9]);
+        assert_eq!(s.encode(), text.to_vec());
+        // Overlapping, repeated and reversed ranges are read as their union.
+        let s = SyncState::decode(br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":9,"pending":[[1,10],[3,2],[8,12],[5,5]]}}}"#)
+            .unwrap();
+        assert_eq!(s.folders["INBOX"].pending, (1..=12).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn pending_is_bounded_and_drops_the_oldest() {
+        let s = SyncState::decode(br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":9,"pending":[[0,4294967295]]}}}"#)
+            .unwrap();
+        let p = &s.folders["INBOX"].pending;
+        assert_eq!(p.len(), MAX_PENDING);
+        assert_eq!((p[0], p[MAX_PENDING - 1]), (u32::MAX - MAX_PENDING as u32 + 1, u32::MAX));
+
+        let mut f = FolderSync::new(1);
+        f.add_pending(&(1..=MAX_PENDING as u32).collect::<Vec<_>>());
+        f.add_pending(&[MAX_PENDING as u32 + 5, 3]);
+        assert_eq!(f.pending.len(), MAX_PENDING);
+        assert_eq!((f.pending[0], *f.pending.last().unwrap()), (2, MAX_PENDING as u32 + 5));
+        f.clear_pending(&[2, 3, 4]);
+        assert_eq!(f.pending[0], 5);
+    }
+
+    #[test]
     fn foreign_or_future_state_is_invalid_input() {
         for bad in [
             &br#"{"v":4,"protocol":"imap","folders":{}}"#[..],

@@ -1673,3 +1673,5 @@ fn normal_sessions_never_report_progress() {
         assert!(!run.actions.iter().any(|a| matches!(a, Action::Progress(_))), "{:?}", run.actions);
     }
 }
+
+mod pending;
