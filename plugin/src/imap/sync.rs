@@ -42,9 +42,13 @@ impl FolderSync {
 
     /// Adds UIDs to `pending`, keeping it sorted, unique and bounded (oldest dropped).
     pub fn add_pending(&mut self, uids: &[u32]) {
+        let ascending = uids.first().is_none_or(|&f| self.pending.last().is_none_or(|&l| l < f))
+            && uids.windows(2).all(|w| w[0] < w[1]);
         self.pending.extend_from_slice(uids);
-        self.pending.sort_unstable();
-        self.pending.dedup();
+        if !ascending {
+            self.pending.sort_unstable();
+            self.pending.dedup();
+        }
         let over = self.pending.len().saturating_sub(MAX_PENDING);
         self.pending.drain(..over);
     }
