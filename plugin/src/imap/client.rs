@@ -140,6 +140,13 @@ struct FolderRun {
     prefix: usize,
     /// TRYCREATE was answered with CREATE once already.
     created: bool,
+    /// The UIDs the after-fetch commands in flight act on, ascending.
+    action_uids: Vec<u32>,
+    /// The after-fetch action for UIDs an earlier run stored but did not get confirmed is
+    /// running; the listing follows it.
+    retrying: bool,
+    /// The server refused part of that retried action (the UIDs stay pending).
+    retry_refused: bool,
 }
 
 /// Fetches new mail from the configured folders of one IMAP mailbox.
@@ -168,6 +175,9 @@ pub struct ImapSession {
     check: bool,
     /// Check only: the folders examined so far with their message counts.
     checked: Vec<FolderCount>,
+    /// A retried after-fetch action was refused: the run fetches new mail, then fails with
+    /// this error so the admin learns about it.
+    deferred: Option<Error>,
 }
 
 impl ImapSession {
@@ -232,6 +242,7 @@ impl ImapSession {
             skipped: 0,
             check,
             checked: Vec::new(),
+            deferred: None,
             folders,
             mailbox,
         }
@@ -543,6 +554,9 @@ impl ImapSession {
             return Ok(());
         }
         self.commit();
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         self.logout(out);
         Ok(())
     }
@@ -554,6 +568,9 @@ impl ImapSession {
             return self.start_after_fetch(out);
         }
         if matches!(self.state, State::AwaitStored) {
+            if let Some(e) = self.deferred.take() {
+                return Err(e);
+            }
             if self.server_gone {
                 self.finish(out);
             } else {

@@ -118,7 +118,7 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: 2, remaining: 0, skipped: 0 })),
         ]
     );
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1700000000,"last_uid":7}}}"#);
     let s = run.session.as_ref().unwrap();
     assert_eq!(s.deadline(), None);
     assert_eq!(s.server().host, "imap.example.com");
@@ -186,7 +186,7 @@ fn starttls_path_discards_capabilities_learnt_in_clear_text() {
             Action::Finished(Outcome::Fetched(FetchSummary { delivered: 0, remaining: 0, skipped: 0 }))
         ]
     );
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":3,"last_uid":0}}}"#);
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn xoauth2_error_challenge_gets_an_empty_answer_then_auth_error() {
 
 fn state_json(uidvalidity: u32, last_uid: u32) -> Vec<u8> {
     format!(
-        r#"{{"v":2,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#
+        r#"{{"v":3,"protocol":"imap","folders":{{"INBOX":{{"uidvalidity":{uidvalidity},"last_uid":{last_uid}}}}}}}"#
     )
     .into_bytes()
 }
@@ -435,7 +435,7 @@ fn batch_limit_leaves_the_rest_for_next_time() {
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 1, skipped: 0 }));
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":11}}}"#);
 }
 
 #[test]
@@ -504,7 +504,7 @@ fn several_folders_and_a_stored_in_between() {
     assert_eq!(ids, [("imap:INBOX:1:3".into(), "INBOX".into()), ("imap:Entwürfe:9:4".into(), "Entwürfe".into())]);
     assert_eq!(
         run.sync(),
-        r#"{"v":2,"protocol":"imap","folders":{"Entwürfe":{"uidvalidity":9,"last_uid":4},"INBOX":{"uidvalidity":1,"last_uid":3}}}"#
+        r#"{"v":3,"protocol":"imap","folders":{"Entwürfe":{"uidvalidity":9,"last_uid":4},"INBOX":{"uidvalidity":1,"last_uid":3}}}"#
     );
 }
 
@@ -685,7 +685,7 @@ fn server_closing_while_the_host_stores_still_finishes_after_stored() {
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0, skipped: 0 }));
     assert_eq!(run.actions.iter().filter(|a| **a == Action::Close).count(), 1);
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":5,"last_uid":3}}}"#);
 }
 
 #[test]
@@ -823,7 +823,7 @@ fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     ]);
     let run = ok_run(&mb, None, &script);
     assert!(run.delivered().is_empty());
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
 
     // The starting point is kept even if the run fails afterwards (here: the next folder).
     let mut two = mb.clone();
@@ -836,7 +836,7 @@ fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     ]);
     let run = drive_all(|| ImapSession::new(two.clone(), None).unwrap(), &script);
     assert_eq!(run.err().stage, Stage::SelectMailbox);
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
 
     // No UIDNEXT: ask for the highest UID.
     let mut script = login_prefix();
@@ -849,14 +849,14 @@ fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     ]);
     let run = ok_run(&mb, None, &script);
     assert!(run.delivered().is_empty());
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":873}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":873}}}"#);
 
     // Empty folder without UIDNEXT: 0, no round trip.
     let mut script = login_prefix();
     script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
     let run = ok_run(&mb, None, &script);
     let s = run.session.unwrap().sync_state().unwrap();
-    assert_eq!(s, br#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":0}}}"#);
+    assert_eq!(s, br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":0}}}"#);
 }
 
 #[test]
@@ -882,7 +882,7 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
         run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         ["imap:INBOX:7:20", "imap:INBOX:7:31"]
     );
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":31}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":31}}}"#);
 
     // With a batch of one, the state starts just below the newest two, so the older ones are
     // never fetched and the other new one comes next run.
@@ -901,7 +901,7 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
     ]);
     let run = ok_run(&mb, None, &script);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 1, skipped: 0 }));
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":20}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":20}}}"#);
 }
 
 #[test]
@@ -1002,8 +1002,12 @@ fn move_uses_uid_move_or_copy_then_delete() {
     );
     assert_eq!(e.reply.as_ref().unwrap().text, "[OVERQUOTA] Quota exceeded");
     assert!(!String::from_utf8_lossy(&run.wire).contains("Deleted"));
-    // The messages are stored: the state already moved past them.
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#);
+    // The messages are stored: the state already moved past them, and keeps them pending
+    // for the next run's retry of the action.
+    assert_eq!(
+        run.sync(),
+        r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4,"pending":[[3,4]]}}}"#
+    );
 }
 
 #[test]
@@ -1183,7 +1187,7 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 0, skipped: 1 }));
     // UID 1 was never delivered: last_uid stays below it, and UID 2 is remembered as reported.
     let state = run.sync();
-    assert_eq!(state, r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":0,"skipped":[2]}}}"#);
+    assert_eq!(state, r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":0,"skipped":[2]}}}"#);
 
     // Run 2 with that state: UID 1 is asked for again, UID 2 is not reported again.
     let mut script = login_prefix();
@@ -1203,7 +1207,7 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     assert!(!run.actions.iter().any(|a| matches!(a, Action::Skipped(_))));
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 0, skipped: 0 }));
     let state = run.sync();
-    assert_eq!(state, r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":3}}}"#);
+    assert_eq!(state, r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":3}}}"#);
 
     // Run 3: nothing above 3, nothing reported.
     let mut script = login_prefix();
@@ -1234,7 +1238,7 @@ fn skipped_message_gets_no_after_fetch_action() {
         C(b"a8 LOGOUT\r\n"),
     ]);
     let run = ok_run(&mb, None, &script);
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":2}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":2}}}"#);
 }
 
 /// A 50,000-message folder, first sync All, default limits: no SEARCH line grows with the
@@ -1281,7 +1285,7 @@ fn first_sync_of_fifty_thousand_messages_fits_the_limits() {
         assert!(run.error.is_none(), "{:?}", run.error);
         assert_eq!(run.delivered().len(), 500);
         assert_eq!(run.finished(), Some(&FetchSummary { delivered: 500, remaining: COUNT - 500, skipped: 0 }));
-        assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":1000}}}"#);
+        assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":1000}}}"#);
     }
     // The next run continues above the last UID, the same way.
     let mut script = login_prefix();
@@ -1323,7 +1327,7 @@ fn sparse_large_folder_widens_windows_and_counts_the_rest() {
     let run = ok_run(&mb, None, &script);
     // UID 25 plus the 97 messages above sequence number 3.
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 98, skipped: 0 }));
-    assert_eq!(run.sync(), r#"{"v":2,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":20}}}"#);
+    assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":20}}}"#);
 }
 
 // ---- Connection check (`ImapSession::check`) ----
@@ -1669,3 +1673,5 @@ fn normal_sessions_never_report_progress() {
         assert!(!run.actions.iter().any(|a| matches!(a, Action::Progress(_))), "{:?}", run.actions);
     }
 }
+
+mod pending;

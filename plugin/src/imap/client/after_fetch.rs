@@ -1,4 +1,9 @@
 //! After-fetch actions on stored messages: mark seen, delete (UID EXPUNGE with UIDPLUS), move or copy.
+//!
+//! The UIDs are pending in the sync state from their delivery (committed with it at `stored`)
+//! until the tagged OK of the action's last command; a run that ends before that (cut, killed,
+//! refused) leaves them pending, and the next run applies the action to them right after
+//! SELECT, before listing new mail, without fetching them again.
 
 use super::*;
 
@@ -19,6 +24,11 @@ impl ImapSession {
         self.has_cap("UIDPLUS") || self.has_cap("IMAP4rev2")
     }
 
+    /// Whether the configured after-fetch action changes anything on the server.
+    pub(super) fn acts(&self) -> bool {
+        self.mailbox.after_fetch != AfterFetch::Keep { mark_seen: false }
+    }
+
     pub(super) fn target(&self) -> String {
         match &self.mailbox.after_fetch {
             AfterFetch::MoveTo(t) => self.wire_name(t),
@@ -28,7 +38,7 @@ impl ImapSession {
 
     /// Queues one after-fetch command (several go out in one write: pipelined).
     pub(super) fn queue(&mut self, pending: &mut VecDeque<(String, Op)>, op: Op, out: &mut Vec<Action>) {
-        let set = sequence_set(&self.delivered_uids());
+        let set = sequence_set(&self.run.action_uids);
         let tag = match op {
             Op::MarkSeen => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Seen)")),
             Op::MarkDeleted => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")),
@@ -57,6 +67,13 @@ impl ImapSession {
     }
 
     pub(super) fn start_after_fetch(&mut self, out: &mut Vec<Action>) -> Result<()> {
+        let uids = self.delivered_uids();
+        self.start_action(uids, out)
+    }
+
+    /// Sends the configured action's commands for `uids` (ascending, not empty).
+    pub(super) fn start_action(&mut self, uids: Vec<u32>, out: &mut Vec<Action>) -> Result<()> {
+        self.run.action_uids = uids;
         let mut pending = VecDeque::new();
         match &self.mailbox.after_fetch {
             AfterFetch::Keep { mark_seen: false } => {}
@@ -71,13 +88,23 @@ impl ImapSession {
     }
 
     pub(super) fn after_fetch_next(&mut self, pending: VecDeque<(String, Op)>, out: &mut Vec<Action>) -> Result<()> {
-        if pending.is_empty() {
-            return self.start_folder(self.run.index + 1, out);
+        if !pending.is_empty() {
+            self.state = State::AfterFetch { pending };
+            return Ok(());
         }
-        self.state = State::AfterFetch { pending };
-        Ok(())
+        // Every command of the action answered.
+        let uids = std::mem::take(&mut self.run.action_uids);
+        if !self.run.retry_refused {
+            if let Some(e) = self.entry() {
+                e.clear_pending(&uids);
+            }
+            self.commit_baseline();
+        }
+        if std::mem::take(&mut self.run.retrying) {
+            return self.list_new(None, out);
+        }
+        self.start_folder(self.run.index + 1, out)
     }
-
     pub(super) fn on_after_fetch_reply(
         &mut self,
         op: Op,
@@ -113,14 +140,22 @@ impl ImapSession {
             Op::Copy => format!("copy the fetched messages to {target:?}"),
             Op::Create => format!("create the folder {target:?} for fetched messages"),
         };
-        let n = self.delivered_uids().len();
-        Err(Error::protocol(
+        let n = self.run.action_uids.len();
+        let e = Error::protocol(
             Stage::FetchMessage,
             format!(
-                "the server refused to {what} in folder {:?}; the {n} messages are stored and will not be fetched again, so apply the after-fetch action by hand and check the folder permissions and quota",
+                "the server refused to {what} in folder {:?}; the {n} messages are stored and will not be fetched again, and the action is tried again at the next run: check the folder permissions and quota, or apply the after-fetch action by hand",
                 self.folder()
             ),
         )
-        .with_reply(ServerReply::new(status.as_str(), text)))
+        .with_reply(ServerReply::new(status.as_str(), text));
+        if self.run.retrying {
+            // Left over from an earlier run: they stay pending, the new mail is fetched, and
+            // the run then fails with this error. Replies still in flight are read first.
+            self.run.retry_refused = true;
+            self.deferred.get_or_insert(e);
+            return self.after_fetch_next(pending, out);
+        }
+        Err(e)
     }
 }

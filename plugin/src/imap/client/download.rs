@@ -54,6 +54,13 @@ impl ImapSession {
                     _ => return Ok(()),
                 }
                 self.advance();
+                if self.acts() {
+                    // Committed with the delivery at the next `stored`; cleared once the
+                    // server confirms the after-fetch action.
+                    if let Some(e) = self.entry() {
+                        e.add_pending(&[uid]);
+                    }
+                }
                 let folder = self.folder().to_string();
                 let uidvalidity = self.run.uidvalidity.unwrap_or(0);
                 self.delivered += 1;
@@ -76,8 +83,7 @@ impl ImapSession {
 
     /// The folder's batch is complete: its after-fetch action (once stored), then the next folder.
     pub(super) fn folder_fetched(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        let acts = self.mailbox.after_fetch != AfterFetch::Keep { mark_seen: false };
-        if !acts || self.delivered_uids().is_empty() {
+        if !self.acts() || self.delivered_uids().is_empty() {
             return self.start_folder(self.run.index + 1, out);
         }
         if self.unstored > 0 {

@@ -13,9 +13,32 @@ impl ImapSession {
             None => (0, Some(self.mailbox.first_sync)),
         };
         if policy.is_some() {
-            self.working.folders.insert(name.clone(), FolderSync { uidvalidity, last_uid: 0, skipped: Vec::new() });
+            // A new folder, or renumbered: pending UIDs of the old numbering mean nothing now.
+            self.working.folders.insert(name.clone(), FolderSync::new(uidvalidity));
         }
         self.run.after_uid = last_uid;
+        let acts = self.acts();
+        let pending = match self.entry() {
+            // `keep` has nothing to apply (the setting changed since): nothing stays pending.
+            Some(e) if !acts => {
+                e.pending.clear();
+                Vec::new()
+            }
+            Some(e) => e.pending.clone(),
+            None => Vec::new(),
+        };
+        if !pending.is_empty() {
+            // Stored by an earlier run that ended before the server confirmed their action:
+            // that action first, then the new messages.
+            self.run.retrying = true;
+            return self.start_action(pending, out);
+        }
+        self.list_new(policy, out)
+    }
+
+    /// Lists the messages above `run.after_uid` (or sets the first-sync starting point).
+    pub(super) fn list_new(&mut self, policy: Option<FirstSync>, out: &mut Vec<Action>) -> Result<()> {
+        let last_uid = self.run.after_uid;
         self.run.capacity = (self.batch_messages_left as usize).max(1);
         let exists = self.run.exists;
         match policy {
