@@ -142,7 +142,7 @@ impl Conn {
 
     /// The implicit-TLS handshake, bounded by `timeout`.
     pub async fn handshake(&mut self, timeout: Duration) -> Result<(), HostError> {
-        tokio::time::timeout(timeout, self.start_tls()).await.map_err(|_| HostError::Timeout {
+        tokio::time::timeout(timeout, self.upgrade(true)).await.map_err(|_| HostError::Timeout {
             server: self.label.clone(),
             message: "the TLS handshake did not finish in time".into(),
         })?
@@ -163,6 +163,12 @@ impl Conn {
     /// Upgrades the connection to TLS in place. Refuses when the server already sent bytes
     /// that we have not read (they would be clear text the server injected before TLS).
     pub async fn start_tls(&mut self) -> Result<(), HostError> {
+        self.upgrade(false).await
+    }
+
+    /// The TLS handshake on the TCP connection: `implicit` right after connecting (TLS from
+    /// the first byte), otherwise after the server accepted STARTTLS.
+    async fn upgrade(&mut self, implicit: bool) -> Result<(), HostError> {
         let tcp = match std::mem::replace(&mut self.inner, Inner::Gone) {
             Inner::Plain(t) => t,
             other => {
@@ -176,6 +182,14 @@ impl Conn {
                 return Err(HostError::Network {
                     server: self.label.clone(),
                     message: "the server closed the connection before the TLS handshake".into(),
+                })
+            }
+            // Before our first byte on a TLS port, the server speaks first only in clear text:
+            // the port expects no TLS from the first byte (the admin's TLS switch is wrong).
+            Ok(_) if implicit => {
+                return Err(HostError::Tls {
+                    server: self.label.clone(),
+                    message: "the server greeted in clear text, not a TLS handshake: this port does not use TLS from the first byte".into(),
                 })
             }
             Ok(_) => {
