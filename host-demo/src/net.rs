@@ -244,3 +244,37 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A clear-text server on a port configured for TLS from the first byte: whether its
+    /// greeting arrives before or after our handshake starts, the error names clear text (the
+    /// TLS switch), never an injection.
+    #[tokio::test]
+    async fn a_clear_text_greeting_on_a_tls_port_is_the_tls_switch() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"* OK IMAP4rev1 ready\r\n").await.unwrap();
+            let _ = sent_tx.send(());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let tls = tls_config(None).unwrap();
+        let mut conn = Conn::open_tcp("localhost", addr.port(), &[addr], tls, Duration::from_secs(5)).await.unwrap();
+        sent_rx.await.unwrap();
+        // The greeting is on our side of the socket before the handshake starts (peek waits
+        // for it without consuming it).
+        if let Inner::Plain(t) = &conn.inner {
+            let mut b = [0u8; 1];
+            tokio::time::timeout(Duration::from_secs(5), t.peek(&mut b)).await.unwrap().unwrap();
+        }
+        let e = conn.handshake(Duration::from_secs(5)).await.unwrap_err().to_string();
+        assert!(e.contains("clear text") && e.contains("not a TLS handshake"), "{e}");
+        assert!(!e.contains("injection"), "{e}");
+    }
+}
