@@ -4,7 +4,9 @@
 //! stored.
 //!
 //! Nothing on the server changes before the host's `Stored` covers it: a folder with an
-//! after-fetch action waits for `Stored` before its STORE/EXPUNGE/MOVE/COPY is written.
+//! after-fetch action waits for `Stored` before its STORE/EXPUNGE/MOVE/COPY is written. Stored
+//! UIDs stay pending in the sync state until the server confirms that action; UIDs an earlier
+//! run left pending get it right after SELECT, before the listing (`client/after_fetch.rs`).
 //!
 //! A check session (`ImapSession::check`) runs the same steps up to the login, then EXAMINEs
 //! each folder (read-only) to count its messages, logs out, and reports each step with
@@ -28,6 +30,7 @@ use crate::session::{
 mod after_fetch;
 mod download;
 mod listing;
+mod stored;
 
 #[derive(Debug)]
 enum State {
@@ -509,18 +512,6 @@ impl ImapSession {
         Ok(())
     }
 
-    fn entry(&mut self) -> Option<&mut FolderSync> {
-        let name = self.folders.get(self.run.index)?;
-        self.working.folders.get_mut(name)
-    }
-
-    fn set_last_uid(&mut self, last: u32) {
-        if let Some(e) = self.entry() {
-            e.last_uid = last;
-            e.skipped.retain(|&u| u > last);
-        }
-    }
-
     fn uidvalidity(&self) -> Result<u32> {
         self.run.uidvalidity.ok_or_else(|| {
             Error::protocol(
@@ -546,51 +537,6 @@ impl ImapSession {
         });
         self.checked.push(FolderCount { folder, messages });
         self.start_folder(self.run.index + 1, out)
-    }
-
-    fn done_fetching(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        if self.unstored > 0 {
-            self.state = State::AwaitStored;
-            return Ok(());
-        }
-        self.commit();
-        if let Some(e) = self.deferred.take() {
-            return Err(e);
-        }
-        self.logout(out);
-        Ok(())
-    }
-
-    fn on_stored(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        self.unstored = 0;
-        self.commit();
-        if matches!(self.state, State::AwaitFolderStored) {
-            return self.start_after_fetch(out);
-        }
-        if matches!(self.state, State::AwaitStored) {
-            if let Some(e) = self.deferred.take() {
-                return Err(e);
-            }
-            if self.server_gone {
-                self.finish(out);
-            } else {
-                self.logout(out);
-            }
-        }
-        Ok(())
-    }
-
-    /// A first-sync starting point holds no delivery, so it may be kept at once (when nothing
-    /// delivered is waiting for the host): a later failure in this run must not move "from now
-    /// on" forward and lose mail that arrives before the next run.
-    fn commit_baseline(&mut self) {
-        if self.unstored == 0 {
-            self.commit();
-        }
-    }
-
-    fn commit(&mut self) {
-        self.committed = Some(self.working.clone());
     }
 
     fn logout(&mut self, out: &mut Vec<Action>) {
