@@ -45,6 +45,7 @@ RIG_OAUTH_DENY_HINT=deny@example.test
 # the refusals Postfix does not produce on demand: a 451 and a 550 recipient, a small SIZE limit.
 RIG_SMTP2_STARTTLS_PORT=10589
 RIG_SMTP2_TLS_PORT=10466
+RIG_SMTP2_NOSIZE_PORT=10590
 RIG_SMTP2_SIZE_LIMIT=1048576
 RIG_SMTP2_BUSY_RCPT=busy@smtp2.test
 RIG_SMTP2_NOUSER_RCPT=nouser@smtp2.test
@@ -307,6 +308,7 @@ rig_listeners() {
     echo "$RIG_IP $RIG_OAUTH_PORT"
     echo "$RIG_IP $RIG_SMTP2_STARTTLS_PORT"
     echo "$RIG_IP $RIG_SMTP2_TLS_PORT"
+    echo "$RIG_IP $RIG_SMTP2_NOSIZE_PORT"
     echo "$RIG_IP $RIG_DNS_PORT"
     echo "$RIG_IP $RIG_AUTOCONFIG_PORT"
 }

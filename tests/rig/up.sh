@@ -56,7 +56,7 @@ rig_stop
 if ! busy=$(rig_wait_ports_free); then
     rig_log "these rig ports are still taken by something this rig did not start:"
     printf '  %s\n' $busy >&2
-    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800|10589|10466|10053|443)\b' >&2 || true
+    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800|10589|10466|10590|10053|443)\b' >&2 || true
     rig_die "free the ports above (or stop the other rig) and re-run"
 fi
 
@@ -188,12 +188,13 @@ touch "$SMTP2_LOG"
 setsid setpriv --reuid=65534 --regid=65534 --clear-groups \
     "$(command -v node)" "$SMTP2_SERVER" --host="$RIG_IP" \
     --starttls-port="$RIG_SMTP2_STARTTLS_PORT" --tls-port="$RIG_SMTP2_TLS_PORT" \
+    --nosize-port="$RIG_SMTP2_NOSIZE_PORT" \
     --key="$SMTP2_DIR/server.key" --cert="$RIG_TLS/server-chain.pem" --users="$SMTP2_USERS" \
     --spool="$SMTP2_SPOOL" --size="$RIG_SMTP2_SIZE_LIMIT" --rig-dir="$RIG_DIR" \
     </dev/null >>"$SMTP2_LOG" 2>&1 9>&- &
 smtp2_up=no
 for ((i = 0; i < 150; i++)); do
-    if rig_port_listening "$RIG_IP" "$RIG_SMTP2_TLS_PORT"; then smtp2_up=yes; break; fi
+    if rig_port_listening "$RIG_IP" "$RIG_SMTP2_NOSIZE_PORT"; then smtp2_up=yes; break; fi
     [[ -n "$(rig_smtp2_pids)" ]] || ((i < 10)) || break
     sleep 0.1
 done
@@ -574,6 +575,7 @@ done < <(rig_listeners)
     echo "RIG_SMTP2_HOST=$RIG_HOST"
     echo "RIG_SMTP2_STARTTLS_PORT=$RIG_SMTP2_STARTTLS_PORT"
     echo "RIG_SMTP2_TLS_PORT=$RIG_SMTP2_TLS_PORT"
+    echo "RIG_SMTP2_NOSIZE_PORT=$RIG_SMTP2_NOSIZE_PORT"
     echo "RIG_SMTP2_SIZE_LIMIT=$RIG_SMTP2_SIZE_LIMIT"
     echo "RIG_SMTP2_BUSY_RCPT=$RIG_SMTP2_BUSY_RCPT"
     echo "RIG_SMTP2_NOUSER_RCPT=$RIG_SMTP2_NOUSER_RCPT"

@@ -3,6 +3,8 @@
 // cases Postfix in the rig does not produce on demand:
 //   - STARTTLS port (--starttls-port): AUTH is not offered before TLS; MAIL before AUTH gets 530.
 //   - implicit-TLS port (--tls-port).
+//   - STARTTLS port that does not advertise SIZE (--nosize-port), so that a client learns of
+//     the limit only from the 552 answer to its DATA, as with servers that do not announce it.
 //   - AUTH PLAIN / LOGIN for the rig's users (--users: "login:password" lines).
 //   - SIZE limit (--size): a MAIL FROM with a larger SIZE= or a bigger DATA gets 552.
 //   - RCPT TO busy@smtp2.test: "451 4.2.1 Mailbox busy"; nouser@smtp2.test: "550 5.1.1 No such
@@ -19,7 +21,7 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
     if (!m) throw new Error(`bad argument ${a}`);
     return [m[1], m[2]];
 }));
-for (const k of ['host', 'starttls-port', 'tls-port', 'key', 'cert', 'users', 'spool', 'size', 'rig-dir']) {
+for (const k of ['host', 'starttls-port', 'tls-port', 'nosize-port', 'key', 'cert', 'users', 'spool', 'size', 'rig-dir']) {
     if (!args[k]) throw new Error(`--${k}= is required`);
 }
 const size = Number(args.size);
@@ -37,9 +39,10 @@ function refusal(code, text) {
     return err;
 }
 
-function options(secure) {
+function options(secure, hideSize = false) {
     return {
         secure,
+        hideSize,
         key: readFileSync(args.key),
         cert: readFileSync(args.cert),
         name: 'smtp2.rig.test',
@@ -103,9 +106,12 @@ function options(secure) {
 
 const plain = new SMTPServer(options(false));
 const tls = new SMTPServer(options(true));
-for (const s of [plain, tls]) s.on('error', (e) => console.error(`smtp2: ${e.message}`));
+const nosize = new SMTPServer(options(false, true));
+for (const s of [plain, tls, nosize]) s.on('error', (e) => console.error(`smtp2: ${e.message}`));
 plain.listen(Number(args['starttls-port']), args.host, () => {
     tls.listen(Number(args['tls-port']), args.host, () => {
-        console.log(`smtp2: listening on ${args.host}:${args['starttls-port']} (STARTTLS) and ${args['tls-port']} (TLS)`);
+        nosize.listen(Number(args['nosize-port']), args.host, () => {
+            console.log(`smtp2: listening on ${args.host}:${args['starttls-port']} (STARTTLS), ${args['tls-port']} (TLS) and ${args['nosize-port']} (STARTTLS, SIZE not advertised)`);
+        });
     });
 });
