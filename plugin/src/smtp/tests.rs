@@ -152,7 +152,7 @@ fn implicit_tls_auth_plain_pipelining_happy_path() {
         assert_eq!(writes(&data), 1);
         exchange(&mut s, b"250 2.0.0 Ok: queued as 4Xyz12\r\n", b"QUIT\r\n", chunking);
         let end = exchange(&mut s, b"221 2.0.0 Bye\r\n", b"", chunking);
-        let ok = |a: &str| RecipientResult { address: a.into(), accepted: true, reply: ServerReply::new("250", "2.1.5 Ok") };
+        let ok = |a: &str| RecipientResult { address: a.into(), accepted: true, reply: ServerReply::new("250", "2.1.5 Ok"), retry: None };
         assert_eq!(
             end,
             [
@@ -381,89 +381,6 @@ fn ehlo_rejected_falls_back_to_helo_only_where_allowed() {
 }
 
 #[test]
-fn mixed_recipient_results_are_reported_and_the_message_sent() {
-    for chunking in ALL {
-        let mut s = session(Security::ImplicitTls);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, chunking);
-        exchange(&mut s, AUTH_OK, &pipelined_envelope(), chunking);
-        exchange(
-            &mut s,
-            b"250 2.1.0 Ok\r\n550 5.1.1 <ann@example.com>: Recipient address rejected: User unknown\r\n250 2.1.5 Ok\r\n354 go\r\n",
-            DATA,
-            chunking,
-        );
-        exchange(&mut s, b"250 2.0.0 Ok: queued as 9\r\n", b"QUIT\r\n", chunking);
-        // The server hangs up instead of answering QUIT: still a success.
-        let end = s.handle(Event::Closed, T0).unwrap();
-        let [Action::Close, Action::Finished(Outcome::Sent(report))] = end.as_slice() else { panic!("{end:?}") };
-        assert_eq!(
-            report.recipients,
-            [
-                RecipientResult {
-                    address: "ann@example.com".into(),
-                    accepted: false,
-                    reply: ServerReply::new("550", "5.1.1 <ann@example.com>: Recipient address rejected: User unknown"),
-                },
-                RecipientResult { address: "bob@example.net".into(), accepted: true, reply: ServerReply::new("250", "2.1.5 Ok") },
-            ]
-        );
-    }
-}
-
-#[test]
-fn no_recipient_accepted_resets_quits_and_fails() {
-    for chunking in ALL {
-        // Without PIPELINING: RSET, then QUIT, one at a time; DATA is never sent.
-        let mut s = session(Security::ImplicitTls);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, b"250-mx\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, chunking);
-        exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", chunking);
-        exchange(&mut s, b"250 2.1.0 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", chunking);
-        exchange(&mut s, b"550 5.1.1 User unknown\r\n", b"RCPT TO:<bob@example.net>\r\n", chunking);
-        exchange(&mut s, b"553 5.7.1 Relay access denied\r\n", b"RSET\r\n", chunking);
-        exchange(&mut s, b"250 2.0.0 Ok\r\n", b"QUIT\r\n", chunking);
-        let e = server(&mut s, b"221 2.0.0 Bye\r\n", chunking).unwrap_err();
-        assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Envelope));
-        assert_eq!(e.reply, Some(ServerReply::new("553", "5.7.1 Relay access denied")));
-        assert!(e.message.contains("ann@example.com") && e.message.contains("bob@example.net"), "{}", e.message);
-        assert_eq!(s.deadline(), None);
-    }
-}
-
-#[test]
-fn no_recipient_accepted_with_pipelining_sends_rset_and_quit_together() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, &pipelined_envelope(), Chunking::Whole);
-    let reset = exchange(
-        &mut s,
-        b"250 2.1.0 Ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n554 5.5.1 Error: no valid recipients\r\n",
-        b"RSET\r\nQUIT\r\n",
-        Chunking::Whole,
-    );
-    assert_eq!(writes(&reset), 1);
-    let e = server(&mut s, b"250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n", Chunking::Whole).unwrap_err();
-    assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Envelope));
-    assert_eq!(e.reply.unwrap().code, "550");
-}
-
-#[test]
-fn pipelined_data_accepted_without_recipients_never_completes_a_message() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, &pipelined_envelope(), Chunking::Whole);
-    let e = server(&mut s, b"250 Ok\r\n550 no\r\n550 no\r\n354 go ahead\r\n", Chunking::Whole).unwrap_err();
-    assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Envelope));
-}
-
-#[test]
 fn mail_from_rejected_is_an_envelope_error() {
     let mut s = session(Security::ImplicitTls);
     connect(&mut s);
@@ -601,16 +518,6 @@ fn unexpected_host_events_are_protocol_errors() {
 }
 
 #[test]
-fn size_limit_advertised_by_the_server_is_checked_before_mail() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, b"250-mx\r\n250-SIZE 10\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, Chunking::Whole);
-    let e = server(&mut s, AUTH_OK, Chunking::Whole).unwrap_err();
-    assert_eq!((e.kind, e.stage), (ErrorKind::Limit, Stage::Envelope));
-}
-
-#[test]
 fn eight_bit_message_declares_8bitmime_when_offered() {
     let sub = submission(Security::ImplicitTls, basic());
     let mut s = SmtpSession::new(sub, "a@b.c".into(), vec!["d@e.f".into()], "Grüße\r\n".as_bytes().to_vec()).unwrap();
@@ -687,44 +594,6 @@ fn data_sent(chunking: Chunking) -> SmtpSession {
 fn assert_uncertain(e: &Error) {
     assert_eq!((e.retry, e.stage), (Retry::Uncertain, Stage::Data), "{e}");
     assert!(e.message.contains("may have been delivered") && e.message.contains("do not resend"), "{}", e.message);
-}
-
-#[test]
-fn refusals_at_mail_data_and_after_the_dot_retry_later_on_4xx_and_fix_first_on_5xx() {
-    for chunking in ALL {
-        for (reply, retry) in [(&b"451 4.3.0 Temporary lookup failure\r\n"[..], Retry::Later), (b"553 5.7.1 Sender not owned\r\n", Retry::FixFirst)] {
-            let mut s = envelope_sent(chunking);
-            let e = server(&mut s, reply, chunking).unwrap_err();
-            assert_eq!((e.stage, e.retry), (Stage::Envelope, retry), "MAIL {chunking:?} {}", text(reply));
-        }
-        for (reply, retry) in [(&b"451 4.3.0 try later\r\n"[..], Retry::Later), (b"554 5.5.1 no DATA here\r\n", Retry::FixFirst)] {
-            let mut s = envelope_sent(chunking);
-            let replies = [&b"250 Ok\r\n250 Ok\r\n250 Ok\r\n"[..], reply].concat();
-            let e = server(&mut s, &replies, chunking).unwrap_err();
-            assert_eq!((e.stage, e.retry), (Stage::Data, retry), "DATA {chunking:?} {}", text(reply));
-        }
-        for (reply, retry) in [(&b"452 4.3.1 Insufficient system storage\r\n"[..], Retry::Later), (b"554 5.7.1 Message rejected as spam\r\n", Retry::FixFirst)] {
-            let mut s = data_sent(chunking);
-            let e = server(&mut s, reply, chunking).unwrap_err();
-            assert_eq!((e.stage, e.retry), (Stage::Data, retry), "after the dot {chunking:?} {}", text(reply));
-            assert!(e.message.contains("it was not sent"), "{}", e.message);
-        }
-    }
-}
-
-#[test]
-fn all_recipients_refused_retries_later_when_any_refusal_was_temporary() {
-    let cases: [(&[u8], Retry); 3] = [
-        (b"250 Ok\r\n450 4.2.0 Greylisted\r\n451 4.3.0 try later\r\n554 5.5.1 no valid recipients\r\n", Retry::Later),
-        (b"250 Ok\r\n450 4.2.0 Greylisted\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n", Retry::Later),
-        (b"250 Ok\r\n550 5.1.1 unknown\r\n550 5.1.1 unknown\r\n554 5.5.1 no valid recipients\r\n", Retry::FixFirst),
-    ];
-    for (replies, retry) in cases {
-        let mut s = envelope_sent(Chunking::Whole);
-        exchange(&mut s, replies, b"RSET\r\nQUIT\r\n", Chunking::Whole);
-        let e = server(&mut s, b"250 Ok\r\n221 Bye\r\n", Chunking::Whole).unwrap_err();
-        assert_eq!((e.stage, e.retry), (Stage::Envelope, retry), "{}", text(replies));
-    }
 }
 
 #[test]
@@ -832,21 +701,6 @@ fn trouble_after_the_message_was_accepted_keeps_it_sent() {
     exchange(&mut s, b"250 Ok\r\n", b"QUIT\r\n", Chunking::Whole);
     let end = s.handle(Event::TlsFailed("reset by peer"), T0).unwrap();
     assert!(matches!(end.as_slice(), [Action::Close, Action::Finished(Outcome::Sent(_))]), "{end:?}");
-}
-
-#[test]
-fn hang_up_during_rset_still_reports_the_refused_recipients() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, b"250-mx\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", Chunking::Whole);
-    exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
-    exchange(&mut s, b"450 4.2.0 Greylisted\r\n", b"RCPT TO:<bob@example.net>\r\n", Chunking::Whole);
-    exchange(&mut s, b"450 4.2.0 Greylisted\r\n", b"RSET\r\n", Chunking::Whole);
-    let e = s.handle(Event::Closed, T0).unwrap_err();
-    assert_eq!((e.stage, e.retry), (Stage::Envelope, Retry::Later));
-    assert!(e.message.contains("ann@example.com") && e.message.contains("Greylisted"), "{}", e.message);
 }
 
 #[test]
@@ -1165,40 +1019,6 @@ fn check_with_a_refused_sender_fails_at_the_envelope_with_the_reply() {
     }
 }
 
-#[test]
-fn check_with_one_refused_recipient_resets_quits_and_fails_at_the_envelope() {
-    for chunking in ALL {
-        let mut s = check_session(Security::ImplicitTls, basic(), &["ann@example.com", "bob@example.net"]);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, chunking);
-        exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", chunking);
-        exchange(&mut s, b"250 2.1.0 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", chunking);
-        exchange(&mut s, b"250 2.1.5 Ok\r\n", b"RCPT TO:<bob@example.net>\r\n", chunking);
-        // One refusal is enough to fail a check, though a send would go ahead for ann.
-        let reset = exchange(&mut s, b"550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown\r\n", b"RSET\r\n", chunking);
-        assert!(steps(&reset).is_empty(), "no envelope step: {reset:?}");
-        exchange(&mut s, b"250 2.0.0 Ok\r\n", b"QUIT\r\n", chunking);
-        let e = server(&mut s, b"221 2.0.0 Bye\r\n", chunking).unwrap_err();
-        assert_eq!((e.kind, e.stage, e.retry), (ErrorKind::Protocol, Stage::Envelope, Retry::FixFirst));
-        assert_eq!(e.reply, Some(ServerReply::new("550", "5.1.1 <bob@example.net>: Recipient address rejected: User unknown")));
-        assert!(e.message.contains("refused 1 of 2 recipients") && e.message.contains("<bob@example.net>: 550"), "{}", e.message);
-        assert!(!e.message.contains("ann@"), "{}", e.message);
-        assert_eq!(s.deadline(), None);
-    }
-    // The server hangs up during RSET: still the recipient refusal, and a temporary one.
-    let mut s = check_session(Security::ImplicitTls, basic(), &["ann@example.com"]);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", Chunking::Whole);
-    exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
-    exchange(&mut s, b"450 4.2.0 Greylisted\r\n", b"RSET\r\n", Chunking::Whole);
-    let e = s.handle(Event::Closed, T0).unwrap_err();
-    assert_eq!((e.stage, e.retry), (Stage::Envelope, Retry::Later));
-    assert!(e.message.contains("Greylisted"), "{}", e.message);
-}
-
 /// A check that has reached the RSET of the accepted probe envelope.
 fn check_at_reset() -> (SmtpSession, Vec<Action>) {
     let mut s = check_session(Security::ImplicitTls, basic(), &["ann@example.com"]);
@@ -1303,3 +1123,5 @@ fn a_malformed_line_echoing_the_password_is_redacted() {
         assert!(e.to_string().contains("<redacted>") || security == Security::Starttls, "{e}");
     }
 }
+
+mod refusals;
