@@ -319,3 +319,14 @@ fn recipient_replies_echoing_the_password_are_redacted_everywhere() {
     let r = &e.refusal.as_ref().unwrap().recipients[0];
     assert_eq!(r.reply.text, "5.1.1 no user <redacted>");
 }
+
+#[test]
+fn withholding_server_text_covers_every_recipient_reply() {
+    let mut s = smtp2_envelope(&["a@example.com", "b@example.com"]);
+    exchange(&mut s, b"250 Ok\r\n450 4.2.0 forged text one\r\n550 5.1.1 forged text two\r\n503 need RCPT\r\n", b"RSET\r\nQUIT\r\n", Chunking::Whole);
+    let mut e = server(&mut s, b"250 Ok\r\n221 Bye\r\n", Chunking::Whole).unwrap_err();
+    e.withhold_server_text();
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("forged"), "{shown}");
+    assert!(e.refusal.as_ref().unwrap().recipients.iter().all(|r| r.reply.text == crate::error::WITHHELD), "{e:?}");
+}
