@@ -309,6 +309,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_keep_every_recipient_and_the_cause_on_the_way_back() {
+        let rcpt = |address: &str, code: &str, retry| RecipientResult {
+            address: address.into(),
+            accepted: false,
+            reply: crate::engine::ServerReply { code: code.into(), text: "x".into() },
+            retry: Some(retry),
+        };
+        let refusal = Refusal {
+            detail: ErrorDetail { stage: Stage::Envelope, message: "refused".into(), reply: None, retry: RetryAdvice::Later },
+            cause: RefusalCause::Recipients,
+            recipients: vec![rcpt("busy@x", "451", RetryAdvice::Later), rcpt("nouser@x", "550", RetryAdvice::FixFirst)],
+        };
+        let host: HostError = GuestError::Refused(refusal).into();
+        assert_eq!((host.kind(), host.retry()), (Some(Kind::Refused), Retry::Later));
+        assert!(host.to_string().starts_with("refused by the server during envelope"), "{host}");
+        match host.to_guest_error(Stage::Connect) {
+            Some(GuestError::Refused(r)) => {
+                assert_eq!(r.detail.stage, Stage::Envelope);
+                assert!(matches!(r.cause, RefusalCause::Recipients));
+                let got: Vec<_> = r.recipients.iter().map(|x| (x.address.as_str(), x.retry.map(Retry::from))).collect();
+                assert_eq!(got, [("busy@x", Some(Retry::Later)), ("nouser@x", Some(Retry::FixFirst))]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn guest_errors_keep_their_stage_and_reply_on_the_way_back() {
         let d = ErrorDetail {
             stage: Stage::Authenticate,

@@ -124,7 +124,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
 /// What the retry advice means for the admin.
 fn retry_line(r: Retry) -> &'static str {
     match r {
-        Retry::Later => "later (temporary: the same send can succeed later)",
+        Retry::Later => "later (temporary: a later attempt can succeed; fix first what the action names as permanent)",
         Retry::FixFirst => "fix-first (permanent: change what the message names before sending again)",
         Retry::Uncertain => "uncertain (the message may have been delivered: do not resend blindly)",
     }
