@@ -47,7 +47,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
             };
             let db = match Database::open(&cfg.database) {
                 Ok(db) => db,
-                Err(e) => return fail(e, 1),
+                Err(e) => return failed(plugin, cfg, e, json).await,
             };
             let reply = ops::Reply { text_body, html_body, force };
             ops::send_reply(plugin, cfg, &queue, &db, &reference, &reply).await.map(|r| {
@@ -75,7 +75,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
         None => {
             let db = match Database::open(&cfg.database) {
                 Ok(db) => db,
-                Err(e) => return fail(e, 1),
+                Err(e) => return failed(plugin, cfg, e, json).await,
             };
             let msg = Outgoing { to, subject: subject.unwrap_or_default(), text_body };
             ops::send(plugin, cfg, &queue, &msg, &db).await
@@ -108,17 +108,21 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let code = fail(&e, 1);
-            let d = explanation(plugin, cfg, &e).await;
-            print_explanation(d.as_ref());
-            eprintln!("mailplug:   retry:    {}", retry_line(e.retry()));
-            if json {
-                println!("{}", failure_json(&e, d.as_ref()));
-            }
-            code
-        }
+        Err(e) => failed(plugin, cfg, e, json).await,
     }
+}
+
+/// A send that failed once the configuration was loaded: the error line, its explanation and
+/// retry advice on stderr, and with `--json` the failure as a JSON object on stdout; exit 1.
+async fn failed(plugin: &Plugin, cfg: &TenantConfig, e: HostError, json: bool) -> ExitCode {
+    let code = fail(&e, 1);
+    let d = explanation(plugin, cfg, &e).await;
+    print_explanation(d.as_ref());
+    eprintln!("mailplug:   retry:    {}", retry_line(e.retry()));
+    if json {
+        println!("{}", failure_json(&e, d.as_ref()));
+    }
+    code
 }
 
 /// What the retry advice means for the admin.

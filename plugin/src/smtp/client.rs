@@ -147,8 +147,9 @@ impl SmtpSession {
 
     /// A connection check ("test connection"): greeting, EHLO, STARTTLS when configured, AUTH,
     /// `MAIL FROM` and a `RCPT TO` for each recipient, then RSET and QUIT. Never DATA: nothing
-    /// is sent. Each step is reported with `Action::Progress`; a refused sender or recipient
-    /// fails at `Stage::Envelope` with the server's reply.
+    /// is sent. Each step is reported with `Action::Progress`; a refused sender fails at
+    /// `Stage::Envelope` with the server's reply, a refused recipient as an ordinary refusal
+    /// (`ErrorKind::Refused`) with every recipient's answer.
     pub fn check(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>) -> Result<Self> {
         Self::open(submission, envelope_from, envelope_to, true)
     }
