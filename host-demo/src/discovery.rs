@@ -319,6 +319,7 @@ pub fn error_parts(e: &GuestError) -> (&'static str, &str) {
         GuestError::Tls(d) => ("tls", &d.message),
         GuestError::AuthRejected(d) => ("auth-rejected", &d.message),
         GuestError::Protocol(d) => ("protocol", &d.message),
+        GuestError::Refused(r) => ("refused", &r.detail.message),
         GuestError::Policy(d) => ("policy", &d.message),
         GuestError::Limit(d) => ("limit", &d.message),
         GuestError::Timeout(d) => ("timeout", &d.message),

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use crate::engine::{ErrorDetail, GuestError, RetryAdvice, Stage};
+use crate::engine::{ErrorDetail, GuestError, RecipientResult, RetryAdvice, Stage};
+
+/// The details of an ordinary refusal (the WIT `refusal`, `refusal-cause`, `message-size`).
+pub use crate::engine::exports::mailplug::connector::types::{MessageSize, Refusal, RefusalCause};
 
 /// The kind of a guest-reported error, mirroring the WIT `error` variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,10 +14,60 @@ pub enum Kind {
     Tls,
     AuthRejected,
     Protocol,
+    /// An ordinary refusal (SMTP: recipients refused, the message over the server's size limit).
+    Refused,
     Policy,
     Limit,
     Timeout,
     InvalidInput,
+}
+
+impl Kind {
+    /// The name the WIT gives this kind ("auth-rejected", "refused", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "network",
+            Kind::Tls => "tls",
+            Kind::AuthRejected => "auth-rejected",
+            Kind::Protocol => "protocol",
+            Kind::Refused => "refused",
+            Kind::Policy => "policy",
+            Kind::Limit => "limit",
+            Kind::Timeout => "timeout",
+            Kind::InvalidInput => "invalid-input",
+        }
+    }
+}
+
+impl Retry {
+    /// The name the WIT gives this advice: "fix-first", "later", "uncertain".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retry::FixFirst => "fix-first",
+            Retry::Later => "later",
+            Retry::Uncertain => "uncertain",
+        }
+    }
+}
+
+impl From<RetryAdvice> for Retry {
+    fn from(r: RetryAdvice) -> Self {
+        match r {
+            RetryAdvice::FixFirst => Retry::FixFirst,
+            RetryAdvice::Later => Retry::Later,
+            RetryAdvice::Uncertain => Retry::Uncertain,
+        }
+    }
+}
+
+impl From<Retry> for RetryAdvice {
+    fn from(r: Retry) -> Self {
+        match r {
+            Retry::FixFirst => RetryAdvice::FixFirst,
+            Retry::Later => RetryAdvice::Later,
+            Retry::Uncertain => RetryAdvice::Uncertain,
+        }
+    }
 }
 
 /// An error from the mail component or the host, for the admin.
@@ -73,6 +126,18 @@ pub struct GuestFailure {
     pub message: String,
     pub reply: Option<(String, String)>,
     pub retry: Retry,
+    /// For `Kind::Refused`: what was refused, and every recipient's answer with its own advice.
+    pub refused: Option<Refused>,
+    /// The Message-ID of the message a failed send was about, when it was composed.
+    pub message_id: Option<String>,
+}
+
+/// What an ordinary refusal was about (`Kind::Refused`).
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub cause: RefusalCause,
+    /// Every recipient with the server's answer (recipient refusals; empty for a size refusal).
+    pub recipients: Vec<RecipientResult>,
 }
 
 impl HostError {
@@ -113,17 +178,19 @@ impl HostError {
         };
         Some(match self {
             HostError::Guest(g) => {
-                let retry = match g.retry {
-                    Retry::FixFirst => RetryAdvice::FixFirst,
-                    Retry::Later => RetryAdvice::Later,
-                    Retry::Uncertain => RetryAdvice::Uncertain,
-                };
-                let d = detail(g.stage_id, g.message.clone(), g.reply.clone(), retry);
+                let d = detail(g.stage_id, g.message.clone(), g.reply.clone(), g.retry.into());
                 match g.kind {
                     Kind::Network => GuestError::Network(d),
                     Kind::Tls => GuestError::Tls(d),
                     Kind::AuthRejected => GuestError::AuthRejected(d),
                     Kind::Protocol => GuestError::Protocol(d),
+                    Kind::Refused => {
+                        let (cause, recipients) = match &g.refused {
+                            Some(r) => (r.cause, r.recipients.clone()),
+                            None => (RefusalCause::Recipients, Vec::new()),
+                        };
+                        GuestError::Refused(Refusal { detail: d, cause, recipients })
+                    }
                     Kind::Policy => GuestError::Policy(d),
                     Kind::Limit => GuestError::Limit(d),
                     Kind::Timeout => GuestError::Timeout(d),
@@ -147,6 +214,7 @@ impl fmt::Display for GuestFailure {
             Kind::Tls => "TLS error",
             Kind::AuthRejected => "login rejected",
             Kind::Protocol => "protocol error",
+            Kind::Refused => "refused by the server",
             Kind::Policy => "refused by security policy",
             Kind::Limit => "limit exceeded",
             Kind::Timeout => "timeout",
@@ -157,6 +225,23 @@ impl fmt::Display for GuestFailure {
             write!(f, " (server replied: {code} {text})")?;
         }
         Ok(())
+    }
+}
+
+/// The stage as the WIT names it: "envelope", "data", "select-mailbox", ...
+pub fn stage_id(s: Stage) -> &'static str {
+    match s {
+        Stage::Connect => "connect",
+        Stage::Greeting => "greeting",
+        Stage::Capabilities => "capabilities",
+        Stage::Starttls => "starttls",
+        Stage::Authenticate => "authenticate",
+        Stage::SelectMailbox => "select-mailbox",
+        Stage::ListMessages => "list-messages",
+        Stage::FetchMessage => "fetch-message",
+        Stage::Envelope => "envelope",
+        Stage::Data => "data",
+        Stage::Logout => "logout",
     }
 }
 
@@ -178,7 +263,12 @@ fn stage_name(s: Stage) -> &'static str {
 
 impl From<GuestError> for HostError {
     fn from(e: GuestError) -> Self {
+        let mut refused = None;
         let (kind, d): (Kind, ErrorDetail) = match e {
+            GuestError::Refused(r) => {
+                refused = Some(Refused { cause: r.cause, recipients: r.recipients });
+                (Kind::Refused, r.detail)
+            }
             GuestError::Network(d) => (Kind::Network, d),
             GuestError::Tls(d) => (Kind::Tls, d),
             GuestError::AuthRejected(d) => (Kind::AuthRejected, d),
@@ -194,11 +284,9 @@ impl From<GuestError> for HostError {
             stage_id: d.stage,
             message: d.message,
             reply: d.reply.map(|r| (r.code, r.text)),
-            retry: match d.retry {
-                RetryAdvice::FixFirst => Retry::FixFirst,
-                RetryAdvice::Later => Retry::Later,
-                RetryAdvice::Uncertain => Retry::Uncertain,
-            },
+            retry: d.retry.into(),
+            refused,
+            message_id: None,
         })
     }
 }
@@ -218,6 +306,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(HostError::NotFound("no such mailbox".into()).to_guest_error(Stage::Connect).is_none());
+    }
+
+    #[test]
+    fn refusals_keep_every_recipient_and_the_cause_on_the_way_back() {
+        let rcpt = |address: &str, code: &str, retry| RecipientResult {
+            address: address.into(),
+            accepted: false,
+            reply: crate::engine::ServerReply { code: code.into(), text: "x".into() },
+            retry: Some(retry),
+        };
+        let refusal = Refusal {
+            detail: ErrorDetail { stage: Stage::Envelope, message: "refused".into(), reply: None, retry: RetryAdvice::Later },
+            cause: RefusalCause::Recipients,
+            recipients: vec![rcpt("busy@x", "451", RetryAdvice::Later), rcpt("nouser@x", "550", RetryAdvice::FixFirst)],
+        };
+        let host: HostError = GuestError::Refused(refusal).into();
+        assert_eq!((host.kind(), host.retry()), (Some(Kind::Refused), Retry::Later));
+        assert!(host.to_string().starts_with("refused by the server during envelope"), "{host}");
+        match host.to_guest_error(Stage::Connect) {
+            Some(GuestError::Refused(r)) => {
+                assert_eq!(r.detail.stage, Stage::Envelope);
+                assert!(matches!(r.cause, RefusalCause::Recipients));
+                let got: Vec<_> = r.recipients.iter().map(|x| (x.address.as_str(), x.retry.map(Retry::from))).collect();
+                assert_eq!(got, [("busy@x", Some(Retry::Later)), ("nouser@x", Some(Retry::FixFirst))]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -404,9 +404,12 @@ async fn submit(
         }
     };
     let outcome = result.map_err(|e| match e {
-        // The host must be able to recognise a duplicate if it ever resends: name the message.
-        HostError::Guest(mut g) if g.retry == crate::error::Retry::Uncertain => {
-            g.message = format!("{} (Message-ID <{}>)", g.message, composed.message_id);
+        HostError::Guest(mut g) => {
+            // The host must be able to recognise a duplicate if it ever resends: name the message.
+            if g.retry == crate::error::Retry::Uncertain {
+                g.message = format!("{} (Message-ID <{}>)", g.message, composed.message_id);
+            }
+            g.message_id = Some(composed.message_id.clone());
             HostError::Guest(g)
         }
         other => other,

@@ -54,11 +54,12 @@ def unescape(body: str) -> bytes:
     return bytes(out)
 
 
-def literals(path: pathlib.Path):
+def literals(path: pathlib.Path, consts=None):
     """Yields (function name, kind, bytes, word before) for each string literal; const names
-    resolved."""
+    resolved (also those in `consts`, which collects this file's: a test module split into
+    files shares its parent's constants)."""
     text = path.read_text()
-    consts = {}
+    consts = {} if consts is None else consts
     fn = None
     pending_const = None
     prev = []
@@ -109,12 +110,14 @@ def write(target: str, seeds):
 SERVER = re.compile(rb"^(\* |\+ |\+\r|\+OK|-ERR|[2-5][0-9][0-9][\r -]|[A-Za-z0-9.]+ (OK|NO|BAD)\b)")
 
 
-def per_test(paths, server_only=False):
+def per_test(paths, server_only=False, shared_consts=False):
     """One seed per test function: its byte strings in order (only what a server sends: the
-    `S(...)` steps and literals that start like a server reply, when `server_only`)."""
+    `S(...)` steps and literals that start like a server reply, when `server_only`). With
+    `shared_consts` the constants of the first paths resolve in the later ones."""
     by_fn = {}
+    shared = {} if shared_consts else None
     for p in paths:
-        for fn, kind, data, before in literals(p):
+        for fn, kind, data, before in literals(p, shared):
             if server_only and before != "S" and not SERVER.match(data):
                 continue
             if fn and kind == "b":
@@ -122,21 +125,22 @@ def per_test(paths, server_only=False):
     return [bytes(v) for v in by_fn.values()]
 
 
-def session_seeds(paths):
-    streams = per_test(paths, server_only=True)
+def session_seeds(paths, shared_consts=False):
+    streams = per_test(paths, server_only=True, shared_consts=shared_consts)
     # byte 0: 0 = implicit TLS, 1 = STARTTLS (keep, all, fetch, password); byte 1: 0 = a line per read
     return [bytes([cfg, 0]) + s for s in streams for cfg in (0, 1)]
 
 
 imap = per_test([SRC / "imap/tests.rs", SRC / "imap/append.rs"])
 pop3 = per_test([SRC / "pop3/tests.rs"])
-smtp = per_test([SRC / "smtp/tests.rs"])
+SMTP_TESTS = [SRC / "smtp/tests.rs", *sorted((SRC / "smtp/tests").glob("*.rs"))]
+smtp = per_test(SMTP_TESTS, shared_consts=True)
 write("imap_response", imap)
 write("pop3_response", pop3)
 write("smtp_reply", smtp)
 write("imap_session", session_seeds([SRC / "imap/tests.rs", SRC / "imap/append.rs"]))
 write("pop3_session", session_seeds([SRC / "pop3/tests.rs"]))
-write("smtp_session", session_seeds([SRC / "smtp/tests.rs"]))
+write("smtp_session", session_seeds(SMTP_TESTS, shared_consts=True))
 
 samples = [p.read_bytes() for p in sorted((PLUGIN / "tests/samples").glob("*.eml"))]
 mime_lits = [d for _, k, d, _ in literals(SRC / "parse.rs") if k == "b" and b":" in d]

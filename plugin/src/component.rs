@@ -29,7 +29,8 @@ use exports::mailplug::connector::session::{
 };
 use exports::mailplug::connector::parse::{self as parse_wit, Address, Attachment, Classification, ParsedMessage};
 use exports::mailplug::connector::types::{
-    Credentials, Error, ErrorDetail, Limits, Oauth2Mechanism, RetryAdvice, Security, Server, ServerReply, Stage,
+    Credentials, Error, ErrorDetail, Limits, MessageSize, Oauth2Mechanism, Refusal, RefusalCause, RetryAdvice, Security, Server,
+    ServerReply, Stage,
 };
 
 pub(crate) struct Component;
@@ -487,6 +488,52 @@ fn reply_to_wit(r: error::ServerReply) -> ServerReply {
     ServerReply { code: r.code, text: r.text }
 }
 
+fn retry_to_wit(r: error::Retry) -> RetryAdvice {
+    match r {
+        error::Retry::FixFirst => RetryAdvice::FixFirst,
+        error::Retry::Later => RetryAdvice::Later,
+        error::Retry::Uncertain => RetryAdvice::Uncertain,
+    }
+}
+
+fn retry_from_wit(r: RetryAdvice) -> error::Retry {
+    match r {
+        RetryAdvice::FixFirst => error::Retry::FixFirst,
+        RetryAdvice::Later => error::Retry::Later,
+        RetryAdvice::Uncertain => error::Retry::Uncertain,
+    }
+}
+
+fn recipient_to_wit(x: core::RecipientResult) -> RecipientResult {
+    RecipientResult { address: x.address, accepted: x.accepted, reply: reply_to_wit(x.reply), retry: x.retry.map(retry_to_wit) }
+}
+
+fn recipient_from_wit(x: RecipientResult) -> core::RecipientResult {
+    core::RecipientResult {
+        address: x.address,
+        accepted: x.accepted,
+        reply: error::ServerReply::new(x.reply.code, x.reply.text),
+        retry: x.retry.map(retry_from_wit),
+    }
+}
+
+fn refusal_to_wit(d: ErrorDetail, r: Option<error::Refusal>) -> Refusal {
+    let r = r.unwrap_or(error::Refusal { cause: error::RefusalCause::Recipients, recipients: Vec::new() });
+    let cause = match r.cause {
+        error::RefusalCause::Recipients => RefusalCause::Recipients,
+        error::RefusalCause::MessageTooBig { size, server_limit } => RefusalCause::MessageTooBig(MessageSize { size, server_limit }),
+    };
+    Refusal { detail: d, cause, recipients: r.recipients.into_iter().map(recipient_to_wit).collect() }
+}
+
+fn refusal_from_wit(r: Refusal) -> (ErrorDetail, error::Refusal) {
+    let cause = match r.cause {
+        RefusalCause::Recipients => error::RefusalCause::Recipients,
+        RefusalCause::MessageTooBig(m) => error::RefusalCause::MessageTooBig { size: m.size, server_limit: m.server_limit },
+    };
+    (r.detail, error::Refusal { cause, recipients: r.recipients.into_iter().map(recipient_from_wit).collect() })
+}
+
 pub(crate) fn error_to_wit(e: error::Error) -> Error {
     let stage = match e.stage {
         error::Stage::Connect => Stage::Connect,
@@ -501,17 +548,13 @@ pub(crate) fn error_to_wit(e: error::Error) -> Error {
         error::Stage::Data => Stage::Data,
         error::Stage::Logout => Stage::Logout,
     };
-    let retry = match e.retry {
-        error::Retry::FixFirst => RetryAdvice::FixFirst,
-        error::Retry::Later => RetryAdvice::Later,
-        error::Retry::Uncertain => RetryAdvice::Uncertain,
-    };
-    let d = ErrorDetail { stage, message: e.message, reply: e.reply.map(reply_to_wit), retry };
+    let d = ErrorDetail { stage, message: e.message, reply: e.reply.map(reply_to_wit), retry: retry_to_wit(e.retry) };
     match e.kind {
         error::ErrorKind::Network => Error::Network(d),
         error::ErrorKind::Tls => Error::Tls(d),
         error::ErrorKind::AuthRejected => Error::AuthRejected(d),
         error::ErrorKind::Protocol => Error::Protocol(d),
+        error::ErrorKind::Refused => Error::Refused(refusal_to_wit(d, e.refusal)),
         error::ErrorKind::Policy => Error::Policy(d),
         error::ErrorKind::Limit => Error::Limit(d),
         error::ErrorKind::Timeout => Error::Timeout(d),
@@ -520,7 +563,13 @@ pub(crate) fn error_to_wit(e: error::Error) -> Error {
 }
 
 fn error_from_wit(e: Error) -> error::Error {
+    let mut refusal = None;
     let (kind, d) = match e {
+        Error::Refused(r) => {
+            let (d, r) = refusal_from_wit(r);
+            refusal = Some(r);
+            (error::ErrorKind::Refused, d)
+        }
         Error::Network(d) => (error::ErrorKind::Network, d),
         Error::Tls(d) => (error::ErrorKind::Tls, d),
         Error::AuthRejected(d) => (error::ErrorKind::AuthRejected, d),
@@ -543,13 +592,9 @@ fn error_from_wit(e: Error) -> error::Error {
         Stage::Data => error::Stage::Data,
         Stage::Logout => error::Stage::Logout,
     };
-    let retry = match d.retry {
-        RetryAdvice::FixFirst => error::Retry::FixFirst,
-        RetryAdvice::Later => error::Retry::Later,
-        RetryAdvice::Uncertain => error::Retry::Uncertain,
-    };
-    let mut err = error::Error::new(kind, stage, d.message).with_retry(retry);
+    let mut err = error::Error::new(kind, stage, d.message).with_retry(retry_from_wit(d.retry));
     err.reply = d.reply.map(|r| error::ServerReply::new(r.code, r.text));
+    err.refusal = refusal;
     err
 }
 
@@ -586,7 +631,7 @@ fn action_to_wit(a: core::Action) -> Action {
             recipients: r
                 .recipients
                 .into_iter()
-                .map(|x| RecipientResult { address: x.address, accepted: x.accepted, reply: reply_to_wit(x.reply) })
+                .map(recipient_to_wit)
                 .collect(),
         })),
     }

@@ -4,6 +4,8 @@
 
 use crate::error::{Error, ErrorKind, Stage};
 
+mod refusal;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnosis {
     pub cause_en: String,
@@ -150,6 +152,12 @@ pub fn explain(error: &Error) -> Diagnosis {
                 return Diagnosis { cause_en: x.cause.en, cause_de: x.cause.de, action_en: x.action.en, action_de: x.action.de };
             }
         }
+    }
+    // An ordinary refusal is explained by what was refused, never by words in the replies.
+    if let Some(r) = &error.refusal {
+        return refusal::explain(error, r);
+    }
+    if let Some(reply) = &error.reply {
         if let Some(d) = diagnose(&reply.text) {
             return d;
         }
@@ -249,6 +257,12 @@ fn by_kind(error: &Error) -> Diagnosis {
             format!("Der Server hat unerwartet geantwortet ({stage_de})."),
             "Check that the port belongs to the protocol (IMAP 993/143, POP3 995/110, SMTP 465/587); if it does, give this message to the provider.",
             "Prüfen Sie, ob der Port zum Protokoll gehört (IMAP 993/143, POP3 995/110, SMTP 465/587); wenn ja, geben Sie diese Meldung an den Anbieter weiter.",
+        ),
+        (ErrorKind::Refused, _) => own(
+            "",
+            format!("Der Server hat die Anfrage abgelehnt ({stage_de})."),
+            "Read the server's reply in the message: a 4xx refusal can be tried again later, a 5xx one needs a change first.",
+            "Lesen Sie die Antwort des Servers in der Meldung: Eine 4xx-Ablehnung kann später erneut versucht werden, eine 5xx-Ablehnung erfordert zuerst eine Änderung.",
         ),
         (ErrorKind::Limit, _) => own(
             "",

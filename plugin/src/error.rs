@@ -56,10 +56,29 @@ pub enum ErrorKind {
     Tls,
     AuthRejected,
     Protocol,
+    /// An ordinary refusal (recipients, the message's size); `Error::refusal` says which.
+    Refused,
     Policy,
     Limit,
     Timeout,
     InvalidInput,
+}
+
+/// What an ordinary refusal is about (`refusal-cause` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// Recipients refused at RCPT TO; `Refusal::recipients` has every answer.
+    Recipients,
+    /// The message is bigger than the server accepts (its SIZE limit, or 552 / 5.3.4).
+    MessageTooBig { size: u64, server_limit: Option<u64> },
+}
+
+/// The details of an `ErrorKind::Refused` error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub cause: RefusalCause,
+    /// Every recipient with the server's answer (recipient refusals only).
+    pub recipients: Vec<crate::session::RecipientResult>,
 }
 
 /// Whether trying the same operation again can help.
@@ -89,6 +108,8 @@ pub struct Error {
     /// that text received before TLS can be withheld and echoed secrets redacted in one place
     /// (`session::handle_checked`), whatever the protocol or the path that built the error.
     pub quoted: Vec<String>,
+    /// Set exactly for `ErrorKind::Refused` (see `Error::refused`).
+    pub refusal: Option<Refusal>,
 }
 
 impl Error {
@@ -99,7 +120,13 @@ impl Error {
             ErrorKind::Network | ErrorKind::Timeout => Retry::Later,
             _ => Retry::FixFirst,
         };
-        Error { kind, stage, message: message.into(), reply: None, retry, quoted: Vec::new() }
+        Error { kind, stage, message: message.into(), reply: None, retry, quoted: Vec::new(), refusal: None }
+    }
+    /// An ordinary refusal by the server (never a fault of the connection or the settings).
+    pub fn refused(stage: Stage, message: impl Into<String>, refusal: Refusal) -> Self {
+        let mut e = Self::new(ErrorKind::Refused, stage, message);
+        e.refusal = Some(refusal);
+        e
     }
     pub fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
@@ -136,6 +163,12 @@ impl Error {
             pieces.extend(r.text.split('\n').map(|l| l.trim().to_string()));
             pieces.push(r.text);
         }
+        // Each recipient's answer too: it is server text like the reply.
+        let recipients = self.refusal.as_mut().map(|r| r.recipients.as_mut_slice()).unwrap_or_default();
+        let had_text = had_text || !recipients.is_empty();
+        for r in recipients {
+            pieces.push(std::mem::replace(&mut r.reply.text, WITHHELD.to_string()));
+        }
         // Longest first, so a line is not withheld inside a longer piece that then no longer matches.
         pieces.retain(|p| !p.trim().is_empty());
         pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
@@ -161,6 +194,9 @@ impl Error {
         }
         if let Some(r) = &mut self.reply {
             r.text = redact(&r.text, forms);
+        }
+        for r in self.refusal.iter_mut().flat_map(|r| r.recipients.iter_mut()) {
+            r.reply.text = redact(&r.reply.text, forms);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The sans-IO driving protocol (`session` in the WIT) as plain Rust, shared by every client.
 
 use crate::config::Server;
-use crate::error::{Result, ServerReply};
+use crate::error::{Result, Retry, ServerReply};
 
 /// Milliseconds since the Unix epoch, from the host's clock.
 pub type Instant = u64;
@@ -50,6 +50,21 @@ pub struct RecipientResult {
     pub address: String,
     pub accepted: bool,
     pub reply: ServerReply,
+    /// A refused recipient's own advice: `Later` for 4xx, `FixFirst` for 5xx; None when accepted.
+    pub retry: Option<Retry>,
+}
+
+impl RecipientResult {
+    /// A recipient as answered to RCPT TO, with the retry advice its reply code implies.
+    pub fn from_reply(address: String, code: u16, reply: ServerReply) -> Self {
+        let accepted = (200..300).contains(&code);
+        let retry = match code {
+            _ if accepted => None,
+            400..=499 => Some(Retry::Later),
+            _ => Some(Retry::FixFirst),
+        };
+        RecipientResult { address, accepted, reply, retry }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -138,8 +138,9 @@ fn failures_exit_nonzero_with_one_line_an_explanation_and_no_password() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 5, "one line for the reason, four for cause and action: {}", text(&o));
+    assert_eq!(lines.len(), 6, "one line for the reason, four for cause and action, one for the retry advice: {}", text(&o));
     assert!(lines[0].contains("rejected") && lines[1].contains("cause:") && lines[4].contains("Maßnahme:"), "{err}");
+    assert!(lines[5].contains("retry:    fix-first"), "a rejected login needs a fix first: {err}");
     assert!(!text(&o).contains(wrong), "password leaked: {}", text(&o));
 
     // A config error names the field and exits 2.

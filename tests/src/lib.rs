@@ -319,3 +319,38 @@ pub async fn switch_proxy(upstream: (String, u16)) -> SwitchProxy {
 
 // ---- helper F (fault sweep): the sweep's proxy, mailboxes, cases and checks (tests/src/sweep/).
 pub mod sweep;
+
+// ---- helper a: SMTP refusals against smtp2 (issue 11 items 1 and 6) ----
+
+/// smtp2, the rig's second submission server (npm smtp-server): implicit TLS when `tls`, else
+/// STARTTLS, logging in as `user`.
+pub fn smtp2_spec(tls: bool, user: &str, password: &str) -> ServerSpec {
+    let r = rig();
+    let port = if tls { r.port("RIG_SMTP2_TLS_PORT") } else { r.port("RIG_SMTP2_STARTTLS_PORT") };
+    ServerSpec::new(r.get("RIG_SMTP2_HOST"), port, tls, user, password)
+}
+
+/// The record smtp2 spooled for the message with this Message-ID (without angle brackets):
+/// `{"id", "user", "mail_from", "rcpt_to", "size", "message_id"}`, or None.
+pub fn smtp2_spooled(message_id: &str) -> Option<serde_json::Value> {
+    let dir = rig().get("RIG_SMTP2_SPOOL");
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("smtp2 spool {dir}: {e}"));
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .find(|v| v["message_id"].as_str().map(|m| m.trim_matches(['<', '>'])) == Some(message_id))
+}
+
+/// Waits (at most 10 s) for smtp2 to have spooled the message with this Message-ID.
+pub async fn smtp2_wait_spooled(message_id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = smtp2_spooled(message_id) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "smtp2 never spooled <{message_id}>");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -13,9 +13,17 @@ pub fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
 
 /// Prints the cause and the admin's action for an error about a server, in English and German.
 pub async fn explain_error(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) {
-    let Ok(mut instance) = ops::instance_for(plugin, cfg).await else { return };
-    let stage = mailplug_host::engine::Stage::Connect;
-    if let Some(d) = mailplug_host::check::explain(&mut instance, e, stage).await {
+    print_explanation(explanation(plugin, cfg, e).await.as_ref());
+}
+
+/// The cause and the admin's action for an error about a server (None for other errors).
+pub async fn explanation(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) -> Option<mailplug_host::engine::Diagnosis> {
+    let mut instance = ops::instance_for(plugin, cfg).await.ok()?;
+    mailplug_host::check::explain(&mut instance, e, mailplug_host::engine::Stage::Connect).await
+}
+
+pub fn print_explanation(d: Option<&mailplug_host::engine::Diagnosis>) {
+    if let Some(d) = d {
         eprintln!("mailplug:   cause:    {}", d.cause.en);
         eprintln!("mailplug:   action:   {}", d.action.en);
         eprintln!("mailplug:   Ursache:  {}", d.cause.de);

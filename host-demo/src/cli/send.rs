@@ -4,10 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mailplug_host::db::Database;
+use mailplug_host::engine::{Diagnosis, RecipientResult};
+use mailplug_host::error::{RefusalCause, Retry};
 use mailplug_host::ops::{self, Outgoing};
-use mailplug_host::{Plugin, TenantConfig};
+use mailplug_host::{HostError, Plugin, TenantConfig};
+use serde_json::{json, Value};
 
-use super::output::{explain_error, fail};
+use super::output::{explanation, fail, print_explanation};
 
 /// What `mailplug send` was asked to send.
 pub struct SendArgs {
@@ -22,7 +25,8 @@ pub struct SendArgs {
     pub json: bool,
 }
 
-/// `mailplug send`: prints the server's final reply (or a JSON object); exit 1 on failure.
+/// `mailplug send`: prints the server's final reply (or a JSON object); exit 1 on failure,
+/// with `--json` after printing the failure as a JSON object too (see `failure_json`).
 pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> ExitCode {
     let SendArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, json } = args;
     let text_body = match (body, body_file) {
@@ -43,7 +47,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
             };
             let db = match Database::open(&cfg.database) {
                 Ok(db) => db,
-                Err(e) => return fail(e, 1),
+                Err(e) => return failed(plugin, cfg, e, json).await,
             };
             let reply = ops::Reply { text_body, html_body, force };
             ops::send_reply(plugin, cfg, &queue, &db, &reference, &reply).await.map(|r| {
@@ -71,7 +75,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
         None => {
             let db = match Database::open(&cfg.database) {
                 Ok(db) => db,
-                Err(e) => return fail(e, 1),
+                Err(e) => return failed(plugin, cfg, e, json).await,
             };
             let msg = Outgoing { to, subject: subject.unwrap_or_default(), text_body };
             ops::send(plugin, cfg, &queue, &msg, &db).await
@@ -81,12 +85,13 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
         Ok(sent) => {
             let r = &sent.report;
             if json {
-                let rcpts: Vec<_> = r
-                    .recipients
-                    .iter()
-                    .map(|x| serde_json::json!({"address": x.address, "accepted": x.accepted, "reply": format!("{} {}", x.reply.code, x.reply.text)}))
-                    .collect();
-                let mut v = serde_json::json!({"message_id": sent.message_id, "reply": format!("{} {}", r.final_reply.code, r.final_reply.text), "recipients": rcpts});
+                let rcpts: Vec<_> = r.recipients.iter().map(recipient_json).collect();
+                let mut v = json!({
+                    "sent": true,
+                    "message_id": sent.message_id,
+                    "reply": format!("{} {}", r.final_reply.code, r.final_reply.text),
+                    "recipients": rcpts,
+                });
                 if let Some(copy) = saved.filter(|c| !c.is_null()) {
                     v["sent_copy"] = copy;
                 }
@@ -94,15 +99,85 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
             } else {
                 println!("{} {}", r.final_reply.code, r.final_reply.text);
                 for x in r.recipients.iter().filter(|x| !x.accepted) {
-                    eprintln!("mailplug: recipient {} refused: {} {}", x.address, x.reply.code, x.reply.text);
+                    let advice = match x.retry.map(Retry::from) {
+                        Some(Retry::Later) => "temporary: send to it again later",
+                        _ => "permanent: correct or remove the address",
+                    };
+                    eprintln!("mailplug: recipient {} refused ({advice}): {} {}", x.address, x.reply.code, x.reply.text);
                 }
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let code = fail(&e, 1);
-            explain_error(plugin, cfg, &e).await;
-            code
-        }
+        Err(e) => failed(plugin, cfg, e, json).await,
     }
+}
+
+/// A send that failed once the configuration was loaded: the error line, its explanation and
+/// retry advice on stderr, and with `--json` the failure as a JSON object on stdout; exit 1.
+async fn failed(plugin: &Plugin, cfg: &TenantConfig, e: HostError, json: bool) -> ExitCode {
+    let code = fail(&e, 1);
+    let d = explanation(plugin, cfg, &e).await;
+    print_explanation(d.as_ref());
+    eprintln!("mailplug:   retry:    {}", retry_line(e.retry()));
+    if json {
+        println!("{}", failure_json(&e, d.as_ref()));
+    }
+    code
+}
+
+/// What the retry advice means for the admin.
+fn retry_line(r: Retry) -> &'static str {
+    match r {
+        Retry::Later => "later (temporary: a later attempt can succeed; fix first what the action names as permanent)",
+        Retry::FixFirst => "fix-first (permanent: change what the message names before sending again)",
+        Retry::Uncertain => "uncertain (the message may have been delivered: do not resend blindly)",
+    }
+}
+
+/// One recipient as the server answered RCPT TO: `address`, `accepted`, `code`, `reply`
+/// ("code text"), `retry` (null when accepted, else "later" or "fix-first").
+fn recipient_json(x: &RecipientResult) -> Value {
+    json!({
+        "address": x.address,
+        "accepted": x.accepted,
+        "code": x.reply.code,
+        "reply": format!("{} {}", x.reply.code, x.reply.text),
+        "retry": x.retry.map(|r| Retry::from(r).as_str()),
+    })
+}
+
+/// A failed send for scripts (the shape is documented in docs/CONTRACT.md): `sent` false, the
+/// `message_id` when the message was composed, the overall `retry` advice, the `error` (kind,
+/// stage, message, the server's reply), each recipient's answer when recipients were refused,
+/// what a refusal was about, and the cause and action in English and German.
+fn failure_json(e: &HostError, d: Option<&Diagnosis>) -> Value {
+    let (kind, stage, reply, message_id, refused) = match e {
+        HostError::Guest(g) => (
+            g.kind.as_str(),
+            Some(mailplug_host::error::stage_id(g.stage_id)),
+            g.reply.as_ref().map(|(code, text)| json!({"code": code, "text": text})),
+            g.message_id.clone(),
+            g.refused.as_ref(),
+        ),
+        other => (other.kind().map_or("host", |k| k.as_str()), None, None, None, None),
+    };
+    let message = match e {
+        HostError::Guest(g) => g.message.clone(),
+        other => other.to_string(),
+    };
+    let recipients: Vec<Value> = refused.map(|r| r.recipients.iter().map(recipient_json).collect()).unwrap_or_default();
+    let refusal = refused.map(|r| match r.cause {
+        RefusalCause::Recipients => json!({"cause": "recipients"}),
+        RefusalCause::MessageTooBig(m) => json!({"cause": "message-too-big", "size": m.size, "server_limit": m.server_limit}),
+    });
+    let explanation = d.map(|d| json!({"cause": {"en": d.cause.en, "de": d.cause.de}, "action": {"en": d.action.en, "de": d.action.de}}));
+    json!({
+        "sent": false,
+        "message_id": message_id,
+        "retry": e.retry().as_str(),
+        "error": {"kind": kind, "stage": stage, "message": message, "reply": reply},
+        "refusal": refusal,
+        "recipients": recipients,
+        "explanation": explanation,
+    })
 }

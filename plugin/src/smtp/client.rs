@@ -12,6 +12,7 @@ use super::reply::{Capabilities, Reply, ReplyReader};
 
 mod auth;
 mod errors;
+mod refusals;
 mod report;
 
 use errors::*;
@@ -146,8 +147,9 @@ impl SmtpSession {
 
     /// A connection check ("test connection"): greeting, EHLO, STARTTLS when configured, AUTH,
     /// `MAIL FROM` and a `RCPT TO` for each recipient, then RSET and QUIT. Never DATA: nothing
-    /// is sent. Each step is reported with `Action::Progress`; a refused sender or recipient
-    /// fails at `Stage::Envelope` with the server's reply.
+    /// is sent. Each step is reported with `Action::Progress`; a refused sender fails at
+    /// `Stage::Envelope` with the server's reply, a refused recipient as an ordinary refusal
+    /// (`ErrorKind::Refused`) with every recipient's answer.
     pub fn check(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>) -> Result<Self> {
         Self::open(submission, envelope_from, envelope_to, true)
     }
@@ -331,6 +333,9 @@ impl SmtpSession {
             }
             State::Auth(step) => self.on_auth_reply(step, reply, actions)?,
             State::Mail => {
+                if let Some(e) = self.too_big_error(Stage::Envelope, &reply) {
+                    return Err(e);
+                }
                 if !reply.is_positive() {
                     return Err(from_reply(
                         ErrorKind::Protocol,
@@ -347,7 +352,7 @@ impl SmtpSession {
             }
             State::Rcpt(i) => {
                 let address = self.envelope_to.get(i).cloned().unwrap_or_default();
-                self.recipients.push(RecipientResult { address, accepted: reply.is_positive(), reply: reply.to_server_reply() });
+                self.recipients.push(RecipientResult::from_reply(address, reply.code, reply.to_server_reply()));
                 let next = i + 1;
                 if next < self.envelope_to.len() {
                     self.state = State::Rcpt(next);
@@ -371,7 +376,7 @@ impl SmtpSession {
                     if reply.code == 354 {
                         // A pipelined DATA accepted without recipients: hang up without the
                         // final dot so that no (empty) message is ever delivered.
-                        return Err(self.no_recipient_error());
+                        return Err(self.recipients_refused_error());
                     }
                     self.reset(actions);
                 } else if reply.code == 354 {
@@ -382,6 +387,9 @@ impl SmtpSession {
                 }
             }
             State::DataEnd => {
+                if let Some(e) = self.too_big_error(Stage::Data, &reply) {
+                    return Err(e);
+                }
                 if !reply.is_positive() {
                     return Err(from_reply(
                         ErrorKind::Protocol,
@@ -414,7 +422,7 @@ impl SmtpSession {
                 if !quit_sent {
                     actions.push(Action::Write(b"QUIT\r\n".to_vec()));
                 }
-                let failure = self.pending_failure.take().unwrap_or_else(|| self.no_recipient_error());
+                let failure = self.pending_failure.take().unwrap_or_else(|| self.recipients_refused_error());
                 self.state = State::Quit(Box::new(Ending::Failed(failure)));
             }
             State::Quit(ending) => {
@@ -442,13 +450,7 @@ impl SmtpSession {
     fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
         if let (Some(limit), false) = (self.caps.size_limit, self.check) {
             if self.message_size > limit {
-                return Err(Error::limit(
-                    Stage::Envelope,
-                    format!(
-                        "the message is {} bytes but the server accepts at most {limit} bytes; shorten it or remove attachments",
-                        self.message_size
-                    ),
-                ));
+                return Err(self.over_size_limit_error(limit));
             }
         }
         let mut out = format!("MAIL FROM:<{}>", self.envelope_from);
@@ -501,7 +503,7 @@ impl SmtpSession {
             self.progress(actions, Step::Envelope, || self.envelope_detail());
             self.state = State::ProbeReset;
         } else {
-            self.pending_failure = Some(self.refused_recipients_error());
+            self.pending_failure = Some(self.recipients_refused_error());
             self.state = State::Reset { quit_sent: false };
         }
         actions.push(Action::Write(b"RSET\r\n".to_vec()));
@@ -513,7 +515,7 @@ impl SmtpSession {
 
     /// No recipient accepted: RSET (and QUIT with it when pipelining), then fail.
     fn reset(&mut self, actions: &mut Vec<Action>) {
-        self.pending_failure = Some(self.no_recipient_error());
+        self.pending_failure = Some(self.recipients_refused_error());
         let quit_sent = self.pipelined;
         let bytes: &[u8] = if quit_sent { b"RSET\r\nQUIT\r\n" } else { b"RSET\r\n" };
         actions.push(Action::Write(bytes.to_vec()));

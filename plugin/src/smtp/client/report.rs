@@ -11,36 +11,6 @@ impl SmtpSession {
         format!("MAIL FROM:<{}> and RCPT TO:{} accepted", self.envelope_from, to.join(", "))
     }
 
-    /// Check mode: some recipient was refused. Names the refused ones with their replies;
-    /// the first refusal is the reply shown and explained.
-    pub(super) fn refused_recipients_error(&self) -> Error {
-        let refused: Vec<&RecipientResult> = self.recipients.iter().filter(|r| !r.accepted).collect();
-        let mut list: Vec<String> = refused
-            .iter()
-            .take(SHOWN_RECIPIENTS)
-            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
-            .collect();
-        if refused.len() > SHOWN_RECIPIENTS {
-            list.push(format!("and {} more", refused.len() - SHOWN_RECIPIENTS));
-        }
-        let what = format!(
-            "the server refused {} of {} recipients ({}); nothing was sent",
-            refused.len(),
-            self.recipients.len(),
-            list.join("; ")
-        );
-        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
-        let first = refused.first();
-        let known = first.and_then(|r| explain::lookup(code_of(r), &r.reply.text));
-        let retry = if refused.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
-        let fix = "check the addresses, and that the account may send to them";
-        let mut error = Error::protocol(Stage::Envelope, explained(what, known, fix)).with_retry(retry);
-        if let Some(r) = first {
-            error = error.with_reply(r.reply.clone());
-        }
-        error
-    }
-
     /// Check mode: reports a completed step. `detail` is only built in check mode.
     pub(super) fn progress(&self, actions: &mut Vec<Action>, step: Step, detail: impl FnOnce() -> String) {
         if self.check {
@@ -69,28 +39,5 @@ impl SmtpSession {
             None if self.caps.starttls => "STARTTLS offered (the other extensions arrived before encryption and are asked again after it)".to_string(),
             None => "STARTTLS not offered".to_string(),
         }
-    }
-
-    pub(super) fn no_recipient_error(&self) -> Error {
-        const SHOWN: usize = 5;
-        let mut list: Vec<String> = self
-            .recipients
-            .iter()
-            .take(SHOWN)
-            .map(|r| format!("<{}>: {} {}", r.address, r.reply.code, r.reply.text.replace('\n', " ")))
-            .collect();
-        if self.recipients.len() > SHOWN {
-            list.push(format!("and {} more", self.recipients.len() - SHOWN));
-        }
-        let what = format!("the server accepted none of the recipients ({}); the message was not sent", list.join("; "));
-        let code_of = |r: &RecipientResult| r.reply.code.parse::<u16>().unwrap_or(0);
-        let known = self.recipients.last().and_then(|r| explain::lookup(code_of(r), &r.reply.text));
-        // A recipient refused only for now can make a later attempt worthwhile.
-        let retry = if self.recipients.iter().any(|r| retry_for(code_of(r)) == Retry::Later) { Retry::Later } else { Retry::FixFirst };
-        let mut error = Error::protocol(Stage::Envelope, explained(what, known, "check the addresses")).with_retry(retry);
-        if let Some(last) = self.recipients.last() {
-            error = error.with_reply(last.reply.clone());
-        }
-        error
     }
 }
