@@ -8,6 +8,9 @@
 //! UIDs stay pending in the sync state until the server confirms that action; UIDs an earlier
 //! run left pending get it right after SELECT, before the listing (`client/after_fetch.rs`).
 //!
+//! A fetch with after-fetch `keep` opens its folders with EXAMINE (read-only), the other
+//! actions with SELECT.
+//!
 //! A check session (`ImapSession::check`) runs the same steps up to the login, then EXAMINEs
 //! each folder (read-only) to count its messages, logs out, and reports each step with
 //! `Action::Progress`.
@@ -90,6 +93,8 @@ enum Op {
     Move,
     Copy,
     Create,
+    /// After `Create`: its answer does not matter.
+    Subscribe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,11 +232,13 @@ impl ImapSession {
 
     fn build(mailbox: Mailbox, folders: Vec<String>, working: SyncState, check: bool) -> Self {
         let limits = mailbox.limits;
-        // Configured names use "/" between levels; the server's delimiter may differ.
-        let target_nested = matches!(&mailbox.after_fetch, AfterFetch::MoveTo(t) if t.contains('/'));
-        let wants_delimiter = target_nested || folders.iter().any(|f| f.contains('/'));
+        // Configured names use "/" between levels and may need the server's namespace.
+        let mut names: Vec<&str> = folders.iter().map(String::as_str).collect();
+        if let AfterFetch::MoveTo(t) = &mailbox.after_fetch {
+            names.push(t);
+        }
         ImapSession {
-            conn: Connection::new(&mailbox.server, &limits, wants_delimiter, check),
+            conn: Connection::new(&mailbox.server, &limits, &names, check),
             state: State::Login,
             run: FolderRun::default(),
             working,
@@ -361,7 +368,7 @@ impl ImapSession {
             }
             Response::Fetch(f) => self.on_fetch(f, out),
             Response::Continuation(_) => Err(no_data_pending(stage)),
-            Response::List { .. } | Response::Other => Ok(()),
+            Response::List { .. } | Response::Namespace(_) | Response::Other => Ok(()),
         }
     }
 
@@ -396,14 +403,15 @@ impl ImapSession {
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Select { .. } => {
                 if !ok {
-                    return Err(Error::protocol(
+                    let e = Error::protocol(
                         Stage::SelectMailbox,
                         format!(
                             "the server could not open the folder {:?}; check that it exists and that the user may read it",
                             self.folder()
                         ),
                     )
-                    .with_reply(reply()));
+                    .with_reply(reply());
+                    return Err(self.conn.folder_refused(e, self.folder()));
                 }
                 if self.check {
                     return self.folder_checked(out);
@@ -505,8 +513,10 @@ impl ImapSession {
             return self.done_fetching(out);
         };
         let wire = self.wire_name(name);
-        // A check only counts: EXAMINE opens read-only, so not even \Recent changes.
-        let verb = if self.check { "EXAMINE" } else { "SELECT" };
+        // A check only counts, and `keep` only reads: EXAMINE opens read-only, so not even
+        // \Recent changes and other clients still see new mail as recent. Marking seen,
+        // deleting and moving need SELECT's write access.
+        let verb = if self.check || !self.acts() { "EXAMINE" } else { "SELECT" };
         let tag = self.conn.send_with_folder(out, verb, &wire);
         self.state = State::Select { tag };
         Ok(())

@@ -1,6 +1,8 @@
 //! What every IMAP session does the same way: the connection (link, framer, tags, coalesced
 //! writes, capabilities) and the login phase that opens it: greeting, CAPABILITY, STARTTLS,
-//! authentication and, when a configured folder name has levels, the hierarchy delimiter.
+//! authentication, the server's namespaces when a configured folder name is not INBOX (and the
+//! server offers NAMESPACE), and, when a name has levels and no namespace told it, the
+//! hierarchy delimiter.
 //!
 //! The fetch and check session (`client`) and the append session (`append`) each own one
 //! `Connection`; while it logs in, `Connection::next` consumes the server's responses itself
@@ -8,9 +10,9 @@
 
 use super::auth::Auth;
 use super::command::{Command, LiteralMode, Tagger};
+use super::namespace::{self, Namespaces};
 use super::response::{self, Code, Framer, Response, Status};
 use super::untagged::{UntaggedBudget, MAX_UNTAGGED_EXTRA_BYTES};
-use super::utf7::encode_folder_name;
 use crate::config::{Credentials, Limits, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
@@ -28,6 +30,11 @@ enum Login {
     },
     TlsHandshake,
     Auth(Auth),
+    /// `NAMESPACE` (RFC 2342): where the server keeps the user's folders, so configured names
+    /// can be mapped into it (Courier keeps them all under "INBOX.").
+    Namespace {
+        tag: String,
+    },
     /// `LIST "" ""`: learning the server's hierarchy delimiter, because configured folder
     /// names use "/" and servers differ ("." on many Dovecot and Courier setups).
     Delimiter {
@@ -40,7 +47,9 @@ enum Login {
 impl Login {
     fn tag(&self) -> Option<&str> {
         match self {
-            Login::Capability { tag } | Login::StartTls { tag } | Login::Delimiter { tag } => Some(tag),
+            Login::Capability { tag } | Login::StartTls { tag } | Login::Namespace { tag } | Login::Delimiter { tag } => {
+                Some(tag)
+            }
             Login::Auth(auth) => Some(&auth.tag),
             Login::Greeting | Login::TlsHandshake | Login::Done => None,
         }
@@ -65,10 +74,14 @@ pub(super) struct Connection {
     caps: Option<Vec<String>>,
     /// The server's hierarchy delimiter, once asked (only when `wants_delimiter`).
     delimiter: Option<char>,
+    /// The server's namespaces, once asked (only when `wants_namespace`).
+    namespaces: Option<Namespaces>,
     login: Login,
     connected: bool,
     /// A configured folder name has a "/": ask for the delimiter before handing over.
     wants_delimiter: bool,
+    /// A configured folder name is not INBOX: ask for the namespaces (when offered).
+    wants_namespace: bool,
     /// A connection check: every step is reported with `Action::Progress`.
     report: bool,
     /// Untagged responses since the last tagged one (the command in progress).
@@ -76,16 +89,19 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(server: &Server, limits: &Limits, wants_delimiter: bool, report: bool) -> Self {
+    /// `names` are the configured folder names the session will use ("/" between levels).
+    pub(super) fn new(server: &Server, limits: &Limits, names: &[&str], report: bool) -> Self {
         Connection {
             link: Link::new(server, limits),
             framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
             tags: Tagger::default(),
             caps: None,
             delimiter: None,
+            namespaces: None,
             login: Login::Greeting,
             connected: false,
-            wants_delimiter,
+            wants_delimiter: names.iter().any(|n| n.contains('/')),
+            wants_namespace: names.iter().any(|n| !n.eq_ignore_ascii_case("INBOX")),
             report,
             untagged: UntaggedBudget::with_max_bytes(limits.max_batch_bytes.saturating_add(MAX_UNTAGGED_EXTRA_BYTES)),
         }
@@ -98,7 +114,7 @@ impl Connection {
             Login::Capability { .. } => Stage::Capabilities,
             Login::StartTls { .. } | Login::TlsHandshake => Stage::Starttls,
             Login::Auth(_) => Stage::Authenticate,
-            Login::Delimiter { .. } | Login::Done => Stage::SelectMailbox,
+            Login::Namespace { .. } | Login::Delimiter { .. } | Login::Done => Stage::SelectMailbox,
         }
     }
 
@@ -132,11 +148,20 @@ impl Connection {
     }
 
     /// A configured folder name ("/" separates levels) as the server spells it: its
-    /// hierarchy delimiter (when known) and modified UTF-7.
+    /// hierarchy delimiter (the personal namespace's, else LIST's, when known), modified
+    /// UTF-7, and mapped into the personal namespace (see `namespace`).
     pub(super) fn wire_name(&self, name: &str) -> String {
-        match self.delimiter {
-            Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
-            _ => encode_folder_name(name),
+        let personal = self.namespaces.as_ref().and_then(Namespaces::personal);
+        let delimiter = personal.map_or(self.delimiter, |n| n.delimiter);
+        namespace::wire_name(name, delimiter, self.namespaces.as_ref())
+    }
+
+    /// A refusal about the configured folder `name`: on a server that keeps folders under a
+    /// prefix, it says so and names the name that was asked for.
+    pub(super) fn folder_refused(&self, e: Error, name: &str) -> Error {
+        match self.namespaces.as_ref().and_then(Namespaces::personal_prefix) {
+            Some(prefix) => namespace::prefix_note(e, prefix, name, &self.wire_name(name)),
+            None => e,
         }
     }
 
@@ -216,6 +241,8 @@ impl Connection {
         let resp = response::parse(frame, stage)?;
         let ignored = match &resp {
             Response::Other => true,
+            // Only the first answer to our NAMESPACE is used.
+            Response::Namespace(_) => !matches!(self.login, Login::Namespace { .. }) || self.namespaces.is_some(),
             Response::Status { tag: None, status: Status::Ok | Status::No | Status::Bad, code, .. } => {
                 !matches!(code, Some(Code::Capability(_) | Code::UidValidity(_) | Code::UidNext(_)))
             }
@@ -250,6 +277,10 @@ impl Connection {
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
                 check_tag(self.login.tag(), &tag, stage)?;
+                if status == Status::Bad && matches!(self.login, Login::Namespace { .. }) {
+                    // A server that lists NAMESPACE but cannot answer it: names stay unmapped.
+                    return self.on_tagged(Status::No, code, text, creds, out);
+                }
                 if status == Status::Bad {
                     if matches!(self.login, Login::StartTls { .. }) {
                         return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
@@ -269,6 +300,12 @@ impl Connection {
             Response::List { delimiter } => {
                 if matches!(self.login, Login::Delimiter { .. }) {
                     self.delimiter = delimiter;
+                }
+                Ok(())
+            }
+            Response::Namespace(namespaces) => {
+                if matches!(self.login, Login::Namespace { .. }) && self.namespaces.is_none() {
+                    self.namespaces = Some(namespaces);
                 }
                 Ok(())
             }
@@ -397,6 +434,11 @@ impl Connection {
                 self.logged_in(out);
                 Ok(())
             }
+            Login::Namespace { .. } => {
+                // Refused: the names are used as configured.
+                self.after_namespace(out);
+                Ok(())
+            }
             Login::Delimiter { .. } => {
                 if !ok {
                     return Err(Error::protocol(
@@ -414,9 +456,20 @@ impl Connection {
         }
     }
 
-    /// Authenticated (or PREAUTH): the delimiter first when a folder name needs it.
+    /// Authenticated (or PREAUTH): the namespaces, then the delimiter, when folder names need
+    /// them.
     fn logged_in(&mut self, out: &mut Vec<Action>) {
-        self.login = if self.wants_delimiter {
+        if self.wants_namespace && (self.has_cap("NAMESPACE") || self.has_cap("IMAP4rev2")) {
+            self.login = Login::Namespace { tag: self.send_simple(out, "NAMESPACE") };
+            return;
+        }
+        self.after_namespace(out);
+    }
+
+    /// The delimiter when a name has levels and the personal namespace did not tell it.
+    fn after_namespace(&mut self, out: &mut Vec<Action>) {
+        let told = self.namespaces.as_ref().and_then(Namespaces::personal).is_some();
+        self.login = if self.wants_delimiter && !told {
             Login::Delimiter { tag: self.send_simple(out, "LIST \"\" \"\"") }
         } else {
             Login::Done

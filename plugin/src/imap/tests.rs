@@ -84,7 +84,7 @@ fn implicit_tls_sasl_ir_plain_happy_path_streams_two_messages() {
         S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN] Dovecot ready.\r\n"),
         C(auth.as_bytes()),
         S(b"a1 OK [CAPABILITY IMAP4rev1 SASL-IR ID ENABLE IDLE SORT ESEARCH UIDPLUS] Logged in\r\n"),
-        C(b"a2 SELECT \"INBOX\"\r\n"),
+        C(b"a2 EXAMINE \"INBOX\"\r\n"),
         S(SELECT_INBOX),
         S(b"a2 OK [READ-WRITE] Select completed (0.001 + 0.000 secs).\r\n"),
         C(b"a3 UID SEARCH RETURN (ALL) ALL\r\n"),
@@ -169,7 +169,7 @@ fn starttls_path_discards_capabilities_learnt_in_clear_text() {
         S(b"+ \r\n"),
         C(answer.as_bytes()),
         S(b"a3 OK Logged in\r\n"),
-        C(b"a4 SELECT \"INBOX\"\r\n"),
+        C(b"a4 EXAMINE \"INBOX\"\r\n"),
         S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 3] UIDs valid\r\na4 OK [READ-WRITE] Select completed.\r\n"),
         C(b"a5 LOGOUT\r\n"),
         S(b"* BYE Logging out\r\n"),
@@ -222,7 +222,7 @@ fn preauth_on_starttls_connection_is_a_policy_error_but_fine_on_implicit_tls() {
     assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Policy, Stage::Greeting));
     assert!(run.wire.is_empty());
 
-    let script = [S(b"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as agent\r\n"), C(b"a1 SELECT \"INBOX\"\r\n")];
+    let script = [S(b"* PREAUTH [CAPABILITY IMAP4rev1] Logged in as agent\r\n"), C(b"a1 EXAMINE \"INBOX\"\r\n")];
     let run = drive_all(|| ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap(), &script);
     assert!(run.error.is_none());
 }
@@ -268,7 +268,7 @@ fn login_with_non_ascii_password_uses_a_synchronising_literal() {
         S(b"+ OK\r\n"),
         C("pässword\r\n".as_bytes()),
         S(b"a1 OK logged in\r\n"),
-        C(b"a2 SELECT \"INBOX\"\r\n"),
+        C(b"a2 EXAMINE \"INBOX\"\r\n"),
     ];
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
@@ -310,13 +310,21 @@ fn state_json(uidvalidity: u32, last_uid: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Logged in, INBOX opened read-only (after-fetch `keep`).
 fn login_prefix() -> Vec<Step<'static>> {
     vec![
         S(b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
         C(b"a1 LOGIN \"agent@example.com\" \"s3cr\\\"et\\\\pw\"\r\n"),
         S(b"a1 OK Logged in\r\n"),
-        C(b"a2 SELECT \"INBOX\"\r\n"),
+        C(b"a2 EXAMINE \"INBOX\"\r\n"),
     ]
+}
+
+/// Logged in, INBOX selected for writing (an after-fetch action that changes the server).
+fn login_prefix_rw() -> Vec<Step<'static>> {
+    let mut v = login_prefix();
+    v[3] = C(b"a2 SELECT \"INBOX\"\r\n");
+    v
 }
 
 #[test]
@@ -483,7 +491,7 @@ fn several_folders_and_a_stored_in_between() {
         S(s4.as_bytes()),
         C(b"a5 UID FETCH 3 (UID BODY.PEEK[])\r\n"),
         S(&f5),
-        C(b"a6 SELECT \"Entw&APw-rfe\"\r\n"),
+        C(b"a6 EXAMINE \"Entw&APw-rfe\"\r\n"),
         Stored,
         S(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\na6 OK ok\r\n"),
         C(b"a7 UID SEARCH ALL\r\n"),
@@ -514,7 +522,7 @@ fn nested_names_use_the_servers_hierarchy_delimiter() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.folders = vec!["Kunden/Anfragen".into()];
     mb.after_fetch = AfterFetch::MoveTo("Erledigt/2026".into());
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script[3] = C(b"a2 LIST \"\" \"\"\r\n");
     script.extend([
         S(b"* LIST (\\Noselect) \".\" \"\"\r\na2 OK List completed\r\n"),
@@ -528,7 +536,7 @@ fn nested_names_use_the_servers_hierarchy_delimiter() {
 
     // A server whose delimiter is "/" gets the names unchanged; NIL (flat) likewise.
     for list in [&b"* LIST (\\Noselect) \"/\" \"\"\r\na2 OK done\r\n"[..], b"* LIST (\\Noselect) NIL \"\"\r\na2 OK done\r\n"] {
-        let mut script = login_prefix();
+        let mut script = login_prefix_rw();
         script[3] = C(b"a2 LIST \"\" \"\"\r\n");
         script.extend([S(list), C(b"a3 SELECT \"Kunden/Anfragen\"\r\n"), S(b"a3 NO nope\r\n")]);
         drive(ImapSession::new(mb.clone(), None).unwrap(), &script, 5).err();
@@ -774,8 +782,9 @@ fn leak(v: Vec<u8>) -> &'static [u8] {
     Box::leak(v.into_boxed_slice())
 }
 
+/// `login_prefix_rw` with other capabilities.
 fn prefix_with_caps(caps: &'static [u8]) -> Vec<Step<'static>> {
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script[0] = S(caps);
     script
 }
@@ -831,7 +840,7 @@ fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     let mut script = login_prefix();
     script.extend([
         S(b"* 500 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 901] ok\r\na2 OK ok\r\n"),
-        C(b"a3 SELECT \"Archiv\"\r\n"),
+        C(b"a3 EXAMINE \"Archiv\"\r\n"),
         S(b"a3 NO no such folder\r\n"),
     ]);
     let run = drive_all(|| ImapSession::new(two.clone(), None).unwrap(), &script);
@@ -914,7 +923,7 @@ fn keep_without_mark_seen_writes_nothing_but_logout() {
 
 #[test]
 fn mark_seen_after_stored_only() {
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script.extend(fetch_3_and_4());
     script.extend([
         Idle,
@@ -943,7 +952,7 @@ fn delete_uses_uid_expunge_with_uidplus_and_only_flags_without() {
     let run = ok_run(&with_after(AfterFetch::Delete), None, &script);
     assert!(!String::from_utf8_lossy(&run.wire).contains(" EXPUNGE\r\n"));
 
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script.extend(fetch_3_and_4());
     script.extend([
         Idle,
@@ -1020,9 +1029,10 @@ fn trycreate_creates_the_target_and_retries_once() {
         Stored,
         C(b"a6 UID MOVE 3:4 \"Done\"\r\n"),
         S(b"a6 NO [TRYCREATE] Mailbox doesn't exist: Done\r\n"),
-        C(b"a7 CREATE \"Done\"\r\na8 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a7 OK Create completed.\r\na8 OK Move completed.\r\n"),
-        C(b"a9 LOGOUT\r\n"),
+        // Created and subscribed (a refused SUBSCRIBE does not matter), then moved.
+        C(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n"),
+        S(b"a7 OK Create completed.\r\na8 NO Subscriptions are off.\r\na9 OK Move completed.\r\n"),
+        C(b"a10 LOGOUT\r\n"),
     ]);
     ok_run(&mb, None, &script);
 
@@ -1034,8 +1044,8 @@ fn trycreate_creates_the_target_and_retries_once() {
         Stored,
         C(b"a6 UID MOVE 3:4 \"Done\"\r\n"),
         S(b"a6 NO [TRYCREATE] no such folder\r\n"),
-        C(b"a7 CREATE \"Done\"\r\na8 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a7 OK Create completed.\r\na8 NO [TRYCREATE] still none\r\n"),
+        C(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n"),
+        S(b"a7 OK Create completed.\r\na8 OK Subscribed.\r\na9 NO [TRYCREATE] still none\r\n"),
     ]);
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(
@@ -1101,7 +1111,7 @@ fn each_folder_gets_its_action_before_the_next_select() {
     let mut mb = with_after(AfterFetch::Keep { mark_seen: true });
     mb.folders = vec!["INBOX".into(), "Support".into()];
     let n = MSG2.len();
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script.extend(fetch_3_and_4());
     script.extend([
         Idle,
