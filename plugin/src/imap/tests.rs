@@ -1685,3 +1685,4 @@ fn normal_sessions_never_report_progress() {
 }
 
 mod pending;
+mod namespace;
