@@ -18,6 +18,8 @@ use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
 use crate::session::{Action, Event, Instant, Step, StepReport};
 
+mod report;
+
 /// Where the login phase is.
 #[derive(Debug)]
 enum Login {
@@ -475,43 +477,6 @@ impl Connection {
             Login::Done
         };
     }
-
-    /// `what` happened; the server's own words only when they cannot have been forged.
-    fn greeting_detail(&self, what: &str, text: &str) -> String {
-        if self.link.unverified() {
-            return format!("{what} (its text arrived before encryption and is not shown)");
-        }
-        match shown(without_code(text)) {
-            t if t.is_empty() => what.to_string(),
-            t => format!("{what}: {t}"),
-        }
-    }
-
-    fn capabilities_detail(&self) -> String {
-        if self.link.unverified() {
-            // Only what we concluded; the list itself could have been forged.
-            let starttls = if self.has_cap("STARTTLS") { "STARTTLS offered" } else { "STARTTLS not offered" };
-            return format!("{starttls} (the other capabilities arrived before encryption and are not shown)");
-        }
-        match shown(&self.caps().join(" ")) {
-            c if c.is_empty() => "the server listed no capabilities".to_string(),
-            c => format!("capabilities: {c}"),
-        }
-    }
-
-    /// "offered: PLAIN XOAUTH2, LOGIN command; using AUTHENTICATE PLAIN".
-    fn mechanisms_detail(&self, offered: &[String], method: &str) -> String {
-        let mut list = offered.join(" ");
-        if !self.has_cap("LOGINDISABLED") {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push_str("LOGIN command");
-        }
-        let list = shown(&list);
-        let list = if list.is_empty() { "no login method" } else { list.as_str() };
-        format!("offered: {list}; using {method}")
-    }
 }
 
 /// Everything written in one `handle` call goes out in one write; a lone part (e.g. an
@@ -575,29 +540,4 @@ fn preauth_before_starttls(text: String) -> Error {
         "the server greeted with PREAUTH on a connection that must first run STARTTLS; an attacker may have stripped TLS. Use implicit TLS (port 993) or fix the server",
     )
     .with_reply(ServerReply::new("PREAUTH", text))
-}
-
-/// Longest server text quoted in a check step, in characters.
-const MAX_SHOWN_CHARS: usize = 200;
-
-/// Server text fit for a check step: control characters (terminal escapes, line breaks)
-/// removed, at most `MAX_SHOWN_CHARS` characters.
-fn shown(text: &str) -> String {
-    let mut clean = text.chars().filter(|c| !c.is_control());
-    let mut out: String = clean.by_ref().take(MAX_SHOWN_CHARS).collect();
-    if clean.next().is_some() {
-        out.pop();
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-/// Status text without its leading response code ("[CAPABILITY ...] Dovecot ready." ->
-/// "Dovecot ready.").
-fn without_code(text: &str) -> &str {
-    let t = text.trim_start();
-    match t.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
-        Some((_, after)) => after.trim_start(),
-        None => t,
-    }
 }
