@@ -319,3 +319,7 @@ pub async fn switch_proxy(upstream: (String, u16)) -> SwitchProxy {
 
 // ---- helper F (fault sweep): the sweep's proxy, mailboxes, cases and checks (tests/src/sweep/).
 pub mod sweep;
+
+// ---- helper b (i11-imap): the scripted servers, moved here from e2e/hostile.rs so that
+// e2e/namespaces.rs uses the same one.
+pub mod scripted;
