@@ -3,7 +3,6 @@
 //! driven through `mailplug_host::ops` (fetch, send), the connection check, and the engine.
 //! Every limit here is hit inside the wasm32 component, where `usize` has 32 bits.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailplug_host::check::{check_mailbox, check_queue, CheckReport};
@@ -15,16 +14,13 @@ use mailplug_host::error::Kind;
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, TenantConfig};
+use mailplug_tests::scripted::{s, Fake, Step};
 use mailplug_tests::{plugin, rig, tenant, ServerSpec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use Step::{Recv, Send, Tls};
 
 /// What an attacker on the path writes before TLS: it must never reach the admin.
 const ATTACK: &str = "555-0100";
 const PASSWORD: &str = "Echo-Pw-7Rq!";
-
-use mailplug_tests::scripted::{s, Fake, Step};
-use Step::{Recv, Send, Tls};
 
 /// How the tenant reaches the fake server.
 #[derive(Clone, Copy, PartialEq)]
