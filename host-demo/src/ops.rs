@@ -407,7 +407,11 @@ fn copy_failure_en(e: &HostError) -> String {
         HostError::Guest(g)
             if matches!(g.kind, Kind::Protocol | Kind::Limit) && matches!(g.stage_id, Stage::Data | Stage::SelectMailbox) =>
         {
-            g.message.clone()
+            match &g.reply {
+                // The server's words, unless the sentence already quotes them.
+                Some((code, text)) if !g.message.contains(text.trim()) => format!("{} (server replied: {code} {text})", g.message),
+                _ => g.message.clone(),
+            }
         }
         other => other.to_string(),
     }
