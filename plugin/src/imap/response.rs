@@ -273,8 +273,12 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
             b"NAMESPACE" => {
                 let offset = text.len() - after.len();
                 let mut lx = Lexer { text: &text, pos: offset, literals: &mut literals };
-                let parsed = super::namespace::parse(&mut lx, stage)?;
-                Response::Namespace(parsed.ok_or_else(|| malformed(stage, "NAMESPACE response", &text))?)
+                // An answer this client cannot read leaves the names unmapped (as if the server
+                // had no NAMESPACE) rather than ending the session.
+                match super::namespace::parse(&mut lx, stage)? {
+                    Some(namespaces) => Response::Namespace(namespaces),
+                    None => Response::Other,
+                }
             }
             _ => Response::Other,
         });

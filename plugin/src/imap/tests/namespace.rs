@@ -93,8 +93,10 @@ fn an_empty_prefix_changes_nothing_and_inbox_alone_asks_nothing() {
     script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
     ok_run(&mailbox(Security::ImplicitTls), None, &script);
 
-    // Offered but refused (NO or BAD): the names as configured, then LIST for the delimiter.
-    for refusal in [&b"a2 NO not now\r\n"[..], b"a2 BAD unknown command\r\n"] {
+    // Offered but refused (NO or BAD), or answered in a form this client cannot read (a raw
+    // UTF-8 prefix): the names as configured, then LIST for the delimiter.
+    let unreadable = "* NAMESPACE ((\"Posteingang\u{e4}.\" \".\")) NIL NIL\r\na2 OK done\r\n".as_bytes();
+    for refusal in [&b"a2 NO not now\r\n"[..], b"a2 BAD unknown command\r\n", unreadable] {
         let mut script = login_prefix();
         script[0] = S(b"* OK [CAPABILITY IMAP4rev1 NAMESPACE] ready\r\n");
         script[3] = C(b"a2 NAMESPACE\r\n");
