@@ -310,15 +310,22 @@ pub enum SavedReply {
     Saved { folder: String, uid: Option<u32>, created_folder: bool },
     /// Not saved on purpose: why, for the admin.
     Skipped(String),
-    /// Saving failed after the reply was sent: a warning for the admin.
-    Failed(String),
+    /// Saving failed after the reply was sent: a warning for the admin, in English and German.
+    Failed { en: String, de: String },
 }
 
 impl SavedReply {
     /// The sentence to show the admin as a warning, if any.
     pub fn warning(&self) -> Option<&str> {
         match self {
-            SavedReply::Failed(w) => Some(w),
+            SavedReply::Failed { en, .. } => Some(en),
+            _ => None,
+        }
+    }
+    /// The same warning in German.
+    pub fn warning_de(&self) -> Option<&str> {
+        match self {
+            SavedReply::Failed { de, .. } => Some(de),
             _ => None,
         }
     }
@@ -348,16 +355,14 @@ async fn save_sent_copy(
             q.smtp.host, m.name
         ));
     }
-    let failed = |e: &dyn std::fmt::Display| {
-        SavedReply::Failed(format!(
-            "the reply was sent, but no copy was saved in folder \"{folder}\" of mailbox \"{}\": {e}",
-            m.name
-        ))
+    let failed = |en: &dyn std::fmt::Display, de: &dyn std::fmt::Display| SavedReply::Failed {
+        en: format!("the reply was sent, but no copy was saved in folder \"{folder}\" of mailbox \"{}\": {en}", m.name),
+        de: format!("Die Antwort wurde gesendet, aber keine Kopie im Ordner \"{folder}\" des Postfachs \"{}\" gespeichert: {de}", m.name),
     };
     let allowed = allowed_servers(cfg);
     let opts = match options(cfg, &allowed) {
         Ok(o) => o,
-        Err(e) => return failed(&e),
+        Err(e) => return failed(&e, &e),
     };
     let mut attempt = 0;
     let result = loop {
@@ -377,8 +382,38 @@ async fn save_sent_copy(
     };
     match result {
         Ok(Outcome::Appended(c)) => SavedReply::Saved { folder: c.folder, uid: c.uid, created_folder: c.created_folder },
-        Ok(_) => failed(&"the component reported another outcome than a saved copy"),
-        Err(e) => failed(&e),
+        Ok(_) => {
+            let what = "the component reported another outcome than a saved copy";
+            failed(&what, &what)
+        }
+        Err(e) => {
+            let en = copy_failure_en(&e);
+            let de = match crate::check::explain(instance, &e, crate::engine::Stage::Data).await {
+                Some(d) => format!("{} {}", d.cause.de, d.action.de),
+                None => en.clone(),
+            };
+            failed(&en, &de)
+        }
+    }
+}
+
+/// Why the copy was not saved. A folder or APPEND refusal is the component's own sentence
+/// (it names the refused copy, the folder, a server prefix, and quotes the server), not a
+/// "protocol error during message data".
+fn copy_failure_en(e: &HostError) -> String {
+    use crate::engine::Stage;
+    use crate::error::Kind;
+    match e {
+        HostError::Guest(g)
+            if matches!(g.kind, Kind::Protocol | Kind::Limit) && matches!(g.stage_id, Stage::Data | Stage::SelectMailbox) =>
+        {
+            match &g.reply {
+                // The server's words, unless the sentence already quotes them.
+                Some((code, text)) if !g.message.contains(text.trim()) => format!("{} (server replied: {code} {text})", g.message),
+                _ => g.message.clone(),
+            }
+        }
+        other => other.to_string(),
     }
 }
 

@@ -146,6 +146,9 @@ pub fn explain(error: &Error) -> Diagnosis {
     if let Some(d) = wrong_tls_switch(error) {
         return d;
     }
+    if let Some(d) = folder_refused(error) {
+        return d;
+    }
     if let Some(reply) = &error.reply {
         if let Ok(code) = reply.code.parse::<u16>() {
             if let Some(x) = crate::smtp::explain(code, &reply.text) {
@@ -191,6 +194,37 @@ fn wrong_tls_switch(error: &Error) -> Option<Diagnosis> {
             "Turn the TLS switch on for the TLS ports (IMAP 993, POP3 995, SMTP 465), or use the STARTTLS port (IMAP 143, POP3 110, SMTP 587) with TLS off.",
             "Schalten Sie TLS für die TLS-Ports an (IMAP 993, POP3 995, SMTP 465), oder verwenden Sie den STARTTLS-Port (IMAP 143, POP3 110, SMTP 587) mit TLS aus.",
         ));
+    }
+    None
+}
+
+/// An IMAP folder the server refused, on a server that keeps folders under a prefix (the
+/// guest's message names it, see `imap::namespace::prefix_note`), and a refused save of a
+/// sent message's copy (APPEND).
+fn folder_refused(error: &Error) -> Option<Diagnosis> {
+    if let Some(prefix) = crate::imap::namespace::prefix_named_in(&error.message) {
+        return Some(Diagnosis {
+            cause_en: format!(
+                "This server keeps all folders under the prefix \"{prefix}\" (its personal namespace), and it refused the folder name used under that prefix."
+            ),
+            cause_de: format!(
+                "Dieser Server legt alle Ordner unter dem Präfix \"{prefix}\" ab (sein persönlicher Namensraum) und hat den Ordnernamen unter diesem Präfix abgelehnt."
+            ),
+            action_en: format!(
+                "Configure a folder name the server accepts (mailplug puts \"{prefix}\" in front of names outside it, e.g. \"Sent\" becomes \"{prefix}Sent\"), or create the folder under that prefix in a mail program, and check that the user may write to it."
+            ),
+            action_de: format!(
+                "Tragen Sie einen Ordnernamen ein, den der Server annimmt (mailplug setzt \"{prefix}\" vor Namen außerhalb davon, z. B. wird \"Sent\" zu \"{prefix}Sent\"), oder legen Sie den Ordner in einem Mailprogramm unter diesem Präfix an, und prüfen Sie, ob der Benutzer darin schreiben darf."
+            ),
+        });
+    }
+    if error.stage == Stage::Data && error.message.starts_with("the server refused to save the copy") {
+        return Some(Diagnosis {
+            cause_en: format!("The server refused to save the copy of the sent message: {}", error.message),
+            cause_de: "Der Server hat das Speichern der Kopie der gesendeten Nachricht abgelehnt; die Nachricht selbst wurde gesendet.".into(),
+            action_en: "Check that the folder exists and the user may write to it, and the mailbox's quota; or configure another folder for copies (`save_sent`).".into(),
+            action_de: "Prüfen Sie, ob der Ordner existiert und der Benutzer darin schreiben darf, und das Speicherkontingent des Postfachs; oder tragen Sie einen anderen Ordner für Kopien ein (`save_sent`).".into(),
+        });
     }
     None
 }
@@ -383,6 +417,23 @@ mod tests {
         check_explain(&limit, &["max-message-bytes", "Raise"], &["Grenze"]);
         let starttls = Error::policy(Stage::Starttls, "the server does not offer STARTTLS, so the password cannot be sent safely");
         check_explain(&starttls, &["does not offer STARTTLS", "TLS port"], &["STARTTLS"]);
+    }
+
+    #[test]
+    fn explain_names_the_prefix_of_a_server_that_refuses_a_folder_and_a_refused_copy() {
+        let refused = crate::imap::namespace::prefix_note(
+            Error::protocol(Stage::Data, "the server refused to save the copy in the folder \"Sent\" and answered \"NO Invalid mailbox name.\""),
+            "INBOX.",
+            "Sent",
+            "INBOX.Sent",
+        )
+        .with_reply(ServerReply::new("NO", "Invalid mailbox name."));
+        check_explain(&refused, &["under the prefix \"INBOX.\"", "\"INBOX.Sent\""], &["unter dem Präfix \"INBOX.\"", "Mailprogramm"]);
+        let copy = Error::protocol(Stage::Data, "the server refused to save the copy in the folder \"Sent\" and answered \"NO no\"")
+            .with_reply(ServerReply::new("NO", "no"));
+        check_explain(&copy, &["refused to save the copy", "save_sent"], &["Speichern der Kopie", "gesendet"]);
+        let d = explain(&copy);
+        assert!(!d.action_en.contains("port"), "not a protocol mix-up: {d:?}");
     }
 
     #[test]

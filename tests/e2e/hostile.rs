@@ -3,7 +3,6 @@
 //! driven through `mailplug_host::ops` (fetch, send), the connection check, and the engine.
 //! Every limit here is hit inside the wasm32 component, where `usize` has 32 bits.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailplug_host::check::{check_mailbox, check_queue, CheckReport};
@@ -15,121 +14,13 @@ use mailplug_host::error::Kind;
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, TenantConfig};
+use mailplug_tests::scripted::{s, Fake, Step};
 use mailplug_tests::{plugin, rig, tenant, ServerSpec};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use Step::{Recv, Send, Tls};
 
 /// What an attacker on the path writes before TLS: it must never reach the admin.
 const ATTACK: &str = "555-0100";
 const PASSWORD: &str = "Echo-Pw-7Rq!";
-
-/// One step of a scripted server.
-#[derive(Clone)]
-enum Step {
-    /// Write these bytes.
-    Send(Vec<u8>),
-    /// Read one line from the client.
-    Recv,
-    /// Run the TLS handshake as the rig's server certificate (after STARTTLS).
-    Tls,
-    /// Write this line again and again until the client goes away (at most `n` times).
-    Flood(Vec<u8>, usize),
-}
-use Step::{Recv, Send, Tls};
-
-fn s(text: &str) -> Step {
-    Send(text.as_bytes().to_vec())
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + std::marker::Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + std::marker::Send> Io for T {}
-
-/// A scripted server: accepts connections one after another (each runs the whole script) and
-/// records every byte clients sent.
-struct Fake {
-    port: u16,
-    received: Arc<Mutex<Vec<u8>>>,
-    connections: Arc<Mutex<u32>>,
-}
-
-impl Fake {
-    async fn start(script: Vec<Step>) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(Mutex::new(0));
-        let (rec, conns) = (received.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                *conns.lock().unwrap() += 1;
-                let (script, rec) = (script.clone(), rec.clone());
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), serve(Box::new(tcp), script, rec)).await;
-                });
-            }
-        });
-        Fake { port, received, connections }
-    }
-    fn received(&self) -> String {
-        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
-    }
-    fn connections(&self) -> u32 {
-        *self.connections.lock().unwrap()
-    }
-}
-
-async fn serve(mut io: Box<dyn Io>, script: Vec<Step>, rec: Arc<Mutex<Vec<u8>>>) -> std::io::Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    for step in script {
-        match step {
-            Send(bytes) => io.write_all(&bytes).await?,
-            Recv => loop {
-                if let Some(p) = pending.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=p).collect();
-                    rec.lock().unwrap().extend_from_slice(&line);
-                    break;
-                }
-                let mut buf = [0u8; 4096];
-                let n = io.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                pending.extend_from_slice(&buf[..n]);
-            },
-            Tls => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(server_tls());
-                io = Box::new(acceptor.accept(io).await?);
-            }
-            Step::Flood(line, n) => {
-                for _ in 0..n {
-                    io.write_all(&line).await?;
-                }
-            }
-        }
-    }
-    // Keep the connection open until the client closes it.
-    let mut buf = [0u8; 4096];
-    while io.read(&mut buf).await? > 0 {}
-    Ok(())
-}
-
-/// The rig's server certificate and key.
-fn server_tls() -> Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = std::path::Path::new(rig().get("RIG_DIR")).join("tls");
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join("server-chain.pem")).expect("chain").map(|c| c.expect("cert")).collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
-    Arc::new(cfg)
-}
 
 /// How the tenant reaches the fake server.
 #[derive(Clone, Copy, PartialEq)]

@@ -354,3 +354,7 @@ pub async fn smtp2_wait_spooled(message_id: &str) -> serde_json::Value {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+// ---- helper b (i11-imap): the scripted servers, moved here from e2e/hostile.rs so that
+// e2e/namespaces.rs uses the same one.
+pub mod scripted;

@@ -58,7 +58,10 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
                 match &r.saved {
                     ops::SavedReply::Saved { folder, .. } => eprintln!("mailplug: saved a copy in \"{folder}\""),
                     ops::SavedReply::Skipped(why) => eprintln!("mailplug: {why}"),
-                    ops::SavedReply::Failed(w) => eprintln!("mailplug: warning: {w}"),
+                    ops::SavedReply::Failed { en, de } => {
+                        eprintln!("mailplug: warning: {en}");
+                        eprintln!("mailplug: Warnung: {de}");
+                    }
                     ops::SavedReply::NotConfigured => {}
                 }
                 saved = Some(match &r.saved {
@@ -66,7 +69,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
                         "saved": true, "folder": folder, "uid": uid, "created_folder": created_folder,
                     }),
                     ops::SavedReply::Skipped(why) => serde_json::json!({"saved": false, "skipped": why}),
-                    ops::SavedReply::Failed(w) => serde_json::json!({"saved": false, "warning": w}),
+                    ops::SavedReply::Failed { en, de } => serde_json::json!({"saved": false, "warning": en, "warning_de": de}),
                     ops::SavedReply::NotConfigured => serde_json::Value::Null,
                 });
                 r.sent

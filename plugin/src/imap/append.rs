@@ -7,7 +7,9 @@
 //! (non-synchronising with LITERAL+, otherwise written after the server's "+"), and LOGOUT.
 //! When the server answers `NO [TRYCREATE]` the folder is created (and subscribed, so mail
 //! programs that show only subscribed folders list it) and the APPEND is sent once more;
-//! never a second time.
+//! never a second time. The folder name is mapped into the server's personal namespace
+//! (`namespace`: "Sent" is "INBOX.Sent" on Courier); a NO to the APPEND is a refused save of
+//! the copy, quoting the server, and names the prefix on a server that has one.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -121,7 +123,7 @@ impl AppendSession {
             return Err(Error::invalid(Stage::Data, "the message contains NUL bytes, which IMAP cannot store"));
         }
         Ok(AppendSession {
-            conn: Connection::new(&mailbox.server, &mailbox.limits, folder.contains('/'), false),
+            conn: Connection::new(&mailbox.server, &mailbox.limits, &[folder.as_str()], false),
             state: State::Login,
             created: false,
             saved: None,
@@ -211,7 +213,12 @@ impl AppendSession {
                 Ok(())
             }
             // EXISTS for the new message, FETCH flag updates...: nothing to do.
-            Response::List { .. } | Response::Exists(_) | Response::Search(_) | Response::Fetch(_) | Response::Other => {
+            Response::List { .. }
+            | Response::Namespace(_)
+            | Response::Exists(_)
+            | Response::Search(_)
+            | Response::Fetch(_)
+            | Response::Other => {
                 Ok(())
             }
         }
@@ -277,14 +284,15 @@ impl AppendSession {
             State::Create { .. } => {
                 // Created meanwhile by someone else: just as good.
                 if !ok && !code_is(code.as_ref(), "ALREADYEXISTS") {
-                    return Err(Error::protocol(
+                    let e = Error::protocol(
                         Stage::SelectMailbox,
                         format!(
-                            "the folder {:?} does not exist and the server refused to create it; create it in the mailbox or choose an existing folder",
+                            "the folder {:?} for the copy does not exist and the server refused to create it; create it in the mailbox or choose an existing folder",
                             self.folder
                         ),
                     )
-                    .with_reply(reply()));
+                    .with_reply(reply());
+                    return Err(self.conn.folder_refused(e, &self.folder));
                 }
                 let wire = self.conn.wire_name(&self.folder);
                 let tag = self.conn.send_with_folder(out, "SUBSCRIBE", &wire);
@@ -301,9 +309,11 @@ impl AppendSession {
         }
     }
 
-    /// The server answered the APPEND with NO: why, in the admin's terms.
+    /// The server answered the APPEND with NO: a refused save of the copy, why in the admin's
+    /// terms, with the server's words.
     fn append_refused(&self, code: Option<&Code>, reply: ServerReply) -> Error {
         let folder = &self.folder;
+        let answer = crate::error::quote(format!("{} {}", reply.code, reply.text).as_bytes(), 120);
         let e = if code_is(code, "OVERQUOTA") {
             Error::limit(
                 Stage::Data,
@@ -315,20 +325,23 @@ impl AppendSession {
                 format!("the server refused the copy for {folder:?} as too large ({} bytes)", self.message.len()),
             )
         } else if code_is(code, "TRYCREATE") {
-            Error::protocol(
+            let e = Error::protocol(
                 Stage::Data,
                 format!("the server still says the folder {folder:?} does not exist after creating it; create it in the mailbox or choose another folder"),
-            )
+            );
+            self.conn.folder_refused(e, folder)
         } else {
             let e = Error::protocol(
                 Stage::Data,
-                format!("the server refused to save the message in the folder {folder:?}; check that the folder exists, that the user may write to it, and the mailbox's quota"),
-            );
-            if code_is(code, "UNAVAILABLE") || code_is(code, "INUSE") || code_is(code, "SERVERBUG") {
+                format!("the server refused to save the copy in the folder {folder:?} and answered {answer}; check that the folder exists, that the user may write to it, and the mailbox's quota"),
+            )
+            .with_quote(answer);
+            let e = if code_is(code, "UNAVAILABLE") || code_is(code, "INUSE") || code_is(code, "SERVERBUG") {
                 e.with_retry(Retry::Later)
             } else {
                 e
-            }
+            };
+            self.conn.folder_refused(e, folder)
         };
         e.with_reply(reply)
     }

@@ -8,6 +8,9 @@
 //! UIDs stay pending in the sync state until the server confirms that action; UIDs an earlier
 //! run left pending get it right after SELECT, before the listing (`client/after_fetch.rs`).
 //!
+//! A fetch with after-fetch `keep` opens its folders with EXAMINE (read-only), the other
+//! actions with SELECT.
+//!
 //! A check session (`ImapSession::check`) runs the same steps up to the login, then EXAMINEs
 //! each folder (read-only) to count its messages, logs out, and reports each step with
 //! `Action::Progress`.
@@ -29,8 +32,11 @@ use crate::session::{
 
 mod after_fetch;
 mod download;
+mod folders;
 mod listing;
 mod stored;
+
+use folders::configured_folders;
 
 #[derive(Debug)]
 enum State {
@@ -90,6 +96,8 @@ enum Op {
     Move,
     Copy,
     Create,
+    /// After `Create`: its answer does not matter.
+    Subscribe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,11 +235,13 @@ impl ImapSession {
 
     fn build(mailbox: Mailbox, folders: Vec<String>, working: SyncState, check: bool) -> Self {
         let limits = mailbox.limits;
-        // Configured names use "/" between levels; the server's delimiter may differ.
-        let target_nested = matches!(&mailbox.after_fetch, AfterFetch::MoveTo(t) if t.contains('/'));
-        let wants_delimiter = target_nested || folders.iter().any(|f| f.contains('/'));
+        // Configured names use "/" between levels and may need the server's namespace.
+        let mut names: Vec<&str> = folders.iter().map(String::as_str).collect();
+        if let AfterFetch::MoveTo(t) = &mailbox.after_fetch {
+            names.push(t);
+        }
         ImapSession {
-            conn: Connection::new(&mailbox.server, &limits, wants_delimiter, check),
+            conn: Connection::new(&mailbox.server, &limits, &names, check),
             state: State::Login,
             run: FolderRun::default(),
             working,
@@ -361,7 +371,7 @@ impl ImapSession {
             }
             Response::Fetch(f) => self.on_fetch(f, out),
             Response::Continuation(_) => Err(no_data_pending(stage)),
-            Response::List { .. } | Response::Other => Ok(()),
+            Response::List { .. } | Response::Namespace(_) | Response::Other => Ok(()),
         }
     }
 
@@ -396,14 +406,15 @@ impl ImapSession {
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Select { .. } => {
                 if !ok {
-                    return Err(Error::protocol(
+                    let e = Error::protocol(
                         Stage::SelectMailbox,
                         format!(
                             "the server could not open the folder {:?}; check that it exists and that the user may read it",
                             self.folder()
                         ),
                     )
-                    .with_reply(reply()));
+                    .with_reply(reply());
+                    return Err(self.conn.folder_refused(e, self.folder()));
                 }
                 if self.check {
                     return self.folder_checked(out);
@@ -490,55 +501,6 @@ impl ImapSession {
         }
     }
 
-    /// A configured name ("/" separates levels) as the server spells it, modified UTF-7.
-    fn wire_name(&self, name: &str) -> String {
-        self.conn.wire_name(name)
-    }
-
-    fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
-        self.run = FolderRun { index, ..FolderRun::default() };
-        let Some(name) = self.folders.get(index) else {
-            if self.check {
-                self.logout(out);
-                return Ok(());
-            }
-            return self.done_fetching(out);
-        };
-        let wire = self.wire_name(name);
-        // A check only counts: EXAMINE opens read-only, so not even \Recent changes.
-        let verb = if self.check { "EXAMINE" } else { "SELECT" };
-        let tag = self.conn.send_with_folder(out, verb, &wire);
-        self.state = State::Select { tag };
-        Ok(())
-    }
-
-    fn uidvalidity(&self) -> Result<u32> {
-        self.run.uidvalidity.ok_or_else(|| {
-            Error::protocol(
-                Stage::SelectMailbox,
-                format!(
-                    "the server did not report UIDVALIDITY for the folder {:?}, so messages cannot be tracked",
-                    self.folder()
-                ),
-            )
-        })
-    }
-
-    /// Check only: the folder opened; count it and go on with the next one.
-    fn folder_checked(&mut self, out: &mut Vec<Action>) -> Result<()> {
-        // A fetch would fail without it, so the check does too.
-        self.uidvalidity()?;
-        let folder = self.folder().to_string();
-        let messages = self.run.exists.unwrap_or(0);
-        self.conn.progress(out, Step::Folder, || match self.run.exists {
-            Some(1) => format!("{folder}: 1 message"),
-            Some(n) => format!("{folder}: {n} messages"),
-            None => format!("{folder}: opened (the server did not report how many messages it holds)"),
-        });
-        self.checked.push(FolderCount { folder, messages });
-        self.start_folder(self.run.index + 1, out)
-    }
-
     fn logout(&mut self, out: &mut Vec<Action>) {
         let tag = self.conn.send_simple(out, "LOGOUT");
         self.state = State::Logout { tag };
@@ -600,27 +562,4 @@ impl Session for ImapSession {
         }
         self.committed.as_ref().map(SyncState::encode)
     }
-}
-
-/// The configured folder names without duplicates (INBOX when none); an empty name is invalid.
-fn configured_folders(mailbox: &Mailbox) -> Result<Vec<String>> {
-    if mailbox.protocol != InboundProtocol::Imap {
-        return Err(Error::invalid(Stage::Connect, "an IMAP session was requested for a mailbox configured as POP3"));
-    }
-    let mut folders: Vec<String> = Vec::new();
-    for f in &mailbox.folders {
-        if f.is_empty() {
-            return Err(Error::invalid(
-                Stage::Connect,
-                "a folder name is empty; remove it or name the folder (INBOX for the inbox)",
-            ));
-        }
-        if !folders.contains(f) {
-            folders.push(f.clone());
-        }
-    }
-    if folders.is_empty() {
-        folders.push("INBOX".to_string());
-    }
-    Ok(folders)
 }

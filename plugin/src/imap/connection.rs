@@ -1,6 +1,8 @@
 //! What every IMAP session does the same way: the connection (link, framer, tags, coalesced
 //! writes, capabilities) and the login phase that opens it: greeting, CAPABILITY, STARTTLS,
-//! authentication and, when a configured folder name has levels, the hierarchy delimiter.
+//! authentication, the server's namespaces when a configured folder name is not INBOX (and the
+//! server offers NAMESPACE), and, when a name has levels and no namespace told it, the
+//! hierarchy delimiter.
 //!
 //! The fetch and check session (`client`) and the append session (`append`) each own one
 //! `Connection`; while it logs in, `Connection::next` consumes the server's responses itself
@@ -8,13 +10,15 @@
 
 use super::auth::Auth;
 use super::command::{Command, LiteralMode, Tagger};
+use super::namespace::{self, Namespaces};
 use super::response::{self, Code, Framer, Response, Status};
 use super::untagged::{UntaggedBudget, MAX_UNTAGGED_EXTRA_BYTES};
-use super::utf7::encode_folder_name;
 use crate::config::{Credentials, Limits, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::link::Link;
 use crate::session::{Action, Event, Instant, Step, StepReport};
+
+mod report;
 
 /// Where the login phase is.
 #[derive(Debug)]
@@ -28,6 +32,11 @@ enum Login {
     },
     TlsHandshake,
     Auth(Auth),
+    /// `NAMESPACE` (RFC 2342): where the server keeps the user's folders, so configured names
+    /// can be mapped into it (Courier keeps them all under "INBOX.").
+    Namespace {
+        tag: String,
+    },
     /// `LIST "" ""`: learning the server's hierarchy delimiter, because configured folder
     /// names use "/" and servers differ ("." on many Dovecot and Courier setups).
     Delimiter {
@@ -40,7 +49,9 @@ enum Login {
 impl Login {
     fn tag(&self) -> Option<&str> {
         match self {
-            Login::Capability { tag } | Login::StartTls { tag } | Login::Delimiter { tag } => Some(tag),
+            Login::Capability { tag } | Login::StartTls { tag } | Login::Namespace { tag } | Login::Delimiter { tag } => {
+                Some(tag)
+            }
             Login::Auth(auth) => Some(&auth.tag),
             Login::Greeting | Login::TlsHandshake | Login::Done => None,
         }
@@ -65,10 +76,14 @@ pub(super) struct Connection {
     caps: Option<Vec<String>>,
     /// The server's hierarchy delimiter, once asked (only when `wants_delimiter`).
     delimiter: Option<char>,
+    /// The server's namespaces, once asked (only when `wants_namespace`).
+    namespaces: Option<Namespaces>,
     login: Login,
     connected: bool,
     /// A configured folder name has a "/": ask for the delimiter before handing over.
     wants_delimiter: bool,
+    /// A configured folder name is not INBOX: ask for the namespaces (when offered).
+    wants_namespace: bool,
     /// A connection check: every step is reported with `Action::Progress`.
     report: bool,
     /// Untagged responses since the last tagged one (the command in progress).
@@ -76,16 +91,19 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(server: &Server, limits: &Limits, wants_delimiter: bool, report: bool) -> Self {
+    /// `names` are the configured folder names the session will use ("/" between levels).
+    pub(super) fn new(server: &Server, limits: &Limits, names: &[&str], report: bool) -> Self {
         Connection {
             link: Link::new(server, limits),
             framer: Framer::new(limits.max_line_bytes as usize, limits.max_message_bytes),
             tags: Tagger::default(),
             caps: None,
             delimiter: None,
+            namespaces: None,
             login: Login::Greeting,
             connected: false,
-            wants_delimiter,
+            wants_delimiter: names.iter().any(|n| n.contains('/')),
+            wants_namespace: names.iter().any(|n| !n.eq_ignore_ascii_case("INBOX")),
             report,
             untagged: UntaggedBudget::with_max_bytes(limits.max_batch_bytes.saturating_add(MAX_UNTAGGED_EXTRA_BYTES)),
         }
@@ -98,7 +116,7 @@ impl Connection {
             Login::Capability { .. } => Stage::Capabilities,
             Login::StartTls { .. } | Login::TlsHandshake => Stage::Starttls,
             Login::Auth(_) => Stage::Authenticate,
-            Login::Delimiter { .. } | Login::Done => Stage::SelectMailbox,
+            Login::Namespace { .. } | Login::Delimiter { .. } | Login::Done => Stage::SelectMailbox,
         }
     }
 
@@ -132,11 +150,20 @@ impl Connection {
     }
 
     /// A configured folder name ("/" separates levels) as the server spells it: its
-    /// hierarchy delimiter (when known) and modified UTF-7.
+    /// hierarchy delimiter (the personal namespace's, else LIST's, when known), modified
+    /// UTF-7, and mapped into the personal namespace (see `namespace`).
     pub(super) fn wire_name(&self, name: &str) -> String {
-        match self.delimiter {
-            Some(d) if d != '/' => encode_folder_name(&name.replace('/', &d.to_string())),
-            _ => encode_folder_name(name),
+        let personal = self.namespaces.as_ref().and_then(Namespaces::personal);
+        let delimiter = personal.map_or(self.delimiter, |n| n.delimiter);
+        namespace::wire_name(name, delimiter, self.namespaces.as_ref())
+    }
+
+    /// A refusal about the configured folder `name`: on a server that keeps folders under a
+    /// prefix, it says so and names the name that was asked for.
+    pub(super) fn folder_refused(&self, e: Error, name: &str) -> Error {
+        match self.namespaces.as_ref().and_then(Namespaces::personal_prefix) {
+            Some(prefix) => namespace::prefix_note(e, prefix, name, &self.wire_name(name)),
+            None => e,
         }
     }
 
@@ -216,6 +243,8 @@ impl Connection {
         let resp = response::parse(frame, stage)?;
         let ignored = match &resp {
             Response::Other => true,
+            // Only the first answer to our NAMESPACE is used.
+            Response::Namespace(_) => !matches!(self.login, Login::Namespace { .. }) || self.namespaces.is_some(),
             Response::Status { tag: None, status: Status::Ok | Status::No | Status::Bad, code, .. } => {
                 !matches!(code, Some(Code::Capability(_) | Code::UidValidity(_) | Code::UidNext(_)))
             }
@@ -250,6 +279,10 @@ impl Connection {
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
                 check_tag(self.login.tag(), &tag, stage)?;
+                if status == Status::Bad && matches!(self.login, Login::Namespace { .. }) {
+                    // A server that lists NAMESPACE but cannot answer it: names stay unmapped.
+                    return self.on_tagged(Status::No, code, text, creds, out);
+                }
                 if status == Status::Bad {
                     if matches!(self.login, Login::StartTls { .. }) {
                         return Err(starttls_refused("rejected", ServerReply::new("BAD", text)));
@@ -269,6 +302,12 @@ impl Connection {
             Response::List { delimiter } => {
                 if matches!(self.login, Login::Delimiter { .. }) {
                     self.delimiter = delimiter;
+                }
+                Ok(())
+            }
+            Response::Namespace(namespaces) => {
+                if matches!(self.login, Login::Namespace { .. }) && self.namespaces.is_none() {
+                    self.namespaces = Some(namespaces);
                 }
                 Ok(())
             }
@@ -397,6 +436,11 @@ impl Connection {
                 self.logged_in(out);
                 Ok(())
             }
+            Login::Namespace { .. } => {
+                // Refused: the names are used as configured.
+                self.after_namespace(out);
+                Ok(())
+            }
             Login::Delimiter { .. } => {
                 if !ok {
                     return Err(Error::protocol(
@@ -414,50 +458,24 @@ impl Connection {
         }
     }
 
-    /// Authenticated (or PREAUTH): the delimiter first when a folder name needs it.
+    /// Authenticated (or PREAUTH): the namespaces, then the delimiter, when folder names need
+    /// them.
     fn logged_in(&mut self, out: &mut Vec<Action>) {
-        self.login = if self.wants_delimiter {
+        if self.wants_namespace && (self.has_cap("NAMESPACE") || self.has_cap("IMAP4rev2")) {
+            self.login = Login::Namespace { tag: self.send_simple(out, "NAMESPACE") };
+            return;
+        }
+        self.after_namespace(out);
+    }
+
+    /// The delimiter when a name has levels and the personal namespace did not tell it.
+    fn after_namespace(&mut self, out: &mut Vec<Action>) {
+        let told = self.namespaces.as_ref().and_then(Namespaces::personal).is_some();
+        self.login = if self.wants_delimiter && !told {
             Login::Delimiter { tag: self.send_simple(out, "LIST \"\" \"\"") }
         } else {
             Login::Done
         };
-    }
-
-    /// `what` happened; the server's own words only when they cannot have been forged.
-    fn greeting_detail(&self, what: &str, text: &str) -> String {
-        if self.link.unverified() {
-            return format!("{what} (its text arrived before encryption and is not shown)");
-        }
-        match shown(without_code(text)) {
-            t if t.is_empty() => what.to_string(),
-            t => format!("{what}: {t}"),
-        }
-    }
-
-    fn capabilities_detail(&self) -> String {
-        if self.link.unverified() {
-            // Only what we concluded; the list itself could have been forged.
-            let starttls = if self.has_cap("STARTTLS") { "STARTTLS offered" } else { "STARTTLS not offered" };
-            return format!("{starttls} (the other capabilities arrived before encryption and are not shown)");
-        }
-        match shown(&self.caps().join(" ")) {
-            c if c.is_empty() => "the server listed no capabilities".to_string(),
-            c => format!("capabilities: {c}"),
-        }
-    }
-
-    /// "offered: PLAIN XOAUTH2, LOGIN command; using AUTHENTICATE PLAIN".
-    fn mechanisms_detail(&self, offered: &[String], method: &str) -> String {
-        let mut list = offered.join(" ");
-        if !self.has_cap("LOGINDISABLED") {
-            if !list.is_empty() {
-                list.push_str(", ");
-            }
-            list.push_str("LOGIN command");
-        }
-        let list = shown(&list);
-        let list = if list.is_empty() { "no login method" } else { list.as_str() };
-        format!("offered: {list}; using {method}")
     }
 }
 
@@ -522,29 +540,4 @@ fn preauth_before_starttls(text: String) -> Error {
         "the server greeted with PREAUTH on a connection that must first run STARTTLS; an attacker may have stripped TLS. Use implicit TLS (port 993) or fix the server",
     )
     .with_reply(ServerReply::new("PREAUTH", text))
-}
-
-/// Longest server text quoted in a check step, in characters.
-const MAX_SHOWN_CHARS: usize = 200;
-
-/// Server text fit for a check step: control characters (terminal escapes, line breaks)
-/// removed, at most `MAX_SHOWN_CHARS` characters.
-fn shown(text: &str) -> String {
-    let mut clean = text.chars().filter(|c| !c.is_control());
-    let mut out: String = clean.by_ref().take(MAX_SHOWN_CHARS).collect();
-    if clean.next().is_some() {
-        out.pop();
-        out.push('…');
-    }
-    out.trim().to_string()
-}
-
-/// Status text without its leading response code ("[CAPABILITY ...] Dovecot ready." ->
-/// "Dovecot ready.").
-fn without_code(text: &str) -> &str {
-    let t = text.trim_start();
-    match t.strip_prefix('[').and_then(|rest| rest.split_once(']')) {
-        Some((_, after)) => after.trim_start(),
-        None => t,
-    }
 }

@@ -13,13 +13,15 @@
 //! - it is an alpha (imap-types alpha.8 under codec alpha.10) whose API still moves.
 //!
 //! This client needs a small subset (status responses and codes, CAPABILITY, EXISTS,
-//! SEARCH/ESEARCH, FETCH with UID, RFC822.SIZE and BODY[]), parsed in `response`.
+//! SEARCH/ESEARCH, FETCH with UID, RFC822.SIZE and BODY[], LIST's delimiter, NAMESPACE),
+//! parsed in `response` (NAMESPACE in `namespace`, which also maps folder names into it).
 
 mod append;
 mod auth;
 mod client;
 mod command;
 mod connection;
+pub(crate) mod namespace;
 pub(crate) mod response;
 mod sync;
 mod untagged;

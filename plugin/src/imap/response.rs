@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::namespace::Namespaces;
 use crate::error::{Error, Result, Stage};
 use crate::link::Link;
 
@@ -199,6 +200,8 @@ pub enum Response {
     Fetch(Fetch),
     /// `* LIST (flags) "<delimiter>" name`: the hierarchy delimiter (None for NIL: flat).
     List { delimiter: Option<char> },
+    /// `* NAMESPACE personal other-users shared` (RFC 2342).
+    Namespace(Namespaces),
     Continuation(String),
     /// Anything else (FLAGS, RECENT, EXPUNGE, ...): tolerated and ignored.
     Other,
@@ -266,6 +269,16 @@ pub fn parse(frame: Frame, stage: Stage) -> Result<Response> {
             b"SEARCH" => Response::Search(search_numbers(after).ok_or_else(|| malformed(stage, "SEARCH response", &text))?),
             b"ESEARCH" => {
                 Response::Search(esearch_all(after).ok_or_else(|| malformed(stage, "ESEARCH response", &text))?)
+            }
+            b"NAMESPACE" => {
+                let offset = text.len() - after.len();
+                let mut lx = Lexer { text: &text, pos: offset, literals: &mut literals };
+                // An answer this client cannot read leaves the names unmapped (as if the server
+                // had no NAMESPACE) rather than ending the session.
+                match super::namespace::parse(&mut lx, stage)? {
+                    Some(namespaces) => Response::Namespace(namespaces),
+                    None => Response::Other,
+                }
             }
             _ => Response::Other,
         });
@@ -361,7 +374,7 @@ fn parse_sequence_set(set: &[u8]) -> Option<Vec<(u32, u32)>> {
     Some(out)
 }
 
-enum Token<'a> {
+pub(super) enum Token<'a> {
     Open,
     Close,
     Atom(&'a [u8]),
@@ -370,7 +383,7 @@ enum Token<'a> {
 }
 
 /// Tokens of a FETCH attribute list, with literals taken (not copied) from the frame.
-struct Lexer<'a, 'l> {
+pub(super) struct Lexer<'a, 'l> {
     text: &'a [u8],
     pos: usize,
     literals: &'l mut VecDeque<(usize, Vec<u8>)>,
@@ -381,7 +394,7 @@ impl<'a> Lexer<'a, '_> {
         self.literals.front().map_or(usize::MAX, |(at, _)| *at)
     }
 
-    fn next(&mut self) -> Option<Token<'a>> {
+    pub(super) fn next(&mut self) -> Option<Token<'a>> {
         let lit_at = self.next_literal_at();
         if lit_at < self.pos {
             // A literal inside a quoted string or a section: not a shape we accept.
@@ -457,7 +470,7 @@ impl<'a> Lexer<'a, '_> {
     }
 
     /// Skips one value (atom, string, NIL or a nested list).
-    fn skip_value(&mut self) -> Option<()> {
+    pub(super) fn skip_value(&mut self) -> Option<()> {
         let mut depth = 0usize;
         loop {
             match self.next()? {

@@ -360,3 +360,69 @@ fn starttls_bytes_injected_after_ok_abort_before_credentials() {
     assert!(run.err().message.contains("injection"), "{}", run.err());
     assert!(!run.actions.contains(&Action::StartTls));
 }
+
+/// Courier: every folder lives under "INBOX.", and "Sent" alone is refused.
+const COURIER: &[u8] = b"* OK [CAPABILITY IMAP4rev1 UIDPLUS NAMESPACE LITERAL+ SASL-IR AUTH=PLAIN] Courier-IMAP ready.\r\n";
+
+#[test]
+fn the_copy_goes_under_the_personal_namespace_created_and_subscribed() {
+    let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
+    let append = |tag: &str| with_crlf(&format!("{tag} APPEND \"INBOX.Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+    let run = drive_all(
+        || session(Security::ImplicitTls, "Sent"),
+        &[
+            S(COURIER),
+            C(login.as_bytes()),
+            S(b"a1 OK Logged in\r\n"),
+            C(b"a2 NAMESPACE\r\n"),
+            S(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\na2 OK NAMESPACE completed\r\n"),
+            C(&append("a3")),
+            S(b"a3 NO [TRYCREATE] Mailbox does not exist.\r\n"),
+            C(b"a4 CREATE \"INBOX.Sent\"\r\n"),
+            S(b"a4 OK \"INBOX.Sent\" created.\r\n"),
+            C(&[&b"a5 SUBSCRIBE \"INBOX.Sent\"\r\n"[..], &append("a6")].concat()),
+            S(b"a5 OK Folder subscribed.\r\na6 OK [APPENDUID 1 1] APPEND Ok.\r\n"),
+            C(b"a7 LOGOUT\r\n"),
+            S(b"a7 OK LOGOUT completed\r\n"),
+        ],
+    );
+    assert_eq!(run.error, None);
+    let saved = run.saved().expect("saved");
+    assert_eq!((saved.folder.as_str(), saved.created_folder, saved.uid), ("Sent", true, Some(1)));
+}
+
+#[test]
+fn a_refused_append_is_a_refused_copy_quoting_the_server_and_naming_the_prefix() {
+    let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
+    let append = with_crlf(&format!("a3 APPEND \"INBOX.Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+    let run = drive_all(
+        || session(Security::ImplicitTls, "Sent"),
+        &[
+            S(COURIER),
+            C(login.as_bytes()),
+            S(b"a1 OK Logged in\r\n"),
+            C(b"a2 NAMESPACE\r\n"),
+            S(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\na2 OK NAMESPACE completed\r\n"),
+            C(&append),
+            S(b"a3 NO Invalid mailbox name.\r\n"),
+        ],
+    );
+    let e = run.err();
+    assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Data));
+    assert!(e.message.starts_with("the server refused to save the copy in the folder \"Sent\""), "{}", e.message);
+    assert!(e.message.contains("answered \"NO Invalid mailbox name.\""), "{}", e.message);
+    assert!(e.message.contains("keeps its folders under the prefix \"INBOX.\""), "{}", e.message);
+    assert!(e.message.contains("asked for as \"INBOX.Sent\""), "{}", e.message);
+    assert!(!e.message.contains("message data"), "{}", e.message);
+    assert!(e.quoted.contains(&"\"NO Invalid mailbox name.\"".to_string()), "{:?}", e.quoted);
+    assert_eq!(e.reply, Some(ServerReply::new("NO", "Invalid mailbox name.")));
+
+    // Without namespaces (Dovecot's empty prefix), no prefix is blamed.
+    let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
+    let run = drive_all(
+        || session(Security::ImplicitTls, "Sent"),
+        &[S(GREETING_PLUS), C(login.as_bytes()), S(b"a1 OK Logged in\r\n"), C(&append), S(b"a2 NO [NOPERM] no\r\n")],
+    );
+    let e = run.err();
+    assert!(e.message.contains("refused to save the copy") && !e.message.contains("prefix"), "{}", e.message);
+}

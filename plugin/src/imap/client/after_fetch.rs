@@ -1,4 +1,6 @@
 //! After-fetch actions on stored messages: mark seen, delete (UID EXPUNGE with UIDPLUS), move or copy.
+//! A move target the server does not have yet (`NO [TRYCREATE]`) is created and subscribed,
+//! and the move tried once more.
 //!
 //! The UIDs are pending in the sync state from their delivery (committed with it at `stored`)
 //! until the tagged OK of the action's last command; a run that ends before that (cut, killed,
@@ -44,10 +46,11 @@ impl ImapSession {
             Op::MarkDeleted => self.conn.send_simple(out, &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)")),
             // Only our UIDs: a plain EXPUNGE would also remove other clients' \Deleted mail.
             Op::Expunge => self.conn.send_simple(out, &format!("UID EXPUNGE {set}")),
-            Op::Move | Op::Copy | Op::Create => {
+            Op::Move | Op::Copy | Op::Create | Op::Subscribe => {
                 let verb = match op {
                     Op::Move => format!("UID MOVE {set}"),
                     Op::Copy => format!("UID COPY {set}"),
+                    Op::Subscribe => "SUBSCRIBE".to_string(),
                     _ => "CREATE".to_string(),
                 };
                 let target = self.target();
@@ -114,6 +117,10 @@ impl ImapSession {
         text: String,
         out: &mut Vec<Action>,
     ) -> Result<()> {
+        if op == Op::Subscribe {
+            // A folder not subscribed still holds the mail; the move's answer follows.
+            return self.after_fetch_next(pending, out);
+        }
         if status == Status::Ok {
             if op == Op::Copy {
                 // Only once the copy exists may the originals be flagged and expunged.
@@ -124,7 +131,10 @@ impl ImapSession {
         let trycreate = matches!(&code, Some(Code::Other(c)) if c.eq_ignore_ascii_case("TRYCREATE"));
         if trycreate && matches!(op, Op::Move | Op::Copy) && !self.run.created && pending.is_empty() {
             self.run.created = true;
+            // Subscribed too, like a Sent folder the append session creates: mail programs
+            // that show only subscribed folders would hide the moved mail.
             self.queue(&mut pending, Op::Create, out);
+            self.queue(&mut pending, Op::Subscribe, out);
             self.queue(&mut pending, op, out);
             return self.after_fetch_next(pending, out);
         }
@@ -139,6 +149,7 @@ impl ImapSession {
             Op::Move => format!("move the fetched messages to {target:?}"),
             Op::Copy => format!("copy the fetched messages to {target:?}"),
             Op::Create => format!("create the folder {target:?} for fetched messages"),
+            Op::Subscribe => format!("subscribe the folder {target:?}"),
         };
         let n = self.run.action_uids.len();
         let e = Error::protocol(
@@ -149,6 +160,7 @@ impl ImapSession {
             ),
         )
         .with_reply(ServerReply::new(status.as_str(), text));
+        let e = if matches!(op, Op::Move | Op::Copy | Op::Create) { self.conn.folder_refused(e, &target) } else { e };
         if self.run.retrying {
             // Left over from an earlier run: they stay pending, the new mail is fetched, and
             // the run then fails with this error. Replies still in flight are read first.

@@ -87,7 +87,7 @@ fn pending_uids_get_their_action_first_then_the_new_messages() {
 fn a_refused_retry_keeps_the_uids_pending_fetches_new_mail_and_then_fails() {
     let state = pending_state(1, 4, "[[3,4]]");
     let mb = with_after(AfterFetch::Keep { mark_seen: true });
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script.extend([
         S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5] ok\r\na2 OK ok\r\n"),
         C(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n"),
@@ -106,12 +106,12 @@ fn a_refused_retry_keeps_the_uids_pending_fetches_new_mail_and_then_fails() {
 #[test]
 fn a_uidvalidity_change_or_keep_drops_the_pending_uids() {
     let state = pending_state(1, 4, "[[3,4]]");
-    let mut script = login_prefix();
+    let mut script = login_prefix_rw();
     script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
     let run = ok_run(&with_after(AfterFetch::Delete), Some(&state), &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":2,"last_uid":0}}}"#);
 
-    // The action was changed to keep: nothing to apply, nothing written.
+    // The action was changed to keep: nothing to apply, nothing written (read-only).
     let mut script = login_prefix();
     script.extend([S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
     let run = ok_run(&with_after(AfterFetch::Keep { mark_seen: false }), Some(&state), &script);
