@@ -40,6 +40,8 @@ pub struct StepFailure {
     pub ms: u64,
     /// The error as reported (never with secrets).
     pub error: String,
+    /// More than the headline, when there is more (`HostError::detail`: the TLS library's words).
+    pub detail: Option<String>,
     pub cause: Bilingual,
     pub action: Bilingual,
 }
@@ -221,6 +223,7 @@ fn settings_step(report: &mut CheckReport, steps: &mut Steps, server: &str, find
             step: "settings",
             ms,
             error: format!("{} ({})", f.en, f.field),
+            detail: None,
             cause: Bilingual { en: f.en.clone(), de: f.de.clone() },
             action: Bilingual {
                 en: format!("Change the setting \"{}\" as described, then run the check again.", f.field),
@@ -307,6 +310,7 @@ async fn run(
         Err(e) => {
             let (step, stage) = match &e {
                 HostError::Guest(g) => (stage_step(g.stage_id), g.stage_id),
+                HostError::NoGreeting { .. } => ("greeting", Stage::Greeting),
                 // The host's read or write failed: blame the step after the last one that passed.
                 _ if steps.steps.is_empty() => ("greeting", Stage::Greeting),
                 _ => ("session", Stage::Logout),
@@ -331,7 +335,8 @@ async fn fail(
         Some(d) => (Bilingual { en: d.cause.en, de: d.cause.de }, Bilingual { en: d.action.en, de: d.action.de }),
         None => host_explanation(&e),
     };
-    report.failure = Some(StepFailure { step, ms, error: e.to_string().replace('\n', " "), cause, action });
+    let detail = e.detail().map(str::to_string);
+    report.failure = Some(StepFailure { step, ms, error: e.to_string().replace('\n', " "), detail, cause, action });
     report
 }
 
