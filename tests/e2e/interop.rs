@@ -273,8 +273,8 @@ async fn tls_off_for_a_tls_port_stops_at_the_greeting_timeout_for_every_protocol
         let error = last["error"].as_str().unwrap_or_default();
         assert!(error.contains("no greeting within 2 s") && !error.contains("raise"), "{protocol}: {last}");
         assert!(last["ms"].as_u64().unwrap_or(u64::MAX) < 30_000, "{protocol}: {last}");
-        assert!(last["action"]["en"].as_str().unwrap_or_default().contains("TLS switch on"), "{protocol}: {last}");
-        assert!(last["action"]["de"].as_str().unwrap_or_default().contains("TLS-Schalter an"), "{protocol}: {last}");
+        let (en, de) = (format!("{} {}", last["cause"]["en"], last["action"]["en"]), format!("{} {}", last["cause"]["de"], last["action"]["de"]));
+        assert!(en.contains("TLS switch on") && de.contains("TLS-Schalter an"), "{protocol}: {last}");
 
         // CLI fetch / send: the same headline, the cause and action under it, no advice to wait longer.
         let out = run_operation(protocol, &path);
@@ -316,8 +316,8 @@ async fn tls_on_for_a_starttls_port_keeps_the_tls_library_text_in_the_detail() {
         let error = last["error"].as_str().unwrap_or_default();
         assert!(error.contains("did not speak TLS") && !error.contains("InvalidContentType"), "{protocol}: {last}");
         assert!(last["detail"].as_str().is_some_and(|d| !d.is_empty()), "{protocol}: {last}");
-        assert!(last["action"]["en"].as_str().unwrap_or_default().contains("TLS switch off"), "{protocol}: {last}");
-        assert!(last["action"]["de"].as_str().unwrap_or_default().contains("TLS-Schalter aus"), "{protocol}: {last}");
+        let (en, de) = (format!("{} {}", last["cause"]["en"], last["action"]["en"]), format!("{} {}", last["cause"]["de"], last["action"]["de"]));
+        assert!(en.contains("TLS switch off") && de.contains("TLS-Schalter aus"), "{protocol}: {last}");
         let plain = run(&["check"], &path);
         let text = String::from_utf8_lossy(&plain.stdout);
         assert!(text.contains("FAIL  tls") && text.contains("detail:"), "{protocol}: {text}");
