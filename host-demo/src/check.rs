@@ -299,8 +299,10 @@ async fn run(
         }
     };
     let outcome = drive_on(instance, session, &mut conn, &opts, &mut steps).await;
-    instance.drop_session(session).await;
-    match outcome {
+    // Explained before the session is dropped: dropping it is a call into the component that
+    // does not renew its CPU budget (`Instance::drop_session`), so after a long host-side wait
+    // (no greeting, a slow handshake) it traps, and the instance could explain nothing more.
+    let result = match outcome {
         Ok(Outcome::Checked(summary)) => {
             report.steps.append(&mut steps.steps);
             report.folders = summary.folders.into_iter().map(|f| (f.folder, f.messages)).collect();
@@ -317,7 +319,9 @@ async fn run(
             };
             Ok(fail(instance, report, steps, step, stage, e).await)
         }
-    }
+    };
+    instance.drop_session(session).await;
+    result
 }
 
 /// Ends a report at `step` with the error and its explanation.
