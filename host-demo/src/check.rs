@@ -40,6 +40,8 @@ pub struct StepFailure {
     pub ms: u64,
     /// The error as reported (never with secrets).
     pub error: String,
+    /// More than the headline, when there is more (`HostError::detail`: the TLS library's words).
+    pub detail: Option<String>,
     pub cause: Bilingual,
     pub action: Bilingual,
 }
@@ -221,6 +223,7 @@ fn settings_step(report: &mut CheckReport, steps: &mut Steps, server: &str, find
             step: "settings",
             ms,
             error: format!("{} ({})", f.en, f.field),
+            detail: None,
             cause: Bilingual { en: f.en.clone(), de: f.de.clone() },
             action: Bilingual {
                 en: format!("Change the setting \"{}\" as described, then run the check again.", f.field),
@@ -296,8 +299,10 @@ async fn run(
         }
     };
     let outcome = drive_on(instance, session, &mut conn, &opts, &mut steps).await;
-    instance.drop_session(session).await;
-    match outcome {
+    // Explained before the session is dropped: dropping it is a call into the component that
+    // does not renew its CPU budget (`Instance::drop_session`), so after a long host-side wait
+    // (no greeting, a slow handshake) it traps, and the instance could explain nothing more.
+    let result = match outcome {
         Ok(Outcome::Checked(summary)) => {
             report.steps.append(&mut steps.steps);
             report.folders = summary.folders.into_iter().map(|f| (f.folder, f.messages)).collect();
@@ -307,13 +312,16 @@ async fn run(
         Err(e) => {
             let (step, stage) = match &e {
                 HostError::Guest(g) => (stage_step(g.stage_id), g.stage_id),
+                HostError::NoGreeting { .. } => ("greeting", Stage::Greeting),
                 // The host's read or write failed: blame the step after the last one that passed.
                 _ if steps.steps.is_empty() => ("greeting", Stage::Greeting),
                 _ => ("session", Stage::Logout),
             };
             Ok(fail(instance, report, steps, step, stage, e).await)
         }
-    }
+    };
+    instance.drop_session(session).await;
+    result
 }
 
 /// Ends a report at `step` with the error and its explanation.
@@ -331,7 +339,8 @@ async fn fail(
         Some(d) => (Bilingual { en: d.cause.en, de: d.cause.de }, Bilingual { en: d.action.en, de: d.action.de }),
         None => host_explanation(&e),
     };
-    report.failure = Some(StepFailure { step, ms, error: e.to_string().replace('\n', " "), cause, action });
+    let detail = e.detail().map(str::to_string);
+    report.failure = Some(StepFailure { step, ms, error: e.to_string().replace('\n', " "), detail, cause, action });
     report
 }
 

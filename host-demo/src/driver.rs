@@ -63,6 +63,10 @@ pub struct DriveOptions<'a> {
     /// The longest the TLS handshake after STARTTLS / STLS may take (the guest has no deadline
     /// while the host runs it): the tenant's reply timeout.
     pub reply_timeout: Duration,
+    /// The longest the host waits for the server's first line (its greeting) once connected,
+    /// after the handshake with implicit TLS (`limits.greeting_timeout_secs`, at most the
+    /// reply timeout); then the session ends with `HostError::NoGreeting`.
+    pub greeting_timeout: Duration,
     /// The longest a whole session may take, connecting included; it then ends with
     /// `HostError::SessionLimit`.
     pub max_session: Duration,
@@ -97,7 +101,7 @@ pub async fn drive_keep(
         Ok(c) => c?,
         Err(_) => return Err(session_limit(label, opts)),
     };
-    run_and_close(instance, session, &mut conn, opts, sink, end).await
+    run_and_close(instance, session, &mut conn, opts, sink, end, implicit).await
 }
 
 /// Drives `session` over a connection the caller opened itself (the connection check times
@@ -110,11 +114,14 @@ pub async fn drive_on(
     sink: &mut dyn MessageSink,
 ) -> Result<Outcome, HostError> {
     let end = Instant::now() + opts.max_session;
-    if let Err(e) = allowed_server(instance, session, opts).await {
-        conn.close().await;
-        return Err(e);
-    }
-    run_and_close(instance, session, conn, opts, sink, end).await
+    let implicit = match allowed_server(instance, session, opts).await {
+        Ok(server) => matches!(server.security, GuestSecurity::ImplicitTls),
+        Err(e) => {
+            conn.close().await;
+            return Err(e);
+        }
+    };
+    run_and_close(instance, session, conn, opts, sink, end, implicit).await
 }
 
 async fn run_and_close(
@@ -124,8 +131,9 @@ async fn run_and_close(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
     end: Instant,
+    implicit_tls: bool,
 ) -> Result<Outcome, HostError> {
-    let result = run_loop(instance, session, conn, opts, sink, end).await;
+    let result = run_loop(instance, session, conn, opts, sink, end, implicit_tls).await;
     conn.close().await;
     result
 }
@@ -193,8 +201,11 @@ async fn run_loop(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
     end: Instant,
+    implicit_tls: bool,
 ) -> Result<Outcome, HostError> {
     let mut events: VecDeque<Event> = VecDeque::from([Event::Connected]);
+    // Until the server's first line has arrived: when waiting for it ends.
+    let mut greeting = Greeting { until: Some(Instant::now() + opts.greeting_timeout), implicit_tls };
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::new();
     // Deliveries stored but not yet committed. Commits (each an fsync) are batched: while the
@@ -231,8 +242,13 @@ async fn run_loop(
         }
         let event = match events.pop_front() {
             Some(e) => e,
-            None => next_event(instance, session, conn, opts, &mut buf, end).await?,
+            None => next_event(instance, session, conn, opts, &mut buf, end, &greeting).await?,
         };
+        if let (Event::Received(bytes), Some(_)) = (&event, greeting.until) {
+            if bytes.contains(&b'\n') {
+                greeting.until = None;
+            }
+        }
         let actions = instance.handle(session, &event, now_ms()).await?;
         if matches!(event, Event::Stored) {
             save_stored_state(instance, session, sink).await?;
@@ -337,6 +353,15 @@ fn starttls_timeout(server: String, limit: Duration) -> HostError {
     }
 }
 
+/// The wait for the server's first line: the host bounds it by the greeting timeout, shorter
+/// than the guest's reply timeout, because a server that never greets usually waits for a TLS
+/// handshake (the TLS switch is off for a TLS port) and the admin should hear so quickly.
+struct Greeting {
+    /// None once a line ending arrived.
+    until: Option<Instant>,
+    implicit_tls: bool,
+}
+
 async fn next_event(
     instance: &mut Instance,
     session: SessionHandle,
@@ -344,18 +369,30 @@ async fn next_event(
     opts: &DriveOptions<'_>,
     buf: &mut [u8],
     end: Instant,
+    greeting: &Greeting,
 ) -> Result<Event, HostError> {
     let deadline = instance.deadline(session).await?;
-    let wait = match deadline {
+    let mut wait = match deadline {
         Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
         None => opts.idle_timeout,
     };
+    if let Some(until) = greeting.until {
+        wait = wait.min(until.saturating_duration_since(Instant::now()));
+    }
     let left = remaining(end);
     match tokio::time::timeout(wait.min(left), conn.read(buf)).await {
         Ok(Ok(0)) => Ok(Event::Closed),
         Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
         Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: read_failed(&e) }),
         Err(_) if left < wait => Err(session_limit(conn.label().to_string(), opts)),
+        // No first line yet: whichever wait ran out (the greeting timeout is never longer than
+        // the guest's reply timeout), the server did not greet.
+        Err(_) if greeting.until.is_some() => Err(HostError::NoGreeting {
+            server: conn.label().to_string(),
+            port: conn.port(),
+            secs: opts.greeting_timeout.as_secs(),
+            implicit_tls: greeting.implicit_tls,
+        }),
         Err(_) if deadline.is_some() => Ok(Event::Timer),
         // The guest set no deadline yet nothing happened: a backstop so no session hangs.
         Err(_) => Err(HostError::Timeout {

@@ -92,8 +92,17 @@ pub enum HostError {
     Network { server: String, message: String },
     #[error("TLS error with {server}: {message}")]
     Tls { server: String, message: String },
+    /// TLS from the first byte was configured, but the server answered the handshake in clear
+    /// text: the TLS switch is on for a port without TLS from the first byte. `detail` keeps
+    /// what the TLS library said, for whoever digs deeper; the headline says what to change.
+    #[error("TLS error with {server}: {}", not_tls_headline(*port))]
+    NotTls { server: String, port: u16, detail: String },
     #[error("timeout with {server}: {message}")]
     Timeout { server: String, message: String },
+    /// The server sent no first line within `limits.greeting_timeout_secs` after the
+    /// connection (with implicit TLS: after the handshake) was up.
+    #[error("timeout with {server}: {}", no_greeting_headline(*port, *secs, *implicit_tls))]
+    NoGreeting { server: String, port: u16, secs: u64, implicit_tls: bool },
     /// The component reported a typed error.
     #[error("{0}")]
     Guest(GuestFailure),
@@ -105,6 +114,42 @@ pub enum HostError {
     /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
     #[error("OAuth2: {message}")]
     OAuth { kind: String, message: String, needs_reauthorization: bool },
+}
+
+/// The ports that take TLS from the first byte (RFC 8314, RFC 2595) and their STARTTLS
+/// counterparts: (TLS port, STARTTLS port, protocol).
+const WELL_KNOWN_PORTS: [(u16, u16, &str); 3] = [(993, 143, "IMAP"), (995, 110, "POP3"), (465, 587, "SMTP submission")];
+
+/// The headline of `HostError::NotTls`: the server did not speak TLS, and what to change.
+fn not_tls_headline(port: u16) -> String {
+    let lead = format!("the server did not speak TLS on port {port}: it answered in clear text, so this port does not use TLS from the first byte");
+    match WELL_KNOWN_PORTS.iter().find(|(_, plain, _)| *plain == port) {
+        Some((tls, plain, protocol)) => format!(
+            "{lead} (it is the {protocol} port for STARTTLS); turn TLS off for port {plain}, or keep TLS on and use port {tls}"
+        ),
+        None => format!(
+            "{lead}; turn TLS off for this port (STARTTLS), or keep TLS on and use the port for TLS from the first byte (IMAP 993, POP3 995, SMTP 465)"
+        ),
+    }
+}
+
+/// The headline of `HostError::NoGreeting`. With TLS off the usual cause is a port that waits
+/// for a TLS handshake, so raising a timeout is never the advice then.
+fn no_greeting_headline(port: u16, secs: u64, implicit_tls: bool) -> String {
+    if implicit_tls {
+        return format!(
+            "the server sent no greeting within {secs} s after the TLS handshake (limits.greeting_timeout_secs); check that port {port} belongs to this protocol (IMAP 993, POP3 995, SMTP 465); if the server is known to greet slowly, raise limits.greeting_timeout_secs"
+        );
+    }
+    let lead = format!("the server sent no greeting within {secs} s (limits.greeting_timeout_secs) with TLS off");
+    match WELL_KNOWN_PORTS.iter().find(|(tls, _, _)| *tls == port) {
+        Some((tls, plain, protocol)) => format!(
+            "{lead}: port {tls} is the {protocol} port for TLS from the first byte, where the server waits for a TLS handshake; turn TLS on for port {tls}, or keep TLS off and use port {plain} (STARTTLS)"
+        ),
+        None => format!(
+            "{lead}: a port that expects TLS from the first byte stays silent like this, waiting for a TLS handshake; turn TLS on if this is such a port (IMAP 993, POP3 995, SMTP 465), or use the STARTTLS port (IMAP 143, POP3 110, SMTP 587) with TLS off"
+        ),
+    }
 }
 
 /// Whether retrying can help, as the component judged it.
@@ -148,6 +193,7 @@ impl HostError {
             HostError::Network { .. } | HostError::Timeout { .. } | HostError::SessionLimit { .. } | HostError::Storage(_) => {
                 Retry::Later
             }
+            HostError::NoGreeting { implicit_tls: true, .. } => Retry::Later,
             _ => Retry::FixFirst,
         }
     }
@@ -157,9 +203,18 @@ impl HostError {
         match self {
             HostError::Guest(g) => Some(g.kind),
             HostError::Network { .. } => Some(Kind::Network),
-            HostError::Tls { .. } => Some(Kind::Tls),
-            HostError::Timeout { .. } | HostError::SessionLimit { .. } => Some(Kind::Timeout),
+            HostError::Tls { .. } | HostError::NotTls { .. } => Some(Kind::Tls),
+            HostError::Timeout { .. } | HostError::SessionLimit { .. } | HostError::NoGreeting { .. } => Some(Kind::Timeout),
             HostError::WeakerSecurity { .. } => Some(Kind::Policy),
+            _ => None,
+        }
+    }
+
+    /// More about the error than its headline, for whoever digs deeper (the TLS library's own
+    /// words); the CLI prints it on a line of its own and in `--json`.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            HostError::NotTls { detail, .. } => Some(detail),
             _ => None,
         }
     }
@@ -199,6 +254,14 @@ impl HostError {
             }
             HostError::Network { message, .. } => GuestError::Network(detail(stage, message.clone(), None, RetryAdvice::Later)),
             HostError::Tls { message, .. } => GuestError::Tls(detail(stage, message.clone(), None, RetryAdvice::FixFirst)),
+            HostError::NotTls { port, .. } => GuestError::Tls(detail(stage, not_tls_headline(*port), None, RetryAdvice::FixFirst)),
+            // Always the greeting stage, wherever the caller was.
+            HostError::NoGreeting { port, secs, implicit_tls, .. } => GuestError::Timeout(detail(
+                Stage::Greeting,
+                no_greeting_headline(*port, *secs, *implicit_tls),
+                None,
+                if *implicit_tls { RetryAdvice::Later } else { RetryAdvice::FixFirst },
+            )),
             HostError::Timeout { message, .. } => GuestError::Timeout(detail(stage, message.clone(), None, RetryAdvice::Later)),
             e @ HostError::SessionLimit { .. } => GuestError::Timeout(detail(stage, e.to_string(), None, RetryAdvice::Later)),
             e @ HostError::WeakerSecurity { .. } => GuestError::Policy(detail(stage, e.to_string(), None, RetryAdvice::FixFirst)),
@@ -333,6 +396,47 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_clear_text_answer_keeps_the_tls_library_text_out_of_the_headline() {
+        let e = HostError::NotTls {
+            server: "mail.example.test:143".into(),
+            port: 143,
+            detail: "received corrupt message of type InvalidContentType".into(),
+        };
+        let headline = e.to_string();
+        assert!(headline.contains("did not speak TLS on port 143") && headline.contains("turn TLS off for port 143"), "{headline}");
+        assert!(headline.contains("use port 993"), "{headline}");
+        assert!(!headline.contains("InvalidContentType") && !headline.contains("corrupt"), "{headline}");
+        assert_eq!(e.detail(), Some("received corrupt message of type InvalidContentType"));
+        assert_eq!(e.kind(), Some(Kind::Tls));
+        match e.to_guest_error(Stage::Connect) {
+            Some(GuestError::Tls(d)) => assert!(!d.message.contains("InvalidContentType") && d.message.contains("clear text"), "{}", d.message),
+            other => panic!("{other:?}"),
+        }
+        let other_port = HostError::NotTls { server: "x:10143".into(), port: 10143, detail: String::new() }.to_string();
+        assert!(other_port.contains("turn TLS off for this port") && other_port.contains("IMAP 993"), "{other_port}");
+    }
+
+    #[test]
+    fn no_greeting_is_a_greeting_timeout_without_the_reply_timeout_advice() {
+        for port in [993, 10993] {
+            let e = HostError::NoGreeting { server: format!("x:{port}"), port, secs: 10, implicit_tls: false };
+            let headline = e.to_string();
+            assert!(headline.contains("no greeting within 10 s") && headline.contains("turn TLS on"), "{headline}");
+            assert!(!headline.contains("reply timeout") && !headline.contains("raise"), "{headline}");
+            assert_eq!(e.retry(), Retry::FixFirst);
+            match e.to_guest_error(Stage::Connect) {
+                Some(GuestError::Timeout(d)) => assert_eq!(d.stage, Stage::Greeting),
+                other => panic!("{other:?}"),
+            }
+        }
+        let e = HostError::NoGreeting { server: "x:993".into(), port: 993, secs: 10, implicit_tls: false }.to_string();
+        assert!(e.contains("turn TLS on for port 993") && e.contains("use port 143"), "{e}");
+        let tls = HostError::NoGreeting { server: "x:993".into(), port: 993, secs: 10, implicit_tls: true };
+        assert!(tls.to_string().contains("after the TLS handshake"), "{tls}");
+        assert_eq!(tls.retry(), Retry::Later);
     }
 
     #[test]

@@ -77,6 +77,7 @@ enum Inner {
 pub struct Conn {
     inner: Inner,
     host: String,
+    port: u16,
     label: String,
     tls: Arc<ClientConfig>,
 }
@@ -92,6 +93,17 @@ fn describe_tls_error(e: &io::Error) -> String {
         format!("the server's certificate has expired ({text}); the mail provider must renew it")
     } else {
         text
+    }
+}
+
+/// Whether the handshake failed because the server's first bytes were no TLS record at all
+/// (a clear-text greeting such as "* OK", "+OK" or "220" on a port without TLS from the first
+/// byte), rather than a TLS problem such as a certificate.
+fn answered_in_clear_text(e: &io::Error) -> bool {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidMessage(_)) => true,
+        Some(_) => false,
+        None => e.to_string().contains("InvalidContentType"),
     }
 }
 
@@ -137,7 +149,7 @@ impl Conn {
             })?;
         // Commands are small; never let Nagle hold them back.
         tcp.set_nodelay(true).map_err(|e| HostError::Network { server: label.clone(), message: e.to_string() })?;
-        Ok(Conn { inner: Inner::Plain(tcp), host: host.to_string(), label, tls })
+        Ok(Conn { inner: Inner::Plain(tcp), host: host.to_string(), port, label, tls })
     }
 
     /// The implicit-TLS handshake, bounded by `timeout`.
@@ -158,6 +170,10 @@ impl Conn {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Upgrades the connection to TLS in place. Refuses when the server already sent bytes
@@ -187,9 +203,10 @@ impl Conn {
             // Before our first byte on a TLS port, the server speaks first only in clear text:
             // the port expects no TLS from the first byte (the admin's TLS switch is wrong).
             Ok(_) if implicit => {
-                return Err(HostError::Tls {
+                return Err(HostError::NotTls {
                     server: self.label.clone(),
-                    message: "the server greeted in clear text, not a TLS handshake: this port does not use TLS from the first byte".into(),
+                    port: self.port,
+                    detail: "the server greeted in clear text before the TLS handshake began".into(),
                 })
             }
             Ok(_) => {
@@ -205,10 +222,15 @@ impl Conn {
             server: self.label.clone(),
             message: format!("\"{}\" is not a valid TLS server name", self.host),
         })?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| HostError::Tls { server: self.label.clone(), message: describe_tls_error(&e) })?;
+        let tls = TlsConnector::from(self.tls.clone()).connect(name, tcp).await.map_err(|e| {
+            if implicit && answered_in_clear_text(&e) {
+                // rustls' own words ("received corrupt message of type InvalidContentType")
+                // are kept as the detail; the headline says what the admin must change.
+                HostError::NotTls { server: self.label.clone(), port: self.port, detail: e.to_string() }
+            } else {
+                HostError::Tls { server: self.label.clone(), message: describe_tls_error(&e) }
+            }
+        })?;
         self.inner = Inner::Tls(Box::new(tls));
         Ok(())
     }
@@ -273,8 +295,10 @@ mod tests {
             let mut b = [0u8; 1];
             tokio::time::timeout(Duration::from_secs(5), t.peek(&mut b)).await.unwrap().unwrap();
         }
-        let e = conn.handshake(Duration::from_secs(5)).await.unwrap_err().to_string();
-        assert!(e.contains("clear text") && e.contains("not a TLS handshake"), "{e}");
-        assert!(!e.contains("injection"), "{e}");
+        let e = conn.handshake(Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, HostError::NotTls { .. }), "{e:?}");
+        let headline = e.to_string();
+        assert!(headline.contains("clear text") && headline.contains("did not speak TLS"), "{headline}");
+        assert!(!headline.contains("injection"), "{headline}");
     }
 }

@@ -138,6 +138,9 @@ pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [crate::driver::AllowedServe
         connect_timeout: Duration::from_secs(cfg.limits.connect_timeout_secs.into()),
         idle_timeout: Duration::from_secs(u64::from(cfg.limits.reply_timeout_secs) * 2),
         reply_timeout: Duration::from_secs(cfg.limits.reply_timeout_secs.into()),
+        // Never longer than the reply timeout (the config validates it; a config changed in
+        // code may not be).
+        greeting_timeout: Duration::from_secs(cfg.limits.greeting_timeout_secs.min(cfg.limits.reply_timeout_secs).into()),
         max_session: Duration::from_secs(cfg.limits.max_session_secs.into()),
     })
 }

@@ -74,7 +74,7 @@ pub fn compose(draft: &Draft, nonce: u64) -> Result<Composed> {
         .write_to_vec()
         .map_err(|e| Error::invalid(Stage::Data, format!("the message could not be built: {e}")))?;
 
-    Ok(Composed { message_id, envelope_from: from.address, envelope_to, raw })
+    Ok(Composed { message_id, envelope_from: from.address, envelope_to, raw: as_sent(raw) })
 }
 
 /// A file the agent attaches to a reply.
@@ -177,7 +177,7 @@ pub fn compose_reply(d: &ReplyDraft, nonce: u64) -> Result<Composed> {
         .write_to_vec()
         .map_err(|e| Error::invalid(Stage::Data, format!("the reply could not be built: {e}")))?;
 
-    Ok(Composed { message_id, envelope_from: plan.envelope_from.clone(), envelope_to, raw })
+    Ok(Composed { message_id, envelope_from: plan.envelope_from.clone(), envelope_to, raw: as_sent(raw) })
 }
 
 fn refuse_robot(classification: Classification) -> Result<()> {
@@ -433,6 +433,45 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     out.into_iter().map(char::from).collect()
+}
+
+/// The message as SMTP DATA carries it (once the server removed the dot-stuffing): every line
+/// end CRLF, the last line ended too (DATA ends the last line, `smtp::data`). Composing these
+/// exact bytes makes the copy `save-copy` APPENDs byte for byte the message that was sent,
+/// also when a body does not end with a line break. Already clean bytes are not copied.
+fn as_sent(raw: Vec<u8>) -> Vec<u8> {
+    let clean = raw.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => raw.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && raw[i - 1] == b'\r',
+        _ => true,
+    });
+    let mut out = if clean {
+        raw
+    } else {
+        let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+        let mut i = 0;
+        while i < raw.len() {
+            match raw[i] {
+                b'\r' => {
+                    out.extend_from_slice(b"\r\n");
+                    i += if raw.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                }
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 1;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// Bare CR, bare LF and CRLF all become CRLF; text that already has only CRLF is not copied.
@@ -1070,5 +1109,52 @@ mod tests {
         assert!(matches!(crlf_text("plain"), Cow::Borrowed(_)));
         assert_eq!(crlf_text("\na\rb\r\n"), "\r\na\r\nb\r\n");
         assert_eq!(crlf_text("a\n"), "a\r\n");
+    }
+
+    /// The bytes a server stores from DATA: the payload without the final ".\r\n" and with
+    /// the dot-stuffing removed.
+    fn as_received_by_smtp(raw: &[u8]) -> Vec<u8> {
+        let data = crate::smtp::encode_data(raw);
+        let payload = data.strip_suffix(b".\r\n").expect("DATA ends with .CRLF");
+        let mut out = Vec::with_capacity(payload.len());
+        for line in payload.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        out
+    }
+
+    #[test]
+    fn composed_bytes_are_exactly_what_data_carries_also_without_a_final_newline() {
+        // What mail-builder writes may end without a line break and hold bare LFs (a text
+        // attachment written as it is); the composed message must be what DATA sends, so the
+        // copy saved with APPEND is byte for byte the sent message.
+        let texts = ["Thanks!", "Grüße aus Köln", "line one\nline two", ".a dot line\nlast", "ends\r\n"];
+        for text in texts {
+            let mut d = draft();
+            d.text_body = text.into();
+            let c = compose(&d, 7).unwrap();
+            assert!(c.raw.ends_with(b"\r\n"), "{text:?}: {:?}", String::from_utf8_lossy(&c.raw));
+            assert_eq!(as_received_by_smtp(&c.raw), c.raw, "{text:?}");
+
+            let mut r = reply(ORIGINAL, &plan());
+            r.text_body = text.into();
+            let plain = compose_reply(&r, 9).unwrap();
+            r.html_body = Some("<p>no newline</p>".into());
+            let html = compose_reply(&r, 9).unwrap();
+            r.attachments = vec![OutgoingAttachment {
+                name: "notes.txt".into(),
+                media_type: "text/plain".into(),
+                bytes: b"first\nsecond\rthird".to_vec(),
+            }];
+            let attached = compose_reply(&r, 9).unwrap();
+            for c in [plain, html, attached] {
+                assert!(c.raw.ends_with(b"\r\n"), "{text:?}: {:?}", String::from_utf8_lossy(&c.raw));
+                assert_eq!(as_received_by_smtp(&c.raw), c.raw, "{text:?}: {:?}", String::from_utf8_lossy(&c.raw));
+            }
+        }
+        // A message that already ends with CRLF gets nothing more.
+        assert_eq!(as_sent(b"a\r\n\r\nb\r\n".to_vec()), b"a\r\n\r\nb\r\n");
+        assert_eq!(as_sent(b"a\r\n\r\nb".to_vec()), b"a\r\n\r\nb\r\n");
+        assert_eq!(as_sent(b"a\n\nb\rc".to_vec()), b"a\r\n\r\nb\r\nc\r\n");
     }
 }

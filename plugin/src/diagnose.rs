@@ -178,7 +178,7 @@ fn wrong_tls_switch(error: &Error) -> Option<Diagnosis> {
     let lower = error.message.to_lowercase();
     let clear_text_answer = error.kind == ErrorKind::Tls
         && (lower.contains("corrupt message") || lower.contains("invalidcontenttype") || lower.contains("wrong version")
-            || lower.contains("not a tls") || lower.contains("invalidmessage"));
+            || lower.contains("not a tls") || lower.contains("invalidmessage") || lower.contains("did not speak tls"));
     if clear_text_answer {
         return Some(Diagnosis::new(
             "The server answered in clear text instead of TLS: this port expects STARTTLS (the TLS switch off), or it is not a mail port.",
@@ -187,7 +187,8 @@ fn wrong_tls_switch(error: &Error) -> Option<Diagnosis> {
             "Schalten Sie TLS für diesen Port aus (STARTTLS: IMAP 143, POP3 110, SMTP 587), oder lassen Sie TLS an und verwenden Sie den TLS-Port (IMAP 993, POP3 995, SMTP 465).",
         ));
     }
-    if error.kind == ErrorKind::Timeout && error.stage == Stage::Greeting {
+    // With TLS on, a server that never greets after the handshake is not a TLS switch problem.
+    if error.kind == ErrorKind::Timeout && error.stage == Stage::Greeting && !lower.contains("after the tls handshake") {
         return Some(Diagnosis::new(
             "The server sent no greeting: it probably expects TLS from the first byte (the TLS switch on), or the port belongs to another service.",
             "Der Server hat keine Begrüßung gesendet: Er erwartet wahrscheinlich TLS ab dem ersten Byte (TLS-Schalter an), oder der Port gehört zu einem anderen Dienst.",
@@ -442,6 +443,12 @@ mod tests {
         check_explain(&tls_on_starttls_port, &["clear text", "TLS switch off"], &["TLS-Schalter aus"]);
         let tls_off_tls_port = Error::timeout(Stage::Greeting, "no greeting within 5 s");
         check_explain(&tls_off_tls_port, &["no greeting", "TLS switch on"], &["TLS-Schalter an"]);
+        // The demo host's headline for TLS on against a STARTTLS port (rustls' text is a detail).
+        let host_headline = Error::tls(Stage::Connect, "the server did not speak TLS on port 10143: it answered in clear text");
+        check_explain(&host_headline, &["clear text", "TLS switch off"], &["TLS-Schalter aus"]);
+        let silent_after_tls = Error::timeout(Stage::Greeting, "the server sent no greeting within 10 s after the TLS handshake");
+        let d = explain(&silent_after_tls);
+        assert!(!d.action_en.contains("TLS switch on"), "{d:?}");
     }
 
     #[test]

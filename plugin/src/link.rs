@@ -143,6 +143,15 @@ impl Link {
                 format!("the server closed the connection during {}", stage.as_str()),
             )),
             Event::Timer => match self.deadline {
+                // No greeting with TLS off: the port most likely waits for a TLS handshake, and
+                // a longer timeout would only make the admin wait longer for the same failure.
+                Some(d) if now >= d && stage == Stage::Greeting && self.security != Security::ImplicitTls => Err(Error::timeout(
+                    stage,
+                    format!(
+                        "the server sent no greeting within {} s with TLS off: a port that expects TLS from the first byte stays silent like this; turn TLS on if this is such a port (IMAP 993, POP3 995, SMTP 465), or check the host name and port",
+                        self.reply_timeout / 1000
+                    ),
+                )),
                 Some(d) if now >= d => Err(Error::timeout(
                     stage,
                     format!(
@@ -285,6 +294,25 @@ mod tests {
         assert!(l.absorb(&Event::Timer, 1500, Stage::Greeting).unwrap());
         let e = l.absorb(&Event::Timer, 1000 + 60_000, Stage::Greeting).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn no_greeting_with_tls_off_advises_tls_not_a_longer_timeout() {
+        for security in [Security::Starttls, Security::InsecurePlaintext] {
+            let mut l = link(security);
+            l.expect_reply(0);
+            let e = l.absorb(&Event::Timer, 60_000, Stage::Greeting).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::Timeout);
+            assert!(e.message.contains("no greeting") && e.message.contains("turn TLS on"), "{}", e.message);
+            assert!(!e.message.contains("raise"), "{}", e.message);
+        }
+        // Later stages, and the greeting over TLS, keep the general advice.
+        let mut l = link(Security::Starttls);
+        l.expect_reply(0);
+        assert!(l.absorb(&Event::Timer, 60_000, Stage::Capabilities).unwrap_err().message.contains("raise the reply timeout"));
+        let mut l = link(Security::ImplicitTls);
+        l.expect_reply(0);
+        assert!(!l.absorb(&Event::Timer, 60_000, Stage::Greeting).unwrap_err().message.contains("turn TLS on"));
     }
 
     #[test]

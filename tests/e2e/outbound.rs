@@ -231,6 +231,7 @@ async fn data_on_the_wire_is_crlf_stuffed_and_terminated_once() {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(10),
+            greeting_timeout: Duration::from_secs(10),
             max_session: Duration::from_secs(60),
         };
         let outcome = drive(&mut instance, session, &opts, &mut NoMessages).await.expect("sent");

@@ -188,6 +188,7 @@ async fn host_connects_only_to_configured_servers() {
         connect_timeout: std::time::Duration::from_secs(2),
         idle_timeout: std::time::Duration::from_secs(2),
         reply_timeout: std::time::Duration::from_secs(2),
+        greeting_timeout: std::time::Duration::from_secs(2),
         max_session: std::time::Duration::from_secs(30),
     };
     let e = drive(&mut instance, session, &opts, &mut MemorySink::default()).await.expect_err("not allowed");

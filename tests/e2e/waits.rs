@@ -249,6 +249,7 @@ async fn drive_with(asked: GuestSecurity, configured: GuestSecurity) -> (Result<
         connect_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(2),
         reply_timeout: Duration::from_secs(2),
+        greeting_timeout: Duration::from_secs(2),
         max_session: Duration::from_secs(5),
     };
     let r = drive(&mut instance, session, &opts, &mut MemorySink::default()).await.map(|_| ());

@@ -55,7 +55,7 @@ fn print_check(report: Option<&mailplug_host::check::CheckReport>, json: bool) {
             .map(|s| serde_json::json!({"step": s.step, "ok": true, "ms": s.ms, "detail": s.detail}))
             .chain(r.failure.iter().map(|f| {
                 serde_json::json!({
-                    "step": f.step, "ok": false, "ms": f.ms, "error": f.error,
+                    "step": f.step, "ok": false, "ms": f.ms, "error": f.error, "detail": f.detail,
                     "cause": {"en": f.cause.en, "de": f.cause.de}, "action": {"en": f.action.en, "de": f.action.de},
                 })
             }))
@@ -78,6 +78,9 @@ fn print_check(report: Option<&mailplug_host::check::CheckReport>, json: bool) {
         None => println!("  passed: every step succeeded; nothing was fetched, sent or changed"),
         Some(f) => {
             println!("  FAIL  {:<13}{:>6} ms  {}", f.step, f.ms, f.error);
+            if let Some(d) = &f.detail {
+                println!("        detail:   {d}");
+            }
             println!("        cause:    {}", f.cause.en);
             println!("        action:   {}", f.action.en);
             println!("        Ursache:  {}", f.cause.de);

@@ -128,6 +128,8 @@ fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option
             id: r.server_id.clone(),
             bytes: r.size as usize,
             from: r.from.clone().unwrap_or_default(),
+            // The store keeps only From and Subject (decoded when the message was parsed).
+            to: None,
             subject: r.subject.clone().unwrap_or_default(),
             kind: if r.parse_error.is_some() { "unparsed".into() } else { r.classification.clone() },
             parse_error: r.parse_error.clone(),
@@ -152,7 +154,7 @@ fn finish_reports(db: &Database, rows: &[i64]) -> Result<(), HostError> {
 fn print_line(mailbox: &str, l: &Line, duplicate: bool, collision: bool, json: bool) {
     if json {
         let v = serde_json::json!({
-            "mailbox": mailbox, "id": l.id, "bytes": l.bytes, "from": l.from, "subject": l.subject,
+            "mailbox": mailbox, "id": l.id, "bytes": l.bytes, "from": l.from, "to": l.to, "subject": l.subject,
             "classification": l.kind, "parse_error": l.parse_error, "duplicate": duplicate,
             "message_id_collision": collision, "file": l.file,
         });
@@ -160,7 +162,14 @@ fn print_line(mailbox: &str, l: &Line, duplicate: bool, collision: bool, json: b
     } else {
         let dup = if duplicate { "\t(already stored)" } else { "" };
         let col = if collision { "\t(its Message-ID is also used by another stored message)" } else { "" };
-        println!("{mailbox}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}{col}", l.id, l.bytes, l.kind, l.from, l.subject);
+        println!(
+            "{mailbox}\t{}\t{} bytes\t{}\tFrom: {}\tSubject: {}{dup}{col}",
+            l.id,
+            l.bytes,
+            l.kind,
+            one_line(&l.from),
+            one_line(&l.subject)
+        );
     }
 }
 
@@ -177,18 +186,41 @@ struct CliSink<'a> {
     pending: Vec<Line>,
 }
 
-/// The summary of one delivered message.
+/// A decoded header value on one line of text output: a decoded subject or name may hold line
+/// breaks, tabs or terminal escapes (RFC 2047 can encode any byte), which would forge lines.
+fn one_line(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.chars().any(char::is_control) {
+        value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().into()
+    } else {
+        value.into()
+    }
+}
+
+/// An address as the store keeps it: "Name <address>" with the display name decoded, or the
+/// bare address.
+fn display(a: &mailplug_host::engine::Address) -> String {
+    match &a.name {
+        Some(n) => format!("{n} <{}>", a.address),
+        None => a.address.clone(),
+    }
+}
+
+/// The summary of one delivered message. From, To and Subject are decoded (RFC 2047) as the
+/// component parsed them; a message that could not be parsed shows its raw header values.
 struct Line {
     id: String,
     bytes: usize,
     from: String,
+    /// None when not known (messages reported late: the store keeps no To).
+    to: Option<Vec<String>>,
     subject: String,
     kind: String,
     parse_error: Option<String>,
     file: Option<String>,
 }
 
-/// The value of a header in the raw message, unfolded, for the summary line only.
+/// The value of a header in the raw message, unfolded, for the summary line of a message that
+/// could not be parsed.
 fn header(raw: &[u8], name: &str) -> String {
     let text = String::from_utf8_lossy(&raw[..raw.len().min(64 * 1024)]);
     let mut value: Option<String> = None;
@@ -228,11 +260,20 @@ impl MessageSink for CliSink<'_> {
             }
             None => None,
         };
+        let (from, to, subject) = match &m.parsed {
+            Ok(p) => (
+                p.from.first().map(display).unwrap_or_default(),
+                Some(p.to.iter().map(display).collect()),
+                p.subject.clone().unwrap_or_default(),
+            ),
+            Err(_) => (header(&m.raw, "From"), None, header(&m.raw, "Subject")),
+        };
         self.pending.push(Line {
             id: m.id.clone(),
             bytes: m.raw.len(),
-            from: header(&m.raw, "From"),
-            subject: header(&m.raw, "Subject"),
+            from,
+            to,
+            subject,
             kind,
             parse_error,
             file,

@@ -11,8 +11,12 @@ pub fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Prints the cause and the admin's action for an error about a server, in English and German.
+/// Prints the cause and the admin's action for an error about a server, in English and German,
+/// after the error's detail when it has one beyond the headline (see `HostError::detail`).
 pub async fn explain_error(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) {
+    if let Some(d) = e.detail() {
+        eprintln!("mailplug:   detail:   {}", d.replace('\n', " "));
+    }
     print_explanation(explanation(plugin, cfg, e).await.as_ref());
 }
 

@@ -1,0 +1,165 @@
+//! The configuration file as written: serde structures, checked by `validate` and `limits`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{AuthKind, OauthMechanism, Protocol, Provider, SendPermission};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawAfterFetch {
+    #[default]
+    Keep,
+    MarkSeen,
+    Delete,
+    Move,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawFirstSync {
+    All,
+    #[default]
+    NewOnly,
+    Newest,
+}
+
+/// The fields common to every server entry, as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) host: String,
+    pub(super) port: u16,
+    /// The portal's "TLS" switch: true = TLS from the first byte, false = STARTTLS.
+    pub(super) tls: bool,
+    /// Explicit opt-in for test servers: no TLS at all, credentials in clear text.
+    #[serde(default)]
+    pub(super) insecure_plaintext: bool,
+    #[serde(default)]
+    pub(super) auth: AuthKind,
+    pub(super) username: String,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    /// Only to give a clear error: inline passwords are refused.
+    pub(super) password: Option<toml::Value>,
+    #[serde(default)]
+    pub(super) helo_name: Option<String>,
+    /// Only for a queue's SMTP server.
+    #[serde(default)]
+    pub(super) provider: Option<Provider>,
+    /// With `auth = "oauth2"`: the name of an `[oauth.NAME]` client.
+    pub(super) oauth: Option<String>,
+    /// With `auth = "oauth2"`: pin the SASL mechanism ("xoauth2" or "oauthbearer").
+    pub(super) sasl_mechanism: Option<OauthMechanism>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMailbox {
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) display_name: Option<String>,
+    pub(super) protocol: Protocol,
+    #[serde(default)]
+    pub(super) folders: Vec<String>,
+    #[serde(default)]
+    pub(super) after_fetch: RawAfterFetch,
+    pub(super) move_to: Option<String>,
+    #[serde(default)]
+    pub(super) first_sync: RawFirstSync,
+    pub(super) newest: Option<u32>,
+    /// IMAP only: the folder replies to this mailbox's mail are saved in after sending.
+    pub(super) save_sent: Option<String>,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) tls: bool,
+    #[serde(default)]
+    pub(super) insecure_plaintext: bool,
+    #[serde(default)]
+    pub(super) auth: AuthKind,
+    pub(super) username: String,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password: Option<toml::Value>,
+    pub(super) oauth: Option<String>,
+    pub(super) sasl_mechanism: Option<OauthMechanism>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) mailboxes: Vec<String>,
+    /// What the SMTP account may do for the queue's mailboxes.
+    #[serde(default)]
+    pub(super) send_permission: SendPermission,
+    /// Gmail: mailbox addresses verified as "Send mail as" aliases of the SMTP account.
+    #[serde(default)]
+    pub(super) gmail_aliases: Vec<String>,
+    pub(super) smtp: RawServer,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_line_bytes: Option<u32>,
+    pub(super) max_message_bytes: Option<u64>,
+    pub(super) max_batch_messages: Option<u32>,
+    pub(super) max_batch_bytes: Option<u64>,
+    pub(super) reply_timeout_secs: Option<u32>,
+    pub(super) greeting_timeout_secs: Option<u32>,
+    pub(super) connect_timeout_secs: Option<u32>,
+    pub(super) guest_memory_mb: Option<u32>,
+    pub(super) guest_cpu_ms_per_call: Option<u32>,
+    pub(super) parse_memory_mb: Option<u32>,
+    pub(super) parse_cpu_ms: Option<u32>,
+    pub(super) max_session_secs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub(super) tenant: String,
+    pub(super) licensed: bool,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    pub(super) extra_ca_file: Option<PathBuf>,
+    /// The SQLite file that stores messages and sync state.
+    pub(super) database: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default, rename = "mailbox")]
+    pub(super) mailboxes: Vec<RawMailbox>,
+    #[serde(default, rename = "queue")]
+    pub(super) queues: Vec<RawQueue>,
+    /// OAuth2 client registrations by name.
+    #[serde(default)]
+    pub(super) oauth: BTreeMap<String, RawOauthClient>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawOauthProvider {
+    Google,
+    Microsoft,
+    Custom,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOauthClient {
+    pub(super) provider: RawOauthProvider,
+    /// Microsoft: "common", "organizations", a tenant id or domain.
+    pub(super) tenant: Option<String>,
+    pub(super) client_id: String,
+    pub(super) client_secret_env: Option<String>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) redirect_uri: Option<String>,
+    /// Custom authorization servers.
+    pub(super) authorization_endpoint: Option<String>,
+    pub(super) token_endpoint: Option<String>,
+    #[serde(default)]
+    pub(super) scopes: Vec<String>,
+}

@@ -1,0 +1,129 @@
+//! The configuration's parsing and validation.
+
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<TenantConfig, ConfigError> {
+    TenantConfig::parse(text, "t.toml", Path::new("/cfg"), &|v| (v == "PW").then(|| "Hunter2-secret".to_string()))
+}
+
+const GOOD: &str = r#"
+tenant = "acme"
+licensed = true
+[[mailbox]]
+name = "support"
+address = "support@example.test"
+protocol = "imap"
+host = "localhost"
+port = 993
+tls = true
+username = "support@example.test"
+password_env = "PW"
+[[queue]]
+name = "q"
+mailboxes = ["support"]
+[queue.smtp]
+host = "localhost"
+port = 587
+tls = false
+username = "support@example.test"
+password_env = "PW"
+"#;
+
+#[test]
+fn good_config_loads_with_security_from_tls_switch() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.mailboxes[0].server.security, Security::ImplicitTls);
+    assert_eq!(c.queues[0].smtp.security, Security::Starttls);
+    assert_eq!(c.mailboxes[0].server.secret.expose(), "Hunter2-secret");
+    assert_eq!(c.database, Path::new("/cfg/mailplug.sqlite3"));
+    assert_eq!(c.mailboxes[0].after_fetch, AfterFetch::Keep);
+    assert_eq!(c.mailboxes[0].first_sync, FirstSync::NewOnly);
+    assert!(!format!("{c:?}").contains("Hunter2"), "Debug must not print secrets");
+}
+
+#[test]
+fn inline_password_is_refused_naming_the_field() {
+    let text = GOOD.replacen("password_env = \"PW\"", "password = \"x\"", 1);
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("mailbox[0]") && e.contains("`password`"), "{e}");
+}
+
+#[test]
+fn unknown_field_and_bad_values_are_named() {
+    let e = parse(&GOOD.replace("protocol = \"imap\"", "protocol = \"smtp\"")).unwrap_err().to_string();
+    assert!(e.contains("protocol") || e.contains("smtp"), "{e}");
+    let e = parse(&GOOD.replace("port = 993", "port = 0")).unwrap_err().to_string();
+    assert!(e.contains("`port`"), "{e}");
+    let e = parse(&GOOD.replace("mailboxes = [\"support\"]", "mailboxes = [\"nope\"]")).unwrap_err().to_string();
+    assert!(e.contains("`mailboxes`") && e.contains("nope"), "{e}");
+    let e = parse(&GOOD.replace("password_env = \"PW\"", "password_env = \"MISSING\"")).unwrap_err().to_string();
+    assert!(e.contains("MISSING"), "{e}");
+    let e = parse(&GOOD.replace("tenant = \"acme\"", "tenant = \"acme\"\nbogus = 1")).unwrap_err().to_string();
+    assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn after_fetch_and_first_sync_are_validated() {
+    let with = |extra: &str| parse(&GOOD.replacen("protocol = \"imap\"", &format!("protocol = \"imap\"\n{extra}"), 1));
+    let c = with("after_fetch = \"move\"\nmove_to = \"Archive\"\nfirst_sync = \"newest\"\nnewest = 20").unwrap();
+    assert_eq!(c.mailboxes[0].after_fetch, AfterFetch::MoveTo("Archive".into()));
+    assert_eq!(c.mailboxes[0].first_sync, FirstSync::Newest(20));
+    assert!(with("after_fetch = \"move\"").unwrap_err().to_string().contains("move_to"));
+    assert!(with("after_fetch = \"move\"\nmove_to = \"INBOX\"").unwrap_err().to_string().contains("is fetched"));
+    assert!(with("move_to = \"Archive\"").unwrap_err().to_string().contains("only applies"));
+    assert!(with("first_sync = \"newest\"").unwrap_err().to_string().contains("newest = N"));
+    assert!(with("after_fetch = \"sometimes\"").unwrap_err().to_string().contains("after_fetch"));
+    let pop = GOOD.replacen("protocol = \"imap\"", "protocol = \"pop3\"\nafter_fetch = \"mark-seen\"", 1);
+    assert!(parse(&pop).unwrap_err().to_string().contains("POP3 can only keep or delete"));
+}
+
+#[test]
+fn save_sent_needs_imap_and_a_folder_that_is_not_fetched() {
+    let with = |extra: &str| parse(&GOOD.replacen("protocol = \"imap\"", &format!("protocol = \"imap\"\n{extra}"), 1));
+    assert_eq!(with("save_sent = \"Sent Items\"").unwrap().mailboxes[0].save_sent.as_deref(), Some("Sent Items"));
+    assert_eq!(parse(GOOD).unwrap().mailboxes[0].save_sent, None);
+    for (extra, want) in [
+        ("save_sent = \"INBOX\"", "is fetched"),
+        ("save_sent = \"inbox\"", "is fetched"),
+        ("folders = [\"Support\"]\nsave_sent = \"Support\"", "is fetched"),
+        ("save_sent = \"\"", "control characters"),
+        ("save_sent = \"Sent\\r\\nX\"", "control characters"),
+    ] {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(e.contains("`save_sent`") && e.contains(want), "{extra}: {e}");
+    }
+    let pop = GOOD.replacen("protocol = \"imap\"", "protocol = \"pop3\"\nsave_sent = \"Sent\"", 1);
+    assert!(parse(&pop).unwrap_err().to_string().contains("needs an IMAP mailbox"));
+}
+
+#[test]
+fn oauth2_with_password_is_refused() {
+    let text = GOOD.replacen("password_env = \"PW\"", "auth = \"oauth2\"\npassword_env = \"PW\"", 1);
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("OAuth2 takes no password"), "{e}");
+}
+
+#[test]
+fn plaintext_needs_explicit_opt_in_and_contradiction_is_refused() {
+    let text = GOOD.replacen("tls = true", "tls = true\ninsecure_plaintext = true", 1);
+    assert!(parse(&text).unwrap_err().to_string().contains("insecure_plaintext"));
+    let text = GOOD.replacen("tls = true", "tls = false\ninsecure_plaintext = true", 1);
+    assert_eq!(parse(&text).unwrap().mailboxes[0].server.security, Security::InsecurePlaintext);
+}
+
+#[test]
+fn greeting_timeout_defaults_to_ten_seconds_and_never_exceeds_the_reply_timeout() {
+    let with = |limits: &str| parse(&GOOD.replacen("licensed = true", &format!("licensed = true\n[limits]\n{limits}"), 1));
+    assert_eq!(parse(GOOD).unwrap().limits.greeting_timeout_secs, 10);
+    assert_eq!(with("greeting_timeout_secs = 2").unwrap().limits.greeting_timeout_secs, 2);
+    // Not set: 10 s, or the reply timeout when that is shorter.
+    assert_eq!(with("reply_timeout_secs = 3").unwrap().limits.greeting_timeout_secs, 3);
+    let e = with("greeting_timeout_secs = 0").unwrap_err().to_string();
+    assert!(e.contains("`limits.greeting_timeout_secs`") && e.contains("at least 1"), "{e}");
+    let e = with("reply_timeout_secs = 5\ngreeting_timeout_secs = 30").unwrap_err().to_string();
+    assert!(e.contains("`limits.greeting_timeout_secs`") && e.contains("`limits.reply_timeout_secs` (5)"), "{e}");
+    let e = with("greeting_timeout = 5").unwrap_err().to_string();
+    assert!(e.contains("greeting_timeout"), "{e}");
+}
