@@ -119,6 +119,9 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
 /// retry advice on stderr, and with `--json` the failure as a JSON object on stdout; exit 1.
 async fn failed(plugin: &Plugin, cfg: &TenantConfig, e: HostError, json: bool) -> ExitCode {
     let code = fail(&e, 1);
+    if let Some(detail) = e.detail() {
+        eprintln!("mailplug:   detail:   {}", detail.replace('\n', " "));
+    }
     let d = explanation(plugin, cfg, &e).await;
     print_explanation(d.as_ref());
     eprintln!("mailplug:   retry:    {}", retry_line(e.retry()));
@@ -178,7 +181,7 @@ fn failure_json(e: &HostError, d: Option<&Diagnosis>) -> Value {
         "sent": false,
         "message_id": message_id,
         "retry": e.retry().as_str(),
-        "error": {"kind": kind, "stage": stage, "message": message, "reply": reply},
+        "error": {"kind": kind, "stage": stage, "message": message, "reply": reply, "detail": e.detail()},
         "refusal": refusal,
         "recipients": recipients,
         "explanation": explanation,
