@@ -58,9 +58,15 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 /// Runs the runtime benchmarks; the markdown tables.
 pub async fn run(wasm: &Path, cli_runs: usize, instantiations: usize) -> String {
-    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mut out = format!("Runtime, {cores} cores, load average at the start {}\n\n", load());
     let cache = std::env::temp_dir().join(format!("mailplug-bench-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let cache_s = cache.to_str().expect("utf-8 temp dir").to_string();
@@ -153,5 +159,6 @@ pub async fn run(wasm: &Path, cli_runs: usize, instantiations: usize) -> String 
         out.push_str(&format!("| {name} | {:.0} | {:.0} |\n", kib(fresh), kib(used)));
     }
     let _ = std::fs::remove_dir_all(&cache);
+    out.push_str(&format!("\nload average at the end {}\n", load()));
     out
 }
