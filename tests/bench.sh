@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The benchmark: mailplug's ingest (fetch, parse, store) against the raw transfer of the same
-# bytes and against Python's imaplib/poplib peers, in one run on the local real servers.
+# The benchmark: the runtime's costs (CLI start with and without the compile cache, instantiation
+# with and without the pool, idle instance memory), then mailplug's ingest (fetch, parse, store)
+# against the raw transfer of the same bytes and against Python's imaplib/poplib peers, in one
+# run on the local real servers.
 # Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
+#        bash tests/bench.sh runtime [CLI_RUNS] [INSTANTIATIONS]   (the runtime part only)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 step "building the benchmark (optimised)"
 cargo build --quiet --profile bench-fast -p mailplug-tests --bin mailplug-bench
-"$CARGO_TARGET_DIR/bench-fast/mailplug-bench" "$@"
+cargo build --quiet --profile bench-fast -p mailplug-host --bin mailplug
+# The CLI timed is the optimised one beside the benchmark.
+MAILPLUG_BIN="$CARGO_TARGET_DIR/bench-fast/mailplug" "$CARGO_TARGET_DIR/bench-fast/mailplug-bench" "$@"

@@ -7,17 +7,19 @@ pub mod config;
 pub mod db;
 pub mod discovery;
 pub mod driver;
-pub mod engine;
 pub mod error;
 pub mod http;
 pub mod net;
 pub mod oauth;
 pub mod ops;
 pub mod private_files;
+pub mod runtime;
 pub mod secret;
 pub mod store;
 pub mod tokens;
 
 pub use config::TenantConfig;
-pub use engine::Plugin;
+/// The runtime under its former name, so `engine::...` paths keep working.
+pub use runtime as engine;
+pub use runtime::{Plugin, RuntimeOptions};
 pub use error::{HostError, Kind, Retry};

@@ -2,12 +2,13 @@
 
 mod cli;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 use mailplug_host::ops;
-use mailplug_host::{HostError, Plugin, TenantConfig};
+use mailplug_host::runtime::CacheStatus;
+use mailplug_host::{HostError, Plugin, RuntimeOptions, TenantConfig};
 
 use cli::args::{Cli, Command, OauthCommand};
 use cli::check::run_check;
@@ -36,22 +37,26 @@ async fn run(cli: Cli) -> ExitCode {
             extra_ca: extra_ca.clone(),
             allow_loopback: *allow_loopback,
         };
-        return match Plugin::load(&plugin_path) {
+        return match load_plugin(&plugin_path, &RuntimeOptions::default()) {
             Ok(p) => discover(&p, address, *json, &opts).await,
             Err(e) => fail(e, 1),
         };
     }
     if let Command::Presets { config: None, json } = &cli.command {
         let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
-        return match Plugin::load(&plugin_path) {
+        return match load_plugin(&plugin_path, &RuntimeOptions::default()) {
             Ok(p) => print_presets(&p, *json).await,
             Err(e) => fail(e, 1),
         };
     }
+    if let Command::Compile = &cli.command {
+        let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
+        return compile(&plugin_path);
+    }
     let config_path = match &cli.command {
-        // Without --config (and for discover) it returned above.
+        // Without --config (and for discover and compile) it returned above.
         Command::Presets { config, .. } => config.clone().unwrap_or_default(),
-        Command::Discover { .. } => PathBuf::new(),
+        Command::Discover { .. } | Command::Compile => PathBuf::new(),
         Command::Fetch { config, .. }
         | Command::Send { config, .. }
         | Command::PlanFrom { config, .. }
@@ -66,7 +71,8 @@ async fn run(cli: Cli) -> ExitCode {
         return fail(HostError::Unlicensed(cfg.tenant.clone()), 3);
     }
     let plugin_path = cli.plugin.clone().unwrap_or_else(ops::default_plugin_path);
-    let plugin = match Plugin::load(&plugin_path) {
+    // The instance pool is sized from the tenant's memory limits.
+    let plugin = match load_plugin(&plugin_path, &RuntimeOptions::for_limits(&cfg.limits)) {
         Ok(p) => p,
         Err(e) => return fail(e, 1),
     };
@@ -99,7 +105,7 @@ async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Presets { .. } | Command::Discover { .. } | Command::Check { .. } => ExitCode::SUCCESS,
+        Command::Presets { .. } | Command::Discover { .. } | Command::Check { .. } | Command::Compile => ExitCode::SUCCESS,
         Command::Fetch { mailbox, out, json, .. } => run_fetch(&plugin, &cfg, mailbox, out, json).await,
         Command::Oauth { command } => oauth_command(&plugin, &cfg, command).await,
         Command::PlanFrom { queue, mailbox, json, .. } => match ops::plan_from(&plugin, &cfg, &queue, &mailbox).await {
@@ -113,4 +119,37 @@ async fn run(cli: Cli) -> ExitCode {
             run_send(&plugin, &cfg, SendArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, json }).await
         }
     }
+}
+
+/// Loads the component; says on stderr when the compile cache could not be used (the command
+/// still runs, compiled in memory).
+fn load_plugin(path: &Path, opts: &RuntimeOptions) -> Result<Plugin, HostError> {
+    let plugin = Plugin::load_with(path, opts)?;
+    if let CacheStatus::Unused(why) = plugin.cache_status() {
+        eprintln!("mailplug: note: the compiled component is not cached, so each command compiles it again: {why}");
+    }
+    Ok(plugin)
+}
+
+/// `mailplug compile`: makes sure the compile cache holds this component.
+fn compile(wasm: &Path) -> ExitCode {
+    let plugin = match Plugin::load_with(wasm, &RuntimeOptions::default()) {
+        Ok(p) => p,
+        Err(e) => return fail(e, 1),
+    };
+    match plugin.cache_status() {
+        CacheStatus::Loaded(path) => println!("{} is already compiled: {}", wasm.display(), path.display()),
+        CacheStatus::Written { path, replaced: None } => println!("compiled {} into {}", wasm.display(), path.display()),
+        CacheStatus::Written { path, replaced: Some(why) } => {
+            println!("compiled {} into {} (the file there was replaced: {why})", wasm.display(), path.display())
+        }
+        CacheStatus::Unused(why) => return fail(HostError::Plugin(format!("the compile cache cannot be used: {why}")), 1),
+        CacheStatus::Off => {
+            return fail(
+                HostError::Plugin("no compile cache directory: set MAILPLUG_CACHE_DIR (or HOME) to an absolute path".into()),
+                1,
+            )
+        }
+    }
+    ExitCode::SUCCESS
 }

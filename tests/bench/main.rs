@@ -3,6 +3,12 @@
 //! measured in the same run against the rig's real Dovecot over TLS.
 //!
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
+//!        mailplug-bench runtime [CLI_RUNS] [INSTANTIATIONS]  (defaults 50 2000; no servers needed)
+//!
+//! Either way the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
+//! pool, idle instance memory) are measured first, in the same run.
+
+mod runtime;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -95,6 +101,12 @@ struct Row {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if std::env::args().nth(1).as_deref() == Some("runtime") {
+        let (cli_runs, inst) = (*args.first().unwrap_or(&50), *args.get(1).unwrap_or(&2000));
+        println!("{}", runtime::run(&mailplug_tests::wasm_path(), cli_runs, inst).await);
+        return;
+    }
+    let runtime_tables = runtime::run(&mailplug_tests::wasm_path(), 30, 2000).await;
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));
     let r = rig();
     let (user, pass) = test_box(15);
@@ -165,6 +177,7 @@ async fn main() {
         ));
     }
 
+    println!("{runtime_tables}");
     println!("{n} messages x {kb} KB = {:.1} MB over TLS on loopback; median of {runs} runs\n", bytes as f64 / 1e6);
     println!("| protocol | what | time (ms) | MB/s | ratio to raw |");
     println!("|---|---|---:|---:|---:|");

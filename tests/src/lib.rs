@@ -66,12 +66,14 @@ pub fn rig() -> &'static Rig {
     })
 }
 
-/// The component, compiled once per test process.
+/// The component, loaded once per test process (from the compile cache when it holds it),
+/// with room for many instances: tests run in parallel, each holding one to three.
 pub fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN.get_or_init(|| {
         let path = wasm_path();
-        Plugin::load(&path).unwrap_or_else(|e| panic!("{e}; build it with tests/run.sh"))
+        let opts = mailplug_host::RuntimeOptions::default().with_instances(128);
+        Plugin::load_with(&path, &opts).unwrap_or_else(|e| panic!("{e}; build it with tests/run.sh"))
     })
 }
 

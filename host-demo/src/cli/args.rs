@@ -79,6 +79,10 @@ pub enum Command {
         #[arg(long, default_value_t = 5, value_name = "SECS")]
         timeout: u64,
     },
+    /// Compile the component into the compile cache ($MAILPLUG_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/mailplug or ~/.cache/mailplug), so that later commands map it in
+    /// milliseconds instead of compiling it; every command also does this on first use.
+    Compile,
     /// List the provider presets (recommended settings), or check a configuration against them.
     Presets {
         /// Check this configuration's servers instead of listing the presets.

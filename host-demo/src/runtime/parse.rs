@@ -6,7 +6,10 @@
 
 use wasmtime::Store;
 
-use super::{explain_trap_kind, new_store, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage, RawMessage, TrapKind};
+use super::{
+    explain_trap_kind, pool_full, start, Allocation, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage,
+    RawMessage, StartFailure, TrapKind,
+};
 
 /// How much one parse call may use. Separate from the session's limits: a message that
 /// exceeds these is stored unparsed, it never ends the session.
@@ -50,6 +53,7 @@ struct Live {
 /// The parse instance of one `Instance`, made when first needed.
 pub(super) struct Parser {
     pre: ConnectorPre<GuestState>,
+    allocation: Allocation,
     budget: ParseBudget,
     live: Option<Live>,
     /// Parse instances made so far (the first, then one after each trap).
@@ -57,20 +61,26 @@ pub(super) struct Parser {
 }
 
 impl Parser {
-    pub(super) fn new(pre: ConnectorPre<GuestState>, budget: ParseBudget) -> Parser {
-        Parser { pre, budget, live: None, instantiations: 0 }
+    pub(super) fn new(pre: ConnectorPre<GuestState>, allocation: Allocation, budget: ParseBudget) -> Parser {
+        Parser { pre, allocation, budget, live: None, instantiations: 0 }
     }
 
     async fn live(&mut self) -> Result<&mut Live, HostError> {
         if self.live.is_none() {
-            let (mut store, ticks) = new_store(&self.pre, self.budget.memory_bytes, self.budget.cpu_ms);
-            let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-                HostError::Plugin(format!(
-                    "the message parser does not start within limits.parse_memory_mb = {} MB; raise it ({})",
-                    self.budget.memory_bytes >> 20,
-                    super::first_line(&format!("{e:#}"))
-                ))
-            })?;
+            let mb = self.budget.memory_bytes >> 20;
+            let (store, bindings, ticks) =
+                start(&self.pre, &self.allocation, self.budget.memory_bytes, self.budget.cpu_ms).await.map_err(|f| match f {
+                    StartFailure::LargerThanSlot(slot) => HostError::Plugin(format!(
+                        "limits.parse_memory_mb = {mb} MB is larger than this host's instances can have ({} MB): the host sizes them \
+                         from the configured limits when it starts; restart it with this configuration, or lower limits.parse_memory_mb",
+                        slot >> 20
+                    )),
+                    StartFailure::PoolFull(n) => pool_full(n),
+                    StartFailure::Memory(e) | StartFailure::Other(e) => HostError::Plugin(format!(
+                        "the message parser does not start within limits.parse_memory_mb = {mb} MB; raise it ({})",
+                        super::first_line(&format!("{e:#}"))
+                    )),
+                })?;
             self.instantiations += 1;
             self.live = Some(Live { store, bindings, ticks });
         }
