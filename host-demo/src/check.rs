@@ -299,9 +299,9 @@ async fn run(
         }
     };
     let outcome = drive_on(instance, session, &mut conn, &opts, &mut steps).await;
-    // Explained before the session is dropped: dropping it is a call into the component that
-    // does not renew its CPU budget (`Instance::drop_session`), so after a long host-side wait
-    // (no greeting, a slow handshake) it traps, and the instance could explain nothing more.
+    // Explained before the session is dropped (dropping renews the CPU budget like any call,
+    // see `Instance::drop_session`; explaining first keeps the explanation independent of
+    // whatever the guest's destructor does).
     let result = match outcome {
         Ok(Outcome::Checked(summary)) => {
             report.steps.append(&mut steps.steps);

@@ -225,6 +225,10 @@ impl Instance {
     }
 
     pub async fn drop_session(&mut self, s: SessionHandle) {
+        // Dropping runs the guest's destructor: it gets a fresh budget like any other call,
+        // or a host-side wait longer than the budget (a greeting or session timeout) would
+        // make it trap and poison the instance for the explanation that follows.
+        self.arm();
         let _ = s.0.resource_drop_async(&mut self.store).await;
     }
 }
