@@ -41,6 +41,15 @@ RIG_OAUTH_CLIENT_SECRET='Client-Secret-5Rq!'
 RIG_OAUTH_PUBLIC_CLIENT_ID=mailplug-public
 RIG_OAUTH_DENY_HINT=deny@example.test
 
+# A second SMTP submission server (tests/rig/smtp2/server.mjs, nodemailer's smtp-server), for
+# the refusals Postfix does not produce on demand: a 451 and a 550 recipient, a small SIZE limit.
+RIG_SMTP2_STARTTLS_PORT=10589
+RIG_SMTP2_TLS_PORT=10466
+RIG_SMTP2_NOSIZE_PORT=10590
+RIG_SMTP2_SIZE_LIMIT=1048576
+RIG_SMTP2_BUSY_RCPT=busy@smtp2.test
+RIG_SMTP2_NOUSER_RCPT=nouser@smtp2.test
+
 # Discovery tests: a DNS server (dnsmasq) with the records of tests/rig/dns/records.conf, and a
 # web server (nginx) with the autoconfig documents of tests/rig/dns/www over HTTPS on port 443.
 RIG_DNS_PORT=10053
@@ -116,6 +125,13 @@ OAUTH_USERS=$OAUTH_DIR/users
 OAUTH_LOG=$RIG_LOGS/oauth.log
 OAUTH_PIDFILE=$RIG_PIDS/oauth.pid
 
+SMTP2_DIR=$RIG_DIR/smtp2
+SMTP2_SERVER=$SMTP2_DIR/server.mjs
+SMTP2_USERS=$SMTP2_DIR/users
+SMTP2_SPOOL=$SMTP2_DIR/spool
+SMTP2_LOG=$RIG_LOGS/smtp2.log
+SMTP2_PIDFILE=$RIG_PIDS/smtp2.pid
+
 DNS_DIR=$RIG_DIR/dns
 DNSMASQ_CONF=$DNS_DIR/records.conf
 DNSMASQ_LOG=$RIG_LOGS/dnsmasq.log
@@ -154,6 +170,16 @@ rig_is_our_oauth() {
     read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
     [[ "$comm" == node ]] || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$OAUTH_SERVER" || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--rig-dir=$RIG_DIR"
+}
+
+# Does /proc/PID belong to the second SMTP server that this rig started?
+rig_is_our_smtp2() {
+    local pid=$1 comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    read -r comm 2>/dev/null <"/proc/$pid/comm" || return 1
+    [[ "$comm" == node ]] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$SMTP2_SERVER" || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "--rig-dir=$RIG_DIR"
 }
 
@@ -218,6 +244,18 @@ rig_oauth_pids() {
     } 2>/dev/null | sort -un
 }
 
+rig_smtp2_pids() {
+    local pid p
+    {
+        pid=$(head -n1 "$SMTP2_PIDFILE" 2>/dev/null | tr -d ' ') || true
+        if rig_is_our_smtp2 "$pid"; then echo "$pid"; fi
+        for p in /proc/[0-9]*; do
+            pid=${p#/proc/}
+            if rig_is_our_smtp2 "$pid"; then echo "$pid"; fi
+        done
+    } 2>/dev/null | sort -un
+}
+
 rig_dnsmasq_pids() {
     local pid p
     {
@@ -268,6 +306,9 @@ rig_listeners() {
     echo "$RIG_POP3_NOTLS_HOST $RIG_POP3_NOTLS_PORT"
     echo "$RIG_SMTP_NOTLS_HOST $RIG_SMTP_NOTLS_PORT"
     echo "$RIG_IP $RIG_OAUTH_PORT"
+    echo "$RIG_IP $RIG_SMTP2_STARTTLS_PORT"
+    echo "$RIG_IP $RIG_SMTP2_TLS_PORT"
+    echo "$RIG_IP $RIG_SMTP2_NOSIZE_PORT"
     echo "$RIG_IP $RIG_DNS_PORT"
     echo "$RIG_IP $RIG_AUTOCONFIG_PORT"
 }
@@ -297,7 +338,7 @@ rig_stop() {
     local dpids ppids opids npids
     mapfile -t dpids < <(rig_dovecot_pids)
     mapfile -t ppids < <(rig_postfix_pids)
-    mapfile -t opids < <(rig_oauth_pids)
+    mapfile -t opids < <(rig_oauth_pids; rig_smtp2_pids)
     # dnsmasq and the nginx master (which takes its workers along)
     mapfile -t npids < <(rig_dnsmasq_pids; rig_nginx_pids)
     if [[ ${#npids[@]} -gt 0 ]]; then
@@ -305,7 +346,7 @@ rig_stop() {
         kill -TERM "${npids[@]}" 2>/dev/null || true
     fi
     if [[ ${#opids[@]} -gt 0 ]]; then
-        rig_log "stopping the oauth2 server (pid ${opids[*]})"
+        rig_log "stopping the oauth2 and smtp2 servers (pid ${opids[*]})"
         kill -TERM "${opids[@]}" 2>/dev/null || true
     fi
     if [[ ${#dpids[@]} -gt 0 ]]; then
@@ -319,7 +360,7 @@ rig_stop() {
         MAIL_CONFIG=$POSTFIX_CONF timeout 20 postfix -c "$POSTFIX_CONF" stop >/dev/null 2>&1 </dev/null || true
     fi
     rig_terminate 15 "${dpids[@]}" "${ppids[@]}" "${opids[@]}" "${npids[@]}"
-    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE" "$OAUTH_PIDFILE" "$DNSMASQ_PIDFILE" "$NGINX_PIDFILE"
+    rm -f "$DOVECOT_PIDFILE" "$POSTFIX_PIDFILE" "$OAUTH_PIDFILE" "$SMTP2_PIDFILE" "$DNSMASQ_PIDFILE" "$NGINX_PIDFILE"
 }
 
 # Wait until no rig port accepts connections any more (children may hold listeners briefly).

@@ -26,7 +26,8 @@ touch "$RIG_MARKER"
 rig_lock
 
 fingerprint=$( { cat "$HERE/common.sh" "$HERE/up.sh" "$HERE/oauth/server.mjs" "$HERE/oauth/package.json" \
-                    "$HERE/oauth/package-lock.json";
+                    "$HERE/oauth/package-lock.json" \
+                    "$HERE/smtp2/server.mjs" "$HERE/smtp2/package.json" "$HERE/smtp2/package-lock.json";
                  (cd "$HERE/dns" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done); } \
                | sha256sum | cut -d' ' -f1)
 
@@ -36,6 +37,7 @@ rig_healthy() {
     [[ -r "$RIG_FINGERPRINT" && "$(cat "$RIG_FINGERPRINT")" == "$fingerprint" ]] || return 1
     [[ -r "$RIG_ENV" && -r "$RIG_CA" ]] || return 1
     [[ -n "$(rig_dovecot_pids)" && -n "$(rig_postfix_pids)" && -n "$(rig_oauth_pids)" ]] || return 1
+    [[ -n "$(rig_smtp2_pids)" ]] || return 1
     [[ -n "$(rig_dnsmasq_pids)" && -n "$(rig_nginx_pids)" ]] || return 1
     [[ -S "$DOVECOT_BASE/auth-client" && -S "$DOVECOT_BASE/lmtp" ]] || return 1
     while read -r host port; do
@@ -54,12 +56,12 @@ rig_stop
 if ! busy=$(rig_wait_ports_free); then
     rig_log "these rig ports are still taken by something this rig did not start:"
     printf '  %s\n' $busy >&2
-    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800|10053|443)\b' >&2 || true
+    command -v ss >/dev/null && ss -ltnp 2>/dev/null | grep -E ':(10143|10993|10110|10995|10587|10465|10144|10111|10588|10800|10589|10466|10590|10053|443)\b' >&2 || true
     rig_die "free the ports above (or stop the other rig) and re-run"
 fi
 
 rm -rf "$RIG_TLS" "$DOVECOT_DIR" "$POSTFIX_DIR" "$RIG_MAIL" "$RIG_PIDS" "$RIG_LOGS" "$RIG_BIN" \
-       "$RIG_ENV" "$RIG_FINGERPRINT" "$DNS_DIR" "$WEB_DIR"
+       "$RIG_ENV" "$RIG_FINGERPRINT" "$DNS_DIR" "$WEB_DIR" "$SMTP2_SPOOL"
 mkdir -p "$RIG_TLS" "$DOVECOT_DIR" "$DOVECOT_STATE" "$RIG_MAIL" "$RIG_PIDS" "$RIG_LOGS" "$RIG_BIN" \
          "$POSTFIX_CONF" "$POSTFIX_SPOOL" "$POSTFIX_DATA"
 chmod 0755 "$RIG_MAIL" "$RIG_LOGS" "$DOVECOT_DIR" "$POSTFIX_DIR" "$POSTFIX_SPOOL"
@@ -113,23 +115,32 @@ rig_web_cert
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || rig_die "node and npm are needed (install.sh installs them)"
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 ((node_major >= 18)) || rig_die "node >= 18 is needed for the OAuth2 server (found $(node --version 2>&1))"
-mkdir -p "$OAUTH_DIR"
-chmod 0755 "$OAUTH_DIR"
-npm_stamp=$( { cat "$HERE/oauth/package.json" "$HERE/oauth/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
-if [[ "$(cat "$OAUTH_DIR/.npm-stamp" 2>/dev/null)" != "$npm_stamp" \
-      || ! -r "$OAUTH_DIR/node_modules/oauth2-mock-server/package.json" \
-      || ! -r "$OAUTH_DIR/node_modules/jose/package.json" ]]; then
-    rig_log "npm ci for the OAuth2 server in $OAUTH_DIR"
-    rm -f "$OAUTH_DIR/.npm-stamp"
-    cp "$HERE/oauth/package.json" "$HERE/oauth/package-lock.json" "$OAUTH_DIR/"
-    # oauth2-mock-server 9 asks for node 22 but runs on 20: npm's EBADENGINE warning is expected.
-    if ! (cd "$OAUTH_DIR" && timeout 300 npm ci --no-audit --no-fund --no-update-notifier --loglevel=error) \
-            </dev/null >"$RIG_LOGS/oauth-npm.log" 2>&1 9>&-; then
-        tail -n 30 "$RIG_LOGS/oauth-npm.log" >&2
-        rig_die "npm ci for the OAuth2 server failed (log: $RIG_LOGS/oauth-npm.log)"
+# rig_npm_ci SRC DEST STAMP_PACKAGES...: npm ci of SRC's package.json / package-lock.json into
+# DEST, skipped when those files and the node version are those of the last successful install.
+rig_npm_ci() {
+    local src=$1 dest=$2 stamp p
+    shift 2
+    mkdir -p "$dest"
+    chmod 0755 "$dest"
+    stamp=$( { cat "$src/package.json" "$src/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)
+    local ok=yes
+    [[ "$(cat "$dest/.npm-stamp" 2>/dev/null)" == "$stamp" ]] || ok=no
+    for p in "$@"; do
+        [[ -r "$dest/node_modules/$p/package.json" ]] || ok=no
+    done
+    [[ $ok == yes ]] && return 0
+    rig_log "npm ci in $dest"
+    rm -f "$dest/.npm-stamp"
+    cp "$src/package.json" "$src/package-lock.json" "$dest/"
+    if ! (cd "$dest" && timeout 300 npm ci --no-audit --no-fund --no-update-notifier --loglevel=error) \
+            </dev/null >"$RIG_LOGS/$(basename "$dest")-npm.log" 2>&1 9>&-; then
+        tail -n 30 "$RIG_LOGS/$(basename "$dest")-npm.log" >&2
+        rig_die "npm ci in $dest failed (log: $RIG_LOGS/$(basename "$dest")-npm.log)"
     fi
-    echo "$npm_stamp" >"$OAUTH_DIR/.npm-stamp"
-fi
+    echo "$stamp" >"$dest/.npm-stamp"
+}
+# oauth2-mock-server 9 asks for node 22 but runs on 20: npm's EBADENGINE warning is expected.
+rig_npm_ci "$HERE/oauth" "$OAUTH_DIR" oauth2-mock-server jose
 cp "$HERE/oauth/server.mjs" "$OAUTH_SERVER"
 chmod 0644 "$OAUTH_SERVER"
 for entry in "${RIG_USERS[@]}"; do
@@ -156,6 +167,43 @@ if [[ $oauth_up != yes ]] || ! rig_is_our_oauth "$pid"; then
     rig_die "the OAuth2 server did not come up on $RIG_OAUTH_URL"
 fi
 echo "$pid" >"$OAUTH_PIDFILE"
+
+# ---- the second SMTP server (smtp2) ------------------------------------------------------------
+# Runs as nobody, like the OAuth2 server, with its own copy of the key and the users it accepts.
+rig_npm_ci "$HERE/smtp2" "$SMTP2_DIR" smtp-server
+cp "$HERE/smtp2/server.mjs" "$SMTP2_SERVER"
+chmod 0644 "$SMTP2_SERVER"
+mkdir -p "$SMTP2_SPOOL"
+chown 65534:65534 "$SMTP2_SPOOL"
+chmod 0755 "$SMTP2_SPOOL"
+(
+    umask 077
+    for entry in "${RIG_USERS[@]}"; do
+        echo "${entry%%:*}@$RIG_DOMAIN:${entry#*:}"
+    done >"$SMTP2_USERS"
+    cp "$RIG_TLS/server.key" "$SMTP2_DIR/server.key"
+)
+chown 65534:65534 "$SMTP2_USERS" "$SMTP2_DIR/server.key"
+touch "$SMTP2_LOG"
+setsid setpriv --reuid=65534 --regid=65534 --clear-groups \
+    "$(command -v node)" "$SMTP2_SERVER" --host="$RIG_IP" \
+    --starttls-port="$RIG_SMTP2_STARTTLS_PORT" --tls-port="$RIG_SMTP2_TLS_PORT" \
+    --nosize-port="$RIG_SMTP2_NOSIZE_PORT" \
+    --key="$SMTP2_DIR/server.key" --cert="$RIG_TLS/server-chain.pem" --users="$SMTP2_USERS" \
+    --spool="$SMTP2_SPOOL" --size="$RIG_SMTP2_SIZE_LIMIT" --rig-dir="$RIG_DIR" \
+    </dev/null >>"$SMTP2_LOG" 2>&1 9>&- &
+smtp2_up=no
+for ((i = 0; i < 150; i++)); do
+    if rig_port_listening "$RIG_IP" "$RIG_SMTP2_NOSIZE_PORT"; then smtp2_up=yes; break; fi
+    [[ -n "$(rig_smtp2_pids)" ]] || ((i < 10)) || break
+    sleep 0.1
+done
+pid=$(rig_smtp2_pids | head -n1)
+if [[ $smtp2_up != yes ]] || ! rig_is_our_smtp2 "$pid"; then
+    tail -n 30 "$SMTP2_LOG" >&2
+    rig_die "the second SMTP server (smtp2) did not come up on $RIG_IP:$RIG_SMTP2_STARTTLS_PORT/$RIG_SMTP2_TLS_PORT"
+fi
+echo "$pid" >"$SMTP2_PIDFILE"
 
 # ---- Dovecot ---------------------------------------------------------------------------------
 users_lines=""
@@ -524,6 +572,15 @@ done < <(rig_listeners)
     echo "RIG_OAUTH_TEST_REVOKE_ALL_URL=$RIG_OAUTH_URL/test/revoke-all"
     echo "RIG_OAUTH_TEST_USER_SETTINGS_URL=$RIG_OAUTH_URL/test/user-settings"
     echo "RIG_OAUTH_LOG=$OAUTH_LOG"
+    echo "RIG_SMTP2_HOST=$RIG_HOST"
+    echo "RIG_SMTP2_STARTTLS_PORT=$RIG_SMTP2_STARTTLS_PORT"
+    echo "RIG_SMTP2_TLS_PORT=$RIG_SMTP2_TLS_PORT"
+    echo "RIG_SMTP2_NOSIZE_PORT=$RIG_SMTP2_NOSIZE_PORT"
+    echo "RIG_SMTP2_SIZE_LIMIT=$RIG_SMTP2_SIZE_LIMIT"
+    echo "RIG_SMTP2_BUSY_RCPT=$RIG_SMTP2_BUSY_RCPT"
+    echo "RIG_SMTP2_NOUSER_RCPT=$RIG_SMTP2_NOUSER_RCPT"
+    echo "RIG_SMTP2_SPOOL=$SMTP2_SPOOL"
+    echo "RIG_SMTP2_LOG=$SMTP2_LOG"
     echo "RIG_DNS=$RIG_DNS"
     echo "RIG_DNS_PORT=$RIG_DNS_PORT"
     echo "RIG_AUTOCONFIG_PORT=$RIG_AUTOCONFIG_PORT"
@@ -542,4 +599,4 @@ done < <(rig_listeners)
 mv -f "$RIG_ENV.tmp" "$RIG_ENV"
 echo "$fingerprint" >"$RIG_FINGERPRINT"
 
-rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"), oauth2 pid $(cat "$OAUTH_PIDFILE"), dnsmasq pid $(cat "$DNSMASQ_PIDFILE"), nginx pid $(cat "$NGINX_PIDFILE"); env in $RIG_ENV"
+rig_log "up: dovecot pid $(cat "$DOVECOT_PIDFILE"), postfix pid $(cat "$POSTFIX_PIDFILE"), oauth2 pid $(cat "$OAUTH_PIDFILE"), smtp2 pid $(cat "$SMTP2_PIDFILE"), dnsmasq pid $(cat "$DNSMASQ_PIDFILE"), nginx pid $(cat "$NGINX_PIDFILE"); env in $RIG_ENV"
