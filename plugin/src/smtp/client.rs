@@ -4,18 +4,21 @@ use crate::config::{Credentials, Server, SubmissionServer};
 use crate::error::{redact, Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
+use crate::session::{Action, BatchReport, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
 
 use super::data;
 use super::explain::{self, Known};
 use super::reply::{Capabilities, Reply, ReplyReader};
 
 mod auth;
+mod batch;
 mod errors;
 mod refusals;
 mod report;
 
 use errors::*;
+
+pub use batch::{BatchMessage, MAX_BATCH};
 
 /// Pessimistic upload speed used to stretch the deadline after the message data is written:
 /// the host may still be writing it when the normal reply timeout would run out.
@@ -56,6 +59,8 @@ enum State {
     Reset { quit_sent: bool },
     /// Check mode: the probe envelope was accepted; waiting for the RSET reply, then QUIT.
     ProbeReset,
+    /// A batch submission after login: replies are matched with the batch's queue.
+    Batch,
     /// QUIT sent; how the session ends once the server answers or hangs up.
     Quit(Box<Ending>),
     Finished,
@@ -65,6 +70,8 @@ enum State {
 #[derive(Debug)]
 enum Ending {
     Sent(SendReport),
+    /// A batch submission: every message has its outcome.
+    Batch(BatchReport),
     /// Check mode: every step passed.
     Checked,
     Failed(Error),
@@ -96,6 +103,10 @@ pub struct SmtpSession {
     pending_failure: Option<Error>,
     /// A check session: reports each step with `Action::Progress`, never sends DATA.
     check: bool,
+    /// A batch submission (`new_batch`): the messages and where they stand.
+    batch: Option<Box<batch::Batch>>,
+    /// Message data written in this step, for the deadline's upload allowance.
+    upload_bytes: u64,
     state: State,
 }
 
@@ -193,6 +204,8 @@ impl SmtpSession {
             recipients: Vec::new(),
             pending_failure: None,
             check,
+            batch: None,
+            upload_bytes: 0,
             state: State::AwaitConnected,
         })
     }
@@ -206,6 +219,7 @@ impl SmtpSession {
             State::Auth(_) => Stage::Authenticate,
             State::Mail | State::Rcpt(_) | State::Reset { .. } | State::ProbeReset => Stage::Envelope,
             State::DataCommand | State::DataEnd => Stage::Data,
+            State::Batch => self.batch_stage(),
             State::Quit(_) | State::Finished | State::Failed => Stage::Logout,
         }
     }
@@ -245,17 +259,13 @@ impl SmtpSession {
                 if matches!(self.state, State::AwaitConnected) {
                     return Err(Error::protocol(Stage::Connect, "the host passed data before reporting the connection"));
                 }
-                while !matches!(self.state, State::TlsHandshake | State::Finished) {
-                    let stage = self.stage();
-                    let reply = loop {
-                        let Some(line) = self.link.next_line(stage)? else { break None };
-                        if let Some(reply) = self.reader.feed(line.0, stage)? {
-                            break Some(reply);
-                        }
-                    };
-                    let Some(reply) = reply else { break };
-                    wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
-                    self.on_reply(reply, &mut actions)?;
+                if let Err(e) = self.read_replies(&mut actions, &mut wrote_data) {
+                    if !matches!(self.state, State::Batch) {
+                        return Err(e);
+                    }
+                    // Keep what this step already did (outcomes, the data of a committed
+                    // message): the batch ends with every message's outcome.
+                    self.stop_batch(e, &mut actions);
                 }
             }
             Event::Stored => {
@@ -265,13 +275,34 @@ impl SmtpSession {
             Event::TlsFailed(_) | Event::Closed | Event::Timer => {}
         }
         if !matches!(self.state, State::Finished) {
-            let allowance = if wrote_data { self.message_size / DATA_BYTES_PER_MS } else { 0 };
+            let uploaded = std::mem::take(&mut self.upload_bytes) + if wrote_data { self.message_size } else { 0 };
+            let allowance = uploaded / DATA_BYTES_PER_MS;
             self.link.expect_reply(now.saturating_add(allowance));
         }
         Ok(actions)
     }
 
+    /// Reads every complete reply buffered and acts on each.
+    fn read_replies(&mut self, actions: &mut Vec<Action>, wrote_data: &mut bool) -> Result<()> {
+        while !matches!(self.state, State::TlsHandshake | State::Finished) {
+            let stage = self.stage();
+            let reply = loop {
+                let Some(line) = self.link.next_line(stage)? else { break None };
+                if let Some(reply) = self.reader.feed(line.0, stage)? {
+                    break Some(reply);
+                }
+            };
+            let Some(reply) = reply else { break };
+            *wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
+            self.on_reply(reply, actions)?;
+        }
+        Ok(())
+    }
+
     fn on_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+        if matches!(self.state, State::Batch) {
+            return self.on_batch_reply(reply, actions);
+        }
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Greeting => {
                 if reply.code != 220 {
@@ -433,7 +464,7 @@ impl SmtpSession {
                 );
                 actions.extend(self.end(Some(detail))?);
             }
-            State::AwaitConnected | State::TlsHandshake | State::Finished | State::Failed => {
+            State::AwaitConnected | State::TlsHandshake | State::Batch | State::Finished | State::Failed => {
                 return Err(Error::protocol(self.stage(), "the server sent a reply nobody asked for"));
             }
         }
@@ -448,6 +479,10 @@ impl SmtpSession {
     /// Authenticated: MAIL FROM, then RCPT TO and DATA (in the same write when pipelining).
     /// A check has no message: no SIZE or BODY, and one command at a time.
     fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
+        if self.batch.is_some() {
+            self.begin_batch(actions);
+            return Ok(());
+        }
         if let (Some(limit), false) = (self.caps.size_limit, self.check) {
             if self.message_size > limit {
                 return Err(self.over_size_limit_error(limit));
@@ -529,6 +564,11 @@ impl SmtpSession {
         match &self.state {
             State::Quit(_) => self.end(None),
             State::Reset { .. } => Err(self.pending_failure.take().unwrap_or(error)),
+            State::Batch => {
+                let mut actions = Vec::new();
+                self.stop_batch(error, &mut actions);
+                Ok(actions)
+            }
             // A complete negative reply is a verdict (it carries the reply); anything else is not.
             _ if data_handed_over && error.reply.is_none() => Err(uncertain(error)),
             _ => Err(error),
@@ -543,6 +583,10 @@ impl SmtpSession {
                 Ending::Sent(report) => {
                     self.link.clear_deadline();
                     Ok(vec![Action::Close, Action::Finished(Outcome::Sent(report))])
+                }
+                Ending::Batch(report) => {
+                    self.link.clear_deadline();
+                    Ok(vec![Action::Close, Action::Finished(Outcome::SentBatch(report))])
                 }
                 Ending::Checked => {
                     self.link.clear_deadline();
