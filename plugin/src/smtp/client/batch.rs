@@ -149,14 +149,16 @@ impl SmtpSession {
         self.pipelined = self.caps.pipelining;
         self.state = State::Batch;
         let mut out = Vec::new();
-        self.advance(actions, &mut out);
+        self.advance(actions, &mut out, true);
     }
 
-    /// Writes the next message's commands (all of them with PIPELINING, else MAIL FROM when
-    /// nothing is awaited), after `out`; QUIT once every message is done.
-    fn advance(&mut self, actions: &mut Vec<Action>, out: &mut Vec<u8>) {
+    /// When `start`, writes the next message's commands after `out` (all of them with
+    /// PIPELINING, else MAIL FROM when nothing is awaited); QUIT once every message is done.
+    /// With PIPELINING a message's commands only ever follow the previous message's data or
+    /// its RSET, never a 354 the server sent for data still to come.
+    fn advance(&mut self, actions: &mut Vec<Action>, out: &mut Vec<u8>, start: bool) {
         let pipelined = self.pipelined;
-        if pipelined || self.batch().expect.is_empty() {
+        if start && (pipelined || self.batch().expect.is_empty()) {
             while self.batch().next < self.batch().items.len() {
                 let i = self.batch().next;
                 self.batch().next += 1;
@@ -284,7 +286,7 @@ impl SmtpSession {
                     out = std::mem::take(&mut b.items[i].data);
                     self.upload_bytes += out.len() as u64;
                     if self.pipelined {
-                        self.advance(actions, &mut out);
+                        self.advance(actions, &mut out, true);
                     }
                 } else if reply.code == 354 {
                     // DATA accepted without a valid transaction: hang up without a final dot,
@@ -330,12 +332,14 @@ impl SmtpSession {
                     });
                     self.known(i, Some(reply.to_server_reply()), recipients, Some(error));
                 }
-                self.advance(actions, &mut out);
+                let start = !self.pipelined;
+                self.advance(actions, &mut out, start);
                 return Ok(());
             }
             Expect::Rset => {
                 // Whatever RSET got, the next transaction tells.
-                self.advance(actions, &mut out);
+                let start = !self.pipelined;
+                self.advance(actions, &mut out, start);
                 return Ok(());
             }
         }
@@ -357,7 +361,7 @@ impl SmtpSession {
         self.known(i, None, recipients, Some(error));
         out.extend_from_slice(b"RSET\r\n");
         self.batch().expect.push_back(Expect::Rset);
-        self.advance(actions, &mut out);
+        self.advance(actions, &mut out, true);
     }
 
     /// Records message `i`'s outcome: delivered without `error`, else by the error's retry advice.
@@ -376,6 +380,14 @@ impl SmtpSession {
             e.quoted.clear();
             e
         });
+        let final_reply = final_reply.map(|r| self.scrubbed(r));
+        let recipients = recipients
+            .into_iter()
+            .map(|mut x| {
+                x.reply = self.scrubbed(x.reply);
+                x
+            })
+            .collect();
         let b = self.batch();
         let message_id = b.items[i].message_id.clone();
         b.items[i].data = Vec::new();
@@ -417,6 +429,9 @@ impl SmtpSession {
                 )
                 .with_retry(Retry::Later);
                 self.known(i, None, Vec::new(), Some(e));
+                if let Some(r) = self.batch().known.get_mut(&i) {
+                    r.delivery = Delivery::NotSent;
+                }
             }
         }
         self.report_known(actions);
