@@ -42,6 +42,7 @@ pub use exports::mailplug::connector::session::{
 pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
 pub use parse_calls::{FetchedMessage, ParseBudget};
 pub use exports::mailplug::connector::session::SavedCopy;
+pub use exports::mailplug::connector::session::{BatchReport, Delivery, MessageResult};
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
@@ -464,6 +465,10 @@ impl Instance {
 // Calls of the `discover` interface (a child module: it needs the store and bindings).
 #[path = "engine_discover.rs"]
 mod discover_calls;
+
+// Batch submissions (`outbound.open-batch`).
+#[path = "batch_calls.rs"]
+mod batch_calls;
 
 // Parsing delivered messages in an instance of their own, with their own budget.
 #[path = "engine_parse.rs"]
