@@ -3,6 +3,7 @@
 //! measured in the same run against the rig's real Dovecot over TLS.
 //!
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
+//!        mailplug-bench send [MESSAGES] [KB] [RUNS]            (batch send, see send.rs)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -87,6 +88,8 @@ fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantCon
     cfg
 }
 
+mod send;
+
 struct Row {
     name: String,
     time: Duration,
@@ -95,6 +98,9 @@ struct Row {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if std::env::args().nth(1).as_deref() == Some("send") {
+        return send::run(&args).await;
+    }
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));
     let r = rig();
     let (user, pass) = test_box(15);
