@@ -103,7 +103,7 @@ impl SmtpSession {
                     format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", m.raw.len()),
                 )));
             }
-            if let Some(at) = m.raw.iter().position(|&b| b == 0) {
+            if let Some(at) = memchr::memchr(0, &m.raw) {
                 return Err(named(Error::invalid(
                     Stage::Data,
                     format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
