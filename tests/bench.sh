@@ -2,6 +2,7 @@
 # The benchmark: mailplug's ingest (fetch, parse, store) against the raw transfer of the same
 # bytes and against Python's imaplib/poplib peers, in one run on the local real servers.
 # Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
+#        bash tests/bench.sh send [MESSAGES] [KB] [RUNS]   (batch send against smtp-sink, see tests/bench/send.rs)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"

@@ -190,10 +190,8 @@ async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Durat
         helo_name: "bench".into(),
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 30_000 },
     };
-    let t_inst = start.elapsed();
     let session = instance.open_batch(&sub, composed, now_ms()).await.expect("open batch");
     let setup = start.elapsed();
-    if std::env::var_os("SEND_BENCH_DEBUG").is_some() { eprintln!("instantiate {:?} open {:?}", t_inst, setup - t_inst); }
     let allowed = vec![("127.0.0.1".to_string(), port, GuestSecurity::InsecurePlaintext)];
     let opts = mailplug_host::driver::DriveOptions {
         allowed: &allowed,
