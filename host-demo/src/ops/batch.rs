@@ -247,3 +247,44 @@ impl MessageSink for BatchSink<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn composed(id: &str) -> ComposedMessage {
+        ComposedMessage { message_id: id.into(), envelope_from: "a@example.test".into(), envelope_to: vec!["b@example.test".into()], raw: b"x\r\n".to_vec() }
+    }
+
+    #[test]
+    fn a_session_lost_by_the_host_leaves_the_committed_message_uncertain_and_the_rest_not_sent() {
+        let lost = HostError::Network { server: "smtp.example.test:587".into(), message: "write failed: broken pipe".into() };
+        let o = unfinished(3, &composed("m3@example.test"), true, Some(&lost));
+        assert!(matches!(o.delivery, Delivery::Uncertain));
+        let e = o.error.expect("error");
+        assert_eq!(e.retry(), Retry::Uncertain);
+        assert!(e.to_string().contains("m3@example.test") && e.to_string().contains("broken pipe"), "{e}");
+        let o = unfinished(4, &composed("m4@example.test"), false, Some(&lost));
+        assert!(matches!(o.delivery, Delivery::NotSent));
+        let e = o.error.expect("error");
+        assert_eq!((e.retry(), e.kind()), (Retry::Later, Some(Kind::Network)));
+        assert!(e.to_string().contains("not sent"), "{e}");
+    }
+
+    #[test]
+    fn a_refused_login_leaves_every_message_not_sent_with_fix_first() {
+        let auth = HostError::Guest(GuestFailure {
+            kind: Kind::AuthRejected,
+            stage: "authenticate".into(),
+            stage_id: Stage::Authenticate,
+            message: "the server rejected the PLAIN login".into(),
+            reply: None,
+            retry: Retry::FixFirst,
+            refused: None,
+            message_id: None,
+        });
+        let o = unfinished(0, &composed("m0@example.test"), false, Some(&auth));
+        assert!(matches!(o.delivery, Delivery::NotSent));
+        assert_eq!(o.error.expect("error").retry(), Retry::FixFirst);
+    }
+}
