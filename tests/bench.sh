@@ -5,6 +5,7 @@
 # run on the local real servers.
 # Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
 #        bash tests/bench.sh runtime [CLI_RUNS] [INSTANTIATIONS]   (the runtime part only)
+#        bash tests/bench.sh send [MESSAGES] [KB] [RUNS]   (batch send against smtp-sink, see tests/bench/send.rs)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, Outcome, SessionHandle, SkippedMessage, StepReport,
+    Action, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, MessageResult, Outcome, SessionHandle, SkippedMessage,
+    StepReport,
 };
 use crate::error::HostError;
 use crate::net::Conn;
@@ -37,6 +38,16 @@ pub trait MessageSink {
     fn source(&mut self, _server: &str) {}
     /// Something the admin should know about the run (English, German); nothing failed.
     fn warning(&mut self, _en: &str, _de: &str) {}
+    /// A batch submission is about to write the final dot of message `index`: record it
+    /// durably now. The driver performs no write that follows the commit point before this
+    /// returns; an error ends the session before the dot is written.
+    fn commit_point(&mut self, _index: u32) -> Result<(), HostError> {
+        Ok(())
+    }
+    /// A batch submission knows the fate of one message; record it.
+    fn message_done(&mut self, _result: MessageResult) -> Result<(), HostError> {
+        Ok(())
+    }
     /// Whether `stored_state` wants the guest's sync state after each `stored`.
     fn wants_stored_state(&self) -> bool {
         false
@@ -283,6 +294,10 @@ async fn run_loop(
                 }
                 Action::Skipped(notice) => sink.skipped(notice)?,
                 Action::Progress(report) => sink.progress(report),
+                // Writes before the commit point may still be buffered in `out`: they precede
+                // it, so sending them later is fine; the ones after it are added only now.
+                Action::CommitPoint(index) => sink.commit_point(index)?,
+                Action::MessageDone(result) => sink.message_done(result)?,
                 Action::Close => {
                     flush(conn, &mut out, end, opts).await?;
                     conn.close().await;

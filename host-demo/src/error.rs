@@ -308,7 +308,7 @@ pub fn stage_id(s: Stage) -> &'static str {
     }
 }
 
-fn stage_name(s: Stage) -> &'static str {
+pub fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Connect => "connect",
         Stage::Greeting => "greeting",

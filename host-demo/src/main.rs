@@ -17,6 +17,7 @@ use cli::fetch::run_fetch;
 use cli::oauth::oauth_command;
 use cli::output::{fail, print_plan};
 use cli::send::{run_send, SendArgs};
+use cli::send_batch::{run_send_batch, BatchArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,6 +116,9 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(e, 1),
         },
+        Command::Send { queue, batch, batch_file, json, .. } if batch.is_some() || batch_file.is_some() => {
+            run_send_batch(&plugin, &cfg, BatchArgs { queue, dir: batch, lines: batch_file, json }).await
+        }
         Command::Send { queue, to, subject, body, body_file, reply_to_message, html_file, force, json, .. } => {
             run_send(&plugin, &cfg, SendArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, json }).await
         }

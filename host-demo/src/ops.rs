@@ -22,7 +22,9 @@ use crate::store::SyncStateStore;
 
 pub use crate::engine::FetchSummary;
 
+mod batch;
 mod inbound;
+pub use batch::{delivery_name, send_batch, BatchJournal, MessageOutcome, NoJournal};
 pub use inbound::{fetch, sync_binding};
 
 fn guest_server(s: &ServerConfig) -> GuestServer {

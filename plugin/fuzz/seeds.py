@@ -132,14 +132,16 @@ def session_seeds(paths, shared_consts=False):
 
 
 imap = per_test([SRC / "imap/tests.rs", SRC / "imap/append.rs"])
-pop3 = per_test([SRC / "pop3/tests.rs"])
+# pop3/tests is a folder: mod.rs (constants, helpers, session flow) and one file per concern.
+POP3_TESTS = [SRC / "pop3/tests/mod.rs", *sorted(p for p in (SRC / "pop3/tests").glob("*.rs") if p.name != "mod.rs")]
+pop3 = per_test(POP3_TESTS, shared_consts=True)
 SMTP_TESTS = [SRC / "smtp/tests.rs", *sorted((SRC / "smtp/tests").glob("*.rs"))]
 smtp = per_test(SMTP_TESTS, shared_consts=True)
 write("imap_response", imap)
 write("pop3_response", pop3)
 write("smtp_reply", smtp)
 write("imap_session", session_seeds([SRC / "imap/tests.rs", SRC / "imap/append.rs"]))
-write("pop3_session", session_seeds([SRC / "pop3/tests.rs"]))
+write("pop3_session", session_seeds(POP3_TESTS, shared_consts=True))
 write("smtp_session", session_seeds(SMTP_TESTS, shared_consts=True))
 
 samples = [p.read_bytes() for p in sorted((PLUGIN / "tests/samples").glob("*.eml"))]

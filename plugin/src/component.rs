@@ -24,8 +24,8 @@ use exports::mailplug::connector::presets::{
 };
 use exports::mailplug::connector::check::{self, Diagnosis};
 use exports::mailplug::connector::session::{
-    self, Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, GuestSession, Outcome, RecipientResult,
-    SendReport, SkippedMessage, Step, StepReport,
+    self, Action, BatchReport, CheckSummary, Delivery, Event, FetchSummary, FetchedMessage, FolderCount, GuestSession,
+    MessageResult, Outcome, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
 };
 use exports::mailplug::connector::parse::{self as parse_wit, Address, Attachment, Classification, ParsedMessage};
 use exports::mailplug::connector::types::{
@@ -241,6 +241,20 @@ impl outbound::Guest for Component {
         _now: u64,
     ) -> Result<session::Session, Error> {
         let s = smtp::SmtpSession::new(submission_from_wit(submission), envelope_from, envelope_to, message).map_err(error_to_wit)?;
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
+    }
+
+    fn open_batch(submission: WitSubmission, messages: Vec<ComposedMessage>, _now: u64) -> Result<session::Session, Error> {
+        let messages = messages
+            .into_iter()
+            .map(|m| smtp::BatchMessage {
+                message_id: m.message_id,
+                envelope_from: m.envelope_from,
+                envelope_to: m.envelope_to,
+                raw: m.raw,
+            })
+            .collect();
+        let s = smtp::SmtpSession::new_batch(submission_from_wit(submission), messages).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
 
@@ -625,6 +639,26 @@ fn action_to_wit(a: core::Action) -> Action {
             uid_validity: c.uid_validity,
             uid: c.uid,
             created_folder: c.created_folder,
+        })),
+        core::Action::CommitPoint(i) => Action::CommitPoint(i),
+        core::Action::MessageDone(r) => Action::MessageDone(MessageResult {
+            index: r.index,
+            message_id: r.message_id,
+            delivery: match r.delivery {
+                core::Delivery::Delivered => Delivery::Delivered,
+                core::Delivery::Transient => Delivery::Transient,
+                core::Delivery::Permanent => Delivery::Permanent,
+                core::Delivery::Uncertain => Delivery::Uncertain,
+                core::Delivery::NotSent => Delivery::NotSent,
+            },
+            final_reply: r.final_reply.map(reply_to_wit),
+            recipients: r.recipients.into_iter().map(recipient_to_wit).collect(),
+            error: r.error.map(error_to_wit),
+        }),
+        core::Action::Finished(core::Outcome::SentBatch(r)) => Action::Finished(Outcome::SentBatch(BatchReport {
+            delivered: r.delivered,
+            not_delivered: r.not_delivered,
+            stopped: r.stopped.map(error_to_wit),
         })),
         core::Action::Finished(core::Outcome::Sent(r)) => Action::Finished(Outcome::Sent(SendReport {
             final_reply: reply_to_wit(r.final_reply),

@@ -1,7 +1,7 @@
 //! The sans-IO driving protocol (`session` in the WIT) as plain Rust, shared by every client.
 
 use crate::config::Server;
-use crate::error::{Result, Retry, ServerReply};
+use crate::error::{Error, Result, Retry, ServerReply};
 
 /// Milliseconds since the Unix epoch, from the host's clock.
 pub type Instant = u64;
@@ -75,6 +75,35 @@ pub struct SendReport {
 
 /// A step of a session, reported with `Action::Progress` as it completes: the admin portal's
 /// "test connection" shows them one by one, and a host may log them.
+/// What happened to one message of a batch submission (see `delivery` in the WIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    Transient,
+    Permanent,
+    Uncertain,
+    NotSent,
+}
+
+/// The outcome of one message of a batch (see `message-result` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageResult {
+    pub index: u32,
+    pub message_id: String,
+    pub delivery: Delivery,
+    pub final_reply: Option<ServerReply>,
+    pub recipients: Vec<RecipientResult>,
+    pub error: Option<Error>,
+}
+
+/// What a batch submission did (see `batch-report` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BatchReport {
+    pub delivered: u32,
+    pub not_delivered: u32,
+    pub stopped: Option<Error>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The server's greeting arrived and was positive.
@@ -147,6 +176,7 @@ pub enum Outcome {
     Checked(CheckSummary),
     /// An append session (`imap::AppendSession`) saved a copy of a message into a folder.
     Appended(SavedCopy),
+    SentBatch(BatchReport),
 }
 
 /// Something the host must do now, in order.
@@ -160,6 +190,8 @@ pub enum Action {
     Close,
     /// A step completed; nothing to do but show or log it.
     Progress(StepReport),
+    CommitPoint(u32),
+    MessageDone(MessageResult),
     Finished(Outcome),
 }
 

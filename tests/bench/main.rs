@@ -3,9 +3,10 @@
 //! measured in the same run against the rig's real Dovecot over TLS.
 //!
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
+//!        mailplug-bench send [MESSAGES] [KB] [RUNS]            (batch send, see send.rs)
 //!        mailplug-bench runtime [CLI_RUNS] [INSTANTIATIONS]  (defaults 50 2000; no servers needed)
 //!
-//! Either way the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
+//! Except in `send` mode the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
 //! pool, idle instance memory) are measured first, in the same run.
 
 mod runtime;
@@ -93,6 +94,8 @@ fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantCon
     cfg
 }
 
+mod send;
+
 struct Row {
     name: String,
     time: Duration,
@@ -105,6 +108,9 @@ async fn main() {
         let (cli_runs, inst) = (*args.first().unwrap_or(&50), *args.get(1).unwrap_or(&2000));
         println!("{}", runtime::run(&mailplug_tests::wasm_path(), cli_runs, inst).await);
         return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("send") {
+        return send::run(&args).await;
     }
     let runtime_tables = runtime::run(&mailplug_tests::wasm_path(), 30, 2000).await;
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));

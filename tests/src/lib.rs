@@ -360,3 +360,94 @@ pub async fn smtp2_wait_spooled(message_id: &str) -> serde_json::Value {
 // ---- helper b (i11-imap): the scripted servers, moved here from e2e/hostile.rs so that
 // e2e/namespaces.rs uses the same one.
 pub mod scripted;
+
+// ---- helper f: batch submissions (issue 12 item 3) ----
+
+/// A TCP proxy on 127.0.0.1 for plaintext SMTP that forwards both ways until the client has
+/// sent its `k`-th end-of-data ("\r\n.\r\n", k counted from 1): it forwards exactly up to and
+/// including that dot, then closes both connections, so the server has the whole message and
+/// the client never hears the verdict. `forwarded` holds every client byte that reached the
+/// server; `withheld` the client bytes that arrived after the cut (then dropped).
+pub struct DotCutProxy {
+    pub port: u16,
+    pub forwarded: Arc<Mutex<Vec<u8>>>,
+    pub withheld: Arc<Mutex<Vec<u8>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DotCutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Where the `k`-th "\r\n.\r\n" of `bytes` ends (k from 1), if it is there.
+pub fn nth_end_of_data(bytes: &[u8], k: usize) -> Option<usize> {
+    let mut seen = 0;
+    for (i, w) in bytes.windows(5).enumerate() {
+        if w == b"\r\n.\r\n" {
+            seen += 1;
+            if seen == k {
+                return Some(i + 5);
+            }
+        }
+    }
+    None
+}
+
+pub async fn dot_cut_proxy(upstream: (String, u16), k: usize) -> DotCutProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let forwarded = Arc::new(Mutex::new(Vec::new()));
+    let withheld = Arc::new(Mutex::new(Vec::new()));
+    let (fw, wh) = (forwarded.clone(), withheld.clone());
+    let accept = tokio::spawn(async move {
+        // One connection: the batch session.
+        let Ok((client, _)) = listener.accept().await else { return };
+        let Ok(server) = TcpStream::connect((upstream.0.as_str(), upstream.1)).await else { return };
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let down = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = sr.read(&mut buf).await {
+                if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            cw
+        });
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(30), cr.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            let cut = {
+                let mut all = fw.lock().expect("lock");
+                let before = all.len();
+                all.extend_from_slice(&buf[..n]);
+                let end = nth_end_of_data(&all, k);
+                if let Some(end) = end {
+                    wh.lock().expect("lock").extend_from_slice(&all[end..]);
+                    all.truncate(end);
+                }
+                end.map(|end| end - before)
+            };
+            if let Some(pass) = cut {
+                let _ = sw.write_all(&buf[..pass]).await;
+                let _ = sw.flush().await;
+                // Give the server the dot, then cut both ways.
+                let _ = sw.shutdown().await;
+                down.abort();
+                return;
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        down.abort();
+    });
+    DotCutProxy { port, forwarded, withheld, accept }
+}

@@ -37,12 +37,20 @@ pub enum Command {
         #[arg(long)]
         queue: String,
         /// Recipient; repeat for several (not with --reply-to-message: the reply goes to the original's sender).
-        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        #[arg(long, required_unless_present_any = ["reply_to_message", "batch", "batch_file"], conflicts_with_all = ["reply_to_message", "batch", "batch_file"])]
         to: Vec<String>,
-        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        #[arg(long, required_unless_present_any = ["reply_to_message", "batch", "batch_file"], conflicts_with_all = ["reply_to_message", "batch", "batch_file"])]
         subject: Option<String>,
-        #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
+        #[arg(long, conflicts_with_all = ["body_file", "batch", "batch_file"], required_unless_present_any = ["body_file", "batch", "batch_file"])]
         body: Option<String>,
+        /// Send every draft in this folder over one SMTP session: each *.toml or *.json file is
+        /// one message (`to` = an address or a list, `subject`, `body`), sent in file-name order.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["reply_to_message", "body_file"])]
+        batch: Option<PathBuf>,
+        /// Send the drafts of this JSON-lines file over one SMTP session, one JSON object per
+        /// line (same keys as --batch); with --batch, after the folder's drafts.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["reply_to_message", "body_file"])]
+        batch_file: Option<PathBuf>,
         #[arg(long)]
         body_file: Option<PathBuf>,
         /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or

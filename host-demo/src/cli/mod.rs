@@ -7,3 +7,4 @@ pub mod fetch;
 pub mod oauth;
 pub mod output;
 pub mod send;
+pub mod send_batch;

@@ -132,7 +132,7 @@ async fn failed(plugin: &Plugin, cfg: &TenantConfig, e: HostError, json: bool) -
 }
 
 /// What the retry advice means for the admin.
-fn retry_line(r: Retry) -> &'static str {
+pub(super) fn retry_line(r: Retry) -> &'static str {
     match r {
         Retry::Later => "later (temporary: a later attempt can succeed; fix first what the action names as permanent)",
         Retry::FixFirst => "fix-first (permanent: change what the message names before sending again)",
@@ -142,7 +142,7 @@ fn retry_line(r: Retry) -> &'static str {
 
 /// One recipient as the server answered RCPT TO: `address`, `accepted`, `code`, `reply`
 /// ("code text"), `retry` (null when accepted, else "later" or "fix-first").
-fn recipient_json(x: &RecipientResult) -> Value {
+pub(super) fn recipient_json(x: &RecipientResult) -> Value {
     json!({
         "address": x.address,
         "accepted": x.accepted,
@@ -156,7 +156,7 @@ fn recipient_json(x: &RecipientResult) -> Value {
 /// `message_id` when the message was composed, the overall `retry` advice, the `error` (kind,
 /// stage, message, the server's reply), each recipient's answer when recipients were refused,
 /// what a refusal was about, and the cause and action in English and German.
-fn failure_json(e: &HostError, d: Option<&Diagnosis>) -> Value {
+pub(super) fn failure_json(e: &HostError, d: Option<&Diagnosis>) -> Value {
     let (kind, stage, reply, message_id, refused) = match e {
         HostError::Guest(g) => (
             g.kind.as_str(),

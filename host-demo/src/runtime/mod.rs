@@ -50,6 +50,7 @@ pub use exports::mailplug::connector::session::{
 pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
 pub use parse_calls::{FetchedMessage, ParseBudget};
 pub use exports::mailplug::connector::session::SavedCopy;
+pub use exports::mailplug::connector::session::{BatchReport, Delivery, MessageResult};
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,
@@ -328,6 +329,8 @@ mod calls;
 // Calls of the `discover` interface (a child module: it needs the store and bindings).
 #[path = "discover.rs"]
 mod discover_calls;
+// Batch submissions (`outbound.open-batch`).
+mod batch;
 // Parsing delivered messages in an instance of their own, with their own budget.
 #[path = "parse.rs"]
 mod parse_calls;

@@ -4,18 +4,22 @@ use crate::config::{Credentials, Server, SubmissionServer};
 use crate::error::{redact, Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
+use crate::session::{Action, BatchReport, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
 
 use super::data;
 use super::explain::{self, Known};
 use super::reply::{Capabilities, Reply, ReplyReader};
 
 mod auth;
+mod batch;
+mod envelope;
 mod errors;
 mod refusals;
 mod report;
 
 use errors::*;
+
+pub use batch::{BatchMessage, MAX_BATCH};
 
 /// Pessimistic upload speed used to stretch the deadline after the message data is written:
 /// the host may still be writing it when the normal reply timeout would run out.
@@ -56,6 +60,8 @@ enum State {
     Reset { quit_sent: bool },
     /// Check mode: the probe envelope was accepted; waiting for the RSET reply, then QUIT.
     ProbeReset,
+    /// A batch submission after login: replies are matched with the batch's queue.
+    Batch,
     /// QUIT sent; how the session ends once the server answers or hangs up.
     Quit(Box<Ending>),
     Finished,
@@ -65,6 +71,8 @@ enum State {
 #[derive(Debug)]
 enum Ending {
     Sent(SendReport),
+    /// A batch submission: every message has its outcome.
+    Batch(BatchReport),
     /// Check mode: every step passed.
     Checked,
     Failed(Error),
@@ -96,6 +104,10 @@ pub struct SmtpSession {
     pending_failure: Option<Error>,
     /// A check session: reports each step with `Action::Progress`, never sends DATA.
     check: bool,
+    /// A batch submission (`new_batch`): the messages and where they stand.
+    batch: Option<Box<batch::Batch>>,
+    /// Message data written in this step, for the deadline's upload allowance.
+    upload_bytes: u64,
     state: State,
 }
 
@@ -193,6 +205,8 @@ impl SmtpSession {
             recipients: Vec::new(),
             pending_failure: None,
             check,
+            batch: None,
+            upload_bytes: 0,
             state: State::AwaitConnected,
         })
     }
@@ -206,6 +220,7 @@ impl SmtpSession {
             State::Auth(_) => Stage::Authenticate,
             State::Mail | State::Rcpt(_) | State::Reset { .. } | State::ProbeReset => Stage::Envelope,
             State::DataCommand | State::DataEnd => Stage::Data,
+            State::Batch => self.batch_stage(),
             State::Quit(_) | State::Finished | State::Failed => Stage::Logout,
         }
     }
@@ -245,17 +260,13 @@ impl SmtpSession {
                 if matches!(self.state, State::AwaitConnected) {
                     return Err(Error::protocol(Stage::Connect, "the host passed data before reporting the connection"));
                 }
-                while !matches!(self.state, State::TlsHandshake | State::Finished) {
-                    let stage = self.stage();
-                    let reply = loop {
-                        let Some(line) = self.link.next_line(stage)? else { break None };
-                        if let Some(reply) = self.reader.feed(line.0, stage)? {
-                            break Some(reply);
-                        }
-                    };
-                    let Some(reply) = reply else { break };
-                    wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
-                    self.on_reply(reply, &mut actions)?;
+                if let Err(e) = self.read_replies(&mut actions, &mut wrote_data) {
+                    if !matches!(self.state, State::Batch) {
+                        return Err(e);
+                    }
+                    // Keep what this step already did (outcomes, the data of a committed
+                    // message): the batch ends with every message's outcome.
+                    self.stop_batch(e, &mut actions);
                 }
             }
             Event::Stored => {
@@ -265,13 +276,34 @@ impl SmtpSession {
             Event::TlsFailed(_) | Event::Closed | Event::Timer => {}
         }
         if !matches!(self.state, State::Finished) {
-            let allowance = if wrote_data { self.message_size / DATA_BYTES_PER_MS } else { 0 };
+            let uploaded = std::mem::take(&mut self.upload_bytes) + if wrote_data { self.message_size } else { 0 };
+            let allowance = uploaded / DATA_BYTES_PER_MS;
             self.link.expect_reply(now.saturating_add(allowance));
         }
         Ok(actions)
     }
 
+    /// Reads every complete reply buffered and acts on each.
+    fn read_replies(&mut self, actions: &mut Vec<Action>, wrote_data: &mut bool) -> Result<()> {
+        while !matches!(self.state, State::TlsHandshake | State::Finished) {
+            let stage = self.stage();
+            let reply = loop {
+                let Some(line) = self.link.next_line(stage)? else { break None };
+                if let Some(reply) = self.reader.feed(line.0, stage)? {
+                    break Some(reply);
+                }
+            };
+            let Some(reply) = reply else { break };
+            *wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
+            self.on_reply(reply, actions)?;
+        }
+        Ok(())
+    }
+
     fn on_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+        if matches!(self.state, State::Batch) {
+            return self.on_batch_reply(reply, actions);
+        }
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Greeting => {
                 if reply.code != 220 {
@@ -433,7 +465,7 @@ impl SmtpSession {
                 );
                 actions.extend(self.end(Some(detail))?);
             }
-            State::AwaitConnected | State::TlsHandshake | State::Finished | State::Failed => {
+            State::AwaitConnected | State::TlsHandshake | State::Batch | State::Finished | State::Failed => {
                 return Err(Error::protocol(self.stage(), "the server sent a reply nobody asked for"));
             }
         }
@@ -445,83 +477,6 @@ impl SmtpSession {
         Action::Write(format!("EHLO {}\r\n", self.helo_name).into_bytes())
     }
 
-    /// Authenticated: MAIL FROM, then RCPT TO and DATA (in the same write when pipelining).
-    /// A check has no message: no SIZE or BODY, and one command at a time.
-    fn begin_envelope(&mut self, actions: &mut Vec<Action>) -> Result<()> {
-        if let (Some(limit), false) = (self.caps.size_limit, self.check) {
-            if self.message_size > limit {
-                return Err(self.over_size_limit_error(limit));
-            }
-        }
-        let mut out = format!("MAIL FROM:<{}>", self.envelope_from);
-        if self.caps.size && !self.check {
-            out.push_str(&format!(" SIZE={}", self.message_size));
-        }
-        if self.eight_bit && self.caps.eight_bit_mime && !self.check {
-            out.push_str(" BODY=8BITMIME");
-        }
-        let international = !self.envelope_from.is_ascii() || self.envelope_to.iter().any(|t| !t.is_ascii());
-        if international && !self.caps.smtputf8 {
-            let address = std::iter::once(&self.envelope_from)
-                .chain(self.envelope_to.iter())
-                .find(|a| !a.is_ascii())
-                .cloned()
-                .unwrap_or_default();
-            return Err(Error::invalid(
-                Stage::Envelope,
-                format!(
-                    "the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"
-                ),
-            ));
-        }
-        if international {
-            out.push_str(" SMTPUTF8");
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        self.pipelined = self.caps.pipelining && !self.check;
-        if self.pipelined {
-            for i in 0..self.envelope_to.len() {
-                bytes.extend_from_slice(&self.rcpt_command(i));
-            }
-            bytes.extend_from_slice(b"DATA\r\n");
-        }
-        actions.push(Action::Write(bytes));
-        self.state = State::Mail;
-        Ok(())
-    }
-
-    fn rcpt_command(&self, i: usize) -> Vec<u8> {
-        let to = self.envelope_to.get(i).map(String::as_str).unwrap_or_default();
-        format!("RCPT TO:<{to}>\r\n").into_bytes()
-    }
-
-    /// Check mode, every RCPT answered: reset the probe when all were accepted; otherwise
-    /// reset, quit and fail with the refusals.
-    fn end_probe(&mut self, actions: &mut Vec<Action>) {
-        if self.recipients.iter().all(|r| r.accepted) {
-            self.progress(actions, Step::Envelope, || self.envelope_detail());
-            self.state = State::ProbeReset;
-        } else {
-            self.pending_failure = Some(self.recipients_refused_error());
-            self.state = State::Reset { quit_sent: false };
-        }
-        actions.push(Action::Write(b"RSET\r\n".to_vec()));
-    }
-
-    fn accepted_count(&self) -> usize {
-        self.recipients.iter().filter(|r| r.accepted).count()
-    }
-
-    /// No recipient accepted: RSET (and QUIT with it when pipelining), then fail.
-    fn reset(&mut self, actions: &mut Vec<Action>) {
-        self.pending_failure = Some(self.recipients_refused_error());
-        let quit_sent = self.pipelined;
-        let bytes: &[u8] = if quit_sent { b"RSET\r\nQUIT\r\n" } else { b"RSET\r\n" };
-        actions.push(Action::Write(bytes.to_vec()));
-        self.state = State::Reset { quit_sent };
-    }
-
     /// Decides what an error means for the message. Once the server accepted (or finally
     /// refused) the message, trouble around QUIT or RSET does not change that outcome; after
     /// the data was handed over without a verdict, delivery is unknown.
@@ -529,6 +484,11 @@ impl SmtpSession {
         match &self.state {
             State::Quit(_) => self.end(None),
             State::Reset { .. } => Err(self.pending_failure.take().unwrap_or(error)),
+            State::Batch => {
+                let mut actions = Vec::new();
+                self.stop_batch(error, &mut actions);
+                Ok(actions)
+            }
             // A complete negative reply is a verdict (it carries the reply); anything else is not.
             _ if data_handed_over && error.reply.is_none() => Err(uncertain(error)),
             _ => Err(error),
@@ -543,6 +503,10 @@ impl SmtpSession {
                 Ending::Sent(report) => {
                     self.link.clear_deadline();
                     Ok(vec![Action::Close, Action::Finished(Outcome::Sent(report))])
+                }
+                Ending::Batch(report) => {
+                    self.link.clear_deadline();
+                    Ok(vec![Action::Close, Action::Finished(Outcome::SentBatch(report))])
                 }
                 Ending::Checked => {
                     self.link.clear_deadline();

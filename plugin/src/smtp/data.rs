@@ -15,6 +15,37 @@ pub fn encode_data(message: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn encode(message: &[u8]) -> Encoded {
+    if is_clean(message) {
+        // Already CRLF with no line starting with a dot (composed messages are): one copy.
+        let mut out = Vec::with_capacity(message.len() + 5);
+        out.extend_from_slice(message);
+        if !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        let size = out.len() as u64;
+        out.extend_from_slice(b".\r\n");
+        return Encoded { bytes: out, size, eight_bit: !message.is_ascii() };
+    }
+    encode_slow(message)
+}
+
+/// Every CR is followed by LF, every LF follows a CR, and no line starts with '.': the
+/// message needs no change but the terminator. Word-at-a-time scans (memchr), no per-line work.
+fn is_clean(message: &[u8]) -> bool {
+    if message.first() == Some(&b'.') {
+        return false;
+    }
+    let mut crs = 0usize;
+    for i in memchr::memchr_iter(b'\r', message) {
+        if message.get(i + 1) != Some(&b'\n') {
+            return false;
+        }
+        crs += 1;
+    }
+    memchr::memchr_iter(b'\n', message).count() == crs && memchr::memmem::find(message, b"\n.").is_none()
+}
+
+fn encode_slow(message: &[u8]) -> Encoded {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
     let mut stuffed = 0usize;
     let mut at_line_start = true;
@@ -104,6 +135,19 @@ mod tests {
         assert_eq!(enc(b".\r\n.\r\n"), b"..\r\n..\r\n.\r\n");
         assert_eq!(enc(b""), b"\r\n.\r\n");
         assert_eq!(enc(b"\r\n"), b"\r\n.\r\n");
+    }
+
+    #[test]
+    fn the_fast_path_matches_the_line_by_line_encoding() {
+        let samples: [&[u8]; 12] = [
+            b"", b"\r\n", b"a", b"a\r\n", b"a\r\nb", b"Subject: x\r\n\r\nbody\r\n", b".a\r\n", b"a\r\n.b\r\n",
+            b"a\nb\r\n", b"a\r", b"a\rb\r\n", "Grüße\r\n".as_bytes(),
+        ];
+        for m in samples {
+            let (fast, slow) = (encode(m), encode_slow(m));
+            assert_eq!((&fast.bytes, fast.size, fast.eight_bit), (&slow.bytes, slow.size, slow.eight_bit), "{:?}", String::from_utf8_lossy(m));
+        }
+        assert!(is_clean(b"a\r\nb") && !is_clean(b"a\nb") && !is_clean(b"a\r\n.b") && !is_clean(b".") && !is_clean(b"a\rb"));
     }
 
     #[test]

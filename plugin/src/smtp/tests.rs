@@ -648,6 +648,7 @@ fn a_malformed_line_echoing_the_password_is_redacted() {
     }
 }
 
+mod batch;
 mod check;
 mod refusals;
 mod retry;

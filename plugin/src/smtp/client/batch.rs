@@ -1,0 +1,445 @@
+//! Batch submission (`outbound.open-batch`): many messages over one authenticated session.
+//!
+//! Replies come back in the order the commands went out (RFC 2920), so the session keeps a
+//! queue of the replies it waits for. With PIPELINING, message i's data, its final dot and
+//! message i+1's MAIL/RCPT/DATA go out in one write; without it, one command at a time.
+//! `commit-point(i)` precedes the write carrying message i's final dot; each message's
+//! outcome is reported with `message-done` in batch order as soon as it is known.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::session::{BatchReport, Delivery, MessageResult};
+
+use super::*;
+
+/// Most messages in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// One message to submit, as composed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchMessage {
+    pub message_id: String,
+    pub envelope_from: String,
+    pub envelope_to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+struct Item {
+    message_id: String,
+    from: String,
+    to: Vec<String>,
+    /// The dot-stuffed data with its final dot; moved out when written.
+    data: Vec<u8>,
+    size: u64,
+    eight_bit: bool,
+}
+
+/// A reply the session waits for, with the message it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Mail(usize),
+    Rcpt(usize, usize),
+    Data(usize),
+    DataEnd(usize),
+    Rset,
+}
+
+pub(super) struct Batch {
+    items: Vec<Item>,
+    /// The next message whose commands were not written yet.
+    next: usize,
+    expect: VecDeque<Expect>,
+    /// A refusal of the current message's MAIL FROM (its RCPT/DATA replies are then moot).
+    mail_error: Option<Error>,
+    /// The message whose final dot was handed over and whose verdict has not come yet.
+    committed: Option<usize>,
+    /// Outcomes known but not yet reported (waiting for an earlier message's).
+    known: BTreeMap<usize, MessageResult>,
+    /// Outcomes reported so far (messages 0..reported).
+    reported: usize,
+    delivered: u32,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("messages", &self.items.len())
+            .field("next", &self.next)
+            .field("expect", &self.expect)
+            .field("committed", &self.committed)
+            .field("reported", &self.reported)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSession {
+    /// A session submitting `messages` in order over one connection (see `open-batch`).
+    pub fn new_batch(submission: SubmissionServer, messages: Vec<BatchMessage>) -> Result<Self> {
+        if messages.is_empty() {
+            return Err(Error::invalid(Stage::Envelope, "the batch has no message; give at least one"));
+        }
+        if messages.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                Stage::Envelope,
+                format!("the batch has {} messages, more than the {MAX_BATCH} one session sends; split it", messages.len()),
+            ));
+        }
+        let max = submission.limits.max_message_bytes;
+        let first = &messages[0];
+        let mut session = Self::open(submission, first.envelope_from.clone(), first.envelope_to.clone(), false)?;
+        let mut items = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            let named = |e: Error| Error { message: format!("message {i} (Message-ID <{}>): {}", m.message_id, e.message), ..e };
+            check_envelope_address("sender", &m.envelope_from).map_err(named)?;
+            if m.envelope_to.is_empty() {
+                return Err(named(Error::invalid(Stage::Envelope, "the message has no recipient; add at least one address")));
+            }
+            for to in &m.envelope_to {
+                check_envelope_address("recipient", to).map_err(named)?;
+            }
+            if m.raw.len() as u64 > max {
+                return Err(named(Error::limit(
+                    Stage::Data,
+                    format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", m.raw.len()),
+                )));
+            }
+            if let Some(at) = memchr::memchr(0, &m.raw) {
+                return Err(named(Error::invalid(
+                    Stage::Data,
+                    format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
+                )));
+            }
+            let encoded = data::encode(&m.raw);
+            items.push(Item {
+                message_id: m.message_id,
+                from: m.envelope_from,
+                to: m.envelope_to,
+                data: encoded.bytes,
+                size: encoded.size,
+                eight_bit: encoded.eight_bit,
+            });
+        }
+        session.batch = Some(Box::new(Batch {
+            items,
+            next: 0,
+            expect: VecDeque::new(),
+            mail_error: None,
+            committed: None,
+            known: BTreeMap::new(),
+            reported: 0,
+            delivered: 0,
+        }));
+        Ok(session)
+    }
+
+    fn batch(&mut self) -> &mut Batch {
+        self.batch.as_mut().expect("batch session")
+    }
+
+    /// The stage of the reply waited for, for errors of the link.
+    pub(super) fn batch_stage(&self) -> Stage {
+        match self.batch.as_ref().and_then(|b| b.expect.front()) {
+            Some(Expect::Data(_) | Expect::DataEnd(_)) => Stage::Data,
+            _ => Stage::Envelope,
+        }
+    }
+
+    /// Logged in: the transfer phase begins.
+    pub(super) fn begin_batch(&mut self, actions: &mut Vec<Action>) {
+        self.pipelined = self.caps.pipelining;
+        self.state = State::Batch;
+        let mut out = Vec::new();
+        self.advance(actions, &mut out, true);
+    }
+
+    /// When `start`, writes the next message's commands after `out` (all of them with
+    /// PIPELINING, else MAIL FROM when nothing is awaited); QUIT once every message is done.
+    /// With PIPELINING a message's commands only ever follow the previous message's data or
+    /// its RSET, never a 354 the server sent for data still to come.
+    fn advance(&mut self, actions: &mut Vec<Action>, out: &mut Vec<u8>, start: bool) {
+        let pipelined = self.pipelined;
+        if start && (pipelined || self.batch().expect.is_empty()) {
+            while self.batch().next < self.batch().items.len() {
+                let i = self.batch().next;
+                self.batch().next += 1;
+                match self.mail_command(i) {
+                    Err(e) => self.known(i, None, Vec::new(), Some(e)),
+                    Ok(mail) => {
+                        out.extend_from_slice(&mail);
+                        let b = self.batch();
+                        b.expect.push_back(Expect::Mail(i));
+                        if pipelined {
+                            for j in 0..b.items[i].to.len() {
+                                out.extend_from_slice(format!("RCPT TO:<{}>\r\n", b.items[i].to[j]).as_bytes());
+                                b.expect.push_back(Expect::Rcpt(i, j));
+                            }
+                            out.extend_from_slice(b"DATA\r\n");
+                            b.expect.push_back(Expect::Data(i));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.report_known(actions);
+        let b = self.batch();
+        if b.next == b.items.len() && b.expect.is_empty() {
+            out.extend_from_slice(b"QUIT\r\n");
+            let report = BatchReport { delivered: b.delivered, not_delivered: b.items.len() as u32 - b.delivered, stopped: None };
+            self.state = State::Quit(Box::new(Ending::Batch(report)));
+        }
+        if !out.is_empty() {
+            actions.push(Action::Write(std::mem::take(out)));
+        }
+    }
+
+    /// MAIL FROM for message `i`, or why it cannot be sent to this server at all.
+    fn mail_command(&mut self, i: usize) -> Result<Vec<u8>> {
+        let (size, eight_bit) = (self.batch().items[i].size, self.batch().items[i].eight_bit);
+        self.message_size = size;
+        if let Some(limit) = self.caps.size_limit {
+            if size > limit {
+                return Err(self.over_size_limit_error(limit));
+            }
+        }
+        let item = &self.batch.as_ref().expect("batch session").items[i];
+        let mut out = format!("MAIL FROM:<{}>", item.from);
+        if self.caps.size {
+            out.push_str(&format!(" SIZE={size}"));
+        }
+        if eight_bit && self.caps.eight_bit_mime {
+            out.push_str(" BODY=8BITMIME");
+        }
+        if let Some(address) = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii()) {
+            if !self.caps.smtputf8 {
+                return Err(Error::invalid(
+                    Stage::Envelope,
+                    format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
+                ));
+            }
+            out.push_str(" SMTPUTF8");
+        }
+        out.push_str("\r\n");
+        Ok(out.into_bytes())
+    }
+
+    pub(super) fn on_batch_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+        let Some(expect) = self.batch().expect.pop_front() else {
+            return Err(Error::protocol(self.batch_stage(), "the server sent a reply nobody asked for"));
+        };
+        let mut out = Vec::new();
+        match expect {
+            Expect::Mail(i) => {
+                self.message_size = self.batch().items[i].size;
+                self.recipients.clear();
+                let refused = if reply.is_positive() {
+                    None
+                } else {
+                    let from = self.batch().items[i].from.clone();
+                    Some(self.too_big_error(Stage::Envelope, &reply).unwrap_or_else(|| {
+                        from_reply(
+                            ErrorKind::Protocol,
+                            Stage::Envelope,
+                            format!("the server refused the sender <{from}> ({})", reply.summary()),
+                            "check that the account may send as this address",
+                            &reply,
+                        )
+                    }))
+                };
+                let ok = refused.is_none();
+                self.batch().mail_error = refused;
+                if !self.pipelined {
+                    if ok {
+                        out = self.rcpt_of(i, 0);
+                        self.batch().expect.push_back(Expect::Rcpt(i, 0));
+                    } else {
+                        self.refused_before_data(i, actions, out);
+                        return Ok(());
+                    }
+                }
+            }
+            Expect::Rcpt(i, j) => {
+                if self.batch().mail_error.is_none() {
+                    let address = self.batch().items[i].to[j].clone();
+                    self.recipients.push(RecipientResult::from_reply(address, reply.code, reply.to_server_reply()));
+                }
+                if !self.pipelined {
+                    if j + 1 < self.batch().items[i].to.len() {
+                        out = self.rcpt_of(i, j + 1);
+                        self.batch().expect.push_back(Expect::Rcpt(i, j + 1));
+                    } else if self.accepted_count() > 0 {
+                        out = b"DATA\r\n".to_vec();
+                        self.batch().expect.push_back(Expect::Data(i));
+                    } else {
+                        self.refused_before_data(i, actions, out);
+                        return Ok(());
+                    }
+                }
+            }
+            Expect::Data(i) => {
+                let ready = self.batch().mail_error.is_none() && self.accepted_count() > 0;
+                if reply.code == 354 && ready {
+                    actions.push(Action::CommitPoint(i as u32));
+                    let b = self.batch();
+                    b.committed = Some(i);
+                    b.expect.push_back(Expect::DataEnd(i));
+                    out = std::mem::take(&mut b.items[i].data);
+                    self.upload_bytes += out.len() as u64;
+                    if self.pipelined {
+                        self.advance(actions, &mut out, true);
+                    }
+                } else if reply.code == 354 {
+                    // DATA accepted without a valid transaction: hang up without a final dot,
+                    // so that no empty message is ever delivered.
+                    let error = self.batch().mail_error.take().unwrap_or_else(|| self.recipients_refused_error());
+                    let recipients = std::mem::take(&mut self.recipients);
+        self.known(i, None, recipients, Some(error));
+                    return Err(Error::protocol(
+                        Stage::Data,
+                        "the server accepted DATA although it had refused the transaction; the connection was closed without sending any data",
+                    ));
+                } else {
+                    if ready {
+                        // Recipients accepted, DATA refused.
+                        self.batch().mail_error = Some(from_reply(
+                            ErrorKind::Protocol,
+                            Stage::Data,
+                            format!("the server refused DATA ({}); the message was not sent", reply.summary()),
+                            "",
+                            &reply,
+                        ));
+                    }
+                    self.refused_before_data(i, actions, out);
+                    return Ok(());
+                }
+            }
+            Expect::DataEnd(i) => {
+                self.batch().committed = None;
+                self.message_size = self.batch().items[i].size;
+                let recipients = std::mem::take(&mut self.recipients);
+                if reply.is_positive() {
+                    self.batch().delivered += 1;
+                    self.known(i, Some(reply.to_server_reply()), recipients, None);
+                } else {
+                    let error = self.too_big_error(Stage::Data, &reply).unwrap_or_else(|| {
+                        from_reply(
+                            ErrorKind::Protocol,
+                            Stage::Data,
+                            format!("the server did not accept the message ({}); it was not sent", reply.summary()),
+                            "",
+                            &reply,
+                        )
+                    });
+                    self.known(i, Some(reply.to_server_reply()), recipients, Some(error));
+                }
+                let start = !self.pipelined;
+                self.advance(actions, &mut out, start);
+                return Ok(());
+            }
+            Expect::Rset => {
+                // Whatever RSET got, the next transaction tells.
+                let start = !self.pipelined;
+                self.advance(actions, &mut out, start);
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            actions.push(Action::Write(out));
+        }
+        self.report_known(actions);
+        Ok(())
+    }
+
+    fn rcpt_of(&mut self, i: usize, j: usize) -> Vec<u8> {
+        format!("RCPT TO:<{}>\r\n", self.batch().items[i].to[j]).into_bytes()
+    }
+
+    /// Message `i`'s transaction was refused before its data: report it, RSET, go on.
+    fn refused_before_data(&mut self, i: usize, actions: &mut Vec<Action>, mut out: Vec<u8>) {
+        let error = self.batch().mail_error.take().unwrap_or_else(|| self.recipients_refused_error());
+        let recipients = std::mem::take(&mut self.recipients);
+        self.known(i, None, recipients, Some(error));
+        out.extend_from_slice(b"RSET\r\n");
+        self.batch().expect.push_back(Expect::Rset);
+        self.advance(actions, &mut out, true);
+    }
+
+    /// Records message `i`'s outcome: delivered without `error`, else by the error's retry advice.
+    fn known(&mut self, i: usize, final_reply: Option<ServerReply>, recipients: Vec<RecipientResult>, error: Option<Error>) {
+        let delivery = match &error {
+            None => Delivery::Delivered,
+            Some(e) => match e.retry {
+                Retry::Later => Delivery::Transient,
+                Retry::Uncertain => Delivery::Uncertain,
+                Retry::FixFirst => Delivery::Permanent,
+            },
+        };
+        let forms = self.secret_forms();
+        let error = error.map(|mut e| {
+            e.redact(&forms);
+            e.quoted.clear();
+            e
+        });
+        let final_reply = final_reply.map(|r| self.scrubbed(r));
+        let recipients = recipients
+            .into_iter()
+            .map(|mut x| {
+                x.reply = self.scrubbed(x.reply);
+                x
+            })
+            .collect();
+        let b = self.batch();
+        let message_id = b.items[i].message_id.clone();
+        b.items[i].data = Vec::new();
+        b.known.insert(i, MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error });
+    }
+
+    /// Reports the known outcomes that are next in batch order.
+    fn report_known(&mut self, actions: &mut Vec<Action>) {
+        let b = self.batch();
+        while let Some(r) = b.known.remove(&b.reported) {
+            b.reported += 1;
+            actions.push(Action::MessageDone(r));
+        }
+    }
+
+    /// The batch cannot go on (connection lost, timeout, a reply that breaks the protocol):
+    /// the message whose final dot went out without a verdict is uncertain, every other
+    /// message without an outcome was not sent. Ends the session.
+    pub(super) fn stop_batch(&mut self, mut error: Error, actions: &mut Vec<Action>) {
+        error.redact(&self.secret_forms());
+        error.quoted.clear();
+        let committed = self.batch().committed.take();
+        let n = self.batch().items.len();
+        for i in 0..n {
+            let b = self.batch();
+            if i < b.reported || b.known.contains_key(&i) {
+                continue;
+            }
+            if Some(i) == committed {
+                let e = uncertain(error.clone());
+                let e = Error { message: format!("{} (Message-ID <{}>)", e.message, b.items[i].message_id), ..e };
+                let recipients = std::mem::take(&mut self.recipients);
+                self.known(i, None, recipients, Some(e));
+            } else {
+                let e = Error::new(
+                    error.kind,
+                    error.stage,
+                    format!("the message was not sent: the batch stopped before its data went out ({}); it is safe to send it again", error.message),
+                )
+                .with_retry(Retry::Later);
+                self.known(i, None, Vec::new(), Some(e));
+                if let Some(r) = self.batch().known.get_mut(&i) {
+                    r.delivery = Delivery::NotSent;
+                }
+            }
+        }
+        self.report_known(actions);
+        let b = self.batch();
+        let report = BatchReport { delivered: b.delivered, not_delivered: n as u32 - b.delivered, stopped: Some(error) };
+        self.state = State::Finished;
+        self.link.clear_deadline();
+        actions.push(Action::Close);
+        actions.push(Action::Finished(Outcome::SentBatch(report)));
+    }
+}

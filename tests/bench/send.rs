@@ -1,0 +1,293 @@
+//! `mailplug-bench send [MESSAGES] [KB] [RUNS]` (defaults 1000 10 5): a batch of messages over
+//! one SMTP connection, side by side in one run against the same sink (Postfix's `smtp-sink`
+//! on a free loopback port, plain TCP):
+//!
+//! - raw pipelined client: the floor. Greeting, EHLO, AUTH PLAIN, then per message MAIL, RCPT
+//!   and DATA in one write, the data after the 354 with the next message's MAIL/RCPT/DATA in
+//!   the same write (RFC 2920), QUIT. Builds nothing, checks only the reply codes.
+//! - mailplug batch send, messages composed beforehand (`open-batch` driven by the host's
+//!   driver): what the component and the host add to the raw client.
+//! - mailplug batch send (`ops::send_batch`): composing every message in the component, then
+//!   the same session.
+//! - Python's smtplib: `login`, then `sendmail` per message (no pipelining).
+
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mailplug_host::driver::{drive, now_ms, MessageSink};
+use mailplug_host::engine::{
+    BasicCredentials, ComposedMessage, Credentials, Delivery, FetchedMessage, GuestLimits, GuestSecurity, GuestServer,
+    MessageResult, Outcome, SubmissionServer,
+};
+use mailplug_host::ops::{self, NoJournal, Outgoing};
+use mailplug_host::store::NoSyncState;
+use mailplug_host::HostError;
+use mailplug_tests::{plugin, rig, tenant, ServerSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FROM: &str = "bench@example.test";
+const TO: &str = "sink@example.test";
+const PASSWORD: &str = "Sink-Pw-1!";
+
+/// Postfix's smtp-sink on a free loopback port, stopped on drop.
+struct Sink {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_sink() -> Sink {
+    for _ in 0..5 {
+        let port = StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let mut child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "256"])
+            .spawn()
+            .expect("smtp-sink runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Sink { child, port };
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("smtp-sink did not start");
+}
+
+/// A composed 10 KB-ish message (CRLF, no line starting with a dot).
+fn raw_message(i: usize, kb: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: <{FROM}>\r\nTo: <{TO}>\r\nSubject: bench {i}\r\nDate: Sun, 6 Dec 2026 23:00:00 +0000\r\n\
+         Message-ID: <send-bench-{i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    .into_bytes();
+    while m.len() < kb * 1024 {
+        m.extend_from_slice(b"The quick brown fox jumps over the lazy dog, again and again, line after line.\r\n");
+    }
+    m
+}
+
+fn body_text(kb: usize) -> String {
+    "The quick brown fox jumps over the lazy dog, again and again, line after line.\n".repeat(kb * 1024 / 80)
+}
+
+/// Reads replies until `want` final replies (lines with a space after the code) arrived;
+/// panics on anything but 2xx/3xx.
+async fn replies(s: &mut TcpStream, buf: &mut Vec<u8>, pending: &mut Vec<u8>, want: usize) {
+    let mut got = 0;
+    while got < want {
+        while let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = pending.drain(..i + 2).collect();
+            if line.len() >= 4 && line[3] != b'-' {
+                assert!(matches!(line[0], b'2' | b'3'), "raw client: {}", String::from_utf8_lossy(&line));
+                got += 1;
+                if got == want {
+                    break;
+                }
+            }
+        }
+        if got == want {
+            break;
+        }
+        let n = s.read(buf).await.expect("read");
+        assert!(n > 0, "sink closed");
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Standard base64 with padding (the AUTH PLAIN initial response).
+fn base64(input: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let v = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ABC[(v >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn raw_client(port: u16, data: &[Vec<u8>]) -> Duration {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let (mut buf, mut pending) = (vec![0u8; 64 * 1024], Vec::new());
+    replies(&mut s, &mut buf, &mut pending, 1).await;
+    s.write_all(b"EHLO bench\r\n").await.expect("write");
+    replies(&mut s, &mut buf, &mut pending, 1).await;
+    let ir = base64(format!("\0{FROM}\0{PASSWORD}").as_bytes());
+    s.write_all(format!("AUTH PLAIN {ir}\r\n").as_bytes()).await.expect("write");
+    replies(&mut s, &mut buf, &mut pending, 1).await;
+    let envelope = format!("MAIL FROM:<{FROM}>\r\nRCPT TO:<{TO}>\r\nDATA\r\n");
+    s.write_all(envelope.as_bytes()).await.expect("write");
+    for (i, d) in data.iter().enumerate() {
+        // MAIL, RCPT, DATA of this message (and the previous one's final reply).
+        replies(&mut s, &mut buf, &mut pending, if i == 0 { 3 } else { 4 }).await;
+        let mut out = Vec::with_capacity(d.len() + envelope.len());
+        out.extend_from_slice(d);
+        if i + 1 < data.len() {
+            out.extend_from_slice(envelope.as_bytes());
+        }
+        s.write_all(&out).await.expect("write");
+    }
+    replies(&mut s, &mut buf, &mut pending, 1).await;
+    s.write_all(b"QUIT\r\n").await.expect("write");
+    replies(&mut s, &mut buf, &mut pending, 1).await;
+    start.elapsed()
+}
+
+/// Counts the outcomes of a driven batch.
+#[derive(Default)]
+struct Count {
+    delivered: usize,
+    commits: usize,
+}
+
+impl MessageSink for Count {
+    fn deliver(&mut self, _: FetchedMessage) -> Result<(), HostError> {
+        Err(HostError::Plugin("no deliveries in a send".into()))
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn commit_point(&mut self, _index: u32) -> Result<(), HostError> {
+        self.commits += 1;
+        Ok(())
+    }
+    fn message_done(&mut self, r: MessageResult) -> Result<(), HostError> {
+        assert!(matches!(r.delivery, Delivery::Delivered), "{:?}", r.error);
+        self.delivered += 1;
+        Ok(())
+    }
+}
+
+/// The whole batch send, and the part of it before connecting (instantiate, open-batch).
+async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut instance = plugin().instantiate(256 << 20, 10_000).await.expect("instance");
+    let sub = SubmissionServer {
+        server: GuestServer { host: "127.0.0.1".into(), port, security: GuestSecurity::InsecurePlaintext },
+        credentials: Credentials::Basic(BasicCredentials { username: FROM.into(), password: PASSWORD.into() }),
+        helo_name: "bench".into(),
+        limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 30_000 },
+    };
+    let session = instance.open_batch(&sub, composed, now_ms()).await.expect("open batch");
+    let setup = start.elapsed();
+    let allowed = vec![("127.0.0.1".to_string(), port, GuestSecurity::InsecurePlaintext)];
+    let opts = mailplug_host::driver::DriveOptions {
+        allowed: &allowed,
+        tls: mailplug_host::net::tls_config(None).expect("tls"),
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        reply_timeout: Duration::from_secs(30),
+        max_session: Duration::from_secs(600),
+    };
+    let mut count = Count::default();
+    let outcome = drive(&mut instance, session, &opts, &mut count).await.expect("batch");
+    let elapsed = start.elapsed();
+    assert!(matches!(outcome, Outcome::SentBatch(ref r) if r.delivered as usize == composed.len()), "{outcome:?}");
+    assert_eq!((count.delivered, count.commits), (composed.len(), composed.len()));
+    (elapsed, setup)
+}
+
+async fn mailplug_send_batch(port: u16, n: usize, kb: usize) -> Duration {
+    let r = rig();
+    let inb = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, r.user("SUPPORT"), r.pass("SUPPORT"));
+    let mut smtp = ServerSpec::new("127.0.0.1", port, false, FROM, PASSWORD);
+    smtp.insecure_plaintext = true;
+    let mut cfg = tenant("imap", &inb, &smtp, true);
+    cfg.limits.guest_memory_mb = 256;
+    let text = body_text(kb);
+    let messages: Vec<Outgoing> = (0..n).map(|i| Outgoing { to: vec![TO.into()], subject: format!("bench {i}"), text_body: text.clone() }).collect();
+    let start = Instant::now();
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("send_batch");
+    let elapsed = start.elapsed();
+    assert!(outcomes.iter().all(|o| o.delivered()), "{:?}", outcomes.iter().find(|o| !o.delivered()));
+    elapsed
+}
+
+fn python_smtplib(port: u16, dir: &std::path::Path) -> Duration {
+    let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench").join("send_peer.py");
+    let out = Command::new("python3")
+        .arg(&peer)
+        .args(["127.0.0.1", &port.to_string(), FROM, PASSWORD, TO])
+        .arg(dir)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("peer time");
+    Duration::from_secs_f64(secs)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub async fn run(args: &[usize]) {
+    let (n, kb, runs) = (*args.first().unwrap_or(&1000), *args.get(1).unwrap_or(&10), *args.get(2).unwrap_or(&5));
+    let data: Vec<Vec<u8>> = (0..n).map(|i| [raw_message(i, kb), b".\r\n".to_vec()].concat()).collect();
+    let composed: Vec<ComposedMessage> = (0..n)
+        .map(|i| ComposedMessage {
+            message_id: format!("send-bench-{i}@example.test"),
+            envelope_from: FROM.into(),
+            envelope_to: vec![TO.into()],
+            raw: raw_message(i, kb),
+        })
+        .collect();
+    // The same bytes for the Python peer, one file per message.
+    let dir = std::env::temp_dir().join(format!("mailplug-send-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (i, m) in composed.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i:06}.eml")), &m.raw).expect("eml");
+    }
+    let bytes: usize = composed.iter().map(|m| m.raw.len()).sum();
+    let _ = plugin(); // compile the component before timing
+    let sink = smtp_sink();
+    let (mut raw, mut pre, mut full, mut py, mut setup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        raw.push(raw_client(sink.port, &data).await);
+        let (t, s) = mailplug_precomposed(sink.port, &composed).await;
+        pre.push(t);
+        setup.push(s);
+        full.push(mailplug_send_batch(sink.port, n, kb).await);
+        py.push(python_smtplib(sink.port, &dir));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = [
+        ("raw pipelined client (RFC 2920: waits for each 354, next envelope with the data)", median(raw)),
+        ("mailplug batch send, composed beforehand (open-batch + driver)", median(pre)),
+        ("mailplug batch send with composing (ops::send_batch)", median(full)),
+        ("Python smtplib (login, sendmail per message)", median(py)),
+    ];
+    println!("{n} messages x {kb} KB = {:.1} MB over one plain TCP connection to smtp-sink on loopback; median of {runs} runs\n", bytes as f64 / 1e6);
+    println!("| what | time (ms) | messages/s | ratio to raw |");
+    println!("|---|---:|---:|---:|");
+    let floor = rows[0].1.as_secs_f64();
+    let setup = median(setup);
+    for (name, t) in rows {
+        let t = t.as_secs_f64();
+        println!("| {name} | {:.0} | {:.0} | {:.2} |", t * 1e3, n as f64 / t, t / floor);
+    }
+    println!("\nof which mailplug (composed beforehand) spent {:.0} ms before connecting (instantiate, hand the batch to open-batch)", setup.as_secs_f64() * 1e3);
+}

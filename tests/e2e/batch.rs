@@ -1,0 +1,320 @@
+//! Batch submissions (`outbound.open-batch`, issue 12 item 3) through the real .wasm: many
+//! messages over one SMTP session against Postfix (each arrives once), against smtp2 with
+//! refused recipients (busy and nouser) and a 4xx in the middle, an oversize message against
+//! smtp2's port without a SIZE number (552 after DATA, issue 11 item 6 end to end), and a
+//! connection cut right after the final dot of message k (uncertain, nothing after it sent,
+//! the ones before delivered once); through the host library and `mailplug send --batch`.
+//! Rig mailbox: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mailplug_host::engine::Delivery;
+use mailplug_host::error::{Kind, RefusalCause, Retry};
+use mailplug_host::ops::{self, BatchJournal, MessageOutcome, NoJournal, Outgoing};
+use mailplug_host::store::NoSyncState;
+use mailplug_host::{HostError, TenantConfig};
+use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, smtp2_spec, smtp2_wait_spooled, tenant, test_box, wasm_path, ServerSpec};
+
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{what} {nanos}")
+}
+
+fn message(to: &[&str], what: &str) -> Outgoing {
+    Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique(what), text_body: format!("{what}\n") }
+}
+
+fn inbound() -> ServerSpec {
+    let (user, pw) = test_box(17);
+    ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &user, &pw)
+}
+
+/// Box17 sends through Postfix's submission port (STARTTLS).
+fn postfix_tenant() -> TenantConfig {
+    let (user, pw) = test_box(17);
+    let smtp = ServerSpec::new("localhost", rig().port("RIG_SUBMISSION_PORT"), false, &user, &pw);
+    tenant("imap", &inbound(), &smtp, true)
+}
+
+/// Box17 sends through smtp2 on `port` (STARTTLS).
+fn smtp2_tenant(port: Option<u16>) -> TenantConfig {
+    let (user, pw) = test_box(17);
+    let mut smtp = smtp2_spec(false, &user, &pw);
+    if let Some(p) = port {
+        smtp.port = p;
+    }
+    tenant("imap", &inbound(), &smtp, true)
+}
+
+/// How many times each Message-ID is in box17's INBOX, waiting (at most 30 s) until every
+/// one of `expected` is there.
+async fn wait_in_box17(expected: &[&str]) -> Vec<usize> {
+    let (user, _) = test_box(17);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listing = rig().listing(&user, "INBOX");
+        let counts: Vec<usize> = expected.iter().map(|m| listing.iter().filter(|(_, _, id)| id == m).count()).collect();
+        if counts.iter().all(|&c| c > 0) || std::time::Instant::now() >= deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn in_box17(message_id: &str) -> usize {
+    let (user, _) = test_box(17);
+    rig().listing(&user, "INBOX").iter().filter(|(_, _, id)| id == message_id).count()
+}
+
+/// How many records smtp2 spooled for this Message-ID.
+fn spooled_count(message_id: &str) -> usize {
+    let dir = rig().get("RIG_SMTP2_SPOOL");
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("smtp2 spool {dir}: {e}"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|v| v["message_id"].as_str().map(|m| m.trim_matches(['<', '>'])) == Some(message_id))
+        .count()
+}
+
+fn mid(o: &MessageOutcome) -> &str {
+    o.message_id.as_deref().expect("composed")
+}
+
+fn deliveries(outcomes: &[MessageOutcome]) -> Vec<Delivery> {
+    outcomes.iter().map(|o| o.delivery).collect()
+}
+
+/// Records what a durable outbox would: commit points and outcomes, in order.
+#[derive(Default)]
+struct Journal {
+    events: Vec<String>,
+}
+
+impl BatchJournal for Journal {
+    fn commit_point(&mut self, index: usize, _message_id: &str) -> Result<(), HostError> {
+        self.events.push(format!("commit {index}"));
+        Ok(())
+    }
+    fn message_done(&mut self, o: &MessageOutcome) {
+        self.events.push(format!("done {} {}", o.index, ops::delivery_name(o.delivery)));
+    }
+}
+
+#[tokio::test]
+async fn a_batch_through_postfix_arrives_once_each() {
+    let cfg = postfix_tenant();
+    let (me, _) = test_box(17);
+    let messages: Vec<Outgoing> = (0..5).map(|i| message(&[&me], &format!("postfix batch {i}"))).collect();
+    let mut journal = Journal::default();
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut journal).await.expect("batch");
+    assert_eq!(deliveries(&outcomes), [Delivery::Delivered; 5]);
+    // Each commit point before its outcome, outcomes in order, as soon as known.
+    let want: Vec<String> = (0..5).flat_map(|i| [format!("commit {i}"), format!("done {i} delivered")]).collect();
+    assert_eq!(journal.events, want);
+    for o in &outcomes {
+        let r = o.final_reply.as_ref().expect("final reply");
+        assert!(r.code.starts_with('2'), "{r:?}");
+        assert!(o.recipients.iter().all(|x| x.accepted) && o.error.is_none());
+    }
+    let ids: Vec<&str> = outcomes.iter().map(mid).collect();
+    assert_eq!(wait_in_box17(&ids).await, [1; 5], "each message arrives exactly once");
+}
+
+#[tokio::test]
+async fn refused_recipients_in_the_middle_of_a_batch_do_not_stop_it() {
+    let cfg = smtp2_tenant(None);
+    let r = rig();
+    let (busy, nouser) = (r.get("RIG_SMTP2_BUSY_RCPT"), r.get("RIG_SMTP2_NOUSER_RCPT"));
+    let ok = "someone@smtp2.test";
+    let messages = vec![
+        message(&[ok], "batch first"),
+        message(&[busy], "batch busy only"),
+        message(&[busy, nouser, ok], "batch mixed"),
+        message(&[nouser], "batch nouser only"),
+        message(&[ok], "batch last"),
+    ];
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("batch");
+    assert_eq!(
+        deliveries(&outcomes),
+        [Delivery::Delivered, Delivery::Transient, Delivery::Delivered, Delivery::Permanent, Delivery::Delivered]
+    );
+    // The 4xx in the middle: a refusal with the recipient's answer, retry later.
+    let e = outcomes[1].error.as_ref().expect("error");
+    let HostError::Guest(g) = e else { panic!("{e}") };
+    assert_eq!((g.kind, e.retry()), (Kind::Refused, Retry::Later), "{e}");
+    assert!(matches!(g.refused.as_ref().map(|r| &r.cause), Some(RefusalCause::Recipients)));
+    assert_eq!(g.message_id.as_deref(), Some(mid(&outcomes[1])));
+    assert_eq!(outcomes[1].recipients.iter().map(|x| x.reply.code.as_str()).collect::<Vec<_>>(), ["451"]);
+    // The permanent one.
+    assert_eq!(outcomes[3].error.as_ref().expect("error").retry(), Retry::FixFirst);
+    assert_eq!(outcomes[3].recipients.iter().map(|x| x.reply.code.as_str()).collect::<Vec<_>>(), ["550"]);
+    // Mixed: delivered to the accepted one, the refused ones listed with their own advice.
+    let codes: Vec<(&str, bool)> = outcomes[2].recipients.iter().map(|x| (x.reply.code.as_str(), x.accepted)).collect();
+    assert_eq!(codes, [("451", false), ("550", false), ("250", true)]);
+    for i in [0, 2, 4] {
+        let v = smtp2_wait_spooled(mid(&outcomes[i])).await;
+        assert_eq!(v["rcpt_to"], serde_json::json!([ok]), "message {i}");
+        assert_eq!(spooled_count(mid(&outcomes[i])), 1, "message {i} spooled once");
+    }
+    for i in [1, 3] {
+        assert_eq!(spooled_count(mid(&outcomes[i])), 0, "message {i} must not reach the spool");
+    }
+}
+
+#[tokio::test]
+async fn an_oversize_message_refused_after_its_data_is_permanent_and_the_batch_goes_on() {
+    let r = rig();
+    let cfg = smtp2_tenant(Some(r.port("RIG_SMTP2_NOSIZE_PORT")));
+    let limit: u64 = r.get("RIG_SMTP2_SIZE_LIMIT").parse().expect("limit");
+    let ok = "someone@smtp2.test";
+    let mut big = message(&[ok], "batch oversize");
+    big.text_body = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n".repeat((limit / 64 + 1024) as usize);
+    let messages = vec![message(&[ok], "before oversize"), big, message(&[ok], "after oversize")];
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("batch");
+    assert_eq!(deliveries(&outcomes), [Delivery::Delivered, Delivery::Permanent, Delivery::Delivered]);
+    let e = outcomes[1].error.as_ref().expect("error");
+    let HostError::Guest(g) = e else { panic!("{e}") };
+    assert_eq!(g.kind, Kind::Refused, "{e}");
+    assert!(matches!(g.refused.as_ref().map(|r| &r.cause), Some(RefusalCause::MessageTooBig(_))), "{e}");
+    assert_eq!(outcomes[1].final_reply.as_ref().map(|r| r.code.as_str()), Some("552"));
+    let line = e.to_string();
+    assert!(line.contains("set by the provider") && !line.contains("Raise the limit"), "{line}");
+    for i in [0, 2] {
+        smtp2_wait_spooled(mid(&outcomes[i])).await;
+    }
+    assert_eq!(spooled_count(mid(&outcomes[1])), 0);
+}
+
+#[tokio::test]
+async fn a_connection_cut_after_a_final_dot_leaves_that_message_uncertain_and_sends_nothing_after_it() {
+    let r = rig();
+    let (me, pw) = test_box(17);
+    // Cut right after the final dot of message 3 (index 2) of 5.
+    let k = 3;
+    let proxy = dot_cut_proxy((r.get("RIG_SMTP_NOTLS_HOST").to_string(), r.port("RIG_SMTP_NOTLS_PORT")), k).await;
+    let mut smtp = ServerSpec::new("127.0.0.1", proxy.port, false, &me, &pw);
+    smtp.insecure_plaintext = true;
+    let cfg = tenant("imap", &inbound(), &smtp, true);
+    let messages: Vec<Outgoing> = (0..5).map(|i| message(&[&me], &format!("cut batch {i}"))).collect();
+    let mut journal = Journal::default();
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut journal).await.expect("batch");
+    assert_eq!(
+        deliveries(&outcomes),
+        [Delivery::Delivered, Delivery::Delivered, Delivery::Uncertain, Delivery::NotSent, Delivery::NotSent]
+    );
+    // A crash at any point leaves at most the committed message without an outcome.
+    assert_eq!(
+        journal.events,
+        ["commit 0", "done 0 delivered", "commit 1", "done 1 delivered", "commit 2", "done 2 uncertain", "done 3 not-sent", "done 4 not-sent"]
+    );
+    let e = outcomes[2].error.as_ref().expect("error");
+    assert_eq!(e.retry(), Retry::Uncertain, "{e}");
+    assert!(e.to_string().contains(mid(&outcomes[2])), "the Message-ID is named: {e}");
+    for o in &outcomes[3..] {
+        let e = o.error.as_ref().expect("error");
+        assert_eq!(e.retry(), Retry::Later, "{e}");
+        assert!(e.to_string().contains("not sent"), "{e}");
+    }
+    // The server got exactly k final dots: no data of any later message went out.
+    let forwarded = proxy.forwarded.lock().expect("lock").clone();
+    assert!(nth_end_of_data(&forwarded, k).is_some() && nth_end_of_data(&forwarded, k + 1).is_none());
+    let withheld = proxy.withheld.lock().expect("lock").clone();
+    assert!(nth_end_of_data(&[b"\r\n".as_slice(), &withheld].concat(), 1).is_none(), "no later data: {:?}", String::from_utf8_lossy(&withheld));
+    // The ones before arrived exactly once.
+    let before: Vec<&str> = outcomes[..2].iter().map(mid).collect();
+    assert_eq!(wait_in_box17(&before).await, [1, 1]);
+    assert!(in_box17(mid(&outcomes[2])) <= 1, "the uncertain one at most once");
+    for o in &outcomes[3..] {
+        assert_eq!(in_box17(mid(o)), 0, "nothing after the uncertain message");
+    }
+}
+
+// ---- through the CLI ----
+
+fn bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailplug-batch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+/// A tenant config for the CLI whose queue "out" sends through smtp2 (STARTTLS) as box17.
+fn cli_config(dir: &Path) -> PathBuf {
+    let r = rig();
+    let (user, pw) = test_box(17);
+    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
+    let smtp = smtp2_spec(false, &user, &pw);
+    let text = format!(
+        "tenant = \"batch\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\n[[mailbox]]\nname = \"box\"\naddress = \"{user}\"\n\
+         protocol = \"imap\"\nhost = \"localhost\"\nport = {imaps}\ntls = true\nusername = \"{user}\"\npassword_file = \"box.pw\"\n\n\
+         [[queue]]\nname = \"out\"\nmailboxes = [\"box\"]\n[queue.smtp]\nhost = \"{host}\"\nport = {port}\ntls = false\nusername = \"{user}\"\npassword_file = \"box.pw\"\n",
+        ca = r.get("RIG_CA"),
+        db = dir.join("mailplug.sqlite3").display(),
+        imaps = r.port("RIG_IMAPS_PORT"),
+        host = smtp.host,
+        port = smtp.port,
+    );
+    let path = dir.join("tenant.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+#[test]
+fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
+    let dir = temp_dir("cli");
+    let cfg = cli_config(&dir);
+    let drafts = dir.join("drafts");
+    std::fs::create_dir_all(&drafts).expect("drafts");
+    let nouser = rig().get("RIG_SMTP2_NOUSER_RCPT");
+    std::fs::write(drafts.join("01.toml"), format!("to = \"someone@smtp2.test\"\nsubject = \"{}\"\nbody = \"one\\n\"\n", unique("cli batch 1"))).expect("draft");
+    std::fs::write(drafts.join("02.json"), serde_json::json!({"to": [nouser], "subject": unique("cli batch 2"), "body": "two"}).to_string()).expect("draft");
+    std::fs::write(drafts.join("notes.txt"), "not a draft").expect("note");
+    let lines = dir.join("more.jsonl");
+    std::fs::write(&lines, format!("{}\n\n", serde_json::json!({"to": "someone@smtp2.test", "subject": unique("cli batch 3"), "body": "three"}))).expect("lines");
+    let run = |json: bool| {
+        let mut args = vec!["send", "--config", cfg.to_str().expect("utf8"), "--queue", "out", "--batch", drafts.to_str().expect("utf8"), "--batch-file", lines.to_str().expect("utf8")];
+        if json {
+            args.push("--json");
+        }
+        Command::new(bin()).args(&args).env("MAILPLUG_WASM", wasm_path()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+    };
+    let out = run(true);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "one message was not delivered: {stdout} {stderr}");
+    let objects: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(objects.len(), 3, "one object per message: {stdout}");
+    let shown: Vec<(u64, &str, bool)> = objects.iter().map(|v| (v["index"].as_u64().unwrap(), v["delivery"].as_str().unwrap(), v["sent"].as_bool().unwrap())).collect();
+    assert_eq!(shown, [(0, "delivered", true), (1, "permanent", false), (2, "delivered", true)]);
+    assert!(objects[0]["source"].as_str().unwrap().ends_with("01.toml"));
+    assert!(objects[2]["source"].as_str().unwrap().ends_with("more.jsonl:1"));
+    assert_eq!(objects[1]["retry"], "fix-first");
+    assert_eq!(objects[1]["error"]["kind"], "refused");
+    assert_eq!(objects[1]["recipients"][0]["code"], "550");
+    assert!(objects[1]["explanation"]["action"]["de"].is_string(), "{}", objects[1]);
+    assert!(stderr.contains("skipping") && stderr.contains("notes.txt"), "{stderr}");
+    for v in [&objects[0], &objects[2]] {
+        assert_eq!(spooled_count(v["message_id"].as_str().unwrap()), 1, "{v}");
+    }
+    // Text: one line per message.
+    let out = run(false);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1));
+    let kinds: Vec<&str> = stdout.lines().map(|l| l.split(' ').nth(1).unwrap_or("")).collect();
+    assert_eq!(kinds, ["delivered", "permanent", "delivered"], "{stdout}");
+    // A bad draft is a usage error: nothing is sent.
+    std::fs::write(drafts.join("03.json"), "{\"to\": 5}").expect("bad");
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
