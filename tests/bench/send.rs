@@ -199,6 +199,7 @@ async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Durat
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(30),
         reply_timeout: Duration::from_secs(30),
+        greeting_timeout: Duration::from_secs(10),
         max_session: Duration::from_secs(600),
     };
     let mut count = Count::default();
