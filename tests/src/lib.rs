@@ -319,3 +319,6 @@ pub async fn switch_proxy(upstream: (String, u16)) -> SwitchProxy {
 
 // ---- helper F (fault sweep): the sweep's proxy, mailboxes, cases and checks (tests/src/sweep/).
 pub mod sweep;
+
+// ---- helper E (ingest, issue 12 item 4): the generated benchmark corpus (tests/src/corpus.rs).
+pub mod corpus;
