@@ -1,13 +1,16 @@
-//! mailplug-parse-bench: the guest's parse path, built natively, over the generated corpus
-//! (tests/src/corpus.rs). Meant to run under callgrind, which counts instructions rather than
-//! time, so figures compare across runs on a loaded machine:
+//! The guest's parse path, built natively (release profile), over the generated corpus of the
+//! ingest benchmark (tests/src/corpus.rs). Meant to run under callgrind, which counts
+//! instructions rather than time, so figures compare across runs on a loaded machine:
 //!
-//!   valgrind --tool=callgrind --toggle-collect='mailplug_plugin::parse::parse_message*' \
-//!     target/bench-fast/mailplug-parse-bench 1000
+//!   cargo build --release -p mailplug-plugin --example parse_bench
+//!   valgrind --tool=callgrind --toggle-collect='*parse_message*' \
+//!     $CARGO_TARGET_DIR/release/examples/parse_bench 1000
 //!
-//! Usage: mailplug-parse-bench [MESSAGES] [SEED]   (defaults 1000 7)
+//! Usage: parse_bench [MESSAGES] [SEED]   (defaults 1000 7)
 
-use mailplug_tests::corpus;
+#[path = "../../tests/src/corpus.rs"]
+#[allow(dead_code)]
+mod corpus;
 
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
