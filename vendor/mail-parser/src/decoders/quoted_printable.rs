@@ -106,17 +106,12 @@ impl<'x> MessageStream<'x> {
 
         loop {
             // mailplug: runs of literal bytes are copied at once (src/parsers/fast.rs).
-            if state == QuotedPrintableState::None {
-                let run = self.qp_literal_run();
-                if run > 1 {
-                    let bytes = self.bytes(self.offset()..self.offset() + run);
-                    buf.extend_from_slice(bytes);
-                    let trailing = bytes.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
-                    ws_count = if trailing == run { ws_count + run } else { trailing };
-                    before_last_ch = bytes[run - 2];
-                    last_ch = bytes[run - 1];
-                    self.skip_bytes(run);
-                }
+            if state == QuotedPrintableState::None
+                && let Some((ws, before_last, last)) = self.qp_run(&mut buf, ws_count, (before_last_ch, last_ch))
+            {
+                ws_count = ws;
+                before_last_ch = before_last;
+                last_ch = last;
             }
             let Some(&ch) = self.next() else { break };
             match ch {

@@ -9,6 +9,7 @@
  */
 
 use super::MessageStream;
+use crate::decoders::quoted_printable::HEX_MAP;
 
 impl<'x> MessageStream<'x> {
     /// The bytes not read yet.
@@ -38,13 +39,49 @@ impl<'x> MessageStream<'x> {
         Some((before_lf, start + text.len()))
     }
 
-    /// How many bytes from here quoted-printable decoding copies unchanged: up to the next
-    /// `=`, CR, LF or `-` (which may start a boundary).
+    /// Quoted-printable outside an escape: copies literal bytes and decodes `=XX` escapes up to
+    /// the next CR, LF, `-` (which may start a boundary), or `=` that is not followed by two hex
+    /// digits. Given the loop's last two bytes, returns the updated trailing-whitespace count and
+    /// last two bytes (as the byte loop would have tracked them), or None when nothing was consumed.
     #[inline(always)]
-    pub(crate) fn qp_literal_run(&self) -> usize {
+    pub(crate) fn qp_run(&mut self, buf: &mut Vec<u8>, mut ws_count: usize, last_two: (u8, u8)) -> Option<(usize, u8, u8)> {
         let rest = self.rest();
-        let end = memchr::memchr3(b'=', b'\r', b'\n', rest).unwrap_or(rest.len());
-        memchr::memchr(b'-', &rest[..end]).unwrap_or(end)
+        let mut i = 0;
+        let (mut before_last, mut last) = last_two;
+        loop {
+            let start = i;
+            while let Some(&b) = rest.get(i) {
+                if QP_STOP[b as usize] {
+                    break;
+                }
+                i += 1;
+            }
+            if i > start {
+                let bytes = &rest[start..i];
+                buf.extend_from_slice(bytes);
+                let trailing = bytes.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
+                ws_count = if trailing == bytes.len() { ws_count + trailing } else { trailing };
+                (before_last, last) = if bytes.len() > 1 { (bytes[bytes.len() - 2], bytes[bytes.len() - 1]) } else { (last, bytes[0]) };
+            }
+            match rest.get(i..i + 3) {
+                Some(&[b'=', h1, h2]) => {
+                    let (h1v, h2v) = (HEX_MAP[h1 as usize], HEX_MAP[h2 as usize]);
+                    if h1v < 0 || h2v < 0 {
+                        break;
+                    }
+                    buf.push(((h1v as u8) << 4) | h2v as u8);
+                    ws_count = 0;
+                    (before_last, last) = (h1, h2);
+                    i += 3;
+                }
+                _ => break,
+            }
+        }
+        if i == 0 {
+            return None;
+        }
+        self.skip_bytes(i);
+        Some((ws_count, before_last, last))
     }
 
     /// How many bytes from here a raw part scan can skip: up to the next LF or `-`.
@@ -54,3 +91,13 @@ impl<'x> MessageStream<'x> {
         memchr::memchr2(b'\n', b'-', rest).unwrap_or(rest.len())
     }
 }
+
+/// Bytes that end a quoted-printable literal run.
+static QP_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'=' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'-' as usize] = true;
+    t
+};
