@@ -2,9 +2,11 @@
 # The benchmark: mailplug's ingest (fetch, parse, store) against the raw transfer of the same
 # bytes and against Python's imaplib/poplib peers, in one run on the local real servers.
 # Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
+#        bash tests/bench.sh corpus [MESSAGES] [RUNS]   (the generated corpus, also the CLI and the native peer)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 step "building the benchmark (optimised)"
 cargo build --quiet --profile bench-fast -p mailplug-tests --bin mailplug-bench
-"$CARGO_TARGET_DIR/bench-fast/mailplug-bench" "$@"
+cargo build --quiet --profile bench-fast -p mailplug-host --bin mailplug
+MAILPLUG_BIN="$CARGO_TARGET_DIR/bench-fast/mailplug" "$CARGO_TARGET_DIR/bench-fast/mailplug-bench" "$@"

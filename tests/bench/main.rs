@@ -3,6 +3,9 @@
 //! measured in the same run against the rig's real Dovecot over TLS.
 //!
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
+//!        mailplug-bench corpus [MESSAGES] [RUNS]              (defaults 5000 3; see ingest.rs)
+
+mod ingest;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,7 +38,7 @@ fn message(i: usize, kb: usize) -> Vec<u8> {
     m
 }
 
-async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub(crate) async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
     let config = mailplug_host::net::tls_config(Some(std::path::Path::new(ca))).expect("tls config");
     let tcp = TcpStream::connect((host, port)).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
@@ -46,7 +49,7 @@ async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream
 }
 
 /// The raw transfer: one pipelined write of every command, then read to the end of stream.
-async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Duration, usize) {
+pub(crate) async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Duration, usize) {
     let start = Instant::now();
     let mut s = tls(host, port, ca).await;
     let mut buf = vec![0u8; 256 * 1024];
@@ -63,12 +66,12 @@ async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Dura
     (start.elapsed(), total)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn db_file(name: &str) -> PathBuf {
+pub(crate) fn db_file(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-bench-{name}.sqlite3"));
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
@@ -76,7 +79,7 @@ fn db_file(name: &str) -> PathBuf {
     p
 }
 
-fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantConfig {
+pub(crate) fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantConfig {
     let r = rig();
     let inb = ServerSpec::new("localhost", port, true, user, pass);
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
@@ -95,6 +98,9 @@ struct Row {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    if std::env::args().nth(1).as_deref() == Some("corpus") {
+        return ingest::run(&args).await;
+    }
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));
     let r = rig();
     let (user, pass) = test_box(15);
