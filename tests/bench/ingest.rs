@@ -10,7 +10,7 @@
 //! - the native Rust peer: the `imap` crate + the published mail-parser, no storage;
 //! - the Python peer (bench/peer.py): imaplib + email + sqlite3.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
