@@ -6,11 +6,10 @@
 //! - mailplug in-process (`ops::fetch`, the component compiled once): with the SQLite store,
 //!   and with an in-memory sink;
 //! - the `mailplug fetch` CLI with its SQLite store (a process per run: it compiles the
-//!   component first), and its peak RSS; the peak RSS on an empty mailbox for comparison;
+//!   component first), and its peak RSS (GNU time); the peak RSS on an empty mailbox too;
 //! - the native Rust peer: the `imap` crate + the published mail-parser, no storage;
 //! - the Python peer (bench/peer.py): imaplib + email + sqlite3.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,28 +89,29 @@ fn cli_config(dir: &Path, user: &str, pass: &str, n: usize) -> PathBuf {
 }
 
 /// Runs `mailplug fetch` to completion: wall time and peak RSS (KiB) of that process alone.
+/// GNU time reports it: a child spawned straight from this process would inherit this
+/// process's own high-water mark (Linux carries it over exec), and the bench holds a whole
+/// mailbox in memory.
 fn cli_fetch(bin: &Path, cfg: &Path) -> (Duration, i64) {
     let start = Instant::now();
-    let child = std::process::Command::new(bin)
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "mailplug-maxrss-kib %M"])
+        .arg(bin)
         .args(["fetch", "--config"])
         .arg(cfg)
         .env("MAILPLUG_WASM", wasm_path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("mailplug fetch");
-    let pid = child.id() as libc::pid_t;
-    let mut stderr = child.stderr.expect("stderr");
-    let mut err = String::new();
-    let _ = stderr.read_to_string(&mut err);
-    let mut status = 0;
-    // SAFETY: plain FFI calls on a child we spawned and have not waited for; `usage` is written
-    // by the kernel before wait4 returns.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        .output()
+        .expect("/usr/bin/time mailplug fetch (GNU time must be installed)");
     let elapsed = start.elapsed();
-    assert!(waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "mailplug fetch failed: {err}");
-    (elapsed, usage.ru_maxrss)
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mailplug fetch failed: {err}");
+    let kib = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("mailplug-maxrss-kib "))
+        .last()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from GNU time: {err}"));
+    (elapsed, kib)
 }
 
 /// The native peer: the `imap` crate over rustls, mail-parser on every message, nothing stored.
