@@ -2,9 +2,13 @@
 //! ingest benchmark (tests/src/corpus.rs). Meant to run under callgrind, which counts
 //! instructions rather than time, so figures compare across runs on a loaded machine:
 //!
-//!   cargo build --release -p mailplug-plugin --example parse_bench
-//!   valgrind --tool=callgrind --toggle-collect='*parse_message*' \
-//!     $CARGO_TARGET_DIR/release/examples/parse_bench 1000
+//!   CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+//!     cargo build --release -p mailplug-plugin --example parse_bench
+//!   valgrind --tool=callgrind $CARGO_TARGET_DIR/release/examples/parse_bench 500
+//!   callgrind_annotate --inclusive=yes callgrind.out.* | grep parse_structured
+//!
+//! (The release profile's LTO inlines `parse_message` into `main`; its callee
+//! `parse_structured` carries the inclusive count. Generating the corpus is counted apart.)
 //!
 //! Usage: parse_bench [MESSAGES] [SEED]   (defaults 1000 7)
 
