@@ -5,11 +5,13 @@
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
 //!        mailplug-bench send [MESSAGES] [KB] [RUNS]            (batch send, see send.rs)
 //!        mailplug-bench runtime [CLI_RUNS] [INSTANTIATIONS]  (defaults 50 2000; no servers needed)
+//!        mailplug-bench corpus [MESSAGES] [RUNS]              (defaults 5000 3; see ingest.rs)
 //!
-//! Except in `send` mode the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
+//! Except in `send` and `corpus` modes the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
 //! pool, idle instance memory) are measured first, in the same run.
 
 mod runtime;
+mod ingest;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ fn message(i: usize, kb: usize) -> Vec<u8> {
     m
 }
 
-async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub(crate) async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
     let config = mailplug_host::net::tls_config(Some(std::path::Path::new(ca))).expect("tls config");
     let tcp = TcpStream::connect((host, port)).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
@@ -53,7 +55,7 @@ async fn tls(host: &str, port: u16, ca: &str) -> tokio_rustls::client::TlsStream
 }
 
 /// The raw transfer: one pipelined write of every command, then read to the end of stream.
-async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Duration, usize) {
+pub(crate) async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Duration, usize) {
     let start = Instant::now();
     let mut s = tls(host, port, ca).await;
     let mut buf = vec![0u8; 256 * 1024];
@@ -70,12 +72,12 @@ async fn raw_session(host: &str, port: u16, ca: &str, commands: String) -> (Dura
     (start.elapsed(), total)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn db_file(name: &str) -> PathBuf {
+pub(crate) fn db_file(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-bench-{name}.sqlite3"));
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
@@ -83,7 +85,7 @@ fn db_file(name: &str) -> PathBuf {
     p
 }
 
-fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantConfig {
+pub(crate) fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -> TenantConfig {
     let r = rig();
     let inb = ServerSpec::new("localhost", port, true, user, pass);
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
@@ -111,6 +113,9 @@ async fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("send") {
         return send::run(&args).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("corpus") {
+        return ingest::run(&args).await;
     }
     let runtime_tables = runtime::run(&mailplug_tests::wasm_path(), 30, 2000).await;
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));

@@ -451,3 +451,6 @@ pub async fn dot_cut_proxy(upstream: (String, u16), k: usize) -> DotCutProxy {
     });
     DotCutProxy { port, forwarded, withheld, accept }
 }
+
+// ---- helper E (ingest, issue 12 item 4): the generated benchmark corpus (tests/src/corpus.rs).
+pub mod corpus;
