@@ -9,6 +9,11 @@
 #        bash tests/bench.sh corpus [MESSAGES] [RUNS]   (the generated corpus, also the CLI and the native peer)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# The corpus mode reads the CLI's peak memory from GNU time.
+if [ ! -x /usr/bin/time ]; then
+  step "installing GNU time (Debian package time) for the CLI's peak memory"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null
+fi
 cd "$ROOT"
 step "building the benchmark (optimised)"
 cargo build --quiet --profile bench-fast -p mailplug-tests --bin mailplug-bench
