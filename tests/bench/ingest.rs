@@ -207,7 +207,7 @@ pub async fn run(args: &[usize]) {
         "raw transfer (pipelined commands, read to end)",
         "mailplug in-process: fetch + parse + SQLite store",
         "mailplug in-process: fetch + parse, no store",
-        "`mailplug fetch` CLI: compile + fetch + parse + SQLite store",
+        "`mailplug fetch` CLI (compile cache warm): fetch + parse + SQLite store",
         "native Rust peer: imap crate + mail-parser, no store",
         "Python peer: imaplib + email + sqlite3",
     ];
