@@ -329,8 +329,6 @@ mod calls;
 // Calls of the `discover` interface (a child module: it needs the store and bindings).
 #[path = "discover.rs"]
 mod discover_calls;
-// Batch submissions (`outbound.open-batch`).
-mod batch;
 // Parsing delivered messages in an instance of their own, with their own budget.
 #[path = "parse.rs"]
 mod parse_calls;
