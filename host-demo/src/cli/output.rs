@@ -14,10 +14,15 @@ pub fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
 /// Prints the cause and the admin's action for an error about a server, in English and German,
 /// after the error's detail when it has one beyond the headline (see `HostError::detail`).
 pub async fn explain_error(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) {
+    print_detail(e);
+    print_explanation(explanation(plugin, cfg, e).await.as_ref());
+}
+
+/// The error's detail beyond its headline, when it has one (see `HostError::detail`).
+pub fn print_detail(e: &HostError) {
     if let Some(d) = e.detail() {
         eprintln!("mailplug:   detail:   {}", d.replace('\n', " "));
     }
-    print_explanation(explanation(plugin, cfg, e).await.as_ref());
 }
 
 /// The cause and the admin's action for an error about a server (None for other errors).

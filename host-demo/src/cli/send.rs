@@ -10,7 +10,7 @@ use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::{HostError, Plugin, TenantConfig};
 use serde_json::{json, Value};
 
-use super::output::{explanation, fail, print_explanation};
+use super::output::{explanation, fail, print_detail, print_explanation};
 
 /// What `mailplug send` was asked to send.
 pub struct SendArgs {
@@ -119,9 +119,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
 /// retry advice on stderr, and with `--json` the failure as a JSON object on stdout; exit 1.
 async fn failed(plugin: &Plugin, cfg: &TenantConfig, e: HostError, json: bool) -> ExitCode {
     let code = fail(&e, 1);
-    if let Some(detail) = e.detail() {
-        eprintln!("mailplug:   detail:   {}", detail.replace('\n', " "));
-    }
+    print_detail(&e);
     let d = explanation(plugin, cfg, &e).await;
     print_explanation(d.as_ref());
     eprintln!("mailplug:   retry:    {}", retry_line(e.retry()));
