@@ -2,21 +2,18 @@
 //! TLS, time, storage and secrets. It holds no protocol knowledge: the guest decides every
 //! byte; the host moves them.
 
-pub mod check;
-pub mod config;
-pub mod db;
-pub mod discovery;
-pub mod driver;
 pub mod error;
-pub mod http;
-pub mod net;
-pub mod oauth;
 pub mod ops;
-pub mod private_files;
 pub mod runtime;
-pub mod secret;
 pub mod store;
-pub mod tokens;
+pub mod tenant;
+
+// The former flat module paths, so `mailplug_host::config::...` and friends keep working.
+pub use ops::{check, discovery};
+pub use runtime::{driver, http, net};
+pub use store::private_files;
+pub use store::sqlite as db;
+pub use tenant::{config, oauth, secret, tokens};
 
 pub use config::TenantConfig;
 /// The runtime under its former name, so `engine::...` paths keep working.

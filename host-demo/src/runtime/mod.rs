@@ -326,6 +326,9 @@ impl Instance {
 
 mod cache;
 mod calls;
+pub mod driver;
+pub mod http;
+pub mod net;
 // Calls of the `discover` interface (a child module: it needs the store and bindings).
 #[path = "discover.rs"]
 mod discover_calls;

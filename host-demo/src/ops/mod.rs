@@ -23,6 +23,8 @@ use crate::store::SyncStateStore;
 pub use crate::engine::FetchSummary;
 
 mod batch;
+pub mod check;
+pub mod discovery;
 mod inbound;
 pub use batch::{delivery_name, send_batch, BatchJournal, MessageOutcome, NoJournal};
 pub use inbound::{fetch, sync_binding};

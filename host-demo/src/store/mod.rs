@@ -2,6 +2,9 @@
 //! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
 //! or the new version, never half of one.
 
+pub mod private_files;
+pub mod sqlite;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
