@@ -88,6 +88,17 @@ RIG_USERS=(
     "box29:Box29-Pw-9Vn!" "box30:Box30-Pw-2Ua!" "box31:Box31-Pw-5Eg!" "box32:Box32-Pw-6Tm!"
     "box33:Box33-Pw-5Lx!" "box34:Box34-Pw-9Pr!" "box35:Box35-Pw-3Wu!" "box36:Box36-Pw-7Sf!"
     "box37:Box37-Pw-5Ph!" "box38:Box38-Pw-2Br!" "box39:Box39-Pw-6Vx!" "box40:Box40-Pw-3Tc!"
+    # The service's tests (issue 13 on): several tenants with several mailboxes each.
+    "box41:Box41-Pw-4El!" "box42:Box42-Pw-8Li!" "box43:Box43-Pw-5La!" "box44:Box44-Pw-2Ys!"
+    "box45:Box45-Pw-2Gz!" "box46:Box46-Pw-5Jv!" "box47:Box47-Pw-7Iv!" "box48:Box48-Pw-2Jx!"
+    "box49:Box49-Pw-2Ns!" "box50:Box50-Pw-8Hi!" "box51:Box51-Pw-9Dl!" "box52:Box52-Pw-9Gy!"
+    "box53:Box53-Pw-5Sk!" "box54:Box54-Pw-6Cw!" "box55:Box55-Pw-9Cb!" "box56:Box56-Pw-8Qd!"
+    "box57:Box57-Pw-3Ln!" "box58:Box58-Pw-5Zr!" "box59:Box59-Pw-2Jo!" "box60:Box60-Pw-7As!"
+    "box61:Box61-Pw-4Yy!" "box62:Box62-Pw-4Hk!" "box63:Box63-Pw-6Tk!" "box64:Box64-Pw-9Fi!"
+    "box65:Box65-Pw-7As!" "box66:Box66-Pw-5Yv!" "box67:Box67-Pw-6Ll!" "box68:Box68-Pw-2Aj!"
+    "box69:Box69-Pw-4Ga!" "box70:Box70-Pw-6Rv!" "box71:Box71-Pw-6So!" "box72:Box72-Pw-6Cw!"
+    "box73:Box73-Pw-5Ib!" "box74:Box74-Pw-6Zm!" "box75:Box75-Pw-2Yf!" "box76:Box76-Pw-7Gb!"
+    "box77:Box77-Pw-7Oz!" "box78:Box78-Pw-7Li!" "box79:Box79-Pw-4Qg!" "box80:Box80-Pw-8Tx!"
 )
 
 # ---- layout of the run dir -------------------------------------------------------------
