@@ -1,14 +1,16 @@
-//! The host's small HTTPS client for the OAuth requests the guest builds: one request per
-//! connection (`Connection: close`), bounded response size, TLS verified with the tenant's
-//! roots. Plain http is only allowed to loopback addresses (test authorization servers).
+//! The host's HTTPS client for the OAuth requests the guest builds and for discovery's
+//! autoconfig fetches, on reqwest (hyper 1 underneath, rustls with the roots of
+//! `net::tls_config`): no redirects followed, no proxy, HTTP/1.1, bounded response size, a
+//! connect and a whole-request timeout. Plain http is only allowed to loopback addresses (test
+//! authorization servers). Errors name the URL without its query and never carry a header or
+//! a body.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use reqwest::Url;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::HostError;
 
@@ -32,149 +34,215 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// Where a URL points: what the checks below decided.
 struct Target {
+    #[cfg_attr(not(test), allow(dead_code))]
     tls: bool,
     host: String,
     port: u16,
+    #[cfg_attr(not(test), allow(dead_code))]
     path: String,
+    url: Url,
+}
+
+/// The URL as errors show it: without query and fragment (they may carry codes or tokens).
+pub fn redacted(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_string()
 }
 
 fn err(url: &str, message: impl Into<String>) -> HostError {
-    HostError::Network { server: url.split('?').next().unwrap_or(url).to_string(), message: message.into() }
+    HostError::Network { server: redacted(url), message: message.into() }
+}
+
+/// Whether `host` (as written in a URL, IPv6 without brackets) is a loopback name or address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn parse_url(url: &str) -> Result<Target, HostError> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
+    let tls = if url.starts_with("https://") {
+        true
+    } else if url.starts_with("http://") {
+        false
     } else {
         return Err(err(url, "only http:// and https:// URLs are supported"));
     };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_string()),
-    };
-    if authority.is_empty() || authority.contains('@') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err(url, "the URL is malformed"));
     }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().map_err(|_| err(url, "bad port"))?)
-        }
-        _ => (authority.to_string(), if tls { 443 } else { 80 }),
+    let parsed = Url::parse(url).map_err(|_| err(url, "the URL is malformed"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(err(url, "the URL is malformed"));
+    }
+    let host = match parsed.host_str() {
+        Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+        _ => return Err(err(url, "the URL is malformed")),
     };
-    if !tls && !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+    let port = parsed.port_or_known_default().ok_or_else(|| err(url, "bad port"))?;
+    if !tls && !is_loopback_host(&host) {
         return Err(err(url, "refusing plain http to a non-loopback host; OAuth endpoints must use https"));
     }
-    Ok(Target { tls, host, port, path })
+    let path = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    };
+    Ok(Target { tls, host, port, path, url: parsed })
 }
 
 /// Executes one request.
 pub async fn execute(req: &Request<'_>, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Response, HostError> {
-    tokio::time::timeout(timeout, execute_inner(req, tls, None))
-        .await
-        .map_err(|_| err(req.url, format!("no answer within {} s", timeout.as_secs())))?
+    execute_inner(req, tls, None, timeout).await
 }
 
 /// Executes one request over a connection to `ip` (resolved by the caller, e.g. with its own
 /// DNS resolver); the URL's host is still the TLS server name and the Host header.
-pub async fn execute_at(req: &Request<'_>, ip: std::net::IpAddr, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Response, HostError> {
-    tokio::time::timeout(timeout, execute_inner(req, tls, Some(ip)))
-        .await
-        .map_err(|_| err(req.url, format!("no answer within {} s", timeout.as_secs())))?
+pub async fn execute_at(req: &Request<'_>, ip: IpAddr, tls: Arc<ClientConfig>, timeout: Duration) -> Result<Response, HostError> {
+    execute_inner(req, tls, Some(ip), timeout).await
 }
 
-async fn execute_inner(req: &Request<'_>, tls: Arc<ClientConfig>, ip: Option<std::net::IpAddr>) -> Result<Response, HostError> {
-    let t = parse_url(req.url)?;
-    let tcp = match ip {
-        Some(ip) => TcpStream::connect((ip, t.port)).await,
-        None => TcpStream::connect((t.host.as_str(), t.port)).await,
+/// A client for one kind of request: rustls with `tls` (HTTP/1.1, no ALPN change), no proxy,
+/// no redirects, connect bounded by `connect_timeout`, the whole request by `timeout`;
+/// `pin` makes `host` connect to that address (the caller resolved it).
+pub fn client(
+    tls: &ClientConfig,
+    connect_timeout: Duration,
+    timeout: Duration,
+    pin: Option<(&str, SocketAddr)>,
+) -> Result<reqwest::Client, HostError> {
+    let mut b = reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(0)
+        .connect_timeout(connect_timeout)
+        .timeout(timeout);
+    if let Some((host, addr)) = pin {
+        b = b.resolve(host, addr);
     }
-    .map_err(|e| err(req.url, format!("cannot connect: {e}")))?;
-    tcp.set_nodelay(true).map_err(|e| err(req.url, e.to_string()))?;
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", req.method, t.path, t.host, req.body.len());
+    b.build().map_err(|e| HostError::Plugin(format!("HTTP client setup: {}", e.without_url())))
+}
+
+async fn execute_inner(req: &Request<'_>, tls: Arc<ClientConfig>, ip: Option<IpAddr>, timeout: Duration) -> Result<Response, HostError> {
+    let t = parse_url(req.url)?;
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|_| err(req.url, "bad HTTP method"))?;
+    let mut headers = reqwest::header::HeaderMap::new();
     for (k, v) in req.headers {
         if k.chars().chain(v.chars()).any(|c| c == '\r' || c == '\n') {
             return Err(err(req.url, "a request header contains a line break"));
         }
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| err(req.url, "a request header name is malformed"))?;
+        // The value is not quoted: it may be a credential.
+        let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| err(req.url, format!("the value of request header {name} is malformed")))?;
+        headers.append(name, value);
     }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(req.body);
-    if t.tls {
-        let name = ServerName::try_from(t.host.clone()).map_err(|_| err(req.url, "bad TLS server name"))?;
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
+    let client = client(&tls, timeout, timeout, ip.map(|ip| (t.host.as_str(), SocketAddr::new(ip, t.port))))?;
+    let call = async {
+        let mut resp = client
+            .request(method, t.url.clone())
+            .headers(headers)
+            .body(req.body.to_vec())
+            .send()
             .await
-            .map_err(|e| HostError::Tls { server: t.host.clone(), message: e.to_string() })?;
-        exchange(stream, &bytes, req.url).await
-    } else {
-        exchange(tcp, &bytes, req.url).await
-    }
+            .map_err(|e| failure(req.url, &t, &e, timeout))?;
+        if resp.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
+            return Err(err(req.url, "the response is larger than 1 MB"));
+        }
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = read_body(&mut resp, MAX_RESPONSE).await.map_err(|e| match e {
+            BodyError::TooLarge => err(req.url, "the response is larger than 1 MB"),
+            BodyError::Failed(e) => failure(req.url, &t, &e, timeout),
+        })?;
+        Ok(Response { status, headers, body })
+    };
+    // reqwest's own timeout covers the request; this one also covers reading the body.
+    tokio::time::timeout(timeout + Duration::from_millis(100), call)
+        .await
+        .map_err(|_| err(req.url, format!("no answer within {} s", timeout.as_secs())))?
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, request: &[u8], url: &str) -> Result<Response, HostError> {
-    s.write_all(request).await.map_err(|e| err(url, format!("write failed: {e}")))?;
-    s.flush().await.map_err(|e| err(url, format!("write failed: {e}")))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if raw.len() > MAX_RESPONSE {
-                    return Err(err(url, "the response is larger than 1 MB"));
-                }
+/// Why a body was not read.
+pub enum BodyError {
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// Reads a response body, refusing it once it exceeds `max` bytes (nothing more is read).
+pub async fn read_body(resp: &mut reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Failed)? {
+        if body.len() + chunk.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error as a typed host error: the cause in words, never the URL's query (reqwest
+/// would print the whole URL).
+fn failure(url: &str, t: &Target, e: &reqwest::Error, timeout: Duration) -> HostError {
+    if e.is_timeout() {
+        return err(url, format!("no answer within {} s", timeout.as_secs()));
+    }
+    if let Some(tls) = find_source::<rustls::Error>(e) {
+        return HostError::Tls { server: t.host.clone(), message: tls.to_string() };
+    }
+    if e.is_connect() {
+        return match find_source::<std::io::Error>(e) {
+            Some(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                err(url, "cannot connect: connection refused (nothing listens on this port)")
             }
-            // A peer that closes TLS without close_notify after a complete response is common.
-            Err(_) if !raw.is_empty() => break,
-            Err(e) => return Err(err(url, format!("read failed: {e}"))),
-        }
+            Some(io) => err(url, format!("cannot connect: {io}")),
+            None => err(url, "cannot connect"),
+        };
     }
-    parse_response(&raw).ok_or_else(|| err(url, "the server sent a malformed HTTP response"))
+    if e.is_body() || e.is_decode() {
+        return err(url, format!("read failed: {}", cause(e)));
+    }
+    if e.is_request() && find_source::<hyper::Error>(e).is_some_and(|h| h.is_parse()) {
+        return err(url, "the server sent a malformed HTTP response");
+    }
+    err(url, cause(e))
 }
 
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let status: u16 = status_line.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        body = dechunk(&body)?;
-    } else if let Some(len) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse::<usize>().ok()) {
-        body.truncate(len);
+/// The innermost cause of an error, in words (the URL left out).
+pub fn cause(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
     }
-    Some(Response { status, headers, body })
+    if text.contains("://") {
+        "the request failed".into()
+    } else {
+        text
+    }
 }
 
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
+/// The first error of type `T` in `e`'s source chain.
+pub fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(x) = cur {
+        if let Some(t) = x.downcast_ref::<T>() {
+            return Some(t);
         }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
+        cur = x.source();
     }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn urls_and_loopback_only_http() {
@@ -187,12 +255,80 @@ mod tests {
         assert!(parse_url("https://user@evil.example/").is_err());
     }
 
-    #[test]
-    fn responses_with_length_and_chunks() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+    /// Serves `raw` as the answer to one request on a loopback port and returns that port.
+    async fn answer_with(raw: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(raw).await;
+            let _ = s.shutdown().await;
+        });
+        port
+    }
+
+    async fn get(port: u16) -> Result<Response, HostError> {
+        let url = format!("http://127.0.0.1:{port}/token?code=secret-code");
+        let tls = crate::net::tls_config(None).unwrap();
+        execute(&Request { method: "GET", url: &url, headers: &[], body: &[] }, tls, Duration::from_secs(10)).await
+    }
+
+    #[tokio::test]
+    async fn responses_with_length_and_chunks() {
+        let r = get(answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}").await).await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
-        let r = parse_response(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n2\r\n\"}\r\n0\r\n\r\n").unwrap();
+        let chunked = b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n2\r\n\"}\r\n0\r\n\r\n";
+        let r = get(answer_with(chunked).await).await.unwrap();
         assert_eq!((r.status, r.body.as_slice()), (400, &b"{\"a\"}"[..]));
-        assert!(parse_response(b"garbage").is_none());
+        let e = get(answer_with(b"garbage").await).await.unwrap_err().to_string();
+        assert!(!e.contains("secret-code"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn large_responses_redirects_and_silence_are_bounded() {
+        // Over 1 MB, announced or not: refused.
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+            v.resize(v.len() + MAX_RESPONSE + 10, b'x');
+            v
+        });
+        let e = get(answer_with(big).await).await.unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MB"), "{e}");
+        let e = get(answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\nxx").await).await.unwrap_err().to_string();
+        assert!(e.contains("larger than 1 MB"), "{e}");
+        // A redirect is returned, not followed.
+        let r = get(answer_with(b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n").await).await.unwrap();
+        assert_eq!(r.status, 302);
+        assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("location") && v == "http://127.0.0.1:1/x"));
+        // A server that accepts and never answers: cut at the timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let url = format!("http://127.0.0.1:{port}/token?code=secret-code");
+        let tls = crate::net::tls_config(None).unwrap();
+        let started = std::time::Instant::now();
+        let e = execute(&Request { method: "GET", url: &url, headers: &[], body: &[] }, tls, Duration::from_secs(1)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let e = e.to_string();
+        assert!(e.contains("no answer within 1 s") && !e.contains("secret-code"), "{e}");
+        hold.abort();
+        // Nothing listening: a typed network error without the query.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = get(free).await.unwrap_err();
+        assert!(matches!(&e, HostError::Network { message, .. } if message.contains("refused")), "{e:?}");
+        assert!(!e.to_string().contains("secret-code"), "{e}");
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod oauth;
+pub mod redirect;
 pub mod secret;
 pub mod tokens;

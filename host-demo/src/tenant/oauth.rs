@@ -13,6 +13,8 @@ use crate::engine::{
 use crate::error::HostError;
 use crate::store::SyncStateStore;
 
+pub use super::redirect::LoopbackReceiver;
+
 /// Refresh this long before the access token expires.
 pub const REFRESH_MARGIN_MS: u64 = 5 * 60 * 1000;
 
@@ -173,106 +175,6 @@ pub async fn access_token(
     Ok(fresh.access_token)
 }
 
-/// The loopback listener for the browser's redirect (`oauth login`): bound before the
-/// authorization URL is shown, so a browser that comes back at once finds it listening.
-pub struct LoopbackReceiver {
-    listener: tokio::net::TcpListener,
-    path: String,
-}
-
-/// The longest request head the receiver reads.
-const MAX_REDIRECT_REQUEST: usize = 16 * 1024;
-
-impl LoopbackReceiver {
-    /// Listens on the host and port of a loopback `http://` redirect URI.
-    pub async fn bind(redirect_uri: &str) -> Result<LoopbackReceiver, HostError> {
-        let bad = |m: &str| HostError::NotFound(format!("redirect_uri {redirect_uri}: {m}"));
-        let rest = redirect_uri
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("must be a loopback http:// URL to receive the redirect here"))?;
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], rest[i..].split(['?', '#']).next().unwrap_or("")),
-            None => (rest, ""),
-        };
-        let path = if path.is_empty() { "/".to_string() } else { path.to_string() };
-        let listener = tokio::net::TcpListener::bind(authority)
-            .await
-            .map_err(|e| HostError::Network { server: authority.to_string(), message: format!("cannot listen: {e}") })?;
-        Ok(LoopbackReceiver { listener, path })
-    }
-
-    /// The address listened on.
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.listener.local_addr().ok()
-    }
-
-    /// Waits for a GET of the registered redirect path and returns its path and query. Any
-    /// other request (another path, a favicon, a probe) is answered 404 and waited past; the
-    /// login's state is not touched by it.
-    pub async fn receive(&self, timeout: Duration) -> Result<String, HostError> {
-        let wait = async {
-            loop {
-                let Ok((mut s, _)) = self.listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut s)).await.unwrap_or_default();
-                match self.accepts(&head) {
-                    Some(target) => {
-                        respond(&mut s, "200 OK", "mailplug received the answer. You can close this window.").await;
-                        return target;
-                    }
-                    None => respond(&mut s, "404 Not Found", "Not the mailplug redirect.").await,
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| HostError::OAuth {
-            kind: "NoRedirect".into(),
-            needs_reauthorization: true,
-            message: format!(
-                "no redirect arrived within {} s; run the login again / innerhalb von {} s kam keine Weiterleitung an; Anmeldung wiederholen",
-                timeout.as_secs(),
-                timeout.as_secs()
-            ),
-        })
-    }
-
-    /// The request target when `head` is a GET of the redirect path.
-    fn accepts(&self, head: &str) -> Option<String> {
-        let mut words = head.lines().next()?.split(' ');
-        let (method, target) = (words.next()?, words.next()?);
-        let path = target.split(['?', '#']).next()?;
-        (method == "GET" && path == self.path).then(|| target.to_string())
-    }
-}
-
-async fn read_head(s: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; MAX_REDIRECT_REQUEST];
-    let mut len = 0;
-    while len < buf.len() {
-        match s.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => len += n,
-        }
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&buf[..len]).into_owned()
-}
-
-async fn respond(s: &mut tokio::net::TcpStream, status: &str, text: &str) {
-    use tokio::io::AsyncWriteExt;
-    let page = format!("<html><body><p>{text}</p></body></html>");
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        page.len()
-    );
-    let _ = s.write_all(format!("{head}{page}").as_bytes()).await;
-    let _ = s.shutdown().await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,18 +185,5 @@ mod tests {
         assert!(same_account(None, "sales@example.com").is_ok());
         let e = same_account(Some("other@example.com"), "sales@example.com").unwrap_err().to_string();
         assert!(e.contains("other@example.com") && e.contains("sales@example.com") && e.contains("zugestimmt"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn the_receiver_accepts_only_the_redirect_path() {
-        let r = LoopbackReceiver::bind("http://127.0.0.1:0/callback").await.unwrap();
-        assert_eq!(r.accepts("GET /callback?code=x&state=y HTTP/1.1\r\n").as_deref(), Some("/callback?code=x&state=y"));
-        assert_eq!(r.accepts("GET /callback HTTP/1.1\r\n").as_deref(), Some("/callback"));
-        for other in ["GET /evil?code=x&state=y HTTP/1.1", "GET /callback/x?state=y HTTP/1.1", "POST /callback?state=y HTTP/1.1", "GET /favicon.ico HTTP/1.1", ""] {
-            assert_eq!(r.accepts(other), None, "{other}");
-        }
-        let root = LoopbackReceiver::bind("http://127.0.0.1:0").await.unwrap();
-        assert!(root.accepts("GET /?state=y HTTP/1.1").is_some());
-        assert!(LoopbackReceiver::bind("https://127.0.0.1:0/cb").await.is_err());
     }
 }
