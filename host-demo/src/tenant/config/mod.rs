@@ -157,6 +157,20 @@ pub struct QueueConfig {
     pub gmail_aliases: Vec<String>,
 }
 
+/// `[webhook]`: where `mailplug serve` posts the tenant's events (docs/WEBHOOKS.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// https, or plain http to a loopback address (or anywhere with `insecure_plaintext`).
+    pub url: String,
+    /// The HMAC-SHA256 key of the `Mailplug-Signature` header.
+    pub secret: Secret,
+    /// The whole request, from connecting to the end of the answer.
+    pub timeout: std::time::Duration,
+}
+
+/// The whole-request timeout of a webhook delivery unless `timeout_secs` says otherwise.
+pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u32 = 10;
+
 #[derive(Debug, Clone)]
 pub struct TenantConfig {
     pub tenant: String,
@@ -167,6 +181,7 @@ pub struct TenantConfig {
     pub mailboxes: Vec<MailboxConfig>,
     pub queues: Vec<QueueConfig>,
     pub oauth_clients: Vec<OauthClientConfig>,
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl TenantConfig {
@@ -195,6 +210,7 @@ impl TenantConfig {
         let oauth_clients = validate::oauth_clients(raw.oauth, &resolve, env, &err)?;
         let (mailboxes, names) = validate::mailboxes(raw.mailboxes, &resolve, env, &err)?;
         let queues = validate::queues(raw.queues, &names, &resolve, env, &err)?;
+        let webhook = raw.webhook.map(|w| validate::webhook(w, &resolve, env, &err)).transpose()?;
         let config = TenantConfig {
             tenant: raw.tenant,
             licensed: raw.licensed,
@@ -204,6 +220,7 @@ impl TenantConfig {
             mailboxes,
             queues,
             oauth_clients,
+            webhook,
         };
         validate::oauth_references(&config, &err)?;
         Ok(config)

@@ -137,6 +137,24 @@ pub(super) struct RawTenant {
     /// OAuth2 client registrations by name.
     #[serde(default)]
     pub(super) oauth: BTreeMap<String, RawOauthClient>,
+    /// Where `mailplug serve` posts this tenant's events.
+    pub(super) webhook: Option<RawWebhook>,
+}
+
+/// `[webhook]`: the tenant's event receiver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) url: String,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    /// Only to give a clear error: inline secrets are refused.
+    pub(super) secret: Option<toml::Value>,
+    /// The whole request (connect, send, answer), in seconds.
+    pub(super) timeout_secs: Option<u32>,
+    /// Explicit opt-in for test receivers: plain http to a host that is not loopback.
+    #[serde(default)]
+    pub(super) insecure_plaintext: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

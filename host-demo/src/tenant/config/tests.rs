@@ -127,3 +127,43 @@ fn greeting_timeout_defaults_to_ten_seconds_and_never_exceeds_the_reply_timeout(
     let e = with("greeting_timeout = 5").unwrap_err().to_string();
     assert!(e.contains("greeting_timeout"), "{e}");
 }
+
+#[test]
+fn webhook_needs_https_or_loopback_and_a_secret_from_env_or_file() {
+    let secret = "wh-secret-0123456789abcdef";
+    let env = move |v: &str| match v {
+        "PW" => Some("Hunter2-secret".to_string()),
+        "WH" => Some(secret.to_string()),
+        "SHORT" => Some("short".to_string()),
+        _ => None,
+    };
+    let with = |table: &str| TenantConfig::parse(&format!("{GOOD}\n[webhook]\n{table}"), "t.toml", Path::new("/cfg"), &env);
+    assert!(parse(GOOD).unwrap().webhook.is_none());
+    let c = with("url = \"https://hooks.example.com/mailplug?x=1\"\nsecret_env = \"WH\"").unwrap();
+    let w = c.webhook.as_ref().unwrap();
+    assert_eq!((w.url.as_str(), w.secret.expose(), w.timeout.as_secs()), ("https://hooks.example.com/mailplug?x=1", secret, 10));
+    assert!(!format!("{c:?}").contains(secret), "Debug must not print the webhook secret");
+    assert_eq!(with("url = \"http://127.0.0.1:9/h\"\nsecret_env = \"WH\"\ntimeout_secs = 3").unwrap().webhook.unwrap().timeout.as_secs(), 3);
+    assert!(with("url = \"http://[::1]:9/h\"\nsecret_env = \"WH\"").is_ok());
+    assert!(with("url = \"http://localhost/h\"\nsecret_env = \"WH\"").is_ok());
+    // Plain http elsewhere only with the test receiver opt-in.
+    let e = with("url = \"http://hooks.example.com/h\"\nsecret_env = \"WH\"").unwrap_err().to_string();
+    assert!(e.contains("webhook") && e.contains("`url`") && e.contains("https"), "{e}");
+    assert!(with("url = \"http://hooks.example.com/h\"\nsecret_env = \"WH\"\ninsecure_plaintext = true").is_ok());
+    for (table, want) in [
+        ("url = \"ftp://hooks.example.com/h\"\nsecret_env = \"WH\"", "`url`"),
+        ("url = \"https://user:pw@hooks.example.com/h\"\nsecret_env = \"WH\"", "user name or password"),
+        ("url = \"https://hooks.example.com/h\"", "`secret_env`"),
+        ("url = \"https://hooks.example.com/h\"\nsecret = \"inline-secret-value-123\"", "not accepted inline"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_env = \"NOPE\"", "NOPE"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_env = \"SHORT\"", "shorter than 16"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_env = \"WH\"\nsecret_file = \"f\"", "not both"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_file = \"/nonexistent/wh\"", "`secret_file`"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_env = \"WH\"\ntimeout_secs = 0", "`timeout_secs`"),
+        ("url = \"https://hooks.example.com/h\"\nsecret_env = \"WH\"\nbogus = 1", "bogus"),
+    ] {
+        let e = with(table).unwrap_err().to_string();
+        assert!(e.contains(want), "{table}: {e}");
+        assert!(!e.contains("inline-secret-value") && !e.contains(secret), "{e}");
+    }
+}

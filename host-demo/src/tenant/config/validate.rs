@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawAfterFetch, RawFirstSync, RawMailbox, RawOauthClient, RawOauthProvider, RawQueue, RawServer};
+use super::raw::{RawAfterFetch, RawFirstSync, RawMailbox, RawOauthClient, RawOauthProvider, RawQueue, RawServer, RawWebhook};
 use super::{
     AfterFetch, AuthKind, ConfigError, FirstSync, MailboxConfig, OauthClientConfig, OauthProvider, Protocol, QueueConfig,
-    Security, ServerConfig, TenantConfig,
+    Security, ServerConfig, TenantConfig, WebhookConfig, DEFAULT_WEBHOOK_TIMEOUT_SECS,
 };
 use crate::secret::Secret;
 
@@ -332,5 +332,74 @@ pub(super) fn validate_server(
         secret,
         oauth: s.oauth,
         sasl_mechanism: s.sasl_mechanism,
+    })
+}
+
+/// `[webhook]`: an https URL (plain http only to loopback, or with `insecure_plaintext`), the
+/// signing secret from an environment variable or a file, and an optional timeout.
+pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: MakeError<'_>) -> Result<WebhookConfig, ConfigError> {
+    let at = "webhook";
+    let url = w.url.trim();
+    let rest = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => r,
+        (None, Some(r)) => r,
+        _ => return Err(err(format!("{at}: field `url` must be an https:// URL"))),
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(format!("{at}: field `url` is not a valid URL")));
+    }
+    if authority.contains('@') {
+        return Err(err(format!(
+            "{at}: field `url` must not carry a user name or password; the receiver checks the `Mailplug-Signature` header instead"
+        )));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if url.starts_with("http://") && !crate::http::is_loopback_host(host) && !w.insecure_plaintext {
+        return Err(err(format!(
+            "{at}: field `url` must use https (plain http only to a loopback address, or with `insecure_plaintext = true` for a test receiver)"
+        )));
+    }
+    if w.secret.is_some() {
+        return Err(err(format!(
+            "{at}: field `secret` is not accepted inline; put the secret in an environment variable named by `secret_env` or a file named by `secret_file`"
+        )));
+    }
+    let secret = match (&w.secret_env, &w.secret_file) {
+        (Some(_), Some(_)) => return Err(err(format!("{at}: set `secret_env` or `secret_file`, not both"))),
+        (None, None) => {
+            return Err(err(format!(
+                "{at}: a webhook needs a signing secret: set `secret_env` (an environment variable) or `secret_file`"
+            )))
+        }
+        (Some(var), None) => env(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| err(format!("{at}: field `secret_env` names {var}, which is not set or empty")))?,
+        (None, Some(path)) => {
+            let p = resolve(path);
+            let v = std::fs::read_to_string(&p)
+                .map_err(|e| err(format!("{at}: field `secret_file`: cannot read {}: {e}", p.display())))?;
+            let v = v.trim_end_matches(['\r', '\n']).to_string();
+            if v.is_empty() {
+                return Err(err(format!("{at}: field `secret_file`: {} is empty", p.display())));
+            }
+            v
+        }
+    };
+    if secret.len() < 16 {
+        return Err(err(format!("{at}: the signing secret is shorter than 16 characters; use a long random value")));
+    }
+    let timeout_secs = w.timeout_secs.unwrap_or(DEFAULT_WEBHOOK_TIMEOUT_SECS);
+    if !(1..=300).contains(&timeout_secs) {
+        return Err(err(format!("{at}: field `timeout_secs` must be between 1 and 300")));
+    }
+    Ok(WebhookConfig {
+        url: url.to_string(),
+        secret: Secret::new(secret),
+        timeout: std::time::Duration::from_secs(u64::from(timeout_secs)),
     })
 }

@@ -1,0 +1,3 @@
+//! `mailplug serve`: the always-on service (docs/SERVE-PLAN.md).
+
+pub mod webhook;
