@@ -372,3 +372,48 @@ fn backoff_doubles_up_to_its_cap() {
     assert_eq!(p.backoff(20), Duration::from_secs(30 * 60));
     assert_eq!(p.backoff(u32::MAX), Duration::from_secs(30 * 60));
 }
+
+/// The vector in docs/WEBHOOKS.md, computed there with Python's hmac module.
+#[test]
+fn the_documented_signature_vector() {
+    let sig = sign(b"whsec-example-0123456789", 1_700_000_000, br#"{"id":"01J"}"#);
+    assert_eq!(sig, "v1=d8ad280d7466a8407c41bf16c46334c92e07807e4393cb042310e97ee0e33689");
+    assert!(verify(b"whsec-example-0123456789", "1700000000", br#"{"id":"01J"}"#, &sig, 1_700_000_100, Duration::from_secs(300)));
+    assert!(verify(b"whsec-example-0123456789", "1700000000", br#"{"id":"01J"}"#, &format!("v1=00, {sig}"), 1_700_000_000, Duration::from_secs(300)));
+    assert!(!verify(b"whsec-example-0123456789", "1700000000", br#"{"id":"01J"}"#, "v1=zz", 1_700_000_000, Duration::from_secs(300)));
+}
+
+/// The Rust receiver example of docs/WEBHOOKS.md, as written there.
+mod documented_receiver {
+    use ring::hmac;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub fn mailplug_signature_ok(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
+        let Ok(ts) = timestamp.trim().parse::<u64>() else { return false };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+        if now.abs_diff(ts) > 300 {
+            return false;
+        }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let mut signed = format!("{ts}.").into_bytes();
+        signed.extend_from_slice(body);
+        signature
+            .split(',')
+            .filter_map(|part| part.trim().strip_prefix("v1="))
+            .filter_map(|hex| (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>())
+            // hmac::verify compares in constant time.
+            .any(|tag| hmac::verify(&key, &signed, &tag).is_ok())
+    }
+}
+
+#[tokio::test]
+async fn the_documented_rust_receiver_accepts_a_real_delivery() {
+    let r = receiver(&[], Answer::Status(200)).await;
+    let source = MemoryEvents::default();
+    source.push(event("01A", "acme"));
+    let mut d = Deliverer::new(target("acme", &r.url, Duration::from_secs(10)), fast()).unwrap();
+    d.deliver_once(&source).await.unwrap();
+    let s = &r.seen()[0];
+    assert!(documented_receiver::mailplug_signature_ok(SECRET.as_bytes(), &s.timestamp, &s.body, &s.signature));
+    assert!(!documented_receiver::mailplug_signature_ok(b"another-secret-of-the-same-size", &s.timestamp, &s.body, &s.signature));
+}
