@@ -100,7 +100,8 @@ pub async fn execute_at(req: &Request<'_>, ip: IpAddr, tls: Arc<ClientConfig>, t
     execute_inner(req, tls, Some(ip), timeout).await
 }
 
-/// A client for one kind of request: rustls with `tls` (HTTP/1.1, no ALPN change), no proxy,
+/// A client for one kind of request (idle connections are kept for its next requests while it
+/// lives): rustls with `tls` (HTTP/1.1, no ALPN change), no proxy,
 /// no redirects, connect bounded by `connect_timeout`, the whole request by `timeout`;
 /// `pin` makes `host` connect to that address (the caller resolved it).
 pub fn client(
@@ -115,7 +116,6 @@ pub fn client(
         .no_proxy()
         .http1_only()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(0)
         .connect_timeout(connect_timeout)
         .timeout(timeout);
     if let Some((host, addr)) = pin {

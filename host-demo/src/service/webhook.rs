@@ -199,7 +199,21 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
+    /// A deliverer for `target`; refuses a URL that is not https (plain http only to loopback,
+    /// or with `insecure_plaintext`), whoever built the target.
     pub fn new(target: Target, policy: Policy) -> Result<Deliverer, HostError> {
+        let w = &target.webhook;
+        let bad = |m: &str| HostError::NotAllowed(format!("tenant {}: webhook {}: {m}", target.tenant, http::redacted(&w.url)));
+        let url = reqwest::Url::parse(&w.url).map_err(|_| bad("not a valid URL"))?;
+        let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+        match url.scheme() {
+            "https" => {}
+            "http" if http::is_loopback_host(host) || w.insecure_plaintext => {}
+            _ => return Err(bad("must be an https URL (plain http only to a loopback address, or with `insecure_plaintext`)")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not carry a user name or password"));
+        }
         let tls = crate::net::tls_config(target.extra_ca.as_deref())?;
         let client = http::client(&tls, policy.connect_timeout, target.webhook.timeout, None)?;
         Ok(Deliverer { target, policy, client, blocked: None })

@@ -89,7 +89,7 @@ async fn receiver(script: &[Answer], then: Answer) -> Receiver {
 fn target(tenant: &str, url: &str, timeout: Duration) -> Target {
     Target {
         tenant: tenant.into(),
-        webhook: WebhookConfig { url: url.into(), secret: Secret::new(SECRET.into()), timeout },
+        webhook: WebhookConfig { url: url.into(), secret: Secret::new(SECRET.into()), timeout, insecure_plaintext: false },
         extra_ca: None,
     }
 }
@@ -416,4 +416,20 @@ async fn the_documented_rust_receiver_accepts_a_real_delivery() {
     let s = &r.seen()[0];
     assert!(documented_receiver::mailplug_signature_ok(SECRET.as_bytes(), &s.timestamp, &s.body, &s.signature));
     assert!(!documented_receiver::mailplug_signature_ok(b"another-secret-of-the-same-size", &s.timestamp, &s.body, &s.signature));
+}
+
+#[test]
+fn a_target_built_without_the_configuration_is_still_checked() {
+    let refused = |url: &str, insecure: bool| {
+        let mut t = target("acme", url, Duration::from_secs(1));
+        t.webhook.insecure_plaintext = insecure;
+        Deliverer::new(t, fast()).err().map(|e| e.to_string())
+    };
+    let e = refused("http://hooks.example.com/h?token=query-secret-xyz", false).expect("plain http elsewhere");
+    assert!(e.contains("https") && !e.contains("query-secret-xyz"), "{e}");
+    assert!(refused("ftp://hooks.example.com/h", false).is_some());
+    assert!(refused("https://u:p@hooks.example.com/h", false).is_some());
+    assert_eq!(refused("http://hooks.example.com/h", true), None);
+    assert_eq!(refused("https://hooks.example.com/h", false), None);
+    assert_eq!(refused("http://[::1]:9/h", false), None);
 }

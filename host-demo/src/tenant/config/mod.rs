@@ -166,6 +166,8 @@ pub struct WebhookConfig {
     pub secret: Secret,
     /// The whole request, from connecting to the end of the answer.
     pub timeout: std::time::Duration,
+    /// Test receivers only: plain http to a host that is not loopback.
+    pub insecure_plaintext: bool,
 }
 
 /// The whole-request timeout of a webhook delivery unless `timeout_secs` says otherwise.

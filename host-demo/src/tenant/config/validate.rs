@@ -401,5 +401,6 @@ pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: Ma
         url: url.to_string(),
         secret: Secret::new(secret),
         timeout: std::time::Duration::from_secs(u64::from(timeout_secs)),
+        insecure_plaintext: w.insecure_plaintext,
     })
 }
