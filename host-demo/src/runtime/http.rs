@@ -192,7 +192,7 @@ fn failure(url: &str, t: &Target, e: &reqwest::Error, timeout: Duration) -> Host
         return err(url, format!("no answer within {} s", timeout.as_secs()));
     }
     if let Some(tls) = find_source::<rustls::Error>(e) {
-        return HostError::Tls { server: t.host.clone(), message: tls.to_string() };
+        return HostError::Tls { server: t.host.clone(), message: describe_tls(tls) };
     }
     if e.is_connect() {
         return match find_source::<std::io::Error>(e) {
@@ -227,16 +227,34 @@ pub fn cause(e: &reqwest::Error) -> String {
     }
 }
 
-/// The first error of type `T` in `e`'s source chain.
+/// The first error of type `T` in `e`'s source chain, looking inside `io::Error`s too (their
+/// `source` skips the error they wrap, e.g. rustls' certificate errors).
 pub fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(x) = cur {
         if let Some(t) = x.downcast_ref::<T>() {
             return Some(t);
         }
-        cur = x.source();
+        cur = match x.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => x.source(),
+        };
     }
     None
+}
+
+/// A TLS failure in words an admin can act on.
+pub fn describe_tls(e: &rustls::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") {
+        format!("the server's certificate is not signed by a trusted authority ({text}); install the issuing CA with `extra_ca_file`, or fix the server's certificate chain")
+    } else if text.contains("NotValidForName") {
+        format!("the server's certificate is not valid for this host name ({text}); use the host name printed on the certificate")
+    } else if text.contains("Expired") {
+        format!("the server's certificate has expired ({text})")
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]

@@ -326,7 +326,7 @@ fn describe(e: &reqwest::Error, secs: u64) -> String {
         return format!("no answer within {secs} s");
     }
     if let Some(tls) = http::find_source::<rustls::Error>(e) {
-        return format!("TLS failed: {tls}");
+        return format!("TLS failed: {}", http::describe_tls(tls));
     }
     if e.is_connect() {
         return match http::find_source::<std::io::Error>(e) {
