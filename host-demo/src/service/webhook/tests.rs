@@ -433,3 +433,25 @@ fn a_target_built_without_the_configuration_is_still_checked() {
     assert_eq!(refused("https://hooks.example.com/h", false), None);
     assert_eq!(refused("http://[::1]:9/h", false), None);
 }
+
+/// Not a test: deliveries per second to a local receiver over one kept-alive connection
+/// (`cargo test -p mailplug-host --lib webhook_throughput -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore]
+async fn webhook_throughput() {
+    let r = receiver(&[], Answer::Status(204)).await;
+    let source = MemoryEvents::default();
+    let n = 2000;
+    for i in 0..n {
+        source.push(event(&format!("01T{i:08}"), "acme"));
+    }
+    let mut d = Deliverer::new(target("acme", &r.url, Duration::from_secs(10)), fast()).unwrap();
+    let started = Instant::now();
+    let mut delivered = 0;
+    while delivered < n {
+        delivered += d.deliver_once(&source).await.unwrap().delivered.len();
+    }
+    let took = started.elapsed();
+    println!("{n} events in {took:?}: {:.0} per second", n as f64 / took.as_secs_f64());
+    assert_eq!(r.seen().len(), n);
+}
