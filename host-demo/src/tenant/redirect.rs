@@ -203,6 +203,29 @@ mod tests {
         assert!(page.contains("You can close this window") && page.contains("Fenster schlie"), "{page}");
     }
 
+    /// A request head over 16 KB is refused by hyper (431) without reaching the service; the
+    /// login keeps waiting for the real redirect.
+    #[tokio::test]
+    async fn an_oversized_request_is_refused_and_does_not_count() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let r = LoopbackReceiver::bind("http://127.0.0.1:0/callback").await.unwrap();
+        let addr = r.local_addr().unwrap();
+        let browser = tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let big = format!("GET /callback?code=big&state=y HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(20 * 1024));
+            let _ = s.write_all(big.as_bytes()).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+            let c = reqwest::Client::builder().no_proxy().build().unwrap();
+            let ok = c.get(format!("http://{addr}/callback?code=real&state=y")).send().await.unwrap().status().as_u16();
+            (String::from_utf8_lossy(&answer).into_owned(), ok)
+        });
+        assert_eq!(r.receive(Duration::from_secs(20)).await.unwrap(), "/callback?code=real&state=y");
+        let (answer, ok) = browser.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert_eq!(ok, 200);
+    }
+
     #[tokio::test]
     async fn the_wait_is_bounded() {
         let r = LoopbackReceiver::bind("http://127.0.0.1:0/callback").await.unwrap();
