@@ -355,3 +355,20 @@ impl<S: Outbox> BatchJournal for Journal<'_, S> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SenderLock;
+
+    #[test]
+    fn one_sender_per_queue_at_a_time() {
+        let db = std::env::temp_dir().join(format!("mailplug-senderlock-{}.sqlite3", std::process::id()));
+        let first = SenderLock::acquire(&db, "t", "q").unwrap();
+        let e = SenderLock::acquire(&db, "t", "q").err().expect("the second sender is refused").to_string();
+        assert!(e.contains("another sender") && e.contains("\"q\""), "{e}");
+        let other = SenderLock::acquire(&db, "t", "other queue");
+        assert!(other.is_ok(), "another queue has its own lock");
+        drop(first);
+        assert!(SenderLock::acquire(&db, "t", "q").is_ok(), "released on drop");
+    }
+}

@@ -314,3 +314,129 @@ impl Outbox for Database {
             .map_err(db_err("recording an explanation"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::events::{Events, MESSAGE_STORED};
+    use crate::store::Envelope;
+
+    fn db(name: &str) -> Database {
+        let p = std::env::temp_dir().join(format!("mailplug-outboxtest-{name}-{}.sqlite3", std::process::id()));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+        Database::open(&p).unwrap()
+    }
+
+    fn new(tenant: &str, mid: &str) -> NewOutbound {
+        NewOutbound {
+            tenant: tenant.into(),
+            queue: "q".into(),
+            message_id: mid.into(),
+            envelope: Envelope { from: "a@example.test".into(), to: vec!["b@example.test".into()] },
+            raw: format!("Message-ID: <{mid}>\r\n\r\nbody\r\n").into_bytes(),
+            max_age_ms: 3_600_000,
+            save_copy: None,
+        }
+    }
+
+    fn states(db: &Database, tenant: &str) -> Vec<(String, Option<String>)> {
+        db.list_after(tenant, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.payload["state"].as_str().unwrap_or("").to_string(), e.payload["previous_state"].as_str().map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn every_state_change_writes_one_event_and_due_rows_come_in_order() {
+        let db = db("life");
+        let a = db.enqueue(&new("t", "a@x"), 1000).unwrap();
+        let b = db.enqueue(&new("t", "b@x"), 1001).unwrap();
+        assert_eq!(a.state, OutboxState::Queued);
+        let due = db.take_due("t", "q", 10, 1000).unwrap();
+        assert_eq!(due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()], "b is not due yet at 1000");
+        assert_eq!(due[0].raw, new("t", "a@x").raw, "the bytes fixed at enqueue");
+        db.record_commit_point(&a.id, 1100).unwrap();
+        assert_eq!(db.get("t", &a.id, false).unwrap().unwrap().state, OutboxState::InFlight);
+        // A commit point is only for a queued row.
+        assert!(db.record_commit_point(&a.id, 1100).is_err());
+        let delivered = RecordedOutcome { state: OutboxState::Delivered, next_attempt_at_ms: 0, last_reply: Some("250 ok".into()), explanation: None };
+        db.record_outcome(&a.id, &delivered, 1200).unwrap();
+        let retry = RecordedOutcome { state: OutboxState::Queued, next_attempt_at_ms: 61_000, last_reply: Some("451 busy".into()), explanation: None };
+        db.record_outcome(&b.id, &retry, 1300).unwrap();
+        let rb = db.get("t", &b.id, false).unwrap().unwrap();
+        assert_eq!((rb.state, rb.attempts, rb.next_attempt_at_ms), (OutboxState::Queued, 1, 61_000));
+        assert!(db.take_due("t", "q", 10, 60_999).unwrap().is_empty());
+        assert_eq!(db.take_due("t", "q", 10, 61_000).unwrap().len(), 1);
+        let got = states(&db, "t");
+        let want: Vec<(String, Option<String>)> = [("queued", None), ("queued", None), ("in-flight", Some("queued")), ("delivered", Some("in-flight")), ("queued", Some("queued"))]
+            .into_iter()
+            .map(|(s, p)| (s.to_string(), p.map(str::to_string)))
+            .collect();
+        assert_eq!(got, want);
+        // A delivered row cannot be resent, cancelled or marked again.
+        for e in [db.resend("t", &a.id, 2000).unwrap_err(), db.cancel("t", &a.id, 2000).unwrap_err(), Outbox::mark_delivered(&db, "t", &a.id, 2000).unwrap_err()] {
+            assert!(e.to_string().contains("is delivered"), "{e}");
+        }
+        assert_eq!(states(&db, "t").len(), 5, "a refused change writes no event");
+    }
+
+    #[test]
+    fn rows_left_in_flight_are_held_then_resent_with_the_same_bytes_or_marked_delivered() {
+        let db = db("recover");
+        let a = db.enqueue(&new("t", "a@x"), 1).unwrap();
+        let b = db.enqueue(&new("t", "b@x"), 1).unwrap();
+        db.record_commit_point(&a.id, 2).unwrap();
+        db.record_commit_point(&b.id, 2).unwrap();
+        let why = Explanation { en: "stopped".into(), de: "abgebrochen".into() };
+        assert_eq!(db.recover("t", "q", &why, 3).unwrap(), [a.id.clone(), b.id.clone()]);
+        let held = db.get("t", &a.id, false).unwrap().unwrap();
+        assert_eq!((held.state, held.explanation), (OutboxState::Held, Some(why.clone())));
+        assert!(db.take_due("t", "q", 10, 100).unwrap().is_empty(), "held rows are never taken");
+        assert!(db.recover("t", "q", &why, 4).unwrap().is_empty());
+        let again = db.resend("t", &a.id, 5).unwrap();
+        assert_eq!((again.state, again.next_attempt_at_ms, again.explanation), (OutboxState::Queued, 5, None));
+        let due = db.take_due("t", "q", 10, 5).unwrap();
+        assert_eq!((due[0].message_id.as_str(), due[0].raw.clone()), ("a@x", new("t", "a@x").raw));
+        assert_eq!(Outbox::mark_delivered(&db, "t", &b.id, 6).unwrap().state, OutboxState::Delivered);
+        assert_eq!(db.cancel("t", &a.id, 7).unwrap().state, OutboxState::Cancelled);
+        assert_eq!(db.list("t", None, Some(OutboxState::Cancelled), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn another_tenants_rows_and_events_are_out_of_reach() {
+        let db = db("tenants");
+        let a = db.enqueue(&new("t1", "a@x"), 1).unwrap();
+        db.enqueue(&new("t2", "b@x"), 1).unwrap();
+        assert!(db.get("t2", &a.id, false).unwrap().is_none());
+        assert!(db.cancel("t2", &a.id, 2).unwrap_err().to_string().contains("has no outbox message"));
+        assert_eq!(db.list("t2", None, None, 10).unwrap().len(), 1);
+        let t1 = db.list_after("t1", None, 10).unwrap();
+        assert_eq!(t1.len(), 1);
+        assert!(db.list_after("t2", Some(&t1[0].id), 10).is_err(), "t1's event id is unknown to t2");
+    }
+
+    #[test]
+    fn events_are_replayed_in_commit_order_and_delivered_failed_or_dead() {
+        let db = db("events");
+        for i in 0..4 {
+            db.enqueue(&new("t", &format!("{i}@x")), i).unwrap();
+        }
+        let all = db.list_after("t", None, 100).unwrap();
+        assert_eq!(all.len(), 4);
+        let after = db.list_after("t", Some(&all[1].id), 100).unwrap();
+        assert_eq!(after.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [all[2].id.clone(), all[3].id.clone()]);
+        assert!(db.list_after("t", Some("01NOSUCHEVENT"), 10).is_err());
+        Events::mark_delivered(&db, &all[0].id, 10).unwrap();
+        db.mark_failed(&all[1].id, 99).unwrap();
+        db.mark_dead(&all[2].id).unwrap();
+        let left = db.next_undelivered("t", 10).unwrap();
+        assert_eq!(left.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [all[1].id.clone(), all[3].id.clone()]);
+        assert_eq!((left[0].attempts, left[0].next_attempt_at_ms), (1, Some(99)));
+        assert!(Events::mark_delivered(&db, "no-such-id", 1).is_err());
+        assert_eq!(all[0].kind, crate::store::events::OUTBOX_STATE_CHANGED);
+        let _ = MESSAGE_STORED;
+    }
+}
