@@ -378,9 +378,9 @@ async fn kill_9_of_a_drain_mid_batch_holds_the_in_flight_message_and_sends_nothi
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `fetch` killed with -9 while a batch is open (the server stalled mid-transfer): every
-/// stored message has its `message.stored` event and every event its message; the next fetch
-/// stores the rest, one event per message.
+/// `fetch` killed with -9 while its batch is open (the server stalled mid-transfer, messages
+/// already handed to the store's writer): every stored message has its `message.stored` event
+/// and every event its message; the next fetch stores the rest, one event per message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
     let dir = tmpdir("fetchkill");
@@ -394,26 +394,27 @@ async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
         r.put(&user, "INBOX", &raw);
     }
     let proxy = fault_proxy(("localhost".into(), r.port("RIG_IMAPS_PORT")), None).await;
-    let path = write_config(&dir, 48, Smtp::Postfix, None, "max_batch_messages = 3");
+    // Six messages per run: one batch, committed at its end.
+    let path = write_config(&dir, 48, Smtp::Postfix, None, "max_batch_messages = 6");
     let text_cfg = std::fs::read_to_string(&path).expect("config").replace(&format!("port = {}\ntls = true", r.port("RIG_IMAPS_PORT")), &format!("port = {}\ntls = true", proxy.port));
     std::fs::write(&path, text_cfg).expect("config");
     let c = path.to_str().expect("utf8").to_string();
-    // A clean run into another database measures the session's bytes.
+    // Two clean runs into another database measure the second run's bytes.
     let scratch = dir.join("scratch.sqlite3");
     let mut measure = load(&path);
     measure.database = scratch.clone();
     let sdb = Database::open(&scratch).expect("db");
-    let mut sink = sdb.sink(&measure.tenant, "inbox");
-    mailplug_host::ops::fetch(plugin(), &measure, "inbox", &mut sink, &sdb).await.expect("clean run");
-    drop(sink);
+    for _ in 0..2 {
+        let mut sink = sdb.sink(&measure.tenant, "inbox");
+        mailplug_host::ops::fetch(plugin(), &measure, "inbox", &mut sink, &sdb).await.expect("clean run");
+    }
     assert_eq!(sdb.messages(&measure.tenant, "inbox").expect("messages").len(), 12);
-    let total = proxy.last_total.load(std::sync::atomic::Ordering::SeqCst);
-    proxy.set_plan(Some((total * 6 / 10, Fault::Stall)));
+    let second_run = proxy.last_total.load(std::sync::atomic::Ordering::SeqCst);
 
     let db_path = dir.join("mailplug.sqlite3");
     let counts = |p: &Path| -> (i64, i64, i64) {
         let conn = rusqlite::Connection::open(p).expect("open");
-        let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+        let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(-1);
         (
             q("SELECT COUNT(*) FROM messages"),
             q("SELECT COUNT(*) FROM events WHERE kind = 'message.stored'"),
@@ -422,6 +423,13 @@ async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
                     + (SELECT COUNT(*) FROM events e WHERE e.kind = 'message.stored' AND NOT EXISTS (SELECT 1 FROM messages m WHERE 'db:' || m.id = json_extract(e.payload, '$.message')))"),
         )
     };
+    let fetch = |c: String| async move { tokio::task::spawn_blocking(move || run(&["fetch", "--config", &c])).await.expect("join") };
+    let out = fetch(c.clone()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(counts(&db_path), (6, 6, 0));
+
+    // The second run stalls after 60% of its bytes, with messages of its batch delivered.
+    proxy.set_plan(Some((second_run * 6 / 10, Fault::Stall)));
     let mut child = Command::new(bin())
         .args(["fetch", "--config", &c])
         .env("MAILPLUG_WASM", wasm_path())
@@ -430,15 +438,13 @@ async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
         .spawn()
         .expect("fetch runs");
     let fired = proxy.fired_handle();
-    wait_until("the stall and a committed batch", || fired.lock().expect("lock").is_some() && db_path.exists() && counts(&db_path).0 >= 3);
+    wait_until("the stall", || fired.lock().expect("lock").is_some());
     kill9(&mut child);
-    let (messages, events, orphans) = counts(&db_path);
-    assert!((3..12).contains(&messages), "killed mid-way: {messages} stored");
-    assert_eq!((events, orphans), (messages, 0), "each stored message with its event, and no other");
+    assert_eq!(counts(&db_path), (6, 6, 0), "the open batch is gone with its events");
 
     proxy.set_plan(None);
-    let out = tokio::task::spawn_blocking(move || run(&["fetch", "--config", &c])).await.expect("join");
+    let out = fetch(c.clone()).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(counts(&db_path), (12, 12, 0));
+    assert_eq!(counts(&db_path), (12, 12, 0), "the rest, one event per message");
     let _ = std::fs::remove_dir_all(&dir);
 }
