@@ -378,7 +378,7 @@ async fn kill_9_of_a_drain_mid_batch_holds_the_in_flight_message_and_sends_nothi
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `fetch` killed with -9 while its batch is open (the server stalled mid-transfer, messages
+/// `fetch` killed with -9 in the middle of its batch (the server stalled mid-transfer, messages
 /// already handed to the store's writer): every stored message has its `message.stored` event
 /// and every event its message; the next fetch stores the rest, one event per message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +440,11 @@ async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
     let fired = proxy.fired_handle();
     wait_until("the stall", || fired.lock().expect("lock").is_some());
     kill9(&mut child);
-    assert_eq!(counts(&db_path), (6, 6, 0), "the open batch is gone with its events");
+    // The host commits what was delivered once a read would wait (runtime/driver.rs), so the
+    // kill lands before, during or after that commit: whichever, messages and events go together.
+    let (messages, events, orphans) = counts(&db_path);
+    assert!((6..12).contains(&messages), "{messages} stored");
+    assert_eq!((events, orphans), (messages, 0), "each stored message with its event, and no other");
 
     proxy.set_plan(None);
     let out = fetch(c.clone()).await;
