@@ -254,6 +254,31 @@ async fn a_4xx_after_the_data_is_retried_with_backoff_and_delivered_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A message whose next attempt would fall after its max age (`enqueue --max-age`) is failed
+/// instead of queued again, saying so in English and German.
+#[test]
+fn a_message_past_its_max_age_fails_instead_of_retrying() {
+    let dir = tmpdir("maxage");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    let server = rt.block_on(scripted_smtp(vec![DataAnswer::Reply("451 4.3.0 Try again later".into())]));
+    let path = write_config(&dir, 45, Smtp::Scripted(server.port), None, "");
+    let c = path.to_str().expect("utf8");
+    let out = run(&["enqueue", "--config", c, "--queue", "out", "--to", "someone@example.test", "--subject", "old", "--body", "x\n", "--max-age", "30", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(json_lines(&out)[0]["max_age_ms"], 30_000);
+    let out = run(&["outbox", "drain", "--config", c, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let row = &json_lines(&out)[0];
+    assert_eq!((row["state"].as_str(), row["attempts"].as_u64()), (Some("failed"), Some(1)), "{row}");
+    assert!(row["explanation"]["en"].as_str().unwrap_or("").starts_with("Given up after 1 attempts"), "{row}");
+    assert!(row["explanation"]["de"].as_str().unwrap_or("").starts_with("Nach 1 Versuchen aufgegeben"), "{row}");
+    let listed = json_lines(&run(&["outbox", "list", "--config", c, "--state", "failed", "--json"]));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["explanation"], row["explanation"], "recorded as reported");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// One batch against smtp2: a 550 recipient fails with the admin explanation (English and
 /// German), a 451 recipient is queued again with backoff, a good one is delivered; the
 /// refused ones never reach the spool.
@@ -295,7 +320,9 @@ async fn a_connection_lost_after_the_final_dot_is_held_and_never_resent_silently
     let report = outbox::drain(plugin(), &cfg, &db, "out", now_ms()).await.expect("drain");
     assert_eq!(report.rows.iter().map(|r| r.state).collect::<Vec<_>>(), [OutboxState::Held, OutboxState::Queued]);
     let held = state(&db, &a);
-    assert!(held.explanation.as_ref().is_some_and(|e| !e.en.is_empty() && !e.de.is_empty()), "{held:?}");
+    let e = held.explanation.clone().expect("explained");
+    assert!(e.en.contains("may have been delivered") && e.en.contains(&a_mid) && e.de.contains("möglicherweise zugestellt"), "{e:?}");
+    assert_eq!(report.rows[0].explanation.as_ref(), Some(&e), "reported as recorded");
     assert_eq!(state(&db, &b).attempts, 1, "not sent: retried later");
     // Later drains send b, never a.
     let later = now_ms() + 3_600_000;

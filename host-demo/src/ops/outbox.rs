@@ -143,6 +143,14 @@ fn stopped_sender() -> Explanation {
     }
 }
 
+/// Why a row whose session ended between its final dot and the server's answer is held.
+fn uncertain(message_id: &str) -> Explanation {
+    Explanation {
+        en: format!("The connection ended after the whole message was handed to the server and before the server confirmed it, so it may have been delivered. Check whether the recipients got it (Message-ID <{message_id}>), then resend it (same bytes, same Message-ID) or mark it delivered."),
+        de: format!("Die Verbindung endete, nachdem die vollständige Nachricht an den Server übergeben war und bevor er sie bestätigte; sie wurde also möglicherweise zugestellt. Prüfen Sie, ob die Empfänger sie erhalten haben (Message-ID <{message_id}>), und senden Sie sie dann erneut (gleiche Bytes, gleiche Message-ID) oder markieren Sie sie als zugestellt."),
+    }
+}
+
 /// The queue's sender lock: an exclusive `flock` on `<database>.outbox-<tenant>-<queue>.lock`,
 /// held while the value lives and released by the kernel if the process dies.
 pub struct SenderLock {
@@ -242,8 +250,11 @@ pub async fn drain_with<S: Outbox + SyncStateStore>(
         let Some(d) = drained.get_mut(o.index).and_then(Option::as_mut) else { continue };
         let row = &rows[o.index];
         match &o.error {
-            Some(e) if d.record_error.is_none() => {
+            // A held row keeps its own explanation: the guest's advice for a lost connection
+            // (try again later) is not what an uncertain message needs.
+            Some(e) if d.record_error.is_none() && d.state != OutboxState::Held => {
                 if let Some(diag) = crate::check::explain(&mut instance, e, Stage::Data).await {
+                    // A row given up on says so before the guest's explanation.
                     let prefix = d.explanation.as_ref().filter(|_| d.state == OutboxState::Failed && o.delivery != Delivery::Permanent);
                     let explanation = Explanation {
                         en: format!("{}{} {}", prefix.map_or(String::new(), |p| format!("{} ", p.en)), diag.cause.en, diag.action.en),
@@ -307,7 +318,7 @@ impl<S: Outbox> Journal<'_, S> {
         match o.delivery {
             Delivery::Delivered => RecordedOutcome { explanation: None, ..plain(OutboxState::Delivered) },
             Delivery::Permanent => plain(OutboxState::Failed),
-            Delivery::Uncertain => plain(OutboxState::Held),
+            Delivery::Uncertain => RecordedOutcome { explanation: Some(uncertain(&row.message_id)), ..plain(OutboxState::Held) },
             Delivery::Transient | Delivery::NotSent => {
                 let attempts = row.attempts.saturating_add(1);
                 let doubling = 2u64.saturating_pow(attempts.saturating_sub(1).min(40));
@@ -358,7 +369,57 @@ impl<S: Outbox> BatchJournal for Journal<'_, S> {
 
 #[cfg(test)]
 mod tests {
-    use super::SenderLock;
+    use super::*;
+
+    fn row(attempts: u32, created_at_ms: i64, max_age_ms: u64) -> OutboxRow {
+        OutboxRow {
+            id: "r".into(),
+            tenant: "t".into(),
+            queue: "q".into(),
+            message_id: "m@x".into(),
+            envelope: crate::store::Envelope { from: "a@x".into(), to: vec!["b@x".into()] },
+            raw: Vec::new(),
+            size: 1,
+            state: OutboxState::Queued,
+            attempts,
+            next_attempt_at_ms: 0,
+            created_at_ms,
+            updated_at_ms: 0,
+            last_reply: None,
+            explanation: None,
+            max_age_ms,
+            save_copy: None,
+            sent_copy: None,
+        }
+    }
+
+    fn outcome(delivery: Delivery) -> MessageOutcome {
+        MessageOutcome { index: 0, message_id: Some("m@x".into()), delivery, final_reply: None, recipients: Vec::new(), error: None }
+    }
+
+    #[test]
+    fn transient_failures_back_off_1_2_4_minutes_capped_until_the_max_age() {
+        let db = crate::db::Database::open(&std::env::temp_dir().join(format!("mailplug-backoff-{}.sqlite3", std::process::id()))).unwrap();
+        let dc = DrainConfig::default();
+        let rows = [row(0, 0, u64::MAX / 4)];
+        let j = Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() };
+        let now = 1_000_000;
+        let next = |attempts: u32| {
+            let r = j.outcome(&row(attempts, 0, u64::MAX / 4), &outcome(Delivery::Transient), now);
+            assert_eq!(r.state, OutboxState::Queued);
+            (r.next_attempt_at_ms - now) / 60_000
+        };
+        assert_eq!([next(0), next(1), next(2), next(3), next(6), next(7), next(60)], [1, 2, 4, 8, 60, 60, 60]);
+        assert_eq!(j.outcome(&row(0, 0, u64::MAX / 4), &outcome(Delivery::NotSent), now).state, OutboxState::Queued);
+        // The next attempt would fall after the max age: failed, saying why.
+        let old = j.outcome(&row(4, now - 3_600_000, 3_600_000 + 60_000), &outcome(Delivery::Transient), now);
+        assert_eq!(old.state, OutboxState::Failed);
+        let e = old.explanation.expect("explained");
+        assert!(e.en.contains("Given up after 5 attempts") && e.de.contains("Nach 5 Versuchen aufgegeben"), "{e:?}");
+        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Permanent), now).state, OutboxState::Failed);
+        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Uncertain), now).state, OutboxState::Held);
+        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), now).state, OutboxState::Delivered);
+    }
 
     #[test]
     fn one_sender_per_queue_at_a_time() {
