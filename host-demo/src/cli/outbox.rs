@@ -137,6 +137,9 @@ async fn drain(plugin: &Plugin, cfg: &TenantConfig, db: &Database, queue: Option
             if let Some(r) = &d.last_reply {
                 line.push_str(&format!(": {}", r.replace('\n', " ")));
             }
+            if let Some(at) = d.next_attempt_at_ms {
+                line.push_str(&format!(" (next attempt in {} s)", (at - now_ms() as i64).max(0) / 1000));
+            }
             println!("{line}");
             if let Some(e) = &d.explanation {
                 eprintln!("mailplug:   {}", e.en);
@@ -147,7 +150,12 @@ async fn drain(plugin: &Plugin, cfg: &TenantConfig, db: &Database, queue: Option
             }
         }
         if !json {
-            eprintln!("mailplug: queue \"{q}\": {} sent this pass, {} recovered as held", report.rows.len(), report.recovered.len());
+            let delivered = report.rows.iter().filter(|d| d.state == OutboxState::Delivered).count();
+            eprintln!(
+                "mailplug: queue \"{q}\": {} attempted this pass, {delivered} delivered; {} left in flight earlier, now held",
+                report.rows.len(),
+                report.recovered.len()
+            );
         }
     }
     if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
