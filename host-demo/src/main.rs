@@ -13,6 +13,8 @@ use mailplug_host::{HostError, Plugin, RuntimeOptions, TenantConfig};
 use cli::args::{Cli, Command, OauthCommand};
 use cli::check::run_check;
 use cli::discover::{discover, print_presets};
+use cli::enqueue::{run_enqueue, EnqueueArgs};
+use cli::outbox::run_outbox;
 use cli::fetch::run_fetch;
 use cli::oauth::oauth_command;
 use cli::output::{fail, print_plan};
@@ -63,6 +65,8 @@ async fn run(cli: Cli) -> ExitCode {
         | Command::PlanFrom { config, .. }
         | Command::Check { config, .. } => config.clone(),
         Command::Oauth { command: OauthCommand::Login { config, .. } | OauthCommand::Status { config, .. } } => config.clone(),
+        Command::Enqueue { config, .. } => config.clone(),
+        Command::Outbox { command } => command.config().clone(),
     };
     let cfg = match TenantConfig::load(&config_path) {
         Ok(c) => c,
@@ -116,6 +120,11 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(e, 1),
         },
+        Command::Enqueue { queue, to, subject, body, body_file, reply_to_message, html_file, force, max_age, json, .. } => {
+            let args = EnqueueArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, max_age, json };
+            run_enqueue(&plugin, &cfg, args).await
+        }
+        Command::Outbox { command } => run_outbox(&plugin, &cfg, command).await,
         Command::Send { queue, batch, batch_file, json, .. } if batch.is_some() || batch_file.is_some() => {
             run_send_batch(&plugin, &cfg, BatchArgs { queue, dir: batch, lines: batch_file, json }).await
         }

@@ -454,3 +454,8 @@ pub async fn dot_cut_proxy(upstream: (String, u16), k: usize) -> DotCutProxy {
 
 // ---- helper E (ingest, issue 12 item 4): the generated benchmark corpus (tests/src/corpus.rs).
 pub mod corpus;
+
+// ---- helper D (durable outbox, issue 13): an SMTP server whose every final dot gets a
+// scripted answer (accept, a reply, a cut, a stall), counted across connections
+// (tests/src/scripted_smtp.rs).
+pub mod scripted_smtp;

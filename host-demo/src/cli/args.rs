@@ -67,6 +67,44 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put a message, or a reply to a stored message, into a queue's durable outbox: composed
+    /// now, committed, then sent by `mailplug outbox drain` (or the service). Prints the outbox
+    /// id and the Message-ID once committed.
+    Enqueue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: String,
+        /// Recipient; repeat for several (not with --reply-to-message: the reply goes to the original's sender).
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        to: Vec<String>,
+        #[arg(long, required_unless_present = "reply_to_message", conflicts_with = "reply_to_message")]
+        subject: Option<String>,
+        #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
+        body: Option<String>,
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Reply to this stored message (db:<id>, mid:<Message-ID>, imap:..., pop3:...), as `send` does.
+        #[arg(long)]
+        reply_to_message: Option<String>,
+        /// Optional HTML body for a reply.
+        #[arg(long, requires = "reply_to_message")]
+        html_file: Option<PathBuf>,
+        /// Reply even to an auto-reply, bulk mail or bounce.
+        #[arg(long, requires = "reply_to_message")]
+        force: bool,
+        /// How long transient failures are retried before the message is failed (seconds; default 5 days).
+        #[arg(long, value_name = "SECS")]
+        max_age: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The durable outbox: list it, send what is due (one pass), or decide about a held or
+    /// failed message.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Suggest a tenant-configuration snippet for an address: from the preset catalogue, else
     /// by the domain's MX, RFC 6186/8314 SRV records and Thunderbird autoconfig (suggestions to
     /// confirm unless they are catalogue servers).
@@ -160,4 +198,68 @@ pub enum OauthCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum OutboxCommand {
+    /// The outbox's messages, oldest first.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this state: queued, in-flight, delivered, failed, held, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pass of the sender: messages left in flight by a stopped sender become held, then
+    /// the due messages of each queue (or of --queue) go out over one session per queue.
+    Drain {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a held or failed message again: the same bytes, the same Message-ID.
+    Resend {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A held message was delivered after all (the recipients have it).
+    MarkDelivered {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Do not send a queued, held or failed message.
+    Cancel {
+        #[arg(long)]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl OutboxCommand {
+    pub fn config(&self) -> &PathBuf {
+        match self {
+            OutboxCommand::List { config, .. }
+            | OutboxCommand::Drain { config, .. }
+            | OutboxCommand::Resend { config, .. }
+            | OutboxCommand::MarkDelivered { config, .. }
+            | OutboxCommand::Cancel { config, .. } => config,
+        }
+    }
 }

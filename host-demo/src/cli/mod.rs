@@ -3,8 +3,10 @@
 pub mod args;
 pub mod check;
 pub mod discover;
+pub mod enqueue;
 pub mod fetch;
 pub mod oauth;
+pub mod outbox;
 pub mod output;
 pub mod send;
 pub mod send_batch;

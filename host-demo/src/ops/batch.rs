@@ -104,26 +104,64 @@ pub async fn send_batch(
             Err(e) => return Err(e),
         }
     }
-    if !composed.is_empty() {
-        let mut sink = BatchSink { positions: &positions, composed: &composed, journal, committed: None, done: BTreeMap::new() };
-        let result = submit_batch(&mut instance, cfg, store, q, &composed, &mut sink).await;
-        let BatchSink { committed, mut done, .. } = sink;
-        let failure = result.err();
-        for (k, c) in composed.iter().enumerate() {
-            let index = positions[k];
-            let outcome = match done.remove(&k) {
-                Some(o) => o,
-                None => {
-                    let uncertain = committed == Some(k);
-                    let o = unfinished(index, c, uncertain, failure.as_ref());
-                    journal.message_done(&o);
-                    o
-                }
-            };
-            outcomes[index] = Some(outcome);
-        }
+    for o in submit_composed(&mut instance, cfg, store, q, &positions, &composed, journal).await {
+        let index = o.index;
+        outcomes[index] = Some(o);
     }
     Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// Sends messages composed earlier (a durable outbox's rows, byte for byte) through `queue`
+/// over one SMTP session: one outcome per message, in order, `index` its position in
+/// `composed`. Err only when nothing could be attempted (configuration, licence, the component).
+pub async fn send_composed(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    queue: &str,
+    composed: &[ComposedMessage],
+    store: &dyn SyncStateStore,
+    journal: &mut dyn BatchJournal,
+) -> Result<Vec<MessageOutcome>, HostError> {
+    check_licence(cfg)?;
+    let q = cfg.queue(queue).ok_or_else(|| HostError::NotFound(format!("no queue named \"{queue}\" in the configuration")))?;
+    let mut instance = instance_for(plugin, cfg).await?;
+    let positions: Vec<usize> = (0..composed.len()).collect();
+    Ok(submit_composed(&mut instance, cfg, store, q, &positions, composed, journal).await)
+}
+
+/// Submits the composed messages (`positions[k]`: message k's index in the caller's batch) and
+/// returns one outcome for each, in order.
+async fn submit_composed(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    q: &QueueConfig,
+    positions: &[usize],
+    composed: &[ComposedMessage],
+    journal: &mut dyn BatchJournal,
+) -> Vec<MessageOutcome> {
+    let mut outcomes = Vec::with_capacity(composed.len());
+    if composed.is_empty() {
+        return outcomes;
+    }
+    let mut sink = BatchSink { positions, composed, journal, committed: None, done: BTreeMap::new() };
+    let result = submit_batch(instance, cfg, store, q, composed, &mut sink).await;
+    let BatchSink { committed, mut done, journal, .. } = sink;
+    let failure = result.err();
+    for (k, c) in composed.iter().enumerate() {
+        let index = positions[k];
+        let outcome = match done.remove(&k) {
+            Some(o) => o,
+            None => {
+                let uncertain = committed == Some(k);
+                let o = unfinished(index, c, uncertain, failure.as_ref());
+                journal.message_done(&o);
+                o
+            }
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
 }
 
 /// Opens the batch session (again with a fresh token when an OAuth2 login was refused before

@@ -26,7 +26,8 @@ mod batch;
 pub mod check;
 pub mod discovery;
 mod inbound;
-pub use batch::{delivery_name, send_batch, BatchJournal, MessageOutcome, NoJournal};
+pub use batch::{delivery_name, send_batch, send_composed, BatchJournal, MessageOutcome, NoJournal};
+pub mod outbox;
 pub use inbound::{fetch, sync_binding};
 
 fn guest_server(s: &ServerConfig) -> GuestServer {
@@ -475,9 +476,28 @@ pub async fn send_reply(
 ) -> Result<SentReply, HostError> {
     check_licence(cfg)?;
     let q = queue(cfg, queue_name)?;
+    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
+    let (mailbox, plan, composed) = compose_reply_to(&mut instance, cfg, q, db, message, reply).await?;
+    let sent = submit(&mut instance, cfg, db, q, composed).await?;
+    let saved = match cfg.mailbox(&mailbox) {
+        Some(m) => save_sent_copy(&mut instance, cfg, db, q, m, &sent.raw).await,
+        None => SavedReply::NotConfigured,
+    };
+    Ok(SentReply { plan, sent, saved })
+}
+
+/// Composes a reply to a stored message (see `send_reply`) with the sender planned for the
+/// mailbox it arrived in: (that mailbox, the plan, the composed reply).
+async fn compose_reply_to(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    q: &QueueConfig,
+    db: &crate::db::Database,
+    message: &str,
+    reply: &Reply,
+) -> Result<(String, FromPlan, ComposedMessage), HostError> {
     let (mailbox, original) = db.find(&cfg.tenant, message)?;
     let id = identity(cfg, q, &mailbox)?;
-    let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
     let plan = instance.plan_from(&id).await?;
     let composed = instance
         .compose_reply(&ReplyDraft {
@@ -490,12 +510,7 @@ pub async fn send_reply(
             force: reply.force,
         })
         .await?;
-    let sent = submit(&mut instance, cfg, db, q, composed).await?;
-    let saved = match cfg.mailbox(&mailbox) {
-        Some(m) => save_sent_copy(&mut instance, cfg, db, q, m, &sent.raw).await,
-        None => SavedReply::NotConfigured,
-    };
-    Ok(SentReply { plan, sent, saved })
+    Ok((mailbox, plan, composed))
 }
 
 /// One finding about a configured server.

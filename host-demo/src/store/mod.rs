@@ -2,8 +2,13 @@
 //! Files are written to a temporary name, synced and renamed, so a crash leaves either the old
 //! or the new version, never half of one.
 
+pub mod events;
+pub mod outbox;
 pub mod private_files;
 pub mod sqlite;
+
+pub use events::{Event, Events};
+pub use outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome};
 
 use std::fs;
 use std::io::Write;

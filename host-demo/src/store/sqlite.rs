@@ -25,7 +25,9 @@ use crate::engine::Tokens;
 use crate::error::HostError;
 use crate::store::{SavedState, SyncStateStore};
 
+pub(crate) mod events;
 mod migrate;
+mod outbox;
 mod sink;
 
 pub use migrate::content_hash;
@@ -180,6 +182,8 @@ impl Database {
         conn.execute_batch(SCHEMA).map_err(db_err("database schema"))?;
         migrate::migrate(&mut conn)?;
         conn.execute_batch(INDEXES).map_err(db_err("database schema"))?;
+        // The outbox and the events (issue 13): new tables, no schema version change.
+        conn.execute_batch(outbox::SCHEMA).and_then(|_| conn.execute_batch(events::SCHEMA)).map_err(db_err("database schema"))?;
         Ok(Database { conn, path: path.to_path_buf(), keys })
     }
 

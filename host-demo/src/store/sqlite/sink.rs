@@ -227,6 +227,11 @@ impl WriterState {
                     .map_err(db_err("storing an attachment"))?;
             }
         }
+        // Its `message.stored` event, in the same transaction (issue 13: store::events).
+        let (subject, from) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
+        let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": self.mailbox, "server_id": m.id, "folder": m.folder,
+            "message_id": message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": collision});
+        super::events::append(c, &self.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
         Ok(done(rowid, true, false, collision))
     }
 

@@ -138,3 +138,21 @@ fn databases_of_the_previous_version_are_migrated() {
     // Opening again changes nothing.
     assert_eq!(Database::open(&path).unwrap().messages("t", "m").unwrap().len(), 2);
 }
+
+/// Helper D (issue 13): each newly stored message writes one `message.stored` event in the
+/// sink's transaction; a duplicate writes none.
+#[test]
+fn each_stored_message_writes_one_event_and_a_duplicate_none() {
+    use crate::store::events::{Events, MESSAGE_STORED};
+    let db = Database::open(&temp_db("events")).unwrap();
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a"), message("imap:INBOX:1:2", "b@h", "b")]);
+    deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a")]);
+    let events = db.list_after("t", None, 10).unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (e, d) in events.iter().zip(&r) {
+        assert_eq!(e.kind, MESSAGE_STORED);
+        assert_eq!(e.payload["message"], format!("db:{}", d.row));
+        assert_eq!(e.payload["mailbox"], "m");
+        assert_eq!(e.payload["server_id"], d.id);
+    }
+}

@@ -1,0 +1,442 @@
+//! The `outbox` table (see `store::outbox`): each state change and its event in one
+//! `BEGIN IMMEDIATE` transaction, synced (`synchronous = FULL`) before the call returns.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use super::{db_err, events, Database};
+use crate::error::HostError;
+use crate::store::events::OUTBOX_STATE_CHANGED;
+use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS outbox (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                  TEXT NOT NULL UNIQUE,
+    tenant              TEXT NOT NULL,
+    queue               TEXT NOT NULL,
+    message_id          TEXT NOT NULL,
+    -- JSON: {\"from\": ..., \"to\": [...]}
+    envelope            TEXT NOT NULL,
+    -- The composed message, fixed at enqueue: a resend is byte-identical.
+    raw                 BLOB NOT NULL,
+    size                INTEGER NOT NULL,
+    -- queued, in-flight, delivered, failed, held, cancelled
+    state               TEXT NOT NULL,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms  INTEGER NOT NULL,
+    created_at_ms       INTEGER NOT NULL,
+    updated_at_ms       INTEGER NOT NULL,
+    last_reply          TEXT,
+    explanation_en      TEXT,
+    explanation_de      TEXT,
+    max_age_ms          INTEGER NOT NULL,
+    -- The mailbox whose save_sent folder gets a copy once delivered; what became of it (JSON).
+    save_copy           TEXT,
+    sent_copy           TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (tenant, queue, state, next_attempt_at_ms);
+";
+
+const COLUMNS: &str = "id, tenant, queue, message_id, envelope, size, state, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, \
+                       last_reply, explanation_en, explanation_de, max_age_ms, save_copy, sent_copy";
+
+fn row(r: &rusqlite::Row<'_>, with_raw: bool) -> rusqlite::Result<OutboxRow> {
+    let envelope: String = r.get(4)?;
+    let state: String = r.get(6)?;
+    let (en, de): (Option<String>, Option<String>) = (r.get(12)?, r.get(13)?);
+    let sent_copy: Option<String> = r.get(16)?;
+    let bad = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        queue: r.get(2)?,
+        message_id: r.get(3)?,
+        envelope: serde_json::from_str(&envelope).map_err(|e| bad(format!("outbox envelope: {e}")))?,
+        raw: if with_raw { r.get(17)? } else { Vec::new() },
+        size: r.get::<_, i64>(5)? as u64,
+        state: OutboxState::parse(&state).ok_or_else(|| bad(format!("unknown outbox state \"{state}\"")))?,
+        attempts: r.get(7)?,
+        next_attempt_at_ms: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        updated_at_ms: r.get(10)?,
+        last_reply: r.get(11)?,
+        explanation: match (en, de) {
+            (Some(en), Some(de)) => Some(Explanation { en, de }),
+            (Some(en), None) => Some(Explanation { de: en.clone(), en }),
+            _ => None,
+        },
+        max_age_ms: r.get::<_, i64>(14)? as u64,
+        save_copy: r.get(15)?,
+        sent_copy: sent_copy.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction (the write lock from the start, so a concurrent
+/// writer waits instead of failing on upgrade), committed when it succeeds.
+fn immediate<T>(conn: &Connection, what: &str, f: impl FnOnce(&Connection) -> Result<T, HostError>) -> Result<T, HostError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err(what))?;
+    let result = f(conn).and_then(|v| conn.execute_batch("COMMIT").map(|_| v).map_err(db_err(what)));
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+fn get_in(conn: &Connection, tenant: Option<&str>, id: &str, with_raw: bool) -> Result<Option<OutboxRow>, HostError> {
+    let raw = if with_raw { ", raw" } else { "" };
+    conn.prepare_cached(&format!("SELECT {COLUMNS}{raw} FROM outbox WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)"))
+        .and_then(|mut st| st.query_row(params![id, tenant], |r| row(r, with_raw)).optional())
+        .map_err(db_err("reading the outbox"))
+}
+
+/// The event describing a row in its new state.
+fn state_event(conn: &Connection, r: &OutboxRow, previous: Option<OutboxState>, now_ms: i64) -> Result<(), HostError> {
+    let payload = json!({
+        "id": r.id,
+        "queue": r.queue,
+        "message_id": r.message_id,
+        "to": r.envelope.to,
+        "state": r.state.as_str(),
+        "previous_state": previous.map(OutboxState::as_str),
+        "attempts": r.attempts,
+        "next_attempt_at_ms": (r.state == OutboxState::Queued).then_some(r.next_attempt_at_ms),
+        "last_reply": r.last_reply,
+        "explanation": r.explanation,
+    });
+    events::append(conn, &r.tenant, OUTBOX_STATE_CHANGED, &payload, now_ms).map(|_| ())
+}
+
+/// What a transition sets besides the state.
+#[derive(Default)]
+struct Change {
+    count_attempt: bool,
+    next_attempt_at_ms: Option<i64>,
+    last_reply: Option<Option<String>>,
+    explanation: Option<Option<Explanation>>,
+}
+
+impl Database {
+    /// Moves row `id` (of `tenant`, when given) from one of `from` to `to`, with its event, in
+    /// one transaction; an id not found or a row in another state is refused, naming both.
+    fn transition(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        from: &[OutboxState],
+        to: OutboxState,
+        change: Change,
+        now_ms: i64,
+    ) -> Result<OutboxRow, HostError> {
+        immediate(&self.conn, "changing an outbox row", |c| {
+            let Some(before) = get_in(c, tenant, id, false)? else {
+                return Err(HostError::NotFound(match tenant {
+                    Some(t) => format!("tenant \"{t}\" has no outbox message \"{id}\""),
+                    None => format!("no outbox message \"{id}\""),
+                }));
+            };
+            if !from.contains(&before.state) {
+                let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+                return Err(HostError::NotFound(format!(
+                    "outbox message \"{id}\" (Message-ID <{}>) is {}: only a message that is {} can become {to}",
+                    before.message_id,
+                    before.state,
+                    allowed.join(" or ")
+                )));
+            }
+            let (reply_set, reply) = match change.last_reply {
+                Some(r) => (true, r),
+                None => (false, None),
+            };
+            let (expl_set, expl) = match change.explanation {
+                Some(e) => (true, e),
+                None => (false, None),
+            };
+            c.prepare_cached(
+                "UPDATE outbox SET state = ?2, updated_at_ms = ?3, attempts = attempts + ?4,
+                    next_attempt_at_ms = COALESCE(?5, next_attempt_at_ms),
+                    last_reply = CASE WHEN ?6 THEN ?7 ELSE last_reply END,
+                    explanation_en = CASE WHEN ?8 THEN ?9 ELSE explanation_en END,
+                    explanation_de = CASE WHEN ?8 THEN ?10 ELSE explanation_de END
+                 WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    to.as_str(),
+                    now_ms,
+                    i64::from(change.count_attempt),
+                    change.next_attempt_at_ms,
+                    reply_set,
+                    reply,
+                    expl_set,
+                    expl.as_ref().map(|e| e.en.as_str()),
+                    expl.as_ref().map(|e| e.de.as_str()),
+                ])
+            })
+            .map_err(db_err("changing an outbox row"))?;
+            let after = get_in(c, None, id, false)?.ok_or_else(|| HostError::Storage(format!("outbox row {id} vanished")))?;
+            state_event(c, &after, Some(before.state), now_ms)?;
+            Ok(after)
+        })
+    }
+}
+
+impl Outbox for Database {
+    fn enqueue(&self, m: &NewOutbound, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let id = ulid::Ulid::new().to_string();
+        let envelope = serde_json::to_string(&m.envelope).map_err(|e| HostError::Storage(format!("outbox envelope: {e}")))?;
+        immediate(&self.conn, "enqueueing a message", |c| {
+            c.prepare_cached(
+                "INSERT INTO outbox (id, tenant, queue, message_id, envelope, raw, size, state, next_attempt_at_ms, created_at_ms,
+                    updated_at_ms, max_age_ms, save_copy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?8, ?9, ?10)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    m.tenant,
+                    m.queue,
+                    m.message_id,
+                    envelope,
+                    m.raw,
+                    m.raw.len() as i64,
+                    now_ms,
+                    i64::try_from(m.max_age_ms).unwrap_or(i64::MAX),
+                    m.save_copy
+                ])
+            })
+            .map_err(db_err("enqueueing a message"))?;
+            let r = get_in(c, None, &id, false)?.ok_or_else(|| HostError::Storage("the enqueued row vanished".into()))?;
+            state_event(c, &r, None, now_ms)?;
+            Ok(r)
+        })
+    }
+
+    fn take_due(&self, tenant: &str, queue: &str, limit: usize, now_ms: i64) -> Result<Vec<OutboxRow>, HostError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, raw FROM outbox WHERE tenant = ?1 AND queue = ?2 AND state = 'queued' AND next_attempt_at_ms <= ?3
+                 ORDER BY seq LIMIT ?4"
+            ))
+            .map_err(db_err("reading the outbox"))?;
+        let rows = st
+            .query_map(params![tenant, queue, now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| row(r, true))
+            .map_err(db_err("reading the outbox"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading the outbox"))
+    }
+
+    fn record_commit_point(&self, id: &str, now_ms: i64) -> Result<(), HostError> {
+        self.transition(None, id, &[OutboxState::Queued], OutboxState::InFlight, Change::default(), now_ms).map(|_| ())
+    }
+
+    fn record_outcome(&self, id: &str, o: &RecordedOutcome, now_ms: i64) -> Result<(), HostError> {
+        let next = (o.state == OutboxState::Queued).then_some(o.next_attempt_at_ms);
+        let change = Change {
+            count_attempt: true,
+            next_attempt_at_ms: next,
+            last_reply: Some(o.last_reply.clone()),
+            explanation: Some(o.explanation.clone()),
+        };
+        self.transition(None, id, &[OutboxState::Queued, OutboxState::InFlight], o.state, change, now_ms).map(|_| ())
+    }
+
+    fn recover(&self, tenant: &str, queue: &str, why: &Explanation, now_ms: i64) -> Result<Vec<String>, HostError> {
+        let ids: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT id FROM outbox WHERE tenant = ?1 AND queue = ?2 AND state = 'in-flight' ORDER BY seq")
+                .map_err(db_err("reading the outbox"))?;
+            let rows = st.query_map(params![tenant, queue], |r| r.get(0)).map_err(db_err("reading the outbox"))?;
+            rows.collect::<Result<_, _>>().map_err(db_err("reading the outbox"))?
+        };
+        for id in &ids {
+            let change = Change { explanation: Some(Some(why.clone())), ..Change::default() };
+            self.transition(Some(tenant), id, &[OutboxState::InFlight], OutboxState::Held, change, now_ms)?;
+        }
+        Ok(ids)
+    }
+
+    fn hold(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let why = Explanation {
+            en: "held by an admin: not sent until it is resent".into(),
+            de: "von einem Administrator angehalten: wird erst nach \"erneut senden\" verschickt".into(),
+        };
+        let change = Change { explanation: Some(Some(why)), ..Change::default() };
+        self.transition(Some(tenant), id, &[OutboxState::Queued], OutboxState::Held, change, now_ms)
+    }
+
+    fn resend(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let change = Change { next_attempt_at_ms: Some(now_ms), explanation: Some(None), ..Change::default() };
+        self.transition(Some(tenant), id, &[OutboxState::Held, OutboxState::Failed], OutboxState::Queued, change, now_ms)
+    }
+
+    fn mark_delivered(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let change = Change { explanation: Some(None), ..Change::default() };
+        self.transition(Some(tenant), id, &[OutboxState::Held], OutboxState::Delivered, change, now_ms)
+    }
+
+    fn cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let from = [OutboxState::Queued, OutboxState::Held, OutboxState::Failed];
+        self.transition(Some(tenant), id, &from, OutboxState::Cancelled, Change::default(), now_ms)
+    }
+
+    fn list(&self, tenant: &str, queue: Option<&str>, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, HostError> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE tenant = ?1 AND (?2 IS NULL OR queue = ?2) AND (?3 IS NULL OR state = ?3)
+                 ORDER BY seq LIMIT ?4"
+            ))
+            .map_err(db_err("reading the outbox"))?;
+        let rows = st
+            .query_map(params![tenant, queue, state.map(OutboxState::as_str), i64::try_from(limit).unwrap_or(i64::MAX)], |r| row(r, false))
+            .map_err(db_err("reading the outbox"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading the outbox"))
+    }
+
+    fn get(&self, tenant: &str, id: &str, with_raw: bool) -> Result<Option<OutboxRow>, HostError> {
+        get_in(&self.conn, Some(tenant), id, with_raw)
+    }
+
+    fn record_sent_copy(&self, id: &str, copy: &serde_json::Value, now_ms: i64) -> Result<(), HostError> {
+        self.conn
+            .execute("UPDATE outbox SET sent_copy = ?2, updated_at_ms = ?3 WHERE id = ?1", params![id, copy.to_string(), now_ms])
+            .map(|_| ())
+            .map_err(db_err("recording the sent copy"))
+    }
+
+    fn record_explanation(&self, id: &str, e: &Explanation) -> Result<(), HostError> {
+        self.conn
+            .execute("UPDATE outbox SET explanation_en = ?2, explanation_de = ?3 WHERE id = ?1", params![id, e.en, e.de])
+            .map(|_| ())
+            .map_err(db_err("recording an explanation"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::events::{Events, MESSAGE_STORED};
+    use crate::store::Envelope;
+
+    fn db(name: &str) -> Database {
+        let p = std::env::temp_dir().join(format!("mailplug-outboxtest-{name}-{}.sqlite3", std::process::id()));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+        Database::open(&p).unwrap()
+    }
+
+    fn new(tenant: &str, mid: &str) -> NewOutbound {
+        NewOutbound {
+            tenant: tenant.into(),
+            queue: "q".into(),
+            message_id: mid.into(),
+            envelope: Envelope { from: "a@example.test".into(), to: vec!["b@example.test".into()] },
+            raw: format!("Message-ID: <{mid}>\r\n\r\nbody\r\n").into_bytes(),
+            max_age_ms: 3_600_000,
+            save_copy: None,
+        }
+    }
+
+    fn states(db: &Database, tenant: &str) -> Vec<(String, Option<String>)> {
+        db.list_after(tenant, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.payload["state"].as_str().unwrap_or("").to_string(), e.payload["previous_state"].as_str().map(str::to_string)))
+            .collect()
+    }
+
+    #[test]
+    fn every_state_change_writes_one_event_and_due_rows_come_in_order() {
+        let db = db("life");
+        let a = db.enqueue(&new("t", "a@x"), 1000).unwrap();
+        let b = db.enqueue(&new("t", "b@x"), 1001).unwrap();
+        assert_eq!(a.state, OutboxState::Queued);
+        let due = db.take_due("t", "q", 10, 1000).unwrap();
+        assert_eq!(due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [a.id.as_str()], "b is not due yet at 1000");
+        assert_eq!(due[0].raw, new("t", "a@x").raw, "the bytes fixed at enqueue");
+        db.record_commit_point(&a.id, 1100).unwrap();
+        assert_eq!(db.get("t", &a.id, false).unwrap().unwrap().state, OutboxState::InFlight);
+        // A commit point is only for a queued row.
+        assert!(db.record_commit_point(&a.id, 1100).is_err());
+        let delivered = RecordedOutcome { state: OutboxState::Delivered, next_attempt_at_ms: 0, last_reply: Some("250 ok".into()), explanation: None };
+        db.record_outcome(&a.id, &delivered, 1200).unwrap();
+        let retry = RecordedOutcome { state: OutboxState::Queued, next_attempt_at_ms: 61_000, last_reply: Some("451 busy".into()), explanation: None };
+        db.record_outcome(&b.id, &retry, 1300).unwrap();
+        let rb = db.get("t", &b.id, false).unwrap().unwrap();
+        assert_eq!((rb.state, rb.attempts, rb.next_attempt_at_ms), (OutboxState::Queued, 1, 61_000));
+        assert!(db.take_due("t", "q", 10, 60_999).unwrap().is_empty());
+        assert_eq!(db.take_due("t", "q", 10, 61_000).unwrap().len(), 1);
+        let got = states(&db, "t");
+        let want: Vec<(String, Option<String>)> = [("queued", None), ("queued", None), ("in-flight", Some("queued")), ("delivered", Some("in-flight")), ("queued", Some("queued"))]
+            .into_iter()
+            .map(|(s, p)| (s.to_string(), p.map(str::to_string)))
+            .collect();
+        assert_eq!(got, want);
+        // A delivered row cannot be resent, cancelled or marked again.
+        for e in [db.resend("t", &a.id, 2000).unwrap_err(), db.cancel("t", &a.id, 2000).unwrap_err(), Outbox::mark_delivered(&db, "t", &a.id, 2000).unwrap_err()] {
+            assert!(e.to_string().contains("is delivered"), "{e}");
+        }
+        assert_eq!(states(&db, "t").len(), 5, "a refused change writes no event");
+    }
+
+    #[test]
+    fn rows_left_in_flight_are_held_then_resent_with_the_same_bytes_or_marked_delivered() {
+        let db = db("recover");
+        let a = db.enqueue(&new("t", "a@x"), 1).unwrap();
+        let b = db.enqueue(&new("t", "b@x"), 1).unwrap();
+        db.record_commit_point(&a.id, 2).unwrap();
+        db.record_commit_point(&b.id, 2).unwrap();
+        let why = Explanation { en: "stopped".into(), de: "abgebrochen".into() };
+        assert_eq!(db.recover("t", "q", &why, 3).unwrap(), [a.id.clone(), b.id.clone()]);
+        let held = db.get("t", &a.id, false).unwrap().unwrap();
+        assert_eq!((held.state, held.explanation), (OutboxState::Held, Some(why.clone())));
+        assert!(db.take_due("t", "q", 10, 100).unwrap().is_empty(), "held rows are never taken");
+        assert!(db.recover("t", "q", &why, 4).unwrap().is_empty());
+        let again = db.resend("t", &a.id, 5).unwrap();
+        assert_eq!((again.state, again.next_attempt_at_ms, again.explanation), (OutboxState::Queued, 5, None));
+        let due = db.take_due("t", "q", 10, 5).unwrap();
+        assert_eq!((due[0].message_id.as_str(), due[0].raw.clone()), ("a@x", new("t", "a@x").raw));
+        assert_eq!(Outbox::mark_delivered(&db, "t", &b.id, 6).unwrap().state, OutboxState::Delivered);
+        assert_eq!(db.cancel("t", &a.id, 7).unwrap().state, OutboxState::Cancelled);
+        assert_eq!(db.list("t", None, Some(OutboxState::Cancelled), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn another_tenants_rows_and_events_are_out_of_reach() {
+        let db = db("tenants");
+        let a = db.enqueue(&new("t1", "a@x"), 1).unwrap();
+        db.enqueue(&new("t2", "b@x"), 1).unwrap();
+        assert!(db.get("t2", &a.id, false).unwrap().is_none());
+        assert!(db.cancel("t2", &a.id, 2).unwrap_err().to_string().contains("has no outbox message"));
+        assert_eq!(db.list("t2", None, None, 10).unwrap().len(), 1);
+        let t1 = db.list_after("t1", None, 10).unwrap();
+        assert_eq!(t1.len(), 1);
+        assert!(db.list_after("t2", Some(&t1[0].id), 10).is_err(), "t1's event id is unknown to t2");
+    }
+
+    #[test]
+    fn events_are_replayed_in_commit_order_and_delivered_failed_or_dead() {
+        let db = db("events");
+        for i in 0..4 {
+            db.enqueue(&new("t", &format!("{i}@x")), i).unwrap();
+        }
+        let all = db.list_after("t", None, 100).unwrap();
+        assert_eq!(all.len(), 4);
+        let after = db.list_after("t", Some(&all[1].id), 100).unwrap();
+        assert_eq!(after.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [all[2].id.clone(), all[3].id.clone()]);
+        assert!(db.list_after("t", Some("01NOSUCHEVENT"), 10).is_err());
+        Events::mark_delivered(&db, &all[0].id, 10).unwrap();
+        db.mark_failed(&all[1].id, 99).unwrap();
+        db.mark_dead(&all[2].id).unwrap();
+        let left = db.next_undelivered("t", 10).unwrap();
+        assert_eq!(left.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [all[1].id.clone(), all[3].id.clone()]);
+        assert_eq!((left[0].attempts, left[0].next_attempt_at_ms), (1, Some(99)));
+        assert!(Events::mark_delivered(&db, "no-such-id", 1).is_err());
+        assert_eq!(all[0].kind, crate::store::events::OUTBOX_STATE_CHANGED);
+        let _ = MESSAGE_STORED;
+    }
+}
