@@ -25,7 +25,7 @@ use exports::mailplug::connector::presets::{
 use exports::mailplug::connector::check::{self, Diagnosis};
 use exports::mailplug::connector::session::{
     self, Action, BatchReport, CheckSummary, Delivery, Event, FetchSummary, FetchedMessage, FolderCount, GuestSession,
-    MessageResult, Outcome, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
+    MessageResult, Outcome, RecipientResult, SendReport, SkippedMessage, Step, StepReport, Stepped,
 };
 use exports::mailplug::connector::parse::{self as parse_wit, Address, Attachment, Classification, ParsedMessage};
 use exports::mailplug::connector::types::{
@@ -45,17 +45,25 @@ impl GuestSession for SessionResource {
         server_to_wit(self.inner.borrow().server())
     }
 
+    fn step(&self, event: Event, now: u64) -> Result<Stepped, Error> {
+        let actions = self.handle(event, now)?;
+        Ok(Stepped { actions, deadline: self.inner.borrow().deadline() })
+    }
+
     fn handle(&self, event: Event, now: u64) -> Result<Vec<Action>, Error> {
-        if let Event::MessageData(d) = event {
-            // Batch submissions: the bytes move into the session (no copy).
+        if let Event::MessageData(list) = event {
+            // Batch submissions: the bytes move into the session (no copy), in order.
             let mut inner = self.inner.borrow_mut();
-            let forms = inner.secret_forms();
-            let actions = inner.message_data(d.index, d.raw, now).map_err(|mut e| {
-                e.redact(&forms);
-                e.quoted.clear();
-                error_to_wit(e)
-            })?;
-            return Ok(actions.into_iter().map(action_to_wit).collect());
+            let mut actions = Vec::new();
+            for d in list {
+                let more = inner.message_data(d.index, d.raw, now).map_err(|mut e| {
+                    e.redact(&inner.secret_forms());
+                    e.quoted.clear();
+                    error_to_wit(e)
+                })?;
+                actions.extend(more.into_iter().map(action_to_wit));
+            }
+            return Ok(actions);
         }
         let ev = match &event {
             Event::Connected => core::Event::Connected,
@@ -260,7 +268,7 @@ impl outbound::Guest for Component {
     fn open_batch(submission: WitSubmission, messages: Vec<BatchEnvelope>, _now: u64) -> Result<session::Session, Error> {
         let messages = messages
             .into_iter()
-            .map(|m| smtp::BatchEnvelope { message_id: m.message_id, envelope_from: m.envelope_from, envelope_to: m.envelope_to })
+            .map(|m| smtp::BatchEnvelope { message_id: m.message_id, envelope_from: m.envelope_from, envelope_to: m.envelope_to, size: m.size })
             .collect();
         let s = smtp::SmtpSession::new_batch(submission_from_wit(submission), messages).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))

@@ -21,9 +21,10 @@ use super::*;
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 10_000;
 
-/// Messages asked for from the next one to start on: with one, the guest holds the message
-/// waiting for its 354 and the one after it.
-const AHEAD: usize = 1;
+/// The bytes of the messages asked for at once: with 10 KB messages, 25 per `message-data`
+/// event (a call across the boundary saved per message); a larger message is asked for alone.
+/// The guest holds at most this, plus the message waiting for its 354, plus one larger message.
+const WINDOW: u64 = 256 * 1024;
 
 /// One message to submit, without its bytes (they come with `message_data`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct BatchEnvelope {
     pub message_id: String,
     pub envelope_from: String,
     pub envelope_to: Vec<String>,
+    /// The length of its bytes, as `message_data` must hand them over.
+    pub size: u64,
 }
 
 /// Where a message's bytes stand.
@@ -53,7 +56,9 @@ struct Item {
     from: String,
     to: Vec<String>,
     body: Body,
-    /// Known once the bytes arrived.
+    /// The length of its bytes, as announced.
+    announced: u64,
+    /// Known once the bytes arrived: the RFC 1870 size of the encoded data.
     size: u64,
     eight_bit: bool,
 }
@@ -74,8 +79,8 @@ pub(super) struct Batch {
     next: usize,
     /// Messages 0..asked were asked for with `need-message`.
     asked: usize,
-    /// `limits.max-message-bytes`.
-    max_message: u64,
+    /// The secret's wire forms (`secret_forms`), for redacting each outcome.
+    forms: Vec<String>,
     /// The next message's turn came before its bytes: it starts once they arrive.
     waiting: bool,
     expect: VecDeque<Expect>,
@@ -130,20 +135,31 @@ impl SmtpSession {
             for to in &m.envelope_to {
                 check_envelope_address("recipient", to).map_err(named)?;
             }
+            // Never asked for: its bytes would not be sent anyway.
+            let body = if m.size > max_message {
+                Body::Bad(Error::limit(
+                    Stage::Data,
+                    format!("the message is {} bytes, more than the configured limit of {max_message} bytes; nothing was sent. Shorten it or remove attachments", m.size),
+                ))
+            } else {
+                Body::Later
+            };
             items.push(Item {
                 message_id: m.message_id,
                 from: m.envelope_from,
                 to: m.envelope_to,
-                body: Body::Later,
+                body,
+                announced: m.size,
                 size: 0,
                 eight_bit: false,
             });
         }
+        let forms = session.secret_forms();
         session.batch = Some(Box::new(Batch {
+            forms,
             items,
             next: 0,
             asked: 0,
-            max_message,
             waiting: false,
             expect: VecDeque::new(),
             mail_error: None,
@@ -165,7 +181,7 @@ impl SmtpSession {
                 format!("the host handed over message {index}, but this session sends the one message given to outbound.open"),
             ));
         };
-        let (i, max) = (index as usize, b.max_message);
+        let i = index as usize;
         if !matches!(b.items.get(i).map(|x| &x.body), Some(Body::Asked)) {
             return Err(Error::protocol(
                 stage,
@@ -173,12 +189,13 @@ impl SmtpSession {
             ));
         }
         let item = &mut b.items[i];
-        item.body = if raw.len() as u64 > max {
-            Body::Bad(Error::limit(
-                Stage::Data,
-                format!("the message is {} bytes, more than the configured limit of {max} bytes; nothing was sent. Shorten it or remove attachments", raw.len()),
-            ))
-        } else if let Some(at) = memchr::memchr(0, &raw) {
+        if raw.len() as u64 != item.announced {
+            return Err(Error::protocol(
+                stage,
+                format!("the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped", raw.len(), item.announced),
+            ));
+        }
+        item.body = if let Some(at) = memchr::memchr(0, &raw) {
             // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
             // DATA to some servers): this message is not sent, the others are.
             Body::Bad(Error::invalid(
@@ -205,18 +222,30 @@ impl SmtpSession {
         Ok(actions)
     }
 
-    /// Asks for the bytes of the messages due soon (`AHEAD` from the next one to start on)
-    /// that were not asked for yet. After the writes of the step: the host copies them while
-    /// the server works.
+    /// Once every message asked for has started, asks for the next ones: as many as fit in
+    /// `WINDOW` together, at least one. After the writes of the step: the host copies them
+    /// while the server works on the message before.
     pub(super) fn ask_ahead(&mut self, actions: &mut Vec<Action>) {
         if matches!(self.state, State::Finished | State::Failed) {
             return;
         }
         let Some(b) = self.batch.as_mut() else { return };
-        let until = (b.next + AHEAD).min(b.items.len());
-        while b.asked < until {
-            b.items[b.asked].body = Body::Asked;
-            actions.push(Action::NeedMessage(b.asked as u32));
+        if b.asked > b.next {
+            return;
+        }
+        let mut left = WINDOW;
+        let mut first = true;
+        while b.asked < b.items.len() {
+            let item = &mut b.items[b.asked];
+            if matches!(item.body, Body::Later) {
+                if !first && item.announced > left {
+                    break;
+                }
+                left = left.saturating_sub(item.announced);
+                first = false;
+                item.body = Body::Asked;
+                actions.push(Action::NeedMessage(b.asked as u32));
+            }
             b.asked += 1;
         }
     }
@@ -488,21 +517,23 @@ impl SmtpSession {
                 Retry::FixFirst => Delivery::Permanent,
             },
         };
-        let forms = self.secret_forms();
+        // The credentials' wire forms, computed once per batch rather than per reply.
+        let forms = std::mem::take(&mut self.batch().forms);
         let error = error.map(|mut e| {
             e.redact(&forms);
             e.quoted.clear();
             e
         });
-        let final_reply = final_reply.map(|r| self.scrubbed(r));
+        let final_reply = final_reply.map(|r| ServerReply { text: redact(&r.text, &forms), ..r });
         let recipients = recipients
             .into_iter()
             .map(|mut x| {
-                x.reply = self.scrubbed(x.reply);
+                x.reply.text = redact(&x.reply.text, &forms);
                 x
             })
             .collect();
         let b = self.batch();
+        b.forms = forms;
         let message_id = b.items[i].message_id.clone();
         b.items[i].body = Body::Gone;
         b.known.insert(i, MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error });

@@ -16,13 +16,18 @@ struct M {
 }
 
 fn message(i: usize, to: &[&str]) -> M {
+    with_raw(i, to, format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+}
+
+fn with_raw(i: usize, to: &[&str], raw: Vec<u8>) -> M {
     M {
         env: BatchEnvelope {
             message_id: format!("m{i}@shop.example"),
             envelope_from: "agent@shop.example".into(),
             envelope_to: to.iter().map(|s| s.to_string()).collect(),
+            size: raw.len() as u64,
         },
-        raw: format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes(),
+        raw,
     }
 }
 
@@ -113,7 +118,7 @@ fn batch(messages: Vec<M>) -> Host {
 /// in; returns the first transfer actions.
 fn logged_in(s: &mut Host, caps: &[u8], chunking: Chunking) -> Vec<Action> {
     let a = s.s.handle(Event::Connected, T0).unwrap();
-    assert_eq!(a, [Action::NeedMessage(0)]);
+    assert!(!a.is_empty() && a.iter().all(|x| matches!(x, Action::NeedMessage(_))), "{a:?}");
     assert!(s.answer(a).is_empty());
     assert_eq!(s.deadline(), Some(T0 + TIMEOUT));
     s.exchange(GREETING, EHLO, chunking);
@@ -293,7 +298,7 @@ fn without_pipelining_one_command_at_a_time_and_rset_after_a_refusal() {
 
 #[test]
 fn a_message_over_the_advertised_size_is_refused_without_sending_it_and_reported_in_order() {
-    let big = M { raw: vec![b'x'; 300], ..message(1, &["ann@example.com"]) };
+    let big = with_raw(1, &["ann@example.com"], vec![b'x'; 300]);
     let caps = b"250-smtp.shop.example\r\n250-PIPELINING\r\n250-SIZE 200\r\n250 AUTH PLAIN\r\n";
     let mut s = batch(vec![message(0, &["ann@example.com"]), big, message(2, &["ann@example.com"])]);
     logged_in(&mut s, caps, Chunking::Whole);
@@ -333,12 +338,12 @@ fn a_batch_is_validated_before_connecting() {
 fn a_nul_in_message_1_of_3_gets_its_own_outcome_and_0_and_2_are_sent() {
     let to = ["ann@example.com"];
     for pipelining in [true, false] {
-        let mut s = batch(vec![message(0, &to), M { raw: b"Subject: 1\r\n\r\nbin\0ary\r\n".to_vec(), ..message(1, &to) }, message(2, &to)]);
+        let mut s = batch(vec![message(0, &to), with_raw(1, &to, b"Subject: 1\r\n\r\nbin\0ary\r\n".to_vec()), message(2, &to)]);
         if pipelining {
             logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-            // Message 1 is skipped: message 2's envelope follows message 0's data, once its bytes came.
+            // Message 1 is skipped: message 2's envelope follows message 0's data.
             let a = s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
-            assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data(0)), format!("write {}", envelope(2, &to))]);
+            assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}{}", data(0), envelope(2, &to))]);
             let a = s.server(b"250 Ok: queued as A\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
             assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
             assert_eq!(text(&written(&a)), data(2));
@@ -363,7 +368,7 @@ fn a_nul_in_message_1_of_3_gets_its_own_outcome_and_0_and_2_are_sent() {
         assert_eq!(s.asked, [0, 1, 2]);
     }
     // The outcome of message 1, on its own.
-    let mut s = batch(vec![message(0, &to), M { raw: b"x\0".to_vec(), ..message(1, &to) }]);
+    let mut s = batch(vec![message(0, &to), with_raw(1, &to, b"x\0".to_vec())]);
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
     let a = s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n250 Ok\r\n", Chunking::Whole).unwrap();
     let r = done(&a)[1];
@@ -378,7 +383,7 @@ fn a_message_over_the_configured_limit_gets_its_own_outcome() {
     let to = ["ann@example.com"];
     let mut sub = submission(Security::ImplicitTls, basic());
     sub.limits.max_message_bytes = 100;
-    let big = M { raw: vec![b'x'; 101], ..message(0, &to) };
+    let big = with_raw(0, &to, vec![b'x'; 101]);
     let (envelopes, raws) = vec![big, message(1, &to)].into_iter().map(|m| (m.env, m.raw)).unzip();
     let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new() };
     let a = logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
@@ -387,59 +392,97 @@ fn a_message_over_the_configured_limit_gets_its_own_outcome() {
     let e = done(&a)[0].error.as_ref().unwrap();
     assert_eq!((e.kind, e.retry), (ErrorKind::Limit, Retry::FixFirst));
     assert!(e.message.contains("101 bytes") && e.message.contains("limit of 100 bytes"), "{e}");
+    assert_eq!(s.asked, [1], "its bytes are never asked for");
+}
+
+/// A message of `kb` KB (CRLF, no leading dot: sent as is), and what goes out for it.
+fn big(i: usize, to: &[&str], kb: usize) -> M {
+    let mut raw = format!("Subject: {i}\r\n\r\n").into_bytes();
+    while raw.len() < kb * 1024 {
+        raw.extend_from_slice(b"The quick brown fox jumps over the lazy dog, line after line.\r\n");
+    }
+    with_raw(i, to, raw)
+}
+
+fn big_envelope(m: &M) -> String {
+    let mut out = format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", m.raw.len());
+    for t in &m.env.envelope_to {
+        out.push_str(&format!("RCPT TO:<{t}>\r\n"));
+    }
+    out + "DATA\r\n"
 }
 
 #[test]
-fn the_bytes_are_asked_for_one_message_ahead_after_the_writes_and_at_most_two_are_held() {
+fn the_bytes_are_asked_for_a_window_at_a_time_after_the_writes_and_the_guest_holds_little() {
     let to = ["ann@example.com"];
     let n = 10;
-    for chunking in ALL {
-        let mut s = batch((0..n).map(|i| message(i, &to)).collect());
+    // 100 KB each: two fit in the 256 KiB window.
+    for chunking in [Chunking::Whole, Chunking::Odd] {
+        let mut s = batch((0..n).map(|i| big(i, &to, 100)).collect());
         logged_in(&mut s, EHLO_TLS_CAPS, chunking);
-        assert_eq!(s.asked, [0, 1]);
+        assert_eq!(s.asked, [0, 1], "0 and 1 once connected");
+        let mut asks = 0;
         for i in 0..n {
-            assert!(s.held() <= 2, "{} held", s.held());
+            assert!(s.held() <= 3, "{} held", s.held());
             let replies = if i == 0 { "250 Ok\r\n250 Ok\r\n354 go\r\n" } else { "250 Ok: queued\r\n250 Ok\r\n250 Ok\r\n354 go\r\n" };
-            // As the session returns them, before a host answers: the request follows the write.
+            // As the session returns them, before a host answers: requests follow the writes.
             let raw = server(&mut s.s, replies.as_bytes(), chunking).unwrap();
-            let write = raw.iter().position(|x| matches!(x, Action::Write(_))).expect("write");
-            match raw.iter().position(|x| matches!(x, Action::NeedMessage(_))) {
-                Some(need) => {
-                    assert!(write < need, "{:?}", trace(&raw));
-                    assert_eq!(raw[need], Action::NeedMessage(i as u32 + 2));
-                }
-                None => assert!(i + 2 >= n, "message {} not asked for", i + 2),
-            }
+            let last_write = raw.iter().rposition(|x| matches!(x, Action::Write(_))).expect("write");
+            let needs: Vec<usize> = raw.iter().enumerate().filter(|(_, x)| matches!(x, Action::NeedMessage(_))).map(|(k, _)| k).collect();
+            assert!(needs.iter().all(|&k| k > last_write), "{:?}", trace(&raw));
+            asks += usize::from(!needs.is_empty());
             s.answer(raw);
         }
+        assert_eq!(asks, 4, "the next pair asked for when messages 1, 3, 5 and 7 start");
         let a = s.server(b"250 Ok: queued\r\n221 Bye\r\n", chunking).unwrap();
         assert_eq!(finished(&a).delivered, n as u32);
         assert_eq!(s.asked, (0..n as u32).collect::<Vec<_>>());
         assert_eq!(s.held(), 0);
     }
+    // Small messages: as many as fit in the window at once.
+    let mut s = batch((0..40).map(|i| message(i, &to)).collect());
+    logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    assert_eq!(s.asked, (0..40).collect::<Vec<u32>>());
 }
 
 #[test]
 fn a_message_not_handed_over_yet_holds_the_batch_back_until_it_comes() {
     let to = ["ann@example.com"];
-    let mut s = batch((0..3).map(|i| message(i, &to)).collect());
-    s.s.handle(Event::Connected, T0).unwrap();
+    // 200 KB each: asked for one at a time.
+    let m: Vec<M> = (0..3).map(|i| big(i, &to, 200)).collect();
+    let (env, data_of) = (m.iter().map(big_envelope).collect::<Vec<_>>(), m.iter().map(|x| format!("{}.\r\n", text(&x.raw))).collect::<Vec<_>>());
+    let mut s = batch(m);
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
     s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
     s.exchange(GREETING, EHLO, Chunking::Whole);
     s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
     let a = server(&mut s.s, AUTH_OK, Chunking::Whole).unwrap();
-    assert_eq!(trace(&a), [format!("write {}", envelope(0, &to)), "NeedMessage(1)".to_string()]);
+    assert_eq!(trace(&a), [format!("write {}", env[0]), "NeedMessage(1)".to_string()]);
     // The host has not answered yet: message 0's data goes out alone.
     let a = server(&mut s.s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
-    assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data(0))]);
+    assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data_of[0])]);
     // Message 1's bytes arrive: its envelope goes out, message 2 is asked for.
     let a = s.s.message_data(1, s.raws[1].clone(), T0 + 5).unwrap();
-    assert_eq!(trace(&a), [format!("write {}", envelope(1, &to)), "NeedMessage(2)".to_string()]);
+    assert_eq!(trace(&a), [format!("write {}", env[1]), "NeedMessage(2)".to_string()]);
     assert_eq!(s.deadline(), Some(T0 + 5 + TIMEOUT));
-    // A message not asked for, or handed over twice, is the host's mistake.
+    // Bytes of another length than announced are the host's mistake.
+    let e = s.s.message_data(2, s.raws[2][1..].to_vec(), T0).unwrap_err();
+    assert!(e.message.contains("announced"), "{e}");
+    assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
+}
+
+#[test]
+fn a_message_not_asked_for_or_handed_over_twice_is_the_hosts_mistake() {
+    let to = ["ann@example.com"];
+    let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
     let e = s.s.message_data(1, s.raws[1].clone(), T0).unwrap_err();
     assert!(e.message.contains("did not ask for"), "{e}");
-    assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
+    let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
+    s.s.handle(Event::Connected, T0).unwrap();
+    s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
+    let e = s.s.message_data(0, s.raws[0].clone(), T0).unwrap_err();
+    assert!(e.message.contains("already has"), "{e}");
 }
 
 #[test]
