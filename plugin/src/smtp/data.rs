@@ -45,6 +45,9 @@ fn is_clean(message: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', message).count() == crs && memchr::memmem::find(message, b"\n.").is_none()
 }
 
+/// Spare capacity left after an encoded message for the commands that follow it in one write.
+const ENVELOPE_SLACK: usize = 256;
+
 /// `encode` for a message the caller gives away: a clean message (composed ones are) gets its
 /// terminator appended in place, without a copy.
 pub(crate) fn encode_owned(mut message: Vec<u8>) -> Encoded {
@@ -53,7 +56,9 @@ pub(crate) fn encode_owned(mut message: Vec<u8>) -> Encoded {
     }
     let eight_bit = !message.is_ascii();
     let crlf = !message.ends_with(b"\r\n");
-    message.reserve_exact(if crlf { 5 } else { 3 });
+    // Room for the terminator and, in a batch, the next message's MAIL/RCPT/DATA written
+    // with it (no second copy of the data to append them).
+    message.reserve_exact(if crlf { 5 } else { 3 } + ENVELOPE_SLACK);
     if crlf {
         message.extend_from_slice(b"\r\n");
     }

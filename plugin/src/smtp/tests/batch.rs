@@ -416,9 +416,9 @@ fn big_envelope(m: &M) -> String {
 fn the_bytes_are_asked_for_a_window_at_a_time_after_the_writes_and_the_guest_holds_little() {
     let to = ["ann@example.com"];
     let n = 10;
-    // 100 KB each: two fit in the 256 KiB window.
+    // 12 KB each: two fit in the 32 KiB window.
     for chunking in [Chunking::Whole, Chunking::Odd] {
-        let mut s = batch((0..n).map(|i| big(i, &to, 100)).collect());
+        let mut s = batch((0..n).map(|i| big(i, &to, 12)).collect());
         logged_in(&mut s, EHLO_TLS_CAPS, chunking);
         assert_eq!(s.asked, [0, 1], "0 and 1 once connected");
         let mut asks = 0;
