@@ -12,7 +12,7 @@ wit_bindgen::generate!({
 
 use exports::mailplug::connector::inbound::{self, AfterFetch, FirstSync, Mailbox as WitMailbox, Protocol};
 use exports::mailplug::connector::outbound::{
-    self, ComposedMessage, Draft, FromPlan, Identity, Permission, Provider, ReplyDraft, SubmissionServer as WitSubmission,
+    self, BatchEnvelope, ComposedMessage, Draft, FromPlan, Identity, Permission, Provider, ReplyDraft, SubmissionServer as WitSubmission,
     Text,
 };
 use exports::mailplug::connector::oauth::{
@@ -25,7 +25,7 @@ use exports::mailplug::connector::presets::{
 use exports::mailplug::connector::check::{self, Diagnosis};
 use exports::mailplug::connector::session::{
     self, Action, BatchReport, CheckSummary, Delivery, Event, FetchSummary, FetchedMessage, FolderCount, GuestSession,
-    MessageResult, Outcome, RecipientResult, SendReport, SkippedMessage, Step, StepReport,
+    MessageResult, Outcome, RecipientResult, SendReport, SkippedMessage, Step, StepReport, Stepped,
 };
 use exports::mailplug::connector::parse::{self as parse_wit, Address, Attachment, Classification, ParsedMessage};
 use exports::mailplug::connector::types::{
@@ -45,7 +45,26 @@ impl GuestSession for SessionResource {
         server_to_wit(self.inner.borrow().server())
     }
 
+    fn step(&self, event: Event, now: u64) -> Result<Stepped, Error> {
+        let actions = self.handle(event, now)?;
+        Ok(Stepped { actions, deadline: self.inner.borrow().deadline() })
+    }
+
     fn handle(&self, event: Event, now: u64) -> Result<Vec<Action>, Error> {
+        if let Event::MessageData(list) = event {
+            // Batch submissions: the bytes move into the session (no copy), in order.
+            let mut inner = self.inner.borrow_mut();
+            let mut actions = Vec::new();
+            for d in list {
+                let more = inner.message_data(d.index, d.raw, now).map_err(|mut e| {
+                    e.redact(&inner.secret_forms());
+                    e.quoted.clear();
+                    error_to_wit(e)
+                })?;
+                actions.extend(more.into_iter().map(action_to_wit));
+            }
+            return Ok(actions);
+        }
         let ev = match &event {
             Event::Connected => core::Event::Connected,
             Event::Received(bytes) => core::Event::Received(bytes),
@@ -54,6 +73,8 @@ impl GuestSession for SessionResource {
             Event::Closed => core::Event::Closed,
             Event::Timer => core::Event::Timer,
             Event::Stored => core::Event::Stored,
+            // Handled above; never reached.
+            Event::MessageData(_) => return Err(error_to_wit(error::Error::protocol(error::Stage::Data, "message data out of place"))),
         };
         // handle_checked drops server text received before TLS from errors.
         let actions = core::handle_checked(&mut **self.inner.borrow_mut(), ev, now).map_err(error_to_wit)?;
@@ -244,15 +265,10 @@ impl outbound::Guest for Component {
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
 
-    fn open_batch(submission: WitSubmission, messages: Vec<ComposedMessage>, _now: u64) -> Result<session::Session, Error> {
+    fn open_batch(submission: WitSubmission, messages: Vec<BatchEnvelope>, _now: u64) -> Result<session::Session, Error> {
         let messages = messages
             .into_iter()
-            .map(|m| smtp::BatchMessage {
-                message_id: m.message_id,
-                envelope_from: m.envelope_from,
-                envelope_to: m.envelope_to,
-                raw: m.raw,
-            })
+            .map(|m| smtp::BatchEnvelope { message_id: m.message_id, envelope_from: m.envelope_from, envelope_to: m.envelope_to, size: m.size })
             .collect();
         let s = smtp::SmtpSession::new_batch(submission_from_wit(submission), messages).map_err(error_to_wit)?;
         Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
@@ -641,6 +657,7 @@ fn action_to_wit(a: core::Action) -> Action {
             created_folder: c.created_folder,
         })),
         core::Action::CommitPoint(i) => Action::CommitPoint(i),
+        core::Action::NeedMessage(i) => Action::NeedMessage(i),
         core::Action::MessageDone(r) => Action::MessageDone(MessageResult {
             index: r.index,
             message_id: r.message_id,

@@ -358,7 +358,7 @@ impl Driver {
                     }
                 }
                 Action::Finished(_) => finished = true,
-                Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) => {}
+                Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) | Action::NeedMessage(_) => {}
             }
         }
         if finished {

@@ -193,6 +193,8 @@ pub enum Action {
     CommitPoint(u32),
     MessageDone(MessageResult),
     Finished(Outcome),
+    /// Batch submissions: the host sends this message's bytes with `Session::message_data`.
+    NeedMessage(u32),
 }
 
 /// One conversation with one server. Every protocol client implements this; the WIT glue
@@ -203,6 +205,14 @@ pub trait Session {
     /// Feed one event at time `now`; returns the actions to perform in order.
     /// After an `Err` or a `Finished` action the session accepts no further events.
     fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>>;
+    /// Batch submissions: the bytes of message `index`, asked for with `Action::NeedMessage`
+    /// (the event `message-data`). Other sessions ask for none.
+    fn message_data(&mut self, index: u32, _raw: Vec<u8>, _now: Instant) -> Result<Vec<Action>> {
+        Err(Error::protocol(
+            crate::error::Stage::Data,
+            format!("the host handed over message {index}, but this session asked for no message (only batch submissions do)"),
+        ))
+    }
     /// When the guest gives up waiting, if it is waiting.
     fn deadline(&self) -> Option<Instant>;
     /// Opaque, versioned sync state to store for the next run (inbound only).

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mailplug_host::driver::{drive, now_ms, MessageSink};
 use mailplug_host::engine::{
-    BasicCredentials, ComposedMessage, Credentials, Delivery, FetchedMessage, GuestLimits, GuestSecurity, GuestServer,
+    BasicCredentials, BatchEnvelope, ComposedMessage, Credentials, Delivery, FetchedMessage, GuestLimits, GuestSecurity, GuestServer,
     MessageResult, Outcome, SubmissionServer,
 };
 use mailplug_host::ops::{self, NoJournal, Outgoing};
@@ -155,14 +155,17 @@ async fn raw_client(port: u16, data: &[Vec<u8>]) -> Duration {
     start.elapsed()
 }
 
-/// Counts the outcomes of a driven batch.
-#[derive(Default)]
-struct Count {
+/// Hands over the messages' bytes and counts the outcomes of a driven batch.
+struct Count<'a> {
+    composed: &'a [ComposedMessage],
     delivered: usize,
     commits: usize,
 }
 
-impl MessageSink for Count {
+impl MessageSink for Count<'_> {
+    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+        Ok(self.composed[index as usize].raw.clone())
+    }
     fn deliver(&mut self, _: FetchedMessage) -> Result<(), HostError> {
         Err(HostError::Plugin("no deliveries in a send".into()))
     }
@@ -180,17 +183,30 @@ impl MessageSink for Count {
     }
 }
 
-/// The whole batch send, and the part of it before connecting (instantiate, open-batch).
-async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Duration, Duration) {
+/// The guest memory cap of both mailplug rows: the configuration's floor, below the batch's size.
+const GUEST_MEMORY_MB: u32 = 16;
+
+/// The whole batch send, the part of it before connecting (instantiate, open-batch), and the
+/// guest's peak memory.
+async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Duration, Duration, usize) {
     let start = Instant::now();
-    let mut instance = plugin().instantiate(256 << 20, 10_000).await.expect("instance");
+    let mut instance = plugin().instantiate((GUEST_MEMORY_MB as usize) << 20, 10_000).await.expect("instance");
     let sub = SubmissionServer {
         server: GuestServer { host: "127.0.0.1".into(), port, security: GuestSecurity::InsecurePlaintext },
         credentials: Credentials::Basic(BasicCredentials { username: FROM.into(), password: PASSWORD.into() }),
         helo_name: "bench".into(),
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 30_000 },
     };
-    let session = instance.open_batch(&sub, composed, now_ms()).await.expect("open batch");
+    let envelopes: Vec<BatchEnvelope> = composed
+        .iter()
+        .map(|c| BatchEnvelope {
+            message_id: c.message_id.clone(),
+            envelope_from: c.envelope_from.clone(),
+            envelope_to: c.envelope_to.clone(),
+            size: c.raw.len() as u64,
+        })
+        .collect();
+    let session = instance.open_batch(&sub, &envelopes, now_ms()).await.expect("open batch");
     let setup = start.elapsed();
     let allowed = vec![("127.0.0.1".to_string(), port, GuestSecurity::InsecurePlaintext)];
     let opts = mailplug_host::driver::DriveOptions {
@@ -202,12 +218,12 @@ async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage]) -> (Durat
         greeting_timeout: Duration::from_secs(10),
         max_session: Duration::from_secs(600),
     };
-    let mut count = Count::default();
+    let mut count = Count { composed, delivered: 0, commits: 0 };
     let outcome = drive(&mut instance, session, &opts, &mut count).await.expect("batch");
     let elapsed = start.elapsed();
     assert!(matches!(outcome, Outcome::SentBatch(ref r) if r.delivered as usize == composed.len()), "{outcome:?}");
     assert_eq!((count.delivered, count.commits), (composed.len(), composed.len()));
-    (elapsed, setup)
+    (elapsed, setup, instance.memory_peak_bytes())
 }
 
 async fn mailplug_send_batch(port: u16, n: usize, kb: usize) -> Duration {
@@ -216,7 +232,7 @@ async fn mailplug_send_batch(port: u16, n: usize, kb: usize) -> Duration {
     let mut smtp = ServerSpec::new("127.0.0.1", port, false, FROM, PASSWORD);
     smtp.insecure_plaintext = true;
     let mut cfg = tenant("imap", &inb, &smtp, true);
-    cfg.limits.guest_memory_mb = 256;
+    cfg.limits.guest_memory_mb = GUEST_MEMORY_MB;
     let text = body_text(kb);
     let messages: Vec<Outgoing> = (0..n).map(|i| Outgoing { to: vec![TO.into()], subject: format!("bench {i}"), text_body: text.clone() }).collect();
     let start = Instant::now();
@@ -266,15 +282,18 @@ pub async fn run(args: &[usize]) {
     let _ = plugin(); // compile the component before timing
     let sink = smtp_sink();
     let (mut raw, mut pre, mut full, mut py, mut setup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut peak = 0;
     for _ in 0..runs {
         raw.push(raw_client(sink.port, &data).await);
-        let (t, s) = mailplug_precomposed(sink.port, &composed).await;
+        let (t, s, p) = mailplug_precomposed(sink.port, &composed).await;
         pre.push(t);
         setup.push(s);
+        peak = peak.max(p);
         full.push(mailplug_send_batch(sink.port, n, kb).await);
         py.push(python_smtplib(sink.port, &dir));
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let (raw_runs, pre_runs) = (raw.clone(), pre.clone());
     let rows = [
         ("raw pipelined client (RFC 2920: waits for each 354, next envelope with the data)", median(raw)),
         ("mailplug batch send, composed beforehand (open-batch + driver)", median(pre)),
@@ -290,5 +309,9 @@ pub async fn run(args: &[usize]) {
         let t = t.as_secs_f64();
         println!("| {name} | {:.0} | {:.0} | {:.2} |", t * 1e3, n as f64 / t, t / floor);
     }
-    println!("\nof which mailplug (composed beforehand) spent {:.0} ms before connecting (instantiate, hand the batch to open-batch)", setup.as_secs_f64() * 1e3);
+    println!("\nof which mailplug (composed beforehand) spent {:.1} ms before connecting (instantiate, open-batch with the envelopes)", setup.as_secs_f64() * 1e3);
+    println!("guest memory cap {GUEST_MEMORY_MB} MB; peak guest memory (composed beforehand) {:.2} MB", peak as f64 / (1 << 20) as f64);
+    // Per run, in the order run, to judge the spread on a loaded machine.
+    println!("raw per run (ms): {:?}", raw_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    println!("mailplug composed beforehand per run (ms): {:?}", pre_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
 }

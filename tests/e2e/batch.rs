@@ -4,13 +4,18 @@
 //! smtp2's port without a SIZE number (552 after DATA, issue 11 item 6 end to end), and a
 //! connection cut right after the final dot of message k (uncertain, nothing after it sent,
 //! the ones before delivered once); through the host library and `mailplug send --batch`.
-//! Rig mailbox: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs).
+//! The messages' bytes are handed over one by one (`need-message`): a NUL in message 2 of 3
+//! gives it its own outcome and the others arrive (Postfix), and a batch four times the
+//! tenant's guest memory cap goes through (smtp-sink).
+//! Rig mailboxes: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs),
+//! box63 (the NUL batch through Postfix).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use mailplug_host::engine::Delivery;
+use mailplug_host::engine::{ComposedMessage, Delivery};
 use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, BatchJournal, MessageOutcome, NoJournal, Outgoing};
 use mailplug_host::store::NoSyncState;
@@ -231,6 +236,113 @@ async fn a_connection_cut_after_a_final_dot_leaves_that_message_uncertain_and_se
     assert!(in_box17(mid(&outcomes[2])) <= 1, "the uncertain one at most once");
     for o in &outcomes[3..] {
         assert_eq!(in_box17(mid(o)), 0, "nothing after the uncertain message");
+    }
+}
+
+// ---- the messages' bytes one by one (need-message) ----
+
+/// How many times each Message-ID is in `user`'s INBOX, waiting (at most 30 s) until every
+/// one of `expected` is there.
+async fn wait_in_inbox(user: &str, expected: &[&str]) -> Vec<usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listing = rig().listing(user, "INBOX");
+        let counts: Vec<usize> = expected.iter().map(|m| listing.iter().filter(|(_, _, id)| id == m).count()).collect();
+        if counts.iter().all(|&c| c > 0) || std::time::Instant::now() >= deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A message composed by hand (as an outbox would have stored it), from and to `me`.
+fn composed(me: &str, what: &str, body: &[u8]) -> ComposedMessage {
+    let id = format!("{}@batch.example.test", unique(what).replace(' ', "-"));
+    let mut raw = format!("From: <{me}>\r\nTo: <{me}>\r\nSubject: {what}\r\nMessage-ID: <{id}>\r\nDate: Mon, 7 Dec 2026 01:00:00 +0000\r\n\r\n").into_bytes();
+    raw.extend_from_slice(body);
+    ComposedMessage { message_id: id, envelope_from: me.into(), envelope_to: vec![me.into()], raw }
+}
+
+#[tokio::test]
+async fn a_nul_in_message_2_of_3_gives_it_its_own_outcome_and_1_and_3_arrive_once() {
+    let (me, pw) = test_box(63);
+    let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
+    let smtp = ServerSpec::new("localhost", rig().port("RIG_SUBMISSION_PORT"), false, &me, &pw);
+    let cfg = tenant("imap", &inb, &smtp, true);
+    let messages = vec![
+        composed(&me, "nul batch first", b"first\r\n"),
+        composed(&me, "nul batch second", b"bin\0ary\r\n"),
+        composed(&me, "nul batch third", b"third\r\n.leading dot\r\n"),
+    ];
+    let mut journal = Journal::default();
+    let outcomes = ops::send_composed_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut journal).await.expect("batch");
+    assert_eq!(deliveries(&outcomes), [Delivery::Delivered, Delivery::Permanent, Delivery::Delivered]);
+    // Message 2 was never handed to the server: no commit point, its own typed outcome.
+    assert_eq!(journal.events, ["commit 0", "done 0 delivered", "done 1 permanent", "commit 2", "done 2 delivered"]);
+    let e = outcomes[1].error.as_ref().expect("error");
+    let HostError::Guest(g) = e else { panic!("{e}") };
+    assert_eq!((g.kind, e.retry()), (Kind::InvalidInput, Retry::FixFirst), "{e}");
+    assert!(e.to_string().contains("NUL byte") && outcomes[1].final_reply.is_none(), "{e}");
+    assert_eq!(g.message_id.as_deref(), Some(messages[1].message_id.as_str()));
+    let ids: Vec<&str> = messages.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(wait_in_inbox(&me, &[ids[0], ids[2]]).await, [1, 1], "1 and 3 arrive once each");
+    assert_eq!(wait_in_inbox(&me, &[ids[1]]).await, [0], "2 never arrives");
+}
+
+/// Postfix's smtp-sink on a free loopback port (it takes any login), stopped on drop.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_sink() -> SmtpSink {
+    for _ in 0..5 {
+        let port = StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let mut child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "16"])
+            .spawn()
+            .expect("smtp-sink runs");
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return SmtpSink { child, port };
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("smtp-sink did not start");
+}
+
+#[tokio::test]
+async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
+    let sink = smtp_sink();
+    let (me, pw) = test_box(63);
+    let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
+    let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");
+    smtp.insecure_plaintext = true;
+    let mut cfg = tenant("imap", &inb, &smtp, true);
+    // 64 messages of 1 MB through a component that may use 16 MB: the session holds one or
+    // two messages at a time, never the batch.
+    cfg.limits.guest_memory_mb = 16;
+    let body = "The quick brown fox jumps over the lazy dog, again and again, line after line.\n".repeat((1 << 20) / 80);
+    let messages: Vec<Outgoing> =
+        (0..64).map(|i| Outgoing { to: vec!["sink@example.test".into()], subject: format!("big batch {i}"), text_body: body.clone() }).collect();
+    let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("batch");
+    assert_eq!(outcomes.len(), 64);
+    for o in &outcomes {
+        assert!(o.delivered(), "message {}: {:?}", o.index, o.error);
+        assert!(o.final_reply.as_ref().is_some_and(|r| r.code.starts_with('2')));
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{QueueConfig, TenantConfig};
 use crate::driver::{drive, now_ms, MessageSink};
-use crate::engine::{ComposedMessage, Delivery, Draft, FetchedMessage, Instance, MessageResult, RecipientResult, ServerReply, Stage};
+use crate::engine::{BatchEnvelope, ComposedMessage, Delivery, Draft, FetchedMessage, Instance, MessageResult, RecipientResult, ServerReply, Stage};
 use crate::error::{stage_name, GuestFailure, HostError, Kind, Retry};
 use crate::store::SyncStateStore;
 
@@ -104,17 +104,21 @@ pub async fn send_batch(
             Err(e) => return Err(e),
         }
     }
-    for o in submit_composed(&mut instance, cfg, store, q, &positions, &composed, journal).await {
-        let index = o.index;
-        outcomes[index] = Some(o);
+    if !composed.is_empty() {
+        for o in send_composed(&mut instance, cfg, store, q, &composed, &positions, journal).await {
+            let index = o.index;
+            outcomes[index] = Some(o);
+        }
     }
     Ok(outcomes.into_iter().flatten().collect())
 }
 
-/// Sends messages composed earlier (a durable outbox's rows, byte for byte) through `queue`
-/// over one SMTP session: one outcome per message, in order, `index` its position in
-/// `composed`. Err only when nothing could be attempted (configuration, licence, the component).
-pub async fn send_composed(
+/// Sends messages composed beforehand (`outbound.compose`, or stored by an outbox) through
+/// `queue` over one SMTP session: the second half of `send_batch`. The session asks for each
+/// message's bytes when its turn comes, so the component's memory holds one or two messages,
+/// not the batch. A message with a NUL byte or over `limits.max_message_bytes` gets its own
+/// `permanent` outcome and the others are sent. One outcome per message, in order.
+pub async fn send_composed_batch(
     plugin: &Plugin,
     cfg: &TenantConfig,
     queue: &str,
@@ -124,37 +128,36 @@ pub async fn send_composed(
 ) -> Result<Vec<MessageOutcome>, HostError> {
     check_licence(cfg)?;
     let q = cfg.queue(queue).ok_or_else(|| HostError::NotFound(format!("no queue named \"{queue}\" in the configuration")))?;
+    if composed.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut instance = instance_for(plugin, cfg).await?;
     let positions: Vec<usize> = (0..composed.len()).collect();
-    Ok(submit_composed(&mut instance, cfg, store, q, &positions, composed, journal).await)
+    Ok(send_composed(&mut instance, cfg, store, q, composed, &positions, journal).await)
 }
 
-/// Submits the composed messages (`positions[k]`: message k's index in the caller's batch) and
-/// returns one outcome for each, in order.
-async fn submit_composed(
+/// Drives one batch session for `composed` (message k is at position `positions[k]` of the
+/// caller's batch); every message gets an outcome, also when the session failed.
+async fn send_composed(
     instance: &mut Instance,
     cfg: &TenantConfig,
     store: &dyn SyncStateStore,
     q: &QueueConfig,
-    positions: &[usize],
     composed: &[ComposedMessage],
+    positions: &[usize],
     journal: &mut dyn BatchJournal,
 ) -> Vec<MessageOutcome> {
-    let mut outcomes = Vec::with_capacity(composed.len());
-    if composed.is_empty() {
-        return outcomes;
-    }
     let mut sink = BatchSink { positions, composed, journal, committed: None, done: BTreeMap::new() };
     let result = submit_batch(instance, cfg, store, q, composed, &mut sink).await;
     let BatchSink { committed, mut done, journal, .. } = sink;
     let failure = result.err();
+    let mut outcomes = Vec::with_capacity(composed.len());
     for (k, c) in composed.iter().enumerate() {
-        let index = positions[k];
         let outcome = match done.remove(&k) {
             Some(o) => o,
             None => {
                 let uncertain = committed == Some(k);
-                let o = unfinished(index, c, uncertain, failure.as_ref());
+                let o = unfinished(positions[k], c, uncertain, failure.as_ref());
                 journal.message_done(&o);
                 o
             }
@@ -176,11 +179,20 @@ async fn submit_batch(
 ) -> Result<(), HostError> {
     let allowed = allowed_servers(cfg);
     let opts = options(cfg, &allowed)?;
+    let envelopes: Vec<BatchEnvelope> = composed
+        .iter()
+        .map(|c| BatchEnvelope {
+            message_id: c.message_id.clone(),
+            envelope_from: c.envelope_from.clone(),
+            envelope_to: c.envelope_to.clone(),
+            size: c.raw.len() as u64,
+        })
+        .collect();
     let mut attempt = 0;
     loop {
         let credentials = credentials_for(instance, cfg, store, &q.smtp, attempt > 0).await?;
         let sub = submission_server(cfg, q, credentials);
-        let session = instance.open_batch(&sub, composed, now_ms()).await?;
+        let session = instance.open_batch(&sub, &envelopes, now_ms()).await?;
         match drive(instance, session, &opts, sink).await {
             Err(e) if sink.done.is_empty() && sink.committed.is_none() && retry_with_fresh_token(&q.smtp, &e, attempt) => attempt += 1,
             Err(e) => return Err(e),
@@ -246,6 +258,11 @@ impl MessageSink for BatchSink<'_> {
     }
     fn commit(&mut self) -> Result<(), HostError> {
         Ok(())
+    }
+    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+        let k = index as usize;
+        let c = self.composed.get(k).ok_or_else(|| HostError::Plugin(format!("the component asked for message {k}, which the batch does not have")))?;
+        Ok(c.raw.clone())
     }
     fn commit_point(&mut self, index: u32) -> Result<(), HostError> {
         let k = index as usize;

@@ -26,7 +26,7 @@ mod batch;
 pub mod check;
 pub mod discovery;
 mod inbound;
-pub use batch::{delivery_name, send_batch, send_composed, BatchJournal, MessageOutcome, NoJournal};
+pub use batch::{delivery_name, send_batch, send_composed_batch, BatchJournal, MessageOutcome, NoJournal};
 pub mod outbox;
 pub use inbound::{fetch, sync_binding};
 

@@ -5,7 +5,7 @@
 //! released by the kernel when the process dies), so two senders never take the same rows. It
 //! first turns rows left `in-flight` by a sender that stopped into `held` (`Outbox::recover`:
 //! never resent silently), then takes the due rows in order and submits them over one batch
-//! session (`ops::send_composed`) with the bytes fixed at enqueue. Its `BatchJournal` records
+//! session (`ops::send_composed_batch`) with the bytes fixed at enqueue. Its `BatchJournal` records
 //! each commit point durably before the write that carries that message's final dot, and each
 //! outcome as soon as the guest knows it:
 //! - delivered -> `delivered` (then the copy in the Sent folder, as `send` does for replies);
@@ -236,7 +236,7 @@ pub async fn drain_with<S: Outbox + SyncStateStore>(
         })
         .collect();
     let mut journal = Journal { store, rows: &rows, dc, drained: vec![None; rows.len()] };
-    let outcomes = match super::send_composed(plugin, cfg, &q.name, &composed, store, &mut journal).await {
+    let outcomes = match super::send_composed_batch(plugin, cfg, &q.name, &composed, store, &mut journal).await {
         Ok(o) => o,
         Err(e) => {
             // Nothing was attempted: the rows stay queued, due now.

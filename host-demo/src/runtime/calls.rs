@@ -134,19 +134,21 @@ impl Instance {
         r.map(SessionHandle).map_err(HostError::from)
     }
 
-    /// A session that submits `messages` in order over one SMTP connection (see `open-batch`
-    /// in wit/outbound.wit): `commit-point` and `message-done` actions, then `sent-batch`.
+    /// A session that submits the messages of `envelopes` in order over one SMTP connection
+    /// (see `open-batch` in wit/outbound.wit): it asks for each message's bytes with
+    /// `need-message` (the driver answers from `MessageSink::batch_message`), reports
+    /// `commit-point` and `message-done`, then `sent-batch`.
     pub async fn open_batch(
         &mut self,
         submission: &SubmissionServer,
-        messages: &[ComposedMessage],
+        envelopes: &[BatchEnvelope],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
         self.arm();
         let r = self
             .bindings
             .mailplug_connector_outbound()
-            .call_open_batch(&mut self.store, submission, messages, now)
+            .call_open_batch(&mut self.store, submission, envelopes, now)
             .await
             .map_err(|e| self.trap(e))?;
         r.map(SessionHandle).map_err(HostError::from)
@@ -230,6 +232,20 @@ impl Instance {
             .call_handle(&mut self.store, s.0, event, now).await
             .map_err(|e| self.trap(e))?;
         r.map_err(HostError::from)
+    }
+
+    /// `handle` and `deadline` in one call (the session's `step`): the actions, and when to
+    /// send `timer`.
+    pub async fn step(&mut self, s: SessionHandle, event: &Event, now: u64) -> Result<(Vec<Action>, Option<u64>), HostError> {
+        self.arm();
+        let r = self
+            .bindings
+            .mailplug_connector_session()
+            .session()
+            .call_step(&mut self.store, s.0, event, now)
+            .await
+            .map_err(|e| self.trap(e))?;
+        r.map(|x| (x.actions, x.deadline)).map_err(HostError::from)
     }
 
     pub async fn deadline(&mut self, s: SessionHandle) -> Result<Option<u64>, HostError> {

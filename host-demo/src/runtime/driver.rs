@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, MessageResult, Outcome, SessionHandle, SkippedMessage,
+    Action, BatchData, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, MessageResult, Outcome, SessionHandle, SkippedMessage,
     StepReport,
 };
 use crate::error::HostError;
@@ -47,6 +47,12 @@ pub trait MessageSink {
     /// A batch submission knows the fate of one message; record it.
     fn message_done(&mut self, _result: MessageResult) -> Result<(), HostError> {
         Ok(())
+    }
+    /// A batch submission asks for the bytes of message `index` (`need-message`): the driver
+    /// hands them over with `message-data` once the writes before the request are performed,
+    /// before reading again, so the copy overlaps the server's work.
+    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+        Err(HostError::Plugin(format!("the component asked for message {index}, but this session sends none")))
     }
     /// Whether `stored_state` wants the guest's sync state after each `stored`.
     fn wants_stored_state(&self) -> bool {
@@ -222,6 +228,10 @@ async fn run_loop(
     // Deliveries stored but not yet committed. Commits (each an fsync) are batched: while the
     // server keeps streaming we keep reading, and commit + send `stored` once a read would wait.
     let mut uncommitted = false;
+    // The guest's deadline after the last event (from `step`).
+    let mut guest_deadline = None;
+    // Bytes the guest asked for in this step (batch submissions), handed over in one event.
+    let mut wanted: Vec<BatchData> = Vec::new();
     loop {
         if Instant::now() >= end {
             // What was delivered is kept: the next run deduplicates what the guest did not
@@ -253,14 +263,16 @@ async fn run_loop(
         }
         let event = match events.pop_front() {
             Some(e) => e,
-            None => next_event(instance, session, conn, opts, &mut buf, end, &greeting).await?,
+            None => next_event(guest_deadline, conn, opts, &mut buf, end, &greeting).await?,
         };
         if let (Event::Received(bytes), Some(_)) = (&event, greeting.until) {
             if bytes.contains(&b'\n') {
                 greeting.until = None;
             }
         }
-        let actions = instance.handle(session, &event, now_ms()).await?;
+        // `step`: the actions and the deadline after them in one call.
+        let (actions, deadline) = instance.step(session, &event, now_ms()).await?;
+        guest_deadline = deadline;
         if matches!(event, Event::Stored) {
             save_stored_state(instance, session, sink).await?;
         }
@@ -298,6 +310,9 @@ async fn run_loop(
                 // it, so sending them later is fine; the ones after it are added only now.
                 Action::CommitPoint(index) => sink.commit_point(index)?,
                 Action::MessageDone(result) => sink.message_done(result)?,
+                // Handed over after this list's writes went out (`out` is flushed below),
+                // before the next read: the copy overlaps the server's work.
+                Action::NeedMessage(index) => wanted.push(BatchData { index, raw: sink.batch_message(index)? }),
                 Action::Close => {
                     flush(conn, &mut out, end, opts).await?;
                     conn.close().await;
@@ -312,6 +327,9 @@ async fn run_loop(
             }
         }
         flush(conn, &mut out, end, opts).await?;
+        if !wanted.is_empty() {
+            events.push_back(Event::MessageData(std::mem::take(&mut wanted)));
+        }
     }
 }
 
@@ -378,15 +396,13 @@ struct Greeting {
 }
 
 async fn next_event(
-    instance: &mut Instance,
-    session: SessionHandle,
+    deadline: Option<u64>,
     conn: &mut Conn,
     opts: &DriveOptions<'_>,
     buf: &mut [u8],
     end: Instant,
     greeting: &Greeting,
 ) -> Result<Event, HostError> {
-    let deadline = instance.deadline(session).await?;
     let mut wait = match deadline {
         Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
         None => opts.idle_timeout,

@@ -32,7 +32,7 @@ pub use exports::mailplug::connector::inbound::{
     AfterFetch as GuestAfterFetch, FirstSync as GuestFirstSync, Mailbox as GuestMailbox, Protocol as GuestProtocol,
 };
 pub use exports::mailplug::connector::outbound::{
-    ComposedMessage, Draft, FromPlan, Identity, OutgoingAttachment, Permission as GuestPermission,
+    BatchEnvelope, ComposedMessage, Draft, FromPlan, Identity, OutgoingAttachment, Permission as GuestPermission,
     Provider as GuestProvider, ReplyDraft, SubmissionServer, Text,
 };
 pub use exports::mailplug::connector::oauth::{
@@ -50,7 +50,7 @@ pub use exports::mailplug::connector::session::{
 pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
 pub use parse_calls::{FetchedMessage, ParseBudget};
 pub use exports::mailplug::connector::session::SavedCopy;
-pub use exports::mailplug::connector::session::{BatchReport, Delivery, MessageResult};
+pub use exports::mailplug::connector::session::{BatchData, BatchReport, Delivery, MessageResult};
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,

@@ -19,7 +19,7 @@ mod report;
 
 use errors::*;
 
-pub use batch::{BatchMessage, MAX_BATCH};
+pub use batch::{BatchEnvelope, MAX_BATCH};
 
 /// Pessimistic upload speed used to stretch the deadline after the message data is written:
 /// the host may still be writing it when the normal reply timeout would run out.
@@ -149,8 +149,7 @@ impl SmtpSession {
                 format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
             ));
         }
-        let encoded = data::encode(&message);
-        drop(message);
+        let encoded = data::encode_owned(message);
         session.data = encoded.bytes;
         session.message_size = encoded.size;
         session.eight_bit = encoded.eight_bit;
@@ -280,6 +279,8 @@ impl SmtpSession {
             let allowance = uploaded / DATA_BYTES_PER_MS;
             self.link.expect_reply(now.saturating_add(allowance));
         }
+        // A batch asks for the next messages' bytes after this step's writes.
+        self.ask_ahead(&mut actions);
         Ok(actions)
     }
 
@@ -572,5 +573,20 @@ impl Session for SmtpSession {
 
     fn deadline(&self) -> Option<Instant> {
         self.link.deadline()
+    }
+
+    fn message_data(&mut self, index: u32, raw: Vec<u8>, now: Instant) -> Result<Vec<Action>> {
+        if matches!(self.state, State::Finished | State::Failed) {
+            return Err(Error::protocol(
+                Stage::Logout,
+                format!("the submission session is already over; the host handed over message {index} after it ended"),
+            ));
+        }
+        let result = self.on_message_data(index, raw, now);
+        if result.is_err() {
+            self.state = State::Failed;
+            self.link.clear_deadline();
+        }
+        result
     }
 }

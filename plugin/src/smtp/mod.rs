@@ -10,7 +10,7 @@ mod data;
 pub mod explain;
 pub(crate) mod reply;
 
-pub use client::{BatchMessage, SmtpSession, MAX_BATCH};
+pub use client::{BatchEnvelope, SmtpSession, MAX_BATCH};
 pub use data::encode_data;
 pub use explain::{explain, explain_error, Explanation};
 

@@ -1,18 +1,95 @@
 //! Batch submissions (`new_batch`): pipelining order within and across messages, RSET after a
-//! refused transaction, commit points, one outcome per message, and the stop after an
-//! uncertain message.
+//! refused transaction, commit points, one outcome per message, the stop after an uncertain
+//! message, and the messages' bytes asked for one ahead (`need-message`).
+
+use std::collections::VecDeque;
 
 use super::*;
 use crate::session::{BatchReport, Delivery, MessageResult};
 
 const EHLO_NO_PIPELINING: &[u8] = b"250-smtp.shop.example\r\n250-SIZE 200\r\n250 AUTH PLAIN LOGIN\r\n";
 
-fn message(i: usize, to: &[&str]) -> BatchMessage {
-    BatchMessage {
-        message_id: format!("m{i}@shop.example"),
-        envelope_from: "agent@shop.example".into(),
-        envelope_to: to.iter().map(|s| s.to_string()).collect(),
-        raw: format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes(),
+/// A message of a test batch: its envelope and the bytes the host hands over when asked.
+struct M {
+    env: BatchEnvelope,
+    raw: Vec<u8>,
+}
+
+fn message(i: usize, to: &[&str]) -> M {
+    with_raw(i, to, format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes())
+}
+
+fn with_raw(i: usize, to: &[&str], raw: Vec<u8>) -> M {
+    M {
+        env: BatchEnvelope {
+            message_id: format!("m{i}@shop.example"),
+            envelope_from: "agent@shop.example".into(),
+            envelope_to: to.iter().map(|s| s.to_string()).collect(),
+            size: raw.len() as u64,
+        },
+        raw,
+    }
+}
+
+/// The session and a host that answers each `need-message` as the driver does: after the
+/// actions of the call that asked, in order; the answers' actions follow.
+struct Host {
+    s: SmtpSession,
+    raws: Vec<Vec<u8>>,
+    /// Every index asked for, in order.
+    asked: Vec<u32>,
+}
+
+impl std::ops::Deref for Host {
+    type Target = SmtpSession;
+    fn deref(&self) -> &SmtpSession {
+        &self.s
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut SmtpSession {
+        &mut self.s
+    }
+}
+
+impl Host {
+    fn answer(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut needs = VecDeque::new();
+        for a in actions {
+            match a {
+                Action::NeedMessage(i) => needs.push_back(i),
+                a => out.push(a),
+            }
+        }
+        while let Some(i) = needs.pop_front() {
+            self.asked.push(i);
+            let more = self.s.message_data(i, self.raws[i as usize].clone(), T0).unwrap_or_else(|e| panic!("message {i}: {e}"));
+            for a in more {
+                match a {
+                    Action::NeedMessage(j) => needs.push_back(j),
+                    a => out.push(a),
+                }
+            }
+        }
+        out
+    }
+
+    fn server(&mut self, bytes: &[u8], chunking: Chunking) -> Result<Vec<Action>, Error> {
+        let a = server(&mut self.s, bytes, chunking)?;
+        Ok(self.answer(a))
+    }
+
+    fn exchange(&mut self, from_server: &[u8], expected: &[u8], chunking: Chunking) -> Vec<Action> {
+        let actions = self.server(from_server, chunking).unwrap_or_else(|e| panic!("{chunking:?}: {e}"));
+        assert_eq!(text(&written(&actions)), text(expected), "{chunking:?}");
+        actions
+    }
+
+    /// The guest holds at most this many messages' bytes: asked for, not yet started.
+    fn held(&self) -> usize {
+        self.s.batch_held()
     }
 }
 
@@ -32,16 +109,21 @@ fn envelope(i: usize, to: &[&str]) -> String {
     out + "DATA\r\n"
 }
 
-fn batch(messages: Vec<BatchMessage>) -> SmtpSession {
-    SmtpSession::new_batch(submission(Security::ImplicitTls, basic()), messages).unwrap()
+fn batch(messages: Vec<M>) -> Host {
+    let (envelopes, raws) = messages.into_iter().map(|m| (m.env, m.raw)).unzip();
+    Host { s: SmtpSession::new_batch(submission(Security::ImplicitTls, basic()), envelopes).unwrap(), raws, asked: Vec::new() }
 }
 
-/// Connected, greeted, EHLO (with `caps`) and logged in; returns the first transfer actions.
-fn logged_in(s: &mut SmtpSession, caps: &[u8], chunking: Chunking) -> Vec<Action> {
-    connect(s);
-    exchange(s, GREETING, EHLO, chunking);
-    exchange(s, caps, AUTH_PLAIN, chunking);
-    server(s, AUTH_OK, chunking).unwrap()
+/// Connected (message 0 asked for and handed over), greeted, EHLO (with `caps`) and logged
+/// in; returns the first transfer actions.
+fn logged_in(s: &mut Host, caps: &[u8], chunking: Chunking) -> Vec<Action> {
+    let a = s.s.handle(Event::Connected, T0).unwrap();
+    assert!(!a.is_empty() && a.iter().all(|x| matches!(x, Action::NeedMessage(_))), "{a:?}");
+    assert!(s.answer(a).is_empty());
+    assert_eq!(s.deadline(), Some(T0 + TIMEOUT));
+    s.exchange(GREETING, EHLO, chunking);
+    s.exchange(caps, AUTH_PLAIN, chunking);
+    s.server(AUTH_OK, chunking).unwrap()
 }
 
 fn done(actions: &[Action]) -> Vec<&MessageResult> {
@@ -82,26 +164,26 @@ fn a_pipelined_batch_sends_the_next_envelope_with_the_data_and_reports_each_mess
         let first = logged_in(&mut s, EHLO_TLS_CAPS, chunking);
         assert_eq!(text(&written(&first)), envelope(0, &to));
         // 354 for message 0: commit point, then its data, its dot and message 1's envelope in one write.
-        let a = server(&mut s, b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
+        let a = s.server(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
         assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}{}", data(0), envelope(1, &to))]);
         // Message 0 accepted, message 1's envelope and 354 in the same read.
-        let a = server(&mut s, b"250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
+        let a = s.server(b"250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
         let writes = text(&written(&a));
         assert_eq!(writes, format!("{}{}", data(1), envelope(2, &to)));
         assert_eq!(deliveries(&a), [Delivery::Delivered]);
         let commit = a.iter().position(|x| matches!(x, Action::CommitPoint(1))).expect("commit point 1");
         let write = a.iter().position(|x| matches!(x, Action::Write(_))).unwrap();
         assert!(commit < write, "{:?}", trace(&a));
-        let a = server(&mut s, b"250 2.0.0 Ok: queued as B\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
+        let a = s.server(b"250 2.0.0 Ok: queued as B\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", chunking).unwrap();
         assert_eq!(text(&written(&a)), data(2));
-        let a = server(&mut s, b"250 2.0.0 Ok: queued as C\r\n", chunking).unwrap();
+        let a = s.server(b"250 2.0.0 Ok: queued as C\r\n", chunking).unwrap();
         assert_eq!(text(&written(&a)), "QUIT\r\n");
         assert_eq!(deliveries(&a), [Delivery::Delivered]);
         let r = done(&a)[0];
         assert_eq!((r.index, r.message_id.as_str()), (2, "m2@shop.example"));
         assert_eq!(r.final_reply, Some(ServerReply::new("250", "2.0.0 Ok: queued as C")));
         assert!(r.recipients[0].accepted && r.error.is_none());
-        let end = server(&mut s, b"221 2.0.0 Bye\r\n", chunking).unwrap();
+        let end = s.server(b"221 2.0.0 Bye\r\n", chunking).unwrap();
         assert_eq!(finished(&end), &BatchReport { delivered: 3, not_delivered: 0, stopped: None });
     }
 }
@@ -110,7 +192,7 @@ fn a_pipelined_batch_sends_the_next_envelope_with_the_data_and_reports_each_mess
 fn a_refused_recipient_is_reset_and_the_batch_goes_on() {
     let mut s = batch(vec![message(0, &["ann@example.com"]), message(1, &["busy@example.com", "nouser@example.com"]), message(2, &["bob@example.net"])]);
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-    server(&mut s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     // Message 1: both recipients refused, DATA refused: RSET goes out with message 2's envelope.
     let a = server(
         &mut s,
@@ -125,9 +207,9 @@ fn a_refused_recipient_is_reset_and_the_batch_goes_on() {
     assert_eq!(e.kind, ErrorKind::Refused, "{e}");
     assert_eq!(e.retry, Retry::Later, "one refusal is temporary: {e}");
     assert_eq!(r.recipients.iter().map(|x| (x.address.as_str(), x.reply.code.as_str())).collect::<Vec<_>>(), [("busy@example.com", "451"), ("nouser@example.com", "550")]);
-    let a = server(&mut s, b"250 2.0.0 Reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 2.0.0 Reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     assert_eq!(trace(&a), ["commit 2".to_string(), format!("write {}", data(2))]);
-    let a = server(&mut s, b"250 Ok: queued as C\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok: queued as C\r\n", Chunking::Whole).unwrap();
     assert_eq!(deliveries(&a), [Delivery::Delivered]);
     assert_eq!(text(&written(&a)), "QUIT\r\n");
     let end = s.handle(Event::Closed, T0).unwrap();
@@ -139,17 +221,17 @@ fn a_refusal_after_the_data_is_reported_and_the_next_message_still_sent() {
     let to = ["ann@example.com"];
     let mut s = batch((0..3).map(|i| message(i, &to)).collect());
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-    server(&mut s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
-    let a = server(&mut s, b"451 4.3.0 Try again later\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"451 4.3.0 Try again later\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     assert_eq!(deliveries(&a), [Delivery::Transient]);
     assert_eq!(done(&a)[0].final_reply, Some(ServerReply::new("451", "4.3.0 Try again later")));
     // No RSET after a completed DATA: the transaction is over either way.
     assert_eq!(text(&written(&a)), format!("{}{}", data(1), envelope(2, &to)));
-    let a = server(&mut s, b"552 5.3.4 Message size exceeds fixed maximum message size\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     let r = done(&a)[0];
     assert_eq!(r.delivery, Delivery::Permanent);
     assert!(r.error.as_ref().unwrap().refusal.is_some(), "{r:?}");
-    let a = server(&mut s, b"250 Ok\r\n221 Bye\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok\r\n221 Bye\r\n", Chunking::Whole).unwrap();
     assert_eq!(deliveries(&a), [Delivery::Delivered]);
     assert_eq!(finished(&a).delivered, 1);
 }
@@ -160,8 +242,8 @@ fn a_connection_lost_after_a_final_dot_makes_that_message_uncertain_and_stops_th
     for cut in [Event::Closed, Event::Timer] {
         let mut s = batch((0..4).map(|i| message(i, &to)).collect());
         logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-        server(&mut s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
-        let a = server(&mut s, b"250 Ok: queued as A\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+        s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+        let a = s.server(b"250 Ok: queued as A\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
         assert!(a.contains(&Action::CommitPoint(1)));
         let now = if cut == Event::Timer { s.deadline().unwrap() } else { T0 };
         let end = s.handle(cut, now).unwrap();
@@ -187,9 +269,9 @@ fn a_broken_reply_after_the_data_keeps_the_outcomes_already_known() {
     let to = ["ann@example.com"];
     let mut s = batch((0..3).map(|i| message(i, &to)).collect());
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-    server(&mut s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     // Message 0 accepted, message 1 gets its 354 (its data goes out), then garbage.
-    let a = server(&mut s, b"250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\nthis is no reply\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\nthis is no reply\r\n", Chunking::Whole).unwrap();
     assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Uncertain, Delivery::NotSent]);
     assert_eq!(text(&written(&a)), format!("{}{}", data(1), envelope(2, &to)));
     assert_eq!(finished(&a).delivered, 1);
@@ -200,31 +282,31 @@ fn without_pipelining_one_command_at_a_time_and_rset_after_a_refusal() {
     let mut s = batch(vec![message(0, &["nouser@example.com"]), message(1, &["ann@example.com"])]);
     let a = logged_in(&mut s, EHLO_NO_PIPELINING, Chunking::Whole);
     assert_eq!(text(&written(&a)), format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(0)));
-    exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<nouser@example.com>\r\n", Chunking::Whole);
-    let a = exchange(&mut s, b"550 5.1.1 No such user\r\n", b"RSET\r\n", Chunking::Whole);
+    s.exchange(b"250 Ok\r\n", b"RCPT TO:<nouser@example.com>\r\n", Chunking::Whole);
+    let a = s.exchange(b"550 5.1.1 No such user\r\n", b"RSET\r\n", Chunking::Whole);
     assert_eq!(deliveries(&a), [Delivery::Permanent]);
-    exchange(&mut s, b"250 Ok\r\n", format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(1)).as_bytes(), Chunking::Whole);
-    exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
-    exchange(&mut s, b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
-    let a = exchange(&mut s, b"354 go\r\n", data(1).as_bytes(), Chunking::Whole);
+    s.exchange(b"250 Ok\r\n", format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(1)).as_bytes(), Chunking::Whole);
+    s.exchange(b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
+    s.exchange(b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
+    let a = s.exchange(b"354 go\r\n", data(1).as_bytes(), Chunking::Whole);
     assert_eq!(a[0], Action::CommitPoint(1));
-    let a = exchange(&mut s, b"250 Ok\r\n", b"QUIT\r\n", Chunking::Whole);
+    let a = s.exchange(b"250 Ok\r\n", b"QUIT\r\n", Chunking::Whole);
     assert_eq!(deliveries(&a), [Delivery::Delivered]);
-    let end = server(&mut s, b"221 Bye\r\n", Chunking::Whole).unwrap();
+    let end = s.server(b"221 Bye\r\n", Chunking::Whole).unwrap();
     assert_eq!(finished(&end), &BatchReport { delivered: 1, not_delivered: 1, stopped: None });
 }
 
 #[test]
 fn a_message_over_the_advertised_size_is_refused_without_sending_it_and_reported_in_order() {
-    let big = BatchMessage { raw: vec![b'x'; 300], ..message(1, &["ann@example.com"]) };
+    let big = with_raw(1, &["ann@example.com"], vec![b'x'; 300]);
     let caps = b"250-smtp.shop.example\r\n250-PIPELINING\r\n250-SIZE 200\r\n250 AUTH PLAIN\r\n";
     let mut s = batch(vec![message(0, &["ann@example.com"]), big, message(2, &["ann@example.com"])]);
     logged_in(&mut s, caps, Chunking::Whole);
-    let a = server(&mut s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     // Message 1 is skipped: message 2's envelope follows message 0's data; no outcome before 0's.
     assert_eq!(text(&written(&a)), format!("{}{}", data(0), envelope(2, &["ann@example.com"])));
     assert!(done(&a).is_empty());
-    let a = server(&mut s, b"250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
     assert!(!text(&written(&a)).contains("xxx"));
     let e = done(&a)[1].error.as_ref().unwrap();
@@ -236,7 +318,7 @@ fn a_message_over_the_advertised_size_is_refused_without_sending_it_and_reported
 fn data_accepted_without_a_recipient_hangs_up_without_a_final_dot() {
     let mut s = batch(vec![message(0, &["nouser@example.com"]), message(1, &["ann@example.com"])]);
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
-    let a = server(&mut s, b"250 Ok\r\n550 No such user\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.server(b"250 Ok\r\n550 No such user\r\n354 go\r\n", Chunking::Whole).unwrap();
     assert!(written(&a).is_empty(), "{:?}", trace(&a));
     assert_eq!(deliveries(&a), [Delivery::Permanent, Delivery::NotSent]);
     assert!(finished(&a).stopped.is_some());
@@ -246,10 +328,168 @@ fn data_accepted_without_a_recipient_hangs_up_without_a_final_dot() {
 fn a_batch_is_validated_before_connecting() {
     let sub = || submission(Security::ImplicitTls, basic());
     assert!(SmtpSession::new_batch(sub(), Vec::new()).is_err());
-    let e = SmtpSession::new_batch(sub(), vec![message(0, &["a@example.com"]), message(1, &[])]).unwrap_err();
+    let e = SmtpSession::new_batch(sub(), vec![message(0, &["a@example.com"]).env, message(1, &[]).env]).unwrap_err();
     assert!(e.message.contains("message 1") && e.message.contains("m1@shop.example"), "{e}");
-    let bad = BatchMessage { raw: b"a\0b".to_vec(), ..message(0, &["a@example.com"]) };
+    let bad = BatchEnvelope { envelope_from: "agent@shop.example\r\nRCPT TO:<x@evil.example>".into(), ..message(0, &["a@example.com"]).env };
     assert_eq!(SmtpSession::new_batch(sub(), vec![bad]).unwrap_err().kind, ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_nul_in_message_1_of_3_gets_its_own_outcome_and_0_and_2_are_sent() {
+    let to = ["ann@example.com"];
+    for pipelining in [true, false] {
+        let mut s = batch(vec![message(0, &to), with_raw(1, &to, b"Subject: 1\r\n\r\nbin\0ary\r\n".to_vec()), message(2, &to)]);
+        if pipelining {
+            logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+            // Message 1 is skipped: message 2's envelope follows message 0's data.
+            let a = s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+            assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}{}", data(0), envelope(2, &to))]);
+            let a = s.server(b"250 Ok: queued as A\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+            assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
+            assert_eq!(text(&written(&a)), data(2));
+        } else {
+            logged_in(&mut s, EHLO_NO_PIPELINING, Chunking::Whole);
+            s.exchange(b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
+            s.exchange(b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
+            s.exchange(b"354 go\r\n", data(0).as_bytes(), Chunking::Whole);
+            let a = s.exchange(b"250 Ok: queued as A\r\n", format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(2)).as_bytes(), Chunking::Whole);
+            assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
+            s.exchange(b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
+            s.exchange(b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
+            s.exchange(b"354 go\r\n", data(2).as_bytes(), Chunking::Whole);
+        }
+        let r = {
+            let all = s.server(b"250 Ok: queued as C\r\n221 Bye\r\n", Chunking::Whole).unwrap();
+            assert_eq!(deliveries(&all), [Delivery::Delivered]);
+            assert_eq!(finished(&all), &BatchReport { delivered: 2, not_delivered: 1, stopped: None });
+            all
+        };
+        assert!(!trace(&r).iter().any(|x| x.contains("bin")), "message 1 never goes out");
+        assert_eq!(s.asked, [0, 1, 2]);
+    }
+    // The outcome of message 1, on its own.
+    let mut s = batch(vec![message(0, &to), with_raw(1, &to, b"x\0".to_vec())]);
+    logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    let a = s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n250 Ok\r\n", Chunking::Whole).unwrap();
+    let r = done(&a)[1];
+    assert_eq!((r.index, r.message_id.as_str(), r.delivery), (1, "m1@shop.example", Delivery::Permanent));
+    let e = r.error.as_ref().unwrap();
+    assert_eq!((e.kind, e.stage, e.retry), (ErrorKind::InvalidInput, Stage::Data, Retry::FixFirst));
+    assert!(e.message.contains("NUL byte (at byte 1)"), "{e}");
+}
+
+#[test]
+fn a_message_over_the_configured_limit_gets_its_own_outcome() {
+    let to = ["ann@example.com"];
+    let mut sub = submission(Security::ImplicitTls, basic());
+    sub.limits.max_message_bytes = 100;
+    let big = with_raw(0, &to, vec![b'x'; 101]);
+    let (envelopes, raws) = vec![big, message(1, &to)].into_iter().map(|m| (m.env, m.raw)).unzip();
+    let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new() };
+    let a = logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    assert_eq!(text(&written(&a)), envelope(1, &to));
+    assert_eq!(deliveries(&a), [Delivery::Permanent]);
+    let e = done(&a)[0].error.as_ref().unwrap();
+    assert_eq!((e.kind, e.retry), (ErrorKind::Limit, Retry::FixFirst));
+    assert!(e.message.contains("101 bytes") && e.message.contains("limit of 100 bytes"), "{e}");
+    assert_eq!(s.asked, [1], "its bytes are never asked for");
+}
+
+/// A message of `kb` KB (CRLF, no leading dot: sent as is), and what goes out for it.
+fn big(i: usize, to: &[&str], kb: usize) -> M {
+    let mut raw = format!("Subject: {i}\r\n\r\n").into_bytes();
+    while raw.len() < kb * 1024 {
+        raw.extend_from_slice(b"The quick brown fox jumps over the lazy dog, line after line.\r\n");
+    }
+    with_raw(i, to, raw)
+}
+
+fn big_envelope(m: &M) -> String {
+    let mut out = format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", m.raw.len());
+    for t in &m.env.envelope_to {
+        out.push_str(&format!("RCPT TO:<{t}>\r\n"));
+    }
+    out + "DATA\r\n"
+}
+
+#[test]
+fn the_bytes_are_asked_for_a_window_at_a_time_after_the_writes_and_the_guest_holds_little() {
+    let to = ["ann@example.com"];
+    let n = 10;
+    // 12 KB each: two fit in the 32 KiB window.
+    for chunking in [Chunking::Whole, Chunking::Odd] {
+        let mut s = batch((0..n).map(|i| big(i, &to, 12)).collect());
+        logged_in(&mut s, EHLO_TLS_CAPS, chunking);
+        assert_eq!(s.asked, [0, 1], "0 and 1 once connected");
+        let mut asks = 0;
+        for i in 0..n {
+            assert!(s.held() <= 3, "{} held", s.held());
+            let replies = if i == 0 { "250 Ok\r\n250 Ok\r\n354 go\r\n" } else { "250 Ok: queued\r\n250 Ok\r\n250 Ok\r\n354 go\r\n" };
+            // As the session returns them, before a host answers: requests follow the writes.
+            let raw = server(&mut s.s, replies.as_bytes(), chunking).unwrap();
+            let last_write = raw.iter().rposition(|x| matches!(x, Action::Write(_))).expect("write");
+            let needs: Vec<usize> = raw.iter().enumerate().filter(|(_, x)| matches!(x, Action::NeedMessage(_))).map(|(k, _)| k).collect();
+            assert!(needs.iter().all(|&k| k > last_write), "{:?}", trace(&raw));
+            asks += usize::from(!needs.is_empty());
+            s.answer(raw);
+        }
+        assert_eq!(asks, 4, "the next pair asked for when messages 1, 3, 5 and 7 start");
+        let a = s.server(b"250 Ok: queued\r\n221 Bye\r\n", chunking).unwrap();
+        assert_eq!(finished(&a).delivered, n as u32);
+        assert_eq!(s.asked, (0..n as u32).collect::<Vec<_>>());
+        assert_eq!(s.held(), 0);
+    }
+    // Small messages: as many as fit in the window at once.
+    let mut s = batch((0..40).map(|i| message(i, &to)).collect());
+    logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    assert_eq!(s.asked, (0..40).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_message_not_handed_over_yet_holds_the_batch_back_until_it_comes() {
+    let to = ["ann@example.com"];
+    // 200 KB each: asked for one at a time.
+    let m: Vec<M> = (0..3).map(|i| big(i, &to, 200)).collect();
+    let (env, data_of) = (m.iter().map(big_envelope).collect::<Vec<_>>(), m.iter().map(|x| format!("{}.\r\n", text(&x.raw))).collect::<Vec<_>>());
+    let mut s = batch(m);
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
+    s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
+    s.exchange(GREETING, EHLO, Chunking::Whole);
+    s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
+    let a = server(&mut s.s, AUTH_OK, Chunking::Whole).unwrap();
+    assert_eq!(trace(&a), [format!("write {}", env[0]), "NeedMessage(1)".to_string()]);
+    // The host has not answered yet: message 0's data goes out alone.
+    let a = server(&mut s.s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data_of[0])]);
+    // Message 1's bytes arrive: its envelope goes out, message 2 is asked for.
+    let a = s.s.message_data(1, s.raws[1].clone(), T0 + 5).unwrap();
+    assert_eq!(trace(&a), [format!("write {}", env[1]), "NeedMessage(2)".to_string()]);
+    assert_eq!(s.deadline(), Some(T0 + 5 + TIMEOUT));
+    // Bytes of another length than announced are the host's mistake.
+    let e = s.s.message_data(2, s.raws[2][1..].to_vec(), T0).unwrap_err();
+    assert!(e.message.contains("announced"), "{e}");
+    assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
+}
+
+#[test]
+fn a_message_not_asked_for_or_handed_over_twice_is_the_hosts_mistake() {
+    let to = ["ann@example.com"];
+    let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
+    let e = s.s.message_data(1, s.raws[1].clone(), T0).unwrap_err();
+    assert!(e.message.contains("did not ask for"), "{e}");
+    let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
+    s.s.handle(Event::Connected, T0).unwrap();
+    s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
+    let e = s.s.message_data(0, s.raws[0].clone(), T0).unwrap_err();
+    assert!(e.message.contains("already has"), "{e}");
+}
+
+#[test]
+fn a_single_submission_asks_for_no_message() {
+    let mut s = SmtpSession::new(submission(Security::ImplicitTls, basic()), "agent@shop.example".into(), vec!["ann@example.com".into()], b"x\r\n".to_vec()).unwrap();
+    assert!(s.handle(Event::Connected, T0).unwrap().is_empty());
+    assert_eq!(s.message_data(0, b"x".to_vec(), T0).unwrap_err().kind, ErrorKind::Protocol);
 }
 
 #[test]
@@ -257,8 +497,8 @@ fn a_secret_echoed_in_a_refusal_is_redacted_in_the_message_outcome() {
     let mut s = batch(vec![message(0, &["ann@example.com"])]);
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
     let line = format!("250 Ok\r\n250 Ok\r\n354 go\r\n");
-    server(&mut s, line.as_bytes(), Chunking::Whole).unwrap();
-    let a = server(&mut s, format!("554 5.7.1 rejected {PASSWORD}\r\n").as_bytes(), Chunking::Whole).unwrap();
+    s.server(line.as_bytes(), Chunking::Whole).unwrap();
+    let a = s.server(format!("554 5.7.1 rejected {PASSWORD}\r\n").as_bytes(), Chunking::Whole).unwrap();
     let shown = format!("{:?}", done(&a));
     assert!(!shown.contains(PASSWORD), "{shown}");
 }
