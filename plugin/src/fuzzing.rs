@@ -357,7 +357,7 @@ impl Driver {
                         self.pending.push(Event::Stored);
                     }
                 }
-                Action::Finished(_) => finished = true,
+                Action::Finished(_) | Action::Idle(_) => finished = true,
                 Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) => {}
             }
         }
