@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rustls::ClientConfig;
-use tokio_util::sync::CancellationToken;
+/// The stop request `IdleHandle::wait` listens for (tokio-util's; a service's tokens are
+/// children of its shutdown token).
+pub use tokio_util::sync::CancellationToken;
 
 use super::inbound::{run, Ran, SavingSink};
 use super::{allowed_servers, instance_for, options_with_tls};

@@ -28,7 +28,7 @@ pub mod discovery;
 pub mod idle;
 mod inbound;
 pub use batch::{delivery_name, send_batch, BatchJournal, MessageOutcome, NoJournal};
-pub use idle::{fetch_and_idle, IdleHandle, IdleOutcome, Wake};
+pub use idle::{fetch_and_idle, CancellationToken, IdleHandle, IdleOutcome, Wake};
 pub use inbound::{fetch, sync_binding};
 
 fn guest_server(s: &ServerConfig) -> GuestServer {
