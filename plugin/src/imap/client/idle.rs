@@ -22,6 +22,10 @@ use crate::error::Retry;
 /// past it the session logs out and the host opens a new one.
 const MAX_ROUNDS: u32 = 50;
 
+/// The capabilities a resumed session can use (after the login); the idle state keeps only
+/// these, so it stays small.
+const KEPT_CAPS: [&str; 7] = ["ESEARCH", "IDLE", "IMAP4rev2", "LITERAL+", "LITERAL-", "MOVE", "UIDPLUS"];
+
 #[derive(Debug, Default)]
 pub(super) struct IdleRun {
     /// The mailbox asked to idle.
@@ -256,7 +260,7 @@ impl ImapSession {
             idle_tag,
             last_tag: self.conn.last_tag(),
             secure: self.conn.link.is_secure(),
-            caps: self.conn.caps().to_vec(),
+            caps: self.conn.caps().iter().filter(|c| KEPT_CAPS.iter().any(|k| k.eq_ignore_ascii_case(c))).cloned().collect(),
             names: names.into_iter().map(|n| (n.to_string(), self.wire_name(n))).collect(),
         };
         Ok(Idling {
