@@ -119,6 +119,11 @@ impl IdleHandle {
         &self.summary
     }
 
+    /// When the re-IDLE timer fires.
+    pub fn renews_at(&self) -> tokio::time::Instant {
+        self.renew_at
+    }
+
     /// The guest's idle state (opaque; a few hundred bytes, never credentials).
     pub fn idle_state(&self) -> &[u8] {
         &self.idle_state
@@ -195,7 +200,7 @@ impl IdleHandle {
         };
         let outcome = drive_resumed(&mut instance, session, self.conn, first, &opts, &mut saving).await;
         match outcome {
-            Ok(Parked::Idle(conn, idling)) => {
+            Ok(Parked::Idle { conn, idling, wrote }) => {
                 let saved = sync.save(&cfg.tenant, &self.mailbox, &self.binding, &idling.sync_state);
                 instance.drop_session(session).await;
                 drop(instance);
@@ -204,7 +209,14 @@ impl IdleHandle {
                     conn.close().await;
                     return Err(e);
                 }
-                Ok(IdleOutcome::Idling(IdleHandle::new(cfg, &self.mailbox, self.binding, conn, self.guest, idling)))
+                let renew_at = self.renew_at;
+                let mut next = IdleHandle::new(cfg, &self.mailbox, self.binding, conn, self.guest, idling);
+                // Only read (noise while idling, nothing written): IDLE was not re-issued, so the
+                // re-IDLE timer keeps its deadline.
+                if !wrote {
+                    next.renew_at = renew_at;
+                }
+                Ok(IdleOutcome::Idling(next))
             }
             other => {
                 // As `fetch`: the committed state on every outcome; after a trap, what was saved

@@ -68,7 +68,7 @@ pub(super) async fn run(
         let mut saving = SavingSink { inner: &mut *sink, sync, tenant: &cfg.tenant, mailbox: &m.name, binding: &bound_to, saved: None };
         let outcome = crate::driver::drive_to_idle(&mut instance, session, &opts, &mut saving).await;
         let saved_during = saving.saved.take();
-        if let Ok(Parked::Idle(conn, idling)) = outcome {
+        if let Ok(Parked::Idle { conn, idling, .. }) = outcome {
             let saved = sync.save(&cfg.tenant, &m.name, &bound_to, &idling.sync_state);
             instance.drop_session(session).await;
             if let Err(e) = saved {
@@ -100,7 +100,7 @@ pub(super) async fn run(
                 last?;
                 break o;
             }
-            Ok(Parked::Idle(..)) => unreachable!("handled above"),
+            Ok(Parked::Idle { .. }) => unreachable!("handled above"),
         }
     };
     match outcome {

@@ -121,7 +121,10 @@ pub enum Parked {
     Finished(Outcome),
     /// The session went idle (`action::idle`): its connection is left open for the caller,
     /// who keeps it with the idle and sync state and drops the session (and the instance).
-    Idle(Conn, Idling),
+    /// `wrote` says whether this run wrote anything to the server: a run that wrote nothing (it
+    /// only read what the server said while idling) did not restart the server's idea of the
+    /// client's activity, so a re-IDLE timer keeps running.
+    Idle { conn: Conn, idling: Idling, wrote: bool },
 }
 
 /// Like `drive_keep`, for a session that may go idle: then the connection is returned open
@@ -182,7 +185,7 @@ async fn run_or_park(
     greeting: Greeting,
 ) -> Result<Parked, HostError> {
     match run_loop(instance, session, &mut conn, opts, sink, end, first, greeting).await {
-        Ok(Ended::Idle(idling)) => Ok(Parked::Idle(conn, idling)),
+        Ok(Ended::Idle(idling, wrote)) => Ok(Parked::Idle { conn, idling, wrote }),
         Ok(Ended::Finished(outcome)) => {
             conn.close().await;
             Ok(Parked::Finished(outcome))
@@ -197,7 +200,8 @@ async fn run_or_park(
 /// How `run_loop` ended.
 enum Ended {
     Finished(Outcome),
-    Idle(Idling),
+    /// What the guest handed over, and whether the run wrote anything.
+    Idle(Idling, bool),
 }
 
 /// Drives `session` over a connection the caller opened itself (the connection check times
@@ -235,7 +239,7 @@ async fn run_and_close(
     match result? {
         Ended::Finished(outcome) => Ok(outcome),
         // Only sessions opened with `idle` go idle, and those are driven by `drive_to_idle`.
-        Ended::Idle(_) => Err(HostError::Plugin("the mail component went idle though this operation did not ask it to".into())),
+        Ended::Idle(..) => Err(HostError::Plugin("the mail component went idle though this operation did not ask it to".into())),
     }
 }
 
@@ -313,6 +317,8 @@ async fn run_loop(
     // Deliveries stored but not yet committed. Commits (each an fsync) are batched: while the
     // server keeps streaming we keep reading, and commit + send `stored` once a read would wait.
     let mut uncommitted = false;
+    // Whether anything was written to the server in this run (see `Parked::Idle`).
+    let mut wrote = false;
     loop {
         if Instant::now() >= end {
             // What was delivered is kept: the next run deduplicates what the guest did not
@@ -359,6 +365,7 @@ async fn run_loop(
             match action {
                 // Consecutive writes are coalesced into one socket write.
                 Action::Write(bytes) => {
+                    wrote |= !bytes.is_empty();
                     if out.is_empty() {
                         out = bytes;
                     } else {
@@ -406,7 +413,7 @@ async fn run_loop(
                     if uncommitted {
                         sink.commit()?;
                     }
-                    return Ok(Ended::Idle(idling));
+                    return Ok(Ended::Idle(idling, wrote));
                 }
             }
         }
