@@ -456,6 +456,23 @@ mod tests {
         replay("oauth_token", oauth_token);
     }
     #[test]
+    fn seeds_imap_resume() {
+        replay("imap_resume", imap_resume);
+        // The seed is a state the harness's mailbox resumes from.
+        let seed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/imap_resume/valid-state")).unwrap();
+        let mailbox = Mailbox {
+            protocol: InboundProtocol::Imap,
+            server: server(Security::ImplicitTls),
+            credentials: Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() },
+            folders: vec![],
+            limits: limits(),
+            after_fetch: AfterFetch::Keep { mark_seen: false },
+            first_sync: FirstSync::All,
+        };
+        let sync = br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#;
+        assert!(crate::imap::ImapSession::resume(mailbox, sync, &seed).is_ok());
+    }
+    #[test]
     fn seeds_sessions() {
         replay("imap_session", |d| session(Protocol::Imap, d));
         replay("pop3_session", |d| session(Protocol::Pop3, d));
