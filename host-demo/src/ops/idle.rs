@@ -245,9 +245,13 @@ impl IdleHandle {
 /// hundreds of kilobytes, too much to hold once per idling mailbox (and to parse again at
 /// every wake-up).
 pub(super) fn shared_tls(cfg: &TenantConfig) -> Result<Arc<ClientConfig>, HostError> {
+    shared_tls_for(cfg.extra_ca_file.as_deref())
+}
+
+fn shared_tls_for(extra_ca: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, HostError> {
     type Cache = Mutex<HashMap<Option<PathBuf>, (Vec<u8>, Arc<ClientConfig>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let path = cfg.extra_ca_file.clone();
+    let path = extra_ca.map(PathBuf::from);
     let digest = match &path {
         Some(p) => {
             let bytes = std::fs::read(p)
@@ -265,4 +269,84 @@ pub(super) fn shared_tls(cfg: &TenantConfig) -> Result<Arc<ClientConfig>, HostEr
     let tls = tls_config(path.as_deref())?;
     cache.lock().unwrap_or_else(|p| p.into_inner()).insert(path, (digest, tls.clone()));
     Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{
+        BasicCredentials, Credentials, GuestAfterFetch, GuestFirstSync, GuestLimits, GuestProtocol, GuestSecurity, GuestServer,
+    };
+    use tokio::io::AsyncWriteExt;
+
+    /// A handle on a plain TCP connection to a listener of the test's (the server side).
+    async fn handle(renew: Duration) -> (IdleHandle, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conn = Conn::connect("127.0.0.1", port, false, shared_tls_for(None).unwrap(), Duration::from_secs(5)).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let guest = GuestMailbox {
+            protocol: GuestProtocol::Imap,
+            server: GuestServer { host: "127.0.0.1".into(), port, security: GuestSecurity::InsecurePlaintext },
+            credentials: Credentials::Basic(BasicCredentials { username: "u".into(), password: "p".into() }),
+            folders: vec![],
+            limits: GuestLimits { max_line_bytes: 1000, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 1000 },
+            after_fetch: GuestAfterFetch::Keep,
+            first_sync: GuestFirstSync::All,
+            idle: true,
+        };
+        let h = IdleHandle {
+            mailbox: "inbox".into(),
+            binding: "imap:test".into(),
+            conn,
+            guest,
+            idle_state: Vec::new(),
+            sync_state: Vec::new(),
+            summary: FetchSummary { delivered: 0, remaining: 0, skipped: 0 },
+            renew_at: tokio::time::Instant::now() + renew,
+            pending: Vec::new(),
+            closed: false,
+        };
+        (h, server)
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_with_bytes_a_close_the_renew_timer_or_a_stop() {
+        let cancel = CancellationToken::new();
+        let bounded = |d| Duration::from_secs(d);
+
+        // Nothing comes: the renew timer ends the wait, not earlier.
+        let (mut h, _server) = handle(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(tokio::time::timeout(bounded(5), h.wait(&cancel)).await.unwrap(), Wake::Renew);
+        assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+
+        // Bytes: kept for the resumed session; a second wait returns at once.
+        let (mut h, mut server) = handle(bounded(60)).await;
+        server.write_all(b"* 3 EXISTS\r\n").await.unwrap();
+        assert_eq!(tokio::time::timeout(bounded(5), h.wait(&cancel)).await.unwrap(), Wake::Readable);
+        assert_eq!(h.pending, b"* 3 EXISTS\r\n");
+        assert_eq!(tokio::time::timeout(bounded(1), h.wait(&cancel)).await.unwrap(), Wake::Readable);
+
+        // The server closes: readable, and the handle knows.
+        let (mut h, server) = handle(bounded(60)).await;
+        drop(server);
+        assert_eq!(tokio::time::timeout(bounded(5), h.wait(&cancel)).await.unwrap(), Wake::Readable);
+        assert!(h.closed && h.pending.is_empty());
+
+        // A stop request ends it at once.
+        let (mut h, _server) = handle(bounded(60)).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert_eq!(tokio::time::timeout(bounded(1), h.wait(&stop)).await.unwrap(), Wake::Stop);
+    }
+
+    #[test]
+    fn one_tls_configuration_is_shared_per_extra_ca_file() {
+        let a = shared_tls_for(None).unwrap();
+        let b = shared_tls_for(None).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let e = shared_tls_for(Some(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(e.to_string().contains("extra_ca_file"), "{e}");
+    }
 }
