@@ -58,7 +58,10 @@ pub enum Wake {
 }
 
 /// An idling mailbox: its open connection, the guest's idle and sync state, the re-IDLE
-/// deadline. Holds no instance.
+/// deadline. Holds no instance. Dropping it closes the connection without a LOGOUT: to end
+/// politely, `resume` with `Wake::Stop`. Only the first folder is watched; the mailbox's other
+/// folders are fetched by `fetch_and_idle` (a caller polls them by stopping and running it
+/// again, or with `fetch` on another connection).
 pub struct IdleHandle {
     mailbox: String,
     binding: String,
