@@ -25,9 +25,15 @@ fn db_path(name: &str) -> PathBuf {
 /// A tenant whose IMAP mailbox is rig box `n` over implicit TLS, with a re-IDLE timer of
 /// `renew_secs`.
 fn config(n: u32, renew_secs: u32) -> (TenantConfig, String, String) {
+    config_on(n, renew_secs, true)
+}
+
+/// `config` over implicit TLS (`tls`) or STARTTLS.
+fn config_on(n: u32, renew_secs: u32, tls: bool) -> (TenantConfig, String, String) {
     let r = rig();
     let (user, pass) = test_box(n);
-    let inb = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, &user, &pass);
+    let port = if tls { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_IMAP_STARTTLS_PORT") };
+    let inb = ServerSpec::new("localhost", port, tls, &user, &pass);
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
     let mut cfg = tenant("imap", &inb, &smtp, true);
     cfg.limits.idle_renew_secs = renew_secs;
@@ -184,16 +190,26 @@ async fn the_renew_timer_re_issues_idle_and_the_mailbox_keeps_working() {
 }
 
 #[tokio::test]
-async fn stop_ends_idle_and_logs_out() {
+async fn over_starttls_new_mail_is_stored_and_stop_ends_idle_with_a_logout() {
     let r = rig();
-    let (cfg, user, _) = config(43, 1500);
+    let (cfg, user, _) = config_on(43, 1500, false);
     r.reset_mailbox(&user);
     r.put(&user, "INBOX", &sample_message("idle-43-a@test", "before"));
     let log_from = dovecot_log_len();
     let mut sink = MemorySink::default();
     let mut h = idle_or_panic(fetch_and_idle(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await).await;
     assert_eq!(sink.messages.len(), 1);
+    assert!(String::from_utf8_lossy(h.idle_state()).contains(r#""secure":true"#));
+    // The resumed session continues on the encrypted connection.
     let cancel = CancellationToken::new();
+    r.put(&user, "INBOX", &sample_message("idle-43-b@test", "during"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.messages.len() < 2 {
+        assert!(Instant::now() < deadline, "the message was not stored in time");
+        let wake = wake_within(&mut h, &cancel, Duration::from_secs(10)).await;
+        h = idle_or_panic(h.resume(plugin(), &cfg, wake, &mut sink, &NoSyncState).await).await;
+    }
+    assert!(contains(&sink.messages[1].raw, b"idle-43-b@test"), "the second message stored is the new one");
     cancel.cancel();
     let wake = wake_within(&mut h, &cancel, Duration::from_secs(5)).await;
     assert_eq!(wake, Wake::Stop);
