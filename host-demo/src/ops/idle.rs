@@ -35,7 +35,7 @@ use crate::store::SyncStateStore;
 
 /// Bytes read from an idling connection at once; more stays in the socket (or rustls) for the
 /// resumed session.
-const WAIT_READ: usize = 2048;
+const WAIT_READ: usize = 512;
 
 /// What a fetch (or a resumed run) left behind.
 pub enum IdleOutcome {
