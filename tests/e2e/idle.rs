@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mailplug_host::db::Database;
+use mailplug_host::engine::Stage;
 use mailplug_host::ops::{self, fetch_and_idle, CancellationToken, IdleHandle, IdleOutcome, Wake};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, Kind, Plugin, Retry, RuntimeOptions, TenantConfig};
@@ -251,6 +252,11 @@ async fn the_server_closing_the_idle_connection_is_a_network_error_to_retry_late
     assert_eq!(e.kind(), Some(Kind::Network), "{e}");
     assert_eq!(e.retry(), Retry::Later, "{e}");
     assert!(e.to_string().contains("idling"), "{e}");
+    // The admin's explanation (check.explain, in the component) says what happened.
+    let mut instance = ops::instance_for(plugin(), &cfg).await.expect("instance");
+    let d = ops::check::explain(&mut instance, &e, Stage::ListMessages).await.expect("an explanation");
+    assert!(d.cause.en.contains("IMAP IDLE") && d.action.en.contains("limits.idle_renew_secs"), "{d:?}");
+    assert!(d.cause.de.contains("IMAP IDLE"), "{d:?}");
 }
 
 #[tokio::test]
