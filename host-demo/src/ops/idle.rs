@@ -344,6 +344,18 @@ mod tests {
         assert_eq!(tokio::time::timeout(bounded(1), h.wait(&stop)).await.unwrap(), Wake::Stop);
     }
 
+    /// A service keeps handles in tasks of their own and waits on many at once.
+    #[tokio::test]
+    async fn a_handle_and_its_wait_can_move_between_threads() {
+        fn send<T: Send>(_: &T) {}
+        let (mut h, _server) = handle(Duration::from_millis(10)).await;
+        send(&h);
+        let cancel = CancellationToken::new();
+        let wait = h.wait(&cancel);
+        send(&wait);
+        assert_eq!(wait.await, Wake::Renew);
+    }
+
     #[test]
     fn one_tls_configuration_is_shared_per_extra_ca_file() {
         let a = shared_tls_for(None).unwrap();
