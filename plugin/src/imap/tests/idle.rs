@@ -343,3 +343,54 @@ fn arbitrary_idle_state_bytes_are_a_typed_error() {
         crate::fuzzing::imap_resume(&bytes);
     }
 }
+
+/// The whole flow (fetch, IDLE, hand-over, resume on new mail, fetch, IDLE again) with every
+/// server chunk fed whole or one byte at a time: the same bytes written, the same actions.
+#[test]
+fn byte_at_a_time_input_gives_the_same_idle_flow() {
+    #[derive(Debug, Default, PartialEq)]
+    struct Out {
+        wire: String,
+        actions: Vec<Action>,
+    }
+    fn feed(h: &mut H, bytes: &[u8], bytewise: bool, out: &mut Out) {
+        let chunks: Vec<&[u8]> = if bytewise { bytes.chunks(1).collect() } else { vec![bytes] };
+        for c in chunks {
+            let (w, a) = h.recv(c);
+            out.wire.push_str(&w);
+            out.actions.extend(a);
+        }
+    }
+    fn run(bytewise: bool) -> Out {
+        let mut out = Out::default();
+        let mut h = H::new(ImapSession::new(mailbox(Security::ImplicitTls), None).unwrap().with_idle(true));
+        h.ev(Event::Connected);
+        feed(&mut h, GREETING_IDLE, bytewise, &mut out);
+        feed(&mut h, b"a1 OK Logged in\r\n", bytewise, &mut out);
+        feed(&mut h, b"* 0 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n* OK [UIDNEXT 5] n\r\na2 OK [READ-ONLY] done\r\n", bytewise, &mut out);
+        feed(&mut h, b"+ idling\r\n", bytewise, &mut out);
+        let Some(Action::Idle(i)) = out.actions.last().cloned() else { panic!("no hand-over: {:?}", out.actions) };
+        let mut r = H::new(ImapSession::resume(mailbox(Security::ImplicitTls), &i.sync_state, &i.idle_state).unwrap());
+        feed(&mut r, b"* 1 EXISTS\r\n* 1 RECENT\r\n", bytewise, &mut out);
+        feed(&mut r, b"a3 OK Idle completed\r\n", bytewise, &mut out);
+        feed(&mut r, b"* 1 EXISTS\r\n* OK [UIDVALIDITY 1] v\r\n* OK [UIDNEXT 6] n\r\na4 OK done\r\n", bytewise, &mut out);
+        feed(&mut r, b"* SEARCH 5\r\na5 OK done\r\n", bytewise, &mut out);
+        feed(&mut r, b"* 1 FETCH (UID 5 RFC822.SIZE 22)\r\na6 OK done\r\n", bytewise, &mut out);
+        let mut body = body_fetch(1, 5, M3);
+        body.extend_from_slice(b"a7 OK done\r\n");
+        feed(&mut r, &body, bytewise, &mut out);
+        let (w, a) = r.ev(Event::Stored);
+        out.wire.push_str(&w);
+        out.actions.extend(a);
+        feed(&mut r, b"+ idling\r\n", bytewise, &mut out);
+        out
+    }
+    let whole = run(false);
+    assert!(
+        whole.wire.ends_with("a3 IDLE\r\nDONE\r\na4 EXAMINE \"INBOX\"\r\na5 UID SEARCH ALL\r\na6 UID FETCH 5 (UID RFC822.SIZE)\r\na7 UID FETCH 5 (UID BODY.PEEK[])\r\na8 IDLE\r\n"),
+        "{}",
+        whole.wire
+    );
+    assert!(matches!(whole.actions.last(), Some(Action::Idle(i)) if i.summary.delivered == 1), "{:?}", whole.actions);
+    assert_eq!(run(true), whole);
+}
