@@ -159,7 +159,9 @@ impl IdleHandle {
     /// is fetched and stored (the sync state saved after each `stored`, as in `fetch`); then
     /// the mailbox idles again or the session ends. A BYE or a closed connection while idling
     /// is the guest's `network` error with retry advice `later`: connect again with
-    /// `fetch_and_idle`. The instance is dropped before this returns.
+    /// `fetch_and_idle`. Any error closes the connection (also when no instance can be made,
+    /// the pool being full): the caller connects again later. The instance is dropped before
+    /// this returns.
     pub async fn resume(
         mut self,
         plugin: &Plugin,

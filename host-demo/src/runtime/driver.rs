@@ -151,8 +151,8 @@ pub async fn drive_to_idle(
 
 /// Drives a session resumed from an idle state (`inbound.resume`) on the connection the
 /// caller kept, starting with the events in `first` (what ended the caller's wait:
-/// `received`, `timer`, `stop`, `closed`) instead of `connected`. `max_session` applies to this run alone. The
-/// session's server is checked against the allow-list again.
+/// `received`, `timer`, `stop`, `closed`) instead of `connected`. `max_session` applies to
+/// this run alone. The session's server is checked against the allow-list again.
 pub async fn drive_resumed(
     instance: &mut Instance,
     session: SessionHandle,
