@@ -75,6 +75,10 @@ impl GuestSession for SessionResource {
             Event::Stored => core::Event::Stored,
             // Handled above; never reached.
             Event::MessageData(_) => return Err(error_to_wit(error::Error::protocol(error::Stage::Data, "message data out of place"))),
+            Event::Stop => {
+                let actions = core::stop_checked(&mut **self.inner.borrow_mut(), now).map_err(error_to_wit)?;
+                return Ok(actions.into_iter().map(action_to_wit).collect());
+            }
         };
         // handle_checked drops server text received before TLS from errors.
         let actions = core::handle_checked(&mut **self.inner.borrow_mut(), ev, now).map_err(error_to_wit)?;
@@ -102,13 +106,27 @@ impl parse_wit::Guest for Component {
 
 impl inbound::Guest for Component {
     fn open(mailbox: WitMailbox, sync_state: Option<Vec<u8>>, _now: u64) -> Result<session::Session, Error> {
+        let idle = mailbox.idle;
         let mailbox = mailbox_from_wit(mailbox);
         let state = sync_state.as_deref();
         let inner: Box<dyn core::Session> = match mailbox.protocol {
             config::InboundProtocol::Pop3 => Box::new(pop3::Pop3Session::new(mailbox, state).map_err(error_to_wit)?),
-            config::InboundProtocol::Imap => Box::new(imap::ImapSession::new(mailbox, state).map_err(error_to_wit)?),
+            config::InboundProtocol::Imap => {
+                Box::new(imap::ImapSession::new(mailbox, state).map_err(error_to_wit)?.with_idle(idle))
+            }
         };
         Ok(session::Session::new(SessionResource { inner: RefCell::new(inner) }))
+    }
+
+    fn resume(
+        mailbox: WitMailbox,
+        sync_state: Vec<u8>,
+        idle_state: Vec<u8>,
+        _now: u64,
+    ) -> Result<session::Session, Error> {
+        let mailbox = mailbox_from_wit(mailbox);
+        let s = imap::ImapSession::resume(mailbox, &sync_state, &idle_state).map_err(error_to_wit)?;
+        Ok(session::Session::new(SessionResource { inner: RefCell::new(Box::new(s)) }))
     }
 }
 
@@ -658,6 +676,11 @@ fn action_to_wit(a: core::Action) -> Action {
         })),
         core::Action::CommitPoint(i) => Action::CommitPoint(i),
         core::Action::NeedMessage(i) => Action::NeedMessage(i),
+        core::Action::Idle(i) => Action::Idle(session::Idling {
+            idle_state: i.idle_state,
+            sync_state: i.sync_state,
+            summary: FetchSummary { delivered: i.summary.delivered, remaining: i.summary.remaining, skipped: i.summary.skipped },
+        }),
         core::Action::MessageDone(r) => Action::MessageDone(MessageResult {
             index: r.index,
             message_id: r.message_id,

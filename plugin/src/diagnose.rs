@@ -165,10 +165,29 @@ pub fn explain(error: &Error) -> Diagnosis {
             return d;
         }
     }
+    if let Some(d) = idle_lost(error) {
+        return d;
+    }
     if let Some(d) = diagnose(&error.message) {
         return d;
     }
     by_kind(error)
+}
+
+/// An idling IMAP connection the server ended (BYE) or that was closed (see
+/// `imap::client::idle`): usually a restart or the server's limit on quiet connections;
+/// mailplug connects again by itself.
+fn idle_lost(error: &Error) -> Option<Diagnosis> {
+    let idle = error.message.contains("while the mailbox was idling") || error.message.contains("ended the idling connection");
+    if error.kind != ErrorKind::Network || !idle {
+        return None;
+    }
+    Some(Diagnosis::new(
+        "The server ended the idle connection (IMAP IDLE) that waited for new mail: a server restart or maintenance, or a limit on how long a quiet connection may stay open (on the server, a firewall or a NAT router).",
+        "Der Server hat die wartende Verbindung (IMAP IDLE) beendet: ein Neustart oder eine Wartung des Servers, oder eine Grenze, wie lange eine ruhige Verbindung offen bleiben darf (auf dem Server, in einer Firewall oder einem NAT-Router).",
+        "Nothing, if it happens now and then: mailplug connects again and fetches what arrived meanwhile. If it happens every few minutes, lower limits.idle_renew_secs below the limit of the server or the firewall, or ask its administrator to keep quiet connections open longer.",
+        "Nichts, wenn es gelegentlich vorkommt: mailplug verbindet sich neu und ruft ab, was inzwischen eingetroffen ist. Wenn es alle paar Minuten passiert, setzen Sie limits.idle_renew_secs unter die Grenze des Servers oder der Firewall, oder bitten Sie deren Administrator, ruhige Verbindungen länger offen zu lassen.",
+    ))
 }
 
 /// The two ways to get the portal's TLS switch wrong: TLS on for a STARTTLS port (the server
@@ -329,6 +348,23 @@ mod tests {
         for p in de {
             assert!(de_all.contains(p), "{p:?} missing for {text:?}: {de_all}");
         }
+    }
+
+    #[test]
+    fn a_lost_idle_connection_is_explained_as_such() {
+        use crate::error::ServerReply;
+        for e in [
+            Error::network(Stage::ListMessages, "the server closed the connection while the mailbox was idling (IMAP IDLE); mailplug connects again"),
+            Error::network(Stage::ListMessages, "the server ended the idling connection (BYE); mailplug connects again")
+                .with_reply(ServerReply::new("BYE", "Server shutting down.")),
+        ] {
+            let d = explain(&e);
+            assert!(d.cause_en.contains("IMAP IDLE") && d.action_en.contains("limits.idle_renew_secs"), "{d:?}");
+            assert!(d.cause_de.contains("IMAP IDLE") && d.action_de.contains("limits.idle_renew_secs"), "{d:?}");
+        }
+        // Other broken connections keep the general explanation.
+        let d = explain(&Error::network(Stage::FetchMessage, "the server closed the connection during message download"));
+        assert!(!d.cause_en.contains("IDLE"), "{d:?}");
     }
 
     #[test]

@@ -200,6 +200,46 @@ pub fn oauth_token(data: &[u8]) {
     }
 }
 
+/// IMAP IDLE: `inbound.resume` with arbitrary idle-state bytes (the host hands them back, and
+/// may have kept them for another mailbox or plugin version): a typed `invalid-input` error
+/// without secrets, or a session that then takes server bytes, the re-IDLE timer and `stop`
+/// without panicking.
+pub fn imap_resume(data: &[u8]) {
+    let mailbox = Mailbox {
+        protocol: InboundProtocol::Imap,
+        server: server(Security::ImplicitTls),
+        credentials: Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() },
+        folders: vec![],
+        limits: limits(),
+        after_fetch: AfterFetch::Keep { mark_seen: false },
+        first_sync: FirstSync::All,
+    };
+    let sync = br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#;
+    let mut s = match crate::imap::ImapSession::resume(mailbox, sync, data) {
+        Ok(s) => s,
+        Err(e) => {
+            check_error(&e);
+            check_no_secret(&e, PASSWORD);
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidInput, "{e:?}");
+            return;
+        }
+    };
+    let events: [Event<'_>; 4] = [
+        Event::Received(b"* 1 EXPUNGE\r\n* OK still here\r\n"),
+        Event::Timer,
+        Event::Received(b"* 5 EXISTS\r\n"),
+        Event::Closed,
+    ];
+    for (i, ev) in events.into_iter().enumerate() {
+        if let Err(e) = crate::session::handle_checked(&mut s, ev, 2_000 + i as u64) {
+            check_error(&e);
+            check_no_secret(&e, PASSWORD);
+            return;
+        }
+    }
+    let _ = crate::session::stop_checked(&mut s, 3_000);
+}
+
 /// Which session a session harness drives.
 #[derive(Clone, Copy, Debug)]
 pub enum Protocol {
@@ -357,7 +397,7 @@ impl Driver {
                         self.pending.push(Event::Stored);
                     }
                 }
-                Action::Finished(_) => finished = true,
+                Action::Finished(_) | Action::Idle(_) => finished = true,
                 Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) | Action::NeedMessage(_) => {}
             }
         }
@@ -414,6 +454,23 @@ mod tests {
     #[test]
     fn seeds_oauth_token() {
         replay("oauth_token", oauth_token);
+    }
+    #[test]
+    fn seeds_imap_resume() {
+        replay("imap_resume", imap_resume);
+        // The seed is a state the harness's mailbox resumes from.
+        let seed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/imap_resume/valid-state")).unwrap();
+        let mailbox = Mailbox {
+            protocol: InboundProtocol::Imap,
+            server: server(Security::ImplicitTls),
+            credentials: Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() },
+            folders: vec![],
+            limits: limits(),
+            after_fetch: AfterFetch::Keep { mark_seen: false },
+            first_sync: FirstSync::All,
+        };
+        let sync = br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#;
+        assert!(crate::imap::ImapSession::resume(mailbox, sync, &seed).is_ok());
     }
     #[test]
     fn seeds_sessions() {

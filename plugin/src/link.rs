@@ -65,6 +65,16 @@ impl Link {
         }
     }
 
+    /// A connection another instance set up and handed over (an idling IMAP session resumed):
+    /// encrypted unless the mailbox is plaintext, since credentials were sent over it.
+    pub fn resumed(server: &Server, limits: &Limits) -> Self {
+        let mut link = Link::new(server, limits);
+        if server.security != Security::InsecurePlaintext {
+            link.tls = Tls::Secure;
+        }
+        link
+    }
+
     pub fn security(&self) -> Security {
         self.security
     }

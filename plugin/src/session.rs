@@ -195,6 +195,18 @@ pub enum Action {
     Finished(Outcome),
     /// Batch submissions: the host sends this message's bytes with `Session::message_data`.
     NeedMessage(u32),
+    /// The server is idling (IMAP IDLE): keep the connection, store the states, drop the
+    /// session; `inbound.resume` continues it (see `idle` in the WIT).
+    Idle(Idling),
+}
+
+/// What an idling session hands over (see `idling` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idling {
+    /// Opaque, versioned; never holds credentials.
+    pub idle_state: Vec<u8>,
+    pub sync_state: Vec<u8>,
+    pub summary: FetchSummary,
 }
 
 /// One conversation with one server. Every protocol client implements this; the WIT glue
@@ -227,6 +239,12 @@ pub trait Session {
     fn secret_forms(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The host asks the session to end politely (the WIT's `stop` event): an idling IMAP
+    /// session ends IDLE and logs out. Sessions without anything to wait for ignore it and end
+    /// on their own within their limits.
+    fn stop(&mut self, _now: Instant) -> Result<Vec<Action>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Feeds `event` to `session` and cleans any error it returns, for every protocol alike:
@@ -239,6 +257,19 @@ pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant)
     // session never goes from encrypted back to clear text.
     let unverified = session.unverified();
     session.handle(event, now).map_err(|mut e| {
+        e.redact(&session.secret_forms());
+        if unverified {
+            e.withhold_server_text();
+        }
+        e.quoted.clear();
+        e
+    })
+}
+
+/// `stop` with the same cleaning of errors as `handle_checked`.
+pub fn stop_checked(session: &mut dyn Session, now: Instant) -> Result<Vec<Action>> {
+    let unverified = session.unverified();
+    session.stop(now).map_err(|mut e| {
         e.redact(&session.secret_forms());
         if unverified {
             e.withhold_server_text();

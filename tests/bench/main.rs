@@ -6,12 +6,14 @@
 //!        mailplug-bench send [MESSAGES] [KB] [RUNS]            (batch send, see send.rs)
 //!        mailplug-bench runtime [CLI_RUNS] [INSTANTIATIONS]  (defaults 50 2000; no servers needed)
 //!        mailplug-bench corpus [MESSAGES] [RUNS]              (defaults 5000 3; see ingest.rs)
+//!        mailplug-bench idle [N]                              (default 50; memory of idling IMAP mailboxes, idle.rs)
 //!
 //! Except in `send` and `corpus` modes the runtime's costs (`runtime.rs`: CLI start, instantiation with and without the
 //! pool, idle instance memory) are measured first, in the same run.
 
 mod runtime;
 mod ingest;
+mod idle;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -116,6 +118,9 @@ async fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("corpus") {
         return ingest::run(&args).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        return idle::run(&args).await;
     }
     let runtime_tables = runtime::run(&mailplug_tests::wasm_path(), 30, 2000).await;
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));

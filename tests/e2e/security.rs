@@ -179,6 +179,7 @@ async fn host_connects_only_to_configured_servers() {
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 10, max_batch_bytes: 1 << 20, reply_timeout_ms: 5000 },
         after_fetch: GuestAfterFetch::Keep,
         first_sync: GuestFirstSync::All,
+        idle: false,
     };
     let session = instance.open_inbound(&mailbox, None, 0).await.expect("open");
     let allowed = vec![("localhost".to_string(), 1u16, GuestSecurity::ImplicitTls)];

@@ -233,6 +233,7 @@ fn mailbox(port: u16, security: GuestSecurity) -> GuestMailbox {
         limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 10, max_batch_bytes: 1 << 20, reply_timeout_ms: 2000 },
         after_fetch: GuestAfterFetch::Keep,
         first_sync: GuestFirstSync::All,
+        idle: false,
     }
 }
 

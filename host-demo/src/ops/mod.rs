@@ -25,9 +25,11 @@ pub use crate::engine::FetchSummary;
 mod batch;
 pub mod check;
 pub mod discovery;
+pub mod idle;
 mod inbound;
 pub use batch::{delivery_name, send_batch, send_composed_batch, BatchJournal, MessageOutcome, NoJournal};
 pub mod outbox;
+pub use idle::{fetch_and_idle, CancellationToken, IdleHandle, IdleOutcome, Wake};
 pub use inbound::{fetch, sync_binding};
 
 fn guest_server(s: &ServerConfig) -> GuestServer {
@@ -137,9 +139,18 @@ fn memory_cap(cfg: &TenantConfig) -> usize {
 }
 
 pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [crate::driver::AllowedServer]) -> Result<DriveOptions<'a>, HostError> {
-    Ok(DriveOptions {
+    Ok(options_with_tls(cfg, allowed, tls_config(cfg.extra_ca_file.as_deref())?))
+}
+
+/// `options` with a TLS configuration the caller already has (a shared one: see `idle`).
+pub fn options_with_tls<'a>(
+    cfg: &TenantConfig,
+    allowed: &'a [crate::driver::AllowedServer],
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> DriveOptions<'a> {
+    DriveOptions {
         allowed,
-        tls: tls_config(cfg.extra_ca_file.as_deref())?,
+        tls,
         connect_timeout: Duration::from_secs(cfg.limits.connect_timeout_secs.into()),
         idle_timeout: Duration::from_secs(u64::from(cfg.limits.reply_timeout_secs) * 2),
         reply_timeout: Duration::from_secs(cfg.limits.reply_timeout_secs.into()),
@@ -147,7 +158,7 @@ pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [crate::driver::AllowedServe
         // code may not be).
         greeting_timeout: Duration::from_secs(cfg.limits.greeting_timeout_secs.min(cfg.limits.reply_timeout_secs).into()),
         max_session: Duration::from_secs(cfg.limits.max_session_secs.into()),
-    })
+    }
 }
 
 /// A fresh component instance with the tenant's memory and CPU limits, and its parse budget.
@@ -182,6 +193,8 @@ pub fn guest_mailbox(cfg: &TenantConfig, m: &crate::config::MailboxConfig, crede
             FirstSync::NewOnly => GuestFirstSync::NewOnly,
             FirstSync::Newest(n) => GuestFirstSync::Newest(n),
         },
+        // Only `idle::fetch_and_idle` asks the session to idle.
+        idle: false,
     }
 }
 

@@ -19,6 +19,24 @@ impl Instance {
         r.map(SessionHandle).map_err(HostError::from)
     }
 
+    /// Continues an idling IMAP session in this (fresh) instance (see `inbound.resume`).
+    pub async fn resume_inbound(
+        &mut self,
+        mailbox: &GuestMailbox,
+        sync_state: &[u8],
+        idle_state: &[u8],
+        now: u64,
+    ) -> Result<SessionHandle, HostError> {
+        self.arm();
+        let r = self
+            .bindings
+            .mailplug_connector_inbound()
+            .call_resume(&mut self.store, mailbox, sync_state, idle_state, now)
+            .await
+            .map_err(|e| self.trap(e))?;
+        r.map(SessionHandle).map_err(HostError::from)
+    }
+
     pub async fn compose(&mut self, draft: &Draft) -> Result<ComposedMessage, HostError> {
         self.arm();
         let r = self.bindings.mailplug_connector_outbound().call_compose(&mut self.store, draft).await.map_err(|e| self.trap(e))?;

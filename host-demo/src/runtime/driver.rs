@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, BatchData, Event, FetchedMessage, GuestSecurity, GuestServer, Instance, MessageResult, Outcome, SessionHandle, SkippedMessage,
-    StepReport,
+    Action, BatchData, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageResult, Outcome, SessionHandle,
+    SkippedMessage, StepReport,
 };
 use crate::error::HostError;
 use crate::net::Conn;
@@ -121,6 +121,95 @@ pub async fn drive_keep(
     run_and_close(instance, session, &mut conn, opts, sink, end, implicit).await
 }
 
+/// How a session that may idle ended (see `drive_to_idle`).
+pub enum Parked {
+    /// The session finished; its connection is closed.
+    Finished(Outcome),
+    /// The session went idle (`action::idle`): its connection is left open for the caller,
+    /// who keeps it with the idle and sync state and drops the session (and the instance).
+    /// `wrote` says whether this run wrote anything to the server: a run that wrote nothing (it
+    /// only read what the server said while idling) did not restart the server's idea of the
+    /// client's activity, so a re-IDLE timer keeps running.
+    Idle { conn: Conn, idling: Idling, wrote: bool },
+}
+
+/// Like `drive_keep`, for a session that may go idle: then the connection is returned open
+/// with what the guest handed over; otherwise it is closed. The session stays alive either way
+/// (the caller reads its sync state and drops it).
+pub async fn drive_to_idle(
+    instance: &mut Instance,
+    session: SessionHandle,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Parked, HostError> {
+    let end = Instant::now() + opts.max_session;
+    let server = allowed_server(instance, session, opts).await?;
+    let implicit = matches!(server.security, GuestSecurity::ImplicitTls);
+    let label = format!("{}:{}", server.host, server.port);
+    let connect = Conn::connect(&server.host, server.port, implicit, opts.tls.clone(), opts.connect_timeout);
+    let conn = match tokio::time::timeout(remaining(end), connect).await {
+        Ok(c) => c?,
+        Err(_) => return Err(session_limit(label, opts)),
+    };
+    let greeting = Greeting { until: Some(Instant::now() + opts.greeting_timeout), implicit_tls: implicit };
+    run_or_park(instance, session, conn, vec![Event::Connected], opts, sink, end, greeting).await
+}
+
+/// Drives a session resumed from an idle state (`inbound.resume`) on the connection the
+/// caller kept, starting with the events in `first` (what ended the caller's wait:
+/// `received`, `timer`, `stop`, `closed`) instead of `connected`. `max_session` applies to
+/// this run alone. The session's server is checked against the allow-list again.
+pub async fn drive_resumed(
+    instance: &mut Instance,
+    session: SessionHandle,
+    mut conn: Conn,
+    first: Vec<Event>,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+) -> Result<Parked, HostError> {
+    let end = Instant::now() + opts.max_session;
+    let implicit = match allowed_server(instance, session, opts).await {
+        Ok(server) => matches!(server.security, GuestSecurity::ImplicitTls),
+        Err(e) => {
+            conn.close().await;
+            return Err(e);
+        }
+    };
+    let greeting = Greeting { until: None, implicit_tls: implicit };
+    run_or_park(instance, session, conn, first, opts, sink, end, greeting).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_or_park(
+    instance: &mut Instance,
+    session: SessionHandle,
+    mut conn: Conn,
+    first: Vec<Event>,
+    opts: &DriveOptions<'_>,
+    sink: &mut dyn MessageSink,
+    end: Instant,
+    greeting: Greeting,
+) -> Result<Parked, HostError> {
+    match run_loop(instance, session, &mut conn, opts, sink, end, first, greeting).await {
+        Ok(Ended::Idle(idling, wrote)) => Ok(Parked::Idle { conn, idling, wrote }),
+        Ok(Ended::Finished(outcome)) => {
+            conn.close().await;
+            Ok(Parked::Finished(outcome))
+        }
+        Err(e) => {
+            conn.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// How `run_loop` ended.
+enum Ended {
+    Finished(Outcome),
+    /// What the guest handed over, and whether the run wrote anything.
+    Idle(Idling, bool),
+}
+
 /// Drives `session` over a connection the caller opened itself (the connection check times
 /// resolving, connecting and TLS as steps of their own), then closes it.
 pub async fn drive_on(
@@ -150,9 +239,14 @@ async fn run_and_close(
     end: Instant,
     implicit_tls: bool,
 ) -> Result<Outcome, HostError> {
-    let result = run_loop(instance, session, conn, opts, sink, end, implicit_tls).await;
+    let greeting = Greeting { until: Some(Instant::now() + opts.greeting_timeout), implicit_tls };
+    let result = run_loop(instance, session, conn, opts, sink, end, vec![Event::Connected], greeting).await;
     conn.close().await;
-    result
+    match result? {
+        Ended::Finished(outcome) => Ok(outcome),
+        // Only sessions opened with `idle` go idle, and those are driven by `drive_to_idle`.
+        Ended::Idle(..) => Err(HostError::Plugin("the mail component went idle though this operation did not ask it to".into())),
+    }
 }
 
 /// Time left until `end` (zero once it passed).
@@ -211,6 +305,7 @@ async fn allowed_server(
     Ok(server)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_loop(
     instance: &mut Instance,
     session: SessionHandle,
@@ -218,11 +313,11 @@ async fn run_loop(
     opts: &DriveOptions<'_>,
     sink: &mut dyn MessageSink,
     end: Instant,
-    implicit_tls: bool,
-) -> Result<Outcome, HostError> {
-    let mut events: VecDeque<Event> = VecDeque::from([Event::Connected]);
+    first: Vec<Event>,
     // Until the server's first line has arrived: when waiting for it ends.
-    let mut greeting = Greeting { until: Some(Instant::now() + opts.greeting_timeout), implicit_tls };
+    mut greeting: Greeting,
+) -> Result<Ended, HostError> {
+    let mut events: VecDeque<Event> = VecDeque::from(first);
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out: Vec<u8> = Vec::new();
     // Deliveries stored but not yet committed. Commits (each an fsync) are batched: while the
@@ -232,6 +327,8 @@ async fn run_loop(
     let mut guest_deadline = None;
     // Bytes the guest asked for in this step (batch submissions), handed over in one event.
     let mut wanted: Vec<BatchData> = Vec::new();
+    // Whether anything was written to the server in this run (see `Parked::Idle`).
+    let mut wrote = false;
     loop {
         if Instant::now() >= end {
             // What was delivered is kept: the next run deduplicates what the guest did not
@@ -280,6 +377,7 @@ async fn run_loop(
             match action {
                 // Consecutive writes are coalesced into one socket write.
                 Action::Write(bytes) => {
+                    wrote |= !bytes.is_empty();
                     if out.is_empty() {
                         out = bytes;
                     } else {
@@ -322,7 +420,15 @@ async fn run_loop(
                     if uncommitted {
                         sink.commit()?;
                     }
-                    return Ok(outcome);
+                    return Ok(Ended::Finished(outcome));
+                }
+                // The server idles: the connection stays open for the caller.
+                Action::Idle(idling) => {
+                    flush(conn, &mut out, end, opts).await?;
+                    if uncommitted {
+                        sink.commit()?;
+                    }
+                    return Ok(Ended::Idle(idling, wrote));
                 }
             }
         }

@@ -44,7 +44,7 @@ pub use exports::mailplug::connector::presets::{
 };
 pub use exports::mailplug::connector::check::Diagnosis;
 pub use exports::mailplug::connector::session::{
-    Action, CheckSummary, Event, FetchSummary, FetchedMessage as RawMessage, FolderCount, Outcome, RecipientResult,
+    Action, CheckSummary, Event, FetchSummary, FetchedMessage as RawMessage, FolderCount, Idling, Outcome, RecipientResult,
     SendReport, SkippedMessage, Step, StepReport,
 };
 pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};

@@ -26,14 +26,16 @@ use super::sync::{FolderSync, SyncState};
 use crate::config::{AfterFetch, FirstSync, InboundProtocol, Mailbox, Server};
 use crate::error::{Error, Result, ServerReply, Stage};
 use crate::session::{
-    Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, Instant, Outcome, Session, SkippedMessage,
-    Step,
+    Action, CheckSummary, Event, FetchSummary, FetchedMessage, FolderCount, Idling, Instant, Outcome, Session,
+    SkippedMessage, Step,
 };
 
 mod after_fetch;
 mod download;
 mod folders;
+mod idle;
 mod listing;
+mod session;
 mod stored;
 
 use folders::configured_folders;
@@ -68,6 +70,20 @@ enum State {
     Logout {
         tag: String,
     },
+    /// `IDLE` sent (RFC 2177); waiting for the server's "+".
+    IdleStart {
+        tag: String,
+    },
+    /// The server idles: untagged responses may come; the IDLE command `tag` is in progress.
+    Idling {
+        tag: String,
+    },
+    /// `DONE` sent; waiting for the IDLE command's completion.
+    IdleDone {
+        tag: String,
+    },
+    /// Handed over with `Action::Idle`: no further events.
+    Parked,
     Finished,
     Failed,
 }
@@ -80,7 +96,10 @@ impl State {
             | State::Sizes { tag }
             | State::MaxUid { tag }
             | State::Fetch { tag }
-            | State::Logout { tag } => Some(tag),
+            | State::Logout { tag }
+            | State::IdleStart { tag }
+            | State::Idling { tag }
+            | State::IdleDone { tag } => Some(tag),
             State::AfterFetch { pending } => pending.front().map(|(t, _)| t.as_str()),
             _ => None,
         }
@@ -189,6 +208,8 @@ pub struct ImapSession {
     /// A retried after-fetch action was refused: the run fetches new mail, then fails with
     /// this error so the admin learns about it.
     deferred: Option<Error>,
+    /// IDLE (RFC 2177) on the first folder once nothing is left to fetch (see `client/idle.rs`).
+    idle: idle::IdleRun,
 }
 
 impl ImapSession {
@@ -256,6 +277,7 @@ impl ImapSession {
             check,
             checked: Vec::new(),
             deferred: None,
+            idle: idle::IdleRun::default(),
             folders,
             mailbox,
         }
@@ -269,6 +291,7 @@ impl ImapSession {
             State::Fetch { .. } | State::AwaitFolderStored | State::AfterFetch { .. } | State::AwaitStored => {
                 Stage::FetchMessage
             }
+            State::IdleStart { .. } | State::Idling { .. } | State::IdleDone { .. } | State::Parked => Stage::ListMessages,
             State::Logout { .. } | State::Finished | State::Failed => Stage::Logout,
         }
     }
@@ -282,6 +305,9 @@ impl ImapSession {
     }
 
     fn step(&mut self, event: Event<'_>, now: Instant, out: &mut Vec<Action>) -> Result<()> {
+        if self.idle_event(event, now, out)? {
+            return Ok(());
+        }
         if event == Event::Closed && matches!(self.state, State::Logout { .. }) {
             // Many servers close right after their BYE; the logout is complete either way.
             self.finish(out);
@@ -302,10 +328,11 @@ impl ImapSession {
             self.on_stored(out)?;
         }
         self.pump(out)?;
+        self.idle_checkpoint(out)?;
         match self.state {
             State::Finished | State::Failed => {}
             State::Login if self.conn.awaiting_tls() => {}
-            State::AwaitStored | State::AwaitFolderStored => self.conn.link.clear_deadline(),
+            State::AwaitStored | State::AwaitFolderStored | State::Parked => self.conn.link.clear_deadline(),
             _ => self.conn.link.expect_reply(now),
         }
         Ok(())
@@ -325,6 +352,9 @@ impl ImapSession {
     }
 
     fn on_response(&mut self, resp: Response, out: &mut Vec<Action>) -> Result<()> {
+        if self.in_idle() {
+            return self.on_idle_response(resp, out);
+        }
         let stage = self.stage();
         match resp {
             Response::Status { tag: Some(tag), status, code, text } => {
@@ -342,6 +372,8 @@ impl ImapSession {
             Response::Exists(n) => {
                 if matches!(self.state, State::Select { .. }) {
                     self.run.exists = Some(n);
+                } else {
+                    self.idle.exists_after_select(self.selected_folder());
                 }
                 Ok(())
             }
@@ -419,6 +451,7 @@ impl ImapSession {
                 if self.check {
                     return self.folder_checked(out);
                 }
+                self.idle.selected(self.run.index);
                 self.after_select(out)
             }
             State::Search { .. } => {
@@ -521,45 +554,5 @@ impl ImapSession {
             remaining: self.remaining,
             skipped: self.skipped,
         })));
-    }
-}
-
-impl Session for ImapSession {
-    fn server(&self) -> &Server {
-        &self.mailbox.server
-    }
-
-    fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
-        if matches!(self.state, State::Finished | State::Failed) {
-            return Err(Error::protocol(self.stage(), "the session has already ended; open a new session"));
-        }
-        let mut out = Vec::new();
-        match self.step(event, now, &mut out) {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                self.state = State::Failed;
-                self.conn.link.clear_deadline();
-                Err(e)
-            }
-        }
-    }
-
-    fn unverified(&self) -> bool {
-        self.conn.link.unverified()
-    }
-
-    fn secret_forms(&self) -> Vec<String> {
-        crate::sasl::secret_forms(&self.mailbox.credentials)
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.conn.link.deadline()
-    }
-
-    fn sync_state(&self) -> Option<Vec<u8>> {
-        if self.check {
-            return None;
-        }
-        self.committed.as_ref().map(SyncState::encode)
     }
 }

@@ -9,6 +9,16 @@ pub struct Tagger {
 }
 
 impl Tagger {
+    /// Continues after `last` tags were handed out (a session resumed from an idle state).
+    pub fn resumed(last: u32) -> Self {
+        Tagger { last }
+    }
+
+    /// How many tags were handed out so far.
+    pub fn last(&self) -> u32 {
+        self.last
+    }
+
     pub fn next(&mut self) -> String {
         self.last += 1;
         format!("a{}", self.last)

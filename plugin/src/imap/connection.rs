@@ -88,6 +88,9 @@ pub(super) struct Connection {
     report: bool,
     /// Untagged responses since the last tagged one (the command in progress).
     untagged: UntaggedBudget,
+    /// A connection resumed from an idle state: the configured folder names as the server
+    /// spells them, learnt by the session that logged in (`wire_name` uses these).
+    resumed_names: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Connection {
@@ -106,7 +109,33 @@ impl Connection {
             wants_namespace: names.iter().any(|n| !n.eq_ignore_ascii_case("INBOX")),
             report,
             untagged: UntaggedBudget::with_max_bytes(limits.max_batch_bytes.saturating_add(MAX_UNTAGGED_EXTRA_BYTES)),
+            resumed_names: None,
         }
+    }
+
+    /// A connection another instance logged in and left idling (`super::idle::IdleState`):
+    /// connected, past the login, encrypted unless the mailbox is plaintext, with the
+    /// capabilities, folder names and tag counter that session had.
+    pub(super) fn resumed(
+        server: &Server,
+        limits: &Limits,
+        caps: Vec<String>,
+        last_tag: u32,
+        names: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        let mut c = Connection::new(server, limits, &[], false);
+        c.link = Link::resumed(server, limits);
+        c.tags = Tagger::resumed(last_tag);
+        c.caps = Some(caps);
+        c.login = Login::Done;
+        c.connected = true;
+        c.resumed_names = Some(names);
+        c
+    }
+
+    /// How many tags were handed out so far (saved in an idle state).
+    pub(super) fn last_tag(&self) -> u32 {
+        self.tags.last()
     }
 
     /// The stage of the login phase; once logged in the owner's state says where it is.
@@ -153,6 +182,9 @@ impl Connection {
     /// hierarchy delimiter (the personal namespace's, else LIST's, when known), modified
     /// UTF-7, and mapped into the personal namespace (see `namespace`).
     pub(super) fn wire_name(&self, name: &str) -> String {
+        if let Some(wire) = self.resumed_names.as_ref().and_then(|m| m.get(name)) {
+            return wire.clone();
+        }
         let personal = self.namespaces.as_ref().and_then(Namespaces::personal);
         let delimiter = personal.map_or(self.delimiter, |n| n.delimiter);
         namespace::wire_name(name, delimiter, self.namespaces.as_ref())

@@ -21,6 +21,7 @@ mod auth;
 mod client;
 mod command;
 mod connection;
+mod idle;
 pub(crate) mod namespace;
 pub(crate) mod response;
 mod sync;

@@ -783,3 +783,4 @@ mod namespace;
 mod pending;
 
 use after_fetch::{fetch_3_and_4, leak, ok_run, prefix_with_caps, with_after};
+mod idle;

@@ -3,6 +3,12 @@
 
 use super::raw::RawLimits;
 
+/// The re-IDLE timer when the file sets none: 25 minutes.
+pub const DEFAULT_IDLE_RENEW_SECS: u32 = 1500;
+/// RFC 2177: servers may end an IDLE after 30 minutes without activity; clients re-issue it
+/// at least every 29.
+pub const MAX_IDLE_RENEW_SECS: u32 = 29 * 60;
+
 /// The greeting timeout when the file sets none (or the reply timeout, when that is shorter).
 pub const DEFAULT_GREETING_TIMEOUT_SECS: u32 = 10;
 
@@ -29,6 +35,10 @@ pub struct Limits {
     /// The longest a session (fetch, send, check, saving a copy) may take, connecting
     /// included; the host ends it after that. What was stored before stays stored.
     pub max_session_secs: u32,
+    /// IMAP IDLE: how long an idling mailbox waits without news before the host has its
+    /// session end IDLE and start it again (1 to 1740 s; RFC 2177 asks for less than 29
+    /// minutes). Not part of `max_session_secs`: that bounds each run after a wake-up.
+    pub idle_renew_secs: u32,
 }
 
 impl Default for Limits {
@@ -46,6 +56,7 @@ impl Default for Limits {
             parse_memory_mb: 256,
             parse_cpu_ms: 10_000,
             max_session_secs: 15 * 60,
+            idle_renew_secs: DEFAULT_IDLE_RENEW_SECS,
         }
     }
 }
@@ -67,6 +78,7 @@ pub(super) fn limits(l: &RawLimits) -> Result<Limits, String> {
         parse_memory_mb: l.parse_memory_mb.unwrap_or(d.parse_memory_mb),
         parse_cpu_ms: l.parse_cpu_ms.unwrap_or(d.parse_cpu_ms),
         max_session_secs: l.max_session_secs.unwrap_or(d.max_session_secs),
+        idle_renew_secs: l.idle_renew_secs.unwrap_or(d.idle_renew_secs),
     };
     for (field, value, min) in [
         ("limits.max_line_bytes", u64::from(limits.max_line_bytes), 1000),
@@ -81,10 +93,17 @@ pub(super) fn limits(l: &RawLimits) -> Result<Limits, String> {
         ("limits.parse_memory_mb", u64::from(limits.parse_memory_mb), 16),
         ("limits.parse_cpu_ms", u64::from(limits.parse_cpu_ms), 10),
         ("limits.max_session_secs", u64::from(limits.max_session_secs), 1),
+        ("limits.idle_renew_secs", u64::from(limits.idle_renew_secs), 1),
     ] {
         if value < min {
             return Err(format!("field `{field}` is {value}; it must be at least {min}"));
         }
+    }
+    if limits.idle_renew_secs > MAX_IDLE_RENEW_SECS {
+        return Err(format!(
+            "field `limits.idle_renew_secs` is {}; it must be at most {MAX_IDLE_RENEW_SECS} (29 minutes): servers may end an IDLE after 30 minutes (RFC 2177)",
+            limits.idle_renew_secs
+        ));
     }
     if limits.greeting_timeout_secs > limits.reply_timeout_secs {
         return Err(format!(

@@ -117,6 +117,7 @@ pub(super) struct RawLimits {
     pub(super) parse_memory_mb: Option<u32>,
     pub(super) parse_cpu_ms: Option<u32>,
     pub(super) max_session_secs: Option<u32>,
+    pub(super) idle_renew_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

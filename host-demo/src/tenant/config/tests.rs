@@ -167,3 +167,15 @@ fn webhook_needs_https_or_loopback_and_a_secret_from_env_or_file() {
         assert!(!e.contains("inline-secret-value") && !e.contains(secret), "{e}");
     }
 }
+
+#[test]
+fn idle_renew_defaults_to_25_minutes_and_stays_below_29() {
+    let with = |limits: &str| parse(&GOOD.replacen("licensed = true", &format!("licensed = true\n[limits]\n{limits}"), 1));
+    assert_eq!(parse(GOOD).unwrap().limits.idle_renew_secs, 1500);
+    assert_eq!(with("idle_renew_secs = 2").unwrap().limits.idle_renew_secs, 2);
+    assert_eq!(with("idle_renew_secs = 1740").unwrap().limits.idle_renew_secs, 1740);
+    let e = with("idle_renew_secs = 1741").unwrap_err().to_string();
+    assert!(e.contains("`limits.idle_renew_secs`") && e.contains("at most 1740"), "{e}");
+    let e = with("idle_renew_secs = 0").unwrap_err().to_string();
+    assert!(e.contains("`limits.idle_renew_secs`") && e.contains("at least 1"), "{e}");
+}

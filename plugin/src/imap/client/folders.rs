@@ -12,7 +12,8 @@ impl ImapSession {
 
     pub(super) fn start_folder(&mut self, index: usize, out: &mut Vec<Action>) -> Result<()> {
         self.run = FolderRun { index, ..FolderRun::default() };
-        let Some(name) = self.folders.get(index) else {
+        // A run started by IDLE fetches only the watched (first) folder.
+        let Some(name) = self.folders.get(index).filter(|_| !(self.idle.watch_only && index > 0)) else {
             if self.check {
                 self.logout(out);
                 return Ok(());

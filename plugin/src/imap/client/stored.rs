@@ -25,8 +25,7 @@ impl ImapSession {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
-        self.logout(out);
-        Ok(())
+        self.end_or_idle(out)
     }
 
     pub(super) fn on_stored(&mut self, out: &mut Vec<Action>) -> Result<()> {
@@ -42,7 +41,7 @@ impl ImapSession {
             if self.server_gone {
                 self.finish(out);
             } else {
-                self.logout(out);
+                return self.end_or_idle(out);
             }
         }
         Ok(())
