@@ -5,6 +5,7 @@
 pub mod error;
 pub mod ops;
 pub mod runtime;
+pub mod service;
 pub mod store;
 pub mod tenant;
 

@@ -8,3 +8,4 @@ pub mod oauth;
 pub mod output;
 pub mod send;
 pub mod send_batch;
+pub mod serve;

@@ -26,9 +26,11 @@ use crate::error::HostError;
 use crate::store::{SavedState, SyncStateStore};
 
 mod migrate;
+mod query;
 mod sink;
 
 pub use migrate::content_hash;
+pub use query::{MessageDetail, MessageSummary, StoredAttachment};
 pub use sink::{classification_name, DbSink, Delivered, SinkStats};
 
 const SCHEMA: &str = r#"
