@@ -122,10 +122,13 @@ impl Serve {
         let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let body = body.unwrap_or("");
         let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len())
-            .expect("send request");
+        // A server refusing a large body may answer and close before reading all of it: a
+        // failed write or a reset after the answer arrived is not the test's concern.
+        let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len());
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf).expect("read response");
+        if let Err(e) = s.read_to_end(&mut buf) {
+            assert!(!buf.is_empty(), "no response to {method} {path}: {e}");
+        }
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
         let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
@@ -208,16 +211,23 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// The tenant's stored messages (every page).
 fn messages(s: &Serve, tenant: &str, token: &str) -> Vec<Value> {
+    try_messages(s, tenant, token).unwrap_or_else(|(status, v)| panic!("listing {tenant}'s messages: {status} {v}"))
+}
+
+/// The same, or the answer when it was not 200 (a tenant not loaded yet).
+fn try_messages(s: &Serve, tenant: &str, token: &str) -> Result<Vec<Value>, (u16, Value)> {
     let mut all = Vec::new();
     let mut after = 0;
     loop {
         let (status, v) = s.get(&format!("/v1/tenants/{tenant}/messages?after={after}&limit=2"), Some(token));
-        assert_eq!(status, 200, "{v}");
+        if status != 200 {
+            return Err((status, v));
+        }
         let page = v["messages"].as_array().cloned().unwrap_or_default();
         all.extend(page);
         match v["next_after"].as_i64() {
             Some(n) => after = n,
-            None => return all,
+            None => return Ok(all),
         }
     }
 }
@@ -241,6 +251,7 @@ fn serve_fetches_imap_and_pop3_mail_scopes_tokens_and_restarts_without_duplicate
     let (pop_user, _) = test_box(50);
     r.reset_mailbox(&imap_user);
     r.reset_mailbox(&pop_user);
+    r.reset_mailbox(&test_box(51).0);
     let tok_a = "tenant-a-token-0123456789abcdef";
     let tok_b = "tenant-b-token-0123456789abcdef";
     write_tenant(&dir, "a.toml", &tenant_toml(&dir, "acme", &[("in", "imap", 49), ("pop", "pop3", 50)], Some(tok_a), ""));
@@ -308,7 +319,7 @@ fn serve_fetches_imap_and_pop3_mail_scopes_tokens_and_restarts_without_duplicate
     let plan: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     assert_eq!(status, 200, "{plan}");
     assert!(plan["from"].as_str().unwrap_or_default().contains(&imap_user), "{plan}");
-    let big = format!("{{\"queue\":\"{}\"}}", "x".repeat(64 * 1024));
+    let big = format!("{{\"queue\":\"{}\"}}", "x".repeat(20 * 1024));
     assert_eq!(s.request("POST", "/v1/tenants/acme/plan-from", Some(tok_a), Some(&big)).0, 413, "bodies are capped");
 
     // Metrics.
@@ -341,7 +352,8 @@ fn serve_fetches_imap_and_pop3_mail_scopes_tokens_and_restarts_without_duplicate
     let list2 = messages(&s, "acme", tok_a);
     assert_eq!(with_mid(&list2, &m1).len(), 1, "IMAP message stored once");
     assert_eq!(with_mid(&list2, &m2).len(), 1, "POP3 message stored once");
-    assert_eq!(list2.len(), list.len().max(3), "nothing else: {list2:?}");
+    assert_eq!(list2.len(), 3, "nothing else: {list2:?}");
+    assert_eq!(list.len(), 3);
     let m = s.metrics();
     assert!(m.contains("mailplug_messages_fetched_total{tenant=\"acme\",mailbox=\"pop\"} 0"), "nothing new from POP3: {m}");
     let (status, _) = s.terminate();
@@ -385,7 +397,8 @@ fn serve_picks_up_added_invalid_and_removed_tenant_files() {
     let m2 = format!("files-d-{tag}@test");
     r.put(&user53, "INBOX", &sample_message(&m2, "delta"));
     write_tenant(&dir, "d.toml", &tenant_toml(&dir, "delta", &[("in", "imap", 53)], Some(tok_d), ""));
-    wait_for("delta's message", 30, || (with_mid(&messages(&s, "delta", tok_d), &m2).len() == 1).then_some(()));
+    // Its token works once the file is loaded.
+    wait_for("delta's message", 30, || (with_mid(&try_messages(&s, "delta", tok_d).ok()?, &m2).len() == 1).then_some(()));
 
     // Changed into an invalid file: reported, the previous version keeps running.
     write_tenant(&dir, "d.toml", "tenant = \"delta\"\nlicensed = true\nunknown_key = 1\n");
