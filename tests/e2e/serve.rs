@@ -358,6 +358,12 @@ fn serve_fetches_imap_and_pop3_mail_scopes_tokens_and_restarts_without_duplicate
     assert!(m.contains("mailplug_messages_fetched_total{tenant=\"acme\",mailbox=\"pop\"} 0"), "nothing new from POP3: {m}");
     let (status, _) = s.terminate();
     assert!(status.success());
+    // The logs name tenants and mailboxes, never a password or a token.
+    let logs = std::fs::read_to_string(dir.join("serve-1.log")).unwrap_or_default() + &std::fs::read_to_string(dir.join("serve-2.log")).unwrap_or_default();
+    assert!(logs.contains("tenant=acme") && logs.contains("mailbox=in"), "{logs}");
+    for secret in [test_box(49).1, test_box(50).1, tok_a.to_string(), tok_b.to_string(), ADMIN.to_string()] {
+        assert!(!logs.contains(&secret), "a secret in the logs");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -71,6 +71,15 @@ pub fn trap_kind(e: &HostError) -> Option<&'static str> {
     }
 }
 
+/// The guest's retry advice, except for the host's own passing shortage: every instance of the
+/// pool in use is worth another try later, not an admin's fix.
+pub fn advice(e: &HostError) -> Retry {
+    match e {
+        HostError::Plugin(m) if m.contains("component instances this host allows at once are in use") => Retry::Later,
+        other => other.retry(),
+    }
+}
+
 /// What the actor does after one step.
 enum Flow {
     Continue,
@@ -123,7 +132,7 @@ impl MailboxActor {
                 self.sleep(wait).await
             }
             Err(_) if self.cancel.is_cancelled() => Flow::Stop,
-            Err(e) => match e.retry() {
+            Err(e) => match advice(&e) {
                 Retry::FixFirst => {
                     warn!(error = %one_line(&e), "fetch failed; waiting for the tenant's configuration to change");
                     self.set_phase(Phase::WaitingForFix);
@@ -212,7 +221,7 @@ impl MailboxActor {
                 let last = LastError {
                     error: one_line(&e),
                     kind,
-                    retry: e.retry().as_str().to_string(),
+                    retry: advice(&e).as_str().to_string(),
                     explanation_en: en,
                     explanation_de: de,
                     at_ms: now_ms(),
@@ -316,5 +325,9 @@ mod tests {
         assert_eq!(trap_kind(&e), Some("memory"));
         assert_eq!(trap_kind(&HostError::Plugin("the mail component used more CPU time in one step".into())), Some("cpu"));
         assert_eq!(trap_kind(&HostError::Storage("disk full".into())), None);
+        assert_eq!(advice(&e), Retry::FixFirst, "a limit is the admin's to raise");
+        let full = HostError::Plugin("all 20 component instances this host allows at once are in use (each ...)".into());
+        assert_eq!(advice(&full), Retry::Later, "a full pool frees up by itself");
+        assert_eq!(advice(&HostError::Storage("locked".into())), Retry::Later);
     }
 }

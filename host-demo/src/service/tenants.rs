@@ -121,7 +121,7 @@ impl Tenants {
                     let file = path.display().to_string();
                     match &previous {
                         Some(t) => {
-                            error!(tenant = %t, file = %file, error = %message, "the changed tenant file is invalid; the previous version keeps running");
+                            error!(tenant = %t, file = %file, error = %message.replace('\n', " "), "the changed tenant file is invalid; the previous version keeps running");
                             self.shared.board.write(|b| {
                                 if let Some(ts) = b.tenants.get_mut(t) {
                                     ts.status = "running-previous";
@@ -130,7 +130,7 @@ impl Tenants {
                             });
                         }
                         None => {
-                            error!(file = %file, error = %message, "the tenant file is invalid; it is skipped");
+                            error!(file = %file, error = %message.replace('\n', " "), "the tenant file is invalid; it is skipped");
                             let entry = InvalidFile { file: file.clone(), status: "invalid", error: message, at_ms: now_ms() };
                             self.shared.board.write(|b| b.invalid.insert(file, entry));
                         }
@@ -240,6 +240,8 @@ impl Tenants {
                 };
                 tokio::task::spawn_local(t2.track_future(shared.all.track_future(actor.run())));
             }
+            // Queue actors (the outbox's sender, draining `ops::outbox::drain`) start here, with
+            // the same token, trackers and semaphores.
         };
         tokio::task::spawn_local(tracker.track_future(self.shared.all.track_future(starter)));
         self.runners.insert(id, Runner { token, tracker, file: path.to_path_buf() });
