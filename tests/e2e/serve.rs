@@ -494,3 +494,70 @@ impl Serve {
         messages(self, tenant, ADMIN).is_empty()
     }
 }
+
+/// The guest's retry advice: a refused connection (retry later) backs off and tries again; a
+/// wrong password (fix first) waits, without retrying, until the tenant's file changes; the
+/// fixed file restarts the mailbox, which then fetches.
+#[test]
+fn errors_back_off_or_wait_for_a_fix_until_the_file_changes() {
+    let r = rig();
+    let dir = workdir("advice");
+    let (user, _) = test_box(56);
+    r.reset_mailbox(&user);
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let good = tenant_toml(&dir, "echo", &[("in", "imap", 56)], None, "");
+    let refused = good.replacen(&format!("port = {}", r.port("RIG_IMAPS_PORT")), &format!("port = {closed}"), 1);
+    assert_ne!(refused, good);
+    write_tenant(&dir, "e.toml", &refused);
+    let wrong_pw = dir.join("secrets/wrong.pw");
+    private(&wrong_pw, "not-the-password");
+    let pw_line = format!("password_file = \"{}\"", dir.join("secrets/box56.pw").display());
+    let wrong = good.replacen(&pw_line, &format!("password_file = \"{}\"", wrong_pw.display()), 1);
+    assert_ne!(wrong, good);
+    let s = Serve::start(&dir, "serve.log");
+
+    // Retry later: backing off, and trying again (1 s, then 2 s).
+    let st = wait_for("two refused connections", 30, || {
+        let st = mailbox_state(&s, "echo", "in");
+        (st["errors"].as_u64() >= Some(2)).then_some(st)
+    });
+    assert_eq!(st["last_error"]["retry"], "later", "{st}");
+    assert_eq!(st["last_error"]["kind"], "network", "{st}");
+    assert!(st["last_error"]["explanation_en"].is_string() && st["last_error"]["explanation_de"].is_string(), "{st}");
+    let backing_off = wait_for("the backing-off state", 10, || {
+        let st = mailbox_state(&s, "echo", "in");
+        (st["state"] == "backing-off").then_some(st)
+    });
+    assert!(backing_off["until_ms"].is_i64(), "{backing_off}");
+    assert!(s.metrics().contains("mailplug_errors_total{tenant=\"echo\",mailbox=\"in\",kind=\"network\"}"));
+
+    // Fix first: a rejected password parks the mailbox.
+    write_tenant(&dir, "e.toml", &wrong);
+    let st = wait_for("the rejected login", 30, || {
+        let st = mailbox_state(&s, "echo", "in");
+        (st["last_error"]["kind"] == "auth-rejected" && st["state"] == "waiting-for-fix").then_some(st)
+    });
+    assert_eq!(st["last_error"]["retry"], "fix-first", "{st}");
+    assert!(!st["last_error"]["error"].as_str().unwrap_or_default().contains("not-the-password"), "{st}");
+    let runs = st["runs"].as_u64();
+    // It does not retry on its own: a fetch of another tenant's mailbox (polled every second)
+    // completes three times meanwhile.
+    write_tenant(&dir, "other.toml", &tenant_toml(&dir, "foxtrot", &[("in", "imap", 57)], None, ""));
+    wait_for("three polls of another tenant", 30, || {
+        let (status, st) = s.get("/v1/tenants/foxtrot", Some(ADMIN));
+        (status == 200 && st["mailboxes"]["in"]["runs"].as_u64() >= Some(3)).then_some(())
+    });
+    assert_eq!(mailbox_state(&s, "echo", "in")["runs"].as_u64(), runs, "no retry while waiting for a fix");
+
+    // The fixed file: restarted, fetches.
+    let mid = format!("advice-{}@test", std::process::id());
+    r.put(&user, "INBOX", &sample_message(&mid, "after the fix"));
+    write_tenant(&dir, "e.toml", &good);
+    wait_for("the message after the fix", 30, || (with_mid(&messages(&s, "echo", ADMIN), &mid).len() == 1).then_some(()));
+    let st = mailbox_state(&s, "echo", "in");
+    assert!(st["last_error"].is_null(), "{st}");
+    let (status, _) = s.terminate();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
