@@ -496,8 +496,8 @@ impl Serve {
 }
 
 /// The guest's retry advice: a refused connection (retry later) backs off and tries again; a
-/// wrong password (fix first) waits, without retrying, until the tenant's file changes; the
-/// fixed file restarts the mailbox, which then fetches.
+/// wrong password (fix first) waits, without retrying, until the tenant's file or a secret it
+/// names changes; the fixed password file restarts the mailbox, which then fetches.
 #[test]
 fn errors_back_off_or_wait_for_a_fix_until_the_file_changes() {
     let r = rig();
@@ -550,10 +550,10 @@ fn errors_back_off_or_wait_for_a_fix_until_the_file_changes() {
     });
     assert_eq!(mailbox_state(&s, "echo", "in")["runs"].as_u64(), runs, "no retry while waiting for a fix");
 
-    // The fixed file: restarted, fetches.
+    // The fixed password file (the tenant file unchanged): restarted, fetches.
     let mid = format!("advice-{}@test", std::process::id());
     r.put(&user, "INBOX", &sample_message(&mid, "after the fix"));
-    write_tenant(&dir, "e.toml", &good);
+    private(&wrong_pw, &test_box(56).1);
     wait_for("the message after the fix", 30, || (with_mid(&messages(&s, "echo", ADMIN), &mid).len() == 1).then_some(()));
     let st = mailbox_state(&s, "echo", "in");
     assert!(st["last_error"].is_null(), "{st}");

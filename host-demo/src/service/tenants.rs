@@ -1,6 +1,7 @@
 //! The tenants folder: every `*.toml` file in it is a tenant, validated like the CLI's
 //! configuration (parsing, licence, the component's checks of each server). The folder is
-//! scanned every `rescan` (2 s): a new file starts its tenant's actors; a changed one stops them
+//! scanned every `rescan` (2 s), each file judged by its bytes and the secrets it names
+//! (`fingerprint`): a new file starts its tenant's actors; a changed one stops them
 //! after the operation in progress, then starts them with the new version; a removed one
 //! stops them. A file that does not validate is reported (log, API, metric) and skipped; when
 //! a good version of it runs, that one keeps running.
@@ -101,7 +102,7 @@ impl Tenants {
             self.shared.board.write(|b| b.invalid.remove(&path.display().to_string()));
         }
         for (path, bytes) in present {
-            let hash = crate::db::content_hash(&bytes);
+            let hash = fingerprint(&path, &bytes);
             if self.files.get(&path).is_some_and(|s| s.hash == hash) {
                 continue;
             }
@@ -257,6 +258,31 @@ impl Tenants {
             self.shared.board.write(|b| b.tenants.remove(id).map(|t| t.mailboxes.into_keys().collect()).unwrap_or_default());
         self.shared.metrics.forget_tenant(id, &mailboxes);
     }
+}
+
+/// What decides whether a file changed: its bytes and the secrets it names (a password file
+/// fixed after a rejected login restarts the tenant although the tenant file is the same).
+/// Only a SHA-256 of them is kept.
+fn fingerprint(path: &Path, bytes: &[u8]) -> String {
+    let mut all = bytes.to_vec();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(cfg) = TenantConfig::parse(&text, &path.display().to_string(), &base, &|name| std::env::var(name).ok()) {
+        let secrets = cfg
+            .mailboxes
+            .iter()
+            .map(|m| &m.server.secret)
+            .chain(cfg.queues.iter().map(|q| &q.smtp.secret))
+            .chain(cfg.oauth_clients.iter().filter_map(|c| c.client_secret.as_ref()))
+            .chain(cfg.api_token.as_ref());
+        for s in secrets {
+            all.push(0);
+            all.extend_from_slice(s.expose().as_bytes());
+        }
+    }
+    let hash = crate::db::content_hash(&all);
+    zeroize::Zeroize::zeroize(&mut all);
+    hash
 }
 
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
