@@ -23,6 +23,10 @@ use cli::send_batch::{run_send_batch, BatchArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        // Its own runtime: the API on worker threads, the actors on this one.
+        return cli::serve::run_serve(cli.plugin, args);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(e, 1),
@@ -59,7 +63,7 @@ async fn run(cli: Cli) -> ExitCode {
     let config_path = match &cli.command {
         // Without --config (and for discover and compile) it returned above.
         Command::Presets { config, .. } => config.clone().unwrap_or_default(),
-        Command::Discover { .. } | Command::Compile => PathBuf::new(),
+        Command::Discover { .. } | Command::Compile | Command::Serve(_) => PathBuf::new(),
         Command::Fetch { config, .. }
         | Command::Send { config, .. }
         | Command::PlanFrom { config, .. }
@@ -110,7 +114,9 @@ async fn run(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
-        Command::Presets { .. } | Command::Discover { .. } | Command::Check { .. } | Command::Compile => ExitCode::SUCCESS,
+        Command::Presets { .. } | Command::Discover { .. } | Command::Check { .. } | Command::Compile | Command::Serve(_) => {
+            ExitCode::SUCCESS
+        }
         Command::Fetch { mailbox, out, json, .. } => run_fetch(&plugin, &cfg, mailbox, out, json).await,
         Command::Oauth { command } => oauth_command(&plugin, &cfg, command).await,
         Command::PlanFrom { queue, mailbox, json, .. } => match ops::plan_from(&plugin, &cfg, &queue, &mailbox).await {

@@ -160,6 +160,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every tenant of a folder as an always-on service: each mailbox polled, state, HTTP
+    /// API and metrics (docs/API.md), until SIGTERM or SIGINT.
+    Serve(ServeArgs),
     /// Show the From, Sender, Reply-To and MAIL FROM that replies from a queue to a mailbox's
     /// mail will use, and what the customer will see, without sending anything.
     PlanFrom {
@@ -172,6 +175,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `mailplug serve`'s options.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The folder of tenant files: every *.toml in it is a tenant (rescanned every 2 s).
+    #[arg(long, value_name = "DIR")]
+    pub tenants: PathBuf,
+    /// The service's SQLite store (all tenants). Default: mailplug-serve.sqlite3 in the data
+    /// dir ($XDG_DATA_HOME/mailplug or ~/.local/share/mailplug).
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Where the HTTP API listens (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8025")]
+    pub listen: std::net::SocketAddr,
+    /// A file (mode 0600) with the admin's bearer token, which reaches every route.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Fetches running at once over all tenants.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_concurrent: usize,
+    /// Fetches running at once for one tenant.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_per_tenant: usize,
+    /// The first wait after an error the server may get over, doubled per failure in a row.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub backoff_secs: u64,
+    /// The longest wait after errors in a row.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub backoff_max_secs: u64,
+    /// Log level or filter (tracing's EnvFilter syntax); default: $RUST_LOG, else "info".
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 #[derive(Subcommand)]

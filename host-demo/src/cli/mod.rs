@@ -10,3 +10,4 @@ pub mod outbox;
 pub mod output;
 pub mod send;
 pub mod send_batch;
+pub mod serve;

@@ -1,3 +1,254 @@
-//! `mailplug serve`: the always-on service (docs/SERVE-PLAN.md).
+//! `mailplug serve`: the always-on service. It runs every tenant of a folder (`tenants`), one
+//! actor per mailbox (`scheduler`), keeps what the API and the metrics show (`state`,
+//! `metrics`), answers the HTTP API (`api`) and stops cleanly (`shutdown`).
+//!
+//! Threads: the guest's calls are not `Send` (the store's connection, the sinks), so the
+//! actors and every other guest call run on one thread in a `LocalSet`; the HTTP API runs on
+//! the runtime's worker threads and hands guest work (a check, a sender plan) to that thread
+//! as a `Job`. Each operation takes its own instance from the pool with the tenant's memory
+//! cap and CPU budget: a trap ends that operation only.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::TenantConfig;
+use crate::db::Database;
+use crate::engine::Stage;
+use crate::error::HostError;
+use crate::secret::Secret;
+use crate::{Plugin, RuntimeOptions};
+
+pub mod api;
+pub mod metrics;
+pub mod scheduler;
+pub mod shutdown;
+pub mod state;
+pub mod tenants;
 pub mod webhook;
+
+pub use scheduler::Backoff;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The folder of tenant files (`*.toml`).
+    pub tenants: PathBuf,
+    /// The service's SQLite store (every tenant's messages and sync state).
+    pub store: PathBuf,
+    /// Where the HTTP API listens (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// The file with the admin's bearer token (mode 0600); None: no admin routes.
+    pub admin_token_file: Option<PathBuf>,
+    /// Fetches running at once, over all tenants.
+    pub max_concurrent: usize,
+    /// Fetches running at once for one tenant.
+    pub max_per_tenant: usize,
+    /// The component.
+    pub plugin: PathBuf,
+    pub backoff: Backoff,
+    /// How often the tenants folder is scanned.
+    pub rescan: Duration,
+    /// How long a stopping service waits for operations in progress.
+    pub shutdown_grace: Duration,
+}
+
+impl ServiceOptions {
+    /// The defaults for a tenants folder and a store.
+    pub fn new(tenants: PathBuf, store: PathBuf, plugin: PathBuf) -> ServiceOptions {
+        ServiceOptions {
+            tenants,
+            store,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8025)),
+            admin_token_file: None,
+            max_concurrent: 8,
+            max_per_tenant: 4,
+            plugin,
+            backoff: Backoff::default(),
+            rescan: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Guest work handed to the actors' thread: made there, so it may hold what is not `Send`.
+pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// What every part of the service shares.
+pub struct Shared {
+    pub options: ServiceOptions,
+    pub plugin: Plugin,
+    pub board: state::Board,
+    pub metrics: metrics::Metrics,
+    /// The global concurrency cap.
+    pub slots: Arc<Semaphore>,
+    /// Cancelled when the service stops; every tenant's token is its child.
+    pub root: CancellationToken,
+    /// Every actor, to wait for them at shutdown.
+    pub all: TaskTracker,
+    pub admin_token: Option<Secret>,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// A connection for the API's reads.
+    reader: Mutex<Database>,
+}
+
+impl Shared {
+    /// Runs `f` on the actors' thread under the global cap; its result, or an error when the
+    /// service is stopping.
+    pub async fn run_local<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(Arc<Shared>) -> Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let (tx, rx) = oneshot::channel();
+        let me = self.clone();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let Ok(_slot) = me.slots.clone().acquire_owned().await else { return };
+                let _ = tx.send(f(me.clone()).await);
+            })
+        });
+        let stopping = || HostError::Plugin("the service is stopping".into());
+        self.jobs.send(job).map_err(|_| stopping())?;
+        rx.await.map_err(|_| stopping())
+    }
+
+    /// Runs `f` with the API's store connection on a blocking thread.
+    pub async fn read_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Database) -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me.reader.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(|e| HostError::Storage(format!("the store reader failed: {e}")))?
+    }
+
+    /// The component's explanation of an error (cause and action, English and German), or the
+    /// host's for a trap; None for errors that need none beyond their text.
+    pub async fn explain(&self, cfg: &TenantConfig, e: &HostError) -> (Option<String>, Option<String>) {
+        if scheduler::trap_kind(e).is_some() {
+            return (
+                Some(format!(
+                    "The mail component stopped at this tenant's limit; other tenants are not affected. {e} The mailbox waits until the tenant's file changes."
+                )),
+                Some(
+                    "Die Mail-Komponente wurde an der Grenze dieses Mandanten angehalten; andere Mandanten sind nicht betroffen. \
+                     Erhöhen Sie die genannte Grenze im Abschnitt [limits] oder entfernen Sie die Nachricht, die mehr braucht. \
+                     Das Postfach wartet, bis sich die Datei des Mandanten ändert."
+                        .into(),
+                ),
+            );
+        }
+        let Ok(mut instance) = crate::ops::instance_for(&self.plugin, cfg).await else { return (None, None) };
+        match crate::check::explain(&mut instance, e, Stage::Connect).await {
+            Some(d) => (Some(format!("{} {}", d.cause.en, d.action.en)), Some(format!("{} {}", d.cause.de, d.action.de))),
+            None => (None, None),
+        }
+    }
+}
+
+/// The admin token: one line from a file only its owner can read.
+fn admin_token(path: &std::path::Path) -> Result<Secret, HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| HostError::NotFound(format!("--admin-token-file {}: cannot read it: {e}", path.display())))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(HostError::NotFound(format!(
+            "--admin-token-file {}: others can read it (mode {:o}); make it private with chmod 600",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HostError::NotFound(format!("--admin-token-file {}: cannot read it: {e}", path.display())))?;
+    let token = text.trim_end_matches(['\r', '\n']);
+    if token.chars().count() < 16 || token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(HostError::NotFound(format!(
+            "--admin-token-file {}: the token must be one line of at least 16 characters without spaces",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(token.to_string()))
+}
+
+/// The runtime sized for the service: slots as large as the largest memory cap among the
+/// tenant files there now (later ones with a larger cap are refused with an error saying so),
+/// room for every operation the global cap allows (its instance and its parse instance) and
+/// for a few API calls.
+fn runtime_options(opts: &ServiceOptions) -> RuntimeOptions {
+    let mut limits = crate::config::Limits::default();
+    if let Ok(entries) = std::fs::read_dir(&opts.tenants) {
+        for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+            if let Ok(cfg) = TenantConfig::load(&path) {
+                limits.guest_memory_mb = limits.guest_memory_mb.max(cfg.limits.guest_memory_mb);
+                limits.parse_memory_mb = limits.parse_memory_mb.max(cfg.limits.parse_memory_mb);
+            }
+        }
+    }
+    let instances = (opts.max_concurrent.max(1) as u32).saturating_mul(2).saturating_add(4);
+    RuntimeOptions::for_limits(&limits).with_instances(instances)
+}
+
+/// Runs the service until SIGTERM or SIGINT; must be called inside a `LocalSet`.
+/// `on_listening` is told the address the API listens on.
+pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
+    let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
+    let reader = Database::open(&options.store)?;
+    let plugin = Plugin::load_with(&options.plugin, &runtime_options(&options))?;
+    if let crate::runtime::CacheStatus::Unused(why) = plugin.cache_status() {
+        warn!(why = %why, "the compiled component is not cached");
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| HostError::Network { server: options.listen.to_string(), message: format!("cannot listen: {e}") })?;
+    let local_addr = listener.local_addr().map_err(|e| HostError::Network { server: options.listen.to_string(), message: e.to_string() })?;
+    let (jobs, mut job_rx) = mpsc::unbounded_channel::<Job>();
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
+        options,
+        plugin,
+        board: state::Board::default(),
+        metrics: metrics::Metrics::new(),
+        root: CancellationToken::new(),
+        all: TaskTracker::new(),
+        admin_token,
+        jobs,
+        reader: Mutex::new(reader),
+    });
+    // Guest work from the API, run here.
+    let stop = shared.root.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::select! {
+                job = job_rx.recv() => match job {
+                    Some(job) => { tokio::task::spawn_local(job()); }
+                    None => break,
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
+    tokio::task::spawn_local(tenants::Tenants::new(shared.clone()).run());
+    let server = tokio::spawn(api::serve(listener, shared.clone()));
+    info!(listen = %local_addr, tenants = %shared.options.tenants.display(), store = %shared.options.store.display(), "mailplug serve started");
+    on_listening(local_addr);
+
+    let signal = shutdown::signal().await;
+    info!(signal, "stopping: no new work; operations in progress finish");
+    shutdown::stop(&shared).await;
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(Ok(Err(e))) => warn!(error = %e, "the API server ended with an error"),
+        Err(_) => warn!("the API server did not stop in time"),
+        _ => {}
+    }
+    info!("stopped");
+    Ok(())
+}

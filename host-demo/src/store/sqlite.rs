@@ -28,9 +28,11 @@ use crate::store::{SavedState, SyncStateStore};
 pub(crate) mod events;
 mod migrate;
 mod outbox;
+mod query;
 mod sink;
 
 pub use migrate::content_hash;
+pub use query::{MessageDetail, MessageSummary, StoredAttachment};
 pub use sink::{classification_name, DbSink, Delivered, SinkStats};
 
 const SCHEMA: &str = r#"

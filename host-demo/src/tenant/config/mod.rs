@@ -143,8 +143,13 @@ pub struct MailboxConfig {
     /// IMAP only: the folder ("Sent", "Sent Items", "/" between levels) that replies to mail
     /// from this mailbox are saved in (IMAP APPEND, flagged \Seen) once sent. None: no copy.
     pub save_sent: Option<String>,
+    /// `mailplug serve`: seconds between two polls of this mailbox (± 10% jitter).
+    pub poll_interval_secs: u32,
     pub server: ServerConfig,
 }
+
+/// The poll interval when the file sets none.
+pub const DEFAULT_POLL_INTERVAL_SECS: u32 = 60;
 
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -184,6 +189,9 @@ pub struct TenantConfig {
     pub queues: Vec<QueueConfig>,
     pub oauth_clients: Vec<OauthClientConfig>,
     pub webhook: Option<WebhookConfig>,
+    /// `mailplug serve`: the bearer token that reaches this tenant's API routes (from
+    /// `api_token_file`); None: only the service's admin token does.
+    pub api_token: Option<Secret>,
 }
 
 impl TenantConfig {
@@ -223,6 +231,7 @@ impl TenantConfig {
             queues,
             oauth_clients,
             webhook,
+            api_token: raw.api_token_file.map(|p| validate::api_token(&resolve(&p))).transpose().map_err(err)?,
         };
         validate::oauth_references(&config, &err)?;
         Ok(config)

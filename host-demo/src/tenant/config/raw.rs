@@ -85,6 +85,8 @@ pub(super) struct RawMailbox {
     pub(super) password: Option<toml::Value>,
     pub(super) oauth: Option<String>,
     pub(super) sasl_mechanism: Option<OauthMechanism>,
+    /// `mailplug serve`: seconds between polls of this mailbox.
+    pub(super) poll_interval_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +131,8 @@ pub(super) struct RawTenant {
     pub(super) extra_ca_file: Option<PathBuf>,
     /// The SQLite file that stores messages and sync state.
     pub(super) database: Option<PathBuf>,
+    /// `mailplug serve`: a file holding this tenant's API bearer token.
+    pub(super) api_token_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default, rename = "mailbox")]

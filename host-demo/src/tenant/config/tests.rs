@@ -179,3 +179,32 @@ fn idle_renew_defaults_to_25_minutes_and_stays_below_29() {
     let e = with("idle_renew_secs = 0").unwrap_err().to_string();
     assert!(e.contains("`limits.idle_renew_secs`") && e.contains("at least 1"), "{e}");
 }
+
+#[test]
+fn serve_keys_poll_interval_and_api_token_file() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.mailboxes[0].poll_interval_secs, DEFAULT_POLL_INTERVAL_SECS);
+    assert!(c.api_token.is_none());
+    let text = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\npoll_interval_secs = 2\n");
+    assert_eq!(parse(&text).unwrap().mailboxes[0].poll_interval_secs, 2);
+    let zero = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\npoll_interval_secs = 0\n");
+    assert!(parse(&zero).unwrap_err().message.contains("poll_interval_secs"));
+
+    let dir = std::env::temp_dir().join(format!("mailplug-api-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_token = |token: &str| {
+        let p = dir.join("t.token");
+        std::fs::write(&p, token).unwrap();
+        parse(&GOOD.replace("licensed = true\n", &format!("licensed = true\napi_token_file = \"{}\"\n", p.display())))
+    };
+    let c = with_token("a-long-enough-token-123\n").unwrap();
+    assert_eq!(c.api_token.as_ref().map(|s| s.expose()), Some("a-long-enough-token-123"));
+    assert_eq!(format!("{:?}", c.api_token), "Some(<redacted>)", "the token never prints");
+    let short = with_token("short").unwrap_err();
+    assert!(short.message.contains("api_token_file") && short.message.contains("16"), "{short}");
+    assert!(!short.message.contains("short\""), "the token is not quoted: {short}");
+    assert!(with_token("two words and more than 16").is_err());
+    let missing = parse(&GOOD.replace("licensed = true\n", "licensed = true\napi_token_file = \"/nonexistent/t\"\n"));
+    assert!(missing.unwrap_err().message.contains("cannot read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

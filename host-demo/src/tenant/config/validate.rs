@@ -183,6 +183,11 @@ pub(super) fn mailboxes(
             after_fetch,
             first_sync,
             save_sent: m.save_sent,
+            poll_interval_secs: match m.poll_interval_secs {
+                Some(n) if n < 1 => return Err(err(format!("{at}: field `poll_interval_secs` is {n}; it must be at least 1"))),
+                Some(n) => n,
+                None => super::DEFAULT_POLL_INTERVAL_SECS,
+            },
             server,
         });
     }
@@ -403,4 +408,18 @@ pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: Ma
         timeout: std::time::Duration::from_secs(u64::from(timeout_secs)),
         insecure_plaintext: w.insecure_plaintext,
     })
+}
+
+/// The tenant's API token from `api_token_file`: read like a password file, and long enough
+/// not to be guessed (at least 16 characters).
+pub(super) fn api_token(p: &Path) -> Result<Secret, String> {
+    let v = std::fs::read_to_string(p).map_err(|e| format!("field `api_token_file`: cannot read {}: {e}", p.display()))?;
+    let v = v.trim_end_matches(['\r', '\n']).to_string();
+    if v.chars().count() < 16 {
+        return Err(format!("field `api_token_file`: the token in {} must be at least 16 characters long", p.display()));
+    }
+    if v.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("field `api_token_file`: the token in {} must be one line without spaces", p.display()));
+    }
+    Ok(Secret::new(v))
 }

@@ -1,0 +1,333 @@
+//! The mailbox actors: one task per mailbox, under the service's and the tenant's concurrency
+//! caps, each fetching, then waiting (a poll interval with jitter, a back-off, or a fix), until
+//! its tenant's token is cancelled (the file changed or was removed, or the service stops).
+//!
+//! The token is looked at between guest calls only: at each delivery (`StopSink`), so a fetch
+//! in progress ends after the commit it is in, and while waiting. What was stored stays stored;
+//! the sync state covers exactly the committed messages, so the next run resumes there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::metrics::{ErrorLabels, MailboxLabels, TrapLabels};
+use super::state::{now_ms, LastError, Phase};
+use super::Shared;
+use crate::config::TenantConfig;
+use crate::db::{Database, DbSink};
+use crate::driver::MessageSink;
+use crate::engine::{FetchedMessage, SkippedMessage, StepReport};
+use crate::error::{HostError, Retry};
+
+/// Exponential back-off for errors the guest advises to retry later: `base`, doubled per
+/// failed attempt in a row, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 30 s doubling, capped at 30 minutes.
+    fn default() -> Self {
+        Backoff { base: Duration::from_secs(30), max: Duration::from_secs(30 * 60) }
+    }
+}
+
+impl Backoff {
+    /// The wait after `attempt` failures in a row (the first failure is attempt 0).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.base.checked_mul(factor).unwrap_or(self.max).min(self.max)
+    }
+}
+
+/// `d` moved by up to ±10%, `r` a random number: mailboxes polled at the same interval spread
+/// out instead of all connecting at once.
+pub fn jitter(d: Duration, r: u32) -> Duration {
+    // 0.9 + 0.2 * r / u32::MAX
+    let permille = 900 + (u64::from(r) * 200 / u64::from(u32::MAX));
+    Duration::from_millis((d.as_millis() as u64).saturating_mul(permille) / 1000)
+}
+
+/// A random number from the system's generator (for jitter only).
+pub fn random_u32() -> u32 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+/// Whether an error is a guest trap, and which: "memory", "cpu" or "crash".
+pub fn trap_kind(e: &HostError) -> Option<&'static str> {
+    match e {
+        HostError::Plugin(m) if m.starts_with("the mail component hit the tenant's memory limit") => Some("memory"),
+        HostError::Plugin(m) if m.starts_with("the mail component used more CPU time") => Some("cpu"),
+        HostError::Plugin(m) if m.starts_with("the mail component stopped unexpectedly") => Some("crash"),
+        _ => None,
+    }
+}
+
+/// The guest's retry advice, except for the host's own passing shortage: every instance of the
+/// pool in use is worth another try later, not an admin's fix.
+pub fn advice(e: &HostError) -> Retry {
+    match e {
+        HostError::Plugin(m) if m.contains("component instances this host allows at once are in use") => Retry::Later,
+        other => other.retry(),
+    }
+}
+
+/// What the actor does after one step.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// One mailbox's actor.
+pub struct MailboxActor {
+    pub shared: Arc<Shared>,
+    pub cfg: Arc<TenantConfig>,
+    pub mailbox: String,
+    pub cancel: CancellationToken,
+    pub tenant_slots: Arc<Semaphore>,
+}
+
+impl MailboxActor {
+    /// Runs until the token is cancelled.
+    pub async fn run(self) {
+        let tenant = self.cfg.tenant.clone();
+        let span = tracing::info_span!("mailbox", tenant = %tenant, mailbox = %self.mailbox);
+        tracing::Instrument::instrument(self.run_inner(), span).await;
+    }
+
+    async fn run_inner(&self) {
+        info!("mailbox actor started");
+        let mut failures = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            if let Flow::Stop = self.fetch_then_wait(&mut failures).await {
+                break;
+            }
+        }
+        info!("mailbox actor stopped");
+    }
+
+    /// One fetch, then the wait that follows it: the poll interval with jitter after a success,
+    /// the back-off or the wait for a fix after an error. (The IDLE actor replaces the wait
+    /// after a success with `fetch_and_idle`.)
+    async fn fetch_then_wait(&self, failures: &mut u32) -> Flow {
+        // Not raced with the token: a fetch ends at its next delivery once the token is
+        // cancelled (`StopSink`), after the commit it is in.
+        match self.fetch_once().await {
+            Ok(()) => {
+                *failures = 0;
+                let m = self.cfg.mailbox(&self.mailbox).map(|m| m.poll_interval_secs).unwrap_or(60);
+                let wait = jitter(Duration::from_secs(m.into()), random_u32());
+                self.set_phase(Phase::Waiting { next_poll_ms: now_ms() + wait.as_millis() as i64 });
+                self.sleep(wait).await
+            }
+            Err(_) if self.cancel.is_cancelled() => Flow::Stop,
+            Err(e) => match advice(&e) {
+                Retry::FixFirst => {
+                    warn!(error = %one_line(&e), "fetch failed; waiting for the tenant's configuration to change");
+                    self.set_phase(Phase::WaitingForFix);
+                    self.cancel.cancelled().await;
+                    Flow::Stop
+                }
+                Retry::Later | Retry::Uncertain => {
+                    let wait = self.shared.options.backoff.delay(*failures);
+                    warn!(error = %one_line(&e), retry_in_secs = wait.as_secs(), "fetch failed; backing off");
+                    self.set_phase(Phase::BackingOff { until_ms: now_ms() + wait.as_millis() as i64, attempt: *failures });
+                    *failures = failures.saturating_add(1);
+                    self.sleep(wait).await
+                }
+            },
+        }
+    }
+
+    async fn sleep(&self, d: Duration) -> Flow {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Flow::Continue,
+            _ = self.cancel.cancelled() => Flow::Stop,
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.shared.board.mailbox(&self.cfg.tenant, &self.mailbox, |m| m.phase = phase);
+    }
+
+    /// One fetch run under both concurrency caps, recorded on the board and in the metrics.
+    /// An error is returned after it was recorded (with the guest's explanation).
+    async fn fetch_once(&self) -> Result<(), HostError> {
+        let closed = || HostError::Plugin("the service is stopping".into());
+        let slots = async {
+            // The tenant's first: a mailbox waiting for its tenant holds no global slot.
+            let tenant = self.tenant_slots.clone().acquire_owned().await.ok()?;
+            let global = self.shared.slots.clone().acquire_owned().await.ok()?;
+            Some((tenant, global))
+        };
+        let _slots = tokio::select! {
+            s = slots => s.ok_or_else(closed)?,
+            _ = self.cancel.cancelled() => return Err(closed()),
+        };
+        let first = self.shared.board.read(|b| {
+            b.tenants.get(&self.cfg.tenant).and_then(|t| t.mailboxes.get(&self.mailbox)).is_none_or(|m| m.last_success_ms.is_none())
+        });
+        self.set_phase(if first { Phase::Connecting } else { Phase::Polling });
+        let result = self.fetch_into_store().await;
+        let labels = MailboxLabels { tenant: self.cfg.tenant.clone(), mailbox: self.mailbox.clone() };
+        match result {
+            Ok((stored, bytes)) => {
+                let now = now_ms();
+                self.shared.metrics.fetched.get_or_create(&labels).inc_by(stored);
+                self.shared.metrics.bytes.get_or_create(&labels).inc_by(bytes);
+                self.shared.metrics.last_success.get_or_create(&labels).set(now / 1000);
+                if stored > 0 {
+                    info!(stored, bytes, "new messages stored");
+                }
+                self.shared.board.mailbox(&self.cfg.tenant, &self.mailbox, |m| {
+                    m.runs += 1;
+                    m.fetched += stored;
+                    m.bytes += bytes;
+                    m.last_success_ms = Some(now);
+                    m.last_error = None;
+                });
+                Ok(())
+            }
+            Err((e, _)) if self.cancel.is_cancelled() => Err(e),
+            Err((e, (stored, bytes))) => {
+                let trap = trap_kind(&e);
+                let kind = match (trap, e.kind()) {
+                    (Some(_), _) => "trap".to_string(),
+                    (None, Some(k)) => k.as_str().to_string(),
+                    (None, None) => "host".to_string(),
+                };
+                if let Some(t) = trap {
+                    self.shared.metrics.traps.get_or_create(&TrapLabels { tenant: self.cfg.tenant.clone(), kind: t.into() }).inc();
+                }
+                self.shared
+                    .metrics
+                    .errors
+                    .get_or_create(&ErrorLabels { tenant: self.cfg.tenant.clone(), mailbox: self.mailbox.clone(), kind: kind.clone() })
+                    .inc();
+                self.shared.metrics.fetched.get_or_create(&labels).inc_by(stored);
+                self.shared.metrics.bytes.get_or_create(&labels).inc_by(bytes);
+                let (en, de) = self.shared.explain(&self.cfg, &e).await;
+                let last = LastError {
+                    error: one_line(&e),
+                    kind,
+                    retry: advice(&e).as_str().to_string(),
+                    explanation_en: en,
+                    explanation_de: de,
+                    at_ms: now_ms(),
+                };
+                self.shared.board.mailbox(&self.cfg.tenant, &self.mailbox, |m| {
+                    m.runs += 1;
+                    m.errors += 1;
+                    m.fetched += stored;
+                    m.bytes += bytes;
+                    m.last_error = Some(last);
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// `ops::fetch` into the service's store; (messages newly stored, their bytes), also when
+    /// it failed after storing some.
+    async fn fetch_into_store(&self) -> Result<(u64, u64), (HostError, (u64, u64))> {
+        let path = &self.shared.options.store;
+        let db = Database::open(path).map_err(|e| (e, (0, 0)))?;
+        let mut sink = StopSink { inner: db.sink(&self.cfg.tenant, &self.mailbox), cancel: self.cancel.clone() };
+        let result = crate::ops::fetch(&self.shared.plugin, &self.cfg, &self.mailbox, &mut sink, &db).await;
+        let st = sink.inner.stats;
+        // Dropping the sink commits complete deliveries after the last commit.
+        drop(sink);
+        let counts = (u64::from(st.stored), st.bytes);
+        result.map(|_| counts).map_err(|e| (e, counts))
+    }
+}
+
+/// The error on one line (the API, the logs).
+pub fn one_line(e: &HostError) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+/// The store's sink, which ends the session at the next delivery once the token is cancelled:
+/// everything committed stays, the rest is fetched again by the next run.
+struct StopSink<'a> {
+    inner: DbSink<'a>,
+    cancel: CancellationToken,
+}
+
+impl MessageSink for StopSink<'_> {
+    fn deliver(&mut self, message: FetchedMessage) -> Result<(), HostError> {
+        if self.cancel.is_cancelled() {
+            return Err(HostError::Plugin("the service is stopping this mailbox; the next run fetches the rest".into()));
+        }
+        self.inner.deliver(message)
+    }
+    fn skipped(&mut self, notice: SkippedMessage) -> Result<(), HostError> {
+        warn!(id = %notice.id, size = notice.size, reason = %notice.reason, "message skipped");
+        self.inner.skipped(notice)
+    }
+    fn commit(&mut self) -> Result<(), HostError> {
+        self.inner.commit()
+    }
+    fn progress(&mut self, report: StepReport) {
+        self.inner.progress(report)
+    }
+    fn source(&mut self, server: &str) {
+        self.inner.source(server)
+    }
+    fn warning(&mut self, en: &str, _de: &str) {
+        warn!(warning = %en, "fetch warning");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let b = Backoff::default();
+        let secs: Vec<u64> = (0..8).map(|a| b.delay(a).as_secs()).collect();
+        assert_eq!(secs, [30, 60, 120, 240, 480, 960, 1800, 1800]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1800), "no overflow after many failures");
+        let quick = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(4) };
+        assert_eq!((0..4).map(|a| quick.delay(a).as_secs()).collect::<Vec<_>>(), [1, 2, 4, 4]);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let d = Duration::from_secs(60);
+        assert_eq!(jitter(d, 0), Duration::from_secs(54));
+        assert_eq!(jitter(d, u32::MAX), Duration::from_secs(66));
+        let mid = jitter(d, u32::MAX / 2);
+        assert!(mid >= Duration::from_millis(59_900) && mid <= Duration::from_secs(60), "{mid:?}");
+        for _ in 0..1000 {
+            let j = jitter(d, random_u32());
+            assert!(j >= Duration::from_secs(54) && j <= Duration::from_secs(66), "{j:?}");
+        }
+        let spread: std::collections::HashSet<u128> = (0..50).map(|_| jitter(d, random_u32()).as_millis()).collect();
+        assert!(spread.len() > 10, "random, not constant: {spread:?}");
+    }
+
+    #[test]
+    fn traps_are_told_apart_from_other_errors() {
+        let e = HostError::Plugin("the mail component hit the tenant's memory limit of 16 MB; raise ...".into());
+        assert_eq!(trap_kind(&e), Some("memory"));
+        assert_eq!(trap_kind(&HostError::Plugin("the mail component used more CPU time in one step".into())), Some("cpu"));
+        assert_eq!(trap_kind(&HostError::Storage("disk full".into())), None);
+        assert_eq!(advice(&e), Retry::FixFirst, "a limit is the admin's to raise");
+        let full = HostError::Plugin("all 20 component instances this host allows at once are in use (each ...)".into());
+        assert_eq!(advice(&full), Retry::Later, "a full pool frees up by itself");
+        assert_eq!(advice(&HostError::Storage("locked".into())), Retry::Later);
+    }
+}
