@@ -115,7 +115,10 @@ async fn main() {
         return send::run(&args).await;
     }
     if std::env::args().nth(1).as_deref() == Some("corpus") {
-        return ingest::run(&args).await;
+        return ingest::run(&args, false).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("corpus-store") {
+        return ingest::run(&args, true).await;
     }
     let runtime_tables = runtime::run(&mailplug_tests::wasm_path(), 30, 2000).await;
     let (n, kb, runs) = (*args.first().unwrap_or(&300), *args.get(1).unwrap_or(&32), *args.get(2).unwrap_or(&5));

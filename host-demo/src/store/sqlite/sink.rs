@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::segments::{self, SegmentWriter};
 use super::{connect, content_hash, db_err, Database};
 use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, SkippedMessage};
@@ -122,10 +123,12 @@ struct WriterState {
     tenant: String,
     mailbox: String,
     in_tx: bool,
-    /// Raw bytes inserted since the last `start_writeback`.
+    /// Bytes inserted into SQLite since the last `start_writeback`.
     written: usize,
     /// The WAL file, opened for `start_writeback`.
     wal: Option<std::fs::File>,
+    /// Where the raw bytes go (see `segments`).
+    segments: SegmentWriter,
     source: String,
     results: Vec<Delivered>,
     failed: Option<HostError>,
@@ -182,6 +185,8 @@ impl WriterState {
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3)")
             .and_then(|mut st| st.query_row(params![self.tenant, self.mailbox, message_id], |r| r.get(0)))
             .map_err(db_err("looking up a message"))?;
+        // The bytes first (synced at commit, before the row that refers to them), the row after.
+        let (segment, offset) = self.segments.append(&m.raw)?;
         match &m.parsed {
             Ok(p) => {
                 let from = p.from.first().map(|a| match &a.name {
@@ -191,14 +196,14 @@ impl WriterState {
                 c.prepare_cached(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
                         content_hash, mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body,
-                        html_body, size, raw, stored_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, ?15, ?16, ?17, ?18)",
+                        html_body, size, raw, stored_at_ms, raw_segment, raw_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, ?15, ?16, X'', ?17, ?18, ?19)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
                         collision, p.subject, from, p.date_ms, classification_name(p.classification), p.text_body,
-                        p.html_body, m.raw.len() as i64, m.raw, now
+                        p.html_body, m.raw.len() as i64, now, segment, offset as i64
                     ])
                 })
                 .map_err(db_err("storing a message"))?;
@@ -206,9 +211,12 @@ impl WriterState {
             Err(why) => {
                 c.execute(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
-                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, ?11, ?12)",
-                    params![self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64, m.raw, now],
+                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13)",
+                    params![
+                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
+                        now, segment, offset as i64
+                    ],
                 )
                 .map_err(db_err("storing a message"))?;
             }
@@ -235,16 +243,11 @@ impl WriterState {
     /// written instead of flushing the whole batch while the session waits. Durability is
     /// unchanged: `COMMIT` still syncs.
     fn start_writeback(&mut self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            if self.wal.is_none() {
-                self.wal = self.conn.path().and_then(|p| std::fs::File::open(format!("{p}-wal")).ok());
-            }
-            if let Some(f) = &self.wal {
-                // SAFETY: a valid open descriptor; the call only starts write-back of its pages.
-                unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-            }
+        if self.wal.is_none() {
+            self.wal = self.conn.path().and_then(|p| std::fs::File::open(format!("{p}-wal")).ok());
+        }
+        if let Some(f) = &self.wal {
+            segments::start_writeback(f);
         }
     }
 
@@ -264,6 +267,12 @@ impl WriterState {
             return Err(e);
         }
         if self.in_tx {
+            // The messages' bytes are on disk before the rows that refer to them are committed.
+            if let Err(e) = self.segments.sync() {
+                self.in_tx = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
             self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
             self.in_tx = false;
             // SQLite may replace the WAL file between transactions: opened afresh next time.
@@ -284,7 +293,9 @@ impl WriterState {
                 Job::Deliver(m, _) => match self.insert(&m) {
                     Ok(d) => {
                         self.results.push(d);
-                        self.written += m.raw.len();
+                        if let Ok(p) = &m.parsed {
+                            self.written += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+                        }
                         if self.written >= WRITEBACK_EVERY {
                             self.written = 0;
                             self.start_writeback();
@@ -304,7 +315,7 @@ impl WriterState {
         }
         // The sink was dropped with a batch open. The guest only delivers complete messages, so
         // keeping it is safe: the server still has them and the next run deduplicates.
-        if self.in_tx && self.failed.is_none() && self.conn.execute_batch("COMMIT").is_err() {
+        if self.in_tx && self.failed.is_none() && (self.segments.sync().is_err() || self.conn.execute_batch("COMMIT").is_err()) {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
@@ -347,6 +358,7 @@ impl DbSink<'_> {
                 in_tx: false,
                 written: 0,
                 wal: None,
+                segments: SegmentWriter::new(&self.db.path),
                 source: self.source.clone(),
                 results: Vec::new(),
                 failed: None,
