@@ -119,8 +119,12 @@ fn connect(path: &Path) -> Result<Connection, HostError> {
     // spans a few overflow pages instead of a chain of 4 KB ones, and unlike 64 KB pages, where
     // a 33 KB row leaves half of its page empty, the WAL (and so the fsync at each commit)
     // stays close to the size of the data. Measured in docs/BENCHMARKS.md.
+    // No automatic checkpoints: SQLite would run them inside a COMMIT (the writer's, while the
+    // session waits for `stored`, or the sync-state save right after it). The sink's writer
+    // checkpoints after it answered a commit (`sink::CHECKPOINT_EVERY`), and closing the last
+    // connection checkpoints what is left.
     conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;",
     )
     .map_err(db_err("database settings"))?;
     Ok(conn)

@@ -73,6 +73,11 @@ struct Writer {
 const WRITER_QUEUE: usize = 64;
 const WRITER_BACKLOG_BYTES: usize = 8 << 20;
 
+/// After a commit, once this much was inserted into SQLite since the last checkpoint, the
+/// writer copies the WAL into the database (SQLite's own threshold, 1000 pages of 16 KB), after
+/// answering the commit, so the session does not wait for it.
+const CHECKPOINT_EVERY: usize = 16 << 20;
+
 /// How much is inserted between two `WriterState::start_writeback`s.
 const WRITEBACK_EVERY: usize = 1 << 20;
 
@@ -129,6 +134,8 @@ struct WriterState {
     wal: Option<std::fs::File>,
     /// Where the raw bytes go (see `segments`).
     segments: SegmentWriter,
+    /// Bytes inserted into SQLite since the last checkpoint.
+    since_checkpoint: usize,
     source: String,
     results: Vec<Delivered>,
     failed: Option<HostError>,
@@ -170,21 +177,22 @@ impl WriterState {
         if let Some((row, reported, collision)) = same_server {
             return Ok(done(row, false, reported, collision));
         }
-        let same_content = c
+        // One lookup by Message-ID: the earliest row with the same bytes if there is one, else
+        // any row (then this message collides with it).
+        let same_mid: Option<(i64, bool, bool, bool)> = c
             .prepare_cached(
-                "SELECT id, reported, mid_collision FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 AND content_hash = ?4 ORDER BY id LIMIT 1",
+                "SELECT id, reported, mid_collision, content_hash IS ?4 AS same FROM messages
+                 WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
             )
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
             })
             .map_err(db_err("looking up a message"))?;
-        if let Some((row, reported, collision)) = same_content {
+        if let Some((row, reported, collision, true)) = same_mid {
             return Ok(done(row, false, reported, collision));
         }
-        let collision: bool = c
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3)")
-            .and_then(|mut st| st.query_row(params![self.tenant, self.mailbox, message_id], |r| r.get(0)))
-            .map_err(db_err("looking up a message"))?;
+        let collision = same_mid.is_some();
         // The bytes first (synced at commit, before the row that refers to them), the row after.
         let (segment, offset) = self.segments.append(&m.raw)?;
         match &m.parsed {
@@ -294,7 +302,9 @@ impl WriterState {
                     Ok(d) => {
                         self.results.push(d);
                         if let Ok(p) = &m.parsed {
-                            self.written += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+                            let n = p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+                            self.written += n;
+                            self.since_checkpoint += n;
                         }
                         if self.written >= WRITEBACK_EVERY {
                             self.written = 0;
@@ -309,7 +319,15 @@ impl WriterState {
                     }
                 }
                 Job::Commit(answer) => {
-                    let _ = answer.send(self.commit());
+                    let committed = self.commit();
+                    let ok = committed.is_ok();
+                    let _ = answer.send(committed);
+                    if ok && self.since_checkpoint >= CHECKPOINT_EVERY {
+                        self.since_checkpoint = 0;
+                        // Passive: waits for no reader or writer. A failed checkpoint loses
+                        // nothing (the WAL keeps the commits); the next one or the close retries.
+                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+                    }
                 }
             }
         }
@@ -359,6 +377,7 @@ impl DbSink<'_> {
                 written: 0,
                 wal: None,
                 segments: SegmentWriter::new(&self.db.path),
+                since_checkpoint: 0,
                 source: self.source.clone(),
                 results: Vec::new(),
                 failed: None,
