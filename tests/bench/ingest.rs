@@ -25,7 +25,12 @@ use super::{config, db_file, median, raw_session, tls};
 const SEED: u64 = 12;
 
 /// Empties the mailbox and APPENDs the corpus over one pipelined connection (LITERAL+).
+/// With `MAILPLUG_BENCH_REUSE=1` the mailbox is taken as filled by an earlier run with the
+/// same `n` (only the size is computed).
 async fn fill(user: &str, pass: &str, n: usize) -> usize {
+    if std::env::var("MAILPLUG_BENCH_REUSE").as_deref() == Ok("1") {
+        return (0..n).map(|i| corpus::message(SEED, i).0.len()).sum();
+    }
     let r = rig();
     r.reset_mailbox(user);
     let mut s = tls("localhost", r.port("RIG_IMAPS_PORT"), r.get("RIG_CA")).await;
@@ -140,7 +145,17 @@ fn native_peer(user: &str, pass: &str) -> (Duration, usize) {
     (start.elapsed(), parsed)
 }
 
-pub async fn run(args: &[usize]) {
+/// Removes a database and its WAL files (the corpus databases are hundreds of MB each).
+fn remove_db(path: &Path) {
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    let _ = std::fs::remove_dir_all(mailplug_host::db::raw_folder(path));
+}
+
+/// `store_only`: only the raw transfer and mailplug in-process with and without the store
+/// (`mailplug-bench corpus-store N RUNS`: the quick loop for work on the store).
+pub async fn run(args: &[usize], store_only: bool) {
     let (n, runs) = (*args.first().unwrap_or(&5000), *args.get(1).unwrap_or(&3));
     let r = rig();
     let (user, pass) = test_box(35);
@@ -160,6 +175,7 @@ pub async fn run(args: &[usize]) {
     let commands = format!("a LOGIN \"{user}\" \"{pass}\"\r\nb SELECT INBOX\r\nc UID FETCH 1:* (BODY.PEEK[])\r\nd LOGOUT\r\n");
     let tmp = std::env::temp_dir().join("mailplug-bench-cli");
 
+    let load_start = super::runtime::load();
     let mut t: [Vec<Duration>; 6] = Default::default();
     let (mut rss, mut rss_empty) = (Vec::new(), Vec::new());
     for run in 0..runs {
@@ -167,19 +183,25 @@ pub async fn run(args: &[usize]) {
         assert!(got >= bytes, "raw session read {got} bytes, mailbox holds {bytes}");
         t[0].push(d);
 
-        let db = Database::open(&db_file(&format!("corpus-{run}"))).expect("db");
+        let path = db_file(&format!("corpus-{run}"));
+        let db = Database::open(&path).expect("db");
         let start = Instant::now();
         let mut sink = db.sink(&cfg.tenant, "inbox");
         let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("mailplug fetch");
         drop(sink);
         t[1].push(start.elapsed());
         assert_eq!(s.delivered as usize, n);
+        drop(db);
+        remove_db(&path);
 
         let start = Instant::now();
         let mut sink = MemorySink::default();
         ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await.expect("mailplug fetch");
         t[2].push(start.elapsed());
         drop(sink);
+        if store_only {
+            continue;
+        }
 
         let (d, kib) = cli_fetch(&bin, &cli_config(&tmp.join(format!("full-{run}")), &user, &pass, n));
         t[3].push(d);
@@ -191,12 +213,14 @@ pub async fn run(args: &[usize]) {
         assert_eq!(parsed, n, "native peer parsed {parsed} of {n}");
         t[4].push(d);
 
+        let py_db = db_file(&format!("py-corpus-{run}"));
         let out = std::process::Command::new("python3")
             .arg(&peer)
             .args(["imap", "localhost", &port.to_string(), &user, &pass, &ca])
-            .arg(db_file(&format!("py-corpus-{run}")))
+            .arg(&py_db)
             .output()
             .expect("python3");
+        remove_db(&py_db);
         assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
         let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("peer time");
         t[5].push(Duration::from_secs_f64(secs));
@@ -212,16 +236,21 @@ pub async fn run(args: &[usize]) {
         "Python peer: imaplib + email + sqlite3",
     ];
     println!(
-        "IMAP, generated corpus: {n} messages = {:.1} MB over TLS on loopback; median of {runs} runs\n",
-        bytes as f64 / 1e6
+        "IMAP, generated corpus: {n} messages = {:.1} MB over TLS on loopback; median of {runs} runs; load average {load_start} at the start, {} at the end\n",
+        bytes as f64 / 1e6,
+        super::runtime::load()
     );
     println!("| what | time (ms) | MB/s | ratio to raw |");
     println!("|---|---:|---:|---:|");
-    let medians: Vec<Duration> = t.iter().map(|v| median(v.clone())).collect();
+    let rows = if store_only { 3 } else { t.len() };
+    let medians: Vec<Duration> = t[..rows].iter().map(|v| median(v.clone())).collect();
     let raw = medians[0].as_secs_f64();
     for (name, d) in names.iter().zip(&medians) {
         let s = d.as_secs_f64();
         println!("| {name} | {:.0} | {:.1} | {:.2} |", s * 1e3, bytes as f64 / 1e6 / s, s / raw);
+    }
+    if store_only {
+        return;
     }
     rss.sort();
     rss_empty.sort();

@@ -117,7 +117,10 @@ async fn main() {
         return send::run(&args).await;
     }
     if std::env::args().nth(1).as_deref() == Some("corpus") {
-        return ingest::run(&args).await;
+        return ingest::run(&args, false).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("corpus-store") {
+        return ingest::run(&args, true).await;
     }
     if std::env::args().nth(1).as_deref() == Some("idle") {
         return idle::run(&args).await;

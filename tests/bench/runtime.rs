@@ -59,7 +59,7 @@ fn us(d: Duration) -> f64 {
 }
 
 /// The 1, 5 and 15 minute load averages.
-fn load() -> String {
+pub(crate) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 

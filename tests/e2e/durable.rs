@@ -357,9 +357,7 @@ fn library_config(protocol: &str, port: u16, user: &str, pass: &str) -> TenantCo
 
 fn db_at(name: &str) -> Database {
     let p = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     Database::open(&p).expect("db")
 }
 

@@ -41,9 +41,7 @@ fn fill(user: &str, proto: &str) -> BTreeSet<String> {
 
 fn db(name: &str) -> Database {
     let p = std::env::temp_dir().join(format!("mailplug-fault-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     Database::open(&p).expect("db")
 }
 

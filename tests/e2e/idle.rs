@@ -17,9 +17,7 @@ use mailplug_tests::{contains, plugin, rig, sample_message, secret_forms, tenant
 
 fn db_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-idle-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     p
 }
 

@@ -16,9 +16,7 @@ use mailplug_tests::{plugin, rig, sample_message, tenant, test_box, ServerSpec};
 
 fn db_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     p
 }
 

@@ -95,9 +95,7 @@ async fn corpus_mailbox_is_stored_with_attachments_and_text_bodies() {
         expected.push(e);
     }
     let path = std::env::temp_dir().join(format!("mailplug-ingest-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-    }
+    mailplug_tests::remove_database(&path);
     let db = Database::open(&path).expect("db");
     let cfg = config(&user, &pass);
     let mut sink = db.sink(&cfg.tenant, "inbox");

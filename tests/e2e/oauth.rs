@@ -92,9 +92,7 @@ username = "{user}"
 
 fn db_path(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-oauth-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     p
 }
 

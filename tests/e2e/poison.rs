@@ -30,9 +30,7 @@ fn poison(marker: &str) -> Vec<u8> {
 
 fn db(name: &str) -> Database {
     let p = std::env::temp_dir().join(format!("mailplug-poison-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
+    mailplug_tests::remove_database(&p);
     Database::open(&p).expect("db")
 }
 

@@ -459,3 +459,12 @@ pub mod corpus;
 // scripted answer (accept, a reply, a cut, a stall), counted across connections
 // (tests/src/scripted_smtp.rs).
 pub mod scripted_smtp;
+
+/// Removes a test database and everything beside it (WAL, shared memory, the `-raw` folder of
+/// message segments), so a test starts from nothing.
+pub fn remove_database(p: &std::path::Path) {
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+    }
+    let _ = std::fs::remove_dir_all(format!("{}-raw", p.display()));
+}

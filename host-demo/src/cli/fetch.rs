@@ -301,10 +301,11 @@ impl MessageSink for CliSink<'_> {
         }
         let results: std::collections::HashMap<&str, &Delivered> = self.db.results.iter().map(|d| (d.id.as_str(), d)).collect();
         let mut marked: Vec<i64> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for l in self.pending.drain(..) {
             let Some(d) = results.get(l.id.as_str()) else { continue };
             // New to whoever reads the output unless that message was reported already.
-            let duplicate = d.reported || marked.contains(&d.row);
+            let duplicate = d.reported || !seen.insert(d.row);
             if !duplicate {
                 marked.push(d.row);
             }

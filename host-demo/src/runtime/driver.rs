@@ -17,6 +17,13 @@ use crate::net::Conn;
 /// Bytes read per `read` call and handed to the guest at once (one copy across the boundary).
 const READ_CHUNK: usize = 256 * 1024;
 
+/// A commit makes the session wait until the sink's writer stored everything delivered and
+/// synced it. While less than `COMMIT_GRACE_BYTES` is uncommitted, a read that would wait is
+/// given `COMMIT_GRACE` for more data first: a server that only paused (it shares the CPU
+/// with us) keeps streaming into the same batch instead of each pause costing a commit.
+const COMMIT_GRACE: Duration = Duration::from_millis(10);
+const COMMIT_GRACE_BYTES: usize = 64 << 20;
+
 /// The host's clock, in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -329,6 +336,8 @@ async fn run_loop(
     let mut wanted: Vec<BatchData> = Vec::new();
     // Whether anything was written to the server in this run (see `Parked::Idle`).
     let mut wrote = false;
+    // Bytes of the deliveries not yet committed.
+    let mut uncommitted_bytes = 0usize;
     loop {
         if Instant::now() >= end {
             // What was delivered is kept: the next run deduplicates what the guest did not
@@ -339,11 +348,13 @@ async fn run_loop(
             return Err(session_limit(conn.label().to_string(), opts));
         }
         if events.is_empty() && uncommitted {
-            match tokio::time::timeout(Duration::ZERO, conn.read(&mut buf)).await {
+            let grace = if uncommitted_bytes < COMMIT_GRACE_BYTES { COMMIT_GRACE.min(remaining(end)) } else { Duration::ZERO };
+            match tokio::time::timeout(grace, conn.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => events.push_back(Event::Received(buf[..n].to_vec())),
                 ready => {
                     sink.commit()?;
                     uncommitted = false;
+                    uncommitted_bytes = 0;
                     events.push_back(Event::Stored);
                     match ready {
                         Ok(Ok(_)) => events.push_back(Event::Closed),
@@ -399,6 +410,7 @@ async fn run_loop(
                     // Parsed in the parse instance, with its own budget: a message that cannot
                     // be parsed is delivered flagged and never ends the session.
                     let message = instance.parse_delivery(message).await?;
+                    uncommitted_bytes += message.raw.len();
                     sink.deliver(message)?;
                     uncommitted = true;
                 }

@@ -1,5 +1,6 @@
 //! Files that hold mail or secrets are readable by their owner only (mode 0600): the message
-//! database with its `-wal` and `-shm` files, and the `.eml` files of `fetch --out`.
+//! database with its `-wal` and `-shm` files and the segment files of its `-raw` folder (0700),
+//! and the `.eml` files of `fetch --out`.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -43,6 +44,22 @@ pub fn secure_database(path: &Path) -> Result<(), HostError> {
             fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o700)).map_err(|e| refused(&p, mode, e))?;
         }
     }
+    // The folder of the messages' raw bytes (`db::raw_folder`) and its segment files likewise.
+    let raw = crate::db::raw_folder(path);
+    if let Ok(meta) = fs::symlink_metadata(&raw) {
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() && mode & 0o077 != 0 {
+            fs::set_permissions(&raw, fs::Permissions::from_mode(0o700)).map_err(|e| refused(&raw, mode, e))?;
+        }
+        for entry in fs::read_dir(&raw).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_file() && mode & 0o077 != 0 {
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o700)).map_err(|e| refused(&p, mode, e))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -72,10 +89,16 @@ mod tests {
         fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(dir.join("a/b/m.sqlite3-wal"), b"").unwrap();
         fs::set_permissions(dir.join("a/b/m.sqlite3-wal"), fs::Permissions::from_mode(0o666)).unwrap();
+        let raw = crate::db::raw_folder(&db);
+        fs::create_dir(&raw).unwrap();
+        fs::set_permissions(&raw, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(raw.join("000001.seg"), b"").unwrap();
+        fs::set_permissions(raw.join("000001.seg"), fs::Permissions::from_mode(0o644)).unwrap();
         secure_database(&db).unwrap();
-        for f in ["m.sqlite3", "m.sqlite3-wal"] {
+        for f in ["m.sqlite3", "m.sqlite3-wal", "m.sqlite3-raw/000001.seg"] {
             assert_eq!(fs::metadata(dir.join("a/b").join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
         }
+        assert_eq!(fs::metadata(&raw).unwrap().permissions().mode() & 0o777, 0o700);
         let eml = dir.join("x.eml");
         fs::write(&eml, b"old").unwrap();
         fs::set_permissions(&eml, fs::Permissions::from_mode(0o644)).unwrap();

@@ -13,9 +13,10 @@
 //! Each row also records whether it was `reported` as new (by `fetch`): a run that fails or is
 //! killed after storing leaves its rows unreported, and the next run reports them.
 //!
-//! Each message is written once, as its raw bytes; attachments are recorded by name, type and
-//! size only (their content is in the raw message), so a commit syncs little more than the
-//! bytes fetched.
+//! Each message's raw bytes are written once, outside SQLite, to an append-only segment file
+//! synced before the commit that refers to it (`segments`); rows of earlier versions keep
+//! theirs in `raw`. Attachments are recorded by name, type and size only (their content is in
+//! the raw message), so a commit syncs little more than the bytes fetched.
 
 use std::path::{Path, PathBuf};
 
@@ -29,10 +30,12 @@ pub(crate) mod events;
 mod migrate;
 mod outbox;
 mod query;
+mod segments;
 mod sink;
 
 pub use migrate::content_hash;
 pub use query::{MessageDetail, MessageSummary, StoredAttachment};
+pub use segments::folder as raw_folder;
 pub use sink::{classification_name, DbSink, Delivered, SinkStats};
 
 const SCHEMA: &str = r#"
@@ -60,8 +63,13 @@ CREATE TABLE IF NOT EXISTS messages (
     text_body       TEXT,
     html_body       TEXT,
     size            INTEGER NOT NULL,
+    -- The message as received, or empty when it is in a segment file (raw_segment).
     raw             BLOB NOT NULL,
     stored_at_ms    INTEGER NOT NULL,
+    -- Where the raw bytes are when not in `raw` (version 3): `size` bytes at raw_offset in
+    -- <database>-raw/<raw_segment, 6 digits>.seg. NULL for rows that keep them in `raw`.
+    raw_segment     INTEGER,
+    raw_offset      INTEGER,
     UNIQUE (tenant, mailbox, source, server_id)
 );
 CREATE TABLE IF NOT EXISTS attachments (
@@ -115,8 +123,12 @@ fn connect(path: &Path) -> Result<Connection, HostError> {
     // spans a few overflow pages instead of a chain of 4 KB ones, and unlike 64 KB pages, where
     // a 33 KB row leaves half of its page empty, the WAL (and so the fsync at each commit)
     // stays close to the size of the data. Measured in docs/BENCHMARKS.md.
+    // No automatic checkpoints: SQLite would run them inside a COMMIT (the writer's, while the
+    // session waits for `stored`, or the sync-state save right after it). The sink's writer
+    // checkpoints after it answered a commit (`sink::CHECKPOINT_EVERY`), and closing the last
+    // connection checkpoints what is left.
     conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;",
     )
     .map_err(db_err("database settings"))?;
     Ok(conn)
@@ -132,6 +144,26 @@ pub struct Database {
     path: PathBuf,
     /// The keys OAuth2 tokens are encrypted with (`crate::tokens`).
     keys: crate::tokens::SecretKeys,
+}
+
+/// Where a row's raw bytes are when they are in a segment (`segments`).
+struct RawAt {
+    segment: i64,
+    offset: i64,
+    size: i64,
+    hash: Option<String>,
+}
+
+impl RawAt {
+    /// From the columns raw_segment, raw_offset, size, content_hash starting at `first`; None
+    /// for a row that keeps its bytes in `raw`.
+    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<RawAt>> {
+        let segment: Option<i64> = r.get(first)?;
+        Ok(match segment {
+            Some(segment) => Some(RawAt { segment, offset: r.get(first + 1)?, size: r.get(first + 2)?, hash: r.get(first + 3)? }),
+            None => None,
+        })
+    }
 }
 
 /// A stored message not yet reported as new.
@@ -202,13 +234,15 @@ impl Database {
             .conn
             .prepare(
                 "SELECT server_id, folder, message_id, subject, classification, parse_error, raw,
-                        (SELECT COUNT(*) FROM attachments a WHERE a.message = m.id), id, mid_collision, reported
+                        (SELECT COUNT(*) FROM attachments a WHERE a.message = m.id), id, mid_collision, reported,
+                        raw_segment, raw_offset, size, content_hash
                  FROM messages m WHERE tenant = ?1 AND mailbox = ?2 ORDER BY id",
             )
             .map_err(db_err("reading messages"))?;
         let rows = st
             .query_map(params![tenant, mailbox], |r| {
-                Ok(StoredMessage {
+                let at = RawAt::from_row(r, 11)?;
+                let m = StoredMessage {
                     server_id: r.get(0)?,
                     folder: r.get(1)?,
                     message_id: r.get(2)?,
@@ -220,10 +254,26 @@ impl Database {
                     row: r.get(8)?,
                     collision: r.get(9)?,
                     reported: r.get(10)?,
-                })
+                };
+                Ok((m, at))
             })
             .map_err(db_err("reading messages"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading messages"))
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading messages"))?;
+        rows.into_iter()
+            .map(|(mut m, at)| {
+                self.load_raw(m.row, &mut m.raw, at)?;
+                Ok(m)
+            })
+            .collect()
+    }
+
+    /// Fills `raw` (read from the row's `raw` column) from its segment when the row keeps its
+    /// bytes there.
+    fn load_raw(&self, row: i64, raw: &mut Vec<u8>, at: Option<RawAt>) -> Result<(), HostError> {
+        if let Some(at) = at {
+            *raw = segments::read(&self.path, row, at.segment, at.offset, at.size, at.hash.as_deref())?;
+        }
+        Ok(())
     }
 
     /// A stored message named explicitly: `db:17` (its database id), `mid:<id@host>` or
@@ -264,10 +314,15 @@ impl Database {
         match found.as_slice() {
             [] => Err(HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""))),
             [(id, mailbox, ..)] => {
-                let raw = self
+                let (mut raw, at): (Vec<u8>, Option<RawAt>) = self
                     .conn
-                    .query_row("SELECT raw FROM messages WHERE id = ?1", params![id], |row| row.get(0))
+                    .query_row(
+                        "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE id = ?1",
+                        params![id],
+                        |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
+                    )
                     .map_err(db_err("finding a message"))?;
+                self.load_raw(*id, &mut raw, at)?;
                 Ok((mailbox.clone(), raw))
             }
             many => {
@@ -300,13 +355,14 @@ impl Database {
             .conn
             .prepare(
                 "SELECT id, server_id, folder, size, from_addr, subject, classification, parse_error, mid_collision,
-                        CASE WHEN ?3 THEN raw ELSE X'' END
+                        CASE WHEN ?3 THEN raw ELSE X'' END, raw_segment, raw_offset, size, content_hash
                  FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND reported = 0 ORDER BY id",
             )
             .map_err(db_err("reading unreported messages"))?;
         let rows = st
             .query_map(params![tenant, mailbox, with_raw], |r| {
-                Ok(Unreported {
+                let at = if with_raw { RawAt::from_row(r, 10)? } else { None };
+                let u = Unreported {
                     row: r.get(0)?,
                     server_id: r.get(1)?,
                     folder: r.get(2)?,
@@ -317,10 +373,17 @@ impl Database {
                     parse_error: r.get(7)?,
                     collision: r.get(8)?,
                     raw: r.get(9)?,
-                })
+                };
+                Ok((u, at))
             })
             .map_err(db_err("reading unreported messages"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading unreported messages"))
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading unreported messages"))?;
+        rows.into_iter()
+            .map(|(mut u, at)| {
+                self.load_raw(u.row, &mut u.raw, at)?;
+                Ok(u)
+            })
+            .collect()
     }
 
     /// Records that these rows were reported as new, without its own fsync (see `unsynced`): a

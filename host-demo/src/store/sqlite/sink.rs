@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::segments::{self, SegmentWriter};
 use super::{connect, content_hash, db_err, Database};
 use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, SkippedMessage};
@@ -72,6 +73,11 @@ struct Writer {
 const WRITER_QUEUE: usize = 64;
 const WRITER_BACKLOG_BYTES: usize = 8 << 20;
 
+/// After a commit, once this much was inserted into SQLite since the last checkpoint, the
+/// writer copies the WAL into the database (SQLite's own threshold, 1000 pages of 16 KB), after
+/// answering the commit, so the session does not wait for it.
+const CHECKPOINT_EVERY: usize = 16 << 20;
+
 /// How much is inserted between two `WriterState::start_writeback`s.
 const WRITEBACK_EVERY: usize = 1 << 20;
 
@@ -122,10 +128,14 @@ struct WriterState {
     tenant: String,
     mailbox: String,
     in_tx: bool,
-    /// Raw bytes inserted since the last `start_writeback`.
+    /// Bytes inserted into SQLite since the last `start_writeback`.
     written: usize,
     /// The WAL file, opened for `start_writeback`.
     wal: Option<std::fs::File>,
+    /// Where the raw bytes go (see `segments`).
+    segments: SegmentWriter,
+    /// Bytes inserted into SQLite since the last checkpoint.
+    since_checkpoint: usize,
     source: String,
     results: Vec<Delivered>,
     failed: Option<HostError>,
@@ -167,21 +177,24 @@ impl WriterState {
         if let Some((row, reported, collision)) = same_server {
             return Ok(done(row, false, reported, collision));
         }
-        let same_content = c
+        // One lookup by Message-ID: the earliest row with the same bytes if there is one, else
+        // any row (then this message collides with it).
+        let same_mid: Option<(i64, bool, bool, bool)> = c
             .prepare_cached(
-                "SELECT id, reported, mid_collision FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 AND content_hash = ?4 ORDER BY id LIMIT 1",
+                "SELECT id, reported, mid_collision, content_hash IS ?4 AS same FROM messages
+                 WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
             )
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
             })
             .map_err(db_err("looking up a message"))?;
-        if let Some((row, reported, collision)) = same_content {
+        if let Some((row, reported, collision, true)) = same_mid {
             return Ok(done(row, false, reported, collision));
         }
-        let collision: bool = c
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3)")
-            .and_then(|mut st| st.query_row(params![self.tenant, self.mailbox, message_id], |r| r.get(0)))
-            .map_err(db_err("looking up a message"))?;
+        let collision = same_mid.is_some();
+        // The bytes first (synced at commit, before the row that refers to them), the row after.
+        let (segment, offset) = self.segments.append(&m.raw)?;
         match &m.parsed {
             Ok(p) => {
                 let from = p.from.first().map(|a| match &a.name {
@@ -191,14 +204,14 @@ impl WriterState {
                 c.prepare_cached(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
                         content_hash, mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body,
-                        html_body, size, raw, stored_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, ?15, ?16, ?17, ?18)",
+                        html_body, size, raw, stored_at_ms, raw_segment, raw_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, ?15, ?16, X'', ?17, ?18, ?19)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
                         collision, p.subject, from, p.date_ms, classification_name(p.classification), p.text_body,
-                        p.html_body, m.raw.len() as i64, m.raw, now
+                        p.html_body, m.raw.len() as i64, now, segment, offset as i64
                     ])
                 })
                 .map_err(db_err("storing a message"))?;
@@ -206,9 +219,12 @@ impl WriterState {
             Err(why) => {
                 c.execute(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
-                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, ?11, ?12)",
-                    params![self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64, m.raw, now],
+                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13)",
+                    params![
+                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
+                        now, segment, offset as i64
+                    ],
                 )
                 .map_err(db_err("storing a message"))?;
             }
@@ -240,16 +256,11 @@ impl WriterState {
     /// written instead of flushing the whole batch while the session waits. Durability is
     /// unchanged: `COMMIT` still syncs.
     fn start_writeback(&mut self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            if self.wal.is_none() {
-                self.wal = self.conn.path().and_then(|p| std::fs::File::open(format!("{p}-wal")).ok());
-            }
-            if let Some(f) = &self.wal {
-                // SAFETY: a valid open descriptor; the call only starts write-back of its pages.
-                unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-            }
+        if self.wal.is_none() {
+            self.wal = self.conn.path().and_then(|p| std::fs::File::open(format!("{p}-wal")).ok());
+        }
+        if let Some(f) = &self.wal {
+            segments::start_writeback(f);
         }
     }
 
@@ -269,6 +280,12 @@ impl WriterState {
             return Err(e);
         }
         if self.in_tx {
+            // The messages' bytes are on disk before the rows that refer to them are committed.
+            if let Err(e) = self.segments.sync() {
+                self.in_tx = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
             self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
             self.in_tx = false;
             // SQLite may replace the WAL file between transactions: opened afresh next time.
@@ -289,7 +306,11 @@ impl WriterState {
                 Job::Deliver(m, _) => match self.insert(&m) {
                     Ok(d) => {
                         self.results.push(d);
-                        self.written += m.raw.len();
+                        if let Ok(p) = &m.parsed {
+                            let n = p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+                            self.written += n;
+                            self.since_checkpoint += n;
+                        }
                         if self.written >= WRITEBACK_EVERY {
                             self.written = 0;
                             self.start_writeback();
@@ -303,13 +324,21 @@ impl WriterState {
                     }
                 }
                 Job::Commit(answer) => {
-                    let _ = answer.send(self.commit());
+                    let committed = self.commit();
+                    let ok = committed.is_ok();
+                    let _ = answer.send(committed);
+                    if ok && self.since_checkpoint >= CHECKPOINT_EVERY {
+                        self.since_checkpoint = 0;
+                        // Passive: waits for no reader or writer. A failed checkpoint loses
+                        // nothing (the WAL keeps the commits); the next one or the close retries.
+                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+                    }
                 }
             }
         }
         // The sink was dropped with a batch open. The guest only delivers complete messages, so
         // keeping it is safe: the server still has them and the next run deduplicates.
-        if self.in_tx && self.failed.is_none() && self.conn.execute_batch("COMMIT").is_err() {
+        if self.in_tx && self.failed.is_none() && (self.segments.sync().is_err() || self.conn.execute_batch("COMMIT").is_err()) {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
@@ -352,6 +381,8 @@ impl DbSink<'_> {
                 in_tx: false,
                 written: 0,
                 wal: None,
+                segments: SegmentWriter::new(&self.db.path),
+                since_checkpoint: 0,
                 source: self.source.clone(),
                 results: Vec::new(),
                 failed: None,

@@ -9,6 +9,7 @@ fn temp_db(name: &str) -> PathBuf {
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
     }
+    let _ = std::fs::remove_dir_all(raw_folder(&p));
     p
 }
 
@@ -155,4 +156,94 @@ fn each_stored_message_writes_one_event_and_a_duplicate_none() {
         assert_eq!(e.payload["mailbox"], "m");
         assert_eq!(e.payload["server_id"], d.id);
     }
+}
+
+/// New messages' bytes are in a private segment file, not in the row, and read back exactly;
+/// bytes that changed on disk are an error naming the folder, never other bytes.
+#[test]
+fn raw_bytes_are_kept_in_private_segments_and_checked_when_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_db("segments");
+    let r = deliver(&Database::open(&path).unwrap(), "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "first"), message("imap:INBOX:1:2", "b@h", "second")]);
+    let db = Database::open(&path).unwrap();
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!(rows[0].raw, message("", "a@h", "first").raw);
+    assert_eq!(rows[1].raw, message("", "b@h", "second").raw);
+    let inline: Vec<u8> = db.conn.query_row("SELECT raw FROM messages WHERE id = ?1", [r[0].row], |x| x.get(0)).unwrap();
+    assert!(inline.is_empty(), "the row does not hold the bytes a second time");
+    let dir = raw_folder(&path);
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    let segs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(std::fs::metadata(&segs[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(db.find("t", &format!("db:{}", r[1].row)).unwrap().1, message("", "b@h", "second").raw);
+    // One byte of the second message changed: its read fails and says where; the first still reads.
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    std::fs::write(&segs[0], &bytes).unwrap();
+    let e = db.find("t", &format!("db:{}", r[1].row)).unwrap_err().to_string();
+    assert!(e.contains(&dir.display().to_string()) && e.contains("differ"), "{e}");
+    assert_eq!(db.find("t", &format!("db:{}", r[0].row)).unwrap().1, message("", "a@h", "first").raw);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = db.messages("t", "m").unwrap_err().to_string();
+    assert!(e.contains("belongs to the database"), "{e}");
+}
+
+/// Two sinks writing at the same time (two mailboxes of one tenant) never append to the same
+/// segment; a later sink appends to a segment no one holds.
+#[test]
+fn concurrent_sinks_write_separate_segments() {
+    let path = temp_db("two-sinks");
+    let db = Database::open(&path).unwrap();
+    let mut a = db.sink("t", "m");
+    let mut b = db.sink("t", "n");
+    a.source("imap:h:993:u");
+    b.source("imap:h:993:v");
+    for i in 0..20 {
+        a.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("a{i}@h"), &"a".repeat(1000 + i))).unwrap();
+        b.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("b{i}@h"), &"b".repeat(1000 + i))).unwrap();
+    }
+    a.commit().unwrap();
+    b.commit().unwrap();
+    drop((a, b));
+    let count = || std::fs::read_dir(raw_folder(&path)).unwrap().count();
+    assert_eq!(count(), 2);
+    deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:99", "c@h", "later")]);
+    assert_eq!(count(), 2, "the later sink reuses a free segment");
+    for (mb, ch) in [("m", 'a'), ("n", 'b')] {
+        let rows = db.messages("t", mb).unwrap();
+        for (i, r) in rows.iter().take(20).enumerate() {
+            assert_eq!(r.raw, message("", &format!("{ch}{i}@h"), &ch.to_string().repeat(1000 + i)).raw);
+        }
+    }
+}
+
+/// A database of version 2 (bytes in `raw`) keeps its rows readable; new rows go to segments.
+#[test]
+fn databases_of_version_2_keep_their_inline_bytes() {
+    let path = temp_db("v2");
+    let old = message("imap:INBOX:1:1", "old@h", "old");
+    {
+        let c = Connection::open(&path).unwrap();
+        let v2 = SCHEMA.replace("    raw_segment     INTEGER,\n    raw_offset      INTEGER,\n", "");
+        assert!(!v2.contains("raw_segment     INTEGER"));
+        c.execute_batch(&v2).unwrap();
+        c.execute_batch("PRAGMA user_version = 2").unwrap();
+        c.execute(
+            "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic, content_hash,
+                classification, size, raw, stored_at_ms, reported) VALUES ('t', 'm', 'imap:h:993:u', 'imap:INBOX:1:1', 'INBOX',
+                'old@h', 0, ?1, 'normal', ?2, ?3, 0, 1)",
+            params![content_hash(&old.raw), old.raw.len() as i64, old.raw],
+        )
+        .unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "old@h", "old"), message("imap:INBOX:1:2", "new@h", "new")]);
+    assert!(!r[0].new && r[1].new);
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!(rows[0].raw, old.raw);
+    assert_eq!(rows[1].raw, message("", "new@h", "new").raw);
 }

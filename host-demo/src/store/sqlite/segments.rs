@@ -1,0 +1,191 @@
+//! The raw bytes of stored messages, outside SQLite: append-only segment files in the folder
+//! `<database>-raw` beside the database (mode 0700, files 0600), named `<number>.seg`.
+//!
+//! SQLite keeps each message's metadata and parsed fields, and where its bytes are (segment
+//! number, offset; the length is the row's `size`). Written this way the bytes go to disk once:
+//! in the database they were written to the WAL, then again into the database file by the
+//! checkpoint, both on the session's critical path (docs/BENCHMARKS.md).
+//!
+//! Durability: a writer appends each new message to its segment and, at commit, syncs the
+//! segment (`fdatasync`) *before* the SQLite commit that references it; a new segment's folder
+//! entry is synced when it is created. So a row never refers to bytes that are not on disk, and
+//! a crash or power cut between the two leaves only unreferenced bytes at a segment's end,
+//! which later writers append after. Each writer holds an exclusive lock on its segment (two
+//! sinks, in one process or several, never append to the same file).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::HostError;
+
+/// A segment takes new messages until it holds this many bytes (a larger message still fits).
+const SEGMENT_BYTES: u64 = 256 << 20;
+
+/// How much is appended between two `start_writeback`s.
+const WRITEBACK_EVERY: usize = 1 << 20;
+
+/// The folder of a database's segments: `<database>-raw`.
+pub fn folder(database: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-raw", database.display()))
+}
+
+fn file_name(id: i64) -> String {
+    format!("{id:06}.seg")
+}
+
+fn io_err(what: String) -> impl Fn(std::io::Error) -> HostError {
+    move |e| HostError::Storage(format!("{what}: {e}"))
+}
+
+/// The segment a writer appends to.
+struct Open {
+    id: i64,
+    file: File,
+    len: u64,
+    /// Appended to since the last `sync`.
+    dirty: bool,
+}
+
+/// Appends one writer's messages to a segment it holds locked; see the module doc.
+pub(super) struct SegmentWriter {
+    dir: PathBuf,
+    open: Option<Open>,
+    /// Bytes appended since the last `start_writeback`.
+    unflushed: usize,
+}
+
+impl SegmentWriter {
+    pub(super) fn new(database: &Path) -> SegmentWriter {
+        SegmentWriter { dir: folder(database), open: None, unflushed: 0 }
+    }
+
+    /// Appends `raw`; returns (segment number, offset). Not durable before `sync`.
+    pub(super) fn append(&mut self, raw: &[u8]) -> Result<(i64, u64), HostError> {
+        if self.open.as_ref().is_some_and(|o| o.len >= SEGMENT_BYTES) {
+            // Full: made durable now (the next commit syncs only the new one), then let go.
+            self.sync()?;
+            self.open = None;
+        }
+        if self.open.is_none() {
+            self.open = Some(self.acquire()?);
+        }
+        let Some(o) = self.open.as_mut() else { return Err(HostError::Storage("no message segment open".into())) };
+        let at = o.len;
+        if let Err(e) = o.file.write_all(raw) {
+            // Part of it may be written: the length is read afresh from the file next time.
+            let id = o.id;
+            self.open = None;
+            return Err(HostError::Storage(format!("cannot write {}: {e}", self.dir.join(file_name(id)).display())));
+        }
+        o.len += raw.len() as u64;
+        o.dirty = true;
+        self.unflushed += raw.len();
+        if self.unflushed >= WRITEBACK_EVERY {
+            self.unflushed = 0;
+            start_writeback(&o.file);
+        }
+        Ok((o.id, at))
+    }
+
+    /// Makes everything appended so far durable (before the commit that refers to it).
+    pub(super) fn sync(&mut self) -> Result<(), HostError> {
+        if let Some(o) = self.open.as_mut().filter(|o| o.dirty) {
+            o.file.sync_data().map_err(io_err(format!("cannot sync {}", self.dir.join(file_name(o.id)).display())))?;
+            o.dirty = false;
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
+
+    /// Opens a segment with room that no other writer holds, or creates the next one.
+    fn acquire(&self) -> Result<Open, HostError> {
+        crate::private_files::create_dir(&self.dir)?;
+        let mut ids = segment_ids(&self.dir)?;
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        for &id in ids.iter().take(8) {
+            let path = self.dir.join(file_name(id));
+            let Ok(file) = fs::OpenOptions::new().append(true).open(&path) else { continue };
+            let Ok(meta) = file.metadata() else { continue };
+            if meta.len() < SEGMENT_BYTES && file.try_lock().is_ok() {
+                // Read the length only once locked: no one else appends from now on.
+                let len = file.metadata().map_err(io_err(format!("cannot read {}", path.display())))?.len();
+                return Ok(Open { id, file, len, dirty: false });
+            }
+        }
+        let mut id = ids.first().copied().unwrap_or(0) + 1;
+        loop {
+            let path = self.dir.join(file_name(id));
+            match fs::OpenOptions::new().append(true).create_new(true).mode(0o600).open(&path) {
+                // Another writer may have locked it between the creation and here: the next one.
+                Ok(file) if file.try_lock().is_ok() => {
+                    // The new file's folder entry is durable before any commit refers to it.
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_err(format!("cannot sync the folder {}", self.dir.display())))?;
+                    return Ok(Open { id, file, len: 0, dirty: false });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(HostError::Storage(format!("cannot create {}: {e}", path.display()))),
+            }
+            id += 1;
+        }
+    }
+}
+
+/// The numbers of the segments in `dir`.
+fn segment_ids(dir: &Path) -> Result<Vec<i64>, HostError> {
+    let entries = fs::read_dir(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse::<i64>().ok())
+        .filter(|&id| id > 0)
+        .collect())
+}
+
+/// Asks the kernel to start writing the file's dirty pages now, without waiting, so the sync
+/// at commit finds most of them written. Durability is unchanged: the commit still syncs.
+pub(super) fn start_writeback(f: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; the call only starts write-back of its pages.
+        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
+}
+
+/// Reads a message's bytes back and checks them against the row's SHA-256: a missing,
+/// truncated or altered segment is an error that says where, never other bytes.
+pub(super) fn read(database: &Path, row: i64, segment: i64, offset: i64, size: i64, hash: Option<&str>) -> Result<Vec<u8>, HostError> {
+    let dir = folder(database);
+    let path = dir.join(file_name(segment));
+    let missing = |e: String| {
+        HostError::Storage(format!(
+            "the bytes of stored message db:{row} cannot be read from {} ({e}); the folder {} holds the stored messages' \
+             bytes and belongs to the database (keep and back it up together with it) / die Rohdaten der gespeicherten \
+             Nachricht db:{row} sind in {} nicht lesbar ({e}); der Ordner {} gehört zur Datenbank (mit ihr aufbewahren \
+             und sichern)",
+            path.display(),
+            dir.display(),
+            path.display(),
+            dir.display()
+        ))
+    };
+    let (offset, size) = match (u64::try_from(offset), usize::try_from(size)) {
+        (Ok(o), Ok(s)) => (o, s),
+        _ => return Err(missing("the row's offset or size is negative".into())),
+    };
+    let file = File::open(&path).map_err(|e| missing(e.to_string()))?;
+    let mut raw = vec![0u8; size];
+    file.read_exact_at(&mut raw, offset).map_err(|e| missing(e.to_string()))?;
+    if let Some(h) = hash {
+        if super::content_hash(&raw) != h {
+            return Err(missing("the bytes there differ from what was stored".into()));
+        }
+    }
+    Ok(raw)
+}
