@@ -403,11 +403,11 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     // Metrics: the depth by state.
     let m = wait_for("the outbox depth in the metrics", 30, || {
         let m = s.metrics();
-        (m.contains("mailplug_outbox_messages{tenant=\"ob\",queue=\"q2\",state=\"queued\"} 1")
-            && m.contains("mailplug_outbox_messages{tenant=\"ob\",queue=\"q2\",state=\"failed\"} 1"))
+        (m.contains("mailplug_outbox_depth{tenant=\"ob\",queue=\"q2\",state=\"queued\"} 1")
+            && m.contains("mailplug_outbox_depth{tenant=\"ob\",queue=\"q2\",state=\"failed\"} 1"))
         .then_some(m)
     });
-    assert!(m.contains("mailplug_outbox_oldest_queued_age_seconds{tenant=\"ob\",queue=\"q2\"}"), "{m}");
+    assert!(m.contains("mailplug_outbox_oldest_age_seconds{tenant=\"ob\",queue=\"q2\"}"), "{m}");
 
     // Admin decisions: cancel the busy one; a second cancel conflicts; resend of the failed one.
     let (status, v) = s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None);

@@ -113,9 +113,9 @@ impl Metrics {
         let outbox_oldest_age = Family::<QueueLabels, Gauge>::default();
         let webhook_failures = Family::<TenantLabels, Counter>::default();
         let webhook_dead = Family::<TenantLabels, Counter>::default();
-        registry.register("mailplug_outbox_messages", "Outbox messages by queue and state (queued, in-flight, held, failed)", outbox_depth.clone());
+        registry.register("mailplug_outbox_depth", "Outbox messages by queue and state (queued, in-flight, held, failed)", outbox_depth.clone());
         registry.register(
-            "mailplug_outbox_oldest_queued_age_seconds",
+            "mailplug_outbox_oldest_age_seconds",
             "How long the queue's oldest queued message has waited (0: none queued)",
             outbox_oldest_age.clone(),
         );
