@@ -284,7 +284,7 @@ fn sse(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         // Chunked framing lines are skipped: only field lines matter.
-        let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+        let (mut id, mut kind) = (String::new(), String::new());
         let mut line = String::new();
         while r.read_line(&mut line).unwrap_or(0) > 0 {
             let l = line.trim_end_matches(['\r', '\n']).to_string();
@@ -294,8 +294,7 @@ fn sse(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16
             } else if let Some(v) = l.strip_prefix("event:") {
                 kind = v.trim().to_string();
             } else if let Some(v) = l.strip_prefix("data:") {
-                data = v.trim().to_string();
-                let v = serde_json::from_str(&data).unwrap_or(Value::Null);
+                let v = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
                 if tx.send((id.clone(), kind.clone(), v)).is_err() {
                     return;
                 }
