@@ -37,7 +37,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
         ApiError { status, error: error.into(), en: None, de: None }
     }
     fn unauthorized() -> ApiError {
@@ -51,10 +51,10 @@ impl ApiError {
     fn no_tenant(t: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, format!("no tenant \"{t}\""))
     }
-    fn stopping() -> ApiError {
+    pub(super) fn stopping() -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping and takes no new work")
     }
-    fn host(e: HostError) -> ApiError {
+    pub(super) fn host(e: HostError) -> ApiError {
         let status = match &e {
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
             HostError::Config(_) | HostError::Unlicensed(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -135,7 +135,7 @@ fn admin(s: &Shared, headers: &HeaderMap) -> ApiResult<()> {
 
 /// The tenant's state, when the caller may see it; 404 otherwise (another tenant's token
 /// learns nothing, not even whether `t` exists).
-fn tenant(s: &Shared, headers: &HeaderMap, t: &str) -> ApiResult<TenantState> {
+pub(super) fn tenant(s: &Shared, headers: &HeaderMap, t: &str) -> ApiResult<TenantState> {
     let c = caller(s, headers)?;
     if !may_see(&c, t) {
         return Err(ApiError::no_tenant(t));
@@ -156,6 +156,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tenants/{t}/messages/{id}/raw", get(message_raw))
         .route("/v1/tenants/{t}/check/{name}", post(check))
         .route("/v1/tenants/{t}/plan-from", post(plan_from))
+        .merge(super::outbox::routes())
+        .merge(super::events::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }

@@ -38,6 +38,24 @@ pub struct StateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub tenant: String,
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueStateLabels {
+    pub tenant: String,
+    pub queue: String,
+    pub state: String,
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +68,14 @@ pub struct Metrics {
     tenants_loaded: Gauge,
     tenants_invalid: Gauge,
     rss: Gauge,
+    /// Outbox rows by queue and state (queued, in-flight, held, failed), set by the queue actors.
+    outbox_depth: Family<QueueStateLabels, Gauge>,
+    /// The age of each queue's oldest queued row, computed at each scrape from `oldest_queued`.
+    outbox_oldest_age: Family<QueueLabels, Gauge>,
+    oldest_queued: Mutex<std::collections::HashMap<QueueLabels, i64>>,
+    /// Webhook deliveries that failed (to be retried) and events given up on.
+    pub webhook_failures: Family<TenantLabels, Counter>,
+    pub webhook_dead: Family<TenantLabels, Counter>,
     /// Scrapes are serialised: the gauges are refilled from the board for each.
     scrape: Mutex<()>,
 }
@@ -83,6 +109,18 @@ impl Metrics {
         registry.register("mailplug_tenants_loaded", "Tenants running", tenants_loaded.clone());
         registry.register("mailplug_tenants_invalid", "Tenant files that do not validate", tenants_invalid.clone());
         registry.register("process_resident_memory_bytes", "Resident memory of the service", rss.clone());
+        let outbox_depth = Family::<QueueStateLabels, Gauge>::default();
+        let outbox_oldest_age = Family::<QueueLabels, Gauge>::default();
+        let webhook_failures = Family::<TenantLabels, Counter>::default();
+        let webhook_dead = Family::<TenantLabels, Counter>::default();
+        registry.register("mailplug_outbox_depth", "Outbox messages by queue and state (queued, in-flight, held, failed)", outbox_depth.clone());
+        registry.register(
+            "mailplug_outbox_oldest_age_seconds",
+            "How long the queue's oldest queued message has waited (0: none queued)",
+            outbox_oldest_age.clone(),
+        );
+        registry.register("mailplug_webhook_failures", "Webhook deliveries that failed and will be retried", webhook_failures.clone());
+        registry.register("mailplug_webhook_dead", "Webhook events given up on after their maximum age", webhook_dead.clone());
         Metrics {
             registry,
             fetched,
@@ -94,6 +132,11 @@ impl Metrics {
             tenants_loaded,
             tenants_invalid,
             rss,
+            outbox_depth,
+            outbox_oldest_age,
+            oldest_queued: Mutex::default(),
+            webhook_failures,
+            webhook_dead,
             scrape: Mutex::new(()),
         }
     }
@@ -105,6 +148,40 @@ impl Metrics {
             self.fetched.remove(&l);
             self.bytes.remove(&l);
             self.last_success.remove(&l);
+        }
+    }
+
+    /// A queue's number of rows in `state`.
+    pub fn set_outbox_depth(&self, tenant: &str, queue: &str, state: &str, n: i64) {
+        let l = QueueStateLabels { tenant: tenant.into(), queue: queue.into(), state: state.into() };
+        self.outbox_depth.get_or_create(&l).set(n);
+    }
+
+    /// When a queue's oldest queued row was created (None: none queued).
+    pub fn set_outbox_oldest(&self, tenant: &str, queue: &str, created_at_ms: Option<i64>) {
+        let l = QueueLabels { tenant: tenant.into(), queue: queue.into() };
+        let mut m = self.oldest_queued.lock().unwrap_or_else(|p| p.into_inner());
+        match created_at_ms {
+            Some(at) => {
+                m.insert(l, at);
+            }
+            None => {
+                m.remove(&l);
+                self.outbox_oldest_age.get_or_create(&l).set(0);
+            }
+        }
+    }
+
+    /// Forgets a removed tenant's outbox series.
+    pub fn forget_outbox(&self, tenant: &str) {
+        let mut m = self.oldest_queued.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<QueueLabels> = m.keys().filter(|l| l.tenant == tenant).cloned().collect();
+        for l in gone {
+            m.remove(&l);
+            self.outbox_oldest_age.remove(&l);
+            for state in ["queued", "in-flight", "held", "failed"] {
+                self.outbox_depth.remove(&QueueStateLabels { tenant: l.tenant.clone(), queue: l.queue.clone(), state: state.into() });
+            }
         }
     }
 
@@ -126,6 +203,13 @@ impl Metrics {
             }
         });
         self.rss.set(resident_bytes().unwrap_or(0) as i64);
+        {
+            let now = super::state::now_ms();
+            let m = self.oldest_queued.lock().unwrap_or_else(|p| p.into_inner());
+            for (l, at) in m.iter() {
+                self.outbox_oldest_age.get_or_create(l).set(((now - at) / 1000).max(0));
+            }
+        }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -28,7 +28,9 @@ use crate::secret::Secret;
 use crate::{Plugin, RuntimeOptions};
 
 pub mod api;
+pub mod events;
 pub mod metrics;
+pub mod outbox;
 pub mod scheduler;
 pub mod shutdown;
 pub mod state;
@@ -95,6 +97,10 @@ pub struct Shared {
     /// Every actor, to wait for them at shutdown.
     pub all: TaskTracker,
     pub admin_token: Option<Secret>,
+    /// The queue actors' wake-ups (an enqueue through the API wakes its queue's sender).
+    pub outbox: outbox::Wakes,
+    /// The tenants with a `[webhook]` table, followed by the webhook deliverer.
+    pub webhooks: watch::Sender<Vec<webhook::Target>>,
     jobs: mpsc::UnboundedSender<Job>,
     /// A connection for the API's reads.
     reader: Mutex<Database>,
@@ -220,6 +226,8 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         root: CancellationToken::new(),
         all: TaskTracker::new(),
         admin_token,
+        outbox: outbox::Wakes::default(),
+        webhooks: watch::Sender::new(Vec::new()),
         jobs,
         reader: Mutex::new(reader),
     });
@@ -236,6 +244,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
             }
         }
     });
+    events::start_webhooks(&shared)?;
     tokio::task::spawn_local(tenants::Tenants::new(shared.clone()).run());
     let server = tokio::spawn(api::serve(listener, shared.clone()));
     info!(listen = %local_addr, tenants = %shared.options.tenants.display(), store = %shared.options.store.display(), "mailplug serve started");

@@ -221,6 +221,7 @@ impl Tenants {
             removed
         });
         self.shared.metrics.forget_tenant(&id, &removed);
+        super::events::set_webhook(&self.shared, &id, super::webhook::Target::of(&cfg));
         let cfg = Arc::new(cfg);
         let slots = Arc::new(Semaphore::new(self.shared.options.max_per_tenant.max(1)));
         let (shared, t2, tok) = (self.shared.clone(), tracker.clone(), token.clone());
@@ -241,8 +242,16 @@ impl Tenants {
                 };
                 tokio::task::spawn_local(t2.track_future(shared.all.track_future(actor.run())));
             }
-            // Queue actors (the outbox's sender, draining `ops::outbox::drain`) start here, with
-            // the same token, trackers and semaphores.
+            for q in &cfg.queues {
+                let actor = super::outbox::QueueActor {
+                    shared: shared.clone(),
+                    cfg: cfg.clone(),
+                    queue: q.name.clone(),
+                    cancel: tok.clone(),
+                    tenant_slots: slots.clone(),
+                };
+                tokio::task::spawn_local(t2.track_future(shared.all.track_future(actor.run())));
+            }
         };
         tokio::task::spawn_local(tracker.track_future(self.shared.all.track_future(starter)));
         self.runners.insert(id, Runner { token, tracker, file: path.to_path_buf() });
@@ -254,6 +263,8 @@ impl Tenants {
             r.token.cancel();
             r.tracker.close();
         }
+        super::events::set_webhook(&self.shared, id, None);
+        self.shared.metrics.forget_outbox(id);
         let mailboxes: Vec<String> =
             self.shared.board.write(|b| b.tenants.remove(id).map(|t| t.mailboxes.into_keys().collect()).unwrap_or_default());
         self.shared.metrics.forget_tenant(id, &mailboxes);

@@ -1,0 +1,209 @@
+//! Events in `mailplug serve`: the store's `events` table as the webhook deliverer's
+//! [`EventSource`], the list of tenants with a `[webhook]` table the deliverer follows, and
+//! the Server-Sent Events stream `GET /v1/tenants/{t}/events` (docs/API.md "Events").
+//!
+//! The stream replays the tenant's events after `Last-Event-ID` (or `?after=`; from the first
+//! when neither is given) through `Events::list_after`, then polls the table every second for
+//! new ones. Each connection has a bounded buffer: a client that does not read stops the
+//! polling for its stream (nothing piles up in memory); it resumes where it left off. A
+//! comment line goes out every 15 s so that proxies keep the connection open. The stream
+//! ends when the tenant is removed or the service stops.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::api::{tenant, ApiError};
+use super::metrics::TenantLabels;
+use super::webhook::{self, EventSource, Target};
+use super::Shared;
+use crate::db::Database;
+use crate::error::HostError;
+use crate::store::events::{Event, Events};
+
+/// Events read from the store at a time.
+const PAGE: usize = 100;
+/// Events buffered per SSE connection.
+pub const SSE_BUFFER: usize = 64;
+/// How often a stream looks for new events.
+pub const SSE_POLL: Duration = Duration::from_secs(1);
+/// The heartbeat comment's interval.
+pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The service's events table for the webhook deliverer, with its own connection; failures
+/// and dead events are counted in the metrics (by tenant).
+pub struct StoreEvents {
+    db: Mutex<Database>,
+    shared: Arc<Shared>,
+    /// The tenant of each event id handed out and not yet settled (for the metrics' label).
+    owners: Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl StoreEvents {
+    pub fn open(shared: Arc<Shared>) -> Result<StoreEvents, HostError> {
+        Ok(StoreEvents { db: Mutex::new(Database::open(&shared.options.store)?), shared, owners: Mutex::default() })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, HostError>) -> Result<T, HostError> {
+        f(&self.db.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn owner(&self, id: &str, settled: bool) -> String {
+        let mut m = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if settled {
+            m.remove(id).unwrap_or_default()
+        } else {
+            m.get(id).cloned().unwrap_or_default()
+        }
+    }
+}
+
+impl EventSource for StoreEvents {
+    fn next_undelivered(&self, tenant: &str, limit: usize) -> Result<Vec<webhook::Event>, HostError> {
+        let list = self.with(|db| db.next_undelivered(tenant, limit))?;
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a tenant's pending page at a time per tenant.
+        if owners.len() > 10_000 {
+            owners.clear();
+        }
+        Ok(list
+            .into_iter()
+            .map(|e| {
+                owners.insert(e.id.clone(), e.tenant.clone());
+                webhook::Event {
+                    id: e.id,
+                    tenant: e.tenant,
+                    kind: e.kind,
+                    payload: e.payload,
+                    created_at_ms: u64::try_from(e.created_at_ms).unwrap_or(0),
+                    attempts: e.attempts,
+                }
+            })
+            .collect())
+    }
+
+    fn mark_delivered(&self, id: &str) -> Result<(), HostError> {
+        self.with(|db| Events::mark_delivered(db, id, crate::driver::now_ms() as i64))?;
+        self.owner(id, true);
+        Ok(())
+    }
+
+    fn mark_failed(&self, id: &str, next_attempt_at_ms: u64) -> Result<(), HostError> {
+        self.with(|db| db.mark_failed(id, i64::try_from(next_attempt_at_ms).unwrap_or(i64::MAX)))?;
+        let tenant = self.owner(id, false);
+        self.shared.metrics.webhook_failures.get_or_create(&TenantLabels { tenant }).inc();
+        Ok(())
+    }
+
+    fn mark_dead(&self, id: &str) -> Result<(), HostError> {
+        self.with(|db| db.mark_dead(id))?;
+        let tenant = self.owner(id, true);
+        self.shared.metrics.webhook_dead.get_or_create(&TenantLabels { tenant }).inc();
+        Ok(())
+    }
+}
+
+/// Sets (Some) or removes (None) a tenant's webhook in the list the deliverer follows.
+pub fn set_webhook(shared: &Shared, tenant: &str, target: Option<Target>) {
+    shared.webhooks.send_if_modified(|list| {
+        let before = list.clone();
+        list.retain(|t| t.tenant != tenant);
+        list.extend(target);
+        list.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        *list != before
+    });
+}
+
+/// Starts the webhook deliverer on the service's store; it stops with the service.
+pub fn start_webhooks(shared: &Arc<Shared>) -> Result<(), HostError> {
+    let source: Arc<dyn EventSource> = Arc::new(StoreEvents::open(shared.clone())?);
+    let rx = shared.webhooks.subscribe();
+    let task = webhook::run(source, rx, shared.root.clone());
+    tokio::spawn(shared.all.track_future(task));
+    Ok(())
+}
+
+/// The events routes, merged into `api::router`.
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/v1/tenants/{t}/events", get(stream))
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: Option<String>,
+}
+
+fn sse_event(e: &Event) -> SseEvent {
+    let data = serde_json::json!({
+        "id": e.id, "tenant": e.tenant, "kind": e.kind, "created_at_ms": e.created_at_ms, "data": e.payload,
+    });
+    SseEvent::default().id(e.id.clone()).event(e.kind.clone()).data(data.to_string())
+}
+
+async fn stream(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+    Query(q): Query<After>,
+) -> Result<Response, ApiError> {
+    tenant(&s, &headers, &t)?;
+    let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
+    let after = header_id.or(q.after).filter(|a| !a.is_empty());
+    // The first page now, so that an unknown id is a 404 and not an empty stream.
+    let (t2, a2) = (t.clone(), after.clone());
+    let first = s.read_store(move |db| db.list_after(&t2, a2.as_deref(), PAGE)).await.map_err(|e| match e {
+        HostError::NotFound(m) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{m}; reconnect without Last-Event-ID (or ?after=) to replay all the tenant's events"),
+        ),
+        other => ApiError::host(other),
+    })?;
+    let (tx, rx) = mpsc::channel::<SseEvent>(SSE_BUFFER);
+    tokio::spawn(feed(s.clone(), t, after, first, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT).text("heartbeat")).into_response())
+}
+
+/// Sends the tenant's events to one SSE connection until it closes, the tenant goes or the
+/// service stops.
+async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Vec<Event>, tx: mpsc::Sender<SseEvent>) {
+    loop {
+        let full = page.len() >= PAGE;
+        for e in &page {
+            // Waits while the client's buffer is full: a slow reader slows only its own stream.
+            tokio::select! {
+                sent = tx.send(sse_event(e)) => if sent.is_err() { return },
+                _ = s.root.cancelled() => return,
+            }
+            after = Some(e.id.clone());
+        }
+        if !full {
+            tokio::select! {
+                _ = tokio::time::sleep(SSE_POLL) => {}
+                _ = tx.closed() => return,
+                _ = s.root.cancelled() => return,
+            }
+        }
+        if !s.board.read(|b| b.tenants.contains_key(&t)) {
+            return;
+        }
+        let a = after.clone();
+        let t2 = t.clone();
+        page = match s.read_store(move |db| db.list_after(&t2, a.as_deref(), PAGE)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(tenant = %t, error = %e, "reading events for an SSE stream failed; the stream ends");
+                return;
+            }
+        };
+    }
+}

@@ -1,0 +1,477 @@
+//! The outbox, the events, SSE and webhooks in `mailplug serve`: the real binary with a
+//! tenants folder, observed through its HTTP API, an SSE stream, a plain-HTTP webhook receiver
+//! on loopback (checking the HMAC signature) and the rig's mailboxes. Every wait is bounded;
+//! no fixed sleeps. Rig boxes 71 to 76; SMTP: Postfix submission and smtp2.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailplug_tests::{rig, sample_message, test_box, wasm_path};
+use ring::hmac;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-token-for-the-outbox-tests-01";
+const TOKEN: &str = "tenant-ob-token-0123456789abcdef";
+const OTHER: &str = "tenant-other-token-0123456789abcd";
+const HOOK_SECRET: &str = "serve-outbox-webhook-secret-0123456789";
+
+fn bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mailplug-serve-outbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
+    std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
+    private(&d.join("secrets/admin.token"), ADMIN);
+    d
+}
+
+fn private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn unique(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{what} {nanos}")
+}
+
+/// A tenant: mailbox "in" (rig box `n`, IMAPS), queue "q" through Postfix submission and queue
+/// "q2" through smtp2 (both logging in as box `n`), its API token, and a webhook when given.
+fn tenant_toml(dir: &Path, id: &str, n: u32, token: &str, webhook_port: Option<u16>) -> String {
+    let r = rig();
+    let (user, pass) = test_box(n);
+    let pw = dir.join(format!("secrets/box{n}.pw"));
+    private(&pw, &pass);
+    let tok = dir.join(format!("secrets/{id}.token"));
+    private(&tok, token);
+    let mut t = format!(
+        "tenant = \"{id}\"\nlicensed = true\nextra_ca_file = \"{ca}\"\napi_token_file = \"{tok}\"\n\
+         [limits]\nreply_timeout_secs = 30\nconnect_timeout_secs = 5\n\
+         [[mailbox]]\nname = \"in\"\naddress = \"{user}\"\nprotocol = \"imap\"\nfirst_sync = \"all\"\npoll_interval_secs = 1\n\
+         host = \"localhost\"\nport = {imaps}\ntls = true\nusername = \"{user}\"\npassword_file = \"{pw}\"\n\
+         [[queue]]\nname = \"q\"\nmailboxes = [\"in\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {sub}\ntls = false\n\
+         username = \"{user}\"\npassword_file = \"{pw}\"\n\
+         [[queue]]\nname = \"q2\"\nmailboxes = [\"in\"]\n[queue.smtp]\nhost = \"{h2}\"\nport = {p2}\ntls = false\n\
+         username = \"{user}\"\npassword_file = \"{pw}\"\n",
+        ca = r.get("RIG_CA"),
+        tok = tok.display(),
+        imaps = r.port("RIG_IMAPS_PORT"),
+        pw = pw.display(),
+        sub = r.port("RIG_SUBMISSION_PORT"),
+        h2 = r.get("RIG_SMTP2_HOST"),
+        p2 = r.port("RIG_SMTP2_STARTTLS_PORT"),
+    );
+    if let Some(port) = webhook_port {
+        let secret = dir.join("secrets/webhook.secret");
+        private(&secret, HOOK_SECRET);
+        t += &format!("[webhook]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\ntimeout_secs = 5\n", secret.display());
+    }
+    t
+}
+
+fn write_tenant(dir: &Path, file: &str, text: &str) {
+    let tmp = dir.join(format!("tenants/.{file}.tmp"));
+    std::fs::write(&tmp, text).expect("write tenant");
+    std::fs::rename(&tmp, dir.join("tenants").join(file)).expect("rename tenant");
+}
+
+/// A running `mailplug serve`.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, log: &str) -> Serve {
+        let log = std::fs::File::create(dir.join(log)).expect("log file");
+        let mut child = Command::new(bin())
+            .args(["serve", "--tenants"])
+            .arg(dir.join("tenants"))
+            .arg("--store")
+            .arg(dir.join("store.sqlite3"))
+            .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
+            .arg(dir.join("secrets/admin.token"))
+            .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])
+            .env("MAILPLUG_WASM", wasm_path())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("mailplug serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
+        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected first line: {line:?}");
+        let s = Serve { child, addr };
+        wait_for("the service is ready", 60, || (s.request("GET", "/readyz", None, None).0 == 200).then_some(()));
+        s
+    }
+
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let body = body.unwrap_or("");
+        let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+        let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len());
+        let mut buf = Vec::new();
+        if let Err(e) = s.read_to_end(&mut buf) {
+            assert!(!buf.is_empty(), "no response to {method} {path}: {e}");
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+        let mut body = buf[end + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn enqueue(&self, queue: &str, to: &str, subject: &str) -> Value {
+        let body = json!({"to": [to], "subject": subject, "text": format!("{subject}\n")}).to_string();
+        let (status, v) = self.request("POST", &format!("/v1/tenants/ob/queues/{queue}/outbox"), Some(TOKEN), Some(&body));
+        assert_eq!(status, 201, "enqueue: {v}");
+        assert_eq!(v["state"], "queued", "{v}");
+        v
+    }
+
+    fn row(&self, id: &str) -> Value {
+        let (status, v) = self.request("GET", &format!("/v1/tenants/ob/outbox/{id}"), Some(TOKEN), None);
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(&self.addr).expect("connect");
+        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < eol + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[(eol + 2 + n + 2).min(b.len())..];
+    }
+    out
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting after {secs} s for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One request the webhook receiver got: (timestamp, signature, body as JSON, signature valid).
+type Hook = (String, String, Value, bool);
+
+/// A plain-HTTP webhook receiver on 127.0.0.1:0 answering 200; checks each signature.
+fn receiver() -> (u16, Arc<Mutex<Vec<Hook>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let seen: Arc<Mutex<Vec<Hook>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                loop {
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        headers.push(line.trim_end().to_string());
+                    }
+                    let h = |n: &str| {
+                        headers.iter().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.trim().to_string())).unwrap_or_default()
+                    };
+                    let len: usize = h("content-length").parse().unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (ts, sig) = (h("mailplug-timestamp"), h("mailplug-signature"));
+                    let ok = verify(&ts, &sig, &body);
+                    log.lock().unwrap().push((ts, sig, serde_json::from_slice(&body).unwrap_or(Value::Null), ok));
+                    if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn verify(ts: &str, sig: &str, body: &[u8]) -> bool {
+    let Some(hex) = sig.strip_prefix("v1=") else { return false };
+    let tag: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(body);
+    tag.is_some_and(|t| hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, HOOK_SECRET.as_bytes()), &signed, &t).is_ok())
+}
+
+/// An SSE stream's events as (id, event, data) through a channel.
+fn sse(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16, mpsc::Receiver<(String, String, Value)>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let last = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n{last}\r\n").expect("request");
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).expect("status");
+    let status: u16 = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Chunked framing lines are skipped: only field lines matter.
+        let (mut id, mut kind) = (String::new(), String::new());
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let l = line.trim_end_matches(['\r', '\n']).to_string();
+            line.clear();
+            if let Some(v) = l.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("event:") {
+                kind = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("data:") {
+                let v = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
+                if tx.send((id.clone(), kind.clone(), v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (status, rx)
+}
+
+/// Waits (bounded) for an SSE event matching `f`.
+fn next_sse(rx: &mpsc::Receiver<(String, String, Value)>, what: &str, mut f: impl FnMut(&str, &Value) -> bool) -> (String, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((id, kind, v)) if f(&kind, &v) => return (id, v),
+            Ok(_) => {}
+            Err(_) => panic!("no SSE event within 60 s: {what}"),
+        }
+    }
+}
+
+fn states_on_hook(seen: &Mutex<Vec<Hook>>, id: &str) -> Vec<String> {
+    seen.lock().unwrap().iter().filter(|h| h.2["kind"] == "outbox.state-changed" && h.2["data"]["id"] == id).map(|h| h.2["data"]["state"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[test]
+fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook() {
+    let r = rig();
+    let dir = workdir("main");
+    let (box71, _) = test_box(71);
+    let (box73, _) = test_box(73);
+    r.reset_mailbox(&box71);
+    r.reset_mailbox(&test_box(72).0);
+    r.reset_mailbox(&box73);
+    let (port, hooks) = receiver();
+    write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 71, TOKEN, Some(port)));
+    write_tenant(&dir, "other.toml", &tenant_toml(&dir, "other", 72, OTHER, None));
+    let s = Serve::start(&dir, "serve.log");
+    wait_for("both tenants loaded", 60, || (s.request("GET", "/v1/tenants/other", Some(OTHER), None).0 == 200 && s.request("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
+    let (status, events) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, None);
+    assert_eq!(status, 200);
+
+    // A fetched message's event reaches the webhook, signed.
+    let mid_in = format!("serve-outbox-in-{}@test", std::process::id());
+    r.put(&box71, "INBOX", &sample_message(&mid_in, "for the webhook"));
+    wait_for("message.stored at the webhook", 60, || {
+        hooks.lock().unwrap().iter().any(|h| h.2["kind"] == "message.stored" && h.2.to_string().contains(&mid_in)).then_some(())
+    });
+
+    // Enqueue through the API: 201 after the commit, delivered through Postfix once.
+    let subject = unique("serve outbox to postfix");
+    let v = s.enqueue("q", &box73, &subject);
+    let (id, mid) = (v["id"].as_str().expect("id").to_string(), v["message_id"].as_str().expect("mid").to_string());
+    let started = Instant::now();
+    wait_for("the row delivered", 60, || (s.row(&id)["state"] == "delivered").then_some(()));
+    eprintln!("delivered {} ms after the 201", started.elapsed().as_millis());
+    wait_for("the message in box73", 60, || (r.listing(&box73, "INBOX").iter().filter(|(_, _, m)| *m == mid).count() == 1).then_some(()));
+    let (status, list) = s.request("GET", "/v1/tenants/ob/outbox?state=delivered", Some(TOKEN), None);
+    assert_eq!(status, 200, "{list}");
+    assert!(list["outbox"].as_array().expect("list").iter().any(|x| x["id"] == id.as_str()), "{list}");
+    let (status, _) = s.request("GET", "/v1/tenants/ob/outbox?state=nonsense", Some(TOKEN), None);
+    assert_eq!(status, 400);
+
+    // Its state changes on the SSE stream, in order, and at the webhook, signed.
+    let mut seen = Vec::new();
+    let mut last_id = String::new();
+    while seen.last().map(String::as_str) != Some("delivered") {
+        let (eid, e) = next_sse(&events, "the row's state changes", |k, e| k == "outbox.state-changed" && e["data"]["id"] == id.as_str());
+        seen.push(e["data"]["state"].as_str().unwrap_or("").to_string());
+        last_id = eid;
+    }
+    assert_eq!(seen, ["queued", "in-flight", "delivered"]);
+    wait_for("the delivered state at the webhook", 60, || (states_on_hook(&hooks, &id) == ["queued", "in-flight", "delivered"]).then_some(()));
+    assert!(hooks.lock().unwrap().iter().all(|h| h.3), "every webhook request carries a valid signature");
+
+    // Replay after Last-Event-ID starts after it; an unknown id is a 404.
+    let (status, replay) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, Some(&last_id));
+    assert_eq!(status, 200);
+    let subject2 = unique("serve outbox to busy");
+    let busy = s.enqueue("q2", r.get("RIG_SMTP2_BUSY_RCPT"), &subject2);
+    let busy_id = busy["id"].as_str().expect("id").to_string();
+    let (_, first) = next_sse(&replay, "the first event after Last-Event-ID", |_, _| true);
+    assert_eq!(first["data"]["id"], busy_id.as_str(), "the replay starts after the given id: {first}");
+    assert_eq!(s.request("GET", "/v1/tenants/ob/events?after=01NOSUCHEVENT0000000000000", Some(TOKEN), None).0, 404);
+
+    // smtp2: busy is queued again (transient, with backoff); nouser fails with the explanation.
+    let row = wait_for("busy queued again after an attempt", 60, || {
+        let v = s.row(&busy_id);
+        (v["attempts"] == 1).then_some(v)
+    });
+    assert_eq!(row["state"], "queued", "{row}");
+    assert!(row["last_reply"].as_str().unwrap_or("").starts_with("451"), "{row}");
+    let nouser = s.enqueue("q2", r.get("RIG_SMTP2_NOUSER_RCPT"), &unique("serve outbox to nouser"));
+    let nouser_id = nouser["id"].as_str().expect("id").to_string();
+    // The explanation is recorded after the outcome (the guest explains after the batch).
+    let row = wait_for("nouser failed with its explanation", 60, || {
+        let v = s.row(&nouser_id);
+        (v["state"] == "failed" && v["explanation"].is_object()).then_some(v)
+    });
+    assert!(row["last_reply"].as_str().unwrap_or("").starts_with("550"), "{row}");
+    let (en, de) = (row["explanation"]["en"].as_str().unwrap_or(""), row["explanation"]["de"].as_str().unwrap_or(""));
+    assert!(!en.is_empty() && !de.is_empty() && en != de, "English and German: {row}");
+
+    // Metrics: the depth by state.
+    let m = wait_for("the outbox depth in the metrics", 30, || {
+        let m = s.metrics();
+        (m.contains("mailplug_outbox_depth{tenant=\"ob\",queue=\"q2\",state=\"queued\"} 1")
+            && m.contains("mailplug_outbox_depth{tenant=\"ob\",queue=\"q2\",state=\"failed\"} 1"))
+        .then_some(m)
+    });
+    assert!(m.contains("mailplug_outbox_oldest_age_seconds{tenant=\"ob\",queue=\"q2\"}"), "{m}");
+
+    // Admin decisions: cancel the busy one; a second cancel conflicts; resend of the failed one.
+    let (status, v) = s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None);
+    assert_eq!((status, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    assert_eq!(s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None).0, 409);
+    assert_eq!(s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/explode"), Some(TOKEN), None).0, 404);
+
+    // Another tenant's token: 404 on every outbox and events route of "ob".
+    let body = json!({"to": [box73], "subject": "x", "text": "x"}).to_string();
+    for (method, route, body) in [
+        ("GET", "/v1/tenants/ob/outbox".to_string(), None),
+        ("GET", format!("/v1/tenants/ob/outbox/{id}"), None),
+        ("POST", format!("/v1/tenants/ob/outbox/{nouser_id}/resend"), None),
+        ("POST", format!("/v1/tenants/ob/outbox/{nouser_id}/cancel"), None),
+        ("POST", "/v1/tenants/ob/queues/q/outbox".to_string(), Some(body.as_str())),
+        ("GET", "/v1/tenants/ob/events".to_string(), None),
+    ] {
+        let (status, v) = s.request(method, &route, Some(OTHER), body);
+        assert_eq!(status, 404, "{method} {route} with another tenant's token: {v}");
+    }
+    // And an id of "ob" through "other"'s own routes is not found either.
+    assert_eq!(s.request("GET", &format!("/v1/tenants/other/outbox/{id}"), Some(OTHER), None).0, 404);
+    assert_eq!(s.row(&nouser_id)["state"], "failed", "the other tenant changed nothing");
+    // Bad bodies: typed 4xx.
+    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some("{\"to\": []"));
+    assert!((400..500).contains(&status), "{status}");
+    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&json!({"text": "no recipient"}).to_string()));
+    assert_eq!(status, 400);
+    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/nosuch/outbox", Some(TOKEN), Some(&body));
+    assert_eq!(status, 404);
+    let big = json!({"to": [box73], "subject": "big", "text": "x".repeat(100_000)}).to_string();
+    assert_eq!(s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&big)).0, 413);
+
+    assert!(s.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_message_enqueued_as_the_service_stops_is_delivered_exactly_once_after_the_restart() {
+    let r = rig();
+    let dir = workdir("restart");
+    let (box74, _) = test_box(74);
+    let (box75, _) = test_box(75);
+    r.reset_mailbox(&box74);
+    r.reset_mailbox(&box75);
+    write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 74, TOKEN, None));
+    let s = Serve::start(&dir, "serve-1.log");
+    wait_for("the tenant loaded", 60, || (s.request("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
+    let v = s.enqueue("q", &box75, &unique("serve outbox across a restart"));
+    let (id, mid) = (v["id"].as_str().expect("id").to_string(), v["message_id"].as_str().expect("mid").to_string());
+    // SIGTERM right after the 201: the row is committed; the send is either finished by the
+    // stopping service or done by the next one, never both.
+    assert!(s.terminate().success(), "serve exits 0 on SIGTERM");
+    let s = Serve::start(&dir, "serve-2.log");
+    wait_for("the row delivered after the restart", 90, || (s.row(&id)["state"] == "delivered").then_some(()));
+    wait_for("the message in box75", 60, || (r.listing(&box75, "INBOX").iter().any(|(_, _, m)| *m == mid)).then_some(()));
+    let (status, events) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, None);
+    assert_eq!(status, 200);
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("delivered") {
+        let (_, e) = next_sse(&events, "the row's events", |k, e| k == "outbox.state-changed" && e["data"]["id"] == id.as_str());
+        states.push(e["data"]["state"].as_str().unwrap_or("").to_string());
+    }
+    assert_eq!(states, ["queued", "in-flight", "delivered"], "sent exactly once");
+    assert_eq!(r.listing(&box75, "INBOX").iter().filter(|(_, _, m)| *m == mid).count(), 1, "delivered exactly once");
+    assert!(s.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
