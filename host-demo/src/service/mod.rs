@@ -28,6 +28,7 @@ use crate::secret::Secret;
 use crate::{Plugin, RuntimeOptions};
 
 pub mod api;
+pub mod idle;
 pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;
