@@ -346,9 +346,11 @@ fn serve_fetches_imap_and_pop3_mail_scopes_tokens_and_restarts_without_duplicate
         let l = messages(&s, "acme", tok_a);
         (with_mid(&l, &m3).len() == 1).then_some(l)
     });
-    // Wait for one more completed poll of each mailbox after the restart, then count.
+    // Wait for one more completed poll of the POP3 mailbox after the restart, and for the IMAP
+    // one to idle (everything fetched: later mail comes through IDLE), then count.
     let runs = |mb: &str| mailbox_state(&s, "acme", mb)["runs"].as_u64().unwrap_or(0);
-    wait_for("two polls of each mailbox after the restart", 30, || (runs("in") >= 2 && runs("pop") >= 2).then_some(()));
+    let idling = || mailbox_state(&s, "acme", "in")["state"] == "idling";
+    wait_for("the IMAP mailbox idling and two polls of POP3 after the restart", 30, || (idling() && runs("in") >= 1 && runs("pop") >= 2).then_some(()));
     let list2 = messages(&s, "acme", tok_a);
     assert_eq!(with_mid(&list2, &m1).len(), 1, "IMAP message stored once");
     assert_eq!(with_mid(&list2, &m2).len(), 1, "POP3 message stored once");
@@ -541,9 +543,9 @@ fn errors_back_off_or_wait_for_a_fix_until_the_file_changes() {
     assert_eq!(st["last_error"]["retry"], "fix-first", "{st}");
     assert!(!st["last_error"]["error"].as_str().unwrap_or_default().contains("not-the-password"), "{st}");
     let runs = st["runs"].as_u64();
-    // It does not retry on its own: a fetch of another tenant's mailbox (polled every second)
-    // completes three times meanwhile.
-    write_tenant(&dir, "other.toml", &tenant_toml(&dir, "foxtrot", &[("in", "imap", 57)], None, ""));
+    // It does not retry on its own: a fetch of another tenant's mailbox (polled every second;
+    // POP3, since an IMAP mailbox idles instead of polling) completes three times meanwhile.
+    write_tenant(&dir, "other.toml", &tenant_toml(&dir, "foxtrot", &[("in", "pop3", 57)], None, ""));
     wait_for("three polls of another tenant", 30, || {
         let (status, st) = s.get("/v1/tenants/foxtrot", Some(ADMIN));
         (status == 200 && st["mailboxes"]["in"]["runs"].as_u64() >= Some(3)).then_some(())

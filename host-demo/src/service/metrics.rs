@@ -64,6 +64,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub last_success: Family<MailboxLabels, Gauge>,
     pub traps: Family<TrapLabels, Counter>,
+    /// IMAP connections idling now (the actors count them).
+    pub idle_connections: Gauge,
     states: Family<StateLabels, Gauge>,
     tenants_loaded: Gauge,
     tenants_invalid: Gauge,
@@ -95,6 +97,7 @@ impl Metrics {
         let last_success = Family::<MailboxLabels, Gauge>::default();
         let traps = Family::<TrapLabels, Counter>::default();
         let states = Family::<StateLabels, Gauge>::default();
+        let idle_connections = Gauge::default();
         let (tenants_loaded, tenants_invalid, rss) = (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("mailplug_messages_fetched", "Messages newly stored, per mailbox", fetched.clone());
         registry.register("mailplug_bytes_fetched", "Bytes of messages newly stored, per mailbox", bytes.clone());
@@ -105,6 +108,11 @@ impl Metrics {
             last_success.clone(),
         );
         registry.register("mailplug_guest_traps", "Guest traps (memory limit, CPU budget, crash)", traps.clone());
+        registry.register(
+            "mailplug_idle_connections",
+            "IMAP connections idling now (IMAP IDLE: no instance held)",
+            idle_connections.clone(),
+        );
         registry.register("mailplug_mailbox_state", "1 for the state each mailbox is in", states.clone());
         registry.register("mailplug_tenants_loaded", "Tenants running", tenants_loaded.clone());
         registry.register("mailplug_tenants_invalid", "Tenant files that do not validate", tenants_invalid.clone());
@@ -128,6 +136,7 @@ impl Metrics {
             errors,
             last_success,
             traps,
+            idle_connections,
             states,
             tenants_loaded,
             tenants_invalid,
@@ -237,6 +246,9 @@ mod tests {
         let text = m.render(&board);
         assert!(text.contains("mailplug_messages_fetched_total{tenant=\"t\",mailbox=\"in\"} 3"), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("mailplug_idle_connections 0"), "{text}");
+        m.idle_connections.inc();
+        assert!(m.render(&board).contains("mailplug_idle_connections 1"));
         assert!(resident_bytes().unwrap_or(0) > 0);
     }
 }

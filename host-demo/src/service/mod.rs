@@ -29,6 +29,7 @@ use crate::{Plugin, RuntimeOptions};
 
 pub mod api;
 pub mod events;
+pub mod idle;
 pub mod metrics;
 pub mod outbox;
 pub mod scheduler;

@@ -19,7 +19,8 @@ use super::Shared;
 use crate::config::TenantConfig;
 use crate::db::{Database, DbSink};
 use crate::driver::MessageSink;
-use crate::engine::{FetchedMessage, SkippedMessage, StepReport};
+use crate::engine::{FetchSummary, FetchedMessage, SkippedMessage, StepReport};
+use crate::ops::{IdleHandle, IdleOutcome, Wake};
 use crate::error::{HostError, Retry};
 
 /// Exponential back-off for errors the guest advises to retry later: `base`, doubled per
@@ -81,9 +82,27 @@ pub fn advice(e: &HostError) -> Retry {
 }
 
 /// What the actor does after one step.
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Stop,
+}
+
+/// One guest run of a mailbox actor.
+pub(super) enum Op {
+    /// `ops::fetch`: poll once.
+    Fetch,
+    /// `ops::fetch_and_idle`: fetch, then leave the connection idling if the server can.
+    FetchAndIdle,
+    /// `IdleHandle::resume` with what ended the wait.
+    Resume(IdleHandle, Wake),
+}
+
+/// What a guest run left.
+pub(super) enum Ran {
+    /// The session ended.
+    Done(FetchSummary),
+    /// The server idles on the connection (no instance, no slot held).
+    Idling(IdleHandle),
 }
 
 /// One mailbox's actor.
@@ -104,49 +123,64 @@ impl MailboxActor {
     }
 
     async fn run_inner(&self) {
-        info!("mailbox actor started");
+        info!(idle = self.idles(), "mailbox actor started");
         let mut failures = 0u32;
         loop {
             if self.cancel.is_cancelled() {
                 break;
             }
-            if let Flow::Stop = self.fetch_then_wait(&mut failures).await {
+            let flow = if self.idles() { self.fetch_then_idle(&mut failures).await } else { self.fetch_then_wait(&mut failures).await };
+            if let Flow::Stop = flow {
                 break;
             }
         }
         info!("mailbox actor stopped");
     }
 
+    /// The mailbox's poll interval.
+    pub(super) fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.cfg.mailbox(&self.mailbox).map(|m| m.poll_interval_secs).unwrap_or(60).into())
+    }
+
     /// One fetch, then the wait that follows it: the poll interval with jitter after a success,
-    /// the back-off or the wait for a fix after an error. (The IDLE actor replaces the wait
-    /// after a success with `fetch_and_idle`.)
+    /// the back-off or the wait for a fix after an error. (IMAP mailboxes that idle use
+    /// `fetch_then_idle` instead: service/idle.rs.)
     async fn fetch_then_wait(&self, failures: &mut u32) -> Flow {
         // Not raced with the token: a fetch ends at its next delivery once the token is
         // cancelled (`StopSink`), after the commit it is in.
-        match self.fetch_once().await {
-            Ok(()) => {
+        match self.fetch_once(Op::Fetch).await {
+            Ok(_) => {
                 *failures = 0;
-                let m = self.cfg.mailbox(&self.mailbox).map(|m| m.poll_interval_secs).unwrap_or(60);
-                let wait = jitter(Duration::from_secs(m.into()), random_u32());
-                self.set_phase(Phase::Waiting { next_poll_ms: now_ms() + wait.as_millis() as i64 });
-                self.sleep(wait).await
+                self.wait_poll_interval().await
             }
             Err(_) if self.cancel.is_cancelled() => Flow::Stop,
-            Err(e) => match advice(&e) {
-                Retry::FixFirst => {
-                    warn!(error = %one_line(&e), "fetch failed; waiting for the tenant's configuration to change");
-                    self.set_phase(Phase::WaitingForFix);
-                    self.cancel.cancelled().await;
-                    Flow::Stop
-                }
-                Retry::Later | Retry::Uncertain => {
-                    let wait = self.shared.options.backoff.delay(*failures);
-                    warn!(error = %one_line(&e), retry_in_secs = wait.as_secs(), "fetch failed; backing off");
-                    self.set_phase(Phase::BackingOff { until_ms: now_ms() + wait.as_millis() as i64, attempt: *failures });
-                    *failures = failures.saturating_add(1);
-                    self.sleep(wait).await
-                }
-            },
+            Err(e) => self.after_error(e, failures).await,
+        }
+    }
+
+    /// The poll interval with jitter, in the state `waiting`.
+    pub(super) async fn wait_poll_interval(&self) -> Flow {
+        let wait = jitter(self.poll_interval(), random_u32());
+        self.set_phase(Phase::Waiting { next_poll_ms: now_ms() + wait.as_millis() as i64 });
+        self.sleep(wait).await
+    }
+
+    /// After a failed run (already recorded): the back-off, or the wait for a fix.
+    pub(super) async fn after_error(&self, e: HostError, failures: &mut u32) -> Flow {
+        match advice(&e) {
+            Retry::FixFirst => {
+                warn!(error = %one_line(&e), "fetch failed; waiting for the tenant's configuration to change");
+                self.set_phase(Phase::WaitingForFix);
+                self.cancel.cancelled().await;
+                Flow::Stop
+            }
+            Retry::Later | Retry::Uncertain => {
+                let wait = self.shared.options.backoff.delay(*failures);
+                warn!(error = %one_line(&e), retry_in_secs = wait.as_secs(), "fetch failed; backing off");
+                self.set_phase(Phase::BackingOff { until_ms: now_ms() + wait.as_millis() as i64, attempt: *failures });
+                *failures = failures.saturating_add(1);
+                self.sleep(wait).await
+            }
         }
     }
 
@@ -157,13 +191,17 @@ impl MailboxActor {
         }
     }
 
-    fn set_phase(&self, phase: Phase) {
+    pub(super) fn set_phase(&self, phase: Phase) {
         self.shared.board.mailbox(&self.cfg.tenant, &self.mailbox, |m| m.phase = phase);
     }
 
-    /// One fetch run under both concurrency caps, recorded on the board and in the metrics.
+    /// One guest run under both concurrency caps, recorded on the board and in the metrics.
     /// An error is returned after it was recorded (with the guest's explanation).
-    async fn fetch_once(&self) -> Result<(), HostError> {
+    ///
+    /// A resumed idle session waits for its slots even when the token is cancelled meanwhile,
+    /// and is then resumed with `Wake::Stop`: the server gets DONE and LOGOUT, not a dropped
+    /// connection.
+    pub(super) async fn fetch_once(&self, op: Op) -> Result<Ran, HostError> {
         let closed = || HostError::Plugin("the service is stopping".into());
         let slots = async {
             // The tenant's first: a mailbox waiting for its tenant holds no global slot.
@@ -171,18 +209,26 @@ impl MailboxActor {
             let global = self.shared.slots.clone().acquire_owned().await.ok()?;
             Some((tenant, global))
         };
-        let _slots = tokio::select! {
-            s = slots => s.ok_or_else(closed)?,
-            _ = self.cancel.cancelled() => return Err(closed()),
+        let _slots = if let Op::Resume(..) = op {
+            slots.await.ok_or_else(closed)?
+        } else {
+            tokio::select! {
+                s = slots => s.ok_or_else(closed)?,
+                _ = self.cancel.cancelled() => return Err(closed()),
+            }
+        };
+        let op = match op {
+            Op::Resume(h, _) if self.cancel.is_cancelled() => Op::Resume(h, Wake::Stop),
+            other => other,
         };
         let first = self.shared.board.read(|b| {
             b.tenants.get(&self.cfg.tenant).and_then(|t| t.mailboxes.get(&self.mailbox)).is_none_or(|m| m.last_success_ms.is_none())
         });
         self.set_phase(if first { Phase::Connecting } else { Phase::Polling });
-        let result = self.fetch_into_store().await;
+        let result = self.fetch_into_store(op).await;
         let labels = MailboxLabels { tenant: self.cfg.tenant.clone(), mailbox: self.mailbox.clone() };
         match result {
-            Ok((stored, bytes)) => {
+            Ok((ran, (stored, bytes))) => {
                 let now = now_ms();
                 self.shared.metrics.fetched.get_or_create(&labels).inc_by(stored);
                 self.shared.metrics.bytes.get_or_create(&labels).inc_by(bytes);
@@ -197,7 +243,7 @@ impl MailboxActor {
                     m.last_success_ms = Some(now);
                     m.last_error = None;
                 });
-                Ok(())
+                Ok(ran)
             }
             Err((e, _)) if self.cancel.is_cancelled() => Err(e),
             Err((e, (stored, bytes))) => {
@@ -238,18 +284,31 @@ impl MailboxActor {
         }
     }
 
-    /// `ops::fetch` into the service's store; (messages newly stored, their bytes), also when
-    /// it failed after storing some.
-    async fn fetch_into_store(&self) -> Result<(u64, u64), (HostError, (u64, u64))> {
+    /// The run into the service's store; (messages newly stored, their bytes), also when it
+    /// failed after storing some.
+    #[allow(clippy::type_complexity)]
+    async fn fetch_into_store(&self, op: Op) -> Result<(Ran, (u64, u64)), (HostError, (u64, u64))> {
         let path = &self.shared.options.store;
         let db = Database::open(path).map_err(|e| (e, (0, 0)))?;
-        let mut sink = StopSink { inner: db.sink(&self.cfg.tenant, &self.mailbox), cancel: self.cancel.clone() };
-        let result = crate::ops::fetch(&self.shared.plugin, &self.cfg, &self.mailbox, &mut sink, &db).await;
+        // A stopping session (DONE, LOGOUT) stores what the server announced before it: its
+        // sink is not stopped by the token.
+        let token = if let Op::Resume(_, Wake::Stop) = op { CancellationToken::new() } else { self.cancel.clone() };
+        let mut sink = StopSink { inner: db.sink(&self.cfg.tenant, &self.mailbox), cancel: token };
+        let (plugin, cfg, mailbox) = (&self.shared.plugin, &*self.cfg, self.mailbox.as_str());
+        let idled = |o: IdleOutcome| match o {
+            IdleOutcome::Idling(h) => Ran::Idling(h),
+            IdleOutcome::Done(s) => Ran::Done(s),
+        };
+        let result = match op {
+            Op::Fetch => crate::ops::fetch(plugin, cfg, mailbox, &mut sink, &db).await.map(Ran::Done),
+            Op::FetchAndIdle => crate::ops::fetch_and_idle(plugin, cfg, mailbox, &mut sink, &db).await.map(idled),
+            Op::Resume(h, wake) => h.resume(plugin, cfg, wake, &mut sink, &db).await.map(idled),
+        };
         let st = sink.inner.stats;
         // Dropping the sink commits complete deliveries after the last commit.
         drop(sink);
         let counts = (u64::from(st.stored), st.bytes);
-        result.map(|_| counts).map_err(|e| (e, counts))
+        result.map(|r| (r, counts)).map_err(|e| (e, counts))
     }
 }
 

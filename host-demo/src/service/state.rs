@@ -22,8 +22,9 @@ pub enum Phase {
     BackingOff { until_ms: i64, attempt: u32 },
     /// After an error the admin must fix first: parked until the tenant's file changes.
     WaitingForFix,
-    /// IMAP IDLE without a live instance (not built yet: the idle actor will set it).
-    Idling,
+    /// IMAP IDLE without a live instance: the connection idles since `since_ms` (the first
+    /// folder; new mail there is fetched at once), no instance and no slot held.
+    Idling { since_ms: i64 },
 }
 
 impl Phase {
@@ -35,7 +36,7 @@ impl Phase {
             Phase::Waiting { .. } => "waiting",
             Phase::BackingOff { .. } => "backing-off",
             Phase::WaitingForFix => "waiting-for-fix",
-            Phase::Idling => "idling",
+            Phase::Idling { .. } => "idling",
         }
     }
     /// Every state name (the metric has a series for each).

@@ -145,6 +145,9 @@ pub struct MailboxConfig {
     pub save_sent: Option<String>,
     /// `mailplug serve`: seconds between two polls of this mailbox (± 10% jitter).
     pub poll_interval_secs: u32,
+    /// `mailplug serve`, IMAP only: leave the connection idling (IMAP IDLE) between fetches so
+    /// new mail of the first folder arrives at once; false: poll only. Default true.
+    pub idle: bool,
     pub server: ServerConfig,
 }
 

@@ -87,6 +87,8 @@ pub(super) struct RawMailbox {
     pub(super) sasl_mechanism: Option<OauthMechanism>,
     /// `mailplug serve`: seconds between polls of this mailbox.
     pub(super) poll_interval_secs: Option<u32>,
+    /// `mailplug serve`, IMAP: idle between fetches (default true).
+    pub(super) idle: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -208,3 +208,12 @@ fn serve_keys_poll_interval_and_api_token_file() {
     assert!(missing.unwrap_err().message.contains("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_idle_is_on_by_default_and_can_be_turned_off() {
+    assert!(parse(GOOD).unwrap().mailboxes[0].idle);
+    let off = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\nidle = false\n");
+    assert!(!parse(&off).unwrap().mailboxes[0].idle);
+    let bad = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\nidle = \"no\"\n");
+    assert!(parse(&bad).is_err(), "a typed value, not a string");
+}

@@ -188,6 +188,7 @@ pub(super) fn mailboxes(
                 Some(n) => n,
                 None => super::DEFAULT_POLL_INTERVAL_SECS,
             },
+            idle: m.idle.unwrap_or(true),
             server,
         });
     }

@@ -1,0 +1,353 @@
+//! IMAP IDLE in `mailplug serve`: the real binary (MAILPLUG_BIN) against the rig's Dovecot,
+//! observed through its HTTP API, its metrics, its exit status and Dovecot's log. An IMAP
+//! mailbox polled only every 600 s gets new mail within seconds through IDLE; POP3 next to it
+//! still polls; `idle = false` polls; SIGTERM and a removed tenant end the idle sessions with
+//! LOGOUT. Every wait is bounded; no fixed sleeps. Rig boxes 65 to 70.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailplug_tests::{rig, sample_message, test_box, wasm_path};
+use serde_json::Value;
+
+const ADMIN: &str = "admin-token-for-the-serve-tests-0001";
+
+fn bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+/// A fresh folder for one test: tenants/, secrets/, the store and the logs.
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mailplug-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
+    std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
+    private(&d.join("secrets/admin.token"), ADMIN);
+    d
+}
+
+fn private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn write_tenant(dir: &Path, file: &str, text: &str) {
+    // Written beside and renamed, so a scan never sees half a file.
+    let tmp = dir.join(format!("tenants/.{file}.tmp"));
+    std::fs::write(&tmp, text).expect("write tenant");
+    std::fs::rename(&tmp, dir.join("tenants").join(file)).expect("rename tenant");
+}
+
+/// A running `mailplug serve`.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, log: &str) -> Serve {
+        let log = std::fs::File::create(dir.join(log)).expect("log file");
+        let mut child = Command::new(bin())
+            .args(["serve", "--tenants"])
+            .arg(dir.join("tenants"))
+            .arg("--store")
+            .arg(dir.join("store.sqlite3"))
+            .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
+            .arg(dir.join("secrets/admin.token"))
+            .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])
+            .env("MAILPLUG_WASM", wasm_path())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("mailplug serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
+        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected first line: {line:?}");
+        let s = Serve { child, addr };
+        wait_for("the service is ready", 60, || (s.get("/readyz", None).0 == 200).then_some(()));
+        s
+    }
+
+    /// (status, body) of a request; `Connection: close`, so the body ends with the stream.
+    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let body = body.unwrap_or("");
+        let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+        // A server refusing a large body may answer and close before reading all of it: a
+        // failed write or a reset after the answer arrived is not the test's concern.
+        let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len());
+        let mut buf = Vec::new();
+        if let Err(e) = s.read_to_end(&mut buf) {
+            assert!(!buf.is_empty(), "no response to {method} {path}: {e}");
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+        let mut body = buf[end + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (status, body) = self.request("GET", path, token, None);
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn admin(&self, path: &str) -> Value {
+        let (status, v) = self.get(path, Some(ADMIN));
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.request("GET", "/metrics", Some(ADMIN), None);
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// SIGTERM; the exit status and how long it took.
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, t.elapsed());
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+    out
+}
+
+/// Polls `f` every 200 ms until it gives a value, at most `secs`.
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting after {secs} s for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The tenant's stored messages (every page).
+#[allow(dead_code)]
+fn messages(s: &Serve, tenant: &str, token: &str) -> Vec<Value> {
+    try_messages(s, tenant, token).unwrap_or_else(|(status, v)| panic!("listing {tenant}'s messages: {status} {v}"))
+}
+
+/// The same, or the answer when it was not 200 (a tenant not loaded yet).
+fn try_messages(s: &Serve, tenant: &str, token: &str) -> Result<Vec<Value>, (u16, Value)> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, v) = s.get(&format!("/v1/tenants/{tenant}/messages?after={after}&limit=2"), Some(token));
+        if status != 200 {
+            return Err((status, v));
+        }
+        let page = v["messages"].as_array().cloned().unwrap_or_default();
+        all.extend(page);
+        match v["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => return Ok(all),
+        }
+    }
+}
+
+fn with_mid<'a>(list: &'a [Value], mid: &str) -> Vec<&'a Value> {
+    list.iter().filter(|m| m["message_id"] == mid).collect()
+}
+
+
+fn mailbox_state(s: &Serve, tenant: &str, mailbox: &str) -> Value {
+    s.admin(&format!("/v1/tenants/{tenant}"))["mailboxes"][mailbox].clone()
+}
+
+/// One mailbox of a tenant file: (name, "imap"/"pop3", rig box, poll interval, extra lines).
+type Mb<'a> = (&'a str, &'a str, u32, u32, &'a str);
+
+/// A tenant file's text; passwords and the API token in files of their own.
+fn tenant_toml(dir: &Path, id: &str, token: &str, mailboxes: &[Mb<'_>]) -> String {
+    let r = rig();
+    let p = dir.join(format!("secrets/{id}.token"));
+    private(&p, token);
+    let mut t = format!("tenant = \"{id}\"\nlicensed = true\nextra_ca_file = \"{}\"\napi_token_file = \"{}\"\n", r.get("RIG_CA"), p.display());
+    t += "[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n";
+    for (name, protocol, n, poll, extra) in mailboxes {
+        let (user, pass) = test_box(*n);
+        let pw = dir.join(format!("secrets/box{n}.pw"));
+        private(&pw, &pass);
+        let port = if *protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
+        t += &format!(
+            "[[mailbox]]\nname = \"{name}\"\naddress = \"{user}\"\nprotocol = \"{protocol}\"\nfirst_sync = \"all\"\npoll_interval_secs = {poll}\n\
+             {extra}\nhost = \"localhost\"\nport = {port}\ntls = true\nusername = \"{user}\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+    }
+    t
+}
+
+/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
+fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
+    let text = std::fs::read(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).unwrap_or_default();
+    let tail = &text[(from as usize).min(text.len())..];
+    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
+}
+
+fn dovecot_log_len() -> u64 {
+    std::fs::metadata(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Waits (bounded) until Dovecot logged `user`'s LOGOUT after `from`, and asserts no session
+/// of theirs was dropped without one.
+fn wait_for_logout(from: u64, user: &str) {
+    let lines = wait_for("a LOGOUT in Dovecot's log", 15, || {
+        let lines = dovecot_log_since(from, user);
+        lines.iter().any(|l| l.contains("Logged out")).then_some(lines)
+    });
+    assert!(!lines.iter().any(|l| l.contains("Connection closed")), "a session was dropped without LOGOUT: {lines:#?}");
+}
+
+fn listed(s: &Serve, tenant: &str, token: &str, mid: &str) -> bool {
+    try_messages(s, tenant, token).is_ok_and(|l| !with_mid(&l, mid).is_empty())
+}
+
+/// The acceptance test: IDLE brings new mail within seconds though the poll interval is 600 s
+/// (state `idling` before and after, `mailplug_idle_connections` 1); POP3 next to it polls;
+/// SIGTERM ends the idle session with LOGOUT and the process exits 0.
+#[test]
+fn serve_idles_imap_so_new_mail_arrives_at_once_pop3_polls_and_sigterm_logs_out() {
+    let r = rig();
+    let dir = workdir("idle");
+    let (imap_user, _) = test_box(65);
+    let (pop_user, _) = test_box(66);
+    r.reset_mailbox(&imap_user);
+    r.reset_mailbox(&pop_user);
+    let tag = std::process::id();
+    let first = format!("idle-first-{tag}@test");
+    r.put(&imap_user, "INBOX", &sample_message(&first, "before the start"));
+    let tok = "tenant-idle-token-0123456789abcd";
+    write_tenant(&dir, "t.toml", &tenant_toml(&dir, "idler", tok, &[("in", "imap", 65, 600, ""), ("pop", "pop3", 66, 1, "")]));
+    let s = Serve::start(&dir, "serve-idle.log");
+
+    wait_for("the IMAP mailbox idles after its first fetch", 60, || (mailbox_state(&s, "idler", "in")["state"] == "idling").then_some(()));
+    assert!(listed(&s, "idler", tok, &first), "the first fetch stored the message already there");
+    let state = mailbox_state(&s, "idler", "in");
+    assert!(state["since_ms"].is_i64() && state["last_error"].is_null(), "{state}");
+    let m = s.metrics();
+    assert!(m.contains("mailplug_idle_connections 1"), "{m}");
+    assert!(m.contains("mailplug_mailbox_state{tenant=\"idler\",mailbox=\"in\",state=\"idling\"} 1"), "{m}");
+    assert!(m.contains("mailplug_mailbox_state{tenant=\"idler\",mailbox=\"pop\",state=\"idling\"} 0"), "{m}");
+
+    // New mail: through IDLE, far sooner than the 600 s poll interval.
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let mid = format!("idle-new-{tag}-{i}@test");
+        let put = Instant::now();
+        r.put(&imap_user, "INBOX", &sample_message(&mid, "while idling"));
+        wait_for("the new message through IDLE", 15, || listed(&s, "idler", tok, &mid).then_some(()));
+        latencies.push(put.elapsed().as_millis());
+        wait_for("idling again", 15, || (mailbox_state(&s, "idler", "in")["state"] == "idling").then_some(()));
+    }
+    eprintln!("new-mail latency through IDLE (put -> listed by the API), ms: {latencies:?}");
+    assert!(latencies.iter().all(|ms| *ms < 10_000), "{latencies:?}");
+    let state = mailbox_state(&s, "idler", "in");
+    assert_eq!(state["fetched"], 6, "{state}");
+    assert!(state["last_error"].is_null(), "{state}");
+
+    // POP3 beside it still polls every second.
+    let pop_mid = format!("idle-pop-{tag}@test");
+    r.put(&pop_user, "INBOX", &sample_message(&pop_mid, "by POP3"));
+    wait_for("the POP3 message", 30, || listed(&s, "idler", tok, &pop_mid).then_some(()));
+    let pop = mailbox_state(&s, "idler", "pop");
+    assert_ne!(pop["state"], "idling", "{pop}");
+    assert!(pop["runs"].as_u64().unwrap_or(0) >= 2, "polled: {pop}");
+
+    // SIGTERM: DONE and LOGOUT within the grace period, exit 0.
+    let log_from = dovecot_log_len();
+    let (status, took) = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    wait_for_logout(log_from, &imap_user);
+    let log = std::fs::read_to_string(dir.join("serve-idle.log")).unwrap_or_default();
+    assert!(!log.contains("abandoned"), "{log}");
+}
+
+/// `idle = false` polls at the interval (never `idling`); a removed tenant's idling mailbox
+/// logs out, and the idle connection count drops to 0.
+#[test]
+fn serve_idle_can_be_turned_off_and_a_removed_tenant_logs_out() {
+    let r = rig();
+    let dir = workdir("idle-off");
+    let (idle_user, _) = test_box(67);
+    let (poll_user, _) = test_box(68);
+    r.reset_mailbox(&idle_user);
+    r.reset_mailbox(&poll_user);
+    let (tok_a, tok_b) = ("tenant-idle-a-token-0123456789ab", "tenant-idle-b-token-0123456789ab");
+    write_tenant(&dir, "a.toml", &tenant_toml(&dir, "idles", tok_a, &[("in", "imap", 67, 600, "")]));
+    write_tenant(&dir, "b.toml", &tenant_toml(&dir, "polls", tok_b, &[("in", "imap", 68, 1, "idle = false")]));
+    let s = Serve::start(&dir, "serve-idle-off.log");
+    wait_for("the IMAP mailbox idles", 60, || (mailbox_state(&s, "idles", "in")["state"] == "idling").then_some(()));
+
+    let mid = format!("idle-off-{}@test", std::process::id());
+    r.put(&poll_user, "INBOX", &sample_message(&mid, "polled"));
+    wait_for("the polled message", 30, || listed(&s, "polls", tok_b, &mid).then_some(()));
+    wait_for("a few polls", 30, || (mailbox_state(&s, "polls", "in")["runs"].as_u64().unwrap_or(0) >= 3).then_some(()));
+    for _ in 0..5 {
+        let st = mailbox_state(&s, "polls", "in");
+        assert_ne!(st["state"], "idling", "{st}");
+    }
+    assert!(s.metrics().contains("mailplug_idle_connections 1"));
+
+    // The idling tenant's file is removed: its session ends with LOGOUT.
+    let log_from = dovecot_log_len();
+    std::fs::remove_file(dir.join("tenants/a.toml")).expect("remove");
+    wait_for("the tenant is gone", 30, || (s.get("/v1/tenants/idles", Some(ADMIN)).0 == 404).then_some(()));
+    wait_for_logout(log_from, &idle_user);
+    wait_for("no idle connection left", 15, || s.metrics().contains("mailplug_idle_connections 0").then_some(()));
+    let (status, _) = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
