@@ -5,39 +5,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mailplug_tests::{rig, sample_message, test_box, wasm_path};
+use mailplug_tests::serve::*;
+use mailplug_tests::{rig, sample_message, test_box};
 use ring::hmac;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "admin-token-for-the-outbox-tests-01";
 const TOKEN: &str = "tenant-ob-token-0123456789abcdef";
 const OTHER: &str = "tenant-other-token-0123456789abcd";
 const HOOK_SECRET: &str = "serve-outbox-webhook-secret-0123456789";
-
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-serve-outbox-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
-    std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
-    private(&d.join("secrets/admin.token"), ADMIN);
-    d
-}
-
-fn private(path: &Path, text: &str) {
-    std::fs::write(path, text).expect("write secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
 
 fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
@@ -78,140 +58,20 @@ fn tenant_toml(dir: &Path, id: &str, n: u32, token: &str, webhook_port: Option<u
     t
 }
 
-fn write_tenant(dir: &Path, file: &str, text: &str) {
-    let tmp = dir.join(format!("tenants/.{file}.tmp"));
-    std::fs::write(&tmp, text).expect("write tenant");
-    std::fs::rename(&tmp, dir.join("tenants").join(file)).expect("rename tenant");
+/// Enqueues a message through the API as tenant `ob`; asserts 201 and `queued`.
+fn enqueue(s: &Serve, queue: &str, to: &str, subject: &str) -> Value {
+    let body = json!({"to": [to], "subject": subject, "text": format!("{subject}\n")}).to_string();
+    let (status, v) = s.call("POST", &format!("/v1/tenants/ob/queues/{queue}/outbox"), Some(TOKEN), Some(&body));
+    assert_eq!(status, 201, "enqueue: {v}");
+    assert_eq!(v["state"], "queued", "{v}");
+    v
 }
 
-/// A running `mailplug serve`.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, log: &str) -> Serve {
-        let log = std::fs::File::create(dir.join(log)).expect("log file");
-        let mut child = Command::new(bin())
-            .args(["serve", "--tenants"])
-            .arg(dir.join("tenants"))
-            .arg("--store")
-            .arg(dir.join("store.sqlite3"))
-            .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
-            .arg(dir.join("secrets/admin.token"))
-            .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])
-            .env("MAILPLUG_WASM", wasm_path())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("mailplug serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
-        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "unexpected first line: {line:?}");
-        let s = Serve { child, addr };
-        wait_for("the service is ready", 60, || (s.request("GET", "/readyz", None, None).0 == 200).then_some(()));
-        s
-    }
-
-    fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let body = body.unwrap_or("");
-        let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
-        let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len());
-        let mut buf = Vec::new();
-        if let Err(e) = s.read_to_end(&mut buf) {
-            assert!(!buf.is_empty(), "no response to {method} {path}: {e}");
-        }
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
-        let mut body = buf[end + 4..].to_vec();
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            body = dechunk(&body);
-        }
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    }
-
-    fn enqueue(&self, queue: &str, to: &str, subject: &str) -> Value {
-        let body = json!({"to": [to], "subject": subject, "text": format!("{subject}\n")}).to_string();
-        let (status, v) = self.request("POST", &format!("/v1/tenants/ob/queues/{queue}/outbox"), Some(TOKEN), Some(&body));
-        assert_eq!(status, 201, "enqueue: {v}");
-        assert_eq!(v["state"], "queued", "{v}");
-        v
-    }
-
-    fn row(&self, id: &str) -> Value {
-        let (status, v) = self.request("GET", &format!("/v1/tenants/ob/outbox/{id}"), Some(TOKEN), None);
-        assert_eq!(status, 200, "{v}");
-        v
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(&self.addr).expect("connect");
-        let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n");
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "serve did not exit within 30 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
-        if n == 0 || b.len() < eol + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[(eol + 2 + n + 2).min(b.len())..];
-    }
-    out
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting after {secs} s for: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Tenant `ob`'s outbox row `id`.
+fn outbox_row(s: &Serve, id: &str) -> Value {
+    let (status, v) = s.call("GET", &format!("/v1/tenants/ob/outbox/{id}"), Some(TOKEN), None);
+    assert_eq!(status, 200, "{v}");
+    v
 }
 
 /// One request the webhook receiver got: (timestamp, signature, body as JSON, signature valid).
@@ -334,7 +194,7 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 71, TOKEN, Some(port)));
     write_tenant(&dir, "other.toml", &tenant_toml(&dir, "other", 72, OTHER, None));
     let s = Serve::start(&dir, "serve.log");
-    wait_for("both tenants loaded", 60, || (s.request("GET", "/v1/tenants/other", Some(OTHER), None).0 == 200 && s.request("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
+    wait_for("both tenants loaded", 60, || (s.call("GET", "/v1/tenants/other", Some(OTHER), None).0 == 200 && s.call("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
     let (status, events) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, None);
     assert_eq!(status, 200);
 
@@ -347,16 +207,16 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
 
     // Enqueue through the API: 201 after the commit, delivered through Postfix once.
     let subject = unique("serve outbox to postfix");
-    let v = s.enqueue("q", &box73, &subject);
+    let v = enqueue(&s, "q", &box73, &subject);
     let (id, mid) = (v["id"].as_str().expect("id").to_string(), v["message_id"].as_str().expect("mid").to_string());
     let started = Instant::now();
-    wait_for("the row delivered", 60, || (s.row(&id)["state"] == "delivered").then_some(()));
+    wait_for("the row delivered", 60, || (outbox_row(&s, &id)["state"] == "delivered").then_some(()));
     eprintln!("delivered {} ms after the 201", started.elapsed().as_millis());
     wait_for("the message in box73", 60, || (r.listing(&box73, "INBOX").iter().filter(|(_, _, m)| *m == mid).count() == 1).then_some(()));
-    let (status, list) = s.request("GET", "/v1/tenants/ob/outbox?state=delivered", Some(TOKEN), None);
+    let (status, list) = s.call("GET", "/v1/tenants/ob/outbox?state=delivered", Some(TOKEN), None);
     assert_eq!(status, 200, "{list}");
     assert!(list["outbox"].as_array().expect("list").iter().any(|x| x["id"] == id.as_str()), "{list}");
-    let (status, _) = s.request("GET", "/v1/tenants/ob/outbox?state=nonsense", Some(TOKEN), None);
+    let (status, _) = s.call("GET", "/v1/tenants/ob/outbox?state=nonsense", Some(TOKEN), None);
     assert_eq!(status, 400);
 
     // Its state changes on the SSE stream, in order, and at the webhook, signed.
@@ -375,24 +235,24 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     let (status, replay) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, Some(&last_id));
     assert_eq!(status, 200);
     let subject2 = unique("serve outbox to busy");
-    let busy = s.enqueue("q2", r.get("RIG_SMTP2_BUSY_RCPT"), &subject2);
+    let busy = enqueue(&s, "q2", r.get("RIG_SMTP2_BUSY_RCPT"), &subject2);
     let busy_id = busy["id"].as_str().expect("id").to_string();
     let (_, first) = next_sse(&replay, "the first event after Last-Event-ID", |_, _| true);
     assert_eq!(first["data"]["id"], busy_id.as_str(), "the replay starts after the given id: {first}");
-    assert_eq!(s.request("GET", "/v1/tenants/ob/events?after=01NOSUCHEVENT0000000000000", Some(TOKEN), None).0, 404);
+    assert_eq!(s.call("GET", "/v1/tenants/ob/events?after=01NOSUCHEVENT0000000000000", Some(TOKEN), None).0, 404);
 
     // smtp2: busy is queued again (transient, with backoff); nouser fails with the explanation.
     let row = wait_for("busy queued again after an attempt", 60, || {
-        let v = s.row(&busy_id);
+        let v = outbox_row(&s, &busy_id);
         (v["attempts"] == 1).then_some(v)
     });
     assert_eq!(row["state"], "queued", "{row}");
     assert!(row["last_reply"].as_str().unwrap_or("").starts_with("451"), "{row}");
-    let nouser = s.enqueue("q2", r.get("RIG_SMTP2_NOUSER_RCPT"), &unique("serve outbox to nouser"));
+    let nouser = enqueue(&s, "q2", r.get("RIG_SMTP2_NOUSER_RCPT"), &unique("serve outbox to nouser"));
     let nouser_id = nouser["id"].as_str().expect("id").to_string();
     // The explanation is recorded after the outcome (the guest explains after the batch).
     let row = wait_for("nouser failed with its explanation", 60, || {
-        let v = s.row(&nouser_id);
+        let v = outbox_row(&s, &nouser_id);
         (v["state"] == "failed" && v["explanation"].is_object()).then_some(v)
     });
     assert!(row["last_reply"].as_str().unwrap_or("").starts_with("550"), "{row}");
@@ -409,10 +269,10 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     assert!(m.contains("mailplug_outbox_oldest_age_seconds{tenant=\"ob\",queue=\"q2\"}"), "{m}");
 
     // Admin decisions: cancel the busy one; a second cancel conflicts; resend of the failed one.
-    let (status, v) = s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None);
+    let (status, v) = s.call("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None);
     assert_eq!((status, v["state"].as_str()), (200, Some("cancelled")), "{v}");
-    assert_eq!(s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None).0, 409);
-    assert_eq!(s.request("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/explode"), Some(TOKEN), None).0, 404);
+    assert_eq!(s.call("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/cancel"), Some(TOKEN), None).0, 409);
+    assert_eq!(s.call("POST", &format!("/v1/tenants/ob/outbox/{busy_id}/explode"), Some(TOKEN), None).0, 404);
 
     // Another tenant's token: 404 on every outbox and events route of "ob".
     let body = json!({"to": [box73], "subject": "x", "text": "x"}).to_string();
@@ -424,23 +284,23 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
         ("POST", "/v1/tenants/ob/queues/q/outbox".to_string(), Some(body.as_str())),
         ("GET", "/v1/tenants/ob/events".to_string(), None),
     ] {
-        let (status, v) = s.request(method, &route, Some(OTHER), body);
+        let (status, v) = s.call(method, &route, Some(OTHER), body);
         assert_eq!(status, 404, "{method} {route} with another tenant's token: {v}");
     }
     // And an id of "ob" through "other"'s own routes is not found either.
-    assert_eq!(s.request("GET", &format!("/v1/tenants/other/outbox/{id}"), Some(OTHER), None).0, 404);
-    assert_eq!(s.row(&nouser_id)["state"], "failed", "the other tenant changed nothing");
+    assert_eq!(s.call("GET", &format!("/v1/tenants/other/outbox/{id}"), Some(OTHER), None).0, 404);
+    assert_eq!(outbox_row(&s, &nouser_id)["state"], "failed", "the other tenant changed nothing");
     // Bad bodies: typed 4xx.
-    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some("{\"to\": []"));
+    let (status, _) = s.call("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some("{\"to\": []"));
     assert!((400..500).contains(&status), "{status}");
-    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&json!({"text": "no recipient"}).to_string()));
+    let (status, _) = s.call("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&json!({"text": "no recipient"}).to_string()));
     assert_eq!(status, 400);
-    let (status, _) = s.request("POST", "/v1/tenants/ob/queues/nosuch/outbox", Some(TOKEN), Some(&body));
+    let (status, _) = s.call("POST", "/v1/tenants/ob/queues/nosuch/outbox", Some(TOKEN), Some(&body));
     assert_eq!(status, 404);
     let big = json!({"to": [box73], "subject": "big", "text": "x".repeat(100_000)}).to_string();
-    assert_eq!(s.request("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&big)).0, 413);
+    assert_eq!(s.call("POST", "/v1/tenants/ob/queues/q/outbox", Some(TOKEN), Some(&big)).0, 413);
 
-    assert!(s.terminate().success());
+    assert!(s.terminate().0.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -454,14 +314,14 @@ fn a_message_enqueued_as_the_service_stops_is_delivered_exactly_once_after_the_r
     r.reset_mailbox(&box75);
     write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 74, TOKEN, None));
     let s = Serve::start(&dir, "serve-1.log");
-    wait_for("the tenant loaded", 60, || (s.request("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
-    let v = s.enqueue("q", &box75, &unique("serve outbox across a restart"));
+    wait_for("the tenant loaded", 60, || (s.call("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
+    let v = enqueue(&s, "q", &box75, &unique("serve outbox across a restart"));
     let (id, mid) = (v["id"].as_str().expect("id").to_string(), v["message_id"].as_str().expect("mid").to_string());
     // SIGTERM right after the 201: the row is committed; the send is either finished by the
     // stopping service or done by the next one, never both.
-    assert!(s.terminate().success(), "serve exits 0 on SIGTERM");
+    assert!(s.terminate().0.success(), "serve exits 0 on SIGTERM");
     let s = Serve::start(&dir, "serve-2.log");
-    wait_for("the row delivered after the restart", 90, || (s.row(&id)["state"] == "delivered").then_some(()));
+    wait_for("the row delivered after the restart", 90, || (outbox_row(&s, &id)["state"] == "delivered").then_some(()));
     wait_for("the message in box75", 60, || (r.listing(&box75, "INBOX").iter().any(|(_, _, m)| *m == mid)).then_some(()));
     let (status, events) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, None);
     assert_eq!(status, 200);
@@ -472,6 +332,6 @@ fn a_message_enqueued_as_the_service_stops_is_delivered_exactly_once_after_the_r
     }
     assert_eq!(states, ["queued", "in-flight", "delivered"], "sent exactly once");
     assert_eq!(r.listing(&box75, "INBOX").iter().filter(|(_, _, m)| *m == mid).count(), 1, "delivered exactly once");
-    assert!(s.terminate().success());
+    assert!(s.terminate().0.success());
     let _ = std::fs::remove_dir_all(&dir);
 }

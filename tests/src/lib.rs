@@ -468,3 +468,6 @@ pub fn remove_database(p: &std::path::Path) {
     }
     let _ = std::fs::remove_dir_all(format!("{}-raw", p.display()));
 }
+
+/// The real `mailplug serve` binary in tests: work folder, process, API requests, waits.
+pub mod serve;

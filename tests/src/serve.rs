@@ -1,0 +1,212 @@
+//! Running the real `mailplug serve` binary in tests (tests/e2e/serve*.rs): a work folder with
+//! tenants, secrets and the store, the process with its API address, requests over plain HTTP,
+//! and bounded waits that poll the API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::wasm_path;
+
+pub const ADMIN: &str = "admin-token-for-the-serve-tests-0001";
+
+pub fn bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+/// A fresh folder for one test: tenants/, secrets/, the store and the logs.
+pub fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mailplug-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
+    std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
+    private(&d.join("secrets/admin.token"), ADMIN);
+    d
+}
+
+pub fn private(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+
+pub fn write_tenant(dir: &Path, file: &str, text: &str) {
+    // Written beside and renamed, so a scan never sees half a file.
+    let tmp = dir.join(format!("tenants/.{file}.tmp"));
+    std::fs::write(&tmp, text).expect("write tenant");
+    std::fs::rename(&tmp, dir.join("tenants").join(file)).expect("rename tenant");
+}
+
+/// A running `mailplug serve`.
+pub struct Serve {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Serve {
+    pub fn start(dir: &Path, log: &str) -> Serve {
+        let log = std::fs::File::create(dir.join(log)).expect("log file");
+        let mut child = Command::new(bin())
+            .args(["serve", "--tenants"])
+            .arg(dir.join("tenants"))
+            .arg("--store")
+            .arg(dir.join("store.sqlite3"))
+            .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
+            .arg(dir.join("secrets/admin.token"))
+            .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])
+            .env("MAILPLUG_WASM", wasm_path())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("mailplug serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
+        let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "unexpected first line: {line:?}");
+        let s = Serve { child, addr };
+        wait_for("the service is ready", 60, || (s.get("/readyz", None).0 == 200).then_some(()));
+        s
+    }
+
+    /// (status, body) of a request; `Connection: close`, so the body ends with the stream.
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let body = body.unwrap_or("");
+        let ct = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+        // A server refusing a large body may answer and close before reading all of it: a
+        // failed write or a reset after the answer arrived is not the test's concern.
+        let _ = write!(s, "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}{ct}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", self.addr, body.len());
+        let mut buf = Vec::new();
+        if let Err(e) = s.read_to_end(&mut buf) {
+            assert!(!buf.is_empty(), "no response to {method} {path}: {e}");
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+        let mut body = buf[end + 4..].to_vec();
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    /// (status, body as JSON, or null) of a request with a JSON body.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+        let (status, body) = self.request(method, path, token, body);
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (status, body) = self.request("GET", path, token, None);
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn admin(&self, path: &str) -> Value {
+        let (status, v) = self.get(path, Some(ADMIN));
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.request("GET", "/metrics", Some(ADMIN), None);
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// SIGTERM; the exit status and how long it took.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let t = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, t.elapsed());
+            }
+            assert!(Instant::now() < deadline, "serve did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    pub fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < eol + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[(eol + 2 + n + 2).min(b.len())..];
+    }
+    out
+}
+
+/// Polls `f` every 200 ms until it gives a value, at most `secs`.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting after {secs} s for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The tenant's stored messages (every page).
+pub fn messages(s: &Serve, tenant: &str, token: &str) -> Vec<Value> {
+    try_messages(s, tenant, token).unwrap_or_else(|(status, v)| panic!("listing {tenant}'s messages: {status} {v}"))
+}
+
+/// The same, or the answer when it was not 200 (a tenant not loaded yet).
+pub fn try_messages(s: &Serve, tenant: &str, token: &str) -> Result<Vec<Value>, (u16, Value)> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, v) = s.get(&format!("/v1/tenants/{tenant}/messages?after={after}&limit=2"), Some(token));
+        if status != 200 {
+            return Err((status, v));
+        }
+        let page = v["messages"].as_array().cloned().unwrap_or_default();
+        all.extend(page);
+        match v["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => return Ok(all),
+        }
+    }
+}
+
+pub fn with_mid<'a>(list: &'a [Value], mid: &str) -> Vec<&'a Value> {
+    list.iter().filter(|m| m["message_id"] == mid).collect()
+}
+
+pub fn mailbox_state(s: &Serve, tenant: &str, mailbox: &str) -> Value {
+    s.admin(&format!("/v1/tenants/{tenant}"))["mailboxes"][mailbox].clone()
+}
+
