@@ -190,8 +190,10 @@ fn raw_bytes_are_kept_in_private_segments_and_checked_when_read() {
     assert!(e.contains("belongs to the database"), "{e}");
 }
 
-/// Two sinks writing at the same time (two mailboxes of one tenant) never append to the same
-/// segment; a later sink appends to a segment no one holds.
+/// Two sinks open at the same time (two mailboxes of one tenant) never append to the same
+/// segment; a later sink appends to a segment no one holds. (Each commits before the other
+/// delivers: the two writers' transactions would otherwise wait for each other's lock while
+/// this one thread waits for the first commit, until SQLite's busy timeout.)
 #[test]
 fn concurrent_sinks_write_separate_segments() {
     let path = temp_db("two-sinks");
@@ -200,12 +202,16 @@ fn concurrent_sinks_write_separate_segments() {
     let mut b = db.sink("t", "n");
     a.source("imap:h:993:u");
     b.source("imap:h:993:v");
-    for i in 0..20 {
-        a.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("a{i}@h"), &"a".repeat(1000 + i))).unwrap();
-        b.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("b{i}@h"), &"b".repeat(1000 + i))).unwrap();
+    for round in 0..2 {
+        for i in round * 10..round * 10 + 10 {
+            a.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("a{i}@h"), &"a".repeat(1000 + i))).unwrap();
+        }
+        a.commit().unwrap();
+        for i in round * 10..round * 10 + 10 {
+            b.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("b{i}@h"), &"b".repeat(1000 + i))).unwrap();
+        }
+        b.commit().unwrap();
     }
-    a.commit().unwrap();
-    b.commit().unwrap();
     drop((a, b));
     let count = || std::fs::read_dir(raw_folder(&path)).unwrap().count();
     assert_eq!(count(), 2);
