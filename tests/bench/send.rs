@@ -11,9 +11,8 @@
 //!   the same session.
 //! - Python's smtplib: `login`, then `sendmail` per message (no pipelining).
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mailplug_host::driver::{drive, now_ms, MessageSink};
@@ -31,41 +30,6 @@ use tokio::net::TcpStream;
 const FROM: &str = "bench@example.test";
 const TO: &str = "sink@example.test";
 const PASSWORD: &str = "Sink-Pw-1!";
-
-/// Postfix's smtp-sink on a free loopback port, stopped on drop.
-struct Sink {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn smtp_sink() -> Sink {
-    for _ in 0..5 {
-        let port = StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let mut child = Command::new("/usr/sbin/smtp-sink")
-            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "256"])
-            .spawn()
-            .expect("smtp-sink runs");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Sink { child, port };
-            }
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("smtp-sink did not start");
-}
 
 /// A composed 10 KB-ish message (CRLF, no line starting with a dot).
 fn raw_message(i: usize, kb: usize) -> Vec<u8> {
@@ -280,7 +244,7 @@ pub async fn run(args: &[usize]) {
     }
     let bytes: usize = composed.iter().map(|m| m.raw.len()).sum();
     let _ = plugin(); // compile the component before timing
-    let sink = smtp_sink();
+    let sink = mailplug_tests::SmtpSink::start(256);
     let (mut raw, mut pre, mut full, mut py, mut setup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut peak = 0;
     for _ in 0..runs {

@@ -11,8 +11,7 @@
 //! box63 (the NUL batch through Postfix).
 
 use std::path::{Path, PathBuf};
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use mailplug_host::engine::{ComposedMessage, Delivery};
@@ -289,44 +288,9 @@ async fn a_nul_in_message_2_of_3_gives_it_its_own_outcome_and_1_and_3_arrive_onc
     assert_eq!(wait_in_inbox(&me, &[ids[1]]).await, [0], "2 never arrives");
 }
 
-/// Postfix's smtp-sink on a free loopback port (it takes any login), stopped on drop.
-struct SmtpSink {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn smtp_sink() -> SmtpSink {
-    for _ in 0..5 {
-        let port = StdListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let mut child = Command::new("/usr/sbin/smtp-sink")
-            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "16"])
-            .spawn()
-            .expect("smtp-sink runs");
-        for _ in 0..250 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return SmtpSink { child, port };
-            }
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("smtp-sink did not start");
-}
-
 #[tokio::test]
 async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
-    let sink = smtp_sink();
+    let sink = mailplug_tests::SmtpSink::start(16);
     let (me, pw) = test_box(63);
     let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
     let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");

@@ -471,3 +471,42 @@ pub fn remove_database(p: &std::path::Path) {
 
 /// The real `mailplug serve` binary in tests: work folder, process, API requests, waits.
 pub mod serve;
+
+/// Postfix's smtp-sink on a free loopback port (it takes any login, answers 250 to every
+/// message), stopped on drop. `backlog`: its listen backlog / connection limit argument.
+pub struct SmtpSink {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    /// Starts it and waits (at most 5 s per try, 5 tries on other ports) until it accepts.
+    pub fn start(backlog: u32) -> SmtpSink {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+            let mut child = Command::new("/usr/sbin/smtp-sink")
+                .args(["-u", "nobody", &format!("127.0.0.1:{port}"), &backlog.to_string()])
+                .spawn()
+                .expect("smtp-sink runs");
+            for _ in 0..250 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return SmtpSink { child, port };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("smtp-sink did not start");
+    }
+}
