@@ -1,7 +1,13 @@
-//! The component's exported functions as methods of `Instance`: each arms the CPU budget,
-//! calls, and turns a trap into an admin-readable error.
+//! The component's exported functions as methods of `Instance`: each goes through `call!`
+//! (arm the CPU budget, call, turn a trap into the host's typed error); the ones that open a
+//! session turn the guest's answer into a `SessionHandle` with `opened`.
 
 use super::*;
+
+/// A guest `open`-style answer as the host's session handle, or the guest's typed error.
+fn opened(r: Result<ResourceAny, GuestError>) -> Result<SessionHandle, HostError> {
+    r.map(SessionHandle).map_err(HostError::from)
+}
 
 impl Instance {
     pub async fn open_inbound(
@@ -10,13 +16,7 @@ impl Instance {
         sync_state: Option<&[u8]>,
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_inbound()
-            .call_open(&mut self.store, mailbox, sync_state, now).await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_inbound, call_open(mailbox, sync_state, now))?)
     }
 
     /// Continues an idling IMAP session in this (fresh) instance (see `inbound.resume`).
@@ -27,57 +27,39 @@ impl Instance {
         idle_state: &[u8],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_inbound()
-            .call_resume(&mut self.store, mailbox, sync_state, idle_state, now)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_inbound, call_resume(mailbox, sync_state, idle_state, now))?)
     }
 
     pub async fn compose(&mut self, draft: &Draft) -> Result<ComposedMessage, HostError> {
-        self.arm();
-        let r = self.bindings.mailplug_connector_outbound().call_compose(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_outbound, call_compose(draft))?.map_err(HostError::from)
     }
 
     pub async fn plan_from(&mut self, identity: &Identity) -> Result<FromPlan, HostError> {
-        self.arm();
-        let r = self.bindings.mailplug_connector_outbound().call_plan_from(&mut self.store, identity).await.map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_outbound, call_plan_from(identity))?.map_err(HostError::from)
     }
 
     pub async fn compose_reply(&mut self, draft: &ReplyDraft) -> Result<ComposedMessage, HostError> {
-        self.arm();
-        let r = self.bindings.mailplug_connector_outbound().call_compose_reply(&mut self.store, draft).await.map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_outbound, call_compose_reply(draft))?.map_err(HostError::from)
     }
 
     pub async fn presets(&mut self) -> Result<Vec<Preset>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_presets().call_catalogue(&mut self.store).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_presets, call_catalogue())
     }
 
     pub async fn preset_by_domain(&mut self, domain: &str) -> Result<Option<Preset>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_presets().call_by_domain(&mut self.store, domain).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_presets, call_by_domain(domain))
     }
 
     pub async fn validate(&mut self, settings: &ServerSettings) -> Result<Vec<Finding>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_presets().call_validate(&mut self.store, settings).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_presets, call_validate(settings))
     }
 
     pub async fn oauth_google(&mut self) -> Result<OauthEndpoints, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_google(&mut self.store).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_google())
     }
 
     pub async fn oauth_microsoft(&mut self, tenant: &str) -> Result<Result<OauthEndpoints, OauthFailure>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_microsoft(&mut self.store, tenant).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_microsoft(tenant))
     }
 
     pub async fn oauth_begin(
@@ -86,13 +68,11 @@ impl Instance {
         c: &ClientRegistration,
         login_hint: Option<&str>,
     ) -> Result<Result<AuthorizationRequest, OauthFailure>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_begin(&mut self.store, e, c, login_hint).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_begin(e, c, login_hint))
     }
 
     pub async fn oauth_parse_redirect(&mut self, redirect: &str, state: &str) -> Result<Result<String, OauthFailure>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_parse_redirect(&mut self.store, redirect, state).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_parse_redirect(redirect, state))
     }
 
     pub async fn oauth_token_request(
@@ -102,8 +82,7 @@ impl Instance {
         code: &str,
         verifier: &str,
     ) -> Result<HttpRequest, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_token_request(&mut self.store, e, c, code, verifier).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_token_request(e, c, code, verifier))
     }
 
     pub async fn oauth_refresh_request(
@@ -112,8 +91,7 @@ impl Instance {
         c: &ClientRegistration,
         refresh: &str,
     ) -> Result<HttpRequest, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_refresh_request(&mut self.store, e, c, refresh).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_refresh_request(e, c, refresh))
     }
 
     pub async fn oauth_parse_token_response(
@@ -122,17 +100,11 @@ impl Instance {
         now: u64,
         previous_refresh: Option<&str>,
     ) -> Result<Result<Tokens, OauthFailure>, HostError> {
-        self.arm();
-        self.bindings
-            .mailplug_connector_oauth()
-            .call_parse_token_response(&mut self.store, r, now, previous_refresh)
-            .await
-            .map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_parse_token_response(r, now, previous_refresh))
     }
 
     pub async fn oauth_needs_refresh(&mut self, t: &Tokens, now: u64, margin_ms: u64) -> Result<bool, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_oauth().call_needs_refresh(&mut self.store, t, now, margin_ms).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_oauth, call_needs_refresh(t, now, margin_ms))
     }
 
     pub async fn open_outbound(
@@ -143,13 +115,7 @@ impl Instance {
         message: &[u8],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_outbound()
-            .call_open(&mut self.store, submission, envelope_from, envelope_to, message, now).await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_outbound, call_open(submission, envelope_from, envelope_to, message, now))?)
     }
 
     /// A session that submits the messages of `envelopes` in order over one SMTP connection
@@ -162,14 +128,7 @@ impl Instance {
         envelopes: &[BatchEnvelope],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_outbound()
-            .call_open_batch(&mut self.store, submission, envelopes, now)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_outbound, call_open_batch(submission, envelopes, now))?)
     }
 
     /// A session that saves a copy of `message` into `folder` of an IMAP mailbox (IMAP APPEND).
@@ -180,26 +139,12 @@ impl Instance {
         message: &[u8],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_outbound()
-            .call_save_copy(&mut self.store, mailbox, folder, message, now)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_outbound, call_save_copy(mailbox, folder, message, now))?)
     }
 
     /// A session that checks a mailbox step by step without fetching or changing anything.
     pub async fn open_check_mailbox(&mut self, mailbox: &GuestMailbox, now: u64) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_check()
-            .call_check_mailbox(&mut self.store, mailbox, now)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_check, call_check_mailbox(mailbox, now))?)
     }
 
     /// A session that checks an SMTP server up to MAIL FROM / RCPT TO, then resets: nothing is sent.
@@ -210,70 +155,40 @@ impl Instance {
         envelope_to: &[String],
         now: u64,
     ) -> Result<SessionHandle, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_check()
-            .call_check_submission(&mut self.store, submission, envelope_from, envelope_to, now)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map(SessionHandle).map_err(HostError::from)
+        opened(call!(self, mailplug_connector_check, call_check_submission(submission, envelope_from, envelope_to, now))?)
     }
 
     /// The cause and the admin's action for an error, in English and German.
     pub async fn explain(&mut self, error: &GuestError) -> Result<Diagnosis, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_check().call_explain(&mut self.store, error).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_check, call_explain(error))
     }
 
     /// Gmail app passwords without the spaces Google shows them with; other passwords unchanged.
     pub async fn normalise_app_password(&mut self, password: &str) -> Result<String, HostError> {
-        self.arm();
-        self.bindings
-            .mailplug_connector_presets()
-            .call_normalise_app_password(&mut self.store, password)
-            .await
-            .map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_presets, call_normalise_app_password(password))
     }
 
     pub async fn server(&mut self, s: SessionHandle) -> Result<GuestServer, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_session().session().call_server(&mut self.store, s.0).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_session.session, call_server(s.0))
     }
 
     pub async fn handle(&mut self, s: SessionHandle, event: &Event, now: u64) -> Result<Vec<Action>, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_session()
-            .session()
-            .call_handle(&mut self.store, s.0, event, now).await
-            .map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_session.session, call_handle(s.0, event, now))?.map_err(HostError::from)
     }
 
     /// `handle` and `deadline` in one call (the session's `step`): the actions, and when to
     /// send `timer`.
     pub async fn step(&mut self, s: SessionHandle, event: &Event, now: u64) -> Result<(Vec<Action>, Option<u64>), HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_session()
-            .session()
-            .call_step(&mut self.store, s.0, event, now)
-            .await
-            .map_err(|e| self.trap(e))?;
+        let r = call!(self, mailplug_connector_session.session, call_step(s.0, event, now))?;
         r.map(|x| (x.actions, x.deadline)).map_err(HostError::from)
     }
 
     pub async fn deadline(&mut self, s: SessionHandle) -> Result<Option<u64>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_session().session().call_deadline(&mut self.store, s.0).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_session.session, call_deadline(s.0))
     }
 
     pub async fn sync_state(&mut self, s: SessionHandle) -> Result<Option<Vec<u8>>, HostError> {
-        self.arm();
-        self.bindings.mailplug_connector_session().session().call_sync_state(&mut self.store, s.0).await.map_err(|e| self.trap(e))
+        call!(self, mailplug_connector_session.session, call_sync_state(s.0))
     }
 
     pub async fn drop_session(&mut self, s: SessionHandle) {

@@ -7,9 +7,7 @@ use super::{HostError, Instance};
 impl Instance {
     /// What to look up for `address`; a malformed address is the guest's `invalid-input` error.
     pub async fn discovery_lookups(&mut self, address: &str) -> Result<Vec<Lookup>, HostError> {
-        self.arm();
-        let r = self.bindings.mailplug_connector_discover().call_lookups(&mut self.store, address).await.map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_discover, call_lookups(address))?.map_err(HostError::from)
     }
 
     /// The ranked candidates for what the host found.
@@ -20,13 +18,6 @@ impl Instance {
         srv: &[SrvRecord],
         documents: &[FetchedDocument],
     ) -> Result<Discovery, HostError> {
-        self.arm();
-        let r = self
-            .bindings
-            .mailplug_connector_discover()
-            .call_rank(&mut self.store, address, mx, srv, documents)
-            .await
-            .map_err(|e| self.trap(e))?;
-        r.map_err(HostError::from)
+        call!(self, mailplug_connector_discover, call_rank(address, mx, srv, documents))?.map_err(HostError::from)
     }
 }

@@ -324,6 +324,17 @@ impl Instance {
     }
 }
 
+/// One call of an exported function: arms the CPU budget, calls `$method` of the interface
+/// `$iface` (and its resource `$sub`, for the session's methods) with the instance's store and
+/// `$arg`s, and turns a trap into the host's error (`Instance::trap`). The value is the
+/// guest's answer (often itself a `Result` with the guest's error).
+macro_rules! call {
+    ($self:ident, $iface:ident $(. $sub:ident)?, $method:ident($($arg:expr),* $(,)?)) => {{
+        $self.arm();
+        $self.bindings.$iface()$(.$sub())?.$method(&mut $self.store, $($arg),*).await.map_err(|e| $self.trap(e))
+    }};
+}
+
 mod cache;
 mod calls;
 pub mod driver;
