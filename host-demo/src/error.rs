@@ -106,14 +106,60 @@ pub enum HostError {
     /// The component reported a typed error.
     #[error("{0}")]
     Guest(GuestFailure),
-    /// The component could not be loaded, trapped or exceeded its limits.
+    /// The component could not be loaded or started.
     #[error("{0}")]
     Plugin(String),
+    /// The component stopped in the middle of a call: a limit of the tenant, or a bug.
+    #[error("{0}")]
+    Trap(Trap),
+    /// Every component instance the host allows at once (this many) is in use: a passing
+    /// shortage of the host, not the tenant's fault.
+    #[error("all {0} component instances this host allows at once are in use (each running operation takes one, \
+             and one more while it parses fetched mail); try again when one has finished, or start the host with room for more (RuntimeOptions::max_instances)")]
+    PoolFull(u32),
     #[error("storage error: {0}")]
     Storage(String),
     /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
     #[error("OAuth2: {message}")]
     OAuth { kind: String, message: String, needs_reauthorization: bool },
+}
+
+/// Why the component stopped in the middle of a call (a wasmtime trap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trap {
+    /// The tenant's memory cap (this many bytes) refused a growth.
+    Memory { limit_bytes: usize },
+    /// The CPU budget of one call ran out.
+    Cpu,
+    /// Anything else (a bug): the trap's first line, never guest data.
+    Crash(String),
+}
+
+impl Trap {
+    /// The trap's kind as `mailplug serve` counts it: "memory", "cpu" or "crash".
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Trap::Memory { .. } => "memory",
+            Trap::Cpu => "cpu",
+            Trap::Crash(_) => "crash",
+        }
+    }
+}
+
+impl fmt::Display for Trap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trap::Memory { limit_bytes } => write!(
+                f,
+                "the mail component hit the tenant's memory limit of {} MB; raise limits.guest_memory_mb or lower limits.max_message_bytes",
+                limit_bytes >> 20
+            ),
+            Trap::Cpu => f.write_str(
+                "the mail component used more CPU time in one step than the tenant's limit allows; raise limits.guest_cpu_ms_per_call",
+            ),
+            Trap::Crash(text) => write!(f, "the mail component stopped unexpectedly: {text}"),
+        }
+    }
 }
 
 /// The ports that take TLS from the first byte (RFC 8314, RFC 2595) and their STARTTLS

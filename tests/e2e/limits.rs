@@ -3,6 +3,7 @@
 
 use mailplug_host::ops;
 use mailplug_host::store::{MemorySink, NoSyncState};
+use mailplug_host::error::Trap;
 use mailplug_host::HostError;
 use mailplug_tests::{plugin, rig, tenant, ServerSpec};
 
@@ -57,6 +58,7 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let e = result.expect_err("24 MB cannot fit in 16 MB of guest memory");
+    assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 16 << 20), "{e:?}");
     assert!(e.to_string().contains("memory limit of 16 MB"), "{e}");
     assert!(sink.messages.is_empty());
 

@@ -246,6 +246,7 @@ async fn a_full_pool_is_a_clear_error_until_an_instance_ends() {
     let a = p.instantiate(64 << 20, 1000).await.expect("first");
     let _b = p.instantiate(64 << 20, 1000).await.expect("second");
     let e = p.instantiate(64 << 20, 1000).await.err().expect("no third slot");
+    assert!(matches!(e, mailplug_host::HostError::PoolFull(2)), "{e:?}");
     assert!(e.to_string().contains("all 2 component instances this host allows at once are in use"), "{e}");
     drop(a);
     let mut c = p.instantiate(64 << 20, 1000).await.expect("a slot is free again");

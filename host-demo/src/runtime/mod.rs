@@ -18,7 +18,7 @@ use wasmtime::component::{Linker, ResourceAny, ResourceTable};
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::error::HostError;
+use crate::error::{HostError, Trap};
 
 // Async bindings: WASI's streams (a guest's panic message on stderr, say) are async in
 // wasmtime-wasi, and blocking on them inside the host's tokio runtime would panic.
@@ -203,10 +203,7 @@ impl Plugin {
 
 /// Every slot of the pool is taken.
 fn pool_full(n: u32) -> HostError {
-    HostError::Plugin(format!(
-        "all {n} component instances this host allows at once are in use (each running operation takes one, \
-         and one more while it parses fetched mail); try again when one has finished, or start the host with room for more (RuntimeOptions::max_instances)"
-    ))
+    HostError::PoolFull(n)
 }
 
 /// Why an instance could not be made.
@@ -270,37 +267,15 @@ pub struct Instance {
 #[derive(Clone, Copy)]
 pub struct SessionHandle(ResourceAny);
 
-/// What made a call trap.
-enum TrapKind {
-    /// The memory cap refused a growth.
-    Memory,
-    /// The CPU budget of the call ran out.
-    Cpu,
-    /// Anything else (a bug): the trap's first line, never guest data.
-    Crash(String),
-}
-
-fn explain_trap_kind(e: &wasmtime::Error, memory_refused: bool) -> TrapKind {
+/// What made a call trap: the memory cap of `memory_bytes` refused a growth, the CPU budget
+/// ran out, or anything else (a bug: the trap's first line, never guest data).
+fn trap_of(e: &wasmtime::Error, memory_refused: bool, memory_bytes: usize) -> Trap {
     if memory_refused {
-        TrapKind::Memory
+        Trap::Memory { limit_bytes: memory_bytes }
     } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-        TrapKind::Cpu
+        Trap::Cpu
     } else {
-        TrapKind::Crash(first_line(&format!("{e:#}")).to_string())
-    }
-}
-
-/// Explains a trap: a limit (memory, CPU) or a bug; never includes guest data.
-fn explain_trap(e: &wasmtime::Error, memory_refused: bool, memory_bytes: usize) -> HostError {
-    match explain_trap_kind(e, memory_refused) {
-        TrapKind::Memory => HostError::Plugin(format!(
-            "the mail component hit the tenant's memory limit of {} MB; raise limits.guest_memory_mb or lower limits.max_message_bytes",
-            memory_bytes >> 20
-        )),
-        TrapKind::Cpu => HostError::Plugin(
-            "the mail component used more CPU time in one step than the tenant's limit allows; raise limits.guest_cpu_ms_per_call".into(),
-        ),
-        TrapKind::Crash(text) => HostError::Plugin(format!("the mail component stopped unexpectedly: {text}")),
+        Trap::Crash(first_line(&format!("{e:#}")).to_string())
     }
 }
 
@@ -314,7 +289,7 @@ impl Instance {
     }
 
     fn trap(&self, e: wasmtime::Error) -> HostError {
-        explain_trap(&e, self.store.data().limits.refused, self.memory_bytes)
+        HostError::Trap(trap_of(&e, self.store.data().limits.refused, self.memory_bytes))
     }
 
     /// The largest linear memory the guest has had in this instance, in bytes: a fresh
@@ -326,7 +301,7 @@ impl Instance {
 
 /// One call of an exported function: arms the CPU budget, calls `$method` of the interface
 /// `$iface` (and its resource `$sub`, for the session's methods) with the instance's store and
-/// `$arg`s, and turns a trap into the host's error (`Instance::trap`). The value is the
+/// `$arg`s, and turns a trap into the host's typed error (`Instance::trap`). The value is the
 /// guest's answer (often itself a `Result` with the guest's error).
 macro_rules! call {
     ($self:ident, $iface:ident $(. $sub:ident)?, $method:ident($($arg:expr),* $(,)?)) => {{
@@ -356,13 +331,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn traps_are_explained_as_limits() {
+    fn traps_are_typed_and_explained_as_limits() {
         let interrupt = wasmtime::Error::from(wasmtime::Trap::Interrupt);
-        assert!(explain_trap(&interrupt, false, 64 << 20).to_string().contains("CPU time"));
+        let e = HostError::Trap(trap_of(&interrupt, false, 64 << 20));
+        assert!(matches!(e, HostError::Trap(Trap::Cpu)), "{e:?}");
+        assert!(e.to_string().contains("CPU time"), "{e}");
         let unreachable = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
-        let e = explain_trap(&unreachable, true, 64 << 20).to_string();
-        assert!(e.contains("memory limit of 64 MB"), "{e}");
-        let e = explain_trap(&unreachable, false, 64 << 20).to_string();
-        assert!(e.contains("stopped unexpectedly"), "{e}");
+        let e = HostError::Trap(trap_of(&unreachable, true, 64 << 20));
+        assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 64 << 20), "{e:?}");
+        assert!(e.to_string().contains("memory limit of 64 MB"), "{e}");
+        let e = trap_of(&unreachable, false, 64 << 20);
+        assert!(matches!(e, Trap::Crash(_)), "{e:?}");
+        assert!(e.to_string().starts_with("the mail component stopped unexpectedly"), "{e}");
+    }
+
+    #[test]
+    fn a_full_pool_is_its_own_error() {
+        let e = pool_full(3);
+        assert!(matches!(e, HostError::PoolFull(3)), "{e:?}");
+        assert!(e.to_string().starts_with("all 3 component instances this host allows at once are in use"), "{e}");
     }
 }

@@ -7,8 +7,8 @@
 use wasmtime::Store;
 
 use super::{
-    explain_trap_kind, pool_full, start, Allocation, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage,
-    RawMessage, StartFailure, TrapKind,
+    pool_full, start, trap_of, Allocation, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage,
+    RawMessage, StartFailure, Trap,
 };
 
 /// How much one parse call may use. Separate from the session's limits: a message that
@@ -100,16 +100,16 @@ impl Parser {
                 let refused = live.store.data().limits.refused;
                 // A trap poisons the instance: the next message gets a fresh one.
                 self.live = None;
-                Ok(Err(match explain_trap_kind(&e, refused) {
-                    TrapKind::Memory => format!(
+                Ok(Err(match trap_of(&e, refused, budget.memory_bytes) {
+                    Trap::Memory { .. } => format!(
                         "the message exceeded the parse memory budget of {} MB (limits.parse_memory_mb); it is stored unparsed, as received",
                         budget.memory_bytes >> 20
                     ),
-                    TrapKind::Cpu => format!(
+                    Trap::Cpu => format!(
                         "parsing the message took longer than the parse CPU budget of {} ms (limits.parse_cpu_ms); it is stored unparsed, as received",
                         budget.cpu_ms
                     ),
-                    TrapKind::Crash(why) => {
+                    Trap::Crash(why) => {
                         format!("the message parser stopped unexpectedly ({why}); the message is stored unparsed, as received")
                     }
                 }))

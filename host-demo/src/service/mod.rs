@@ -141,7 +141,7 @@ impl Shared {
     /// The component's explanation of an error (cause and action, English and German), or the
     /// host's for a trap; None for errors that need none beyond their text.
     pub async fn explain(&self, cfg: &TenantConfig, e: &HostError) -> (Option<String>, Option<String>) {
-        if scheduler::trap_kind(e).is_some() {
+        if matches!(e, HostError::Trap(_)) {
             return (
                 Some(format!(
                     "The mail component stopped at this tenant's limit; other tenants are not affected. {e} The mailbox waits until the tenant's file changes."

@@ -62,13 +62,12 @@ pub fn random_u32() -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Whether an error is a guest trap, and which: "memory", "cpu" or "crash".
-pub fn trap_kind(e: &HostError) -> Option<&'static str> {
-    match e {
-        HostError::Plugin(m) if m.starts_with("the mail component hit the tenant's memory limit") => Some("memory"),
-        HostError::Plugin(m) if m.starts_with("the mail component used more CPU time") => Some("cpu"),
-        HostError::Plugin(m) if m.starts_with("the mail component stopped unexpectedly") => Some("crash"),
-        _ => None,
+/// The kind of a mailbox's last error: the WIT's kind, "trap" for a guest trap, or "host".
+pub fn error_kind(e: &HostError) -> &'static str {
+    match (e, e.kind()) {
+        (HostError::Trap(_), _) => "trap",
+        (_, Some(k)) => k.as_str(),
+        (_, None) => "host",
     }
 }
 
@@ -76,7 +75,7 @@ pub fn trap_kind(e: &HostError) -> Option<&'static str> {
 /// pool in use is worth another try later, not an admin's fix.
 pub fn advice(e: &HostError) -> Retry {
     match e {
-        HostError::Plugin(m) if m.contains("component instances this host allows at once are in use") => Retry::Later,
+        HostError::PoolFull(_) => Retry::Later,
         other => other.retry(),
     }
 }
@@ -247,14 +246,10 @@ impl MailboxActor {
             }
             Err((e, _)) if self.cancel.is_cancelled() => Err(e),
             Err((e, (stored, bytes))) => {
-                let trap = trap_kind(&e);
-                let kind = match (trap, e.kind()) {
-                    (Some(_), _) => "trap".to_string(),
-                    (None, Some(k)) => k.as_str().to_string(),
-                    (None, None) => "host".to_string(),
-                };
-                if let Some(t) = trap {
-                    self.shared.metrics.traps.get_or_create(&TrapLabels { tenant: self.cfg.tenant.clone(), kind: t.into() }).inc();
+                let kind = error_kind(&e).to_string();
+                if let HostError::Trap(t) = &e {
+                    let labels = TrapLabels { tenant: self.cfg.tenant.clone(), kind: t.as_str().into() };
+                    self.shared.metrics.traps.get_or_create(&labels).inc();
                 }
                 self.shared
                     .metrics
@@ -352,6 +347,7 @@ impl MessageSink for StopSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Trap;
 
     #[test]
     fn backoff_doubles_from_the_base_up_to_the_cap() {
@@ -380,13 +376,16 @@ mod tests {
 
     #[test]
     fn traps_are_told_apart_from_other_errors() {
-        let e = HostError::Plugin("the mail component hit the tenant's memory limit of 16 MB; raise ...".into());
-        assert_eq!(trap_kind(&e), Some("memory"));
-        assert_eq!(trap_kind(&HostError::Plugin("the mail component used more CPU time in one step".into())), Some("cpu"));
-        assert_eq!(trap_kind(&HostError::Storage("disk full".into())), None);
+        let e = HostError::Trap(Trap::Memory { limit_bytes: 16 << 20 });
+        assert_eq!(error_kind(&e), "trap");
+        assert_eq!(error_kind(&HostError::Trap(Trap::Cpu)), "trap");
+        // The wording alone no longer makes a trap.
+        assert_eq!(error_kind(&HostError::Plugin(Trap::Cpu.to_string())), "host");
+        assert_eq!(error_kind(&HostError::Storage("disk full".into())), "host");
+        assert_eq!(error_kind(&HostError::Network { server: "s:1".into(), message: "reset".into() }), "network");
         assert_eq!(advice(&e), Retry::FixFirst, "a limit is the admin's to raise");
-        let full = HostError::Plugin("all 20 component instances this host allows at once are in use (each ...)".into());
-        assert_eq!(advice(&full), Retry::Later, "a full pool frees up by itself");
+        assert_eq!(advice(&HostError::PoolFull(20)), Retry::Later, "a full pool frees up by itself");
+        assert_eq!(advice(&HostError::Plugin(HostError::PoolFull(20).to_string())), Retry::FixFirst);
         assert_eq!(advice(&HostError::Storage("locked".into())), Retry::Later);
     }
 }
