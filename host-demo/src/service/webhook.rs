@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{TenantConfig, WebhookConfig};
+use crate::config::{webhook_url, TenantConfig, WebhookConfig, WebhookUrlError};
 use crate::driver::now_ms;
 use crate::error::HostError;
 use crate::http;
@@ -204,15 +204,13 @@ impl Deliverer {
     pub fn new(target: Target, policy: Policy) -> Result<Deliverer, HostError> {
         let w = &target.webhook;
         let bad = |m: &str| HostError::NotAllowed(format!("tenant {}: webhook {}: {m}", target.tenant, http::redacted(&w.url)));
-        let url = reqwest::Url::parse(&w.url).map_err(|_| bad("not a valid URL"))?;
-        let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-        match url.scheme() {
-            "https" => {}
-            "http" if http::is_loopback_host(host) || w.insecure_plaintext => {}
-            _ => return Err(bad("must be an https URL (plain http only to a loopback address, or with `insecure_plaintext`)")),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("must not carry a user name or password"));
+        match webhook_url(&w.url, w.insecure_plaintext) {
+            Ok(_) => {}
+            Err(WebhookUrlError::Invalid) => return Err(bad("not a valid URL")),
+            Err(WebhookUrlError::NotHttp | WebhookUrlError::Plaintext) => {
+                return Err(bad("must be an https URL (plain http only to a loopback address, or with `insecure_plaintext`)"))
+            }
+            Err(WebhookUrlError::UserInfo) => return Err(bad("must not carry a user name or password")),
         }
         let tls = crate::net::tls_config(target.extra_ca.as_deref())?;
         let client = http::client(&tls, policy.connect_timeout, target.webhook.timeout, None)?;

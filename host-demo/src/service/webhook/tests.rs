@@ -432,6 +432,10 @@ fn a_target_built_without_the_configuration_is_still_checked() {
     assert_eq!(refused("http://hooks.example.com/h", true), None);
     assert_eq!(refused("https://hooks.example.com/h", false), None);
     assert_eq!(refused("http://[::1]:9/h", false), None);
+    // The configuration's own parser: what it refuses, the deliverer refuses too.
+    assert!(refused("https://hooks.example.com:99999/h", false).is_some_and(|e| e.contains("not a valid URL")));
+    assert!(refused("https://hooks.example.com/a\tb", false).is_some_and(|e| e.contains("not a valid URL")));
+    assert!(refused("http://127.0.0.1.hooks.example.com/h", false).is_some_and(|e| e.contains("https")));
 }
 
 /// Not a test: deliveries per second to a local receiver over one kept-alive connection

@@ -17,8 +17,10 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod webhook_url;
 
 pub use limits::{Limits, DEFAULT_GREETING_TIMEOUT_SECS};
+pub use webhook_url::{webhook_url, WebhookUrlError};
 use raw::RawTenant;
 
 /// A configuration problem, naming the field to fix.

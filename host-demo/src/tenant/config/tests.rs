@@ -153,6 +153,11 @@ fn webhook_needs_https_or_loopback_and_a_secret_from_env_or_file() {
     for (table, want) in [
         ("url = \"ftp://hooks.example.com/h\"\nsecret_env = \"WH\"", "`url`"),
         ("url = \"https://user:pw@hooks.example.com/h\"\nsecret_env = \"WH\"", "user name or password"),
+        // The hand parser accepted these, and the deliverer refused them when it started.
+        ("url = \"https://hooks.example.com:99999/h\"\nsecret_env = \"WH\"", "not a valid URL"),
+        ("url = \"https://[::1/h\"\nsecret_env = \"WH\"", "not a valid URL"),
+        ("url = \"https://hooks<example>.com/h\"\nsecret_env = \"WH\"", "not a valid URL"),
+        ("url = \"hooks.example.com/h\"\nsecret_env = \"WH\"", "https://"),
         ("url = \"https://hooks.example.com/h\"", "`secret_env`"),
         ("url = \"https://hooks.example.com/h\"\nsecret = \"inline-secret-value-123\"", "not accepted inline"),
         ("url = \"https://hooks.example.com/h\"\nsecret_env = \"NOPE\"", "NOPE"),

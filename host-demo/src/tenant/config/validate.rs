@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::raw::{RawAfterFetch, RawFirstSync, RawMailbox, RawOauthClient, RawOauthProvider, RawQueue, RawServer, RawWebhook};
 use super::{
     AfterFetch, AuthKind, ConfigError, FirstSync, MailboxConfig, OauthClientConfig, OauthProvider, Protocol, QueueConfig,
-    Security, ServerConfig, TenantConfig, WebhookConfig, DEFAULT_WEBHOOK_TIMEOUT_SECS,
+    Security, ServerConfig, TenantConfig, WebhookConfig, WebhookUrlError, DEFAULT_WEBHOOK_TIMEOUT_SECS,
 };
 use crate::secret::Secret;
 
@@ -346,29 +346,20 @@ pub(super) fn validate_server(
 pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: MakeError<'_>) -> Result<WebhookConfig, ConfigError> {
     let at = "webhook";
     let url = w.url.trim();
-    let rest = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-        (Some(r), _) => r,
-        (None, Some(r)) => r,
-        _ => return Err(err(format!("{at}: field `url` must be an https:// URL"))),
-    };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(err(format!("{at}: field `url` is not a valid URL")));
-    }
-    if authority.contains('@') {
-        return Err(err(format!(
-            "{at}: field `url` must not carry a user name or password; the receiver checks the `Mailplug-Signature` header instead"
-        )));
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
-        _ => authority,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if url.starts_with("http://") && !crate::http::is_loopback_host(host) && !w.insecure_plaintext {
-        return Err(err(format!(
-            "{at}: field `url` must use https (plain http only to a loopback address, or with `insecure_plaintext = true` for a test receiver)"
-        )));
+    match super::webhook_url(url, w.insecure_plaintext) {
+        Ok(_) => {}
+        Err(WebhookUrlError::NotHttp) => return Err(err(format!("{at}: field `url` must be an https:// URL"))),
+        Err(WebhookUrlError::Invalid) => return Err(err(format!("{at}: field `url` is not a valid URL"))),
+        Err(WebhookUrlError::UserInfo) => {
+            return Err(err(format!(
+                "{at}: field `url` must not carry a user name or password; the receiver checks the `Mailplug-Signature` header instead"
+            )))
+        }
+        Err(WebhookUrlError::Plaintext) => {
+            return Err(err(format!(
+                "{at}: field `url` must use https (plain http only to a loopback address, or with `insecure_plaintext = true` for a test receiver)"
+            )))
+        }
     }
     if w.secret.is_some() {
         return Err(err(format!(
