@@ -1,7 +1,7 @@
 //! The configuration file as written: serde structures, checked by `validate` and `limits`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -187,4 +187,38 @@ pub(super) struct RawOauthClient {
     pub(super) token_endpoint: Option<String>,
     #[serde(default)]
     pub(super) scopes: Vec<String>,
+}
+/// A secret as a table writes it, the same for every table that has one: `<name>_env` names an
+/// environment variable, `<name>_file` a file, and an inline `<name>` is read only to refuse it
+/// clearly. Servers call it `password`, `[webhook]` `secret`, `[oauth.NAME]` `client_secret`
+/// (which has no inline field). The fields stay in each table's serde struct because their
+/// names differ and serde's `flatten` cannot be combined with `deny_unknown_fields`.
+pub(super) struct RawSecret<'a> {
+    pub(super) name: &'static str,
+    pub(super) env: Option<&'a str>,
+    pub(super) file: Option<&'a Path>,
+    pub(super) inline: bool,
+}
+
+impl<'a> RawSecret<'a> {
+    pub(super) fn new(name: &'static str, env: &'a Option<String>, file: &'a Option<PathBuf>, inline: bool) -> Self {
+        RawSecret { name, env: env.as_deref(), file: file.as_deref(), inline }
+    }
+
+    /// Whether the table names a source (a variable or a file).
+    pub(super) fn is_set(&self) -> bool {
+        self.env.is_some() || self.file.is_some()
+    }
+}
+
+impl RawServer {
+    pub(super) fn password(&self) -> RawSecret<'_> {
+        RawSecret::new("password", &self.password_env, &self.password_file, self.password.is_some())
+    }
+}
+
+impl RawWebhook {
+    pub(super) fn secret(&self) -> RawSecret<'_> {
+        RawSecret::new("secret", &self.secret_env, &self.secret_file, self.secret.is_some())
+    }
 }

@@ -222,3 +222,47 @@ fn serve_idle_is_on_by_default_and_can_be_turned_off() {
     let bad = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\nidle = \"no\"\n");
     assert!(parse(&bad).is_err(), "a typed value, not a string");
 }
+
+#[test]
+fn every_secret_is_read_the_same_way_from_env_or_file() {
+    let dir = std::env::temp_dir().join(format!("mailplug-config-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good"), "file-secret-0123456789\r\n").unwrap();
+    std::fs::write(dir.join("empty"), "\n").unwrap();
+    let env = |v: &str| match v {
+        "PW" => Some("Hunter2-secret".to_string()),
+        "WH" => Some("wh-secret-0123456789abcdef".to_string()),
+        "BLANK" => Some(String::new()),
+        _ => None,
+    };
+    let parse_in = |text: String| TenantConfig::parse(&text, "t.toml", &dir, &env);
+    // (name of the secret, the config with `{src}` where its source goes)
+    let oauth = "[oauth.g]\nprovider = \"google\"\nclient_id = \"id\"\n";
+    let tables = [
+        ("password", GOOD.replacen("password_env = \"PW\"", "{src}", 1)),
+        ("secret", format!("{GOOD}\n[webhook]\nurl = \"https://hooks.example.com/h\"\n{{src}}")),
+        ("client_secret", format!("{GOOD}\n{oauth}{{src}}")),
+    ];
+    for (name, table) in &tables {
+        let with = |src: &str| parse_in(table.replace("{src}", src));
+        let c = with(&format!("{name}_file = \"good\"")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = match *name {
+            "password" => c.mailboxes[0].server.secret.expose().to_string(),
+            "secret" => c.webhook.as_ref().unwrap().secret.expose().to_string(),
+            _ => c.oauth_client("g").unwrap().client_secret.as_ref().unwrap().expose().to_string(),
+        };
+        assert_eq!(got, "file-secret-0123456789", "{name}: the file's line end is not part of the secret");
+        for (src, want) in [
+            (format!("{name}_env = \"NOPE\""), format!("`{name}_env` names the environment variable NOPE, which is not set or empty")),
+            (format!("{name}_env = \"BLANK\""), "BLANK, which is not set or empty".to_string()),
+            (format!("{name}_file = \"empty\""), format!("field `{name}_file`: {} is empty", dir.join("empty").display())),
+            (format!("{name}_file = \"missing\""), format!("field `{name}_file`: cannot read {}", dir.join("missing").display())),
+            (format!("{name}_env = \"WH\"\n{name}_file = \"good\""), format!("set either `{name}_env` or `{name}_file`, not both")),
+        ] {
+            let e = with(&src).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(&want), "{name} with {src}: {e}");
+            assert!(!e.contains("file-secret") && !e.contains("wh-secret"), "{e}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawAfterFetch, RawFirstSync, RawMailbox, RawOauthClient, RawOauthProvider, RawQueue, RawServer, RawWebhook};
+use super::raw::{
+    RawAfterFetch, RawFirstSync, RawMailbox, RawOauthClient, RawOauthProvider, RawQueue, RawSecret, RawServer, RawWebhook,
+};
 use super::{
     AfterFetch, AuthKind, ConfigError, FirstSync, MailboxConfig, OauthClientConfig, OauthProvider, Protocol, QueueConfig,
     Security, ServerConfig, TenantConfig, WebhookConfig, WebhookUrlError, DEFAULT_WEBHOOK_TIMEOUT_SECS,
@@ -51,19 +53,7 @@ pub(super) fn oauth_clients(
         if c.client_id.trim().is_empty() {
             return Err(err(format!("{at}: field `client_id` must not be empty")));
         }
-        let client_secret = match (&c.client_secret_env, &c.client_secret_file) {
-            (Some(_), Some(_)) => return Err(err(format!("{at}: set `client_secret_env` or `client_secret_file`, not both"))),
-            (Some(var), None) => Some(Secret::new(env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                err(format!("{at}: field `client_secret_env` names {var}, which is not set or empty"))
-            })?)),
-            (None, Some(path)) => {
-                let p = resolve(path);
-                let v = std::fs::read_to_string(&p)
-                    .map_err(|e| err(format!("{at}: field `client_secret_file`: cannot read {}: {e}", p.display())))?;
-                Some(Secret::new(v.trim_end_matches(['\r', '\n']).to_string()))
-            }
-            (None, None) => None,
-        };
+        let client_secret = read_secret(&at, &RawSecret::new("client_secret", &c.client_secret_env, &c.client_secret_file, false), resolve, env).map_err(err)?.map(Secret::new);
         let redirect_uri = c.redirect_uri.unwrap_or_else(|| "http://127.0.0.1:8765/callback".into());
         if !redirect_uri.starts_with("http://127.0.0.1:") && !redirect_uri.starts_with("http://localhost:") && !redirect_uri.starts_with("https://") {
             return Err(err(format!("{at}: field `redirect_uri` must be a loopback http URL (for the CLI) or https")));
@@ -291,40 +281,18 @@ pub(super) fn validate_server(
     if s.username.is_empty() || s.username.chars().any(|c| c.is_control()) {
         return Err(format!("{at}: field `username` must not be empty or contain control characters"));
     }
-    if s.password.is_some() {
-        return Err(format!(
-            "{at}: field `password` is not accepted inline; put the password in an environment variable named by `password_env` or a file named by `password_file`"
-        ));
-    }
-    let secret = match (s.auth, &s.password_env, &s.password_file) {
-        (AuthKind::Oauth2, None, None) => Secret::new(String::new()),
-        (AuthKind::Oauth2, _, _) => {
+    let password = s.password();
+    refuse_inline(at, &password)?;
+    let secret = match s.auth {
+        AuthKind::Oauth2 if password.is_set() => {
             return Err(format!(
                 "{at}: OAuth2 takes no password; remove `password_env` / `password_file` (the token comes from the OAuth2 consent)"
             ))
         }
-        (AuthKind::Basic, Some(_), Some(_)) => {
-            return Err(format!("{at}: set either `password_env` or `password_file`, not both"))
-        }
-        (AuthKind::Basic, None, None) => {
-            return Err(format!(
-                "{at}: Basic authentication needs a password: set `password_env` (an environment variable) or `password_file`"
-            ))
-        }
-        (AuthKind::Basic, Some(var), None) => match env(var) {
-            Some(v) if !v.is_empty() => Secret::new(v),
-            _ => return Err(format!("{at}: field `password_env` names the environment variable {var}, which is not set or empty")),
-        },
-        (AuthKind::Basic, None, Some(path)) => {
-            let p = resolve(path);
-            let v = std::fs::read_to_string(&p)
-                .map_err(|e| format!("{at}: field `password_file`: cannot read {}: {e}", p.display()))?;
-            let v = v.trim_end_matches(['\r', '\n']).to_string();
-            if v.is_empty() {
-                return Err(format!("{at}: field `password_file`: {} is empty", p.display()));
-            }
-            Secret::new(v)
-        }
+        AuthKind::Oauth2 => Secret::new(String::new()),
+        AuthKind::Basic => Secret::new(read_secret(at, &password, resolve, env)?.ok_or_else(|| {
+            format!("{at}: Basic authentication needs a password: set `password_env` (an environment variable) or `password_file`")
+        })?),
     };
     if s.sasl_mechanism.is_some() && s.auth != AuthKind::Oauth2 {
         return Err(format!("{at}: field `sasl_mechanism` only applies with `auth = \"oauth2\"`"));
@@ -361,32 +329,9 @@ pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: Ma
             )))
         }
     }
-    if w.secret.is_some() {
-        return Err(err(format!(
-            "{at}: field `secret` is not accepted inline; put the secret in an environment variable named by `secret_env` or a file named by `secret_file`"
-        )));
-    }
-    let secret = match (&w.secret_env, &w.secret_file) {
-        (Some(_), Some(_)) => return Err(err(format!("{at}: set `secret_env` or `secret_file`, not both"))),
-        (None, None) => {
-            return Err(err(format!(
-                "{at}: a webhook needs a signing secret: set `secret_env` (an environment variable) or `secret_file`"
-            )))
-        }
-        (Some(var), None) => env(var)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| err(format!("{at}: field `secret_env` names {var}, which is not set or empty")))?,
-        (None, Some(path)) => {
-            let p = resolve(path);
-            let v = std::fs::read_to_string(&p)
-                .map_err(|e| err(format!("{at}: field `secret_file`: cannot read {}: {e}", p.display())))?;
-            let v = v.trim_end_matches(['\r', '\n']).to_string();
-            if v.is_empty() {
-                return Err(err(format!("{at}: field `secret_file`: {} is empty", p.display())));
-            }
-            v
-        }
-    };
+    let secret = read_secret(at, &w.secret(), resolve, env).map_err(err)?.ok_or_else(|| {
+        err(format!("{at}: a webhook needs a signing secret: set `secret_env` (an environment variable) or `secret_file`"))
+    })?;
     if secret.len() < 16 {
         return Err(err(format!("{at}: the signing secret is shorter than 16 characters; use a long random value")));
     }
@@ -400,6 +345,42 @@ pub(super) fn webhook(w: RawWebhook, resolve: Resolve<'_>, env: Env<'_>, err: Ma
         timeout: std::time::Duration::from_secs(u64::from(timeout_secs)),
         insecure_plaintext: w.insecure_plaintext,
     })
+}
+
+/// An inline secret is refused, naming where to put it instead.
+fn refuse_inline(at: &str, s: &RawSecret<'_>) -> Result<(), String> {
+    if s.inline {
+        let n = s.name;
+        return Err(format!(
+            "{at}: field `{n}` is not accepted inline; put the {what} in an environment variable named by `{n}_env` or a file named by `{n}_file`",
+            what = n.replace('_', " ")
+        ));
+    }
+    Ok(())
+}
+
+/// The secret `s` names: from its environment variable, or from its file without the line
+/// end; refused inline, from both, or empty. None when the table names no source.
+fn read_secret(at: &str, s: &RawSecret<'_>, resolve: Resolve<'_>, env: Env<'_>) -> Result<Option<String>, String> {
+    refuse_inline(at, s)?;
+    let n = s.name;
+    match (s.env, s.file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(format!("{at}: set either `{n}_env` or `{n}_file`, not both")),
+        (Some(var), None) => match env(var) {
+            Some(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(format!("{at}: field `{n}_env` names the environment variable {var}, which is not set or empty")),
+        },
+        (None, Some(path)) => {
+            let p = resolve(path);
+            let v = std::fs::read_to_string(&p).map_err(|e| format!("{at}: field `{n}_file`: cannot read {}: {e}", p.display()))?;
+            let v = v.trim_end_matches(['\r', '\n']).to_string();
+            if v.is_empty() {
+                return Err(format!("{at}: field `{n}_file`: {} is empty", p.display()));
+            }
+            Ok(Some(v))
+        }
+    }
 }
 
 /// The tenant's API token from `api_token_file`: read like a password file, and long enough
