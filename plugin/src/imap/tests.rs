@@ -782,5 +782,7 @@ mod check;
 mod namespace;
 mod pending;
 
-use after_fetch::{fetch_3_and_4, leak, ok_run, prefix_with_caps, with_after};
+mod script;
+use script::{leak, ok_run, with_after};
+use transcript::Script;
 mod idle;

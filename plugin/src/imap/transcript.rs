@@ -147,3 +147,92 @@ pub(crate) fn drive_all<T: Scripted>(make: impl Fn() -> T, script: &[Step<'_>]) 
     }
     whole
 }
+
+/// A script built step by step, for the scripts the tests share: `Script::login()` and the
+/// other openings in `imap::tests`, then the steps of each test. Bytes built at run time
+/// (`String`, `Vec<u8>`) are kept for the rest of the test process, like every script's
+/// literals. Derefs to the steps, so `&script` is what `drive` and `drive_all` take.
+pub(crate) struct Script(Vec<Step<'static>>);
+
+/// Bytes a script step can hold.
+pub(crate) trait ScriptBytes {
+    fn into_static(self) -> &'static [u8];
+}
+
+impl ScriptBytes for &'static [u8] {
+    fn into_static(self) -> &'static [u8] {
+        self
+    }
+}
+
+impl<const N: usize> ScriptBytes for &'static [u8; N] {
+    fn into_static(self) -> &'static [u8] {
+        self
+    }
+}
+
+impl ScriptBytes for &'static str {
+    fn into_static(self) -> &'static [u8] {
+        self.as_bytes()
+    }
+}
+
+impl ScriptBytes for Vec<u8> {
+    fn into_static(self) -> &'static [u8] {
+        Box::leak(self.into_boxed_slice())
+    }
+}
+
+impl ScriptBytes for String {
+    fn into_static(self) -> &'static [u8] {
+        self.into_bytes().into_static()
+    }
+}
+
+impl Script {
+    /// The server sends `bytes`.
+    pub(crate) fn s(mut self, bytes: impl ScriptBytes) -> Script {
+        self.0.push(S(bytes.into_static()));
+        self
+    }
+
+    /// The client must have written exactly `bytes` since the last check.
+    pub(crate) fn c(mut self, bytes: impl ScriptBytes) -> Script {
+        self.0.push(C(bytes.into_static()));
+        self
+    }
+
+    pub(crate) fn stored(mut self) -> Script {
+        self.0.push(Stored);
+        self
+    }
+
+    pub(crate) fn idle(mut self) -> Script {
+        self.0.push(Idle);
+        self
+    }
+
+    pub(crate) fn closed(mut self) -> Script {
+        self.0.push(Closed);
+        self
+    }
+
+    /// Step `i` replaced (another greeting, another command).
+    pub(crate) fn with_step(mut self, i: usize, step: Step<'static>) -> Script {
+        self.0[i] = step;
+        self
+    }
+}
+
+impl std::ops::Deref for Script {
+    type Target = [Step<'static>];
+    fn deref(&self) -> &[Step<'static>] {
+        &self.0
+    }
+}
+
+impl From<Vec<Step<'static>>> for Script {
+    fn from(steps: Vec<Step<'static>>) -> Script {
+        Script(steps)
+    }
+}

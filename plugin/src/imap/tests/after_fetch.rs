@@ -3,58 +3,13 @@
 
 use super::*;
 
-pub(super) fn leak(v: Vec<u8>) -> &'static [u8] {
-    Box::leak(v.into_boxed_slice())
-}
-
-/// `login_prefix_rw` with other capabilities.
-pub(super) fn prefix_with_caps(caps: &'static [u8]) -> Vec<Step<'static>> {
-    let mut script = login_prefix_rw();
-    script[0] = S(caps);
-    script
-}
-
-/// SELECT answer, SEARCH, sizes and body fetch of UIDs 3 and 4 (tags a2..a5); ends right
-/// after the fetch's tagged OK, with no further bytes written.
-pub(super) fn fetch_3_and_4() -> Vec<Step<'static>> {
-    let n = MSG2.len();
-    vec![
-        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 3 4\r\na3 OK ok\r\n"),
-        C(b"a4 UID FETCH 3:4 (UID RFC822.SIZE)\r\n"),
-        S(leak(
-            format!("* 1 FETCH (UID 3 RFC822.SIZE {n})\r\n* 2 FETCH (UID 4 RFC822.SIZE {n})\r\na4 OK ok\r\n")
-                .into_bytes(),
-        )),
-        C(b"a5 UID FETCH 3:4 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 3, MSG2), body_fetch(2, 4, MSG2), b"a5 OK ok\r\n".to_vec()].concat())),
-        C(b""),
-    ]
-}
-
-pub(super) fn with_after(after: AfterFetch) -> Mailbox {
-    let mut mb = mailbox(Security::ImplicitTls);
-    mb.after_fetch = after;
-    mb
-}
-
-pub(super) fn ok_run(mb: &Mailbox, state: Option<&[u8]>, script: &[Step<'_>]) -> Run {
-    let run = drive_all(|| ImapSession::new(mb.clone(), state).unwrap(), script);
-    assert!(run.error.is_none(), "{:?}", run.error);
-    run
-}
-
 #[test]
 fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.first_sync = FirstSync::NewOnly;
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 500 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 901] ok\r\na2 OK ok\r\n"),
-        C(b"a3 LOGOUT\r\n"),
-        S(b"a3 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(500, 7, Some(901))
+        .logout_bye(3);
     let run = ok_run(&mb, None, &script);
     assert!(run.delivered().is_empty());
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
@@ -62,32 +17,28 @@ fn first_sync_new_only_delivers_nothing_and_starts_at_uidnext() {
     // The starting point is kept even if the run fails afterwards (here: the next folder).
     let mut two = mb.clone();
     two.folders = vec!["INBOX".into(), "Archiv".into()];
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 500 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 901] ok\r\na2 OK ok\r\n"),
-        C(b"a3 EXAMINE \"Archiv\"\r\n"),
-        S(b"a3 NO no such folder\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(500, 7, Some(901))
+        .c(b"a3 EXAMINE \"Archiv\"\r\n")
+        .s(b"a3 NO no such folder\r\n");
     let run = drive_all(|| ImapSession::new(two.clone(), None).unwrap(), &script);
     assert_eq!(run.err().stage, Stage::SelectMailbox);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":900}}}"#);
 
     // No UIDNEXT: ask for the highest UID.
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 500 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID FETCH * (UID)\r\n"),
-        S(b"* 500 FETCH (UID 873)\r\na3 OK ok\r\n"),
-        C(b"a4 LOGOUT\r\n"),
-        S(b"a4 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(500, 7, None)
+        .c(b"a3 UID FETCH * (UID)\r\n")
+        .s(b"* 500 FETCH (UID 873)\r\na3 OK ok\r\n")
+        .logout_bye(4);
     let run = ok_run(&mb, None, &script);
     assert!(run.delivered().is_empty());
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":873}}}"#);
 
     // Empty folder without UIDNEXT: 0, no round trip.
-    let mut script = login_prefix();
-    script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
+    let script = Script::login()
+        .opened(0, 7, None)
+        .logout(3);
     let run = ok_run(&mb, None, &script);
     let s = run.session.unwrap().sync_state().unwrap();
     assert_eq!(s, br#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":0}}}"#);
@@ -100,17 +51,14 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
     let n = MSG2.len();
     let sizes = format!("* 4 FETCH (UID 20 RFC822.SIZE {n})\r\n* 5 FETCH (UID 31 RFC822.SIZE {n})\r\na3 OK ok\r\n");
     let fetch = [body_fetch(4, 20, MSG2), body_fetch(5, 31, MSG2), b"a4 OK ok\r\n".to_vec()].concat();
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 5 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 32] ok\r\na2 OK ok\r\n"),
-        C(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n"),
-        S(sizes.as_bytes()),
-        C(b"a4 UID FETCH 20,31 (UID BODY.PEEK[])\r\n"),
-        S(&fetch),
-        Stored,
-        C(b"a5 LOGOUT\r\n"),
-        S(b"a5 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(5, 7, Some(32))
+        .c(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n")
+        .s(sizes.clone())
+        .c(b"a4 UID FETCH 20,31 (UID BODY.PEEK[])\r\n")
+        .s(fetch.clone())
+        .stored()
+        .logout_bye(5);
     let run = ok_run(&mb, None, &script);
     assert_eq!(
         run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
@@ -122,17 +70,14 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
     // never fetched and the other new one comes next run.
     mb.limits.max_batch_messages = 1;
     let fetch = [body_fetch(4, 20, MSG2), b"a4 OK ok\r\n".to_vec()].concat();
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 5 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 32] ok\r\na2 OK ok\r\n"),
-        C(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n"),
-        S(sizes.as_bytes()),
-        C(b"a4 UID FETCH 20 (UID BODY.PEEK[])\r\n"),
-        S(&fetch),
-        Stored,
-        C(b"a5 LOGOUT\r\n"),
-        S(b"a5 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(5, 7, Some(32))
+        .c(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n")
+        .s(sizes.clone())
+        .c(b"a4 UID FETCH 20 (UID BODY.PEEK[])\r\n")
+        .s(fetch.clone())
+        .stored()
+        .logout_bye(5);
     let run = ok_run(&mb, None, &script);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 1, skipped: 0 }));
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":20}}}"#);
@@ -140,92 +85,85 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
 
 #[test]
 fn keep_without_mark_seen_writes_nothing_but_logout() {
-    let mut script = login_prefix();
-    script.extend(fetch_3_and_4());
-    script.extend([Idle, Stored, C(b"a6 LOGOUT\r\n")]);
+    let script = Script::login()
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .logout(6);
     ok_run(&with_after(AfterFetch::Keep { mark_seen: false }), None, &script);
 }
 
 #[test]
 fn mark_seen_after_stored_only() {
-    let mut script = login_prefix_rw();
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n"),
-        S(b"a6 OK Store completed.\r\n"),
-        C(b"a7 LOGOUT\r\n"),
-        S(b"a7 OK bye\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n")
+        .s(b"a6 OK Store completed.\r\n")
+        .logout_bye(7);
     let run = ok_run(&with_after(AfterFetch::Keep { mark_seen: true }), None, &script);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 0, skipped: 0 }));
 }
 
 #[test]
 fn delete_uses_uid_expunge_with_uidplus_and_only_flags_without() {
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
         // Pipelined in one write; never a plain EXPUNGE.
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n"),
-        S(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n"),
-        C(b"a8 LOGOUT\r\n"),
-    ]);
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
+        .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
+        .logout(8);
     let run = ok_run(&with_after(AfterFetch::Delete), None, &script);
     assert!(!String::from_utf8_lossy(&run.wire).contains(" EXPUNGE\r\n"));
 
-    let mut script = login_prefix_rw();
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\n"),
-        S(b"a6 OK Store completed.\r\n"),
-        C(b"a7 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\n")
+        .s(b"a6 OK Store completed.\r\n")
+        .logout(7);
     ok_run(&with_after(AfterFetch::Delete), None, &script);
 }
 
 #[test]
 fn move_uses_uid_move_or_copy_then_delete() {
     let mb = with_after(AfterFetch::MoveTo("Erledigt Übernommen".into()));
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID MOVE 3:4 \"Erledigt &ANw-bernommen\"\r\n"),
-        S(b"* OK [COPYUID 5 3:4 10:11] Moved\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na6 OK Move completed.\r\n"),
-        C(b"a7 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID MOVE 3:4 \"Erledigt &ANw-bernommen\"\r\n")
+        .s(b"* OK [COPYUID 5 3:4 10:11] Moved\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na6 OK Move completed.\r\n")
+        .logout(7);
     ok_run(&mb, None, &script);
 
     // No MOVE: COPY, and only after its OK the delete path (pipelined).
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n"),
-        S(b"a6 OK [COPYUID 5 3:4 10:11] Copy completed.\r\n"),
-        C(b"a7 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na8 UID EXPUNGE 3:4\r\n"),
-        S(b"a7 OK done\r\na8 OK done\r\n"),
-        C(b"a9 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n")
+        .s(b"a6 OK [COPYUID 5 3:4 10:11] Copy completed.\r\n")
+        .c(b"a7 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na8 UID EXPUNGE 3:4\r\n")
+        .s(b"a7 OK done\r\na8 OK done\r\n")
+        .logout(9);
     ok_run(&mb, None, &script);
 
     // A failed COPY must not flag anything \Deleted.
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n"),
-        S(b"a6 NO [OVERQUOTA] Quota exceeded\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n")
+        .s(b"a6 NO [OVERQUOTA] Quota exceeded\r\n");
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::FetchMessage));
@@ -247,31 +185,29 @@ fn move_uses_uid_move_or_copy_then_delete() {
 #[test]
 fn trycreate_creates_the_target_and_retries_once() {
     let mb = with_after(AfterFetch::MoveTo("Done".into()));
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a6 NO [TRYCREATE] Mailbox doesn't exist: Done\r\n"),
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID MOVE 3:4 \"Done\"\r\n")
+        .s(b"a6 NO [TRYCREATE] Mailbox doesn't exist: Done\r\n")
         // Created and subscribed (a refused SUBSCRIBE does not matter), then moved.
-        C(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a7 OK Create completed.\r\na8 NO Subscriptions are off.\r\na9 OK Move completed.\r\n"),
-        C(b"a10 LOGOUT\r\n"),
-    ]);
+        .c(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n")
+        .s(b"a7 OK Create completed.\r\na8 NO Subscriptions are off.\r\na9 OK Move completed.\r\n")
+        .logout(10);
     ok_run(&mb, None, &script);
 
     // A second TRYCREATE is an error naming the folder and the action.
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a6 NO [TRYCREATE] no such folder\r\n"),
-        C(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n"),
-        S(b"a7 OK Create completed.\r\na8 OK Subscribed.\r\na9 NO [TRYCREATE] still none\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID MOVE 3:4 \"Done\"\r\n")
+        .s(b"a6 NO [TRYCREATE] no such folder\r\n")
+        .c(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n")
+        .s(b"a7 OK Create completed.\r\na8 OK Subscribed.\r\na9 NO [TRYCREATE] still none\r\n");
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
     assert!(
         run.err().message.contains("move the fetched messages to \"Done\" in folder \"INBOX\""),
@@ -283,26 +219,25 @@ fn trycreate_creates_the_target_and_retries_once() {
 #[test]
 fn a_stored_in_the_middle_of_the_batch_writes_nothing_until_the_batch_is_covered() {
     let n = MSG2.len();
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend([
-        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 3 4\r\na3 OK ok\r\n"),
-        C(b"a4 UID FETCH 3:4 (UID RFC822.SIZE)\r\n"),
-        S(leak(
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .opened(2, 1, None)
+        .c(b"a3 UID SEARCH ALL\r\n")
+        .s(b"* SEARCH 3 4\r\na3 OK ok\r\n")
+        .c(b"a4 UID FETCH 3:4 (UID RFC822.SIZE)\r\n")
+        .s(
             format!("* 1 FETCH (UID 3 RFC822.SIZE {n})\r\n* 2 FETCH (UID 4 RFC822.SIZE {n})\r\na4 OK ok\r\n")
                 .into_bytes(),
-        )),
-        C(b"a5 UID FETCH 3:4 (UID BODY.PEEK[])\r\n"),
-        S(leak(body_fetch(1, 3, MSG2))),
-        Stored,
-        C(b""),
-        S(leak([body_fetch(2, 4, MSG2), b"a5 OK ok\r\n".to_vec()].concat())),
-        C(b""),
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n"),
-    ]);
+        )
+        .c(b"a5 UID FETCH 3:4 (UID BODY.PEEK[])\r\n")
+        .s(body_fetch(1, 3, MSG2))
+        .stored()
+        .c(b"")
+        .s([body_fetch(2, 4, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
+        .c(b"")
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n");
     let run = ok_run(&with_after(AfterFetch::Delete), None, &script);
     assert_eq!(run.delivered().len(), 2);
 }
@@ -310,16 +245,21 @@ fn a_stored_in_the_middle_of_the_batch_writes_nothing_until_the_batch_is_covered
 #[test]
 fn connection_closed_before_stored_is_an_error_and_changes_nothing() {
     for after in [AfterFetch::Delete, AfterFetch::Keep { mark_seen: true }, AfterFetch::MoveTo("Done".into())] {
-        let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n");
-        script.extend(fetch_3_and_4());
-        script.extend([Idle, S(b"* BYE Autologout\r\n")]);
+        let script = Script::login_rw()
+            .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n")
+            .fetch_3_and_4()
+            .idle()
+            .s(b"* BYE Autologout\r\n");
         let run = drive_all(|| ImapSession::new(with_after(after.clone()), None).unwrap(), &script);
         assert_eq!(run.err().stage, Stage::FetchMessage);
         assert_eq!(run.session.as_ref().unwrap().sync_state(), None, "nothing stored, nothing committed");
 
-        let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n");
-        script.extend(fetch_3_and_4());
-        script.extend([Idle, Closed]);
+        let script = Script::login_rw()
+
+            .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n")
+            .fetch_3_and_4()
+            .idle()
+            .closed();
         let run = drive_all(|| ImapSession::new(with_after(after.clone()), None).unwrap(), &script);
         assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Network, Stage::FetchMessage));
         assert!(run.err().message.contains("folder \"INBOX\""), "{}", run.err().message);
@@ -336,29 +276,26 @@ fn each_folder_gets_its_action_before_the_next_select() {
     let mut mb = with_after(AfterFetch::Keep { mark_seen: true });
     mb.folders = vec!["INBOX".into(), "Support".into()];
     let n = MSG2.len();
-    let mut script = login_prefix_rw();
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n"),
-        S(b"a6 OK done\r\n"),
-        C(b"a7 SELECT \"Support\"\r\n"),
-        S(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\na7 OK ok\r\n"),
-        C(b"a8 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 9\r\na8 OK ok\r\n"),
-        C(b"a9 UID FETCH 9 (UID RFC822.SIZE)\r\n"),
-        S(leak(format!("* 1 FETCH (UID 9 RFC822.SIZE {n})\r\na9 OK ok\r\n").into_bytes())),
-        C(b"a10 UID FETCH 9 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 9, MSG2), b"a10 OK ok\r\n".to_vec()].concat())),
-        C(b""),
-        Idle,
-        Stored,
-        C(b"a11 UID STORE 9 +FLAGS.SILENT (\\Seen)\r\n"),
-        S(b"a11 OK done\r\n"),
-        C(b"a12 LOGOUT\r\n"),
-        S(b"a12 OK bye\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n")
+        .s(b"a6 OK done\r\n")
+        .c(b"a7 SELECT \"Support\"\r\n")
+        .s(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\na7 OK ok\r\n")
+        .c(b"a8 UID SEARCH ALL\r\n")
+        .s(b"* SEARCH 9\r\na8 OK ok\r\n")
+        .c(b"a9 UID FETCH 9 (UID RFC822.SIZE)\r\n")
+        .s(format!("* 1 FETCH (UID 9 RFC822.SIZE {n})\r\na9 OK ok\r\n"))
+        .c(b"a10 UID FETCH 9 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(1, 9, MSG2), b"a10 OK ok\r\n".to_vec()].concat())
+        .c(b"")
+        .idle()
+        .stored()
+        .c(b"a11 UID STORE 9 +FLAGS.SILENT (\\Seen)\r\n")
+        .s(b"a11 OK done\r\n")
+        .logout_bye(12);
     let run = ok_run(&mb, None, &script);
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 3, remaining: 0, skipped: 0 }));
 }
@@ -377,9 +314,10 @@ fn move_target_that_is_fetched_is_invalid() {
 fn uidvalidity_change_refetches_everything_even_with_new_only() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.first_sync = FirstSync::NewOnly;
-    let mut script = login_prefix();
-    script.extend(fetch_3_and_4());
-    script.extend([Stored, C(b"a6 LOGOUT\r\n")]);
+    let script = Script::login()
+        .fetch_3_and_4()
+        .stored()
+        .logout(6);
     // fetch_3_and_4 reports UIDVALIDITY 1; the state knew 99.
     let state = state_json(99, 50);
     let run = ok_run(&mb, Some(&state), &script);
@@ -393,19 +331,16 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     mb.limits.max_message_bytes = 100;
     let sizes = b"* 1 FETCH (UID 1 RFC822.SIZE 50)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5000)\r\n* 3 FETCH (UID 3 RFC822.SIZE 60)\r\na4 OK ok\r\n";
     // Run 1: UID 2 is too big; the server leaves UID 1 out of its FETCH answer.
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 1 2 3\r\na3 OK ok\r\n"),
-        C(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n"),
-        S(sizes),
-        C(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())),
-        Stored,
-        C(b"a6 LOGOUT\r\n"),
-        S(b"a6 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(3, 1, None)
+        .c(b"a3 UID SEARCH ALL\r\n")
+        .s(b"* SEARCH 1 2 3\r\na3 OK ok\r\n")
+        .c(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n")
+        .s(sizes)
+        .c(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
+        .stored()
+        .logout_bye(6);
     let run = ok_run(&mb, None, &script);
     let skipped: Vec<_> =
         run.actions.iter().filter_map(|a| if let Action::Skipped(s) = a { Some(s) } else { None }).collect();
@@ -425,19 +360,16 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     assert_eq!(state, r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":0,"skipped":[2]}}}"#);
 
     // Run 2 with that state: UID 1 is asked for again, UID 2 is not reported again.
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 1 2 3\r\na3 OK ok\r\n"),
-        C(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n"),
-        S(sizes),
-        C(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 1, MSG2), body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())),
-        Stored,
-        C(b"a6 LOGOUT\r\n"),
-        S(b"a6 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(3, 1, None)
+        .c(b"a3 UID SEARCH ALL\r\n")
+        .s(b"* SEARCH 1 2 3\r\na3 OK ok\r\n")
+        .c(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n")
+        .s(sizes)
+        .c(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(1, 1, MSG2), body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
+        .stored()
+        .logout_bye(6);
     let run = ok_run(&mb, Some(state.as_bytes()), &script);
     assert!(!run.actions.iter().any(|a| matches!(a, Action::Skipped(_))));
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 0, skipped: 0 }));
@@ -445,11 +377,9 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     assert_eq!(state, r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":3}}}"#);
 
     // Run 3: nothing above 3, nothing reported.
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 4] ok\r\na2 OK ok\r\n"),
-        C(b"a3 LOGOUT\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(3, 1, Some(4))
+        .logout(3);
     let run = ok_run(&mb, Some(state.as_bytes()), &script);
     assert!(run.actions.iter().all(|a| !matches!(a, Action::Skipped(_) | Action::Deliver(_))));
 }
@@ -458,20 +388,19 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
 fn skipped_message_gets_no_after_fetch_action() {
     let mut mb = with_after(AfterFetch::Delete);
     mb.limits.max_message_bytes = 100;
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend([
-        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID SEARCH ALL\r\n"),
-        S(b"* SEARCH 1 2\r\na3 OK ok\r\n"),
-        C(b"a4 UID FETCH 1:2 (UID RFC822.SIZE)\r\n"),
-        S(b"* 1 FETCH (UID 1 RFC822.SIZE 50)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5000)\r\na4 OK ok\r\n"),
-        C(b"a5 UID FETCH 1 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 1, MSG2), b"a5 OK ok\r\n".to_vec()].concat())),
-        Stored,
-        C(b"a6 UID STORE 1 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 1\r\n"),
-        S(b"a6 OK ok\r\na7 OK ok\r\n"),
-        C(b"a8 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .opened(2, 1, None)
+        .c(b"a3 UID SEARCH ALL\r\n")
+        .s(b"* SEARCH 1 2\r\na3 OK ok\r\n")
+        .c(b"a4 UID FETCH 1:2 (UID RFC822.SIZE)\r\n")
+        .s(b"* 1 FETCH (UID 1 RFC822.SIZE 50)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5000)\r\na4 OK ok\r\n")
+        .c(b"a5 UID FETCH 1 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(1, 1, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
+        .stored()
+        .c(b"a6 UID STORE 1 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 1\r\n")
+        .s(b"a6 OK ok\r\na7 OK ok\r\n")
+        .logout(8);
     let run = ok_run(&mb, None, &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":2}}}"#);
 }
@@ -502,19 +431,16 @@ fn first_sync_of_fifty_thousand_messages_fits_the_limits() {
     }
     bodies.extend_from_slice(b"a5 OK ok\r\n");
     let (first, second) = (listing("a3", 1, 500), listing("a4", 501, 1500));
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 50000 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 100001] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID FETCH 1:500 (UID RFC822.SIZE)\r\n"),
-        S(&first),
-        C(b"a4 UID FETCH 501:1500 (UID RFC822.SIZE)\r\n"),
-        S(&second),
-        C(fetch_cmd.as_bytes()),
-        S(&bodies),
-        Stored,
-        C(b"a6 LOGOUT\r\n"),
-        S(b"a6 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(50000, 1, Some(100001))
+        .c(b"a3 UID FETCH 1:500 (UID RFC822.SIZE)\r\n")
+        .s(first.clone())
+        .c(b"a4 UID FETCH 501:1500 (UID RFC822.SIZE)\r\n")
+        .s(second.clone())
+        .c(fetch_cmd.clone())
+        .s(bodies.clone())
+        .stored()
+        .logout_bye(6);
     for chunk in [usize::MAX, 4096, 333] {
         let run = drive(ImapSession::new(mb.clone(), None).unwrap(), &script, chunk);
         assert!(run.error.is_none(), "{:?}", run.error);
@@ -523,11 +449,9 @@ fn first_sync_of_fifty_thousand_messages_fits_the_limits() {
         assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":1000}}}"#);
     }
     // The next run continues above the last UID, the same way.
-    let mut script = login_prefix();
-    script.extend([
-        S(b"* 50000 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 100001] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID FETCH 1001:1500 (UID RFC822.SIZE)\r\n"),
-    ]);
+    let script = Script::login()
+        .opened(50000, 1, Some(100001))
+        .c(b"a3 UID FETCH 1001:1500 (UID RFC822.SIZE)\r\n");
     let state = state_json(1, 1000);
     let run = drive(ImapSession::new(mb.clone(), Some(&state)).unwrap(), &script, usize::MAX);
     assert!(run.error.is_none(), "{:?}", run.error);
@@ -538,27 +462,24 @@ fn sparse_large_folder_widens_windows_and_counts_the_rest() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.limits.max_batch_messages = 2;
     let n = MSG2.len();
-    let mut script = login_prefix();
-    script.extend([
+    let script = Script::login()
         // 100 messages could make a SEARCH line longer than the 1024-byte limit.
-        S(b"* 100 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5001] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID FETCH 1:2 (UID RFC822.SIZE)\r\n"),
-        S(b"a3 OK ok\r\n"),
-        C(b"a4 UID FETCH 3:6 (UID RFC822.SIZE)\r\n"),
-        S(b"a4 OK ok\r\n"),
-        C(b"a5 UID FETCH 7:14 (UID RFC822.SIZE)\r\n"),
-        S(leak(format!("* 1 FETCH (UID 10 RFC822.SIZE {n})\r\na5 OK ok\r\n").into_bytes())),
-        C(b"a6 UID FETCH 15:30 (UID RFC822.SIZE)\r\n"),
-        S(leak(
+        .s(b"* 100 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5001] ok\r\na2 OK ok\r\n")
+        .c(b"a3 UID FETCH 1:2 (UID RFC822.SIZE)\r\n")
+        .s(b"a3 OK ok\r\n")
+        .c(b"a4 UID FETCH 3:6 (UID RFC822.SIZE)\r\n")
+        .s(b"a4 OK ok\r\n")
+        .c(b"a5 UID FETCH 7:14 (UID RFC822.SIZE)\r\n")
+        .s(format!("* 1 FETCH (UID 10 RFC822.SIZE {n})\r\na5 OK ok\r\n"))
+        .c(b"a6 UID FETCH 15:30 (UID RFC822.SIZE)\r\n")
+        .s(
             format!("* 3 FETCH (UID 25 RFC822.SIZE {n})\r\n* 2 FETCH (UID 20 RFC822.SIZE {n})\r\na6 OK ok\r\n")
                 .into_bytes(),
-        )),
-        C(b"a7 UID FETCH 10,20 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 10, MSG2), body_fetch(2, 20, MSG2), b"a7 OK ok\r\n".to_vec()].concat())),
-        Stored,
-        C(b"a8 LOGOUT\r\n"),
-        S(b"a8 OK bye\r\n"),
-    ]);
+        )
+        .c(b"a7 UID FETCH 10,20 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(1, 10, MSG2), body_fetch(2, 20, MSG2), b"a7 OK ok\r\n".to_vec()].concat())
+        .stored()
+        .logout_bye(8);
     let run = ok_run(&mb, None, &script);
     // UID 25 plus the 97 messages above sequence number 3.
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 98, skipped: 0 }));

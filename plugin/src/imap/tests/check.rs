@@ -212,13 +212,10 @@ fn check_with_rejected_login_fails_like_a_fetch_without_a_login_step() {
 fn check_of_a_missing_folder_fails_like_a_fetch_naming_the_folder() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.folders = vec!["INBOX".into(), "Archiv Kunden".into()];
-    let mut script = login_prefix();
-    script[3] = C(b"a2 EXAMINE \"INBOX\"\r\n");
-    script.extend([
-        S(b"* 4 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK [READ-ONLY] ok\r\n"),
-        C(b"a3 EXAMINE \"Archiv Kunden\"\r\n"),
-        S(b"a3 NO [NONEXISTENT] Mailbox doesn't exist: Archiv Kunden\r\n"),
-    ]);
+    let script = Script::login()
+        .s(b"* 4 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK [READ-ONLY] ok\r\n")
+        .c(b"a3 EXAMINE \"Archiv Kunden\"\r\n")
+        .s(b"a3 NO [NONEXISTENT] Mailbox doesn't exist: Archiv Kunden\r\n");
     let run = drive_all(|| ImapSession::check(mb.clone()).unwrap(), &script);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::SelectMailbox));
@@ -230,9 +227,8 @@ fn check_of_a_missing_folder_fails_like_a_fetch_naming_the_folder() {
     );
 
     // A folder without UIDVALIDITY could not be fetched, so the check fails on it too.
-    let mut script = login_prefix();
-    script[3] = C(b"a2 EXAMINE \"INBOX\"\r\n");
-    script.push(S(b"* 4 EXISTS\r\na2 OK ok\r\n"));
+    let script = Script::login()
+        .s(b"* 4 EXISTS\r\na2 OK ok\r\n");
     let run = drive_all(|| ImapSession::check(mailbox(Security::ImplicitTls)).unwrap(), &script);
     assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Protocol, Stage::SelectMailbox));
     assert!(!steps(&run).contains(&CheckStep::Folder));
@@ -243,15 +239,12 @@ fn check_writes_nothing_that_reads_or_changes_messages() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.folders = vec!["Kunden/Anfragen".into()];
     mb.after_fetch = AfterFetch::MoveTo("Erledigt/2026".into());
-    let mut script = login_prefix();
-    script[3] = C(b"a2 LIST \"\" \"\"\r\n");
-    script.extend([
-        S(b"* LIST (\\Noselect) \".\" \"\"\r\na2 OK List completed\r\n"),
-        C(b"a3 EXAMINE \"Kunden.Anfragen\"\r\n"),
-        S(b"* 50000 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 100001] ok\r\na3 OK [READ-ONLY] ok\r\n"),
-        C(b"a4 LOGOUT\r\n"),
-        S(b"a4 OK bye\r\n"),
-    ]);
+    let script = Script::login()
+        .with_step(3, C(b"a2 LIST \"\" \"\"\r\n"))
+        .s(b"* LIST (\\Noselect) \".\" \"\"\r\na2 OK List completed\r\n")
+        .c(b"a3 EXAMINE \"Kunden.Anfragen\"\r\n")
+        .s(b"* 50000 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 100001] ok\r\na3 OK [READ-ONLY] ok\r\n")
+        .logout_bye(4);
     let run = drive_all(|| ImapSession::check(mb.clone()).unwrap(), &script);
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(progress(&run)[4], (CheckStep::Folder, "Kunden/Anfragen: 50000 messages"));

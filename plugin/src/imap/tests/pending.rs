@@ -12,15 +12,14 @@ fn pending_state(uidvalidity: u32, last_uid: u32, pending: &str) -> Vec<u8> {
 
 #[test]
 fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n"),
-        S(b"a6 OK Store completed.\r\n"),
-        Closed,
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
+        .s(b"a6 OK Store completed.\r\n")
+        .closed();
     let run = drive_all(|| ImapSession::new(with_after(AfterFetch::Delete), None).unwrap(), &script);
     assert_eq!(run.err().stage, Stage::FetchMessage);
     assert_eq!(
@@ -29,15 +28,14 @@ fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
     );
 
     // Confirmed: nothing stays pending.
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend(fetch_3_and_4());
-    script.extend([
-        Idle,
-        Stored,
-        C(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n"),
-        S(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n"),
-        C(b"a8 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .fetch_3_and_4()
+        .idle()
+        .stored()
+        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
+        .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
+        .logout(8);
     let run = ok_run(&with_after(AfterFetch::Delete), None, &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#);
 }
@@ -46,38 +44,36 @@ fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
 fn pending_uids_get_their_action_first_then_the_new_messages() {
     let n = MSG2.len();
     let state = pending_state(1, 4, "[[3,4]]");
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n");
-    script.extend([
-        S(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 6] ok\r\na2 OK ok\r\n"),
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+        .opened(3, 1, Some(6))
         // Exactly the pending UIDs, never fetched again.
-        C(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na4 UID EXPUNGE 3:4\r\n"),
-        S(b"a3 OK done\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na4 OK done\r\n"),
-        C(b"a5 UID SEARCH UID 5:*\r\n"),
-        S(b"* SEARCH 5\r\na5 OK ok\r\n"),
-        C(b"a6 UID FETCH 5 (UID RFC822.SIZE)\r\n"),
-        S(leak(format!("* 1 FETCH (UID 5 RFC822.SIZE {n})\r\na6 OK ok\r\n").into_bytes())),
-        C(b"a7 UID FETCH 5 (UID BODY.PEEK[])\r\n"),
-        S(leak([body_fetch(1, 5, MSG2), b"a7 OK ok\r\n".to_vec()].concat())),
-        C(b""),
-        Idle,
-        Stored,
-        C(b"a8 UID STORE 5 +FLAGS.SILENT (\\Deleted)\r\na9 UID EXPUNGE 5\r\n"),
-        S(b"a8 OK done\r\na9 OK done\r\n"),
-        C(b"a10 LOGOUT\r\n"),
-    ]);
+        .c(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na4 UID EXPUNGE 3:4\r\n")
+        .s(b"a3 OK done\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na4 OK done\r\n")
+        .c(b"a5 UID SEARCH UID 5:*\r\n")
+        .s(b"* SEARCH 5\r\na5 OK ok\r\n")
+        .c(b"a6 UID FETCH 5 (UID RFC822.SIZE)\r\n")
+        .s(format!("* 1 FETCH (UID 5 RFC822.SIZE {n})\r\na6 OK ok\r\n"))
+        .c(b"a7 UID FETCH 5 (UID BODY.PEEK[])\r\n")
+        .s([body_fetch(1, 5, MSG2), b"a7 OK ok\r\n".to_vec()].concat())
+        .c(b"")
+        .idle()
+        .stored()
+        .c(b"a8 UID STORE 5 +FLAGS.SILENT (\\Deleted)\r\na9 UID EXPUNGE 5\r\n")
+        .s(b"a8 OK done\r\na9 OK done\r\n")
+        .logout(10);
     let run = ok_run(&with_after(AfterFetch::Delete), Some(&state), &script);
     assert_eq!(run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:1:5"]);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":5}}}"#);
 
     // Move: the pending UIDs are moved, nothing new, logout.
     let mb = with_after(AfterFetch::MoveTo("Archive".into()));
-    let mut script = prefix_with_caps(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n");
-    script.extend([
-        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID MOVE 3:4 \"Archive\"\r\n"),
-        S(b"* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na3 OK Move completed.\r\n"),
-        C(b"a4 LOGOUT\r\n"),
-    ]);
+    let script = Script::login_rw()
+        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
+        .opened(2, 1, Some(5))
+        .c(b"a3 UID MOVE 3:4 \"Archive\"\r\n")
+        .s(b"* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na3 OK Move completed.\r\n")
+        .logout(4);
     let run = ok_run(&mb, Some(&state), &script);
     assert!(run.delivered().is_empty());
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#);
@@ -87,14 +83,12 @@ fn pending_uids_get_their_action_first_then_the_new_messages() {
 fn a_refused_retry_keeps_the_uids_pending_fetches_new_mail_and_then_fails() {
     let state = pending_state(1, 4, "[[3,4]]");
     let mb = with_after(AfterFetch::Keep { mark_seen: true });
-    let mut script = login_prefix_rw();
-    script.extend([
-        S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5] ok\r\na2 OK ok\r\n"),
-        C(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n"),
-        S(b"a3 NO [CANNOT] read-only folder\r\n"),
+    let script = Script::login_rw()
+        .opened(2, 1, Some(5))
+        .c(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n")
+        .s(b"a3 NO [CANNOT] read-only folder\r\n")
         // Nothing new (UIDNEXT 5): the run ends with the refusal, after listing.
-        C(b""),
-    ]);
+        .c(b"");
     let run = drive_all(|| ImapSession::new(mb.clone(), Some(&state)).unwrap(), &script);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::FetchMessage));
@@ -106,14 +100,16 @@ fn a_refused_retry_keeps_the_uids_pending_fetches_new_mail_and_then_fails() {
 #[test]
 fn a_uidvalidity_change_or_keep_drops_the_pending_uids() {
     let state = pending_state(1, 4, "[[3,4]]");
-    let mut script = login_prefix_rw();
-    script.extend([S(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
+    let script = Script::login_rw()
+        .opened(0, 2, None)
+        .logout(3);
     let run = ok_run(&with_after(AfterFetch::Delete), Some(&state), &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":2,"last_uid":0}}}"#);
 
     // The action was changed to keep: nothing to apply, nothing written (read-only).
-    let mut script = login_prefix();
-    script.extend([S(b"* 2 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\n* OK [UIDNEXT 5] ok\r\na2 OK ok\r\n"), C(b"a3 LOGOUT\r\n")]);
+    let script = Script::login()
+        .opened(2, 1, Some(5))
+        .logout(3);
     let run = ok_run(&with_after(AfterFetch::Keep { mark_seen: false }), Some(&state), &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#);
 }

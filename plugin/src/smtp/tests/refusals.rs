@@ -7,11 +7,7 @@ use crate::error::{RefusalCause, Retry};
 #[test]
 fn mixed_recipient_results_are_reported_and_the_message_sent() {
     for chunking in ALL {
-        let mut s = session(Security::ImplicitTls);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, chunking);
-        exchange(&mut s, AUTH_OK, &pipelined_envelope(), chunking);
+        let mut s = envelope_sent(chunking);
         exchange(
             &mut s,
             b"250 2.1.0 Ok\r\n550 5.1.1 <ann@example.com>: Recipient address rejected: User unknown\r\n250 2.1.5 Ok\r\n354 go\r\n",
@@ -41,10 +37,7 @@ fn mixed_recipient_results_are_reported_and_the_message_sent() {
 fn no_recipient_accepted_resets_quits_and_fails() {
     for chunking in ALL {
         // Without PIPELINING: RSET, then QUIT, one at a time; DATA is never sent.
-        let mut s = session(Security::ImplicitTls);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, b"250-mx\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, chunking);
+        let mut s = authenticating(session(Security::ImplicitTls), b"250-mx\r\n250 AUTH PLAIN\r\n", chunking);
         exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", chunking);
         exchange(&mut s, b"250 2.1.0 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", chunking);
         exchange(&mut s, b"550 5.1.1 User unknown\r\n", b"RCPT TO:<bob@example.net>\r\n", chunking);
@@ -61,11 +54,7 @@ fn no_recipient_accepted_resets_quits_and_fails() {
 
 #[test]
 fn no_recipient_accepted_with_pipelining_sends_rset_and_quit_together() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, &pipelined_envelope(), Chunking::Whole);
+    let mut s = envelope_sent(Chunking::Whole);
     let reset = exchange(
         &mut s,
         b"250 2.1.0 Ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n554 5.5.1 Error: no valid recipients\r\n",
@@ -80,21 +69,14 @@ fn no_recipient_accepted_with_pipelining_sends_rset_and_quit_together() {
 
 #[test]
 fn pipelined_data_accepted_without_recipients_never_completes_a_message() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
-    exchange(&mut s, AUTH_OK, &pipelined_envelope(), Chunking::Whole);
+    let mut s = envelope_sent(Chunking::Whole);
     let e = server(&mut s, b"250 Ok\r\n550 no\r\n550 no\r\n354 go ahead\r\n", Chunking::Whole).unwrap_err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Refused, Stage::Envelope));
 }
 
 #[test]
 fn size_limit_advertised_by_the_server_is_checked_before_mail() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, b"250-mx\r\n250-SIZE 10\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, Chunking::Whole);
+    let mut s = authenticating(session(Security::ImplicitTls), b"250-mx\r\n250-SIZE 10\r\n250 AUTH PLAIN\r\n", Chunking::Whole);
     let e = server(&mut s, AUTH_OK, Chunking::Whole).unwrap_err();
     assert_eq!((e.kind, e.stage, e.retry), (ErrorKind::Refused, Stage::Envelope, Retry::FixFirst));
     let size = (DATA.len() - 4) as u64;
@@ -143,10 +125,7 @@ fn all_recipients_refused_retries_later_when_any_refusal_was_temporary() {
 
 #[test]
 fn hang_up_during_rset_still_reports_the_refused_recipients() {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, b"250-mx\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, Chunking::Whole);
+    let mut s = authenticating(session(Security::ImplicitTls), b"250-mx\r\n250 AUTH PLAIN\r\n", Chunking::Whole);
     exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", Chunking::Whole);
     exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
     exchange(&mut s, b"450 4.2.0 Greylisted\r\n", b"RCPT TO:<bob@example.net>\r\n", Chunking::Whole);
@@ -159,10 +138,7 @@ fn hang_up_during_rset_still_reports_the_refused_recipients() {
 #[test]
 fn check_with_one_refused_recipient_resets_quits_and_fails_at_the_envelope() {
     for chunking in ALL {
-        let mut s = check_session(Security::ImplicitTls, basic(), &["ann@example.com", "bob@example.net"]);
-        connect(&mut s);
-        exchange(&mut s, GREETING, EHLO, chunking);
-        exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, chunking);
+        let mut s = authenticating(check_session(Security::ImplicitTls, basic(), &["ann@example.com", "bob@example.net"]), EHLO_TLS_CAPS, chunking);
         exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", chunking);
         exchange(&mut s, b"250 2.1.0 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", chunking);
         exchange(&mut s, b"250 2.1.5 Ok\r\n", b"RCPT TO:<bob@example.net>\r\n", chunking);
@@ -180,10 +156,7 @@ fn check_with_one_refused_recipient_resets_quits_and_fails_at_the_envelope() {
         assert_eq!(s.deadline(), None);
     }
     // The server hangs up during RSET: still the recipient refusal, and a temporary one.
-    let mut s = check_session(Security::ImplicitTls, basic(), &["ann@example.com"]);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
+    let mut s = authenticating(check_session(Security::ImplicitTls, basic(), &["ann@example.com"]), EHLO_TLS_CAPS, Chunking::Whole);
     exchange(&mut s, AUTH_OK, b"MAIL FROM:<agent@shop.example>\r\n", Chunking::Whole);
     exchange(&mut s, b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
     exchange(&mut s, b"450 4.2.0 Greylisted\r\n", b"RSET\r\n", Chunking::Whole);
@@ -194,11 +167,8 @@ fn check_with_one_refused_recipient_resets_quits_and_fails_at_the_envelope() {
 
 /// A session at the pipelined envelope against a server like smtp2 (npm smtp-server).
 fn smtp2_envelope(to: &[&str]) -> SmtpSession {
-    let mut s = session_with(Security::ImplicitTls, basic(), to);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
     let caps = b"250-smtp2.test Nice to meet you\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-SIZE 1048576\r\n250 AUTH PLAIN LOGIN\r\n";
-    exchange(&mut s, caps, AUTH_PLAIN, Chunking::Whole);
+    let mut s = authenticating(session_with(Security::ImplicitTls, basic(), to), caps, Chunking::Whole);
     let mut envelope = format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", DATA.len() - 4);
     for t in to {
         envelope.push_str(&format!("RCPT TO:<{t}>\r\n"));
@@ -300,11 +270,7 @@ fn the_size_limit_refusal_up_front_says_whose_limit_it_is_in_both_languages() {
 }
 
 fn smtp2_like_small_limit() -> SmtpSession {
-    let mut s = session(Security::ImplicitTls);
-    connect(&mut s);
-    exchange(&mut s, GREETING, EHLO, Chunking::Whole);
-    exchange(&mut s, b"250-mx\r\n250-SIZE 16\r\n250 AUTH PLAIN\r\n", AUTH_PLAIN, Chunking::Whole);
-    s
+    authenticating(session(Security::ImplicitTls), b"250-mx\r\n250-SIZE 16\r\n250 AUTH PLAIN\r\n", Chunking::Whole)
 }
 
 #[test]

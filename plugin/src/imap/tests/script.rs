@@ -1,0 +1,69 @@
+//! The openings and endings the `ImapSession` transcripts share, as `Script` builders: logged
+//! in (read-only or for writing, other capabilities), INBOX opened, UIDs 3 and 4 fetched,
+//! LOGOUT; and the helpers that run them.
+
+use super::*;
+
+pub(super) fn leak(v: Vec<u8>) -> &'static [u8] {
+    Box::leak(v.into_boxed_slice())
+}
+
+impl Script {
+    /// Logged in, INBOX opened read-only (after-fetch `keep`): `login_prefix`.
+    pub(super) fn login() -> Script {
+        Script::from(login_prefix())
+    }
+
+    /// Logged in, INBOX selected for writing (an after-fetch action that changes the server).
+    pub(super) fn login_rw() -> Script {
+        Script::from(login_prefix_rw())
+    }
+
+    /// Another greeting (other capabilities).
+    pub(super) fn greeting(self, greeting: &'static [u8]) -> Script {
+        self.with_step(0, S(greeting))
+    }
+
+    /// The server's answer to the EXAMINE or SELECT of INBOX (tag a2): `exists` messages,
+    /// UIDVALIDITY and, when given, UIDNEXT.
+    pub(super) fn opened(self, exists: u32, uidvalidity: u32, uidnext: Option<u32>) -> Script {
+        let next = uidnext.map(|n| format!("* OK [UIDNEXT {n}] ok\r\n")).unwrap_or_default();
+        self.s(format!("* {exists} EXISTS\r\n* OK [UIDVALIDITY {uidvalidity}] ok\r\n{next}a2 OK ok\r\n"))
+    }
+
+    /// INBOX opened with UIDs 3 and 4 (UIDVALIDITY 1), listed, sized and fetched (tags
+    /// a2..a5); ends right after the fetch's tagged OK, with no further bytes written.
+    pub(super) fn fetch_3_and_4(self) -> Script {
+        let n = MSG2.len();
+        self.opened(2, 1, None)
+            .c(b"a3 UID SEARCH ALL\r\n")
+            .s(b"* SEARCH 3 4\r\na3 OK ok\r\n")
+            .c(b"a4 UID FETCH 3:4 (UID RFC822.SIZE)\r\n")
+            .s(format!("* 1 FETCH (UID 3 RFC822.SIZE {n})\r\n* 2 FETCH (UID 4 RFC822.SIZE {n})\r\na4 OK ok\r\n"))
+            .c(b"a5 UID FETCH 3:4 (UID BODY.PEEK[])\r\n")
+            .s([body_fetch(1, 3, MSG2), body_fetch(2, 4, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
+            .c(b"")
+    }
+
+    /// The client logs out with tag `a<tag>` (the server does not answer).
+    pub(super) fn logout(self, tag: u32) -> Script {
+        self.c(format!("a{tag} LOGOUT\r\n"))
+    }
+
+    /// The client logs out with tag `a<tag>`, the server says OK.
+    pub(super) fn logout_bye(self, tag: u32) -> Script {
+        self.logout(tag).s(format!("a{tag} OK bye\r\n"))
+    }
+}
+
+pub(super) fn with_after(after: AfterFetch) -> Mailbox {
+    let mut mb = mailbox(Security::ImplicitTls);
+    mb.after_fetch = after;
+    mb
+}
+
+pub(super) fn ok_run(mb: &Mailbox, state: Option<&[u8]>, script: &[Step<'_>]) -> Run {
+    let run = drive_all(|| ImapSession::new(mb.clone(), state).unwrap(), script);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    run
+}
