@@ -267,6 +267,24 @@ impl Database {
             .collect()
     }
 
+    /// The raw bytes of the message with database id `id` (of `tenant`, when given), exactly
+    /// as fetched: from the row's `raw` column or, for messages stored since schema version 3,
+    /// from its segment file, checked against the row's SHA-256. None: no such message.
+    fn raw_of(&self, tenant: Option<&str>, id: i64) -> Result<Option<Vec<u8>>, HostError> {
+        let found: Option<(Vec<u8>, Option<RawAt>)> = self
+            .conn
+            .query_row(
+                "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+                params![id, tenant],
+                |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
+            )
+            .optional()
+            .map_err(db_err("reading a message"))?;
+        let Some((mut raw, at)) = found else { return Ok(None) };
+        self.load_raw(id, &mut raw, at)?;
+        Ok(Some(raw))
+    }
+
     /// Fills `raw` (read from the row's `raw` column) from its segment when the row keeps its
     /// bytes there.
     fn load_raw(&self, row: i64, raw: &mut Vec<u8>, at: Option<RawAt>) -> Result<(), HostError> {
@@ -314,15 +332,8 @@ impl Database {
         match found.as_slice() {
             [] => Err(HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""))),
             [(id, mailbox, ..)] => {
-                let (mut raw, at): (Vec<u8>, Option<RawAt>) = self
-                    .conn
-                    .query_row(
-                        "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE id = ?1",
-                        params![id],
-                        |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
-                    )
-                    .map_err(db_err("finding a message"))?;
-                self.load_raw(*id, &mut raw, at)?;
+                let gone = || HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""));
+                let raw = self.raw_of(None, *id)?.ok_or_else(gone)?;
                 Ok((mailbox.clone(), raw))
             }
             many => {

@@ -127,21 +127,6 @@ impl Database {
     /// The bytes live in the row or, for messages stored since schema version 3, in a segment
     /// file beside the database, checked against the row's SHA-256 when read.
     pub fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError> {
-        let found: Option<(Vec<u8>, Option<super::RawAt>)> = self
-            .conn
-            .query_row(
-                "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE tenant = ?1 AND id = ?2",
-                params![tenant, id],
-                |r| Ok((r.get(0)?, super::RawAt::from_row(r, 1)?)),
-            )
-            .optional()
-            .map_err(db_err("reading a message"))?;
-        match found {
-            None => Ok(None),
-            Some((mut raw, at)) => {
-                self.load_raw(id, &mut raw, at)?;
-                Ok(Some(raw))
-            }
-        }
+        self.raw_of(Some(tenant), id)
     }
 }

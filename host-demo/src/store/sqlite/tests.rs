@@ -253,3 +253,16 @@ fn databases_of_version_2_keep_their_inline_bytes() {
     assert_eq!(rows[0].raw, old.raw);
     assert_eq!(rows[1].raw, message("", "new@h", "new").raw);
 }
+
+#[test]
+fn the_raw_bytes_by_id_are_the_tenants_only() {
+    let path = temp_db("raw-of");
+    let r = deliver(&Database::open(&path).unwrap(), "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "first")]);
+    let db = Database::open(&path).unwrap();
+    let raw = message("", "a@h", "first").raw;
+    assert_eq!(db.message_raw("t", r[0].row).unwrap(), Some(raw.clone()));
+    assert_eq!(db.find("t", &format!("db:{}", r[0].row)).unwrap(), ("m".to_string(), raw));
+    assert_eq!(db.message_raw("another", r[0].row).unwrap(), None, "another tenant's id reads nothing");
+    assert_eq!(db.message_raw("t", r[0].row + 1).unwrap(), None);
+    let _ = std::fs::remove_dir_all(raw_folder(&path));
+}
