@@ -50,16 +50,18 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
     mb.first_sync = FirstSync::Newest(2);
     let n = MSG2.len();
     let sizes = format!("* 4 FETCH (UID 20 RFC822.SIZE {n})\r\n* 5 FETCH (UID 31 RFC822.SIZE {n})\r\na3 OK ok\r\n");
-    let fetch = [body_fetch(4, 20, MSG2), body_fetch(5, 31, MSG2), b"a4 OK ok\r\n".to_vec()].concat();
-    let script = Script::login()
-        .opened(5, 7, Some(32))
-        .c(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n")
-        .s(sizes.clone())
-        .c(b"a4 UID FETCH 20,31 (UID BODY.PEEK[])\r\n")
-        .s(fetch.clone())
-        .stored()
-        .logout_bye(5);
-    let run = ok_run(&mb, None, &script);
+    // The newest two listed by sequence number, then the body fetch of `uids`.
+    let script = |uids: &str, bodies: &[Vec<u8>]| {
+        Script::login()
+            .opened(5, 7, Some(32))
+            .c(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n")
+            .s(sizes.clone())
+            .c(format!("a4 UID FETCH {uids} (UID BODY.PEEK[])\r\n"))
+            .s([bodies.concat(), b"a4 OK ok\r\n".to_vec()].concat())
+            .stored()
+            .logout_bye(5)
+    };
+    let run = ok_run(&mb, None, &script("20,31", &[body_fetch(4, 20, MSG2), body_fetch(5, 31, MSG2)]));
     assert_eq!(
         run.delivered().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
         ["imap:INBOX:7:20", "imap:INBOX:7:31"]
@@ -69,16 +71,7 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
     // With a batch of one, the state starts just below the newest two, so the older ones are
     // never fetched and the other new one comes next run.
     mb.limits.max_batch_messages = 1;
-    let fetch = [body_fetch(4, 20, MSG2), b"a4 OK ok\r\n".to_vec()].concat();
-    let script = Script::login()
-        .opened(5, 7, Some(32))
-        .c(b"a3 FETCH 4:* (UID RFC822.SIZE)\r\n")
-        .s(sizes.clone())
-        .c(b"a4 UID FETCH 20 (UID BODY.PEEK[])\r\n")
-        .s(fetch.clone())
-        .stored()
-        .logout_bye(5);
-    let run = ok_run(&mb, None, &script);
+    let run = ok_run(&mb, None, &script("20", &[body_fetch(4, 20, MSG2)]));
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 1, remaining: 1, skipped: 0 }));
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":7,"last_uid":20}}}"#);
 }
@@ -86,9 +79,7 @@ fn first_sync_newest_n_fetches_only_the_highest_uids() {
 #[test]
 fn keep_without_mark_seen_writes_nothing_but_logout() {
     let script = Script::login()
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+        .stored_3_and_4()
         .logout(6);
     ok_run(&with_after(AfterFetch::Keep { mark_seen: false }), None, &script);
 }
@@ -96,9 +87,7 @@ fn keep_without_mark_seen_writes_nothing_but_logout() {
 #[test]
 fn mark_seen_after_stored_only() {
     let script = Script::login_rw()
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+        .stored_3_and_4()
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n")
         .s(b"a6 OK Store completed.\r\n")
         .logout_bye(7);
@@ -108,11 +97,8 @@ fn mark_seen_after_stored_only() {
 
 #[test]
 fn delete_uses_uid_expunge_with_uidplus_and_only_flags_without() {
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("UIDPLUS")
+        .stored_3_and_4()
         // Pipelined in one write; never a plain EXPUNGE.
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
         .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
@@ -121,9 +107,7 @@ fn delete_uses_uid_expunge_with_uidplus_and_only_flags_without() {
     assert!(!String::from_utf8_lossy(&run.wire).contains(" EXPUNGE\r\n"));
 
     let script = Script::login_rw()
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+        .stored_3_and_4()
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\n")
         .s(b"a6 OK Store completed.\r\n")
         .logout(7);
@@ -133,22 +117,16 @@ fn delete_uses_uid_expunge_with_uidplus_and_only_flags_without() {
 #[test]
 fn move_uses_uid_move_or_copy_then_delete() {
     let mb = with_after(AfterFetch::MoveTo("Erledigt Übernommen".into()));
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("MOVE UIDPLUS")
+        .stored_3_and_4()
         .c(b"a6 UID MOVE 3:4 \"Erledigt &ANw-bernommen\"\r\n")
         .s(b"* OK [COPYUID 5 3:4 10:11] Moved\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na6 OK Move completed.\r\n")
         .logout(7);
     ok_run(&mb, None, &script);
 
     // No MOVE: COPY, and only after its OK the delete path (pipelined).
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("UIDPLUS")
+        .stored_3_and_4()
         .c(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n")
         .s(b"a6 OK [COPYUID 5 3:4 10:11] Copy completed.\r\n")
         .c(b"a7 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na8 UID EXPUNGE 3:4\r\n")
@@ -157,11 +135,8 @@ fn move_uses_uid_move_or_copy_then_delete() {
     ok_run(&mb, None, &script);
 
     // A failed COPY must not flag anything \Deleted.
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("UIDPLUS")
+        .stored_3_and_4()
         .c(b"a6 UID COPY 3:4 \"Erledigt &ANw-bernommen\"\r\n")
         .s(b"a6 NO [OVERQUOTA] Quota exceeded\r\n");
     let run = drive_all(|| ImapSession::new(mb.clone(), None).unwrap(), &script);
@@ -185,11 +160,8 @@ fn move_uses_uid_move_or_copy_then_delete() {
 #[test]
 fn trycreate_creates_the_target_and_retries_once() {
     let mb = with_after(AfterFetch::MoveTo("Done".into()));
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("MOVE")
+        .stored_3_and_4()
         .c(b"a6 UID MOVE 3:4 \"Done\"\r\n")
         .s(b"a6 NO [TRYCREATE] Mailbox doesn't exist: Done\r\n")
         // Created and subscribed (a refused SUBSCRIBE does not matter), then moved.
@@ -199,11 +171,8 @@ fn trycreate_creates_the_target_and_retries_once() {
     ok_run(&mb, None, &script);
 
     // A second TRYCREATE is an error naming the folder and the action.
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("MOVE")
+        .stored_3_and_4()
         .c(b"a6 UID MOVE 3:4 \"Done\"\r\n")
         .s(b"a6 NO [TRYCREATE] no such folder\r\n")
         .c(b"a7 CREATE \"Done\"\r\na8 SUBSCRIBE \"Done\"\r\na9 UID MOVE 3:4 \"Done\"\r\n")
@@ -219,8 +188,7 @@ fn trycreate_creates_the_target_and_retries_once() {
 #[test]
 fn a_stored_in_the_middle_of_the_batch_writes_nothing_until_the_batch_is_covered() {
     let n = MSG2.len();
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+    let script = Script::login_rw_with("UIDPLUS")
         .opened(2, 1, None)
         .c(b"a3 UID SEARCH ALL\r\n")
         .s(b"* SEARCH 3 4\r\na3 OK ok\r\n")
@@ -245,8 +213,7 @@ fn a_stored_in_the_middle_of_the_batch_writes_nothing_until_the_batch_is_covered
 #[test]
 fn connection_closed_before_stored_is_an_error_and_changes_nothing() {
     for after in [AfterFetch::Delete, AfterFetch::Keep { mark_seen: true }, AfterFetch::MoveTo("Done".into())] {
-        let script = Script::login_rw()
-            .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n")
+        let script = Script::login_rw_with("UIDPLUS MOVE")
             .fetch_3_and_4()
             .idle()
             .s(b"* BYE Autologout\r\n");
@@ -254,9 +221,7 @@ fn connection_closed_before_stored_is_an_error_and_changes_nothing() {
         assert_eq!(run.err().stage, Stage::FetchMessage);
         assert_eq!(run.session.as_ref().unwrap().sync_state(), None, "nothing stored, nothing committed");
 
-        let script = Script::login_rw()
-
-            .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS MOVE] ready\r\n")
+        let script = Script::login_rw_with("UIDPLUS MOVE")
             .fetch_3_and_4()
             .idle()
             .closed();
@@ -275,24 +240,15 @@ fn connection_closed_before_stored_is_an_error_and_changes_nothing() {
 fn each_folder_gets_its_action_before_the_next_select() {
     let mut mb = with_after(AfterFetch::Keep { mark_seen: true });
     mb.folders = vec!["INBOX".into(), "Support".into()];
-    let n = MSG2.len();
     let script = Script::login_rw()
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+        .stored_3_and_4()
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Seen)\r\n")
         .s(b"a6 OK done\r\n")
         .c(b"a7 SELECT \"Support\"\r\n")
         .s(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 2] ok\r\na7 OK ok\r\n")
         .c(b"a8 UID SEARCH ALL\r\n")
         .s(b"* SEARCH 9\r\na8 OK ok\r\n")
-        .c(b"a9 UID FETCH 9 (UID RFC822.SIZE)\r\n")
-        .s(format!("* 1 FETCH (UID 9 RFC822.SIZE {n})\r\na9 OK ok\r\n"))
-        .c(b"a10 UID FETCH 9 (UID BODY.PEEK[])\r\n")
-        .s([body_fetch(1, 9, MSG2), b"a10 OK ok\r\n".to_vec()].concat())
-        .c(b"")
-        .idle()
-        .stored()
+        .stored_one(9, 9)
         .c(b"a11 UID STORE 9 +FLAGS.SILENT (\\Seen)\r\n")
         .s(b"a11 OK done\r\n")
         .logout_bye(12);
@@ -330,18 +286,21 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     let mut mb = mailbox(Security::ImplicitTls);
     mb.limits.max_message_bytes = 100;
     let sizes = b"* 1 FETCH (UID 1 RFC822.SIZE 50)\r\n* 2 FETCH (UID 2 RFC822.SIZE 5000)\r\n* 3 FETCH (UID 3 RFC822.SIZE 60)\r\na4 OK ok\r\n";
+    // UIDs 1 to 3 listed and sized, 1 and 3 asked for; the server answers with `bodies`.
+    let script = |bodies: &[Vec<u8>]| {
+        Script::login()
+            .opened(3, 1, None)
+            .c(b"a3 UID SEARCH ALL\r\n")
+            .s(b"* SEARCH 1 2 3\r\na3 OK ok\r\n")
+            .c(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n")
+            .s(sizes)
+            .c(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n")
+            .s([bodies.concat(), b"a5 OK ok\r\n".to_vec()].concat())
+            .stored()
+            .logout_bye(6)
+    };
     // Run 1: UID 2 is too big; the server leaves UID 1 out of its FETCH answer.
-    let script = Script::login()
-        .opened(3, 1, None)
-        .c(b"a3 UID SEARCH ALL\r\n")
-        .s(b"* SEARCH 1 2 3\r\na3 OK ok\r\n")
-        .c(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n")
-        .s(sizes)
-        .c(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n")
-        .s([body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
-        .stored()
-        .logout_bye(6);
-    let run = ok_run(&mb, None, &script);
+    let run = ok_run(&mb, None, &script(&[body_fetch(3, 3, MSG2)]));
     let skipped: Vec<_> =
         run.actions.iter().filter_map(|a| if let Action::Skipped(s) = a { Some(s) } else { None }).collect();
     assert_eq!(skipped.len(), 1);
@@ -360,17 +319,7 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
     assert_eq!(state, r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":0,"skipped":[2]}}}"#);
 
     // Run 2 with that state: UID 1 is asked for again, UID 2 is not reported again.
-    let script = Script::login()
-        .opened(3, 1, None)
-        .c(b"a3 UID SEARCH ALL\r\n")
-        .s(b"* SEARCH 1 2 3\r\na3 OK ok\r\n")
-        .c(b"a4 UID FETCH 1:3 (UID RFC822.SIZE)\r\n")
-        .s(sizes)
-        .c(b"a5 UID FETCH 1,3 (UID BODY.PEEK[])\r\n")
-        .s([body_fetch(1, 1, MSG2), body_fetch(3, 3, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
-        .stored()
-        .logout_bye(6);
-    let run = ok_run(&mb, Some(state.as_bytes()), &script);
+    let run = ok_run(&mb, Some(state.as_bytes()), &script(&[body_fetch(1, 1, MSG2), body_fetch(3, 3, MSG2)]));
     assert!(!run.actions.iter().any(|a| matches!(a, Action::Skipped(_))));
     assert_eq!(run.finished(), Some(&FetchSummary { delivered: 2, remaining: 0, skipped: 0 }));
     let state = run.sync();
@@ -388,8 +337,7 @@ fn oversized_message_is_reported_once_and_an_omitted_uid_is_not_jumped_over() {
 fn skipped_message_gets_no_after_fetch_action() {
     let mut mb = with_after(AfterFetch::Delete);
     mb.limits.max_message_bytes = 100;
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+    let script = Script::login_rw_with("UIDPLUS")
         .opened(2, 1, None)
         .c(b"a3 UID SEARCH ALL\r\n")
         .s(b"* SEARCH 1 2\r\na3 OK ok\r\n")

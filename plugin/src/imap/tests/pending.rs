@@ -12,11 +12,8 @@ fn pending_state(uidvalidity: u32, last_uid: u32, pending: &str) -> Vec<u8> {
 
 #[test]
 fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("UIDPLUS")
+        .stored_3_and_4()
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
         .s(b"a6 OK Store completed.\r\n")
         .closed();
@@ -28,11 +25,8 @@ fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
     );
 
     // Confirmed: nothing stays pending.
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
-        .fetch_3_and_4()
-        .idle()
-        .stored()
+    let script = Script::login_rw_with("UIDPLUS")
+        .stored_3_and_4()
         .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
         .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
         .logout(8);
@@ -42,23 +36,15 @@ fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
 
 #[test]
 fn pending_uids_get_their_action_first_then_the_new_messages() {
-    let n = MSG2.len();
     let state = pending_state(1, 4, "[[3,4]]");
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n")
+    let script = Script::login_rw_with("UIDPLUS")
         .opened(3, 1, Some(6))
         // Exactly the pending UIDs, never fetched again.
         .c(b"a3 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na4 UID EXPUNGE 3:4\r\n")
         .s(b"a3 OK done\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na4 OK done\r\n")
         .c(b"a5 UID SEARCH UID 5:*\r\n")
         .s(b"* SEARCH 5\r\na5 OK ok\r\n")
-        .c(b"a6 UID FETCH 5 (UID RFC822.SIZE)\r\n")
-        .s(format!("* 1 FETCH (UID 5 RFC822.SIZE {n})\r\na6 OK ok\r\n"))
-        .c(b"a7 UID FETCH 5 (UID BODY.PEEK[])\r\n")
-        .s([body_fetch(1, 5, MSG2), b"a7 OK ok\r\n".to_vec()].concat())
-        .c(b"")
-        .idle()
-        .stored()
+        .stored_one(6, 5)
         .c(b"a8 UID STORE 5 +FLAGS.SILENT (\\Deleted)\r\na9 UID EXPUNGE 5\r\n")
         .s(b"a8 OK done\r\na9 OK done\r\n")
         .logout(10);
@@ -68,8 +54,7 @@ fn pending_uids_get_their_action_first_then_the_new_messages() {
 
     // Move: the pending UIDs are moved, nothing new, logout.
     let mb = with_after(AfterFetch::MoveTo("Archive".into()));
-    let script = Script::login_rw()
-        .greeting(b"* OK [CAPABILITY IMAP4rev1 MOVE] ready\r\n")
+    let script = Script::login_rw_with("MOVE")
         .opened(2, 1, Some(5))
         .c(b"a3 UID MOVE 3:4 \"Archive\"\r\n")
         .s(b"* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na3 OK Move completed.\r\n")

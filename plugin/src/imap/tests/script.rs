@@ -19,9 +19,9 @@ impl Script {
         Script::from(login_prefix_rw())
     }
 
-    /// Another greeting (other capabilities).
-    pub(super) fn greeting(self, greeting: &'static [u8]) -> Script {
-        self.with_step(0, S(greeting))
+    /// `login_rw` with a greeting that offers `IMAP4rev1 <caps>`.
+    pub(super) fn login_rw_with(caps: &str) -> Script {
+        Script::login_rw().with_step(0, S(leak(format!("* OK [CAPABILITY IMAP4rev1 {caps}] ready\r\n").into_bytes())))
     }
 
     /// The server's answer to the EXAMINE or SELECT of INBOX (tag a2): `exists` messages,
@@ -43,6 +43,25 @@ impl Script {
             .c(b"a5 UID FETCH 3:4 (UID BODY.PEEK[])\r\n")
             .s([body_fetch(1, 3, MSG2), body_fetch(2, 4, MSG2), b"a5 OK ok\r\n".to_vec()].concat())
             .c(b"")
+    }
+
+    /// `fetch_3_and_4`, then the host reports both stored: the after-fetch action (tag a6)
+    /// comes next.
+    pub(super) fn stored_3_and_4(self) -> Script {
+        self.fetch_3_and_4().idle().stored()
+    }
+
+    /// UID `uid` (message 1 of the folder) sized and fetched with tags `a<tag>` and
+    /// `a<tag + 1>`, then stored: the after-fetch action comes next.
+    pub(super) fn stored_one(self, tag: u32, uid: u32) -> Script {
+        let (n, next) = (MSG2.len(), tag + 1);
+        self.c(format!("a{tag} UID FETCH {uid} (UID RFC822.SIZE)\r\n"))
+            .s(format!("* 1 FETCH (UID {uid} RFC822.SIZE {n})\r\na{tag} OK ok\r\n"))
+            .c(format!("a{next} UID FETCH {uid} (UID BODY.PEEK[])\r\n"))
+            .s([body_fetch(1, uid, MSG2), format!("a{next} OK ok\r\n").into_bytes()].concat())
+            .c(b"")
+            .idle()
+            .stored()
     }
 
     /// The client logs out with tag `a<tag>` (the server does not answer).
