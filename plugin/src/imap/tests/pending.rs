@@ -25,11 +25,7 @@ fn a_run_cut_before_the_action_is_confirmed_leaves_the_uids_pending() {
     );
 
     // Confirmed: nothing stays pending.
-    let script = Script::login_rw_with("UIDPLUS")
-        .stored_3_and_4()
-        .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
-        .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
-        .logout(8);
+    let script = Script::deleted_3_and_4();
     let run = ok_run(&with_after(AfterFetch::Delete), None, &script);
     assert_eq!(run.sync(), r#"{"v":3,"protocol":"imap","folders":{"INBOX":{"uidvalidity":1,"last_uid":4}}}"#);
 }

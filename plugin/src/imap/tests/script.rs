@@ -51,6 +51,16 @@ impl Script {
         self.fetch_3_and_4().idle().stored()
     }
 
+    /// With UIDPLUS, UIDs 3 and 4 fetched, stored, and deleted (STORE and UID EXPUNGE
+    /// pipelined in one write, tags a6 and a7), then LOGOUT (a8).
+    pub(super) fn deleted_3_and_4() -> Script {
+        Script::login_rw_with("UIDPLUS")
+            .stored_3_and_4()
+            .c(b"a6 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)\r\na7 UID EXPUNGE 3:4\r\n")
+            .s(b"a6 OK Store completed.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\na7 OK Expunge completed.\r\n")
+            .logout(8)
+    }
+
     /// UID `uid` (message 1 of the folder) sized and fetched with tags `a<tag>` and
     /// `a<tag + 1>`, then stored: the after-fetch action comes next.
     pub(super) fn stored_one(self, tag: u32, uid: u32) -> Script {
