@@ -1,0 +1,271 @@
+//! Storing one mailbox's deliveries in PostgreSQL, with the SQLite store's rules
+//! (`store::sqlite` module doc): a delivery is a duplicate only when the same server (`source`)
+//! already gave a message that server id, or when a message with the same Message-ID and the
+//! same bytes (SHA-256) is stored; a different message reusing a stored Message-ID is stored as
+//! its own row, flagged `mid_collision`. Raw bytes go into `bytea`.
+//!
+//! Deliveries are kept in memory and written at `commit` in one transaction (with their
+//! `message.stored` events), so `stored` is only sent to the guest once they are committed. So
+//! that memory stays bounded, a batch that grows past `FLUSH_BYTES` is written in a transaction
+//! of its own before the driver's commit (committing early is safe: the server still has the
+//! messages, and storing is idempotent). In a fenced view every transaction first checks the
+//! lease (`lease::Fence::check`); once the lease is lost nothing more is written and `commit`
+//! fails with `LeaseLost`, so the guest never acknowledges (or deletes) what a node no longer
+//! owning the mailbox delivered.
+
+use std::sync::Arc;
+
+use super::lease::Fence;
+use super::{pg_err, pg_opt_text, pg_text, Db, PgStore};
+use crate::driver::MessageSink;
+use crate::engine::{FetchedMessage, SkippedMessage};
+use crate::error::HostError;
+use crate::store::events::MESSAGE_STORED;
+use crate::store::sqlite::{classification_name, content_hash, Delivered, SinkStats};
+
+/// Past this many bytes of deliveries held, they are written before the driver's commit.
+const FLUSH_BYTES: usize = 32 << 20;
+
+/// Stores one mailbox's deliveries; see `PgStore::sink`.
+pub struct PgSink {
+    store: PgStore,
+    tenant: String,
+    mailbox: String,
+    source: String,
+    pending: Vec<Pending>,
+    pending_bytes: usize,
+    /// Results of batches written early (`FLUSH_BYTES`), handed out at the next `commit`.
+    flushed: Vec<Delivered>,
+    /// After each `commit`: what became of each delivery since the previous commit.
+    pub results: Vec<Delivered>,
+    pub stats: SinkStats,
+}
+
+enum Pending {
+    Message(FetchedMessage),
+    Skipped(SkippedMessage),
+}
+
+impl PgSink {
+    pub(super) fn new(store: PgStore, tenant: &str, mailbox: &str) -> PgSink {
+        PgSink {
+            store,
+            tenant: tenant.to_string(),
+            mailbox: mailbox.to_string(),
+            source: String::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            flushed: Vec::new(),
+            results: Vec::new(),
+            stats: SinkStats::default(),
+        }
+    }
+
+    /// Writes what is pending in one transaction; returns what each delivery did.
+    fn write(&mut self) -> Result<Vec<Delivered>, HostError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let (tenant, mailbox, source, fence) = (self.tenant.clone(), self.mailbox.clone(), self.source.clone(), self.store.fence.clone());
+        self.store.wait(|db| async move { write_batch(db, fence, tenant, mailbox, source, batch).await })
+    }
+}
+
+async fn write_batch(
+    db: Arc<Db>,
+    fence: Option<Fence>,
+    tenant: String,
+    mailbox: String,
+    source: String,
+    batch: Vec<Pending>,
+) -> Result<Vec<Delivered>, HostError> {
+    let mut c = db.client().await?;
+    let tx = c.transaction().await.map_err(pg_err("starting a transaction"))?;
+    if let Some(f) = &fence {
+        f.check(&tx).await?;
+    }
+    let token = fence.as_ref().map(|f| f.token);
+    let now = crate::driver::now_ms() as i64;
+    let mut results = Vec::new();
+    let mut events = Vec::new();
+    for job in &batch {
+        match job {
+            Pending::Message(m) => {
+                let (d, event) = insert(&tx, &tenant, &mailbox, &source, token, m, now).await?;
+                results.push(d);
+                events.extend(event);
+            }
+            Pending::Skipped(s) => {
+                tx.execute(
+                    "INSERT INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT DO NOTHING",
+                    &[&tenant, &mailbox, &pg_text(&s.id), &pg_text(&s.folder), &(s.size as i64), &pg_text(&s.reason)],
+                )
+                .await
+                .map_err(pg_err("recording a skipped message"))?;
+            }
+        }
+    }
+    let events: Vec<(&str, serde_json::Value)> = events.into_iter().map(|e| (MESSAGE_STORED, e)).collect();
+    super::events::append(&tx, &tenant, &events, now).await?;
+    tx.commit().await.map_err(pg_err("committing"))?;
+    Ok(results)
+}
+
+/// Stores a message unless the same one is stored already; returns what it did and, for a new
+/// row, its `message.stored` event.
+async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    mailbox: &str,
+    source: &str,
+    token: Option<i64>,
+    m: &FetchedMessage,
+    now: i64,
+) -> Result<(Delivered, Option<serde_json::Value>), HostError> {
+    let hash = content_hash(&m.raw);
+    let server_id = pg_text(&m.id).into_owned();
+    let message_id = match &m.parsed {
+        Ok(p) => pg_text(&p.message_id).into_owned(),
+        // Unparseable: stored raw with the reason, under a Message-ID made from its content
+        // (the SHA-256; the SQLite store keeps its older FNV form).
+        Err(_) => format!("unparsed-{}@mailplug.invalid", &hash[..32]),
+    };
+    let done = |row: i64, new: bool, reported: bool, collision: bool| Delivered { id: m.id.clone(), row, new, reported, collision };
+    let same_server = tx
+        .prepare_cached("SELECT id, reported, mid_collision FROM messages WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = $4")
+        .await
+        .map_err(pg_err("looking up a message"))?;
+    if let Some(r) = tx.query_opt(&same_server, &[&tenant, &mailbox, &source, &server_id]).await.map_err(pg_err("looking up a message"))? {
+        return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
+    }
+    // The earliest row with the same bytes if there is one, else any row (a collision).
+    let same_mid = tx
+        .prepare_cached(
+            "SELECT id, reported, mid_collision, content_hash = $4 AS same FROM messages
+             WHERE tenant = $1 AND mailbox = $2 AND message_id = $3 ORDER BY same DESC, id LIMIT 1",
+        )
+        .await
+        .map_err(pg_err("looking up a message"))?;
+    let found = tx.query_opt(&same_mid, &[&tenant, &mailbox, &message_id, &hash]).await.map_err(pg_err("looking up a message"))?;
+    if let Some(r) = &found {
+        if r.get::<_, bool>(3) {
+            return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
+        }
+    }
+    let collision = found.is_some();
+    let folder = pg_text(&m.folder).into_owned();
+    let size = m.raw.len() as i64;
+    let (synthetic, subject, from, date_ms, classification, parse_error, text, html) = match &m.parsed {
+        Ok(p) => {
+            let from = p.from.first().map(|a| match &a.name {
+                Some(n) => format!("{n} <{}>", a.address),
+                None => a.address.clone(),
+            });
+            (
+                p.message_id_synthetic,
+                pg_opt_text(&p.subject),
+                pg_opt_text(&from),
+                p.date_ms,
+                classification_name(p.classification),
+                None,
+                pg_opt_text(&p.text_body),
+                pg_opt_text(&p.html_body),
+            )
+        }
+        Err(why) => (true, None, None, None, "normal", Some(pg_text(why).into_owned()), None, None),
+    };
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic, content_hash,
+                mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body, html_body, size, raw,
+                stored_at_ms, token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+             ON CONFLICT (tenant, mailbox, source, server_id) DO NOTHING
+             RETURNING id",
+        )
+        .await
+        .map_err(pg_err("storing a message"))?;
+    let inserted = tx
+        .query_opt(
+            &ins,
+            &[
+                &tenant, &mailbox, &source, &server_id, &folder, &message_id, &synthetic, &hash, &collision, &subject, &from, &date_ms,
+                &classification, &parse_error, &text, &html, &size, &m.raw, &now, &token,
+            ],
+        )
+        .await
+        .map_err(pg_err("storing a message"))?;
+    let Some(inserted) = inserted else {
+        // Another writer stored the same server id meanwhile (only without leases): a duplicate.
+        let r = tx.query_one(&same_server, &[&tenant, &mailbox, &source, &server_id]).await.map_err(pg_err("looking up a message"))?;
+        return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
+    };
+    let rowid: i64 = inserted.get(0);
+    if let Ok(p) = &m.parsed {
+        if !p.attachments.is_empty() {
+            let st = tx
+                .prepare_cached("INSERT INTO attachments (message, position, name, media_type, size, content_id) VALUES ($1, $2, $3, $4, $5, $6)")
+                .await
+                .map_err(pg_err("storing an attachment"))?;
+            // Recorded by name, type and size only: the content is in the raw message.
+            for (i, a) in p.attachments.iter().enumerate() {
+                tx.execute(&st, &[&rowid, &(i as i32), &pg_opt_text(&a.name), &pg_text(&a.media_type), &(a.size as i64), &pg_opt_text(&a.content_id)])
+                    .await
+                    .map_err(pg_err("storing an attachment"))?;
+            }
+        }
+    }
+    let (subject, from_addr) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
+    let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": mailbox, "server_id": m.id, "folder": m.folder,
+        "message_id": message_id, "subject": subject, "from": from_addr, "size": m.raw.len(), "mid_collision": collision});
+    Ok((done(rowid, true, false, collision), Some(event)))
+}
+
+impl MessageSink for PgSink {
+    fn deliver(&mut self, mut m: FetchedMessage) -> Result<(), HostError> {
+        self.stats.bytes += m.raw.len() as u64;
+        let mut size = m.raw.len();
+        if let Ok(p) = &mut m.parsed {
+            // Not stored (see `insert`): freed here rather than held.
+            for a in &mut p.attachments {
+                a.bytes = Vec::new();
+            }
+            size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+        }
+        self.pending.push(Pending::Message(m));
+        self.pending_bytes += size;
+        if self.pending_bytes >= FLUSH_BYTES {
+            let done = self.write()?;
+            self.flushed.extend(done);
+        }
+        Ok(())
+    }
+
+    fn skipped(&mut self, s: SkippedMessage) -> Result<(), HostError> {
+        self.stats.skipped += 1;
+        self.pending.push(Pending::Skipped(s));
+        Ok(())
+    }
+
+    fn source(&mut self, server: &str) {
+        self.source = server.to_string();
+    }
+
+    fn commit(&mut self) -> Result<(), HostError> {
+        self.results.clear();
+        let mut done = std::mem::take(&mut self.flushed);
+        done.extend(self.write()?);
+        for d in &done {
+            if d.new {
+                self.stats.stored += 1;
+            } else {
+                self.stats.duplicates += 1;
+            }
+        }
+        self.results = done;
+        Ok(())
+    }
+}
