@@ -108,7 +108,7 @@ pub trait Leases {
     /// lease already lost does nothing.
     fn release(&self, lease: &Lease) -> Result<(), HostError>;
     /// The leases whose resource starts with `prefix`, by name.
-    fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, HostError>;
+    fn list_leases(&self, prefix: &str) -> Result<Vec<LeaseInfo>, HostError>;
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -237,7 +237,7 @@ impl Leases for PgStore {
         })
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<LeaseInfo>, HostError> {
+    fn list_leases(&self, prefix: &str) -> Result<Vec<LeaseInfo>, HostError> {
         // LIKE with the prefix's own wildcards escaped.
         let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
         self.wait(|db| async move {

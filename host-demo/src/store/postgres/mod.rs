@@ -49,8 +49,8 @@ const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// Connections per store (per node).
 const POOL_SIZE: usize = 16;
 
-/// The shared part: what the store's tasks use.
-pub(crate) struct Db {
+/// The shared part: what the store's tasks use (the pool and the token keys; opaque outside the crate).
+pub struct Db {
     pub(crate) pool: Pool,
     /// The keys OAuth2 tokens are encrypted with (`crate::tokens`).
     pub(crate) keys: crate::tokens::SecretKeys,
@@ -226,7 +226,7 @@ impl PgStore {
     }
 
     /// Like `wait`, for async callers: awaits the work without blocking their thread.
-    pub(crate) async fn run<T, F>(&self, work: impl FnOnce(Arc<Db>) -> F) -> Result<T, HostError>
+    pub async fn run<T, F>(&self, work: impl FnOnce(Arc<Db>) -> F) -> Result<T, HostError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, HostError>> + Send + 'static,
@@ -255,7 +255,17 @@ impl PgStore {
 impl Db {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, HostError> {
         self.pool.get().await.map_err(|e| {
-            HostError::Storage(format!("cannot get a PostgreSQL connection: {e}; check that the server runs and accepts this user"))
+            // The server's own reason (a wrong password, an unknown database) says what to fix.
+            let why = match &e {
+                deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
+                    Some(d) => format!("{} ({})", d.message(), d.code().code()),
+                    None => b.to_string(),
+                },
+                other => other.to_string(),
+            };
+            HostError::Storage(format!(
+                "cannot get a PostgreSQL connection: {why}; check that the server runs and accepts this user and password"
+            ))
         })
     }
 }
