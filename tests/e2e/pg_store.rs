@@ -89,6 +89,8 @@ async fn dedup_batches() -> Vec<(&'static str, Vec<FetchedMessage>)> {
         ("pop3:other:995:u", vec![message("imap:INBOX:1:1", "z@y", "other server").await]),
         // The same bytes from another server: a duplicate by Message-ID and content.
         ("pop3:other:995:u", vec![message("pop3:uidl-7", "x@y", "genuine").await]),
+        // Within one batch: the same server id twice, then the same bytes under another id.
+        ("imap:h:993:u", vec![message("imap:INBOX:1:8", "d@y", "d").await, message("imap:INBOX:1:8", "d@y", "d").await, message("imap:INBOX:1:9", "d@y", "d").await]),
     ]
 }
 
@@ -110,16 +112,16 @@ async fn deduplication_is_the_same_in_both_stores() {
         p.extend(sink.results.clone());
     }
     // A duplicate reports its row's collision flag (the genuine row collides with the forged one).
-    let want = vec![(true, false, 0), (true, true, 1), (false, true, 1), (false, false, 0), (true, false, 4), (false, true, 1)];
+    let want = vec![(true, false, 0), (true, true, 1), (false, true, 1), (false, false, 0), (true, false, 4), (false, true, 1), (true, false, 6), (false, false, 6), (false, false, 6)];
     assert_eq!(shape(&sq), want, "SQLite: {sq:?}");
     assert_eq!(shape(&p), want, "PostgreSQL: {p:?}");
     let stored = pg.messages(&t, "m").unwrap();
-    assert_eq!(stored.len(), 3);
+    assert_eq!(stored.len(), 4);
     assert_eq!(stored[1].raw, message("", "x@y", "genuine").await.raw, "raw bytes round-trip through bytea");
     assert!(stored[1].collision && !stored[0].collision);
     // The query side reads the same back from both.
-    assert_eq!(MessageQuery::count_messages(&pg, &t).unwrap(), 3);
-    assert_eq!(MessageQuery::count_messages(&db, &t).unwrap(), 3);
+    assert_eq!(MessageQuery::count_messages(&pg, &t).unwrap(), 4);
+    assert_eq!(MessageQuery::count_messages(&db, &t).unwrap(), 4);
     let page = MessageQuery::list_messages(&pg, &t, 0, 10).unwrap();
     let detail = MessageQuery::message_detail(&pg, &t, page[0].id).unwrap().expect("detail");
     assert_eq!((detail.summary.subject.as_deref(), detail.summary.from.as_deref()), (Some("s forged"), Some("A <a@example.test>")));
@@ -480,4 +482,53 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     for h in hs {
         assert_eq!(h.join().unwrap(), 1);
     }
+}
+
+/// Not a check: how fast each store takes batches of parsed messages through its sink
+/// (`cargo test --test pg_store -- --ignored --nocapture store_rate`). Figures in docs/SCALING.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn store_rate_of_both_stores() {
+    let Some(pg) = pg() else { return };
+    let (batches, per_batch) = (20, 100);
+    let body = "Lorem ipsum dolor sit amet. ".repeat(140); // about 4 KB
+    let template = message("x", "template@x", &body).await;
+    let make = |b: usize, i: usize| {
+        let mut m = template.clone();
+        let mid = format!("m{b}-{i}@x");
+        m.id = format!("imap:INBOX:1:{}", b * per_batch + i);
+        m.raw = format!("Message-ID: <{mid}>\r\nSubject: s\r\n\r\n{body}\r\n").into_bytes();
+        if let Ok(p) = &mut m.parsed {
+            p.message_id = mid;
+        }
+        m
+    };
+    let t = unique("rate");
+    let db = sqlite("rate");
+    let start = Instant::now();
+    for b in 0..batches {
+        let mut sink = db.sink(&t, "m");
+        deliver(&mut sink, "imap:h:993:u", (0..per_batch).map(|i| make(b, i)).collect()).unwrap();
+    }
+    let sq = start.elapsed();
+    let start = Instant::now();
+    for b in 0..batches {
+        let mut sink = pg.sink(&t, "m");
+        deliver(&mut sink, "imap:h:993:u", (0..per_batch).map(|i| make(b, i)).collect()).unwrap();
+    }
+    let p = start.elapsed();
+    let lease = pg.acquire(&mailbox_resource(&t, "f"), "node", Duration::from_secs(60)).unwrap().unwrap();
+    let fenced = pg.fenced(lease.fence());
+    let start = Instant::now();
+    for b in 0..batches {
+        let mut sink = fenced.sink(&t, "f");
+        deliver(&mut sink, "imap:h:993:u", (0..per_batch).map(|i| make(b, i)).collect()).unwrap();
+    }
+    let pf = start.elapsed();
+    let n = (batches * per_batch) as f64;
+    assert_eq!(pg.messages(&t, "f").unwrap().len(), batches * per_batch);
+    println!(
+        "{} messages of {} bytes in batches of {per_batch}: SQLite {:.0}/s, PostgreSQL {:.0}/s, PostgreSQL fenced {:.0}/s",
+        n, template.raw.len() + 30, n / sq.as_secs_f64(), n / p.as_secs_f64(), n / pf.as_secs_f64()
+    );
 }

@@ -13,6 +13,7 @@
 //! fails with `LeaseLost`, so the guest never acknowledges (or deletes) what a node no longer
 //! owning the mailbox delivered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::lease::Fence;
@@ -88,12 +89,13 @@ async fn write_batch(
     }
     let token = fence.as_ref().map(|f| f.token);
     let now = crate::driver::now_ms() as i64;
+    let mut known = Known::load(&tx, &tenant, &mailbox, &source, &batch).await?;
     let mut results = Vec::new();
     let mut events = Vec::new();
     for job in &batch {
         match job {
             Pending::Message(m) => {
-                let (d, event) = insert(&tx, &tenant, &mailbox, &source, token, m, now).await?;
+                let (d, event) = insert(&tx, &mut known, &tenant, &mailbox, &source, token, m, now).await?;
                 results.push(d);
                 events.extend(event);
             }
@@ -114,10 +116,77 @@ async fn write_batch(
     Ok(results)
 }
 
+/// The Message-ID a message is stored under.
+fn stored_message_id(m: &FetchedMessage, hash: &str) -> String {
+    match &m.parsed {
+        Ok(p) => pg_text(&p.message_id).into_owned(),
+        // Unparseable: stored raw with the reason, under a Message-ID made from its content
+        // (the SHA-256; the SQLite store keeps its older FNV form).
+        Err(_) => format!("unparsed-{}@mailplug.invalid", &hash[..32]),
+    }
+}
+
+/// The stored rows a batch's deduplication looks at, read with two queries per batch instead
+/// of two per message, and kept up to date as the batch inserts.
+struct Known {
+    /// Server id (of this source) -> (row, reported, mid_collision).
+    by_server: HashMap<String, (i64, bool, bool)>,
+    /// Message-ID -> rows with it, oldest first: (row, content hash, reported, mid_collision).
+    by_mid: HashMap<String, Vec<(i64, String, bool, bool)>>,
+}
+
+impl Known {
+    async fn load(
+        tx: &deadpool_postgres::Transaction<'_>,
+        tenant: &str,
+        mailbox: &str,
+        source: &str,
+        batch: &[Pending],
+    ) -> Result<Known, HostError> {
+        let mut ids = Vec::new();
+        let mut mids = Vec::new();
+        for job in batch {
+            if let Pending::Message(m) = job {
+                ids.push(pg_text(&m.id).into_owned());
+                mids.push(stored_message_id(m, &content_hash(&m.raw)));
+            }
+        }
+        let mut known = Known { by_server: HashMap::new(), by_mid: HashMap::new() };
+        if ids.is_empty() {
+            return Ok(known);
+        }
+        let rows = tx
+            .query(
+                "SELECT server_id, id, reported, mid_collision FROM messages
+                 WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = ANY($4)",
+                &[&tenant, &mailbox, &source, &ids],
+            )
+            .await
+            .map_err(pg_err("looking up messages"))?;
+        for r in rows {
+            known.by_server.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
+        }
+        let rows = tx
+            .query(
+                "SELECT message_id, id, content_hash, reported, mid_collision FROM messages
+                 WHERE tenant = $1 AND mailbox = $2 AND message_id = ANY($3) ORDER BY id",
+                &[&tenant, &mailbox, &mids],
+            )
+            .await
+            .map_err(pg_err("looking up messages"))?;
+        for r in rows {
+            known.by_mid.entry(r.get(0)).or_default().push((r.get(1), r.get(2), r.get(3), r.get(4)));
+        }
+        Ok(known)
+    }
+}
+
 /// Stores a message unless the same one is stored already; returns what it did and, for a new
 /// row, its `message.stored` event.
+#[allow(clippy::too_many_arguments)]
 async fn insert(
     tx: &deadpool_postgres::Transaction<'_>,
+    known: &mut Known,
     tenant: &str,
     mailbox: &str,
     source: &str,
@@ -127,34 +196,17 @@ async fn insert(
 ) -> Result<(Delivered, Option<serde_json::Value>), HostError> {
     let hash = content_hash(&m.raw);
     let server_id = pg_text(&m.id).into_owned();
-    let message_id = match &m.parsed {
-        Ok(p) => pg_text(&p.message_id).into_owned(),
-        // Unparseable: stored raw with the reason, under a Message-ID made from its content
-        // (the SHA-256; the SQLite store keeps its older FNV form).
-        Err(_) => format!("unparsed-{}@mailplug.invalid", &hash[..32]),
-    };
+    let message_id = stored_message_id(m, &hash);
     let done = |row: i64, new: bool, reported: bool, collision: bool| Delivered { id: m.id.clone(), row, new, reported, collision };
-    let same_server = tx
-        .prepare_cached("SELECT id, reported, mid_collision FROM messages WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = $4")
-        .await
-        .map_err(pg_err("looking up a message"))?;
-    if let Some(r) = tx.query_opt(&same_server, &[&tenant, &mailbox, &source, &server_id]).await.map_err(pg_err("looking up a message"))? {
-        return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
+    if let Some(&(row, reported, collision)) = known.by_server.get(&server_id) {
+        return Ok((done(row, false, reported, collision), None));
     }
-    // The earliest row with the same bytes if there is one, else any row (a collision).
-    let same_mid = tx
-        .prepare_cached(
-            "SELECT id, reported, mid_collision, content_hash = $4 AS same FROM messages
-             WHERE tenant = $1 AND mailbox = $2 AND message_id = $3 ORDER BY same DESC, id LIMIT 1",
-        )
-        .await
-        .map_err(pg_err("looking up a message"))?;
-    let found = tx.query_opt(&same_mid, &[&tenant, &mailbox, &message_id, &hash]).await.map_err(pg_err("looking up a message"))?;
-    if let Some(r) = &found {
-        if r.get::<_, bool>(3) {
-            return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
-        }
+    // The earliest row with the same bytes if there is one; any other row is a collision.
+    let same_mid = known.by_mid.get(&message_id);
+    if let Some(&(row, _, reported, collision)) = same_mid.and_then(|rows| rows.iter().find(|r| r.1 == hash)) {
+        return Ok((done(row, false, reported, collision), None));
     }
+    let found = same_mid.filter(|rows| !rows.is_empty());
     let collision = found.is_some();
     let folder = pg_text(&m.folder).into_owned();
     let size = m.raw.len() as i64;
@@ -200,10 +252,18 @@ async fn insert(
         .map_err(pg_err("storing a message"))?;
     let Some(inserted) = inserted else {
         // Another writer stored the same server id meanwhile (only without leases): a duplicate.
-        let r = tx.query_one(&same_server, &[&tenant, &mailbox, &source, &server_id]).await.map_err(pg_err("looking up a message"))?;
+        let r = tx
+            .query_one(
+                "SELECT id, reported, mid_collision FROM messages WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = $4",
+                &[&tenant, &mailbox, &source, &server_id],
+            )
+            .await
+            .map_err(pg_err("looking up a message"))?;
         return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
     };
     let rowid: i64 = inserted.get(0);
+    known.by_server.insert(server_id.clone(), (rowid, false, collision));
+    known.by_mid.entry(message_id.clone()).or_default().push((rowid, hash.clone(), false, collision));
     if let Ok(p) = &m.parsed {
         if !p.attachments.is_empty() {
             let st = tx
