@@ -5,7 +5,9 @@
 //! its own row, flagged `mid_collision`. Raw bytes go into `bytea`.
 //!
 //! Deliveries are kept in memory and written at `commit` in one transaction (with their
-//! `message.stored` events), so `stored` is only sent to the guest once they are committed. So
+//! `message.stored` events), so `stored` is only sent to the guest once they are committed. A
+//! batch costs a few round trips whatever its size: its dedup lookups are two queries, and its
+//! inserts are pipelined on the connection. So
 //! that memory stays bounded, a batch that grows past `FLUSH_BYTES` is written in a transaction
 //! of its own before the driver's commit (committing early is safe: the server still has the
 //! messages, and storing is idempotent). In a fenced view every transaction first checks the
@@ -15,6 +17,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::future::try_join_all;
+use tokio_postgres::types::ToSql;
 
 use super::lease::Fence;
 use super::{pg_err, pg_opt_text, pg_text, Db, PgStore};
@@ -90,30 +95,190 @@ async fn write_batch(
     let token = fence.as_ref().map(|f| f.token);
     let now = crate::driver::now_ms() as i64;
     let mut known = Known::load(&tx, &tenant, &mailbox, &source, &batch).await?;
+    // Decide every delivery first (in order, so a batch's own duplicates are recognised; a row
+    // this batch inserts has the placeholder id -(its index + 1) until it is written).
     let mut results = Vec::new();
-    let mut events = Vec::new();
+    let mut rows: Vec<NewRow<'_>> = Vec::new();
     for job in &batch {
-        match job {
-            Pending::Message(m) => {
-                let (d, event) = insert(&tx, &mut known, &tenant, &mailbox, &source, token, m, now).await?;
-                results.push(d);
-                events.extend(event);
+        let Pending::Message(m) = job else { continue };
+        let hash = content_hash(&m.raw);
+        let server_id = pg_text(&m.id).into_owned();
+        let message_id = stored_message_id(m, &hash);
+        let dup = known.by_server.get(&server_id).copied().or_else(|| {
+            // The earliest row with the same bytes.
+            known.by_mid.get(&message_id).and_then(|rs| rs.iter().find(|r| r.1 == hash)).map(|r| (r.0, r.2, r.3))
+        });
+        if let Some((row, reported, collision)) = dup {
+            results.push(Delivered { id: m.id.clone(), row, new: false, reported, collision });
+            continue;
+        }
+        // Another stored message has this Message-ID with other bytes.
+        let collision = known.by_mid.get(&message_id).is_some_and(|rs| !rs.is_empty());
+        let placeholder = -(rows.len() as i64 + 1);
+        known.by_server.insert(server_id.clone(), (placeholder, false, collision));
+        known.by_mid.entry(message_id.clone()).or_default().push((placeholder, hash.clone(), false, collision));
+        results.push(Delivered { id: m.id.clone(), row: placeholder, new: true, reported: false, collision });
+        rows.push(NewRow::new(m, server_id, message_id, hash, collision));
+    }
+    // The inserts, sent together: tokio-postgres pipelines the statements of one connection,
+    // so the batch costs about one round trip instead of one per message.
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic, content_hash,
+                mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body, html_body, size, raw,
+                stored_at_ms, token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+             ON CONFLICT (tenant, mailbox, source, server_id) DO NOTHING
+             RETURNING id",
+        )
+        .await
+        .map_err(pg_err("storing a message"))?;
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows
+        .iter()
+        .map(|r| -> Vec<&(dyn ToSql + Sync)> {
+            vec![
+                &tenant, &mailbox, &source, &r.server_id, &r.folder, &r.message_id, &r.synthetic, &r.hash, &r.collision, &r.subject,
+                &r.from, &r.date_ms, &r.classification, &r.parse_error, &r.text, &r.html, &r.size, &r.m.raw, &now, &token,
+            ]
+        })
+        .collect();
+    let inserted = try_join_all(params.iter().map(|p| tx.query_opt(&ins, p.as_slice()))).await.map_err(pg_err("storing a message"))?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for (r, got) in rows.iter().zip(inserted) {
+        ids.push(match got {
+            Some(row) => Some(row.get::<_, i64>(0)),
+            None => {
+                // Another writer stored the same server id meanwhile (only without leases).
+                let row = tx
+                    .query_one(
+                        "SELECT id, reported, mid_collision FROM messages WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = $4",
+                        &[&tenant, &mailbox, &source, &r.server_id],
+                    )
+                    .await
+                    .map_err(pg_err("looking up a message"))?;
+                let d = Delivered { id: r.m.id.clone(), row: row.get(0), new: false, reported: row.get(1), collision: row.get(2) };
+                for x in results.iter_mut().filter(|x| x.row == -(ids.len() as i64 + 1)) {
+                    *x = Delivered { id: x.id.clone(), ..d.clone() };
+                }
+                None
             }
-            Pending::Skipped(s) => {
-                tx.execute(
-                    "INSERT INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT DO NOTHING",
-                    &[&tenant, &mailbox, &pg_text(&s.id), &pg_text(&s.folder), &(s.size as i64), &pg_text(&s.reason)],
-                )
-                .await
-                .map_err(pg_err("recording a skipped message"))?;
+        });
+    }
+    // Placeholders become the rows' ids.
+    for d in &mut results {
+        if d.row < 0 {
+            if let Some(Some(id)) = ids.get((-d.row - 1) as usize) {
+                d.row = *id;
             }
         }
     }
-    let events: Vec<(&str, serde_json::Value)> = events.into_iter().map(|e| (MESSAGE_STORED, e)).collect();
+    // Attachments by name, type and size only (the content is in the raw message).
+    let att = tx
+        .prepare_cached("INSERT INTO attachments (message, position, name, media_type, size, content_id) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .map_err(pg_err("storing an attachment"))?;
+    let mut attachments = Vec::new();
+    for (r, id) in rows.iter().zip(&ids) {
+        let (Some(id), Ok(p)) = (id, &r.m.parsed) else { continue };
+        for (i, a) in p.attachments.iter().enumerate() {
+            attachments.push((*id, i as i32, pg_opt_text(&a.name), pg_text(&a.media_type).into_owned(), a.size as i64, pg_opt_text(&a.content_id)));
+        }
+    }
+    let params: Vec<[&(dyn ToSql + Sync); 6]> = attachments
+        .iter()
+        .map(|(id, i, name, media, size, cid)| -> [&(dyn ToSql + Sync); 6] { [id, i, name, media, size, cid] })
+        .collect();
+    try_join_all(params.iter().map(|p| tx.execute(&att, p.as_slice())))
+        .await
+        .map_err(pg_err("storing an attachment"))?;
+    for job in &batch {
+        if let Pending::Skipped(s) = job {
+            tx.execute(
+                "INSERT INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
+                &[&tenant, &mailbox, &pg_text(&s.id), &pg_text(&s.folder), &(s.size as i64), &pg_text(&s.reason)],
+            )
+            .await
+            .map_err(pg_err("recording a skipped message"))?;
+        }
+    }
+    // Each new row's `message.stored` event, last (events::append holds the tenant's lock).
+    let events: Vec<(&str, serde_json::Value)> = rows
+        .iter()
+        .zip(&ids)
+        .filter_map(|(r, id)| id.map(|id| (MESSAGE_STORED, r.event(id, &mailbox))))
+        .collect();
     super::events::append(&tx, &tenant, &events, now).await?;
     tx.commit().await.map_err(pg_err("committing"))?;
     Ok(results)
+}
+
+/// A new row's values, owned so that all inserts can be in flight at once.
+struct NewRow<'a> {
+    m: &'a FetchedMessage,
+    server_id: String,
+    message_id: String,
+    hash: String,
+    collision: bool,
+    folder: String,
+    synthetic: bool,
+    subject: Option<String>,
+    from: Option<String>,
+    date_ms: Option<i64>,
+    classification: &'static str,
+    parse_error: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    size: i64,
+}
+
+impl<'a> NewRow<'a> {
+    fn new(m: &'a FetchedMessage, server_id: String, message_id: String, hash: String, collision: bool) -> NewRow<'a> {
+        let (synthetic, subject, from, date_ms, classification, parse_error, text, html) = match &m.parsed {
+            Ok(p) => {
+                let from = p.from.first().map(|a| match &a.name {
+                    Some(n) => format!("{n} <{}>", a.address),
+                    None => a.address.clone(),
+                });
+                (
+                    p.message_id_synthetic,
+                    pg_opt_text(&p.subject),
+                    pg_opt_text(&from),
+                    p.date_ms,
+                    classification_name(p.classification),
+                    None,
+                    pg_opt_text(&p.text_body),
+                    pg_opt_text(&p.html_body),
+                )
+            }
+            Err(why) => (true, None, None, None, "normal", Some(pg_text(why).into_owned()), None, None),
+        };
+        NewRow {
+            m,
+            server_id,
+            message_id,
+            hash,
+            collision,
+            folder: pg_text(&m.folder).into_owned(),
+            synthetic,
+            subject,
+            from,
+            date_ms,
+            classification,
+            parse_error,
+            text,
+            html,
+            size: m.raw.len() as i64,
+        }
+    }
+
+    /// Its `message.stored` event (the SQLite store's payload).
+    fn event(&self, row: i64, mailbox: &str) -> serde_json::Value {
+        let m = self.m;
+        let (subject, from) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
+        serde_json::json!({"message": format!("db:{row}"), "mailbox": mailbox, "server_id": m.id, "folder": m.folder,
+            "message_id": self.message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": self.collision})
+    }
 }
 
 /// The Message-ID a message is stored under.
@@ -179,109 +344,6 @@ impl Known {
         }
         Ok(known)
     }
-}
-
-/// Stores a message unless the same one is stored already; returns what it did and, for a new
-/// row, its `message.stored` event.
-#[allow(clippy::too_many_arguments)]
-async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    known: &mut Known,
-    tenant: &str,
-    mailbox: &str,
-    source: &str,
-    token: Option<i64>,
-    m: &FetchedMessage,
-    now: i64,
-) -> Result<(Delivered, Option<serde_json::Value>), HostError> {
-    let hash = content_hash(&m.raw);
-    let server_id = pg_text(&m.id).into_owned();
-    let message_id = stored_message_id(m, &hash);
-    let done = |row: i64, new: bool, reported: bool, collision: bool| Delivered { id: m.id.clone(), row, new, reported, collision };
-    if let Some(&(row, reported, collision)) = known.by_server.get(&server_id) {
-        return Ok((done(row, false, reported, collision), None));
-    }
-    // The earliest row with the same bytes if there is one; any other row is a collision.
-    let same_mid = known.by_mid.get(&message_id);
-    if let Some(&(row, _, reported, collision)) = same_mid.and_then(|rows| rows.iter().find(|r| r.1 == hash)) {
-        return Ok((done(row, false, reported, collision), None));
-    }
-    let found = same_mid.filter(|rows| !rows.is_empty());
-    let collision = found.is_some();
-    let folder = pg_text(&m.folder).into_owned();
-    let size = m.raw.len() as i64;
-    let (synthetic, subject, from, date_ms, classification, parse_error, text, html) = match &m.parsed {
-        Ok(p) => {
-            let from = p.from.first().map(|a| match &a.name {
-                Some(n) => format!("{n} <{}>", a.address),
-                None => a.address.clone(),
-            });
-            (
-                p.message_id_synthetic,
-                pg_opt_text(&p.subject),
-                pg_opt_text(&from),
-                p.date_ms,
-                classification_name(p.classification),
-                None,
-                pg_opt_text(&p.text_body),
-                pg_opt_text(&p.html_body),
-            )
-        }
-        Err(why) => (true, None, None, None, "normal", Some(pg_text(why).into_owned()), None, None),
-    };
-    let ins = tx
-        .prepare_cached(
-            "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic, content_hash,
-                mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body, html_body, size, raw,
-                stored_at_ms, token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-             ON CONFLICT (tenant, mailbox, source, server_id) DO NOTHING
-             RETURNING id",
-        )
-        .await
-        .map_err(pg_err("storing a message"))?;
-    let inserted = tx
-        .query_opt(
-            &ins,
-            &[
-                &tenant, &mailbox, &source, &server_id, &folder, &message_id, &synthetic, &hash, &collision, &subject, &from, &date_ms,
-                &classification, &parse_error, &text, &html, &size, &m.raw, &now, &token,
-            ],
-        )
-        .await
-        .map_err(pg_err("storing a message"))?;
-    let Some(inserted) = inserted else {
-        // Another writer stored the same server id meanwhile (only without leases): a duplicate.
-        let r = tx
-            .query_one(
-                "SELECT id, reported, mid_collision FROM messages WHERE tenant = $1 AND mailbox = $2 AND source = $3 AND server_id = $4",
-                &[&tenant, &mailbox, &source, &server_id],
-            )
-            .await
-            .map_err(pg_err("looking up a message"))?;
-        return Ok((done(r.get(0), false, r.get(1), r.get(2)), None));
-    };
-    let rowid: i64 = inserted.get(0);
-    known.by_server.insert(server_id.clone(), (rowid, false, collision));
-    known.by_mid.entry(message_id.clone()).or_default().push((rowid, hash.clone(), false, collision));
-    if let Ok(p) = &m.parsed {
-        if !p.attachments.is_empty() {
-            let st = tx
-                .prepare_cached("INSERT INTO attachments (message, position, name, media_type, size, content_id) VALUES ($1, $2, $3, $4, $5, $6)")
-                .await
-                .map_err(pg_err("storing an attachment"))?;
-            // Recorded by name, type and size only: the content is in the raw message.
-            for (i, a) in p.attachments.iter().enumerate() {
-                tx.execute(&st, &[&rowid, &(i as i32), &pg_opt_text(&a.name), &pg_text(&a.media_type), &(a.size as i64), &pg_opt_text(&a.content_id)])
-                    .await
-                    .map_err(pg_err("storing an attachment"))?;
-            }
-        }
-    }
-    let (subject, from_addr) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
-    let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": mailbox, "server_id": m.id, "folder": m.folder,
-        "message_id": message_id, "subject": subject, "from": from_addr, "size": m.raw.len(), "mid_collision": collision});
-    Ok((done(rowid, true, false, collision), Some(event)))
 }
 
 impl MessageSink for PgSink {
