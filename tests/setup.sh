@@ -32,6 +32,9 @@ fi
 
 step "starting Dovecot and Postfix on loopback (tests/rig/up.sh)"
 bash "$ROOT/tests/rig/up.sh"
+step "starting PostgreSQL 15 on loopback (tests/rig/postgres/up.sh)"
+bash "$ROOT/tests/rig/postgres/up.sh"
+export MAILPLUG_REQUIRE_PG=1
 
 step "building the component (wasm32-wasip2, release)"
 (cd "$ROOT" && cargo build --quiet --release -p mailplug-plugin --target wasm32-wasip2)

@@ -119,6 +119,12 @@ pub enum HostError {
     PoolFull(u32),
     #[error("storage error: {0}")]
     Storage(String),
+    /// A write made under a lease (the PostgreSQL store, `store::postgres::lease`) was refused:
+    /// the writer's lease on `resource` expired or another node took it over (`holder`, with a
+    /// newer fencing token). Nothing was written; whoever holds the lease now continues from the
+    /// last committed state. The writer must stop working on the resource.
+    #[error("{}", lease_lost_text(resource, *token, holder.as_deref()))]
+    LeaseLost { resource: String, token: i64, holder: Option<String> },
     /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
     #[error("OAuth2: {message}")]
     OAuth { kind: String, message: String, needs_reauthorization: bool },
@@ -160,6 +166,17 @@ impl fmt::Display for Trap {
             Trap::Crash(text) => write!(f, "the mail component stopped unexpectedly: {text}"),
         }
     }
+}
+
+fn lease_lost_text(resource: &str, token: i64, holder: Option<&str>) -> String {
+    let by = holder.map(|h| format!(" and node \"{h}\" holds it now")).unwrap_or_default();
+    let von = holder.map(|h| format!(", jetzt hält ihn Knoten \"{h}\"")).unwrap_or_default();
+    format!(
+        "refused: this node's lease on {resource} (fencing token {token}) has expired{by}; nothing was written, and the \
+         lease holder continues from the last committed state. If this repeats, the node is paused or cut off from the \
+         database longer than the lease lasts / abgelehnt: der Lease dieses Knotens auf {resource} (Fencing-Token {token}) \
+         ist abgelaufen{von}; nichts wurde geschrieben, der Lease-Inhaber macht beim zuletzt gespeicherten Stand weiter"
+    )
 }
 
 /// The ports that take TLS from the first byte (RFC 8314, RFC 2595) and their STARTTLS

@@ -19,4 +19,5 @@ rm -f "$RIG_FINGERPRINT"
 if ! busy=$(rig_wait_ports_free); then
     rig_log "warning: rig ports still accept connections: $(echo $busy)"
 fi
+"$HERE/postgres/down.sh"
 rig_log "down"

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod outbox;
+pub mod postgres;
 pub mod private_files;
 pub mod sqlite;
 
@@ -36,6 +37,35 @@ pub trait SyncStateStore {
     /// refresh, whose new tokens would otherwise be lost).
     fn token_storage_ready(&self) -> Result<(), HostError> {
         Err(HostError::Storage("this store cannot keep OAuth2 tokens".into()))
+    }
+}
+
+/// Reading stored messages back, as the service's API and the CLI do: implemented by the SQLite
+/// store (`sqlite::Database`) and the PostgreSQL store (`postgres::PgStore`).
+pub trait MessageQuery {
+    /// A tenant's stored messages with an id above `after`, oldest first, at most `limit`.
+    fn list_messages(&self, tenant: &str, after: i64, limit: u32) -> Result<Vec<sqlite::MessageSummary>, HostError>;
+    /// How many messages a tenant has stored.
+    fn count_messages(&self, tenant: &str) -> Result<u64, HostError>;
+    /// One of the tenant's messages by database id, with its parsed fields (None: not the
+    /// tenant's, or no such message).
+    fn message_detail(&self, tenant: &str, id: i64) -> Result<Option<sqlite::MessageDetail>, HostError>;
+    /// One of the tenant's messages by database id, exactly as fetched.
+    fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError>;
+}
+
+impl MessageQuery for sqlite::Database {
+    fn list_messages(&self, tenant: &str, after: i64, limit: u32) -> Result<Vec<sqlite::MessageSummary>, HostError> {
+        sqlite::Database::list_messages(self, tenant, after, limit)
+    }
+    fn count_messages(&self, tenant: &str) -> Result<u64, HostError> {
+        sqlite::Database::count_messages(self, tenant)
+    }
+    fn message_detail(&self, tenant: &str, id: i64) -> Result<Option<sqlite::MessageDetail>, HostError> {
+        sqlite::Database::message_detail(self, tenant, id)
+    }
+    fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError> {
+        sqlite::Database::message_raw(self, tenant, id)
     }
 }
 

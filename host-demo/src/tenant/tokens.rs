@@ -189,7 +189,7 @@ impl SecretKeys {
     }
 
     /// Encrypts `plain` for one column of one row.
-    fn seal(&self, aad: &[u8], plain: &str) -> Result<String, HostError> {
+    pub(crate) fn seal(&self, aad: &[u8], plain: &str) -> Result<String, HostError> {
         self.ready()?;
         let key = self.current.as_ref().ok_or_else(|| HostError::Storage("no key".into()))?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -204,7 +204,7 @@ impl SecretKeys {
 
     /// Decrypts a stored value; the bool says whether it should be rewritten under the
     /// current key (a plaintext row of an older version, or the old key's).
-    fn open(&self, aad: &[u8], stored: &str) -> Result<(String, bool), HostError> {
+    pub(crate) fn open(&self, aad: &[u8], stored: &str) -> Result<(String, bool), HostError> {
         self.ready()?;
         let Some(rest) = stored.strip_prefix(PREFIX) else {
             // Written before tokens were encrypted (tokens never contain ':').
@@ -255,7 +255,7 @@ fn corrupt(why: &str) -> HostError {
 }
 
 /// The authenticated data binding a ciphertext to its row and column.
-fn aad(tenant: &str, client: &str, username: &str, column: &str) -> Vec<u8> {
+pub(crate) fn aad(tenant: &str, client: &str, username: &str, column: &str) -> Vec<u8> {
     format!("mailplug oauth token v1\0{tenant}\0{client}\0{username}\0{column}").into_bytes()
 }
 
