@@ -114,6 +114,9 @@ pub enum HostError {
     /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
     #[error("OAuth2: {message}")]
     OAuth { kind: String, message: String, needs_reauthorization: bool },
+    /// An outbox change refused because the row is in another state (the API's 409).
+    #[error(transparent)]
+    Refused(#[from] crate::store::outbox::RefusedTransition),
 }
 
 /// The ports that take TLS from the first byte (RFC 8314, RFC 2595) and their STARTTLS

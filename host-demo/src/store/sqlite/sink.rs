@@ -1,8 +1,22 @@
-//! Storing one mailbox's deliveries: a writer thread with its own connection, one transaction
-//! per batch committed before `stored`, deduplication that never drops a message it did not store.
+//! Storing mailboxes' deliveries: one writer thread per database in this process, with its own
+//! connection, one transaction per batch committed before `stored`, deduplication that never
+//! drops a message it did not store.
+//!
+//! Threading: every sink of a database in this process sends its work to the same writer, in
+//! order, so two sinks (two mailboxes of one tenant, served on one thread) never hold SQLite's
+//! write lock against each other: their deliveries go into one open transaction, and any sink's
+//! commit commits it (a sink's messages may so be committed before its own commit, never after
+//! it). The database's other writes in this process (sync state, outbox, events, tokens) take a
+//! *turn* (`turn`): the writer commits what is open and waits until that write is done. So no
+//! write of this process waits for SQLite's lock held by a transaction that only a blocked
+//! thread could end (the stall `mailplug serve` had: docs/SERVE-PLAN.md); what a caller waits
+//! for is the writer's own queued work.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -28,7 +42,8 @@ pub struct DbSink<'a> {
     db: &'a Database,
     tenant: String,
     mailbox: String,
-    writer: Option<Writer>,
+    /// The database's writer and this sink's number there, from the first use.
+    writer: Option<(Arc<Writer>, u64)>,
     /// The server the deliveries come from (`store::binding`), set by `MessageSink::source`.
     source: String,
     /// After each `commit`: what became of each delivery since the previous commit.
@@ -51,19 +66,112 @@ pub struct Delivered {
     pub collision: bool,
 }
 
-/// Work for the writer thread.
+/// Work for the writer thread; the number says which sink it is for.
 enum Job {
+    /// A sink starts: its tenant, mailbox and source (`MessageSink::source`).
+    Open(u64, SinkState),
     /// A message and the bytes it holds (counted in the `Backlog`).
-    Deliver(FetchedMessage, usize),
-    Skipped(SkippedMessage),
-    /// Commit and answer with what each delivery since the last commit did.
-    Commit(SyncSender<Result<Vec<Delivered>, HostError>>),
+    Deliver(u64, FetchedMessage, usize),
+    Skipped(u64, SkippedMessage),
+    /// Commit and answer with what each delivery of the sink since its last commit did.
+    Commit(u64, SyncSender<Result<Vec<Delivered>, HostError>>),
+    /// The sink is dropped: its deliveries are committed, then the answer.
+    Close(u64, SyncSender<()>),
+    /// Another write of this process on the database (`turn`): commit what is open, answer,
+    /// then wait until the second channel closes.
+    Turn(SyncSender<()>, Receiver<()>),
 }
 
-struct Writer {
-    jobs: SyncSender<Job>,
-    thread: JoinHandle<()>,
+/// A database's writer in this process, shared by its sinks; the thread ends (committing what
+/// is open) when the last sink is dropped.
+pub(super) struct Writer {
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
     backlog: Arc<Backlog>,
+    next_sink: AtomicU64,
+}
+
+impl Writer {
+    fn send(&self, job: Job) -> Result<(), HostError> {
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    }
+
+    fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stopped() -> HostError {
+    HostError::Storage("the database writer stopped".into())
+}
+
+/// The running writers, by database path (canonical when the file exists).
+static WRITERS: Mutex<Vec<(PathBuf, Weak<Writer>)>> = Mutex::new(Vec::new());
+
+fn key(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The database's running writer in this process, if any.
+fn running(path: &Path) -> Option<Arc<Writer>> {
+    let k = key(path);
+    let writers = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+    writers.iter().filter(|(p, _)| *p == k).find_map(|(_, w)| w.upgrade())
+}
+
+/// The database's writer, started if none runs.
+fn writer_for(path: &Path) -> Result<Arc<Writer>, HostError> {
+    let k = key(path);
+    let mut writers = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+    writers.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(w) = writers.iter().filter(|(p, _)| *p == k).find_map(|(_, w)| w.upgrade()) {
+        return Ok(w);
+    }
+    let state = WriterState {
+        conn: connect(path)?,
+        in_tx: false,
+        written: 0,
+        wal: None,
+        segments: SegmentWriter::new(path),
+        since_checkpoint: 0,
+        sinks: HashMap::new(),
+    };
+    let (jobs, rx) = sync_channel(WRITER_QUEUE);
+    let backlog = Arc::new(Backlog::default());
+    let b2 = backlog.clone();
+    let thread = std::thread::Builder::new()
+        .name("mailplug-db-writer".into())
+        .spawn(move || state.run(rx, b2))
+        .map_err(|e| HostError::Storage(format!("cannot start the database writer: {e}")))?;
+    let w = Arc::new(Writer { jobs: Some(jobs), thread: Some(thread), backlog, next_sink: AtomicU64::new(0) });
+    writers.push((k, Arc::downgrade(&w)));
+    Ok(w)
+}
+
+/// While held, this process's writer of the database (if one runs) has committed what was open
+/// and waits: a write on another connection of this process then never waits for its lock.
+pub(super) struct Turn {
+    _resume: Option<(SyncSender<()>, Arc<Writer>)>,
+}
+
+/// Takes a turn from the database's writer (see `Turn`); waits only for the writer's queued
+/// work and its commit. `None` when no writer runs: nothing of this process holds the lock.
+pub(super) fn turn(path: &Path) -> Result<Turn, HostError> {
+    let Some(w) = running(path) else { return Ok(Turn { _resume: None }) };
+    let (ack, acked) = sync_channel(1);
+    let (resume, wait) = sync_channel(1);
+    w.send(Job::Turn(ack, wait))?;
+    acked.recv().map_err(|_| stopped())?;
+    Ok(Turn { _resume: Some((resume, w)) })
 }
 
 /// At most this many jobs, holding at most `WRITER_BACKLOG_BYTES` of messages (or a single
@@ -91,11 +199,10 @@ struct Backlog {
 impl Backlog {
     /// Waits until `size` more bytes fit (a message always fits in an empty backlog), then
     /// counts them; fails when the writer stopped.
-    fn admit(&self, size: usize, writer: &JoinHandle<()>) -> Result<(), HostError> {
-        let stopped = || HostError::Storage("the database writer stopped".into());
+    fn admit(&self, size: usize, writer: &Writer) -> Result<(), HostError> {
         let mut queued = self.bytes.lock().map_err(|_| stopped())?;
         while *queued > 0 && *queued + size > WRITER_BACKLOG_BYTES {
-            if writer.is_finished() {
+            if writer.finished() {
                 return Err(stopped());
             }
             queued = self.drained.wait_timeout(queued, Duration::from_millis(100)).map_err(|_| stopped())?.0;
@@ -122,11 +229,20 @@ pub fn classification_name(c: Classification) -> &'static str {
     }
 }
 
-/// The writer thread: its own connection and the open transaction.
-struct WriterState {
-    conn: Connection,
+/// One sink, as the writer knows it.
+struct SinkState {
     tenant: String,
     mailbox: String,
+    source: String,
+    /// What each delivery since the sink's last commit did (committed or still in the open
+    /// transaction).
+    results: Vec<Delivered>,
+    failed: Option<HostError>,
+}
+
+/// The writer thread: its own connection, the open transaction and the sinks writing into it.
+struct WriterState {
+    conn: Connection,
     in_tx: bool,
     /// Bytes inserted into SQLite since the last `start_writeback`.
     written: usize,
@@ -136,9 +252,7 @@ struct WriterState {
     segments: SegmentWriter,
     /// Bytes inserted into SQLite since the last checkpoint.
     since_checkpoint: usize,
-    source: String,
-    results: Vec<Delivered>,
-    failed: Option<HostError>,
+    sinks: HashMap<u64, SinkState>,
 }
 
 impl WriterState {
@@ -150,11 +264,12 @@ impl WriterState {
         Ok(())
     }
 
-    /// Stores a message unless the same one is stored already (see the module doc).
-    fn insert(&mut self, m: &FetchedMessage) -> Result<Delivered, HostError> {
+    /// Stores a message of `sink` unless the same one is stored already (see the module doc).
+    fn insert(&mut self, sink: u64, m: &FetchedMessage) -> Result<Delivered, HostError> {
         self.begin()?;
         let now = crate::driver::now_ms() as i64;
         let c = &self.conn;
+        let s = self.sinks.get(&sink).ok_or_else(stopped)?;
         let hash = content_hash(&m.raw);
         let message_id = match &m.parsed {
             Ok(p) => p.message_id.clone(),
@@ -171,7 +286,7 @@ impl WriterState {
         let same_server = c
             .prepare_cached("SELECT id, reported, mid_collision FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND source = ?3 AND server_id = ?4")
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, self.source, m.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                st.query_row(params![s.tenant, s.mailbox, s.source, m.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
             })
             .map_err(db_err("looking up a message"))?;
         if let Some((row, reported, collision)) = same_server {
@@ -185,7 +300,7 @@ impl WriterState {
                  WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
             )
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                st.query_row(params![s.tenant, s.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()
             })
             .map_err(db_err("looking up a message"))?;
@@ -209,7 +324,7 @@ impl WriterState {
                 )
                 .and_then(|mut st| {
                     st.execute(params![
-                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
+                        s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
                         collision, p.subject, from, p.date_ms, classification_name(p.classification), p.text_body,
                         p.html_body, m.raw.len() as i64, now, segment, offset as i64
                     ])
@@ -222,7 +337,7 @@ impl WriterState {
                         content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13)",
                     params![
-                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
+                        s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
                         now, segment, offset as i64
                     ],
                 )
@@ -245,9 +360,9 @@ impl WriterState {
         }
         // Its `message.stored` event, in the same transaction (issue 13: store::events).
         let (subject, from) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
-        let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": self.mailbox, "server_id": m.id, "folder": m.folder,
+        let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": s.mailbox, "server_id": m.id, "folder": m.folder,
             "message_id": message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": collision});
-        super::events::append(c, &self.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
+        super::events::append(c, &s.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
         Ok(done(rowid, true, false, collision))
     }
 
@@ -264,48 +379,80 @@ impl WriterState {
         }
     }
 
-    fn skipped(&mut self, s: &SkippedMessage) -> Result<(), HostError> {
+    fn skipped(&mut self, sink: u64, s: &SkippedMessage) -> Result<(), HostError> {
         self.begin()?;
+        let k = self.sinks.get(&sink).ok_or_else(stopped)?;
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![self.tenant, self.mailbox, s.id, s.folder, s.size as i64, s.reason],
+                params![k.tenant, k.mailbox, s.id, s.folder, s.size as i64, s.reason],
             )
             .map_err(db_err("recording a skipped message"))?;
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<Vec<Delivered>, HostError> {
-        if let Some(e) = self.failed.take() {
+    /// Commits the open transaction (every sink's deliveries in it). When that fails it is
+    /// rolled back, and every sink with deliveries in it is told at its next commit.
+    fn commit_open(&mut self) -> Result<(), HostError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        // The messages' bytes are on disk before the rows that refer to them are committed.
+        let done = self.segments.sync().and_then(|()| self.conn.execute_batch("COMMIT").map_err(db_err("committing")));
+        self.in_tx = false;
+        // SQLite may replace the WAL file between transactions: opened afresh next time.
+        self.wal = None;
+        self.written = 0;
+        if let Err(e) = &done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            for s in self.sinks.values_mut() {
+                if !s.results.is_empty() {
+                    s.results.clear();
+                    s.failed.get_or_insert_with(|| HostError::Storage(e.to_string()));
+                }
+            }
+        }
+        done
+    }
+
+    fn commit(&mut self, sink: u64) -> Result<Vec<Delivered>, HostError> {
+        if let Some(e) = self.sinks.get_mut(&sink).and_then(|s| s.failed.take()) {
             return Err(e);
         }
-        if self.in_tx {
-            // The messages' bytes are on disk before the rows that refer to them are committed.
-            if let Err(e) = self.segments.sync() {
-                self.in_tx = false;
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-            self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
-            self.in_tx = false;
-            // SQLite may replace the WAL file between transactions: opened afresh next time.
-            self.wal = None;
-            self.written = 0;
+        if let Err(e) = self.commit_open() {
+            self.sinks.get_mut(&sink).map(|s| s.failed.take());
+            return Err(e);
         }
-        Ok(std::mem::take(&mut self.results))
+        Ok(self.sinks.get_mut(&sink).map(|s| std::mem::take(&mut s.results)).unwrap_or_default())
+    }
+
+    /// After a commit: copies the WAL into the database once enough was inserted.
+    fn maybe_checkpoint(&mut self) {
+        if self.since_checkpoint >= CHECKPOINT_EVERY {
+            self.since_checkpoint = 0;
+            // Passive: waits for no reader or writer. A failed checkpoint loses nothing (the
+            // WAL keeps the commits); the next one or the close retries.
+            let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+        }
     }
 
     fn run(mut self, jobs: Receiver<Job>, backlog: Arc<Backlog>) {
         for job in jobs {
-            if let Job::Deliver(_, size) = &job {
+            if let Job::Deliver(_, _, size) = &job {
                 backlog.release(*size);
             }
+            let failed = |st: &Self, k: &u64| st.sinks.get(k).is_none_or(|s| s.failed.is_some());
             match job {
-                // After a failure, work is dropped until the next commit reports it.
-                Job::Deliver(..) | Job::Skipped(_) if self.failed.is_some() => {}
-                Job::Deliver(m, _) => match self.insert(&m) {
+                Job::Open(k, state) => {
+                    self.sinks.insert(k, state);
+                }
+                // After a failure, the sink's work is dropped until its next commit reports it.
+                Job::Deliver(k, ..) | Job::Skipped(k, _) if failed(&self, &k) => {}
+                Job::Deliver(k, m, _) => match self.insert(k, &m) {
                     Ok(d) => {
-                        self.results.push(d);
+                        if let Some(s) = self.sinks.get_mut(&k) {
+                            s.results.push(d);
+                        }
                         if let Ok(p) = &m.parsed {
                             let n = p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
                             self.written += n;
@@ -316,31 +463,47 @@ impl WriterState {
                             self.start_writeback();
                         }
                     }
-                    Err(e) => self.failed = Some(e),
+                    Err(e) => {
+                        if let Some(s) = self.sinks.get_mut(&k) {
+                            s.failed = Some(e);
+                        }
+                    }
                 },
-                Job::Skipped(s) => {
-                    if let Err(e) = self.skipped(&s) {
-                        self.failed = Some(e);
+                Job::Skipped(k, s) => {
+                    if let Err(e) = self.skipped(k, &s) {
+                        if let Some(s) = self.sinks.get_mut(&k) {
+                            s.failed = Some(e);
+                        }
                     }
                 }
-                Job::Commit(answer) => {
-                    let committed = self.commit();
+                Job::Commit(k, answer) => {
+                    let committed = self.commit(k);
                     let ok = committed.is_ok();
                     let _ = answer.send(committed);
-                    if ok && self.since_checkpoint >= CHECKPOINT_EVERY {
-                        self.since_checkpoint = 0;
-                        // Passive: waits for no reader or writer. A failed checkpoint loses
-                        // nothing (the WAL keeps the commits); the next one or the close retries.
-                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
+                    if ok {
+                        self.maybe_checkpoint();
                     }
+                }
+                Job::Close(k, answer) => {
+                    // The sink was dropped with a batch open. The guest only delivers complete
+                    // messages, so keeping them is safe: the server still has them and the
+                    // next run deduplicates.
+                    if self.sinks.get(&k).is_some_and(|s| !s.results.is_empty()) {
+                        let _ = self.commit_open();
+                    }
+                    self.sinks.remove(&k);
+                    let _ = answer.send(());
+                }
+                Job::Turn(answer, wait) => {
+                    let _ = self.commit_open();
+                    let _ = answer.send(());
+                    // Until the turn's write is done (its sender dropped).
+                    let _ = wait.recv();
                 }
             }
         }
-        // The sink was dropped with a batch open. The guest only delivers complete messages, so
-        // keeping it is safe: the server still has them and the next run deduplicates.
-        if self.in_tx && self.failed.is_none() && (self.segments.sync().is_err() || self.conn.execute_batch("COMMIT").is_err()) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
+        // The last sink is gone: what is open is kept (see `Job::Close`).
+        let _ = self.commit_open();
     }
 }
 
@@ -371,36 +534,23 @@ impl<'a> DbSink<'a> {
 }
 
 impl DbSink<'_> {
-    /// The writer thread, started on first use.
-    fn writer(&mut self) -> Result<&Writer, HostError> {
+    /// The database's writer, joined on first use.
+    fn writer(&mut self) -> Result<(&Writer, u64), HostError> {
         if self.writer.is_none() {
-            let state = WriterState {
-                conn: connect(&self.db.path)?,
+            let w = writer_for(&self.db.path)?;
+            let k = w.next_sink.fetch_add(1, Ordering::Relaxed);
+            let state = SinkState {
                 tenant: self.tenant.clone(),
                 mailbox: self.mailbox.clone(),
-                in_tx: false,
-                written: 0,
-                wal: None,
-                segments: SegmentWriter::new(&self.db.path),
-                since_checkpoint: 0,
                 source: self.source.clone(),
                 results: Vec::new(),
                 failed: None,
             };
-            let (jobs, rx) = sync_channel(WRITER_QUEUE);
-            let backlog = Arc::new(Backlog::default());
-            let b2 = backlog.clone();
-            let thread = std::thread::Builder::new()
-                .name("mailplug-db-writer".into())
-                .spawn(move || state.run(rx, b2))
-                .map_err(|e| HostError::Storage(format!("cannot start the database writer: {e}")))?;
-            self.writer = Some(Writer { jobs, thread, backlog });
+            w.send(Job::Open(k, state))?;
+            self.writer = Some((w, k));
         }
-        self.writer.as_ref().ok_or_else(|| HostError::Storage("the database writer stopped".into()))
-    }
-
-    fn send(&mut self, job: Job) -> Result<(), HostError> {
-        self.writer()?.jobs.send(job).map_err(|_| HostError::Storage("the database writer stopped".into()))
+        let (w, k) = self.writer.as_ref().ok_or_else(stopped)?;
+        Ok((w, *k))
     }
 }
 
@@ -415,14 +565,15 @@ impl MessageSink for DbSink<'_> {
             }
             size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
         }
-        let writer = self.writer()?;
-        writer.backlog.admit(size, &writer.thread)?;
-        self.send(Job::Deliver(m, size))
+        let (writer, k) = self.writer()?;
+        writer.backlog.admit(size, writer)?;
+        writer.send(Job::Deliver(k, m, size))
     }
 
     fn skipped(&mut self, s: SkippedMessage) -> Result<(), HostError> {
         self.stats.skipped += 1;
-        self.send(Job::Skipped(s))
+        let (writer, k) = self.writer()?;
+        writer.send(Job::Skipped(k, s))
     }
 
     fn source(&mut self, server: &str) {
@@ -436,8 +587,9 @@ impl MessageSink for DbSink<'_> {
             return Ok(());
         }
         let (answer, result) = sync_channel(1);
-        self.send(Job::Commit(answer))?;
-        self.results = result.recv().map_err(|_| HostError::Storage("the database writer stopped".into()))??;
+        let (writer, k) = self.writer()?;
+        writer.send(Job::Commit(k, answer))?;
+        self.results = result.recv().map_err(|_| stopped())??;
         for d in &self.results {
             if d.new {
                 self.stats.stored += 1;
@@ -450,10 +602,14 @@ impl MessageSink for DbSink<'_> {
 }
 
 impl Drop for DbSink<'_> {
+    /// Returns once the sink's deliveries are committed (and, for the database's last sink,
+    /// the writer has ended).
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            drop(w.jobs);
-            let _ = w.thread.join();
+        if let Some((w, k)) = self.writer.take() {
+            let (answer, done) = sync_channel(1);
+            if w.send(Job::Close(k, answer)).is_ok() {
+                let _ = done.recv();
+            }
         }
     }
 }
