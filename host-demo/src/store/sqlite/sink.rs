@@ -169,8 +169,10 @@ pub(super) fn turn(path: &Path) -> Result<Turn, HostError> {
     let Some(w) = running(path) else { return Ok(Turn { _resume: None }) };
     let (ack, acked) = sync_channel(1);
     let (resume, wait) = sync_channel(1);
-    w.send(Job::Turn(ack, wait))?;
-    acked.recv().map_err(|_| stopped())?;
+    // A writer that stopped (it failed) holds no lock either.
+    if w.send(Job::Turn(ack, wait)).is_err() || acked.recv().is_err() {
+        return Ok(Turn { _resume: None });
+    }
     Ok(Turn { _resume: Some((resume, w)) })
 }
 
