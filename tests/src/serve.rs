@@ -218,7 +218,7 @@ pub fn mailbox_state(s: &Serve, tenant: &str, mailbox: &str) -> Value {
 /// save` each takes a process per message. Asserts every APPEND was accepted.
 pub fn append_many(user: &str, password: &str, messages: &[Vec<u8>]) {
     let r = crate::rig();
-    let mut s = TcpStream::connect(("127.0.0.1", r.port("RIG_IMAP_NOTLS_PORT"))).expect("connect to IMAP");
+    let mut s = TcpStream::connect(("127.0.0.2", r.port("RIG_IMAP_NOTLS_PORT"))).expect("connect to IMAP");
     s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let mut out = format!("l LOGIN \"{user}\" \"{password}\"\r\n").into_bytes();
     for (i, m) in messages.iter().enumerate() {
