@@ -23,7 +23,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// with us) keeps streaming into the same batch instead of each pause costing a commit.
 /// The transaction open across the grace holds nobody else of this process up: the store's
 /// sinks share one writer per database, and its other writes take a turn that commits first
-/// (`store::sqlite::sink`), so `mailplug serve`'s actors on one thread keep it too.
+/// (`store::sqlite::writer`), so `mailplug serve`'s actors on one thread keep it too.
 const COMMIT_GRACE: Duration = Duration::from_millis(10);
 const COMMIT_GRACE_BYTES: usize = 64 << 20;
 

@@ -32,6 +32,7 @@ mod outbox;
 mod query;
 mod segments;
 mod sink;
+mod writer;
 
 pub use migrate::content_hash;
 pub use query::{MessageDetail, MessageSummary, StoredAttachment};
@@ -125,7 +126,7 @@ fn connect(path: &Path) -> Result<Connection, HostError> {
     // stays close to the size of the data. Measured in docs/BENCHMARKS.md.
     // No automatic checkpoints: SQLite would run them inside a COMMIT (the writer's, while the
     // session waits for `stored`, or the sync-state save right after it). The sink's writer
-    // checkpoints after it answered a commit (`sink::CHECKPOINT_EVERY`), and closing the last
+    // checkpoints after it answered a commit (`writer::CHECKPOINT_EVERY`), and closing the last
     // connection checkpoints what is left.
     conn.execute_batch(
         "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;",
@@ -215,7 +216,7 @@ impl Database {
         }
         crate::private_files::secure_database(path)?;
         // The schema statements may write: not against this process's open batch.
-        let _turn = sink::turn(path)?;
+        let _turn = writer::turn(path)?;
         let mut conn = connect(path)?;
         conn.execute_batch(SCHEMA).map_err(db_err("database schema"))?;
         migrate::migrate(&mut conn)?;
@@ -225,7 +226,7 @@ impl Database {
         Ok(Database { conn, path: path.to_path_buf(), keys, writing: std::cell::Cell::new(false) })
     }
 
-    /// Runs a write on this connection during a turn of the database's writer (`sink::turn`):
+    /// Runs a write on this connection during a turn of the database's writer (`writer::turn`):
     /// what the writer had open is committed first and it waits until `f` is done, so `f` never
     /// waits for the lock of a transaction of this process (the sinks'); only another process
     /// can make it wait (the busy timeout).
@@ -233,7 +234,7 @@ impl Database {
         if self.writing.get() {
             return f();
         }
-        let _turn = sink::turn(&self.path)?;
+        let _turn = writer::turn(&self.path)?;
         self.writing.set(true);
         let result = f();
         self.writing.set(false);
