@@ -224,10 +224,14 @@ impl WriterState {
         self.written = 0;
         if let Err(e) = &done {
             let _ = self.conn.execute_batch("ROLLBACK");
+            let why = match e {
+                HostError::Storage(m) => m.clone(),
+                other => other.to_string(),
+            };
             for s in self.sinks.values_mut() {
                 if !s.results.is_empty() {
                     s.results.clear();
-                    s.failed.get_or_insert_with(|| HostError::Storage(e.to_string()));
+                    s.failed.get_or_insert_with(|| HostError::Storage(why.clone()));
                 }
             }
         }
@@ -239,7 +243,10 @@ impl WriterState {
             return Err(e);
         }
         if let Err(e) = self.commit_open() {
-            self.sinks.get_mut(&sink).map(|s| s.failed.take());
+            // Reported now, not again at the next commit.
+            if let Some(s) = self.sinks.get_mut(&sink) {
+                s.failed = None;
+            }
             return Err(e);
         }
         Ok(self.sinks.get_mut(&sink).map(|s| std::mem::take(&mut s.results)).unwrap_or_default())
