@@ -214,13 +214,27 @@ pub fn mailbox_state(s: &Serve, tenant: &str, mailbox: &str) -> Value {
 // ---- helper C (store threading) ----
 
 /// APPENDs `messages` to `user`'s INBOX over one pipelined plain-text IMAP connection to the
-/// rig's no-TLS port (LITERAL+): hundreds of messages in about a second, where one `doveadm
-/// save` each takes a process per message. Asserts every APPEND was accepted.
+/// rig's no-TLS listener (127.0.0.2, LITERAL+): hundreds of messages in about a second, where
+/// one `doveadm save` each takes a process per message. The APPENDs are sent once LOGIN was
+/// answered (before that, Dovecot's login process has only a small input buffer). Asserts
+/// every APPEND was accepted.
 pub fn append_many(user: &str, password: &str, messages: &[Vec<u8>]) {
     let r = crate::rig();
-    let mut s = TcpStream::connect(("127.0.0.2", r.port("RIG_IMAP_NOTLS_PORT"))).expect("connect to IMAP");
+    let s = TcpStream::connect(("127.0.0.2", r.port("RIG_IMAP_NOTLS_PORT"))).expect("connect to IMAP");
     s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    let mut out = format!("l LOGIN \"{user}\" \"{password}\"\r\n").into_bytes();
+    let mut w = s.try_clone().expect("clone");
+    let mut rd = BufReader::new(s);
+    write!(w, "l LOGIN \"{user}\" \"{password}\"\r\n").expect("login");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(rd.read_line(&mut line).expect("read") > 0, "the server closed before answering LOGIN");
+        if line.starts_with("l ") {
+            assert!(line.starts_with("l OK"), "LOGIN as {user}: {line}");
+            break;
+        }
+    }
+    let mut out = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         out.extend_from_slice(format!("a{i} APPEND INBOX {{{}+}}\r\n", m.len()).as_bytes());
         out.extend_from_slice(m);
@@ -228,10 +242,9 @@ pub fn append_many(user: &str, password: &str, messages: &[Vec<u8>]) {
     }
     out.extend_from_slice(b"z LOGOUT\r\n");
     // Written while the answers are read, so neither side stalls.
-    let mut w = s.try_clone().expect("clone");
     let writer = std::thread::spawn(move || w.write_all(&out).expect("append"));
     let mut seen = Vec::new();
-    let _ = s.read_to_end(&mut seen);
+    let _ = rd.read_to_end(&mut seen);
     writer.join().expect("writer");
     let text = String::from_utf8_lossy(&seen);
     let ok = text.lines().filter(|l| l.starts_with('a') && l.contains(" OK")).count();
