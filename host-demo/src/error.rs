@@ -128,6 +128,9 @@ pub enum HostError {
     /// OAuth2 failed; with `needs_reauthorization` an admin must consent again (never retried).
     #[error("OAuth2: {message}")]
     OAuth { kind: String, message: String, needs_reauthorization: bool },
+    /// An outbox change refused because the row is in another state (the API's 409).
+    #[error(transparent)]
+    Refused(#[from] crate::store::outbox::RefusedTransition),
 }
 
 /// Why the component stopped in the middle of a call (a wasmtime trap).

@@ -228,7 +228,12 @@ fn outbox_life<S: Outbox + Events>(s: &S, t: &str) {
     assert_eq!(states(s, t), want);
     for e in [s.resend(t, &a.id, 2000).unwrap_err(), s.cancel(t, &a.id, 2000).unwrap_err(), Outbox::mark_delivered(s, t, &a.id, 2000).unwrap_err()] {
         assert!(e.to_string().contains("is delivered"), "{e}");
+        assert!(matches!(&e, HostError::Refused(r) if r.state == OutboxState::Delivered), "refused by type: {e:?}");
     }
+    let queued = s.count(t, "q", OutboxState::Queued).unwrap();
+    assert_eq!((queued.rows, queued.oldest_created_at_ms, queued.earliest_next_attempt_at_ms), (1, Some(1001), Some(61_000)));
+    assert_eq!(s.count(t, "q", OutboxState::Delivered).unwrap().rows, 1);
+    assert_eq!(s.count(t, "other", OutboxState::Queued).unwrap().rows, 0);
     assert_eq!(states(s, t).len(), 5, "a refused change writes no event");
     // Left in flight by a sender that stopped: held, never resent silently; then resent by hand.
     s.record_commit_point(&b.id, 61_000).unwrap();

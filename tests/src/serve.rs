@@ -210,3 +210,65 @@ pub fn mailbox_state(s: &Serve, tenant: &str, mailbox: &str) -> Value {
     s.admin(&format!("/v1/tenants/{tenant}"))["mailboxes"][mailbox].clone()
 }
 
+
+// ---- helper C (store threading) ----
+
+/// APPENDs `messages` to `user`'s INBOX over one pipelined plain-text IMAP connection to the
+/// rig's no-TLS listener (127.0.0.2, LITERAL+): hundreds of messages in about a second, where
+/// one `doveadm save` each takes a process per message. The APPENDs are sent once LOGIN was
+/// answered (before that, Dovecot's login process has only a small input buffer). Asserts
+/// every APPEND was accepted.
+pub fn append_many(user: &str, password: &str, messages: &[Vec<u8>]) {
+    let r = crate::rig();
+    let s = TcpStream::connect(("127.0.0.2", r.port("RIG_IMAP_NOTLS_PORT"))).expect("connect to IMAP");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let mut rd = BufReader::new(s);
+    write!(w, "l LOGIN \"{user}\" \"{password}\"\r\n").expect("login");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(rd.read_line(&mut line).expect("read") > 0, "the server closed before answering LOGIN");
+        if line.starts_with("l ") {
+            assert!(line.starts_with("l OK"), "LOGIN as {user}: {line}");
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        out.extend_from_slice(format!("a{i} APPEND INBOX {{{}+}}\r\n", m.len()).as_bytes());
+        out.extend_from_slice(m);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"z LOGOUT\r\n");
+    // Written while the answers are read, so neither side stalls.
+    let writer = std::thread::spawn(move || w.write_all(&out).expect("append"));
+    let mut seen = Vec::new();
+    let _ = rd.read_to_end(&mut seen);
+    writer.join().expect("writer");
+    let text = String::from_utf8_lossy(&seen);
+    let ok = text.lines().filter(|l| l.starts_with('a') && l.contains(" OK")).count();
+    assert_eq!(ok, messages.len(), "appended {ok} of {}: {}", messages.len(), text.lines().find(|l| l.contains(" NO ") || l.contains(" BAD ")).unwrap_or(""));
+}
+
+/// A tenant file with IMAP mailboxes on the rig (name, rig box), polled every `poll` seconds;
+/// the passwords and the API token in files of their own.
+pub fn imap_tenant(dir: &Path, id: &str, token: &str, poll: u32, mailboxes: &[(&str, u32)]) -> String {
+    let r = crate::rig();
+    let p = dir.join(format!("secrets/{id}.token"));
+    private(&p, token);
+    let mut t = format!("tenant = \"{id}\"\nlicensed = true\nextra_ca_file = \"{}\"\napi_token_file = \"{}\"\n", r.get("RIG_CA"), p.display());
+    t += "[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n";
+    for (name, n) in mailboxes {
+        let (user, pass) = crate::test_box(*n);
+        let pw = dir.join(format!("secrets/box{n}.pw"));
+        private(&pw, &pass);
+        t += &format!(
+            "[[mailbox]]\nname = \"{name}\"\naddress = \"{user}\"\nprotocol = \"imap\"\nfirst_sync = \"all\"\npoll_interval_secs = {poll}\n\
+             host = \"localhost\"\nport = {}\ntls = true\nusername = \"{user}\"\npassword_file = \"{}\"\n",
+            r.port("RIG_IMAPS_PORT"),
+            pw.display()
+        );
+    }
+    t
+}

@@ -21,20 +21,11 @@ const READ_CHUNK: usize = 256 * 1024;
 /// synced it. While less than `COMMIT_GRACE_BYTES` is uncommitted, a read that would wait is
 /// given `COMMIT_GRACE` for more data first: a server that only paused (it shares the CPU
 /// with us) keeps streaming into the same batch instead of each pause costing a commit.
+/// The transaction open across the grace holds nobody else of this process up: the store's
+/// sinks share one writer per database, and its other writes take a turn that commits first
+/// (`store::sqlite::writer`), so `mailplug serve`'s actors on one thread keep it too.
 const COMMIT_GRACE: Duration = Duration::from_millis(10);
 const COMMIT_GRACE_BYTES: usize = 64 << 20;
-
-/// Whether a read that would wait gets `COMMIT_GRACE` (on by default). `mailplug serve` turns it
-/// off: its mailbox actors share one thread, and a sink whose transaction stayed open through
-/// the grace would hold SQLite's write lock while another actor's synchronous write on that
-/// thread waits for the lock (up to the busy timeout), and with it the thread, so the commit
-/// that would release the lock could not be sent.
-static COMMIT_GRACE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Turns the commit grace (see `COMMIT_GRACE`) on or off for this process.
-pub fn set_commit_grace(on: bool) {
-    COMMIT_GRACE_ON.store(on, std::sync::atomic::Ordering::Relaxed);
-}
 
 /// The host's clock, in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -360,7 +351,7 @@ async fn run_loop(
             return Err(session_limit(conn.label().to_string(), opts));
         }
         if events.is_empty() && uncommitted {
-            let grace = if uncommitted_bytes < COMMIT_GRACE_BYTES && COMMIT_GRACE_ON.load(std::sync::atomic::Ordering::Relaxed) {
+            let grace = if uncommitted_bytes < COMMIT_GRACE_BYTES {
                 COMMIT_GRACE.min(remaining(end))
             } else {
                 Duration::ZERO

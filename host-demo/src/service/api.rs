@@ -57,6 +57,8 @@ impl ApiError {
     pub(super) fn host(e: HostError) -> ApiError {
         let status = match &e {
             HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            // A row in another state: the request conflicts with where the row is.
+            HostError::Refused(_) => StatusCode::CONFLICT,
             HostError::Config(_) | HostError::Unlicensed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HostError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,

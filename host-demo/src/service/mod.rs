@@ -208,9 +208,6 @@ fn runtime_options(opts: &ServiceOptions) -> RuntimeOptions {
 /// `on_listening` is told the address the API listens on.
 pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
     let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
-    // Actors share one thread: no sink may keep its transaction open while the thread serves
-    // another actor (see `driver::set_commit_grace`).
-    crate::driver::set_commit_grace(false);
     let reader = Database::open(&options.store)?;
     let plugin = Plugin::load_with(&options.plugin, &runtime_options(&options))?;
     if let crate::runtime::CacheStatus::Unused(why) = plugin.cache_status() {

@@ -35,8 +35,6 @@ use crate::store::{Outbox, OutboxRow, OutboxState};
 
 /// The longest a queue actor sleeps without looking at its queue.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
-/// Rows counted per state for the depth metric (a larger depth shows as this many).
-const DEPTH_CAP: usize = 10_000;
 
 /// The wake-up of each queue actor, by (tenant, queue).
 #[derive(Default)]
@@ -150,16 +148,13 @@ impl QueueActor {
     }
 
     fn any_in_flight(&self, store: &Database) -> bool {
-        store.list(&self.cfg.tenant, Some(&self.queue), Some(OutboxState::InFlight), 1).is_ok_and(|r| !r.is_empty())
+        store.count(&self.cfg.tenant, &self.queue, OutboxState::InFlight).is_ok_and(|c| c.rows > 0)
     }
 
     /// How long until the queue's earliest queued row is due (at most `MAX_IDLE`).
     fn until_next_due(&self, store: &Database) -> Duration {
         let now = crate::driver::now_ms() as i64;
-        let next = store
-            .list(&self.cfg.tenant, Some(&self.queue), Some(OutboxState::Queued), DEPTH_CAP)
-            .ok()
-            .and_then(|rows| rows.iter().map(|r| r.next_attempt_at_ms).min());
+        let next = store.count(&self.cfg.tenant, &self.queue, OutboxState::Queued).ok().and_then(|c| c.earliest_next_attempt_at_ms);
         match next {
             Some(at) => Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)).min(MAX_IDLE),
             None => MAX_IDLE,
@@ -170,11 +165,11 @@ impl QueueActor {
     fn update_metrics(&self, store: &Database) {
         let mut oldest = None;
         for state in [OutboxState::Queued, OutboxState::InFlight, OutboxState::Held, OutboxState::Failed] {
-            let Ok(rows) = store.list(&self.cfg.tenant, Some(&self.queue), Some(state), DEPTH_CAP) else { return };
+            let Ok(c) = store.count(&self.cfg.tenant, &self.queue, state) else { return };
             if state == OutboxState::Queued {
-                oldest = rows.iter().map(|r| r.created_at_ms).min();
+                oldest = c.oldest_created_at_ms;
             }
-            self.shared.metrics.set_outbox_depth(&self.cfg.tenant, &self.queue, state.as_str(), rows.len() as i64);
+            self.shared.metrics.set_outbox_depth(&self.cfg.tenant, &self.queue, state.as_str(), i64::try_from(c.rows).unwrap_or(i64::MAX));
         }
         self.shared.metrics.set_outbox_oldest(&self.cfg.tenant, &self.queue, oldest);
     }
@@ -230,14 +225,6 @@ struct EnqueueBody {
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, msg)
-}
-
-fn outbox_error(e: HostError) -> ApiError {
-    match &e {
-        // A row in another state: the request conflicts with where the row is.
-        HostError::NotFound(m) if m.contains("only a message that is") => ApiError::new(StatusCode::CONFLICT, m.clone()),
-        _ => ApiError::host(e),
-    }
 }
 
 async fn enqueue(
@@ -368,7 +355,7 @@ async fn decide(
             }
         })
         .await
-        .map_err(outbox_error)?;
+        .map_err(ApiError::host)?;
     if action == "resend" {
         s.outbox.wake(&t, &row.queue);
     }

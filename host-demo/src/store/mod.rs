@@ -9,7 +9,7 @@ pub mod private_files;
 pub mod sqlite;
 
 pub use events::{Event, Events};
-pub use outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome};
+pub use outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
 
 use std::fs;
 use std::io::Write;

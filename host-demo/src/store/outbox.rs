@@ -113,6 +113,34 @@ pub struct RecordedOutcome {
     pub explanation: Option<Explanation>,
 }
 
+/// An outbox change refused because the row is not in a state it may leave that way
+/// (`HostError::Refused`; the API answers 409 Conflict).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("outbox message \"{id}\" (Message-ID <{message_id}>) is {state}: only a message that is {} can become {to}", or_list(allowed))]
+pub struct RefusedTransition {
+    pub id: String,
+    pub message_id: String,
+    /// Where the row is.
+    pub state: OutboxState,
+    /// The states the change may start from.
+    pub allowed: Vec<OutboxState>,
+    pub to: OutboxState,
+}
+
+fn or_list(states: &[OutboxState]) -> String {
+    states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+}
+
+/// How many rows of a queue are in one state, and when the oldest of them was enqueued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCount {
+    pub rows: u64,
+    /// `created_at_ms` of the oldest row in the state (None when there is none).
+    pub oldest_created_at_ms: Option<i64>,
+    /// The earliest `next_attempt_at_ms` among them (when the queue is next due, for `queued`).
+    pub earliest_next_attempt_at_ms: Option<i64>,
+}
+
 /// The outbox as a store keeps it. Every state change writes its `outbox.state-changed` event
 /// in the same transaction. `tenant` scopes the admin calls: an id of another tenant is not found.
 pub trait Outbox {
@@ -145,4 +173,7 @@ pub trait Outbox {
     fn record_sent_copy(&self, id: &str, copy: &serde_json::Value, now_ms: i64) -> Result<(), HostError>;
     /// Adds the admin explanation to a row's last outcome (the guest explains after the batch).
     fn record_explanation(&self, id: &str, explanation: &Explanation) -> Result<(), HostError>;
+    /// How many rows of a queue are in `state`, the oldest one's creation and the earliest next
+    /// attempt (the metrics and the queue actor's sleep: counted by the store, not by listing).
+    fn count(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<StateCount, HostError>;
 }

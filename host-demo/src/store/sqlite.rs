@@ -32,6 +32,7 @@ mod outbox;
 mod query;
 mod segments;
 mod sink;
+mod writer;
 
 pub use migrate::content_hash;
 pub use query::{MessageDetail, MessageSummary, StoredAttachment};
@@ -125,7 +126,7 @@ fn connect(path: &Path) -> Result<Connection, HostError> {
     // stays close to the size of the data. Measured in docs/BENCHMARKS.md.
     // No automatic checkpoints: SQLite would run them inside a COMMIT (the writer's, while the
     // session waits for `stored`, or the sync-state save right after it). The sink's writer
-    // checkpoints after it answered a commit (`sink::CHECKPOINT_EVERY`), and closing the last
+    // checkpoints after it answered a commit (`writer::CHECKPOINT_EVERY`), and closing the last
     // connection checkpoints what is left.
     conn.execute_batch(
         "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;",
@@ -144,6 +145,8 @@ pub struct Database {
     path: PathBuf,
     /// The keys OAuth2 tokens are encrypted with (`crate::tokens`).
     keys: crate::tokens::SecretKeys,
+    /// Inside `writing` (a write does not take a second turn from the writer).
+    writing: std::cell::Cell<bool>,
 }
 
 /// Where a row's raw bytes are when they are in a segment (`segments`).
@@ -212,13 +215,30 @@ impl Database {
             crate::private_files::create_dir(dir)?;
         }
         crate::private_files::secure_database(path)?;
+        // The schema statements may write: not against this process's open batch.
+        let _turn = writer::turn(path)?;
         let mut conn = connect(path)?;
         conn.execute_batch(SCHEMA).map_err(db_err("database schema"))?;
         migrate::migrate(&mut conn)?;
         conn.execute_batch(INDEXES).map_err(db_err("database schema"))?;
         // The outbox and the events (issue 13): new tables, no schema version change.
         conn.execute_batch(outbox::SCHEMA).and_then(|_| conn.execute_batch(events::SCHEMA)).map_err(db_err("database schema"))?;
-        Ok(Database { conn, path: path.to_path_buf(), keys })
+        Ok(Database { conn, path: path.to_path_buf(), keys, writing: std::cell::Cell::new(false) })
+    }
+
+    /// Runs a write on this connection during a turn of the database's writer (`writer::turn`):
+    /// what the writer had open is committed first and it waits until `f` is done, so `f` never
+    /// waits for the lock of a transaction of this process (the sinks'); only another process
+    /// can make it wait (the busy timeout).
+    fn writing<T>(&self, f: impl FnOnce() -> Result<T, HostError>) -> Result<T, HostError> {
+        if self.writing.get() {
+            return f();
+        }
+        let _turn = writer::turn(&self.path)?;
+        self.writing.set(true);
+        let result = f();
+        self.writing.set(false);
+        result
     }
 
     /// A sink that stores one mailbox's deliveries into this database. Inserts run on a
@@ -420,10 +440,12 @@ impl Database {
     /// a write but never keep it without everything committed before it (the messages a sync
     /// state covers are committed, synced, before it is saved). Tokens are never written so.
     fn unsynced<T>(&self, f: impl FnOnce(&Connection) -> Result<T, HostError>) -> Result<T, HostError> {
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(db_err("database settings"))?;
-        let result = f(&self.conn);
-        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(db_err("database settings"))?;
-        result
+        self.writing(|| {
+            self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(db_err("database settings"))?;
+            let result = f(&self.conn);
+            self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(db_err("database settings"))?;
+            result
+        })
     }
 
     /// Skipped notices of a mailbox: (server id, size, reason).
@@ -468,7 +490,7 @@ impl SyncStateStore for Database {
     }
 
     fn save_tokens(&self, tenant: &str, client: &str, username: &str, t: &Tokens) -> Result<(), HostError> {
-        crate::tokens::save(&self.conn, &self.keys, tenant, client, username, t)
+        self.writing(|| crate::tokens::save(&self.conn, &self.keys, tenant, client, username, t))
     }
 
     fn token_storage_ready(&self) -> Result<(), HostError> {

@@ -12,7 +12,7 @@ use super::lease::{queue_resource, Fence};
 use super::{pg_err, pg_opt_text, pg_text, PgStore};
 use crate::error::HostError;
 use crate::store::events::OUTBOX_STATE_CHANGED;
-use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome};
+use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
 
 const COLUMNS: &str = "id, tenant, queue, message_id, envelope, size, state, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, \
                        last_reply, explanation_en, explanation_de, max_age_ms, save_copy, sent_copy";
@@ -120,13 +120,13 @@ async fn transition(
         }
     }
     if !from.contains(&before.state) {
-        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        return Err(HostError::NotFound(format!(
-            "outbox message \"{id}\" (Message-ID <{}>) is {}: only a message that is {} can become {to}",
-            before.message_id,
-            before.state,
-            allowed.join(" or ")
-        )));
+        return Err(HostError::Refused(RefusedTransition {
+            id: before.id,
+            message_id: before.message_id,
+            state: before.state,
+            allowed: from.to_vec(),
+            to,
+        }));
     }
     let (reply_set, reply) = match change.last_reply {
         Some(r) => (true, r.map(|r| pg_text(&r).into_owned())),
@@ -310,6 +310,25 @@ impl Outbox for PgStore {
                 .await
                 .map_err(pg_err("reading the outbox"))?;
             rows.iter().map(|r| row(r, false)).collect()
+        })
+    }
+
+    fn count(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<StateCount, HostError> {
+        let (tenant, queue, state) = (tenant.to_string(), queue.to_string(), state.as_str().to_string());
+        self.wait(|db| async move {
+            let c = db.client().await?;
+            let r = c
+                .query_one(
+                    "SELECT COUNT(*), MIN(created_at_ms), MIN(next_attempt_at_ms) FROM outbox WHERE tenant = $1 AND queue = $2 AND state = $3",
+                    &[&tenant, &queue, &state],
+                )
+                .await
+                .map_err(pg_err("counting the outbox"))?;
+            Ok(StateCount {
+                rows: r.get::<_, i64>(0).max(0) as u64,
+                oldest_created_at_ms: r.get(1),
+                earliest_next_attempt_at_ms: r.get(2),
+            })
         })
     }
 

@@ -69,10 +69,9 @@ impl Database {
     fn update_event(&self, id: &str, sql_set: &str, args: &[&dyn rusqlite::ToSql]) -> Result<(), HostError> {
         let mut all: Vec<&dyn rusqlite::ToSql> = vec![&id];
         all.extend_from_slice(args);
-        let n = self
-            .conn
-            .execute(&format!("UPDATE events SET {sql_set} WHERE id = ?1"), all.as_slice())
-            .map_err(db_err("updating an event"))?;
+        let n = self.writing(|| {
+            self.conn.execute(&format!("UPDATE events SET {sql_set} WHERE id = ?1"), all.as_slice()).map_err(db_err("updating an event"))
+        })?;
         if n == 0 {
             return Err(HostError::NotFound(format!("no event \"{id}\"")));
         }

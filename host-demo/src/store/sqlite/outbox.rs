@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{db_err, events, Database};
 use crate::error::HostError;
 use crate::store::events::OUTBOX_STATE_CHANGED;
-use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome};
+use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
@@ -128,7 +128,7 @@ impl Database {
         change: Change,
         now_ms: i64,
     ) -> Result<OutboxRow, HostError> {
-        immediate(&self.conn, "changing an outbox row", |c| {
+        self.writing(|| immediate(&self.conn, "changing an outbox row", |c| {
             let Some(before) = get_in(c, tenant, id, false)? else {
                 return Err(HostError::NotFound(match tenant {
                     Some(t) => format!("tenant \"{t}\" has no outbox message \"{id}\""),
@@ -136,13 +136,13 @@ impl Database {
                 }));
             };
             if !from.contains(&before.state) {
-                let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-                return Err(HostError::NotFound(format!(
-                    "outbox message \"{id}\" (Message-ID <{}>) is {}: only a message that is {} can become {to}",
-                    before.message_id,
-                    before.state,
-                    allowed.join(" or ")
-                )));
+                return Err(HostError::Refused(RefusedTransition {
+                    id: id.to_string(),
+                    message_id: before.message_id,
+                    state: before.state,
+                    allowed: from.to_vec(),
+                    to,
+                }));
             }
             let (reply_set, reply) = match change.last_reply {
                 Some(r) => (true, r),
@@ -178,7 +178,7 @@ impl Database {
             let after = get_in(c, None, id, false)?.ok_or_else(|| HostError::Storage(format!("outbox row {id} vanished")))?;
             state_event(c, &after, Some(before.state), now_ms)?;
             Ok(after)
-        })
+        }))
     }
 }
 
@@ -186,7 +186,7 @@ impl Outbox for Database {
     fn enqueue(&self, m: &NewOutbound, now_ms: i64) -> Result<OutboxRow, HostError> {
         let id = ulid::Ulid::new().to_string();
         let envelope = serde_json::to_string(&m.envelope).map_err(|e| HostError::Storage(format!("outbox envelope: {e}")))?;
-        immediate(&self.conn, "enqueueing a message", |c| {
+        self.writing(|| immediate(&self.conn, "enqueueing a message", |c| {
             c.prepare_cached(
                 "INSERT INTO outbox (id, tenant, queue, message_id, envelope, raw, size, state, next_attempt_at_ms, created_at_ms,
                     updated_at_ms, max_age_ms, save_copy)
@@ -210,7 +210,7 @@ impl Outbox for Database {
             let r = get_in(c, None, &id, false)?.ok_or_else(|| HostError::Storage("the enqueued row vanished".into()))?;
             state_event(c, &r, None, now_ms)?;
             Ok(r)
-        })
+        }))
     }
 
     fn take_due(&self, tenant: &str, queue: &str, limit: usize, now_ms: i64) -> Result<Vec<OutboxRow>, HostError> {
@@ -239,7 +239,13 @@ impl Outbox for Database {
             last_reply: Some(o.last_reply.clone()),
             explanation: Some(o.explanation.clone()),
         };
-        self.transition(None, id, &[OutboxState::Queued, OutboxState::InFlight], o.state, change, now_ms).map(|_| ())
+        // Without its own fsync (`Database::unsynced`): the row was synced `in-flight` at the
+        // commit point, and the WAL keeps commits in order, so a power cut can only lose the
+        // outcome together with everything after it, leaving the row `in-flight`, which the
+        // next drain's `recover` holds (never resent silently). The next synced commit (the
+        // next commit point, an enqueue) makes it durable. A killed process loses nothing: the
+        // commit is in the WAL file.
+        self.unsynced(|_| self.transition(None, id, &[OutboxState::Queued, OutboxState::InFlight], o.state, change, now_ms)).map(|_| ())
     }
 
     fn recover(&self, tenant: &str, queue: &str, why: &Explanation, now_ms: i64) -> Result<Vec<String>, HostError> {
@@ -301,17 +307,36 @@ impl Outbox for Database {
     }
 
     fn record_sent_copy(&self, id: &str, copy: &serde_json::Value, now_ms: i64) -> Result<(), HostError> {
+        self.writing(|| {
+            self.conn
+                .execute("UPDATE outbox SET sent_copy = ?2, updated_at_ms = ?3 WHERE id = ?1", params![id, copy.to_string(), now_ms])
+                .map(|_| ())
+                .map_err(db_err("recording the sent copy"))
+        })
+    }
+
+    fn count(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<StateCount, HostError> {
         self.conn
-            .execute("UPDATE outbox SET sent_copy = ?2, updated_at_ms = ?3 WHERE id = ?1", params![id, copy.to_string(), now_ms])
-            .map(|_| ())
-            .map_err(db_err("recording the sent copy"))
+            .prepare_cached("SELECT COUNT(*), MIN(created_at_ms), MIN(next_attempt_at_ms) FROM outbox WHERE tenant = ?1 AND queue = ?2 AND state = ?3")
+            .and_then(|mut st| {
+                st.query_row(params![tenant, queue, state.as_str()], |r| {
+                    Ok(StateCount {
+                        rows: r.get::<_, i64>(0)?.max(0) as u64,
+                        oldest_created_at_ms: r.get(1)?,
+                        earliest_next_attempt_at_ms: r.get(2)?,
+                    })
+                })
+            })
+            .map_err(db_err("counting the outbox"))
     }
 
     fn record_explanation(&self, id: &str, e: &Explanation) -> Result<(), HostError> {
-        self.conn
-            .execute("UPDATE outbox SET explanation_en = ?2, explanation_de = ?3 WHERE id = ?1", params![id, e.en, e.de])
-            .map(|_| ())
-            .map_err(db_err("recording an explanation"))
+        self.writing(|| {
+            self.conn
+                .execute("UPDATE outbox SET explanation_en = ?2, explanation_de = ?3 WHERE id = ?1", params![id, e.en, e.de])
+                .map(|_| ())
+                .map_err(db_err("recording an explanation"))
+        })
     }
 }
 
@@ -379,8 +404,36 @@ mod tests {
         // A delivered row cannot be resent, cancelled or marked again.
         for e in [db.resend("t", &a.id, 2000).unwrap_err(), db.cancel("t", &a.id, 2000).unwrap_err(), Outbox::mark_delivered(&db, "t", &a.id, 2000).unwrap_err()] {
             assert!(e.to_string().contains("is delivered"), "{e}");
+            let HostError::Refused(r) = &e else { panic!("not a refused transition: {e:?}") };
+            assert_eq!((r.id.as_str(), r.state), (a.id.as_str(), OutboxState::Delivered));
         }
+        assert!(matches!(db.cancel("t", "nope", 2000), Err(HostError::NotFound(_))), "an unknown id is not found, not refused");
         assert_eq!(states(&db, "t").len(), 5, "a refused change writes no event");
+    }
+
+    /// `count` counts every row of a state (no cap) with the oldest creation and the earliest
+    /// due time, per queue and tenant; an outcome (written without its own fsync) leaves the
+    /// connection synced for the next commit point.
+    #[test]
+    fn count_gives_depth_oldest_and_next_due_and_outcomes_leave_commits_synced() {
+        let db = db("count");
+        for i in 0..30 {
+            db.enqueue(&new("t", &format!("{i}@x")), 100 + i).unwrap();
+        }
+        db.enqueue(&new("other", "o@x"), 1).unwrap();
+        let c = db.count("t", "q", OutboxState::Queued).unwrap();
+        assert_eq!(c, StateCount { rows: 30, oldest_created_at_ms: Some(100), earliest_next_attempt_at_ms: Some(100) });
+        assert_eq!(db.count("t", "q", OutboxState::Held).unwrap(), StateCount::default());
+        assert_eq!(db.count("t", "other-queue", OutboxState::Queued).unwrap().rows, 0);
+        let first = db.take_due("t", "q", 1, 1000).unwrap().remove(0);
+        db.record_commit_point(&first.id, 1000).unwrap();
+        assert_eq!(db.count("t", "q", OutboxState::InFlight).unwrap().rows, 1);
+        let retry = RecordedOutcome { state: OutboxState::Queued, next_attempt_at_ms: 90_000, last_reply: None, explanation: None };
+        db.record_outcome(&first.id, &retry, 1100).unwrap();
+        let sync: i64 = db.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "FULL again after the unsynced outcome");
+        let c = db.count("t", "q", OutboxState::Queued).unwrap();
+        assert_eq!((c.rows, c.oldest_created_at_ms, c.earliest_next_attempt_at_ms), (30, Some(100), Some(101)));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! segment (`fdatasync`) *before* the SQLite commit that references it; a new segment's folder
 //! entry is synced when it is created. So a row never refers to bytes that are not on disk, and
 //! a crash or power cut between the two leaves only unreferenced bytes at a segment's end,
-//! which later writers append after. Each writer holds an exclusive lock on its segment (two
-//! sinks, in one process or several, never append to the same file).
+//! which later writers append after. Each writer holds an exclusive lock on its segment (in one
+//! process every sink of a database goes through one writer; two processes never append to the
+//! same file).
 
 use std::fs::{self, File};
 use std::io::Write;

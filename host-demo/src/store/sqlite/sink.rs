@@ -1,15 +1,16 @@
-//! Storing one mailbox's deliveries: a writer thread with its own connection, one transaction
-//! per batch committed before `stored`, deduplication that never drops a message it did not store.
+//! Storing mailboxes' deliveries: through the database's writer thread (`writer`: one per
+//! database in this process, shared by its sinks), one transaction per batch committed before
+//! `stored`, deduplication that never drops a message it did not store.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use super::segments::{self, SegmentWriter};
-use super::{connect, content_hash, db_err, Database};
+use super::segments;
+use super::writer::{stopped, writer_for, Job, SinkState, Writer, WriterState};
+use super::{content_hash, db_err, Database};
 use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, SkippedMessage};
 use crate::error::HostError;
@@ -28,7 +29,8 @@ pub struct DbSink<'a> {
     db: &'a Database,
     tenant: String,
     mailbox: String,
-    writer: Option<Writer>,
+    /// The database's writer and this sink's number there, from the first use.
+    writer: Option<(Arc<Writer>, u64)>,
     /// The server the deliveries come from (`store::binding`), set by `MessageSink::source`.
     source: String,
     /// After each `commit`: what became of each delivery since the previous commit.
@@ -51,67 +53,6 @@ pub struct Delivered {
     pub collision: bool,
 }
 
-/// Work for the writer thread.
-enum Job {
-    /// A message and the bytes it holds (counted in the `Backlog`).
-    Deliver(FetchedMessage, usize),
-    Skipped(SkippedMessage),
-    /// Commit and answer with what each delivery since the last commit did.
-    Commit(SyncSender<Result<Vec<Delivered>, HostError>>),
-}
-
-struct Writer {
-    jobs: SyncSender<Job>,
-    thread: JoinHandle<()>,
-    backlog: Arc<Backlog>,
-}
-
-/// At most this many jobs, holding at most `WRITER_BACKLOG_BYTES` of messages (or a single
-/// larger message), wait for the writer: host memory stays bounded whatever the mailbox
-/// holds, while bursts of small messages (one read can complete dozens) do not stall the
-/// session on the writer's every insert.
-const WRITER_QUEUE: usize = 64;
-const WRITER_BACKLOG_BYTES: usize = 8 << 20;
-
-/// After a commit, once this much was inserted into SQLite since the last checkpoint, the
-/// writer copies the WAL into the database (SQLite's own threshold, 1000 pages of 16 KB), after
-/// answering the commit, so the session does not wait for it.
-const CHECKPOINT_EVERY: usize = 16 << 20;
-
-/// How much is inserted between two `WriterState::start_writeback`s.
-const WRITEBACK_EVERY: usize = 1 << 20;
-
-/// Bytes of messages handed to the writer and not yet stored.
-#[derive(Default)]
-struct Backlog {
-    bytes: Mutex<usize>,
-    drained: Condvar,
-}
-
-impl Backlog {
-    /// Waits until `size` more bytes fit (a message always fits in an empty backlog), then
-    /// counts them; fails when the writer stopped.
-    fn admit(&self, size: usize, writer: &JoinHandle<()>) -> Result<(), HostError> {
-        let stopped = || HostError::Storage("the database writer stopped".into());
-        let mut queued = self.bytes.lock().map_err(|_| stopped())?;
-        while *queued > 0 && *queued + size > WRITER_BACKLOG_BYTES {
-            if writer.is_finished() {
-                return Err(stopped());
-            }
-            queued = self.drained.wait_timeout(queued, Duration::from_millis(100)).map_err(|_| stopped())?.0;
-        }
-        *queued += size;
-        Ok(())
-    }
-
-    fn release(&self, size: usize) {
-        if let Ok(mut queued) = self.bytes.lock() {
-            *queued = queued.saturating_sub(size);
-        }
-        self.drained.notify_one();
-    }
-}
-
 /// The classification as stored and printed: normal, auto-reply, bulk, bounce.
 pub fn classification_name(c: Classification) -> &'static str {
     match c {
@@ -120,25 +61,6 @@ pub fn classification_name(c: Classification) -> &'static str {
         Classification::Bulk => "bulk",
         Classification::Bounce => "bounce",
     }
-}
-
-/// The writer thread: its own connection and the open transaction.
-struct WriterState {
-    conn: Connection,
-    tenant: String,
-    mailbox: String,
-    in_tx: bool,
-    /// Bytes inserted into SQLite since the last `start_writeback`.
-    written: usize,
-    /// The WAL file, opened for `start_writeback`.
-    wal: Option<std::fs::File>,
-    /// Where the raw bytes go (see `segments`).
-    segments: SegmentWriter,
-    /// Bytes inserted into SQLite since the last checkpoint.
-    since_checkpoint: usize,
-    source: String,
-    results: Vec<Delivered>,
-    failed: Option<HostError>,
 }
 
 impl WriterState {
@@ -150,11 +72,12 @@ impl WriterState {
         Ok(())
     }
 
-    /// Stores a message unless the same one is stored already (see the module doc).
-    fn insert(&mut self, m: &FetchedMessage) -> Result<Delivered, HostError> {
+    /// Stores a message of `sink` unless the same one is stored already (see the module doc).
+    pub(super) fn insert(&mut self, sink: u64, m: &FetchedMessage) -> Result<Delivered, HostError> {
         self.begin()?;
         let now = crate::driver::now_ms() as i64;
         let c = &self.conn;
+        let s = self.sinks.get(&sink).ok_or_else(stopped)?;
         let hash = content_hash(&m.raw);
         let message_id = match &m.parsed {
             Ok(p) => p.message_id.clone(),
@@ -171,7 +94,7 @@ impl WriterState {
         let same_server = c
             .prepare_cached("SELECT id, reported, mid_collision FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND source = ?3 AND server_id = ?4")
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, self.source, m.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                st.query_row(params![s.tenant, s.mailbox, s.source, m.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
             })
             .map_err(db_err("looking up a message"))?;
         if let Some((row, reported, collision)) = same_server {
@@ -185,7 +108,7 @@ impl WriterState {
                  WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
             )
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                st.query_row(params![s.tenant, s.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()
             })
             .map_err(db_err("looking up a message"))?;
@@ -209,7 +132,7 @@ impl WriterState {
                 )
                 .and_then(|mut st| {
                     st.execute(params![
-                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
+                        s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
                         collision, p.subject, from, p.date_ms, classification_name(p.classification), p.text_body,
                         p.html_body, m.raw.len() as i64, now, segment, offset as i64
                     ])
@@ -222,7 +145,7 @@ impl WriterState {
                         content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13)",
                     params![
-                        self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
+                        s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
                         now, segment, offset as i64
                     ],
                 )
@@ -245,9 +168,9 @@ impl WriterState {
         }
         // Its `message.stored` event, in the same transaction (issue 13: store::events).
         let (subject, from) = m.parsed.as_ref().map_or((None, None), |p| (p.subject.as_deref(), p.from.first().map(|a| a.address.as_str())));
-        let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": self.mailbox, "server_id": m.id, "folder": m.folder,
+        let event = serde_json::json!({"message": format!("db:{rowid}"), "mailbox": s.mailbox, "server_id": m.id, "folder": m.folder,
             "message_id": message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": collision});
-        super::events::append(c, &self.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
+        super::events::append(c, &s.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
         Ok(done(rowid, true, false, collision))
     }
 
@@ -255,7 +178,7 @@ impl WriterState {
     /// WAL as the transaction grows, and the fsync at `COMMIT` then finds most of it already
     /// written instead of flushing the whole batch while the session waits. Durability is
     /// unchanged: `COMMIT` still syncs.
-    fn start_writeback(&mut self) {
+    pub(super) fn start_writeback(&mut self) {
         if self.wal.is_none() {
             self.wal = self.conn.path().and_then(|p| std::fs::File::open(format!("{p}-wal")).ok());
         }
@@ -264,83 +187,16 @@ impl WriterState {
         }
     }
 
-    fn skipped(&mut self, s: &SkippedMessage) -> Result<(), HostError> {
+    pub(super) fn skipped(&mut self, sink: u64, s: &SkippedMessage) -> Result<(), HostError> {
         self.begin()?;
+        let k = self.sinks.get(&sink).ok_or_else(stopped)?;
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO skipped (tenant, mailbox, server_id, folder, size, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![self.tenant, self.mailbox, s.id, s.folder, s.size as i64, s.reason],
+                params![k.tenant, k.mailbox, s.id, s.folder, s.size as i64, s.reason],
             )
             .map_err(db_err("recording a skipped message"))?;
         Ok(())
-    }
-
-    fn commit(&mut self) -> Result<Vec<Delivered>, HostError> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
-        }
-        if self.in_tx {
-            // The messages' bytes are on disk before the rows that refer to them are committed.
-            if let Err(e) = self.segments.sync() {
-                self.in_tx = false;
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-            self.conn.execute_batch("COMMIT").map_err(db_err("committing"))?;
-            self.in_tx = false;
-            // SQLite may replace the WAL file between transactions: opened afresh next time.
-            self.wal = None;
-            self.written = 0;
-        }
-        Ok(std::mem::take(&mut self.results))
-    }
-
-    fn run(mut self, jobs: Receiver<Job>, backlog: Arc<Backlog>) {
-        for job in jobs {
-            if let Job::Deliver(_, size) = &job {
-                backlog.release(*size);
-            }
-            match job {
-                // After a failure, work is dropped until the next commit reports it.
-                Job::Deliver(..) | Job::Skipped(_) if self.failed.is_some() => {}
-                Job::Deliver(m, _) => match self.insert(&m) {
-                    Ok(d) => {
-                        self.results.push(d);
-                        if let Ok(p) = &m.parsed {
-                            let n = p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
-                            self.written += n;
-                            self.since_checkpoint += n;
-                        }
-                        if self.written >= WRITEBACK_EVERY {
-                            self.written = 0;
-                            self.start_writeback();
-                        }
-                    }
-                    Err(e) => self.failed = Some(e),
-                },
-                Job::Skipped(s) => {
-                    if let Err(e) = self.skipped(&s) {
-                        self.failed = Some(e);
-                    }
-                }
-                Job::Commit(answer) => {
-                    let committed = self.commit();
-                    let ok = committed.is_ok();
-                    let _ = answer.send(committed);
-                    if ok && self.since_checkpoint >= CHECKPOINT_EVERY {
-                        self.since_checkpoint = 0;
-                        // Passive: waits for no reader or writer. A failed checkpoint loses
-                        // nothing (the WAL keeps the commits); the next one or the close retries.
-                        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)");
-                    }
-                }
-            }
-        }
-        // The sink was dropped with a batch open. The guest only delivers complete messages, so
-        // keeping it is safe: the server still has them and the next run deduplicates.
-        if self.in_tx && self.failed.is_none() && (self.segments.sync().is_err() || self.conn.execute_batch("COMMIT").is_err()) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
     }
 }
 
@@ -371,36 +227,23 @@ impl<'a> DbSink<'a> {
 }
 
 impl DbSink<'_> {
-    /// The writer thread, started on first use.
-    fn writer(&mut self) -> Result<&Writer, HostError> {
+    /// The database's writer, joined on first use.
+    fn writer(&mut self) -> Result<(&Writer, u64), HostError> {
         if self.writer.is_none() {
-            let state = WriterState {
-                conn: connect(&self.db.path)?,
+            let w = writer_for(&self.db.path)?;
+            let k = w.next_sink.fetch_add(1, Ordering::Relaxed);
+            let state = SinkState {
                 tenant: self.tenant.clone(),
                 mailbox: self.mailbox.clone(),
-                in_tx: false,
-                written: 0,
-                wal: None,
-                segments: SegmentWriter::new(&self.db.path),
-                since_checkpoint: 0,
                 source: self.source.clone(),
                 results: Vec::new(),
                 failed: None,
             };
-            let (jobs, rx) = sync_channel(WRITER_QUEUE);
-            let backlog = Arc::new(Backlog::default());
-            let b2 = backlog.clone();
-            let thread = std::thread::Builder::new()
-                .name("mailplug-db-writer".into())
-                .spawn(move || state.run(rx, b2))
-                .map_err(|e| HostError::Storage(format!("cannot start the database writer: {e}")))?;
-            self.writer = Some(Writer { jobs, thread, backlog });
+            w.send(Job::Open(k, state))?;
+            self.writer = Some((w, k));
         }
-        self.writer.as_ref().ok_or_else(|| HostError::Storage("the database writer stopped".into()))
-    }
-
-    fn send(&mut self, job: Job) -> Result<(), HostError> {
-        self.writer()?.jobs.send(job).map_err(|_| HostError::Storage("the database writer stopped".into()))
+        let (w, k) = self.writer.as_ref().ok_or_else(stopped)?;
+        Ok((w, *k))
     }
 }
 
@@ -415,14 +258,15 @@ impl MessageSink for DbSink<'_> {
             }
             size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
         }
-        let writer = self.writer()?;
-        writer.backlog.admit(size, &writer.thread)?;
-        self.send(Job::Deliver(m, size))
+        let (writer, k) = self.writer()?;
+        writer.backlog.admit(size, writer)?;
+        writer.send(Job::Deliver(k, m, size))
     }
 
     fn skipped(&mut self, s: SkippedMessage) -> Result<(), HostError> {
         self.stats.skipped += 1;
-        self.send(Job::Skipped(s))
+        let (writer, k) = self.writer()?;
+        writer.send(Job::Skipped(k, s))
     }
 
     fn source(&mut self, server: &str) {
@@ -436,8 +280,9 @@ impl MessageSink for DbSink<'_> {
             return Ok(());
         }
         let (answer, result) = sync_channel(1);
-        self.send(Job::Commit(answer))?;
-        self.results = result.recv().map_err(|_| HostError::Storage("the database writer stopped".into()))??;
+        let (writer, k) = self.writer()?;
+        writer.send(Job::Commit(k, answer))?;
+        self.results = result.recv().map_err(|_| stopped())??;
         for d in &self.results {
             if d.new {
                 self.stats.stored += 1;
@@ -450,10 +295,14 @@ impl MessageSink for DbSink<'_> {
 }
 
 impl Drop for DbSink<'_> {
+    /// Returns once the sink's deliveries are committed (and, for the database's last sink,
+    /// the writer has ended).
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            drop(w.jobs);
-            let _ = w.thread.join();
+        if let Some((w, k)) = self.writer.take() {
+            let (answer, done) = sync_channel(1);
+            if w.send(Job::Close(k, answer)).is_ok() {
+                let _ = done.recv();
+            }
         }
     }
 }

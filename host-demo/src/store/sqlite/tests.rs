@@ -3,6 +3,7 @@
 use super::*;
 use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, ParsedMessage};
+use std::time::Duration;
 
 fn temp_db(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-dbtest-{name}-{}.sqlite3", std::process::id()));
@@ -190,39 +191,72 @@ fn raw_bytes_are_kept_in_private_segments_and_checked_when_read() {
     assert!(e.contains("belongs to the database"), "{e}");
 }
 
-/// Two sinks open at the same time (two mailboxes of one tenant) never append to the same
-/// segment; a later sink appends to a segment no one holds. (Each commits before the other
-/// delivers: the two writers' transactions would otherwise wait for each other's lock while
-/// this one thread waits for the first commit, until SQLite's busy timeout.)
+/// Waits (at most 5 s) until some connection holds the database's write lock.
+fn wait_for_write_lock(path: &Path) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let probe = Connection::open(path).unwrap();
+    probe.busy_timeout(Duration::ZERO).unwrap();
+    while probe.execute_batch("BEGIN IMMEDIATE").is_ok() {
+        probe.execute_batch("ROLLBACK").unwrap();
+        assert!(std::time::Instant::now() < end, "no sink took the write lock");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Two sinks of one database (two mailboxes of one tenant) deliver interleaved and commit
+/// from one thread, and the database's other writes (a sync state) happen while a batch is
+/// open: none waits for the other's lock (with a writer per sink, the first commit waited for
+/// SQLite's busy timeout, 10 s, and failed: the stall of `mailplug serve`). Their bytes go to
+/// the writer's one segment; a later sink appends to it.
 #[test]
-fn concurrent_sinks_write_separate_segments() {
+fn concurrent_sinks_interleave_without_waiting_for_each_other() {
     let path = temp_db("two-sinks");
     let db = Database::open(&path).unwrap();
     let mut a = db.sink("t", "m");
     let mut b = db.sink("t", "n");
     a.source("imap:h:993:u");
     b.source("imap:h:993:v");
+    let started = std::time::Instant::now();
     for round in 0..2 {
+        // `b` opens a batch and holds the lock before `a` delivers and commits.
+        b.deliver(message(&format!("imap:INBOX:1:{}", round * 10), &format!("b{}@h", round * 10), &"b".repeat(1000 + round * 10))).unwrap();
+        wait_for_write_lock(&path);
         for i in round * 10..round * 10 + 10 {
             a.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("a{i}@h"), &"a".repeat(1000 + i))).unwrap();
+            if i > round * 10 {
+                b.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("b{i}@h"), &"b".repeat(1000 + i))).unwrap();
+            }
         }
+        let t = std::time::Instant::now();
         a.commit().unwrap();
-        for i in round * 10..round * 10 + 10 {
-            b.deliver(message(&format!("imap:INBOX:1:{i}"), &format!("b{i}@h"), &"b".repeat(1000 + i))).unwrap();
-        }
+        assert!(t.elapsed() < Duration::from_secs(3), "a's commit waited {:?}", t.elapsed());
+        assert_eq!(a.results.len(), 10);
+        // A batch of `b` is open again; the sync state is saved meanwhile.
+        b.deliver(message(&format!("imap:INBOX:1:{}", 50 + round), &format!("b{}@h", 50 + round), "late")).unwrap();
+        wait_for_write_lock(&path);
+        let t = std::time::Instant::now();
+        db.save("t", "m", "imap:h:993:u", b"state").unwrap();
+        assert!(t.elapsed() < Duration::from_secs(3), "the sync-state save waited {:?}", t.elapsed());
         b.commit().unwrap();
+        assert_eq!(b.results.len(), 11, "b's own commit reports all its deliveries, also those a's commit stored");
     }
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
     drop((a, b));
     let count = || std::fs::read_dir(raw_folder(&path)).unwrap().count();
-    assert_eq!(count(), 2);
+    assert_eq!(count(), 1, "one writer, one segment");
     deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:99", "c@h", "later")]);
-    assert_eq!(count(), 2, "the later sink reuses a free segment");
+    assert_eq!(count(), 1, "the later sink reuses the free segment");
     for (mb, ch) in [("m", 'a'), ("n", 'b')] {
         let rows = db.messages("t", mb).unwrap();
-        for (i, r) in rows.iter().take(20).enumerate() {
-            assert_eq!(r.raw, message("", &format!("{ch}{i}@h"), &ch.to_string().repeat(1000 + i)).raw);
+        let mut ids: Vec<String> = rows.iter().filter(|r| r.message_id.starts_with(ch)).map(|r| r.message_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids.len(), if ch == 'a' { 20 } else { 22 }, "{mb}: {ids:?}");
+        for r in rows.iter().filter(|r| r.raw.len() > 1000) {
+            let i: usize = r.message_id[1..r.message_id.find('@').unwrap()].parse().unwrap();
+            assert_eq!(r.raw, message("", &r.message_id, &ch.to_string().repeat(1000 + i)).raw);
         }
     }
+    assert_eq!(db.load("t", "m").unwrap().unwrap().state, b"state");
 }
 
 /// A database of version 2 (bytes in `raw`) keeps its rows readable; new rows go to segments.
