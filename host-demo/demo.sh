@@ -178,7 +178,7 @@ stored_event() { { grep '^data:' "$SERVE/events.txt" | grep '"kind":"message.sto
 has_stored_event() { [ -n "$(stored_event)" ]; }
 wait_until 30 "the message.stored event (IMAP IDLE)" has_stored_event
 took=$(( $(ms_now) - sent_ms ))
-step "it arrives by IMAP IDLE and is stored: the event, ${took} ms after the customer's server accepted it"
+step "it arrives by IMAP IDLE and is stored: its event on the stream ${took} ms after the customer's server accepted the message"
 stored_event
 MSG=$(stored_event | jstr message)
 step "the message in the API (GET /v1/tenants/demo/messages)"
@@ -196,15 +196,18 @@ OUT=$(printf '%s\n' "$row" | jstr id)
 REPLY_MID=$(printf '%s\n' "$row" | jstr message_id)
 REPLY_MID=${REPLY_MID#<}
 REPLY_MID=${REPLY_MID%>}
-enq_ms=$(ms_now)
 delivered() { grep -q '"state":"delivered"' <<<"$(api "$API/v1/tenants/demo/outbox/$OUT")"; }
 wait_until 60 "outbox row $OUT to be delivered" delivered
-took=$(( $(ms_now) - enq_ms ))
+row=$(api "$API/v1/tenants/demo/outbox/$OUT")
+jnum() { { grep -o "\"$1\":[0-9]*" || true; } | sed -n '1s/^"[^"]*"://p'; }
+took=$(( $(jnum updated_at_ms <<<"$row") - $(jnum created_at_ms <<<"$row") ))
 step "the queue's sender delivered it through SMTP submission, ${took} ms after it was committed"
-api "$API/v1/tenants/demo/outbox/$OUT"
-echo
-step "the outbox.state-changed events of $OUT"
-grep '^data:' "$SERVE/events.txt" | grep '"kind":"outbox.state-changed"' | grep -F "\"$OUT\""
+printf '%s\n' "$row"
+outbox_events() { { grep '^data:' "$SERVE/events.txt" | grep '"kind":"outbox.state-changed"' | grep -F "\"$OUT\"" || true; }; }
+has_delivered_event() { grep -q '"state":"delivered"' <<<"$(outbox_events)"; }
+wait_until 15 "the delivered event of $OUT on the event stream" has_delivered_event
+step "the outbox.state-changed events of $OUT on the stream"
+outbox_events
 
 step "the customer's mailbox receives the reply, threaded"
 reply_arrived() {
