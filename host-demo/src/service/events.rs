@@ -44,14 +44,18 @@ pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 /// `min..=max`; a value that is missing, not a number or out of range keeps `default` (with a
 /// warning for the last two).
 fn env_secs(name: &str, default: Duration, min: u64, max: u64) -> Duration {
-    let Ok(v) = std::env::var(name) else { return default };
-    match v.trim().parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Duration::from_secs(n),
-        _ => {
+    let v = std::env::var(name).ok();
+    secs_within(v.as_deref(), min, max).unwrap_or_else(|| {
+        if let Some(v) = &v {
             tracing::warn!(variable = name, value = %v, min, max, default_secs = default.as_secs(), "ignored: not a whole number of seconds in range");
-            default
         }
-    }
+        default
+    })
+}
+
+/// `value` as whole seconds when it is a number within `min..=max`.
+fn secs_within(value: Option<&str>, min: u64, max: u64) -> Option<Duration> {
+    value?.trim().parse::<u64>().ok().filter(|n| (min..=max).contains(n)).map(Duration::from_secs)
 }
 
 /// The SSE heartbeat interval: `MAILPLUG_SSE_HEARTBEAT_SECS` (1 to 3600), else 15 s.
@@ -236,5 +240,27 @@ async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Ve
                 return;
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_values_are_whole_seconds_within_their_range() {
+        assert_eq!(secs_within(Some("2"), 1, 3600), Some(Duration::from_secs(2)));
+        assert_eq!(secs_within(Some(" 3600 "), 1, 3600), Some(Duration::from_secs(3600)));
+        for bad in [None, Some(""), Some("0"), Some("3601"), Some("-1"), Some("1.5"), Some("2s"), Some("99999999999999999999999")] {
+            assert_eq!(secs_within(bad, 1, 3600), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_policy_keeps_its_defaults_without_the_variables() {
+        // The test environment sets none of the variables.
+        let (p, d) = (webhook_policy(), webhook::Policy::default());
+        assert_eq!((p.backoff_first, p.backoff_max, p.max_age), (d.backoff_first, d.backoff_max, d.max_age));
+        assert_eq!(sse_heartbeat(), SSE_HEARTBEAT);
     }
 }
