@@ -4,7 +4,7 @@
 //! no fixed sleeps. Rig boxes 71 to 76; SMTP: Postfix submission and smtp2.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -131,31 +131,15 @@ fn verify(ts: &str, sig: &str, body: &[u8]) -> bool {
     tag.is_some_and(|t| hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, HOOK_SECRET.as_bytes()), &signed, &t).is_ok())
 }
 
-/// An SSE stream's events as (id, event, data) through a channel.
+/// An SSE stream's events as (id, event, data) through a channel (`serve::sse_stream` without
+/// the comment lines).
 fn sse(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16, mpsc::Receiver<(String, String, Value)>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    let last = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n{last}\r\n").expect("request");
-    let mut r = BufReader::new(s);
-    let mut status_line = String::new();
-    r.read_line(&mut status_line).expect("status");
-    let status: u16 = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let (status, items) = sse_stream(addr, path, token, last_event_id);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // Chunked framing lines are skipped: only field lines matter.
-        let (mut id, mut kind) = (String::new(), String::new());
-        let mut line = String::new();
-        while r.read_line(&mut line).unwrap_or(0) > 0 {
-            let l = line.trim_end_matches(['\r', '\n']).to_string();
-            line.clear();
-            if let Some(v) = l.strip_prefix("id:") {
-                id = v.trim().to_string();
-            } else if let Some(v) = l.strip_prefix("event:") {
-                kind = v.trim().to_string();
-            } else if let Some(v) = l.strip_prefix("data:") {
-                let v = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
-                if tx.send((id.clone(), kind.clone(), v)).is_err() {
+        for item in items {
+            if let SseItem::Event(id, kind, data) = item {
+                if tx.send((id, kind, data)).is_err() {
                     return;
                 }
             }

@@ -50,6 +50,11 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(dir: &Path, log: &str) -> Serve {
+        Serve::start_with(dir, log, &[], &[])
+    }
+
+    /// `start` with more command-line arguments and environment variables.
+    pub fn start_with(dir: &Path, log: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let log = std::fs::File::create(dir.join(log)).expect("log file");
         let mut child = Command::new(bin())
             .args(["serve", "--tenants"])
@@ -59,6 +64,8 @@ impl Serve {
             .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
             .arg(dir.join("secrets/admin.token"))
             .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])
+            .args(args)
+            .envs(env.iter().copied())
             .env("MAILPLUG_WASM", wasm_path())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -271,4 +278,125 @@ pub fn imap_tenant(dir: &Path, id: &str, token: &str, poll: u32, mailboxes: &[(&
         );
     }
     t
+
+// ---- helper E (session 6): SSE with comment lines, a webhook receiver with a chosen answer,
+// metric values.
+
+/// What an SSE stream sent: an event (id, event name, data as JSON) or a comment line.
+#[derive(Debug, Clone)]
+pub enum SseItem {
+    Event(String, String, Value),
+    Comment(String),
+}
+
+/// Opens the SSE stream at `path` (with `Last-Event-ID` when given): the status, and what the
+/// stream sends through a channel (closed when the stream ends). Dropping the receiver ends
+/// the reading thread at the next line.
+pub fn sse_stream(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16, std::sync::mpsc::Receiver<SseItem>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let last = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n{last}\r\n").expect("request");
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line).expect("status");
+    let status: u16 = status_line.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Chunked framing lines are skipped: only field and comment lines matter.
+        let (mut id, mut kind) = (String::new(), String::new());
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let l = line.trim_end_matches(['\r', '\n']).to_string();
+            line.clear();
+            let item = if let Some(v) = l.strip_prefix(':') {
+                Some(SseItem::Comment(v.trim().to_string()))
+            } else if let Some(v) = l.strip_prefix("id:") {
+                id = v.trim().to_string();
+                None
+            } else if let Some(v) = l.strip_prefix("event:") {
+                kind = v.trim().to_string();
+                None
+            } else {
+                l.strip_prefix("data:").map(|v| SseItem::Event(id.clone(), kind.clone(), serde_json::from_str(v.trim()).unwrap_or(Value::Null)))
+            };
+            if let Some(item) = item {
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (status, rx)
+}
+
+/// A plain-HTTP webhook receiver on 127.0.0.1:0 answering every request with the status in
+/// `status` (changeable while it runs); the bodies it got, as JSON, in `seen`.
+pub struct HookReceiver {
+    pub port: u16,
+    pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl HookReceiver {
+    pub fn start(status: u16) -> HookReceiver {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use std::sync::{Arc, Mutex};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let status = Arc::new(AtomicU16::new(status));
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let (st, log) = (status.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                let (st, log) = (st.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut r = BufReader::new(c.try_clone().expect("clone"));
+                    loop {
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':') {
+                                if k.eq_ignore_ascii_case("content-length") {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                        let mut body = vec![0; len.min(1 << 20)];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        log.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let code = st.load(Ordering::SeqCst);
+                        if write!(c, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HookReceiver { port, status, seen }
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// The value of the metric line that starts with `series` (name and labels), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }

@@ -6,7 +6,7 @@
 //! when neither is given) through `Events::list_after`, then polls the table every second for
 //! new ones. Each connection has a bounded buffer: a client that does not read stops the
 //! polling for its stream (nothing piles up in memory); it resumes where it left off. A
-//! comment line goes out every 15 s so that proxies keep the connection open. The stream
+//! comment line goes out every 15 s (`MAILPLUG_SSE_HEARTBEAT_SECS`) so that proxies keep the connection open. The stream
 //! ends when the tenant is removed or the service stops.
 
 use std::convert::Infallible;
@@ -36,8 +36,43 @@ const PAGE: usize = 100;
 pub const SSE_BUFFER: usize = 64;
 /// How often a stream looks for new events.
 pub const SSE_POLL: Duration = Duration::from_secs(1);
-/// The heartbeat comment's interval.
+/// The heartbeat comment's interval unless `MAILPLUG_SSE_HEARTBEAT_SECS` says otherwise.
 pub const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Tuning for tests and operators, read once from the environment of `mailplug serve`
+/// (docs/API.md "Events", docs/WEBHOOKS.md "Retries"): a whole number of seconds within
+/// `min..=max`; a value that is missing, not a number or out of range keeps `default` (with a
+/// warning for the last two).
+fn env_secs(name: &str, default: Duration, min: u64, max: u64) -> Duration {
+    let v = std::env::var(name).ok();
+    secs_within(v.as_deref(), min, max).unwrap_or_else(|| {
+        if let Some(v) = &v {
+            tracing::warn!(variable = name, value = %v, min, max, default_secs = default.as_secs(), "ignored: not a whole number of seconds in range");
+        }
+        default
+    })
+}
+
+/// `value` as whole seconds when it is a number within `min..=max`.
+fn secs_within(value: Option<&str>, min: u64, max: u64) -> Option<Duration> {
+    value?.trim().parse::<u64>().ok().filter(|n| (min..=max).contains(n)).map(Duration::from_secs)
+}
+
+/// The SSE heartbeat interval: `MAILPLUG_SSE_HEARTBEAT_SECS` (1 to 3600), else 15 s.
+pub fn sse_heartbeat() -> Duration {
+    static H: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *H.get_or_init(|| env_secs("MAILPLUG_SSE_HEARTBEAT_SECS", SSE_HEARTBEAT, 1, 3600))
+}
+
+/// The webhook deliverer's policy: the defaults, with the first retry wait from
+/// `MAILPLUG_WEBHOOK_RETRY_SECS` (1 to 3600) and the maximum age of an event from
+/// `MAILPLUG_WEBHOOK_MAX_AGE_SECS` (1 to 30 days).
+pub fn webhook_policy() -> webhook::Policy {
+    let d = webhook::Policy::default();
+    let backoff_first = env_secs("MAILPLUG_WEBHOOK_RETRY_SECS", d.backoff_first, 1, 3600);
+    let max_age = env_secs("MAILPLUG_WEBHOOK_MAX_AGE_SECS", d.max_age, 1, 30 * 24 * 3600);
+    webhook::Policy { backoff_first, backoff_max: d.backoff_max.max(backoff_first), max_age, ..d }
+}
 
 /// The service's events table for the webhook deliverer, with its own connection; failures
 /// and dead events are counted in the metrics (by tenant).
@@ -127,7 +162,7 @@ pub fn set_webhook(shared: &Shared, tenant: &str, target: Option<Target>) {
 pub fn start_webhooks(shared: &Arc<Shared>) -> Result<(), HostError> {
     let source: Arc<dyn EventSource> = Arc::new(StoreEvents::open(shared.clone())?);
     let rx = shared.webhooks.subscribe();
-    let task = webhook::run(source, rx, shared.root.clone());
+    let task = webhook::run_with(source, rx, shared.root.clone(), webhook_policy(), Arc::new(tokio::sync::Notify::new()));
     tokio::spawn(shared.all.track_future(task));
     Ok(())
 }
@@ -170,7 +205,7 @@ async fn stream(
     let (tx, rx) = mpsc::channel::<SseEvent>(SSE_BUFFER);
     tokio::spawn(feed(s.clone(), t, after, first, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(SSE_HEARTBEAT).text("heartbeat")).into_response())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(sse_heartbeat()).text("heartbeat")).into_response())
 }
 
 /// Sends the tenant's events to one SSE connection until it closes, the tenant goes or the
@@ -205,5 +240,27 @@ async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Ve
                 return;
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_values_are_whole_seconds_within_their_range() {
+        assert_eq!(secs_within(Some("2"), 1, 3600), Some(Duration::from_secs(2)));
+        assert_eq!(secs_within(Some(" 3600 "), 1, 3600), Some(Duration::from_secs(3600)));
+        for bad in [None, Some(""), Some("0"), Some("3601"), Some("-1"), Some("1.5"), Some("2s"), Some("99999999999999999999999")] {
+            assert_eq!(secs_within(bad, 1, 3600), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_policy_keeps_its_defaults_without_the_variables() {
+        // The test environment sets none of the variables.
+        let (p, d) = (webhook_policy(), webhook::Policy::default());
+        assert_eq!((p.backoff_first, p.backoff_max, p.max_age), (d.backoff_first, d.backoff_max, d.max_age));
+        assert_eq!(sse_heartbeat(), SSE_HEARTBEAT);
     }
 }
