@@ -278,6 +278,7 @@ pub fn imap_tenant(dir: &Path, id: &str, token: &str, poll: u32, mailboxes: &[(&
         );
     }
     t
+}
 
 // ---- helper E (session 6): SSE with comment lines, a webhook receiver with a chosen answer,
 // metric values.
