@@ -204,10 +204,36 @@ fn runtime_options(opts: &ServiceOptions) -> RuntimeOptions {
     RuntimeOptions::for_limits(&limits).with_instances(instances)
 }
 
+/// Raises the soft limit of open files to the hard limit: every idling mailbox holds a socket,
+/// and the usual soft limit (1,024) would refuse connections, store files and API clients
+/// long before 1,000 mailboxes. Returns (soft limit now, hard limit); None when unknown.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a rlimit of this process.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return None;
+    }
+    if l.rlim_cur < l.rlim_max {
+        let raised = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            l.rlim_cur = l.rlim_max;
+        }
+    }
+    Some((l.rlim_cur as u64, l.rlim_max as u64))
+}
+
 /// Runs the service until SIGTERM or SIGINT; must be called inside a `LocalSet`.
 /// `on_listening` is told the address the API listens on.
 pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
     let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
+    match raise_open_files_limit() {
+        Some((soft, hard)) if soft < 4096 => {
+            warn!(open_files = soft, hard_limit = hard, "few files may be open at once: each idling mailbox holds one; raise the hard limit (ulimit -Hn, LimitNOFILE=)")
+        }
+        Some((soft, _)) => info!(open_files = soft, "open files limit"),
+        None => {}
+    }
     // Actors share one thread: no sink may keep its transaction open while the thread serves
     // another actor (see `driver::set_commit_grace`).
     crate::driver::set_commit_grace(false);
@@ -264,4 +290,27 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit with valid pointers, on this test process.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+            // Lowered first (when it can be), so that the raise has something to do.
+            if l.rlim_max > 256 {
+                let low = libc::rlimit { rlim_cur: 256, rlim_max: l.rlim_max };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+            }
+        }
+        let (soft, hard) = super::raise_open_files_limit().expect("the limits are known");
+        assert_eq!((soft, hard), (l.rlim_max as u64, l.rlim_max as u64));
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!(now.rlim_cur, l.rlim_max, "the process's soft limit is the hard one now");
+    }
 }
