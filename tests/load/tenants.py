@@ -2,7 +2,7 @@
 
 TENANTS files of MAILBOXES_PER_TENANT mailboxes each over the load rig's users (user0000 ...):
 in every tenant the mailboxes `idle0` ... are IMAP with IDLE (the default), `poll` is IMAP with
-`idle = false` and `pop` is POP3, both polled every `poll_secs`; one queue `out` to an SMTP sink
+`idle = false` and `pop` is POP3, both polled every `poll_secs`; one queue `out` (for replies to any of its mailboxes) to an SMTP sink
 (Postfix's smtp-sink, plain TCP on loopback). Passwords go to files of their own (mode 0600).
 
 `python3 tests/load/tenants.py --self-test` checks the generator (no servers needed).
@@ -87,7 +87,7 @@ def tenant_toml(t, env, secrets, sink_port, poll_secs):
     lines += [
         "[[queue]]",
         'name = "out"',
-        f'mailboxes = ["{names[0]}"]',
+        "mailboxes = [" + ", ".join(f'"{n}"' for n in names) + "]",
         "[queue.smtp]",
         'host = "127.0.0.1"',
         f"port = {sink_port}",
@@ -140,6 +140,7 @@ def self_test():
                 assert f.read() == password(n)
             assert os.stat(m["password_file"]).st_mode & 0o077 == 0, "password files are private"
             assert kind_of(m["name"]) in ("idle", "poll", "pop")
+        assert all(f["queue"][0]["mailboxes"] == [m["name"] for m in f["mailbox"]] for f in files), "replies to every mailbox"
         assert all(f["queue"][0]["smtp"]["port"] == 2525 and f["queue"][0]["smtp"]["insecure_plaintext"] for f in files)
         assert [(b[0], b[1], b[2]) for b in mailboxes()[:10]] == [("t000", f"idle{k}", "idle") for k in range(8)] + [
             ("t000", "poll", "poll"),

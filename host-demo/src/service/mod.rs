@@ -102,6 +102,10 @@ pub struct Shared {
     pub outbox: outbox::Wakes,
     /// The tenants with a `[webhook]` table, followed by the webhook deliverer.
     pub webhooks: watch::Sender<Vec<webhook::Target>>,
+    /// The tenant whose run just stored messages (their `message.stored` events are
+    /// committed): that tenant's SSE streams read the store at once instead of at their next
+    /// poll (`events::SSE_POLL`).
+    pub events_written: tokio::sync::broadcast::Sender<String>,
     jobs: mpsc::UnboundedSender<Job>,
     /// A connection for the API's reads.
     reader: Mutex<Database>,
@@ -258,6 +262,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         admin_token,
         outbox: outbox::Wakes::default(),
         webhooks: watch::Sender::new(Vec::new()),
+        events_written: tokio::sync::broadcast::Sender::new(256),
         jobs,
         reader: Mutex::new(reader),
     });
