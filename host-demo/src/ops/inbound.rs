@@ -1,7 +1,7 @@
 //! `fetch`: one mailbox's new mail into a sink, with the sync state kept on every outcome.
 
 use super::{
-    allowed_servers, check_licence, credentials_for, guest_mailbox, instance_for, options, options_with_tls,
+    allowed_servers, check_licence, credentials_for, guest_mailbox, instance_for, options,
     retry_with_fresh_token,
 };
 use crate::config::{FirstSync, MailboxConfig, Protocol, TenantConfig};
@@ -57,7 +57,7 @@ pub(super) async fn run(
     let mut state = saved_state(m, &bound_to, cfg, sink, sync)?;
     let mut instance = instance_for(plugin, cfg).await?;
     let allowed = allowed_servers(cfg);
-    let opts = if idle { options_with_tls(cfg, &allowed, super::idle::shared_tls(cfg)?) } else { options(cfg, &allowed)? };
+    let opts = options(cfg, &allowed)?;
     sink.source(&bound_to);
     let mut attempt = 0;
     let outcome = loop {

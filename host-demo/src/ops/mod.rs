@@ -17,7 +17,6 @@ use crate::engine::{
 };
 use crate::config::MailboxConfig;
 use crate::error::HostError;
-use crate::net::tls_config;
 use crate::store::SyncStateStore;
 
 pub use crate::engine::FetchSummary;
@@ -141,8 +140,11 @@ fn memory_cap(cfg: &TenantConfig) -> usize {
     (cfg.limits.guest_memory_mb as usize).saturating_mul(1024 * 1024)
 }
 
+/// The session's options, with the process's TLS configuration for the tenant's extra CA
+/// (`idle::shared_tls`): a poll does not load and parse the system's root certificates again
+/// (hundreds of them; a profile of `serve` with 200 polled mailboxes showed it).
 pub fn options<'a>(cfg: &TenantConfig, allowed: &'a [crate::driver::AllowedServer]) -> Result<DriveOptions<'a>, HostError> {
-    Ok(options_with_tls(cfg, allowed, tls_config(cfg.extra_ca_file.as_deref())?))
+    Ok(options_with_tls(cfg, allowed, idle::shared_tls(cfg)?))
 }
 
 /// `options` with a TLS configuration the caller already has (a shared one: see `idle`).

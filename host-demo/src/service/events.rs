@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::api::{tenant, ApiError};
 use super::metrics::TenantLabels;
@@ -193,6 +193,8 @@ async fn stream(
     tenant(&s, &headers, &t)?;
     let header_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
     let after = header_id.or(q.after).filter(|a| !a.is_empty());
+    // Before the first page is read, so a message stored meanwhile wakes the stream.
+    let written = s.events_written.subscribe();
     // The first page now, so that an unknown id is a 404 and not an empty stream.
     let (t2, a2) = (t.clone(), after.clone());
     let first = s.read_store(move |db| db.list_after(&t2, a2.as_deref(), PAGE)).await.map_err(|e| match e {
@@ -203,14 +205,23 @@ async fn stream(
         other => ApiError::host(other),
     })?;
     let (tx, rx) = mpsc::channel::<SseEvent>(SSE_BUFFER);
-    tokio::spawn(feed(s.clone(), t, after, first, tx));
+    tokio::spawn(feed(s.clone(), t, after, first, tx, written));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(sse_heartbeat()).text("heartbeat")).into_response())
 }
 
 /// Sends the tenant's events to one SSE connection until it closes, the tenant goes or the
 /// service stops.
-async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Vec<Event>, tx: mpsc::Sender<SseEvent>) {
+/// The tenant's stored messages wake the stream at once (`written`); `SSE_POLL` still finds
+/// the other events (the outbox's) and anything written by another process.
+async fn feed(
+    s: Arc<Shared>,
+    t: String,
+    mut after: Option<String>,
+    mut page: Vec<Event>,
+    tx: mpsc::Sender<SseEvent>,
+    mut written: broadcast::Receiver<String>,
+) {
     loop {
         let full = page.len() >= PAGE;
         for e in &page {
@@ -224,6 +235,7 @@ async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Ve
         if !full {
             tokio::select! {
                 _ = tokio::time::sleep(SSE_POLL) => {}
+                _ = written_for(&mut written, &t) => {}
                 _ = tx.closed() => return,
                 _ = s.root.cancelled() => return,
             }
@@ -233,6 +245,8 @@ async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Ve
         }
         let a = after.clone();
         let t2 = t.clone();
+        // What was announced so far is in the page read now.
+        while matches!(written.try_recv(), Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))) {}
         page = match s.read_store(move |db| db.list_after(&t2, a.as_deref(), PAGE)).await {
             Ok(p) => p,
             Err(e) => {
@@ -240,6 +254,19 @@ async fn feed(s: Arc<Shared>, t: String, mut after: Option<String>, mut page: Ve
                 return;
             }
         };
+    }
+}
+
+/// Returns when `tenant`'s run stored messages (or when announcements were missed, so the
+/// stream reads to be sure); never when the announcements end (the poll goes on).
+async fn written_for(rx: &mut broadcast::Receiver<String>, tenant: &str) {
+    loop {
+        match rx.recv().await {
+            Ok(t) if t == tenant => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
     }
 }
 
@@ -262,5 +289,25 @@ mod tests {
         let (p, d) = (webhook_policy(), webhook::Policy::default());
         assert_eq!((p.backoff_first, p.backoff_max, p.max_age), (d.backoff_first, d.backoff_max, d.max_age));
         assert_eq!(sse_heartbeat(), SSE_HEARTBEAT);
+    }
+
+    /// A stream wakes for its own tenant's stored messages, not for another tenant's, and
+    /// after missed announcements (it reads the store to be sure).
+    #[tokio::test]
+    async fn a_stream_wakes_for_its_tenants_stored_messages_only() {
+        let tx = broadcast::Sender::<String>::new(4);
+        let mut rx = tx.subscribe();
+        tx.send("other".into()).unwrap();
+        let quick = Duration::from_millis(50);
+        assert!(tokio::time::timeout(quick, written_for(&mut rx, "mine")).await.is_err(), "woken by another tenant");
+        tx.send("other".into()).unwrap();
+        tx.send("mine".into()).unwrap();
+        assert!(tokio::time::timeout(quick, written_for(&mut rx, "mine")).await.is_ok(), "not woken by its own tenant");
+        for _ in 0..10 {
+            tx.send("other".into()).unwrap();
+        }
+        assert!(tokio::time::timeout(quick, written_for(&mut rx, "mine")).await.is_ok(), "missed announcements must wake it");
+        drop(tx);
+        assert!(tokio::time::timeout(quick, written_for(&mut rx, "mine")).await.is_err(), "no sender: the poll goes on alone");
     }
 }

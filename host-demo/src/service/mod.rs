@@ -102,6 +102,10 @@ pub struct Shared {
     pub outbox: outbox::Wakes,
     /// The tenants with a `[webhook]` table, followed by the webhook deliverer.
     pub webhooks: watch::Sender<Vec<webhook::Target>>,
+    /// The tenant whose run just stored messages (their `message.stored` events are
+    /// committed): that tenant's SSE streams read the store at once instead of at their next
+    /// poll (`events::SSE_POLL`).
+    pub events_written: tokio::sync::broadcast::Sender<String>,
     jobs: mpsc::UnboundedSender<Job>,
     /// A connection for the API's reads.
     reader: Mutex<Database>,
@@ -204,10 +208,36 @@ fn runtime_options(opts: &ServiceOptions) -> RuntimeOptions {
     RuntimeOptions::for_limits(&limits).with_instances(instances)
 }
 
+/// Raises the soft limit of open files to the hard limit: every idling mailbox holds a socket,
+/// and the usual soft limit (1,024) would refuse connections, store files and API clients
+/// long before 1,000 mailboxes. Returns (soft limit now, hard limit); None when unknown.
+pub fn raise_open_files_limit() -> Option<(u64, u64)> {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a rlimit of this process.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return None;
+    }
+    if l.rlim_cur < l.rlim_max {
+        let raised = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            l.rlim_cur = l.rlim_max;
+        }
+    }
+    Some((l.rlim_cur as u64, l.rlim_max as u64))
+}
+
 /// Runs the service until SIGTERM or SIGINT; must be called inside a `LocalSet`.
 /// `on_listening` is told the address the API listens on.
 pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
     let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
+    match raise_open_files_limit() {
+        Some((soft, hard)) if soft < 4096 => {
+            warn!(open_files = soft, hard_limit = hard, "few files may be open at once: each idling mailbox holds one; raise the hard limit (ulimit -Hn, LimitNOFILE=)")
+        }
+        Some((soft, _)) => info!(open_files = soft, "open files limit"),
+        None => {}
+    }
     let reader = Database::open(&options.store)?;
     let plugin = Plugin::load_with(&options.plugin, &runtime_options(&options))?;
     if let crate::runtime::CacheStatus::Unused(why) = plugin.cache_status() {
@@ -229,6 +259,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         admin_token,
         outbox: outbox::Wakes::default(),
         webhooks: watch::Sender::new(Vec::new()),
+        events_written: tokio::sync::broadcast::Sender::new(256),
         jobs,
         reader: Mutex::new(reader),
     });
@@ -261,4 +292,27 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit with valid pointers, on this test process.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+            // Lowered first (when it can be), so that the raise has something to do.
+            if l.rlim_max > 256 {
+                let low = libc::rlimit { rlim_cur: 256, rlim_max: l.rlim_max };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+            }
+        }
+        let (soft, hard) = super::raise_open_files_limit().expect("the limits are known");
+        assert_eq!((soft, hard), (l.rlim_max as u64, l.rlim_max as u64));
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!(now.rlim_cur, l.rlim_max, "the process's soft limit is the hard one now");
+    }
 }

@@ -225,6 +225,12 @@ impl MailboxActor {
         });
         self.set_phase(if first { Phase::Connecting } else { Phase::Polling });
         let result = self.fetch_into_store(op).await;
+        let (Ok((_, (stored, _))) | Err((_, (stored, _)))) = &result;
+        if *stored > 0 {
+            // Their events are committed: the tenant's SSE streams look now (an error only says
+            // that no stream is open).
+            let _ = self.shared.events_written.send(self.cfg.tenant.clone());
+        }
         let labels = MailboxLabels { tenant: self.cfg.tenant.clone(), mailbox: self.mailbox.clone() };
         match result {
             Ok((ran, (stored, bytes))) => {
