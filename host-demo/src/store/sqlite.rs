@@ -14,8 +14,9 @@
 //! killed after storing leaves its rows unreported, and the next run reports them.
 //!
 //! Each message's raw bytes are written once, outside SQLite, to an append-only segment file
-//! synced before the commit that refers to it (`segments`); rows of earlier versions keep
-//! theirs in `raw`. Attachments are recorded by name, type and size only (their content is in
+//! synced before the commit that refers to it (`segments`), followed by its text and HTML
+//! bodies (since version 4), so the row SQLite writes (and `mark_reported` rewrites) holds
+//! only metadata; rows of earlier versions keep their bytes in `raw` and bodies in the row. Attachments are recorded by name, type and size only (their content is in
 //! the raw message), so a commit syncs little more than the bytes fetched.
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,12 @@ CREATE TABLE IF NOT EXISTS messages (
     -- <database>-raw/<raw_segment, 6 digits>.seg. NULL for rows that keep them in `raw`.
     raw_segment     INTEGER,
     raw_offset      INTEGER,
+    -- Version 4: the text and HTML bodies follow the raw bytes in the segment (text_len bytes,
+    -- then html_len bytes; NULL: the message has no such body) instead of text_body and
+    -- html_body, checked by body_check (CRC-32 of both). NULL for rows that keep them in the row.
+    text_len        INTEGER,
+    html_len        INTEGER,
+    body_check      INTEGER,
     UNIQUE (tenant, mailbox, source, server_id)
 );
 CREATE TABLE IF NOT EXISTS attachments (
@@ -162,6 +169,36 @@ impl RawAt {
         Ok(match segment {
             Some(segment) => Some(RawAt { segment, offset: r.get(first + 1)?, size: r.get(first + 2)?, hash: r.get(first + 3)? }),
             None => None,
+        })
+    }
+}
+
+/// Where a row's bodies are when they follow its raw bytes in a segment (version 4).
+pub(super) struct BodiesAt {
+    pub(super) segment: i64,
+    pub(super) offset: i64,
+    /// The raw bytes' length: the bodies start after them.
+    pub(super) size: i64,
+    pub(super) text_len: Option<i64>,
+    pub(super) html_len: Option<i64>,
+    pub(super) check: i64,
+}
+
+impl BodiesAt {
+    /// From the columns raw_segment, raw_offset, size, text_len, html_len, body_check starting
+    /// at `first`; None for a row that keeps its bodies in text_body and html_body.
+    pub(super) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<BodiesAt>> {
+        let (segment, check): (Option<i64>, Option<i64>) = (r.get(first)?, r.get(first + 5)?);
+        Ok(match (segment, check) {
+            (Some(segment), Some(check)) => Some(BodiesAt {
+                segment,
+                offset: r.get(first + 1)?,
+                size: r.get(first + 2)?,
+                text_len: r.get(first + 3)?,
+                html_len: r.get(first + 4)?,
+                check,
+            }),
+            _ => None,
         })
     }
 }
