@@ -9,7 +9,7 @@ use crate::error::HostError;
 /// had `UNIQUE (tenant, mailbox, message_id)`, no `source`, `content_hash`, `mid_collision`,
 /// `reported` and no sync-state `binding`; version 2 kept every message's bytes in `raw`
 /// (no `raw_segment`, `raw_offset`: see `segments`); version 3 kept the bodies in the row
-/// (no `text_len`, `html_len`, `body_check`).
+/// (no `text_len`, `html_len`, `body_check`) and computed every row's SHA-256 (no `raw_check`).
 pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a database of an earlier version to the current layout, keeping every row: the
@@ -66,7 +66,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), HostError> {
                 .map_err(db_err("migrating the messages table"))?;
         }
     }
-    for column in ["raw_segment", "raw_offset", "text_len", "html_len", "body_check"] {
+    for column in ["raw_segment", "raw_offset", "text_len", "html_len", "body_check", "raw_check"] {
         if !has_column(&tx, "messages", column)? {
             tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {column} INTEGER")).map_err(db_err("migrating the messages table"))?;
         }

@@ -132,12 +132,12 @@ impl Database {
 
     /// One of the tenant's messages by database id, exactly as fetched.
     /// The bytes live in the row or, for messages stored since schema version 3, in a segment
-    /// file beside the database, checked against the row's SHA-256 when read.
+    /// file beside the database, checked against the row's CRC-32 (or SHA-256) when read.
     pub fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError> {
         let found: Option<(Vec<u8>, Option<super::RawAt>)> = self
             .conn
             .query_row(
-                "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE tenant = ?1 AND id = ?2",
+                "SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
                 |r| Ok((r.get(0)?, super::RawAt::from_row(r, 1)?)),
             )

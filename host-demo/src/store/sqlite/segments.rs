@@ -205,21 +205,26 @@ fn read_range(database: &Path, row: i64, segment: i64, offset: i64, size: i64) -
     Ok(raw)
 }
 
-/// Reads a message's bytes back and checks them against the row's SHA-256: a missing,
-/// truncated or altered segment is an error that says where, never other bytes.
-pub(super) fn read(database: &Path, row: i64, segment: i64, offset: i64, size: i64, hash: Option<&str>) -> Result<Vec<u8>, HostError> {
-    let raw = read_range(database, row, segment, offset, size)?;
-    if let Some(h) = hash {
-        if super::content_hash(&raw) != h {
-            return Err(unreadable(database, row, segment, "the bytes there differ from what was stored".into()));
-        }
+/// Reads a message's bytes back and checks them against the row's CRC-32 (version 4) or
+/// SHA-256 (version 3): a missing, truncated or altered segment is an error that says where,
+/// never other bytes.
+pub(super) fn read(database: &Path, row: i64, at: &super::RawAt) -> Result<Vec<u8>, HostError> {
+    let raw = read_range(database, row, at.segment, at.offset, at.size)?;
+    let same = match (at.check, &at.hash) {
+        (Some(c), _) => crc_check(&[&raw]) == c,
+        (None, Some(h)) => super::content_hash(&raw) == *h,
+        (None, None) => true,
+    };
+    if !same {
+        return Err(unreadable(database, row, at.segment, "the bytes there differ from what was stored".into()));
     }
     Ok(raw)
 }
 
-/// The CRC-32 of a message's bodies as they follow its raw bytes in the segment (schema
-/// version 4): checked when they are read back, so altered bytes are an error, not a body.
-pub(super) fn bodies_check(parts: &[&[u8]]) -> i64 {
+/// The CRC-32 of parts of a segment (schema version 4: a message's raw bytes; its bodies,
+/// which follow them): checked when they are read back, so altered bytes are an error. Only
+/// an integrity check: what identifies content is the SHA-256 (`content_hash`).
+pub(super) fn crc_check(parts: &[&[u8]]) -> i64 {
     let mut h = crc32fast::Hasher::new();
     for p in parts {
         h.update(p);
@@ -233,7 +238,7 @@ pub(super) fn read_bodies(database: &Path, row: i64, at: &super::BodiesAt) -> Re
     let (t, h) = (at.text_len.unwrap_or(0), at.html_len.unwrap_or(0));
     let both = read_range(database, row, at.segment, at.offset.saturating_add(at.size), t.saturating_add(h))?;
     let (text, html) = both.split_at(usize::try_from(t).unwrap_or(0).min(both.len()));
-    if bodies_check(&[text, html]) != at.check {
+    if crc_check(&[text, html]) != at.check {
         return Err(unreadable(database, row, at.segment, "the bodies there differ from what was stored".into()));
     }
     let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| unreadable(database, row, at.segment, "a body there is not UTF-8".into()));

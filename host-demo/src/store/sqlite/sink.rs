@@ -132,6 +132,8 @@ pub fn classification_name(c: Classification) -> &'static str {
 /// The writer thread: its own connection and the open transaction.
 struct WriterState {
     conn: Connection,
+    /// The database file (its segments are beside it).
+    database: std::path::PathBuf,
     tenant: String,
     mailbox: String,
     in_tx: bool,
@@ -184,22 +186,29 @@ impl WriterState {
         if let Some((row, reported, collision)) = same_server {
             return Ok(done(row, false, reported, collision));
         }
-        // One lookup by Message-ID: the earliest row with the same bytes if there is one, else
-        // any row (then this message collides with it).
-        let same_mid: Option<(i64, bool, bool, bool)> = c
-            .prepare_cached(
-                "SELECT id, reported, mid_collision, content_hash IS ?4 AS same FROM messages
-                 WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
-            )
+        // The stored messages with this Message-ID, oldest first: a duplicate when one has the
+        // same bytes, else this message collides with them. The SHA-256 that decides is only
+        // computed here, when there is a row to compare with (most messages have none), and
+        // filled in for rows stored without it.
+        let same_mid: Vec<(i64, bool, bool, Option<String>)> = c
+            .prepare_cached("SELECT id, reported, mid_collision, content_hash FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY id")
             .and_then(|mut st| {
-                st.query_row(params![self.tenant, self.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()
+                st.query_map(params![self.tenant, self.mailbox, message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
             })
             .map_err(db_err("looking up a message"))?;
-        if let Some((row, reported, collision, true)) = same_mid {
-            return Ok(done(row, false, reported, collision));
+        let collision = !same_mid.is_empty();
+        let hash = if collision { Some(content_hash(&m.raw)) } else { None };
+        for (row, reported, row_collision, stored) in same_mid {
+            let stored = match stored {
+                Some(h) => Some(h),
+                None => self.fill_in_hash(row),
+            };
+            if stored.is_some() && stored == hash {
+                return Ok(done(row, false, reported, row_collision));
+            }
         }
-        let collision = same_mid.is_some();
+        let raw_check = segments::crc_check(&[&m.raw]);
         // The bytes first (synced at commit, before the row that refers to them), the row after.
         // The bodies follow the raw bytes in the segment, so the row holds only metadata.
         let (text, html) = match &m.parsed {
@@ -208,7 +217,7 @@ impl WriterState {
         };
         let (text_b, html_b) = (text.unwrap_or_default(), html.unwrap_or_default());
         let (segment, offset) = self.segments.append(&[&m.raw, text_b, html_b])?;
-        let check = segments::bodies_check(&[text_b, html_b]);
+        let check = segments::crc_check(&[text_b, html_b]);
         let (text_len, html_len) = (text.map(|b| b.len() as i64), html.map(|b| b.len() as i64));
         match &m.parsed {
             Ok(p) => {
@@ -219,14 +228,14 @@ impl WriterState {
                 c.prepare_cached(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
                         content_hash, mid_collision, subject, from_addr, date_ms, classification, parse_error,
-                        size, raw, stored_at_ms, raw_segment, raw_offset, text_len, html_len, body_check)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, X'', ?15, ?16, ?17, ?18, ?19, ?20)",
+                        size, raw, stored_at_ms, raw_segment, raw_offset, text_len, html_len, body_check, raw_check)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, X'', ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
                         collision, p.subject, from, p.date_ms, classification_name(p.classification), m.raw.len() as i64,
-                        now, segment, offset as i64, text_len, html_len, check
+                        now, segment, offset as i64, text_len, html_len, check, raw_check
                     ])
                 })
                 .map_err(db_err("storing a message"))?;
@@ -235,11 +244,11 @@ impl WriterState {
                 c.execute(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
                         content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset,
-                        body_check)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13, ?14)",
+                        body_check, raw_check)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13, ?14, ?15)",
                     params![
                         self.tenant, self.mailbox, self.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
-                        now, segment, offset as i64, check
+                        now, segment, offset as i64, check, raw_check
                     ],
                 )
                 .map_err(db_err("storing a message"))?;
@@ -265,6 +274,25 @@ impl WriterState {
             "message_id": message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": collision});
         super::events::append(c, &self.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
         Ok(done(rowid, true, false, collision))
+    }
+
+    /// The SHA-256 of a stored row that was stored without one (schema 4 computes it only
+    /// when needed), computed from its bytes (checked against the row's CRC-32) and saved in
+    /// the row. None when the bytes cannot be read: the new message is then kept as a
+    /// collision rather than taken for a duplicate of bytes no one can compare.
+    fn fill_in_hash(&self, row: i64) -> Option<String> {
+        let (mut raw, at): (Vec<u8>, Option<super::RawAt>) = self
+            .conn
+            .query_row("SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1", params![row], |r| {
+                Ok((r.get(0)?, super::RawAt::from_row(r, 1)?))
+            })
+            .ok()?;
+        if let Some(at) = at {
+            raw = segments::read(&self.database, row, &at).ok()?;
+        }
+        let hash = content_hash(&raw);
+        self.conn.execute("UPDATE messages SET content_hash = ?1 WHERE id = ?2", params![hash, row]).ok()?;
+        Some(hash)
     }
 
     /// Asks the kernel to start writing the WAL to disk now, without waiting: SQLite fills the
@@ -392,6 +420,7 @@ impl DbSink<'_> {
         if self.writer.is_none() {
             let state = WriterState {
                 conn: connect(&self.db.path)?,
+                database: self.db.path.clone(),
                 tenant: self.tenant.clone(),
                 mailbox: self.mailbox.clone(),
                 in_tx: false,

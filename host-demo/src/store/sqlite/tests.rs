@@ -305,8 +305,10 @@ fn databases_of_version_3_keep_their_bodies_in_the_row() {
     let old = message("imap:INBOX:1:1", "old@h", "old body");
     {
         let c = Connection::open(&path).unwrap();
-        let v3 = SCHEMA.replace("    text_len        INTEGER,\n    html_len        INTEGER,\n    body_check      INTEGER,\n", "");
-        assert!(!v3.contains("body_check      INTEGER"));
+        let v3 = SCHEMA
+            .replace("    text_len        INTEGER,\n    html_len        INTEGER,\n    body_check      INTEGER,\n", "")
+            .replace("    raw_check       INTEGER,\n", "");
+        assert!(!v3.contains("body_check      INTEGER") && !v3.contains("raw_check       INTEGER"));
         c.execute_batch(&v3).unwrap();
         c.execute_batch("PRAGMA user_version = 3").unwrap();
         // A version 3 row: raw bytes in segment 1 at offset 0, bodies in the row.
@@ -335,4 +337,32 @@ fn databases_of_version_3_keep_their_bodies_in_the_row() {
     assert_eq!((rows[0].raw.as_slice(), rows[1].raw.as_slice()), (old.raw.as_slice(), message("", "new@h", "new body").raw.as_slice()));
     drop(db);
     assert_eq!(Database::open(&path).unwrap().messages("t", "m").unwrap().len(), 2);
+}
+
+/// Helper B (session 6): since version 4 the SHA-256 that tells a duplicate from a collision
+/// is only computed when a stored row has the same Message-ID; it is then filled in for that
+/// row, and the bytes in segments are checked with their CRC-32 instead.
+#[test]
+fn content_hashes_are_computed_when_a_message_id_repeats() {
+    let db = Database::open(&temp_db("lazy-hash")).unwrap();
+    let hashes = || -> Vec<Option<String>> {
+        db.conn.prepare("SELECT content_hash FROM messages ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "one"), message("imap:INBOX:1:2", "b@h", "two")]);
+    assert_eq!(hashes(), vec![None, None], "no row shares a Message-ID: no SHA-256 yet");
+    // The same bytes from another folder: a duplicate, found by computing the stored row's hash.
+    let again = deliver(&db, "imap:h:993:u", vec![message("imap:Other:7:1", "a@h", "one")]);
+    assert_eq!((again[0].new, again[0].row), (false, r[0].row));
+    let one = content_hash(&message("", "a@h", "one").raw);
+    assert_eq!(hashes(), vec![Some(one.clone()), None]);
+    // Other bytes under that Message-ID: stored as a collision, with its own hash.
+    let other = deliver(&db, "imap:h:993:u", vec![message("imap:Other:7:2", "a@h", "forged")]);
+    assert!(other[0].new && other[0].collision);
+    assert_eq!(hashes(), vec![Some(one), None, Some(content_hash(&message("", "a@h", "forged").raw))]);
+    // A stored row whose bytes are gone is never taken for a duplicate: the new one is kept.
+    let seg = std::fs::read_dir(raw_folder(&db.path)).unwrap().next().unwrap().unwrap().path();
+    let lost = message("imap:Other:7:3", "b@h", "two");
+    std::fs::write(&seg, b"").unwrap();
+    let kept = deliver(&db, "imap:h:993:u", vec![lost]);
+    assert!(kept[0].new && kept[0].collision, "{kept:?}");
 }
