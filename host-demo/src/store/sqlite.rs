@@ -18,8 +18,9 @@
 //! Each message's raw bytes are written once, outside SQLite, to an append-only segment file
 //! synced before the commit that refers to it (`segments`), followed by its text and HTML
 //! bodies (since version 4), so the row SQLite writes (and `mark_reported` rewrites) holds
-//! only metadata; rows of earlier versions keep their bytes in `raw` and bodies in the row. Attachments are recorded by name, type and size only (their content is in
-//! the raw message), so a commit syncs little more than the bytes fetched.
+//! only metadata; rows of earlier versions keep their bytes in `raw` and bodies in the row.
+//! Attachments are recorded by name, type and size only (their content is in the raw
+//! message), so a commit syncs little more than the bytes fetched.
 
 use std::path::{Path, PathBuf};
 
@@ -75,8 +76,9 @@ CREATE TABLE IF NOT EXISTS messages (
     raw_segment     INTEGER,
     raw_offset      INTEGER,
     -- Version 4: the text and HTML bodies follow the raw bytes in the segment (text_len bytes,
-    -- then html_len bytes; NULL: the message has no such body) instead of text_body and
+    -- then html_len bytes, NULL when the message has no such body) instead of text_body and
     -- html_body, checked by body_check (CRC-32 of both). NULL for rows that keep them in the row.
+    -- (No semicolons in these comments: the migration splits this text at them.)
     text_len        INTEGER,
     html_len        INTEGER,
     body_check      INTEGER,

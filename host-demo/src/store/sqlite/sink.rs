@@ -164,7 +164,6 @@ impl WriterState {
         self.begin()?;
         let now = crate::driver::now_ms() as i64;
         let c = &self.conn;
-        let hash = content_hash(&m.raw);
         let message_id = match &m.parsed {
             Ok(p) => p.message_id.clone(),
             // Unparseable: stored raw with the reason, under a Message-ID made from its content.
