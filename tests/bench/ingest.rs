@@ -188,8 +188,10 @@ pub async fn run(args: &[usize], store_only: bool) {
         let start = Instant::now();
         let mut sink = db.sink(&cfg.tenant, "inbox");
         let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("mailplug fetch");
+        let stats = sink.stats;
         drop(sink);
         t[1].push(start.elapsed());
+        eprintln!("run {run}: with the store {} ms, of which {} commits waited for {} ms", t[1][run].as_millis(), stats.commits, stats.commit_wait.as_millis());
         assert_eq!(s.delivered as usize, n);
         drop(db);
         remove_db(&path);

@@ -5,7 +5,9 @@
 //! acknowledges a message it did not store: a delivery is a duplicate only when the same
 //! server (protocol, host, port, user: the `source`) already gave a message that server id
 //! ("imap:<folder>:<uidvalidity>:<uid>" / "pop3:<uidl>"), or when a message with the same
-//! Message-ID *and* the same bytes (SHA-256) is stored. A different message that reuses a
+//! Message-ID *and* the same bytes (SHA-256) is stored. The SHA-256 is computed when a stored
+//! row has the Message-ID (and filled in for that row if it has none yet); the bytes in the
+//! segments are checked with a CRC-32 when read back. A different message that reuses a
 //! stored Message-ID is stored as its own row, flagged `mid_collision`. So at-least-once
 //! delivery from the guest becomes exactly-once in the store, and nothing is lost to a forged
 //! Message-ID.
@@ -14,9 +16,11 @@
 //! killed after storing leaves its rows unreported, and the next run reports them.
 //!
 //! Each message's raw bytes are written once, outside SQLite, to an append-only segment file
-//! synced before the commit that refers to it (`segments`); rows of earlier versions keep
-//! theirs in `raw`. Attachments are recorded by name, type and size only (their content is in
-//! the raw message), so a commit syncs little more than the bytes fetched.
+//! synced before the commit that refers to it (`segments`), followed by its text and HTML
+//! bodies (since version 4), so the row SQLite writes (and `mark_reported` rewrites) holds
+//! only metadata; rows of earlier versions keep their bytes in `raw` and bodies in the row.
+//! Attachments are recorded by name, type and size only (their content is in the raw
+//! message), so a commit syncs little more than the bytes fetched.
 
 use std::path::{Path, PathBuf};
 
@@ -50,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     folder          TEXT NOT NULL,
     message_id      TEXT NOT NULL,
     message_id_synthetic INTEGER NOT NULL,
-    -- SHA-256 of raw, hex.
+    -- SHA-256 of raw, hex: with the Message-ID, what makes two deliveries the same. Since
+    -- version 4 computed only when another row has the same Message-ID (NULL until then).
     content_hash    TEXT,
     -- Another stored message had this Message-ID with other content when this one arrived.
     mid_collision   INTEGER NOT NULL DEFAULT 0,
@@ -71,6 +76,15 @@ CREATE TABLE IF NOT EXISTS messages (
     -- <database>-raw/<raw_segment, 6 digits>.seg. NULL for rows that keep them in `raw`.
     raw_segment     INTEGER,
     raw_offset      INTEGER,
+    -- Version 4: the text and HTML bodies follow the raw bytes in the segment (text_len bytes,
+    -- then html_len bytes, NULL when the message has no such body) instead of text_body and
+    -- html_body, checked by body_check (CRC-32 of both). NULL for rows that keep them in the row.
+    -- (No semicolons in these comments: the migration splits this text at them.)
+    text_len        INTEGER,
+    html_len        INTEGER,
+    body_check      INTEGER,
+    -- Version 4: CRC-32 of the raw bytes, checked when they are read back from the segment.
+    raw_check       INTEGER,
     UNIQUE (tenant, mailbox, source, server_id)
 );
 CREATE TABLE IF NOT EXISTS attachments (
@@ -149,22 +163,61 @@ pub struct Database {
     writing: std::cell::Cell<bool>,
 }
 
-/// Where a row's raw bytes are when they are in a segment (`segments`).
-struct RawAt {
-    segment: i64,
-    offset: i64,
-    size: i64,
-    hash: Option<String>,
+/// Where a row's raw bytes are when they are in a segment (`segments`), and what checks them.
+pub(super) struct RawAt {
+    pub(super) segment: i64,
+    pub(super) offset: i64,
+    pub(super) size: i64,
+    /// SHA-256, hex (rows of version 3, and of version 4 when a Message-ID match computed it).
+    pub(super) hash: Option<String>,
+    /// CRC-32 of the bytes (version 4).
+    pub(super) check: Option<i64>,
 }
 
 impl RawAt {
-    /// From the columns raw_segment, raw_offset, size, content_hash starting at `first`; None
-    /// for a row that keeps its bytes in `raw`.
-    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<RawAt>> {
+    /// From the columns raw_segment, raw_offset, size, content_hash, raw_check starting at
+    /// `first`; None for a row that keeps its bytes in `raw`.
+    pub(super) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<RawAt>> {
         let segment: Option<i64> = r.get(first)?;
         Ok(match segment {
-            Some(segment) => Some(RawAt { segment, offset: r.get(first + 1)?, size: r.get(first + 2)?, hash: r.get(first + 3)? }),
+            Some(segment) => Some(RawAt {
+                segment,
+                offset: r.get(first + 1)?,
+                size: r.get(first + 2)?,
+                hash: r.get(first + 3)?,
+                check: r.get(first + 4)?,
+            }),
             None => None,
+        })
+    }
+}
+
+/// Where a row's bodies are when they follow its raw bytes in a segment (version 4).
+pub(super) struct BodiesAt {
+    pub(super) segment: i64,
+    pub(super) offset: i64,
+    /// The raw bytes' length: the bodies start after them.
+    pub(super) size: i64,
+    pub(super) text_len: Option<i64>,
+    pub(super) html_len: Option<i64>,
+    pub(super) check: i64,
+}
+
+impl BodiesAt {
+    /// From the columns raw_segment, raw_offset, size, text_len, html_len, body_check starting
+    /// at `first`; None for a row that keeps its bodies in text_body and html_body.
+    pub(super) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<BodiesAt>> {
+        let (segment, check): (Option<i64>, Option<i64>) = (r.get(first)?, r.get(first + 5)?);
+        Ok(match (segment, check) {
+            (Some(segment), Some(check)) => Some(BodiesAt {
+                segment,
+                offset: r.get(first + 1)?,
+                size: r.get(first + 2)?,
+                text_len: r.get(first + 3)?,
+                html_len: r.get(first + 4)?,
+                check,
+            }),
+            _ => None,
         })
     }
 }
@@ -255,7 +308,7 @@ impl Database {
             .prepare(
                 "SELECT server_id, folder, message_id, subject, classification, parse_error, raw,
                         (SELECT COUNT(*) FROM attachments a WHERE a.message = m.id), id, mid_collision, reported,
-                        raw_segment, raw_offset, size, content_hash
+                        raw_segment, raw_offset, size, content_hash, raw_check
                  FROM messages m WHERE tenant = ?1 AND mailbox = ?2 ORDER BY id",
             )
             .map_err(db_err("reading messages"))?;
@@ -294,7 +347,7 @@ impl Database {
         let found: Option<(Vec<u8>, Option<RawAt>)> = self
             .conn
             .query_row(
-                "SELECT raw, raw_segment, raw_offset, size, content_hash FROM messages WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+                "SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
                 params![id, tenant],
                 |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
             )
@@ -309,7 +362,7 @@ impl Database {
     /// bytes there.
     fn load_raw(&self, row: i64, raw: &mut Vec<u8>, at: Option<RawAt>) -> Result<(), HostError> {
         if let Some(at) = at {
-            *raw = segments::read(&self.path, row, at.segment, at.offset, at.size, at.hash.as_deref())?;
+            *raw = segments::read(&self.path, row, &at)?;
         }
         Ok(())
     }
@@ -386,7 +439,7 @@ impl Database {
             .conn
             .prepare(
                 "SELECT id, server_id, folder, size, from_addr, subject, classification, parse_error, mid_collision,
-                        CASE WHEN ?3 THEN raw ELSE X'' END, raw_segment, raw_offset, size, content_hash
+                        CASE WHEN ?3 THEN raw ELSE X'' END, raw_segment, raw_offset, size, content_hash, raw_check
                  FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND reported = 0 ORDER BY id",
             )
             .map_err(db_err("reading unreported messages"))?;

@@ -8,14 +8,17 @@ use crate::error::HostError;
 /// The schema version this code writes (`PRAGMA user_version`). Version 1 (0 in the file)
 /// had `UNIQUE (tenant, mailbox, message_id)`, no `source`, `content_hash`, `mid_collision`,
 /// `reported` and no sync-state `binding`; version 2 kept every message's bytes in `raw`
-/// (no `raw_segment`, `raw_offset`: see `segments`).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// (no `raw_segment`, `raw_offset`: see `segments`); version 3 kept the bodies in the row
+/// (no `text_len`, `html_len`, `body_check`) and computed every row's SHA-256 (no `raw_check`).
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Brings a database of an earlier version to the current layout, keeping every row: the
 /// messages table is rebuilt without the Message-ID constraint (SQLite cannot drop one), its
 /// rows counted as reported (the earlier version printed them) with their content hashes
 /// computed; the sync states get an empty binding, adopted by the next run. Rows of versions
-/// 1 and 2 keep their bytes in `raw` (their `raw_segment` is NULL); new rows use segments.
+/// 1 and 2 keep their bytes in `raw` (their `raw_segment` is NULL), rows of versions 1 to 3
+/// their bodies in `text_body` and `html_body` (their `body_check` is NULL); new rows use
+/// segments for both.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), HostError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db_err("reading the schema version"))?;
     if version >= SCHEMA_VERSION {
@@ -63,7 +66,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), HostError> {
                 .map_err(db_err("migrating the messages table"))?;
         }
     }
-    for column in ["raw_segment", "raw_offset"] {
+    for column in ["raw_segment", "raw_offset", "text_len", "html_len", "body_check", "raw_check"] {
         if !has_column(&tx, "messages", column)? {
             tx.execute_batch(&format!("ALTER TABLE messages ADD COLUMN {column} INTEGER")).map_err(db_err("migrating the messages table"))?;
         }

@@ -1,5 +1,6 @@
 //! Read-only listings for the service's API: a tenant's stored messages page by page, and one
-//! message with the fields the component parsed. Nothing here writes.
+//! message with the fields the component parsed (the bodies read from the message's segment
+//! for rows of version 4). Nothing here writes.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -90,12 +91,13 @@ impl Database {
             .conn
             .query_row(
                 &format!(
-                    "SELECT {SUMMARY}, classification, parse_error, message_id_synthetic, mid_collision, text_body, html_body
+                    "SELECT {SUMMARY}, classification, parse_error, message_id_synthetic, mid_collision, text_body, html_body,
+                        raw_segment, raw_offset, size, text_len, html_len, body_check
                      FROM messages WHERE tenant = ?1 AND id = ?2"
                 ),
                 params![tenant, id],
                 |r| {
-                    Ok(MessageDetail {
+                    let detail = MessageDetail {
                         summary: summary(r)?,
                         classification: r.get(10)?,
                         parse_error: r.get(11)?,
@@ -104,12 +106,17 @@ impl Database {
                         text_body: r.get(14)?,
                         html_body: r.get(15)?,
                         attachments: Vec::new(),
-                    })
+                    };
+                    Ok((detail, super::BodiesAt::from_row(r, 16)?))
                 },
             )
             .optional()
             .map_err(db_err("reading a message"))?;
-        let Some(mut detail) = found else { return Ok(None) };
+        let Some((mut detail, bodies)) = found else { return Ok(None) };
+        // Since version 4 the bodies follow the raw bytes in the segment.
+        if let Some(at) = bodies {
+            (detail.text_body, detail.html_body) = super::segments::read_bodies(&self.path, id, &at)?;
+        }
         let mut st = self
             .conn
             .prepare_cached("SELECT name, media_type, size, content_id FROM attachments WHERE message = ?1 ORDER BY rowid")
@@ -125,7 +132,7 @@ impl Database {
 
     /// One of the tenant's messages by database id, exactly as fetched.
     /// The bytes live in the row or, for messages stored since schema version 3, in a segment
-    /// file beside the database, checked against the row's SHA-256 when read.
+    /// file beside the database, checked against the row's CRC-32 (or SHA-256) when read.
     pub fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError> {
         self.raw_of(Some(tenant), id)
     }

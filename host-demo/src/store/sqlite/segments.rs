@@ -15,7 +15,7 @@
 //! same file).
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -62,8 +62,9 @@ impl SegmentWriter {
         SegmentWriter { dir: folder(database), open: None, unflushed: 0 }
     }
 
-    /// Appends `raw`; returns (segment number, offset). Not durable before `sync`.
-    pub(super) fn append(&mut self, raw: &[u8]) -> Result<(i64, u64), HostError> {
+    /// Appends `parts` one after the other in one `writev` (a message's raw bytes, then its
+    /// bodies); returns (segment number, offset of the first part). Not durable before `sync`.
+    pub(super) fn append(&mut self, parts: &[&[u8]]) -> Result<(i64, u64), HostError> {
         if self.open.as_ref().is_some_and(|o| o.len >= SEGMENT_BYTES) {
             // Full: made durable now (the next commit syncs only the new one), then let go.
             self.sync()?;
@@ -74,15 +75,16 @@ impl SegmentWriter {
         }
         let Some(o) = self.open.as_mut() else { return Err(HostError::Storage("no message segment open".into())) };
         let at = o.len;
-        if let Err(e) = o.file.write_all(raw) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = write_all_vectored(&mut o.file, parts) {
             // Part of it may be written: the length is read afresh from the file next time.
             let id = o.id;
             self.open = None;
             return Err(HostError::Storage(format!("cannot write {}: {e}", self.dir.join(file_name(id)).display())));
         }
-        o.len += raw.len() as u64;
+        o.len += total as u64;
         o.dirty = true;
-        self.unflushed += raw.len();
+        self.unflushed += total;
         if self.unflushed >= WRITEBACK_EVERY {
             self.unflushed = 0;
             start_writeback(&o.file);
@@ -159,34 +161,87 @@ pub(super) fn start_writeback(f: &File) {
     let _ = f;
 }
 
-/// Reads a message's bytes back and checks them against the row's SHA-256: a missing,
-/// truncated or altered segment is an error that says where, never other bytes.
-pub(super) fn read(database: &Path, row: i64, segment: i64, offset: i64, size: i64, hash: Option<&str>) -> Result<Vec<u8>, HostError> {
-    let dir = folder(database);
-    let path = dir.join(file_name(segment));
-    let missing = |e: String| {
-        HostError::Storage(format!(
-            "the bytes of stored message db:{row} cannot be read from {} ({e}); the folder {} holds the stored messages' \
-             bytes and belongs to the database (keep and back it up together with it) / die Rohdaten der gespeicherten \
-             Nachricht db:{row} sind in {} nicht lesbar ({e}); der Ordner {} gehört zur Datenbank (mit ihr aufbewahren \
-             und sichern)",
-            path.display(),
-            dir.display(),
-            path.display(),
-            dir.display()
-        ))
-    };
-    let (offset, size) = match (u64::try_from(offset), usize::try_from(size)) {
-        (Ok(o), Ok(s)) => (o, s),
-        _ => return Err(missing("the row's offset or size is negative".into())),
-    };
-    let file = File::open(&path).map_err(|e| missing(e.to_string()))?;
-    let mut raw = vec![0u8; size];
-    file.read_exact_at(&mut raw, offset).map_err(|e| missing(e.to_string()))?;
-    if let Some(h) = hash {
-        if super::content_hash(&raw) != h {
-            return Err(missing("the bytes there differ from what was stored".into()));
+/// Writes every part, in order, with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// What a failed read of a row's segment bytes says: where, and that the folder belongs to
+/// the database.
+fn unreadable(database: &Path, row: i64, segment: i64, why: String) -> HostError {
+    let dir = folder(database);
+    let path = dir.join(file_name(segment));
+    HostError::Storage(format!(
+        "the bytes of stored message db:{row} cannot be read from {} ({why}); the folder {} holds the stored messages' \
+         bytes and belongs to the database (keep and back it up together with it) / die Rohdaten der gespeicherten \
+         Nachricht db:{row} sind in {} nicht lesbar ({why}); der Ordner {} gehört zur Datenbank (mit ihr aufbewahren \
+         und sichern)",
+        path.display(),
+        dir.display(),
+        path.display(),
+        dir.display()
+    ))
+}
+
+/// `size` bytes at `offset` of a segment, unchecked.
+fn read_range(database: &Path, row: i64, segment: i64, offset: i64, size: i64) -> Result<Vec<u8>, HostError> {
+    let (offset, size) = match (u64::try_from(offset), usize::try_from(size)) {
+        (Ok(o), Ok(s)) => (o, s),
+        _ => return Err(unreadable(database, row, segment, "the row's offset or size is negative".into())),
+    };
+    let path = folder(database).join(file_name(segment));
+    let file = File::open(&path).map_err(|e| unreadable(database, row, segment, e.to_string()))?;
+    let mut raw = vec![0u8; size];
+    file.read_exact_at(&mut raw, offset).map_err(|e| unreadable(database, row, segment, e.to_string()))?;
     Ok(raw)
+}
+
+/// Reads a message's bytes back and checks them against the row's CRC-32 (version 4) or
+/// SHA-256 (version 3): a missing, truncated or altered segment is an error that says where,
+/// never other bytes.
+pub(super) fn read(database: &Path, row: i64, at: &super::RawAt) -> Result<Vec<u8>, HostError> {
+    let raw = read_range(database, row, at.segment, at.offset, at.size)?;
+    let same = match (at.check, &at.hash) {
+        (Some(c), _) => crc_check(&[&raw]) == c,
+        (None, Some(h)) => super::content_hash(&raw) == *h,
+        (None, None) => true,
+    };
+    if !same {
+        return Err(unreadable(database, row, at.segment, "the bytes there differ from what was stored".into()));
+    }
+    Ok(raw)
+}
+
+/// The CRC-32 of parts of a segment (schema version 4: a message's raw bytes; its bodies,
+/// which follow them): checked when they are read back, so altered bytes are an error. Only
+/// an integrity check: what identifies content is the SHA-256 (`content_hash`).
+pub(super) fn crc_check(parts: &[&[u8]]) -> i64 {
+    let mut h = crc32fast::Hasher::new();
+    for p in parts {
+        h.update(p);
+    }
+    i64::from(h.finalize())
+}
+
+/// Reads the text and HTML bodies stored after a message's raw bytes (`text_len` and
+/// `html_len` bytes, None for a body the message does not have) and checks them.
+pub(super) fn read_bodies(database: &Path, row: i64, at: &super::BodiesAt) -> Result<(Option<String>, Option<String>), HostError> {
+    let (t, h) = (at.text_len.unwrap_or(0), at.html_len.unwrap_or(0));
+    let both = read_range(database, row, at.segment, at.offset.saturating_add(at.size), t.saturating_add(h))?;
+    let (text, html) = both.split_at(usize::try_from(t).unwrap_or(0).min(both.len()));
+    if crc_check(&[text, html]) != at.check {
+        return Err(unreadable(database, row, at.segment, "the bodies there differ from what was stored".into()));
+    }
+    let utf8 = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| unreadable(database, row, at.segment, "a body there is not UTF-8".into()));
+    Ok((at.text_len.map(|_| utf8(text)).transpose()?, at.html_len.map(|_| utf8(html)).transpose()?))
 }

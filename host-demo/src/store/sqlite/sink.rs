@@ -22,6 +22,9 @@ pub struct SinkStats {
     pub duplicates: u32,
     pub skipped: u32,
     pub bytes: u64,
+    /// Commits the session waited for, and how long in all (benchmarks: docs/BENCHMARKS.md).
+    pub commits: u32,
+    pub commit_wait: std::time::Duration,
 }
 
 /// Stores one mailbox's deliveries; see `Database::sink`.
@@ -78,7 +81,6 @@ impl WriterState {
         let now = crate::driver::now_ms() as i64;
         let c = &self.conn;
         let s = self.sinks.get(&sink).ok_or_else(stopped)?;
-        let hash = content_hash(&m.raw);
         let message_id = match &m.parsed {
             Ok(p) => p.message_id.clone(),
             // Unparseable: stored raw with the reason, under a Message-ID made from its content.
@@ -100,24 +102,44 @@ impl WriterState {
         if let Some((row, reported, collision)) = same_server {
             return Ok(done(row, false, reported, collision));
         }
-        // One lookup by Message-ID: the earliest row with the same bytes if there is one, else
-        // any row (then this message collides with it).
-        let same_mid: Option<(i64, bool, bool, bool)> = c
-            .prepare_cached(
-                "SELECT id, reported, mid_collision, content_hash IS ?4 AS same FROM messages
-                 WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3 ORDER BY same DESC, id LIMIT 1",
-            )
+        // The stored messages with this Message-ID, oldest first: a duplicate when one has the
+        // same bytes, else this message collides with them. The SHA-256 that decides is only
+        // computed here, when there is a row to compare with (most messages have none), and
+        // filled in for rows stored without it.
+        // Sorted here, not with ORDER BY: with it SQLite prepared the cached statement again at
+        // every execution (half of the writer's instructions, docs/BENCHMARKS.md).
+        let mut same_mid: Vec<(i64, bool, bool, Option<String>)> = c
+            .prepare_cached("SELECT id, reported, mid_collision, content_hash FROM messages WHERE tenant = ?1 AND mailbox = ?2 AND message_id = ?3")
             .and_then(|mut st| {
-                st.query_row(params![s.tenant, s.mailbox, message_id, hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                    .optional()
+                st.query_map(params![s.tenant, s.mailbox, message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
             })
             .map_err(db_err("looking up a message"))?;
-        if let Some((row, reported, collision, true)) = same_mid {
-            return Ok(done(row, false, reported, collision));
+        same_mid.sort_unstable_by_key(|r| r.0);
+        let collision = !same_mid.is_empty();
+        let hash = if collision { Some(content_hash(&m.raw)) } else { None };
+        for (row, reported, row_collision, stored) in same_mid {
+            let stored = match stored {
+                Some(h) => Some(h),
+                None => self.fill_in_hash(row),
+            };
+            if stored.is_some() && stored == hash {
+                return Ok(done(row, false, reported, row_collision));
+            }
         }
-        let collision = same_mid.is_some();
+        let s = self.sinks.get(&sink).ok_or_else(stopped)?;
+        let c = &self.conn;
+        let raw_check = segments::crc_check(&[&m.raw]);
         // The bytes first (synced at commit, before the row that refers to them), the row after.
-        let (segment, offset) = self.segments.append(&m.raw)?;
+        // The bodies follow the raw bytes in the segment, so the row holds only metadata.
+        let (text, html) = match &m.parsed {
+            Ok(p) => (p.text_body.as_deref().map(str::as_bytes), p.html_body.as_deref().map(str::as_bytes)),
+            Err(_) => (None, None),
+        };
+        let (text_b, html_b) = (text.unwrap_or_default(), html.unwrap_or_default());
+        let (segment, offset) = self.segments.append(&[&m.raw, text_b, html_b])?;
+        let check = segments::crc_check(&[text_b, html_b]);
+        let (text_len, html_len) = (text.map(|b| b.len() as i64), html.map(|b| b.len() as i64));
         match &m.parsed {
             Ok(p) => {
                 let from = p.from.first().map(|a| match &a.name {
@@ -126,15 +148,15 @@ impl WriterState {
                 });
                 c.prepare_cached(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
-                        content_hash, mid_collision, subject, from_addr, date_ms, classification, parse_error, text_body,
-                        html_body, size, raw, stored_at_ms, raw_segment, raw_offset)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, ?15, ?16, X'', ?17, ?18, ?19)",
+                        content_hash, mid_collision, subject, from_addr, date_ms, classification, parse_error,
+                        size, raw, stored_at_ms, raw_segment, raw_offset, text_len, html_len, body_check, raw_check)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14, X'', ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, p.message_id_synthetic, hash,
-                        collision, p.subject, from, p.date_ms, classification_name(p.classification), p.text_body,
-                        p.html_body, m.raw.len() as i64, now, segment, offset as i64
+                        collision, p.subject, from, p.date_ms, classification_name(p.classification), m.raw.len() as i64,
+                        now, segment, offset as i64, text_len, html_len, check, raw_check
                     ])
                 })
                 .map_err(db_err("storing a message"))?;
@@ -142,11 +164,12 @@ impl WriterState {
             Err(why) => {
                 c.execute(
                     "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic,
-                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13)",
+                        content_hash, mid_collision, classification, parse_error, size, raw, stored_at_ms, raw_segment, raw_offset,
+                        body_check, raw_check)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 'normal', ?9, ?10, X'', ?11, ?12, ?13, ?14, ?15)",
                     params![
                         s.tenant, s.mailbox, s.source, m.id, m.folder, message_id, hash, collision, why, m.raw.len() as i64,
-                        now, segment, offset as i64
+                        now, segment, offset as i64, check, raw_check
                     ],
                 )
                 .map_err(db_err("storing a message"))?;
@@ -172,6 +195,25 @@ impl WriterState {
             "message_id": message_id, "subject": subject, "from": from, "size": m.raw.len(), "mid_collision": collision});
         super::events::append(c, &s.tenant, crate::store::events::MESSAGE_STORED, &event, now)?;
         Ok(done(rowid, true, false, collision))
+    }
+
+    /// The SHA-256 of a stored row that was stored without one (schema 4 computes it only
+    /// when needed), computed from its bytes (checked against the row's CRC-32) and saved in
+    /// the row. None when the bytes cannot be read: the new message is then kept as a
+    /// collision rather than taken for a duplicate of bytes no one can compare.
+    fn fill_in_hash(&self, row: i64) -> Option<String> {
+        let (mut raw, at): (Vec<u8>, Option<super::RawAt>) = self
+            .conn
+            .query_row("SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1", params![row], |r| {
+                Ok((r.get(0)?, super::RawAt::from_row(r, 1)?))
+            })
+            .ok()?;
+        if let Some(at) = at {
+            raw = segments::read(&self.database, row, &at).ok()?;
+        }
+        let hash = content_hash(&raw);
+        self.conn.execute("UPDATE messages SET content_hash = ?1 WHERE id = ?2", params![hash, row]).ok()?;
+        Some(hash)
     }
 
     /// Asks the kernel to start writing the WAL to disk now, without waiting: SQLite fills the
@@ -279,10 +321,13 @@ impl MessageSink for DbSink<'_> {
         if self.writer.is_none() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let (answer, result) = sync_channel(1);
         let (writer, k) = self.writer()?;
         writer.send(Job::Commit(k, answer))?;
         self.results = result.recv().map_err(|_| stopped())??;
+        self.stats.commits += 1;
+        self.stats.commit_wait += started.elapsed();
         for d in &self.results {
             if d.new {
                 self.stats.stored += 1;

@@ -180,8 +180,9 @@ fn raw_bytes_are_kept_in_private_segments_and_checked_when_read() {
     assert_eq!(db.find("t", &format!("db:{}", r[1].row)).unwrap().1, message("", "b@h", "second").raw);
     // One byte of the second message changed: its read fails and says where; the first still reads.
     let mut bytes = std::fs::read(&segs[0]).unwrap();
-    let last = bytes.len() - 3;
-    bytes[last] ^= 1;
+    let second = message("", "b@h", "second").raw;
+    let at = bytes.windows(second.len()).position(|w| w == second.as_slice()).unwrap();
+    bytes[at + second.len() - 3] ^= 1;
     std::fs::write(&segs[0], &bytes).unwrap();
     let e = db.find("t", &format!("db:{}", r[1].row)).unwrap_err().to_string();
     assert!(e.contains(&dir.display().to_string()) && e.contains("differ"), "{e}");
@@ -280,7 +281,7 @@ fn databases_of_version_2_keep_their_inline_bytes() {
     }
     let db = Database::open(&path).unwrap();
     let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, migrate::SCHEMA_VERSION);
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "old@h", "old"), message("imap:INBOX:1:2", "new@h", "new")]);
     assert!(!r[0].new && r[1].new);
     let rows = db.messages("t", "m").unwrap();
@@ -299,4 +300,116 @@ fn the_raw_bytes_by_id_are_the_tenants_only() {
     assert_eq!(db.message_raw("another", r[0].row).unwrap(), None, "another tenant's id reads nothing");
     assert_eq!(db.message_raw("t", r[0].row + 1).unwrap(), None);
     let _ = std::fs::remove_dir_all(raw_folder(&path));
+}
+
+/// Helper B (session 6): since version 4 a message's text and HTML bodies follow its raw
+/// bytes in the segment; the row keeps none of them, the API's detail reads them back checked,
+/// and altered body bytes are an error naming the folder, never another body.
+#[test]
+fn bodies_are_kept_in_the_segment_and_checked_when_read() {
+    let path = temp_db("bodies");
+    let mut html = message("imap:INBOX:1:2", "h@h", "plain part");
+    if let Ok(p) = &mut html.parsed {
+        p.html_body = Some("<p>grüße</p>".into());
+    }
+    let mut none = message("imap:INBOX:1:3", "n@h", "x");
+    if let Ok(p) = &mut none.parsed {
+        p.text_body = None;
+    }
+    let r = deliver(&Database::open(&path).unwrap(), "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "text only"), html, none]);
+    let db = Database::open(&path).unwrap();
+    let inline: Vec<(Option<String>, Option<String>)> =
+        db.conn.prepare("SELECT text_body, html_body FROM messages ORDER BY id").unwrap().query_map([], |x| Ok((x.get(0)?, x.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert!(inline.iter().all(|b| *b == (None, None)), "the rows hold no bodies: {inline:?}");
+    let d = |i: usize| db.message_detail("t", r[i].row).unwrap().unwrap();
+    assert_eq!((d(0).text_body.as_deref(), d(0).html_body.as_deref()), (Some("text only"), None));
+    assert_eq!((d(1).text_body.as_deref(), d(1).html_body.as_deref()), (Some("plain part"), Some("<p>grüße</p>")));
+    assert_eq!((d(2).text_body, d(2).html_body), (None, None));
+    // The raw bytes still read back exactly, bodies or not after them.
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!(rows[1].raw, message("", "h@h", "plain part").raw);
+    assert_eq!(rows[2].raw, message("", "n@h", "x").raw);
+    // Reporting rewrites only the small rows and changes nothing read back.
+    db.mark_reported(&[r[0].row, r[1].row]).unwrap();
+    assert_eq!(d(1).html_body.as_deref(), Some("<p>grüße</p>"));
+    // One byte of the HTML body altered on disk: the detail fails and says where.
+    let seg = std::fs::read_dir(raw_folder(&path)).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"<p>g").unwrap();
+    bytes[at + 1] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = db.message_detail("t", r[1].row).unwrap_err().to_string();
+    assert!(e.contains(&raw_folder(&path).display().to_string()) && e.contains("differ"), "{e}");
+    assert_eq!(d(0).text_body.as_deref(), Some("text only"));
+}
+
+/// Helper B (session 6): a database of version 3 (bodies in the row, raw bytes in segments)
+/// opens as version 4; its rows read back with their bodies, and new rows keep theirs in the
+/// segment.
+#[test]
+fn databases_of_version_3_keep_their_bodies_in_the_row() {
+    let path = temp_db("v3");
+    let old = message("imap:INBOX:1:1", "old@h", "old body");
+    {
+        let c = Connection::open(&path).unwrap();
+        let v3 = SCHEMA
+            .replace("    text_len        INTEGER,\n    html_len        INTEGER,\n    body_check      INTEGER,\n", "")
+            .replace("    raw_check       INTEGER,\n", "");
+        assert!(!v3.contains("body_check      INTEGER") && !v3.contains("raw_check       INTEGER"));
+        c.execute_batch(&v3).unwrap();
+        c.execute_batch("PRAGMA user_version = 3").unwrap();
+        // A version 3 row: raw bytes in segment 1 at offset 0, bodies in the row.
+        let dir = raw_folder(&path);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("000001.seg"), &old.raw).unwrap();
+        c.execute(
+            "INSERT INTO messages (tenant, mailbox, source, server_id, folder, message_id, message_id_synthetic, content_hash,
+                classification, size, raw, stored_at_ms, reported, text_body, html_body, raw_segment, raw_offset)
+                VALUES ('t', 'm', 'imap:h:993:u', 'imap:INBOX:1:1', 'INBOX', 'old@h', 0, ?1, 'normal', ?2, X'', 0, 1,
+                'old body', '<b>old</b>', 1, 0)",
+            params![content_hash(&old.raw), old.raw.len() as i64],
+        )
+        .unwrap();
+    }
+    let db = Database::open(&path).unwrap();
+    let version: i64 = db.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    let old_row = db.messages("t", "m").unwrap()[0].row;
+    let detail = db.message_detail("t", old_row).unwrap().unwrap();
+    assert_eq!((detail.text_body.as_deref(), detail.html_body.as_deref()), (Some("old body"), Some("<b>old</b>")));
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "old@h", "old body"), message("imap:INBOX:1:2", "new@h", "new body")]);
+    assert!(!r[0].new && r[1].new);
+    assert_eq!(db.message_detail("t", r[1].row).unwrap().unwrap().text_body.as_deref(), Some("new body"));
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!((rows[0].raw.as_slice(), rows[1].raw.as_slice()), (old.raw.as_slice(), message("", "new@h", "new body").raw.as_slice()));
+    drop(db);
+    assert_eq!(Database::open(&path).unwrap().messages("t", "m").unwrap().len(), 2);
+}
+
+/// Helper B (session 6): since version 4 the SHA-256 that tells a duplicate from a collision
+/// is only computed when a stored row has the same Message-ID; it is then filled in for that
+/// row, and the bytes in segments are checked with their CRC-32 instead.
+#[test]
+fn content_hashes_are_computed_when_a_message_id_repeats() {
+    let db = Database::open(&temp_db("lazy-hash")).unwrap();
+    let hashes = || -> Vec<Option<String>> {
+        db.conn.prepare("SELECT content_hash FROM messages ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "one"), message("imap:INBOX:1:2", "b@h", "two")]);
+    assert_eq!(hashes(), vec![None, None], "no row shares a Message-ID: no SHA-256 yet");
+    // The same bytes from another folder: a duplicate, found by computing the stored row's hash.
+    let again = deliver(&db, "imap:h:993:u", vec![message("imap:Other:7:1", "a@h", "one")]);
+    assert_eq!((again[0].new, again[0].row), (false, r[0].row));
+    let one = content_hash(&message("", "a@h", "one").raw);
+    assert_eq!(hashes(), vec![Some(one.clone()), None]);
+    // Other bytes under that Message-ID: stored as a collision, with its own hash.
+    let other = deliver(&db, "imap:h:993:u", vec![message("imap:Other:7:2", "a@h", "forged")]);
+    assert!(other[0].new && other[0].collision);
+    assert_eq!(hashes(), vec![Some(one), None, Some(content_hash(&message("", "a@h", "forged").raw))]);
+    // A stored row whose bytes are gone is never taken for a duplicate: the new one is kept.
+    let seg = std::fs::read_dir(raw_folder(&db.path)).unwrap().next().unwrap().unwrap().path();
+    let lost = message("imap:Other:7:3", "b@h", "two");
+    std::fs::write(&seg, b"").unwrap();
+    let kept = deliver(&db, "imap:h:993:u", vec![lost]);
+    assert!(kept[0].new && kept[0].collision, "{kept:?}");
 }

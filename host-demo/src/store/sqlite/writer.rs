@@ -100,6 +100,7 @@ pub(super) fn writer_for(path: &Path) -> Result<Arc<Writer>, HostError> {
     }
     let state = WriterState {
         conn: connect(path)?,
+        database: path.to_path_buf(),
         in_tx: false,
         written: 0,
         wal: None,
@@ -150,6 +151,10 @@ const WRITER_BACKLOG_BYTES: usize = 8 << 20;
 /// answering the commit, so the session does not wait for it.
 const CHECKPOINT_EVERY: usize = 16 << 20;
 
+/// About what one stored message adds to SQLite (its row, index entries and event), for the
+/// two thresholds above and below.
+const ROW_BYTES: usize = 1024;
+
 /// How much is inserted between two `WriterState::start_writeback`s.
 pub(super) const WRITEBACK_EVERY: usize = 1 << 20;
 
@@ -197,6 +202,8 @@ pub(super) struct SinkState {
 /// The writer thread: its own connection, the open transaction and the sinks writing into it.
 pub(super) struct WriterState {
     pub(super) conn: Connection,
+    /// The database file (its segments are beside it).
+    pub(super) database: PathBuf,
     pub(super) in_tx: bool,
     /// Bytes inserted into SQLite since the last `start_writeback`.
     pub(super) written: usize,
@@ -279,11 +286,11 @@ impl WriterState {
                         if let Some(s) = self.sinks.get_mut(&k) {
                             s.results.push(d);
                         }
-                        if let Ok(p) = &m.parsed {
-                            let n = p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
-                            self.written += n;
-                            self.since_checkpoint += n;
-                        }
+                        // The bodies went to the segment: SQLite got the row, the
+                        // attachments' names and the event.
+                        let n = ROW_BYTES + m.parsed.as_ref().map_or(0, |p| p.attachments.len() * 256);
+                        self.written += n;
+                        self.since_checkpoint += n;
                         if self.written >= WRITEBACK_EVERY {
                             self.written = 0;
                             self.start_writeback();
