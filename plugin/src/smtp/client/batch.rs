@@ -197,7 +197,9 @@ impl SmtpSession {
                 format!("the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped", raw.len(), item.announced),
             ));
         }
-        item.body = if let Some(at) = memchr::memchr(0, &raw) {
+        // The NUL check and whether the message needs any change, in one pass.
+        let scanned = data::scan(&raw);
+        item.body = if let Some(at) = scanned.nul {
             // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
             // DATA to some servers): this message is not sent, the others are.
             Body::Bad(Error::invalid(
@@ -205,7 +207,7 @@ impl SmtpSession {
                 format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
             ))
         } else {
-            let encoded = data::encode_owned(raw);
+            let encoded = data::encode_scanned(raw, scanned.clean);
             item.size = encoded.size;
             item.eight_bit = encoded.eight_bit;
             Body::Ready(encoded.bytes)
