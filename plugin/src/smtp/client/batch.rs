@@ -10,7 +10,9 @@
 //! `need-message(i)` one message ahead (message 0 once connected, message i+1 when message i's
 //! commands go out), so the host copies the next message while the server works on the current
 //! one, and the guest holds at most two encoded messages. A message that has not arrived when
-//! its turn comes holds the batch back (`waiting`) until it does.
+//! its turn comes holds the batch back (`waiting`) until it does. A message that needs no
+//! change on the wire (checked in one pass when handed over) is not kept at all: at its turn
+//! the host writes its own copy (`write-message`), and the guest writes only the final dot.
 
 use std::collections::{BTreeMap, VecDeque};
 
