@@ -676,6 +676,7 @@ fn action_to_wit(a: core::Action) -> Action {
         })),
         core::Action::CommitPoint(i) => Action::CommitPoint(i),
         core::Action::NeedMessage(i) => Action::NeedMessage(i),
+        core::Action::WriteMessage(i) => Action::WriteMessage(i),
         core::Action::Idle(i) => Action::Idle(session::Idling {
             idle_state: i.idle_state,
             sync_state: i.sync_state,

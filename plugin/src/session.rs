@@ -195,6 +195,9 @@ pub enum Action {
     Finished(Outcome),
     /// Batch submissions: the host sends this message's bytes with `Session::message_data`.
     NeedMessage(u32),
+    /// Batch submissions: the host writes this message's bytes as it handed them over
+    /// (checked: they need no change on the wire); the final dot follows in a `Write`.
+    WriteMessage(u32),
     /// The server is idling (IMAP IDLE): keep the connection, store the states, drop the
     /// session; `inbound.resume` continues it (see `idle` in the WIT).
     Idle(Idling),

@@ -17,6 +17,10 @@ use crate::net::Conn;
 /// Bytes read per `read` call and handed to the guest at once (one copy across the boundary).
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Spare room in a batch message's buffer for what the guest writes after it in the same
+/// socket write (the final dot, the next message's MAIL/RCPT/DATA).
+const WRITE_SLACK: usize = 512;
+
 /// A commit makes the session wait until the sink's writer stored everything delivered and
 /// synced it. While less than `COMMIT_GRACE_BYTES` is uncommitted, a read that would wait is
 /// given `COMMIT_GRACE` for more data first: a server that only paused (it shares the CPU
@@ -337,6 +341,9 @@ async fn run_loop(
     let mut guest_deadline = None;
     // Bytes the guest asked for in this step (batch submissions), handed over in one event.
     let mut wanted: Vec<BatchData> = Vec::new();
+    // Batch submissions: the bytes handed over, kept until the guest asks to write them
+    // (`write-message`) or reports the message done without it. At most the guest's window.
+    let mut held: Vec<BatchData> = Vec::new();
     // Whether anything was written to the server in this run (see `Parked::Idle`).
     let mut wrote = false;
     // Bytes of the deliveries not yet committed.
@@ -391,6 +398,9 @@ async fn run_loop(
         if matches!(event, Event::Stored) {
             save_stored_state(instance, session, sink).await?;
         }
+        if let Event::MessageData(list) = event {
+            held.extend(list);
+        }
         for action in actions {
             match action {
                 // Consecutive writes are coalesced into one socket write.
@@ -426,10 +436,35 @@ async fn run_loop(
                 // Writes before the commit point may still be buffered in `out`: they precede
                 // it, so sending them later is fine; the ones after it are added only now.
                 Action::CommitPoint(index) => sink.commit_point(index)?,
-                Action::MessageDone(result) => sink.message_done(result)?,
+                Action::MessageDone(result) => {
+                    // Not written (refused before its data): its bytes are no longer needed.
+                    held.retain(|d| d.index != result.index);
+                    sink.message_done(result)?
+                }
                 // Handed over after this list's writes went out (`out` is flushed below),
-                // before the next read: the copy overlaps the server's work.
-                Action::NeedMessage(index) => wanted.push(BatchData { index, raw: sink.batch_message(index)? }),
+                // before the next read: the copy overlaps the server's work. Room for the
+                // final dot and the next commands, written with the message (`write-message`).
+                Action::NeedMessage(index) => {
+                    let mut raw = sink.batch_message(index)?;
+                    raw.reserve(WRITE_SLACK);
+                    wanted.push(BatchData { index, raw });
+                }
+                // The guest checked these bytes when they were handed over; the host's copy
+                // is written, so they cross the boundary once.
+                Action::WriteMessage(index) => {
+                    let Some(k) = held.iter().position(|d| d.index == index) else {
+                        return Err(HostError::Plugin(format!(
+                            "the mail component asked to write message {index} of the batch, whose bytes it was not handed or which was written already"
+                        )));
+                    };
+                    let raw = held.swap_remove(k).raw;
+                    wrote |= !raw.is_empty();
+                    if out.is_empty() {
+                        out = raw;
+                    } else {
+                        out.extend_from_slice(&raw);
+                    }
+                }
                 Action::Close => {
                     flush(conn, &mut out, end, opts).await?;
                     conn.close().await;

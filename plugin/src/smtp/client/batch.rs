@@ -10,7 +10,9 @@
 //! `need-message(i)` one message ahead (message 0 once connected, message i+1 when message i's
 //! commands go out), so the host copies the next message while the server works on the current
 //! one, and the guest holds at most two encoded messages. A message that has not arrived when
-//! its turn comes holds the batch back (`waiting`) until it does.
+//! its turn comes holds the batch back (`waiting`) until it does. A message that needs no
+//! change on the wire (checked in one pass when handed over) is not kept at all: at its turn
+//! the host writes its own copy (`write-message`), and the guest writes only the final dot.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,8 +47,12 @@ enum Body {
     Later,
     /// Asked for with `need-message`; not handed over yet.
     Asked,
-    /// The dot-stuffed data with its final dot, waiting for its turn.
+    /// The dot-stuffed data with its final dot, waiting for its turn (a message that needed
+    /// changes on the wire).
     Ready(Vec<u8>),
+    /// Checked and needing no change: the host writes its own copy (`write-message`), then
+    /// this terminator ("\r\n.\r\n" when the message does not end with a line end).
+    Held(&'static [u8]),
     /// Handed over but not sendable (a NUL, over the limit): reported when its turn comes.
     Bad(Error),
     /// Written, or the message has its outcome.
@@ -197,15 +203,24 @@ impl SmtpSession {
                 format!("the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped", raw.len(), item.announced),
             ));
         }
-        item.body = if let Some(at) = memchr::memchr(0, &raw) {
+        // The NUL check and whether the message needs any change, in one pass.
+        let scanned = data::scan(&raw);
+        item.body = if let Some(at) = scanned.nul {
             // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
             // DATA to some servers): this message is not sent, the others are.
             Body::Bad(Error::invalid(
                 Stage::Data,
                 format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
             ))
+        } else if scanned.clean {
+            // Sent as handed over: the host writes its own copy, so the guest keeps nothing
+            // and nothing crosses the boundary a second time.
+            let ends = raw.ends_with(b"\r\n");
+            item.size = raw.len() as u64 + if ends { 0 } else { 2 };
+            item.eight_bit = !raw.is_ascii();
+            Body::Held(if ends { b".\r\n" } else { b"\r\n.\r\n" })
         } else {
-            let encoded = data::encode_owned(raw);
+            let encoded = data::encode_scanned(raw, false);
             item.size = encoded.size;
             item.eight_bit = encoded.eight_bit;
             Body::Ready(encoded.bytes)
@@ -256,7 +271,7 @@ impl SmtpSession {
     #[cfg(test)]
     pub(crate) fn batch_held(&self) -> usize {
         let b = self.batch.as_ref().expect("batch session");
-        b.items.iter().filter(|x| matches!(x.body, Body::Ready(_) | Body::Bad(_))).count()
+        b.items.iter().filter(|x| matches!(x.body, Body::Ready(_) | Body::Held(_) | Body::Bad(_))).count()
     }
 
     fn batch(&mut self) -> &mut Batch {
@@ -425,11 +440,18 @@ impl SmtpSession {
                     let b = self.batch();
                     b.committed = Some(i);
                     b.expect.push_back(Expect::DataEnd(i));
+                    let upload = b.items[i].size;
                     out = match std::mem::replace(&mut b.items[i].body, Body::Gone) {
                         Body::Ready(data) => data,
+                        Body::Held(terminator) => {
+                            actions.push(Action::WriteMessage(i as u32));
+                            let mut t = Vec::with_capacity(256);
+                            t.extend_from_slice(terminator);
+                            t
+                        }
                         _ => return Err(Error::protocol(Stage::Data, format!("internal error: message {i}'s commands went out before its bytes arrived"))),
                     };
-                    self.upload_bytes += out.len() as u64;
+                    self.upload_bytes += upload;
                     if self.pipelined {
                         self.advance(actions, &mut out, true);
                     }

@@ -73,6 +73,30 @@ impl Host {
                 }
             }
         }
+        self.expand(out)
+    }
+
+    /// The writes as the driver performs them: `write-message(i)` is the bytes handed over
+    /// for message i, and consecutive writes are one.
+    fn expand(&self, actions: Vec<Action>) -> Vec<Action> {
+        let mut out: Vec<Action> = Vec::new();
+        for a in actions {
+            let bytes = match a {
+                Action::WriteMessage(i) => {
+                    assert!(self.asked.contains(&i), "message {i} written before it was handed over");
+                    self.raws[i as usize].clone()
+                }
+                Action::Write(b) => b,
+                a => {
+                    out.push(a);
+                    continue;
+                }
+            };
+            match out.last_mut() {
+                Some(Action::Write(w)) => w.extend_from_slice(&bytes),
+                _ => out.push(Action::Write(bytes)),
+            }
+        }
         out
     }
 
@@ -454,12 +478,14 @@ fn a_message_not_handed_over_yet_holds_the_batch_back_until_it_comes() {
     let mut s = batch(m);
     assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
     s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
+    s.asked.push(0);
     s.exchange(GREETING, EHLO, Chunking::Whole);
     s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
     let a = server(&mut s.s, AUTH_OK, Chunking::Whole).unwrap();
     assert_eq!(trace(&a), [format!("write {}", env[0]), "NeedMessage(1)".to_string()]);
     // The host has not answered yet: message 0's data goes out alone.
     let a = server(&mut s.s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a = s.expand(a);
     assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data_of[0])]);
     // Message 1's bytes arrive: its envelope goes out, message 2 is asked for.
     let a = s.s.message_data(1, s.raws[1].clone(), T0 + 5).unwrap();
@@ -501,4 +527,34 @@ fn a_secret_echoed_in_a_refusal_is_redacted_in_the_message_outcome() {
     let a = s.server(format!("554 5.7.1 rejected {PASSWORD}\r\n").as_bytes(), Chunking::Whole).unwrap();
     let shown = format!("{:?}", done(&a));
     assert!(!shown.contains(PASSWORD), "{shown}");
+}
+
+#[test]
+fn a_clean_message_is_written_from_the_hosts_copy_and_one_needing_changes_from_the_guests() {
+    let to = ["ann@example.com"];
+    let clean = with_raw(0, &to, b"Subject: 0\r\n\r\nbody 0\r\n".to_vec());
+    let bare_lf = with_raw(1, &to, b"Subject: 1\n\n.dot\n".to_vec());
+    let no_final_crlf = with_raw(2, &to, b"Subject: 2\r\n\r\nlast".to_vec());
+    let mut s = batch(vec![clean, bare_lf, no_final_crlf]);
+    logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    assert_eq!(s.asked, [0, 1, 2]);
+    let env = |size: usize| format!("MAIL FROM:<agent@shop.example> SIZE={size}\r\nRCPT TO:<ann@example.com>\r\nDATA\r\n");
+    // Message 0 is clean: the host writes its bytes, the guest only the dot and what follows.
+    let a = server(&mut s.s, b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let k = a.iter().position(|x| *x == Action::WriteMessage(0)).unwrap_or_else(|| panic!("{a:?}"));
+    assert_eq!(a[k - 1], Action::CommitPoint(0), "the commit point precedes the bytes");
+    let Action::Write(rest) = &a[k + 1] else { panic!("{a:?}") };
+    assert_eq!(text(rest), format!(".\r\n{}", env(b"Subject: 1\r\n\r\n.dot\r\n".len())));
+    // Message 1 needed changes: the guest writes the encoded bytes, none of the host's.
+    let a = server(&mut s.s, b"250 Ok: queued\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    assert!(!a.iter().any(|x| matches!(x, Action::WriteMessage(_))), "{a:?}");
+    assert_eq!(text(&written(&a)), format!("Subject: 1\r\n\r\n..dot\r\n.\r\n{}", env(b"Subject: 2\r\n\r\nlast\r\n".len())));
+    // Message 2 is clean but has no final line end: the guest adds it before the dot.
+    let a = server(&mut s.s, b"250 Ok: queued\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let k = a.iter().position(|x| *x == Action::WriteMessage(2)).unwrap_or_else(|| panic!("{a:?}"));
+    let Action::Write(rest) = &a[k + 1] else { panic!("{a:?}") };
+    assert_eq!(text(rest), "\r\n.\r\n");
+    assert_eq!(text(&written(&s.expand(a))), "Subject: 2\r\n\r\nlast\r\n.\r\n");
+    let a = s.server(b"250 Ok: queued\r\n221 Bye\r\n", Chunking::Whole).unwrap();
+    assert_eq!(finished(&a).delivered, 3);
 }
