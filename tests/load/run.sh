@@ -38,7 +38,8 @@ fi
 
 sink_pid=""
 cleanup() {
-    [[ -n "$sink_pid" ]] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
+    # smtp-sink ends by SIGTERM (status 143): not a failure of the benchmark.
+    if [[ -n "$sink_pid" ]]; then kill "$sink_pid" 2>/dev/null || true; wait "$sink_pid" 2>/dev/null || true; fi
     if [[ "${LOAD_KEEP:-}" != 1 ]]; then bash "$HERE/down.sh" || true; fi
 }
 trap cleanup EXIT
