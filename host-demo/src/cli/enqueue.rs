@@ -10,7 +10,6 @@ use mailplug_host::ops::outbox::{self, Compose};
 use mailplug_host::ops::{Outgoing, Reply};
 use mailplug_host::{Plugin, TenantConfig};
 
-use super::outbox::row_json;
 use super::output::{explain_error, fail};
 
 pub struct EnqueueArgs {
@@ -61,7 +60,7 @@ pub async fn run_enqueue(plugin: &Plugin, cfg: &TenantConfig, args: EnqueueArgs)
                 }
             }
             if args.json {
-                println!("{}", row_json(&e.row));
+                println!("{}", e.row.to_json());
             } else {
                 println!("{} <{}>", e.row.id, e.row.message_id);
             }

@@ -13,28 +13,6 @@ use serde_json::{json, Value};
 use super::args::OutboxCommand;
 use super::output::fail;
 
-/// A row for scripts (without its bytes).
-pub fn row_json(r: &OutboxRow) -> Value {
-    json!({
-        "id": r.id,
-        "queue": r.queue,
-        "message_id": r.message_id,
-        "from": r.envelope.from,
-        "to": r.envelope.to,
-        "size": r.size,
-        "state": r.state.as_str(),
-        "attempts": r.attempts,
-        "next_attempt_at_ms": (r.state == OutboxState::Queued).then_some(r.next_attempt_at_ms),
-        "created_at_ms": r.created_at_ms,
-        "updated_at_ms": r.updated_at_ms,
-        "last_reply": r.last_reply,
-        "explanation": r.explanation,
-        "max_age_ms": r.max_age_ms,
-        "save_copy": r.save_copy,
-        "sent_copy": r.sent_copy,
-    })
-}
-
 fn row_line(r: &OutboxRow) -> String {
     let mut line = format!("{} {} {} <{}> to {} attempts {}", r.id, r.state, r.queue, r.message_id, r.envelope.to.join(","), r.attempts);
     if let Some(reply) = &r.last_reply {
@@ -75,7 +53,7 @@ pub async fn run_outbox(plugin: &Plugin, cfg: &TenantConfig, command: OutboxComm
                 Ok(rows) => {
                     for r in &rows {
                         if json {
-                            println!("{}", row_json(r));
+                            println!("{}", r.to_json());
                         } else {
                             println!("{}", row_line(r));
                         }
@@ -93,7 +71,7 @@ pub async fn run_outbox(plugin: &Plugin, cfg: &TenantConfig, command: OutboxComm
     match result {
         Ok(r) => {
             if json {
-                println!("{}", row_json(&r));
+                println!("{}", r.to_json());
             } else {
                 println!("{}", row_line(&r));
             }

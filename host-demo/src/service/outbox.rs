@@ -175,28 +175,6 @@ impl QueueActor {
     }
 }
 
-/// An outbox row as the API shows it (the same shape as `mailplug outbox list --json`).
-pub fn row_json(r: &OutboxRow) -> Value {
-    json!({
-        "id": r.id,
-        "queue": r.queue,
-        "message_id": r.message_id,
-        "from": r.envelope.from,
-        "to": r.envelope.to,
-        "size": r.size,
-        "state": r.state.as_str(),
-        "attempts": r.attempts,
-        "next_attempt_at_ms": (r.state == OutboxState::Queued).then_some(r.next_attempt_at_ms),
-        "created_at_ms": r.created_at_ms,
-        "updated_at_ms": r.updated_at_ms,
-        "last_reply": r.last_reply,
-        "explanation": r.explanation,
-        "max_age_ms": r.max_age_ms,
-        "save_copy": r.save_copy,
-        "sent_copy": r.sent_copy,
-    })
-}
-
 /// The outbox routes, merged into `api::router`.
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -286,7 +264,7 @@ async fn enqueue(
     };
     // Committed: the queue's actor sends it now.
     s.outbox.wake(&t, &q);
-    let mut body = row_json(&e.row);
+    let mut body = e.row.to_json();
     if let Some(plan) = &e.plan {
         let warnings: Vec<_> = plan.warnings.iter().map(|w| json!({"en": w.en, "de": w.de})).collect();
         body["customer_sees"] = json!({"en": plan.customer_sees.en, "de": plan.customer_sees.de});
@@ -317,7 +295,7 @@ async fn list(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, super::api::MAX_LIMIT) as usize;
     let rows = s.read_store(move |db| db.list(&t, query.queue.as_deref(), state, limit)).await.map_err(ApiError::host)?;
-    Ok(Json(json!({"outbox": rows.iter().map(row_json).collect::<Vec<_>>()})))
+    Ok(Json(json!({"outbox": rows.iter().map(OutboxRow::to_json).collect::<Vec<_>>()})))
 }
 
 async fn one(State(s): State<Arc<Shared>>, headers: HeaderMap, Path((t, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
@@ -325,7 +303,7 @@ async fn one(State(s): State<Arc<Shared>>, headers: HeaderMap, Path((t, id)): Pa
     let t2 = t.clone();
     let id2 = id.clone();
     match s.read_store(move |db| db.get(&t2, &id2, false)).await.map_err(ApiError::host)? {
-        Some(r) => Ok(Json(row_json(&r))),
+        Some(r) => Ok(Json(r.to_json())),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("tenant \"{t}\" has no outbox message \"{id}\""))),
     }
 }
@@ -359,5 +337,5 @@ async fn decide(
     if action == "resend" {
         s.outbox.wake(&t, &row.queue);
     }
-    Ok(Json(row_json(&row)))
+    Ok(Json(row.to_json()))
 }

@@ -103,6 +103,30 @@ pub struct OutboxRow {
     pub sent_copy: Option<serde_json::Value>,
 }
 
+impl OutboxRow {
+    /// The row as the API and `mailplug outbox list --json` show it (without its bytes).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "from": self.envelope.from,
+            "to": self.envelope.to,
+            "size": self.size,
+            "state": self.state.as_str(),
+            "attempts": self.attempts,
+            "next_attempt_at_ms": (self.state == OutboxState::Queued).then_some(self.next_attempt_at_ms),
+            "created_at_ms": self.created_at_ms,
+            "updated_at_ms": self.updated_at_ms,
+            "last_reply": self.last_reply,
+            "explanation": self.explanation,
+            "max_age_ms": self.max_age_ms,
+            "save_copy": self.save_copy,
+            "sent_copy": self.sent_copy,
+        })
+    }
+}
+
 /// What a sending attempt ended with, as recorded.
 #[derive(Debug, Clone)]
 pub struct RecordedOutcome {
