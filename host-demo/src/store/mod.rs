@@ -83,6 +83,20 @@ pub fn binding(protocol: &str, host: &str, port: u16, username: &str) -> String 
     format!("{protocol}:{}:{port}:{username}", host.trim_end_matches('.').to_ascii_lowercase())
 }
 
+/// Drops a delivered message's decoded attachment bytes (the stores record attachments by
+/// name, type and size only; the content stays in the raw message) and returns the bytes the
+/// message still holds: raw plus bodies, what a store's backlog counts.
+pub fn without_attachment_bytes(m: &mut FetchedMessage) -> usize {
+    let mut size = m.raw.len();
+    if let Ok(p) = &mut m.parsed {
+        for a in &mut p.attachments {
+            a.bytes = Vec::new();
+        }
+        size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
+    }
+    size
+}
+
 /// A file name safe on every file system for an arbitrary id.
 pub fn safe_name(id: &str) -> String {
     id.chars()

@@ -104,6 +104,23 @@ pub struct OutboxRow {
 }
 
 impl OutboxRow {
+    /// The payload of the `outbox.state-changed` event for the row in its new state (every
+    /// store writes the same).
+    pub fn state_event(&self, previous: Option<OutboxState>) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "to": self.envelope.to,
+            "state": self.state.as_str(),
+            "previous_state": previous.map(OutboxState::as_str),
+            "attempts": self.attempts,
+            "next_attempt_at_ms": (self.state == OutboxState::Queued).then_some(self.next_attempt_at_ms),
+            "last_reply": self.last_reply,
+            "explanation": self.explanation,
+        })
+    }
+
     /// The row as the API and `mailplug outbox list --json` show it (without its bytes).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -6,7 +6,6 @@
 //! in flight nor record an outcome. Admin calls (hold, resend, cancel, mark delivered) and
 //! `enqueue` are not fenced: any node serving the API may make them.
 
-use serde_json::json;
 
 use super::lease::{queue_resource, Fence};
 use super::{pg_err, pg_opt_text, pg_text, PgStore};
@@ -61,22 +60,6 @@ async fn get_in(
         .await
         .map_err(pg_err("reading the outbox"))?;
     found.map(|r| row(&r, with_raw)).transpose()
-}
-
-/// The event describing a row in its new state (the same payload as the SQLite store's).
-fn state_event(r: &OutboxRow, previous: Option<OutboxState>) -> serde_json::Value {
-    json!({
-        "id": r.id,
-        "queue": r.queue,
-        "message_id": r.message_id,
-        "to": r.envelope.to,
-        "state": r.state.as_str(),
-        "previous_state": previous.map(OutboxState::as_str),
-        "attempts": r.attempts,
-        "next_attempt_at_ms": (r.state == OutboxState::Queued).then_some(r.next_attempt_at_ms),
-        "last_reply": r.last_reply,
-        "explanation": r.explanation,
-    })
 }
 
 /// What a transition sets besides the state.
@@ -162,7 +145,7 @@ async fn transition(
     .await
     .map_err(pg_err("changing an outbox row"))?;
     let after = get_in(&tx, None, id, false, false).await?.ok_or_else(|| HostError::Storage(format!("outbox row {id} vanished")))?;
-    super::events::append(&tx, &after.tenant, &[(OUTBOX_STATE_CHANGED, state_event(&after, Some(before.state)))], now_ms).await?;
+    super::events::append(&tx, &after.tenant, &[(OUTBOX_STATE_CHANGED, after.state_event(Some(before.state)))], now_ms).await?;
     tx.commit().await.map_err(pg_err("changing an outbox row"))?;
     Ok(after)
 }
@@ -213,7 +196,7 @@ impl Outbox for PgStore {
             .await
             .map_err(pg_err("enqueueing a message"))?;
             let r = get_in(&tx, None, &id, false, false).await?.ok_or_else(|| HostError::Storage("the enqueued row vanished".into()))?;
-            super::events::append(&tx, &r.tenant, &[(OUTBOX_STATE_CHANGED, state_event(&r, None))], now_ms).await?;
+            super::events::append(&tx, &r.tenant, &[(OUTBOX_STATE_CHANGED, r.state_event(None))], now_ms).await?;
             tx.commit().await.map_err(pg_err("enqueueing a message"))?;
             Ok(r)
         })

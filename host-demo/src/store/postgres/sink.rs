@@ -349,14 +349,8 @@ impl Known {
 impl MessageSink for PgSink {
     fn deliver(&mut self, mut m: FetchedMessage) -> Result<(), HostError> {
         self.stats.bytes += m.raw.len() as u64;
-        let mut size = m.raw.len();
-        if let Ok(p) = &mut m.parsed {
-            // Not stored (see `insert`): freed here rather than held.
-            for a in &mut p.attachments {
-                a.bytes = Vec::new();
-            }
-            size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
-        }
+        // Attachments are not stored (see `insert`): their bytes are freed here.
+        let size = crate::store::without_attachment_bytes(&mut m);
         self.pending.push(Pending::Message(m));
         self.pending_bytes += size;
         if self.pending_bytes >= FLUSH_BYTES {

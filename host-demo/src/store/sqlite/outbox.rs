@@ -2,7 +2,6 @@
 //! `BEGIN IMMEDIATE` transaction, synced (`synchronous = FULL`) before the call returns.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::json;
 
 use super::{db_err, events, Database};
 use crate::error::HostError;
@@ -92,18 +91,7 @@ fn get_in(conn: &Connection, tenant: Option<&str>, id: &str, with_raw: bool) -> 
 
 /// The event describing a row in its new state.
 fn state_event(conn: &Connection, r: &OutboxRow, previous: Option<OutboxState>, now_ms: i64) -> Result<(), HostError> {
-    let payload = json!({
-        "id": r.id,
-        "queue": r.queue,
-        "message_id": r.message_id,
-        "to": r.envelope.to,
-        "state": r.state.as_str(),
-        "previous_state": previous.map(OutboxState::as_str),
-        "attempts": r.attempts,
-        "next_attempt_at_ms": (r.state == OutboxState::Queued).then_some(r.next_attempt_at_ms),
-        "last_reply": r.last_reply,
-        "explanation": r.explanation,
-    });
+    let payload = r.state_event(previous);
     events::append(conn, &r.tenant, OUTBOX_STATE_CHANGED, &payload, now_ms).map(|_| ())
 }
 

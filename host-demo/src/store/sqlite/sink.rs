@@ -292,14 +292,8 @@ impl DbSink<'_> {
 impl MessageSink for DbSink<'_> {
     fn deliver(&mut self, mut m: FetchedMessage) -> Result<(), HostError> {
         self.stats.bytes += m.raw.len() as u64;
-        let mut size = m.raw.len();
-        if let Ok(p) = &mut m.parsed {
-            // Not stored (see `WriterState::insert`): freed here rather than queued.
-            for a in &mut p.attachments {
-                a.bytes = Vec::new();
-            }
-            size += p.text_body.as_ref().map_or(0, |b| b.len()) + p.html_body.as_ref().map_or(0, |b| b.len());
-        }
+        // Attachments are not stored (see `insert`): their bytes are freed here.
+        let size = crate::store::without_attachment_bytes(&mut m);
         let (writer, k) = self.writer()?;
         writer.backlog.admit(size, writer)?;
         writer.send(Job::Deliver(k, m, size))
