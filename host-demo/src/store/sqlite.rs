@@ -222,6 +222,24 @@ impl BodiesAt {
     }
 }
 
+/// The raw bytes of row `id` (of `tenant`, when given) on `conn` of the database at `path`:
+/// from the row's `raw` column or from its segment file, checked. None: no such row.
+pub(super) fn raw_bytes(conn: &Connection, path: &Path, tenant: Option<&str>, id: i64) -> Result<Option<Vec<u8>>, HostError> {
+    let found: Option<(Vec<u8>, Option<RawAt>)> = conn
+        .query_row(
+            "SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+            params![id, tenant],
+            |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
+        )
+        .optional()
+        .map_err(db_err("reading a message"))?;
+    match found {
+        Some((_, Some(at))) => segments::read(path, id, &at).map(Some),
+        Some((raw, None)) => Ok(Some(raw)),
+        None => Ok(None),
+    }
+}
+
 /// A stored message not yet reported as new.
 #[derive(Debug, Clone)]
 pub struct Unreported {
@@ -344,18 +362,7 @@ impl Database {
     /// as fetched: from the row's `raw` column or, for messages stored since schema version 3,
     /// from its segment file, checked against the row's SHA-256. None: no such message.
     fn raw_of(&self, tenant: Option<&str>, id: i64) -> Result<Option<Vec<u8>>, HostError> {
-        let found: Option<(Vec<u8>, Option<RawAt>)> = self
-            .conn
-            .query_row(
-                "SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
-                params![id, tenant],
-                |row| Ok((row.get(0)?, RawAt::from_row(row, 1)?)),
-            )
-            .optional()
-            .map_err(db_err("reading a message"))?;
-        let Some((mut raw, at)) = found else { return Ok(None) };
-        self.load_raw(id, &mut raw, at)?;
-        Ok(Some(raw))
+        raw_bytes(&self.conn, &self.path, tenant, id)
     }
 
     /// Fills `raw` (read from the row's `raw` column) from its segment when the row keeps its

@@ -202,15 +202,7 @@ impl WriterState {
     /// the row. None when the bytes cannot be read: the new message is then kept as a
     /// collision rather than taken for a duplicate of bytes no one can compare.
     fn fill_in_hash(&self, row: i64) -> Option<String> {
-        let (mut raw, at): (Vec<u8>, Option<super::RawAt>) = self
-            .conn
-            .query_row("SELECT raw, raw_segment, raw_offset, size, content_hash, raw_check FROM messages WHERE id = ?1", params![row], |r| {
-                Ok((r.get(0)?, super::RawAt::from_row(r, 1)?))
-            })
-            .ok()?;
-        if let Some(at) = at {
-            raw = segments::read(&self.database, row, &at).ok()?;
-        }
+        let raw = super::raw_bytes(&self.conn, &self.database, None, row).ok()??;
         let hash = content_hash(&raw);
         self.conn.execute("UPDATE messages SET content_hash = ?1 WHERE id = ?2", params![hash, row]).ok()?;
         Some(hash)
