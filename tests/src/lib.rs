@@ -220,6 +220,12 @@ pub fn test_box(n: u32) -> (String, String) {
     (r.user(&format!("BOX{n}")).to_string(), r.pass(&format!("BOX{n}")).to_string())
 }
 
+/// Login and password of the scale-out test's mailbox `n` (1..=200, rig users `scaleN`).
+pub fn scale_box(n: u32) -> (String, String) {
+    let r = rig();
+    (r.user(&format!("SCALE{n}")).to_string(), r.pass(&format!("SCALE{n}")).to_string())
+}
+
 impl Rig {
     /// Empties a user's mailbox: every folder but INBOX deleted, INBOX expunged.
     pub fn reset_mailbox(&self, user: &str) {
