@@ -100,6 +100,10 @@ RIG_USERS=(
     "box73:Box73-Pw-5Ib!" "box74:Box74-Pw-6Zm!" "box75:Box75-Pw-2Yf!" "box76:Box76-Pw-7Gb!"
     "box77:Box77-Pw-7Oz!" "box78:Box78-Pw-7Li!" "box79:Box79-Pw-4Qg!" "box80:Box80-Pw-8Tx!"
 )
+# More boxes for the service's and the admin page's tests (box81 .. box100).
+for ((rig_n = 81; rig_n <= 100; rig_n++)); do
+    RIG_USERS+=("box$rig_n:Box$rig_n-Pw-$((rig_n * 3 % 10))Xb!")
+done
 # The scale-out test (issue 14): 200 mailboxes served by three nodes (scale1 .. scale200).
 for ((rig_n = 1; rig_n <= 200; rig_n++)); do
     RIG_USERS+=("scale$rig_n:Scale$rig_n-Pw-$((rig_n * 7 % 10))Sk!")
