@@ -23,38 +23,14 @@ use mailplug_host::store::postgres::lease::{mailbox_resource, queue_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
 use mailplug_host::store::{MessageQuery, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
+use mailplug_tests::pg::{pg_env, unique};
 use mailplug_tests::plugin;
 
 const KEY: [u8; 32] = [7; 32];
 
-/// (URL, password file) from postgres.env, or None (the test is skipped, saying why).
-fn pg_env() -> Option<(String, PathBuf)> {
-    let dir = std::env::var("MAILPLUG_RIG_DIR").unwrap_or_else(|_| "/tmp/mailplug-rig".into());
-    let path = PathBuf::from(dir).join("postgres.env");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        // tests/run.sh starts the test PostgreSQL: there a missing cluster is a failure.
-        assert!(
-            std::env::var_os("MAILPLUG_REQUIRE_PG").is_none(),
-            "{} is missing although MAILPLUG_REQUIRE_PG is set (tests/setup.sh starts tests/rig/postgres/up.sh)",
-            path.display()
-        );
-        eprintln!("SKIPPED: {} is missing: start the test PostgreSQL with `sudo tests/rig/postgres/up.sh`", path.display());
-        return None;
-    };
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim().to_string());
-    Some((get("MAILPLUG_PG_URL").expect("postgres.env has MAILPLUG_PG_URL"), PathBuf::from(get("MAILPLUG_PG_PASSWORD_FILE").expect("password file"))))
-}
-
 fn pg() -> Option<PgStore> {
     let (url, pw) = pg_env()?;
     Some(PgStore::connect_with_keys(&url, Some(&pw), SecretKeys::new(Some(&KEY), None)).expect("connects to the test PostgreSQL"))
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(what: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{what}-{}-{t:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 fn sqlite(name: &str) -> Database {

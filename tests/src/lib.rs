@@ -516,3 +516,6 @@ impl SmtpSink {
         panic!("smtp-sink did not start");
     }
 }
+
+/// The test PostgreSQL: connection settings and unique names.
+pub mod pg;

@@ -1,0 +1,33 @@
+//! The test PostgreSQL (tests/rig/postgres/up.sh writes $MAILPLUG_RIG_DIR/postgres.env):
+//! shared by the PostgreSQL store tests, the serve-on-PostgreSQL tests and the scale-out test.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// (URL, password file) from postgres.env, or None (the caller skips, saying why). Under
+/// tests/run.sh (`MAILPLUG_REQUIRE_PG` set) a missing cluster is a failure, not a skip.
+pub fn pg_env() -> Option<(String, PathBuf)> {
+    let dir = std::env::var("MAILPLUG_RIG_DIR").unwrap_or_else(|_| "/tmp/mailplug-rig".into());
+    let path = PathBuf::from(dir).join("postgres.env");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        assert!(
+            std::env::var_os("MAILPLUG_REQUIRE_PG").is_none(),
+            "{} is missing although MAILPLUG_REQUIRE_PG is set (tests/setup.sh starts tests/rig/postgres/up.sh)",
+            path.display()
+        );
+        eprintln!("SKIPPED: {} is missing: start the test PostgreSQL with `sudo tests/rig/postgres/up.sh`", path.display());
+        return None;
+    };
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim().to_string());
+    Some((
+        get("MAILPLUG_PG_URL").expect("postgres.env has MAILPLUG_PG_URL"),
+        PathBuf::from(get("MAILPLUG_PG_PASSWORD_FILE").expect("postgres.env has MAILPLUG_PG_PASSWORD_FILE")),
+    ))
+}
+
+/// A name no other test (or earlier run) uses: for tenants, databases and files.
+pub fn unique(what: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{what}-{}-{t:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
