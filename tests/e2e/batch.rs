@@ -11,7 +11,6 @@
 //! box63 (the NUL batch through Postfix).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use mailplug_host::engine::{ComposedMessage, Delivery};
@@ -19,16 +18,8 @@ use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, BatchJournal, MessageOutcome, NoJournal, Outgoing};
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, smtp2_spec, smtp2_wait_spooled, tenant, test_box, wasm_path, ServerSpec};
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    format!("{what} {nanos}")
-}
-
-fn message(to: &[&str], what: &str) -> Outgoing {
-    Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique(what), text_body: format!("{what}\n") }
-}
+use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, run_mailplug, smtp2_spec, smtp2_wait_spooled, tenant, test_box, ServerSpec};
+use mailplug_tests::{outgoing as message, unique_text as unique};
 
 fn inbound() -> ServerSpec {
     let (user, pw) = test_box(17);
@@ -312,10 +303,6 @@ async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
 
 // ---- through the CLI ----
 
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mailplug-batch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -361,7 +348,7 @@ fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
         if json {
             args.push("--json");
         }
-        Command::new(bin()).args(&args).env("MAILPLUG_WASM", wasm_path()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+        run_mailplug(&args)
     };
     let out = run(true);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -2,23 +2,7 @@
 //! password reaches stdout or stderr, whatever happens.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use mailplug_tests::{rig, wasm_path};
-
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
-}
+use mailplug_tests::{output_text as text, rig, run_mailplug as run};
 
 /// Writes a tenant config using `password_file`s under `dir`.
 fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> PathBuf {
@@ -62,10 +46,6 @@ password_file = "out.pw"
     let path = dir.join("tenant.toml");
     std::fs::write(&path, text).expect("config");
     path
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn tmpdir(name: &str) -> PathBuf {

@@ -7,30 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{plugin, rig, sample_message, switch_proxy, tenant, test_box, wasm_path, ServerSpec};
-
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, switch_proxy, tenant, test_box, ServerSpec};
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}", std::process::id()));

@@ -13,7 +13,7 @@ use mailplug_host::ops::{self, fetch_and_idle, CancellationToken, IdleHandle, Id
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, Kind, Plugin, Retry, RuntimeOptions, TenantConfig};
 use mailplug_tests::scripted::{s, Fake, Step};
-use mailplug_tests::{contains, plugin, rig, sample_message, secret_forms, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{contains, dovecot_log_len, dovecot_log_since, plugin, rig, sample_message, secret_forms, tenant, test_box, wasm_path, ServerSpec};
 
 fn db_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-idle-{name}-{}.sqlite3", std::process::id()));
@@ -54,17 +54,6 @@ async fn wake_within(h: &mut IdleHandle, cancel: &CancellationToken, limit: Dura
 
 fn stored_ids(db: &Database, cfg: &TenantConfig) -> Vec<String> {
     db.messages(&cfg.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect()
-}
-
-/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
-fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
-    let text = std::fs::read(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).unwrap_or_default();
-    let tail = &text[(from as usize).min(text.len())..];
-    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
-}
-
-fn dovecot_log_len() -> u64 {
-    std::fs::metadata(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).map(|m| m.len()).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -10,29 +10,14 @@ use mailplug_host::config::{AfterFetch, FirstSync, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::driver::MessageSink;
 use mailplug_host::engine::FetchedMessage;
-use mailplug_host::ops::{self, FetchSummary};
+use mailplug_host::ops;
 use mailplug_host::HostError;
-use mailplug_tests::{plugin, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::{box_tenant as config, fetch_into as fetch, plugin, rig, sample_message, test_box};
 
 fn db_path(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("mailplug-{name}-{}.sqlite3", std::process::id()));
     mailplug_tests::remove_database(&p);
     p
-}
-
-fn config(protocol: &str, user: &str, pass: &str, after: AfterFetch) -> TenantConfig {
-    let r = rig();
-    let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
-    let inb = ServerSpec::new("localhost", port, true, user, pass);
-    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
-    let mut cfg = tenant(protocol, &inb, &smtp, true);
-    cfg.mailboxes[0].after_fetch = after;
-    cfg
-}
-
-async fn fetch(cfg: &TenantConfig, db: &Database) -> Result<FetchSummary, HostError> {
-    let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await
 }
 
 fn stored_ids(db: &Database, cfg: &TenantConfig) -> Vec<String> {

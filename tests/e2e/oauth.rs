@@ -3,7 +3,6 @@
 //! and SMTP with the token, refresh with rotation, revocation, typed redirect errors, and no
 //! token or secret in any error or output.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -334,15 +333,8 @@ fn start_login(config: &Path, key: &Path) -> (std::process::Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("mailplug runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(url) if url.starts_with("http") => (child, url.trim().to_string()),
+    match mailplug_tests::first_stdout_line(&mut child, Duration::from_secs(120)) {
+        Some(url) if url.starts_with("http") => (child, url.trim().to_string()),
         other => {
             let _ = child.kill();
             let out = child.wait_with_output().expect("wait");

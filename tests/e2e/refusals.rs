@@ -6,14 +6,15 @@
 //! the inbound mailbox, which a send never contacts).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use mailplug_host::engine::Diagnosis;
 use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{plugin, rig, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{outgoing as message, unique_text as unique};
+use mailplug_tests::{plugin, rig, run_mailplug, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, ServerSpec};
 
 fn busy() -> &'static str {
     rig().get("RIG_SMTP2_BUSY_RCPT")
@@ -33,15 +34,6 @@ fn smtp2_tenant(tls: bool) -> TenantConfig {
     let (user, pw) = test_box(17);
     let inbound = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, &user, &pw);
     tenant("imap", &inbound, &smtp2_spec(tls, &user, &pw), true)
-}
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    format!("{what} {nanos}")
-}
-
-fn message(to: &[&str], what: &str) -> Outgoing {
-    Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique(what), text_body: format!("{what}\n") }
 }
 
 /// A body that makes the message bigger than smtp2's SIZE limit.
@@ -161,10 +153,6 @@ async fn a_message_over_the_servers_size_limit_is_the_providers_limit() {
 
 // ---- through the CLI ----
 
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
 /// A tenant config for the CLI whose queue sends through smtp2 as box17.
 fn cli_config(dir: &Path, tls: bool) -> PathBuf {
     let r = rig();
@@ -215,11 +203,7 @@ fn send_json(cfg: &Path, to: &[&str], body: (&str, &str)) -> (Output, serde_json
         args.extend(["--to", t]);
     }
     args.extend([body.0, body.1]);
-    let out = Command::new(bin())
-        .args(&args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+    let out = run_mailplug(&args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let json = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout:?}; stderr: {}", String::from_utf8_lossy(&out.stderr)));

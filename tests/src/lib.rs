@@ -519,3 +519,83 @@ impl SmtpSink {
 
 /// The test PostgreSQL: connection settings and unique names.
 pub mod pg;
+
+// ---- helper G (s7): the `mailplug` binary, a child's first line, rig tenants, Dovecot's log ----
+
+/// The `mailplug` binary the tests run (`MAILPLUG_BIN`, else the shared build's).
+pub fn mailplug_bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+/// Runs `mailplug ARGS` with the component under test and waits for it.
+pub fn run_mailplug(args: &[&str]) -> std::process::Output {
+    Command::new(mailplug_bin())
+        .args(args)
+        .env("MAILPLUG_WASM", wasm_path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", mailplug_bin().display()))
+}
+
+/// What a finished `mailplug` printed, stdout then stderr.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The first line `child` prints on its stdout (taken from it), waiting at most `wait`;
+/// `None` when none came in time or the stream ended first (empty line).
+pub fn first_stdout_line(child: &mut std::process::Child, wait: std::time::Duration) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(wait).ok().filter(|l| !l.is_empty())
+}
+
+/// A tenant fetching rig mailbox `user` over IMAP or POP3 with implicit TLS (sending as the
+/// rig's agent), with `after` as its after-fetch action.
+pub fn box_tenant(protocol: &str, user: &str, pass: &str, after: mailplug_host::config::AfterFetch) -> TenantConfig {
+    let r = rig();
+    let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
+    let inb = ServerSpec::new("localhost", port, true, user, pass);
+    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
+    let mut cfg = tenant(protocol, &inb, &smtp, true);
+    cfg.mailboxes[0].after_fetch = after;
+    cfg
+}
+
+/// One fetch of `cfg`'s mailbox "inbox" into `db` (its sync state there too).
+pub async fn fetch_into(cfg: &TenantConfig, db: &mailplug_host::db::Database) -> Result<mailplug_host::ops::FetchSummary, mailplug_host::HostError> {
+    let mut sink = db.sink(&cfg.tenant, "inbox");
+    mailplug_host::ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await
+}
+
+fn dovecot_log() -> String {
+    format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))
+}
+
+/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
+pub fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
+    let text = std::fs::read(dovecot_log()).unwrap_or_default();
+    let tail = &text[(from as usize).min(text.len())..];
+    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
+}
+
+/// The length of Dovecot's log now (for `dovecot_log_since`).
+pub fn dovecot_log_len() -> u64 {
+    std::fs::metadata(dovecot_log()).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A subject (or other text) no other test run uses: `what` and the time in nanoseconds.
+pub fn unique_text(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{what} {nanos}")
+}
+
+/// A message to `to` with a unique subject starting with `what`, and `what` as its body.
+pub fn outgoing(to: &[&str], what: &str) -> mailplug_host::ops::Outgoing {
+    mailplug_host::ops::Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique_text(what), text_body: format!("{what}\n") }
+}
