@@ -449,8 +449,10 @@ fn every_stored_message_is_reported_new_once_and_a_cut_is_explained() {
     assert!(!first.is_empty() && first.len() < all.len(), "the cut run stored some: {}", text(&o));
     assert!(json_messages(&o).iter().all(|v| v["duplicate"] == false), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("lost during the fetch") && err.contains(&format!("{} message(s) were stored", first.len())), "{err}");
-    assert!(err.contains("the next run continues") && err.contains("während des Abrufs abgebrochen"), "{err}");
+    // In the words every command uses for a broken connection, then what it means here.
+    assert!(err.contains("The connection broke") && err.contains("Die Verbindung ist abgebrochen"), "{err}");
+    assert!(err.contains(&format!("{} message(s) were stored", first.len())) && err.contains("the next run continues"), "{err}");
+    assert!(err.contains(&format!("{} Nachricht(en) wurden vorher gespeichert", first.len())), "{err}");
     assert!(!err.contains("could not be reached") && !err.contains("Verbindungsaufbau"), "not a connect failure: {err}");
     assert!(!err.contains("http://") && !err.contains("https://"), "no documentation URLs: {err}");
 
