@@ -10,7 +10,7 @@
 //! Rig mailboxes: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs),
 //! box63 (the NUL batch through Postfix).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mailplug_host::engine::{ComposedMessage, Delivery};
@@ -19,7 +19,7 @@ use mailplug_host::ops::{self, BatchJournal, MessageOutcome, NoJournal, Outgoing
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
 use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, run_mailplug, smtp2_spec, smtp2_wait_spooled, tenant, test_box, ServerSpec};
-use mailplug_tests::{outgoing as message, unique_text as unique};
+use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
 
 fn inbound() -> ServerSpec {
     let (user, pw) = test_box(17);
@@ -310,31 +310,10 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A tenant config for the CLI whose queue "out" sends through smtp2 (STARTTLS) as box17.
-fn cli_config(dir: &Path) -> PathBuf {
-    let r = rig();
-    let (user, pw) = test_box(17);
-    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
-    let smtp = smtp2_spec(false, &user, &pw);
-    let text = format!(
-        "tenant = \"batch\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\n[[mailbox]]\nname = \"box\"\naddress = \"{user}\"\n\
-         protocol = \"imap\"\nhost = \"localhost\"\nport = {imaps}\ntls = true\nusername = \"{user}\"\npassword_file = \"box.pw\"\n\n\
-         [[queue]]\nname = \"out\"\nmailboxes = [\"box\"]\n[queue.smtp]\nhost = \"{host}\"\nport = {port}\ntls = false\nusername = \"{user}\"\npassword_file = \"box.pw\"\n",
-        ca = r.get("RIG_CA"),
-        db = dir.join("mailplug.sqlite3").display(),
-        imaps = r.port("RIG_IMAPS_PORT"),
-        host = smtp.host,
-        port = smtp.port,
-    );
-    let path = dir.join("tenant.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
 #[test]
 fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
     let dir = temp_dir("cli");
-    let cfg = cli_config(&dir);
+    let cfg = smtp2_cli_config(&dir, "batch", false);
     let drafts = dir.join("drafts");
     std::fs::create_dir_all(&drafts).expect("drafts");
     let nouser = rig().get("RIG_SMTP2_NOUSER_RCPT");

@@ -12,7 +12,7 @@ use std::process::Output;
 use mailplug_host::config::{AfterFetch, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, switch_proxy, tenant, test_box, ServerSpec};
+use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, server_toml, switch_proxy, tenant, tenant_head_toml, test_box, ServerSpec};
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}", std::process::id()));
@@ -48,11 +48,7 @@ fn write_config(dir: &Path, m: &Mb) -> String {
         None => format!("after_fetch = \"{}\"\n", m.after),
     };
     let config = format!(
-        r#"tenant = "durable"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{dir}/mailplug.sqlite3"
-[limits]
+        r#"{head}[limits]
 reply_timeout_secs = 5
 connect_timeout_secs = 5
 
@@ -61,31 +57,18 @@ name = "inbox"
 address = "{user}"
 protocol = "{protocol}"
 first_sync = "{first}"
-{folders}{after}host = "localhost"
-port = {port}
-tls = {tls}
-username = "{user}"
-password_file = "in.pw"
-
+{folders}{after}{inbound}
 [[queue]]
 name = "support"
 mailboxes = ["inbox"]
 [queue.smtp]
-host = "localhost"
-port = {sub}
-tls = false
-username = "{agent}"
-password_file = "out.pw"
-"#,
-        ca = r.get("RIG_CA"),
-        dir = dir.display(),
+{smtp}"#,
+        head = tenant_head_toml("durable", &dir.join("mailplug.sqlite3")),
         user = m.user,
         protocol = m.protocol,
         first = m.first_sync,
-        port = m.port,
-        tls = m.tls,
-        sub = r.port("RIG_SUBMISSION_PORT"),
-        agent = r.user("AGENT"),
+        inbound = server_toml("localhost", m.port, m.tls, m.user, "in.pw"),
+        smtp = server_toml("localhost", r.port("RIG_SUBMISSION_PORT"), false, r.user("AGENT"), "out.pw"),
     );
     let path = dir.join("tenant.toml");
     std::fs::write(&path, config).expect("config");

@@ -13,7 +13,7 @@ use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{outgoing as message, unique_text as unique};
+use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
 use mailplug_tests::{plugin, rig, run_mailplug, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, ServerSpec};
 
 fn busy() -> &'static str {
@@ -153,50 +153,6 @@ async fn a_message_over_the_servers_size_limit_is_the_providers_limit() {
 
 // ---- through the CLI ----
 
-/// A tenant config for the CLI whose queue sends through smtp2 as box17.
-fn cli_config(dir: &Path, tls: bool) -> PathBuf {
-    let r = rig();
-    let (user, pw) = test_box(17);
-    std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
-    let smtp = smtp2_spec(tls, &user, &pw);
-    let text = format!(
-        r#"tenant = "refusals"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{db}"
-
-[[mailbox]]
-name = "box"
-address = "{user}"
-protocol = "imap"
-host = "localhost"
-port = {imaps}
-tls = true
-username = "{user}"
-password_file = "box.pw"
-
-[[queue]]
-name = "out"
-mailboxes = ["box"]
-[queue.smtp]
-host = "{host}"
-port = {port}
-tls = {tls}
-username = "{user}"
-password_file = "box.pw"
-"#,
-        ca = r.get("RIG_CA"),
-        db = dir.join("mailplug.sqlite3").display(),
-        imaps = r.port("RIG_IMAPS_PORT"),
-        host = smtp.host,
-        port = smtp.port,
-    );
-    let path = dir.join("tenant.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
 fn send_json(cfg: &Path, to: &[&str], body: (&str, &str)) -> (Output, serde_json::Value) {
     let mut args = vec!["send", "--config", cfg.to_str().expect("utf8"), "--queue", "out", "--subject", "refusal test", "--json"];
     for t in to {
@@ -219,7 +175,7 @@ fn temp_dir(name: &str) -> PathBuf {
 #[test]
 fn cli_send_json_prints_the_refusal_with_each_recipients_reply_and_advice() {
     let dir = temp_dir("rcpt");
-    let cfg = cli_config(&dir, false);
+    let cfg = smtp2_cli_config(&dir, "refusals", false);
     let (out, v) = send_json(&cfg, &[busy(), nouser()], ("--body", "hello"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{v}\n{stderr}");
@@ -246,7 +202,7 @@ fn cli_send_json_prints_the_refusal_with_each_recipients_reply_and_advice() {
 #[test]
 fn cli_send_json_reports_a_partial_send_as_sent_with_the_refused_recipient() {
     let dir = temp_dir("partial");
-    let cfg = cli_config(&dir, true);
+    let cfg = smtp2_cli_config(&dir, "refusals", true);
     let (out, v) = send_json(&cfg, &["someone@smtp2.test", busy()], ("--body", "hello"));
     assert_eq!(out.status.code(), Some(0), "{v}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(v["sent"], true, "{v}");
@@ -260,7 +216,7 @@ fn cli_send_json_reports_a_partial_send_as_sent_with_the_refused_recipient() {
 fn cli_send_json_prints_an_oversized_message_as_the_providers_limit() {
     for tls in [false, true] {
         let dir = temp_dir(&format!("size-{tls}"));
-        let cfg = cli_config(&dir, tls);
+        let cfg = smtp2_cli_config(&dir, "refusals", tls);
         let body = dir.join("body.txt");
         std::fs::write(&body, oversized_body()).expect("body");
         let (out, v) = send_json(&cfg, &["someone@smtp2.test"], ("--body-file", body.to_str().expect("utf8")));

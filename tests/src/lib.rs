@@ -599,3 +599,34 @@ pub fn unique_text(what: &str) -> String {
 pub fn outgoing(to: &[&str], what: &str) -> mailplug_host::ops::Outgoing {
     mailplug_host::ops::Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique_text(what), text_body: format!("{what}\n") }
 }
+
+/// A tenant file's head for the CLI: licensed, trusting the rig's CA, its database at `database`.
+pub fn tenant_head_toml(tenant: &str, database: &Path) -> String {
+    format!("tenant = \"{tenant}\"\nlicensed = true\nextra_ca_file = \"{}\"\ndatabase = \"{}\"\n", rig().get("RIG_CA"), database.display())
+}
+
+/// A server entry of a tenant file for the CLI: `host`:`port`, the TLS switch, the user and
+/// the file (beside the tenant file) that holds the password.
+pub fn server_toml(host: &str, port: u16, tls: bool, user: &str, password_file: &str) -> String {
+    format!("host = \"{host}\"\nport = {port}\ntls = {tls}\nusername = \"{user}\"\npassword_file = \"{password_file}\"\n")
+}
+
+/// Writes `dir/tenant.toml` for the CLI: tenant `name` with box17's IMAP mailbox "box" and a
+/// queue "out" sending through smtp2 as box17 (`tls`: TLS from the first byte, else STARTTLS).
+pub fn smtp2_cli_config(dir: &Path, name: &str, tls: bool) -> PathBuf {
+    let r = rig();
+    let (user, pw) = test_box(17);
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
+    let smtp = smtp2_spec(tls, &user, &pw);
+    let text = format!(
+        "{head}\n[[mailbox]]\nname = \"box\"\naddress = \"{user}\"\nprotocol = \"imap\"\n{inbound}\n\
+         [[queue]]\nname = \"out\"\nmailboxes = [\"box\"]\n[queue.smtp]\n{submission}",
+        head = tenant_head_toml(name, &dir.join("mailplug.sqlite3")),
+        inbound = server_toml("localhost", r.port("RIG_IMAPS_PORT"), true, &user, "box.pw"),
+        submission = server_toml(&smtp.host, smtp.port, tls, &user, "box.pw"),
+    );
+    let path = dir.join("tenant.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
