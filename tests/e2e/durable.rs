@@ -6,19 +6,16 @@
 //! their original explicitly, and a sync state is never reused for another server.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, server_toml, switch_proxy, tenant, tenant_head_toml, test_box, ServerSpec};
+use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, server_toml, switch_proxy, tenant, tenant_head_toml, test_box, ServerSpec, TempDatabase, TempPath};
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("durable-{name}"))
 }
 
 /// The mailbox settings a CLI test varies.
@@ -320,10 +317,8 @@ fn library_config(protocol: &str, port: u16, user: &str, pass: &str) -> TenantCo
     cfg
 }
 
-fn db_at(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    Database::open(&p).expect("db")
+fn db_at(name: &str) -> TempDatabase {
+    TempDatabase::open(&format!("durable-{name}"))
 }
 
 /// Every run is cut at the same byte offset, and mail arrives between runs: the state saved
@@ -351,7 +346,7 @@ async fn runs_cut_at_the_same_point_make_progress(protocol: &str, boxn: u32) {
     let cfg = library_config(protocol, proxy.port, &user, &pass);
     let scratch = db_at(&format!("{protocol}-progress-measure"));
     let mut sink = scratch.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &scratch).await.expect("a clean run");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*scratch).await.expect("a clean run");
     drop(sink);
     let total = proxy.last_total();
 
@@ -364,7 +359,7 @@ async fn runs_cut_at_the_same_point_make_progress(protocol: &str, boxn: u32) {
         runs += 1;
         assert!(runs <= 12, "{protocol}: no end after {runs} runs cut at {cut}/{total}");
         let mut sink = db.sink(&cfg.tenant, "inbox");
-        let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await;
+        let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await;
         drop(sink);
         let stored: Vec<String> = db.messages(&cfg.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect();
         assert_eq!(stored.len(), stored.iter().collect::<BTreeSet<_>>().len(), "{protocol}: stored twice: {stored:?}");
@@ -481,7 +476,7 @@ async fn forged_copy_first(protocol: &str, boxn: u32, after: AfterFetch) {
     cfg.mailboxes[0].after_fetch = after.clone();
     let db = db_at(&format!("forged-{protocol}-{boxn}"));
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("fetch");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("fetch");
     drop(sink);
     let stored = db.messages(&cfg.tenant, "inbox").expect("messages");
     assert_eq!(stored.len(), 2, "{protocol} {after:?}: both stored: {stored:?}");
@@ -494,7 +489,7 @@ async fn forged_copy_first(protocol: &str, boxn: u32, after: AfterFetch) {
     }
     // A second run finds nothing new and stores nothing twice.
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    assert_eq!(ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("again").delivered, 0);
+    assert_eq!(ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("again").delivered, 0);
     drop(sink);
     assert_eq!(db.messages(&cfg.tenant, "inbox").expect("messages").len(), 2);
 }

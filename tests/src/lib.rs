@@ -630,3 +630,69 @@ pub fn smtp2_cli_config(dir: &Path, name: &str, tls: bool) -> PathBuf {
     std::fs::write(&path, text).expect("config");
     path
 }
+
+// ---- helper G (s8): temporary directories and databases removed when the test ends ----
+
+/// A fresh directory `mailplug-<name>-XXXXXX` under the system's temp dir (or a path inside
+/// it), removed with everything in it when this value is dropped: at the end of the test and
+/// also when the test panics, so runs never leave files behind in /tmp.
+pub struct TempPath {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TempPath {
+    /// A new empty directory.
+    pub fn dir(name: &str) -> TempPath {
+        let dir = tempfile::Builder::new().prefix(&format!("mailplug-{name}-")).tempdir().expect("temp dir");
+        TempPath { path: dir.path().to_path_buf(), _dir: dir }
+    }
+
+    /// The path `file` (not created) inside a new directory: for a database, whose `-wal`,
+    /// `-shm` and `-raw` companions land beside it and go with it.
+    pub fn file(name: &str, file: &str) -> TempPath {
+        let mut t = TempPath::dir(name);
+        t.path = t.path.join(file);
+        t
+    }
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A SQLite store in its own temporary directory, removed (with its segments) after the store
+/// is closed, when this value is dropped.
+pub struct TempDatabase {
+    db: mailplug_host::db::Database,
+    path: TempPath,
+}
+
+impl TempDatabase {
+    /// Opens a new store `mailplug-<name>-XXXXXX/mailplug.sqlite3`.
+    pub fn open(name: &str) -> TempDatabase {
+        let path = TempPath::file(name, "mailplug.sqlite3");
+        TempDatabase { db: mailplug_host::db::Database::open(&path).expect("db"), path }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for TempDatabase {
+    type Target = mailplug_host::db::Database;
+    fn deref(&self) -> &mailplug_host::db::Database {
+        &self.db
+    }
+}

@@ -5,13 +5,29 @@ use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, ParsedMessage};
 use std::time::Duration;
 
-fn temp_db(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("mailplug-dbtest-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+/// A database path in a fresh temporary directory, removed with the database's companions
+/// (`-wal`, `-shm`, segments) when dropped: at the test's end and when it panics.
+pub(super) struct TempDb {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TempDb {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
     }
-    let _ = std::fs::remove_dir_all(raw_folder(&p));
-    p
+}
+
+impl AsRef<Path> for TempDb {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub(super) fn temp_db(name: &str) -> TempDb {
+    let dir = tempfile::Builder::new().prefix(&format!("mailplug-dbtest-{name}-")).tempdir().unwrap();
+    TempDb { path: dir.path().join("db.sqlite3"), _dir: dir }
 }
 
 fn message(server_id: &str, message_id: &str, body: &str) -> FetchedMessage {
@@ -52,7 +68,8 @@ fn deliver(db: &Database, source: &str, msgs: Vec<FetchedMessage>) -> Vec<Delive
 
 #[test]
 fn a_forged_message_id_never_hides_the_genuine_message() {
-    let db = Database::open(&temp_db("forged")).unwrap();
+    let tmp = temp_db("forged");
+    let db = Database::open(&tmp).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "x@y", "forged"), message("imap:INBOX:1:2", "x@y", "genuine")]);
     assert!(r[0].new && !r[0].collision);
     assert!(r[1].new && r[1].collision, "the genuine message is stored as its own row: {r:?}");
@@ -68,7 +85,8 @@ fn a_forged_message_id_never_hides_the_genuine_message() {
 
 #[test]
 fn references_must_say_what_they_name() {
-    let db = Database::open(&temp_db("find")).unwrap();
+    let tmp = temp_db("find");
+    let db = Database::open(&tmp).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "17", "a"), message("imap:INBOX:1:2", "m@h", "b")]);
     let by_db = format!("db:{}", r[1].row);
     assert_eq!(db.find("t", &by_db).unwrap().1, message("", "m@h", "b").raw);
@@ -88,7 +106,8 @@ fn references_must_say_what_they_name() {
 
 #[test]
 fn unreported_rows_are_reported_once() {
-    let db = Database::open(&temp_db("reported")).unwrap();
+    let tmp = temp_db("reported");
+    let db = Database::open(&tmp).unwrap();
     let r = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
     assert_eq!(db.unreported("t", "m", false).unwrap().len(), 2);
     db.mark_reported(&[r[0].row]).unwrap();
@@ -146,7 +165,8 @@ fn databases_of_the_previous_version_are_migrated() {
 #[test]
 fn each_stored_message_writes_one_event_and_a_duplicate_none() {
     use crate::store::events::{Events, MESSAGE_STORED};
-    let db = Database::open(&temp_db("events")).unwrap();
+    let tmp = temp_db("events");
+    let db = Database::open(&tmp).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a"), message("imap:INBOX:1:2", "b@h", "b")]);
     deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a")]);
     let events = db.list_after("t", None, 10).unwrap();
@@ -299,7 +319,6 @@ fn the_raw_bytes_by_id_are_the_tenants_only() {
     assert_eq!(db.find("t", &format!("db:{}", r[0].row)).unwrap(), ("m".to_string(), raw));
     assert_eq!(db.message_raw("another", r[0].row).unwrap(), None, "another tenant's id reads nothing");
     assert_eq!(db.message_raw("t", r[0].row + 1).unwrap(), None);
-    let _ = std::fs::remove_dir_all(raw_folder(&path));
 }
 
 /// Helper B (session 6): since version 4 a message's text and HTML bodies follow its raw
@@ -391,7 +410,8 @@ fn databases_of_version_3_keep_their_bodies_in_the_row() {
 /// row, and the bytes in segments are checked with their CRC-32 instead.
 #[test]
 fn content_hashes_are_computed_when_a_message_id_repeats() {
-    let db = Database::open(&temp_db("lazy-hash")).unwrap();
+    let tmp = temp_db("lazy-hash");
+    let db = Database::open(&tmp).unwrap();
     let hashes = || -> Vec<Option<String>> {
         db.conn.prepare("SELECT content_hash FROM messages ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
