@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use mailplug_host::db::Database;
 use mailplug_host::error::Trap;
 use mailplug_host::ops;
 use mailplug_host::ops::outbox::{enqueue, Compose, DEFAULT_MAX_AGE};
 use mailplug_host::store::{MemorySink, NoSyncState, Outbox};
 use mailplug_host::{HostError, TenantConfig};
 use mailplug_tests::{outgoing, plugin, remove_database, rig, tenant, ServerSpec};
+use mailplug_tests::{TempDatabase, TempPath};
 
 #[tokio::test]
 async fn too_little_memory_to_start_is_a_clear_error() {
@@ -23,8 +23,7 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
     let r = rig();
     // A 24 MB message straight into the sales mailbox (bigger than Postfix would accept).
     let marker = format!("memory-limit-{}", std::process::id());
-    let dir = std::env::temp_dir().join(&marker);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempPath::dir(&marker);
     let eml = dir.join("big.eml");
     let mut big = format!("From: <a@example.test>\r\nTo: <b@example.test>\r\nSubject: {marker}\r\n\r\n").into_bytes();
     for _ in 0..(24 * 1024 * 1024 / 64) {
@@ -59,7 +58,6 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
     let _ = std::process::Command::new(r.get("DOVEADM"))
         .args(["mailbox", "delete", "-u", r.user("SUPPORT"), "-r", &folder])
         .status();
-    let _ = std::fs::remove_dir_all(&dir);
 
     let e = result.expect_err("24 MB cannot fit in 16 MB of guest memory");
     assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 16 << 20), "{e:?}");
@@ -74,15 +72,14 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
 }
 
 /// A tenant of `name` whose outbox is in a fresh database of its own; nothing connects.
-fn outbox_tenant(name: &str) -> (TenantConfig, Database) {
+fn outbox_tenant(name: &str) -> (TenantConfig, TempDatabase) {
     let r = rig();
     let spec = ServerSpec::new("localhost", r.port("RIG_SUBMISSION_PORT"), false, r.user("AGENT"), r.pass("AGENT"));
     let mut cfg = tenant("imap", &spec, &spec, true);
     cfg.tenant = name.into();
-    let path = std::env::temp_dir().join(format!("mailplug-cpu-{name}-{}.sqlite3", std::process::id()));
-    remove_database(&path);
-    cfg.database = path.clone();
-    (cfg, Database::open(&path).expect("database"))
+    let db = TempDatabase::open(&format!("cpu-{name}"));
+    cfg.database = db.path().to_path_buf();
+    (cfg, db)
 }
 
 /// A draft whose composition takes the component far more CPU than `cpu` allows: `mb`

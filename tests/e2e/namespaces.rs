@@ -15,6 +15,7 @@ use mailplug_host::ops::{self, Reply, SavedReply};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_tests::scripted::{s, Fake, Step};
 use mailplug_tests::{recording_proxy, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::TempDatabase;
 use Step::{Recv, RecvCommand};
 
 const COURIER_GREETING: &str =
@@ -61,8 +62,8 @@ fn courier_login() -> Vec<Step> {
     ]
 }
 
-fn temp_db() -> Database {
-    Database::open(&std::env::temp_dir().join(format!("mailplug-ns-{}.sqlite3", unique()))).expect("db")
+fn temp_db() -> TempDatabase {
+    TempDatabase::open("ns")
 }
 
 /// The body FETCH answer (tag a`tag`) for UID 1.
@@ -135,7 +136,7 @@ async fn courier_fetch_selects_and_moves_under_the_inbox_prefix() {
     cfg.mailboxes[0].after_fetch = AfterFetch::MoveTo("Done".into());
     let db = temp_db();
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(mailplug_tests::plugin(), &cfg, "inbox", &mut sink, &db).await.expect("fetch from Courier");
+    ops::fetch(mailplug_tests::plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("fetch from Courier");
     assert_eq!(
         commands(&courier),
         [

@@ -25,6 +25,7 @@ use mailplug_host::store::{MessageQuery, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
 use mailplug_tests::pg::{pg_env, unique};
 use mailplug_tests::plugin;
+use mailplug_tests::{TempDatabase, TempPath};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -33,9 +34,8 @@ fn pg() -> Option<PgStore> {
     Some(PgStore::connect_with_keys(&url, Some(&pw), SecretKeys::new(Some(&KEY), None)).expect("connects to the test PostgreSQL"))
 }
 
-fn sqlite(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-pgtest-{}.sqlite3", unique(name)));
-    Database::open_with_keys(&p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
+fn sqlite(name: &str) -> TempDatabase {
+    TempDatabase::open_with(&format!("pgtest-{name}"), |p| Database::open_with_keys(p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store"))
 }
 
 /// A message as the component parses it.
@@ -103,7 +103,7 @@ async fn deduplication_is_the_same_in_both_stores() {
     assert!(stored[1].collision && !stored[0].collision);
     // The query side reads the same back from both.
     assert_eq!(MessageQuery::count_messages(&pg, &t).unwrap(), 4);
-    assert_eq!(MessageQuery::count_messages(&db, &t).unwrap(), 4);
+    assert_eq!(MessageQuery::count_messages(&*db, &t).unwrap(), 4);
     let page = MessageQuery::list_messages(&pg, &t, 0, 10).unwrap();
     let detail = MessageQuery::message_detail(&pg, &t, page[0].id).unwrap().expect("detail");
     assert_eq!((detail.summary.subject.as_deref(), detail.summary.from.as_deref()), (Some("s forged"), Some("A <a@example.test>")));
@@ -135,7 +135,7 @@ fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {
 #[test]
 fn sync_state_and_tokens_round_trip_in_both_stores() {
     let Some(pg) = pg() else { return };
-    sync_state_round_trip(&sqlite("state"), &unique("state"));
+    sync_state_round_trip(&*sqlite("state"), &unique("state"));
     let t = unique("state");
     sync_state_round_trip(&pg, &t);
     // At rest the tokens are ciphertext in the SQLite format, bound to their row.
@@ -236,7 +236,7 @@ fn outbox_life<S: Outbox + Events>(s: &S, t: &str) {
 #[test]
 fn outbox_transitions_and_events_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    outbox_life(&sqlite("outbox"), &unique("outbox"));
+    outbox_life(&*sqlite("outbox"), &unique("outbox"));
     outbox_life(&pg, &unique("outbox"));
 }
 
@@ -450,7 +450,8 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     let e = PgStore::connect("postgres://u@db.example.com:5432/x", None).err().expect("refused").to_string();
     assert!(e.contains("db.example.com") && e.contains("without TLS"), "{e}");
     let Some((url, _)) = pg_env() else { return };
-    let pw = std::env::temp_dir().join(unique("pw"));
+    let pw_dir = TempPath::dir("pgtest-pw");
+    let pw = pw_dir.join("pw");
     std::fs::write(&pw, "x").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -459,7 +460,6 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = PgStore::connect(&url, Some(&pw)).err().expect("wrong password refused").to_string();
     assert!(e.contains("password authentication failed"), "{e}");
-    let _ = std::fs::remove_file(&pw);
     // Nodes starting together apply the migrations once.
     let (url, pw) = pg_env().unwrap();
     let hs: Vec<_> = (0..4).map(|_| {

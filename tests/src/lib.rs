@@ -680,8 +680,13 @@ pub struct TempDatabase {
 impl TempDatabase {
     /// Opens a new store `mailplug-<name>-XXXXXX/mailplug.sqlite3`.
     pub fn open(name: &str) -> TempDatabase {
+        TempDatabase::open_with(name, |p| mailplug_host::db::Database::open(p).expect("db"))
+    }
+
+    /// Opens a new store at such a path with `open` (for other keys or options).
+    pub fn open_with(name: &str, open: impl FnOnce(&Path) -> mailplug_host::db::Database) -> TempDatabase {
         let path = TempPath::file(name, "mailplug.sqlite3");
-        TempDatabase { db: mailplug_host::db::Database::open(&path).expect("db"), path }
+        TempDatabase { db: open(&path), path }
     }
 
     /// The database file.
