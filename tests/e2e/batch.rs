@@ -10,7 +10,6 @@
 //! Rig mailboxes: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs),
 //! box63 (the NUL batch through Postfix).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use mailplug_host::engine::{ComposedMessage, Delivery};
@@ -20,6 +19,7 @@ use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
 use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, run_mailplug, smtp2_spec, smtp2_wait_spooled, tenant, test_box, ServerSpec};
 use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
+use mailplug_tests::TempPath;
 
 fn inbound() -> ServerSpec {
     let (user, pw) = test_box(17);
@@ -303,11 +303,8 @@ async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
 
 // ---- through the CLI ----
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailplug-batch-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
+fn temp_dir(name: &str) -> TempPath {
+    TempPath::dir(&format!("batch-{name}"))
 }
 
 #[test]
@@ -358,5 +355,4 @@ fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
     let out = run(true);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use mailplug_tests::{output_text as text, rig, run_mailplug as run, server_toml, tenant_head_toml};
+use mailplug_tests::TempPath;
 
 /// Writes a tenant config using `password_file`s under `dir`.
 fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> PathBuf {
@@ -33,10 +34,8 @@ mailboxes = ["customer"]
     path
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("cli-{name}"))
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! through `mailplug send --json`. Rig mailbox: box17 (logs in to smtp2 and stands in as
 //! the inbound mailbox, which a send never contacts).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use mailplug_host::engine::Diagnosis;
@@ -15,6 +15,7 @@ use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
 use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
 use mailplug_tests::{plugin, rig, run_mailplug, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, ServerSpec};
+use mailplug_tests::TempPath;
 
 fn busy() -> &'static str {
     rig().get("RIG_SMTP2_BUSY_RCPT")
@@ -166,10 +167,8 @@ fn send_json(cfg: &Path, to: &[&str], body: (&str, &str)) -> (Output, serde_json
     (out, json)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailplug-refusals-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TempPath {
+    TempPath::dir(&format!("refusals-{name}"))
 }
 
 #[test]
@@ -196,7 +195,6 @@ fn cli_send_json_prints_the_refusal_with_each_recipients_reply_and_advice() {
     assert!(v["explanation"]["action"]["de"].as_str().is_some_and(|a| a.contains("Korrigieren")), "{v}");
     assert_not_a_protocol_error(&format!("{v}\n{stderr}"));
     assert!(stderr.contains("retry:    later"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -209,7 +207,6 @@ fn cli_send_json_reports_a_partial_send_as_sent_with_the_refused_recipient() {
     assert_eq!(v["recipients"][0]["accepted"], true, "{v}");
     assert_eq!(v["recipients"][0]["retry"], serde_json::Value::Null, "{v}");
     assert_eq!((v["recipients"][1]["code"].as_str(), v["recipients"][1]["retry"].as_str()), (Some("451"), Some("later")), "{v}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -228,6 +225,5 @@ fn cli_send_json_prints_an_oversized_message_as_the_providers_limit() {
         assert!(v["refusal"]["size"].as_u64().is_some_and(|s| s > size_limit()), "{v}");
         assert!(stderr.contains("ask the provider") && stderr.contains("fragen Sie den Anbieter"), "{stderr}");
         assert_not_a_protocol_error(&format!("{v}\n{stderr}"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -701,3 +701,29 @@ impl std::ops::Deref for TempDatabase {
         &self.db
     }
 }
+
+#[cfg(test)]
+mod temp_path_tests {
+    use super::TempPath;
+
+    #[test]
+    fn a_temp_path_is_removed_with_its_contents_when_dropped_and_when_the_test_panics() {
+        let dir = TempPath::dir("temp-path-test");
+        std::fs::write(dir.join("a"), b"x").unwrap();
+        let kept = dir.to_path_buf();
+        assert!(kept.file_name().unwrap().to_string_lossy().starts_with("mailplug-temp-path-test-"), "{kept:?}");
+        drop(dir);
+        assert!(!kept.exists(), "{kept:?}");
+
+        let file = TempPath::file("temp-path-test", "db.sqlite3");
+        assert!(!file.exists() && file.parent().unwrap().is_dir(), "the file is not created, its folder is");
+        let folder = file.parent().unwrap().to_path_buf();
+        let panicked = std::panic::catch_unwind(move || {
+            std::fs::write(&*file, b"x").unwrap();
+            std::fs::write(format!("{}-wal", file.display()), b"x").unwrap();
+            panic!("a failing test");
+        });
+        assert!(panicked.is_err());
+        assert!(!folder.exists(), "removed while unwinding: {folder:?}");
+    }
+}

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,10 +17,10 @@ pub const ADMIN: &str = "admin-token-for-the-serve-tests-0001";
 
 pub use crate::mailplug_bin as bin;
 
-/// A fresh folder for one test: tenants/, secrets/, the store and the logs.
-pub fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+/// A fresh folder for one test: tenants/, secrets/, the store and the logs. It is removed when
+/// the value drops (declare it before the `Serve` so the process stops first).
+pub fn workdir(name: &str) -> crate::TempPath {
+    let d = crate::TempPath::dir(&format!("serve-{name}"));
     std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
     std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
     private(&d.join("secrets/admin.token"), ADMIN);
