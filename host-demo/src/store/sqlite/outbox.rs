@@ -259,8 +259,8 @@ mod tests {
 
     #[test]
     fn every_state_change_writes_one_event_and_due_rows_come_in_order() {
-        let tmp = temp_db("outbox-life");
-        let db = Database::open(&tmp).unwrap();
+        let (_tmp, path) = temp_db("outbox-life");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t", "a@x"), 1000).unwrap();
         let b = db.enqueue(&new("t", "b@x"), 1001).unwrap();
         assert_eq!(a.state, OutboxState::Queued);
@@ -300,8 +300,8 @@ mod tests {
     /// connection synced for the next commit point.
     #[test]
     fn count_gives_depth_oldest_and_next_due_and_outcomes_leave_commits_synced() {
-        let tmp = temp_db("outbox-count");
-        let db = Database::open(&tmp).unwrap();
+        let (_tmp, path) = temp_db("outbox-count");
+        let db = Database::open(&path).unwrap();
         for i in 0..30 {
             db.enqueue(&new("t", &format!("{i}@x")), 100 + i).unwrap();
         }
@@ -323,8 +323,8 @@ mod tests {
 
     #[test]
     fn rows_left_in_flight_are_held_then_resent_with_the_same_bytes_or_marked_delivered() {
-        let tmp = temp_db("outbox-recover");
-        let db = Database::open(&tmp).unwrap();
+        let (_tmp, path) = temp_db("outbox-recover");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t", "a@x"), 1).unwrap();
         let b = db.enqueue(&new("t", "b@x"), 1).unwrap();
         db.record_commit_point(&a.id, 2).unwrap();
@@ -346,8 +346,8 @@ mod tests {
 
     #[test]
     fn another_tenants_rows_and_events_are_out_of_reach() {
-        let tmp = temp_db("outbox-tenants");
-        let db = Database::open(&tmp).unwrap();
+        let (_tmp, path) = temp_db("outbox-tenants");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t1", "a@x"), 1).unwrap();
         db.enqueue(&new("t2", "b@x"), 1).unwrap();
         assert!(db.get("t2", &a.id, false).unwrap().is_none());
@@ -360,8 +360,8 @@ mod tests {
 
     #[test]
     fn events_are_replayed_in_commit_order_and_delivered_failed_or_dead() {
-        let tmp = temp_db("outbox-events");
-        let db = Database::open(&tmp).unwrap();
+        let (_tmp, path) = temp_db("outbox-events");
+        let db = Database::open(&path).unwrap();
         for i in 0..4 {
             db.enqueue(&new("t", &format!("{i}@x")), i).unwrap();
         }
