@@ -8,7 +8,7 @@ use mailplug_host::ops;
 use mailplug_host::ops::outbox::{enqueue, Compose, DEFAULT_MAX_AGE};
 use mailplug_host::store::{MemorySink, NoSyncState, Outbox};
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{outgoing, plugin, remove_database, rig, tenant, ServerSpec};
+use mailplug_tests::{outgoing, plugin, rig, tenant, ServerSpec};
 use mailplug_tests::{TempDatabase, TempPath};
 
 #[tokio::test]
@@ -155,7 +155,4 @@ async fn a_tenant_over_its_cpu_budget_stops_alone_and_its_next_operation_works()
     let next = Compose::Draft(outgoing(&["ann@example.test"], "after the trap"));
     let row = enqueue(plugin(), &hog, "q", &hog_db, &next, DEFAULT_MAX_AGE).await.expect("the next operation works").row;
     assert_eq!(hog_db.get("hog", &row.id, false).expect("get").map(|r| r.state), Some(mailplug_host::store::OutboxState::Queued));
-    for db in [&hog.database, &calm.database] {
-        remove_database(db);
-    }
 }
