@@ -30,6 +30,7 @@ use crate::{Plugin, RuntimeOptions};
 pub mod api;
 pub mod events;
 pub mod idle;
+pub mod leases;
 pub mod metrics;
 pub mod outbox;
 pub mod scheduler;
