@@ -258,6 +258,8 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
 /// Runs the service until SIGTERM or SIGINT; must be called inside a `LocalSet`.
 /// `on_listening` is told the address the API listens on.
 pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
+    // The actors' thread runs a LocalSet, where tokio refuses `block_in_place`.
+    crate::store::postgres::wait_plainly_here();
     let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
     match raise_open_files_limit() {
         Some((soft, hard)) if soft < 4096 => {

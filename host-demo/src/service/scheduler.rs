@@ -320,7 +320,8 @@ impl MailboxActor {
             Op::Resume(h, wake) => h.resume(plugin, cfg, wake, &mut sink, &db).await.map(idled),
         };
         let st = sink.inner.stats();
-        // Dropping the sink commits complete deliveries after the last commit.
+        // Dropping an SQLite sink commits complete deliveries after the last commit (a
+        // PostgreSQL sink drops them: never acknowledged, they are fetched again).
         drop(sink);
         let counts = (u64::from(st.stored), st.bytes);
         result.map(|r| (r, counts)).map_err(|e| (e, counts))
