@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mailplug_tests::pg::{pg_schema, unique};
 use mailplug_tests::serve::*;
 use mailplug_tests::{rig, sample_message, test_box};
+use serde_json::Value;
 
 /// The tests here share rig boxes 85 to 92: one at a time.
 static BOXES: Mutex<()> = Mutex::new(());
@@ -60,6 +61,11 @@ impl Cluster {
     /// A tenant with mailboxes m85 .. m92 (IMAPS, IDLE, polled every second), the boxes
     /// emptied; None without the test PostgreSQL.
     fn new(name: &str) -> Option<Cluster> {
+        Cluster::with_queue(name, false)
+    }
+
+    /// With `queue`: also queue "q", sending through the rig's Postfix submission as box 85.
+    fn with_queue(name: &str, queue: bool) -> Option<Cluster> {
         let (url, pw) = pg_schema(&format!("c_{name}"))?;
         let dir = workdir(&format!("lease-{name}"));
         let tenant = unique(&format!("c-{name}"));
@@ -70,7 +76,17 @@ impl Cluster {
         }
         let boxes: Vec<(String, u32)> = mailboxes();
         let list: Vec<(&str, u32)> = boxes.iter().map(|(m, n)| (m.as_str(), *n)).collect();
-        write_tenant(&dir, "lease.toml", &imap_tenant(&dir, &tenant, &token, 1, &list));
+        let mut text = imap_tenant(&dir, &tenant, &token, 1, &list);
+        if queue {
+            text += &format!(
+                "[[queue]]\nname = \"q\"\nmailboxes = [\"m85\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {}\ntls = false\n\
+                 username = \"{}\"\npassword_file = \"{}\"\n",
+                r.port("RIG_SUBMISSION_PORT"),
+                test_box(85).0,
+                dir.join("secrets/box85.pw").display()
+            );
+        }
+        write_tenant(&dir, "lease.toml", &text);
         Some(Cluster { dir, url, pw, tenant, token })
     }
 
@@ -200,6 +216,13 @@ fn two_nodes_split_the_mailboxes_and_store_each_message_once() {
     c.wait_stored_once(&a, &early, 8, 90);
     let b = c.node("c-split-b", true);
     let split = c.wait_split(&[(&a, "c-split-a"), (&b, "c-split-b")], 60);
+    // Either node's API names the node serving each mailbox.
+    for s in [&a, &b] {
+        let t = s.admin(&format!("/v1/tenants/{}", c.tenant));
+        for (m, owner) in &split {
+            assert_eq!(t["mailboxes"][m.as_str()]["node"], owner.as_str(), "{m}: {t}");
+        }
+    }
     let m = a.metrics();
     assert_eq!(metric(&m, "mailplug_leases_held{kind=\"mailbox\"}"), Some(4.0), "{m}");
     assert_eq!(metric(&m, "mailplug_live_nodes"), Some(2.0), "{m}");
@@ -320,6 +343,67 @@ fn a_write_under_a_lease_taken_by_another_holder_is_refused() {
     psql(&c.url, &c.pw, &format!("UPDATE leases SET owner = NULL, expires_at = clock_timestamp() WHERE resource = '{resource}'"));
     c.wait_stored_once(&a, &mid, 1, 60);
     assert_eq!(c.served_by(&a, "c-steal-a").len(), 8);
+}
+
+/// A tenant's queue is sent by the node holding `queue:<tenant>/q`: a message enqueued through
+/// the other node's API goes out within seconds (the holder's sender looks every 2 s with
+/// several nodes) and once; after kill -9 of the holder the other node takes the queue over
+/// and sends what is enqueued next.
+#[test]
+fn the_queue_is_sent_by_its_lease_holder_whichever_node_took_the_message() {
+    let _boxes = BOXES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::with_queue("queue", true) else { return };
+    let a = c.node("c-queue-a", false);
+    let b = c.node("c-queue-b", false);
+    let queue = format!("queue:{}/q", c.tenant);
+    let qholder = || {
+        psql(&c.url, &c.pw, &format!("SELECT owner FROM leases WHERE resource = '{queue}' AND owner IS NOT NULL AND expires_at > clock_timestamp()"))
+            .trim()
+            .to_string()
+    };
+    // 9 resources on 2 nodes: 5 + 4, the queue on one of them.
+    let holder = wait_for("the mailboxes and the queue held, split 5 + 4", 60, || {
+        let h = holders(&c.url, &c.pw, &c.tenant);
+        let q = qholder();
+        let on = |id: &str| h.values().filter(|o| o.as_str() == id).count() + usize::from(q == id);
+        (h.len() == 8 && !q.is_empty() && on("c-queue-a") + on("c-queue-b") == 9 && on("c-queue-a").abs_diff(on("c-queue-b")) == 1).then_some(q)
+    });
+    let (mut holding, other) = if holder == "c-queue-a" { (a, b) } else { (b, a) };
+    let to = test_box(86).0;
+    let send = |s: &Serve, what: &str| -> (String, Instant) {
+        let body = serde_json::json!({"to": [to], "subject": format!("lease queue {what} {}", std::process::id()), "text": "through the queue's lease holder\n"}).to_string();
+        let (status, v) = s.call("POST", &format!("/v1/tenants/{}/queues/q/outbox", c.tenant), Some(&c.token), Some(&body));
+        assert_eq!(status, 201, "enqueue: {v}");
+        (v["id"].as_str().expect("row id").to_string(), Instant::now())
+    };
+    let delivered = |s: &Serve, id: &str, secs: u64| -> Value {
+        wait_for(&format!("outbox row {id} delivered"), secs, || {
+            let (_, row) = s.get(&format!("/v1/tenants/{}/outbox/{id}", c.tenant), Some(&c.token));
+            (row["state"] == "delivered").then_some(row)
+        })
+    };
+    let (id, at) = send(&other, "first");
+    let row = delivered(&other, &id, 30);
+    let took = at.elapsed();
+    eprintln!("enqueued on the other node, delivered by the holder after {took:?}");
+    assert!(took < Duration::from_secs(10), "delivered after {took:?}");
+    assert_eq!(row["attempts"], 1, "sent once: {row}");
+    let mid = row["message_id"].as_str().expect("message id").to_string();
+    // It arrives in box 86 and is stored once.
+    let list = wait_for("the sent message stored", 60, || {
+        let list = try_messages(&other, &c.tenant, &c.token).ok()?;
+        (!with_mid(&list, &mid).is_empty()).then_some(list)
+    });
+    assert_eq!(with_mid(&list, &mid).len(), 1, "{list:?}");
+
+    // The holder dies: the other node takes the queue over and sends what comes next.
+    holding.child.kill().expect("kill -9");
+    holding.child.wait().expect("reaped");
+    let other_id = if holder == "c-queue-a" { "c-queue-b" } else { "c-queue-a" };
+    wait_for("the queue taken over", 30, || (qholder() == other_id).then_some(()));
+    let (id2, _) = send(&other, "second");
+    let row2 = delivered(&other, &id2, 30);
+    assert_eq!(row2["attempts"], 1, "sent once: {row2}");
 }
 
 /// The webhook deliverer (under the tenant's `webhook:<tenant>` lease) is woken when a message
