@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mailplug_tests::pg::{pg_schema, unique};
+use mailplug_tests::pg::{drop_schema, pg_schema, unique};
 use mailplug_tests::serve::*;
 use mailplug_tests::{rig, sample_message, test_box};
 use serde_json::Value;
@@ -191,6 +191,7 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        drop_schema(&self.url, &self.pw);
     }
 }
 
@@ -454,4 +455,5 @@ fn a_webhook_is_delivered_at_once_when_a_message_is_stored() {
     assert!(took < Duration::from_secs(1), "the webhook arrived {took:?} after the message.stored event");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+    drop_schema(&url, &pw);
 }
