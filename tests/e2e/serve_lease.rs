@@ -97,8 +97,13 @@ impl Cluster {
     }
 
     fn node_ttl(&self, id: &str, ttl: u64, by_env: bool) -> Serve {
+        self.node_at(id, &self.url, ttl, by_env)
+    }
+
+    /// `node_ttl` reaching the store at `url` (the same database, maybe through a proxy).
+    fn node_at(&self, id: &str, url: &str, ttl: u64, by_env: bool) -> Serve {
         let ttl = ttl.to_string();
-        let mut args = vec!["--store", self.url.as_str(), "--store-password-file", self.pw.to_str().expect("utf8"), "--node-id", id];
+        let mut args = vec!["--store", url, "--store-password-file", self.pw.to_str().expect("utf8"), "--node-id", id];
         let mut env = Vec::new();
         if by_env {
             env.push(("MAILPLUG_LEASE_TTL_SECS", ttl.as_str()));
@@ -309,6 +314,111 @@ fn a_paused_node_loses_its_leases_and_stores_nothing_twice() {
     let m = b.metrics();
     assert!(metric(&m, "mailplug_leases_lost_total{kind=\"mailbox\"}").unwrap_or(0.0) >= 4.0, "{m}");
     let after = c.put_each("after-pause", &all_boxes());
+    c.wait_stored_once(&b, &after, 12, 60);
+}
+
+/// A TCP proxy to the test PostgreSQL that can cut the path: every connection through it is
+/// closed and new ones are closed at once (the database unreachable for one node only), until
+/// restored.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let (cut, conns) = (std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)), std::sync::Arc::new(Mutex::new(Vec::new())));
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(&target) else { continue };
+                let (Ok(c2), Ok(up2)) = (c.try_clone(), up.try_clone()) else { continue };
+                {
+                    let mut list = conns2.lock().unwrap();
+                    list.extend([c.try_clone().expect("clone"), up.try_clone().expect("clone")]);
+                }
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(c, up2);
+                pipe(up, c2);
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The log timestamp (RFC 3339, UTC, fixed width) of the last line with all of `words`.
+fn last_at(log: &str, words: &[&str]) -> Option<String> {
+    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).last().map(|l| l.split(' ').next().unwrap_or_default().to_string())
+}
+
+/// One node loses its path to the database: its renewals fail, and before its leases can
+/// expire in the database (so before the other node may take them) it drops them by its own
+/// clock and stops those mailboxes' work; the other node takes them over and stores their
+/// mail once. When the path is back, the node joins again and the mailboxes split anew.
+#[test]
+fn a_node_cut_off_from_the_database_stops_its_work_before_the_other_takes_it_over() {
+    let _boxes = BOXES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::new("cut") else { return };
+    let target = c.url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the URL").to_string();
+    let proxy = Proxy::start(target.clone());
+    let via = c.url.replacen(&target, &format!("127.0.0.1:{}", proxy.port), 1);
+    let a = c.node("c-cut-a", false);
+    let b = c.node_at("c-cut-b", &via, TTL, false);
+    let split = c.wait_split(&[(&a, "c-cut-a"), (&b, "c-cut-b")], 60);
+    let b_boxes = of(&split, "c-cut-b");
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Looked at every 20 ms: b's last renewal started before the cut, so b drops its leases
+    // at most TTL minus the margin (TTL / 5) after it, before they expire in the database.
+    let dropped = |log: &str| b_boxes.iter().all(|m| last_at(log, &["lease lost", "not renewed in time", &format!("/{m} ")]).is_some());
+    while !dropped(&c.log("c-cut-b")) && cut_at.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = cut_at.elapsed();
+    eprintln!("b stopped its work {stopped:?} after the cut");
+    assert!(stopped < Duration::from_secs(TTL), "b dropped its leases {stopped:?} after the cut");
+    let during = c.put_each("cut", &b_boxes);
+    wait_for("a holds every mailbox", 30, || (holders(&c.url, &c.pw, &c.tenant).values().all(|o| o == "c-cut-a")).then_some(()));
+    c.wait_stored_once(&a, &during, 4, 60);
+    // For each of b's mailboxes: b stopped before a took the lease.
+    let (la, lb) = (c.log("c-cut-a"), c.log("c-cut-b"));
+    assert!(!lb.contains("panicked"), "{lb}");
+    for m in &b_boxes {
+        let resource = format!("/{m} ");
+        let lost = last_at(&lb, &["lease lost", "not renewed in time", &resource]).expect("b's line");
+        let taken = last_at(&la, &["lease acquired", &resource]).expect("a's line");
+        assert!(lost < taken, "{m}: b stopped at {lost}, a took it at {taken}");
+    }
+
+    proxy.restore();
+    c.wait_split(&[(&a, "c-cut-a"), (&b, "c-cut-b")], 90);
+    let after = c.put_each("after-cut", &all_boxes());
     c.wait_stored_once(&b, &after, 12, 60);
 }
 
