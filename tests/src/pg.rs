@@ -31,3 +31,37 @@ pub fn unique(what: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{what}-{}-{t:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+// C: a schema of its own for tests that count nodes (all nodes of one store count as one set).
+
+/// The test PostgreSQL's URL for a new, empty schema named after `what` (made now): a store
+/// opened with it sees only its own tables, leases and nodes. None when there is no test
+/// PostgreSQL (the caller skips).
+pub fn pg_schema(what: &str) -> Option<(String, PathBuf)> {
+    let (url, pw) = pg_env()?;
+    let schema = unique(what).replace('-', "_").to_ascii_lowercase();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", &format!("CREATE SCHEMA {schema}")])
+        .env("PGPASSWORD", std::fs::read_to_string(&pw).expect("the password file").trim())
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "creating schema {schema}: {}", String::from_utf8_lossy(&out.stderr));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // "-csearch_path=..." without a space: the store re-encodes the URL's query, where a
+    // space would become "+", which the server does not read as a space.
+    Some((format!("{url}{sep}options=-csearch_path%3D{schema}"), pw))
+}
+
+/// Drops the schema of a URL from `pg_schema` with everything in it (a test's tables, leases
+/// and nodes); errors are ignored (the test's result does not depend on it).
+pub fn drop_schema(url: &str, pw: &std::path::Path) {
+    let Some(schema) = url.rsplit("search_path%3D").next().filter(|s| !s.contains('/')) else { return };
+    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    let Ok(password) = std::fs::read_to_string(pw) else { return };
+    let _ = std::process::Command::new("psql")
+        .args(["-X", "-q", url, "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .env("PGPASSWORD", password.trim())
+        .output();
+}

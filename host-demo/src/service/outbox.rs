@@ -30,10 +30,14 @@ use crate::config::TenantConfig;
 use crate::error::HostError;
 use crate::ops::outbox::{Compose, DrainConfig, DEFAULT_MAX_AGE};
 use crate::ops::{Outgoing, Reply};
+use crate::store::postgres::Fence;
 use crate::store::{Outbox, OutboxRow, OutboxState, Store};
 
 /// The longest a queue actor sleeps without looking at its queue.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
+/// With leases (several nodes): the longest a queue sender sleeps, since rows enqueued through
+/// another node's API do not wake it.
+pub const MAX_IDLE_SHARED: Duration = Duration::from_secs(2);
 
 /// The wake-up of each queue actor, by (tenant, queue).
 #[derive(Default)]
@@ -61,6 +65,9 @@ pub struct QueueActor {
     pub queue: String,
     pub cancel: CancellationToken,
     pub tenant_slots: Arc<Semaphore>,
+    /// With leases: the queue's lease, which the sender's outbox transitions carry
+    /// (`Store::fenced`); its loss (a transition refused) cancels `cancel` at once.
+    pub fence: Option<Fence>,
 }
 
 impl QueueActor {
@@ -73,7 +80,10 @@ impl QueueActor {
     async fn run_inner(&self) {
         let wake = self.shared.outbox.of(&self.cfg.tenant, &self.queue);
         let store = match self.shared.store.open() {
-            Ok(db) => db,
+            Ok(db) => match &self.fence {
+                Some(f) => db.fenced(f.clone()),
+                None => db,
+            },
             Err(e) => {
                 warn!(error = %e, "the queue actor cannot open the store; the queue is not sent");
                 return;
@@ -87,9 +97,15 @@ impl QueueActor {
                     failures = 0;
                     if more {
                         Duration::ZERO
+                    } else if self.fence.is_some() {
+                        self.until_next_due(&store).min(MAX_IDLE_SHARED)
                     } else {
                         self.until_next_due(&store)
                     }
+                }
+                Some(Err(e)) if self.shared.leases.as_ref().is_some_and(|l| l.lost_by(&e)) => {
+                    warn!(error = %e.to_string().replace('\n', " "), "the queue's lease was lost; another node sends it now");
+                    break;
                 }
                 Some(Err(e)) => {
                     let wait = self.shared.options.backoff.delay(failures).min(MAX_IDLE);
@@ -141,6 +157,10 @@ impl QueueActor {
         }
         for r in &report.rows {
             info!(id = %r.id, message_id = %r.message_id, state = %r.state, reply = ?r.last_reply, "outbox message sent");
+        }
+        if !report.rows.is_empty() || !report.recovered.is_empty() {
+            // Their outbox.state-changed events are committed: webhooks and SSE look now.
+            let _ = self.shared.events_written.send(self.cfg.tenant.clone());
         }
         let limit = dc.batch_max.clamp(1, self.cfg.limits.max_batch_messages.max(1) as usize);
         Some(Ok(report.rows.len() >= limit))
@@ -261,8 +281,9 @@ async fn enqueue(
             return Err(err);
         }
     };
-    // Committed: the queue's actor sends it now.
+    // Committed: the queue's actor sends it now; its event goes out now.
     s.outbox.wake(&t, &q);
+    let _ = s.events_written.send(t.clone());
     let mut body = e.row.to_json();
     if let Some(plan) = &e.plan {
         let warnings: Vec<_> = plan.warnings.iter().map(|w| json!({"en": w.en, "de": w.de})).collect();
@@ -336,5 +357,6 @@ async fn decide(
     if action == "resend" {
         s.outbox.wake(&t, &row.queue);
     }
+    let _ = s.events_written.send(t.clone());
     Ok(Json(row.to_json()))
 }
