@@ -27,6 +27,7 @@ use serde::Deserialize;
 use super::state::TenantState;
 use super::Shared;
 
+pub mod api;
 pub mod assets;
 pub mod csrf;
 pub mod edit;
@@ -48,6 +49,8 @@ pub struct Admin {
     pub limiter: session::Limiter,
     /// One change of a tenant file at a time (read, edit, write).
     pub write_lock: tokio::sync::Mutex<()>,
+    /// The component's preset catalogue, read once.
+    pub presets: tokio::sync::OnceCell<Vec<api::PresetInfo>>,
 }
 
 /// A signed-in request to one tenant's pages.
@@ -204,6 +207,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(shared: Arc<Shared>) -> Router<S
         sessions: session::Sessions::default(),
         limiter: session::Limiter::default(),
         write_lock: tokio::sync::Mutex::new(()),
+        presets: tokio::sync::OnceCell::new(),
     });
     Router::new()
         .route("/static/{file}", get(assets::serve))
