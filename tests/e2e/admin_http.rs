@@ -58,6 +58,15 @@ struct Setup {
     serve: Serve,
 }
 
+/// The service stops and the test's folder goes, also when the test fails.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.serve.child.kill();
+        let _ = self.serve.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn start(name: &str) -> Setup {
     let dir = workdir(&format!("admin-{name}"));
     write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, Some(PASSWORD_A)));
@@ -163,8 +172,6 @@ fn admin_sign_in_sessions_csrf_and_tenant_isolation() {
     assert_eq!(statuses, [401, 401, 401, 429, 429], "{statuses:?}");
     assert_eq!(brute.sign_in("bravo", TOKEN_B).status, 429, "paused for bravo");
     assert_eq!(Browser::new(&addr).sign_in("acme", TOKEN_A).status, 303, "acme is not paused");
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 /// Every admin answer (pages, the sign-in page, a 404, the static files) carries the CSP and
@@ -209,8 +216,11 @@ fn admin_pages_send_csp_and_escape_everything() {
 
     // The evil mailbox name: escaped in the text and in attributes, never markup.
     assert!(!overview.body.contains("<script>alert"), "unescaped name in the overview");
-    assert!(overview.body.contains("x&lt;script&gt;alert(1)&lt;/script&gt;"), "the name is shown escaped");
-    assert!(overview.body.contains("data-mailbox=\"x&lt;script&gt;"), "escaped in the attribute too");
+    // askama writes `<` as `&#60;` and `>` as `&#62;` (named entities would do as well).
+    let escaped = |s: &str| s.replace("&lt;", "&#60;").replace("&gt;", "&#62;");
+    let body = escaped(&overview.body);
+    assert!(body.contains("x&#60;script&#62;alert(1)&#60;/script&#62;"), "the name is shown escaped");
+    assert!(body.contains("data-mailbox=\"x&#60;script&#62;"), "escaped in the attribute too");
 
     // Languages: Accept-Language, then ?lang= which sets the cookie, and <html lang>.
     assert!(overview.body.contains("<html lang=\"en\">") && overview.body.contains("id=\"lang-de\""));
@@ -221,8 +231,6 @@ fn admin_pages_send_csp_and_escape_everything() {
     assert!(en.body.contains("<html lang=\"de\">") && en.body.contains("Postfächer"), "German by ?lang=de");
     assert!(en.all("set-cookie").iter().any(|c| c.starts_with("mailplug_lang=de")));
     assert!(b.get("/admin/t/acme/").body.contains("<html lang=\"de\">"), "the cookie keeps German");
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 /// No inline script (a <script> without src, an on...= handler, javascript: URL) and no inline
@@ -399,6 +407,78 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
             assert!(!body.contains(pw), "a secret in an answer: {body}");
         }
     }
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// The text of an HTML page with askama's (and the named) entities turned back into characters.
+fn unescape(html: &str) -> String {
+    html.replace("&#60;", "<").replace("&#62;", ">").replace("&#34;", "\"").replace("&#39;", "'").replace("&quot;", "\"")
+        .replace("&lt;", "<").replace("&gt;", ">").replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// The row of a mailbox in the overview.
+fn row<'a>(html: &'a str, mailbox: &str) -> &'a str {
+    let start = html.find(&format!("<tr data-mailbox=\"{mailbox}\"")).unwrap_or_else(|| panic!("no row for {mailbox} in {html}"));
+    let len = html[start..].find("</tr>").expect("the row's end");
+    &html[start..start + len]
+}
+
+/// The overview without JavaScript: a working mailbox is shown connected or idle with its next
+/// poll, a mailbox whose password the server refuses is shown in error with the component's
+/// explanation and action in the admin's language (English, German) and "after the settings are
+/// changed" as its next attempt; an invalid change of the tenant's file is shown with its error
+/// while the previous version keeps running.
+#[test]
+fn admin_overview_shows_states_and_errors_in_the_admins_language() {
+    let dir = workdir("admin-overview");
+    let wrong = dir.join("secrets/wrong.pw");
+    private(&wrong, "not-the-password-of-box-98");
+    let (user98, _) = test_box(98);
+    let broken = format!(
+        "[[mailbox]]\nname = \"broken\"\naddress = \"{user98}\"\nprotocol = \"imap\"\npoll_interval_secs = 30\nhost = \"localhost\"\nport = {}\n\
+         tls = true\nusername = \"{user98}\"\npassword_file = \"{}\"\n[[queue]]",
+        rig().port("RIG_IMAPS_PORT"),
+        wrong.display()
+    );
+    let text = tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[[queue]]", &broken, 1);
+    write_tenant(&dir, "acme.toml", &text);
+    let serve = Serve::start(&dir, "serve.log");
+    let s = Setup { dir, serve };
+    let api = wait_for("both mailboxes ran once", 60, || {
+        let (st, v) = s.serve.get("/v1/tenants/acme", Some(ADMIN));
+        (st == 200 && v["mailboxes"]["in"]["last_success_ms"].is_number() && v["mailboxes"]["broken"]["state"] == "waiting-for-fix").then_some(v)
+    });
+    let err = &api["mailboxes"]["broken"]["last_error"];
+    let (en, de) = (err["explanation_en"].as_str().expect("an English explanation"), err["explanation_de"].as_str().expect("a German one"));
+
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("acme", TOKEN_A).status, 303);
+    let page = b.get("/admin/t/acme/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"refresh\" href=\"/admin/t/acme/\""), "a plain refresh link");
+    let ok = unescape(row(&page.body, "in"));
+    assert!(ok.contains("class=\"state\" data-state=\"waiting\">idle (waiting for the next poll)") || ok.contains("data-state=\"idling\">connected"), "{ok}");
+    assert!(ok.contains("<td class=\"last-error\">-</td>"), "no error: {ok}");
+    assert!(ok.contains("<td class=\"next\">20") || ok.contains("<td class=\"next\">as soon as new mail arrives</td>"), "the next poll's time: {ok}");
+    let bad = unescape(row(&page.body, "broken"));
+    assert!(bad.contains("data-state=\"waiting-for-fix\">error: waiting for a fix of the settings"), "{bad}");
+    assert!(bad.contains(&format!("<span class=\"explanation\">{en}</span>")), "the explanation in English: {bad}");
+    assert!(bad.contains(err["error"].as_str().unwrap()), "the error itself: {bad}");
+    assert!(bad.contains("<td class=\"next\">after the settings are changed</td>"), "{bad}");
+
+    let page = b.get("/admin/t/acme/?lang=de");
+    let bad = unescape(row(&page.body, "broken"));
+    assert!(bad.contains("Fehler: wartet auf eine Korrektur der Einstellungen"), "{bad}");
+    assert!(bad.contains(&format!("<span class=\"explanation\">{de}</span>")), "the explanation in German: {bad}");
+    assert!(bad.contains("nach einer Änderung der Einstellungen"), "{bad}");
+    assert_ne!(en, de);
+
+    // An invalid change of the file: shown with its error; the previous version keeps running.
+    write_tenant(&s.dir, "acme.toml", &text.replacen("poll_interval_secs = 30", "poll_interval_secs = \"often\"", 1));
+    let page = wait_for("the invalid change is shown", 60, || {
+        let p = b.get("/admin/t/acme/?lang=en");
+        p.body.contains("id=\"config-error\"").then_some(p)
+    });
+    assert!(page.body.contains("the previous version keeps running"), "{}", page.body);
+    assert!(page.body.contains("data-mailbox=\"in\"") && page.body.contains("data-mailbox=\"broken\""), "the running version's mailboxes");
+    assert!(!page.body.contains(TOKEN_A) && !page.body.contains(&test_box(97).1));
 }
