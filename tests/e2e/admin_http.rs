@@ -482,3 +482,27 @@ fn admin_overview_shows_states_and_errors_in_the_admins_language() {
     assert!(page.body.contains("data-mailbox=\"in\"") && page.body.contains("data-mailbox=\"broken\""), "the running version's mailboxes");
     assert!(!page.body.contains(TOKEN_A) && !page.body.contains(&test_box(97).1));
 }
+
+/// A rotated API token ends the tenant's sessions opened with the old secrets (the next page
+/// asks to sign in again, the old token no longer signs in, the new one does); another tenant's
+/// sessions go on.
+#[test]
+fn admin_sessions_end_when_the_tenants_secrets_change() {
+    let s = start("rotate");
+    let mut a = Browser::new(&s.serve.addr);
+    assert_eq!(a.sign_in("acme", TOKEN_A).status, 303);
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("bravo", TOKEN_B).status, 303);
+    assert_eq!(a.get("/admin/t/acme/").status, 200);
+
+    let rotated = "acme-rotated-token-0123456789abcdef";
+    private(&s.dir.join("secrets/acme.token"), rotated);
+    wait_for("the service uses the rotated token", 60, || (s.serve.get("/v1/tenants/acme", Some(rotated)).0 == 200).then_some(()));
+    let page = a.get("/admin/t/acme/");
+    assert_eq!(page.status, 303, "the old session ends: {}", page.body);
+    assert_eq!(page.header("location"), Some("/admin/t/acme/login"));
+    assert_eq!(a.sign_in("acme", TOKEN_A).status, 401, "the old token");
+    assert_eq!(a.sign_in("acme", rotated).status, 303, "the new token");
+    assert_eq!(a.get("/admin/t/acme/").status, 200);
+    assert_eq!(b.get("/admin/t/bravo/").status, 200, "bravo's session goes on");
+}
