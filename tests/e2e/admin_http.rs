@@ -303,6 +303,9 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
         v["findings"].as_array().unwrap().iter().map(|f| (f["code"].as_str().unwrap().to_string(), f["severity"].as_str().unwrap().to_string())).collect()
     };
     assert!(codes(&mut b, &body).contains(&("tls".into(), "error".into())), "587 with TLS on is refused");
+    let as_number = body.replace("\"port\":\"587\"", "\"port\":587");
+    assert_ne!(as_number, body);
+    assert!(codes(&mut b, &as_number).contains(&("tls".into(), "error".into())), "the port as a number");
     assert!(codes(&mut b, &typed("imap", "outlook.office365.com", 993, true, "basic", "pw-0123456789")).iter().any(|(c, s)| c == "auth" && s == "error"), "Basic where Microsoft retired it");
     assert!(codes(&mut b, &typed("imap", "imap.gmail.com", 993, true, "basic", "an ordinary password")).iter().any(|(c, _)| c == "password"), "the Gmail app password hint");
     assert!(codes(&mut b, &typed("imap", "imap.gmail.com", 993, true, "basic", "abcd efgh ijkl mnop")).is_empty(), "an app password: nothing to say");
