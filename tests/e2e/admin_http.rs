@@ -104,8 +104,9 @@ fn admin_sign_in_sessions_csrf_and_tenant_isolation() {
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     assert!(wrong.body.contains("id=\"token\"") && wrong.body.contains("wrong"), "the form again with the reason");
     assert!(!b.cookies.contains_key("mailplug_admin"));
-    // B's token does not open A's page.
+    // B's token does not open A's page, nor does the service's admin token.
     assert_eq!(b.sign_in("acme", TOKEN_B).status, 401, "another tenant's token");
+    assert_eq!(b.sign_in("acme", ADMIN).status, 401, "the service's admin token");
 
     // The right token: a session cookie with every flag, then the overview.
     let ok = b.sign_in("acme", TOKEN_A);
@@ -409,6 +410,11 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
         for pw in [box_pw.as_str(), new_pw, TOKEN_A, PASSWORD_A] {
             assert!(!body.contains(pw), "a secret in an answer: {body}");
         }
+    }
+    let log = std::fs::read_to_string(s.dir.join("serve.log")).unwrap();
+    assert!(log.contains("the admin page saved a mail server"), "the log is the service's: {log}");
+    for pw in [box_pw.as_str(), new_pw, TOKEN_A, PASSWORD_A] {
+        assert!(!log.contains(pw), "a secret in the log");
     }
 }
 
