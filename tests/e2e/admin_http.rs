@@ -515,3 +515,68 @@ fn admin_sessions_end_when_the_tenants_secrets_change() {
     assert_eq!(a.get("/admin/t/acme/").status, 200);
     assert_eq!(b.get("/admin/t/bravo/").status, 200, "bravo's session goes on");
 }
+
+/// OAuth2 on the mail-server form without JavaScript: the tenant's OAuth client is offered, a
+/// server with OAuth2 saves without a password (the password row hidden on its page), and a
+/// mailbox switched from a password to OAuth2 loses its `password_file` key while the file it
+/// named, which the admin page did not write, stays.
+#[test]
+fn admin_form_saves_an_oauth2_server_without_a_password() {
+    let r = rig();
+    let dir = workdir("admin-oauth");
+    private(&dir.join("secrets/rig.client"), "client-secret-not-used-here");
+    let client = format!(
+        "[oauth.rig]\nprovider = \"custom\"\nauthorization_endpoint = \"{}\"\ntoken_endpoint = \"{}\"\nscopes = [\"openid\", \"email\", \"offline_access\"]\n\
+         client_id = \"{}\"\nclient_secret_file = \"{}\"\nredirect_uri = \"http://127.0.0.1:9/callback\"\n[limits]",
+        r.get("RIG_OAUTH_AUTHORIZE_URL"),
+        r.get("RIG_OAUTH_TOKEN_URL"),
+        r.get("RIG_OAUTH_CLIENT_ID"),
+        dir.join("secrets/rig.client").display()
+    );
+    write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[limits]", &client, 1));
+    let serve = Serve::start(&dir, "serve.log");
+    let s = Setup { dir, serve };
+    wait_for("acme loaded", 60, || (s.serve.get("/v1/tenants/acme", Some(ADMIN)).0 == 200).then_some(()));
+    let file = s.dir.join("tenants/acme.toml");
+    let (user, _) = test_box(97);
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("acme", TOKEN_A).status, 303);
+    let page = b.get("/admin/t/acme/mailboxes/new");
+    assert!(page.body.contains("<select id=\"oauth\" name=\"oauth\">") && page.body.contains("<option value=\"rig\""), "the tenant's client is offered");
+    let csrf = csrf_of(&page);
+
+    let imaps = r.port("RIG_IMAPS_PORT").to_string();
+    let mut fields = vec![
+        ("csrf", csrf.as_str()), ("name", "viaoauth"), ("address", user.as_str()), ("protocol", "imap"), ("host", "localhost"),
+        ("port", imaps.as_str()), ("tls", "on"), ("auth", "oauth2"), ("oauth", "rig"), ("username", user.as_str()), ("password", ""),
+    ];
+    let saved = b.post_form("/admin/t/acme/mailboxes/new", &fields);
+    assert_eq!(saved.status, 303, "no password needed with OAuth2: {}", saved.body);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entry = text.split("name = \"viaoauth\"").nth(1).expect("the new entry").split("[[").next().unwrap();
+    assert!(entry.contains("auth = \"oauth2\"") && entry.contains("oauth = \"rig\"") && !entry.contains("password"), "{entry}");
+    let shown = b.get("/admin/t/acme/mailboxes/viaoauth");
+    assert!(shown.body.contains("<option value=\"oauth2\" selected"), "{}", shown.body);
+    assert!(shown.body.contains("id=\"password-row\" hidden"), "the password row is hidden for OAuth2");
+
+    // An unknown client is refused, and nothing is written.
+    let before = std::fs::read(&file).unwrap();
+    fields[1] = ("name", "other");
+    fields[8] = ("oauth", "nosuchclient");
+    let refused = b.post_form("/admin/t/acme/mailboxes/new", &fields);
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("id=\"form-errors\""));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // "in" from its password file to OAuth2: the key goes, the file (not the page's) stays.
+    let pw_file = s.dir.join("secrets/box97.pw");
+    assert!(text.contains(&pw_file.display().to_string()));
+    fields.retain(|(k, _)| *k != "name");
+    fields.iter_mut().for_each(|f| if f.0 == "oauth" { f.1 = "rig" });
+    let switched = b.post_form("/admin/t/acme/mailboxes/in", &fields);
+    assert_eq!(switched.status, 303, "{}", switched.body);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entry = text.split("name = \"in\"").nth(1).unwrap().split("[[").next().unwrap();
+    assert!(entry.contains("auth = \"oauth2\"") && !entry.contains("password_file"), "{entry}");
+    assert!(pw_file.exists() && text.contains(&pw_file.display().to_string()), "the queue still uses the file the admin wrote by hand");
+}
