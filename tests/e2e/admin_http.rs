@@ -432,7 +432,8 @@ fn row<'a>(html: &'a str, mailbox: &str) -> &'a str {
 }
 
 /// The overview without JavaScript: a working mailbox is shown connected or idle with its next
-/// poll, a mailbox whose password the server refuses is shown in error with the component's
+/// poll, one whose server is unreachable backing off with its next try, one whose password the
+/// server refuses is shown in error with the component's
 /// explanation and action in the admin's language (English, German) and "after the settings are
 /// changed" as its next attempt; an invalid change of the tenant's file is shown with its error
 /// while the previous version keeps running.
@@ -448,7 +449,14 @@ fn admin_overview_shows_states_and_errors_in_the_admins_language() {
         rig().port("RIG_IMAPS_PORT"),
         wrong.display()
     );
-    let text = tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[[queue]]", &broken, 1);
+    // A port nobody listens on: connection refused, a network error to retry later.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!(
+        "[[mailbox]]\nname = \"down\"\naddress = \"{user98}\"\nprotocol = \"imap\"\nhost = \"127.0.0.1\"\nport = {closed}\ntls = true\n\
+         username = \"{user98}\"\npassword_file = \"{}\"\n[[queue]]",
+        wrong.display()
+    );
+    let text = tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[[queue]]", &broken, 1).replacen("[[queue]]", &down, 1);
     write_tenant(&dir, "acme.toml", &text);
     let serve = Serve::start(&dir, "serve.log");
     let s = Setup { dir, serve };
@@ -473,6 +481,16 @@ fn admin_overview_shows_states_and_errors_in_the_admins_language() {
     assert!(bad.contains(&format!("<span class=\"explanation\">{en}</span>")), "the explanation in English: {bad}");
     assert!(bad.contains(err["error"].as_str().unwrap()), "the error itself: {bad}");
     assert!(bad.contains("<td class=\"next\">after the settings are changed</td>"), "{bad}");
+
+    // The unreachable server backs off (1 s, then 2 s in this harness), with the next try's time.
+    let down = wait_for("the unreachable mailbox is shown backing off", 60, || {
+        let p = b.get("/admin/t/acme/");
+        let r = unescape(row(&p.body, "down"));
+        r.contains("data-state=\"backing-off\"").then_some(r)
+    });
+    assert!(down.contains("backing off after an error (attempt "), "{down}");
+    assert!(down.contains("<span class=\"explanation\">") && down.contains("<td class=\"next\">"), "{down}");
+    assert!(down.contains(" UTC</td>") || down.contains("<td class=\"next\">now</td>"), "the next try: {down}");
 
     let page = b.get("/admin/t/acme/?lang=de");
     let bad = unescape(row(&page.body, "broken"));
