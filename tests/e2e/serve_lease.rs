@@ -50,7 +50,7 @@ fn holders(url: &str, pw: &Path, tenant: &str) -> BTreeMap<String, String> {
 /// A cluster of serve nodes sharing one work folder (tenants, secrets; a log per node) and
 /// one PostgreSQL schema.
 struct Cluster {
-    dir: PathBuf,
+    dir: mailplug_tests::TempPath,
     url: String,
     pw: PathBuf,
     tenant: String,
@@ -195,7 +195,6 @@ impl Drop for Cluster {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
         drop_schema(&self.url, &self.pw);
     }
 }
@@ -564,6 +563,6 @@ fn a_webhook_is_delivered_at_once_when_a_message_is_stored() {
     eprintln!("webhook {took:?} after the message.stored event");
     assert!(took < Duration::from_secs(1), "the webhook arrived {took:?} after the message.stored event");
     drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
+
     drop_schema(&url, &pw);
 }

@@ -422,3 +422,146 @@ fn signature_valid(secret: &str, timestamp: &str, signature: &str, body: &[u8]) 
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
+
+// Helper E (issue 15, the admin page): requests with headers and a cookie jar, as a browser
+// without JavaScript sends them; the admin page tests' setup
+// (serve/admin.rs).
+
+pub mod admin;
+
+/// An HTTP answer with its headers.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// (lower-case name, value), in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+    /// Every value of a header.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// A request with extra headers and a body sent as is; `Connection: close`.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpAnswer {
+    let mut s = TcpStream::connect(addr).expect("connect to the service");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).expect("send the request");
+    let mut buf = Vec::new();
+    if let Err(e) = s.read_to_end(&mut buf) {
+        assert!(!buf.is_empty(), "no answer to {method} {path}: {e}");
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("answer head");
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status code");
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let mut body = buf[end + 4..].to_vec();
+    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    HttpAnswer { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// A form body (application/x-www-form-urlencoded).
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+/// A browser's cookies for one service: sent with each request, updated from Set-Cookie.
+pub struct Browser {
+    pub addr: String,
+    pub cookies: std::collections::BTreeMap<String, String>,
+    pub lang: Option<&'static str>,
+}
+
+impl Browser {
+    pub fn new(addr: &str) -> Browser {
+        Browser { addr: addr.to_string(), cookies: Default::default(), lang: None }
+    }
+
+    fn send(&mut self, method: &str, path: &str, extra: &[(&str, &str)], body: &str) -> HttpAnswer {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        if let Some(l) = self.lang {
+            headers.push(("Accept-Language", l));
+        }
+        let a = http(&self.addr, method, path, &headers, body);
+        for c in a.all("set-cookie") {
+            let first = c.split(';').next().unwrap_or("");
+            if let Some((k, v)) = first.split_once('=') {
+                if v.is_empty() || c.contains("Max-Age=0") {
+                    self.cookies.remove(k.trim());
+                } else {
+                    self.cookies.insert(k.trim().to_string(), v.trim().to_string());
+                }
+            }
+        }
+        a
+    }
+
+    pub fn get(&mut self, path: &str) -> HttpAnswer {
+        self.send("GET", path, &[], "")
+    }
+
+    /// A form POST.
+    pub fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> HttpAnswer {
+        self.send("POST", path, &[("Content-Type", "application/x-www-form-urlencoded")], &form_body(fields))
+    }
+
+    /// A JSON POST as the page's script sends it (with `X-CSRF-Token` when given).
+    pub fn post_json(&mut self, path: &str, csrf: Option<&str>, body: &str) -> HttpAnswer {
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(c) = csrf {
+            h.push(("X-CSRF-Token", c));
+        }
+        self.send("POST", path, &h, body)
+    }
+
+    /// The value of `<input ... name="{name}" ... value="...">` (or a meta tag's content) in a page.
+    pub fn field(html: &str, name: &str) -> Option<String> {
+        let at = html.find(&format!("name=\"{name}\""))?;
+        let tag_start = html[..at].rfind('<')?;
+        let tag_end = at + html[at..].find('>')?;
+        let tag = &html[tag_start..tag_end];
+        let key = if tag.starts_with("<meta") { "content=\"" } else { "value=\"" };
+        let v = tag.find(key)? + key.len();
+        Some(tag[v..v + tag[v..].find('"')?].to_string())
+    }
+
+    /// Signs in to a tenant's admin page with a token or password; the answer to the POST.
+    pub fn sign_in(&mut self, tenant: &str, secret: &str) -> HttpAnswer {
+        let page = self.get(&format!("/admin/t/{tenant}/login"));
+        assert_eq!(page.status, 200, "the sign-in page: {}", page.body);
+        let csrf = Browser::field(&page.body, "csrf").expect("the sign-in form's csrf field");
+        self.post_form(&format!("/admin/t/{tenant}/login"), &[("token", secret), ("csrf", &csrf)])
+    }
+}

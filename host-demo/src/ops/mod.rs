@@ -218,7 +218,7 @@ pub struct ConfigFinding {
 /// switch, OAuth2 with a password, Basic where the provider retired it, Gmail app passwords,
 /// user name form) before anything connects.
 pub async fn validate_config(plugin: &Plugin, cfg: &TenantConfig) -> Result<Vec<ConfigFinding>, HostError> {
-    use crate::engine::{ProtocolKind, ServerSettings, Severity};
+    use crate::engine::{ProtocolKind, ServerSettings};
     let mut instance = plugin.instantiate(memory_cap(cfg), cfg.limits.guest_cpu_ms_per_call).await?;
     let servers = cfg
         .mailboxes
@@ -241,17 +241,30 @@ pub async fn validate_config(plugin: &Plugin, cfg: &TenantConfig) -> Result<Vec<
             username: s.username.clone(),
             password: (!oauth2).then(|| s.secret.expose().to_string()),
         };
-        for f in instance.validate(&settings).await? {
-            out.push(ConfigFinding {
-                server: what.clone(),
-                error: f.severity == Severity::Error,
-                field: f.field,
-                en: f.text.en,
-                de: f.text.de,
-            });
-        }
+        out.extend(server_findings(&mut instance, &what, &settings).await?);
     }
     Ok(out)
+}
+
+/// The findings about one server's settings (`what` names it in them): the check behind
+/// `validate_config` (so `mailplug presets --config`) and the admin page's form alike.
+pub async fn server_findings(
+    instance: &mut Instance,
+    what: &str,
+    settings: &crate::engine::ServerSettings,
+) -> Result<Vec<ConfigFinding>, HostError> {
+    Ok(instance
+        .validate(settings)
+        .await?
+        .into_iter()
+        .map(|f| ConfigFinding {
+            server: what.to_string(),
+            error: f.severity == crate::engine::Severity::Error,
+            field: f.field,
+            en: f.text.en,
+            de: f.text.de,
+        })
+        .collect())
 }
 
 /// The default component path: `$MAILPLUG_WASM`, else next to the binary's target folder.

@@ -161,6 +161,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tenants/{t}/plan-from", post(plan_from))
         .merge(super::outbox::routes())
         .merge(super::events::routes())
+        .nest("/admin", super::admin::router(shared.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }

@@ -27,6 +27,7 @@ use crate::secret::Secret;
 use crate::store::{Location, Opener, Store};
 use crate::{Plugin, RuntimeOptions};
 
+pub mod admin;
 pub mod api;
 pub mod events;
 pub mod idle;

@@ -300,7 +300,8 @@ fn fingerprint(path: &Path, bytes: &[u8]) -> String {
             .map(|m| &m.server.secret)
             .chain(cfg.queues.iter().map(|q| &q.smtp.secret))
             .chain(cfg.oauth_clients.iter().filter_map(|c| c.client_secret.as_ref()))
-            .chain(cfg.api_token.as_ref());
+            .chain(cfg.api_token.as_ref())
+            .chain(cfg.admin_password.as_ref());
         for s in secrets {
             all.push(0);
             all.extend_from_slice(s.expose().as_bytes());

@@ -197,6 +197,9 @@ pub struct TenantConfig {
     /// `mailplug serve`: the bearer token that reaches this tenant's API routes (from
     /// `api_token_file`); None: only the service's admin token does.
     pub api_token: Option<Secret>,
+    /// `mailplug serve`: the password of this tenant's admin page (from `admin_password_file`);
+    /// the page also accepts `api_token`. None: only the API token signs in.
+    pub admin_password: Option<Secret>,
 }
 
 impl TenantConfig {
@@ -236,7 +239,12 @@ impl TenantConfig {
             queues,
             oauth_clients,
             webhook,
-            api_token: raw.api_token_file.map(|p| validate::api_token(&resolve(&p))).transpose().map_err(err)?,
+            api_token: raw.api_token_file.map(|p| validate::api_token(&resolve(&p), "api_token_file")).transpose().map_err(err)?,
+            admin_password: raw
+                .admin_password_file
+                .map(|p| validate::api_token(&resolve(&p), "admin_password_file"))
+                .transpose()
+                .map_err(err)?,
         };
         validate::oauth_references(&config, &err)?;
         Ok(config)

@@ -135,6 +135,8 @@ pub(super) struct RawTenant {
     pub(super) database: Option<PathBuf>,
     /// `mailplug serve`: a file holding this tenant's API bearer token.
     pub(super) api_token_file: Option<PathBuf>,
+    /// `mailplug serve`: a file holding the password of this tenant's admin page.
+    pub(super) admin_password_file: Option<PathBuf>,
     #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default, rename = "mailbox")]

@@ -214,6 +214,28 @@ fn serve_keys_poll_interval_and_api_token_file() {
 }
 
 #[test]
+fn admin_password_file_is_read_and_checked_like_the_api_token() {
+    assert!(parse(GOOD).unwrap().admin_password.is_none());
+    let dir = std::env::temp_dir().join(format!("mailplug-admin-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_pw = |pw: &str| {
+        let p = dir.join("admin.password");
+        std::fs::write(&p, pw).unwrap();
+        parse(&GOOD.replace("licensed = true\n", &format!("licensed = true\nadmin_password_file = \"{}\"\n", p.display())))
+    };
+    let c = with_pw("correct-horse-battery-1\n").unwrap();
+    assert_eq!(c.admin_password.as_ref().map(|s| s.expose()), Some("correct-horse-battery-1"));
+    assert!(c.api_token.is_none(), "the password is not an API token");
+    let short = with_pw("short").unwrap_err();
+    assert!(short.message.contains("admin_password_file") && short.message.contains("16"), "{short}");
+    assert!(!short.message.contains("short\""), "the password is not quoted: {short}");
+    assert!(with_pw("two words and more than 16").unwrap_err().message.contains("admin_password_file"));
+    let missing = parse(&GOOD.replace("licensed = true\n", "licensed = true\nadmin_password_file = \"/nonexistent/p\"\n"));
+    assert!(missing.unwrap_err().message.contains("cannot read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn serve_idle_is_on_by_default_and_can_be_turned_off() {
     assert!(parse(GOOD).unwrap().mailboxes[0].idle);
     let off = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\nidle = false\n");

@@ -383,16 +383,17 @@ fn read_secret(at: &str, s: &RawSecret<'_>, resolve: Resolve<'_>, env: Env<'_>) 
     }
 }
 
-/// The tenant's API token from `api_token_file`: read like a password file, and long enough
-/// not to be guessed (at least 16 characters).
-pub(super) fn api_token(p: &Path) -> Result<Secret, String> {
-    let v = std::fs::read_to_string(p).map_err(|e| format!("field `api_token_file`: cannot read {}: {e}", p.display()))?;
+/// The tenant's API token from `api_token_file`, or its admin page password from
+/// `admin_password_file` (`field` names which): read like a password file, and long enough not
+/// to be guessed (at least 16 characters).
+pub(super) fn api_token(p: &Path, field: &str) -> Result<Secret, String> {
+    let v = std::fs::read_to_string(p).map_err(|e| format!("field `{field}`: cannot read {}: {e}", p.display()))?;
     let v = v.trim_end_matches(['\r', '\n']).to_string();
     if v.chars().count() < 16 {
-        return Err(format!("field `api_token_file`: the token in {} must be at least 16 characters long", p.display()));
+        return Err(format!("field `{field}`: the secret in {} must be at least 16 characters long", p.display()));
     }
     if v.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("field `api_token_file`: the token in {} must be one line without spaces", p.display()));
+        return Err(format!("field `{field}`: the secret in {} must be one line without spaces", p.display()));
     }
     Ok(Secret::new(v))
 }
