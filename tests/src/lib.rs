@@ -519,3 +519,6 @@ impl SmtpSink {
 
 /// The test PostgreSQL: connection settings and unique names.
 pub mod pg;
+
+// ---- helper F (session 7, admin page): headless Chromium over WebDriver (tests/src/browser.rs).
+pub mod browser;
