@@ -1,11 +1,22 @@
 //! The admin page of `mailplug serve` (issue 15) in a real browser: Debian's headless Chromium
 //! driven over WebDriver (tests/src/browser.rs), against the real `mailplug serve` binary and
 //! the rig. Rig boxes 99 and 100 and the rig's OAuth2 server are this file's.
+//!
+//! With `MAILPLUG_SCREENSHOTS=<folder>` the tests also save the main pages as PNGs there
+//! (docs/screenshots/ holds the ones the docs show).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use fantoccini::key::Key;
 use mailplug_tests::browser::Browser;
-use mailplug_tests::serve::{workdir, Serve};
+use mailplug_tests::serve::{private, wait_for, workdir, write_tenant, Serve, ADMIN};
+use mailplug_tests::{rig, test_box};
+
+const TOKEN_A: &str = "acme-browser-token-0123456789abcdef";
+const TOKEN_B: &str = "bravo-browser-token-0123456789abcdef";
+/// The store's key for OAuth2 tokens (hex), for the serve these tests start.
+const KEY: &str = "6d61696c706c75672d62726f777365722d746573742d6b65792d3030303030";
 
 /// A test's work folder in /tmp: removed when the test passes, kept (with the failure's
 /// screenshot and page) when it fails.
@@ -21,24 +32,388 @@ impl Drop for Workdir {
     }
 }
 
-/// The test's work folder and a running serve (started off the async threads).
-async fn serve(name: &str) -> (Workdir, Serve) {
-    let dir = workdir(&format!("admin-{name}"));
+/// acme: IMAP mailbox "in" on box 99 (password), OAuth2 mailbox "oa" on box 100 with the rig's
+/// OAuth2 server, queue "q" (box 99's SMTP account, serving "in") and queue "agent" (box 100's
+/// SMTP account, serving nothing). bravo: one mailbox on box 99.
+fn acme_toml(dir: &Path) -> String {
+    let r = rig();
+    private(&dir.join("secrets/acme.token"), TOKEN_A);
+    private(&dir.join("secrets/client.secret"), r.get("RIG_OAUTH_CLIENT_SECRET"));
+    let (u99, p99) = test_box(99);
+    let (u100, p100) = test_box(100);
+    private(&dir.join("secrets/box99.pw"), &p99);
+    private(&dir.join("secrets/box100.pw"), &p100);
+    let s = dir.join("secrets");
+    format!(
+        "# acme (admin_browser)\ntenant = \"acme\"\nlicensed = true\nextra_ca_file = \"{ca}\"\napi_token_file = \"{s}/acme.token\"\n\
+         [limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n\
+         [oauth.rig]\nprovider = \"custom\"\nauthorization_endpoint = \"{authz}\"\ntoken_endpoint = \"{token}\"\n\
+         scopes = [\"openid\", \"email\", \"offline_access\"]\nclient_id = \"{client}\"\nclient_secret_file = \"{s}/client.secret\"\n\
+         redirect_uri = \"http://127.0.0.1:9/not-used-by-the-admin-page\"\n\
+         [[mailbox]]\nname = \"in\"\naddress = \"{u99}\"\nprotocol = \"imap\"\npoll_interval_secs = 300\nhost = \"localhost\"\nport = {imaps}\n\
+         tls = true\nusername = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n\
+         [[mailbox]]\nname = \"oa\"\naddress = \"{u100}\"\nprotocol = \"imap\"\npoll_interval_secs = 300\nhost = \"localhost\"\nport = {imaps}\n\
+         tls = true\nauth = \"oauth2\"\noauth = \"rig\"\nusername = \"{u100}\"\n\
+         [[queue]]\nname = \"q\"\nmailboxes = [\"in\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
+         username = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n\
+         [[queue]]\nname = \"agent\"\nmailboxes = []\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
+         username = \"{u100}\"\npassword_file = \"{s}/box100.pw\"\n",
+        ca = r.get("RIG_CA"),
+        s = s.display(),
+        authz = r.get("RIG_OAUTH_AUTHORIZE_URL"),
+        token = r.get("RIG_OAUTH_TOKEN_URL"),
+        client = r.get("RIG_OAUTH_CLIENT_ID"),
+        imaps = r.port("RIG_IMAPS_PORT"),
+        smtps = r.port("RIG_SMTPS_PORT"),
+    )
+}
+
+fn bravo_toml(dir: &Path) -> String {
+    let r = rig();
+    private(&dir.join("secrets/bravo.token"), TOKEN_B);
+    let (u99, _) = test_box(99);
+    let s = dir.join("secrets");
+    format!(
+        "tenant = \"bravo\"\nlicensed = true\nextra_ca_file = \"{ca}\"\napi_token_file = \"{s}/bravo.token\"\n\
+         [[mailbox]]\nname = \"b-in\"\naddress = \"{u99}\"\nprotocol = \"imap\"\npoll_interval_secs = 300\nhost = \"localhost\"\nport = {imaps}\n\
+         tls = true\nusername = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n",
+        ca = r.get("RIG_CA"),
+        s = s.display(),
+        imaps = r.port("RIG_IMAPS_PORT"),
+    )
+}
+
+struct Setup {
+    serve: Serve,
+    /// "http://localhost:PORT": the admin page as the browser opens it.
+    base: String,
+    // Last: removed after the service has stopped.
+    dir: Workdir,
+}
+
+/// A serve with acme and bravo, both loaded (started off the async threads).
+async fn start(name: &str) -> Setup {
+    let dir = workdir(&format!("admin-browser-{name}"));
+    write_tenant(&dir, "acme.toml", &acme_toml(&dir));
+    write_tenant(&dir, "bravo.toml", &bravo_toml(&dir));
     let d = dir.clone();
-    let s = tokio::task::spawn_blocking(move || Serve::start(&d, "serve.log")).await.expect("serve starts");
-    (Workdir(dir), s)
+    let serve = tokio::task::spawn_blocking(move || {
+        let s = Serve::start_with(&d, "serve.log", &[], &[("MAILPLUG_SECRET_KEY", KEY)]);
+        wait_for("both tenants loaded", 60, || {
+            (s.get("/v1/tenants/acme", Some(ADMIN)).0 == 200 && s.get("/v1/tenants/bravo", Some(ADMIN)).0 == 200).then_some(())
+        });
+        s
+    })
+    .await
+    .expect("serve starts");
+    let port = serve.addr.rsplit(':').next().expect("port").to_string();
+    Setup { base: format!("http://localhost:{port}"), serve, dir: Workdir(dir) }
+}
+
+/// Where to save the docs' screenshots, if asked.
+fn shots() -> Option<PathBuf> {
+    std::env::var_os("MAILPLUG_SCREENSHOTS").map(PathBuf::from)
+}
+
+async fn shot(b: &Browser, name: &str) {
+    if let Some(dir) = shots() {
+        b.save_page_png(&dir.join(format!("{name}.png"))).await;
+    }
+}
+
+/// Signs in on the sign-in page with the keyboard: the token typed into the focused field
+/// (autofocus), Enter submits.
+async fn sign_in(b: &Browser, base: &str, tenant: &str, token: &str) {
+    b.goto(&format!("{base}/admin/t/{tenant}/login")).await;
+    b.find("input#token").await;
+    let active = b.client.active_element().await.expect("the focused element");
+    assert_eq!(active.attr("id").await.ok().flatten().as_deref(), Some("token"), "the token field has the focus");
+    active.send_keys(&format!("{token}{}", Key::Enter)).await.expect("type the token");
+    b.find("table#mailboxes").await;
+}
+
+async fn select(b: &Browser, css: &str, value: &str) {
+    b.find(css).await.select_by_value(value).await.unwrap_or_else(|e| panic!("choose {value} in {css}: {e}"));
+}
+
+/// The mail-server form: the Gmail preset fills imap.gmail.com/993/TLS; OAuth2 hides the
+/// password; SMTP on 587 with TLS on shows the refusal; Test connection on box 99 shows every
+/// step succeed, live; the German page has German labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_form_presets_findings_and_test_connection() {
+    let s = start("form").await;
+    let b = Browser::start(&s.dir.0).await;
+    let base = s.base.clone();
+    b.guard("form", async {
+        sign_in(&b, &base, "acme", TOKEN_A).await;
+        b.find("tr[data-mailbox=\"in\"]").await;
+        b.find("tr[data-queue=\"q\"]").await;
+        shot(&b, "overview").await;
+
+        // The Gmail preset.
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/new")).await;
+        b.find("input#address").await.send_keys("someone@gmail.com").await.expect("type");
+        // The catalogue loads after the page; the preset takes effect once it is there.
+        b.until("the Gmail preset to fill the server", || async {
+            select(&b, "select#preset", "gmail").await;
+            (b.value("input#host").await == "imap.gmail.com").then_some(())
+        })
+        .await;
+        assert_eq!(b.value("input#port").await, "993");
+        assert_eq!(b.find("input#tls").await.prop("checked").await.ok().flatten().as_deref(), Some("true"));
+        shot(&b, "mailbox-form").await;
+
+        // OAuth2: the password row disappears; Basic brings it back.
+        b.displayed_is("input#password", true).await;
+        select(&b, "select#auth", "oauth2").await;
+        b.displayed_is("div#password-row", false).await;
+        b.displayed_is("input#password", false).await;
+        select(&b, "select#auth", "basic").await;
+        b.displayed_is("input#password", true).await;
+
+        // SMTP on 587 with TLS on: refused as the admin types.
+        select(&b, "select#preset", "").await;
+        select(&b, "select#protocol", "smtp").await;
+        let host = b.find("input#host").await;
+        host.clear().await.expect("clear");
+        host.send_keys("mail.example.com").await.expect("type");
+        let port = b.find("input#port").await;
+        port.clear().await.expect("clear");
+        port.send_keys("587").await.expect("type");
+        if b.find("input#tls").await.prop("checked").await.ok().flatten().as_deref() != Some("true") {
+            b.find("input#tls").await.click().await.expect("TLS on");
+        }
+        let refusal = b.text_contains("ul#findings li[data-code=\"tls\"][data-severity=\"error\"]", "587").await;
+        assert!(refusal.contains("465"), "the refusal says what to do: {refusal}");
+
+        // Test connection on the saved mailbox "in" (box 99): every step, live, then success.
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/in")).await;
+        assert!(!b.exists("div#token-health").await, "a password mailbox has no token health");
+        b.find("button#test-connection").await.click().await.expect("press Test connection");
+        let passed = b
+            .until_for("the check to finish", Duration::from_secs(60), || async {
+                b.client.find(fantoccini::Locator::Css("p#check-result[data-passed]")).await.ok()?.attr("data-passed").await.ok()?
+            })
+            .await;
+        let steps = b.all("ol#check-steps li").await;
+        let mut seen = Vec::new();
+        for li in &steps {
+            let step = li.attr("data-step").await.ok().flatten().unwrap_or_default();
+            let status = li.attr("data-status").await.ok().flatten().unwrap_or_default();
+            seen.push(format!("{step}={status}"));
+        }
+        assert_eq!(passed, "true", "the check passed: {seen:?} {}", b.text("p#check-result").await);
+        for want in ["settings=ok", "resolve=ok", "connect=ok", "tls=ok", "greeting=ok", "login=ok"] {
+            assert!(seen.iter().any(|s| s == want), "{want} in {seen:?}");
+        }
+        assert!(seen.iter().all(|s| s.ends_with("=ok")), "every step succeeded: {seen:?}");
+        assert!(!b.text("ol#check-steps").await.contains(&test_box(99).1), "no password on the page");
+        shot(&b, "check-steps").await;
+
+        // German.
+        b.find("a#lang-de").await.click().await.expect("Deutsch");
+        b.text_contains("button#test-connection", "Verbindung testen").await;
+        assert_eq!(b.find("html").await.attr("lang").await.ok().flatten().as_deref(), Some("de"));
+        b.find("button#test-connection").await.click().await.expect("press Test connection");
+        b.text_contains("p#check-result", "erfolgreich").await;
+        b.text_contains("ol#check-steps", "Anmelden").await;
+        b.find("a#lang-en").await.click().await.expect("English");
+        b.text_contains("button#test-connection", "Test connection").await;
+    })
+    .await;
+    b.close().await;
+    drop(s.serve);
+}
+
+/// Connect account: the OAuth2 authorization-code flow through the rig's OAuth2 server for the
+/// OAuth2 mailbox on box 100, back to the mailbox page with the token's health (never the
+/// token); Test connection then signs in with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_account_through_the_rigs_oauth2_server() {
+    let s = start("oauth").await;
+    let b = Browser::start(&s.dir.0).await;
+    let base = s.base.clone();
+    b.guard("oauth", async {
+        sign_in(&b, &base, "acme", TOKEN_A).await;
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/oa")).await;
+        let health = b.find("div#token-health").await;
+        assert_eq!(health.attr("data-state").await.ok().flatten().as_deref(), Some("missing"));
+        b.find("button#connect-account").await.click().await.expect("press Connect account");
+        // The rig's server consents at once and sends the browser back to the admin page's own
+        // callback (another site: the hop page carries the SameSite=Strict session over).
+        b.until_for("back on the mailbox page with a token", Duration::from_secs(60), || async {
+            let url = b.client.current_url().await.ok()?;
+            let e = b.client.find(fantoccini::Locator::Css("div#token-health")).await.ok()?;
+            let state = e.attr("data-state").await.ok()??;
+            (url.path() == "/admin/t/acme/mailboxes/oa" && state == "valid").then_some(())
+        })
+        .await;
+        b.text_contains("p#connect-outcome", "connected").await;
+        assert!(b.text("div#token-health dd.valid-until").await.len() >= 10, "valid until a time");
+        assert_eq!(b.find("div#token-health dd.refresh").await.attr("data-present").await.ok().flatten().as_deref(), Some("true"));
+        b.text_contains("div#token-health dd.account", &test_box(100).0).await;
+        let page = b.client.source().await.expect("page");
+        assert!(!page.contains("access_token") && !page.contains("refresh_token\""), "no token on the page");
+        assert!(!page.contains(rig().get("RIG_OAUTH_CLIENT_SECRET")), "no client secret on the page");
+        // The stored token works: Test connection signs in with it.
+        b.find("button#test-connection").await.click().await.expect("press Test connection");
+        let passed = b
+            .until_for("the check to finish", Duration::from_secs(60), || async {
+                b.client.find(fantoccini::Locator::Css("p#check-result[data-passed]")).await.ok()?.attr("data-passed").await.ok()?
+            })
+            .await;
+        assert_eq!(passed, "true", "{}", b.text("ol#check-steps").await);
+        assert!(b.exists("ol#check-steps li[data-step=\"token\"][data-status=\"ok\"]").await, "the token step");
+        // The outcome is shown once.
+        b.client.refresh().await.expect("reload");
+        b.find("div#token-health").await;
+        assert!(!b.exists("p#connect-outcome").await);
+    })
+    .await;
+    b.close().await;
+    drop(s.serve);
+}
+
+/// The queue page: choosing another SMTP account and "send on behalf" changes the preview of
+/// what the customer sees before saving; saving writes the tenant's file; German preview; a
+/// second tenant's admin gets 404 on the first tenant's pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_page_preview_save_and_tenant_isolation() {
+    let s = start("queue").await;
+    let b = Browser::start(&s.dir.0).await;
+    let base = s.base.clone();
+    let (u99, _) = test_box(99);
+    let (u100, _) = test_box(100);
+    b.guard("queue", async {
+        sign_in(&b, &base, "acme", TOKEN_A).await;
+        b.goto(&format!("{base}/admin/t/acme/queues/q")).await;
+        // As saved: box 99's own account sends box 99's replies.
+        let plan = b.text("div#preview article[data-mailbox=\"in\"]").await;
+        assert!(plan.contains(&u99), "{plan}");
+        assert!(!b.exists("div#preview dd.sender").await, "no Sender when the account is the mailbox's own");
+        assert!(b.find("ul#queue-mailboxes input[value=\"in\"]").await.prop("checked").await.ok().flatten().as_deref() == Some("true"));
+        // Another account with "send on behalf": From stays the mailbox, Sender is the agent.
+        select(&b, "select#smtp-server", "agent").await;
+        select(&b, "select#send-permission", "send-on-behalf").await;
+        let sender = b.text_contains("div#preview dd.sender", &u100).await;
+        assert!(sender.contains(&u100));
+        b.text_contains("div#preview dd.from", &u99).await;
+        let sees = b.text("div#preview p.customer-sees").await;
+        assert!(sees.contains(&u100) || sees.contains("behalf"), "what the customer sees: {sees}");
+        shot(&b, "queue-preview").await;
+        // Nothing is saved yet.
+        let file = s.dir.0.join("tenants/acme.toml");
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("send-on-behalf"));
+        // Aliases with a bad one: named, nothing saved.
+        b.find("textarea#aliases").await.send_keys("not-an-address").await.expect("type");
+        b.find("button#save-queue").await.click().await.expect("save");
+        b.text_contains("div#form-errors", "not-an-address").await;
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("send-on-behalf"));
+        // Saved.
+        select(&b, "select#smtp-server", "agent").await;
+        select(&b, "select#send-permission", "send-on-behalf").await;
+        b.find("textarea#aliases").await.clear().await.expect("clear");
+        b.find("button#save-queue").await.click().await.expect("save");
+        b.find("p#form-saved").await;
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("send_permission = \"send-on-behalf\"") && text.contains("# acme (admin_browser)"), "{text}");
+        // The service reloads it: the page then shows the saved settings.
+        b.until_for("the saved queue to be loaded", Duration::from_secs(30), || async {
+            b.client.refresh().await.ok()?;
+            let t = b.client.find(fantoccini::Locator::Css("div#preview dd.sender")).await.ok()?.text().await.ok()?;
+            t.contains(&u100).then_some(())
+        })
+        .await;
+        // German.
+        b.find("a#lang-de").await.click().await.expect("Deutsch");
+        b.text_contains("h2#preview-title", "Was der Kunde sieht").await;
+        b.text_contains("div#preview", "Der Kunde sieht").await;
+        b.find("a#lang-en").await.click().await.expect("English");
+
+        // bravo's admin: acme's pages are 404 (as if they did not exist).
+        sign_in(&b, &base, "bravo", TOKEN_B).await;
+        for path in ["/admin/t/acme/", "/admin/t/acme/queues/q", "/admin/t/acme/mailboxes/in", "/admin/t/acme/mailboxes/oa"] {
+            b.goto(&format!("{base}{path}")).await;
+            b.text_contains("main", "Not found").await;
+            assert!(!b.exists("table#mailboxes").await && !b.exists("div#preview").await && !b.exists("button#test-connection").await, "{path}");
+            assert!(!b.client.source().await.unwrap().contains(&u100), "{path}: nothing of acme");
+        }
+    })
+    .await;
+    b.close().await;
+    drop(s.serve);
+}
+
+/// Keyboard only: from the top of the new-server form, Tab reaches every field in order, the
+/// values are typed, and Enter on the save button saves the mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_only_tab_through_the_form_and_submit() {
+    let s = start("keyboard").await;
+    let b = Browser::start(&s.dir.0).await;
+    let base = s.base.clone();
+    let (u99, p99) = test_box(99);
+    let port = rig().port("RIG_IMAPS_PORT").to_string();
+    b.guard("keyboard", async {
+        sign_in(&b, &base, "acme", TOKEN_A).await;
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/new")).await;
+        b.find("form#server-form").await;
+        let values: Vec<(&str, String)> = vec![
+            ("name", "kb".into()),
+            ("address", u99.clone()),
+            ("host", "localhost".into()),
+            ("port", port.clone()),
+            ("username", u99.clone()),
+            ("password", p99.clone()),
+        ];
+        let mut visited: Vec<String> = Vec::new();
+        let body = b.find("body").await;
+        body.send_keys(&Key::Tab.to_string()).await.expect("Tab");
+        for _ in 0..60 {
+            let active = b.client.active_element().await.expect("focus");
+            let id = active.attr("id").await.ok().flatten().unwrap_or_default();
+            if !id.is_empty() && visited.last() != Some(&id) {
+                visited.push(id.clone());
+            }
+            if id == "save" {
+                active.send_keys(&Key::Enter.to_string()).await.expect("Enter");
+                break;
+            }
+            if let Some((_, v)) = values.iter().find(|(k, _)| *k == id) {
+                // Select what the field holds (the new form's port is 993), type over it.
+                active.send_keys(&format!("{}a{}", Key::Control, Key::Control)).await.expect("select all");
+                active.send_keys(v).await.expect("type");
+            }
+            active.send_keys(&Key::Tab.to_string()).await.expect("Tab");
+        }
+        let order: Vec<&str> = ["preset", "name", "protocol", "address", "host", "port", "tls", "auth", "username", "password", "save"].to_vec();
+        let mut at = 0;
+        for id in &visited {
+            if at < order.len() && id == order[at] {
+                at += 1;
+            }
+        }
+        assert_eq!(at, order.len(), "Tab reached {:?} in order; visited {visited:?}", order);
+        b.find("p#saved").await;
+        let text = std::fs::read_to_string(s.dir.0.join("tenants/acme.toml")).unwrap();
+        assert!(text.contains("name = \"kb\"") && text.contains(&format!("port = {port}")), "{text}");
+        assert!(!text.contains(&p99), "the password is in its own file, not the tenant file");
+    })
+    .await;
+    b.close().await;
+    drop(s.serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_reads_a_page_that_serve_answers() {
-    let (dir, s) = serve("rig").await;
-    let b = Browser::start(&dir.0).await;
+    let s = start("rig").await;
+    let b = Browser::start(&s.dir.0).await;
     b.guard("healthz", async {
-        b.goto(&format!("http://{}/healthz", s.addr)).await;
+        b.goto(&format!("{}/healthz", s.base)).await;
         let body = b.text_contains("body", "status").await;
         let v: serde_json::Value = serde_json::from_str(body.trim()).expect("the page is the API's JSON");
         assert_eq!(v["status"], "ok");
     })
     .await;
     b.close().await;
+    drop(s.serve);
 }
