@@ -16,7 +16,7 @@ use mailplug_tests::{rig, test_box};
 const TOKEN_A: &str = "acme-browser-token-0123456789abcdef";
 const TOKEN_B: &str = "bravo-browser-token-0123456789abcdef";
 /// The store's key for OAuth2 tokens (hex), for the serve these tests start.
-const KEY: &str = "6d61696c706c75672d62726f777365722d746573742d6b65792d3030303030";
+const KEY: &str = "6d61696c706c75672d62726f777365722d746573742d6b65792d303030303030";
 
 /// A test's work folder in /tmp: removed when the test passes, kept (with the failure's
 /// screenshot and page) when it fails.

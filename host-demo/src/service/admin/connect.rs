@@ -8,7 +8,9 @@
 //! session that began it, for `LOGIN_TTL`; the callback takes them once, only for that
 //! session, exchanges the code, checks the consenting account is the configured one and
 //! stores the tokens encrypted (as `mailplug oauth login` does), then returns to the mailbox
-//! page. The session cookie is SameSite=Strict, so a browser coming back from a provider on
+//! page. The POST answers a page that moves on to the provider (meta refresh) rather than a
+//! redirect: the admin pages' CSP has `form-action 'self'`, which stops a form's redirect to
+//! another site. The session cookie is SameSite=Strict, so a browser coming back from a provider on
 //! another site does not send it: the callback then answers a page that reloads the same URL
 //! from this site (`hop=1`), which does send it.
 //!
@@ -191,8 +193,9 @@ async fn connect(
         return fail(ctx.lang.t("connect.busy").to_string());
     }
     tracing::info!(tenant = %t, mailbox = %id, "admin page: OAuth2 login begun");
-    // 303: the browser follows with a GET.
-    Redirect::to(&url).into_response()
+    // Not a redirect: the page's CSP (form-action 'self') stops a form's redirect to another
+    // site. A page that moves on to the provider (meta refresh, and a link) is not a form's.
+    html(StatusCode::OK, &Hop { page: ctx.page("connect.title"), next: url, message: "connect.to-provider" })
 }
 
 #[derive(Template)]
@@ -200,6 +203,8 @@ async fn connect(
 struct Hop {
     page: Page,
     next: String,
+    /// A catalogue key: where the page goes.
+    message: &'static str,
 }
 
 /// GET /admin/t/{t}/oauth/callback?code=..&state=.. (or ?error=..): finishes the login.
@@ -220,7 +225,7 @@ async fn callback(
                 None => format!("{}?hop=1", uri.path()),
             };
             let page = Page { lang, tenant: String::new(), csrf: String::new(), signed_in: false, title_key: "connect.title", base: String::new() };
-            return html(StatusCode::OK, &Hop { page, next });
+            return html(StatusCode::OK, &Hop { page, next, message: "connect.returning" });
         }
         return error_page(StatusCode::NOT_FOUND, lang, "connect.expired");
     };

@@ -230,6 +230,7 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("connect.expired", "This sign-in is unknown, was used already or took too long. Start it again with \"Connect account\".", "Diese Anmeldung ist unbekannt, wurde schon verwendet oder hat zu lange gedauert. Starten Sie sie erneut mit „Konto verbinden“."),
     ("connect.returning", "Returning to the admin page…", "Zurück zur Verwaltungsseite …"),
     ("connect.continue", "Continue", "Weiter"),
+    ("connect.to-provider", "Opening the provider's sign-in page…", "Die Anmeldeseite des Anbieters wird geöffnet …"),
     ("token.state", "Token", "Token"),
     ("token.valid", "valid", "gültig"),
     ("token.expiring", "expired or due; it is refreshed at the next use", "abgelaufen oder fällig; wird bei der nächsten Verwendung erneuert"),

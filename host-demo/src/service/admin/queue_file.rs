@@ -49,10 +49,15 @@ pub fn edit_text(text: &str, id: &str, cfg: &TenantConfig, chosen: &str) -> Resu
         t.insert("gmail_aliases", value(aliases));
     }
     if let Some(mut s) = smtp {
-        // Written back as its own [queue.smtp] table after the queue's keys.
+        // Written where the queue's own [queue.smtp] table was (a table keeps its place in the
+        // document: the copy would otherwise be written under the other queue).
+        let at = t.get("smtp").and_then(Item::as_table).and_then(Table::position);
         if let Some(tab) = s.as_table_mut() {
             tab.set_implicit(false);
             tab.decor_mut().clear();
+            if let Some(at) = at {
+                tab.set_position(at);
+            }
         }
         t.insert("smtp", s);
     }
