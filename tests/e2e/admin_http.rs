@@ -58,6 +58,15 @@ struct Setup {
     serve: Serve,
 }
 
+/// The service stops and the test's folder goes, also when the test fails.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.serve.child.kill();
+        let _ = self.serve.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn start(name: &str) -> Setup {
     let dir = workdir(&format!("admin-{name}"));
     write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, Some(PASSWORD_A)));
@@ -95,8 +104,9 @@ fn admin_sign_in_sessions_csrf_and_tenant_isolation() {
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     assert!(wrong.body.contains("id=\"token\"") && wrong.body.contains("wrong"), "the form again with the reason");
     assert!(!b.cookies.contains_key("mailplug_admin"));
-    // B's token does not open A's page.
+    // B's token does not open A's page, nor does the service's admin token.
     assert_eq!(b.sign_in("acme", TOKEN_B).status, 401, "another tenant's token");
+    assert_eq!(b.sign_in("acme", ADMIN).status, 401, "the service's admin token");
 
     // The right token: a session cookie with every flag, then the overview.
     let ok = b.sign_in("acme", TOKEN_A);
@@ -163,8 +173,6 @@ fn admin_sign_in_sessions_csrf_and_tenant_isolation() {
     assert_eq!(statuses, [401, 401, 401, 429, 429], "{statuses:?}");
     assert_eq!(brute.sign_in("bravo", TOKEN_B).status, 429, "paused for bravo");
     assert_eq!(Browser::new(&addr).sign_in("acme", TOKEN_A).status, 303, "acme is not paused");
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 /// Every admin answer (pages, the sign-in page, a 404, the static files) carries the CSP and
@@ -209,8 +217,11 @@ fn admin_pages_send_csp_and_escape_everything() {
 
     // The evil mailbox name: escaped in the text and in attributes, never markup.
     assert!(!overview.body.contains("<script>alert"), "unescaped name in the overview");
-    assert!(overview.body.contains("x&lt;script&gt;alert(1)&lt;/script&gt;"), "the name is shown escaped");
-    assert!(overview.body.contains("data-mailbox=\"x&lt;script&gt;"), "escaped in the attribute too");
+    // askama writes `<` as `&#60;` and `>` as `&#62;` (named entities would do as well).
+    let escaped = |s: &str| s.replace("&lt;", "&#60;").replace("&gt;", "&#62;");
+    let body = escaped(&overview.body);
+    assert!(body.contains("x&#60;script&#62;alert(1)&#60;/script&#62;"), "the name is shown escaped");
+    assert!(body.contains("data-mailbox=\"x&#60;script&#62;"), "escaped in the attribute too");
 
     // Languages: Accept-Language, then ?lang= which sets the cookie, and <html lang>.
     assert!(overview.body.contains("<html lang=\"en\">") && overview.body.contains("id=\"lang-de\""));
@@ -221,8 +232,6 @@ fn admin_pages_send_csp_and_escape_everything() {
     assert!(en.body.contains("<html lang=\"de\">") && en.body.contains("Postfächer"), "German by ?lang=de");
     assert!(en.all("set-cookie").iter().any(|c| c.starts_with("mailplug_lang=de")));
     assert!(b.get("/admin/t/acme/").body.contains("<html lang=\"de\">"), "the cookie keeps German");
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 /// No inline script (a <script> without src, an on...= handler, javascript: URL) and no inline
@@ -295,6 +304,9 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
         v["findings"].as_array().unwrap().iter().map(|f| (f["code"].as_str().unwrap().to_string(), f["severity"].as_str().unwrap().to_string())).collect()
     };
     assert!(codes(&mut b, &body).contains(&("tls".into(), "error".into())), "587 with TLS on is refused");
+    let as_number = body.replace("\"port\":\"587\"", "\"port\":587");
+    assert_ne!(as_number, body);
+    assert!(codes(&mut b, &as_number).contains(&("tls".into(), "error".into())), "the port as a number");
     assert!(codes(&mut b, &typed("imap", "outlook.office365.com", 993, true, "basic", "pw-0123456789")).iter().any(|(c, s)| c == "auth" && s == "error"), "Basic where Microsoft retired it");
     assert!(codes(&mut b, &typed("imap", "imap.gmail.com", 993, true, "basic", "an ordinary password")).iter().any(|(c, _)| c == "password"), "the Gmail app password hint");
     assert!(codes(&mut b, &typed("imap", "imap.gmail.com", 993, true, "basic", "abcd efgh ijkl mnop")).is_empty(), "an app password: nothing to say");
@@ -399,6 +411,190 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
             assert!(!body.contains(pw), "a secret in an answer: {body}");
         }
     }
-    drop(s.serve);
-    let _ = std::fs::remove_dir_all(&s.dir);
+    let log = std::fs::read_to_string(s.dir.join("serve.log")).unwrap();
+    assert!(log.contains("the admin page saved a mail server"), "the log is the service's: {log}");
+    for pw in [box_pw.as_str(), new_pw, TOKEN_A, PASSWORD_A] {
+        assert!(!log.contains(pw), "a secret in the log");
+    }
+}
+
+/// The text of an HTML page with askama's (and the named) entities turned back into characters.
+fn unescape(html: &str) -> String {
+    html.replace("&#60;", "<").replace("&#62;", ">").replace("&#34;", "\"").replace("&#39;", "'").replace("&quot;", "\"")
+        .replace("&lt;", "<").replace("&gt;", ">").replace("&#38;", "&").replace("&amp;", "&")
+}
+
+/// The row of a mailbox in the overview.
+fn row<'a>(html: &'a str, mailbox: &str) -> &'a str {
+    let start = html.find(&format!("<tr data-mailbox=\"{mailbox}\"")).unwrap_or_else(|| panic!("no row for {mailbox} in {html}"));
+    let len = html[start..].find("</tr>").expect("the row's end");
+    &html[start..start + len]
+}
+
+/// The overview without JavaScript: a working mailbox is shown connected or idle with its next
+/// poll, one whose server is unreachable backing off with its next try, one whose password the
+/// server refuses is shown in error with the component's
+/// explanation and action in the admin's language (English, German) and "after the settings are
+/// changed" as its next attempt; an invalid change of the tenant's file is shown with its error
+/// while the previous version keeps running.
+#[test]
+fn admin_overview_shows_states_and_errors_in_the_admins_language() {
+    let dir = workdir("admin-overview");
+    let wrong = dir.join("secrets/wrong.pw");
+    private(&wrong, "not-the-password-of-box-98");
+    let (user98, _) = test_box(98);
+    let broken = format!(
+        "[[mailbox]]\nname = \"broken\"\naddress = \"{user98}\"\nprotocol = \"imap\"\npoll_interval_secs = 30\nhost = \"localhost\"\nport = {}\n\
+         tls = true\nusername = \"{user98}\"\npassword_file = \"{}\"\n[[queue]]",
+        rig().port("RIG_IMAPS_PORT"),
+        wrong.display()
+    );
+    // A port nobody listens on: connection refused, a network error to retry later.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!(
+        "[[mailbox]]\nname = \"down\"\naddress = \"{user98}\"\nprotocol = \"imap\"\nhost = \"127.0.0.1\"\nport = {closed}\ntls = true\n\
+         username = \"{user98}\"\npassword_file = \"{}\"\n[[queue]]",
+        wrong.display()
+    );
+    let text = tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[[queue]]", &broken, 1).replacen("[[queue]]", &down, 1);
+    write_tenant(&dir, "acme.toml", &text);
+    let serve = Serve::start(&dir, "serve.log");
+    let s = Setup { dir, serve };
+    let api = wait_for("both mailboxes ran once", 60, || {
+        let (st, v) = s.serve.get("/v1/tenants/acme", Some(ADMIN));
+        (st == 200 && v["mailboxes"]["in"]["last_success_ms"].is_number() && v["mailboxes"]["broken"]["state"] == "waiting-for-fix").then_some(v)
+    });
+    let err = &api["mailboxes"]["broken"]["last_error"];
+    let (en, de) = (err["explanation_en"].as_str().expect("an English explanation"), err["explanation_de"].as_str().expect("a German one"));
+
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("acme", TOKEN_A).status, 303);
+    let page = b.get("/admin/t/acme/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"refresh\" href=\"/admin/t/acme/\""), "a plain refresh link");
+    let ok = unescape(row(&page.body, "in"));
+    assert!(ok.contains("class=\"state\" data-state=\"waiting\">idle (waiting for the next poll)") || ok.contains("data-state=\"idling\">connected"), "{ok}");
+    assert!(ok.contains("<td class=\"last-error\">-</td>"), "no error: {ok}");
+    assert!(ok.contains("<td class=\"next\">20") || ok.contains("<td class=\"next\">as soon as new mail arrives</td>"), "the next poll's time: {ok}");
+    let bad = unescape(row(&page.body, "broken"));
+    assert!(bad.contains("data-state=\"waiting-for-fix\">error: waiting for a fix of the settings"), "{bad}");
+    assert!(bad.contains(&format!("<span class=\"explanation\">{en}</span>")), "the explanation in English: {bad}");
+    assert!(bad.contains(err["error"].as_str().unwrap()), "the error itself: {bad}");
+    assert!(bad.contains("<td class=\"next\">after the settings are changed</td>"), "{bad}");
+
+    // The unreachable server backs off (1 s, then 2 s in this harness), with the next try's time.
+    let down = wait_for("the unreachable mailbox is shown backing off", 60, || {
+        let p = b.get("/admin/t/acme/");
+        let r = unescape(row(&p.body, "down"));
+        r.contains("data-state=\"backing-off\"").then_some(r)
+    });
+    assert!(down.contains("backing off after an error (attempt "), "{down}");
+    assert!(down.contains("<span class=\"explanation\">") && down.contains("<td class=\"next\">"), "{down}");
+    assert!(down.contains(" UTC</td>") || down.contains("<td class=\"next\">now</td>"), "the next try: {down}");
+
+    let page = b.get("/admin/t/acme/?lang=de");
+    let bad = unescape(row(&page.body, "broken"));
+    assert!(bad.contains("Fehler: wartet auf eine Korrektur der Einstellungen"), "{bad}");
+    assert!(bad.contains(&format!("<span class=\"explanation\">{de}</span>")), "the explanation in German: {bad}");
+    assert!(bad.contains("nach einer Änderung der Einstellungen"), "{bad}");
+    assert_ne!(en, de);
+
+    // An invalid change of the file: shown with its error; the previous version keeps running.
+    write_tenant(&s.dir, "acme.toml", &text.replacen("poll_interval_secs = 30", "poll_interval_secs = \"often\"", 1));
+    let page = wait_for("the invalid change is shown", 60, || {
+        let p = b.get("/admin/t/acme/?lang=en");
+        p.body.contains("id=\"config-error\"").then_some(p)
+    });
+    assert!(page.body.contains("the previous version keeps running"), "{}", page.body);
+    assert!(page.body.contains("data-mailbox=\"in\"") && page.body.contains("data-mailbox=\"broken\""), "the running version's mailboxes");
+    assert!(!page.body.contains(TOKEN_A) && !page.body.contains(&test_box(97).1));
+}
+
+/// A rotated API token ends the tenant's sessions opened with the old secrets (the next page
+/// asks to sign in again, the old token no longer signs in, the new one does); another tenant's
+/// sessions go on.
+#[test]
+fn admin_sessions_end_when_the_tenants_secrets_change() {
+    let s = start("rotate");
+    let mut a = Browser::new(&s.serve.addr);
+    assert_eq!(a.sign_in("acme", TOKEN_A).status, 303);
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("bravo", TOKEN_B).status, 303);
+    assert_eq!(a.get("/admin/t/acme/").status, 200);
+
+    let rotated = "acme-rotated-token-0123456789abcdef";
+    private(&s.dir.join("secrets/acme.token"), rotated);
+    wait_for("the service uses the rotated token", 60, || (s.serve.get("/v1/tenants/acme", Some(rotated)).0 == 200).then_some(()));
+    let page = a.get("/admin/t/acme/");
+    assert_eq!(page.status, 303, "the old session ends: {}", page.body);
+    assert_eq!(page.header("location"), Some("/admin/t/acme/login"));
+    assert_eq!(a.sign_in("acme", TOKEN_A).status, 401, "the old token");
+    assert_eq!(a.sign_in("acme", rotated).status, 303, "the new token");
+    assert_eq!(a.get("/admin/t/acme/").status, 200);
+    assert_eq!(b.get("/admin/t/bravo/").status, 200, "bravo's session goes on");
+}
+
+/// OAuth2 on the mail-server form without JavaScript: the tenant's OAuth client is offered, a
+/// server with OAuth2 saves without a password (the password row hidden on its page), and a
+/// mailbox switched from a password to OAuth2 loses its `password_file` key while the file it
+/// named, which the admin page did not write, stays.
+#[test]
+fn admin_form_saves_an_oauth2_server_without_a_password() {
+    let r = rig();
+    let dir = workdir("admin-oauth");
+    private(&dir.join("secrets/rig.client"), "client-secret-not-used-here");
+    let client = format!(
+        "[oauth.rig]\nprovider = \"custom\"\nauthorization_endpoint = \"{}\"\ntoken_endpoint = \"{}\"\nscopes = [\"openid\", \"email\", \"offline_access\"]\n\
+         client_id = \"{}\"\nclient_secret_file = \"{}\"\nredirect_uri = \"http://127.0.0.1:9/callback\"\n[limits]",
+        r.get("RIG_OAUTH_AUTHORIZE_URL"),
+        r.get("RIG_OAUTH_TOKEN_URL"),
+        r.get("RIG_OAUTH_CLIENT_ID"),
+        dir.join("secrets/rig.client").display()
+    );
+    write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[limits]", &client, 1));
+    let serve = Serve::start(&dir, "serve.log");
+    let s = Setup { dir, serve };
+    wait_for("acme loaded", 60, || (s.serve.get("/v1/tenants/acme", Some(ADMIN)).0 == 200).then_some(()));
+    let file = s.dir.join("tenants/acme.toml");
+    let (user, _) = test_box(97);
+    let mut b = Browser::new(&s.serve.addr);
+    assert_eq!(b.sign_in("acme", TOKEN_A).status, 303);
+    let page = b.get("/admin/t/acme/mailboxes/new");
+    assert!(page.body.contains("<select id=\"oauth\" name=\"oauth\">") && page.body.contains("<option value=\"rig\""), "the tenant's client is offered");
+    let csrf = csrf_of(&page);
+
+    let imaps = r.port("RIG_IMAPS_PORT").to_string();
+    let mut fields = vec![
+        ("csrf", csrf.as_str()), ("name", "viaoauth"), ("address", user.as_str()), ("protocol", "imap"), ("host", "localhost"),
+        ("port", imaps.as_str()), ("tls", "on"), ("auth", "oauth2"), ("oauth", "rig"), ("username", user.as_str()), ("password", ""),
+    ];
+    let saved = b.post_form("/admin/t/acme/mailboxes/new", &fields);
+    assert_eq!(saved.status, 303, "no password needed with OAuth2: {}", saved.body);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entry = text.split("name = \"viaoauth\"").nth(1).expect("the new entry").split("[[").next().unwrap();
+    assert!(entry.contains("auth = \"oauth2\"") && entry.contains("oauth = \"rig\"") && !entry.contains("password"), "{entry}");
+    let shown = b.get("/admin/t/acme/mailboxes/viaoauth");
+    assert!(shown.body.contains("<option value=\"oauth2\" selected"), "{}", shown.body);
+    assert!(shown.body.contains("id=\"password-row\" hidden"), "the password row is hidden for OAuth2");
+
+    // An unknown client is refused, and nothing is written.
+    let before = std::fs::read(&file).unwrap();
+    fields[1] = ("name", "other");
+    fields[8] = ("oauth", "nosuchclient");
+    let refused = b.post_form("/admin/t/acme/mailboxes/new", &fields);
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("id=\"form-errors\""));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // "in" from its password file to OAuth2: the key goes, the file (not the page's) stays.
+    let pw_file = s.dir.join("secrets/box97.pw");
+    assert!(text.contains(&pw_file.display().to_string()));
+    fields.retain(|(k, _)| *k != "name");
+    fields.iter_mut().for_each(|f| if f.0 == "oauth" { f.1 = "rig" });
+    let switched = b.post_form("/admin/t/acme/mailboxes/in", &fields);
+    assert_eq!(switched.status, 303, "{}", switched.body);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entry = text.split("name = \"in\"").nth(1).unwrap().split("[[").next().unwrap();
+    assert!(entry.contains("auth = \"oauth2\"") && !entry.contains("password_file"), "{entry}");
+    assert!(pw_file.exists() && text.contains(&pw_file.display().to_string()), "the queue still uses the file the admin wrote by hand");
 }

@@ -110,7 +110,8 @@ pub async fn presets(State(a): State<Arc<Admin>>, Path(t): Path<String>, uri: Ur
 pub struct FindingsRequest {
     pub protocol: String,
     pub host: String,
-    pub port: String,
+    /// A number, or the port field's text as typed.
+    pub port: serde_json::Value,
     pub tls: bool,
     pub auth: String,
     pub username: String,
@@ -145,7 +146,11 @@ pub async fn findings(
     let form = ServerForm {
         protocol: r.protocol,
         host: r.host,
-        port: r.port,
+        port: match r.port {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        },
         tls: r.tls.then(|| "on".into()),
         auth: r.auth,
         username: r.username,

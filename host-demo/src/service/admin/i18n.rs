@@ -138,6 +138,7 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("state.attempt", "attempt", "Versuch"),
     ("next.after-fix", "after the settings are changed", "nach einer Änderung der Einstellungen"),
     ("next.now", "now", "jetzt"),
+    ("next.on-mail", "as soon as new mail arrives", "sobald neue Mail ankommt"),
     ("never", "never", "nie"),
     ("none", "none", "keiner"),
     ("action.edit", "Edit server", "Server bearbeiten"),

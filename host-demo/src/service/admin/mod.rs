@@ -128,6 +128,11 @@ impl Admin {
             return Err(Denied::NotFound(lang));
         }
         let state = self.shared.board.read(|b| b.tenants.get(t).cloned()).ok_or(Denied::NotFound(lang))?;
+        if session::credentials_id(state.api_token.as_ref(), state.config.admin_password.as_ref()) != session.credentials {
+            // The token or password it signed in with was changed: sign in again.
+            self.sessions.remove(headers);
+            return Err(Denied::SignIn);
+        }
         Ok(Ctx { tenant: t.to_string(), state, session, lang })
     }
 
@@ -307,17 +312,20 @@ async fn login(State(a): State<Arc<Admin>>, Path(t): Path<String>, uri: Uri, hea
         tracing::warn!(tenant = %t, "admin sign-in paused after repeated failures");
         return render_login(&t, lang, StatusCode::TOO_MANY_REQUESTS, Some("login.limited"));
     }
-    let ok = a.shared.board.read(|b| {
-        b.tenants.get(&t).is_some_and(|s| session::credentials_match(form.token.trim(), s.api_token.as_ref(), s.config.admin_password.as_ref()))
+    let signed_in = a.shared.board.read(|b| {
+        b.tenants
+            .get(&t)
+            .filter(|s| session::credentials_match(form.token.trim(), s.api_token.as_ref(), s.config.admin_password.as_ref()))
+            .map(|s| session::credentials_id(s.api_token.as_ref(), s.config.admin_password.as_ref()))
     });
-    if !ok {
+    let Some(credentials) = signed_in else {
         a.limiter.failed(&t);
         tracing::warn!(tenant = %t, "admin sign-in failed");
         return render_login(&t, lang, StatusCode::UNAUTHORIZED, Some("login.failed"));
-    }
+    };
     a.limiter.succeeded(&t);
     a.sessions.remove(&headers);
-    let Some(id) = a.sessions.create(&t) else {
+    let Some(id) = a.sessions.create(&t, credentials) else {
         return render_login(&t, lang, StatusCode::SERVICE_UNAVAILABLE, Some("login.busy"));
     };
     tracing::info!(tenant = %t, "admin signed in");

@@ -78,6 +78,7 @@ pub fn mailbox_rows(state: &TenantState, lang: Lang) -> Vec<MailboxRow> {
                     if *until_ms <= now { lang.t("next.now").to_string() } else { time(*until_ms) },
                 ),
                 Phase::Waiting { next_poll_ms } => (lang.t("state.waiting").to_string(), time(*next_poll_ms)),
+                Phase::Idling { .. } => (lang.t("state.idling").to_string(), lang.t("next.on-mail").to_string()),
                 Phase::WaitingForFix => (lang.t("state.waiting-for-fix").to_string(), lang.t("next.after-fix").to_string()),
                 other => (lang.t(&format!("state.{}", other.name())).to_string(), "-".to_string()),
             };

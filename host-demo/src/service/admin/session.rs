@@ -1,8 +1,10 @@
 //! The admin page's sessions: kept on the server, named by a random 256-bit id in the cookie
 //! `mailplug_admin` (HttpOnly, SameSite=Strict, Path=/admin, Secure). The table holds only a
 //! SHA-256 of each id, so neither a memory dump nor lookup timing gives a usable id. A session
-//! belongs to one tenant, ends after `IDLE` without a request, after `LIFETIME` in any case, or
-//! at sign-out. Failed sign-ins are limited per tenant (`Limiter`).
+//! belongs to one tenant, ends after `IDLE` without a request, after `LIFETIME` in any case, at
+//! sign-out, or when the tenant's sign-in secrets change (`credentials_id`: a rotated token or
+//! password ends every session opened with the old one). Failed sign-ins are limited per tenant
+//! (`Limiter`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,6 +48,8 @@ pub struct Session {
     pub tenant: String,
     /// The CSRF token of every form and JavaScript POST of this session.
     pub csrf: String,
+    /// `credentials_id` of the tenant's secrets at sign-in.
+    pub credentials: [u8; 32],
 }
 
 struct Entry {
@@ -62,7 +66,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// A new session for `tenant`: its id (for the cookie), or None when `MAX_SESSIONS` are open.
-    pub fn create(&self, tenant: &str) -> Option<String> {
+    pub fn create(&self, tenant: &str, credentials: [u8; 32]) -> Option<String> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_SESSIONS {
@@ -72,7 +76,7 @@ impl Sessions {
             }
         }
         let id = random_hex(32);
-        let session = Session { tenant: tenant.to_string(), csrf: random_hex(32) };
+        let session = Session { tenant: tenant.to_string(), csrf: random_hex(32), credentials };
         map.insert(digest(&id), Entry { session, created: now, last: now });
         Some(id)
     }
@@ -155,6 +159,25 @@ pub fn credentials_match(given: &str, api_token: Option<&Secret>, admin_password
     !given.is_empty() && (a | b)
 }
 
+/// A digest of a tenant's sign-in secrets (API token and admin page password): a session
+/// lives only while it is the same as at its sign-in.
+pub fn credentials_id(api_token: Option<&Secret>, admin_password: Option<&Secret>) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for s in [api_token, admin_password] {
+        match s {
+            Some(s) => {
+                ctx.update(&[1]);
+                ctx.update(&(s.expose().len() as u64).to_be_bytes());
+                ctx.update(s.expose().as_bytes());
+            }
+            None => ctx.update(&[0]),
+        }
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// Failed sign-ins per tenant name (existing or not, so the limit says nothing about which
 /// tenants exist).
 #[derive(Default)]
@@ -209,7 +232,7 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_at_logout_or_expiry() {
         let s = Sessions::default();
-        let id = s.create("acme").unwrap();
+        let id = s.create("acme", [7; 32]).unwrap();
         assert_eq!(id.len(), 64, "256 bits in hex");
         let h = with_cookie(&format!("other=1; {COOKIE}={id}"));
         let got = s.get(&h).expect("the session");
@@ -219,12 +242,12 @@ mod tests {
         assert!(s.get(&with_cookie(&format!("{COOKIE}={}", &id[..63]))).is_none(), "a prefix");
         s.age(IDLE + Duration::from_secs(1));
         assert!(s.get(&h).is_none(), "idle too long");
-        let id = s.create("acme").unwrap();
+        let id = s.create("acme", [7; 32]).unwrap();
         let h = with_cookie(&format!("{COOKIE}={id}"));
         assert!(s.get(&h).is_some());
         s.remove(&h);
         assert!(s.get(&h).is_none(), "signed out");
-        let id = s.create("acme").unwrap();
+        let id = s.create("acme", [7; 32]).unwrap();
         s.remove_tenant("acme");
         assert!(s.get(&with_cookie(&format!("{COOKIE}={id}"))).is_none());
     }
@@ -247,6 +270,11 @@ mod tests {
         assert!(!credentials_match("api-token-012345678", Some(&token), Some(&pw)));
         assert!(!credentials_match("", None, None));
         assert!(!credentials_match("api-token-0123456789", None, Some(&pw)));
+        let id = credentials_id(Some(&token), Some(&pw));
+        assert_eq!(id, credentials_id(Some(&token), Some(&pw)));
+        assert_ne!(id, credentials_id(Some(&token), None), "the password removed");
+        assert_ne!(id, credentials_id(Some(&pw), Some(&token)), "order matters");
+        assert_ne!(id, credentials_id(Some(&Secret::new("api-token-0123456780".into())), Some(&pw)), "a rotated token");
     }
 
     #[test]
