@@ -216,7 +216,7 @@ async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let lang = super::lang_of(&uri, &headers);
-    let Some(session) = a.sessions.get(&headers) else {
+    if a.sessions.get(&headers).is_none() {
         if query_param(&uri, "hop").is_none() {
             // Back from another site: the SameSite=Strict cookie was not sent. The same URL,
             // loaded again from this site, carries it.
@@ -228,17 +228,18 @@ async fn callback(
             return html(StatusCode::OK, &Hop { page, next, message: "connect.returning" });
         }
         return error_page(StatusCode::NOT_FOUND, lang, "connect.expired");
-    };
-    let state = query_param(&uri, "state").unwrap_or_default();
-    if session.tenant != t {
-        return error_page(StatusCode::NOT_FOUND, lang, "error.not-found");
     }
+    // The session's checks as on every page (its tenant, its credentials still the same).
+    let ctx = match a.page(&headers, &uri, &t) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let session = ctx.session.clone();
+    let state = query_param(&uri, "state").unwrap_or_default();
     let Some(p) = logins.take(&state, &session.csrf, &t) else {
         return error_page(StatusCode::NOT_FOUND, lang, "connect.expired");
     };
-    let Some(cfg) = a.shared.board.read(|b| b.tenants.get(&t).map(|s| s.config.clone())) else {
-        return error_page(StatusCode::NOT_FOUND, lang, "error.not-found");
-    };
+    let cfg = ctx.state.config.clone();
     let redirect = uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_default();
     let (name, mailbox) = (p.mailbox.clone(), p.mailbox.clone());
     let result = a
