@@ -234,9 +234,18 @@ impl Browser {
 
     /// A PNG of the whole page, 1024 pixels wide (as tall as the page, at most 3000), for docs/.
     pub async fn save_page_png(&self, path: &Path) {
-        let h = self.js("return Math.ceil(document.documentElement.scrollHeight)").await.as_u64().unwrap_or(768);
-        // The window's outer size includes no browser chrome in headless mode.
-        let _ = self.client.set_window_size(1024, h.clamp(300, 3000) as u32).await;
+        let _ = self.js("window.scrollTo(0, 0); return 0").await;
+        // The window grows until its viewport holds the whole page (a few rounds: the layout
+        // changes with the width of a scroll bar).
+        for _ in 0..4 {
+            let v = self.js("return [Math.ceil(document.documentElement.scrollHeight), window.innerHeight, window.outerHeight]").await;
+            let n = |i: usize| v[i].as_u64().unwrap_or(768);
+            let (page, inner, outer) = (n(0), n(1), n(2));
+            if inner >= page.min(3000) {
+                break;
+            }
+            let _ = self.client.set_window_size(1024, (page.min(3000) + outer.saturating_sub(inner)) as u32).await;
+        }
         let png = self.client.screenshot().await.expect("screenshot");
         let _ = self.client.set_window_size(1024, 768).await;
         if let Some(dir) = path.parent() {

@@ -109,8 +109,9 @@ async fn start(
 pub struct MailboxLive {
     /// The mailbox's name, percent-encoded for URLs.
     pub href_name: String,
-    /// live.js.
+    /// live.js and live.css.
     pub script: &'static str,
+    pub style: &'static str,
     /// The token's health, for an OAuth2 mailbox (div#token-health, button#connect-account).
     pub token: Option<super::connect::TokenHealth>,
     /// The outcome of this session's last "Connect account" for the mailbox, shown once.
@@ -122,7 +123,7 @@ pub async fn mailbox_live(a: &Admin, ctx: &super::Ctx, id: &str) -> Option<Mailb
     ctx.state.config.mailbox(id)?;
     let token = super::connect::token_health(a, ctx, id).await;
     let outcome = token.as_ref().and_then(|_| super::connect::logins().take_outcome(&ctx.session.csrf, id));
-    Some(MailboxLive { href_name: urlencode(id), script: super::assets::LIVE_JS.url(), token, outcome })
+    Some(MailboxLive { href_name: urlencode(id), script: super::assets::LIVE_JS.url(), style: super::assets::LIVE_CSS.url(), token, outcome })
 }
 
 /// What the check tells the stream, made on the actors' thread.

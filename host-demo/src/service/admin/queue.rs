@@ -230,8 +230,9 @@ struct QueuePage {
     plans: Vec<PlanRow>,
     errors: Vec<String>,
     saved: bool,
-    /// live.js (the preview as the form changes).
+    /// live.js (the preview as the form changes) and live.css.
     script: &'static str,
+    style: &'static str,
 }
 
 #[derive(Template)]
@@ -284,6 +285,7 @@ async fn render(a: &Admin, ctx: &Ctx, cfg: TenantConfig, id: &str, chosen_server
         errors,
         saved,
         script: super::assets::LIVE_JS.url(),
+        style: super::assets::LIVE_CSS.url(),
     };
     html(if view.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY }, &view)
 }
