@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fantoccini::key::Key;
 use mailplug_tests::browser::Browser;
-use mailplug_tests::serve::{private, wait_for, workdir, write_tenant, Serve, ADMIN};
+use mailplug_tests::serve::{http, private, wait_for, workdir, write_tenant, Browser as HttpClient, Serve, ADMIN};
 use mailplug_tests::{rig, test_box};
 
 const TOKEN_A: &str = "acme-browser-token-0123456789abcdef";
@@ -32,7 +32,8 @@ impl Drop for Workdir {
     }
 }
 
-/// acme: IMAP mailbox "in" on box 99 (password), OAuth2 mailbox "oa" on box 100 with the rig's
+/// acme: IMAP mailbox "in" on box 99 (password), "wrongtls" (box 99 with TLS on for the
+/// STARTTLS port, which cannot work), OAuth2 mailbox "oa" on box 100 with the rig's
 /// OAuth2 server, queue "q" (box 99's SMTP account, serving "in") and queue "agent" (box 100's
 /// SMTP account, serving nothing). bravo: one mailbox on box 99.
 fn acme_toml(dir: &Path) -> String {
@@ -54,6 +55,8 @@ fn acme_toml(dir: &Path) -> String {
          tls = true\nusername = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n\
          [[mailbox]]\nname = \"oa\"\naddress = \"{u100}\"\nprotocol = \"imap\"\npoll_interval_secs = 300\nhost = \"localhost\"\nport = {imaps}\n\
          tls = true\nauth = \"oauth2\"\noauth = \"rig\"\nusername = \"{u100}\"\n\
+         [[mailbox]]\nname = \"wrongtls\"\naddress = \"{u99}\"\nprotocol = \"imap\"\npoll_interval_secs = 300\nhost = \"localhost\"\nport = {starttls}\n\
+         tls = true\nusername = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n\
          [[queue]]\nname = \"q\"\nmailboxes = [\"in\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
          username = \"{u99}\"\npassword_file = \"{s}/box99.pw\"\n\
          [[queue]]\nname = \"agent\"\nmailboxes = []\n[queue.smtp]\nhost = \"localhost\"\nport = {smtps}\ntls = true\n\
@@ -64,6 +67,7 @@ fn acme_toml(dir: &Path) -> String {
         token = r.get("RIG_OAUTH_TOKEN_URL"),
         client = r.get("RIG_OAUTH_CLIENT_ID"),
         imaps = r.port("RIG_IMAPS_PORT"),
+        starttls = r.port("RIG_IMAP_STARTTLS_PORT"),
         smtps = r.port("RIG_SMTPS_PORT"),
     )
 }
@@ -91,23 +95,23 @@ struct Setup {
     dir: Workdir,
 }
 
-/// A serve with acme and bravo, both loaded (started off the async threads).
-async fn start(name: &str) -> Setup {
+/// A serve with acme and bravo, both loaded.
+fn start_blocking(name: &str) -> Setup {
     let dir = workdir(&format!("admin-browser-{name}"));
     write_tenant(&dir, "acme.toml", &acme_toml(&dir));
     write_tenant(&dir, "bravo.toml", &bravo_toml(&dir));
-    let d = dir.clone();
-    let serve = tokio::task::spawn_blocking(move || {
-        let s = Serve::start_with(&d, "serve.log", &[], &[("MAILPLUG_SECRET_KEY", KEY)]);
-        wait_for("both tenants loaded", 60, || {
-            (s.get("/v1/tenants/acme", Some(ADMIN)).0 == 200 && s.get("/v1/tenants/bravo", Some(ADMIN)).0 == 200).then_some(())
-        });
-        s
-    })
-    .await
-    .expect("serve starts");
+    let serve = Serve::start_with(&dir, "serve.log", &[], &[("MAILPLUG_SECRET_KEY", KEY)]);
+    wait_for("both tenants loaded", 60, || {
+        (serve.get("/v1/tenants/acme", Some(ADMIN)).0 == 200 && serve.get("/v1/tenants/bravo", Some(ADMIN)).0 == 200).then_some(())
+    });
     let port = serve.addr.rsplit(':').next().expect("port").to_string();
     Setup { base: format!("http://localhost:{port}"), serve, dir: Workdir(dir) }
+}
+
+/// `start_blocking` off the async threads.
+async fn start(name: &str) -> Setup {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || start_blocking(&name)).await.expect("serve starts")
 }
 
 /// Where to save the docs' screenshots, if asked.
@@ -217,6 +221,25 @@ async fn mailbox_form_presets_findings_and_test_connection() {
         b.find("button#test-connection").await.click().await.expect("press Test connection");
         b.text_contains("p#check-result", "erfolgreich").await;
         b.text_contains("ol#check-steps", "Anmelden").await;
+        // A step that fails shows its explanation and what to do, in the admin's language
+        // (German here), and nothing the server sent in clear text.
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/wrongtls")).await;
+        b.find("button#test-connection").await.click().await.expect("press Test connection");
+        let passed = b
+            .until_for("the failing check to finish", Duration::from_secs(60), || async {
+                b.client.find(fantoccini::Locator::Css("p#check-result[data-passed]")).await.ok()?.attr("data-passed").await.ok()?
+            })
+            .await;
+        assert_eq!(passed, "false");
+        let failed = b.find("ol#check-steps li[data-status=\"failed\"]").await;
+        assert_eq!(failed.attr("data-step").await.ok().flatten().as_deref(), Some("tls"));
+        let cause = b.text("ol#check-steps li[data-status=\"failed\"] .step-cause").await;
+        let action = b.text("ol#check-steps li[data-status=\"failed\"] .step-action").await;
+        assert!(cause.starts_with("Ursache:") && cause.contains("unverschlüsselt"), "{cause}");
+        assert!(action.starts_with("Was zu tun ist:") && action.contains("TLS für diesen Port aus"), "{action}");
+        assert!(b.text("p#check-result").await.contains("fehlgeschlagen"));
+        assert!(!b.text("ol#check-steps").await.contains("Dovecot"), "the clear-text greeting is never shown");
+        shot(&b, "check-failed-de").await;
         b.find("a#lang-en").await.click().await.expect("English");
         b.text_contains("button#test-connection", "Test connection").await;
     })
@@ -416,4 +439,102 @@ async fn the_browser_reads_a_page_that_serve_answers() {
     .await;
     b.close().await;
     drop(s.serve);
+}
+
+/// The HTTP side of Test connection and Connect account, as a script or another site would
+/// try them: a check starts only with the session's CSRF header; its stream belongs to the
+/// session, tenant and mailbox that started it and is used once; Connect account needs the
+/// form's CSRF field; the provider's answer is accepted only in the session that began the
+/// login (its state), once.
+#[test]
+fn check_and_connect_are_bound_to_the_session() {
+    let s = start_blocking("bound");
+    let addr = s.serve.addr.clone();
+    let mut a = HttpClient::new(&addr);
+    assert_eq!(a.sign_in("acme", TOKEN_A).status, 303);
+    let page = a.get("/admin/t/acme/mailboxes/in");
+    assert_eq!(page.status, 200);
+    let csrf = HttpClient::field(&page.body, "csrf").expect("csrf");
+    let mut other = HttpClient::new(&addr);
+    assert_eq!(other.sign_in("acme", TOKEN_A).status, 303);
+    let mut bravo = HttpClient::new(&addr);
+    assert_eq!(bravo.sign_in("bravo", TOKEN_B).status, 303);
+
+    // Starting a check: the CSRF header, the session's tenant, a mailbox that exists.
+    assert_eq!(a.post_json("/admin/t/acme/mailboxes/in/check", None, "").status, 403, "no X-CSRF-Token");
+    assert_eq!(a.post_json("/admin/t/acme/mailboxes/in/check", Some(&"0".repeat(64)), "").status, 403, "a wrong one");
+    assert_eq!(a.post_json("/admin/t/acme/mailboxes/nope/check", Some(&csrf), "").status, 404);
+    assert_eq!(bravo.post_json("/admin/t/acme/mailboxes/in/check", Some(&csrf), "").status, 404, "another tenant's session");
+    assert_eq!(HttpClient::new(&addr).post_json("/admin/t/acme/mailboxes/in/check", Some(&csrf), "").status, 401, "no session");
+    let started = a.post_json("/admin/t/acme/mailboxes/in/check", Some(&csrf), "");
+    assert_eq!(started.status, 200, "{}", started.body);
+    let url = serde_json::from_str::<serde_json::Value>(&started.body).unwrap()["stream"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/admin/t/acme/mailboxes/in/check/stream?run="), "{url}");
+    // Another session, or the run on another mailbox: 404, and the run is still there for its own.
+    assert_eq!(other.get(&url).status, 404);
+    assert_eq!(a.get(&url.replace("/mailboxes/in/", "/mailboxes/wrongtls/")).status, 404);
+    let stream = a.get(&url);
+    assert_eq!(stream.status, 200);
+    assert!(stream.header("content-type").unwrap_or("").starts_with("text/event-stream"));
+    assert!(stream.body.contains("event: step") && stream.body.contains("\"status\":\"running\"") && stream.body.contains("\"status\":\"ok\""), "{}", stream.body);
+    assert!(stream.body.contains("event: done") && stream.body.contains("\"passed\":true"), "{}", stream.body);
+    assert!(!stream.body.contains(&test_box(99).1), "no password in the stream");
+    assert_eq!(a.get(&url).status, 404, "a run streams once");
+
+    // Connect account: the form's CSRF field, then a page that moves on to the provider.
+    let oa = a.get("/admin/t/acme/mailboxes/oa");
+    assert!(oa.body.contains("id=\"connect-account\"") && oa.body.contains("data-state=\"missing\""));
+    assert_eq!(a.post_form("/admin/t/acme/mailboxes/oa/connect", &[]).status, 403, "no CSRF field");
+    let go = a.post_form("/admin/t/acme/mailboxes/oa/connect", &[("csrf", &csrf)]);
+    assert_eq!(go.status, 200, "{}", go.body);
+    let provider = go.body.split("id=\"oauth-continue\"").next().and_then(|h| h.rsplit("href=\"").next()).expect("the provider link");
+    let provider = unescape(provider.split('"').next().unwrap());
+    let r = rig();
+    assert!(provider.starts_with(r.get("RIG_OAUTH_AUTHORIZE_URL")), "{provider}");
+    let port = s.serve.addr.rsplit(':').next().unwrap().to_string();
+    let own = format!("redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fadmin%2Ft%2Facme%2Foauth%2Fcallback");
+    assert!(provider.contains(&own), "the admin page's own callback: {provider}");
+    assert!(provider.contains("code_challenge_method=S256") && provider.contains("state="), "PKCE and state: {provider}");
+    // The rig's server consents at once: its redirect carries the code and state.
+    let oauth_addr = r.get("RIG_OAUTH_AUTHORIZE_URL").trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let consent = http(&oauth_addr, "GET", &provider[provider.find("/authorize").unwrap()..], &[], "");
+    let back = consent.header("location").unwrap_or_else(|| panic!("the provider's redirect: {consent:?} for {provider}")).to_string();
+    let back_path = &back[back.find("/admin/").expect("to the admin page")..];
+    // Another session with that answer: not its login. Without a session: the hop page only.
+    assert_eq!(other.get(back_path).status, 404);
+    let anon = HttpClient::new(&addr).get(back_path);
+    assert_eq!(anon.status, 200);
+    assert!(anon.body.contains("hop=1") && !anon.body.contains("token-health"), "{}", anon.body);
+    assert_eq!(HttpClient::new(&addr).get(&format!("{back_path}&hop=1")).status, 404, "no session after the hop: refused");
+    // Its own session: stored, back to the mailbox page; a second time it is gone.
+    let done = a.get(back_path);
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.header("location"), Some("/admin/t/acme/mailboxes/oa#token-health"));
+    let oa = a.get("/admin/t/acme/mailboxes/oa");
+    assert!(oa.body.contains("data-state=\"valid\"") && oa.body.contains("id=\"connect-outcome\""), "{}", oa.body);
+    assert_eq!(a.get(back_path).status, 404, "the answer is used once");
+}
+
+/// An HTML attribute's text: the character references askama writes, decoded.
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out += &rest[..i];
+        let Some(end) = rest[i..].find(';') else { break };
+        let ent = &rest[i + 1..i + end];
+        let c = match ent {
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            _ => ent.strip_prefix('#').and_then(|n| n.parse::<u32>().ok()).and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => out.push(c),
+            None => out += &rest[i..i + end + 1],
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out + rest
 }
