@@ -291,6 +291,15 @@ async fn connect_account_through_the_rigs_oauth2_server() {
         b.client.refresh().await.expect("reload");
         b.find("div#token-health").await;
         assert!(!b.exists("p#connect-outcome").await);
+        // The mailbox, which waited for a fix (no tokens), starts again and signs in with them.
+        b.goto(&format!("{base}/admin/t/acme/")).await;
+        b.until_for("the OAuth2 mailbox to be connected", Duration::from_secs(60), || async {
+            b.client.refresh().await.ok()?;
+            let td = b.client.find(fantoccini::Locator::Css("tr[data-mailbox=\"oa\"] td.state")).await.ok()?;
+            let state = td.attr("data-state").await.ok()??;
+            matches!(state.as_str(), "idling" | "waiting" | "polling").then_some(())
+        })
+        .await;
     })
     .await;
     b.close().await;

@@ -107,6 +107,9 @@ pub struct Shared {
     /// committed): that tenant's SSE streams read the store at once instead of at their next
     /// poll (`events::SSE_POLL`).
     pub events_written: tokio::sync::broadcast::Sender<String>,
+    /// Tenants to restart at the next scan although their file did not change (the admin
+    /// page stored a mailbox's OAuth2 tokens while it waited for a fix).
+    pub restarts: Mutex<std::collections::HashSet<String>>,
     jobs: mpsc::UnboundedSender<Job>,
     /// A connection for the API's reads.
     reader: Mutex<Database>,
@@ -261,6 +264,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         outbox: outbox::Wakes::default(),
         webhooks: watch::Sender::new(Vec::new()),
         events_written: tokio::sync::broadcast::Sender::new(256),
+        restarts: Mutex::new(Default::default()),
         jobs,
         reader: Mutex::new(reader),
     });

@@ -14,6 +14,10 @@
 //! another site does not send it: the callback then answers a page that reloads the same URL
 //! from this site (`hop=1`), which does send it.
 //!
+//! After the tokens are stored, a mailbox that was waiting for them (waiting for a fix, or
+//! backing off) is started again: the tenant is restarted at the next scan of the tenants
+//! folder (`Shared::restarts`), as a change of its file would.
+//!
 //! `token_health` is what div#token-health shows: valid until, scopes, whether a refresh
 //! token is present, the consenting account; never a token.
 
@@ -257,6 +261,16 @@ async fn callback(
     let outcome = match result {
         Ok(Ok(())) => {
             tracing::info!(tenant = %t, mailbox = %mailbox, "admin page: OAuth2 tokens stored");
+            // A mailbox that stopped for want of tokens (waiting for a fix) or backs off starts
+            // again now: the tenant restarts at the next scan of the tenants folder.
+            let stuck = a.shared.board.read(|b| {
+                b.tenants.get(&t).and_then(|s| s.mailboxes.get(&mailbox)).is_some_and(|m| {
+                    matches!(m.phase, crate::service::state::Phase::WaitingForFix | crate::service::state::Phase::BackingOff { .. })
+                })
+            });
+            if stuck {
+                a.shared.restarts.lock().unwrap_or_else(|p| p.into_inner()).insert(t.clone());
+            }
             Outcome { ok: true, message: None }
         }
         Ok(Err(e)) => {
