@@ -3,84 +3,9 @@
 //! flags, CSRF, tenant isolation, the security headers on every page, escaping, the mail-server
 //! form writing the tenant's file and the service picking it up. Rig boxes 97 and 98.
 
-use std::path::{Path, PathBuf};
-
+use mailplug_tests::serve::admin::*;
 use mailplug_tests::serve::*;
 use mailplug_tests::{rig, test_box};
-
-const TOKEN_A: &str = "acme-api-token-0123456789abcdef";
-const PASSWORD_A: &str = "acme-admin-password-0123456789";
-const TOKEN_B: &str = "bravo-api-token-0123456789abcdef";
-/// A mailbox name that would run script if a page did not escape it.
-const EVIL: &str = "x<script>alert(1)</script>\"'&";
-
-/// A tenant file: one IMAP mailbox on a rig box (and an evil-named second one for acme), a
-/// queue, the API token and (acme) the admin page password in files of their own.
-fn tenant_toml(dir: &Path, id: &str, n: u32, token: &str, password: Option<&str>) -> String {
-    let r = rig();
-    let tok = dir.join(format!("secrets/{id}.token"));
-    private(&tok, token);
-    let mut t = format!(
-        "# {id}'s tenant file (a comment the admin page keeps)\ntenant = \"{id}\"\nlicensed = true\nextra_ca_file = \"{}\"\napi_token_file = \"{}\"\n",
-        r.get("RIG_CA"),
-        tok.display()
-    );
-    if let Some(pw) = password {
-        let p = dir.join(format!("secrets/{id}.admin"));
-        private(&p, pw);
-        t += &format!("admin_password_file = \"{}\"\n", p.display());
-    }
-    t += "[limits]\nreply_timeout_secs = 15\nconnect_timeout_secs = 5\n";
-    let (user, pass) = test_box(n);
-    let pw = dir.join(format!("secrets/box{n}.pw"));
-    private(&pw, &pass);
-    let names: Vec<&str> = if id == "acme" { vec!["in", EVIL] } else { vec!["in"] };
-    for name in names {
-        t += &format!(
-            "[[mailbox]]\nname = \"{}\"\naddress = \"{user}\"\nprotocol = \"imap\"\npoll_interval_secs = 30\n\
-             host = \"localhost\"\nport = {}\ntls = true\nusername = \"{user}\"\npassword_file = \"{}\"\n",
-            name.replace('\\', "\\\\").replace('"', "\\\""),
-            r.port("RIG_IMAPS_PORT"),
-            pw.display()
-        );
-    }
-    t += &format!(
-        "[[queue]]\nname = \"q\"\nmailboxes = [\"in\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {}\ntls = true\n\
-         username = \"{user}\"\npassword_file = \"{}\"\n",
-        r.port("RIG_SMTPS_PORT"),
-        pw.display()
-    );
-    t
-}
-
-struct Setup {
-    dir: PathBuf,
-    serve: Serve,
-}
-
-/// The service stops and the test's folder goes, also when the test fails.
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.serve.child.kill();
-        let _ = self.serve.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(name: &str) -> Setup {
-    let dir = workdir(&format!("admin-{name}"));
-    write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, Some(PASSWORD_A)));
-    write_tenant(&dir, "bravo.toml", &tenant_toml(&dir, "bravo", 98, TOKEN_B, None));
-    let serve = Serve::start(&dir, "serve.log");
-    wait_for("both tenants loaded", 60, || {
-        (serve.get("/v1/tenants/acme", Some(ADMIN)).0 == 200 && serve.get("/v1/tenants/bravo", Some(ADMIN)).0 == 200).then_some(())
-    });
-    Setup { dir, serve }
-}
-
-fn csrf_of(page: &HttpAnswer) -> String {
-    Browser::field(&page.body, "csrf").unwrap_or_else(|| panic!("no csrf field in {}", page.body))
-}
 
 /// Sign-in with the token or the password, wrong secrets refused and rate limited per tenant,
 /// the session cookie's flags, sign-out, CSRF on sign-out, and tenant isolation: A's session
@@ -234,22 +159,6 @@ fn admin_pages_send_csp_and_escape_everything() {
     assert!(b.get("/admin/t/acme/").body.contains("<html lang=\"de\">"), "the cookie keeps German");
 }
 
-/// No inline script (a <script> without src, an on...= handler, javascript: URL) and no inline
-/// style (<style>, style=) in a page.
-fn assert_no_inline(what: &str, html: &str) {
-    let lower = html.to_ascii_lowercase();
-    for (i, _) in lower.match_indices("<script") {
-        let tag = &lower[i..i + lower[i..].find('>').unwrap()];
-        assert!(tag.contains(" src=\""), "{what}: inline script {tag}");
-        assert!(lower[i..].starts_with(&format!("{tag}></script>")), "{what}: a script with content");
-    }
-    assert!(!lower.contains("<style"), "{what}: a <style> element");
-    assert!(!lower.contains(" style="), "{what}: a style attribute");
-    assert!(!lower.contains("javascript:"), "{what}: a javascript: URL");
-    for ev in [" onclick=", " onload=", " onerror=", " onchange=", " onsubmit=", " oninput="] {
-        assert!(!lower.contains(ev), "{what}: an inline handler {ev}");
-    }
-}
 
 /// The mail-server form without JavaScript plus the JSON its script uses: presets with the
 /// errata, findings as `presets --config` gives them, discovery; CSRF refusals write nothing;
@@ -418,18 +327,6 @@ fn admin_form_saves_the_server_and_the_service_picks_it_up() {
     }
 }
 
-/// The text of an HTML page with askama's (and the named) entities turned back into characters.
-fn unescape(html: &str) -> String {
-    html.replace("&#60;", "<").replace("&#62;", ">").replace("&#34;", "\"").replace("&#39;", "'").replace("&quot;", "\"")
-        .replace("&lt;", "<").replace("&gt;", ">").replace("&#38;", "&").replace("&amp;", "&")
-}
-
-/// The row of a mailbox in the overview.
-fn row<'a>(html: &'a str, mailbox: &str) -> &'a str {
-    let start = html.find(&format!("<tr data-mailbox=\"{mailbox}\"")).unwrap_or_else(|| panic!("no row for {mailbox} in {html}"));
-    let len = html[start..].find("</tr>").expect("the row's end");
-    &html[start..start + len]
-}
 
 /// The overview without JavaScript: a working mailbox is shown connected or idle with its next
 /// poll, one whose server is unreachable backing off with its next try, one whose password the
@@ -512,7 +409,7 @@ fn admin_overview_shows_states_and_errors_in_the_admins_language() {
 
 /// A rotated API token ends the tenant's sessions opened with the old secrets (the next page
 /// asks to sign in again, the old token no longer signs in, the new one does); another tenant's
-/// sessions go on.
+/// sessions go on until its file is removed.
 #[test]
 fn admin_sessions_end_when_the_tenants_secrets_change() {
     let s = start("rotate");
@@ -532,6 +429,13 @@ fn admin_sessions_end_when_the_tenants_secrets_change() {
     assert_eq!(a.sign_in("acme", rotated).status, 303, "the new token");
     assert_eq!(a.get("/admin/t/acme/").status, 200);
     assert_eq!(b.get("/admin/t/bravo/").status, 200, "bravo's session goes on");
+
+    // A removed tenant file ends its sessions too.
+    std::fs::remove_file(s.dir.join("tenants/bravo.toml")).unwrap();
+    wait_for("bravo is gone", 60, || (s.serve.get("/v1/tenants/bravo", Some(ADMIN)).0 == 404).then_some(()));
+    let gone = b.get("/admin/t/bravo/");
+    assert_eq!((gone.status, gone.header("location")), (303, Some("/admin/t/bravo/login")));
+    assert_eq!(b.sign_in("bravo", TOKEN_B).status, 401);
 }
 
 /// OAuth2 on the mail-server form without JavaScript: the tenant's OAuth client is offered, a
@@ -554,7 +458,7 @@ fn admin_form_saves_an_oauth2_server_without_a_password() {
     write_tenant(&dir, "acme.toml", &tenant_toml(&dir, "acme", 97, TOKEN_A, None).replacen("[limits]", &client, 1));
     let serve = Serve::start(&dir, "serve.log");
     let s = Setup { dir, serve };
-    wait_for("acme loaded", 60, || (s.serve.get("/v1/tenants/acme", Some(ADMIN)).0 == 200).then_some(()));
+    loaded(&s, &["acme"]);
     let file = s.dir.join("tenants/acme.toml");
     let (user, _) = test_box(97);
     let mut b = Browser::new(&s.serve.addr);

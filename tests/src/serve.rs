@@ -403,7 +403,10 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 // Helper E (issue 15, the admin page): requests with headers and a cookie jar, as a browser
-// without JavaScript sends them.
+// without JavaScript sends them; the admin page tests' setup
+// (serve/admin.rs).
+
+pub mod admin;
 
 /// An HTTP answer with its headers.
 #[derive(Debug, Clone)]

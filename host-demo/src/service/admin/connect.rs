@@ -220,7 +220,7 @@ async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let lang = super::lang_of(&uri, &headers);
-    if a.sessions.get(&headers).is_none() {
+    if a.session(&headers).is_none() {
         if query_param(&uri, "hop").is_none() {
             // Back from another site: the SameSite=Strict cookie was not sent. The same URL,
             // loaded again from this site, carries it.

@@ -121,18 +121,31 @@ pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
 }
 
 impl Admin {
+    /// The request's live session: its cookie names one, and its tenant's sign-in secrets are
+    /// still those it signed in with (else it is ended). Use this, not `sessions.get`, wherever
+    /// a handler needs the session without `page`, `post` or `api`.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let session = self.sessions.get(headers)?;
+        let same = self.shared.board.read(|b| {
+            b.tenants
+                .get(&session.tenant)
+                .is_some_and(|s| session::credentials_id(s.api_token.as_ref(), s.config.admin_password.as_ref()) == session.credentials)
+        });
+        if !same {
+            // The token or password it signed in with was changed (or the tenant is gone).
+            self.sessions.remove(headers);
+            return None;
+        }
+        Some(session)
+    }
+
     fn ctx(&self, headers: &HeaderMap, uri: &Uri, t: &str) -> Result<Ctx, Denied> {
         let lang = lang_of(uri, headers);
-        let session = self.sessions.get(headers).ok_or(Denied::SignIn)?;
+        let session = self.session(headers).ok_or(Denied::SignIn)?;
         if session.tenant != t {
             return Err(Denied::NotFound(lang));
         }
         let state = self.shared.board.read(|b| b.tenants.get(t).cloned()).ok_or(Denied::NotFound(lang))?;
-        if session::credentials_id(state.api_token.as_ref(), state.config.admin_password.as_ref()) != session.credentials {
-            // The token or password it signed in with was changed: sign in again.
-            self.sessions.remove(headers);
-            return Err(Denied::SignIn);
-        }
         Ok(Ctx { tenant: t.to_string(), state, session, lang })
     }
 
@@ -286,7 +299,7 @@ fn render_login(t: &str, lang: Lang, status: StatusCode, message: Option<&'stati
 /// The sign-in page. It exists for every tenant name, so it tells nothing about which exist.
 async fn login_page(State(a): State<Arc<Admin>>, Path(t): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
     let lang = lang_of(&uri, &headers);
-    if a.sessions.get(&headers).is_some_and(|s| s.tenant == t) {
+    if a.session(&headers).is_some_and(|s| s.tenant == t) {
         return Redirect::to(&format!("/admin/t/{}/", urlencode(&t))).into_response();
     }
     let message = (query_param(&uri, "m").as_deref() == Some("out")).then_some("logout.done");
