@@ -341,9 +341,11 @@ async fn queue_page_preview_save_and_tenant_isolation() {
         b.find("button#save-queue").await.click().await.expect("save");
         b.text_contains("div#form-errors", "not-an-address").await;
         assert!(!std::fs::read_to_string(&file).unwrap().contains("send-on-behalf"));
+        // The form keeps what was typed.
+        assert_eq!(b.value("select#smtp-server").await, "agent");
+        assert_eq!(b.value("select#send-permission").await, "send-on-behalf");
+        assert_eq!(b.value("textarea#aliases").await, "not-an-address");
         // Saved.
-        select(&b, "select#smtp-server", "agent").await;
-        select(&b, "select#send-permission", "send-on-behalf").await;
         b.find("textarea#aliases").await.clear().await.expect("clear");
         b.find("button#save-queue").await.click().await.expect("save");
         b.find("p#form-saved").await;

@@ -94,10 +94,21 @@ pub struct FormError {
 /// The tenant's configuration as it would be with the form's values for queue `id`: the
 /// preview's input and what saving checks before it writes.
 pub fn apply(cfg: &TenantConfig, id: &str, f: &QueueForm) -> Result<TenantConfig, Vec<FormError>> {
+    let (out, errors) = apply_partly(cfg, id, f);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `apply`, keeping what is valid and the aliases as typed (the form shown again after an
+/// error), with the errors.
+pub fn apply_partly(cfg: &TenantConfig, id: &str, f: &QueueForm) -> (TenantConfig, Vec<FormError>) {
     let mut errors = Vec::new();
     let mut out = cfg.clone();
     let Some(i) = cfg.queues.iter().position(|q| q.name == id) else {
-        return Err(vec![FormError { key: "error.not-found", value: id.to_string() }]);
+        return (out, vec![FormError { key: "error.not-found", value: id.to_string() }]);
     };
     let server = if f.smtp_server.is_empty() { Some(&cfg.queues[i]) } else { cfg.queue(&f.smtp_server) };
     match server {
@@ -132,11 +143,7 @@ pub fn apply(cfg: &TenantConfig, id: &str, f: &QueueForm) -> Result<TenantConfig
         }
     }
     out.queues[i].gmail_aliases = aliases;
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 /// One mailbox's line of the preview.
@@ -339,13 +346,11 @@ async fn save(State(a): State<Arc<Admin>>, Path((t, id)): Path<(String, String)>
         return error_page(StatusCode::NOT_FOUND, ctx.lang, "error.not-found");
     }
     let chosen = if form.smtp_server.is_empty() { id.clone() } else { form.smtp_server.clone() };
-    let cfg = match apply(&ctx.state.config, &id, &form) {
-        Ok(c) => c,
-        Err(errors) => {
-            let texts = error_texts(ctx.lang, &errors);
-            return render(&a, &ctx, (*ctx.state.config).clone(), &id, &chosen, texts, false).await;
-        }
-    };
+    let (cfg, errors) = apply_partly(&ctx.state.config, &id, &form);
+    if !errors.is_empty() {
+        // The form again with what was typed (the valid parts applied, the aliases as typed).
+        return render(&a, &ctx, cfg, &id, &chosen, error_texts(ctx.lang, &errors), false).await;
+    }
     match super::queue_file::save_queue(&a, &ctx, &id, &cfg, &chosen).await {
         Ok(()) => {
             tracing::info!(tenant = %t, queue = %id, "admin page: queue saved");
@@ -429,5 +434,12 @@ password_env = "PW"
         assert_eq!(apply(&c, "nope", &QueueForm::default()).unwrap_err()[0].key, "error.not-found");
         let many = QueueForm { aliases: (0..=MAX_ALIASES).map(|i| format!("x{i}@example.com")).collect::<Vec<_>>().join("\n"), ..Default::default() };
         assert!(apply(&c, "q1", &many).unwrap_err().iter().any(|e| e.key == "queue.err-aliases-many"));
+        // Shown again: the valid parts applied, the aliases as typed.
+        let f = QueueForm::parse(b"smtp_server=q2&mailboxes=b&send_permission=send-as&aliases=bad");
+        let (shown, e) = apply_partly(&c, "q1", &f);
+        assert_eq!(e.len(), 1);
+        let q = shown.queue("q1").unwrap();
+        assert_eq!((q.smtp.host.as_str(), q.mailboxes.as_slice(), q.send_permission), ("smtp.office365.com", &["b".to_string()][..], SendPermission::SendAs));
+        assert_eq!(q.gmail_aliases, ["bad"]);
     }
 }
