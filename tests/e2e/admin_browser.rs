@@ -142,7 +142,8 @@ async fn select(b: &Browser, css: &str, value: &str) {
 
 /// The mail-server form: the Gmail preset fills imap.gmail.com/993/TLS; OAuth2 hides the
 /// password; SMTP on 587 with TLS on shows the refusal; Test connection on box 99 shows every
-/// step succeed, live; the German page has German labels.
+/// step succeed, live, for the mailbox and for a queue's SMTP server; a failing step explains
+/// itself; the German page has German labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailbox_form_presets_findings_and_test_connection() {
     let s = start("form").await;
@@ -213,6 +214,20 @@ async fn mailbox_form_presets_findings_and_test_connection() {
         assert!(seen.iter().all(|s| s.ends_with("=ok")), "every step succeeded: {seen:?}");
         assert!(!b.text("ol#check-steps").await.contains(&test_box(99).1), "no password on the page");
         shot(&b, "check-steps").await;
+
+        // The same for a queue's SMTP server (the form's `?smtp=1` page): sign-in and a sender
+        // the server accepts, then a reset; nothing is sent.
+        b.goto(&format!("{base}/admin/t/acme/mailboxes/q?smtp=1")).await;
+        b.find("button#test-connection").await.click().await.expect("press Test connection");
+        let passed = b
+            .until_for("the SMTP check to finish", Duration::from_secs(60), || async {
+                b.client.find(fantoccini::Locator::Css("p#check-result[data-passed]")).await.ok()?.attr("data-passed").await.ok()?
+            })
+            .await;
+        assert_eq!(passed, "true", "{}", b.text("ol#check-steps").await);
+        for step in ["tls", "login", "envelope"] {
+            assert!(b.exists(&format!("ol#check-steps li[data-step=\"{step}\"][data-status=\"ok\"]")).await, "{step}: {}", b.text("ol#check-steps").await);
+        }
 
         // German.
         b.find("a#lang-de").await.click().await.expect("Deutsch");

@@ -75,8 +75,10 @@ impl Runs {
 /// The routes of "Test connection" (merged into the admin router).
 pub fn routes() -> Router<Arc<Admin>> {
     Router::new()
-        .route("/t/{t}/mailboxes/{id}/check", post(start))
-        .route("/t/{t}/mailboxes/{id}/check/stream", get(stream))
+        .route("/t/{t}/mailboxes/{id}/check", post(|s, r, p, u, h| start(s, r, p, u, h, Kind::Mailbox)))
+        .route("/t/{t}/mailboxes/{id}/check/stream", get(|s, r, p, u, h| stream(s, r, p, u, h, Kind::Mailbox)))
+        .route("/t/{t}/queues/{id}/check", post(|s, r, p, u, h| start(s, r, p, u, h, Kind::Queue)))
+        .route("/t/{t}/queues/{id}/check/stream", get(|s, r, p, u, h| stream(s, r, p, u, h, Kind::Queue)))
         .layer(Extension(Arc::new(Runs::default())))
 }
 
@@ -84,31 +86,62 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": "not found"}))).into_response()
 }
 
-/// POST /admin/t/{t}/mailboxes/{id}/check (header X-CSRF-Token): `{"stream": URL}`.
+/// What a check is of: a mailbox, or a queue's SMTP server (the mail-server form's `?smtp=1`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mailbox,
+    Queue,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Mailbox => "mailboxes",
+            Kind::Queue => "queues",
+        }
+    }
+    fn exists(self, cfg: &crate::config::TenantConfig, id: &str) -> bool {
+        match self {
+            Kind::Mailbox => cfg.mailbox(id).is_some(),
+            Kind::Queue => cfg.queue(id).is_some(),
+        }
+    }
+    /// The key of a run: mailboxes and queues may share a name.
+    fn key(self, id: &str) -> String {
+        format!("{}/{id}", self.path())
+    }
+}
+
+/// POST /admin/t/{t}/mailboxes/{id}/check or .../queues/{id}/check (header X-CSRF-Token):
+/// `{"stream": URL}`.
 async fn start(
     State(a): State<Arc<Admin>>,
     Extension(runs): Extension<Arc<Runs>>,
     Path((t, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    kind: Kind,
 ) -> Response {
     let ctx = match a.api(&headers, &uri, &t, true) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if ctx.state.config.mailbox(&id).is_none() {
+    if !kind.exists(&ctx.state.config, &id) {
         return not_found();
     }
-    let Some(run) = runs.start(&ctx.session.csrf, &t, &id) else {
+    let Some(run) = runs.start(&ctx.session.csrf, &t, &kind.key(&id)) else {
         return (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "too many checks are starting; try again in a minute"}))).into_response();
     };
-    Json(json!({"stream": format!("/admin/t/{}/mailboxes/{}/check/stream?run={run}", urlencode(&t), urlencode(&id))})).into_response()
+    Json(json!({"stream": format!("/admin/t/{}/{}/{}/check/stream?run={run}", urlencode(&t), kind.path(), urlencode(&id))})).into_response()
 }
 
-/// What the mailbox page's F part (templates/admin/mailbox_f.html) shows for a saved mailbox.
+/// What the mailbox page's F part (templates/admin/mailbox_f.html) shows for a saved mailbox
+/// or queue SMTP server.
 pub struct MailboxLive {
     /// The mailbox's name, percent-encoded for URLs.
     pub href_name: String,
+    /// Where button#test-connection starts a check.
+    pub start: String,
     /// live.js and live.css.
     pub script: &'static str,
     pub style: &'static str,
@@ -123,7 +156,16 @@ pub async fn mailbox_live(a: &Admin, ctx: &super::Ctx, id: &str) -> Option<Mailb
     ctx.state.config.mailbox(id)?;
     let token = super::connect::token_health(a, ctx, id).await;
     let outcome = token.as_ref().and_then(|_| super::connect::logins().take_outcome(&ctx.session.csrf, id));
-    Some(MailboxLive { href_name: urlencode(id), script: super::assets::LIVE_JS.url(), style: super::assets::LIVE_CSS.url(), token, outcome })
+    let start = format!("{}/mailboxes/{}/check", ctx.page("").base, urlencode(id));
+    Some(MailboxLive { href_name: urlencode(id), start, script: super::assets::LIVE_JS.url(), style: super::assets::LIVE_CSS.url(), token, outcome })
+}
+
+/// The F part of the mail-server form for queue `id`'s SMTP server: Test connection only (the
+/// queue's OAuth2 account is connected with `mailplug oauth login`).
+pub async fn queue_live(ctx: &super::Ctx, id: &str) -> Option<MailboxLive> {
+    ctx.state.config.queue(id)?;
+    let start = format!("{}/queues/{}/check", ctx.page("").base, urlencode(id));
+    Some(MailboxLive { href_name: urlencode(id), start, script: super::assets::LIVE_JS.url(), style: super::assets::LIVE_CSS.url(), token: None, outcome: None })
 }
 
 /// What the check tells the stream, made on the actors' thread.
@@ -183,20 +225,22 @@ pub fn final_events(lang: Lang, report: &CheckReport) -> Vec<(&'static str, Valu
     out
 }
 
-/// GET /admin/t/{t}/mailboxes/{id}/check/stream?run=ID: the steps as server-sent events.
+/// GET /admin/t/{t}/mailboxes/{id}/check/stream?run=ID (or .../queues/...): the steps as
+/// server-sent events.
 async fn stream(
     State(a): State<Arc<Admin>>,
     Extension(runs): Extension<Arc<Runs>>,
     Path((t, id)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    kind: Kind,
 ) -> Response {
     let ctx = match a.api(&headers, &uri, &t, false) {
         Ok(c) => c,
         Err(r) => return r,
     };
     let run = query_param(&uri, "run").unwrap_or_default();
-    if !runs.take(&run, &ctx.session.csrf, &t, &id) || ctx.state.config.mailbox(&id).is_none() {
+    if !runs.take(&run, &ctx.session.csrf, &t, &kind.key(&id)) || !kind.exists(&ctx.state.config, &id) {
         return not_found();
     }
     if a.shared.root.is_cancelled() {
@@ -207,7 +251,7 @@ async fn stream(
     // At most a few dozen events per check: the channel's size is bounded by the steps.
     let (tx, rx) = mpsc::unbounded_channel::<(&'static str, Value)>();
     let shared = a.shared.clone();
-    tracing::info!(tenant = %t, mailbox = %id, "admin page: connection check");
+    tracing::info!(tenant = %t, target = %kind.key(&id), "admin page: connection check");
     tokio::spawn(async move {
         let steps = tx.clone();
         let name = id.clone();
@@ -223,7 +267,10 @@ async fn stream(
                         };
                         let _ = steps.send(("step", live_event(lang, &live)));
                     };
-                    crate::check::check_mailbox_live(&shared.plugin, &cfg, &store, &name, &findings, &mut observer).await
+                    match kind {
+                        Kind::Mailbox => crate::check::check_mailbox_live(&shared.plugin, &cfg, &store, &name, &findings, &mut observer).await,
+                        Kind::Queue => crate::check::check_queue_live(&shared.plugin, &cfg, &store, &name, None, &findings, &mut observer).await,
+                    }
                 })
             })
             .await;

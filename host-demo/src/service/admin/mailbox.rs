@@ -220,7 +220,8 @@ async fn render(a: &Admin, ctx: &Ctx, status: StatusCode, target: Option<&Target
         stored_password: stored.is_some(),
         live: match target {
             Some(Target::Mailbox(n)) => super::check::mailbox_live(a, ctx, n).await,
-            _ => None,
+            Some(Target::Queue(n)) => super::check::queue_live(ctx, n).await,
+            None => None,
         },
     };
     html(status, &view)
