@@ -11,23 +11,33 @@ use std::time::Duration;
 use fantoccini::key::Key;
 use mailplug_tests::browser::Browser;
 use mailplug_tests::serve::{http, private, wait_for, workdir, write_tenant, Browser as HttpClient, Serve, ADMIN};
-use mailplug_tests::{rig, test_box};
+use mailplug_tests::{rig, test_box, TempPath};
 
 const TOKEN_A: &str = "acme-browser-token-0123456789abcdef";
 const TOKEN_B: &str = "bravo-browser-token-0123456789abcdef";
 /// The store's key for OAuth2 tokens (hex), for the serve these tests start.
 const KEY: &str = "6d61696c706c75672d62726f777365722d746573742d6b65792d303030303030";
 
-/// A test's work folder in /tmp: removed when the test passes, kept (with the failure's
-/// screenshot and page) when it fails.
-struct Workdir(PathBuf);
+/// A test's work folder in /tmp, removed when the test ends. When it fails, the failure's
+/// screenshot and page and the service's log are first copied to the build's temp folder
+/// (`CARGO_TARGET_TMPDIR/admin_browser/`), not into /tmp.
+struct Workdir(TempPath);
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("the test's work folder is kept: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
+        if !std::thread::panicking() {
+            return;
+        }
+        let name = self.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin_browser").join(name);
+        if std::fs::create_dir_all(&keep).is_ok() {
+            for e in std::fs::read_dir(&*self.0).into_iter().flatten().flatten() {
+                let f = e.file_name().to_string_lossy().into_owned();
+                if f.starts_with("failure-") || f.ends_with(".log") {
+                    let _ = std::fs::copy(e.path(), keep.join(&f));
+                }
+            }
+            eprintln!("the failure's screenshot, page and logs: {}", keep.display());
         }
     }
 }

@@ -2,7 +2,7 @@
 //! tenants (acme on rig box 97 with an admin page password and an evil-named mailbox, bravo on
 //! box 98) in a `mailplug serve` of their own, and checks of rendered pages.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 use crate::{rig, test_box};
@@ -53,7 +53,7 @@ pub fn tenant_toml(dir: &Path, id: &str, n: u32, token: &str, password: Option<&
 }
 
 pub struct Setup {
-    pub dir: PathBuf,
+    pub dir: crate::TempPath,
     pub serve: Serve,
 }
 

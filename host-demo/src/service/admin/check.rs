@@ -258,7 +258,7 @@ async fn stream(
         let report = shared
             .run_local(move |shared| {
                 Box::pin(async move {
-                    let store = crate::db::Database::open(&shared.options.store)?;
+                    let store = shared.store.open()?;
                     let findings = crate::ops::validate_config(&shared.plugin, &cfg).await?;
                     let mut observer = |s: LiveStep<'_>| {
                         let live = match s {

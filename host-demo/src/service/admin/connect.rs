@@ -250,7 +250,7 @@ async fn callback(
         .shared
         .run_local(move |shared| {
             Box::pin(async move {
-                let store = crate::db::Database::open(&shared.options.store)?;
+                let store = shared.store.open()?;
                 let mut instance = crate::ops::instance_for(&shared.plugin, &cfg).await?;
                 oauth::finish_login_to(&mut instance, &cfg, &store, &Target::Mailbox(name), &p.started, &redirect, Some(&p.redirect_uri))
                     .await
