@@ -30,6 +30,15 @@ if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ] && [ -d "$CARGO
   (cd "$ROOT" && cargo clean --quiet -p mailplug-tests -p mailplug-host -p mailplug-plugin) || true
 fi
 
+# The admin page's browser tests (tests/e2e/admin_browser.rs) drive Debian's headless Chromium
+# through chromedriver; installed only when missing.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  step "installing Debian's chromium and chromium-driver (browser tests)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation >/dev/null
+fi
+
 step "starting Dovecot and Postfix on loopback (tests/rig/up.sh)"
 bash "$ROOT/tests/rig/up.sh"
 step "starting PostgreSQL 15 on loopback (tests/rig/postgres/up.sh)"

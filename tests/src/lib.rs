@@ -520,6 +520,9 @@ impl SmtpSink {
 /// The test PostgreSQL: connection settings and unique names.
 pub mod pg;
 
+// ---- helper F (session 7, admin page): headless Chromium over WebDriver (tests/src/browser.rs).
+pub mod browser;
+
 // ---- helper G (s7): the `mailplug` binary, a child's first line, rig tenants, Dovecot's log ----
 
 /// The `mailplug` binary the tests run (`MAILPLUG_BIN`, else the shared build's).

@@ -3,6 +3,9 @@
 //! action in English and German. Resolving, connecting and implicit TLS are the host's steps;
 //! the component reports the protocol steps (`progress`) of a check session, which fetches,
 //! sends and changes nothing.
+//!
+//! `check_mailbox_live` / `check_queue_live` also tell an observer each step as it starts (the
+//! host's steps) and as it passes (every step), for the admin page's "Test connection".
 
 use std::time::Instant as Clock;
 
@@ -97,15 +100,32 @@ fn stage_step(s: Stage) -> &'static str {
     }
 }
 
-/// Collects the component's step reports with their timings; a check delivers no messages.
-struct Steps {
-    mark: Clock,
-    steps: Vec<StepResult>,
+/// What a live check tells its observer as it goes.
+#[derive(Debug)]
+pub enum LiveStep<'a> {
+    /// A host step ("settings", "token", "resolve", "connect", "tls") is starting, or the
+    /// component's session is ("greeting": its first step).
+    Running(&'static str),
+    /// A step passed.
+    Passed(&'a StepResult),
 }
 
-impl Steps {
-    fn new() -> Self {
-        Steps { mark: Clock::now(), steps: Vec::new() }
+/// The observer of a live check.
+pub type Observer<'o> = &'o mut dyn FnMut(LiveStep<'_>);
+
+/// Collects the component's step reports with their timings; a check delivers no messages.
+struct Steps<'o> {
+    mark: Clock,
+    steps: Vec<StepResult>,
+    observer: Observer<'o>,
+}
+
+impl<'o> Steps<'o> {
+    fn new(observer: Observer<'o>) -> Self {
+        Steps { mark: Clock::now(), steps: Vec::new(), observer }
+    }
+    fn running(&mut self, step: &'static str) {
+        (self.observer)(LiveStep::Running(step));
     }
     /// Milliseconds since the last step ended, restarting the clock.
     fn lap(&mut self) -> u64 {
@@ -116,10 +136,13 @@ impl Steps {
     fn pass(&mut self, step: &'static str, detail: impl Into<String>) {
         let ms = self.lap();
         self.steps.push(StepResult { step, ms, detail: detail.into() });
+        if let Some(last) = self.steps.last() {
+            (self.observer)(LiveStep::Passed(last));
+        }
     }
 }
 
-impl MessageSink for Steps {
+impl MessageSink for Steps<'_> {
     fn deliver(&mut self, _message: FetchedMessage) -> Result<(), HostError> {
         Err(HostError::Plugin("the component delivered a message during a check".into()))
     }
@@ -154,6 +177,18 @@ pub async fn check_mailbox(
     name: &str,
     findings: &[ConfigFinding],
 ) -> Result<CheckReport, HostError> {
+    check_mailbox_live(plugin, cfg, store, name, findings, &mut |_| {}).await
+}
+
+/// `check_mailbox`, telling `observer` each step as it starts and passes.
+pub async fn check_mailbox_live(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    name: &str,
+    findings: &[ConfigFinding],
+    observer: Observer<'_>,
+) -> Result<CheckReport, HostError> {
     let m = cfg
         .mailbox(name)
         .ok_or_else(|| HostError::NotFound(format!("no mailbox named \"{name}\" in the configuration")))?;
@@ -161,7 +196,7 @@ pub async fn check_mailbox(
     let label = format!("mailbox \"{name}\"");
     let mut instance = ops::instance_for(plugin, cfg).await?;
     let mut report = new_report(label.clone(), protocol, &m.server);
-    let mut steps = Steps::new();
+    let mut steps = Steps::new(observer);
     if !settings_step(&mut report, &mut steps, &label, findings) {
         return Ok(report);
     }
@@ -184,11 +219,24 @@ pub async fn check_queue(
     probe_to: Option<&str>,
     findings: &[ConfigFinding],
 ) -> Result<CheckReport, HostError> {
+    check_queue_live(plugin, cfg, store, name, probe_to, findings, &mut |_| {}).await
+}
+
+/// `check_queue`, telling `observer` each step as it starts and passes.
+pub async fn check_queue_live(
+    plugin: &Plugin,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    name: &str,
+    probe_to: Option<&str>,
+    findings: &[ConfigFinding],
+    observer: Observer<'_>,
+) -> Result<CheckReport, HostError> {
     let q = cfg.queue(name).ok_or_else(|| HostError::NotFound(format!("no queue named \"{name}\" in the configuration")))?;
     let label = format!("queue \"{name}\"");
     let mut instance = ops::instance_for(plugin, cfg).await?;
     let mut report = new_report(label.clone(), "smtp", &q.smtp);
-    let mut steps = Steps::new();
+    let mut steps = Steps::new(observer);
     if !settings_step(&mut report, &mut steps, &format!("{label} smtp"), findings) {
         return Ok(report);
     }
@@ -215,7 +263,8 @@ fn new_report(target: String, protocol: &'static str, s: &ServerConfig) -> Check
 }
 
 /// The "settings" step: the validation findings for this server. False when one is an error.
-fn settings_step(report: &mut CheckReport, steps: &mut Steps, server: &str, findings: &[ConfigFinding]) -> bool {
+fn settings_step(report: &mut CheckReport, steps: &mut Steps<'_>, server: &str, findings: &[ConfigFinding]) -> bool {
+    steps.running("settings");
     let mine: Vec<&ConfigFinding> = findings.iter().filter(|f| f.server == server).collect();
     if let Some(f) = mine.iter().find(|f| f.error) {
         let ms = steps.lap();
@@ -247,8 +296,11 @@ async fn credentials_step(
     cfg: &TenantConfig,
     store: &dyn SyncStateStore,
     server: &ServerConfig,
-    steps: &mut Steps,
+    steps: &mut Steps<'_>,
 ) -> Result<crate::engine::Credentials, HostError> {
+    if server.auth == AuthKind::Oauth2 {
+        steps.running("token");
+    }
     let c = ops::credentials_for(instance, cfg, store, server, false).await?;
     if server.auth == AuthKind::Oauth2 {
         steps.pass("token", "an OAuth2 access token is stored and valid (refreshed if it was due)");
@@ -262,24 +314,27 @@ async fn run(
     server: &ServerConfig,
     target: Target<'_>,
     mut report: CheckReport,
-    mut steps: Steps,
+    mut steps: Steps<'_>,
 ) -> Result<CheckReport, HostError> {
     let allowed = ops::allowed_servers(cfg);
     let opts = ops::options(cfg, &allowed)?;
     let timeout = opts.connect_timeout;
     steps.lap();
+    steps.running("resolve");
     let addrs = match resolve(&server.host, server.port, timeout).await {
         Ok(a) => a,
         Err(e) => return Ok(fail(instance, report, steps, "resolve", Stage::Connect, e).await),
     };
     let shown: Vec<String> = addrs.iter().take(4).map(|a| a.ip().to_string()).collect();
     steps.pass("resolve", format!("{} -> {}", server.host, shown.join(", ")));
+    steps.running("connect");
     let mut conn = match Conn::open_tcp(&server.host, server.port, &addrs, opts.tls.clone(), timeout).await {
         Ok(c) => c,
         Err(e) => return Ok(fail(instance, report, steps, "connect", Stage::Connect, e).await),
     };
     steps.pass("connect", format!("TCP connection to port {} open", server.port));
     if server.security == Security::ImplicitTls {
+        steps.running("tls");
         if let Err(e) = conn.handshake(timeout).await {
             conn.close().await;
             return Ok(fail(instance, report, steps, "tls", Stage::Connect, e).await);
@@ -298,6 +353,7 @@ async fn run(
             return Ok(fail(instance, report, steps, "settings", Stage::Connect, e).await);
         }
     };
+    steps.running("greeting");
     let outcome = drive_on(instance, session, &mut conn, &opts, &mut steps).await;
     // Explained before the session is dropped (dropping renews the CPU budget like any call,
     // see `Instance::drop_session`; explaining first keeps the explanation independent of
@@ -328,7 +384,7 @@ async fn run(
 async fn fail(
     instance: &mut Instance,
     mut report: CheckReport,
-    mut steps: Steps,
+    mut steps: Steps<'_>,
     step: &'static str,
     stage: Stage,
     e: HostError,

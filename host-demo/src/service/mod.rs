@@ -116,6 +116,9 @@ pub struct Shared {
     /// that tenant's SSE streams and the webhook deliverer read the store at once instead of
     /// at their next poll (`events::SSE_POLL`, the webhook policy's `poll_interval`).
     pub events_written: tokio::sync::broadcast::Sender<String>,
+    /// Tenants to restart at the next scan although their file did not change (the admin
+    /// page stored a mailbox's OAuth2 tokens while it waited for a fix).
+    pub restarts: Mutex<std::collections::HashSet<String>>,
     jobs: mpsc::UnboundedSender<Job>,
     /// The store, opened at start: each actor, the webhook deliverer and the API open their
     /// handles from it (`Opener::open`; a fenced view with `Store::fenced`).
@@ -314,6 +317,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         outbox: outbox::Wakes::default(),
         webhooks: watch::Sender::new(Vec::new()),
         events_written: tokio::sync::broadcast::Sender::new(256),
+        restarts: Mutex::new(Default::default()),
         jobs,
         store,
         reader: Mutex::new(reader),

@@ -103,7 +103,10 @@ impl Tenants {
         }
         for (path, bytes) in present {
             let hash = fingerprint(&path, &bytes);
-            if self.files.get(&path).is_some_and(|s| s.hash == hash) {
+            let restart = self.files.get(&path).and_then(|s| s.tenant.as_deref()).is_some_and(|t| {
+                self.shared.restarts.lock().unwrap_or_else(|p| p.into_inner()).remove(t)
+            });
+            if !restart && self.files.get(&path).is_some_and(|s| s.hash == hash) {
                 continue;
             }
             let previous = self.files.get(&path).and_then(|s| s.tenant.clone());

@@ -70,10 +70,16 @@ pub async fn endpoints(instance: &mut Instance, c: &OauthClientConfig) -> Result
 }
 
 pub fn registration(c: &OauthClientConfig) -> ClientRegistration {
+    registration_to(c, None)
+}
+
+/// The registration with another redirect URI than the configured one (the admin page's own
+/// callback route), or the configured one.
+fn registration_to(c: &OauthClientConfig, redirect_uri: Option<&str>) -> ClientRegistration {
     ClientRegistration {
         client_id: c.client_id.clone(),
         client_secret: c.client_secret.as_ref().map(|s| s.expose().to_string()),
-        redirect_uri: c.redirect_uri.clone(),
+        redirect_uri: redirect_uri.map_or_else(|| c.redirect_uri.clone(), str::to_string),
     }
 }
 
@@ -90,9 +96,20 @@ async fn execute(cfg: &TenantConfig, req: &HttpRequest) -> Result<HttpResponse, 
 
 /// Starts a login: the URL for the admin's browser, plus the state and verifier to keep.
 pub async fn begin_login(instance: &mut Instance, cfg: &TenantConfig, target: &Target) -> Result<AuthorizationRequest, HostError> {
+    begin_login_to(instance, cfg, target, None).await
+}
+
+/// `begin_login` with the browser sent back to `redirect_uri` instead of the configured one
+/// (`finish_login_to` must then be given the same).
+pub async fn begin_login_to(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    target: &Target,
+    redirect_uri: Option<&str>,
+) -> Result<AuthorizationRequest, HostError> {
     let (server, client) = resolve(cfg, target)?;
     let e = endpoints(instance, client).await?;
-    instance.oauth_begin(&e, &registration(client), Some(&server.username)).await?.map_err(failure)
+    instance.oauth_begin(&e, &registration_to(client, redirect_uri), Some(&server.username)).await?.map_err(failure)
 }
 
 /// Finishes a login with the redirect the browser came back with; stores and returns the tokens.
@@ -104,11 +121,24 @@ pub async fn finish_login(
     started: &AuthorizationRequest,
     redirect: &str,
 ) -> Result<Tokens, HostError> {
+    finish_login_to(instance, cfg, store, target, started, redirect, None).await
+}
+
+/// `finish_login` for a login begun with `begin_login_to` and the same `redirect_uri`.
+pub async fn finish_login_to(
+    instance: &mut Instance,
+    cfg: &TenantConfig,
+    store: &dyn SyncStateStore,
+    target: &Target,
+    started: &AuthorizationRequest,
+    redirect: &str,
+    redirect_uri: Option<&str>,
+) -> Result<Tokens, HostError> {
     let (server, client) = resolve(cfg, target)?;
     store.token_storage_ready()?;
     let code = instance.oauth_parse_redirect(redirect, &started.state).await?.map_err(failure)?;
     let e = endpoints(instance, client).await?;
-    let req = instance.oauth_token_request(&e, &registration(client), &code, &started.code_verifier).await?;
+    let req = instance.oauth_token_request(&e, &registration_to(client, redirect_uri), &code, &started.code_verifier).await?;
     let resp = execute(cfg, &req).await?;
     let tokens = instance.oauth_parse_token_response(&resp, now_ms(), None).await?.map_err(failure)?;
     same_account(tokens.account.as_deref(), &server.username)?;

@@ -24,16 +24,19 @@ impl Asset {
     }
     /// Its URL.
     pub fn url(&self) -> &'static str {
-        if self.ext == "js" {
-            &JS_URL
-        } else {
-            &CSS_URL
+        match (self.stem, self.ext) {
+            ("admin", "js") => &JS_URL,
+            ("live", "js") => &LIVE_JS_URL,
+            ("live", "css") => &LIVE_CSS_URL,
+            _ => &CSS_URL,
         }
     }
 }
 
 static JS_URL: LazyLock<String> = LazyLock::new(|| format!("/admin/static/{}", JS.name()));
 static CSS_URL: LazyLock<String> = LazyLock::new(|| format!("/admin/static/{}", CSS.name()));
+static LIVE_JS_URL: LazyLock<String> = LazyLock::new(|| format!("/admin/static/{}", LIVE_JS.name()));
+static LIVE_CSS_URL: LazyLock<String> = LazyLock::new(|| format!("/admin/static/{}", LIVE_CSS.name()));
 
 fn hashed(stem: &str, ext: &str, bytes: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
@@ -57,10 +60,13 @@ macro_rules! asset {
 
 pub static JS: Asset = asset!("admin", "js", "text/javascript; charset=utf-8");
 pub static CSS: Asset = asset!("admin", "css", "text/css; charset=utf-8");
+/// F: the mailbox page's "Test connection" and the queue page's preview (live.js).
+pub static LIVE_JS: Asset = asset!("live", "js", "text/javascript; charset=utf-8");
+pub static LIVE_CSS: Asset = asset!("live", "css", "text/css; charset=utf-8");
 
 /// GET /admin/static/{file}: the file whose hashed name it is, cached for a year.
 pub async fn serve(Path(file): Path<String>) -> Response {
-    for a in [&JS, &CSS] {
+    for a in [&JS, &CSS, &LIVE_JS, &LIVE_CSS] {
         if a.name() == file {
             return (
                 [(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "public, max-age=31536000, immutable")],

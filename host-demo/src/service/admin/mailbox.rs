@@ -88,6 +88,8 @@ struct FormPage {
     saved: bool,
     /// A password is stored (edit): the help says an empty field keeps it.
     stored_password: bool,
+    /// Helper F's "Test connection" and "Connect account" (mailbox_f.html), for a saved mailbox.
+    live: Option<super::check::MailboxLive>,
 }
 
 impl FormPage {
@@ -216,6 +218,11 @@ async fn render(a: &Admin, ctx: &Ctx, status: StatusCode, target: Option<&Target
         findings,
         saved,
         stored_password: stored.is_some(),
+        live: match target {
+            Some(Target::Mailbox(n)) => super::check::mailbox_live(a, ctx, n).await,
+            Some(Target::Queue(n)) => super::check::queue_live(ctx, n).await,
+            None => None,
+        },
     };
     html(status, &view)
 }

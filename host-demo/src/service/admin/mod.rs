@@ -29,11 +29,15 @@ use super::Shared;
 
 pub mod api;
 pub mod assets;
+pub mod check;
+pub mod connect;
 pub mod csrf;
 pub mod edit;
 pub mod i18n;
 pub mod mailbox;
 pub mod overview;
+pub mod queue;
+pub mod queue_file;
 pub mod session;
 
 pub use i18n::Lang;
@@ -234,6 +238,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(shared: Arc<Shared>) -> Router<S
         .route("/t/{t}", get(|Path(t): Path<String>| async move { Redirect::permanent(&format!("/admin/t/{}/", urlencode(&t))) }))
         .route("/t/{t}/", get(overview::page))
         .merge(mailbox::routes())
+        .merge(check::routes())
+        .merge(connect::routes())
+        .merge(queue::routes())
         .fallback(|uri: Uri, headers: HeaderMap| async move { error_page(StatusCode::NOT_FOUND, lang_of(&uri, &headers), "error.not-found") })
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(admin)
