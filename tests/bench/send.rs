@@ -127,8 +127,12 @@ struct Count<'a> {
 }
 
 impl MessageSink for Count<'_> {
-    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
-        Ok(self.composed[index as usize].raw.clone())
+    fn batch_message(&mut self, index: u32, slack: usize) -> Result<Vec<u8>, HostError> {
+        // One copy (the raw client copies each message into its write buffer once too).
+        let raw = &self.composed[index as usize].raw;
+        let mut out = Vec::with_capacity(raw.len() + slack);
+        out.extend_from_slice(raw);
+        Ok(out)
     }
     fn deliver(&mut self, _: FetchedMessage) -> Result<(), HostError> {
         Err(HostError::Plugin("no deliveries in a send".into()))

@@ -18,8 +18,9 @@ use crate::net::Conn;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Spare room in a batch message's buffer for what the guest writes after it in the same
-/// socket write (the final dot, the next message's MAIL/RCPT/DATA).
-const WRITE_SLACK: usize = 512;
+/// socket write (the final dot, the next message's MAIL/RCPT/DATA): asked of the sink, which
+/// copies the message into a buffer this much larger (one copy, not a copy and a realloc).
+pub const WRITE_SLACK: usize = 512;
 
 /// A commit makes the session wait until the sink's writer stored everything delivered and
 /// synced it. While less than `COMMIT_GRACE_BYTES` is uncommitted, a read that would wait is
@@ -64,8 +65,11 @@ pub trait MessageSink {
     }
     /// A batch submission asks for the bytes of message `index` (`need-message`): the driver
     /// hands them over with `message-data` once the writes before the request are performed,
-    /// before reading again, so the copy overlaps the server's work.
-    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+    /// before reading again, so the copy overlaps the server's work. Return them with at least
+    /// `slack` bytes of spare capacity (`Vec::with_capacity(len + slack)`): the final dot and
+    /// the next commands are appended there when the message is written; without the room the
+    /// driver makes it, which copies the message once more.
+    fn batch_message(&mut self, index: u32, _slack: usize) -> Result<Vec<u8>, HostError> {
         Err(HostError::Plugin(format!("the component asked for message {index}, but this session sends none")))
     }
     /// Whether `stored_state` wants the guest's sync state after each `stored`.
@@ -445,7 +449,7 @@ async fn run_loop(
                 // before the next read: the copy overlaps the server's work. Room for the
                 // final dot and the next commands, written with the message (`write-message`).
                 Action::NeedMessage(index) => {
-                    let mut raw = sink.batch_message(index)?;
+                    let mut raw = sink.batch_message(index, WRITE_SLACK)?;
                     raw.reserve(WRITE_SLACK);
                     wanted.push(BatchData { index, raw });
                 }
