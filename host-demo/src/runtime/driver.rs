@@ -64,8 +64,8 @@ pub trait MessageSink {
         Ok(())
     }
     /// A batch submission asks for the bytes of message `index` (`need-message`): the driver
-    /// hands them over with `message-data` once the writes before the request are performed,
-    /// before reading again, so the copy overlaps the server's work. Return them with at least
+    /// calls this once the writes of the step that asked are performed, and hands them over
+    /// with `message-data` before reading again, so the copy overlaps the server's work. Return them with at least
     /// `slack` bytes of spare capacity (`Vec::with_capacity(len + slack)`): the final dot and
     /// the next commands are appended there when the message is written; without the room the
     /// driver makes it, which copies the message once more.
@@ -343,8 +343,9 @@ async fn run_loop(
     let mut uncommitted = false;
     // The guest's deadline after the last event (from `step`).
     let mut guest_deadline = None;
-    // Bytes the guest asked for in this step (batch submissions), handed over in one event.
-    let mut wanted: Vec<BatchData> = Vec::new();
+    // Messages the guest asked for in this step (batch submissions): their bytes are fetched
+    // from the sink after this step's writes went out and handed over in one event.
+    let mut wanted: Vec<u32> = Vec::new();
     // Batch submissions: the bytes handed over, kept until the guest asks to write them
     // (`write-message`) or reports the message done without it. At most the guest's window.
     let mut held: Vec<BatchData> = Vec::new();
@@ -445,14 +446,10 @@ async fn run_loop(
                     held.retain(|d| d.index != result.index);
                     sink.message_done(result)?
                 }
-                // Handed over after this list's writes went out (`out` is flushed below),
-                // before the next read: the copy overlaps the server's work. Room for the
-                // final dot and the next commands, written with the message (`write-message`).
-                Action::NeedMessage(index) => {
-                    let mut raw = sink.batch_message(index, WRITE_SLACK)?;
-                    raw.reserve(WRITE_SLACK);
-                    wanted.push(BatchData { index, raw });
-                }
+                // Fetched and handed over after this list's writes went out (`out` is
+                // flushed below), before the next read: the copy overlaps the server's work
+                // instead of delaying the write the server waits for.
+                Action::NeedMessage(index) => wanted.push(index),
                 // The guest checked these bytes when they were handed over; the host's copy
                 // is written, so they cross the boundary once.
                 Action::WriteMessage(index) => {
@@ -492,7 +489,15 @@ async fn run_loop(
         }
         flush(conn, &mut out, end, opts).await?;
         if !wanted.is_empty() {
-            events.push_back(Event::MessageData(std::mem::take(&mut wanted)));
+            // Room for the final dot and the next commands, written with the message
+            // (`write-message`).
+            let mut list = Vec::with_capacity(wanted.len());
+            for index in wanted.drain(..) {
+                let mut raw = sink.batch_message(index, WRITE_SLACK)?;
+                raw.reserve(WRITE_SLACK);
+                list.push(BatchData { index, raw });
+            }
+            events.push_back(Event::MessageData(list));
         }
     }
 }
