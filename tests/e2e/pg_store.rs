@@ -21,10 +21,11 @@ use mailplug_host::store::events::Events;
 use mailplug_host::store::outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxState, RecordedOutcome};
 use mailplug_host::store::postgres::lease::{mailbox_resource, queue_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
-use mailplug_host::store::{MessageQuery, SyncStateStore};
+use mailplug_host::store::{MessageQuery, Store, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
 use mailplug_tests::pg::{pg_env, unique};
 use mailplug_tests::plugin;
+use mailplug_tests::{TempDatabase, TempPath};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -33,9 +34,13 @@ fn pg() -> Option<PgStore> {
     Some(PgStore::connect_with_keys(&url, Some(&pw), SecretKeys::new(Some(&KEY), None)).expect("connects to the test PostgreSQL"))
 }
 
-fn sqlite(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-pgtest-{}.sqlite3", unique(name)));
-    Database::open_with_keys(&p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
+/// A SQLite store (with the test's keys) in `tmp`, owned by the caller; declare `tmp` first.
+fn sqlite_in(tmp: &mailplug_tests::TempPath) -> Database {
+    Database::open_with_keys(tmp, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
+}
+
+fn sqlite(name: &str) -> TempDatabase {
+    TempDatabase::open_with(&format!("pgtest-{name}"), |p| Database::open_with_keys(p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store"))
 }
 
 /// A message as the component parses it.
@@ -80,7 +85,8 @@ async fn dedup_batches() -> Vec<(&'static str, Vec<FetchedMessage>)> {
 async fn deduplication_is_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
     let t = unique("dedup");
-    let db = sqlite("dedup");
+    let tmp = mailplug_tests::TempPath::file("pgtest-dedup", "mailplug.sqlite3");
+    let db = sqlite_in(&tmp);
     let mut sq = Vec::new();
     for (source, msgs) in dedup_batches().await {
         let mut sink = db.sink(&t, "m");
@@ -115,6 +121,59 @@ async fn deduplication_is_the_same_in_both_stores() {
     assert_eq!(rows, page.iter().map(|m| format!("db:{}", m.id)).collect::<Vec<_>>());
 }
 
+// ---- helper B (session 7): what the CLI and serve need beyond the traits, through the
+// store selection's handle (`store::Store`), the same in both stores.
+
+/// `unreported` lists what a run stored but did not report (with the bytes only when asked),
+/// `mark_reported` takes rows off it; `find` names a message by db:, mid: or server id and
+/// refuses an ambiguous or unknown reference the same way in both stores.
+async fn unreported_and_find(store: &Store, t: &str) {
+    let mut sink = store.sink(t, "m");
+    deliver(&mut sink, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@y", "one").await, message("imap:INBOX:1:2", "b@y", "two").await])
+        .expect("stored");
+    let results = sink.results().to_vec();
+    assert_eq!(sink.stats().stored, 2);
+    drop(sink);
+    let all = store.unreported(t, "m", false).unwrap();
+    assert_eq!(all.iter().map(|u| u.server_id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:1:1", "imap:INBOX:1:2"], "oldest first");
+    assert!(all.iter().all(|u| u.raw.is_empty()), "no bytes unless asked");
+    assert_eq!((all[0].subject.as_deref(), all[0].from.as_deref(), all[0].classification.as_str()), (Some("s one"), Some("A <a@example.test>"), "normal"));
+    let with_raw = store.unreported(t, "m", true).unwrap();
+    assert_eq!(with_raw[1].raw, message("", "b@y", "two").await.raw);
+    assert_eq!(with_raw[1].size, with_raw[1].raw.len() as u64);
+    store.mark_reported(&[results[0].row]).unwrap();
+    let left = store.unreported(t, "m", false).unwrap();
+    assert_eq!(left.iter().map(|u| u.row).collect::<Vec<_>>(), [results[1].row]);
+    assert!(store.unreported(t, "other", false).unwrap().is_empty());
+    assert!(store.unreported("another-tenant", "m", false).unwrap().is_empty());
+    store.mark_reported(&[]).unwrap();
+
+    // find: by database id, Message-ID (both spellings) and server id.
+    let want = message("", "b@y", "two").await.raw;
+    for r in [format!("db:{}", results[1].row), "mid:b@y".into(), "<b@y>".into(), "imap:INBOX:1:2".into()] {
+        let (mailbox, raw) = store.find(t, &r).unwrap_or_else(|e| panic!("{r}: {e}"));
+        assert_eq!((mailbox.as_str(), &raw), ("m", &want), "{r}");
+    }
+    // Unknown, of another tenant, bare, or ambiguous: NotFound with the candidates.
+    for r in ["mid:nobody@y", "17", "db:x"] {
+        assert!(matches!(store.find(t, r), Err(HostError::NotFound(_))), "{r}");
+    }
+    assert!(matches!(store.find("another-tenant", &format!("db:{}", results[1].row)), Err(HostError::NotFound(_))));
+    let mut sink = store.sink(t, "m2");
+    deliver(&mut sink, "pop3:h:995:u", vec![message("pop3:x", "b@y", "another two").await]).expect("stored");
+    drop(sink);
+    let e = store.find(t, "mid:b@y").unwrap_err().to_string();
+    assert!(e.contains("matches 2 stored messages") && e.contains("mailbox m2"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreported_and_find_are_the_same_in_both_stores() {
+    let Some(pg) = pg() else { return };
+    let tmp = mailplug_tests::TempPath::file("pgtest-unreported", "mailplug.sqlite3");
+    unreported_and_find(&Store::Sqlite(sqlite_in(&tmp)), &unique("b-unrep")).await;
+    unreported_and_find(&Store::Postgres(pg), &unique("b-unrep")).await;
+}
+
 fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {
     assert!(s.load(tenant, "m").unwrap().is_none());
     s.save(tenant, "m", "imap:h:993:u", b"state one\0\xff").unwrap();
@@ -135,7 +194,7 @@ fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {
 #[test]
 fn sync_state_and_tokens_round_trip_in_both_stores() {
     let Some(pg) = pg() else { return };
-    sync_state_round_trip(&sqlite("state"), &unique("state"));
+    sync_state_round_trip(&*sqlite("state"), &unique("state"));
     let t = unique("state");
     sync_state_round_trip(&pg, &t);
     // At rest the tokens are ciphertext in the SQLite format, bound to their row.
@@ -236,7 +295,7 @@ fn outbox_life<S: Outbox + Events>(s: &S, t: &str) {
 #[test]
 fn outbox_transitions_and_events_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    outbox_life(&sqlite("outbox"), &unique("outbox"));
+    outbox_life(&*sqlite("outbox"), &unique("outbox"));
     outbox_life(&pg, &unique("outbox"));
 }
 
@@ -450,7 +509,8 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     let e = PgStore::connect("postgres://u@db.example.com:5432/x", None).err().expect("refused").to_string();
     assert!(e.contains("db.example.com") && e.contains("without TLS"), "{e}");
     let Some((url, _)) = pg_env() else { return };
-    let pw = std::env::temp_dir().join(unique("pw"));
+    let pw_dir = TempPath::dir("pgtest-pw");
+    let pw = pw_dir.join("pw");
     std::fs::write(&pw, "x").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -459,7 +519,6 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = PgStore::connect(&url, Some(&pw)).err().expect("wrong password refused").to_string();
     assert!(e.contains("password authentication failed"), "{e}");
-    let _ = std::fs::remove_file(&pw);
     // Nodes starting together apply the migrations once.
     let (url, pw) = pg_env().unwrap();
     let hs: Vec<_> = (0..4).map(|_| {
@@ -491,7 +550,8 @@ async fn store_rate_of_both_stores() {
         m
     };
     let t = unique("rate");
-    let db = sqlite("rate");
+    let tmp = mailplug_tests::TempPath::file("pgtest-rate", "mailplug.sqlite3");
+    let db = sqlite_in(&tmp);
     let start = Instant::now();
     for b in 0..batches {
         let mut sink = db.sink(&t, "m");

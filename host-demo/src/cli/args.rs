@@ -10,8 +10,37 @@ pub struct Cli {
     /// The mailplug component (.wasm). Default: $MAILPLUG_WASM, else the release build next to this binary.
     #[arg(long, global = true)]
     pub plugin: Option<PathBuf>,
+    /// The store: the path of an SQLite file, or a PostgreSQL URL
+    /// (postgres://user@host:port/database[?sslmode=require|verify-full&sslrootcert=FILE]).
+    /// Default for `serve`: mailplug-serve.sqlite3 in the data dir ($XDG_DATA_HOME/mailplug or
+    /// ~/.local/share/mailplug); for the other commands: the tenant file's `database`.
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    pub store: Option<String>,
+    /// The file holding the PostgreSQL password (mode 0600). Default:
+    /// $MAILPLUG_STORE_PASSWORD_FILE. Keep the password out of the URL: a URL shows in `ps`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `send` and `enqueue` share besides recipients, subject and body text: the body from a
+/// file, and a reply to a stored message.
+#[derive(clap::Args)]
+pub struct ReplyOptions {
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or
+    /// <Message-ID>), or its server id (imap:..., pop3:...); a reference matching several
+    /// messages is refused. Threaded, with the sender planned for the mailbox it arrived in.
+    #[arg(long)]
+    pub reply_to_message: Option<String>,
+    /// Optional HTML body for a reply.
+    #[arg(long, requires = "reply_to_message")]
+    pub html_file: Option<PathBuf>,
+    /// Reply even to an auto-reply, bulk mail or bounce.
+    #[arg(long, requires = "reply_to_message")]
+    pub force: bool,
 }
 
 #[derive(Subcommand)]
@@ -51,19 +80,8 @@ pub enum Command {
         /// line (same keys as --batch); with --batch, after the folder's drafts.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["reply_to_message", "body_file"])]
         batch_file: Option<PathBuf>,
-        #[arg(long)]
-        body_file: Option<PathBuf>,
-        /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or
-        /// <Message-ID>), or its server id (imap:..., pop3:...); a reference matching several
-        /// messages is refused. Threaded, with the sender planned for the mailbox it arrived in.
-        #[arg(long)]
-        reply_to_message: Option<String>,
-        /// Optional HTML body for a reply.
-        #[arg(long, requires = "reply_to_message")]
-        html_file: Option<PathBuf>,
-        /// Reply even to an auto-reply, bulk mail or bounce.
-        #[arg(long, requires = "reply_to_message")]
-        force: bool,
+        #[command(flatten)]
+        reply: ReplyOptions,
         #[arg(long)]
         json: bool,
     },
@@ -82,17 +100,8 @@ pub enum Command {
         subject: Option<String>,
         #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
         body: Option<String>,
-        #[arg(long)]
-        body_file: Option<PathBuf>,
-        /// Reply to this stored message (db:<id>, mid:<Message-ID>, imap:..., pop3:...), as `send` does.
-        #[arg(long)]
-        reply_to_message: Option<String>,
-        /// Optional HTML body for a reply.
-        #[arg(long, requires = "reply_to_message")]
-        html_file: Option<PathBuf>,
-        /// Reply even to an auto-reply, bulk mail or bounce.
-        #[arg(long, requires = "reply_to_message")]
-        force: bool,
+        #[command(flatten)]
+        reply: ReplyOptions,
         /// How long transient failures are retried before the message is failed (seconds; default 5 days).
         #[arg(long, value_name = "SECS")]
         max_age: Option<u64>,
@@ -183,10 +192,6 @@ pub struct ServeArgs {
     /// The folder of tenant files: every *.toml in it is a tenant (rescanned every 2 s).
     #[arg(long, value_name = "DIR")]
     pub tenants: PathBuf,
-    /// The service's SQLite store (all tenants). Default: mailplug-serve.sqlite3 in the data
-    /// dir ($XDG_DATA_HOME/mailplug or ~/.local/share/mailplug).
-    #[arg(long, value_name = "PATH")]
-    pub store: Option<PathBuf>,
     /// Where the HTTP API listens (port 0: any free port; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8025")]
     pub listen: std::net::SocketAddr,

@@ -4,14 +4,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mailplug_host::db::{Database, DbSink, Delivered};
+use mailplug_host::db::Delivered;
+use mailplug_host::store::{Store, StoreSink};
 use mailplug_host::driver::MessageSink;
-use mailplug_host::engine::{FetchedMessage, SkippedMessage};
+use mailplug_host::engine::{FetchedMessage, SkippedMessage, Stage};
 use mailplug_host::ops;
 use mailplug_host::store::EmlDir;
 use mailplug_host::{HostError, Plugin, TenantConfig};
 
-use super::output::{explain_error, fail};
+use super::output::{explain_error, fail, print_detail, print_explanation};
 
 /// `mailplug fetch`: every selected mailbox in turn; exit 1 when one failed.
 ///
@@ -26,7 +27,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
     if names.is_empty() {
         return fail("the configuration has no [[mailbox]] entries", 2);
     }
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };
@@ -50,7 +51,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
         if progress {
             eprint!("\r\x1b[K");
         }
-        let st = sink.db.stats;
+        let st = sink.db.stats();
         let mut eml = sink.eml.take();
         // Commits what was delivered after the last commit (complete messages only).
         drop(sink);
@@ -71,7 +72,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
             Err(e) => {
                 eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));
                 if lost_during_fetch(&e) {
-                    explain_lost_connection(stored);
+                    explain_lost_connection(plugin, cfg, &e, stored).await;
                 } else {
                     explain_error(plugin, cfg, &e).await;
                 }
@@ -85,7 +86,6 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
 /// A network error or timeout after the connection had worked: reading or writing failed, or
 /// the component lost the server past the greeting.
 fn lost_during_fetch(e: &HostError) -> bool {
-    use mailplug_host::engine::Stage;
     use mailplug_host::error::Kind;
     match e {
         HostError::Network { message, .. } | HostError::Timeout { message, .. } => {
@@ -98,25 +98,25 @@ fn lost_during_fetch(e: &HostError) -> bool {
     }
 }
 
-/// The cause and action for a connection lost during a fetch, in English and German: it is
-/// not a failure to reach the server, and the stored messages are safe.
-fn explain_lost_connection(stored: usize) {
-    eprintln!(
-        "mailplug:   cause:    the connection to the server was lost during the fetch, after it had been established (so host name, port and firewall settings work); {stored} message(s) were stored before that and are safe"
-    );
-    eprintln!(
-        "mailplug:   action:   nothing to do if this is rare: the next run continues where this one stopped. If it happens on every run, look for what cuts the connection (a firewall or proxy idle timeout, an unstable line) or check the server's logs"
-    );
-    eprintln!(
-        "mailplug:   Ursache:  die Verbindung zum Server ist während des Abrufs abgebrochen, nachdem sie aufgebaut war (Hostname, Port und Firewall-Einstellungen funktionieren also); {stored} Nachricht(en) wurden vorher gespeichert und sind sicher"
-    );
-    eprintln!(
-        "mailplug:   Maßnahme: bei seltenem Auftreten nichts: der nächste Lauf setzt dort fort, wo dieser aufgehört hat. Geschieht es bei jedem Lauf, suchen Sie, was die Verbindung trennt (Leerlauf-Timeout einer Firewall oder eines Proxys, instabile Leitung), oder prüfen Sie die Server-Logs"
-    );
+/// A connection lost during a fetch, explained in the words every command uses for a broken
+/// connection (the component's explanation of a network error or timeout while fetching, not
+/// of one while connecting), then what it means for this fetch: the stored messages are safe.
+async fn explain_lost_connection(plugin: &Plugin, cfg: &TenantConfig, e: &HostError, stored: usize) {
+    print_detail(e);
+    let diagnosis = match e.to_guest_error(Stage::FetchMessage) {
+        Some(guest) => match ops::instance_for(plugin, cfg).await {
+            Ok(mut instance) => instance.explain(&guest).await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    print_explanation(diagnosis.as_ref());
+    eprintln!("mailplug:   stored:   {stored} message(s) were stored before that and are safe; the next run continues where this one stopped");
+    eprintln!("mailplug:   gespeichert: {stored} Nachricht(en) wurden vorher gespeichert und sind sicher; der nächste Lauf setzt dort fort, wo dieser aufgehört hat");
 }
 
 /// Reports the mailbox's stored messages not yet reported as new, then marks them reported.
-fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
+fn report_unreported(db: &Store, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
     let rows = db.unreported(tenant, mailbox, eml.is_some())?;
     let mut marked = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -144,7 +144,7 @@ fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option
 
 /// Makes the printed lines visible, then records them as reported: a crash in between reports
 /// them again rather than never.
-fn finish_reports(db: &Database, rows: &[i64]) -> Result<(), HostError> {
+fn finish_reports(db: &Store, rows: &[i64]) -> Result<(), HostError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     db.mark_reported(rows)
@@ -177,8 +177,8 @@ fn print_line(mailbox: &str, l: &Line, duplicate: bool, collision: bool, json: b
 /// message, and shows progress on a terminal.
 struct CliSink<'a> {
     mailbox: String,
-    database: &'a Database,
-    db: DbSink<'a>,
+    database: &'a Store,
+    db: StoreSink<'a>,
     eml: Option<EmlDir>,
     json: bool,
     progress: bool,
@@ -280,7 +280,7 @@ impl MessageSink for CliSink<'_> {
         });
         self.db.deliver(m)?;
         if self.progress {
-            eprint!("\r\x1b[K{}: {} received, {:.1} MB", self.mailbox, self.pending.len() as u32 + self.db.stats.stored + self.db.stats.duplicates, self.db.stats.bytes as f64 / 1e6);
+            eprint!("\r\x1b[K{}: {} received, {:.1} MB", self.mailbox, self.pending.len() as u32 + self.db.stats().stored + self.db.stats().duplicates, self.db.stats().bytes as f64 / 1e6);
         }
         Ok(())
     }
@@ -299,7 +299,7 @@ impl MessageSink for CliSink<'_> {
         if self.progress {
             eprint!("\r\x1b[K");
         }
-        let results: std::collections::HashMap<&str, &Delivered> = self.db.results.iter().map(|d| (d.id.as_str(), d)).collect();
+        let results: std::collections::HashMap<&str, &Delivered> = self.db.results().iter().map(|d| (d.id.as_str(), d)).collect();
         let mut marked: Vec<i64> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for l in self.pending.drain(..) {
