@@ -6,7 +6,9 @@
 //! the ones before delivered once); through the host library and `mailplug send --batch`.
 //! The messages' bytes are handed over one by one (`need-message`): a NUL in message 2 of 3
 //! gives it its own outcome and the others arrive (Postfix), and a batch four times the
-//! tenant's guest memory cap goes through (smtp-sink).
+//! tenant's guest memory cap goes through (smtp-sink), and 240 random messages full of bare
+//! CR/LF, leading dots, 8-bit bytes and the odd NUL reach smtp-sink line for line (the
+//! component's SIMD scan and dot-stuffing against the server's reading of them).
 //! Rig mailboxes: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs),
 //! box63 (the NUL batch through Postfix).
 
@@ -298,6 +300,123 @@ async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
     for o in &outcomes {
         assert!(o.delivered(), "message {}: {:?}", o.index, o.error);
         assert!(o.final_reply.as_ref().is_some_and(|r| r.code.starts_with('2')));
+    }
+}
+
+/// Splits into lines at CRLF, bare CR and bare LF, as the encoder does.
+fn lines_of(raw: &[u8]) -> Vec<&[u8]> {
+    let mut lines = Vec::new();
+    let mut rest = raw;
+    while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        lines.push(&rest[..i]);
+        let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+        rest = &rest[i + skip..];
+    }
+    if !rest.is_empty() {
+        lines.push(rest);
+    }
+    lines
+}
+
+/// xorshift64*: a fixed seed, so a failure names the same messages on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    }
+}
+
+#[tokio::test]
+async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_through_the_wasm_scan() {
+    // smtp-sink appends each transaction to a dump file, dot-stuffing removed and with LF line
+    // ends: what the server read as the message, to compare with what was handed over.
+    let dir = temp_dir("scan");
+    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let dump = dir.join("dump");
+    const SEPARATOR: &str = "=====mailplug-scan-message=====";
+    let sink = mailplug_tests::SmtpSink::start_dumping(16, &dump, &format!("{SEPARATOR}\\n"));
+    let (me, pw) = test_box(63);
+    let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
+    let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");
+    smtp.insecure_plaintext = true;
+    let cfg = tenant("imap", &inb, &smtp, true);
+    // Bodies around the scan's block (16) and group (64) borders, from clean CRLF text to
+    // text full of bare CR, bare LF, lines starting with dots, 8-bit bytes and the odd NUL.
+    let mut rng = Rng(0x7363_616e_2d65_3265);
+    let messages: Vec<ComposedMessage> = (0..240)
+        .map(|i| {
+            let id = format!("scan-{i}-{}@batch.example.test", std::process::id());
+            let mut raw = format!("Subject: scan {i}\r\nMessage-ID: <{id}>\r\n\r\n").into_bytes();
+            let len = match i % 3 {
+                0 => 16 * rng.below(40) + rng.below(3),
+                1 => 64 * rng.below(12) + rng.below(34),
+                _ => rng.below(1200),
+            };
+            let rare = 1 + rng.below(80);
+            let body_start = raw.len();
+            while raw.len() - body_start < len {
+                let r = rng.below(rare * 8);
+                match r {
+                    0 => raw.push(b'.'),
+                    1 => raw.push(b'\r'),
+                    2 => raw.push(b'\n'),
+                    3 if rng.below(40) == 0 => raw.push(0),
+                    4 => raw.push(0xE9),
+                    5..=9 => raw.extend_from_slice(b"\r\n"),
+                    10 => raw.extend_from_slice(b"\r\n."),
+                    11 => raw.extend_from_slice(b"\n.\r\n"),
+                    _ => raw.push(b'a' + (r % 26) as u8),
+                }
+            }
+            ComposedMessage { message_id: id, envelope_from: me.clone(), envelope_to: vec!["sink@example.test".into()], raw }
+        })
+        .collect();
+    let outcomes = ops::send_composed_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("batch");
+    assert_eq!(outcomes.len(), messages.len());
+    let mut sent = Vec::new();
+    for (m, o) in messages.iter().zip(&outcomes) {
+        if m.raw.contains(&0) {
+            assert_eq!(o.delivery, Delivery::Permanent, "{}: a NUL must refuse the message", m.message_id);
+            assert!(o.error.as_ref().is_some_and(|e| e.to_string().contains("NUL byte")), "{:?}", o.error);
+        } else {
+            assert!(o.delivered(), "{}: {:?}", m.message_id, o.error);
+            sent.push(m);
+        }
+    }
+    assert!(sent.len() > 150 && sent.len() < messages.len(), "{} of {} without a NUL", sent.len(), messages.len());
+    // The dump is written as each transaction ends: wait (bounded) until all are there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read(&dump).unwrap_or_default();
+        let count = text.windows(SEPARATOR.len()).filter(|w| *w == SEPARATOR.as_bytes()).count();
+        if count >= sent.len() || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(sink);
+    let sep = format!("{SEPARATOR}\n");
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut rest = &text[..];
+    while let Some(at) = rest.windows(sep.len()).position(|w| w == sep.as_bytes()) {
+        if !parts.is_empty() || at > 0 {
+            parts.push(&rest[..at]);
+        }
+        rest = &rest[at + sep.len()..];
+    }
+    parts.push(rest);
+    assert_eq!(parts.len(), sent.len(), "one transaction per message without a NUL, none more");
+    for (m, part) in sent.iter().zip(parts) {
+        // smtp-sink's headers come first; the message starts with its Subject.
+        let start = part.windows(14).position(|w| w == b"\nSubject: scan").expect("message in the dump") + 1;
+        let got = &part[start..];
+        let mut want: Vec<u8> = lines_of(&m.raw).join(&b"\n"[..]);
+        want.extend_from_slice(b"\n\n");
+        assert!(got == want.as_slice(), "{}: the server read\n{:?}\ninstead of\n{:?}", m.message_id, String::from_utf8_lossy(got), String::from_utf8_lossy(&want));
     }
 }
 

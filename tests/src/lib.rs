@@ -730,3 +730,37 @@ mod temp_path_tests {
         assert!(!folder.exists(), "removed while unwinding: {folder:?}");
     }
 }
+
+// ---- helper A (session 7): an smtp-sink that keeps what it received ----
+
+impl SmtpSink {
+    /// `start` with `smtp-sink -D dump -S separator`: each transaction is appended to the file
+    /// `dump` after `separator` (smtp-sink expands C escapes such as `\n` in it), followed by
+    /// smtp-sink's own X- and Received headers, then the message as received: dot-stuffing
+    /// removed, LF line ends, and an empty line at the end. `dump`'s folder must be writable
+    /// by `nobody` (smtp-sink drops to that user).
+    pub fn start_dumping(backlog: u32, dump: &std::path::Path, separator: &str) -> SmtpSink {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+            let mut child = Command::new("/usr/sbin/smtp-sink")
+                .args(["-u", "nobody", "-S", separator])
+                .arg("-D")
+                .arg(dump)
+                .args([&format!("127.0.0.1:{port}"), &backlog.to_string()])
+                .spawn()
+                .expect("smtp-sink runs");
+            for _ in 0..250 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return SmtpSink { child, port };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("smtp-sink did not start");
+    }
+}

@@ -259,10 +259,13 @@ impl MessageSink for BatchSink<'_> {
     fn commit(&mut self) -> Result<(), HostError> {
         Ok(())
     }
-    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+    fn batch_message(&mut self, index: u32, slack: usize) -> Result<Vec<u8>, HostError> {
         let k = index as usize;
         let c = self.composed.get(k).ok_or_else(|| HostError::Plugin(format!("the component asked for message {k}, which the batch does not have")))?;
-        Ok(c.raw.clone())
+        // One copy, with the room the driver appends the final dot and next commands in.
+        let mut raw = Vec::with_capacity(c.raw.len() + slack);
+        raw.extend_from_slice(&c.raw);
+        Ok(raw)
     }
     fn commit_point(&mut self, index: u32) -> Result<(), HostError> {
         let k = index as usize;

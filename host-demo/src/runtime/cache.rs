@@ -24,6 +24,38 @@
 //!    replaced whole (temporary file, fsync, rename), never written in place.
 //! 4. wasmtime's own header check still applies after ours.
 //!
+//! ## The fast path: a stamp instead of two SHA-256 passes
+//!
+//! Checking 2 holds costs two SHA-256 passes in every process: over the `.wasm` (1.9 MB) to
+//! find the file's name, and over wasmtime's bytes (4.5 MB), read whole for it: a few
+//! milliseconds of a CLI command that otherwise starts in about ten (and about 200M
+//! instructions where SHA extensions are missing). When a component is loaded from a file
+//! (`Plugin::load_with`, every CLI command and `mailplug serve`), a **stamp** beside the cache
+//! file (`mailplug-<id>.stamp`, named after the engine and the `.wasm`'s device and inode)
+//! records what the last full check saw: the `.wasm`'s and the cache file's identity (device,
+//! inode, size, modification and status-change times in nanoseconds), the `.wasm`'s SHA-256,
+//! and a SHA-256 over the stamp itself. When both files still have exactly that identity, the
+//! full check is skipped: only the trailer is read (magic, length, the `.wasm`'s and the
+//! engine's digests must match as before) and the file is mapped. Why that is still sound:
+//!
+//! - Any write to either file, or its replacement, changes its identity: the kernel sets the
+//!   status-change time on every write, truncation, rename onto it or metadata change, and no
+//!   user (only root, or whoever sets the clock) can set it back. A new file under the name has
+//!   another inode or, if the inode is reused, a later status-change time.
+//! - Timestamps have a granularity (a file system may keep whole seconds), so a file changed
+//!   twice within one tick could keep its identity. A stamp is therefore written only when
+//!   both files are *settled*: their last change is at least `SETTLED` (2 s) older than the
+//!   check, so a later change lands in a later tick (git treats its index the same way, "racy
+//!   clean"). A freshly built `.wasm` or freshly written cache file is checked in full until
+//!   then.
+//! - The stamp lives in the same private directory as the cache file and is checked the same
+//!   way (this user's regular file, not writable by others, no symbolic link); whoever can
+//!   write it could write the cache file itself. A stamp that does not parse, fails its own
+//!   checksum or does not match means the full check, which then writes a new stamp.
+//! - What the fast path no longer notices: damage to the cache file that no write caused (a
+//!   failing disk flipping bits under an unchanged status-change time). Such code would fail
+//!   in wasmtime's own checks or crash the process, not run with more rights than the binary.
+//!
 //! Anything else (no file, another component or engine, truncated, altered, unreadable)
 //! compiles the component from the `.wasm` again and replaces the file. A file that passes
 //! these checks and is still refused by wasmtime (a file system mounted noexec, say) is left
@@ -36,7 +68,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::path::{Path, PathBuf};
 
 use ring::digest::{digest, Context, SHA256};
@@ -324,6 +357,197 @@ pub(super) fn component(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> Res
     Ok((component, status))
 }
 
+/// How long both files must have been left alone before a stamp vouches for them.
+const SETTLED: Duration = Duration::from_secs(2);
+const STAMP_MAGIC: [u8; 8] = *b"mpstamp1";
+/// Magic, two identities, the `.wasm`'s SHA-256, the stamp's own SHA-256.
+const STAMP_LEN: usize = 8 + 2 * Ident::LEN + 32 + 32;
+
+/// What the kernel changes whenever a file is written, truncated or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Ident {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Ident {
+    const LEN: usize = 7 * 8;
+
+    fn of(meta: &fs::Metadata) -> Ident {
+        Ident {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    fn bytes(&self, out: &mut Vec<u8>) {
+        for v in [self.dev, self.ino, self.size] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn parse(b: &[u8]) -> Ident {
+        let w = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let s = |i: usize| w(i) as i64;
+        Ident { dev: w(0), ino: w(1), size: w(2), mtime: (s(3), s(4)), ctime: (s(5), s(6)) }
+    }
+
+    /// Last changed at least `SETTLED` before `now` (nanoseconds since the epoch).
+    fn settled(&self, now: i128) -> bool {
+        let ns = |(s, n): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        ns(self.mtime).max(ns(self.ctime)) + SETTLED.as_nanos() as i128 <= now
+    }
+}
+
+/// What the last full check saw (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    wasm: Ident,
+    cache: Ident,
+    wasm_digest: [u8; 32],
+}
+
+impl Stamp {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STAMP_LEN);
+        out.extend_from_slice(&STAMP_MAGIC);
+        self.wasm.bytes(&mut out);
+        self.cache.bytes(&mut out);
+        out.extend_from_slice(&self.wasm_digest);
+        let own = sha256(&out);
+        out.extend_from_slice(&own);
+        out
+    }
+
+    pub(super) fn decode(b: &[u8]) -> Option<Stamp> {
+        if b.len() != STAMP_LEN || b[..8] != STAMP_MAGIC || sha256(&b[..STAMP_LEN - 32])[..] != b[STAMP_LEN - 32..] {
+            return None;
+        }
+        let at = 8 + 2 * Ident::LEN;
+        Some(Stamp {
+            wasm: Ident::parse(&b[8..8 + Ident::LEN]),
+            cache: Ident::parse(&b[8 + Ident::LEN..at]),
+            wasm_digest: b[at..at + 32].try_into().ok()?,
+        })
+    }
+}
+
+/// The stamp's name: one per engine and `.wasm` file (device and inode).
+fn stamp_path(dir: &Path, engine: &[u8; 32], wasm: &Ident) -> PathBuf {
+    let mut id = Vec::with_capacity(48);
+    id.extend_from_slice(engine);
+    id.extend_from_slice(&wasm.dev.to_le_bytes());
+    id.extend_from_slice(&wasm.ino.to_le_bytes());
+    dir.join(format!("mailplug-{}.stamp", hex(&sha256(&id)[..16])))
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+}
+
+/// Opens `path` without following a symbolic link if it is a regular file of this user that
+/// only this user may write; its metadata with it.
+fn open_private(path: &Path) -> Option<(File, fs::Metadata)> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0).then_some((file, meta))
+}
+
+/// The fast path: the cache file the stamp vouches for, mapped after checking its identity
+/// and its trailer (not its payload's SHA-256). None sends the caller down the full check.
+fn load_stamped(engine: &Engine, dir: &Path, engine_digest: &[u8; 32], wasm: &Ident) -> Option<(Component, PathBuf)> {
+    let (mut stamp_file, stamp_meta) = open_private(&stamp_path(dir, engine_digest, wasm))?;
+    if stamp_meta.len() != STAMP_LEN as u64 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(STAMP_LEN);
+    stamp_file.read_to_end(&mut bytes).ok()?;
+    let stamp = Stamp::decode(&bytes)?;
+    if stamp.wasm != *wasm {
+        return None;
+    }
+    let key = Key { wasm: stamp.wasm_digest, engine: *engine_digest };
+    let path = dir.join(key.file_name());
+    let (file, meta) = open_private(&path)?;
+    if Ident::of(&meta) != stamp.cache {
+        return None;
+    }
+    let len = usize::try_from(meta.len()).ok()?;
+    if len < TRAILER_LEN {
+        return None;
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut trailer, (len - TRAILER_LEN) as u64).ok()?;
+    let payload_len = u64::from_le_bytes(trailer[104..112].try_into().ok()?);
+    if trailer[..8] != MAGIC || payload_len != (len - TRAILER_LEN) as u64 || trailer[8..40] != key.wasm || trailer[40..72] != key.engine {
+        return None;
+    }
+    map(engine, &file, &path).ok().map(|c| (c, path))
+}
+
+/// Records what a full check of `path` (the cache file for the `.wasm` `wasm`) found, when
+/// both files are settled; a stamp that cannot be written only costs the next process a full
+/// check.
+fn write_stamp(dir: &Path, engine_digest: &[u8; 32], wasm: &Ident, wasm_digest: &[u8; 32], path: &Path, now: i128) {
+    // The cache file as it is now: one replaced since the full check was just written, so it
+    // is not settled and gets no stamp.
+    let Some((_, meta)) = open_private(path) else { return };
+    let cache = Ident::of(&meta);
+    if !wasm.settled(now) || !cache.settled(now) {
+        return;
+    }
+    let stamp = Stamp { wasm: *wasm, cache, wasm_digest: *wasm_digest };
+    let target = stamp_path(dir, engine_digest, wasm);
+    let tmp = dir.join(format!(".stamp.{}.{}.tmp", std::process::id(), now));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+        f.write_all(&stamp.encode())?;
+        fs::rename(&tmp, &target)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
+/// The component in the `.wasm` file at `wasm_path`: through a stamp when one vouches for the
+/// `.wasm` and its cache file (no SHA-256 of either), else as `component` does with the file's
+/// bytes, then a stamp written for the next process.
+pub(super) fn component_from_file(engine: &Engine, wasm_path: &Path, dir: Option<&Path>) -> Result<(Component, CacheStatus), HostError> {
+    component_from_file_at(engine, wasm_path, dir, now_ns())
+}
+
+/// `component_from_file` with the clock that decides whether the files are settled.
+fn component_from_file_at(engine: &Engine, wasm_path: &Path, dir: Option<&Path>, now: i128) -> Result<(Component, CacheStatus), HostError> {
+    let unreadable = |e: std::io::Error| HostError::Plugin(format!("cannot read the component {}: {e}", wasm_path.display()));
+    let mut file = File::open(wasm_path).map_err(unreadable)?;
+    let wasm = Ident::of(&file.metadata().map_err(unreadable)?);
+    let usable = dir.filter(|d| private_dir(d).is_ok());
+    let engine_digest = engine_digest(engine);
+    if let Some(d) = usable {
+        if let Some((c, path)) = load_stamped(engine, d, &engine_digest, &wasm) {
+            return Ok((c, CacheStatus::Loaded(path)));
+        }
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(wasm.size).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    let (component, status) = component(engine, &bytes, dir)?;
+    if let (Some(d), CacheStatus::Loaded(path) | CacheStatus::Written { path, .. }) = (usable, &status) {
+        // The identity read before the bytes: a `.wasm` changed since then gets a stamp that
+        // no longer matches it, never one that vouches for bytes not checked.
+        write_stamp(d, &engine_digest, &wasm, &sha256(&bytes), path, now);
+    }
+    Ok((component, status))
+}
+
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, HostError> {
     Component::new(engine, wasm).map_err(|e| HostError::Plugin(format!("the component does not load: {e}")))
 }
@@ -331,6 +555,7 @@ fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component, HostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn key() -> Key {
         Key { wasm: [1; 32], engine: [2; 32] }
@@ -362,6 +587,115 @@ mod tests {
         let mut altered = good.clone();
         altered[4] ^= 1;
         assert_eq!(verify(&altered, &key()), Err(Reject::Altered));
+    }
+
+    #[test]
+    fn a_stamp_reads_back_only_whole_and_unaltered() {
+        let ident = |n: u64| Ident { dev: n, ino: n + 1, size: n + 2, mtime: (n as i64, 3), ctime: (n as i64, 4) };
+        let stamp = Stamp { wasm: ident(10), cache: ident(20), wasm_digest: [7; 32] };
+        let bytes = stamp.encode();
+        assert_eq!(bytes.len(), STAMP_LEN);
+        assert_eq!(Stamp::decode(&bytes), Some(stamp));
+        for at in [0, 9, 8 + Ident::LEN + 3, STAMP_LEN - 40, STAMP_LEN - 1] {
+            let mut altered = bytes.clone();
+            altered[at] ^= 1;
+            assert_eq!(Stamp::decode(&altered), None, "byte {at} altered");
+        }
+        assert_eq!(Stamp::decode(&bytes[..STAMP_LEN - 1]), None);
+        let settled = Ident { mtime: (100, 0), ctime: (101, 500), ..ident(1) };
+        let ns = |s: i128| s * 1_000_000_000;
+        assert!(!settled.settled(ns(102)), "changed 0.5 s before");
+        assert!(settled.settled(ns(103) + 500), "changed 2 s before");
+        assert!(!Ident { mtime: (104, 0), ..settled }.settled(ns(103) + 500), "the later of the two times counts");
+    }
+
+    /// A private temporary folder, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("mailplug-cache-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            fs::DirBuilder::new().mode(0o700).create(&p).expect("dir");
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_stamp_skips_the_hashes_only_while_neither_file_changed() {
+        let engine = Engine::default();
+        let digest = engine_digest(&engine);
+        let tmp = TempDir::new("stamp");
+        let cache = tmp.0.join("cache");
+        let wasm_path = tmp.0.join("c.wasm");
+        // The empty component: compiled in milliseconds.
+        let wasm: &[u8] = b"\0asm\x0d\0\x01\0";
+        fs::write(&wasm_path, wasm).expect("wasm");
+        let later = || now_ns() + 3 * 1_000_000_000;
+        let ident = || Ident::of(&fs::metadata(&wasm_path).expect("meta"));
+        let stamps = || fs::read_dir(&cache).expect("dir").filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "stamp")).count();
+
+        // Fresh files: checked in full, no stamp.
+        let (_, status) = component_from_file(&engine, &wasm_path, Some(&cache)).expect("load");
+        let CacheStatus::Written { path, replaced: None } = status else { panic!("{status:?}") };
+        let (_, status) = component_from_file(&engine, &wasm_path, Some(&cache)).expect("load");
+        assert_eq!(status, CacheStatus::Loaded(path.clone()));
+        assert_eq!(stamps(), 0, "files changed within SETTLED get no stamp");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none());
+
+        // Settled (a clock 3 s ahead): the full check writes a stamp, then the fast path maps.
+        let (_, status) = component_from_file_at(&engine, &wasm_path, Some(&cache), later()).expect("load");
+        assert_eq!(status, CacheStatus::Loaded(path.clone()));
+        assert_eq!(stamps(), 1);
+        let (_, fast) = load_stamped(&engine, &cache, &digest, &ident()).expect("the stamp vouches for both files");
+        assert_eq!(fast, path);
+        assert!(load_stamped(&engine, &cache, &[9; 32], &ident()).is_none(), "another engine has another stamp");
+
+        // The cache file altered in place (same size): its identity changed, so the fast path
+        // declines and the full check finds the alteration.
+        // The kernel's file times advance in ticks of a few milliseconds: the real files here
+        // are not settled (the clock above is faked), so each change waits for a later tick,
+        // as SETTLED makes sure outside tests.
+        let tick = || std::thread::sleep(Duration::from_millis(20));
+        tick();
+        let mut bytes = fs::read(&path).expect("read");
+        // The same bytes written again: nothing but the identity tells.
+        fs::write(&path, &bytes).expect("write");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none(), "a rewritten cache file is not vouched for");
+        bytes[TRAILER_LEN] ^= 0x40;
+        fs::write(&path, &bytes).expect("write");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none());
+        let (_, status) = component_from_file_at(&engine, &wasm_path, Some(&cache), later()).expect("load");
+        assert!(matches!(&status, CacheStatus::Written { replaced: Some(why), .. } if why.contains("checksum")), "{status:?}");
+
+        // Settled again, stamped again; then the .wasm rewritten with the same bytes: declined.
+        component_from_file_at(&engine, &wasm_path, Some(&cache), later()).expect("load");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_some());
+        let before = ident();
+        tick();
+        fs::write(&wasm_path, wasm).expect("rewrite");
+        assert_ne!(ident(), before);
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none());
+
+        // A damaged stamp is ignored.
+        component_from_file_at(&engine, &wasm_path, Some(&cache), later()).expect("load");
+        let stamp = stamp_path(&cache, &digest, &ident());
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_some());
+        let mut s = fs::read(&stamp).expect("stamp");
+        s[20] ^= 1;
+        fs::write(&stamp, &s).expect("write");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none());
+        // A stamp others may write is not used.
+        component_from_file_at(&engine, &wasm_path, Some(&cache), later()).expect("load");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_some());
+        fs::set_permissions(&stamp, fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(load_stamped(&engine, &cache, &digest, &ident()).is_none());
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::net::Conn;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Spare room in a batch message's buffer for what the guest writes after it in the same
-/// socket write (the final dot, the next message's MAIL/RCPT/DATA).
-const WRITE_SLACK: usize = 512;
+/// socket write (the final dot, the next message's MAIL/RCPT/DATA): asked of the sink, which
+/// copies the message into a buffer this much larger (one copy, not a copy and a realloc).
+pub const WRITE_SLACK: usize = 512;
 
 /// A commit makes the session wait until the sink's writer stored everything delivered and
 /// synced it. While less than `COMMIT_GRACE_BYTES` is uncommitted, a read that would wait is
@@ -63,9 +64,12 @@ pub trait MessageSink {
         Ok(())
     }
     /// A batch submission asks for the bytes of message `index` (`need-message`): the driver
-    /// hands them over with `message-data` once the writes before the request are performed,
-    /// before reading again, so the copy overlaps the server's work.
-    fn batch_message(&mut self, index: u32) -> Result<Vec<u8>, HostError> {
+    /// calls this once the writes of the step that asked are performed, and hands them over
+    /// with `message-data` before reading again, so the copy overlaps the server's work. Return them with at least
+    /// `slack` bytes of spare capacity (`Vec::with_capacity(len + slack)`): the final dot and
+    /// the next commands are appended there when the message is written; without the room the
+    /// driver makes it, which copies the message once more.
+    fn batch_message(&mut self, index: u32, _slack: usize) -> Result<Vec<u8>, HostError> {
         Err(HostError::Plugin(format!("the component asked for message {index}, but this session sends none")))
     }
     /// Whether `stored_state` wants the guest's sync state after each `stored`.
@@ -339,8 +343,9 @@ async fn run_loop(
     let mut uncommitted = false;
     // The guest's deadline after the last event (from `step`).
     let mut guest_deadline = None;
-    // Bytes the guest asked for in this step (batch submissions), handed over in one event.
-    let mut wanted: Vec<BatchData> = Vec::new();
+    // Messages the guest asked for in this step (batch submissions): their bytes are fetched
+    // from the sink after this step's writes went out and handed over in one event.
+    let mut wanted: Vec<u32> = Vec::new();
     // Batch submissions: the bytes handed over, kept until the guest asks to write them
     // (`write-message`) or reports the message done without it. At most the guest's window.
     let mut held: Vec<BatchData> = Vec::new();
@@ -441,14 +446,10 @@ async fn run_loop(
                     held.retain(|d| d.index != result.index);
                     sink.message_done(result)?
                 }
-                // Handed over after this list's writes went out (`out` is flushed below),
-                // before the next read: the copy overlaps the server's work. Room for the
-                // final dot and the next commands, written with the message (`write-message`).
-                Action::NeedMessage(index) => {
-                    let mut raw = sink.batch_message(index)?;
-                    raw.reserve(WRITE_SLACK);
-                    wanted.push(BatchData { index, raw });
-                }
+                // Fetched and handed over after this list's writes went out (`out` is
+                // flushed below), before the next read: the copy overlaps the server's work
+                // instead of delaying the write the server waits for.
+                Action::NeedMessage(index) => wanted.push(index),
                 // The guest checked these bytes when they were handed over; the host's copy
                 // is written, so they cross the boundary once.
                 Action::WriteMessage(index) => {
@@ -488,7 +489,15 @@ async fn run_loop(
         }
         flush(conn, &mut out, end, opts).await?;
         if !wanted.is_empty() {
-            events.push_back(Event::MessageData(std::mem::take(&mut wanted)));
+            // Room for the final dot and the next commands, written with the message
+            // (`write-message`).
+            let mut list = Vec::with_capacity(wanted.len());
+            for index in wanted.drain(..) {
+                let mut raw = sink.batch_message(index, WRITE_SLACK)?;
+                raw.reserve(WRITE_SLACK);
+                list.push(BatchData { index, raw });
+            }
+            events.push_back(Event::MessageData(list));
         }
     }
 }

@@ -129,10 +129,12 @@ impl Plugin {
     }
 
     /// Loads the component at `path` with the runtime sized by `opts`.
+    /// A stamp in the cache directory lets a later process skip hashing the `.wasm` and the
+    /// cache file while neither changed (`cache.rs`, "The fast path").
     pub fn load_with(path: &Path, opts: &RuntimeOptions) -> Result<Plugin, HostError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| HostError::Plugin(format!("cannot read the component {}: {e}", path.display())))?;
-        Self::from_bytes_with(&bytes, opts)
+        let (engine, allocation) = pool::engine(opts)?;
+        let (component, cache) = cache::component_from_file(&engine, path, opts.cache_dir.as_deref())?;
+        Self::link(engine, allocation, component, cache)
     }
 
     /// The component from its bytes, with the runtime sized for the default limits.
@@ -143,6 +145,10 @@ impl Plugin {
     pub fn from_bytes_with(bytes: &[u8], opts: &RuntimeOptions) -> Result<Plugin, HostError> {
         let (engine, allocation) = pool::engine(opts)?;
         let (component, cache) = cache::component(&engine, bytes, opts.cache_dir.as_deref())?;
+        Self::link(engine, allocation, component, cache)
+    }
+
+    fn link(engine: wasmtime::Engine, allocation: Allocation, component: wasmtime::component::Component, cache: CacheStatus) -> Result<Plugin, HostError> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| HostError::Plugin(format!("wasmtime-wasi: {e}")))?;

@@ -141,7 +141,9 @@ impl SmtpSession {
                 format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
             ));
         }
-        if let Some(at) = message.iter().position(|&b| b == 0) {
+        // The NUL check and whether the message needs any change, in one pass.
+        let found = data::scan(&message);
+        if let Some(at) = found.nul {
             // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
             // DATA to some servers): refused before anything is sent.
             return Err(Error::invalid(
@@ -149,7 +151,7 @@ impl SmtpSession {
                 format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
             ));
         }
-        let encoded = data::encode_owned(message);
+        let encoded = data::encode_scanned(message, &found);
         session.data = encoded.bytes;
         session.message_size = encoded.size;
         session.eight_bit = encoded.eight_bit;

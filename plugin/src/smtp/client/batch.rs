@@ -203,7 +203,8 @@ impl SmtpSession {
                 format!("the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped", raw.len(), item.announced),
             ));
         }
-        // The NUL check and whether the message needs any change, in one pass.
+        // The NUL check, whether the message needs any change and whether it has 8-bit
+        // bytes, in one pass.
         let scanned = data::scan(&raw);
         item.body = if let Some(at) = scanned.nul {
             // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
@@ -217,10 +218,10 @@ impl SmtpSession {
             // and nothing crosses the boundary a second time.
             let ends = raw.ends_with(b"\r\n");
             item.size = raw.len() as u64 + if ends { 0 } else { 2 };
-            item.eight_bit = !raw.is_ascii();
+            item.eight_bit = scanned.eight_bit;
             Body::Held(if ends { b".\r\n" } else { b"\r\n.\r\n" })
         } else {
-            let encoded = data::encode_scanned(raw, false);
+            let encoded = data::encode_scanned(raw, &scanned);
             item.size = encoded.size;
             item.eight_bit = encoded.eight_bit;
             Body::Ready(encoded.bytes)
