@@ -519,3 +519,7 @@ impl SmtpSink {
 
 /// The test PostgreSQL: connection settings and unique names.
 pub mod pg;
+
+// ---- helper D (session 7): the scale-out test's harness (tests/src/scale.rs): nodes on a
+// PostgreSQL schema of their own, 200 generated mailboxes, LMTP inflow, an SMTP dot-holding proxy.
+pub mod scale;
