@@ -25,8 +25,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve(args) = cli.command {
         // Its own runtime: the API on worker threads, the actors on this one.
-        return cli::serve::run_serve(cli.plugin, args);
+        return cli::serve::run_serve(cli.plugin, cli.store, cli.store_password_file, args);
     }
+    cli::store::select(cli.store.clone(), cli.store_password_file.clone());
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(e, 1),

@@ -10,6 +10,16 @@ pub struct Cli {
     /// The mailplug component (.wasm). Default: $MAILPLUG_WASM, else the release build next to this binary.
     #[arg(long, global = true)]
     pub plugin: Option<PathBuf>,
+    /// The store: the path of an SQLite file, or a PostgreSQL URL
+    /// (postgres://user@host:port/database[?sslmode=require|verify-full&sslrootcert=FILE]).
+    /// Default for `serve`: mailplug-serve.sqlite3 in the data dir ($XDG_DATA_HOME/mailplug or
+    /// ~/.local/share/mailplug); for the other commands: the tenant file's `database`.
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    pub store: Option<String>,
+    /// The file holding the PostgreSQL password (mode 0600). Default:
+    /// $MAILPLUG_STORE_PASSWORD_FILE. Keep the password out of the URL: a URL shows in `ps`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -183,10 +193,6 @@ pub struct ServeArgs {
     /// The folder of tenant files: every *.toml in it is a tenant (rescanned every 2 s).
     #[arg(long, value_name = "DIR")]
     pub tenants: PathBuf,
-    /// The service's SQLite store (all tenants). Default: mailplug-serve.sqlite3 in the data
-    /// dir ($XDG_DATA_HOME/mailplug or ~/.local/share/mailplug).
-    #[arg(long, value_name = "PATH")]
-    pub store: Option<PathBuf>,
     /// Where the HTTP API listens (port 0: any free port; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8025")]
     pub listen: std::net::SocketAddr,

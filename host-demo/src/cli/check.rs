@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use mailplug_host::db::Database;
 use mailplug_host::ops;
 use mailplug_host::{Plugin, TenantConfig};
 
@@ -24,7 +23,7 @@ pub async fn run_check(
         (_, Some(q)) => (vec![], vec![q.to_string()]),
         _ => (cfg.mailboxes.iter().map(|m| m.name.clone()).collect(), cfg.queues.iter().map(|q| q.name.clone()).collect()),
     };
-    let store = match Database::open(&cfg.database) {
+    let store = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mailplug_host::db::Database;
 use mailplug_host::ops::outbox::{self, Compose};
 use mailplug_host::ops::{Outgoing, Reply};
 use mailplug_host::{Plugin, TenantConfig};
@@ -46,7 +45,7 @@ pub async fn run_enqueue(plugin: &Plugin, cfg: &TenantConfig, args: EnqueueArgs)
         }
         None => Compose::Draft(Outgoing { to: args.to, subject: args.subject.unwrap_or_default(), text_body }),
     };
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };

@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mailplug_host::db::{Database, DbSink, Delivered};
+use mailplug_host::db::Delivered;
+use mailplug_host::store::{Store, StoreSink};
 use mailplug_host::driver::MessageSink;
 use mailplug_host::engine::{FetchedMessage, SkippedMessage};
 use mailplug_host::ops;
@@ -26,7 +27,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
     if names.is_empty() {
         return fail("the configuration has no [[mailbox]] entries", 2);
     }
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };
@@ -50,7 +51,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
         if progress {
             eprint!("\r\x1b[K");
         }
-        let st = sink.db.stats;
+        let st = sink.db.stats();
         let mut eml = sink.eml.take();
         // Commits what was delivered after the last commit (complete messages only).
         drop(sink);
@@ -116,7 +117,7 @@ fn explain_lost_connection(stored: usize) {
 }
 
 /// Reports the mailbox's stored messages not yet reported as new, then marks them reported.
-fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
+fn report_unreported(db: &Store, tenant: &str, mailbox: &str, mut eml: Option<&mut EmlDir>, json: bool) -> Result<usize, HostError> {
     let rows = db.unreported(tenant, mailbox, eml.is_some())?;
     let mut marked = Vec::with_capacity(rows.len());
     for r in &rows {
@@ -144,7 +145,7 @@ fn report_unreported(db: &Database, tenant: &str, mailbox: &str, mut eml: Option
 
 /// Makes the printed lines visible, then records them as reported: a crash in between reports
 /// them again rather than never.
-fn finish_reports(db: &Database, rows: &[i64]) -> Result<(), HostError> {
+fn finish_reports(db: &Store, rows: &[i64]) -> Result<(), HostError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     db.mark_reported(rows)
@@ -177,8 +178,8 @@ fn print_line(mailbox: &str, l: &Line, duplicate: bool, collision: bool, json: b
 /// message, and shows progress on a terminal.
 struct CliSink<'a> {
     mailbox: String,
-    database: &'a Database,
-    db: DbSink<'a>,
+    database: &'a Store,
+    db: StoreSink<'a>,
     eml: Option<EmlDir>,
     json: bool,
     progress: bool,
@@ -280,7 +281,7 @@ impl MessageSink for CliSink<'_> {
         });
         self.db.deliver(m)?;
         if self.progress {
-            eprint!("\r\x1b[K{}: {} received, {:.1} MB", self.mailbox, self.pending.len() as u32 + self.db.stats.stored + self.db.stats.duplicates, self.db.stats.bytes as f64 / 1e6);
+            eprint!("\r\x1b[K{}: {} received, {:.1} MB", self.mailbox, self.pending.len() as u32 + self.db.stats().stored + self.db.stats().duplicates, self.db.stats().bytes as f64 / 1e6);
         }
         Ok(())
     }
@@ -299,7 +300,7 @@ impl MessageSink for CliSink<'_> {
         if self.progress {
             eprint!("\r\x1b[K");
         }
-        let results: std::collections::HashMap<&str, &Delivered> = self.db.results.iter().map(|d| (d.id.as_str(), d)).collect();
+        let results: std::collections::HashMap<&str, &Delivered> = self.db.results().iter().map(|d| (d.id.as_str(), d)).collect();
         let mut marked: Vec<i64> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for l in self.pending.drain(..) {

@@ -11,3 +11,4 @@ pub mod output;
 pub mod send;
 pub mod send_batch;
 pub mod serve;
+pub mod store;

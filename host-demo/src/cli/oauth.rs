@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use mailplug_host::db::Database;
 use mailplug_host::{Plugin, TenantConfig};
 
 use super::args::OauthCommand;
@@ -11,7 +10,7 @@ use super::output::fail;
 pub async fn oauth_command(plugin: &Plugin, cfg: &TenantConfig, command: OauthCommand) -> ExitCode {
     use mailplug_host::oauth::{self, Target};
     use mailplug_host::store::SyncStateStore;
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };

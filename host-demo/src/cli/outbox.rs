@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use mailplug_host::db::Database;
+use mailplug_host::store::Store;
 use mailplug_host::driver::now_ms;
 use mailplug_host::ops::outbox::{self, DrainedRow};
 use mailplug_host::store::{Outbox, OutboxRow, OutboxState};
@@ -38,7 +38,7 @@ fn drained_json(queue: &str, d: &DrainedRow) -> Value {
 }
 
 pub async fn run_outbox(plugin: &Plugin, cfg: &TenantConfig, command: OutboxCommand) -> ExitCode {
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };
@@ -83,7 +83,7 @@ pub async fn run_outbox(plugin: &Plugin, cfg: &TenantConfig, command: OutboxComm
 
 /// One pass over each queue (or the one named): a line (or JSON object) per row sent or
 /// recovered; exit 1 when a queue could not be drained or an outcome could not be recorded.
-async fn drain(plugin: &Plugin, cfg: &TenantConfig, db: &Database, queue: Option<String>, now: i64, json: bool) -> ExitCode {
+async fn drain(plugin: &Plugin, cfg: &TenantConfig, db: &Store, queue: Option<String>, now: i64, json: bool) -> ExitCode {
     let queues: Vec<String> = match queue {
         Some(q) => vec![q],
         None => cfg.queues.iter().map(|q| q.name.clone()).collect(),

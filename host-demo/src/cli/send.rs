@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mailplug_host::db::Database;
 use mailplug_host::engine::{Diagnosis, RecipientResult};
 use mailplug_host::error::{RefusalCause, Retry};
 use mailplug_host::ops::{self, Outgoing};
@@ -45,7 +44,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
                 Ok(h) => h,
                 Err(e) => return fail(format!("cannot read --html-file: {e}"), 2),
             };
-            let db = match Database::open(&cfg.database) {
+            let db = match super::store::open(cfg) {
                 Ok(db) => db,
                 Err(e) => return failed(plugin, cfg, e, json).await,
             };
@@ -76,7 +75,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
             })
         }
         None => {
-            let db = match Database::open(&cfg.database) {
+            let db = match super::store::open(cfg) {
                 Ok(db) => db,
                 Err(e) => return failed(plugin, cfg, e, json).await,
             };

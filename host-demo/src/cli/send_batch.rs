@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use mailplug_host::db::Database;
 use mailplug_host::engine::Delivery;
 use mailplug_host::ops::{self, MessageOutcome, NoJournal, Outgoing};
 use mailplug_host::{Plugin, TenantConfig};
@@ -114,7 +113,7 @@ pub async fn run_send_batch(plugin: &Plugin, cfg: &TenantConfig, args: BatchArgs
         Ok(s) => s,
         Err(e) => return fail(e, 2),
     };
-    let db = match Database::open(&cfg.database) {
+    let db = match super::store::open(cfg) {
         Ok(db) => db,
         Err(e) => return fail(e, 1),
     };

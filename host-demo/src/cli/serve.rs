@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mailplug_host::ops;
 use mailplug_host::service::{self, Backoff, ServiceOptions};
+use mailplug_host::store::Location;
 
 use super::args::ServeArgs;
 use super::output::fail;
@@ -29,10 +30,16 @@ fn init_logs(filter: Option<&str>) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
-pub fn run_serve(plugin: Option<PathBuf>, args: ServeArgs) -> ExitCode {
+/// Runs the service on the store `store` (`--store`: an SQLite path or a PostgreSQL URL, with
+/// the password from `password_file`), by default the SQLite file in the data dir.
+pub fn run_serve(plugin: Option<PathBuf>, store: Option<String>, password_file: Option<PathBuf>, args: ServeArgs) -> ExitCode {
     init_logs(args.log.as_deref());
-    let Some(store) = args.store.clone().or_else(default_store) else {
-        return fail("no --store given and no data dir (set HOME or XDG_DATA_HOME)", 2);
+    let store = match store {
+        Some(s) => Location::parse(&s, password_file),
+        None => match default_store() {
+            Some(p) => Location::sqlite(p),
+            None => return fail("no --store given and no data dir (set HOME or XDG_DATA_HOME)", 2),
+        },
     };
     if !args.tenants.is_dir() {
         return fail(format!("--tenants {}: not a folder", args.tenants.display()), 2);

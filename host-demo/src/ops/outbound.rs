@@ -282,13 +282,13 @@ async fn submit(
 }
 
 /// Replies to a stored message (`db:17`, `mid:<...>`, `imap:...`/`pop3:...`; see
-/// `Database::find`, which refuses ambiguous references) through `queue`, with
+/// `MessageQuery::find`, which refuses ambiguous references) through `queue`, with
 /// the identity planned for the mailbox the message arrived in.
-pub async fn send_reply(
+pub async fn send_reply<S: crate::store::MessageQuery + SyncStateStore>(
     plugin: &Plugin,
     cfg: &TenantConfig,
     queue_name: &str,
-    db: &crate::db::Database,
+    db: &S,
     message: &str,
     reply: &Reply,
 ) -> Result<SentReply, HostError> {
@@ -310,7 +310,7 @@ pub(super) async fn compose_reply_to(
     instance: &mut Instance,
     cfg: &TenantConfig,
     q: &QueueConfig,
-    db: &crate::db::Database,
+    db: &dyn crate::store::MessageQuery,
     message: &str,
     reply: &Reply,
 ) -> Result<(String, FromPlan, ComposedMessage), HostError> {

@@ -53,11 +53,11 @@ pub struct Enqueued {
 
 /// Composes `what` in the guest and commits it to the outbox of `queue_name` as `queued`, due
 /// now. Nothing is sent here.
-pub async fn enqueue(
+pub async fn enqueue<S: crate::store::MessageQuery + Outbox>(
     plugin: &Plugin,
     cfg: &TenantConfig,
     queue_name: &str,
-    db: &crate::db::Database,
+    db: &S,
     what: &Compose,
     max_age: Duration,
 ) -> Result<Enqueued, HostError> {

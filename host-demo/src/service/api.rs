@@ -21,6 +21,7 @@ use super::state::TenantState;
 use super::Shared;
 use crate::error::HostError;
 use crate::secret::Secret;
+use crate::store::MessageQuery;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -261,7 +262,7 @@ async fn check(State(s): State<Arc<Shared>>, headers: HeaderMap, Path((t, name))
     let report = s
         .run_local(move |shared| {
             Box::pin(async move {
-                let store = crate::db::Database::open(&shared.options.store)?;
+                let store = shared.store.open()?;
                 let findings = crate::ops::validate_config(&shared.plugin, &cfg).await?;
                 if is_mailbox {
                     crate::check::check_mailbox(&shared.plugin, &cfg, &store, &name, &findings).await

@@ -26,9 +26,9 @@ use super::api::{tenant, ApiError};
 use super::metrics::TenantLabels;
 use super::webhook::{self, EventSource, Target};
 use super::Shared;
-use crate::db::Database;
 use crate::error::HostError;
 use crate::store::events::{Event, Events};
+use crate::store::Store;
 
 /// Events read from the store at a time.
 const PAGE: usize = 100;
@@ -77,7 +77,7 @@ pub fn webhook_policy() -> webhook::Policy {
 /// The service's events table for the webhook deliverer, with its own connection; failures
 /// and dead events are counted in the metrics (by tenant).
 pub struct StoreEvents {
-    db: Mutex<Database>,
+    db: Mutex<Store>,
     shared: Arc<Shared>,
     /// The tenant of each event id handed out and not yet settled (for the metrics' label).
     owners: Mutex<std::collections::HashMap<String, String>>,
@@ -85,10 +85,10 @@ pub struct StoreEvents {
 
 impl StoreEvents {
     pub fn open(shared: Arc<Shared>) -> Result<StoreEvents, HostError> {
-        Ok(StoreEvents { db: Mutex::new(Database::open(&shared.options.store)?), shared, owners: Mutex::default() })
+        Ok(StoreEvents { db: Mutex::new(shared.store.open()?), shared, owners: Mutex::default() })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, HostError>) -> Result<T, HostError> {
+    fn with<T>(&self, f: impl FnOnce(&Store) -> Result<T, HostError>) -> Result<T, HostError> {
         f(&self.db.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

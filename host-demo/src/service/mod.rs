@@ -21,10 +21,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::TenantConfig;
-use crate::db::Database;
 use crate::engine::Stage;
 use crate::error::HostError;
 use crate::secret::Secret;
+use crate::store::{Location, Opener, Store};
 use crate::{Plugin, RuntimeOptions};
 
 pub mod api;
@@ -45,8 +45,9 @@ pub use scheduler::Backoff;
 pub struct ServiceOptions {
     /// The folder of tenant files (`*.toml`).
     pub tenants: PathBuf,
-    /// The service's SQLite store (every tenant's messages and sync state).
-    pub store: PathBuf,
+    /// The service's store (every tenant's messages, sync state, outbox, events and tokens):
+    /// an SQLite file (the default) or a PostgreSQL database (`--store postgres://...`).
+    pub store: Location,
     /// Where the HTTP API listens (port 0: any free port, printed at start).
     pub listen: SocketAddr,
     /// The file with the admin's bearer token (mode 0600); None: no admin routes.
@@ -66,7 +67,7 @@ pub struct ServiceOptions {
 
 impl ServiceOptions {
     /// The defaults for a tenants folder and a store.
-    pub fn new(tenants: PathBuf, store: PathBuf, plugin: PathBuf) -> ServiceOptions {
+    pub fn new(tenants: PathBuf, store: Location, plugin: PathBuf) -> ServiceOptions {
         ServiceOptions {
             tenants,
             store,
@@ -107,8 +108,11 @@ pub struct Shared {
     /// poll (`events::SSE_POLL`).
     pub events_written: tokio::sync::broadcast::Sender<String>,
     jobs: mpsc::UnboundedSender<Job>,
-    /// A connection for the API's reads.
-    reader: Mutex<Database>,
+    /// The store, opened at start: each actor, the webhook deliverer and the API open their
+    /// handles from it (`Opener::open`; a fenced view with `Store::fenced`).
+    pub store: Opener,
+    /// SQLite: a connection for the API's reads (PostgreSQL reads share the pool instead).
+    reader: Mutex<Option<Store>>,
 }
 
 impl Shared {
@@ -131,15 +135,28 @@ impl Shared {
         rx.await.map_err(|_| stopping())
     }
 
-    /// Runs `f` with the API's store connection on a blocking thread.
+    /// Runs `f` with a handle on the store on a blocking thread: SQLite's one reader
+    /// connection, or a PostgreSQL view sharing the pool (reads in parallel).
     pub async fn read_store<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Database) -> Result<T, HostError> + Send + 'static,
+        f: impl FnOnce(&Store) -> Result<T, HostError> + Send + 'static,
     ) -> Result<T, HostError> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&me.reader.lock().unwrap_or_else(|p| p.into_inner())))
-            .await
-            .map_err(|e| HostError::Storage(format!("the store reader failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            if let Opener::Postgres(_) = &me.store {
+                return f(&me.store.open()?);
+            }
+            let mut reader = me.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if reader.is_none() {
+                *reader = Some(me.store.open()?);
+            }
+            match reader.as_ref() {
+                Some(store) => f(store),
+                None => Err(HostError::Storage("the store reader is not open".into())),
+            }
+        })
+        .await
+        .map_err(|e| HostError::Storage(format!("the store reader failed: {e}")))?
     }
 
     /// The component's explanation of an error (cause and action, English and German), or the
@@ -238,7 +255,14 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         Some((soft, _)) => info!(open_files = soft, "open files limit"),
         None => {}
     }
-    let reader = Database::open(&options.store)?;
+    if options.store.password_in_url() {
+        warn!("the PostgreSQL URL holds a password, which other users may see in the process list; put it in a file given with --store-password-file (mode 0600)");
+    }
+    let store = Opener::connect(&options.store)?;
+    let reader = match &store {
+        Opener::Sqlite(_) => Some(store.open()?),
+        Opener::Postgres(_) => None,
+    };
     let plugin = Plugin::load_with(&options.plugin, &runtime_options(&options))?;
     if let crate::runtime::CacheStatus::Unused(why) = plugin.cache_status() {
         warn!(why = %why, "the compiled component is not cached");
@@ -261,6 +285,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         webhooks: watch::Sender::new(Vec::new()),
         events_written: tokio::sync::broadcast::Sender::new(256),
         jobs,
+        store,
         reader: Mutex::new(reader),
     });
     // Guest work from the API, run here.
@@ -279,7 +304,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
     events::start_webhooks(&shared)?;
     tokio::task::spawn_local(tenants::Tenants::new(shared.clone()).run());
     let server = tokio::spawn(api::serve(listener, shared.clone()));
-    info!(listen = %local_addr, tenants = %shared.options.tenants.display(), store = %shared.options.store.display(), "mailplug serve started");
+    info!(listen = %local_addr, tenants = %shared.options.tenants.display(), store = %shared.options.store, store_kind = shared.store.kind(), "mailplug serve started");
     on_listening(local_addr);
 
     let signal = shutdown::signal().await;

@@ -27,11 +27,10 @@ use tracing::{info, warn};
 use super::api::{tenant, ApiError};
 use super::Shared;
 use crate::config::TenantConfig;
-use crate::db::Database;
 use crate::error::HostError;
 use crate::ops::outbox::{Compose, DrainConfig, DEFAULT_MAX_AGE};
 use crate::ops::{Outgoing, Reply};
-use crate::store::{Outbox, OutboxRow, OutboxState};
+use crate::store::{Outbox, OutboxRow, OutboxState, Store};
 
 /// The longest a queue actor sleeps without looking at its queue.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -73,7 +72,7 @@ impl QueueActor {
 
     async fn run_inner(&self) {
         let wake = self.shared.outbox.of(&self.cfg.tenant, &self.queue);
-        let store = match Database::open(&self.shared.options.store) {
+        let store = match self.shared.store.open() {
             Ok(db) => db,
             Err(e) => {
                 warn!(error = %e, "the queue actor cannot open the store; the queue is not sent");
@@ -115,7 +114,7 @@ impl QueueActor {
 
     /// One drain under both caps: Ok(true) when a full batch went (more may be due), None when
     /// the tenant stopped while waiting for a slot.
-    async fn drain_once(&self, store: &Database) -> Option<Result<bool, HostError>> {
+    async fn drain_once(&self, store: &Store) -> Option<Result<bool, HostError>> {
         let now = crate::driver::now_ms() as i64;
         // Nothing due: no slot taken, no lock file touched.
         match store.take_due(&self.cfg.tenant, &self.queue, 1, now) {
@@ -147,12 +146,12 @@ impl QueueActor {
         Some(Ok(report.rows.len() >= limit))
     }
 
-    fn any_in_flight(&self, store: &Database) -> bool {
+    fn any_in_flight(&self, store: &Store) -> bool {
         store.count(&self.cfg.tenant, &self.queue, OutboxState::InFlight).is_ok_and(|c| c.rows > 0)
     }
 
     /// How long until the queue's earliest queued row is due (at most `MAX_IDLE`).
-    fn until_next_due(&self, store: &Database) -> Duration {
+    fn until_next_due(&self, store: &Store) -> Duration {
         let now = crate::driver::now_ms() as i64;
         let next = store.count(&self.cfg.tenant, &self.queue, OutboxState::Queued).ok().and_then(|c| c.earliest_next_attempt_at_ms);
         match next {
@@ -162,7 +161,7 @@ impl QueueActor {
     }
 
     /// The queue's depth by state and its oldest queued row, for `/metrics`.
-    fn update_metrics(&self, store: &Database) {
+    fn update_metrics(&self, store: &Store) {
         let mut oldest = None;
         for state in [OutboxState::Queued, OutboxState::InFlight, OutboxState::Held, OutboxState::Failed] {
             let Ok(c) = store.count(&self.cfg.tenant, &self.queue, state) else { return };
@@ -247,7 +246,7 @@ async fn enqueue(
     let enqueued = s
         .run_local(move |shared| {
             Box::pin(async move {
-                let store = Database::open(&shared.options.store)?;
+                let store = shared.store.open()?;
                 crate::ops::outbox::enqueue(&shared.plugin, &cfg, &queue, &store, &what, max_age).await
             })
         })

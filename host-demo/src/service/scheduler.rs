@@ -17,8 +17,8 @@ use super::metrics::{ErrorLabels, MailboxLabels, TrapLabels};
 use super::state::{now_ms, LastError, Phase};
 use super::Shared;
 use crate::config::TenantConfig;
-use crate::db::{Database, DbSink};
 use crate::driver::MessageSink;
+use crate::store::StoreSink;
 use crate::engine::{FetchSummary, FetchedMessage, SkippedMessage, StepReport};
 use crate::ops::{IdleHandle, IdleOutcome, Wake};
 use crate::error::{HostError, Retry};
@@ -289,8 +289,7 @@ impl MailboxActor {
     /// failed after storing some.
     #[allow(clippy::type_complexity)]
     async fn fetch_into_store(&self, op: Op) -> Result<(Ran, (u64, u64)), (HostError, (u64, u64))> {
-        let path = &self.shared.options.store;
-        let db = Database::open(path).map_err(|e| (e, (0, 0)))?;
+        let db = self.shared.store.open().map_err(|e| (e, (0, 0)))?;
         // A stopping session (DONE, LOGOUT) stores what the server announced before it: its
         // sink is not stopped by the token.
         let token = if let Op::Resume(_, Wake::Stop) = op { CancellationToken::new() } else { self.cancel.clone() };
@@ -305,7 +304,7 @@ impl MailboxActor {
             Op::FetchAndIdle => crate::ops::fetch_and_idle(plugin, cfg, mailbox, &mut sink, &db).await.map(idled),
             Op::Resume(h, wake) => h.resume(plugin, cfg, wake, &mut sink, &db).await.map(idled),
         };
-        let st = sink.inner.stats;
+        let st = sink.inner.stats();
         // Dropping the sink commits complete deliveries after the last commit.
         drop(sink);
         let counts = (u64::from(st.stored), st.bytes);
@@ -321,7 +320,7 @@ pub fn one_line(e: &HostError) -> String {
 /// The store's sink, which ends the session at the next delivery once the token is cancelled:
 /// everything committed stays, the rest is fetched again by the next run.
 struct StopSink<'a> {
-    inner: DbSink<'a>,
+    inner: StoreSink<'a>,
     cancel: CancellationToken,
 }
 

@@ -6,9 +6,11 @@ pub mod events;
 pub mod outbox;
 pub mod postgres;
 pub mod private_files;
+pub mod select;
 pub mod sqlite;
 
 pub use events::{Event, Events};
+pub use select::{Location, Opener, Store, StoreSink};
 pub use outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
 
 use std::fs;
@@ -52,6 +54,10 @@ pub trait MessageQuery {
     fn message_detail(&self, tenant: &str, id: i64) -> Result<Option<sqlite::MessageDetail>, HostError>;
     /// One of the tenant's messages by database id, exactly as fetched.
     fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError>;
+    /// A stored message named explicitly (`MessageRef`: `db:17`, `mid:<...>`, `<...>`,
+    /// `imap:...`, `pop3:...`); a reference matching several messages is refused with the
+    /// candidates listed. Returns (mailbox, raw bytes).
+    fn find(&self, tenant: &str, reference: &str) -> Result<(String, Vec<u8>), HostError>;
 }
 
 impl MessageQuery for sqlite::Database {
@@ -67,6 +73,76 @@ impl MessageQuery for sqlite::Database {
     fn message_raw(&self, tenant: &str, id: i64) -> Result<Option<Vec<u8>>, HostError> {
         sqlite::Database::message_raw(self, tenant, id)
     }
+    fn find(&self, tenant: &str, reference: &str) -> Result<(String, Vec<u8>), HostError> {
+        sqlite::Database::find(self, tenant, reference)
+    }
+}
+
+/// A stored message named explicitly (`Store::find`): `db:17` (its database id),
+/// `mid:<id@host>` or `<id@host>` (its Message-ID), or its server id (`imap:...`, `pop3:...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageRef {
+    Id(i64),
+    MessageId(String),
+    ServerId(String),
+}
+
+impl MessageRef {
+    /// Parses a reference; a bare number or other text is refused, since it could be read more
+    /// than one way.
+    pub fn parse(reference: &str) -> Result<MessageRef, HostError> {
+        let r = reference.trim();
+        let bracketed = |v: &str| v.strip_prefix('<').and_then(|v| v.strip_suffix('>')).map(str::to_string);
+        if let Some(n) = r.strip_prefix("db:") {
+            let id = n.trim().parse::<i64>().map_err(|_| HostError::NotFound(format!("\"{r}\": after db: give the message's database id, a number")))?;
+            Ok(MessageRef::Id(id))
+        } else if let Some(m) = r.strip_prefix("mid:") {
+            let m = m.trim();
+            Ok(MessageRef::MessageId(bracketed(m).unwrap_or_else(|| m.to_string())))
+        } else if let Some(m) = bracketed(r) {
+            Ok(MessageRef::MessageId(m))
+        } else if r.starts_with("imap:") || r.starts_with("pop3:") {
+            Ok(MessageRef::ServerId(r.to_string()))
+        } else {
+            Err(HostError::NotFound(format!(
+                "\"{r}\" does not say what it names; give db:<database id>, mid:<Message-ID> (or <Message-ID> in angle brackets), or the server id (imap:... / pop3:...)"
+            )))
+        }
+    }
+
+    /// The column of `messages` it is matched against (the same in both stores).
+    pub fn column(&self) -> &'static str {
+        match self {
+            MessageRef::Id(_) => "id",
+            MessageRef::MessageId(_) => "message_id",
+            MessageRef::ServerId(_) => "server_id",
+        }
+    }
+}
+
+/// A message candidate for a reference: (database id, mailbox, server id, From, Subject).
+pub type RefCandidate = (i64, String, String, Option<String>, Option<String>);
+
+/// The error for a reference with no match or several (`Store::find`, both stores), up to
+/// 11 candidates given (10 listed, the 11th says "more than").
+pub fn reference_error(reference: &str, tenant: &str, found: &[RefCandidate]) -> HostError {
+    let r = reference.trim();
+    if found.len() <= 1 {
+        return HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""));
+    }
+    let list: Vec<String> = found
+        .iter()
+        .take(10)
+        .map(|(id, mailbox, server_id, from, subject)| {
+            format!("db:{id} (mailbox {mailbox}, {server_id}, From: {}, Subject: {})", from.as_deref().unwrap_or("-"), subject.as_deref().unwrap_or("-"))
+        })
+        .collect();
+    HostError::NotFound(format!(
+        "\"{r}\" matches {}{} stored messages, so the reply is not sent: {}; name the one to answer by its db: id",
+        if found.len() > 10 { "more than " } else { "" },
+        found.len().min(10),
+        list.join("; ")
+    ))
 }
 
 /// A mailbox's stored sync state and the server it was saved for.

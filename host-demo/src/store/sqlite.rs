@@ -380,61 +380,30 @@ impl Database {
     /// matches several messages (a Message-ID reused by another message, or a server id of two
     /// servers), with the candidates listed. Returns (mailbox, raw bytes).
     pub fn find(&self, tenant: &str, reference: &str) -> Result<(String, Vec<u8>), HostError> {
-        let r = reference.trim();
-        let bracketed = |v: &str| v.strip_prefix('<').and_then(|v| v.strip_suffix('>')).map(str::to_string);
-        let (column, value): (&str, rusqlite::types::Value) = if let Some(n) = r.strip_prefix("db:") {
-            let id = n.trim().parse::<i64>().map_err(|_| HostError::NotFound(format!("\"{r}\": after db: give the message's database id, a number")))?;
-            ("id", id.into())
-        } else if let Some(m) = r.strip_prefix("mid:") {
-            let m = m.trim();
-            ("message_id", bracketed(m).unwrap_or_else(|| m.to_string()).into())
-        } else if let Some(m) = bracketed(r) {
-            ("message_id", m.into())
-        } else if r.starts_with("imap:") || r.starts_with("pop3:") {
-            ("server_id", r.to_string().into())
-        } else {
-            return Err(HostError::NotFound(format!(
-                "\"{r}\" does not say what it names; give db:<database id>, mid:<Message-ID> (or <Message-ID> in angle brackets), or the server id (imap:... / pop3:...)"
-            )));
+        let reference = reference.trim();
+        let r = crate::store::MessageRef::parse(reference)?;
+        let value: rusqlite::types::Value = match &r {
+            crate::store::MessageRef::Id(id) => (*id).into(),
+            crate::store::MessageRef::MessageId(v) | crate::store::MessageRef::ServerId(v) => v.clone().into(),
         };
         let mut st = self
             .conn
             .prepare(&format!(
-                "SELECT id, mailbox, server_id, from_addr, subject FROM messages WHERE tenant = ?1 AND {column} = ?2 ORDER BY id LIMIT 11"
+                "SELECT id, mailbox, server_id, from_addr, subject FROM messages WHERE tenant = ?1 AND {} = ?2 ORDER BY id LIMIT 11",
+                r.column()
             ))
             .map_err(db_err("finding a message"))?;
-        type Candidate = (i64, String, String, Option<String>, Option<String>);
-        let found: Vec<Candidate> = st
+        let found: Vec<crate::store::RefCandidate> = st
             .query_map(params![tenant, value], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
             .map_err(db_err("finding a message"))?
             .collect::<Result<_, _>>()
             .map_err(db_err("finding a message"))?;
         match found.as_slice() {
-            [] => Err(HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""))),
             [(id, mailbox, ..)] => {
-                let gone = || HostError::NotFound(format!("no stored message \"{r}\" for tenant \"{tenant}\""));
-                let raw = self.raw_of(None, *id)?.ok_or_else(gone)?;
+                let raw = self.raw_of(None, *id)?.ok_or_else(|| crate::store::reference_error(reference, tenant, &[]))?;
                 Ok((mailbox.clone(), raw))
             }
-            many => {
-                let list: Vec<String> = many
-                    .iter()
-                    .take(10)
-                    .map(|(id, mailbox, server_id, from, subject)| {
-                        format!(
-                            "db:{id} (mailbox {mailbox}, {server_id}, From: {}, Subject: {})",
-                            from.as_deref().unwrap_or("-"),
-                            subject.as_deref().unwrap_or("-")
-                        )
-                    })
-                    .collect();
-                Err(HostError::NotFound(format!(
-                    "\"{r}\" matches {}{} stored messages, so the reply is not sent: {}; name the one to answer by its db: id",
-                    if many.len() > 10 { "more than " } else { "" },
-                    many.len().min(10),
-                    list.join("; ")
-                )))
-            }
+            other => Err(crate::store::reference_error(reference, tenant, other)),
         }
     }
 

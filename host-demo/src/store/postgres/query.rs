@@ -7,8 +7,8 @@ use zeroize::Zeroizing;
 use super::{pg_err, Db, PgStore};
 use crate::engine::Tokens;
 use crate::error::HostError;
-use crate::store::sqlite::{MessageDetail, MessageSummary, StoredAttachment, StoredMessage};
-use crate::store::MessageQuery;
+use crate::store::sqlite::{MessageDetail, MessageSummary, StoredAttachment, StoredMessage, Unreported};
+use crate::store::{MessageQuery, MessageRef, RefCandidate};
 use crate::tokens::aad;
 
 const SUMMARY: &str = "id, mailbox, folder, server_id, message_id, from_addr, subject, date_ms, size, stored_at_ms";
@@ -95,6 +95,10 @@ impl MessageQuery for PgStore {
             Ok(r.map(|r| r.get(0)))
         })
     }
+
+    fn find(&self, tenant: &str, reference: &str) -> Result<(String, Vec<u8>), HostError> {
+        PgStore::find(self, tenant, reference)
+    }
 }
 
 impl PgStore {
@@ -126,6 +130,71 @@ impl PgStore {
                     row: r.get(8),
                     collision: r.get(9),
                     reported: r.get(10),
+                })
+                .collect())
+        })
+    }
+
+    /// A stored message named explicitly, as `Database::find` (the same references and
+    /// errors): (mailbox, raw bytes).
+    pub fn find(&self, tenant: &str, reference: &str) -> Result<(String, Vec<u8>), HostError> {
+        let r = MessageRef::parse(reference)?;
+        let (tenant, reference) = (tenant.to_string(), reference.trim().to_string());
+        self.wait(|db| async move {
+            let c = db.client().await?;
+            let sql = format!(
+                "SELECT id, mailbox, server_id, from_addr, subject FROM messages WHERE tenant = $1 AND {} = $2 ORDER BY id LIMIT 11",
+                r.column()
+            );
+            let rows = match &r {
+                MessageRef::Id(id) => c.query(&sql, &[&tenant, id]).await,
+                MessageRef::MessageId(v) | MessageRef::ServerId(v) => c.query(&sql, &[&tenant, v]).await,
+            }
+            .map_err(pg_err("finding a message"))?;
+            let found: Vec<RefCandidate> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+            match found.as_slice() {
+                [(id, mailbox, ..)] => {
+                    let raw = c
+                        .query_opt("SELECT raw FROM messages WHERE id = $1", &[id])
+                        .await
+                        .map_err(pg_err("reading a message"))?
+                        .ok_or_else(|| crate::store::reference_error(&reference, &tenant, &[]))?
+                        .get(0);
+                    Ok((mailbox.clone(), raw))
+                }
+                other => Err(crate::store::reference_error(&reference, &tenant, other)),
+            }
+        })
+    }
+
+    /// Rows of a mailbox not yet reported as new, oldest first, as `Database::unreported`
+    /// (`raw` only `with_raw`, else empty).
+    pub fn unreported(&self, tenant: &str, mailbox: &str, with_raw: bool) -> Result<Vec<Unreported>, HostError> {
+        let (tenant, mailbox) = (tenant.to_string(), mailbox.to_string());
+        self.wait(|db| async move {
+            let c = db.client().await?;
+            let rows = c
+                .query(
+                    "SELECT id, server_id, folder, size, from_addr, subject, classification, parse_error, mid_collision,
+                            CASE WHEN $3 THEN raw ELSE ''::bytea END
+                     FROM messages WHERE tenant = $1 AND mailbox = $2 AND NOT reported ORDER BY id",
+                    &[&tenant, &mailbox, &with_raw],
+                )
+                .await
+                .map_err(pg_err("reading unreported messages"))?;
+            Ok(rows
+                .iter()
+                .map(|r| Unreported {
+                    row: r.get(0),
+                    server_id: r.get(1),
+                    folder: r.get(2),
+                    size: r.get::<_, i64>(3) as u64,
+                    from: r.get(4),
+                    subject: r.get(5),
+                    classification: r.get(6),
+                    parse_error: r.get(7),
+                    collision: r.get(8),
+                    raw: r.get(9),
                 })
                 .collect())
         })
