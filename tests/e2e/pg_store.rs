@@ -21,7 +21,7 @@ use mailplug_host::store::events::Events;
 use mailplug_host::store::outbox::{Envelope, Explanation, NewOutbound, Outbox, OutboxState, RecordedOutcome};
 use mailplug_host::store::postgres::lease::{mailbox_resource, queue_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
-use mailplug_host::store::{MessageQuery, SyncStateStore};
+use mailplug_host::store::{MessageQuery, Store, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
 use mailplug_tests::pg::{pg_env, unique};
 use mailplug_tests::plugin;
@@ -113,6 +113,58 @@ async fn deduplication_is_the_same_in_both_stores() {
     let events = pg.list_after(&t, None, 100).unwrap();
     let rows: Vec<String> = events.iter().map(|e| e.payload["message"].as_str().unwrap().to_string()).collect();
     assert_eq!(rows, page.iter().map(|m| format!("db:{}", m.id)).collect::<Vec<_>>());
+}
+
+// ---- helper B (session 7): what the CLI and serve need beyond the traits, through the
+// store selection's handle (`store::Store`), the same in both stores.
+
+/// `unreported` lists what a run stored but did not report (with the bytes only when asked),
+/// `mark_reported` takes rows off it; `find` names a message by db:, mid: or server id and
+/// refuses an ambiguous or unknown reference the same way in both stores.
+async fn unreported_and_find(store: &Store, t: &str) {
+    let mut sink = store.sink(t, "m");
+    deliver(&mut sink, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@y", "one").await, message("imap:INBOX:1:2", "b@y", "two").await])
+        .expect("stored");
+    let results = sink.results().to_vec();
+    assert_eq!(sink.stats().stored, 2);
+    drop(sink);
+    let all = store.unreported(t, "m", false).unwrap();
+    assert_eq!(all.iter().map(|u| u.server_id.as_str()).collect::<Vec<_>>(), ["imap:INBOX:1:1", "imap:INBOX:1:2"], "oldest first");
+    assert!(all.iter().all(|u| u.raw.is_empty()), "no bytes unless asked");
+    assert_eq!((all[0].subject.as_deref(), all[0].from.as_deref(), all[0].classification.as_str()), (Some("s one"), Some("A <a@example.test>"), "normal"));
+    let with_raw = store.unreported(t, "m", true).unwrap();
+    assert_eq!(with_raw[1].raw, message("", "b@y", "two").await.raw);
+    assert_eq!(with_raw[1].size, with_raw[1].raw.len() as u64);
+    store.mark_reported(&[results[0].row]).unwrap();
+    let left = store.unreported(t, "m", false).unwrap();
+    assert_eq!(left.iter().map(|u| u.row).collect::<Vec<_>>(), [results[1].row]);
+    assert!(store.unreported(t, "other", false).unwrap().is_empty());
+    assert!(store.unreported("another-tenant", "m", false).unwrap().is_empty());
+    store.mark_reported(&[]).unwrap();
+
+    // find: by database id, Message-ID (both spellings) and server id.
+    let want = message("", "b@y", "two").await.raw;
+    for r in [format!("db:{}", results[1].row), "mid:b@y".into(), "<b@y>".into(), "imap:INBOX:1:2".into()] {
+        let (mailbox, raw) = store.find(t, &r).unwrap_or_else(|e| panic!("{r}: {e}"));
+        assert_eq!((mailbox.as_str(), &raw), ("m", &want), "{r}");
+    }
+    // Unknown, of another tenant, bare, or ambiguous: NotFound with the candidates.
+    for r in ["mid:nobody@y", "17", "db:x"] {
+        assert!(matches!(store.find(t, r), Err(HostError::NotFound(_))), "{r}");
+    }
+    assert!(matches!(store.find("another-tenant", &format!("db:{}", results[1].row)), Err(HostError::NotFound(_))));
+    let mut sink = store.sink(t, "m2");
+    deliver(&mut sink, "pop3:h:995:u", vec![message("pop3:x", "b@y", "another two").await]).expect("stored");
+    drop(sink);
+    let e = store.find(t, "mid:b@y").unwrap_err().to_string();
+    assert!(e.contains("matches 2 stored messages") && e.contains("mailbox m2"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreported_and_find_are_the_same_in_both_stores() {
+    let Some(pg) = pg() else { return };
+    unreported_and_find(&Store::Sqlite(sqlite("unreported")), &unique("b-unrep")).await;
+    unreported_and_find(&Store::Postgres(pg), &unique("b-unrep")).await;
 }
 
 fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {

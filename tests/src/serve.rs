@@ -56,11 +56,13 @@ impl Serve {
     /// `start` with more command-line arguments and environment variables.
     pub fn start_with(dir: &Path, log: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let log = std::fs::File::create(dir.join(log)).expect("log file");
+        // The SQLite store in the work folder unless `args` names a store (helper B, session 7).
+        let store: Vec<std::ffi::OsString> =
+            if args.contains(&"--store") { Vec::new() } else { vec!["--store".into(), dir.join("store.sqlite3").into()] };
         let mut child = Command::new(bin())
             .args(["serve", "--tenants"])
             .arg(dir.join("tenants"))
-            .arg("--store")
-            .arg(dir.join("store.sqlite3"))
+            .args(store)
             .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
             .arg(dir.join("secrets/admin.token"))
             .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--log", "info"])

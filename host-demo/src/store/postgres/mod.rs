@@ -17,8 +17,10 @@
 //! - Fencing: `PgStore::fenced` gives a view whose writes that matter (message commits,
 //!   sync-state saves, outbox transitions of the sender) carry a lease's fencing token and are
 //!   refused with `HostError::LeaseLost` once the lease is lost (`lease`).
-//! - Connections: no TLS yet, so a server that is not on loopback (or a Unix socket) is
-//!   refused; the password comes from the URL or, better, from a file only its owner can read.
+//! - Connections: TLS with `sslmode=require|verify-ca|verify-full` (and `sslrootcert=FILE`)
+//!   through rustls (`tls`); without TLS only a server on loopback (or a Unix socket) is
+//!   accepted. The password comes from a file only its owner can read (or from the URL, which
+//!   is then never shown: `store::select::redact_url`).
 
 use std::future::Future;
 use std::path::Path;
@@ -38,6 +40,7 @@ mod migrate;
 mod outbox;
 mod query;
 mod sink;
+pub mod tls;
 
 pub use lease::{Fence, Lease, LeaseInfo, Leases};
 pub use sink::PgSink;
@@ -54,6 +57,8 @@ pub struct Db {
     pub(crate) pool: Pool,
     /// The keys OAuth2 tokens are encrypted with (`crate::tokens`).
     pub(crate) keys: crate::tokens::SecretKeys,
+    /// "PostgreSQL at host:port" (for errors; never the URL).
+    pub(crate) server: String,
 }
 
 /// Owns the store's runtime; shut down without waiting when the last handle goes (dropping a
@@ -145,21 +150,33 @@ impl PgStore {
     /// Like `connect`, with the given keys for OAuth2 tokens.
     pub fn connect_with_keys(url: &str, password_file: Option<&Path>, keys: crate::tokens::SecretKeys) -> Result<PgStore, HostError> {
         // Never echo the URL: it may hold a password.
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| HostError::Storage(format!("the PostgreSQL URL is not valid ({e}); write it as postgres://user@host:port/database")))?;
-        if let Some(bad) = config.get_hosts().iter().find(|h| !is_local(h)) {
-            let host = match bad {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            };
-            return Err(HostError::Storage(format!(
-                "refusing to connect to PostgreSQL on {host}: this version talks to PostgreSQL without TLS, so only a \
-                 server on this machine (127.0.0.1, ::1, localhost or a Unix socket) is accepted; reach a remote server \
-                 through a local TLS tunnel / Verbindung zu PostgreSQL auf {host} abgelehnt: diese Version spricht ohne \
-                 TLS mit PostgreSQL, daher nur ein Server auf diesem Rechner"
-            )));
+        let tls::Target { mut config, mode, root_cert } = tls::parse(url)?;
+        let host_name = |h: &tokio_postgres::config::Host| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        if mode == tls::SslMode::Disable {
+            if let Some(bad) = config.get_hosts().iter().find(|h| !is_local(h)) {
+                let host = host_name(bad);
+                return Err(HostError::Storage(format!(
+                    "refusing to connect to PostgreSQL on {host} without TLS: only a server on this machine (127.0.0.1, ::1, \
+                     localhost or a Unix socket) may be reached in plain text; add ?sslmode=verify-full to the URL (and \
+                     &sslrootcert=FILE when the server's CA is not a system one) / Verbindung zu PostgreSQL auf {host} ohne \
+                     TLS abgelehnt: nur ein Server auf diesem Rechner darf unverschlüsselt erreicht werden; ?sslmode=verify-full \
+                     an die URL anhängen (und &sslrootcert=DATEI, wenn die CA des Servers keine System-CA ist)"
+                )));
+            }
         }
+        let server = format!(
+            "PostgreSQL at {}",
+            config
+                .get_hosts()
+                .iter()
+                .enumerate()
+                .map(|(i, h)| format!("{}:{}", host_name(h), config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432)))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         if let Some(p) = password_file {
             config.password(read_password_file(p)?);
         }
@@ -172,7 +189,14 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| HostError::Storage(format!("cannot start the PostgreSQL store's runtime: {e}")))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match mode {
+            tls::SslMode::Disable => Manager::from_config(config, NoTls, manager_config),
+            mode => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls::client_config(mode, root_cert.as_deref())?);
+                Manager::from_config(config, tls, manager_config)
+            }
+        };
         let pool = {
             let _entered = rt.enter();
             Pool::builder(manager)
@@ -184,7 +208,7 @@ impl PgStore {
                 .build()
                 .map_err(|e| HostError::Storage(format!("cannot set up the PostgreSQL connection pool: {e}")))?
         };
-        let store = PgStore { db: Arc::new(Db { pool, keys }), rt: Arc::new(Rt(Some(rt))), fence: None };
+        let store = PgStore { db: Arc::new(Db { pool, keys, server }), rt: Arc::new(Rt(Some(rt))), fence: None };
         store.wait(|db| async move { migrate::migrate(&db).await })?;
         Ok(store)
     }
@@ -255,6 +279,12 @@ impl PgStore {
 impl Db {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client, HostError> {
         self.pool.get().await.map_err(|e| {
+            // A TLS failure (a certificate, a server without TLS) is the admin's to fix: typed.
+            if let deadpool_postgres::PoolError::Backend(b) = &e {
+                if let Some(message) = tls::tls_failure(b) {
+                    return HostError::Tls { server: self.server.clone(), message };
+                }
+            }
             // The server's own reason (a wrong password, an unknown database) says what to fix.
             let why = match &e {
                 deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
