@@ -182,7 +182,13 @@ impl PgStore {
         }
         config.application_name("mailplug");
         config.connect_timeout(Duration::from_secs(10));
-        config.options("-c statement_timeout=30000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=60000");
+        // The URL's own `options` (such as `-c search_path=...`) are kept, ours after them.
+        let ours = "-c statement_timeout=30000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=60000";
+        let options = match config.get_options() {
+            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+            _ => ours.to_string(),
+        };
+        config.options(options);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mailplug-pg")
