@@ -187,7 +187,26 @@ impl SenderLock {
         }
         Ok(SenderLock { _file: file, path })
     }
+
+    /// Takes the lock, trying again for up to `within` while another holder has it. A lock
+    /// just released can stay held for a moment after its holder dropped it: a process that
+    /// forks (to start any child) holds a copy of every descriptor until its child execs, and
+    /// an flock belongs to the open file, not to the process that took it.
+    pub async fn acquire_within(database: &Path, tenant: &str, queue: &str, within: std::time::Duration) -> Result<SenderLock, HostError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match SenderLock::acquire(database, tenant, queue) {
+                Err(HostError::Storage(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
 }
+
+/// How long a drain waits for its queue's sender lock before it says another sender holds it.
+pub const SENDER_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One pass of the sender of `queue_name` with the default `DrainConfig`.
 pub async fn drain<S: Outbox + SyncStateStore>(
@@ -213,7 +232,7 @@ pub async fn drain_with<S: Outbox + SyncStateStore>(
 ) -> Result<DrainReport, HostError> {
     check_licence(cfg)?;
     let q = queue(cfg, queue_name)?;
-    let _lock = SenderLock::acquire(&cfg.database, &cfg.tenant, &q.name)?;
+    let _lock = SenderLock::acquire_within(&cfg.database, &cfg.tenant, &q.name, SENDER_LOCK_WAIT).await?;
     let mut report = DrainReport { recovered: store.recover(&cfg.tenant, &q.name, &stopped_sender(), now)?, rows: Vec::new() };
     let limit = dc.batch_max.clamp(1, cfg.limits.max_batch_messages.max(1) as usize);
     let mut rows = store.take_due(&cfg.tenant, &q.name, limit, now)?;
@@ -431,5 +450,21 @@ mod tests {
         assert!(other.is_ok(), "another queue has its own lock");
         drop(first);
         assert!(SenderLock::acquire(&db, "t", "q").is_ok(), "released on drop");
+    }
+
+    #[tokio::test]
+    async fn a_drain_waits_a_moment_for_a_lock_being_released_but_not_for_a_held_one() {
+        use std::time::{Duration, Instant};
+        let db = std::env::temp_dir().join(format!("mailplug-senderwait-{}.sqlite3", std::process::id()));
+        let held = SenderLock::acquire(&db, "t", "q").unwrap();
+        let started = Instant::now();
+        let e = SenderLock::acquire_within(&db, "t", "q", Duration::from_millis(150)).await.err().expect("still held").to_string();
+        assert!(e.contains("another sender") && started.elapsed() >= Duration::from_millis(150), "{e}");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        assert!(SenderLock::acquire_within(&db, "t", "q", Duration::from_secs(10)).await.is_ok(), "taken once released");
+        release.join().unwrap();
     }
 }
