@@ -31,3 +31,21 @@ pub fn unique(what: &str) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{what}-{}-{t:x}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
+
+// C: a schema of its own for tests that count nodes (all nodes of one store count as one set).
+
+/// The test PostgreSQL's URL for a new, empty schema named after `what` (made now): a store
+/// opened with it sees only its own tables, leases and nodes. None when there is no test
+/// PostgreSQL (the caller skips).
+pub fn pg_schema(what: &str) -> Option<(String, PathBuf)> {
+    let (url, pw) = pg_env()?;
+    let schema = unique(what).replace('-', "_").to_ascii_lowercase();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", &format!("CREATE SCHEMA {schema}")])
+        .env("PGPASSWORD", std::fs::read_to_string(&pw).expect("the password file").trim())
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "creating schema {schema}: {}", String::from_utf8_lossy(&out.stderr));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), pw))
+}

@@ -65,13 +65,15 @@ pub fn sse_heartbeat() -> Duration {
 }
 
 /// The webhook deliverer's policy: the defaults, with the first retry wait from
-/// `MAILPLUG_WEBHOOK_RETRY_SECS` (1 to 3600) and the maximum age of an event from
-/// `MAILPLUG_WEBHOOK_MAX_AGE_SECS` (1 to 30 days).
+/// `MAILPLUG_WEBHOOK_RETRY_SECS` (1 to 3600), the maximum age of an event from
+/// `MAILPLUG_WEBHOOK_MAX_AGE_SECS` (1 to 30 days) and the poll for events nobody announced
+/// (written by another node or process) from `MAILPLUG_WEBHOOK_POLL_SECS` (1 to 3600).
 pub fn webhook_policy() -> webhook::Policy {
     let d = webhook::Policy::default();
     let backoff_first = env_secs("MAILPLUG_WEBHOOK_RETRY_SECS", d.backoff_first, 1, 3600);
     let max_age = env_secs("MAILPLUG_WEBHOOK_MAX_AGE_SECS", d.max_age, 1, 30 * 24 * 3600);
-    webhook::Policy { backoff_first, backoff_max: d.backoff_max.max(backoff_first), max_age, ..d }
+    let poll_interval = env_secs("MAILPLUG_WEBHOOK_POLL_SECS", d.poll_interval, 1, 3600);
+    webhook::Policy { backoff_first, backoff_max: d.backoff_max.max(backoff_first), max_age, poll_interval, ..d }
 }
 
 /// The service's events table for the webhook deliverer, with its own connection; failures
@@ -158,12 +160,27 @@ pub fn set_webhook(shared: &Shared, tenant: &str, target: Option<Target>) {
     });
 }
 
-/// Starts the webhook deliverer on the service's store; it stops with the service.
+/// Starts the webhook deliverer on the service's store; it stops with the service. Events
+/// committed by this node (`Shared::events_written`) wake the tenants' tasks at once; the
+/// poll (`MAILPLUG_WEBHOOK_POLL_SECS`, 2 s) finds those of other nodes.
 pub fn start_webhooks(shared: &Arc<Shared>) -> Result<(), HostError> {
     let source: Arc<dyn EventSource> = Arc::new(StoreEvents::open(shared.clone())?);
     let rx = shared.webhooks.subscribe();
-    let task = webhook::run_with(source, rx, shared.root.clone(), webhook_policy(), Arc::new(tokio::sync::Notify::new()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let task = webhook::run_with(source, rx, shared.root.clone(), webhook_policy(), wake.clone());
     tokio::spawn(shared.all.track_future(task));
+    let (mut written, stop) = (shared.events_written.subscribe(), shared.root.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = written.recv() => match r {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => wake.notify_waiters(),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
     Ok(())
 }
 

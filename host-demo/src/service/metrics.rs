@@ -56,6 +56,12 @@ pub struct QueueStateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    /// "mailbox", "queue" or "webhook".
+    pub kind: String,
+}
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +84,11 @@ pub struct Metrics {
     /// Webhook deliveries that failed (to be retried) and events given up on.
     pub webhook_failures: Family<TenantLabels, Counter>,
     pub webhook_dead: Family<TenantLabels, Counter>,
+    /// With leases (PostgreSQL): what this node holds, took and lost, and the live nodes.
+    pub leases_held: Family<LeaseLabels, Gauge>,
+    pub leases_acquired: Family<LeaseLabels, Counter>,
+    pub leases_lost: Family<LeaseLabels, Counter>,
+    pub live_nodes: Gauge,
     /// Scrapes are serialised: the gauges are refilled from the board for each.
     scrape: Mutex<()>,
 }
@@ -129,6 +140,16 @@ impl Metrics {
         );
         registry.register("mailplug_webhook_failures", "Webhook deliveries that failed and will be retried", webhook_failures.clone());
         registry.register("mailplug_webhook_dead", "Webhook events given up on after their maximum age", webhook_dead.clone());
+        let (leases_held, live_nodes) = (Family::<LeaseLabels, Gauge>::default(), Gauge::default());
+        let (leases_acquired, leases_lost) = (Family::<LeaseLabels, Counter>::default(), Family::<LeaseLabels, Counter>::default());
+        registry.register("mailplug_leases_held", "Leases this node holds now, by kind (mailbox, queue, webhook)", leases_held.clone());
+        registry.register("mailplug_leases_acquired", "Leases this node took, by kind", leases_acquired.clone());
+        registry.register(
+            "mailplug_leases_lost",
+            "Leases this node lost (not renewed in time, or another node holds them), by kind",
+            leases_lost.clone(),
+        );
+        registry.register("mailplug_live_nodes", "Nodes sharing the store, as this node last counted them", live_nodes.clone());
         Metrics {
             registry,
             fetched,
@@ -146,6 +167,10 @@ impl Metrics {
             oldest_queued: Mutex::default(),
             webhook_failures,
             webhook_dead,
+            leases_held,
+            leases_acquired,
+            leases_lost,
+            live_nodes,
             scrape: Mutex::new(()),
         }
     }

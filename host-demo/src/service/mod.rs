@@ -30,6 +30,7 @@ use crate::{Plugin, RuntimeOptions};
 pub mod api;
 pub mod events;
 pub mod idle;
+pub mod leases;
 pub mod metrics;
 pub mod outbox;
 pub mod scheduler;
@@ -103,9 +104,9 @@ pub struct Shared {
     pub outbox: outbox::Wakes,
     /// The tenants with a `[webhook]` table, followed by the webhook deliverer.
     pub webhooks: watch::Sender<Vec<webhook::Target>>,
-    /// The tenant whose run just stored messages (their `message.stored` events are
-    /// committed): that tenant's SSE streams read the store at once instead of at their next
-    /// poll (`events::SSE_POLL`).
+    /// The tenant whose events were just committed (a run stored messages, the outbox moved):
+    /// that tenant's SSE streams and the webhook deliverer read the store at once instead of
+    /// at their next poll (`events::SSE_POLL`, the webhook policy's `poll_interval`).
     pub events_written: tokio::sync::broadcast::Sender<String>,
     jobs: mpsc::UnboundedSender<Job>,
     /// The store, opened at start: each actor, the webhook deliverer and the API open their

@@ -142,6 +142,10 @@ impl QueueActor {
         for r in &report.rows {
             info!(id = %r.id, message_id = %r.message_id, state = %r.state, reply = ?r.last_reply, "outbox message sent");
         }
+        if !report.rows.is_empty() || !report.recovered.is_empty() {
+            // Their outbox.state-changed events are committed: webhooks and SSE look now.
+            let _ = self.shared.events_written.send(self.cfg.tenant.clone());
+        }
         let limit = dc.batch_max.clamp(1, self.cfg.limits.max_batch_messages.max(1) as usize);
         Some(Ok(report.rows.len() >= limit))
     }
@@ -261,8 +265,9 @@ async fn enqueue(
             return Err(err);
         }
     };
-    // Committed: the queue's actor sends it now.
+    // Committed: the queue's actor sends it now; its event goes out now.
     s.outbox.wake(&t, &q);
+    let _ = s.events_written.send(t.clone());
     let mut body = e.row.to_json();
     if let Some(plan) = &e.plan {
         let warnings: Vec<_> = plan.warnings.iter().map(|w| json!({"en": w.en, "de": w.de})).collect();
@@ -336,5 +341,6 @@ async fn decide(
     if action == "resend" {
         s.outbox.wake(&t, &row.queue);
     }
+    let _ = s.events_written.send(t.clone());
     Ok(Json(row.to_json()))
 }

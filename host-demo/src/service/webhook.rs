@@ -29,6 +29,7 @@ use crate::config::{webhook_url, TenantConfig, WebhookConfig, WebhookUrlError};
 use crate::driver::now_ms;
 use crate::error::HostError;
 use crate::http;
+use crate::store::postgres::Fence;
 
 /// One event as the service stored it.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +58,13 @@ pub trait EventSource: Send + Sync {
     fn mark_failed(&self, id: &str, next_attempt_at_ms: u64) -> Result<(), HostError>;
     /// Failed past its maximum age: never posted again (the API and metrics show it).
     fn mark_dead(&self, id: &str) -> Result<(), HostError>;
+    /// The source a tenant's task uses for `target`, when it differs from this one: on
+    /// PostgreSQL with leases, a view whose marks carry the target's lease (`Target::fence`)
+    /// and are refused with `HostError::LeaseLost` once another node took the tenant's
+    /// webhook over. None: this source.
+    fn for_target(&self, _target: &Target) -> Option<Arc<dyn EventSource>> {
+        None
+    }
 }
 
 /// How deliveries are timed. `Default` is the service's; tests shorten it.
@@ -74,7 +82,8 @@ pub struct Policy {
     pub max_age: Duration,
     /// Events read from the source at a time.
     pub batch: usize,
-    /// How often a tenant's task looks for new events when nobody wakes it.
+    /// How often a tenant's task looks for new events when nobody wakes it (the service
+    /// wakes it whenever events are committed: `Shared::events_written`).
     pub poll_interval: Duration,
 }
 
@@ -107,12 +116,15 @@ pub struct Target {
     pub webhook: WebhookConfig,
     /// The tenant's extra CA certificates (PEM), trusted besides the system roots.
     pub extra_ca: Option<PathBuf>,
+    /// With leases (several nodes): the `webhook:<tenant>` lease this node delivers under.
+    /// A new lease is a new target, so the tenant's task restarts with it.
+    pub fence: Option<Fence>,
 }
 
 impl Target {
     /// The tenant's webhook, when its configuration has one.
     pub fn of(cfg: &TenantConfig) -> Option<Target> {
-        cfg.webhook.as_ref().map(|w| Target { tenant: cfg.tenant.clone(), webhook: w.clone(), extra_ca: cfg.extra_ca_file.clone() })
+        cfg.webhook.as_ref().map(|w| Target { tenant: cfg.tenant.clone(), webhook: w.clone(), extra_ca: cfg.extra_ca_file.clone(), fence: None })
     }
 }
 
@@ -401,6 +413,7 @@ pub async fn run_with(
 
 async fn tenant_loop(source: Arc<dyn EventSource>, target: Target, policy: Policy, wake: Arc<Notify>, cancel: CancellationToken) {
     let tenant = target.tenant.clone();
+    let source = source.for_target(&target).unwrap_or(source);
     let mut d = match Deliverer::new(target, policy.clone()) {
         Ok(d) => d,
         Err(e) => {
@@ -418,6 +431,12 @@ async fn tenant_loop(source: Arc<dyn EventSource>, target: Target, policy: Polic
                 Some(f) => Duration::from_millis(f.retry_at_ms.saturating_sub(now_ms())).min(policy.backoff_max),
                 None => policy.poll_interval,
             },
+            Err(e @ HostError::LeaseLost { .. }) => {
+                // Another node delivers the tenant's events now; what this node posted last may
+                // reach the receiver twice (it dedups by the event id).
+                tracing::warn!(tenant = %tenant, error = %e, "the tenant's webhook lease was lost; this node stops delivering its events");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "reading or marking webhook events failed");
                 policy.poll_interval

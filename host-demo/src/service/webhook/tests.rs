@@ -91,6 +91,7 @@ fn target(tenant: &str, url: &str, timeout: Duration) -> Target {
         tenant: tenant.into(),
         webhook: WebhookConfig { url: url.into(), secret: Secret::new(SECRET.into()), timeout, insecure_plaintext: false },
         extra_ca: None,
+        fence: None,
     }
 }
 

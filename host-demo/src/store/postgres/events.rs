@@ -64,19 +64,40 @@ fn limit(n: usize) -> i64 {
 }
 
 impl PgStore {
+    /// Updates one event's delivery columns. In a fenced view (the `webhook:<tenant>` lease)
+    /// the update first checks the lease in its transaction (refused with `LeaseLost` once
+    /// another node took the tenant's webhook over) and only touches that tenant's events.
     fn update_event(&self, id: &str, sql_set: &'static str, arg: Option<i64>) -> Result<(), HostError> {
         let id = id.to_string();
+        let fence = self.fence.clone();
         self.wait(|db| async move {
-            let c = db.client().await?;
+            let mut c = db.client().await?;
+            let tx = c.transaction().await.map_err(pg_err("updating an event"))?;
+            let tenant = match &fence {
+                Some(f) => {
+                    let tenant = f.resource.strip_prefix("webhook:").ok_or_else(|| {
+                        HostError::Storage(format!("events are marked under a tenant's webhook lease, not under {}", f.resource))
+                    })?;
+                    f.check(&tx).await?;
+                    Some(tenant.to_string())
+                }
+                None => None,
+            };
             let n = match arg {
-                Some(v) => c.execute(&format!("UPDATE events SET {sql_set} WHERE id = $1"), &[&id, &v]).await,
-                None => c.execute(&format!("UPDATE events SET {sql_set} WHERE id = $1"), &[&id]).await,
+                Some(v) => {
+                    tx.execute(&format!("UPDATE events SET {sql_set} WHERE id = $1 AND ($3::text IS NULL OR tenant = $3)"), &[&id, &v, &tenant])
+                        .await
+                }
+                None => tx.execute(&format!("UPDATE events SET {sql_set} WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"), &[&id, &tenant]).await,
             }
             .map_err(pg_err("updating an event"))?;
             if n == 0 {
-                return Err(HostError::NotFound(format!("no event \"{id}\"")));
+                return Err(HostError::NotFound(match tenant {
+                    Some(t) => format!("tenant \"{t}\" has no event \"{id}\""),
+                    None => format!("no event \"{id}\""),
+                }));
             }
-            Ok(())
+            tx.commit().await.map_err(pg_err("updating an event"))
         })
     }
 }

@@ -32,6 +32,16 @@ pub fn queue_resource(tenant: &str, queue: &str) -> String {
     format!("queue:{tenant}/{queue}")
 }
 
+/// The resource name of a tenant's webhook deliverer's lease.
+pub fn webhook_resource(tenant: &str) -> String {
+    format!("webhook:{tenant}")
+}
+
+/// The resource name of a node's heartbeat lease (`Leases::heartbeat`).
+pub fn node_resource(node: &str) -> String {
+    format!("node:{node}")
+}
+
 /// A lease held by this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -109,6 +119,32 @@ pub trait Leases {
     fn release(&self, lease: &Lease) -> Result<(), HostError>;
     /// The leases whose resource starts with `prefix`, by name.
     fn list_leases(&self, prefix: &str) -> Result<Vec<LeaseInfo>, HostError>;
+    /// Extends all of `leases` in one statement (how a node's renewer keeps what it holds):
+    /// which were renewed (with their new expiry) and which were lost (expired, or another
+    /// node holds them now: with that node, when known).
+    fn renew_all(&self, leases: &[Lease], ttl: Duration) -> Result<Renewal, HostError>;
+    /// Takes or extends the heartbeat lease `node:<node>` for `ttl` and counts the live nodes
+    /// (unexpired heartbeats, this one included): what a node's fair share is computed from.
+    /// Heartbeats expired for more than a day are deleted.
+    fn heartbeat(&self, node: &str, ttl: Duration) -> Result<Heartbeat, HostError>;
+}
+
+/// What `Leases::renew_all` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Renewed, with the new expiry.
+    pub renewed: Vec<Lease>,
+    /// Lost, with the node that holds the resource now (None: nobody, or unknown).
+    pub lost: Vec<(Lease, Option<String>)>,
+}
+
+/// What `Leases::heartbeat` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The node's own heartbeat lease (released when the node stops).
+    pub lease: Lease,
+    /// Nodes with a live heartbeat, this one included.
+    pub live_nodes: usize,
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -256,6 +292,98 @@ impl Leases for PgStore {
                 .iter()
                 .map(|r| LeaseInfo { resource: r.get(0), owner: r.get(1), token: r.get(2), expires_at_ms: r.get(3), live: r.get(4) })
                 .collect())
+        })
+    }
+
+    fn renew_all(&self, leases: &[Lease], ttl: Duration) -> Result<Renewal, HostError> {
+        if leases.is_empty() {
+            return Ok(Renewal::default());
+        }
+        let (leases, ttl) = (leases.to_vec(), ttl_ms(ttl));
+        self.wait(|db| async move {
+            let c = db.client().await?;
+            let resources: Vec<&str> = leases.iter().map(|l| l.resource.as_str()).collect();
+            let owners: Vec<&str> = leases.iter().map(|l| l.owner.as_str()).collect();
+            let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+            let rows = c
+                .query(
+                    &format!(
+                        "UPDATE leases l SET expires_at = clock_timestamp() + $4 * interval '1 millisecond', renewed_at = clock_timestamp()
+                         FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(resource, owner, token)
+                         WHERE l.resource = h.resource AND l.owner = h.owner AND l.token = h.token AND l.expires_at > clock_timestamp()
+                         RETURNING l.resource, l.token, {EXPIRES_MS}"
+                    ),
+                    &[&resources, &owners, &tokens, &(ttl as f64)],
+                )
+                .await
+                .map_err(pg_err("renewing leases"))?;
+            let expiry: std::collections::HashMap<(String, i64), i64> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+            let mut out = Renewal::default();
+            let mut lost = Vec::new();
+            for l in leases {
+                match expiry.get(&(l.resource.clone(), l.token)) {
+                    Some(&at) => out.renewed.push(Lease { expires_at_ms: at, ..l }),
+                    None => lost.push(l),
+                }
+            }
+            if !lost.is_empty() {
+                let names: Vec<&str> = lost.iter().map(|l| l.resource.as_str()).collect();
+                let now: std::collections::HashMap<String, (Option<String>, i64)> = c
+                    .query("SELECT resource, owner, token FROM leases WHERE resource = ANY($1)", &[&names])
+                    .await
+                    .map_err(pg_err("renewing leases"))?
+                    .iter()
+                    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                    .collect();
+                for l in lost {
+                    let holder = now.get(&l.resource).filter(|(_, token)| *token != l.token).and_then(|(o, _)| o.clone());
+                    out.lost.push((l, holder));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn heartbeat(&self, node: &str, ttl: Duration) -> Result<Heartbeat, HostError> {
+        let (resource, owner, ttl) = (node_resource(node), node.to_string(), ttl_ms(ttl));
+        self.wait(|db| async move {
+            let mut c = db.client().await?;
+            let tx = c.transaction().await.map_err(pg_err("renewing the node's heartbeat"))?;
+            // A live heartbeat of this node keeps its token; an expired or released one gets a new one.
+            let r = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO leases (resource, owner, token, expires_at, acquired_at)
+                         VALUES ($1, $2, nextval('lease_tokens'), clock_timestamp() + $3 * interval '1 millisecond', clock_timestamp())
+                         ON CONFLICT (resource) DO UPDATE SET
+                            token = CASE WHEN leases.owner = excluded.owner AND leases.expires_at > clock_timestamp()
+                                         THEN leases.token ELSE excluded.token END,
+                            acquired_at = CASE WHEN leases.owner = excluded.owner AND leases.expires_at > clock_timestamp()
+                                         THEN leases.acquired_at ELSE excluded.acquired_at END,
+                            owner = excluded.owner, expires_at = excluded.expires_at, renewed_at = clock_timestamp()
+                         RETURNING token, {EXPIRES_MS}"
+                    ),
+                    &[&resource, &owner, &(ttl as f64)],
+                )
+                .await
+                .map_err(pg_err("renewing the node's heartbeat"))?;
+            let lease = Lease { resource, owner, token: r.get(0), expires_at_ms: r.get(1) };
+            tx.execute(
+                "DELETE FROM leases WHERE resource LIKE 'node:%' AND expires_at < clock_timestamp() - interval '1 day'",
+                &[],
+            )
+            .await
+            .map_err(pg_err("renewing the node's heartbeat"))?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM leases WHERE resource LIKE 'node:%' AND owner IS NOT NULL AND expires_at > clock_timestamp()",
+                    &[],
+                )
+                .await
+                .map_err(pg_err("counting live nodes"))?
+                .get(0);
+            tx.commit().await.map_err(pg_err("renewing the node's heartbeat"))?;
+            Ok(Heartbeat { lease, live_nodes: usize::try_from(live).unwrap_or(1).max(1) })
         })
     }
 }

@@ -15,8 +15,9 @@
 //!   SHA-256 (`sink`), raw bytes as `bytea`, OAuth tokens encrypted with the same keys and format
 //!   (`tenant::tokens`), outbox state changes and events in one transaction (`outbox`, `events`).
 //! - Fencing: `PgStore::fenced` gives a view whose writes that matter (message commits,
-//!   sync-state saves, outbox transitions of the sender) carry a lease's fencing token and are
-//!   refused with `HostError::LeaseLost` once the lease is lost (`lease`).
+//!   sync-state saves, outbox transitions of the sender, the webhook deliverer's event marks)
+//!   carry a lease's fencing token and are refused with `HostError::LeaseLost` once the lease
+//!   is lost (`lease`).
 //! - Connections: TLS with `sslmode=require|verify-ca|verify-full` (and `sslrootcert=FILE`)
 //!   through rustls (`tls`); without TLS only a server on loopback (or a Unix socket) is
 //!   accepted. The password comes from a file only its owner can read (or from the URL, which
@@ -42,7 +43,7 @@ mod query;
 mod sink;
 pub mod tls;
 
-pub use lease::{Fence, Lease, LeaseInfo, Leases};
+pub use lease::{Fence, Heartbeat, Lease, LeaseInfo, Leases, Renewal};
 pub use sink::PgSink;
 
 /// Every call waits at most this long for a pooled connection.
@@ -182,13 +183,10 @@ impl PgStore {
         }
         config.application_name("mailplug");
         config.connect_timeout(Duration::from_secs(10));
-        // The URL's own `options` (such as `-c search_path=...`) are kept, ours after them.
-        let ours = "-c statement_timeout=30000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=60000";
-        let options = match config.get_options() {
-            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
-            _ => ours.to_string(),
-        };
-        config.options(options);
+        // The URL's own options are kept: `?options=-c%20search_path%3Dname` puts the store in a
+        // schema of its own (one database, several independent sets of nodes, as the tests do).
+        let own = config.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        config.options(&format!("{own}-c statement_timeout=30000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=60000"));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mailplug-pg")
@@ -222,7 +220,9 @@ impl PgStore {
     /// A view of this store whose writes that matter carry `fence` (a lease's token) and are
     /// refused with `HostError::LeaseLost` once the lease is lost: message commits of its
     /// sinks, sync-state saves, and the sender's outbox transitions (`record_commit_point`,
-    /// `record_outcome`, `recover`) of rows in the fenced queue.
+    /// `record_outcome`, `recover`) of rows in the fenced queue, and the webhook deliverer's
+    /// event marks (`mark_delivered`, `mark_failed`, `mark_dead`) of the fenced tenant's events
+    /// (under a `webhook:<tenant>` lease).
     pub fn fenced(&self, fence: Fence) -> PgStore {
         PgStore { fence: Some(fence), ..self.clone() }
     }
