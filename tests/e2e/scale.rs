@@ -444,3 +444,143 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
     assert!(took <= bound && took2 <= bound, "served again within TTL + one poll interval: {took} / {took2} ms > {bound} ms");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Serve's costs on PostgreSQL for docs/SCALING.md: one node (`MAILPLUG_SCALE_NODES`, default
+/// 1) with the 200 mailboxes (20 idling, 180 polled every `MAILPLUG_SCALE_POLL_SECS`, default
+/// 4), first idle (`MAILPLUG_SCALE_IDLE_SECS`, default 30), then an inflow of
+/// `MAILPLUG_SCALE_RATE` messages a second (default 5) for `MAILPLUG_SCALE_LOAD_SECS` (default
+/// 30). Prints the node's CPU per poll and per stored message, the rows written per poll and
+/// per message (table by table), the database's transactions and the WAL bytes per message.
+/// Ignored: a measurement, not a check. Run (with a bench-fast `mailplug` for the figures):
+/// `cargo test -p mailplug-tests --test scale -- --ignored --nocapture serve_on_postgres_costs`
+#[test]
+#[ignore]
+fn serve_on_postgres_costs() {
+    let Some(db) = ScaleDb::create("d-cost") else { return };
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (node_count, poll, idle_secs, load_secs, rate) = (
+        env("MAILPLUG_SCALE_NODES", 1) as usize,
+        env("MAILPLUG_SCALE_POLL_SECS", 4) as u32,
+        env("MAILPLUG_SCALE_IDLE_SECS", 30),
+        env("MAILPLUG_SCALE_LOAD_SECS", 30),
+        env("MAILPLUG_SCALE_RATE", 5) as f64,
+    );
+    let r = rig();
+    let dir = workdir("d-cost");
+    let layout = Layout::new(4, 200, poll);
+    r.doveadm(&["expunge", "-u", "scale*", "mailbox", "INBOX", "all"]);
+    let proxy = DotHoldProxy::start(("127.0.0.1".into(), r.port("RIG_SMTP_NOTLS_PORT")));
+    layout.write(&dir, proxy.port);
+    // What else uses the database meanwhile (other tests): the transactions of 10 s before.
+    let (x0, w0) = db.xacts_and_wal();
+    std::thread::sleep(Duration::from_secs(10));
+    let (x1, w1) = db.xacts_and_wal();
+    let base_xacts = (x1 - x0 - 1) as f64 / 10.0;
+    let base_wal = (w1 - w0) as f64 / 10.0;
+    let ids: Vec<String> = (1..=node_count).map(|i| format!("node{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let nodes = Node::start_many(&dir, &ids, &db, &[]);
+    wait_for("every mailbox served", 120, || {
+        let ok: usize = nodes
+            .iter()
+            .flat_map(|n| layout.tenants.iter().filter_map(|t| n.tenant_state(&t.id)))
+            .map(|v| v["mailboxes"].as_object().map_or(0, |m| m.values().filter(|x| x["last_success_ms"].is_i64()).count()))
+            .sum();
+        (ok >= layout.boxes.len()).then_some(())
+    });
+    let runs = |nodes: &[Node]| -> u64 {
+        let mut n = 0;
+        for t in &layout.tenants {
+            // Each node's own view: the runs of the mailboxes it serves.
+            for node in nodes {
+                if let Some(v) = node.tenant_state(&t.id) {
+                    n += v["mailboxes"].as_object().map(|m| m.values().filter_map(|x| x["runs"].as_u64()).sum::<u64>()).unwrap_or(0);
+                }
+            }
+        }
+        n
+    };
+    let cpu = |nodes: &[Node]| nodes.iter().map(Node::cpu).sum::<Duration>().as_secs_f64();
+    let rss = |nodes: &[Node]| nodes.iter().map(|n| proc_rss(n.pid)).sum::<u64>();
+    let sum = |w: &BTreeMap<String, (i64, i64, i64)>| w.values().fold((0, 0, 0), |a, v| (a.0 + v.0, a.1 + v.1, a.2 + v.2));
+    let diff = |a: &BTreeMap<String, (i64, i64, i64)>, b: &BTreeMap<String, (i64, i64, i64)>| -> BTreeMap<String, (i64, i64, i64)> {
+        b.iter()
+            .map(|(k, v)| {
+                let o = a.get(k).copied().unwrap_or_default();
+                (k.clone(), (v.0 - o.0, v.1 - o.1, v.2 - o.2))
+            })
+            .filter(|(_, v)| *v != (0, 0, 0))
+            .collect()
+    };
+
+    // Idle: polls of empty mailboxes, IDLE sessions, lease renewals.
+    let (c0, r0, t0, (x0, w0), i0) = (cpu(&nodes), runs(&nodes), db.table_writes(), db.xacts_and_wal(), Instant::now());
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (c1, r1, t1, (x1, w1)) = (cpu(&nodes), runs(&nodes), db.table_writes(), db.xacts_and_wal());
+    let idle_s = i0.elapsed().as_secs_f64();
+    let polls = (r1 - r0) as f64;
+    let idle_cpu = c1 - c0;
+    let idle_rows = diff(&t0, &t1);
+    let idle_x = (x1 - x0) as f64 - base_xacts * idle_s;
+    eprintln!(
+        "IDLE {idle_s:.1} s, {node_count} node(s), 200 mailboxes (180 polled every {poll} s): {polls} runs; CPU {idle_cpu:.2} s \
+         ({:.1}% of a core, {:.2} ms per run); RSS {} MB; rows {idle_rows:?} ({:.2} per run); {:.0} transactions \
+         ({:.2} per run, other users' {base_xacts:.1}/s taken off); WAL {:.0} B/s (others' {base_wal:.0} B/s)",
+        idle_cpu / idle_s * 100.0,
+        idle_cpu * 1000.0 / polls.max(1.0),
+        rss(&nodes) >> 20,
+        { let s = sum(&idle_rows); (s.0 + s.1 + s.2) as f64 / polls.max(1.0) },
+        idle_x,
+        idle_x / polls.max(1.0),
+        (w1 - w0) as f64 / idle_s,
+    );
+
+    // Load: LMTP into random boxes at `rate`, until all are stored.
+    let mut lmtp = Lmtp::connect();
+    let mut rng = Rng(0x5eed ^ u64::from(std::process::id()));
+    let customers = customers();
+    let tag = format!("{:x}", now_ms());
+    let mut fed = Vec::new();
+    let (c2, r2, t2, (x2, w2), i2) = (cpu(&nodes), runs(&nodes), db.table_writes(), db.xacts_and_wal(), Instant::now());
+    let n_msgs = (load_secs as f64 * rate) as usize;
+    for i in 0..n_msgs {
+        sleep_until(i2 + Duration::from_secs_f64(i as f64 / rate));
+        let b = rng.below(layout.boxes.len());
+        let mid = format!("cost-{tag}-{i}@test");
+        let bx = &layout.boxes[b];
+        lmtp.deliver(&customers[i % customers.len()], &bx.user, &customer_message(&mid, &customers[0], &bx.user, i));
+        fed.push((bx.tenant.clone(), bx.name.clone(), mid));
+    }
+    let all: Vec<String> = fed.iter().map(|f| f.2.clone()).collect();
+    wait_for("every message stored", 120, || (db.count("SELECT count(*) FROM messages WHERE message_id = ANY($1)", &[&all]) == all.len() as i64).then_some(()));
+    // The server's backends report their counts when they go idle, at the latest 10 s later
+    // (PGSTAT_IDLE_INTERVAL): a quiet time after the last message, taken off pro rata below.
+    std::thread::sleep(Duration::from_secs(11));
+    let (c3, r3, t3, (x3, w3)) = (cpu(&nodes), runs(&nodes), db.table_writes(), db.xacts_and_wal());
+    let load_s = i2.elapsed().as_secs_f64();
+    // Off the load phase: what the same time idle costs (polls, renewals), pro rata.
+    let msg_cpu = (c3 - c2) - idle_cpu / idle_s * load_s;
+    let load_rows = diff(&t2, &t3);
+    let idle_rows_pro_rata: BTreeMap<String, (i64, i64, i64)> = idle_rows
+        .iter()
+        .map(|(k, v)| (k.clone(), ((v.0 as f64 * load_s / idle_s) as i64, (v.1 as f64 * load_s / idle_s) as i64, (v.2 as f64 * load_s / idle_s) as i64)))
+        .collect();
+    let msg_rows = diff(&idle_rows_pro_rata, &load_rows);
+    let n = n_msgs as f64;
+    let msg_x = (x3 - x2) as f64 - base_xacts * load_s - idle_x / idle_s * load_s - 1.0;
+    let msg_wal = (w3 - w2) as f64 - (w1 - w0) as f64 / idle_s * load_s;
+    eprintln!(
+        "LOAD {load_s:.1} s, {n_msgs} messages of about 2.5 KB at {rate}/s, {} runs: CPU {:.2} s in all, {:.2} ms per stored message \
+         beyond the idle cost; rows beyond idle {msg_rows:?} ({:.1} per message); transactions {:.2} per message; WAL {:.0} B \
+         per message; RSS {} MB",
+        r3 - r2,
+        c3 - c2,
+        msg_cpu * 1000.0 / n,
+        { let s = sum(&msg_rows); (s.0 + s.1 + s.2) as f64 / n },
+        msg_x / n,
+        msg_wal / n,
+        rss(&nodes) >> 20,
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

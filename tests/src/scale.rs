@@ -60,7 +60,8 @@ impl ScaleDb {
             client
         });
         rt.block_on(client.batch_execute(&format!("CREATE SCHEMA {schema}"))).expect("create the run's schema");
-        let url = format!("{url}?options=-c%20search_path%3D{schema}");
+        // No space in the options: the store re-encodes the query, and a space would become "+".
+        let url = format!("{url}?options=-csearch_path%3D{schema}");
         Some(ScaleDb { rt, client, schema, url, password_file, keep: AtomicBool::new(false) })
     }
 
@@ -96,6 +97,29 @@ impl ScaleDb {
     /// How many of `mids` are stored for (tenant, mailbox).
     pub fn stored_of(&self, tenant: &str, mailbox: &str, mids: &[String]) -> i64 {
         self.count("SELECT count(*) FROM messages WHERE tenant = $1 AND mailbox = $2 AND message_id = ANY($3)", &[&tenant, &mailbox, &mids])
+    }
+
+    /// Rows inserted, updated and deleted in each table of the run's schema so far
+    /// (`pg_stat_user_tables`: exact for the schema, flushed by the server's backends at most
+    /// once a second).
+    pub fn table_writes(&self) -> BTreeMap<String, (i64, i64, i64)> {
+        self.query(
+            "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE schemaname = current_schema()",
+            &[],
+        )
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), (r.get(1), r.get(2), r.get(3))))
+        .collect()
+    }
+
+    /// The database's committed transactions and the cluster's WAL position in bytes (both
+    /// shared with whatever else uses the rig's PostgreSQL at the time).
+    pub fn xacts_and_wal(&self) -> (i64, i64) {
+        let r = self.query(
+            "SELECT xact_commit, (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        );
+        r.first().map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0))
     }
 
     /// Message-IDs stored per (tenant, mailbox), each with how often.
