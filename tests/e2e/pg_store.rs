@@ -33,9 +33,27 @@ fn pg() -> Option<PgStore> {
     Some(PgStore::connect_with_keys(&url, Some(&pw), SecretKeys::new(Some(&KEY), None)).expect("connects to the test PostgreSQL"))
 }
 
-fn sqlite(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-pgtest-{}.sqlite3", unique(name)));
-    Database::open_with_keys(&p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
+/// A temporary SQLite store's path; its files (database, WAL, raw segments) are removed when
+/// this is dropped, so declare it before the `Database` it opens.
+struct TempSqlite(std::path::PathBuf);
+
+impl TempSqlite {
+    fn new(name: &str) -> TempSqlite {
+        TempSqlite(std::env::temp_dir().join(format!("mailplug-pgtest-{}.sqlite3", unique(name))))
+    }
+
+    fn open(&self) -> Database {
+        Database::open_with_keys(&self.0, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
+    }
+}
+
+impl Drop for TempSqlite {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+        let _ = std::fs::remove_dir_all(format!("{}-raw", self.0.display()));
+    }
 }
 
 /// A message as the component parses it.
@@ -80,7 +98,8 @@ async fn dedup_batches() -> Vec<(&'static str, Vec<FetchedMessage>)> {
 async fn deduplication_is_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
     let t = unique("dedup");
-    let db = sqlite("dedup");
+    let tmp = TempSqlite::new("dedup");
+    let db = tmp.open();
     let mut sq = Vec::new();
     for (source, msgs) in dedup_batches().await {
         let mut sink = db.sink(&t, "m");
@@ -163,7 +182,8 @@ async fn unreported_and_find(store: &Store, t: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreported_and_find_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    unreported_and_find(&Store::Sqlite(sqlite("unreported")), &unique("b-unrep")).await;
+    let tmp = TempSqlite::new("unreported");
+    unreported_and_find(&Store::Sqlite(tmp.open()), &unique("b-unrep")).await;
     unreported_and_find(&Store::Postgres(pg), &unique("b-unrep")).await;
 }
 
@@ -187,7 +207,8 @@ fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {
 #[test]
 fn sync_state_and_tokens_round_trip_in_both_stores() {
     let Some(pg) = pg() else { return };
-    sync_state_round_trip(&sqlite("state"), &unique("state"));
+    let tmp = TempSqlite::new("state");
+    sync_state_round_trip(&tmp.open(), &unique("state"));
     let t = unique("state");
     sync_state_round_trip(&pg, &t);
     // At rest the tokens are ciphertext in the SQLite format, bound to their row.
@@ -288,7 +309,8 @@ fn outbox_life<S: Outbox + Events>(s: &S, t: &str) {
 #[test]
 fn outbox_transitions_and_events_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    outbox_life(&sqlite("outbox"), &unique("outbox"));
+    let tmp = TempSqlite::new("outbox");
+    outbox_life(&tmp.open(), &unique("outbox"));
     outbox_life(&pg, &unique("outbox"));
 }
 
@@ -543,7 +565,8 @@ async fn store_rate_of_both_stores() {
         m
     };
     let t = unique("rate");
-    let db = sqlite("rate");
+    let tmp = TempSqlite::new("rate");
+    let db = tmp.open();
     let start = Instant::now();
     for b in 0..batches {
         let mut sink = db.sink(&t, "m");

@@ -188,7 +188,7 @@ fn serve_on_postgres_stores_once_serves_the_api_sends_the_outbox_and_resumes_aft
     let polled = wait_listed(&s, &tenant, token, &m_poll, 90);
     wait_listed(&s, &tenant, token, &m_oa, 90);
     // IDLE: the mailbox is idling (its next poll is 10 minutes away), so new mail arrives at once.
-    wait_for("the idle mailbox idling", 60, || (mailbox_state(&s, &tenant, "idle")["phase"]["state"] == "idling").then_some(()));
+    wait_for("the idle mailbox idling", 60, || (mailbox_state(&s, &tenant, "idle")["state"] == "idling").then_some(()));
     let put_at = Instant::now();
     r.put(&users[1], "INBOX", &sample_message(&m_idle, "idle on postgres"));
     wait_listed(&s, &tenant, token, &m_idle, 60);

@@ -214,6 +214,14 @@ pub struct ServeArgs {
     /// Log level or filter (tracing's EnvFilter syntax); default: $RUST_LOG, else "info".
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// With a PostgreSQL store: this node's id in the lease table (unique among the nodes
+    /// sharing the store); default: host name, process id and start time.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// With a PostgreSQL store: how long a lease holds without renewal (renewed every third of
+    /// it); default: $MAILPLUG_LEASE_TTL_SECS, else 30.
+    #[arg(long, value_name = "SECS")]
+    pub lease_ttl: Option<u64>,
 }
 
 #[derive(Subcommand)]

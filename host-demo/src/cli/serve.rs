@@ -49,6 +49,28 @@ pub fn run_serve(plugin: Option<PathBuf>, store: Option<String>, password_file: 
     opts.admin_token_file = args.admin_token_file;
     opts.max_concurrent = args.max_concurrent.max(1);
     opts.max_per_tenant = args.max_per_tenant.max(1);
+    if let Some(id) = args.node_id {
+        if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return fail("--node-id: give 1 to 200 characters without spaces or control characters", 2);
+        }
+        opts.node_id = Some(id);
+    }
+    let ttl = match args.lease_ttl {
+        Some(secs) => Some(secs),
+        None => match std::env::var("MAILPLUG_LEASE_TTL_SECS") {
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(secs) => Some(secs),
+                Err(_) => return fail(format!("MAILPLUG_LEASE_TTL_SECS={v}: not a whole number of seconds"), 2),
+            },
+            Err(_) => None,
+        },
+    };
+    if let Some(secs) = ttl {
+        if !(1..=3600).contains(&secs) {
+            return fail("the lease TTL (--lease-ttl, MAILPLUG_LEASE_TTL_SECS) must be 1 to 3600 seconds", 2);
+        }
+        opts.lease_ttl = Duration::from_secs(secs);
+    }
     opts.backoff = Backoff {
         base: Duration::from_secs(args.backoff_secs.max(1)),
         max: Duration::from_secs(args.backoff_max_secs.max(args.backoff_secs).max(1)),

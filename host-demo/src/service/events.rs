@@ -90,8 +90,14 @@ impl StoreEvents {
         Ok(StoreEvents { db: Mutex::new(shared.store.open()?), shared, owners: Mutex::default() })
     }
 
+    /// A refused mark (`LeaseLost`: another node took the tenant's webhook over) drops the
+    /// lease on this node at once.
     fn with<T>(&self, f: impl FnOnce(&Store) -> Result<T, HostError>) -> Result<T, HostError> {
-        f(&self.db.lock().unwrap_or_else(|p| p.into_inner()))
+        let r = f(&self.db.lock().unwrap_or_else(|p| p.into_inner()));
+        if let (Err(e), Some(leases)) = (&r, &self.shared.leases) {
+            leases.lost_by(e);
+        }
+        r
     }
 
     fn owner(&self, id: &str, settled: bool) -> String {
@@ -141,11 +147,42 @@ impl EventSource for StoreEvents {
         Ok(())
     }
 
+    /// With leases: a source whose marks carry the target's `webhook:<tenant>` lease.
+    fn for_target(&self, target: &Target) -> Option<Arc<dyn EventSource>> {
+        let fence = target.fence.clone()?;
+        match self.shared.store.open() {
+            Ok(store) => Some(Arc::new(StoreEvents { db: Mutex::new(store.fenced(fence)), shared: self.shared.clone(), owners: Mutex::default() })),
+            Err(e) => {
+                // Unfenced marks would be wrong: a source that refuses every call instead.
+                tracing::warn!(tenant = %target.tenant, error = %e, "cannot open the store for the webhook deliverer");
+                Some(Arc::new(Unavailable(e.to_string())))
+            }
+        }
+    }
+
     fn mark_dead(&self, id: &str) -> Result<(), HostError> {
         self.with(|db| db.mark_dead(id))?;
         let tenant = self.owner(id, true);
         self.shared.metrics.webhook_dead.get_or_create(&TenantLabels { tenant }).inc();
         Ok(())
+    }
+}
+
+/// A source that cannot be used (the store did not open): every call fails, saying why.
+struct Unavailable(String);
+
+impl EventSource for Unavailable {
+    fn next_undelivered(&self, _: &str, _: usize) -> Result<Vec<webhook::Event>, HostError> {
+        Err(HostError::Storage(self.0.clone()))
+    }
+    fn mark_delivered(&self, _: &str) -> Result<(), HostError> {
+        Err(HostError::Storage(self.0.clone()))
+    }
+    fn mark_failed(&self, _: &str, _: u64) -> Result<(), HostError> {
+        Err(HostError::Storage(self.0.clone()))
+    }
+    fn mark_dead(&self, _: &str) -> Result<(), HostError> {
+        Err(HostError::Storage(self.0.clone()))
     }
 }
 

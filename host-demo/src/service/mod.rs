@@ -64,6 +64,11 @@ pub struct ServiceOptions {
     pub rescan: Duration,
     /// How long a stopping service waits for operations in progress.
     pub shutdown_grace: Duration,
+    /// With a PostgreSQL store: this node's id in the lease table (None: host name, process
+    /// id and start time: `leases::default_node_id`).
+    pub node_id: Option<String>,
+    /// With a PostgreSQL store: how long a lease holds without renewal.
+    pub lease_ttl: Duration,
 }
 
 impl ServiceOptions {
@@ -80,6 +85,8 @@ impl ServiceOptions {
             backoff: Backoff::default(),
             rescan: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            node_id: None,
+            lease_ttl: leases::DEFAULT_TTL,
         }
     }
 }
@@ -114,6 +121,9 @@ pub struct Shared {
     pub store: Opener,
     /// SQLite: a connection for the API's reads (PostgreSQL reads share the pool instead).
     reader: Mutex<Option<Store>>,
+    /// PostgreSQL: this node's leases (the claimer runs the actors of what it holds). None
+    /// with SQLite: one node runs every tenant's actors.
+    pub leases: Option<Arc<leases::LeaseNode>>,
 }
 
 impl Shared {
@@ -248,6 +258,8 @@ pub fn raise_open_files_limit() -> Option<(u64, u64)> {
 /// Runs the service until SIGTERM or SIGINT; must be called inside a `LocalSet`.
 /// `on_listening` is told the address the API listens on.
 pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr)) -> Result<(), HostError> {
+    // The actors' thread runs a LocalSet, where tokio refuses `block_in_place`.
+    crate::store::postgres::wait_plainly_here();
     let admin_token = options.admin_token_file.as_deref().map(admin_token).transpose()?;
     match raise_open_files_limit() {
         Some((soft, hard)) if soft < 4096 => {
@@ -273,13 +285,29 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         .map_err(|e| HostError::Network { server: options.listen.to_string(), message: format!("cannot listen: {e}") })?;
     let local_addr = listener.local_addr().map_err(|e| HostError::Network { server: options.listen.to_string(), message: e.to_string() })?;
     let (jobs, mut job_rx) = mpsc::unbounded_channel::<Job>();
+    let (metrics, root) = (metrics::Metrics::new(), CancellationToken::new());
+    let lease_node = match store.postgres() {
+        Some(pg) => {
+            let id = options.node_id.clone().unwrap_or_else(leases::default_node_id);
+            let node = Arc::new(leases::LeaseNode::new(pg.clone(), id, options.lease_ttl, root.clone(), &metrics));
+            // Counted before the first claim, so that nodes already running share with this one.
+            let (pg, id, ttl) = (pg.clone(), node.id.clone(), node.ttl);
+            let hb = tokio::task::spawn_blocking(move || crate::store::postgres::Leases::heartbeat(&pg, &id, ttl))
+                .await
+                .map_err(|e| HostError::Storage(format!("the first heartbeat failed: {e}")))??;
+            info!(node = %node.id, lease_ttl_secs = node.ttl.as_secs_f64(), live_nodes = hb.live_nodes, "leases: this node shares the tenants with the other nodes on the store");
+            node.beat(hb);
+            Some(node)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         slots: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
         options,
         plugin,
         board: state::Board::default(),
-        metrics: metrics::Metrics::new(),
-        root: CancellationToken::new(),
+        metrics,
+        root,
         all: TaskTracker::new(),
         admin_token,
         outbox: outbox::Wakes::default(),
@@ -288,6 +316,7 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
         jobs,
         store,
         reader: Mutex::new(reader),
+        leases: lease_node,
     });
     // Guest work from the API, run here.
     let stop = shared.root.clone();
@@ -304,6 +333,11 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
     });
     events::start_webhooks(&shared)?;
     tokio::task::spawn_local(tenants::Tenants::new(shared.clone()).run());
+    let lease_stop = CancellationToken::new();
+    if let Some(node) = &shared.leases {
+        tokio::spawn(leases::renew::run(node.clone(), lease_stop.clone()));
+        tokio::task::spawn_local(leases::claim::Claimer::new(shared.clone(), node.clone()).run());
+    }
     let server = tokio::spawn(api::serve(listener, shared.clone()));
     info!(listen = %local_addr, tenants = %shared.options.tenants.display(), store = %shared.options.store, store_kind = shared.store.kind(), "mailplug serve started");
     on_listening(local_addr);
@@ -311,6 +345,11 @@ pub async fn run(options: ServiceOptions, on_listening: impl FnOnce(SocketAddr))
     let signal = shutdown::signal().await;
     info!(signal, "stopping: no new work; operations in progress finish");
     shutdown::stop(&shared).await;
+    if let Some(node) = &shared.leases {
+        // The actors stopped: other nodes may take everything over now.
+        node.release_all().await;
+    }
+    lease_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(2), server).await {
         Ok(Ok(Err(e))) => warn!(error = %e, "the API server ended with an error"),
         Err(_) => warn!("the API server did not stop in time"),

@@ -30,6 +30,7 @@ use crate::config::TenantConfig;
 use crate::error::HostError;
 use crate::ops::outbox::{Compose, DrainConfig, DEFAULT_MAX_AGE};
 use crate::ops::{Outgoing, Reply};
+use crate::store::postgres::Fence;
 use crate::store::{Outbox, OutboxRow, OutboxState, Store};
 
 /// The longest a queue actor sleeps without looking at its queue.
@@ -61,6 +62,9 @@ pub struct QueueActor {
     pub queue: String,
     pub cancel: CancellationToken,
     pub tenant_slots: Arc<Semaphore>,
+    /// With leases: the queue's lease, which the sender's outbox transitions carry
+    /// (`Store::fenced`); its loss (a transition refused) cancels `cancel` at once.
+    pub fence: Option<Fence>,
 }
 
 impl QueueActor {
@@ -73,7 +77,10 @@ impl QueueActor {
     async fn run_inner(&self) {
         let wake = self.shared.outbox.of(&self.cfg.tenant, &self.queue);
         let store = match self.shared.store.open() {
-            Ok(db) => db,
+            Ok(db) => match &self.fence {
+                Some(f) => db.fenced(f.clone()),
+                None => db,
+            },
             Err(e) => {
                 warn!(error = %e, "the queue actor cannot open the store; the queue is not sent");
                 return;
@@ -90,6 +97,10 @@ impl QueueActor {
                     } else {
                         self.until_next_due(&store)
                     }
+                }
+                Some(Err(e)) if self.shared.leases.as_ref().is_some_and(|l| l.lost_by(&e)) => {
+                    warn!(error = %e.to_string().replace('\n', " "), "the queue's lease was lost; another node sends it now");
+                    break;
                 }
                 Some(Err(e)) => {
                     let wait = self.shared.options.backoff.delay(failures).min(MAX_IDLE);

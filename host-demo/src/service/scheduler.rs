@@ -18,6 +18,7 @@ use super::state::{now_ms, LastError, Phase};
 use super::Shared;
 use crate::config::TenantConfig;
 use crate::driver::MessageSink;
+use crate::store::postgres::Fence;
 use crate::store::StoreSink;
 use crate::engine::{FetchSummary, FetchedMessage, SkippedMessage, StepReport};
 use crate::ops::{IdleHandle, IdleOutcome, Wake};
@@ -111,6 +112,9 @@ pub struct MailboxActor {
     pub mailbox: String,
     pub cancel: CancellationToken,
     pub tenant_slots: Arc<Semaphore>,
+    /// With leases: the mailbox's lease, which every write carries (`Store::fenced`); its
+    /// loss (a write refused) cancels `cancel` at once.
+    pub fence: Option<Fence>,
 }
 
 impl MailboxActor {
@@ -225,6 +229,13 @@ impl MailboxActor {
         });
         self.set_phase(if first { Phase::Connecting } else { Phase::Polling });
         let result = self.fetch_into_store(op).await;
+        if let (Err((e, _)), Some(leases)) = (&result, &self.shared.leases) {
+            // A refused commit: the lease is gone, the session ended before `stored`, so the
+            // guest changed nothing on the server; the new owner fetches it again.
+            if leases.lost_by(e) {
+                warn!(error = %one_line(e), "the mailbox's lease was lost; another node serves it now");
+            }
+        }
         let (Ok((_, (stored, _))) | Err((_, (stored, _)))) = &result;
         if *stored > 0 {
             // Their events are committed: the tenant's SSE streams look now (an error only says
@@ -290,6 +301,10 @@ impl MailboxActor {
     #[allow(clippy::type_complexity)]
     async fn fetch_into_store(&self, op: Op) -> Result<(Ran, (u64, u64)), (HostError, (u64, u64))> {
         let db = self.shared.store.open().map_err(|e| (e, (0, 0)))?;
+        let db = match &self.fence {
+            Some(f) => db.fenced(f.clone()),
+            None => db,
+        };
         // A stopping session (DONE, LOGOUT) stores what the server announced before it: its
         // sink is not stopped by the token.
         let token = if let Op::Resume(_, Wake::Stop) = op { CancellationToken::new() } else { self.cancel.clone() };
@@ -305,7 +320,8 @@ impl MailboxActor {
             Op::Resume(h, wake) => h.resume(plugin, cfg, wake, &mut sink, &db).await.map(idled),
         };
         let st = sink.inner.stats();
-        // Dropping the sink commits complete deliveries after the last commit.
+        // Dropping an SQLite sink commits complete deliveries after the last commit (a
+        // PostgreSQL sink drops them: never acknowledged, they are fetched again).
         drop(sink);
         let counts = (u64::from(st.stored), st.bytes);
         result.map(|r| (r, counts)).map_err(|e| (e, counts))

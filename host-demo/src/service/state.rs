@@ -25,6 +25,9 @@ pub enum Phase {
     /// IMAP IDLE without a live instance: the connection idles since `since_ms` (the first
     /// folder; new mail there is fetched at once), no instance and no slot held.
     Idling { since_ms: i64 },
+    /// With leases (several nodes on PostgreSQL): another node holds the mailbox's lease (or
+    /// nobody yet); this node does not work on it.
+    Elsewhere,
 }
 
 impl Phase {
@@ -37,10 +40,11 @@ impl Phase {
             Phase::BackingOff { .. } => "backing-off",
             Phase::WaitingForFix => "waiting-for-fix",
             Phase::Idling { .. } => "idling",
+            Phase::Elsewhere => "elsewhere",
         }
     }
     /// Every state name (the metric has a series for each).
-    pub const NAMES: [&'static str; 6] = ["connecting", "polling", "waiting", "backing-off", "waiting-for-fix", "idling"];
+    pub const NAMES: [&'static str; 7] = ["connecting", "polling", "waiting", "backing-off", "waiting-for-fix", "idling", "elsewhere"];
 }
 
 /// An error of a mailbox's last run, with the guest's explanation for the admin.
@@ -72,6 +76,10 @@ pub struct MailboxState {
     /// Messages newly stored and their bytes, since the service started.
     pub fetched: u64,
     pub bytes: u64,
+    /// With leases: this node's id while it holds the mailbox's lease (phase `elsewhere`
+    /// otherwise). Not shown without leases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A queue (its actor comes with the outbox).

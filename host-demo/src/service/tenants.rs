@@ -188,13 +188,14 @@ impl Tenants {
                     name: m.name.clone(),
                     protocol: if m.protocol == Protocol::Pop3 { "pop3" } else { "imap" },
                     poll_interval_secs: m.poll_interval_secs,
-                    phase: Phase::Connecting,
+                    phase: if self.shared.leases.is_some() { Phase::Elsewhere } else { Phase::Connecting },
                     last_error: None,
                     last_success_ms: None,
                     runs: 0,
                     errors: 0,
                     fetched: 0,
                     bytes: 0,
+                    node: None,
                 };
                 (m.name.clone(), state)
             })
@@ -221,6 +222,13 @@ impl Tenants {
             removed
         });
         self.shared.metrics.forget_tenant(&id, &removed);
+        if let Some(leases) = &self.shared.leases {
+            // With leases the claimer runs the actors of what this node holds.
+            leases.wake.notify_one();
+            self.runners.insert(id, Runner { token, tracker, file: path.to_path_buf() });
+            drop(old);
+            return;
+        }
         super::events::set_webhook(&self.shared, &id, super::webhook::Target::of(&cfg));
         let cfg = Arc::new(cfg);
         let slots = Arc::new(Semaphore::new(self.shared.options.max_per_tenant.max(1)));
@@ -239,6 +247,7 @@ impl Tenants {
                     mailbox: m.name.clone(),
                     cancel: tok.clone(),
                     tenant_slots: slots.clone(),
+                    fence: None,
                 };
                 tokio::task::spawn_local(t2.track_future(shared.all.track_future(actor.run())));
             }
@@ -249,6 +258,7 @@ impl Tenants {
                     queue: q.name.clone(),
                     cancel: tok.clone(),
                     tenant_slots: slots.clone(),
+                    fence: None,
                 };
                 tokio::task::spawn_local(t2.track_future(shared.all.track_future(actor.run())));
             }
@@ -263,7 +273,12 @@ impl Tenants {
             r.token.cancel();
             r.tracker.close();
         }
-        super::events::set_webhook(&self.shared, id, None);
+        if let Some(leases) = &self.shared.leases {
+            // The claimer gives its leases up.
+            leases.wake.notify_one();
+        } else {
+            super::events::set_webhook(&self.shared, id, None);
+        }
         self.shared.metrics.forget_outbox(id);
         let mailboxes: Vec<String> =
             self.shared.board.write(|b| b.tenants.remove(id).map(|t| t.mailboxes.into_keys().collect()).unwrap_or_default());

@@ -46,6 +46,19 @@ pub mod tls;
 pub use lease::{Fence, Heartbeat, Lease, LeaseInfo, Leases, Renewal};
 pub use sink::PgSink;
 
+thread_local! {
+    /// Set on a thread whose calls must wait without `block_in_place` (`wait_plainly_here`).
+    static WAIT_PLAINLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's store calls wait plainly instead of through `block_in_place`, which
+/// tokio refuses (panics) inside a `LocalSet`: for the thread that runs one, such as the
+/// service's actors' thread. Its tasks wait for the database in turn, as they do for SQLite;
+/// the runtime's worker threads are not involved.
+pub fn wait_plainly_here() {
+    WAIT_PLAINLY.set(true);
+}
+
 /// Every call waits at most this long for a pooled connection.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 /// And at most this long in all (statements also carry `statement_timeout`).
@@ -250,7 +263,9 @@ impl PgStore {
         });
         let recv = move || rx.recv().unwrap_or_else(|_| Err(HostError::Storage("the PostgreSQL store stopped".into())));
         match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(recv),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread && !WAIT_PLAINLY.get() => {
+                tokio::task::block_in_place(recv)
+            }
             _ => recv(),
         }
     }
