@@ -25,12 +25,22 @@ use mailplug_tests::rig;
 use serde_json::json;
 
 /// Poll interval of the polled mailboxes (seconds).
-const POLL_SECS: u32 = 4;
+const POLL_SECS: u32 = 10;
 /// Inflow: messages a second into random boxes, and for how long.
 const RATE: f64 = 5.0;
 const INFLOW_SECS: u64 = 45;
 /// Messages of the burst that the first fault interrupts (about 30 KB each, commits of 10).
 const BURST: usize = 40;
+
+/// When the test started (for the times its progress lines show).
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// A progress line, with the seconds since the start.
+macro_rules! say {
+    ($($a:tt)*) => {
+        eprintln!("[{:5.1} s] {}", START.get_or_init(Instant::now).elapsed().as_secs_f64(), format!($($a)*))
+    };
+}
 
 /// One message the feeder delivered.
 #[derive(Clone, Debug)]
@@ -113,7 +123,7 @@ fn check_nothing_deleted_unless_stored(db: &ScaleDb, layout: &Layout, fed: &[Fed
         let n = stored.get(&(b.tenant.clone(), b.name.clone())).and_then(|m| m.get(&f.mid)).copied().unwrap_or(0);
         assert!(n >= 1, "{when}: <{}> is gone from {} ({:?}) but not stored", f.mid, b.user, b.kind);
     }
-    eprintln!("{when}: {gone} messages deleted from the deleting boxes, each stored");
+    say!("{when}: {gone} messages deleted from the deleting boxes, each stored");
 }
 
 /// The enqueue body of a reply to a stored message.
@@ -127,6 +137,7 @@ type LiveApis = Arc<Mutex<Vec<(String, String)>>>;
 
 #[test]
 fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_nothing() {
+    START.get_or_init(Instant::now);
     let Some(db) = ScaleDb::create("d-scale") else { return };
     let r = rig();
     let started = Instant::now();
@@ -153,12 +164,12 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
         *m.entry(n.clone()).or_default() += 1;
         m
     });
-    eprintln!("all 200 mailboxes served {:.1} s after the start; split {split:?}", started.elapsed().as_secs_f64());
+    say!("all 200 mailboxes served {:.1} s after the start; split {split:?}", started.elapsed().as_secs_f64());
     assert_eq!(split.len(), 3, "each node serves some mailboxes: {split:?}");
 
     // The inflow: LMTP into random boxes at a steady pace.
     let seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
-    eprintln!("feeder seed {seed:#x}");
+    say!("feeder seed {seed:#x}");
     let tag = format!("{:x}", now_ms());
     let fed: Arc<Mutex<Vec<Fed>>> = Arc::default();
     let pace = Arc::new(Pace::default());
@@ -184,7 +195,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
             }
         })
     };
-    // The outbox feeder: a reply to a message fed at least 2 poll intervals ago, about one a
+    // The outbox feeder: a reply to a message fed at least a poll interval ago, about one a
     // second, through a live node's API (404 while that message is not stored yet: skipped).
     let apis: LiveApis = Arc::new(Mutex::new(nodes.iter().map(|n| (n.id.clone(), n.serve.addr.clone())).collect()));
     let replies: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -200,7 +211,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
                     break;
                 }
                 sleep_until(t0 + Duration::from_secs(i));
-                let old = now_ms() - 2_000 * i64::from(POLL_SECS);
+                let old = now_ms() - 1_000 * i64::from(POLL_SECS) - 3_000;
                 let pick = fed.lock().unwrap().iter().filter(|f| f.at_ms < old && !used.contains(&f.mid)).map(|f| (f.mid.clone(), f.b)).last();
                 let Some((mid, b)) = pick else { continue };
                 let api = {
@@ -256,7 +267,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
                 killed_mid_batch = Some((attempt, seen));
                 break;
             }
-            eprintln!("burst {attempt}: {seen} of {BURST} stored when first seen; again");
+            say!("burst {attempt}: {seen} of {BURST} stored when first seen; again");
         }
     }
     let kill_ms = now_ms();
@@ -265,10 +276,10 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
         apis.lock().unwrap().retain(|(id, _)| id != "node1");
         nodes[0].kill9();
     }
-    eprintln!("node1 killed (mid-batch: {killed_mid_batch:?})");
+    say!("node1 killed (mid-batch: {killed_mid_batch:?})");
     let moved: Vec<String> = first.iter().filter(|(_, (n, _))| n == "node1").map(|(r, _)| r.clone()).collect();
     let (took, _) = wait_served_again(&nodes, &db, &layout, &moved, kill_ms, "the kill");
-    eprintln!("the {} mailboxes of node1 served again at most {took} ms after the kill", moved.len());
+    say!("the {} mailboxes of node1 served again at most {took} ms after the kill", moved.len());
     check_nothing_deleted_unless_stored(&db, &layout, &fed.lock().unwrap().clone(), "after the kill");
 
     // ---- Fault 2: SIGSTOP the node sending a message past its lease, then SIGCONT. The held
@@ -298,10 +309,10 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
     apis.lock().unwrap().retain(|(id, _)| *id != sender);
     nodes[si].sigstop();
     let stop_ms = now_ms();
-    eprintln!("{sender} stopped with {} leases, rows in flight {in_flight:?}", before_stop.len());
+    say!("{sender} stopped with {} leases, rows in flight {in_flight:?}", before_stop.len());
     let moved: Vec<String> = before_stop.iter().filter(|r| r.starts_with("mailbox:")).cloned().collect();
     let (took2, _) = wait_served_again(&nodes, &db, &layout, &moved, stop_ms, "the stop");
-    eprintln!("the {} mailboxes of {sender} served again at most {took2} ms after the stop", moved.len());
+    say!("the {} mailboxes of {sender} served again at most {took2} ms after the stop", moved.len());
     // The new holder of the queue holds the uncertain rows: maybe sent, never resent silently.
     wait_for("the rows in flight held by the queue's new holder", 30, || {
         in_flight.iter().all(|id| db.count("SELECT count(*) FROM outbox WHERE id = $1 AND state = 'held'", &[id]) == 1).then_some(())
@@ -323,7 +334,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
     feeder.join().expect("the feeder");
     replier.join().expect("the outbox feeder");
     let fed = fed.lock().unwrap().clone();
-    eprintln!("{} messages fed ({} in bursts), {} replies enqueued by the feeder", fed.len(), burst_mids.len(), replies.lock().unwrap().len());
+    say!("{} messages fed ({} in bursts), {} replies enqueued by the feeder", fed.len(), burst_mids.len(), replies.lock().unwrap().len());
     let stored = wait_for("every fed message stored", 60, || {
         let s = db.stored();
         fed.iter()
@@ -383,7 +394,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
         let state = &rows.iter().find(|r| &r.0 == id).expect("the caught row").2;
         assert_eq!(state, "held", "the row caught in flight is held, not resent");
     }
-    eprintln!(
+    say!(
         "outbox: {} rows, {} delivered, {} held",
         rows.len(),
         expected_delivered.len(),
@@ -432,7 +443,7 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
         assert!(!log.contains("panicked"), "{} panicked:\n{log}", n.id);
     }
     let cpu: Vec<String> = nodes.iter().filter(|n| !n.killed).map(|n| format!("{} {:.1} s", n.id, n.cpu().as_secs_f64())).collect();
-    eprintln!(
+    say!(
         "done in {:.1} s: {} messages stored once each, recovery after the kill {took} ms and after the stop {took2} ms \
          (bound {} ms), SIGCONT +{} ms, CPU {cpu:?}",
         started.elapsed().as_secs_f64(),
@@ -522,7 +533,7 @@ fn serve_on_postgres_costs() {
     let idle_cpu = c1 - c0;
     let idle_rows = diff(&t0, &t1);
     let idle_x = (x1 - x0) as f64 - base_xacts * idle_s;
-    eprintln!(
+    say!(
         "IDLE {idle_s:.1} s, {node_count} node(s), 200 mailboxes (180 polled every {poll} s): {polls} runs; CPU {idle_cpu:.2} s \
          ({:.1}% of a core, {:.2} ms per run); RSS {} MB; rows {idle_rows:?} ({:.2} per run); {:.0} transactions \
          ({:.2} per run, other users' {base_xacts:.1}/s taken off); WAL {:.0} B/s (others' {base_wal:.0} B/s)",
@@ -569,7 +580,7 @@ fn serve_on_postgres_costs() {
     let n = n_msgs as f64;
     let msg_x = (x3 - x2) as f64 - base_xacts * load_s - idle_x / idle_s * load_s - 1.0;
     let msg_wal = (w3 - w2) as f64 - (w1 - w0) as f64 / idle_s * load_s;
-    eprintln!(
+    say!(
         "LOAD {load_s:.1} s, {n_msgs} messages of about 2.5 KB at {rate}/s, {} runs: CPU {:.2} s in all, {:.2} ms per stored message \
          beyond the idle cost; rows beyond idle {msg_rows:?} ({:.1} per message); transactions {:.2} per message; WAL {:.0} B \
          per message; RSS {} MB",

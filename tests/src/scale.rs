@@ -346,9 +346,16 @@ impl Node {
             .map(|id| {
                 let log = dir.join(format!("{id}.log"));
                 let file = std::fs::File::create(&log).expect("log file");
+                // Each node its own copy of the tenant files, as on machines of their own (what
+                // a node keeps beside them, such as a queue's sender lock file, is its own).
+                let tenants = dir.join(id).join("tenants");
+                std::fs::create_dir_all(&tenants).expect("the node's tenants folder");
+                for f in std::fs::read_dir(dir.join("tenants")).expect("the tenants folder").flatten() {
+                    std::fs::copy(f.path(), tenants.join(f.file_name())).expect("copy a tenant file");
+                }
                 let mut child = Command::new(crate::serve::bin())
                     .args(["serve", "--tenants"])
-                    .arg(dir.join("tenants"))
+                    .arg(&tenants)
                     .arg("--store")
                     .arg(&db.url)
                     .arg("--store-password-file")
@@ -356,7 +363,7 @@ impl Node {
                     .args(["--node-id", id, "--lease-ttl", &TTL_SECS.to_string()])
                     .args(["--listen", "127.0.0.1:0", "--admin-token-file"])
                     .arg(dir.join("secrets/admin.token"))
-                    .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--max-concurrent", "12", "--max-per-tenant", "12", "--log", "info"])
+                    .args(["--backoff-secs", "1", "--backoff-max-secs", "2", "--max-concurrent", "32", "--max-per-tenant", "32", "--log", "info"])
                     .env("MAILPLUG_WASM", wasm_path())
                     .env("MAILPLUG_LEASE_TTL_SECS", TTL_SECS.to_string())
                     .env("MAILPLUG_SSE_HEARTBEAT_SECS", "1")
