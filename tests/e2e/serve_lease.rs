@@ -77,7 +77,11 @@ impl Cluster {
     /// Starts node `id` with the lease TTL given as `--lease-ttl` (or through
     /// MAILPLUG_LEASE_TTL_SECS with `by_env`); waits until it loaded the tenant.
     fn node(&self, id: &str, by_env: bool) -> Serve {
-        let ttl = TTL.to_string();
+        self.node_ttl(id, TTL, by_env)
+    }
+
+    fn node_ttl(&self, id: &str, ttl: u64, by_env: bool) -> Serve {
+        let ttl = ttl.to_string();
         let mut args = vec!["--store", self.url.as_str(), "--store-password-file", self.pw.to_str().expect("utf8"), "--node-id", id];
         let mut env = Vec::new();
         if by_env {
@@ -103,7 +107,7 @@ impl Cluster {
             .filter(|m| {
                 let st = &t["mailboxes"][m.as_str()];
                 let mine = st["node"] == id;
-                assert_eq!(mine, st["phase"]["state"] != "elsewhere", "{m} on {id}: node and phase agree: {st}");
+                assert_eq!(mine, st["state"] != "elsewhere", "{m} on {id}: node and phase agree: {st}");
                 mine
             })
             .collect()
@@ -273,12 +277,49 @@ fn a_paused_node_loses_its_leases_and_stores_nothing_twice() {
     wait_for("b says its leases were lost", 30, || c.log("c-pause-b").contains("lease lost").then_some(()));
     let log = c.log("c-pause-b");
     assert!(log.contains("its work stops on this node"), "{log}");
+    for l in log.lines().filter(|l| l.contains("lease lost")).take(2) {
+        eprintln!("b: {l}");
+    }
     // b joins again and the nodes split anew; mail to every mailbox is stored once.
     c.wait_split(&[(&a, "c-pause-a"), (&b, "c-pause-b")], 60);
     let m = b.metrics();
     assert!(metric(&m, "mailplug_leases_lost_total{kind=\"mailbox\"}").unwrap_or(0.0) >= 4.0, "{m}");
     let after = c.put_each("after-pause", &all_boxes());
     c.wait_stored_once(&b, &after, 12, 60);
+}
+
+/// Another holder takes a mailbox's lease behind the node's back (as a node would after this
+/// one was cut off): the node's next write under its old lease (storing newly arrived mail) is
+/// refused, or its renewal is, whichever comes first; it stops the mailbox's actor and stores
+/// nothing; once the lease is free again it takes it back and stores the message once (the
+/// refused commit told the guest nothing, so nothing was marked on the server).
+#[test]
+fn a_write_under_a_lease_taken_by_another_holder_is_refused() {
+    let _boxes = BOXES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::new("steal") else { return };
+    // A long TTL: renewals every 10 s, so the write usually meets the taken lease first.
+    let a = c.node_ttl("c-steal-a", 30, false);
+    wait_for("a serves every mailbox", 60, || (c.served_by(&a, "c-steal-a").len() == 8).then_some(()));
+    wait_for("m85 idling", 60, || (mailbox_state(&a, &c.tenant, "m85")["state"] == "idling").then_some(()));
+    let resource = format!("mailbox:{}/m85", c.tenant);
+    psql(&c.url, &c.pw, &format!(
+        "UPDATE leases SET owner = 'c-intruder', token = nextval('lease_tokens'), expires_at = clock_timestamp() + interval '10 minutes' WHERE resource = '{resource}'"
+    ));
+    let mid = c.put_each("stolen", &["m85".to_string()]);
+    wait_for("a says m85's lease was lost", 60, || c.log("c-steal-a").lines().any(|l| l.contains("lease lost") && l.contains(&resource)).then_some(()));
+    let log = c.log("c-steal-a");
+    let line = log.lines().find(|l| l.contains("lease lost") && l.contains(&resource)).unwrap_or_default();
+    eprintln!("a: {line}");
+    assert!(line.contains("holder=\"c-intruder\""), "the log names the new holder: {line}");
+    // The actor ended without storing: nothing is stored while the intruder holds the lease.
+    wait_for("m85 no longer served by a", 30, || (mailbox_state(&a, &c.tenant, "m85")["state"] == "elsewhere").then_some(()));
+    assert!(with_mid(&messages(&a, &c.tenant, &c.token), &mid[0]).is_empty(), "nothing stored under the lost lease");
+    let m = a.metrics();
+    assert_eq!(metric(&m, "mailplug_leases_lost_total{kind=\"mailbox\"}"), Some(1.0), "{m}");
+    // The intruder lets go: a takes the lease back at a claim round and stores the message once.
+    psql(&c.url, &c.pw, &format!("UPDATE leases SET owner = NULL, expires_at = clock_timestamp() WHERE resource = '{resource}'"));
+    c.wait_stored_once(&a, &mid, 1, 60);
+    assert_eq!(c.served_by(&a, "c-steal-a").len(), 8);
 }
 
 /// The webhook deliverer (under the tenant's `webhook:<tenant>` lease) is woken when a message
@@ -305,7 +346,7 @@ fn a_webhook_is_delivered_at_once_when_a_message_is_stored() {
         let m = s.metrics();
         (metric(&m, "mailplug_leases_held{kind=\"webhook\"}") == Some(1.0) && metric(&m, "mailplug_leases_held{kind=\"mailbox\"}") == Some(1.0)).then_some(())
     });
-    wait_for("the mailbox idling", 60, || (mailbox_state(&s, &tenant, "m85")["phase"]["state"] == "idling").then_some(()));
+    wait_for("the mailbox idling", 60, || (mailbox_state(&s, &tenant, "m85")["state"] == "idling").then_some(()));
     let (status, events) = sse_stream(&s.addr, &format!("/v1/tenants/{tenant}/events"), token, None);
     assert_eq!(status, 200);
     let mid = format!("hook-{}@test", std::process::id());

@@ -47,5 +47,7 @@ pub fn pg_schema(what: &str) -> Option<(String, PathBuf)> {
         .expect("psql runs");
     assert!(out.status.success(), "creating schema {schema}: {}", String::from_utf8_lossy(&out.stderr));
     let sep = if url.contains('?') { '&' } else { '?' };
-    Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), pw))
+    // "-csearch_path=..." without a space: the store re-encodes the URL's query, where a
+    // space would become "+", which the server does not read as a space.
+    Some((format!("{url}{sep}options=-csearch_path%3D{schema}"), pw))
 }

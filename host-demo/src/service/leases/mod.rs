@@ -188,7 +188,7 @@ impl LeaseNode {
         self.count_held(&inner);
         drop(inner);
         self.leases_lost.get_or_create(&LeaseLabels { kind: kind(resource).into() }).inc();
-        warn!(resource = %resource, token = h.lease.token, holder = holder.unwrap_or("nobody"), why, "lease lost; its work stops on this node");
+        warn!(resource = %resource, token = h.lease.token, holder = holder.unwrap_or("unknown"), why, "lease lost; its work stops on this node");
         self.wake.notify_one();
         true
     }
