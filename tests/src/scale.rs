@@ -543,6 +543,24 @@ impl Drop for Lmtp {
     }
 }
 
+/// The Message-IDs in the INBOX of every rig user matching `mask` (such as `scale*`), in one
+/// doveadm run: user -> Message-IDs (each as often as it is there; users with an empty INBOX
+/// are missing).
+pub fn inbox_mids_of_all(mask: &str) -> HashMap<String, Vec<String>> {
+    let out = Command::new(rig().get("DOVEADM"))
+        .args(["-f", "tab", "fetch", "-u", mask, "hdr.message-id", "mailbox", "INBOX", "all"])
+        .output()
+        .expect("doveadm fetch");
+    assert!(out.status.success(), "doveadm fetch -u {mask}: {}", String::from_utf8_lossy(&out.stderr));
+    let mut all: HashMap<String, Vec<String>> = HashMap::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let mut f = l.split('\t');
+        let (Some(user), Some(mid)) = (f.next(), f.next()) else { continue };
+        all.entry(user.trim().to_string()).or_default().push(mid.trim().trim_start_matches('<').trim_end_matches('>').to_string());
+    }
+    all
+}
+
 /// The Message-IDs in a rig user's INBOX (each as often as it is there).
 pub fn inbox_mids(user: &str) -> Vec<String> {
     rig().listing(user, "INBOX").into_iter().map(|(_, _, mid)| mid).collect()
