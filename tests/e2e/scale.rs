@@ -97,14 +97,18 @@ fn wait_served_again(nodes: &[Node], db: &ScaleDb, layout: &Layout, moved: &[Str
         let s = served(nodes, db, layout);
         (s.len() == layout.boxes.len() && moved.iter().all(|r| s.get(r).is_some_and(|(_, at)| *at >= fault_ms))).then_some(s)
     });
-    let worst = moved.iter().filter_map(|r| all.get(r)).map(|(_, at)| at - fault_ms).max().unwrap_or(0);
-    (worst, all)
+    let worst = moved.iter().filter_map(|r| all.get(r).map(|(_, at)| (at - fault_ms, r))).max();
+    if let Some((ms, r)) = worst {
+        let kind = layout.by_resource(r).map(|b| b.kind);
+        say!("after {what}: the last moved mailbox served again was {r} ({kind:?}), {ms} ms after it");
+    }
+    (worst.map_or(0, |w| w.0), all)
 }
 
 /// Nothing deleted unless stored: every fed message of a deleting box that is no longer on the
 /// server is stored (the listing is read before the store, so a message deleted after the
 /// listing is still listed).
-fn check_nothing_deleted_unless_stored(db: &ScaleDb, layout: &Layout, fed: &[Fed], when: &str) {
+fn check_nothing_deleted_unless_stored(db: &ScaleDb, layout: &Layout, fed: &[Fed], when: &str) -> usize {
     let mut all = inbox_mids_of_all("scale*");
     let on_server: HashMap<usize, HashSet<String>> = layout
         .boxes
@@ -125,6 +129,7 @@ fn check_nothing_deleted_unless_stored(db: &ScaleDb, layout: &Layout, fed: &[Fed
         assert!(n >= 1, "{when}: <{}> is gone from {} ({:?}) but not stored", f.mid, b.user, b.kind);
     }
     say!("{when}: {gone} messages deleted from the deleting boxes, each stored");
+    gone
 }
 
 /// The enqueue body of a reply to a stored message.
@@ -362,7 +367,8 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
         let all = inbox_mids_of_all("scale*");
         layout.boxes.iter().filter(|b| b.kind.deletes()).all(|b| all.get(&b.user).is_none_or(Vec::is_empty)).then_some(())
     });
-    check_nothing_deleted_unless_stored(&db, &layout, &fed, "at the end");
+    let gone = check_nothing_deleted_unless_stored(&db, &layout, &fed, "at the end");
+    assert!(gone > 0, "the deleting boxes deleted nothing: the check above proved nothing");
 
     // The outbox: every row delivered or held; none sent twice; the caught ones held.
     let rows = wait_for("every outbox row delivered or held", 90, || {
