@@ -14,7 +14,7 @@ use mailplug_host::store::outbox::{Envelope, NewOutbound, Outbox};
 use mailplug_host::store::postgres::lease::{mailbox_resource, node_resource, webhook_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
 use mailplug_host::tokens::SecretKeys;
-use mailplug_tests::pg::{pg_env, pg_schema, unique};
+use mailplug_tests::pg::{drop_schema, pg_env, pg_schema, unique};
 
 const KEY: [u8; 32] = [9; 32];
 
@@ -107,6 +107,9 @@ fn heartbeats_count_the_live_nodes() {
     // Other schemas' nodes never count here (and ours not there).
     let (url2, pw2) = pg_schema("c-nodes-other").unwrap();
     assert_eq!(connect(&url2, &pw2).heartbeat("node-x", ttl).unwrap().live_nodes, 1);
+    drop(pg);
+    drop_schema(&url, &pw);
+    drop_schema(&url2, &pw2);
 }
 
 fn outbound(tenant: &str, message_id: &str) -> NewOutbound {

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mailplug_tests::pg::{pg_schema, unique};
+use mailplug_tests::pg::{drop_schema, pg_schema, unique};
 use mailplug_tests::serve::*;
 use mailplug_tests::{rig, sample_message, test_box};
+use serde_json::Value;
 
 /// The tests here share rig boxes 85 to 92: one at a time.
 static BOXES: Mutex<()> = Mutex::new(());
@@ -60,6 +61,11 @@ impl Cluster {
     /// A tenant with mailboxes m85 .. m92 (IMAPS, IDLE, polled every second), the boxes
     /// emptied; None without the test PostgreSQL.
     fn new(name: &str) -> Option<Cluster> {
+        Cluster::with_queue(name, false)
+    }
+
+    /// With `queue`: also queue "q", sending through the rig's Postfix submission as box 85.
+    fn with_queue(name: &str, queue: bool) -> Option<Cluster> {
         let (url, pw) = pg_schema(&format!("c_{name}"))?;
         let dir = workdir(&format!("lease-{name}"));
         let tenant = unique(&format!("c-{name}"));
@@ -70,7 +76,17 @@ impl Cluster {
         }
         let boxes: Vec<(String, u32)> = mailboxes();
         let list: Vec<(&str, u32)> = boxes.iter().map(|(m, n)| (m.as_str(), *n)).collect();
-        write_tenant(&dir, "lease.toml", &imap_tenant(&dir, &tenant, &token, 1, &list));
+        let mut text = imap_tenant(&dir, &tenant, &token, 1, &list);
+        if queue {
+            text += &format!(
+                "[[queue]]\nname = \"q\"\nmailboxes = [\"m85\"]\n[queue.smtp]\nhost = \"localhost\"\nport = {}\ntls = false\n\
+                 username = \"{}\"\npassword_file = \"{}\"\n",
+                r.port("RIG_SUBMISSION_PORT"),
+                test_box(85).0,
+                dir.join("secrets/box85.pw").display()
+            );
+        }
+        write_tenant(&dir, "lease.toml", &text);
         Some(Cluster { dir, url, pw, tenant, token })
     }
 
@@ -81,8 +97,13 @@ impl Cluster {
     }
 
     fn node_ttl(&self, id: &str, ttl: u64, by_env: bool) -> Serve {
+        self.node_at(id, &self.url, ttl, by_env)
+    }
+
+    /// `node_ttl` reaching the store at `url` (the same database, maybe through a proxy).
+    fn node_at(&self, id: &str, url: &str, ttl: u64, by_env: bool) -> Serve {
         let ttl = ttl.to_string();
-        let mut args = vec!["--store", self.url.as_str(), "--store-password-file", self.pw.to_str().expect("utf8"), "--node-id", id];
+        let mut args = vec!["--store", url, "--store-password-file", self.pw.to_str().expect("utf8"), "--node-id", id];
         let mut env = Vec::new();
         if by_env {
             env.push(("MAILPLUG_LEASE_TTL_SECS", ttl.as_str()));
@@ -175,6 +196,7 @@ impl Drop for Cluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        drop_schema(&self.url, &self.pw);
     }
 }
 
@@ -200,6 +222,13 @@ fn two_nodes_split_the_mailboxes_and_store_each_message_once() {
     c.wait_stored_once(&a, &early, 8, 90);
     let b = c.node("c-split-b", true);
     let split = c.wait_split(&[(&a, "c-split-a"), (&b, "c-split-b")], 60);
+    // Either node's API names the node serving each mailbox.
+    for s in [&a, &b] {
+        let t = s.admin(&format!("/v1/tenants/{}", c.tenant));
+        for (m, owner) in &split {
+            assert_eq!(t["mailboxes"][m.as_str()]["node"], owner.as_str(), "{m}: {t}");
+        }
+    }
     let m = a.metrics();
     assert_eq!(metric(&m, "mailplug_leases_held{kind=\"mailbox\"}"), Some(4.0), "{m}");
     assert_eq!(metric(&m, "mailplug_live_nodes"), Some(2.0), "{m}");
@@ -288,6 +317,111 @@ fn a_paused_node_loses_its_leases_and_stores_nothing_twice() {
     c.wait_stored_once(&b, &after, 12, 60);
 }
 
+/// A TCP proxy to the test PostgreSQL that can cut the path: every connection through it is
+/// closed and new ones are closed at once (the database unreachable for one node only), until
+/// restored.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let (cut, conns) = (std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)), std::sync::Arc::new(Mutex::new(Vec::new())));
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(up) = std::net::TcpStream::connect(&target) else { continue };
+                let (Ok(c2), Ok(up2)) = (c.try_clone(), up.try_clone()) else { continue };
+                {
+                    let mut list = conns2.lock().unwrap();
+                    list.extend([c.try_clone().expect("clone"), up.try_clone().expect("clone")]);
+                }
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(c, up2);
+                pipe(up, c2);
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The log timestamp (RFC 3339, UTC, fixed width) of the last line with all of `words`.
+fn last_at(log: &str, words: &[&str]) -> Option<String> {
+    log.lines().filter(|l| words.iter().all(|w| l.contains(w))).last().map(|l| l.split(' ').next().unwrap_or_default().to_string())
+}
+
+/// One node loses its path to the database: its renewals fail, and before its leases can
+/// expire in the database (so before the other node may take them) it drops them by its own
+/// clock and stops those mailboxes' work; the other node takes them over and stores their
+/// mail once. When the path is back, the node joins again and the mailboxes split anew.
+#[test]
+fn a_node_cut_off_from_the_database_stops_its_work_before_the_other_takes_it_over() {
+    let _boxes = BOXES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::new("cut") else { return };
+    let target = c.url.split('@').nth(1).and_then(|r| r.split('/').next()).expect("host:port in the URL").to_string();
+    let proxy = Proxy::start(target.clone());
+    let via = c.url.replacen(&target, &format!("127.0.0.1:{}", proxy.port), 1);
+    let a = c.node("c-cut-a", false);
+    let b = c.node_at("c-cut-b", &via, TTL, false);
+    let split = c.wait_split(&[(&a, "c-cut-a"), (&b, "c-cut-b")], 60);
+    let b_boxes = of(&split, "c-cut-b");
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // Looked at every 20 ms: b's last renewal started before the cut, so b drops its leases
+    // at most TTL minus the margin (TTL / 5) after it, before they expire in the database.
+    let dropped = |log: &str| b_boxes.iter().all(|m| last_at(log, &["lease lost", "not renewed in time", &format!("/{m} ")]).is_some());
+    while !dropped(&c.log("c-cut-b")) && cut_at.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = cut_at.elapsed();
+    eprintln!("b stopped its work {stopped:?} after the cut");
+    assert!(stopped < Duration::from_secs(TTL), "b dropped its leases {stopped:?} after the cut");
+    let during = c.put_each("cut", &b_boxes);
+    wait_for("a holds every mailbox", 30, || (holders(&c.url, &c.pw, &c.tenant).values().all(|o| o == "c-cut-a")).then_some(()));
+    c.wait_stored_once(&a, &during, 4, 60);
+    // For each of b's mailboxes: b stopped before a took the lease.
+    let (la, lb) = (c.log("c-cut-a"), c.log("c-cut-b"));
+    assert!(!lb.contains("panicked"), "{lb}");
+    for m in &b_boxes {
+        let resource = format!("/{m} ");
+        let lost = last_at(&lb, &["lease lost", "not renewed in time", &resource]).expect("b's line");
+        let taken = last_at(&la, &["lease acquired", &resource]).expect("a's line");
+        assert!(lost < taken, "{m}: b stopped at {lost}, a took it at {taken}");
+    }
+
+    proxy.restore();
+    c.wait_split(&[(&a, "c-cut-a"), (&b, "c-cut-b")], 90);
+    let after = c.put_each("after-cut", &all_boxes());
+    c.wait_stored_once(&b, &after, 12, 60);
+}
+
 /// Another holder takes a mailbox's lease behind the node's back (as a node would after this
 /// one was cut off): the node's next write under its old lease (storing newly arrived mail) is
 /// refused, or its renewal is, whichever comes first; it stops the mailbox's actor and stores
@@ -320,6 +454,67 @@ fn a_write_under_a_lease_taken_by_another_holder_is_refused() {
     psql(&c.url, &c.pw, &format!("UPDATE leases SET owner = NULL, expires_at = clock_timestamp() WHERE resource = '{resource}'"));
     c.wait_stored_once(&a, &mid, 1, 60);
     assert_eq!(c.served_by(&a, "c-steal-a").len(), 8);
+}
+
+/// A tenant's queue is sent by the node holding `queue:<tenant>/q`: a message enqueued through
+/// the other node's API goes out within seconds (the holder's sender looks every 2 s with
+/// several nodes) and once; after kill -9 of the holder the other node takes the queue over
+/// and sends what is enqueued next.
+#[test]
+fn the_queue_is_sent_by_its_lease_holder_whichever_node_took_the_message() {
+    let _boxes = BOXES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::with_queue("queue", true) else { return };
+    let a = c.node("c-queue-a", false);
+    let b = c.node("c-queue-b", false);
+    let queue = format!("queue:{}/q", c.tenant);
+    let qholder = || {
+        psql(&c.url, &c.pw, &format!("SELECT owner FROM leases WHERE resource = '{queue}' AND owner IS NOT NULL AND expires_at > clock_timestamp()"))
+            .trim()
+            .to_string()
+    };
+    // 9 resources on 2 nodes: 5 + 4, the queue on one of them.
+    let holder = wait_for("the mailboxes and the queue held, split 5 + 4", 60, || {
+        let h = holders(&c.url, &c.pw, &c.tenant);
+        let q = qholder();
+        let on = |id: &str| h.values().filter(|o| o.as_str() == id).count() + usize::from(q == id);
+        (h.len() == 8 && !q.is_empty() && on("c-queue-a") + on("c-queue-b") == 9 && on("c-queue-a").abs_diff(on("c-queue-b")) == 1).then_some(q)
+    });
+    let (mut holding, other) = if holder == "c-queue-a" { (a, b) } else { (b, a) };
+    let to = test_box(86).0;
+    let send = |s: &Serve, what: &str| -> (String, Instant) {
+        let body = serde_json::json!({"to": [to], "subject": format!("lease queue {what} {}", std::process::id()), "text": "through the queue's lease holder\n"}).to_string();
+        let (status, v) = s.call("POST", &format!("/v1/tenants/{}/queues/q/outbox", c.tenant), Some(&c.token), Some(&body));
+        assert_eq!(status, 201, "enqueue: {v}");
+        (v["id"].as_str().expect("row id").to_string(), Instant::now())
+    };
+    let delivered = |s: &Serve, id: &str, secs: u64| -> Value {
+        wait_for(&format!("outbox row {id} delivered"), secs, || {
+            let (_, row) = s.get(&format!("/v1/tenants/{}/outbox/{id}", c.tenant), Some(&c.token));
+            (row["state"] == "delivered").then_some(row)
+        })
+    };
+    let (id, at) = send(&other, "first");
+    let row = delivered(&other, &id, 30);
+    let took = at.elapsed();
+    eprintln!("enqueued on the other node, delivered by the holder after {took:?}");
+    assert!(took < Duration::from_secs(10), "delivered after {took:?}");
+    assert_eq!(row["attempts"], 1, "sent once: {row}");
+    let mid = row["message_id"].as_str().expect("message id").to_string();
+    // It arrives in box 86 and is stored once.
+    let list = wait_for("the sent message stored", 60, || {
+        let list = try_messages(&other, &c.tenant, &c.token).ok()?;
+        (!with_mid(&list, &mid).is_empty()).then_some(list)
+    });
+    assert_eq!(with_mid(&list, &mid).len(), 1, "{list:?}");
+
+    // The holder dies: the other node takes the queue over and sends what comes next.
+    holding.child.kill().expect("kill -9");
+    holding.child.wait().expect("reaped");
+    let other_id = if holder == "c-queue-a" { "c-queue-b" } else { "c-queue-a" };
+    wait_for("the queue taken over", 30, || (qholder() == other_id).then_some(()));
+    let (id2, _) = send(&other, "second");
+    let row2 = delivered(&other, &id2, 30);
+    assert_eq!(row2["attempts"], 1, "sent once: {row2}");
 }
 
 /// The webhook deliverer (under the tenant's `webhook:<tenant>` lease) is woken when a message
@@ -370,4 +565,5 @@ fn a_webhook_is_delivered_at_once_when_a_message_is_stored() {
     assert!(took < Duration::from_secs(1), "the webhook arrived {took:?} after the message.stored event");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+    drop_schema(&url, &pw);
 }

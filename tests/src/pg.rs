@@ -51,3 +51,17 @@ pub fn pg_schema(what: &str) -> Option<(String, PathBuf)> {
     // space would become "+", which the server does not read as a space.
     Some((format!("{url}{sep}options=-csearch_path%3D{schema}"), pw))
 }
+
+/// Drops the schema of a URL from `pg_schema` with everything in it (a test's tables, leases
+/// and nodes); errors are ignored (the test's result does not depend on it).
+pub fn drop_schema(url: &str, pw: &std::path::Path) {
+    let Some(schema) = url.rsplit("search_path%3D").next().filter(|s| !s.contains('/')) else { return };
+    if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    let Ok(password) = std::fs::read_to_string(pw) else { return };
+    let _ = std::process::Command::new("psql")
+        .args(["-X", "-q", url, "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .env("PGPASSWORD", password.trim())
+        .output();
+}

@@ -201,7 +201,12 @@ async fn tenants(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult<
 }
 
 async fn tenant_state(State(s): State<Arc<Shared>>, headers: HeaderMap, Path(t): Path<String>) -> ApiResult<Json<TenantState>> {
-    tenant(&s, &headers, &t).map(Json)
+    let mut state = tenant(&s, &headers, &t)?;
+    if let Some(leases) = &s.leases {
+        // With several nodes: which node serves the mailboxes this one does not.
+        leases.fill_holders(&mut state).await;
+    }
+    Ok(Json(state))
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,9 @@ use crate::store::{Outbox, OutboxRow, OutboxState, Store};
 
 /// The longest a queue actor sleeps without looking at its queue.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
+/// With leases (several nodes): the longest a queue sender sleeps, since rows enqueued through
+/// another node's API do not wake it.
+pub const MAX_IDLE_SHARED: Duration = Duration::from_secs(2);
 
 /// The wake-up of each queue actor, by (tenant, queue).
 #[derive(Default)]
@@ -94,6 +97,8 @@ impl QueueActor {
                     failures = 0;
                     if more {
                         Duration::ZERO
+                    } else if self.fence.is_some() {
+                        self.until_next_due(&store).min(MAX_IDLE_SHARED)
                     } else {
                         self.until_next_due(&store)
                     }

@@ -76,8 +76,9 @@ pub struct MailboxState {
     /// Messages newly stored and their bytes, since the service started.
     pub fetched: u64,
     pub bytes: u64,
-    /// With leases: this node's id while it holds the mailbox's lease (phase `elsewhere`
-    /// otherwise). Not shown without leases.
+    /// With leases: this node's id while it holds the mailbox's lease; in the API's answer,
+    /// for a mailbox in phase `elsewhere`, the node holding it by the lease table (none when
+    /// nobody does). Not shown without leases.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 }

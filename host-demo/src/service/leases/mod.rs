@@ -277,6 +277,31 @@ impl LeaseNode {
         inner.heartbeat = Some(hb.lease);
     }
 
+    /// For the API: names the node serving each of the tenant's mailboxes that this node does
+    /// not serve, from the lease table (live leases only; left empty when nobody holds it or
+    /// the table cannot be read).
+    pub async fn fill_holders(&self, state: &mut crate::service::state::TenantState) {
+        let (store, prefix) = (self.store.clone(), crate::store::postgres::lease::mailbox_resource(&state.tenant, ""));
+        let leases = match tokio::task::spawn_blocking(move || store.list_leases(&prefix)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot list the mailbox leases for the API");
+                return;
+            }
+            Err(_) => return,
+        };
+        for l in leases {
+            let (Some(owner), true) = (l.owner, l.live) else { continue };
+            if owner == self.id {
+                continue;
+            }
+            let Some(name) = l.resource.strip_prefix(&format!("mailbox:{}/", state.tenant)) else { continue };
+            if let Some(m) = state.mailboxes.get_mut(name).filter(|m| m.node.is_none()) {
+                m.node = Some(owner);
+            }
+        }
+    }
+
     /// At shutdown, after the actors stopped: gives every lease and the heartbeat up, so other
     /// nodes take over at once.
     pub async fn release_all(&self) {

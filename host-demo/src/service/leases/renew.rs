@@ -19,13 +19,21 @@ use crate::store::postgres::Leases;
 /// Runs until `stop` (cancelled after the actors stopped and the leases were released).
 pub async fn run(node: Arc<LeaseNode>, stop: CancellationToken) {
     let every = node.ttl / 3;
+    let mut next_renewal = Instant::now() + every;
     loop {
+        // Until the next renewal, or a lease's local deadline if that comes first (a renewal
+        // that failed leaves the leases to it).
+        let wake = node.next_deadline().map_or(next_renewal, |d| d.min(next_renewal));
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             _ = stop.cancelled() => return,
         }
         // Woken late (paused, or a starved thread): what is overdue goes first.
         node.expire_overdue(Instant::now());
+        if Instant::now() < next_renewal {
+            continue;
+        }
+        next_renewal = Instant::now() + every;
         let started = Instant::now();
         let (store, leases, id, ttl) = (node.store.clone(), node.all_leases(), node.id.clone(), node.ttl);
         let work = tokio::task::spawn_blocking(move || {

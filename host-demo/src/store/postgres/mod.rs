@@ -6,7 +6,9 @@
 //! - Sync traits, async driver: the store runs its own small tokio runtime (one worker thread)
 //!   that owns the pool's connections. A trait call hands its work to that runtime and waits
 //!   for the answer; on a multi-threaded tokio runtime the wait is wrapped in `block_in_place`,
-//!   so the caller's worker is not lost while the database answers. This works from plain
+//!   so the caller's worker is not lost while the database answers (except on a thread that
+//!   called `wait_plainly_here`, such as the service's `LocalSet` thread, where tokio refuses
+//!   `block_in_place`: there the wait is plain, as an SQLite call is). This works from plain
 //!   threads, from both tokio runtime flavours and from the SQLite store's callers unchanged,
 //!   and never deadlocks on a runtime the store does not own. Async code that wants no
 //!   blocking at all uses `PgStore::run`, which awaits the same work.
