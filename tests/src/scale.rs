@@ -6,7 +6,8 @@
 //!
 //! - **Database**: the rig's test role may not create databases, so each run gets a schema of
 //!   its own (`ScaleDb::create`, a name from `pg::unique`); the nodes reach it through the
-//!   store URL's `options=-c search_path=...`, this harness through its own connection. Nothing
+//!   store URL's `options=-csearch_path=...` (no space: the store re-encodes the URL's query and
+//!   a space would come out as `+`), this harness through its own connection. Nothing
 //!   another test writes (tenants, leases, node heartbeats) is visible to the run.
 //! - **Mailboxes** (`Layout`): per rig box a kind: IMAP idling (over the rig's no-TLS listener,
 //!   so an idling session holds no `imap-login` TLS proxy: the rig's Dovecot runs at most 100
@@ -14,6 +15,10 @@
 //!   deleting; a third of the polled ones over TLS. Each tenant has one queue for all its
 //!   mailboxes, sending through Postfix (STARTTLS), or through the `DotHoldProxy` to Postfix's
 //!   no-TLS submission for the last tenant.
+//! - **Nodes** (`Node`): each with its own copy of the tenant files (`<dir>/<node id>/tenants`),
+//!   as machines of their own would have: what a node keeps beside the files (a queue's sender
+//!   lock file, `flock`ed while it drains) must not be shared, or a stopped node's lock would
+//!   keep the queue's new holder from draining.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
