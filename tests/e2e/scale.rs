@@ -492,7 +492,8 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
 /// 1) with the 200 mailboxes (20 idling, 180 polled every `MAILPLUG_SCALE_POLL_SECS`, default
 /// 4), first idle (`MAILPLUG_SCALE_IDLE_SECS`, default 30), then an inflow of
 /// `MAILPLUG_SCALE_RATE` messages a second (default 5) for `MAILPLUG_SCALE_LOAD_SECS` (default
-/// 30). Prints the node's CPU per poll and per stored message, the rows written per poll and
+/// 30; `MAILPLUG_SCALE_IDLE_ONLY=1`: only into the 20 idling boxes). Prints the node's CPU per
+/// poll and per stored message, the rows written per poll and
 /// per message (table by table), the database's transactions and the WAL bytes per message.
 /// Ignored: a measurement, not a check. Run (with a bench-fast `mailplug` for the figures):
 /// `cargo test -p mailplug-tests --test scale -- --ignored --nocapture serve_on_postgres_costs`
@@ -593,9 +594,13 @@ fn serve_on_postgres_costs() {
     let mut fed = Vec::new();
     let (c2, r2, t2, (x2, w2), i2) = (cpu(&nodes), runs(&nodes), db.table_writes(), db.xacts_and_wal(), Instant::now());
     let n_msgs = (load_secs as f64 * rate) as usize;
+    // MAILPLUG_SCALE_IDLE_ONLY=1: only into the idling boxes (with a long poll interval, each
+    // message's own run is then all the load phase adds).
+    let idle_only = std::env::var_os("MAILPLUG_SCALE_IDLE_ONLY").is_some();
+    let targets: Vec<usize> = (0..layout.boxes.len()).filter(|i| !idle_only || layout.boxes[*i].kind == Kind::ImapIdle).collect();
     for i in 0..n_msgs {
         sleep_until(i2 + Duration::from_secs_f64(i as f64 / rate));
-        let b = rng.below(layout.boxes.len());
+        let b = targets[rng.below(targets.len())];
         let mid = format!("cost-{tag}-{i}@test");
         let bx = &layout.boxes[b];
         lmtp.deliver(&customers[i % customers.len()], &bx.user, &customer_message(&mid, &customers[0], &bx.user, i));
@@ -611,7 +616,8 @@ fn serve_on_postgres_costs() {
     // Off the load phase: what its runs cost when they find nothing (the idle phase's cost per
     // run, renewals and IDLE included) and the lease renewals (per second).
     let load_runs = (r3 - r2) as f64;
-    let per_run = load_runs / polls.max(1.0);
+    // (Without polls, as with MAILPLUG_SCALE_IDLE_ONLY, the idle phase's cost is per second.)
+    let per_run = if idle_only || polls < 10.0 { load_s / idle_s } else { load_runs / polls };
     let msg_cpu = (c3 - c2) - idle_cpu * per_run;
     let load_rows = diff(&t2, &t3);
     let idle_rows_scaled: BTreeMap<String, (i64, i64, i64)> = idle_rows
