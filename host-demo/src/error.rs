@@ -155,6 +155,22 @@ impl Trap {
     }
 }
 
+impl Trap {
+    /// What stopped the component and what to change, for the admin in English and German
+    /// (the English is the `Display` text).
+    pub fn explanation(&self) -> crate::store::Explanation {
+        let de = match self {
+            Trap::Memory { limit_bytes } => format!(
+                "die Mail-Komponente hat die Speichergrenze dieses Mandanten von {} MB erreicht; erhöhen Sie limits.guest_memory_mb oder senken Sie limits.max_message_bytes",
+                limit_bytes >> 20
+            ),
+            Trap::Cpu => "die Mail-Komponente hat in einem Schritt mehr Rechenzeit gebraucht, als die Grenze dieses Mandanten erlaubt; erhöhen Sie limits.guest_cpu_ms_per_call".into(),
+            Trap::Crash(text) => format!("die Mail-Komponente ist unerwartet angehalten: {text}"),
+        };
+        crate::store::Explanation { en: self.to_string(), de }
+    }
+}
+
 impl fmt::Display for Trap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

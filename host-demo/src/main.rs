@@ -18,7 +18,7 @@ use cli::outbox::run_outbox;
 use cli::fetch::run_fetch;
 use cli::oauth::oauth_command;
 use cli::output::{fail, print_plan};
-use cli::send::{run_send, SendArgs};
+use cli::send::{run_send, Message, SendArgs};
 use cli::send_batch::{run_send_batch, BatchArgs};
 
 fn main() -> ExitCode {
@@ -127,16 +127,16 @@ async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(e, 1),
         },
-        Command::Enqueue { queue, to, subject, body, body_file, reply_to_message, html_file, force, max_age, json, .. } => {
-            let args = EnqueueArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, max_age, json };
+        Command::Enqueue { queue, to, subject, body, reply, max_age, json, .. } => {
+            let args = EnqueueArgs { queue, message: Message { to, subject, body, reply }, max_age, json };
             run_enqueue(&plugin, &cfg, args).await
         }
         Command::Outbox { command } => run_outbox(&plugin, &cfg, command).await,
         Command::Send { queue, batch, batch_file, json, .. } if batch.is_some() || batch_file.is_some() => {
             run_send_batch(&plugin, &cfg, BatchArgs { queue, dir: batch, lines: batch_file, json }).await
         }
-        Command::Send { queue, to, subject, body, body_file, reply_to_message, html_file, force, json, .. } => {
-            run_send(&plugin, &cfg, SendArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, json }).await
+        Command::Send { queue, to, subject, body, reply, json, .. } => {
+            run_send(&plugin, &cfg, SendArgs { queue, message: Message { to, subject, body, reply }, json }).await
         }
     }
 }

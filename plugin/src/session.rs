@@ -310,6 +310,48 @@ pub(crate) mod testing {
         }
     }
 
+    /// The text a hostile server hides in its replies (a phone number to call).
+    pub(crate) const ATTACK: &str = "555-0100";
+    /// The password a hostile server echoes back.
+    pub(crate) const ECHOED_PASSWORD: &str = "Pa55-w0rd-echo";
+
+    /// The login of the hostile-server tests: a user name and `ECHOED_PASSWORD`.
+    pub(crate) fn echoed_login() -> crate::config::Credentials {
+        crate::config::Credentials::Basic { username: "agent@example.com".into(), password: ECHOED_PASSWORD.into() }
+    }
+
+    /// An OAuth2 token outside the RFC 6750 grammar (a control character and a SASL field).
+    pub(crate) fn token_outside_the_grammar() -> crate::config::Credentials {
+        crate::config::Credentials::OAuth2 { username: "agent@example.com".into(), access_token: "x\u{1}host=evil".into(), mechanism: None }
+    }
+
+    /// Each `(name, script)` fails over STARTTLS with the server's text before TLS withheld
+    /// (no reply, no quote, the withheld note), and the same failure over implicit TLS keeps
+    /// the server's text so the admin can act. `session` opens a session with that security.
+    pub(crate) fn assert_withheld_before_tls(cases: &[(&str, Vec<&[u8]>)], session: impl Fn(crate::config::Security) -> Box<dyn Session>) {
+        use crate::config::Security;
+        for (name, script) in cases {
+            let script: Vec<Option<&[u8]>> = script.iter().copied().map(Some).collect();
+            let out = run(&mut *session(Security::Starttls), &script);
+            let e = out.err();
+            assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
+            assert_eq!(e.reply, None, "{name}");
+            assert!(e.quoted.is_empty(), "{name}");
+            assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
+            let tls = run(&mut *session(Security::ImplicitTls), &script);
+            assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
+        }
+    }
+
+    /// A login refused with a reply that echoes `ECHOED_PASSWORD`: auth-rejected, and the
+    /// password shown nowhere, `<redacted>` in its place.
+    pub(crate) fn assert_echo_redacted(out: &Outcome) {
+        let e = out.err();
+        assert_eq!(e.kind, crate::error::ErrorKind::AuthRejected, "{e}");
+        assert!(!out.shown().contains(ECHOED_PASSWORD), "{}", out.shown());
+        assert!(out.shown().contains("<redacted>"), "{}", out.shown());
+    }
+
     /// Connects, then feeds each event in turn; a `None` stands for `TlsEstablished`.
     pub(crate) fn run(session: &mut dyn Session, script: &[Option<&[u8]>]) -> Outcome {
         let mut out = Outcome { wire: Vec::new(), actions: Vec::new(), error: None };

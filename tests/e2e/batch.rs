@@ -10,8 +10,6 @@
 //! Rig mailboxes: box17 (SMTP login for Postfix and smtp2, and the recipient in Postfix runs),
 //! box63 (the NUL batch through Postfix).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use mailplug_host::engine::{ComposedMessage, Delivery};
@@ -19,16 +17,9 @@ use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, BatchJournal, MessageOutcome, NoJournal, Outgoing};
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, smtp2_spec, smtp2_wait_spooled, tenant, test_box, wasm_path, ServerSpec};
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    format!("{what} {nanos}")
-}
-
-fn message(to: &[&str], what: &str) -> Outgoing {
-    Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique(what), text_body: format!("{what}\n") }
-}
+use mailplug_tests::{dot_cut_proxy, nth_end_of_data, plugin, rig, run_mailplug, smtp2_spec, smtp2_wait_spooled, tenant, test_box, ServerSpec};
+use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
+use mailplug_tests::TempPath;
 
 fn inbound() -> ServerSpec {
     let (user, pw) = test_box(17);
@@ -312,42 +303,14 @@ async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
 
 // ---- through the CLI ----
 
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailplug-batch-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
-}
-
-/// A tenant config for the CLI whose queue "out" sends through smtp2 (STARTTLS) as box17.
-fn cli_config(dir: &Path) -> PathBuf {
-    let r = rig();
-    let (user, pw) = test_box(17);
-    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
-    let smtp = smtp2_spec(false, &user, &pw);
-    let text = format!(
-        "tenant = \"batch\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\n[[mailbox]]\nname = \"box\"\naddress = \"{user}\"\n\
-         protocol = \"imap\"\nhost = \"localhost\"\nport = {imaps}\ntls = true\nusername = \"{user}\"\npassword_file = \"box.pw\"\n\n\
-         [[queue]]\nname = \"out\"\nmailboxes = [\"box\"]\n[queue.smtp]\nhost = \"{host}\"\nport = {port}\ntls = false\nusername = \"{user}\"\npassword_file = \"box.pw\"\n",
-        ca = r.get("RIG_CA"),
-        db = dir.join("mailplug.sqlite3").display(),
-        imaps = r.port("RIG_IMAPS_PORT"),
-        host = smtp.host,
-        port = smtp.port,
-    );
-    let path = dir.join("tenant.toml");
-    std::fs::write(&path, text).expect("config");
-    path
+fn temp_dir(name: &str) -> TempPath {
+    TempPath::dir(&format!("batch-{name}"))
 }
 
 #[test]
 fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
     let dir = temp_dir("cli");
-    let cfg = cli_config(&dir);
+    let cfg = smtp2_cli_config(&dir, "batch", false);
     let drafts = dir.join("drafts");
     std::fs::create_dir_all(&drafts).expect("drafts");
     let nouser = rig().get("RIG_SMTP2_NOUSER_RCPT");
@@ -361,7 +324,7 @@ fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
         if json {
             args.push("--json");
         }
-        Command::new(bin()).args(&args).env("MAILPLUG_WASM", wasm_path()).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+        run_mailplug(&args)
     };
     let out = run(true);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -392,5 +355,4 @@ fn cli_send_batch_reports_each_message_and_fails_when_one_was_not_delivered() {
     let out = run(true);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }

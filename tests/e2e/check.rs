@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use mailplug_tests::{rig, sample_message, test_box, wasm_path};
+use mailplug_tests::TempPath;
 
 fn bin() -> PathBuf {
     std::env::var("MAILPLUG_BIN")
@@ -14,11 +15,8 @@ fn bin() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-check-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("check-{name}"))
 }
 
 /// One server under test: what the config says about it.

@@ -2,23 +2,8 @@
 //! password reaches stdout or stderr, whatever happens.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use mailplug_tests::{rig, wasm_path};
-
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
-}
+use mailplug_tests::{output_text as text, rig, run_mailplug as run, server_toml, tenant_head_toml};
+use mailplug_tests::TempPath;
 
 /// Writes a tenant config using `password_file`s under `dir`.
 fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> PathBuf {
@@ -26,52 +11,31 @@ fn write_config(dir: &Path, inbound_pw: &str, smtp_pw: &str, state: &str) -> Pat
     std::fs::create_dir_all(dir).expect("dir");
     std::fs::write(dir.join("in.pw"), format!("{inbound_pw}\n")).expect("pw");
     std::fs::write(dir.join("out.pw"), smtp_pw).expect("pw");
+    let cust = r.user("CUSTOMER");
     let text = format!(
-        r#"tenant = "cli-test"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{state}/mailplug.sqlite3"
-
+        r#"{head}
 [[mailbox]]
 name = "customer"
 address = "{cust}"
 protocol = "imap"
 first_sync = "all"
-host = "localhost"
-port = {imaps}
-tls = true
-username = "{cust}"
-password_file = "in.pw"
-
+{inbound}
 [[queue]]
 name = "support"
 mailboxes = ["customer"]
 [queue.smtp]
-host = "localhost"
-port = {sub}
-tls = false
-username = "{agent}"
-password_file = "out.pw"
-"#,
-        ca = r.get("RIG_CA"),
-        cust = r.user("CUSTOMER"),
-        agent = r.user("AGENT"),
-        imaps = r.port("RIG_IMAPS_PORT"),
-        sub = r.port("RIG_SUBMISSION_PORT"),
+{smtp}"#,
+        head = tenant_head_toml("cli-test", &Path::new(state).join("mailplug.sqlite3")),
+        inbound = server_toml("localhost", r.port("RIG_IMAPS_PORT"), true, cust, "in.pw"),
+        smtp = server_toml("localhost", r.port("RIG_SUBMISSION_PORT"), false, r.user("AGENT"), "out.pw"),
     );
     let path = dir.join("tenant.toml");
     std::fs::write(&path, text).expect("config");
     path
 }
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("cli-{name}"))
 }
 
 #[test]
@@ -255,37 +219,22 @@ fn a_cli_reply_saves_its_copy_in_sent_and_reports_it_in_json() {
     std::fs::write(
         &cfg,
         format!(
-            r#"tenant = "cli-reply"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{db}"
-
+            r#"{head}
 [[mailbox]]
 name = "m"
 address = "{user}"
 protocol = "imap"
 first_sync = "all"
 save_sent = "Sent"
-host = "localhost"
-port = {imaps}
-tls = true
-username = "{user}"
-password_file = "pw"
-
+{inbound}
 [[queue]]
 name = "q"
 mailboxes = ["m"]
 [queue.smtp]
-host = "localhost"
-port = {smtps}
-tls = true
-username = "{user}"
-password_file = "pw"
-"#,
-            ca = r.get("RIG_CA"),
-            db = dir.join("db.sqlite3").display(),
-            imaps = r.port("RIG_IMAPS_PORT"),
-            smtps = r.port("RIG_SMTPS_PORT"),
+{smtp}"#,
+            head = tenant_head_toml("cli-reply", &dir.join("db.sqlite3")),
+            inbound = server_toml("localhost", r.port("RIG_IMAPS_PORT"), true, &user, "pw"),
+            smtp = server_toml("localhost", r.port("RIG_SMTPS_PORT"), true, &user, "pw"),
         ),
     )
     .expect("config");

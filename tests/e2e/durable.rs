@@ -6,37 +6,16 @@
 //! their original explicitly, and a sync state is never reused for another server.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{plugin, rig, sample_message, switch_proxy, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{output_text as text, plugin, rig, run_mailplug as run, sample_message, server_toml, switch_proxy, tenant, tenant_head_toml, test_box, ServerSpec, TempDatabase, TempPath};
 
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("durable-{name}"))
 }
 
 /// The mailbox settings a CLI test varies.
@@ -66,11 +45,7 @@ fn write_config(dir: &Path, m: &Mb) -> String {
         None => format!("after_fetch = \"{}\"\n", m.after),
     };
     let config = format!(
-        r#"tenant = "durable"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{dir}/mailplug.sqlite3"
-[limits]
+        r#"{head}[limits]
 reply_timeout_secs = 5
 connect_timeout_secs = 5
 
@@ -79,31 +54,18 @@ name = "inbox"
 address = "{user}"
 protocol = "{protocol}"
 first_sync = "{first}"
-{folders}{after}host = "localhost"
-port = {port}
-tls = {tls}
-username = "{user}"
-password_file = "in.pw"
-
+{folders}{after}{inbound}
 [[queue]]
 name = "support"
 mailboxes = ["inbox"]
 [queue.smtp]
-host = "localhost"
-port = {sub}
-tls = false
-username = "{agent}"
-password_file = "out.pw"
-"#,
-        ca = r.get("RIG_CA"),
-        dir = dir.display(),
+{smtp}"#,
+        head = tenant_head_toml("durable", &dir.join("mailplug.sqlite3")),
         user = m.user,
         protocol = m.protocol,
         first = m.first_sync,
-        port = m.port,
-        tls = m.tls,
-        sub = r.port("RIG_SUBMISSION_PORT"),
-        agent = r.user("AGENT"),
+        inbound = server_toml("localhost", m.port, m.tls, m.user, "in.pw"),
+        smtp = server_toml("localhost", r.port("RIG_SUBMISSION_PORT"), false, r.user("AGENT"), "out.pw"),
     );
     let path = dir.join("tenant.toml");
     std::fs::write(&path, config).expect("config");
@@ -355,10 +317,8 @@ fn library_config(protocol: &str, port: u16, user: &str, pass: &str) -> TenantCo
     cfg
 }
 
-fn db_at(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-durable-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    Database::open(&p).expect("db")
+fn db_at(name: &str) -> TempDatabase {
+    TempDatabase::open(&format!("durable-{name}"))
 }
 
 /// Every run is cut at the same byte offset, and mail arrives between runs: the state saved
@@ -386,7 +346,7 @@ async fn runs_cut_at_the_same_point_make_progress(protocol: &str, boxn: u32) {
     let cfg = library_config(protocol, proxy.port, &user, &pass);
     let scratch = db_at(&format!("{protocol}-progress-measure"));
     let mut sink = scratch.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &scratch).await.expect("a clean run");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*scratch).await.expect("a clean run");
     drop(sink);
     let total = proxy.last_total();
 
@@ -399,7 +359,7 @@ async fn runs_cut_at_the_same_point_make_progress(protocol: &str, boxn: u32) {
         runs += 1;
         assert!(runs <= 12, "{protocol}: no end after {runs} runs cut at {cut}/{total}");
         let mut sink = db.sink(&cfg.tenant, "inbox");
-        let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await;
+        let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await;
         drop(sink);
         let stored: Vec<String> = db.messages(&cfg.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect();
         assert_eq!(stored.len(), stored.iter().collect::<BTreeSet<_>>().len(), "{protocol}: stored twice: {stored:?}");
@@ -467,8 +427,10 @@ fn every_stored_message_is_reported_new_once_and_a_cut_is_explained() {
     assert!(!first.is_empty() && first.len() < all.len(), "the cut run stored some: {}", text(&o));
     assert!(json_messages(&o).iter().all(|v| v["duplicate"] == false), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("lost during the fetch") && err.contains(&format!("{} message(s) were stored", first.len())), "{err}");
-    assert!(err.contains("the next run continues") && err.contains("während des Abrufs abgebrochen"), "{err}");
+    // In the words every command uses for a broken connection, then what it means here.
+    assert!(err.contains("The connection broke") && err.contains("Die Verbindung ist abgebrochen"), "{err}");
+    assert!(err.contains(&format!("{} message(s) were stored", first.len())) && err.contains("the next run continues"), "{err}");
+    assert!(err.contains(&format!("{} Nachricht(en) wurden vorher gespeichert", first.len())), "{err}");
     assert!(!err.contains("could not be reached") && !err.contains("Verbindungsaufbau"), "not a connect failure: {err}");
     assert!(!err.contains("http://") && !err.contains("https://"), "no documentation URLs: {err}");
 
@@ -514,7 +476,7 @@ async fn forged_copy_first(protocol: &str, boxn: u32, after: AfterFetch) {
     cfg.mailboxes[0].after_fetch = after.clone();
     let db = db_at(&format!("forged-{protocol}-{boxn}"));
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("fetch");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("fetch");
     drop(sink);
     let stored = db.messages(&cfg.tenant, "inbox").expect("messages");
     assert_eq!(stored.len(), 2, "{protocol} {after:?}: both stored: {stored:?}");
@@ -527,7 +489,7 @@ async fn forged_copy_first(protocol: &str, boxn: u32, after: AfterFetch) {
     }
     // A second run finds nothing new and stores nothing twice.
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    assert_eq!(ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("again").delivered, 0);
+    assert_eq!(ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("again").delivered, 0);
     drop(sink);
     assert_eq!(db.messages(&cfg.tenant, "inbox").expect("messages").len(), 2);
 }

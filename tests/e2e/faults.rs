@@ -8,9 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
-use mailplug_host::db::Database;
 use mailplug_host::ops;
-use mailplug_tests::{cutting_proxy, plugin, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::{cutting_proxy, plugin, rig, sample_message, tenant, test_box, ServerSpec, TempDatabase};
 
 const MESSAGES: usize = 4;
 
@@ -39,10 +38,8 @@ fn fill(user: &str, proto: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn db(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-fault-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    Database::open(&p).expect("db")
+fn db(name: &str) -> TempDatabase {
+    TempDatabase::open(&format!("fault-{name}"))
 }
 
 async fn cuts_never_lose_mail(proto: &str, boxn: u32, port_key: &str) {
@@ -56,7 +53,7 @@ async fn cuts_never_lose_mail(proto: &str, boxn: u32, port_key: &str) {
     let cfg = config(proto, proxy.port, &user, &pass);
     let store = db(&format!("{proto}-measure"));
     let mut sink = store.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.expect("clean session");
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.expect("clean session");
     drop(sink);
     let total = proxy.total.load(Ordering::SeqCst);
     assert!(total > 2000, "a whole session is {total} bytes");
@@ -73,7 +70,7 @@ async fn cuts_never_lose_mail(proto: &str, boxn: u32, port_key: &str) {
         let cfg = config(proto, proxy.port, &user, &pass);
         {
             let mut sink = store.sink(&cfg.tenant, "inbox");
-            let _ = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await;
+            let _ = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await;
         }
         // Nothing that left the server is missing from the store.
         let on_server: BTreeSet<String> = r.listing(&user, "INBOX").into_iter().map(|m| m.2).collect();
@@ -88,7 +85,7 @@ async fn cuts_never_lose_mail(proto: &str, boxn: u32, port_key: &str) {
         }
         // A clean re-run (same store, its sync state) completes the job exactly once.
         let mut sink = store.sink(&direct.tenant, "inbox");
-        ops::fetch(plugin(), &direct, "inbox", &mut sink, &store)
+        ops::fetch(plugin(), &direct, "inbox", &mut sink, &*store)
             .await
             .unwrap_or_else(|e| panic!("{proto} re-run after a cut at {cut}/{total}: {e}"));
         drop(sink);

@@ -16,6 +16,7 @@ use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, TenantConfig};
 use mailplug_tests::scripted::{s, Fake, Step};
 use mailplug_tests::{plugin, rig, tenant, ServerSpec};
+use mailplug_tests::TempPath;
 use Step::{Recv, Send, Tls};
 
 /// What an attacker on the path writes before TLS: it must never reach the admin.
@@ -478,8 +479,7 @@ async fn cli_json_and_text_never_show_text_sent_before_starttls() {
     let scripts = [("imap", imap_scripts().remove(0).1), ("pop3", pop3_scripts().remove(0).1), ("smtp", smtp_scripts().remove(0).1)];
     for (protocol, script) in scripts {
         let fake = Fake::start(script).await;
-        let dir = std::env::temp_dir().join(format!("mailplug-hostile-{protocol}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempPath::file(&format!("hostile-{protocol}"), "dir");
         let mailbox_protocol = if protocol == "smtp" { "imap" } else { protocol };
         let config = cli_config(&dir, mailbox_protocol, fake.port).display().to_string();
         let run = |args: &[&str]| cli(args.iter().map(|a| a.to_string()).collect());
@@ -499,6 +499,5 @@ async fn cli_json_and_text_never_show_text_sent_before_starttls() {
             assert!(!out.contains(ATTACK), "{protocol}: pre-TLS text in the CLI output: {out}");
             assert!(out.contains("withheld") || out.contains("STARTTLS") || out.contains("starttls"), "{protocol}: {out}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,6 @@
 //! out; the server closing the connection is a typed error; a server without IDLE ends the
 //! session as before; the idle state holds no secret.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mailplug_host::db::Database;
@@ -13,12 +12,11 @@ use mailplug_host::ops::{self, fetch_and_idle, CancellationToken, IdleHandle, Id
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::{HostError, Kind, Plugin, Retry, RuntimeOptions, TenantConfig};
 use mailplug_tests::scripted::{s, Fake, Step};
-use mailplug_tests::{contains, plugin, rig, sample_message, secret_forms, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{contains, dovecot_log_len, dovecot_log_since, plugin, rig, sample_message, secret_forms, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::TempPath;
 
-fn db_path(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("mailplug-idle-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    p
+fn db_path(name: &str) -> TempPath {
+    TempPath::file(&format!("idle-{name}"), "mailplug.sqlite3")
 }
 
 /// A tenant whose IMAP mailbox is rig box `n` over implicit TLS, with a re-IDLE timer of
@@ -56,17 +54,6 @@ fn stored_ids(db: &Database, cfg: &TenantConfig) -> Vec<String> {
     db.messages(&cfg.tenant, "inbox").expect("messages").into_iter().map(|m| m.message_id).collect()
 }
 
-/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
-fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
-    let text = std::fs::read(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).unwrap_or_default();
-    let tail = &text[(from as usize).min(text.len())..];
-    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
-}
-
-fn dovecot_log_len() -> u64 {
-    std::fs::metadata(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).map(|m| m.len()).unwrap_or(0)
-}
-
 #[tokio::test]
 async fn idle_holds_no_instance_and_new_mail_wakes_it_and_is_stored() {
     let r = rig();
@@ -77,7 +64,8 @@ async fn idle_holds_no_instance_and_new_mail_wakes_it_and_is_stored() {
     r.reset_mailbox(&user);
     r.put(&user, "INBOX", &sample_message("idle-41-a@test", "first"));
     r.put(&user, "INBOX", &sample_message("idle-41-b@test", "second"));
-    let db = Database::open(&db_path("41")).expect("db");
+    let tmp = db_path("41");
+    let db = Database::open(&tmp).expect("db");
     let mut sink = db.sink(&cfg.tenant, "inbox");
     let mut h = idle_or_panic(fetch_and_idle(&small, &cfg, "inbox", &mut sink, &db).await).await;
     drop(sink);
@@ -137,7 +125,8 @@ async fn the_renew_timer_re_issues_idle_and_the_mailbox_keeps_working() {
     let (cfg, user, _) = config(42, 2);
     r.reset_mailbox(&user);
     r.put(&user, "INBOX", &sample_message("idle-42-0@test", "before"));
-    let db = Database::open(&db_path("42")).expect("db");
+    let tmp = db_path("42");
+    let db = Database::open(&tmp).expect("db");
     let mut sink = db.sink(&cfg.tenant, "inbox");
     let mut h = idle_or_panic(fetch_and_idle(plugin(), &cfg, "inbox", &mut sink, &db).await).await;
     drop(sink);

@@ -4,35 +4,18 @@
 //! classification of robots' mail.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use mailplug_host::config::{AfterFetch, FirstSync, TenantConfig};
 use mailplug_host::db::Database;
 use mailplug_host::driver::MessageSink;
 use mailplug_host::engine::FetchedMessage;
-use mailplug_host::ops::{self, FetchSummary};
+use mailplug_host::ops;
 use mailplug_host::HostError;
-use mailplug_tests::{plugin, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::{box_tenant as config, fetch_into as fetch, plugin, rig, sample_message, test_box};
+use mailplug_tests::TempPath;
 
-fn db_path(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("mailplug-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    p
-}
-
-fn config(protocol: &str, user: &str, pass: &str, after: AfterFetch) -> TenantConfig {
-    let r = rig();
-    let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
-    let inb = ServerSpec::new("localhost", port, true, user, pass);
-    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
-    let mut cfg = tenant(protocol, &inb, &smtp, true);
-    cfg.mailboxes[0].after_fetch = after;
-    cfg
-}
-
-async fn fetch(cfg: &TenantConfig, db: &Database) -> Result<FetchSummary, HostError> {
-    let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await
+fn db_path(name: &str) -> TempPath {
+    TempPath::file(&format!("inbound-{name}"), "mailplug.sqlite3")
 }
 
 fn stored_ids(db: &Database, cfg: &TenantConfig) -> Vec<String> {
@@ -59,7 +42,8 @@ async fn imap_action(boxn: u32, after: AfterFetch) -> (Vec<(u32, String, String)
     r.reset_mailbox(&user);
     let ids = put_three(&user, &format!("imap-{boxn}"));
     let cfg = config("imap", &user, &pass, after);
-    let db = Database::open(&db_path(&format!("imap-action-{boxn}"))).expect("db");
+    let tmp = db_path(&format!("imap-action-{boxn}"));
+    let db = Database::open(&tmp).expect("db");
     let s = fetch(&cfg, &db).await.expect("first fetch");
     assert_eq!(s.delivered, 3);
     // A second run finds nothing new and stores nothing twice.
@@ -109,7 +93,8 @@ async fn pop3_keep_and_delete() {
         r.reset_mailbox(&user);
         let ids = put_three(&user, &format!("pop3-{boxn}"));
         let cfg = config("pop3", &user, &pass, after.clone());
-        let db = Database::open(&db_path(&format!("pop3-{boxn}"))).expect("db");
+        let tmp = db_path(&format!("pop3-{boxn}"));
+        let db = Database::open(&tmp).expect("db");
         assert_eq!(fetch(&cfg, &db).await.expect("fetch").delivered, 3);
         assert_eq!(fetch(&cfg, &db).await.expect("fetch again").delivered, 0);
         let stored: BTreeSet<String> = stored_ids(&db, &cfg).into_iter().collect();
@@ -144,7 +129,8 @@ async fn crash_between_store_and_acknowledge_deletes_nothing_and_deduplicates() 
         r.reset_mailbox(&user);
         let ids = put_three(&user, &format!("crash-{proto}"));
         let cfg = config(proto, &user, &pass, AfterFetch::Delete);
-        let db = Database::open(&db_path(&format!("crash-{proto}"))).expect("db");
+        let tmp = db_path(&format!("crash-{proto}"));
+        let db = Database::open(&tmp).expect("db");
         {
             let mut sink = CrashAfterStore(db.sink(&cfg.tenant, "inbox"));
             let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect_err("the host crashed");
@@ -171,7 +157,8 @@ async fn other_clients_flags_do_not_hide_mail_and_their_deleted_mail_survives() 
     r.add_flags(&user, "INBOX", theirs_uid, "\\Deleted");
     let mut cfg = config("imap", &user, &pass, AfterFetch::Delete);
     cfg.mailboxes[0].first_sync = FirstSync::NewOnly;
-    let db = Database::open(&db_path("flags")).expect("db");
+    let tmp = db_path("flags");
+    let db = Database::open(&tmp).expect("db");
     assert_eq!(fetch(&cfg, &db).await.expect("baseline").delivered, 0, "new-only: old mail is not imported");
 
     // New mail that another client reads and flags before we fetch.
@@ -204,7 +191,8 @@ async fn uidvalidity_change_resyncs_without_duplicates() {
     }
     let mut cfg = config("imap", &user, &pass, AfterFetch::Keep);
     cfg.mailboxes[0].folders = vec!["Work".into()];
-    let db = Database::open(&db_path("uidvalidity")).expect("db");
+    let tmp = db_path("uidvalidity");
+    let db = Database::open(&tmp).expect("db");
     assert_eq!(fetch(&cfg, &db).await.expect("first").delivered, 3);
 
     // The folder is recreated (new UIDVALIDITY) with the same mail plus one new message.
@@ -241,7 +229,8 @@ async fn special_messages_never_block_the_mailbox() {
 
     let mut cfg = config("imap", &user, &pass, AfterFetch::Keep);
     cfg.limits.max_message_bytes = 64 * 1024;
-    let db = Database::open(&db_path("special")).expect("db");
+    let tmp = db_path("special");
+    let db = Database::open(&tmp).expect("db");
     let s = fetch(&cfg, &db).await.expect("fetch");
     assert_eq!(s.delivered, 5, "everything but the oversized message");
     assert_eq!(s.skipped, 1);
@@ -282,7 +271,8 @@ async fn robots_are_classified() {
         r.put(&user, "INBOX", raw);
     }
     let cfg = config("imap", &user, &pass, AfterFetch::Keep);
-    let db = Database::open(&db_path("classify")).expect("db");
+    let tmp = db_path("classify");
+    let db = Database::open(&tmp).expect("db");
     assert_eq!(fetch(&cfg, &db).await.expect("fetch").delivered, 4);
     let msgs = db.messages(&cfg.tenant, "inbox").expect("messages");
     for (want, raw) in samples {

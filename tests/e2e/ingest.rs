@@ -9,6 +9,7 @@ use mailplug_host::db::Database;
 use mailplug_host::engine::ParsedMessage;
 use mailplug_host::ops;
 use mailplug_tests::{corpus, plugin, rig, tenant, test_box, ServerSpec};
+use mailplug_tests::TempPath;
 
 /// Every field the contract promises, in one comparable form.
 fn wasm_form(p: &ParsedMessage) -> String {
@@ -94,8 +95,7 @@ async fn corpus_mailbox_is_stored_with_attachments_and_text_bodies() {
         r.put(&user, "INBOX", &raw);
         expected.push(e);
     }
-    let path = std::env::temp_dir().join(format!("mailplug-ingest-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&path);
+    let path = TempPath::file("ingest", "mailplug.sqlite3");
     let db = Database::open(&path).expect("db");
     let cfg = config(&user, &pass);
     let mut sink = db.sink(&cfg.tenant, "inbox");

@@ -15,6 +15,7 @@ use mailplug_host::ops::{self, Outgoing, Reply, SavedReply};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_host::HostError;
 use mailplug_tests::{plugin, rig, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::TempPath;
 
 fn bin() -> PathBuf {
     std::env::var("MAILPLUG_BIN")
@@ -27,10 +28,8 @@ fn unique() -> String {
     format!("{}", t.as_nanos())
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-interop-{name}-{}", unique()));
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("interop-{name}"))
 }
 
 fn run(args: &[&str], config: &Path) -> Output {
@@ -103,7 +102,8 @@ async fn the_saved_copy_is_byte_for_byte_what_smtp2_received_also_without_a_fina
     let mut cfg = tenant("imap", &inb, &smtp, true);
     cfg.mailboxes[0].save_sent = Some("Sent".into());
     cfg.mailboxes[0].after_fetch = AfterFetch::Keep;
-    let db = Database::open(&tmpdir("saved-copy").join("db.sqlite3")).expect("db");
+    let dir = tmpdir("saved-copy");
+    let db = Database::open(&dir.join("db.sqlite3")).expect("db");
 
     let orig_id = format!("interop-{}@customer.example.test", unique());
     let original = format!(

@@ -15,6 +15,7 @@ use mailplug_host::ops::{self, Reply, SavedReply};
 use mailplug_host::store::{MemorySink, NoSyncState};
 use mailplug_tests::scripted::{s, Fake, Step};
 use mailplug_tests::{recording_proxy, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::TempDatabase;
 use Step::{Recv, RecvCommand};
 
 const COURIER_GREETING: &str =
@@ -61,8 +62,8 @@ fn courier_login() -> Vec<Step> {
     ]
 }
 
-fn temp_db() -> Database {
-    Database::open(&std::env::temp_dir().join(format!("mailplug-ns-{}.sqlite3", unique()))).expect("db")
+fn temp_db() -> TempDatabase {
+    TempDatabase::open("ns")
 }
 
 /// The body FETCH answer (tag a`tag`) for UID 1.
@@ -135,7 +136,7 @@ async fn courier_fetch_selects_and_moves_under_the_inbox_prefix() {
     cfg.mailboxes[0].after_fetch = AfterFetch::MoveTo("Done".into());
     let db = temp_db();
     let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(mailplug_tests::plugin(), &cfg, "inbox", &mut sink, &db).await.expect("fetch from Courier");
+    ops::fetch(mailplug_tests::plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("fetch from Courier");
     assert_eq!(
         commands(&courier),
         [
@@ -180,7 +181,7 @@ async fn courier_sent_copy_goes_to_inbox_sent() {
     let mut cfg = courier_tenant(courier.port);
     cfg.mailboxes[0].save_sent = Some("Sent".into());
     let reply = Reply { text_body: "It ships today.".into(), html_body: None, force: false };
-    let sent = ops::send_reply(mailplug_tests::plugin(), &cfg, "q", &db, &format!("mid:{original_id}"), &reply)
+    let sent = ops::send_reply(mailplug_tests::plugin(), &cfg, "q", &*db, &format!("mid:{original_id}"), &reply)
         .await
         .expect("the reply is sent through smtp2");
     assert!(
@@ -216,7 +217,7 @@ async fn courier_refusing_the_copy_warns_with_its_prefix() {
     let courier = Fake::start(refusing).await;
     let mut cfg = courier_tenant(courier.port);
     cfg.mailboxes[0].save_sent = Some("Sent".into());
-    let sent = ops::send_reply(mailplug_tests::plugin(), &cfg, "q", &db, &format!("mid:{original_id}"), &reply)
+    let sent = ops::send_reply(mailplug_tests::plugin(), &cfg, "q", &*db, &format!("mid:{original_id}"), &reply)
         .await
         .expect("the send itself succeeds");
     let (en, de) = (sent.saved.warning().expect("a warning"), sent.saved.warning_de().expect("German too"));

@@ -3,7 +3,6 @@
 //! and SMTP with the token, refresh with rotation, revocation, typed redirect errors, and no
 //! token or secret in any error or output.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use mailplug_host::store::SyncStateStore;
 use mailplug_host::tokens::SecretKeys;
 use mailplug_host::HostError;
 use mailplug_tests::{plugin, rig, sample_message, test_box};
+use mailplug_tests::{TempDatabase, TempPath};
 
 /// The tests' token keys (32 bytes each, as hex).
 const KEY_A: [u8; 32] = [0xa1; 32];
@@ -90,14 +90,12 @@ username = "{user}"
         .expect("oauth config parses")
 }
 
-fn db_path(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("mailplug-oauth-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    p
+fn db_path(name: &str) -> TempPath {
+    TempPath::file(&format!("oauth-{name}"), "mailplug.sqlite3")
 }
 
-fn db(name: &str) -> Database {
-    Database::open_with_keys(&db_path(name), SecretKeys::new(Some(&KEY_A), None)).expect("db")
+fn db(name: &str) -> TempDatabase {
+    TempDatabase::open_with(&format!("oauth-{name}"), |p| Database::open_with_keys(p, SecretKeys::new(Some(&KEY_A), None)).expect("db"))
 }
 
 async fn get(url: &str) -> http::Response {
@@ -153,7 +151,7 @@ async fn authorization_code_flow_then_imap_pop3_and_smtp_with_the_token() {
     assert!(t.refresh_token.is_some(), "offline access gives a refresh token");
 
     let mut sink = store.sink(&cfg.tenant, "inbox");
-    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("IMAP with OAuth2: {e}"));
+    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.unwrap_or_else(|e| panic!("IMAP with OAuth2: {e}"));
     drop(sink);
     assert_eq!(s.delivered, 1);
 
@@ -163,11 +161,11 @@ async fn authorization_code_flow_then_imap_pop3_and_smtp_with_the_token() {
     let pop_store = db("flow-pop");
     pop_store.save_tokens(&pop.tenant, "rig", &user, &t).expect("save");
     let mut sink = pop_store.sink(&pop.tenant, "inbox");
-    let s = ops::fetch(plugin(), &pop, "inbox", &mut sink, &pop_store).await.unwrap_or_else(|e| panic!("POP3 with OAuth2: {e}"));
+    let s = ops::fetch(plugin(), &pop, "inbox", &mut sink, &*pop_store).await.unwrap_or_else(|e| panic!("POP3 with OAuth2: {e}"));
     drop(sink);
     assert_eq!(s.delivered, 1);
     let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "sent with OAuth2".into(), text_body: "x".into() };
-    let sent = ops::send(plugin(), &cfg, "q", &msg, &store).await.unwrap_or_else(|e| panic!("SMTP with OAuth2: {e}"));
+    let sent = ops::send(plugin(), &cfg, "q", &msg, &*store).await.unwrap_or_else(|e| panic!("SMTP with OAuth2: {e}"));
     assert!(sent.report.final_reply.code.starts_with('2'));
 }
 
@@ -184,7 +182,7 @@ async fn expired_access_token_is_refreshed_and_the_rotated_refresh_token_stored(
     store.save_tokens(&cfg.tenant, "rig", &user, &stale).expect("save");
 
     let mut sink = store.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("fetch after refresh: {e}"));
+    ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.unwrap_or_else(|e| panic!("fetch after refresh: {e}"));
     drop(sink);
     let now = store.load_tokens(&cfg.tenant, "rig", &user).expect("load").expect("tokens");
     assert_ne!(now.access_token, first.access_token, "a new access token");
@@ -233,7 +231,7 @@ async fn a_revoked_grant_needs_reauthorization_and_is_not_retried() {
 
     let started = Instant::now();
     let mut sink = store.sink(&cfg.tenant, "inbox");
-    let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.expect_err("the grant is gone");
+    let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.expect_err("the grant is gone");
     drop(sink);
     assert!(started.elapsed() < Duration::from_secs(10), "no retry loop");
     match &e {
@@ -254,7 +252,7 @@ async fn state_mismatch_and_access_denied_are_typed_errors() {
     let second = oauth::begin_login(&mut instance, &cfg, &target).await.expect("begin");
     let redirect = location(&get(&first.url).await);
     // The redirect of the first authorization presented to the second: forged or mixed up.
-    let e = oauth::finish_login(&mut instance, &cfg, &store, &target, &second, &redirect).await.expect_err("state mismatch");
+    let e = oauth::finish_login(&mut instance, &cfg, &*store, &target, &second, &redirect).await.expect_err("state mismatch");
     assert!(matches!(&e, HostError::OAuth { kind, .. } if kind == "StateMismatch"), "{e}");
 
     // The provider's "no": the rig's authorization server declines deny@example.test.
@@ -262,7 +260,7 @@ async fn state_mismatch_and_access_denied_are_typed_errors() {
     let started = oauth::begin_login(&mut instance, &denied, &target).await.expect("begin");
     let redirect = location(&get(&started.url).await);
     assert!(redirect.contains("error=access_denied"), "{redirect}");
-    let e = oauth::finish_login(&mut instance, &denied, &store, &target, &started, &redirect).await.expect_err("denied");
+    let e = oauth::finish_login(&mut instance, &denied, &*store, &target, &started, &redirect).await.expect_err("denied");
     assert!(matches!(&e, HostError::OAuth { kind, needs_reauthorization: true, .. } if kind == "AccessDenied"), "{e}");
 }
 
@@ -289,11 +287,8 @@ fn cli_config(dir: &Path, tenant: &str, user: &str, port: u16) -> std::path::Pat
     dir.join("t.toml")
 }
 
-fn fresh_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailplug-oauth-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
+fn fresh_dir(name: &str) -> TempPath {
+    TempPath::dir(&format!("oauth-{name}"))
 }
 
 /// A key file readable by its owner only, holding `key` in hex.
@@ -334,15 +329,8 @@ fn start_login(config: &Path, key: &Path) -> (std::process::Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("mailplug runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(url) if url.starts_with("http") => (child, url.trim().to_string()),
+    match mailplug_tests::first_stdout_line(&mut child, Duration::from_secs(120)) {
+        Some(url) if url.starts_with("http") => (child, url.trim().to_string()),
         other => {
             let _ = child.kill();
             let out = child.wait_with_output().expect("wait");
@@ -609,7 +597,7 @@ async fn a_consent_by_another_account_is_refused_and_not_stored() {
     assert!(started.url.contains(&hint), "{}", started.url);
     let url = started.url.replace(&hint, &format!("login_hint={}", oauth_percent(&other)));
     let redirect = location(&get(&url).await);
-    let e = oauth::finish_login(&mut instance, &cfg, &store, &target, &started, &redirect).await.expect_err("another account");
+    let e = oauth::finish_login(&mut instance, &cfg, &*store, &target, &started, &redirect).await.expect_err("another account");
     assert!(matches!(&e, HostError::OAuth { kind, needs_reauthorization: true, .. } if kind == "AccountMismatch"), "{e}");
     let text = e.to_string();
     assert!(text.contains(&other) && text.contains(&user) && text.contains("oauth login") && text.contains("zugestimmt"), "{text}");
@@ -644,11 +632,11 @@ async fn tokens_larger_than_2_kb_work_for_imap_and_smtp() {
     let t = login(&cfg, &store).await;
     assert!(t.access_token.len() > 2048, "token of {} bytes", t.access_token.len());
     let mut sink = store.sink(&cfg.tenant, "inbox");
-    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("IMAP, big token: {e}"));
+    let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.unwrap_or_else(|e| panic!("IMAP, big token: {e}"));
     drop(sink);
     assert_eq!(s.delivered, 1);
     let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "big token".into(), text_body: "x".into() };
-    ops::send(plugin(), &cfg, "q", &msg, &store).await.unwrap_or_else(|e| panic!("SMTP, big token: {e}"));
+    ops::send(plugin(), &cfg, "q", &msg, &*store).await.unwrap_or_else(|e| panic!("SMTP, big token: {e}"));
 }
 
 #[tokio::test]
@@ -677,7 +665,7 @@ async fn wrong_user_expired_and_revoked_tokens_are_refused_by_every_protocol() {
             let store = db(&format!("refused-{protocol}"));
             store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
             let mut sink = store.sink(&cfg.tenant, "inbox");
-            let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.expect_err(what);
+            let e = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.expect_err(what);
             drop(sink);
             secrets_absent(&format!("{e} {e:?}"), &t);
             let refused = e.kind() == Some(mailplug_host::Kind::AuthRejected)
@@ -688,7 +676,7 @@ async fn wrong_user_expired_and_revoked_tokens_are_refused_by_every_protocol() {
         let store = db("refused-smtp");
         store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
         let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "refused".into(), text_body: "x".into() };
-        let e = ops::send(plugin(), &cfg, "q", &msg, &store).await.expect_err(what);
+        let e = ops::send(plugin(), &cfg, "q", &msg, &*store).await.expect_err(what);
         secrets_absent(&format!("{e} {e:?}"), &t);
     }
 }
@@ -707,7 +695,7 @@ async fn xoauth2_pinned_works_for_imap_pop3_and_smtp() {
         let cfg = oauth_config_pinned(protocol, &user, free_port(), Some("xoauth2"));
         let store = db(&format!("xoauth2-{protocol}"));
         store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
-        let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &store, "inbox", &[])
+        let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &*store, "inbox", &[])
             .await
             .unwrap_or_else(|e| panic!("{protocol}: {e}"));
         assert!(report.passed(), "{protocol}: {report:?}");
@@ -716,23 +704,23 @@ async fn xoauth2_pinned_works_for_imap_pop3_and_smtp() {
         assert_eq!(report.folders, vec![("INBOX".to_string(), 1)], "{protocol}");
         secrets_absent(&format!("{report:?}"), &t);
         let mut sink = store.sink(&cfg.tenant, "inbox");
-        let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &store).await.unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*store).await.unwrap_or_else(|e| panic!("{protocol}: {e}"));
         assert_eq!(s.delivered, 1, "{protocol}");
     }
     let cfg = oauth_config_pinned("imap", &user, free_port(), Some("xoauth2"));
     let store = db("xoauth2-smtp");
     store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
-    let report = mailplug_host::check::check_queue(plugin(), &cfg, &store, "q", None, &[]).await.expect("smtp check");
+    let report = mailplug_host::check::check_queue(plugin(), &cfg, &*store, "q", None, &[]).await.expect("smtp check");
     assert!(report.passed(), "{report:?}");
     let mechanisms = report.steps.iter().find(|s| s.step == "mechanisms").expect("mechanisms step");
     assert!(mechanisms.detail.ends_with("using AUTH XOAUTH2"), "{}", mechanisms.detail);
     let msg = Outgoing { to: vec![r.user("CUSTOMER").into()], subject: "xoauth2".into(), text_body: "x".into() };
-    ops::send(plugin(), &cfg, "q", &msg, &store).await.unwrap_or_else(|e| panic!("SMTP, XOAUTH2: {e}"));
+    ops::send(plugin(), &cfg, "q", &msg, &*store).await.unwrap_or_else(|e| panic!("SMTP, XOAUTH2: {e}"));
     // Unpinned, the same servers are logged in to with OAUTHBEARER.
     let cfg = oauth_config("imap", &user, free_port());
     let store = db("oauthbearer-default");
     store.save_tokens(&cfg.tenant, "rig", &user, &t).expect("save");
-    let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &store, "inbox", &[]).await.expect("check");
+    let report = mailplug_host::check::check_mailbox(plugin(), &cfg, &*store, "inbox", &[]).await.expect("check");
     let mechanisms = report.steps.iter().find(|s| s.step == "mechanisms").expect("mechanisms step");
     assert!(mechanisms.detail.ends_with("OAUTHBEARER"), "{}", mechanisms.detail);
 }

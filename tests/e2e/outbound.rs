@@ -16,7 +16,7 @@ use mailplug_host::error::Kind;
 use mailplug_host::ops::{self, Outgoing, Reply};
 use mailplug_host::store::{MemorySink, NoMessages, NoSyncState};
 use mailplug_host::Retry;
-use mailplug_tests::{contains, plugin, recording_proxy, rig, tenant, test_box, ServerSpec};
+use mailplug_tests::{contains, plugin, recording_proxy, rig, tenant, test_box, ServerSpec, TempDatabase};
 
 /// The unfolded value of a header in raw message bytes (first occurrence), None when absent.
 fn header(raw: &[u8], name: &str) -> Option<String> {
@@ -136,15 +136,15 @@ async fn replies_carry_the_planned_identity_and_thread_onto_the_original() {
         .into_bytes();
         r.put(&a.0, "INBOX", &original);
         let (cfg, b) = reply_config(c, &a);
-        let db = Database::open(&std::env::temp_dir().join(format!("mailplug-reply-{}.sqlite3", unique()))).expect("db");
+        let db = TempDatabase::open("reply");
         let mut sink = db.sink(&cfg.tenant, "inbox");
-        ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("fetch A");
+        ops::fetch(plugin(), &cfg, "inbox", &mut sink, &*db).await.expect("fetch A");
         drop(sink);
 
         // What the admin is told before sending matches what is sent.
         let plan = ops::plan_from(plugin(), &cfg, "q", "inbox").await.unwrap_or_else(|e| panic!("{}: plan: {e}", c.name));
         let reply = Reply { text_body: format!("Your order ships today. ({})", c.name), html_body: None, force: false };
-        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply)
+        let sent = ops::send_reply(plugin(), &cfg, "q", &*db, &format!("mid:{orig_id}"), &reply)
             .await
             .unwrap_or_else(|e| panic!("{}: reply failed: {e}", c.name));
         let same = |p: &mailplug_host::engine::FromPlan| {
@@ -393,13 +393,13 @@ async fn sent_replies_are_saved_in_the_mailbox_sent_folder() {
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
     let mut cfg = tenant("imap", &inb, &smtp, true);
     cfg.mailboxes[0].save_sent = Some("Sent".into());
-    let db = Database::open(&std::env::temp_dir().join(format!("mailplug-save-{}.sqlite3", unique()))).expect("db");
+    let db = TempDatabase::open("save");
 
     let mut sent_copies = Vec::new();
     for round in 0..2 {
         let orig_id = store_original(&cfg, &db, &a.0, &format!("Saved copy {round}")).await;
         let reply = Reply { text_body: format!("Answer {round}\n.\nwith a dot line"), html_body: None, force: false };
-        let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
+        let sent = ops::send_reply(plugin(), &cfg, "q", &*db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
         assert!(sent.sent.report.final_reply.code.starts_with('2'));
         let SavedReply::Saved { folder, uid, created_folder } = &sent.saved else {
             panic!("round {round}: no copy saved: {:?}", sent.saved)
@@ -435,7 +435,7 @@ async fn sent_replies_are_saved_in_the_mailbox_sent_folder() {
     let mut broken = cfg.clone();
     broken.mailboxes[0].server.secret = mailplug_host::secret::Secret::new("Wrong-Pw-7!".into());
     let reply = Reply { text_body: "Sent anyway".into(), html_body: None, force: false };
-    let sent = ops::send_reply(plugin(), &broken, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("the send itself succeeds");
+    let sent = ops::send_reply(plugin(), &broken, "q", &*db, &format!("mid:{orig_id}"), &reply).await.expect("the send itself succeeds");
     assert!(sent.sent.report.final_reply.code.starts_with('2'));
     let warning = sent.saved.warning().unwrap_or_else(|| panic!("a warning, got {:?}", sent.saved));
     assert!(warning.contains("was sent") && warning.contains("\"Sent\"") && warning.contains("login rejected"), "{warning}");
@@ -456,10 +456,10 @@ async fn sent_replies_are_saved_in_a_nested_folder_over_starttls() {
     let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
     let mut cfg = tenant("imap", &inb, &smtp, true);
     cfg.mailboxes[0].save_sent = Some("Support/Gesendete Antworten".into());
-    let db = Database::open(&std::env::temp_dir().join(format!("mailplug-save-{}.sqlite3", unique()))).expect("db");
+    let db = TempDatabase::open("save");
     let orig_id = store_original(&cfg, &db, &a.0, "Nested copy").await;
     let reply = Reply { text_body: "Saved below Support".into(), html_body: None, force: false };
-    let sent = ops::send_reply(plugin(), &cfg, "q", &db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
+    let sent = ops::send_reply(plugin(), &cfg, "q", &*db, &format!("mid:{orig_id}"), &reply).await.expect("reply sent");
     assert!(matches!(&sent.saved, SavedReply::Saved { created_folder: true, .. }), "{:?}", sent.saved);
     let folders = r.doveadm(&["mailbox", "list", "-u", &a.0]);
     assert!(folders.lines().any(|l| l.trim() == "Support.Gesendete Antworten"), "{folders}");

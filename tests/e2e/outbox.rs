@@ -22,6 +22,7 @@ use mailplug_host::TenantConfig;
 use mailplug_tests::scripted_smtp::{scripted_smtp, DataAnswer, ScriptedSmtp};
 use mailplug_tests::sweep::{fault_proxy, Fault};
 use mailplug_tests::{plugin, rig, sample_message, smtp2_spooled, test_box, wasm_path};
+use mailplug_tests::TempPath;
 
 fn bin() -> PathBuf {
     std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
@@ -48,11 +49,8 @@ fn now_ms() -> i64 {
     mailplug_host::driver::now_ms() as i64
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-outbox-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("dir");
-    d
+fn tmpdir(name: &str) -> TempPath {
+    TempPath::dir(&format!("outbox-{name}"))
 }
 
 /// Where the queue sends.
@@ -174,7 +172,6 @@ fn cli_enqueue_then_drain_delivers_once_through_postfix() {
     let sent = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
     assert!(got.trim_end().ends_with(sent.trim_end()), "received:\n{got}\nsent:\n{sent}");
     assert_eq!(row_states(&db, "outbox", &id), ["queued", "in-flight", "delivered"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A reply to a fetched message: enqueued by reference, delivered to the original's sender,
@@ -214,7 +211,6 @@ fn a_reply_through_the_outbox_is_delivered_and_copied_to_sent() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     assert_eq!(rt.block_on(wait_in(&customer, "INBOX", &mid)), 1);
     assert_eq!(r.listing(&me, "Sent").iter().filter(|(_, _, m)| *m == mid).count(), 1, "one copy in Sent");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- retries, refusals, uncertainty ------------------------------------------------------
@@ -251,7 +247,6 @@ async fn a_4xx_after_the_data_is_retried_with_backoff_and_delivered_once() {
     assert_eq!(row_states(&db, "outbox", &id), ["queued", "in-flight", "queued", "in-flight", "delivered"]);
     // Nothing left to send.
     assert!(outbox::drain(plugin(), &cfg, &db, "out", i64::MAX / 2).await.expect("drain").rows.is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A message whose next attempt would fall after its max age (`enqueue --max-age`) is failed
@@ -276,7 +271,6 @@ fn a_message_past_its_max_age_fails_instead_of_retrying() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["explanation"], row["explanation"], "recorded as reported");
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One batch against smtp2: a 550 recipient fails with the admin explanation (English and
@@ -306,7 +300,6 @@ async fn refusals_in_a_batch_fail_or_queue_again_with_the_explanation() {
     assert_eq!(row_states(&db, "outbox", &ok_id), ["queued", "in-flight", "delivered"]);
     mailplug_tests::smtp2_wait_spooled(&ok_mid).await;
     assert!(smtp2_spooled(&nouser_mid).is_none() && smtp2_spooled(&busy_mid).is_none());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -338,7 +331,6 @@ async fn a_connection_lost_after_the_final_dot_is_held_and_never_resent_silently
     let got: Vec<Vec<u8>> = server.received().into_iter().filter(|r| String::from_utf8_lossy(&r.data).contains(&a_mid)).map(|r| r.data).collect();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0], got[1], "resent byte for byte");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- kill -9 ------------------------------------------------------------------------------
@@ -402,7 +394,6 @@ async fn kill_9_of_a_drain_mid_batch_holds_the_in_flight_message_and_sends_nothi
         assert_eq!(server.count(mid), 1, "{mid} reached the server exactly once");
     }
     assert_eq!(row_states(&db, &cfg.tenant, &rows[1].0), ["queued", "in-flight", "held"]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `fetch` killed with -9 in the middle of its batch (the server stalled mid-transfer, messages
@@ -477,5 +468,4 @@ async fn a_fetch_killed_mid_batch_keeps_each_message_with_its_event() {
     let out = fetch(c.clone()).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(counts(&db_path), (12, 12, 0), "the rest, one event per message");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,7 @@ use mailplug_host::store::{MessageQuery, Store, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
 use mailplug_tests::pg::{pg_env, unique};
 use mailplug_tests::plugin;
+use mailplug_tests::{TempDatabase, TempPath};
 
 const KEY: [u8; 32] = [7; 32];
 
@@ -33,27 +34,13 @@ fn pg() -> Option<PgStore> {
     Some(PgStore::connect_with_keys(&url, Some(&pw), SecretKeys::new(Some(&KEY), None)).expect("connects to the test PostgreSQL"))
 }
 
-/// A temporary SQLite store's path; its files (database, WAL, raw segments) are removed when
-/// this is dropped, so declare it before the `Database` it opens.
-struct TempSqlite(std::path::PathBuf);
-
-impl TempSqlite {
-    fn new(name: &str) -> TempSqlite {
-        TempSqlite(std::env::temp_dir().join(format!("mailplug-pgtest-{}.sqlite3", unique(name))))
-    }
-
-    fn open(&self) -> Database {
-        Database::open_with_keys(&self.0, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
-    }
+/// A SQLite store (with the test's keys) in `tmp`, owned by the caller; declare `tmp` first.
+fn sqlite_in(tmp: &mailplug_tests::TempPath) -> Database {
+    Database::open_with_keys(tmp, SecretKeys::new(Some(&KEY), None)).expect("sqlite store")
 }
 
-impl Drop for TempSqlite {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-        let _ = std::fs::remove_dir_all(format!("{}-raw", self.0.display()));
-    }
+fn sqlite(name: &str) -> TempDatabase {
+    TempDatabase::open_with(&format!("pgtest-{name}"), |p| Database::open_with_keys(p, SecretKeys::new(Some(&KEY), None)).expect("sqlite store"))
 }
 
 /// A message as the component parses it.
@@ -98,8 +85,8 @@ async fn dedup_batches() -> Vec<(&'static str, Vec<FetchedMessage>)> {
 async fn deduplication_is_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
     let t = unique("dedup");
-    let tmp = TempSqlite::new("dedup");
-    let db = tmp.open();
+    let tmp = mailplug_tests::TempPath::file("pgtest-dedup", "mailplug.sqlite3");
+    let db = sqlite_in(&tmp);
     let mut sq = Vec::new();
     for (source, msgs) in dedup_batches().await {
         let mut sink = db.sink(&t, "m");
@@ -182,8 +169,8 @@ async fn unreported_and_find(store: &Store, t: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreported_and_find_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    let tmp = TempSqlite::new("unreported");
-    unreported_and_find(&Store::Sqlite(tmp.open()), &unique("b-unrep")).await;
+    let tmp = mailplug_tests::TempPath::file("pgtest-unreported", "mailplug.sqlite3");
+    unreported_and_find(&Store::Sqlite(sqlite_in(&tmp)), &unique("b-unrep")).await;
     unreported_and_find(&Store::Postgres(pg), &unique("b-unrep")).await;
 }
 
@@ -207,8 +194,7 @@ fn sync_state_round_trip(s: &dyn SyncStateStore, tenant: &str) {
 #[test]
 fn sync_state_and_tokens_round_trip_in_both_stores() {
     let Some(pg) = pg() else { return };
-    let tmp = TempSqlite::new("state");
-    sync_state_round_trip(&tmp.open(), &unique("state"));
+    sync_state_round_trip(&*sqlite("state"), &unique("state"));
     let t = unique("state");
     sync_state_round_trip(&pg, &t);
     // At rest the tokens are ciphertext in the SQLite format, bound to their row.
@@ -309,8 +295,7 @@ fn outbox_life<S: Outbox + Events>(s: &S, t: &str) {
 #[test]
 fn outbox_transitions_and_events_are_the_same_in_both_stores() {
     let Some(pg) = pg() else { return };
-    let tmp = TempSqlite::new("outbox");
-    outbox_life(&tmp.open(), &unique("outbox"));
+    outbox_life(&*sqlite("outbox"), &unique("outbox"));
     outbox_life(&pg, &unique("outbox"));
 }
 
@@ -524,7 +509,8 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     let e = PgStore::connect("postgres://u@db.example.com:5432/x", None).err().expect("refused").to_string();
     assert!(e.contains("db.example.com") && e.contains("without TLS"), "{e}");
     let Some((url, _)) = pg_env() else { return };
-    let pw = std::env::temp_dir().join(unique("pw"));
+    let pw_dir = TempPath::dir("pgtest-pw");
+    let pw = pw_dir.join("pw");
     std::fs::write(&pw, "x").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -533,7 +519,6 @@ fn only_loopback_servers_and_private_password_files_are_accepted() {
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
     let e = PgStore::connect(&url, Some(&pw)).err().expect("wrong password refused").to_string();
     assert!(e.contains("password authentication failed"), "{e}");
-    let _ = std::fs::remove_file(&pw);
     // Nodes starting together apply the migrations once.
     let (url, pw) = pg_env().unwrap();
     let hs: Vec<_> = (0..4).map(|_| {
@@ -565,8 +550,8 @@ async fn store_rate_of_both_stores() {
         m
     };
     let t = unique("rate");
-    let tmp = TempSqlite::new("rate");
-    let db = tmp.open();
+    let tmp = mailplug_tests::TempPath::file("pgtest-rate", "mailplug.sqlite3");
+    let db = sqlite_in(&tmp);
     let start = Instant::now();
     for b in 0..batches {
         let mut sink = db.sink(&t, "m");

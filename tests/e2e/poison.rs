@@ -4,11 +4,9 @@
 //! real Dovecot, through the real component.
 
 use mailplug_host::config::{AfterFetch, TenantConfig};
-use mailplug_host::db::Database;
 use mailplug_host::engine::ParseBudget;
-use mailplug_host::ops::{self, FetchSummary};
-use mailplug_host::HostError;
-use mailplug_tests::{plugin, rig, sample_message, tenant, test_box, ServerSpec};
+use mailplug_tests::{box_tenant, fetch_into as fetch, plugin, rig, sample_message, test_box};
+use mailplug_tests::{TempDatabase, TempPath};
 
 /// A message whose parse needs far more than 16 MB: a 12 MB base64 attachment (decoded, 9 MB
 /// more). The session itself only carries its bytes.
@@ -28,26 +26,14 @@ fn poison(marker: &str) -> Vec<u8> {
     m
 }
 
-fn db(name: &str) -> Database {
-    let p = std::env::temp_dir().join(format!("mailplug-poison-{name}-{}.sqlite3", std::process::id()));
-    mailplug_tests::remove_database(&p);
-    Database::open(&p).expect("db")
+fn db(name: &str) -> TempDatabase {
+    TempDatabase::open(&format!("poison-{name}"))
 }
 
 fn config(protocol: &str, user: &str, pass: &str, after: AfterFetch) -> TenantConfig {
-    let r = rig();
-    let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
-    let inb = ServerSpec::new("localhost", port, true, user, pass);
-    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
-    let mut cfg = tenant(protocol, &inb, &smtp, true);
-    cfg.mailboxes[0].after_fetch = after;
+    let mut cfg = box_tenant(protocol, user, pass, after);
     cfg.limits.parse_memory_mb = 16;
     cfg
-}
-
-async fn fetch(cfg: &TenantConfig, db: &Database) -> Result<FetchSummary, HostError> {
-    let mut sink = db.sink(&cfg.tenant, "inbox");
-    ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await
 }
 
 async fn poison_in_the_middle(protocol: &str, boxn: u32, after: AfterFetch) {
@@ -144,9 +130,7 @@ fn the_cli_reports_a_poison_message_once_with_its_parse_error() {
     r.put(&user, "INBOX", &poison(&marker));
     r.put(&user, "INBOX", &sample_message(&format!("after-{marker}@test"), "after"));
 
-    let dir = std::env::temp_dir().join(format!("mailplug-{marker}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = TempPath::dir(&marker);
     std::fs::write(dir.join("in.pw"), &pass).expect("pw");
     let config = format!(
         "tenant = \"poison\"\nlicensed = true\nextra_ca_file = \"{ca}\"\ndatabase = \"{db}\"\n\

@@ -5,15 +5,17 @@
 //! through `mailplug send --json`. Rig mailbox: box17 (logs in to smtp2 and stands in as
 //! the inbound mailbox, which a send never contacts).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use mailplug_host::engine::Diagnosis;
 use mailplug_host::error::{Kind, RefusalCause, Retry};
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::store::NoSyncState;
 use mailplug_host::{HostError, TenantConfig};
-use mailplug_tests::{plugin, rig, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, wasm_path, ServerSpec};
+use mailplug_tests::{outgoing as message, smtp2_cli_config, unique_text as unique};
+use mailplug_tests::{plugin, rig, run_mailplug, smtp2_spec, smtp2_spooled, smtp2_wait_spooled, tenant, test_box, ServerSpec};
+use mailplug_tests::TempPath;
 
 fn busy() -> &'static str {
     rig().get("RIG_SMTP2_BUSY_RCPT")
@@ -33,15 +35,6 @@ fn smtp2_tenant(tls: bool) -> TenantConfig {
     let (user, pw) = test_box(17);
     let inbound = ServerSpec::new("localhost", r.port("RIG_IMAPS_PORT"), true, &user, &pw);
     tenant("imap", &inbound, &smtp2_spec(tls, &user, &pw), true)
-}
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    format!("{what} {nanos}")
-}
-
-fn message(to: &[&str], what: &str) -> Outgoing {
-    Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique(what), text_body: format!("{what}\n") }
 }
 
 /// A body that makes the message bigger than smtp2's SIZE limit.
@@ -161,81 +154,27 @@ async fn a_message_over_the_servers_size_limit_is_the_providers_limit() {
 
 // ---- through the CLI ----
 
-fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
-
-/// A tenant config for the CLI whose queue sends through smtp2 as box17.
-fn cli_config(dir: &Path, tls: bool) -> PathBuf {
-    let r = rig();
-    let (user, pw) = test_box(17);
-    std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
-    let smtp = smtp2_spec(tls, &user, &pw);
-    let text = format!(
-        r#"tenant = "refusals"
-licensed = true
-extra_ca_file = "{ca}"
-database = "{db}"
-
-[[mailbox]]
-name = "box"
-address = "{user}"
-protocol = "imap"
-host = "localhost"
-port = {imaps}
-tls = true
-username = "{user}"
-password_file = "box.pw"
-
-[[queue]]
-name = "out"
-mailboxes = ["box"]
-[queue.smtp]
-host = "{host}"
-port = {port}
-tls = {tls}
-username = "{user}"
-password_file = "box.pw"
-"#,
-        ca = r.get("RIG_CA"),
-        db = dir.join("mailplug.sqlite3").display(),
-        imaps = r.port("RIG_IMAPS_PORT"),
-        host = smtp.host,
-        port = smtp.port,
-    );
-    let path = dir.join("tenant.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
 fn send_json(cfg: &Path, to: &[&str], body: (&str, &str)) -> (Output, serde_json::Value) {
     let mut args = vec!["send", "--config", cfg.to_str().expect("utf8"), "--queue", "out", "--subject", "refusal test", "--json"];
     for t in to {
         args.extend(["--to", t]);
     }
     args.extend([body.0, body.1]);
-    let out = Command::new(bin())
-        .args(&args)
-        .env("MAILPLUG_WASM", wasm_path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+    let out = run_mailplug(&args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let json = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout:?}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
     (out, json)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mailplug-refusals-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TempPath {
+    TempPath::dir(&format!("refusals-{name}"))
 }
 
 #[test]
 fn cli_send_json_prints_the_refusal_with_each_recipients_reply_and_advice() {
     let dir = temp_dir("rcpt");
-    let cfg = cli_config(&dir, false);
+    let cfg = smtp2_cli_config(&dir, "refusals", false);
     let (out, v) = send_json(&cfg, &[busy(), nouser()], ("--body", "hello"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{v}\n{stderr}");
@@ -256,27 +195,25 @@ fn cli_send_json_prints_the_refusal_with_each_recipients_reply_and_advice() {
     assert!(v["explanation"]["action"]["de"].as_str().is_some_and(|a| a.contains("Korrigieren")), "{v}");
     assert_not_a_protocol_error(&format!("{v}\n{stderr}"));
     assert!(stderr.contains("retry:    later"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn cli_send_json_reports_a_partial_send_as_sent_with_the_refused_recipient() {
     let dir = temp_dir("partial");
-    let cfg = cli_config(&dir, true);
+    let cfg = smtp2_cli_config(&dir, "refusals", true);
     let (out, v) = send_json(&cfg, &["someone@smtp2.test", busy()], ("--body", "hello"));
     assert_eq!(out.status.code(), Some(0), "{v}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(v["sent"], true, "{v}");
     assert_eq!(v["recipients"][0]["accepted"], true, "{v}");
     assert_eq!(v["recipients"][0]["retry"], serde_json::Value::Null, "{v}");
     assert_eq!((v["recipients"][1]["code"].as_str(), v["recipients"][1]["retry"].as_str()), (Some("451"), Some("later")), "{v}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn cli_send_json_prints_an_oversized_message_as_the_providers_limit() {
     for tls in [false, true] {
         let dir = temp_dir(&format!("size-{tls}"));
-        let cfg = cli_config(&dir, tls);
+        let cfg = smtp2_cli_config(&dir, "refusals", tls);
         let body = dir.join("body.txt");
         std::fs::write(&body, oversized_body()).expect("body");
         let (out, v) = send_json(&cfg, &["someone@smtp2.test"], ("--body-file", body.to_str().expect("utf8")));
@@ -288,6 +225,5 @@ fn cli_send_json_prints_an_oversized_message_as_the_providers_limit() {
         assert!(v["refusal"]["size"].as_u64().is_some_and(|s| s > size_limit()), "{v}");
         assert!(stderr.contains("ask the provider") && stderr.contains("fragen Sie den Anbieter"), "{stderr}");
         assert_not_a_protocol_error(&format!("{v}\n{stderr}"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

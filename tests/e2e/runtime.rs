@@ -13,12 +13,11 @@ use mailplug_host::engine::Draft;
 use mailplug_host::runtime::{Allocation, CacheStatus};
 use mailplug_host::{Plugin, RuntimeOptions};
 use mailplug_tests::wasm_path;
+use mailplug_tests::TempPath;
 
-/// A fresh, empty directory for one test.
-fn fresh_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-runtime-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A path for one test's directory, not yet created (removed with what is in it at the end).
+fn fresh_dir(name: &str) -> TempPath {
+    TempPath::file(&format!("runtime-{name}"), "dir")
 }
 
 fn opts(dir: &Path) -> RuntimeOptions {
@@ -48,7 +47,6 @@ fn valid_cache() -> &'static (String, Vec<u8>) {
         };
         let name = path.file_name().expect("name").to_string_lossy().into_owned();
         let bytes = std::fs::read(path).expect("cache file");
-        let _ = std::fs::remove_dir_all(&dir);
         (name, bytes)
     })
 }
@@ -89,7 +87,7 @@ async fn a_missing_cache_is_compiled_written_privately_and_then_mapped() {
     let CacheStatus::Written { path, replaced: None } = first.cache_status().clone() else {
         panic!("{:?}", first.cache_status())
     };
-    assert_eq!(path.parent(), Some(dir.as_path()));
+    assert_eq!(path.parent(), Some(&*dir));
     assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(&path).expect("file").permissions().mode() & 0o777, 0o600);
     let entries: Vec<_> = std::fs::read_dir(&dir).expect("list").map(|e| e.expect("entry").file_name()).collect();
@@ -99,7 +97,6 @@ async fn a_missing_cache_is_compiled_written_privately_and_then_mapped() {
     let second = load(&dir);
     assert_eq!(second.cache_status(), &CacheStatus::Loaded(path.clone()));
     works(&second).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -111,7 +108,6 @@ async fn a_truncated_cache_is_compiled_again_and_replaced() {
         let path = seeded(&dir);
         std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(keep as u64).expect("truncate");
         replaced_because(&dir, &path, "truncated").await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -126,7 +122,6 @@ async fn an_altered_cache_is_compiled_again_and_replaced() {
         bytes[at] ^= 0x40;
         std::fs::write(&path, &bytes).expect("write");
         replaced_because(&dir, &path, "checksum").await;
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -161,8 +156,6 @@ async fn a_stale_cache_from_another_wasm_or_engine_is_compiled_again_and_replace
     bytes[engine_field] ^= 1;
     std::fs::write(&path, &bytes).expect("write");
     replaced_because(&dir, &path, "another wasmtime version or configuration").await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&other_dir);
 }
 
 #[tokio::test]
@@ -192,7 +185,6 @@ async fn a_cache_others_may_write_is_never_used() {
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
     replaced_because(&dir, &path, "could not be read").await;
     assert!(!std::fs::symlink_metadata(&path).expect("meta").file_type().is_symlink());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn bin() -> PathBuf {
@@ -235,7 +227,6 @@ fn mailplug_compile_fills_the_cache_that_later_commands_map() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("MAILPLUG_CACHE_DIR"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = cli("", &["presets", "--json"]);
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -251,7 +242,6 @@ async fn a_full_pool_is_a_clear_error_until_an_instance_ends() {
     drop(a);
     let mut c = p.instantiate(64 << 20, 1000).await.expect("a slot is free again");
     assert!(!c.presets().await.expect("presets").is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -263,7 +253,6 @@ async fn a_memory_cap_larger_than_a_pool_slot_is_a_clear_error() {
     let text = e.to_string();
     assert!(text.contains("memory limit of 128 MB") && text.contains("(64 MB)") && text.contains("limits.guest_memory_mb"), "{text}");
     works(&p).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -290,5 +279,4 @@ async fn an_instance_in_a_reused_slot_starts_with_only_its_initial_memory() {
     assert_eq!(second.memory_peak_bytes(), initial, "a fresh memory, not the last tenant's");
     let m = second.compose(&draft("hello".into())).await.expect("compose");
     assert!(m.message_id.contains('@'));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mailplug_tests::serve::*;
-use mailplug_tests::{rig, sample_message, test_box};
+use mailplug_tests::{dovecot_log_len, dovecot_log_since, rig, sample_message, test_box};
 
 /// One mailbox of a tenant file: (name, "imap"/"pop3", rig box, poll interval, extra lines).
 type Mb<'a> = (&'a str, &'a str, u32, u32, &'a str);
@@ -32,17 +32,6 @@ fn tenant_toml(dir: &Path, id: &str, token: &str, mailboxes: &[Mb<'_>]) -> Strin
         );
     }
     t
-}
-
-/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
-fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
-    let text = std::fs::read(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).unwrap_or_default();
-    let tail = &text[(from as usize).min(text.len())..];
-    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
-}
-
-fn dovecot_log_len() -> u64 {
-    std::fs::metadata(format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))).map(|m| m.len()).unwrap_or(0)
 }
 
 /// Waits (bounded) until Dovecot logged `user`'s LOGOUT after `from`, and asserts no session

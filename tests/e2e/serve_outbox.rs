@@ -3,26 +3,17 @@
 //! on loopback (checking the HMAC signature) and the rig's mailboxes. Every wait is bounded;
 //! no fixed sleeps. Rig boxes 71 to 76; SMTP: Postfix submission and smtp2.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mailplug_tests::serve::*;
-use mailplug_tests::{rig, sample_message, test_box};
-use ring::hmac;
+use mailplug_tests::{rig, sample_message, test_box, unique_text as unique};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "tenant-ob-token-0123456789abcdef";
 const OTHER: &str = "tenant-other-token-0123456789abcd";
 const HOOK_SECRET: &str = "serve-outbox-webhook-secret-0123456789";
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    format!("{what} {nanos}")
-}
 
 /// A tenant: mailbox "in" (rig box `n`, IMAPS), queue "q" through Postfix submission and queue
 /// "q2" through smtp2 (both logging in as box `n`), its API token, and a webhook when given.
@@ -74,63 +65,6 @@ fn outbox_row(s: &Serve, id: &str) -> Value {
     v
 }
 
-/// One request the webhook receiver got: (timestamp, signature, body as JSON, signature valid).
-type Hook = (String, String, Value, bool);
-
-/// A plain-HTTP webhook receiver on 127.0.0.1:0 answering 200; checks each signature.
-fn receiver() -> (u16, Arc<Mutex<Vec<Hook>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let seen: Arc<Mutex<Vec<Hook>>> = Arc::default();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut r = BufReader::new(c.try_clone().expect("clone"));
-                loop {
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        headers.push(line.trim_end().to_string());
-                    }
-                    let h = |n: &str| {
-                        headers.iter().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.trim().to_string())).unwrap_or_default()
-                    };
-                    let len: usize = h("content-length").parse().unwrap_or(0);
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let (ts, sig) = (h("mailplug-timestamp"), h("mailplug-signature"));
-                    let ok = verify(&ts, &sig, &body);
-                    log.lock().unwrap().push((ts, sig, serde_json::from_slice(&body).unwrap_or(Value::Null), ok));
-                    if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, seen)
-}
-
-fn verify(ts: &str, sig: &str, body: &[u8]) -> bool {
-    let Some(hex) = sig.strip_prefix("v1=") else { return false };
-    let tag: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
-    let mut signed = format!("{ts}.").into_bytes();
-    signed.extend_from_slice(body);
-    tag.is_some_and(|t| hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, HOOK_SECRET.as_bytes()), &signed, &t).is_ok())
-}
-
 /// An SSE stream's events as (id, event, data) through a channel (`serve::sse_stream` without
 /// the comment lines).
 fn sse(addr: &str, path: &str, token: &str, last_event_id: Option<&str>) -> (u16, mpsc::Receiver<(String, String, Value)>) {
@@ -161,8 +95,8 @@ fn next_sse(rx: &mpsc::Receiver<(String, String, Value)>, what: &str, mut f: imp
     }
 }
 
-fn states_on_hook(seen: &Mutex<Vec<Hook>>, id: &str) -> Vec<String> {
-    seen.lock().unwrap().iter().filter(|h| h.2["kind"] == "outbox.state-changed" && h.2["data"]["id"] == id).map(|h| h.2["data"]["state"].as_str().unwrap_or("").to_string()).collect()
+fn states_on_hook(hooks: &HookReceiver, id: &str) -> Vec<String> {
+    hooks.requests().iter().filter(|h| h["kind"] == "outbox.state-changed" && h["data"]["id"] == id).map(|h| h["data"]["state"].as_str().unwrap_or("").to_string()).collect()
 }
 
 #[test]
@@ -174,8 +108,8 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     r.reset_mailbox(&box71);
     r.reset_mailbox(&test_box(72).0);
     r.reset_mailbox(&box73);
-    let (port, hooks) = receiver();
-    write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 71, TOKEN, Some(port)));
+    let hooks = HookReceiver::start_signed(200, HOOK_SECRET);
+    write_tenant(&dir, "ob.toml", &tenant_toml(&dir, "ob", 71, TOKEN, Some(hooks.port)));
     write_tenant(&dir, "other.toml", &tenant_toml(&dir, "other", 72, OTHER, None));
     let s = Serve::start(&dir, "serve.log");
     wait_for("both tenants loaded", 60, || (s.call("GET", "/v1/tenants/other", Some(OTHER), None).0 == 200 && s.call("GET", "/v1/tenants/ob", Some(TOKEN), None).0 == 200).then_some(()));
@@ -186,7 +120,7 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     let mid_in = format!("serve-outbox-in-{}@test", std::process::id());
     r.put(&box71, "INBOX", &sample_message(&mid_in, "for the webhook"));
     wait_for("message.stored at the webhook", 60, || {
-        hooks.lock().unwrap().iter().any(|h| h.2["kind"] == "message.stored" && h.2.to_string().contains(&mid_in)).then_some(())
+        hooks.requests().iter().any(|h| h["kind"] == "message.stored" && h.to_string().contains(&mid_in)).then_some(())
     });
 
     // Enqueue through the API: 201 after the commit, delivered through Postfix once.
@@ -213,7 +147,7 @@ fn the_service_sends_its_outbox_and_publishes_the_events_on_sse_and_the_webhook(
     }
     assert_eq!(seen, ["queued", "in-flight", "delivered"]);
     wait_for("the delivered state at the webhook", 60, || (states_on_hook(&hooks, &id) == ["queued", "in-flight", "delivered"]).then_some(()));
-    assert!(hooks.lock().unwrap().iter().all(|h| h.3), "every webhook request carries a valid signature");
+    assert!(hooks.all_signed(), "every webhook request carries a valid signature");
 
     // Replay after Last-Event-ID starts after it; an unknown id is a 404.
     let (status, replay) = sse(&s.addr, "/v1/tenants/ob/events", TOKEN, Some(&last_id));

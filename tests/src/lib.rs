@@ -520,6 +520,214 @@ impl SmtpSink {
 /// The test PostgreSQL: connection settings and unique names.
 pub mod pg;
 
+// ---- helper G (s7): the `mailplug` binary, a child's first line, rig tenants, Dovecot's log ----
+
+/// The `mailplug` binary the tests run (`MAILPLUG_BIN`, else the shared build's).
+pub fn mailplug_bin() -> PathBuf {
+    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
+}
+
+/// Runs `mailplug ARGS` with the component under test and waits for it.
+pub fn run_mailplug(args: &[&str]) -> std::process::Output {
+    Command::new(mailplug_bin())
+        .args(args)
+        .env("MAILPLUG_WASM", wasm_path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", mailplug_bin().display()))
+}
+
+/// What a finished `mailplug` printed, stdout then stderr.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The first line `child` prints on its stdout (taken from it), waiting at most `wait`;
+/// `None` when none came in time or the stream ended first (empty line).
+pub fn first_stdout_line(child: &mut std::process::Child, wait: std::time::Duration) -> Option<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(wait).ok().filter(|l| !l.is_empty())
+}
+
+/// A tenant fetching rig mailbox `user` over IMAP or POP3 with implicit TLS (sending as the
+/// rig's agent), with `after` as its after-fetch action.
+pub fn box_tenant(protocol: &str, user: &str, pass: &str, after: mailplug_host::config::AfterFetch) -> TenantConfig {
+    let r = rig();
+    let port = if protocol == "imap" { r.port("RIG_IMAPS_PORT") } else { r.port("RIG_POP3S_PORT") };
+    let inb = ServerSpec::new("localhost", port, true, user, pass);
+    let smtp = ServerSpec::new("localhost", r.port("RIG_SMTPS_PORT"), true, r.user("AGENT"), r.pass("AGENT"));
+    let mut cfg = tenant(protocol, &inb, &smtp, true);
+    cfg.mailboxes[0].after_fetch = after;
+    cfg
+}
+
+/// One fetch of `cfg`'s mailbox "inbox" into `db` (its sync state there too).
+pub async fn fetch_into(cfg: &TenantConfig, db: &mailplug_host::db::Database) -> Result<mailplug_host::ops::FetchSummary, mailplug_host::HostError> {
+    let mut sink = db.sink(&cfg.tenant, "inbox");
+    mailplug_host::ops::fetch(plugin(), cfg, "inbox", &mut sink, db).await
+}
+
+fn dovecot_log() -> String {
+    format!("{}/logs/dovecot.log", rig().get("RIG_DIR"))
+}
+
+/// Lines Dovecot logged after `from` (a byte offset of its log) about `user`'s IMAP sessions.
+pub fn dovecot_log_since(from: u64, user: &str) -> Vec<String> {
+    let text = std::fs::read(dovecot_log()).unwrap_or_default();
+    let tail = &text[(from as usize).min(text.len())..];
+    String::from_utf8_lossy(tail).lines().filter(|l| l.contains(&format!("imap({user})"))).map(str::to_string).collect()
+}
+
+/// The length of Dovecot's log now (for `dovecot_log_since`).
+pub fn dovecot_log_len() -> u64 {
+    std::fs::metadata(dovecot_log()).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A subject (or other text) no other test run uses: `what` and the time in nanoseconds.
+pub fn unique_text(what: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    format!("{what} {nanos}")
+}
+
+/// A message to `to` with a unique subject starting with `what`, and `what` as its body.
+pub fn outgoing(to: &[&str], what: &str) -> mailplug_host::ops::Outgoing {
+    mailplug_host::ops::Outgoing { to: to.iter().map(|s| s.to_string()).collect(), subject: unique_text(what), text_body: format!("{what}\n") }
+}
+
+/// A tenant file's head for the CLI: licensed, trusting the rig's CA, its database at `database`.
+pub fn tenant_head_toml(tenant: &str, database: &Path) -> String {
+    format!("tenant = \"{tenant}\"\nlicensed = true\nextra_ca_file = \"{}\"\ndatabase = \"{}\"\n", rig().get("RIG_CA"), database.display())
+}
+
+/// A server entry of a tenant file for the CLI: `host`:`port`, the TLS switch, the user and
+/// the file (beside the tenant file) that holds the password.
+pub fn server_toml(host: &str, port: u16, tls: bool, user: &str, password_file: &str) -> String {
+    format!("host = \"{host}\"\nport = {port}\ntls = {tls}\nusername = \"{user}\"\npassword_file = \"{password_file}\"\n")
+}
+
+/// Writes `dir/tenant.toml` for the CLI: tenant `name` with box17's IMAP mailbox "box" and a
+/// queue "out" sending through smtp2 as box17 (`tls`: TLS from the first byte, else STARTTLS).
+pub fn smtp2_cli_config(dir: &Path, name: &str, tls: bool) -> PathBuf {
+    let r = rig();
+    let (user, pw) = test_box(17);
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(dir.join("box.pw"), &pw).expect("pw");
+    let smtp = smtp2_spec(tls, &user, &pw);
+    let text = format!(
+        "{head}\n[[mailbox]]\nname = \"box\"\naddress = \"{user}\"\nprotocol = \"imap\"\n{inbound}\n\
+         [[queue]]\nname = \"out\"\nmailboxes = [\"box\"]\n[queue.smtp]\n{submission}",
+        head = tenant_head_toml(name, &dir.join("mailplug.sqlite3")),
+        inbound = server_toml("localhost", r.port("RIG_IMAPS_PORT"), true, &user, "box.pw"),
+        submission = server_toml(&smtp.host, smtp.port, tls, &user, "box.pw"),
+    );
+    let path = dir.join("tenant.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+// ---- helper G (s8): temporary directories and databases removed when the test ends ----
+
+/// A fresh directory `mailplug-<name>-XXXXXX` under the system's temp dir (or a path inside
+/// it), removed with everything in it when this value is dropped: at the end of the test and
+/// also when the test panics, so runs never leave files behind in /tmp.
+pub struct TempPath {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TempPath {
+    /// A new empty directory.
+    pub fn dir(name: &str) -> TempPath {
+        let dir = tempfile::Builder::new().prefix(&format!("mailplug-{name}-")).tempdir().expect("temp dir");
+        TempPath { path: dir.path().to_path_buf(), _dir: dir }
+    }
+
+    /// The path `file` (not created) inside a new directory: for a database, whose `-wal`,
+    /// `-shm` and `-raw` companions land beside it and go with it.
+    pub fn file(name: &str, file: &str) -> TempPath {
+        let mut t = TempPath::dir(name);
+        t.path = t.path.join(file);
+        t
+    }
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A SQLite store in its own temporary directory, removed (with its segments) after the store
+/// is closed, when this value is dropped.
+pub struct TempDatabase {
+    db: mailplug_host::db::Database,
+    path: TempPath,
+}
+
+impl TempDatabase {
+    /// Opens a new store `mailplug-<name>-XXXXXX/mailplug.sqlite3`.
+    pub fn open(name: &str) -> TempDatabase {
+        TempDatabase::open_with(name, |p| mailplug_host::db::Database::open(p).expect("db"))
+    }
+
+    /// Opens a new store at such a path with `open` (for other keys or options).
+    pub fn open_with(name: &str, open: impl FnOnce(&Path) -> mailplug_host::db::Database) -> TempDatabase {
+        let path = TempPath::file(name, "mailplug.sqlite3");
+        TempDatabase { db: open(&path), path }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for TempDatabase {
+    type Target = mailplug_host::db::Database;
+    fn deref(&self) -> &mailplug_host::db::Database {
+        &self.db
+    }
+}
+
+#[cfg(test)]
+mod temp_path_tests {
+    use super::TempPath;
+
+    #[test]
+    fn a_temp_path_is_removed_with_its_contents_when_dropped_and_when_the_test_panics() {
+        let dir = TempPath::dir("temp-path-test");
+        std::fs::write(dir.join("a"), b"x").unwrap();
+        let kept = dir.to_path_buf();
+        assert!(kept.file_name().unwrap().to_string_lossy().starts_with("mailplug-temp-path-test-"), "{kept:?}");
+        drop(dir);
+        assert!(!kept.exists(), "{kept:?}");
+
+        let file = TempPath::file("temp-path-test", "db.sqlite3");
+        assert!(!file.exists() && file.parent().unwrap().is_dir(), "the file is not created, its folder is");
+        let folder = file.parent().unwrap().to_path_buf();
+        let panicked = std::panic::catch_unwind(move || {
+            std::fs::write(&*file, b"x").unwrap();
+            std::fs::write(format!("{}-wal", file.display()), b"x").unwrap();
+            panic!("a failing test");
+        });
+        assert!(panicked.is_err());
+        assert!(!folder.exists(), "removed while unwinding: {folder:?}");
+    }
+}
+
 // ---- helper D (session 7): the scale-out test's harness (tests/src/scale.rs): nodes on a
 // PostgreSQL schema of their own, 200 generated mailboxes, LMTP inflow, an SMTP dot-holding proxy.
 pub mod scale;

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,12 @@ use crate::wasm_path;
 
 pub const ADMIN: &str = "admin-token-for-the-serve-tests-0001";
 
-pub fn bin() -> PathBuf {
-    std::env::var("MAILPLUG_BIN").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/var/tmp/mailplug-target/debug/mailplug"))
-}
+pub use crate::mailplug_bin as bin;
 
-/// A fresh folder for one test: tenants/, secrets/, the store and the logs.
-pub fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailplug-serve-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+/// A fresh folder for one test: tenants/, secrets/, the store and the logs. It is removed when
+/// the value drops (declare it before the `Serve` so the process stops first).
+pub fn workdir(name: &str) -> crate::TempPath {
+    let d = crate::TempPath::dir(&format!("serve-{name}"));
     std::fs::create_dir_all(d.join("tenants")).expect("tenants dir");
     std::fs::create_dir_all(d.join("secrets")).expect("secrets dir");
     private(&d.join("secrets/admin.token"), ADMIN);
@@ -73,14 +71,7 @@ impl Serve {
             .stderr(log)
             .spawn()
             .expect("mailplug serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
+        let line = crate::first_stdout_line(&mut child, Duration::from_secs(120)).expect("serve prints where it listens within 120 s");
         let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
         assert!(addr.starts_with("127.0.0.1:"), "unexpected first line: {line:?}");
         let s = Serve { child, addr };
@@ -334,31 +325,40 @@ pub fn sse_stream(addr: &str, path: &str, token: &str, last_event_id: Option<&st
 }
 
 /// A plain-HTTP webhook receiver on 127.0.0.1:0 answering every request with the status in
-/// `status` (changeable while it runs); the bodies it got, as JSON, in `seen`.
+/// `status` (changeable while it runs); the bodies it got, as JSON, in `seen`, and for each
+/// whether its `Mailplug-Signature` verified with the secret (`start_signed`) in `valid`.
 pub struct HookReceiver {
     pub port: u16,
     pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     pub seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    pub valid: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
 }
 
 impl HookReceiver {
     pub fn start(status: u16) -> HookReceiver {
+        HookReceiver::start_signed(status, "")
+    }
+
+    /// `start`, checking each request's signature with `secret` (HMAC-SHA256 of
+    /// "timestamp.body", docs/WEBHOOKS.md); with an empty secret every request counts as invalid.
+    pub fn start_signed(status: u16, secret: &str) -> HookReceiver {
         use std::sync::atomic::{AtomicU16, Ordering};
         use std::sync::{Arc, Mutex};
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = l.local_addr().expect("addr").port();
         let status = Arc::new(AtomicU16::new(status));
         let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let (st, log) = (status.clone(), seen.clone());
+        let valid: Arc<Mutex<Vec<bool>>> = Arc::default();
+        let (st, log, checks, secret) = (status.clone(), seen.clone(), valid.clone(), secret.to_string());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(mut c) = conn else { return };
-                let (st, log) = (st.clone(), log.clone());
+                let (st, log, checks, secret) = (st.clone(), log.clone(), checks.clone(), secret.clone());
                 std::thread::spawn(move || {
                     let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
                     let mut r = BufReader::new(c.try_clone().expect("clone"));
                     loop {
-                        let mut len = 0usize;
+                        let mut headers = Vec::new();
                         loop {
                             let mut line = String::new();
                             if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -368,16 +368,21 @@ impl HookReceiver {
                                 break;
                             }
                             if let Some((k, v)) = line.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
+                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
                             }
                         }
+                        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
+                        let len: usize = header("content-length").parse().unwrap_or(0);
                         let mut body = vec![0; len.min(1 << 20)];
                         if r.read_exact(&mut body).is_err() {
                             return;
                         }
-                        log.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let ok = !secret.is_empty() && signature_valid(&secret, header("mailplug-timestamp"), header("mailplug-signature"), &body);
+                        {
+                            let mut log = log.lock().unwrap();
+                            log.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                            checks.lock().unwrap().push(ok);
+                        }
                         let code = st.load(Ordering::SeqCst);
                         if write!(c, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").is_err() {
                             return;
@@ -386,7 +391,12 @@ impl HookReceiver {
                 });
             }
         });
-        HookReceiver { port, status, seen }
+        HookReceiver { port, status, seen, valid }
+    }
+
+    /// Whether every request so far carried a valid signature.
+    pub fn all_signed(&self) -> bool {
+        self.valid.lock().unwrap().iter().all(|ok| *ok)
     }
 
     pub fn set_status(&self, code: u16) {
@@ -397,6 +407,15 @@ impl HookReceiver {
     pub fn requests(&self) -> Vec<Value> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// Whether `signature` ("v1=" and hex) is the HMAC-SHA256 with `secret` of "timestamp.body".
+fn signature_valid(secret: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+    let Some(hex) = signature.strip_prefix("v1=") else { return false };
+    let tag: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    tag.is_some_and(|t| ring::hmac::verify(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes()), &signed, &t).is_ok())
 }
 
 /// The value of the metric line that starts with `series` (name and labels), if present.

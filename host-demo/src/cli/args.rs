@@ -24,6 +24,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `send` and `enqueue` share besides recipients, subject and body text: the body from a
+/// file, and a reply to a stored message.
+#[derive(clap::Args)]
+pub struct ReplyOptions {
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+    /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or
+    /// <Message-ID>), or its server id (imap:..., pop3:...); a reference matching several
+    /// messages is refused. Threaded, with the sender planned for the mailbox it arrived in.
+    #[arg(long)]
+    pub reply_to_message: Option<String>,
+    /// Optional HTML body for a reply.
+    #[arg(long, requires = "reply_to_message")]
+    pub html_file: Option<PathBuf>,
+    /// Reply even to an auto-reply, bulk mail or bounce.
+    #[arg(long, requires = "reply_to_message")]
+    pub force: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Fetch new mail of one or all inbound mailboxes into the tenant's database.
@@ -61,19 +80,8 @@ pub enum Command {
         /// line (same keys as --batch); with --batch, after the folder's drafts.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["reply_to_message", "body_file"])]
         batch_file: Option<PathBuf>,
-        #[arg(long)]
-        body_file: Option<PathBuf>,
-        /// Reply to this stored message, named explicitly: db:<database id>, mid:<Message-ID> (or
-        /// <Message-ID>), or its server id (imap:..., pop3:...); a reference matching several
-        /// messages is refused. Threaded, with the sender planned for the mailbox it arrived in.
-        #[arg(long)]
-        reply_to_message: Option<String>,
-        /// Optional HTML body for a reply.
-        #[arg(long, requires = "reply_to_message")]
-        html_file: Option<PathBuf>,
-        /// Reply even to an auto-reply, bulk mail or bounce.
-        #[arg(long, requires = "reply_to_message")]
-        force: bool,
+        #[command(flatten)]
+        reply: ReplyOptions,
         #[arg(long)]
         json: bool,
     },
@@ -92,17 +100,8 @@ pub enum Command {
         subject: Option<String>,
         #[arg(long, conflicts_with = "body_file", required_unless_present = "body_file")]
         body: Option<String>,
-        #[arg(long)]
-        body_file: Option<PathBuf>,
-        /// Reply to this stored message (db:<id>, mid:<Message-ID>, imap:..., pop3:...), as `send` does.
-        #[arg(long)]
-        reply_to_message: Option<String>,
-        /// Optional HTML body for a reply.
-        #[arg(long, requires = "reply_to_message")]
-        html_file: Option<PathBuf>,
-        /// Reply even to an auto-reply, bulk mail or bounce.
-        #[arg(long, requires = "reply_to_message")]
-        force: bool,
+        #[command(flatten)]
+        reply: ReplyOptions,
         /// How long transient failures are retried before the message is failed (seconds; default 5 days).
         #[arg(long, value_name = "SECS")]
         max_age: Option<u64>,

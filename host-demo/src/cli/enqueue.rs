@@ -1,25 +1,18 @@
 //! `mailplug enqueue`: compose a message (or a reply) and commit it to a queue's durable
 //! outbox; `mailplug outbox drain` (or the service) sends it.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mailplug_host::ops::outbox::{self, Compose};
-use mailplug_host::ops::{Outgoing, Reply};
+use mailplug_host::ops::outbox;
 use mailplug_host::{Plugin, TenantConfig};
 
 use super::output::{explain_error, fail};
+use super::send::Message;
 
 pub struct EnqueueArgs {
     pub queue: String,
-    pub to: Vec<String>,
-    pub subject: Option<String>,
-    pub body: Option<String>,
-    pub body_file: Option<PathBuf>,
-    pub reply_to_message: Option<String>,
-    pub html_file: Option<PathBuf>,
-    pub force: bool,
+    pub message: Message,
     pub max_age: Option<u64>,
     pub json: bool,
 }
@@ -27,23 +20,9 @@ pub struct EnqueueArgs {
 /// Prints `<outbox id> <Message-ID>` (or a JSON object) once the row is committed; exit 1 when
 /// nothing was enqueued, 2 for unreadable input.
 pub async fn run_enqueue(plugin: &Plugin, cfg: &TenantConfig, args: EnqueueArgs) -> ExitCode {
-    let text_body = match (args.body, &args.body_file) {
-        (Some(b), _) => b,
-        (None, Some(f)) => match std::fs::read_to_string(f) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("cannot read --body-file {}: {e}", f.display()), 2),
-        },
-        (None, None) => return fail("give --body or --body-file", 2),
-    };
-    let what = match args.reply_to_message {
-        Some(message) => {
-            let html_body = match args.html_file.map(std::fs::read_to_string).transpose() {
-                Ok(h) => h,
-                Err(e) => return fail(format!("cannot read --html-file: {e}"), 2),
-            };
-            Compose::Reply { message, reply: Reply { text_body, html_body, force: args.force } }
-        }
-        None => Compose::Draft(Outgoing { to: args.to, subject: args.subject.unwrap_or_default(), text_body }),
+    let what = match args.message.read() {
+        Ok(what) => what,
+        Err(code) => return code,
     };
     let db = match super::store::open(cfg) {
         Ok(db) => db,

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use mailplug_host::db::Delivered;
 use mailplug_host::store::{Store, StoreSink};
 use mailplug_host::driver::MessageSink;
-use mailplug_host::engine::{FetchedMessage, SkippedMessage};
+use mailplug_host::engine::{FetchedMessage, SkippedMessage, Stage};
 use mailplug_host::ops;
 use mailplug_host::store::EmlDir;
 use mailplug_host::{HostError, Plugin, TenantConfig};
 
-use super::output::{explain_error, fail};
+use super::output::{explain_error, fail, print_detail, print_explanation};
 
 /// `mailplug fetch`: every selected mailbox in turn; exit 1 when one failed.
 ///
@@ -72,7 +72,7 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
             Err(e) => {
                 eprintln!("mailplug: mailbox \"{name}\": {}", e.to_string().replace('\n', " "));
                 if lost_during_fetch(&e) {
-                    explain_lost_connection(stored);
+                    explain_lost_connection(plugin, cfg, &e, stored).await;
                 } else {
                     explain_error(plugin, cfg, &e).await;
                 }
@@ -86,7 +86,6 @@ pub async fn run_fetch(plugin: &Plugin, cfg: &TenantConfig, mailbox: Option<Stri
 /// A network error or timeout after the connection had worked: reading or writing failed, or
 /// the component lost the server past the greeting.
 fn lost_during_fetch(e: &HostError) -> bool {
-    use mailplug_host::engine::Stage;
     use mailplug_host::error::Kind;
     match e {
         HostError::Network { message, .. } | HostError::Timeout { message, .. } => {
@@ -99,21 +98,21 @@ fn lost_during_fetch(e: &HostError) -> bool {
     }
 }
 
-/// The cause and action for a connection lost during a fetch, in English and German: it is
-/// not a failure to reach the server, and the stored messages are safe.
-fn explain_lost_connection(stored: usize) {
-    eprintln!(
-        "mailplug:   cause:    the connection to the server was lost during the fetch, after it had been established (so host name, port and firewall settings work); {stored} message(s) were stored before that and are safe"
-    );
-    eprintln!(
-        "mailplug:   action:   nothing to do if this is rare: the next run continues where this one stopped. If it happens on every run, look for what cuts the connection (a firewall or proxy idle timeout, an unstable line) or check the server's logs"
-    );
-    eprintln!(
-        "mailplug:   Ursache:  die Verbindung zum Server ist während des Abrufs abgebrochen, nachdem sie aufgebaut war (Hostname, Port und Firewall-Einstellungen funktionieren also); {stored} Nachricht(en) wurden vorher gespeichert und sind sicher"
-    );
-    eprintln!(
-        "mailplug:   Maßnahme: bei seltenem Auftreten nichts: der nächste Lauf setzt dort fort, wo dieser aufgehört hat. Geschieht es bei jedem Lauf, suchen Sie, was die Verbindung trennt (Leerlauf-Timeout einer Firewall oder eines Proxys, instabile Leitung), oder prüfen Sie die Server-Logs"
-    );
+/// A connection lost during a fetch, explained in the words every command uses for a broken
+/// connection (the component's explanation of a network error or timeout while fetching, not
+/// of one while connecting), then what it means for this fetch: the stored messages are safe.
+async fn explain_lost_connection(plugin: &Plugin, cfg: &TenantConfig, e: &HostError, stored: usize) {
+    print_detail(e);
+    let diagnosis = match e.to_guest_error(Stage::FetchMessage) {
+        Some(guest) => match ops::instance_for(plugin, cfg).await {
+            Ok(mut instance) => instance.explain(&guest).await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    print_explanation(diagnosis.as_ref());
+    eprintln!("mailplug:   stored:   {stored} message(s) were stored before that and are safe; the next run continues where this one stopped");
+    eprintln!("mailplug:   gespeichert: {stored} Nachricht(en) wurden vorher gespeichert und sind sicher; der nächste Lauf setzt dort fort, wo dieser aufgehört hat");
 }
 
 /// Reports the mailbox's stored messages not yet reported as new, then marks them reported.

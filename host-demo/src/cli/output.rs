@@ -15,6 +15,11 @@ pub fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
 /// after the error's detail when it has one beyond the headline (see `HostError::detail`).
 pub async fn explain_error(plugin: &Plugin, cfg: &TenantConfig, e: &HostError) {
     print_detail(e);
+    if let HostError::Trap(t) = e {
+        // The headline says it in English; the component is not asked (it just stopped).
+        eprintln!("mailplug:   Ursache:  {}", t.explanation().de);
+        return;
+    }
     print_explanation(explanation(plugin, cfg, e).await.as_ref());
 }
 

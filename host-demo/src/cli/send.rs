@@ -1,54 +1,67 @@
 //! `mailplug send`: a new message or a reply to a stored one, through a queue's SMTP server.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mailplug_host::engine::{Diagnosis, RecipientResult};
 use mailplug_host::error::{RefusalCause, Retry};
+use mailplug_host::ops::outbox::Compose;
 use mailplug_host::ops::{self, Outgoing};
 use mailplug_host::{HostError, Plugin, TenantConfig};
 use serde_json::{json, Value};
 
+use super::args::ReplyOptions;
 use super::output::{explanation, fail, print_detail, print_explanation};
+
+/// A message as the command line gives it to `send` and `enqueue`: recipients, subject and
+/// body text, or a reply to a stored message.
+pub struct Message {
+    pub to: Vec<String>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    pub reply: ReplyOptions,
+}
+
+impl Message {
+    /// The message with its files read (--body-file, --html-file); the exit code 2 after saying
+    /// which file could not be read.
+    pub fn read(self) -> Result<Compose, ExitCode> {
+        let Message { to, subject, body, reply } = self;
+        let text_body = match (body, reply.body_file) {
+            (Some(b), _) => b,
+            (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| fail(format!("cannot read --body-file {}: {e}", f.display()), 2))?,
+            (None, None) => return Err(fail("give --body or --body-file", 2)),
+        };
+        let Some(message) = reply.reply_to_message else {
+            return Ok(Compose::Draft(Outgoing { to, subject: subject.unwrap_or_default(), text_body }));
+        };
+        let html_body = reply.html_file.map(std::fs::read_to_string).transpose().map_err(|e| fail(format!("cannot read --html-file: {e}"), 2))?;
+        Ok(Compose::Reply { message, reply: ops::Reply { text_body, html_body, force: reply.force } })
+    }
+}
 
 /// What `mailplug send` was asked to send.
 pub struct SendArgs {
     pub queue: String,
-    pub to: Vec<String>,
-    pub subject: Option<String>,
-    pub body: Option<String>,
-    pub body_file: Option<PathBuf>,
-    pub reply_to_message: Option<String>,
-    pub html_file: Option<PathBuf>,
-    pub force: bool,
+    pub message: Message,
     pub json: bool,
 }
 
 /// `mailplug send`: prints the server's final reply (or a JSON object); exit 1 on failure,
 /// with `--json` after printing the failure as a JSON object too (see `failure_json`).
 pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> ExitCode {
-    let SendArgs { queue, to, subject, body, body_file, reply_to_message, html_file, force, json } = args;
-    let text_body = match (body, body_file) {
-        (Some(b), _) => b,
-        (None, Some(f)) => match std::fs::read_to_string(&f) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("cannot read --body-file {}: {e}", f.display()), 2),
-        },
-        (None, None) => return fail("give --body or --body-file", 2),
+    let SendArgs { queue, message, json } = args;
+    let what = match message.read() {
+        Ok(what) => what,
+        Err(code) => return code,
+    };
+    let db = match super::store::open(cfg) {
+        Ok(db) => db,
+        Err(e) => return failed(plugin, cfg, e, json).await,
     };
     // For --json: what happened to the copy in the Sent folder (replies only).
     let mut saved: Option<serde_json::Value> = None;
-    let result = match reply_to_message {
-        Some(reference) => {
-            let html_body = match html_file.map(std::fs::read_to_string).transpose() {
-                Ok(h) => h,
-                Err(e) => return fail(format!("cannot read --html-file: {e}"), 2),
-            };
-            let db = match super::store::open(cfg) {
-                Ok(db) => db,
-                Err(e) => return failed(plugin, cfg, e, json).await,
-            };
-            let reply = ops::Reply { text_body, html_body, force };
+    let result = match what {
+        Compose::Reply { message: reference, reply } => {
             ops::send_reply(plugin, cfg, &queue, &db, &reference, &reply).await.map(|r| {
                 eprintln!("mailplug: {}", r.plan.customer_sees.en);
                 for w in &r.plan.warnings {
@@ -74,14 +87,7 @@ pub async fn run_send(plugin: &Plugin, cfg: &TenantConfig, args: SendArgs) -> Ex
                 r.sent
             })
         }
-        None => {
-            let db = match super::store::open(cfg) {
-                Ok(db) => db,
-                Err(e) => return failed(plugin, cfg, e, json).await,
-            };
-            let msg = Outgoing { to, subject: subject.unwrap_or_default(), text_body };
-            ops::send(plugin, cfg, &queue, &msg, &db).await
-        }
+        Compose::Draft(msg) => ops::send(plugin, cfg, &queue, &msg, &db).await,
     };
     match result {
         Ok(sent) => {

@@ -418,7 +418,8 @@ mod tests {
 
     #[test]
     fn transient_failures_back_off_1_2_4_minutes_capped_until_the_max_age() {
-        let db = crate::db::Database::open(&std::env::temp_dir().join(format!("mailplug-backoff-{}.sqlite3", std::process::id()))).unwrap();
+        let tmp = tempfile::Builder::new().prefix("mailplug-backoff-").tempdir().unwrap();
+        let db = crate::db::Database::open(&tmp.path().join("db.sqlite3")).unwrap();
         let dc = DrainConfig::default();
         let rows = [row(0, 0, u64::MAX / 4)];
         let j = Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() };
@@ -442,7 +443,8 @@ mod tests {
 
     #[test]
     fn one_sender_per_queue_at_a_time() {
-        let db = std::env::temp_dir().join(format!("mailplug-senderlock-{}.sqlite3", std::process::id()));
+        let tmp = tempfile::Builder::new().prefix("mailplug-senderlock-").tempdir().unwrap();
+        let db = tmp.path().join("db.sqlite3");
         let first = SenderLock::acquire(&db, "t", "q").unwrap();
         let e = SenderLock::acquire(&db, "t", "q").err().expect("the second sender is refused").to_string();
         assert!(e.contains("another sender") && e.contains("\"q\""), "{e}");
@@ -455,7 +457,8 @@ mod tests {
     #[tokio::test]
     async fn a_drain_waits_a_moment_for_a_lock_being_released_but_not_for_a_held_one() {
         use std::time::{Duration, Instant};
-        let db = std::env::temp_dir().join(format!("mailplug-senderwait-{}.sqlite3", std::process::id()));
+        let tmp = tempfile::Builder::new().prefix("mailplug-senderwait-").tempdir().unwrap();
+        let db = tmp.path().join("db.sqlite3");
         let held = SenderLock::acquire(&db, "t", "q").unwrap();
         let started = Instant::now();
         let e = SenderLock::acquire_within(&db, "t", "q", Duration::from_millis(150)).await.err().expect("still held").to_string();

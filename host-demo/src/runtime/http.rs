@@ -245,16 +245,7 @@ pub fn find_source<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::E
 
 /// A TLS failure in words an admin can act on.
 pub fn describe_tls(e: &rustls::Error) -> String {
-    let text = e.to_string();
-    if text.contains("UnknownIssuer") {
-        format!("the server's certificate is not signed by a trusted authority ({text}); install the issuing CA with `extra_ca_file`, or fix the server's certificate chain")
-    } else if text.contains("NotValidForName") {
-        format!("the server's certificate is not valid for this host name ({text}); use the host name printed on the certificate")
-    } else if text.contains("Expired") {
-        format!("the server's certificate has expired ({text})")
-    } else {
-        text
-    }
+    super::net::describe_tls_text(e.to_string(), "")
 }
 
 #[cfg(test)]

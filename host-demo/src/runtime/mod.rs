@@ -336,6 +336,10 @@ mod tests {
         let e = HostError::Trap(trap_of(&interrupt, false, 64 << 20));
         assert!(matches!(e, HostError::Trap(Trap::Cpu)), "{e:?}");
         assert!(e.to_string().contains("CPU time"), "{e}");
+        let why = Trap::Cpu.explanation();
+        assert_eq!(why.en, e.to_string());
+        assert!(why.de.contains("Rechenzeit") && why.de.contains("limits.guest_cpu_ms_per_call"), "{}", why.de);
+        assert!(Trap::Memory { limit_bytes: 64 << 20 }.explanation().de.contains("Speichergrenze dieses Mandanten von 64 MB"));
         let unreachable = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
         let e = HostError::Trap(trap_of(&unreachable, true, 64 << 20));
         assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 64 << 20), "{e:?}");

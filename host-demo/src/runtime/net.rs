@@ -82,15 +82,15 @@ pub struct Conn {
     tls: Arc<ClientConfig>,
 }
 
-fn describe_tls_error(e: &io::Error) -> String {
-    // rustls errors come wrapped in io::Error; make the common ones actionable.
-    let text = e.to_string();
+/// A TLS failure's text (rustls' words, also inside an `io::Error`) with what an admin can do
+/// about the common ones; `expired` is added to the text of an expired certificate.
+pub fn describe_tls_text(text: String, expired: &str) -> String {
     if text.contains("UnknownIssuer") {
         format!("the server's certificate is not signed by a trusted authority ({text}); install the issuing CA with `extra_ca_file`, or fix the server's certificate chain")
     } else if text.contains("NotValidForName") {
         format!("the server's certificate is not valid for this host name ({text}); use the host name printed on the certificate")
     } else if text.contains("Expired") {
-        format!("the server's certificate has expired ({text}); the mail provider must renew it")
+        format!("the server's certificate has expired ({text}){expired}")
     } else {
         text
     }
@@ -228,7 +228,7 @@ impl Conn {
                 // are kept as the detail; the headline says what the admin must change.
                 HostError::NotTls { server: self.label.clone(), port: self.port, detail: e.to_string() }
             } else {
-                HostError::Tls { server: self.label.clone(), message: describe_tls_error(&e) }
+                HostError::Tls { server: self.label.clone(), message: describe_tls_text(e.to_string(), "; the mail provider must renew it") }
             }
         })?;
         self.inner = Inner::Tls(Box::new(tls));

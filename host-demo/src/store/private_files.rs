@@ -79,8 +79,8 @@ mod tests {
 
     #[test]
     fn new_and_wide_files_end_up_0600() {
-        let dir = std::env::temp_dir().join(format!("mailplug-private-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = tempfile::Builder::new().prefix("mailplug-private-").tempdir().unwrap();
+        let dir = tmp.path();
         create_dir(&dir.join("a/b")).unwrap();
         assert_eq!(fs::metadata(dir.join("a/b")).unwrap().permissions().mode() & 0o777, 0o700);
         let db = dir.join("a/b/m.sqlite3");
@@ -104,6 +104,5 @@ mod tests {
         fs::set_permissions(&eml, fs::Permissions::from_mode(0o644)).unwrap();
         drop(create_file(&eml).unwrap());
         assert_eq!(fs::metadata(&eml).unwrap().permissions().mode() & 0o777, 0o600);
-        let _ = fs::remove_dir_all(&dir);
     }
 }

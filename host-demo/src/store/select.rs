@@ -28,9 +28,10 @@ use crate::driver::MessageSink;
 use crate::engine::{FetchedMessage, SkippedMessage, StepReport, Tokens};
 use crate::error::HostError;
 use crate::store::postgres::{Fence, PgSink, PgStore};
+use crate::store::outbox::Transition;
 use crate::store::sqlite::{Database, DbSink, Delivered, MessageDetail, MessageSummary, SinkStats, StoredMessage, Unreported};
 use crate::store::{
-    Event, Events, Explanation, MessageQuery, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, SavedState, StateCount,
+    Event, Events, Explanation, MessageQuery, NewOutbound, Outbox, OutboxRow, OutboxState, SavedState, StateCount,
     SyncStateStore,
 };
 
@@ -363,26 +364,11 @@ impl Outbox for Store {
     fn take_due(&self, tenant: &str, queue: &str, limit: usize, now_ms: i64) -> Result<Vec<OutboxRow>, HostError> {
         each!(self, s => s.take_due(tenant, queue, limit, now_ms))
     }
-    fn record_commit_point(&self, id: &str, now_ms: i64) -> Result<(), HostError> {
-        each!(self, s => s.record_commit_point(id, now_ms))
+    fn apply(&self, tenant: Option<&str>, id: &str, t: Transition, now_ms: i64) -> Result<OutboxRow, HostError> {
+        each!(self, s => s.apply(tenant, id, t, now_ms))
     }
-    fn record_outcome(&self, id: &str, outcome: &RecordedOutcome, now_ms: i64) -> Result<(), HostError> {
-        each!(self, s => s.record_outcome(id, outcome, now_ms))
-    }
-    fn recover(&self, tenant: &str, queue: &str, why: &Explanation, now_ms: i64) -> Result<Vec<String>, HostError> {
-        each!(self, s => s.recover(tenant, queue, why, now_ms))
-    }
-    fn hold(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        each!(self, s => s.hold(tenant, id, now_ms))
-    }
-    fn resend(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        each!(self, s => s.resend(tenant, id, now_ms))
-    }
-    fn mark_delivered(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        each!(self, s => Outbox::mark_delivered(s, tenant, id, now_ms))
-    }
-    fn cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        each!(self, s => s.cancel(tenant, id, now_ms))
+    fn ids_in(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<Vec<String>, HostError> {
+        each!(self, s => s.ids_in(tenant, queue, state))
     }
     fn list(&self, tenant: &str, queue: Option<&str>, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, HostError> {
         each!(self, s => s.list(tenant, queue, state, limit))

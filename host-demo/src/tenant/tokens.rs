@@ -422,7 +422,8 @@ mod tests {
     #[test]
     fn key_files_must_be_private() {
         use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!("mailplug-key-{}", std::process::id()));
+        let tmp = tempfile::Builder::new().prefix("mailplug-key-").tempdir().unwrap();
+        let p = tmp.path().join("key");
         std::fs::write(&p, "ab".repeat(32)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let path = p.display().to_string();
@@ -437,6 +438,5 @@ mod tests {
             _ => None,
         };
         assert!(SecretKeys::from_vars(&both).ready().unwrap_err().to_string().contains("set only one"));
-        let _ = std::fs::remove_file(&p);
     }
 }

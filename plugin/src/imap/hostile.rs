@@ -4,10 +4,7 @@
 use super::ImapSession;
 use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Security, Server};
 use crate::error::{ErrorKind, Stage};
-use crate::session::testing::run;
-
-const ATTACK: &str = "555-0100";
-const PASSWORD: &str = "Pa55-w0rd-echo";
+use crate::session::testing::{assert_echo_redacted, assert_withheld_before_tls, echoed_login, run, token_outside_the_grammar};
 
 fn mailbox(security: Security, credentials: Credentials) -> Mailbox {
     Mailbox {
@@ -21,12 +18,8 @@ fn mailbox(security: Security, credentials: Credentials) -> Mailbox {
     }
 }
 
-fn basic() -> Credentials {
-    Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() }
-}
-
 fn session(security: Security) -> ImapSession {
-    ImapSession::new(mailbox(security, basic()), None).unwrap()
+    ImapSession::new(mailbox(security, echoed_login()), None).unwrap()
 }
 
 const GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] call +1-555-0100 now\r\n";
@@ -43,23 +36,12 @@ fn text_before_starttls_is_withheld_on_every_failure_path() {
         ("STARTTLS refused", vec![GREETING, LIST, b"a1 NO call +1-555-0100\r\n"]),
         ("STARTTLS BAD", vec![GREETING, LIST, b"a1 BAD call +1-555-0100\r\n"]),
     ];
-    for (name, script) in cases {
-        let script: Vec<Option<&[u8]>> = script.into_iter().map(Some).collect();
-        let out = run(&mut session(Security::Starttls), &script);
-        let e = out.err();
-        assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
-        assert_eq!(e.reply, None, "{name}");
-        assert!(e.quoted.is_empty(), "{name}");
-        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
-        // The same failure over implicit TLS still quotes the server, so the admin can act.
-        let tls = run(&mut session(Security::ImplicitTls), &script);
-        assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
-    }
+    assert_withheld_before_tls(&cases, |security| Box::new(session(security)));
 }
 
 /// Login (implicit TLS), SELECT of a 3-message INBOX, then the server's `extra` bytes.
 fn selected(extra: &[u8], limits: Limits) -> crate::session::testing::Outcome {
-    let mut mb = mailbox(Security::ImplicitTls, basic());
+    let mut mb = mailbox(Security::ImplicitTls, echoed_login());
     mb.limits = limits;
     let mut s = ImapSession::new(mb, None).unwrap();
     run(
@@ -128,19 +110,12 @@ fn an_echoed_password_is_redacted() {
             Some(b"a1 NO [AUTHENTICATIONFAILED] bad password Pa55-w0rd-echo for agent\r\n"),
         ],
     );
-    let e = out.err();
-    assert_eq!(e.kind, ErrorKind::AuthRejected, "{e}");
-    assert!(!out.shown().contains(PASSWORD), "{}", out.shown());
-    assert!(out.shown().contains("<redacted>"), "{}", out.shown());
+    assert_echo_redacted(&out);
 }
 
 #[test]
 fn an_oauth_token_outside_the_bearer_grammar_is_refused_before_the_wire() {
-    let creds = Credentials::OAuth2 {
-        username: "agent@example.com".into(),
-        access_token: "x\u{1}host=evil".into(),
-        mechanism: None,
-    };
+    let creds = token_outside_the_grammar();
     let e = ImapSession::new(mailbox(Security::ImplicitTls, creds.clone()), None).unwrap_err();
     assert_eq!((e.kind, e.stage), (ErrorKind::InvalidInput, Stage::Authenticate));
     assert!(ImapSession::check(mailbox(Security::ImplicitTls, creds.clone())).is_err());

@@ -7,6 +7,7 @@ use std::fmt;
 use crate::error::Error;
 use crate::session::{Action, Event, Session};
 
+#[derive(Clone, Copy)]
 pub(crate) enum Step<'a> {
     /// The server sends these bytes.
     S(&'a [u8]),

@@ -5,10 +5,7 @@ use super::client::{MAX_CAPA_LINES, MAX_UID_CHARS};
 use super::Pop3Session;
 use crate::config::{AfterFetch, Credentials, FirstSync, InboundProtocol, Limits, Mailbox, Security, Server};
 use crate::error::{ErrorKind, Stage};
-use crate::session::testing::{run, Outcome};
-
-const ATTACK: &str = "555-0100";
-const PASSWORD: &str = "Pa55-w0rd-echo";
+use crate::session::testing::{assert_echo_redacted, assert_withheld_before_tls, echoed_login, run, token_outside_the_grammar, Outcome};
 
 fn mailbox(security: Security, credentials: Credentials) -> Mailbox {
     Mailbox {
@@ -22,12 +19,12 @@ fn mailbox(security: Security, credentials: Credentials) -> Mailbox {
     }
 }
 
-fn basic() -> Credentials {
-    Credentials::Basic { username: "agent@example.com".into(), password: PASSWORD.into() }
+fn session(security: Security) -> Pop3Session {
+    Pop3Session::new(mailbox(security, echoed_login()), None).unwrap()
 }
 
 fn script(security: Security, lines: &[&[u8]]) -> Outcome {
-    let mut s = Pop3Session::new(mailbox(security, basic()), None).unwrap();
+    let mut s = session(security);
     let script: Vec<Option<&[u8]>> = lines.iter().copied().map(Some).collect();
     run(&mut s, &script)
 }
@@ -45,15 +42,7 @@ fn text_before_stls_is_withheld_on_every_failure_path() {
         ("STLS refused", vec![GREETING, CAPA, b"-ERR call +1-555-0100\r\n"]),
         ("unexpected continuation", vec![GREETING, CAPA, b"+ call +1-555-0100\r\n"]),
     ];
-    for (name, lines) in cases {
-        let out = script(Security::Starttls, &lines);
-        let e = out.err();
-        assert!(!out.shown().contains(ATTACK), "{name}: pre-TLS text shown: {}", out.shown());
-        assert_eq!(e.reply, None, "{name}");
-        assert!(e.message.contains(crate::error::WITHHELD), "{name}: {e}");
-        let tls = script(Security::ImplicitTls, &lines);
-        assert!(tls.shown().contains(ATTACK), "{name}: over TLS the server's text is kept: {}", tls.shown());
-    }
+    assert_withheld_before_tls(&cases, |security| Box::new(session(security)));
 }
 
 #[test]
@@ -99,19 +88,12 @@ fn an_echoed_password_is_redacted() {
         Security::ImplicitTls,
         &[b"+OK ready\r\n", b"+OK\r\nUSER\r\n.\r\n", b"+OK\r\n", b"-ERR [AUTH] wrong password Pa55-w0rd-echo\r\n"],
     );
-    let e = out.err();
-    assert_eq!(e.kind, ErrorKind::AuthRejected, "{e}");
-    assert!(!out.shown().contains(PASSWORD), "{}", out.shown());
-    assert!(out.shown().contains("<redacted>"), "{}", out.shown());
+    assert_echo_redacted(&out);
 }
 
 #[test]
 fn an_oauth_token_outside_the_bearer_grammar_is_refused_before_the_wire() {
-    let creds = Credentials::OAuth2 {
-        username: "agent@example.com".into(),
-        access_token: "x\u{1}host=evil".into(),
-        mechanism: None,
-    };
+    let creds = token_outside_the_grammar();
     let e = Pop3Session::new(mailbox(Security::ImplicitTls, creds.clone()), None).unwrap_err();
     assert_eq!((e.kind, e.stage), (ErrorKind::InvalidInput, Stage::Authenticate));
     assert!(Pop3Session::check(mailbox(Security::ImplicitTls, creds)).is_err());

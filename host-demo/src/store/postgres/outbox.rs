@@ -4,46 +4,37 @@
 //! refused with `LeaseLost` once the lease is lost, and only touch rows of the fenced queue, so
 //! a paused sender that wakes after another node took its queue can neither mark a message
 //! in flight nor record an outcome. Admin calls (hold, resend, cancel, mark delivered) and
-//! `enqueue` are not fenced: any node serving the API may make them.
-
+//! `enqueue` are not fenced: any node serving the API may make them. The transitions themselves
+//! (which state may go where, what an outcome sets) are `store::outbox::Transition`.
 
 use super::lease::{queue_resource, Fence};
 use super::{pg_err, pg_opt_text, pg_text, PgStore};
 use crate::error::HostError;
 use crate::store::events::OUTBOX_STATE_CHANGED;
-use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
+use crate::store::outbox::{
+    not_found, read_row, Explanation, NewOutbound, Outbox, OutboxColumns, OutboxRow, OutboxState, StateCount, Transition, COLUMNS,
+};
 
-const COLUMNS: &str = "id, tenant, queue, message_id, envelope, size, state, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, \
-                       last_reply, explanation_en, explanation_de, max_age_ms, save_copy, sent_copy";
+/// Reads a column, a value of the wrong type becoming a storage error instead of a panic.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a tokio_postgres::Row, i: usize) -> Result<T, HostError> {
+    r.try_get(i).map_err(|e| HostError::Storage(format!("PostgreSQL, reading the outbox: column {i}: {e}")))
+}
 
-fn row(r: &tokio_postgres::Row, with_raw: bool) -> Result<OutboxRow, HostError> {
-    let envelope: String = r.get(4);
-    let state: String = r.get(6);
-    let (en, de): (Option<String>, Option<String>) = (r.get(12), r.get(13));
-    let sent_copy: Option<String> = r.get(16);
-    Ok(OutboxRow {
-        id: r.get(0),
-        tenant: r.get(1),
-        queue: r.get(2),
-        message_id: r.get(3),
-        envelope: serde_json::from_str(&envelope).map_err(|e| HostError::Storage(format!("outbox envelope: {e}")))?,
-        raw: if with_raw { r.get(17) } else { Vec::new() },
-        size: r.get::<_, i64>(5) as u64,
-        state: OutboxState::parse(&state).ok_or_else(|| HostError::Storage(format!("unknown outbox state \"{state}\"")))?,
-        attempts: r.get::<_, i32>(7) as u32,
-        next_attempt_at_ms: r.get(8),
-        created_at_ms: r.get(9),
-        updated_at_ms: r.get(10),
-        last_reply: r.get(11),
-        explanation: match (en, de) {
-            (Some(en), Some(de)) => Some(Explanation { en, de }),
-            (Some(en), None) => Some(Explanation { de: en.clone(), en }),
-            _ => None,
-        },
-        max_age_ms: r.get::<_, i64>(14) as u64,
-        save_copy: r.get(15),
-        sent_copy: sent_copy.and_then(|s| serde_json::from_str(&s).ok()),
-    })
+impl OutboxColumns for tokio_postgres::Row {
+    type Error = HostError;
+    fn text(&self, i: usize) -> Result<Option<String>, HostError> {
+        column(self, i)
+    }
+    /// `attempts` is an `integer`, the times and sizes `bigint`.
+    fn int(&self, i: usize) -> Result<i64, HostError> {
+        column::<i64>(self, i).or_else(|_| column::<i32>(self, i).map(i64::from))
+    }
+    fn bytes(&self, i: usize) -> Result<Vec<u8>, HostError> {
+        column(self, i)
+    }
+    fn unusable(&self, _: usize, what: String) -> HostError {
+        HostError::Storage(what)
+    }
 }
 
 async fn get_in(
@@ -59,41 +50,19 @@ async fn get_in(
         .query_opt(&format!("SELECT {COLUMNS}{raw} FROM outbox WHERE id = $1 AND ($2::text IS NULL OR tenant = $2){lock}"), &[&id, &tenant])
         .await
         .map_err(pg_err("reading the outbox"))?;
-    found.map(|r| row(&r, with_raw)).transpose()
+    found.map(|r| read_row(&r, with_raw)).transpose()
 }
 
-/// What a transition sets besides the state.
-#[derive(Default, Clone)]
-struct Change {
-    count_attempt: bool,
-    next_attempt_at_ms: Option<i64>,
-    last_reply: Option<Option<String>>,
-    explanation: Option<Option<Explanation>>,
-}
-
-/// Moves row `id` (of `tenant`, when given) from one of `from` to `to` with its event, in one
-/// transaction; with a `fence`, only a row of the fenced queue and only while the lease holds.
-async fn transition(
-    db: &super::Db,
-    fence: Option<&Fence>,
-    tenant: Option<&str>,
-    id: &str,
-    from: &[OutboxState],
-    to: OutboxState,
-    change: Change,
-    now_ms: i64,
-) -> Result<OutboxRow, HostError> {
+/// Applies `t` to row `id` (of `tenant`, when given) with its event, in one transaction that
+/// locks the row; with a `fence` (the sender's transitions in a fenced view), only a row of the
+/// fenced queue and only while the lease holds.
+async fn apply(db: &super::Db, fence: Option<&Fence>, tenant: Option<&str>, id: &str, t: &Transition, now_ms: i64) -> Result<OutboxRow, HostError> {
     let mut c = db.client().await?;
     let tx = c.transaction().await.map_err(pg_err("changing an outbox row"))?;
     if let Some(f) = fence {
         f.check(&tx).await?;
     }
-    let Some(before) = get_in(&tx, tenant, id, false, true).await? else {
-        return Err(HostError::NotFound(match tenant {
-            Some(t) => format!("tenant \"{t}\" has no outbox message \"{id}\""),
-            None => format!("no outbox message \"{id}\""),
-        }));
-    };
+    let before = get_in(&tx, tenant, id, false, true).await?.ok_or_else(|| not_found(tenant, id))?;
     if let Some(f) = fence {
         if f.resource != queue_resource(&before.tenant, &before.queue) {
             return Err(HostError::NotFound(format!(
@@ -102,24 +71,10 @@ async fn transition(
             )));
         }
     }
-    if !from.contains(&before.state) {
-        return Err(HostError::Refused(RefusedTransition {
-            id: before.id,
-            message_id: before.message_id,
-            state: before.state,
-            allowed: from.to_vec(),
-            to,
-        }));
-    }
-    let (reply_set, reply) = match change.last_reply {
-        Some(r) => (true, r.map(|r| pg_text(&r).into_owned())),
-        None => (false, None),
-    };
-    let (expl_set, expl) = match change.explanation {
-        Some(e) => (true, e),
-        None => (false, None),
-    };
-    let token = fence.map(|f| f.token);
+    t.check(&before)?;
+    let (reply_set, reply) = t.change.reply_update();
+    let (explanation_set, en, de) = t.change.explanation_update();
+    let [reply, en, de] = [reply, en, de].map(|s| s.map(|s| pg_text(s).into_owned()));
     tx.execute(
         "UPDATE outbox SET state = $2, updated_at_ms = $3, attempts = attempts + $4,
             next_attempt_at_ms = COALESCE($5, next_attempt_at_ms),
@@ -130,16 +85,16 @@ async fn transition(
          WHERE id = $1",
         &[
             &id,
-            &to.as_str(),
+            &t.to.as_str(),
             &now_ms,
-            &i32::from(change.count_attempt),
-            &change.next_attempt_at_ms,
+            &i32::from(t.change.count_attempt),
+            &t.change.next_attempt_at_ms,
             &reply_set,
             &reply,
-            &expl_set,
-            &expl.as_ref().map(|e| pg_text(&e.en).into_owned()),
-            &expl.as_ref().map(|e| pg_text(&e.de).into_owned()),
-            &token,
+            &explanation_set,
+            &en,
+            &de,
+            &fence.map(|f| f.token),
         ],
     )
     .await
@@ -148,24 +103,6 @@ async fn transition(
     super::events::append(&tx, &after.tenant, &[(OUTBOX_STATE_CHANGED, after.state_event(Some(before.state)))], now_ms).await?;
     tx.commit().await.map_err(pg_err("changing an outbox row"))?;
     Ok(after)
-}
-
-impl PgStore {
-    #[allow(clippy::too_many_arguments)]
-    fn transition(
-        &self,
-        fenced: bool,
-        tenant: Option<&str>,
-        id: &str,
-        from: &[OutboxState],
-        to: OutboxState,
-        change: Change,
-        now_ms: i64,
-    ) -> Result<OutboxRow, HostError> {
-        let fence = if fenced { self.fence.clone() } else { None };
-        let (tenant, id, from) = (tenant.map(str::to_string), id.to_string(), from.to_vec());
-        self.wait(|db| async move { transition(&db, fence.as_ref(), tenant.as_deref(), &id, &from, to, change, now_ms).await })
-    }
 }
 
 impl Outbox for PgStore {
@@ -217,64 +154,26 @@ impl Outbox for PgStore {
                 )
                 .await
                 .map_err(pg_err("reading the outbox"))?;
-            rows.iter().map(|r| row(r, true)).collect()
+            rows.iter().map(|r| read_row(r, true)).collect()
         })
     }
 
-    fn record_commit_point(&self, id: &str, now_ms: i64) -> Result<(), HostError> {
-        self.transition(true, None, id, &[OutboxState::Queued], OutboxState::InFlight, Change::default(), now_ms).map(|_| ())
+    fn apply(&self, tenant: Option<&str>, id: &str, t: Transition, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let fence = if t.by_sender { self.fence.clone() } else { None };
+        let (tenant, id) = (tenant.map(str::to_string), id.to_string());
+        self.wait(|db| async move { apply(&db, fence.as_ref(), tenant.as_deref(), &id, &t, now_ms).await })
     }
 
-    fn record_outcome(&self, id: &str, o: &RecordedOutcome, now_ms: i64) -> Result<(), HostError> {
-        let next = (o.state == OutboxState::Queued).then_some(o.next_attempt_at_ms);
-        let change = Change {
-            count_attempt: true,
-            next_attempt_at_ms: next,
-            last_reply: Some(o.last_reply.clone()),
-            explanation: Some(o.explanation.clone()),
-        };
-        self.transition(true, None, id, &[OutboxState::Queued, OutboxState::InFlight], o.state, change, now_ms).map(|_| ())
-    }
-
-    fn recover(&self, tenant: &str, queue: &str, why: &Explanation, now_ms: i64) -> Result<Vec<String>, HostError> {
-        let (t, q) = (tenant.to_string(), queue.to_string());
-        let ids: Vec<String> = self.wait(|db| async move {
+    fn ids_in(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<Vec<String>, HostError> {
+        let (tenant, queue, state) = (tenant.to_string(), queue.to_string(), state.as_str());
+        self.wait(|db| async move {
             let c = db.client().await?;
             let rows = c
-                .query("SELECT id FROM outbox WHERE tenant = $1 AND queue = $2 AND state = 'in-flight' ORDER BY seq", &[&t, &q])
+                .query("SELECT id FROM outbox WHERE tenant = $1 AND queue = $2 AND state = $3 ORDER BY seq", &[&tenant, &queue, &state])
                 .await
                 .map_err(pg_err("reading the outbox"))?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
-        })?;
-        for id in &ids {
-            let change = Change { explanation: Some(Some(why.clone())), ..Change::default() };
-            self.transition(true, Some(tenant), id, &[OutboxState::InFlight], OutboxState::Held, change, now_ms)?;
-        }
-        Ok(ids)
-    }
-
-    fn hold(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let why = Explanation {
-            en: "held by an admin: not sent until it is resent".into(),
-            de: "von einem Administrator angehalten: wird erst nach \"erneut senden\" verschickt".into(),
-        };
-        let change = Change { explanation: Some(Some(why)), ..Change::default() };
-        self.transition(false, Some(tenant), id, &[OutboxState::Queued], OutboxState::Held, change, now_ms)
-    }
-
-    fn resend(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let change = Change { next_attempt_at_ms: Some(now_ms), explanation: Some(None), ..Change::default() };
-        self.transition(false, Some(tenant), id, &[OutboxState::Held, OutboxState::Failed], OutboxState::Queued, change, now_ms)
-    }
-
-    fn mark_delivered(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let change = Change { explanation: Some(None), ..Change::default() };
-        self.transition(false, Some(tenant), id, &[OutboxState::Held], OutboxState::Delivered, change, now_ms)
-    }
-
-    fn cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let from = [OutboxState::Queued, OutboxState::Held, OutboxState::Failed];
-        self.transition(false, Some(tenant), id, &from, OutboxState::Cancelled, Change::default(), now_ms)
+        })
     }
 
     fn list(&self, tenant: &str, queue: Option<&str>, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, HostError> {
@@ -292,7 +191,7 @@ impl Outbox for PgStore {
                 )
                 .await
                 .map_err(pg_err("reading the outbox"))?;
-            rows.iter().map(|r| row(r, false)).collect()
+            rows.iter().map(|r| read_row(r, false)).collect()
         })
     }
 

@@ -1,12 +1,15 @@
 //! The `outbox` table (see `store::outbox`): each state change and its event in one
-//! `BEGIN IMMEDIATE` transaction, synced (`synchronous = FULL`) before the call returns.
+//! `BEGIN IMMEDIATE` transaction, synced (`synchronous = FULL`) before the call returns (an
+//! outcome: by the next synced commit). The rules of each change are `store::outbox::Transition`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db_err, events, Database};
 use crate::error::HostError;
 use crate::store::events::OUTBOX_STATE_CHANGED;
-use crate::store::outbox::{Explanation, NewOutbound, Outbox, OutboxRow, OutboxState, RecordedOutcome, RefusedTransition, StateCount};
+use crate::store::outbox::{
+    not_found, read_row, Explanation, NewOutbound, Outbox, OutboxColumns, OutboxRow, OutboxState, StateCount, Transition, COLUMNS,
+};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
@@ -37,38 +40,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (tenant, queue, state, next_attempt_at_ms);
 ";
 
-const COLUMNS: &str = "id, tenant, queue, message_id, envelope, size, state, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms, \
-                       last_reply, explanation_en, explanation_de, max_age_ms, save_copy, sent_copy";
-
-fn row(r: &rusqlite::Row<'_>, with_raw: bool) -> rusqlite::Result<OutboxRow> {
-    let envelope: String = r.get(4)?;
-    let state: String = r.get(6)?;
-    let (en, de): (Option<String>, Option<String>) = (r.get(12)?, r.get(13)?);
-    let sent_copy: Option<String> = r.get(16)?;
-    let bad = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        tenant: r.get(1)?,
-        queue: r.get(2)?,
-        message_id: r.get(3)?,
-        envelope: serde_json::from_str(&envelope).map_err(|e| bad(format!("outbox envelope: {e}")))?,
-        raw: if with_raw { r.get(17)? } else { Vec::new() },
-        size: r.get::<_, i64>(5)? as u64,
-        state: OutboxState::parse(&state).ok_or_else(|| bad(format!("unknown outbox state \"{state}\"")))?,
-        attempts: r.get(7)?,
-        next_attempt_at_ms: r.get(8)?,
-        created_at_ms: r.get(9)?,
-        updated_at_ms: r.get(10)?,
-        last_reply: r.get(11)?,
-        explanation: match (en, de) {
-            (Some(en), Some(de)) => Some(Explanation { en, de }),
-            (Some(en), None) => Some(Explanation { de: en.clone(), en }),
-            _ => None,
-        },
-        max_age_ms: r.get::<_, i64>(14)? as u64,
-        save_copy: r.get(15)?,
-        sent_copy: sent_copy.and_then(|s| serde_json::from_str(&s).ok()),
-    })
+impl OutboxColumns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn bytes(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
+        self.get(i)
+    }
+    fn unusable(&self, i: usize, what: String) -> rusqlite::Error {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    }
 }
 
 /// Runs `f` in a `BEGIN IMMEDIATE` transaction (the write lock from the start, so a concurrent
@@ -85,7 +70,7 @@ fn immediate<T>(conn: &Connection, what: &str, f: impl FnOnce(&Connection) -> Re
 fn get_in(conn: &Connection, tenant: Option<&str>, id: &str, with_raw: bool) -> Result<Option<OutboxRow>, HostError> {
     let raw = if with_raw { ", raw" } else { "" };
     conn.prepare_cached(&format!("SELECT {COLUMNS}{raw} FROM outbox WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)"))
-        .and_then(|mut st| st.query_row(params![id, tenant], |r| row(r, with_raw)).optional())
+        .and_then(|mut st| st.query_row(params![id, tenant], |r| read_row(r, with_raw)).optional())
         .map_err(db_err("reading the outbox"))
 }
 
@@ -95,79 +80,26 @@ fn state_event(conn: &Connection, r: &OutboxRow, previous: Option<OutboxState>, 
     events::append(conn, &r.tenant, OUTBOX_STATE_CHANGED, &payload, now_ms).map(|_| ())
 }
 
-/// What a transition sets besides the state.
-#[derive(Default)]
-struct Change {
-    count_attempt: bool,
-    next_attempt_at_ms: Option<i64>,
-    last_reply: Option<Option<String>>,
-    explanation: Option<Option<Explanation>>,
-}
-
-impl Database {
-    /// Moves row `id` (of `tenant`, when given) from one of `from` to `to`, with its event, in
-    /// one transaction; an id not found or a row in another state is refused, naming both.
-    fn transition(
-        &self,
-        tenant: Option<&str>,
-        id: &str,
-        from: &[OutboxState],
-        to: OutboxState,
-        change: Change,
-        now_ms: i64,
-    ) -> Result<OutboxRow, HostError> {
-        self.writing(|| immediate(&self.conn, "changing an outbox row", |c| {
-            let Some(before) = get_in(c, tenant, id, false)? else {
-                return Err(HostError::NotFound(match tenant {
-                    Some(t) => format!("tenant \"{t}\" has no outbox message \"{id}\""),
-                    None => format!("no outbox message \"{id}\""),
-                }));
-            };
-            if !from.contains(&before.state) {
-                return Err(HostError::Refused(RefusedTransition {
-                    id: id.to_string(),
-                    message_id: before.message_id,
-                    state: before.state,
-                    allowed: from.to_vec(),
-                    to,
-                }));
-            }
-            let (reply_set, reply) = match change.last_reply {
-                Some(r) => (true, r),
-                None => (false, None),
-            };
-            let (expl_set, expl) = match change.explanation {
-                Some(e) => (true, e),
-                None => (false, None),
-            };
-            c.prepare_cached(
-                "UPDATE outbox SET state = ?2, updated_at_ms = ?3, attempts = attempts + ?4,
-                    next_attempt_at_ms = COALESCE(?5, next_attempt_at_ms),
-                    last_reply = CASE WHEN ?6 THEN ?7 ELSE last_reply END,
-                    explanation_en = CASE WHEN ?8 THEN ?9 ELSE explanation_en END,
-                    explanation_de = CASE WHEN ?8 THEN ?10 ELSE explanation_de END
-                 WHERE id = ?1",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id,
-                    to.as_str(),
-                    now_ms,
-                    i64::from(change.count_attempt),
-                    change.next_attempt_at_ms,
-                    reply_set,
-                    reply,
-                    expl_set,
-                    expl.as_ref().map(|e| e.en.as_str()),
-                    expl.as_ref().map(|e| e.de.as_str()),
-                ])
-            })
-            .map_err(db_err("changing an outbox row"))?;
-            let after = get_in(c, None, id, false)?.ok_or_else(|| HostError::Storage(format!("outbox row {id} vanished")))?;
-            state_event(c, &after, Some(before.state), now_ms)?;
-            Ok(after)
-        }))
-    }
+/// Writes `t` to row `id` (checked already) and its event; returns the row as changed.
+fn write_transition(c: &Connection, before: &OutboxRow, t: &Transition, now_ms: i64) -> Result<OutboxRow, HostError> {
+    let (reply_set, reply) = t.change.reply_update();
+    let (explanation_set, en, de) = t.change.explanation_update();
+    c.prepare_cached(
+        "UPDATE outbox SET state = ?2, updated_at_ms = ?3, attempts = attempts + ?4,
+            next_attempt_at_ms = COALESCE(?5, next_attempt_at_ms),
+            last_reply = CASE WHEN ?6 THEN ?7 ELSE last_reply END,
+            explanation_en = CASE WHEN ?8 THEN ?9 ELSE explanation_en END,
+            explanation_de = CASE WHEN ?8 THEN ?10 ELSE explanation_de END
+         WHERE id = ?1",
+    )
+    .and_then(|mut st| {
+        let attempt = i64::from(t.change.count_attempt);
+        st.execute(params![before.id, t.to.as_str(), now_ms, attempt, t.change.next_attempt_at_ms, reply_set, reply, explanation_set, en, de])
+    })
+    .map_err(db_err("changing an outbox row"))?;
+    let after = get_in(c, None, &before.id, false)?.ok_or_else(|| HostError::Storage(format!("outbox row {} vanished", before.id)))?;
+    state_event(c, &after, Some(before.state), now_ms)?;
+    Ok(after)
 }
 
 impl Outbox for Database {
@@ -210,70 +142,39 @@ impl Outbox for Database {
             ))
             .map_err(db_err("reading the outbox"))?;
         let rows = st
-            .query_map(params![tenant, queue, now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| row(r, true))
+            .query_map(params![tenant, queue, now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| read_row(r, true))
             .map_err(db_err("reading the outbox"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading the outbox"))
     }
 
-    fn record_commit_point(&self, id: &str, now_ms: i64) -> Result<(), HostError> {
-        self.transition(None, id, &[OutboxState::Queued], OutboxState::InFlight, Change::default(), now_ms).map(|_| ())
-    }
-
-    fn record_outcome(&self, id: &str, o: &RecordedOutcome, now_ms: i64) -> Result<(), HostError> {
-        let next = (o.state == OutboxState::Queued).then_some(o.next_attempt_at_ms);
-        let change = Change {
-            count_attempt: true,
-            next_attempt_at_ms: next,
-            last_reply: Some(o.last_reply.clone()),
-            explanation: Some(o.explanation.clone()),
+    fn apply(&self, tenant: Option<&str>, id: &str, t: Transition, now_ms: i64) -> Result<OutboxRow, HostError> {
+        let change = || {
+            self.writing(|| {
+                immediate(&self.conn, "changing an outbox row", |c| {
+                    let before = get_in(c, tenant, id, false)?.ok_or_else(|| not_found(tenant, id))?;
+                    t.check(&before)?;
+                    write_transition(c, &before, &t, now_ms)
+                })
+            })
         };
-        // Without its own fsync (`Database::unsynced`): the row was synced `in-flight` at the
-        // commit point, and the WAL keeps commits in order, so a power cut can only lose the
-        // outcome together with everything after it, leaving the row `in-flight`, which the
-        // next drain's `recover` holds (never resent silently). The next synced commit (the
-        // next commit point, an enqueue) makes it durable. A killed process loses nothing: the
-        // commit is in the WAL file.
-        self.unsynced(|_| self.transition(None, id, &[OutboxState::Queued, OutboxState::InFlight], o.state, change, now_ms)).map(|_| ())
-    }
-
-    fn recover(&self, tenant: &str, queue: &str, why: &Explanation, now_ms: i64) -> Result<Vec<String>, HostError> {
-        let ids: Vec<String> = {
-            let mut st = self
-                .conn
-                .prepare_cached("SELECT id FROM outbox WHERE tenant = ?1 AND queue = ?2 AND state = 'in-flight' ORDER BY seq")
-                .map_err(db_err("reading the outbox"))?;
-            let rows = st.query_map(params![tenant, queue], |r| r.get(0)).map_err(db_err("reading the outbox"))?;
-            rows.collect::<Result<_, _>>().map_err(db_err("reading the outbox"))?
-        };
-        for id in &ids {
-            let change = Change { explanation: Some(Some(why.clone())), ..Change::default() };
-            self.transition(Some(tenant), id, &[OutboxState::InFlight], OutboxState::Held, change, now_ms)?;
+        // An unsynced change (an outcome) skips its own fsync (`Database::unsynced`): the WAL
+        // keeps commits in order, so a power cut can only lose it together with everything
+        // after it, and the next synced commit (the next commit point, an enqueue) makes it
+        // durable. A killed process loses nothing: the commit is in the WAL file.
+        if t.synced {
+            change()
+        } else {
+            self.unsynced(|_| change())
         }
-        Ok(ids)
     }
 
-    fn hold(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let why = Explanation {
-            en: "held by an admin: not sent until it is resent".into(),
-            de: "von einem Administrator angehalten: wird erst nach \"erneut senden\" verschickt".into(),
-        };
-        let change = Change { explanation: Some(Some(why)), ..Change::default() };
-        self.transition(Some(tenant), id, &[OutboxState::Queued], OutboxState::Held, change, now_ms)
-    }
-
-    fn resend(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let change = Change { next_attempt_at_ms: Some(now_ms), explanation: Some(None), ..Change::default() };
-        self.transition(Some(tenant), id, &[OutboxState::Held, OutboxState::Failed], OutboxState::Queued, change, now_ms)
-    }
-
-    fn mark_delivered(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let change = Change { explanation: Some(None), ..Change::default() };
-        self.transition(Some(tenant), id, &[OutboxState::Held], OutboxState::Delivered, change, now_ms)
-    }
-
-    fn cancel(&self, tenant: &str, id: &str, now_ms: i64) -> Result<OutboxRow, HostError> {
-        let from = [OutboxState::Queued, OutboxState::Held, OutboxState::Failed];
-        self.transition(Some(tenant), id, &from, OutboxState::Cancelled, Change::default(), now_ms)
+    fn ids_in(&self, tenant: &str, queue: &str, state: OutboxState) -> Result<Vec<String>, HostError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM outbox WHERE tenant = ?1 AND queue = ?2 AND state = ?3 ORDER BY seq")
+            .map_err(db_err("reading the outbox"))?;
+        let rows = st.query_map(params![tenant, queue, state.as_str()], |r| r.get(0)).map_err(db_err("reading the outbox"))?;
+        rows.collect::<Result<_, _>>().map_err(db_err("reading the outbox"))
     }
 
     fn list(&self, tenant: &str, queue: Option<&str>, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, HostError> {
@@ -285,7 +186,7 @@ impl Outbox for Database {
             ))
             .map_err(db_err("reading the outbox"))?;
         let rows = st
-            .query_map(params![tenant, queue, state.map(OutboxState::as_str), i64::try_from(limit).unwrap_or(i64::MAX)], |r| row(r, false))
+            .query_map(params![tenant, queue, state.map(OutboxState::as_str), i64::try_from(limit).unwrap_or(i64::MAX)], |r| read_row(r, false))
             .map_err(db_err("reading the outbox"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err("reading the outbox"))
     }
@@ -332,15 +233,9 @@ impl Outbox for Database {
 mod tests {
     use super::*;
     use crate::store::events::{Events, MESSAGE_STORED};
-    use crate::store::Envelope;
+    use crate::store::sqlite::tests::temp_db;
+    use crate::store::{Envelope, RecordedOutcome};
 
-    fn db(name: &str) -> Database {
-        let p = std::env::temp_dir().join(format!("mailplug-outboxtest-{name}-{}.sqlite3", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        Database::open(&p).unwrap()
-    }
 
     fn new(tenant: &str, mid: &str) -> NewOutbound {
         NewOutbound {
@@ -364,7 +259,8 @@ mod tests {
 
     #[test]
     fn every_state_change_writes_one_event_and_due_rows_come_in_order() {
-        let db = db("life");
+        let (_tmp, path) = temp_db("outbox-life");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t", "a@x"), 1000).unwrap();
         let b = db.enqueue(&new("t", "b@x"), 1001).unwrap();
         assert_eq!(a.state, OutboxState::Queued);
@@ -404,7 +300,8 @@ mod tests {
     /// connection synced for the next commit point.
     #[test]
     fn count_gives_depth_oldest_and_next_due_and_outcomes_leave_commits_synced() {
-        let db = db("count");
+        let (_tmp, path) = temp_db("outbox-count");
+        let db = Database::open(&path).unwrap();
         for i in 0..30 {
             db.enqueue(&new("t", &format!("{i}@x")), 100 + i).unwrap();
         }
@@ -426,7 +323,8 @@ mod tests {
 
     #[test]
     fn rows_left_in_flight_are_held_then_resent_with_the_same_bytes_or_marked_delivered() {
-        let db = db("recover");
+        let (_tmp, path) = temp_db("outbox-recover");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t", "a@x"), 1).unwrap();
         let b = db.enqueue(&new("t", "b@x"), 1).unwrap();
         db.record_commit_point(&a.id, 2).unwrap();
@@ -448,7 +346,8 @@ mod tests {
 
     #[test]
     fn another_tenants_rows_and_events_are_out_of_reach() {
-        let db = db("tenants");
+        let (_tmp, path) = temp_db("outbox-tenants");
+        let db = Database::open(&path).unwrap();
         let a = db.enqueue(&new("t1", "a@x"), 1).unwrap();
         db.enqueue(&new("t2", "b@x"), 1).unwrap();
         assert!(db.get("t2", &a.id, false).unwrap().is_none());
@@ -461,7 +360,8 @@ mod tests {
 
     #[test]
     fn events_are_replayed_in_commit_order_and_delivered_failed_or_dead() {
-        let db = db("events");
+        let (_tmp, path) = temp_db("outbox-events");
+        let db = Database::open(&path).unwrap();
         for i in 0..4 {
             db.enqueue(&new("t", &format!("{i}@x")), i).unwrap();
         }

@@ -5,13 +5,13 @@ use crate::driver::MessageSink;
 use crate::engine::{Classification, FetchedMessage, ParsedMessage};
 use std::time::Duration;
 
-fn temp_db(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("mailplug-dbtest-{name}-{}.sqlite3", std::process::id()));
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-    }
-    let _ = std::fs::remove_dir_all(raw_folder(&p));
-    p
+/// A database path in a fresh temporary directory, removed with the database's companions
+/// (`-wal`, `-shm`, segments) when the directory's guard drops: at the test's end and when it
+/// panics (keep the guard in a variable, declared before the database).
+pub(super) fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix(&format!("mailplug-dbtest-{name}-")).tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    (dir, path)
 }
 
 fn message(server_id: &str, message_id: &str, body: &str) -> FetchedMessage {
@@ -52,7 +52,8 @@ fn deliver(db: &Database, source: &str, msgs: Vec<FetchedMessage>) -> Vec<Delive
 
 #[test]
 fn a_forged_message_id_never_hides_the_genuine_message() {
-    let db = Database::open(&temp_db("forged")).unwrap();
+    let (_tmp, path) = temp_db("forged");
+    let db = Database::open(&path).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "x@y", "forged"), message("imap:INBOX:1:2", "x@y", "genuine")]);
     assert!(r[0].new && !r[0].collision);
     assert!(r[1].new && r[1].collision, "the genuine message is stored as its own row: {r:?}");
@@ -68,7 +69,8 @@ fn a_forged_message_id_never_hides_the_genuine_message() {
 
 #[test]
 fn references_must_say_what_they_name() {
-    let db = Database::open(&temp_db("find")).unwrap();
+    let (_tmp, path) = temp_db("find");
+    let db = Database::open(&path).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "17", "a"), message("imap:INBOX:1:2", "m@h", "b")]);
     let by_db = format!("db:{}", r[1].row);
     assert_eq!(db.find("t", &by_db).unwrap().1, message("", "m@h", "b").raw);
@@ -88,7 +90,8 @@ fn references_must_say_what_they_name() {
 
 #[test]
 fn unreported_rows_are_reported_once() {
-    let db = Database::open(&temp_db("reported")).unwrap();
+    let (_tmp, path) = temp_db("reported");
+    let db = Database::open(&path).unwrap();
     let r = deliver(&db, "pop3:h:995:u", vec![message("pop3:a", "a@h", "a"), message("pop3:b", "b@h", "b")]);
     assert_eq!(db.unreported("t", "m", false).unwrap().len(), 2);
     db.mark_reported(&[r[0].row]).unwrap();
@@ -102,7 +105,7 @@ fn unreported_rows_are_reported_once() {
 /// its rows and attachments, counts them as reported, and then stores a colliding message.
 #[test]
 fn databases_of_the_previous_version_are_migrated() {
-    let path = temp_db("migrate");
+    let (_tmp, path) = temp_db("migrate");
     {
         let c = Connection::open(&path).unwrap();
         c.execute_batch(
@@ -146,7 +149,8 @@ fn databases_of_the_previous_version_are_migrated() {
 #[test]
 fn each_stored_message_writes_one_event_and_a_duplicate_none() {
     use crate::store::events::{Events, MESSAGE_STORED};
-    let db = Database::open(&temp_db("events")).unwrap();
+    let (_tmp, path) = temp_db("events");
+    let db = Database::open(&path).unwrap();
     let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a"), message("imap:INBOX:1:2", "b@h", "b")]);
     deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "a")]);
     let events = db.list_after("t", None, 10).unwrap();
@@ -164,7 +168,7 @@ fn each_stored_message_writes_one_event_and_a_duplicate_none() {
 #[test]
 fn raw_bytes_are_kept_in_private_segments_and_checked_when_read() {
     use std::os::unix::fs::PermissionsExt;
-    let path = temp_db("segments");
+    let (_tmp, path) = temp_db("segments");
     let r = deliver(&Database::open(&path).unwrap(), "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "first"), message("imap:INBOX:1:2", "b@h", "second")]);
     let db = Database::open(&path).unwrap();
     let rows = db.messages("t", "m").unwrap();
@@ -211,7 +215,7 @@ fn wait_for_write_lock(path: &Path) {
 /// the writer's one segment; a later sink appends to it.
 #[test]
 fn concurrent_sinks_interleave_without_waiting_for_each_other() {
-    let path = temp_db("two-sinks");
+    let (_tmp, path) = temp_db("two-sinks");
     let db = Database::open(&path).unwrap();
     let mut a = db.sink("t", "m");
     let mut b = db.sink("t", "n");
@@ -263,7 +267,7 @@ fn concurrent_sinks_interleave_without_waiting_for_each_other() {
 /// A database of version 2 (bytes in `raw`) keeps its rows readable; new rows go to segments.
 #[test]
 fn databases_of_version_2_keep_their_inline_bytes() {
-    let path = temp_db("v2");
+    let (_tmp, path) = temp_db("v2");
     let old = message("imap:INBOX:1:1", "old@h", "old");
     {
         let c = Connection::open(&path).unwrap();
@@ -291,7 +295,7 @@ fn databases_of_version_2_keep_their_inline_bytes() {
 
 #[test]
 fn the_raw_bytes_by_id_are_the_tenants_only() {
-    let path = temp_db("raw-of");
+    let (_tmp, path) = temp_db("raw-of");
     let r = deliver(&Database::open(&path).unwrap(), "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "first")]);
     let db = Database::open(&path).unwrap();
     let raw = message("", "a@h", "first").raw;
@@ -299,7 +303,6 @@ fn the_raw_bytes_by_id_are_the_tenants_only() {
     assert_eq!(db.find("t", &format!("db:{}", r[0].row)).unwrap(), ("m".to_string(), raw));
     assert_eq!(db.message_raw("another", r[0].row).unwrap(), None, "another tenant's id reads nothing");
     assert_eq!(db.message_raw("t", r[0].row + 1).unwrap(), None);
-    let _ = std::fs::remove_dir_all(raw_folder(&path));
 }
 
 /// Helper B (session 6): since version 4 a message's text and HTML bodies follow its raw
@@ -307,7 +310,7 @@ fn the_raw_bytes_by_id_are_the_tenants_only() {
 /// and altered body bytes are an error naming the folder, never another body.
 #[test]
 fn bodies_are_kept_in_the_segment_and_checked_when_read() {
-    let path = temp_db("bodies");
+    let (_tmp, path) = temp_db("bodies");
     let mut html = message("imap:INBOX:1:2", "h@h", "plain part");
     if let Ok(p) = &mut html.parsed {
         p.html_body = Some("<p>grüße</p>".into());
@@ -348,7 +351,7 @@ fn bodies_are_kept_in_the_segment_and_checked_when_read() {
 /// segment.
 #[test]
 fn databases_of_version_3_keep_their_bodies_in_the_row() {
-    let path = temp_db("v3");
+    let (_tmp, path) = temp_db("v3");
     let old = message("imap:INBOX:1:1", "old@h", "old body");
     {
         let c = Connection::open(&path).unwrap();
@@ -391,7 +394,8 @@ fn databases_of_version_3_keep_their_bodies_in_the_row() {
 /// row, and the bytes in segments are checked with their CRC-32 instead.
 #[test]
 fn content_hashes_are_computed_when_a_message_id_repeats() {
-    let db = Database::open(&temp_db("lazy-hash")).unwrap();
+    let (_tmp, path) = temp_db("lazy-hash");
+    let db = Database::open(&path).unwrap();
     let hashes = || -> Vec<Option<String>> {
         db.conn.prepare("SELECT content_hash FROM messages ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };

@@ -195,8 +195,8 @@ fn serve_keys_poll_interval_and_api_token_file() {
     let zero = GOOD.replace("protocol = \"imap\"\n", "protocol = \"imap\"\npoll_interval_secs = 0\n");
     assert!(parse(&zero).unwrap_err().message.contains("poll_interval_secs"));
 
-    let dir = std::env::temp_dir().join(format!("mailplug-api-token-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("mailplug-api-token-").tempdir().unwrap();
+    let dir = tmp.path();
     let with_token = |token: &str| {
         let p = dir.join("t.token");
         std::fs::write(&p, token).unwrap();
@@ -211,7 +211,6 @@ fn serve_keys_poll_interval_and_api_token_file() {
     assert!(with_token("two words and more than 16").is_err());
     let missing = parse(&GOOD.replace("licensed = true\n", "licensed = true\napi_token_file = \"/nonexistent/t\"\n"));
     assert!(missing.unwrap_err().message.contains("cannot read"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -225,8 +224,8 @@ fn serve_idle_is_on_by_default_and_can_be_turned_off() {
 
 #[test]
 fn every_secret_is_read_the_same_way_from_env_or_file() {
-    let dir = std::env::temp_dir().join(format!("mailplug-config-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("mailplug-config-secrets-").tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::write(dir.join("good"), "file-secret-0123456789\r\n").unwrap();
     std::fs::write(dir.join("empty"), "\n").unwrap();
     let env = |v: &str| match v {
@@ -264,5 +263,4 @@ fn every_secret_is_read_the_same_way_from_env_or_file() {
             assert!(!e.contains("file-secret") && !e.contains("wh-secret"), "{e}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -60,22 +60,39 @@ fn with_crlf(head: &str, body: &[u8]) -> Vec<u8> {
 const GREETING_PLUS: &[u8] =
     b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ UIDPLUS AUTH=PLAIN] Dovecot ready.\r\n";
 
+/// A session over implicit TLS saving to "Sent", through `script`.
+fn to_sent(script: &[Step<'_>]) -> Run {
+    drive_all(|| session(Security::ImplicitTls, "Sent"), script)
+}
+
+/// `to_sent` after a LITERAL+ greeting and an accepted login (what is written unchecked).
+fn logged_in(rest: &[Step<'_>]) -> Run {
+    to_sent(&[&[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n")], rest].concat())
+}
+
+/// The SASL-IR login the sessions write.
+fn plain_login() -> String {
+    format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD))
+}
+
+/// `tag APPEND "folder" (\Seen) {n+}` (non-synchronising) with the message and its CRLF.
+fn append_plus(tag: &str, folder: &str) -> Vec<u8> {
+    with_crlf(&format!("{tag} APPEND \"{folder}\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG)
+}
+
 #[test]
 fn implicit_tls_literal_plus_appends_in_one_write_and_reports_appenduid() {
-    let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
-    let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(GREETING_PLUS),
-            C(login.as_bytes()),
-            S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS APPENDLIMIT=100000] Logged in\r\n"),
-            C(&append),
-            S(b"* 3 EXISTS\r\n* 1 RECENT\r\na2 OK [APPENDUID 1700000000 42] Append completed.\r\n"),
-            C(b"a3 LOGOUT\r\n"),
-            S(b"* BYE Logging out\r\na3 OK Logout completed.\r\n"),
-        ],
-    );
+    let login = plain_login();
+    let append = append_plus("a2", "Sent");
+    let run = to_sent(&[
+        S(GREETING_PLUS),
+        C(login.as_bytes()),
+        S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS APPENDLIMIT=100000] Logged in\r\n"),
+        C(&append),
+        S(b"* 3 EXISTS\r\n* 1 RECENT\r\na2 OK [APPENDUID 1700000000 42] Append completed.\r\n"),
+        C(b"a3 LOGOUT\r\n"),
+        S(b"* BYE Logging out\r\na3 OK Logout completed.\r\n"),
+    ]);
     assert_eq!(run.error, None);
     assert_eq!(
         run.saved(),
@@ -93,22 +110,19 @@ fn implicit_tls_literal_plus_appends_in_one_write_and_reports_appenduid() {
 #[test]
 fn synchronising_literal_waits_for_the_continuation() {
     let head = format!("a2 APPEND \"Sent\" (\\Seen) {{{}}}\r\n", MSG.len());
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"),
-            C(b"a1 AUTHENTICATE PLAIN\r\n"),
-            S(b"+ \r\n"),
-            C(format!("{}\r\n", sasl::plain(USER, PASSWORD)).as_bytes()),
-            S(b"a1 OK Logged in\r\n"),
-            C(head.as_bytes()),
-            S(b"+ OK\r\n"),
-            C(&with_crlf("", MSG)),
-            S(b"a2 OK Append completed.\r\n"),
-            C(b"a3 LOGOUT\r\n"),
-            Closed,
-        ],
-    );
+    let run = to_sent(&[
+        S(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"),
+        C(b"a1 AUTHENTICATE PLAIN\r\n"),
+        S(b"+ \r\n"),
+        C(format!("{}\r\n", sasl::plain(USER, PASSWORD)).as_bytes()),
+        S(b"a1 OK Logged in\r\n"),
+        C(head.as_bytes()),
+        S(b"+ OK\r\n"),
+        C(&with_crlf("", MSG)),
+        S(b"a2 OK Append completed.\r\n"),
+        C(b"a3 LOGOUT\r\n"),
+        Closed,
+    ]);
     assert_eq!(run.error, None);
     let saved = run.saved().expect("saved");
     assert_eq!((saved.uid_validity, saved.uid), (None, None), "no UIDPLUS, no APPENDUID");
@@ -116,15 +130,12 @@ fn synchronising_literal_waits_for_the_continuation() {
 
 #[test]
 fn literal_minus_sends_small_messages_at_once() {
-    let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL- AUTH=PLAIN] ready\r\n"),
-            S(b"a1 OK Logged in\r\n"),
-            C(&[format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD)).as_bytes(), &append].concat()),
-        ],
-    );
+    let append = append_plus("a2", "Sent");
+    let run = to_sent(&[
+        S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL- AUTH=PLAIN] ready\r\n"),
+        S(b"a1 OK Logged in\r\n"),
+        C(&[plain_login().as_bytes(), &append].concat()),
+    ]);
     assert_eq!(run.error, None);
 }
 
@@ -177,22 +188,17 @@ fn starttls_refused_is_a_policy_error() {
 
 #[test]
 fn trycreate_creates_and_subscribes_the_folder_once_then_appends_again() {
-    let append = |tag: &str| with_crlf(&format!("{tag} APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(GREETING_PLUS),
-            S(b"a1 OK Logged in\r\n"),
-            C(&[format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD)).into_bytes(), append("a2")].concat()),
-            S(b"a2 NO [TRYCREATE] Mailbox doesn't exist: Sent\r\n"),
-            C(b"a3 CREATE \"Sent\"\r\n"),
-            S(b"a3 OK Create completed.\r\n"),
-            C(&[b"a4 SUBSCRIBE \"Sent\"\r\n".to_vec(), append("a5")].concat()),
-            S(b"a4 OK Subscribe completed.\r\na5 OK [APPENDUID 9 1] Append completed.\r\n"),
-            C(b"a6 LOGOUT\r\n"),
-            S(b"a6 OK bye\r\n"),
-        ],
-    );
+    let append = |tag: &str| append_plus(tag, "Sent");
+    let run = logged_in(&[
+        C(&[plain_login().into_bytes(), append("a2")].concat()),
+        S(b"a2 NO [TRYCREATE] Mailbox doesn't exist: Sent\r\n"),
+        C(b"a3 CREATE \"Sent\"\r\n"),
+        S(b"a3 OK Create completed.\r\n"),
+        C(&[b"a4 SUBSCRIBE \"Sent\"\r\n".to_vec(), append("a5")].concat()),
+        S(b"a4 OK Subscribe completed.\r\na5 OK [APPENDUID 9 1] Append completed.\r\n"),
+        C(b"a6 LOGOUT\r\n"),
+        S(b"a6 OK bye\r\n"),
+    ]);
     assert_eq!(run.error, None);
     assert_eq!(
         run.saved(),
@@ -202,16 +208,11 @@ fn trycreate_creates_and_subscribes_the_folder_once_then_appends_again() {
 
 #[test]
 fn trycreate_after_create_is_an_error_not_a_loop() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(GREETING_PLUS),
-            S(b"a1 OK Logged in\r\n"),
-            S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
-            S(b"a3 OK Create completed.\r\n"),
-            S(b"a4 OK subscribed\r\na5 NO [TRYCREATE] still no such mailbox\r\n"),
-        ],
-    );
+    let run = logged_in(&[
+        S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
+        S(b"a3 OK Create completed.\r\n"),
+        S(b"a4 OK subscribed\r\na5 NO [TRYCREATE] still no such mailbox\r\n"),
+    ]);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Data));
     assert!(e.message.contains("after creating it"), "{e}");
@@ -220,15 +221,10 @@ fn trycreate_after_create_is_an_error_not_a_loop() {
 
 #[test]
 fn create_refused_names_the_folder() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(GREETING_PLUS),
-            S(b"a1 OK Logged in\r\n"),
-            S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
-            S(b"a3 NO [NOPERM] Permission denied\r\n"),
-        ],
-    );
+    let run = logged_in(&[
+        S(b"a2 NO [TRYCREATE] no such mailbox\r\n"),
+        S(b"a3 NO [NOPERM] Permission denied\r\n"),
+    ]);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::SelectMailbox));
     assert!(e.message.contains("\"Sent\"") && e.message.contains("create"), "{e}");
@@ -237,19 +233,13 @@ fn create_refused_names_the_folder() {
 
 #[test]
 fn no_on_append_is_a_typed_error_with_the_server_text() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), S(b"a2 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n")],
-    );
+    let run = logged_in(&[S(b"a2 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n")]);
     let e = run.err();
     assert_eq!((e.kind, e.stage, e.retry), (ErrorKind::Limit, Stage::Data, Retry::FixFirst));
     assert!(e.message.contains("quota"), "{e}");
     assert!(e.reply.as_ref().is_some_and(|r| r.text.contains("Quota exceeded")), "{e:?}");
 
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), S(b"a2 NO Permission denied\r\n")],
-    );
+    let run = logged_in(&[S(b"a2 NO Permission denied\r\n")]);
     assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Protocol, Stage::Data));
     assert!(run.err().message.contains("may write to it"), "{}", run.err());
 }
@@ -261,20 +251,14 @@ fn oversize_messages_are_refused_before_connecting_and_against_appendlimit() {
     assert_eq!((e.kind, e.stage), (ErrorKind::Limit, Stage::Data));
     assert!(e.message.contains("4097") && e.message.contains("4096"), "{e}");
 
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ APPENDLIMIT=10] Logged in\r\n")],
-    );
+    let run = to_sent(&[S(GREETING_PLUS), S(b"a1 OK [CAPABILITY IMAP4rev1 LITERAL+ APPENDLIMIT=10] Logged in\r\n")]);
     assert_eq!((run.err().kind, run.err().stage), (ErrorKind::Limit, Stage::Data));
     assert!(!String::from_utf8_lossy(&run.wire).contains("APPEND "), "nothing appended");
 }
 
 #[test]
 fn auth_failure_carries_the_server_text_but_never_the_password() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), S(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")],
-    );
+    let run = to_sent(&[S(GREETING_PLUS), S(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")]);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::AuthRejected, Stage::Authenticate));
     assert!(e.reply.as_ref().is_some_and(|r| r.text.contains("Authentication failed")), "{e:?}");
@@ -301,33 +285,22 @@ fn nested_folder_uses_the_server_delimiter_and_modified_utf7() {
 
 #[test]
 fn connection_lost_after_the_whole_message_is_uncertain() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), S(b"a1 OK Logged in\r\n"), Closed],
-    );
+    let run = logged_in(&[Closed]);
     let e = run.err();
     assert_eq!((e.kind, e.retry), (ErrorKind::Network, Retry::Uncertain));
     assert!(e.message.contains("may have saved it"), "{e}");
 
     // Before the "+" nothing of the message was sent: an ordinary transient error.
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"), S(b"a1 OK Logged in\r\n"), Closed],
-    );
+    let run = to_sent(&[S(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n"), S(b"a1 OK Logged in\r\n"), Closed]);
     assert_eq!((run.err().kind, run.err().retry), (ErrorKind::Network, Retry::Later));
 }
 
 #[test]
 fn a_failed_logout_after_the_copy_is_saved_still_succeeds() {
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(GREETING_PLUS),
-            S(b"a1 OK Logged in\r\n"),
-            S(b"a2 OK [APPENDUID 5 6] done\r\n"),
-            S(b"a3 WHAT\r\n"),
-        ],
-    );
+    let run = logged_in(&[
+        S(b"a2 OK [APPENDUID 5 6] done\r\n"),
+        S(b"a3 WHAT\r\n"),
+    ]);
     assert_eq!(run.error, None);
     assert_eq!(run.saved().map(|s| s.uid), Some(Some(6)));
 }
@@ -364,28 +337,32 @@ fn starttls_bytes_injected_after_ok_abort_before_credentials() {
 /// Courier: every folder lives under "INBOX.", and "Sent" alone is refused.
 const COURIER: &[u8] = b"* OK [CAPABILITY IMAP4rev1 UIDPLUS NAMESPACE LITERAL+ SASL-IR AUTH=PLAIN] Courier-IMAP ready.\r\n";
 
+/// `to_sent` against Courier: the login and its NAMESPACE answer (tags a1, a2), then `rest`.
+fn courier(rest: &[Step<'_>]) -> Run {
+    let login = plain_login();
+    let head = [
+        S(COURIER),
+        C(login.as_bytes()),
+        S(b"a1 OK Logged in\r\n"),
+        C(b"a2 NAMESPACE\r\n"),
+        S(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\na2 OK NAMESPACE completed\r\n"),
+    ];
+    to_sent(&[&head[..], rest].concat())
+}
+
 #[test]
 fn the_copy_goes_under_the_personal_namespace_created_and_subscribed() {
-    let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
-    let append = |tag: &str| with_crlf(&format!("{tag} APPEND \"INBOX.Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(COURIER),
-            C(login.as_bytes()),
-            S(b"a1 OK Logged in\r\n"),
-            C(b"a2 NAMESPACE\r\n"),
-            S(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\na2 OK NAMESPACE completed\r\n"),
-            C(&append("a3")),
-            S(b"a3 NO [TRYCREATE] Mailbox does not exist.\r\n"),
-            C(b"a4 CREATE \"INBOX.Sent\"\r\n"),
-            S(b"a4 OK \"INBOX.Sent\" created.\r\n"),
-            C(&[&b"a5 SUBSCRIBE \"INBOX.Sent\"\r\n"[..], &append("a6")].concat()),
-            S(b"a5 OK Folder subscribed.\r\na6 OK [APPENDUID 1 1] APPEND Ok.\r\n"),
-            C(b"a7 LOGOUT\r\n"),
-            S(b"a7 OK LOGOUT completed\r\n"),
-        ],
-    );
+    let append = |tag: &str| append_plus(tag, "INBOX.Sent");
+    let run = courier(&[
+        C(&append("a3")),
+        S(b"a3 NO [TRYCREATE] Mailbox does not exist.\r\n"),
+        C(b"a4 CREATE \"INBOX.Sent\"\r\n"),
+        S(b"a4 OK \"INBOX.Sent\" created.\r\n"),
+        C(&[&b"a5 SUBSCRIBE \"INBOX.Sent\"\r\n"[..], &append("a6")].concat()),
+        S(b"a5 OK Folder subscribed.\r\na6 OK [APPENDUID 1 1] APPEND Ok.\r\n"),
+        C(b"a7 LOGOUT\r\n"),
+        S(b"a7 OK LOGOUT completed\r\n"),
+    ]);
     assert_eq!(run.error, None);
     let saved = run.saved().expect("saved");
     assert_eq!((saved.folder.as_str(), saved.created_folder, saved.uid), ("Sent", true, Some(1)));
@@ -393,20 +370,7 @@ fn the_copy_goes_under_the_personal_namespace_created_and_subscribed() {
 
 #[test]
 fn a_refused_append_is_a_refused_copy_quoting_the_server_and_naming_the_prefix() {
-    let login = format!("a1 AUTHENTICATE PLAIN {}\r\n", sasl::plain(USER, PASSWORD));
-    let append = with_crlf(&format!("a3 APPEND \"INBOX.Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[
-            S(COURIER),
-            C(login.as_bytes()),
-            S(b"a1 OK Logged in\r\n"),
-            C(b"a2 NAMESPACE\r\n"),
-            S(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\na2 OK NAMESPACE completed\r\n"),
-            C(&append),
-            S(b"a3 NO Invalid mailbox name.\r\n"),
-        ],
-    );
+    let run = courier(&[C(&append_plus("a3", "INBOX.Sent")), S(b"a3 NO Invalid mailbox name.\r\n")]);
     let e = run.err();
     assert_eq!((e.kind, e.stage), (ErrorKind::Protocol, Stage::Data));
     assert!(e.message.starts_with("the server refused to save the copy in the folder \"Sent\""), "{}", e.message);
@@ -418,11 +382,9 @@ fn a_refused_append_is_a_refused_copy_quoting_the_server_and_naming_the_prefix()
     assert_eq!(e.reply, Some(ServerReply::new("NO", "Invalid mailbox name.")));
 
     // Without namespaces (Dovecot's empty prefix), no prefix is blamed.
-    let append = with_crlf(&format!("a2 APPEND \"Sent\" (\\Seen) {{{}+}}\r\n", MSG.len()), MSG);
-    let run = drive_all(
-        || session(Security::ImplicitTls, "Sent"),
-        &[S(GREETING_PLUS), C(login.as_bytes()), S(b"a1 OK Logged in\r\n"), C(&append), S(b"a2 NO [NOPERM] no\r\n")],
-    );
+    let login = plain_login();
+    let append = append_plus("a2", "Sent");
+    let run = to_sent(&[S(GREETING_PLUS), C(login.as_bytes()), S(b"a1 OK Logged in\r\n"), C(&append), S(b"a2 NO [NOPERM] no\r\n")]);
     let e = run.err();
     assert!(e.message.contains("refused to save the copy") && !e.message.contains("prefix"), "{}", e.message);
 }

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// A check's last actions: the logout step saying `detail`, the close, an empty summary.
+fn assert_check_ended(end: &[Action], detail: &str) {
+    let want = [
+        Action::Progress(StepReport::new(Step::Logout, detail)),
+        Action::Close,
+        Action::Finished(Outcome::Checked(CheckSummary::default())),
+    ];
+    assert_eq!(end, want);
+}
+
+/// The steps of a check that needs no STARTTLS (implicit TLS, opted-in plaintext).
+fn steps_without_starttls() -> Vec<Step> {
+    [[Step::Greeting, Step::Capabilities, Step::Mechanisms, Step::Login].as_slice(), &CHECK_ENDING].concat()
+}
+
 #[test]
 fn check_over_implicit_tls_reports_every_step_and_never_sends_data() {
     for chunking in ALL {
@@ -34,19 +49,9 @@ fn check_over_implicit_tls_reports_every_step_and_never_sends_data() {
         assert_detail(&reset, Step::Reset, "the probe was reset: nothing was sent");
         all.extend(reset);
         let end = exchange(&mut s, b"221 2.0.0 Bye\r\n", b"", chunking);
-        assert_eq!(
-            end,
-            [
-                Action::Progress(StepReport::new(Step::Logout, "the server answered QUIT: 221 2.0.0 Bye")),
-                Action::Close,
-                Action::Finished(Outcome::Checked(CheckSummary::default())),
-            ]
-        );
+        assert_check_ended(&end, "the server answered QUIT: 221 2.0.0 Bye");
         all.extend(end);
-        assert_eq!(
-            steps(&all),
-            [[Step::Greeting, Step::Capabilities, Step::Mechanisms, Step::Login].as_slice(), &CHECK_ENDING].concat()
-        );
+        assert_eq!(steps(&all), steps_without_starttls());
         let wire = text(&written(&all));
         assert!(!wire.contains("DATA") && !wire.contains("SIZE="), "{wire}");
         assert_no_secret_in_details(&all);
@@ -120,19 +125,9 @@ fn check_over_opted_in_plaintext_with_auth_login_ends_when_the_server_hangs_up()
     all.extend(exchange(&mut s, b"250 Ok\r\n", b"RSET\r\n", Chunking::Whole));
     all.extend(exchange(&mut s, b"250 Ok\r\n", b"QUIT\r\n", Chunking::Whole));
     let end = s.handle(Event::Closed, T0).unwrap();
-    assert_eq!(
-        end,
-        [
-            Action::Progress(StepReport::new(Step::Logout, "the server closed the connection after QUIT")),
-            Action::Close,
-            Action::Finished(Outcome::Checked(CheckSummary::default())),
-        ]
-    );
+    assert_check_ended(&end, "the server closed the connection after QUIT");
     all.extend(end);
-    assert_eq!(
-        steps(&all),
-        [[Step::Greeting, Step::Capabilities, Step::Mechanisms, Step::Login].as_slice(), &CHECK_ENDING].concat()
-    );
+    assert_eq!(steps(&all), steps_without_starttls());
     assert_no_secret_in_details(&all);
     assert_eq!(s.deadline(), None);
 }
