@@ -43,6 +43,23 @@ macro_rules! say {
     };
 }
 
+/// On a failure (while unwinding), prints the end of each node's log before the work folder
+/// holding them is removed.
+struct LogsOnFailure(Vec<std::path::PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for log in &self.0 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- the last 60 lines of {}:\n{}", log.display(), lines[lines.len().saturating_sub(60)..].join("\n"));
+        }
+    }
+}
+
 /// One message the feeder delivered.
 #[derive(Clone, Debug)]
 struct Fed {
@@ -161,6 +178,8 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
 
     // Three nodes starting together split the 204 leases; every mailbox gets served.
     let mut nodes = Node::start_many(&dir, &["node1", "node2", "node3"], &db, &[]);
+    // The work folder goes when the test ends, also on a failure: then the logs' ends are shown.
+    let _logs = LogsOnFailure(nodes.iter().map(|n| n.log.clone()).collect());
     let resources = layout.resources();
     wait_for("every mailbox and queue leased by a node", 90, || {
         let l = db.leases();
@@ -485,7 +504,6 @@ fn three_nodes_share_200_mailboxes_through_a_kill_and_a_stop_and_lose_or_repeat_
     );
     let bound = (TTL_SECS * 1000) as i64 + i64::from(POLL_SECS) * 1000;
     assert!(took <= bound && took2 <= bound, "served again within TTL + one poll interval: {took} / {took2} ms > {bound} ms");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Serve's costs on PostgreSQL for docs/SCALING.md: one node (`MAILPLUG_SCALE_NODES`, default
@@ -583,7 +601,6 @@ fn serve_on_postgres_costs() {
 
     if load_secs == 0 {
         drop(nodes);
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     // Load: LMTP into random boxes at `rate`, until all are stored.
@@ -644,5 +661,4 @@ fn serve_on_postgres_costs() {
         rss(&nodes) >> 20,
     );
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
 }
