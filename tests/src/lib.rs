@@ -764,3 +764,7 @@ impl SmtpSink {
         panic!("smtp-sink did not start");
     }
 }
+
+// ---- helper D (session 7): the scale-out test's harness (tests/src/scale.rs): nodes on a
+// PostgreSQL schema of their own, 200 generated mailboxes, LMTP inflow, an SMTP dot-holding proxy.
+pub mod scale;
