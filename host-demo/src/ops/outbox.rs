@@ -97,11 +97,17 @@ pub struct DrainConfig {
     /// The first retry's delay; each further one doubles it, up to `backoff_cap`.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// The drain runs under the queue's lease (`serve` on PostgreSQL, `Store::fenced`): the
+    /// lease already excludes every other sender of the queue, and each outbox transition is
+    /// refused once it is lost, so the local sender lock is not taken. Nodes on one machine
+    /// (or sharing the tenant files) would otherwise wait for each other's lock file, and a
+    /// stopped node's lock would keep the queue's new holder from recovering its rows.
+    pub leased: bool,
 }
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        DrainConfig { batch_max: 100, backoff_base: Duration::from_secs(60), backoff_cap: Duration::from_secs(3600) }
+        DrainConfig { batch_max: 100, backoff_base: Duration::from_secs(60), backoff_cap: Duration::from_secs(3600), leased: false }
     }
 }
 
@@ -232,7 +238,10 @@ pub async fn drain_with<S: Outbox + SyncStateStore>(
 ) -> Result<DrainReport, HostError> {
     check_licence(cfg)?;
     let q = queue(cfg, queue_name)?;
-    let _lock = SenderLock::acquire_within(&cfg.database, &cfg.tenant, &q.name, SENDER_LOCK_WAIT).await?;
+    let _lock = match dc.leased {
+        true => None,
+        false => Some(SenderLock::acquire_within(&cfg.database, &cfg.tenant, &q.name, SENDER_LOCK_WAIT).await?),
+    };
     let mut report = DrainReport { recovered: store.recover(&cfg.tenant, &q.name, &stopped_sender(), now)?, rows: Vec::new() };
     let limit = dc.batch_max.clamp(1, cfg.limits.max_batch_messages.max(1) as usize);
     let mut rows = store.take_due(&cfg.tenant, &q.name, limit, now)?;

@@ -147,7 +147,7 @@ impl QueueActor {
             s = slots => s?,
             _ = self.cancel.cancelled() => return None,
         };
-        let dc = DrainConfig::default();
+        let dc = DrainConfig { leased: self.fence.is_some(), ..DrainConfig::default() };
         let report = match crate::ops::outbox::drain_with(&self.shared.plugin, &self.cfg, store, &self.queue, now, &dc).await {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),

@@ -51,8 +51,12 @@ pub fn parse(url: &str) -> Result<Target, HostError> {
     // The TLS parameters are this module's; the rest goes to the driver as written.
     let rest = match url::Url::parse(url) {
         Ok(mut u) if u.query().is_some() => {
-            let mut kept = Vec::new();
-            for (k, v) in u.query_pairs() {
+            // The other parameters are kept byte for byte as written: re-encoding them would
+            // turn `%20` into `+`, which the driver does not read as a space.
+            let query = u.query().unwrap_or_default().to_string();
+            let mut kept: Vec<&str> = Vec::new();
+            for segment in query.split('&').filter(|s| !s.is_empty()) {
+                let Some((k, v)) = url::form_urlencoded::parse(segment.as_bytes()).next() else { continue };
                 match &*k {
                     "sslmode" => {
                         mode = match &*v {
@@ -72,14 +76,11 @@ pub fn parse(url: &str) -> Result<Target, HostError> {
                             "{other} is not supported: mailplug verifies the server with sslmode=verify-full and sslrootcert=FILE and has no client certificates"
                         )))
                     }
-                    _ => kept.push((k.into_owned(), v.into_owned())),
+                    _ => kept.push(segment),
                 }
             }
-            if kept.is_empty() {
-                u.set_query(None);
-            } else {
-                u.query_pairs_mut().clear().extend_pairs(kept);
-            }
+            let kept = kept.join("&");
+            u.set_query(Some(kept.as_str()).filter(|k| !k.is_empty()));
             u.to_string()
         }
         _ => url.to_string(),
@@ -225,6 +226,14 @@ mod tests {
         }
         assert_eq!(parse("postgres://u@h/d").unwrap().mode, SslMode::Disable);
         assert_eq!(parse("postgres://u@h/d").unwrap().config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+    }
+
+    #[test]
+    fn other_parameters_reach_the_driver_as_written() {
+        let t = parse("postgres://u@h/d?options=-c%20search_path%3Dtenant_a&sslmode=require&application_name=mail%20plug").unwrap();
+        assert_eq!(t.config.get_options(), Some("-c search_path=tenant_a"));
+        assert_eq!(t.config.get_application_name(), Some("mail plug"));
+        assert_eq!(t.mode, SslMode::Require);
     }
 
     #[test]
