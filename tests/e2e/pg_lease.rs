@@ -6,7 +6,7 @@
 //! Tests that count nodes work in a schema of their own (`pg_schema`): every node of one store
 //! counts, so nodes of another test would change the count.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailplug_host::error::HostError;
 use mailplug_host::store::events::Events;
@@ -14,7 +14,7 @@ use mailplug_host::store::outbox::{Envelope, NewOutbound, Outbox};
 use mailplug_host::store::postgres::lease::{mailbox_resource, node_resource, webhook_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
 use mailplug_host::tokens::SecretKeys;
-use mailplug_tests::pg::{drop_schema, pg_env, pg_schema, unique};
+use mailplug_tests::pg::{acquire_when_free, drop_schema, is_lease_lost, pg_env, pg_schema, unique};
 
 const KEY: [u8; 32] = [9; 32];
 
@@ -27,21 +27,6 @@ fn pg() -> Option<PgStore> {
     Some(connect(&url, &pw))
 }
 
-/// Polls `acquire` until it succeeds (the other owner's lease expired), at most 10 s.
-fn acquire_when_free(pg: &PgStore, resource: &str, owner: &str, ttl: Duration) -> Lease {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = pg.acquire(resource, owner, ttl).unwrap() {
-            return l;
-        }
-        assert!(Instant::now() < end, "{owner} never got {resource}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn is_lease_lost(e: &HostError, resource: &str, holder: Option<&str>) -> bool {
-    matches!(e, HostError::LeaseLost { resource: r, holder: h, .. } if r == resource && h.as_deref() == holder)
-}
 
 #[test]
 fn renewing_all_leases_in_one_statement_reports_the_lost_ones() {

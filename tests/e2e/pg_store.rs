@@ -23,7 +23,7 @@ use mailplug_host::store::postgres::lease::{mailbox_resource, queue_resource};
 use mailplug_host::store::postgres::{Lease, Leases, PgStore};
 use mailplug_host::store::{MessageQuery, Store, SyncStateStore};
 use mailplug_host::tokens::SecretKeys;
-use mailplug_tests::pg::{pg_env, unique};
+use mailplug_tests::pg::{acquire_when_free, is_lease_lost, pg_env, unique};
 use mailplug_tests::plugin;
 use mailplug_tests::{TempDatabase, TempPath};
 
@@ -339,21 +339,6 @@ fn events_of_concurrent_writers_are_listed_in_commit_order() {
 
 const TTL: Duration = Duration::from_millis(800);
 
-/// Polls `acquire` until it succeeds (the other owner's lease expires), at most 10 s.
-fn acquire_when_free(pg: &PgStore, resource: &str, owner: &str) -> Lease {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(l) = pg.acquire(resource, owner, TTL).unwrap() {
-            return l;
-        }
-        assert!(Instant::now() < end, "{owner} never got {resource}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn is_lease_lost(e: &HostError, resource: &str, holder: Option<&str>) -> bool {
-    matches!(e, HostError::LeaseLost { resource: r, holder: h, .. } if r == resource && h.as_deref() == holder)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_takeover_the_old_owner_cannot_store_or_save_state() {
@@ -370,7 +355,7 @@ async fn after_a_takeover_the_old_owner_cannot_store_or_save_state() {
     deliver(&mut fenced_a.sink(&t, "m"), "imap:h:993:u", vec![message("imap:INBOX:1:1", "1@x", "one").await]).unwrap();
     fenced_a.save(&t, "m", "imap:h:993:u", b"after 1").unwrap();
     // a stops renewing (paused); b takes over after expiry with a larger token.
-    let b = acquire_when_free(&pg, &res, "node-b");
+    let b = acquire_when_free(&pg, &res, "node-b", TTL);
     assert!(b.token > a.token, "{} > {}", b.token, a.token);
     // a wakes up: everything it tries is refused with the typed error, nothing is written.
     let e = deliver(&mut fenced_a.sink(&t, "m"), "imap:h:993:u", vec![message("imap:INBOX:1:2", "2@x", "two").await]).unwrap_err();
@@ -408,7 +393,7 @@ fn after_a_takeover_the_old_sender_cannot_move_outbox_rows() {
     fenced_a.record_commit_point(&m1.id, 2).unwrap();
     let other = pg.enqueue(&NewOutbound { queue: "other".into(), ..new(&t, "3@x") }, 1).unwrap();
     assert!(fenced_a.record_commit_point(&other.id, 2).unwrap_err().to_string().contains("not in the queue of the lease"));
-    let b = acquire_when_free(&pg, &res, "node-b");
+    let b = acquire_when_free(&pg, &res, "node-b", TTL);
     // a (paused past its lease) cannot mark m2 in flight nor record m1's outcome.
     let e = fenced_a.record_commit_point(&m2.id, 3).unwrap_err();
     assert!(is_lease_lost(&e, &res, Some("node-b")), "{e:?}");

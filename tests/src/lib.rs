@@ -495,10 +495,17 @@ impl Drop for SmtpSink {
 impl SmtpSink {
     /// Starts it and waits (at most 5 s per try, 5 tries on other ports) until it accepts.
     pub fn start(backlog: u32) -> SmtpSink {
+        SmtpSink::start_with(backlog, &[])
+    }
+
+    /// `start` with smtp-sink's options `args` before the address.
+    fn start_with(backlog: u32, args: &[&std::ffi::OsStr]) -> SmtpSink {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
             let mut child = Command::new("/usr/sbin/smtp-sink")
-                .args(["-u", "nobody", &format!("127.0.0.1:{port}"), &backlog.to_string()])
+                .args(["-u", "nobody"])
+                .args(args)
+                .args([&format!("127.0.0.1:{port}"), &backlog.to_string()])
                 .spawn()
                 .expect("smtp-sink runs");
             for _ in 0..250 {
@@ -740,28 +747,7 @@ impl SmtpSink {
     /// removed, LF line ends, and an empty line at the end. `dump`'s folder must be writable
     /// by `nobody` (smtp-sink drops to that user).
     pub fn start_dumping(backlog: u32, dump: &std::path::Path, separator: &str) -> SmtpSink {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-            let mut child = Command::new("/usr/sbin/smtp-sink")
-                .args(["-u", "nobody", "-S", separator])
-                .arg("-D")
-                .arg(dump)
-                .args([&format!("127.0.0.1:{port}"), &backlog.to_string()])
-                .spawn()
-                .expect("smtp-sink runs");
-            for _ in 0..250 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return SmtpSink { child, port };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("smtp-sink did not start");
+        SmtpSink::start_with(backlog, &["-S".as_ref(), separator.as_ref(), "-D".as_ref(), dump.as_os_str()])
     }
 }
 

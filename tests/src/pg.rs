@@ -47,8 +47,8 @@ pub fn pg_schema(what: &str) -> Option<(String, PathBuf)> {
         .expect("psql runs");
     assert!(out.status.success(), "creating schema {schema}: {}", String::from_utf8_lossy(&out.stderr));
     let sep = if url.contains('?') { '&' } else { '?' };
-    // "-csearch_path=..." without a space: the store re-encodes the URL's query, where a
-    // space would become "+", which the server does not read as a space.
+    // The store hands the URL's options to the driver as written ("-c%20search_path%3D..."
+    // works too; store::postgres::tls::tests::other_parameters_reach_the_driver_as_written).
     Some((format!("{url}{sep}options=-csearch_path%3D{schema}"), pw))
 }
 
@@ -64,4 +64,27 @@ pub fn drop_schema(url: &str, pw: &std::path::Path) {
         .args(["-X", "-q", url, "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
         .env("PGPASSWORD", password.trim())
         .output();
+}
+
+/// Polls `acquire` until it succeeds (the other owner's lease expired), at most 10 s.
+pub fn acquire_when_free(
+    pg: &mailplug_host::store::postgres::PgStore,
+    resource: &str,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> mailplug_host::store::postgres::Lease {
+    use mailplug_host::store::postgres::Leases;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(l) = pg.acquire(resource, owner, ttl).unwrap() {
+            return l;
+        }
+        assert!(std::time::Instant::now() < end, "{owner} never got {resource}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether `e` says that `resource`'s lease was lost to `holder`.
+pub fn is_lease_lost(e: &mailplug_host::error::HostError, resource: &str, holder: Option<&str>) -> bool {
+    matches!(e, mailplug_host::error::HostError::LeaseLost { resource: r, holder: h, .. } if r == resource && h.as_deref() == holder)
 }
