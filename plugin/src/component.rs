@@ -52,11 +52,16 @@ impl GuestSession for SessionResource {
 
     fn handle(&self, event: Event, now: u64) -> Result<Vec<Action>, Error> {
         if let Event::MessageData(list) = event {
-            // Batch submissions: the bytes move into the session (no copy), in order.
+            // Batch submissions: the bytes move into the session (no copy), in order; clean
+            // ones stay with the host.
             let mut inner = self.inner.borrow_mut();
             let mut actions = Vec::new();
             for d in list {
-                let more = inner.message_data(d.index, d.raw, now).map_err(|mut e| {
+                let bytes = match d.bytes {
+                    session::MessageBytes::Raw(raw) => core::MessageBytes::Raw(raw),
+                    session::MessageBytes::Clean(c) => core::MessageBytes::Clean { eight_bit: c.eight_bit },
+                };
+                let more = inner.message_data(d.index, bytes, now).map_err(|mut e| {
                     e.redact(&inner.secret_forms());
                     e.quoted.clear();
                     error_to_wit(e)

@@ -195,8 +195,9 @@ pub enum Action {
     Finished(Outcome),
     /// Batch submissions: the host sends this message's bytes with `Session::message_data`.
     NeedMessage(u32),
-    /// Batch submissions: the host writes this message's bytes as it handed them over
-    /// (checked: they need no change on the wire); the final dot follows in a `Write`.
+    /// Batch submissions: the host writes this message's bytes as it has them (checked, by
+    /// the host or the session: they need no change on the wire); the final dot follows in a
+    /// `Write`.
     WriteMessage(u32),
     /// The server is idling (IMAP IDLE): keep the connection, store the states, drop the
     /// session; `inbound.resume` continues it (see `idle` in the WIT).
@@ -212,6 +213,16 @@ pub struct Idling {
     pub summary: FetchSummary,
 }
 
+/// How the host answers for a batch message's bytes (`message-bytes` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBytes {
+    /// The bytes, for the session to check and encode.
+    Raw(Vec<u8>),
+    /// The host checked them (`mailplug_wire::clean_for_data`) and keeps them: clean, ending
+    /// with CRLF, exactly the announced size.
+    Clean { eight_bit: bool },
+}
+
 /// One conversation with one server. Every protocol client implements this; the WIT glue
 /// only converts types.
 pub trait Session {
@@ -222,7 +233,7 @@ pub trait Session {
     fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<Vec<Action>>;
     /// Batch submissions: the bytes of message `index`, asked for with `Action::NeedMessage`
     /// (the event `message-data`). Other sessions ask for none.
-    fn message_data(&mut self, index: u32, _raw: Vec<u8>, _now: Instant) -> Result<Vec<Action>> {
+    fn message_data(&mut self, index: u32, _bytes: MessageBytes, _now: Instant) -> Result<Vec<Action>> {
         Err(Error::protocol(
             crate::error::Stage::Data,
             format!("the host handed over message {index}, but this session asked for no message (only batch submissions do)"),
@@ -355,8 +366,7 @@ pub(crate) mod testing {
     /// Connects, then feeds each event in turn; a `None` stands for `TlsEstablished`.
     pub(crate) fn run(session: &mut dyn Session, script: &[Option<&[u8]>]) -> Outcome {
         let mut out = Outcome { wire: Vec::new(), actions: Vec::new(), error: None };
-        let events = std::iter::once(Event::Connected)
-            .chain(script.iter().map(|s| s.map_or(Event::TlsEstablished, Event::Received)));
+        let events = std::iter::once(Event::Connected).chain(script.iter().map(|s| s.map_or(Event::TlsEstablished, Event::Received)));
         for (i, event) in events.enumerate() {
             match handle_checked(session, event, 1_000 + i as u64) {
                 Ok(actions) => {
@@ -398,8 +408,7 @@ mod tests {
     fn server_text_before_starttls_never_reaches_the_admin() {
         let mut s = smtp(Security::Starttls);
         handle_checked(&mut s, Event::Connected, 0).unwrap();
-        let e = handle_checked(&mut s, Event::Received(b"554 5.7.1 Call +1-555-0100 to unlock your account\r\n"), 1)
-            .unwrap_err();
+        let e = handle_checked(&mut s, Event::Received(b"554 5.7.1 Call +1-555-0100 to unlock your account\r\n"), 1).unwrap_err();
         assert_eq!(e.reply, None, "forged text quoted: {e:?}");
         assert!(!e.to_string().contains("555-0100"), "{e}");
     }

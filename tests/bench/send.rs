@@ -158,14 +158,24 @@ const GUEST_MEMORY_MB: u32 = 16;
 /// guest's peak memory. `tls` is built once per process, as `ops` shares it (`idle::shared_tls`):
 /// loading the system's root certificates again in every run cost about 16M instructions (4 to
 /// 5 ms) that no real batch pays.
-async fn mailplug_precomposed(port: u16, composed: &[ComposedMessage], tls: &std::sync::Arc<rustls::ClientConfig>) -> (Duration, Duration, usize) {
+async fn mailplug_precomposed(
+    port: u16,
+    composed: &[ComposedMessage],
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> (Duration, Duration, usize) {
     let start = Instant::now();
     let mut instance = plugin().instantiate((GUEST_MEMORY_MB as usize) << 20, 10_000).await.expect("instance");
     let sub = SubmissionServer {
         server: GuestServer { host: "127.0.0.1".into(), port, security: GuestSecurity::InsecurePlaintext },
         credentials: Credentials::Basic(BasicCredentials { username: FROM.into(), password: PASSWORD.into() }),
         helo_name: "bench".into(),
-        limits: GuestLimits { max_line_bytes: 8192, max_message_bytes: 1 << 20, max_batch_messages: 1, max_batch_bytes: 1 << 20, reply_timeout_ms: 30_000 },
+        limits: GuestLimits {
+            max_line_bytes: 8192,
+            max_message_bytes: 1 << 20,
+            max_batch_messages: 1,
+            max_batch_bytes: 1 << 20,
+            reply_timeout_ms: 30_000,
+        },
     };
     let envelopes: Vec<BatchEnvelope> = composed
         .iter()
@@ -204,7 +214,8 @@ async fn mailplug_send_batch(port: u16, n: usize, kb: usize) -> Duration {
     let mut cfg = tenant("imap", &inb, &smtp, true);
     cfg.limits.guest_memory_mb = GUEST_MEMORY_MB;
     let text = body_text(kb);
-    let messages: Vec<Outgoing> = (0..n).map(|i| Outgoing { to: vec![TO.into()], subject: format!("bench {i}"), text_body: text.clone() }).collect();
+    let messages: Vec<Outgoing> =
+        (0..n).map(|i| Outgoing { to: vec![TO.into()], subject: format!("bench {i}"), text_body: text.clone() }).collect();
     let start = Instant::now();
     let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("send_batch");
     let elapsed = start.elapsed();
@@ -214,15 +225,18 @@ async fn mailplug_send_batch(port: u16, n: usize, kb: usize) -> Duration {
 
 fn python_smtplib(port: u16, dir: &std::path::Path) -> Duration {
     let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench").join("send_peer.py");
-    let out = Command::new("python3")
-        .arg(&peer)
-        .args(["127.0.0.1", &port.to_string(), FROM, PASSWORD, TO])
-        .arg(dir)
-        .output()
-        .expect("python3");
+    let out =
+        Command::new("python3").arg(&peer).args(["127.0.0.1", &port.to_string(), FROM, PASSWORD, TO]).arg(dir).output().expect("python3");
     assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
     let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("peer time");
     Duration::from_secs_f64(secs)
+}
+
+/// CPU time this thread has run so far (user and kernel, nanoseconds; the runtime is
+/// single-threaded, so a row's client work is all on it), from /proc/thread-self/schedstat.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    Duration::from_nanos(text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 /// The median, zero for a row that did not run.
@@ -254,6 +268,7 @@ pub async fn run(args: &[usize]) {
     let sink = mailplug_tests::SmtpSink::start(256);
     let tls = mailplug_host::net::tls_config(None).expect("tls");
     let (mut raw, mut pre, mut full, mut py, mut setup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_cpu, mut pre_cpu) = (Vec::new(), Vec::new());
     let mut peak = 0;
     // `MAILPLUG_SEND_ONLY=raw,pre,full,py` runs only those rows (for profiling one of them
     // under callgrind or strace); all four by default.
@@ -261,10 +276,14 @@ pub async fn run(args: &[usize]) {
     let on = |row: &str| only.split(',').any(|x| x.trim() == row);
     for _ in 0..runs {
         if on("raw") {
+            let cpu = thread_cpu();
             raw.push(raw_client(sink.port, &data).await);
+            raw_cpu.push(thread_cpu() - cpu);
         }
         if on("pre") {
+            let cpu = thread_cpu();
             let (t, s, p) = mailplug_precomposed(sink.port, &composed, &tls).await;
+            pre_cpu.push(thread_cpu() - cpu);
             pre.push(t);
             setup.push(s);
             peak = peak.max(p);
@@ -284,7 +303,10 @@ pub async fn run(args: &[usize]) {
         ("mailplug batch send with composing (ops::send_batch)", median(full)),
         ("Python smtplib (login, sendmail per message)", median(py)),
     ];
-    println!("{n} messages x {kb} KB = {:.1} MB over one plain TCP connection to smtp-sink on loopback; median of {runs} runs\n", bytes as f64 / 1e6);
+    println!(
+        "{n} messages x {kb} KB = {:.1} MB over one plain TCP connection to smtp-sink on loopback; median of {runs} runs\n",
+        bytes as f64 / 1e6
+    );
     println!("| what | time (ms) | messages/s | ratio to raw |");
     println!("|---|---:|---:|---:|");
     let floor = rows[0].1.as_secs_f64();
@@ -296,9 +318,17 @@ pub async fn run(args: &[usize]) {
         }
         println!("| {name} | {:.0} | {:.0} | {:.2} |", t * 1e3, n as f64 / t, t / floor);
     }
-    println!("\nof which mailplug (composed beforehand) spent {:.1} ms before connecting (instantiate, open-batch with the envelopes)", setup.as_secs_f64() * 1e3);
+    println!(
+        "\nof which mailplug (composed beforehand) spent {:.1} ms before connecting (instantiate, open-batch with the envelopes)",
+        setup.as_secs_f64() * 1e3
+    );
     println!("guest memory cap {GUEST_MEMORY_MB} MB; peak guest memory (composed beforehand) {:.2} MB", peak as f64 / (1 << 20) as f64);
     // Per run, in the order run, to judge the spread on a loaded machine.
     println!("raw per run (ms): {:?}", raw_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
     println!("mailplug composed beforehand per run (ms): {:?}", pre_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    // The client's own CPU time (the sink's is not counted): what the load does not stretch.
+    let (rc, pc) = (median(raw_cpu).as_secs_f64() * 1e3, median(pre_cpu).as_secs_f64() * 1e3);
+    if rc > 0.0 && pc > 0.0 {
+        println!("client CPU per run, median (ms): raw {rc:.1}, mailplug composed beforehand {pc:.1} ({:.2}x)", pc / rc);
+    }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, BatchData, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageResult, Outcome, SessionHandle,
-    SkippedMessage, StepReport,
+    Action, BatchData, CleanBytes, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageBytes, MessageResult,
+    Outcome, SessionHandle, SkippedMessage, StepReport,
 };
 use crate::error::HostError;
 use crate::net::Conn;
@@ -346,9 +346,9 @@ async fn run_loop(
     // Messages the guest asked for in this step (batch submissions): their bytes are fetched
     // from the sink after this step's writes went out and handed over in one event.
     let mut wanted: Vec<u32> = Vec::new();
-    // Batch submissions: the bytes handed over, kept until the guest asks to write them
+    // Batch submissions: the bytes answered for, kept until the guest asks to write them
     // (`write-message`) or reports the message done without it. At most the guest's window.
-    let mut held: Vec<BatchData> = Vec::new();
+    let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
     // Whether anything was written to the server in this run (see `Parked::Idle`).
     let mut wrote = false;
     // Bytes of the deliveries not yet committed.
@@ -363,11 +363,7 @@ async fn run_loop(
             return Err(session_limit(conn.label().to_string(), opts));
         }
         if events.is_empty() && uncommitted {
-            let grace = if uncommitted_bytes < COMMIT_GRACE_BYTES {
-                COMMIT_GRACE.min(remaining(end))
-            } else {
-                Duration::ZERO
-            };
+            let grace = if uncommitted_bytes < COMMIT_GRACE_BYTES { COMMIT_GRACE.min(remaining(end)) } else { Duration::ZERO };
             match tokio::time::timeout(grace, conn.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => events.push_back(Event::Received(buf[..n].to_vec())),
                 ready => {
@@ -404,7 +400,11 @@ async fn run_loop(
             save_stored_state(instance, session, sink).await?;
         }
         if let Event::MessageData(list) = event {
-            held.extend(list);
+            // Bytes handed over (`raw`): the host keeps its own (the clean ones are held already).
+            held.extend(list.into_iter().filter_map(|d| match d.bytes {
+                MessageBytes::Raw(raw) => Some((d.index, raw)),
+                MessageBytes::Clean(_) => None,
+            }));
         }
         for action in actions {
             match action {
@@ -443,22 +443,22 @@ async fn run_loop(
                 Action::CommitPoint(index) => sink.commit_point(index)?,
                 Action::MessageDone(result) => {
                     // Not written (refused before its data): its bytes are no longer needed.
-                    held.retain(|d| d.index != result.index);
+                    held.retain(|(index, _)| *index != result.index);
                     sink.message_done(result)?
                 }
                 // Fetched and handed over after this list's writes went out (`out` is
                 // flushed below), before the next read: the copy overlaps the server's work
                 // instead of delaying the write the server waits for.
                 Action::NeedMessage(index) => wanted.push(index),
-                // The guest checked these bytes when they were handed over; the host's copy
-                // is written, so they cross the boundary once.
+                // Bytes that need no change on the wire, checked by the host (`clean`) or by
+                // the guest when they were handed over: the host's copy is written.
                 Action::WriteMessage(index) => {
-                    let Some(k) = held.iter().position(|d| d.index == index) else {
+                    let Some(k) = held.iter().position(|(i, _)| *i == index) else {
                         return Err(HostError::Plugin(format!(
                             "the mail component asked to write message {index} of the batch, whose bytes it was not handed or which was written already"
                         )));
                     };
-                    let raw = held.swap_remove(k).raw;
+                    let raw = held.swap_remove(k).1;
                     wrote |= !raw.is_empty();
                     if out.is_empty() {
                         out = raw;
@@ -495,7 +495,17 @@ async fn run_loop(
             for index in wanted.drain(..) {
                 let mut raw = sink.batch_message(index, WRITE_SLACK)?;
                 raw.reserve(WRITE_SLACK);
-                list.push(BatchData { index, raw });
+                // Clean bytes (composed messages are) stay here: the component's own check,
+                // made natively, so they never cross the boundary; anything else is handed
+                // over for the component to encode or refuse.
+                let bytes = match mailplug_wire::clean_for_data(&raw) {
+                    Some(clean) => {
+                        held.push((index, raw));
+                        MessageBytes::Clean(CleanBytes { eight_bit: clean.eight_bit })
+                    }
+                    None => MessageBytes::Raw(raw),
+                };
+                list.push(BatchData { index, bytes });
             }
             events.push_back(Event::MessageData(list));
         }
@@ -613,8 +623,7 @@ mod tests {
     #[test]
     fn the_allow_list_enforces_the_configured_security() {
         use GuestSecurity::*;
-        let allowed: Vec<AllowedServer> =
-            vec![("imap.example.test".into(), 993, ImplicitTls), ("smtp.example.test".into(), 587, Starttls)];
+        let allowed: Vec<AllowedServer> = vec![("imap.example.test".into(), 993, ImplicitTls), ("smtp.example.test".into(), 587, Starttls)];
         assert!(is_allowed(&allowed, &server("IMAP.example.test", 993, ImplicitTls)).is_ok());
         assert!(is_allowed(&allowed, &server("smtp.example.test", 587, Starttls)).is_ok());
         // Stronger than configured cannot leak anything.

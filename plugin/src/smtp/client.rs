@@ -4,7 +4,9 @@ use crate::config::{Credentials, Server, SubmissionServer};
 use crate::error::{redact, Error, ErrorKind, Result, Retry, ServerReply, Stage};
 use crate::link::Link;
 use crate::sasl::{self, Mechanism};
-use crate::session::{Action, BatchReport, CheckSummary, Event, Instant, Outcome, RecipientResult, SendReport, Session, Step, StepReport};
+use crate::session::{
+    Action, BatchReport, CheckSummary, Event, Instant, MessageBytes, Outcome, RecipientResult, SendReport, Session, Step, StepReport,
+};
 
 use super::data;
 use super::explain::{self, Known};
@@ -57,7 +59,9 @@ enum State {
     /// Message written, waiting for the final reply.
     DataEnd,
     /// No recipient was accepted; waiting for the RSET reply, then QUIT (sent already when pipelining).
-    Reset { quit_sent: bool },
+    Reset {
+        quit_sent: bool,
+    },
     /// Check mode: the probe envelope was accepted; waiting for the RSET reply, then QUIT.
     ProbeReset,
     /// A batch submission after login: replies are matched with the batch's queue.
@@ -127,18 +131,16 @@ impl std::fmt::Debug for SmtpSession {
 }
 
 impl SmtpSession {
-    pub fn new(
-        submission: SubmissionServer,
-        envelope_from: String,
-        envelope_to: Vec<String>,
-        message: Vec<u8>,
-    ) -> Result<Self> {
+    pub fn new(submission: SubmissionServer, envelope_from: String, envelope_to: Vec<String>, message: Vec<u8>) -> Result<Self> {
         let max = submission.limits.max_message_bytes;
         let mut session = Self::open(submission, envelope_from, envelope_to, false)?;
         if message.len() as u64 > max {
             return Err(Error::limit(
                 Stage::Data,
-                format!("the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments", message.len()),
+                format!(
+                    "the message is {} bytes, more than the configured limit of {max} bytes; shorten it or remove attachments",
+                    message.len()
+                ),
             ));
         }
         // The NUL check and whether the message needs any change, in one pass.
@@ -291,7 +293,9 @@ impl SmtpSession {
         while !matches!(self.state, State::TlsHandshake | State::Finished) {
             let stage = self.stage();
             let reply = loop {
-                let Some(line) = self.link.next_line(stage)? else { break None };
+                let Some(line) = self.link.next_line(stage)? else {
+                    break None;
+                };
                 if let Some(reply) = self.reader.feed(line.0, stage)? {
                     break Some(reply);
                 }
@@ -357,7 +361,10 @@ impl SmtpSession {
                 if reply.code != 220 {
                     return Err(Error::policy(
                         Stage::Starttls,
-                        format!("the server refused STARTTLS ({}); nothing was sent in clear text. Check the server's TLS setup or turn TLS on", reply.summary()),
+                        format!(
+                            "the server refused STARTTLS ({}); nothing was sent in clear text. Check the server's TLS setup or turn TLS on",
+                            reply.summary()
+                        ),
                     )
                     .with_reply(reply.to_server_reply())
                     .with_retry(retry_for(reply.code)));
@@ -443,7 +450,10 @@ impl SmtpSession {
                     return Err(from_reply(
                         ErrorKind::Protocol,
                         Stage::Envelope,
-                        format!("the server refused RSET ({}) after the probe envelope; nothing was sent, but the server does not follow SMTP", reply.summary()),
+                        format!(
+                            "the server refused RSET ({}) after the probe envelope; nothing was sent, but the server does not follow SMTP",
+                            reply.summary()
+                        ),
                         "",
                         &reply,
                     ));
@@ -462,10 +472,9 @@ impl SmtpSession {
             }
             State::Quit(ending) => {
                 self.state = State::Quit(ending);
-                let detail = self.quoted(&one_line(&reply)).map_or_else(
-                    || "the server answered QUIT".to_string(),
-                    |text| format!("the server answered QUIT: {text}"),
-                );
+                let detail = self
+                    .quoted(&one_line(&reply))
+                    .map_or_else(|| "the server answered QUIT".to_string(), |text| format!("the server answered QUIT: {text}"));
                 actions.extend(self.end(Some(detail))?);
             }
             State::AwaitConnected | State::TlsHandshake | State::Batch | State::Finished | State::Failed => {
@@ -577,14 +586,14 @@ impl Session for SmtpSession {
         self.link.deadline()
     }
 
-    fn message_data(&mut self, index: u32, raw: Vec<u8>, now: Instant) -> Result<Vec<Action>> {
+    fn message_data(&mut self, index: u32, bytes: MessageBytes, now: Instant) -> Result<Vec<Action>> {
         if matches!(self.state, State::Finished | State::Failed) {
             return Err(Error::protocol(
                 Stage::Logout,
                 format!("the submission session is already over; the host handed over message {index} after it ended"),
             ));
         }
-        let result = self.on_message_data(index, raw, now);
+        let result = self.on_message_data(index, bytes, now);
         if result.is_err() {
             self.state = State::Failed;
             self.link.clear_deadline();

@@ -9,7 +9,6 @@ mod client;
 mod data;
 pub mod explain;
 pub(crate) mod reply;
-mod scan;
 
 pub use client::{BatchEnvelope, SmtpSession, MAX_BATCH};
 pub use data::encode_data;

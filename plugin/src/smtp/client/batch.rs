@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::session::{BatchReport, Delivery, MessageResult};
+use crate::session::{BatchReport, Delivery, MessageBytes, MessageResult};
 
 use super::*;
 
@@ -180,8 +180,9 @@ impl SmtpSession {
     }
 
     /// Message `index`'s bytes, asked for with `need-message`: checked (NUL, the size limit)
-    /// and encoded now; a batch waiting for them goes on.
-    pub(super) fn on_message_data(&mut self, index: u32, raw: Vec<u8>, now: Instant) -> Result<Vec<Action>> {
+    /// and encoded now, or the host's word that it checked them (`clean`); a batch waiting for
+    /// them goes on.
+    pub(super) fn on_message_data(&mut self, index: u32, bytes: MessageBytes, now: Instant) -> Result<Vec<Action>> {
         let stage = self.stage();
         let Some(b) = self.batch.as_mut() else {
             return Err(Error::protocol(
@@ -197,34 +198,55 @@ impl SmtpSession {
             ));
         }
         let item = &mut b.items[i];
-        if raw.len() as u64 != item.announced {
-            return Err(Error::protocol(
-                stage,
-                format!("the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped", raw.len(), item.announced),
-            ));
-        }
-        // The NUL check, whether the message needs any change and whether it has 8-bit
-        // bytes, in one pass.
-        let scanned = data::scan(&raw);
-        item.body = if let Some(at) = scanned.nul {
-            // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end of
-            // DATA to some servers): this message is not sent, the others are.
-            Body::Bad(Error::invalid(
-                Stage::Data,
-                format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
-            ))
-        } else if scanned.clean {
-            // Sent as handed over: the host writes its own copy, so the guest keeps nothing
-            // and nothing crosses the boundary a second time.
-            let ends = raw.ends_with(b"\r\n");
-            item.size = raw.len() as u64 + if ends { 0 } else { 2 };
-            item.eight_bit = scanned.eight_bit;
-            Body::Held(if ends { b".\r\n" } else { b"\r\n.\r\n" })
-        } else {
-            let encoded = data::encode_scanned(raw, &scanned);
-            item.size = encoded.size;
-            item.eight_bit = encoded.eight_bit;
-            Body::Ready(encoded.bytes)
+        item.body = match bytes {
+            MessageBytes::Clean { eight_bit } => {
+                // The host checked the bytes and writes them itself: clean, ending with CRLF,
+                // the announced size (which cannot be under 2 with a CRLF at the end).
+                if item.announced < 2 {
+                    return Err(Error::protocol(
+                        stage,
+                        format!("the host said message {index} is clean, but its envelope announced {} bytes, too few to end with CRLF; the batch stopped", item.announced),
+                    ));
+                }
+                item.size = item.announced;
+                item.eight_bit = eight_bit;
+                Body::Held(b".\r\n")
+            }
+            MessageBytes::Raw(raw) => {
+                if raw.len() as u64 != item.announced {
+                    return Err(Error::protocol(
+                        stage,
+                        format!(
+                            "the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped",
+                            raw.len(),
+                            item.announced
+                        ),
+                    ));
+                }
+                // The NUL check, whether the message needs any change and whether it has
+                // 8-bit bytes, in one pass.
+                let scanned = data::scan(&raw);
+                if let Some(at) = scanned.nul {
+                    // A NUL would reach the server as is (and "\r\n\0.\r\n" reads as the end
+                    // of DATA to some servers): this message is not sent, the others are.
+                    Body::Bad(Error::invalid(
+                        Stage::Data,
+                        format!("the message contains a NUL byte (at byte {at}), which SMTP cannot carry (RFC 5321 2.3.8); nothing was sent. Send binary content as a base64-encoded attachment"),
+                    ))
+                } else if scanned.clean {
+                    // Sent as handed over: the host writes its own copy, so the guest keeps
+                    // nothing and nothing crosses the boundary a second time.
+                    let ends = raw.ends_with(b"\r\n");
+                    item.size = raw.len() as u64 + if ends { 0 } else { 2 };
+                    item.eight_bit = scanned.eight_bit;
+                    Body::Held(if ends { b".\r\n" } else { b"\r\n.\r\n" })
+                } else {
+                    let encoded = data::encode_scanned(raw, &scanned);
+                    item.size = encoded.size;
+                    item.eight_bit = encoded.eight_bit;
+                    Body::Ready(encoded.bytes)
+                }
+            }
         };
         let resume = b.waiting && b.next == i;
         b.waiting &= !resume;
@@ -450,7 +472,12 @@ impl SmtpSession {
                             t.extend_from_slice(terminator);
                             t
                         }
-                        _ => return Err(Error::protocol(Stage::Data, format!("internal error: message {i}'s commands went out before its bytes arrived"))),
+                        _ => {
+                            return Err(Error::protocol(
+                                Stage::Data,
+                                format!("internal error: message {i}'s commands went out before its bytes arrived"),
+                            ))
+                        }
                     };
                     self.upload_bytes += upload;
                     if self.pipelined {
@@ -461,7 +488,7 @@ impl SmtpSession {
                     // so that no empty message is ever delivered.
                     let error = self.batch().mail_error.take().unwrap_or_else(|| self.recipients_refused_error());
                     let recipients = std::mem::take(&mut self.recipients);
-        self.known(i, None, recipients, Some(error));
+                    self.known(i, None, recipients, Some(error));
                     return Err(Error::protocol(
                         Stage::Data,
                         "the server accepted DATA although it had refused the transaction; the connection was closed without sending any data",
@@ -595,7 +622,10 @@ impl SmtpSession {
                 let e = Error::new(
                     error.kind,
                     error.stage,
-                    format!("the message was not sent: the batch stopped before its data went out ({}); it is safe to send it again", error.message),
+                    format!(
+                        "the message was not sent: the batch stopped before its data went out ({}); it is safe to send it again",
+                        error.message
+                    ),
                 )
                 .with_retry(Retry::Later);
                 self.known(i, None, Vec::new(), Some(e));

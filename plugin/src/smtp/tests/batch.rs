@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::session::{BatchReport, Delivery, MessageResult};
+use crate::session::{BatchReport, Delivery, MessageBytes, MessageResult};
 
 const EHLO_NO_PIPELINING: &[u8] = b"250-smtp.shop.example\r\n250-SIZE 200\r\n250 AUTH PLAIN LOGIN\r\n";
 
@@ -38,6 +38,9 @@ struct Host {
     raws: Vec<Vec<u8>>,
     /// Every index asked for, in order.
     asked: Vec<u32>,
+    /// Answers `clean` for bytes that `mailplug_wire::clean_for_data` passes, as the driver
+    /// does; otherwise hands every message over (`raw`).
+    checks: bool,
 }
 
 impl std::ops::Deref for Host {
@@ -65,7 +68,12 @@ impl Host {
         }
         while let Some(i) = needs.pop_front() {
             self.asked.push(i);
-            let more = self.s.message_data(i, self.raws[i as usize].clone(), T0).unwrap_or_else(|e| panic!("message {i}: {e}"));
+            let raw = &self.raws[i as usize];
+            let bytes = match mailplug_wire::clean_for_data(raw).filter(|_| self.checks) {
+                Some(c) => MessageBytes::Clean { eight_bit: c.eight_bit },
+                None => MessageBytes::Raw(raw.clone()),
+            };
+            let more = self.s.message_data(i, bytes, T0).unwrap_or_else(|e| panic!("message {i}: {e}"));
             for a in more {
                 match a {
                     Action::NeedMessage(j) => needs.push_back(j),
@@ -135,7 +143,12 @@ fn envelope(i: usize, to: &[&str]) -> String {
 
 fn batch(messages: Vec<M>) -> Host {
     let (envelopes, raws) = messages.into_iter().map(|m| (m.env, m.raw)).unzip();
-    Host { s: SmtpSession::new_batch(submission(Security::ImplicitTls, basic()), envelopes).unwrap(), raws, asked: Vec::new() }
+    Host {
+        s: SmtpSession::new_batch(submission(Security::ImplicitTls, basic()), envelopes).unwrap(),
+        raws,
+        asked: Vec::new(),
+        checks: true,
+    }
 }
 
 /// Connected (message 0 asked for and handed over), greeted, EHLO (with `caps`) and logged
@@ -183,8 +196,10 @@ fn trace(actions: &[Action]) -> Vec<String> {
 #[test]
 fn a_pipelined_batch_sends_the_next_envelope_with_the_data_and_reports_each_message() {
     let to = ["ann@example.com"];
-    for chunking in ALL {
+    // Whether the host checked the clean messages itself or handed them over: the same wire.
+    for (chunking, checks) in ALL.into_iter().flat_map(|c| [(c, true), (c, false)]) {
         let mut s = batch((0..3).map(|i| message(i, &to)).collect());
+        s.checks = checks;
         let first = logged_in(&mut s, EHLO_TLS_CAPS, chunking);
         assert_eq!(text(&written(&first)), envelope(0, &to));
         // 354 for message 0: commit point, then its data, its dot and message 1's envelope in one write.
@@ -214,7 +229,11 @@ fn a_pipelined_batch_sends_the_next_envelope_with_the_data_and_reports_each_mess
 
 #[test]
 fn a_refused_recipient_is_reset_and_the_batch_goes_on() {
-    let mut s = batch(vec![message(0, &["ann@example.com"]), message(1, &["busy@example.com", "nouser@example.com"]), message(2, &["bob@example.net"])]);
+    let mut s = batch(vec![
+        message(0, &["ann@example.com"]),
+        message(1, &["busy@example.com", "nouser@example.com"]),
+        message(2, &["bob@example.net"]),
+    ]);
     logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
     s.server(b"250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     // Message 1: both recipients refused, DATA refused: RSET goes out with message 2's envelope.
@@ -230,7 +249,10 @@ fn a_refused_recipient_is_reset_and_the_batch_goes_on() {
     let e = r.error.as_ref().unwrap();
     assert_eq!(e.kind, ErrorKind::Refused, "{e}");
     assert_eq!(e.retry, Retry::Later, "one refusal is temporary: {e}");
-    assert_eq!(r.recipients.iter().map(|x| (x.address.as_str(), x.reply.code.as_str())).collect::<Vec<_>>(), [("busy@example.com", "451"), ("nouser@example.com", "550")]);
+    assert_eq!(
+        r.recipients.iter().map(|x| (x.address.as_str(), x.reply.code.as_str())).collect::<Vec<_>>(),
+        [("busy@example.com", "451"), ("nouser@example.com", "550")]
+    );
     let a = s.server(b"250 2.0.0 Reset\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     assert_eq!(trace(&a), ["commit 2".to_string(), format!("write {}", data(2))]);
     let a = s.server(b"250 Ok: queued as C\r\n", Chunking::Whole).unwrap();
@@ -251,7 +273,8 @@ fn a_refusal_after_the_data_is_reported_and_the_next_message_still_sent() {
     assert_eq!(done(&a)[0].final_reply, Some(ServerReply::new("451", "4.3.0 Try again later")));
     // No RSET after a completed DATA: the transaction is over either way.
     assert_eq!(text(&written(&a)), format!("{}{}", data(1), envelope(2, &to)));
-    let a = s.server(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+    let a =
+        s.server(b"552 5.3.4 Message size exceeds fixed maximum message size\r\n250 Ok\r\n250 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
     let r = done(&a)[0];
     assert_eq!(r.delivery, Delivery::Permanent);
     assert!(r.error.as_ref().unwrap().refusal.is_some(), "{r:?}");
@@ -354,7 +377,8 @@ fn a_batch_is_validated_before_connecting() {
     assert!(SmtpSession::new_batch(sub(), Vec::new()).is_err());
     let e = SmtpSession::new_batch(sub(), vec![message(0, &["a@example.com"]).env, message(1, &[]).env]).unwrap_err();
     assert!(e.message.contains("message 1") && e.message.contains("m1@shop.example"), "{e}");
-    let bad = BatchEnvelope { envelope_from: "agent@shop.example\r\nRCPT TO:<x@evil.example>".into(), ..message(0, &["a@example.com"]).env };
+    let bad =
+        BatchEnvelope { envelope_from: "agent@shop.example\r\nRCPT TO:<x@evil.example>".into(), ..message(0, &["a@example.com"]).env };
     assert_eq!(SmtpSession::new_batch(sub(), vec![bad]).unwrap_err().kind, ErrorKind::InvalidInput);
 }
 
@@ -376,7 +400,11 @@ fn a_nul_in_message_1_of_3_gets_its_own_outcome_and_0_and_2_are_sent() {
             s.exchange(b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
             s.exchange(b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
             s.exchange(b"354 go\r\n", data(0).as_bytes(), Chunking::Whole);
-            let a = s.exchange(b"250 Ok: queued as A\r\n", format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(2)).as_bytes(), Chunking::Whole);
+            let a = s.exchange(
+                b"250 Ok: queued as A\r\n",
+                format!("MAIL FROM:<agent@shop.example> SIZE={}\r\n", size(2)).as_bytes(),
+                Chunking::Whole,
+            );
             assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
             s.exchange(b"250 Ok\r\n", b"RCPT TO:<ann@example.com>\r\n", Chunking::Whole);
             s.exchange(b"250 Ok\r\n", b"DATA\r\n", Chunking::Whole);
@@ -409,7 +437,7 @@ fn a_message_over_the_configured_limit_gets_its_own_outcome() {
     sub.limits.max_message_bytes = 100;
     let big = with_raw(0, &to, vec![b'x'; 101]);
     let (envelopes, raws) = vec![big, message(1, &to)].into_iter().map(|m| (m.env, m.raw)).unzip();
-    let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new() };
+    let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new(), checks: true };
     let a = logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
     assert_eq!(text(&written(&a)), envelope(1, &to));
     assert_eq!(deliveries(&a), [Delivery::Permanent]);
@@ -474,10 +502,11 @@ fn a_message_not_handed_over_yet_holds_the_batch_back_until_it_comes() {
     let to = ["ann@example.com"];
     // 200 KB each: asked for one at a time.
     let m: Vec<M> = (0..3).map(|i| big(i, &to, 200)).collect();
-    let (env, data_of) = (m.iter().map(big_envelope).collect::<Vec<_>>(), m.iter().map(|x| format!("{}.\r\n", text(&x.raw))).collect::<Vec<_>>());
+    let (env, data_of) =
+        (m.iter().map(big_envelope).collect::<Vec<_>>(), m.iter().map(|x| format!("{}.\r\n", text(&x.raw))).collect::<Vec<_>>());
     let mut s = batch(m);
     assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
-    s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
+    s.s.message_data(0, MessageBytes::Raw(s.raws[0].clone()), T0).unwrap();
     s.asked.push(0);
     s.exchange(GREETING, EHLO, Chunking::Whole);
     s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
@@ -488,11 +517,11 @@ fn a_message_not_handed_over_yet_holds_the_batch_back_until_it_comes() {
     let a = s.expand(a);
     assert_eq!(trace(&a), ["commit 0".to_string(), format!("write {}", data_of[0])]);
     // Message 1's bytes arrive: its envelope goes out, message 2 is asked for.
-    let a = s.s.message_data(1, s.raws[1].clone(), T0 + 5).unwrap();
+    let a = s.s.message_data(1, MessageBytes::Raw(s.raws[1].clone()), T0 + 5).unwrap();
     assert_eq!(trace(&a), [format!("write {}", env[1]), "NeedMessage(2)".to_string()]);
     assert_eq!(s.deadline(), Some(T0 + 5 + TIMEOUT));
     // Bytes of another length than announced are the host's mistake.
-    let e = s.s.message_data(2, s.raws[2][1..].to_vec(), T0).unwrap_err();
+    let e = s.s.message_data(2, MessageBytes::Raw(s.raws[2][1..].to_vec()), T0).unwrap_err();
     assert!(e.message.contains("announced"), "{e}");
     assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
 }
@@ -502,20 +531,26 @@ fn a_message_not_asked_for_or_handed_over_twice_is_the_hosts_mistake() {
     let to = ["ann@example.com"];
     let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
     assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
-    let e = s.s.message_data(1, s.raws[1].clone(), T0).unwrap_err();
+    let e = s.s.message_data(1, MessageBytes::Raw(s.raws[1].clone()), T0).unwrap_err();
     assert!(e.message.contains("did not ask for"), "{e}");
     let mut s = batch((0..2).map(|i| big(i, &to, 200)).collect());
     s.s.handle(Event::Connected, T0).unwrap();
-    s.s.message_data(0, s.raws[0].clone(), T0).unwrap();
-    let e = s.s.message_data(0, s.raws[0].clone(), T0).unwrap_err();
+    s.s.message_data(0, MessageBytes::Raw(s.raws[0].clone()), T0).unwrap();
+    let e = s.s.message_data(0, MessageBytes::Raw(s.raws[0].clone()), T0).unwrap_err();
     assert!(e.message.contains("already has"), "{e}");
 }
 
 #[test]
 fn a_single_submission_asks_for_no_message() {
-    let mut s = SmtpSession::new(submission(Security::ImplicitTls, basic()), "agent@shop.example".into(), vec!["ann@example.com".into()], b"x\r\n".to_vec()).unwrap();
+    let mut s = SmtpSession::new(
+        submission(Security::ImplicitTls, basic()),
+        "agent@shop.example".into(),
+        vec!["ann@example.com".into()],
+        b"x\r\n".to_vec(),
+    )
+    .unwrap();
     assert!(s.handle(Event::Connected, T0).unwrap().is_empty());
-    assert_eq!(s.message_data(0, b"x".to_vec(), T0).unwrap_err().kind, ErrorKind::Protocol);
+    assert_eq!(s.message_data(0, MessageBytes::Raw(b"x".to_vec()), T0).unwrap_err().kind, ErrorKind::Protocol);
 }
 
 #[test]
@@ -557,4 +592,35 @@ fn a_clean_message_is_written_from_the_hosts_copy_and_one_needing_changes_from_t
     assert_eq!(text(&written(&s.expand(a))), "Subject: 2\r\n\r\nlast\r\n.\r\n");
     let a = s.server(b"250 Ok: queued\r\n221 Bye\r\n", Chunking::Whole).unwrap();
     assert_eq!(finished(&a).delivered, 3);
+}
+
+#[test]
+fn bytes_the_host_checked_are_written_by_the_host_with_8bitmime_as_it_said() {
+    let to = ["ann@example.com"];
+    let raw = "Subject: Gr\u{fc}\u{df}e\r\n\r\nSch\u{f6}n\r\n".as_bytes().to_vec();
+    let mut s = batch(vec![with_raw(0, &to, raw.clone())]);
+    let a = s.s.handle(Event::Connected, T0).unwrap();
+    assert_eq!(a, [Action::NeedMessage(0)]);
+    // The host's word: clean, with an 8-bit byte. The session never sees the bytes.
+    assert!(s.s.message_data(0, MessageBytes::Clean { eight_bit: true }, T0).unwrap().is_empty());
+    s.asked.push(0);
+    s.exchange(GREETING, EHLO, Chunking::Whole);
+    s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
+    let a = s.server(AUTH_OK, Chunking::Whole).unwrap();
+    let mail = format!("MAIL FROM:<agent@shop.example> SIZE={} BODY=8BITMIME\r\nRCPT TO:<ann@example.com>\r\nDATA\r\n", raw.len());
+    assert_eq!(text(&written(&a)), mail);
+    let a = s.s.handle(Event::Received(b"250 Ok\r\n250 Ok\r\n354 go\r\n"), T0).unwrap();
+    // The host's own bytes, then only the final dot: nothing added, nothing stuffed.
+    let k = a.iter().position(|x| *x == Action::WriteMessage(0)).unwrap_or_else(|| panic!("{a:?}"));
+    assert_eq!(a.get(k + 1), Some(&Action::Write(b".\r\n".to_vec())), "{a:?}");
+}
+
+#[test]
+fn clean_bytes_too_short_to_end_with_crlf_are_the_hosts_mistake() {
+    let to = ["ann@example.com"];
+    let mut s = batch(vec![with_raw(0, &to, b"x".to_vec())]);
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
+    let e = s.s.message_data(0, MessageBytes::Clean { eight_bit: false }, T0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(e.message.contains("too few to end with CRLF"), "{e}");
 }
