@@ -231,7 +231,13 @@ pub const WITHHELD: &str = "(the server's text is withheld: it arrived before en
 
 /// `text` with each of `forms` (secrets and their encodings) replaced by `<redacted>`.
 pub fn redact(text: &str, forms: &[String]) -> String {
-    let mut out = text.to_string();
+    redact_owned(text.to_string(), forms)
+}
+
+/// `redact` of a string the caller gives away: no copy when nothing is to be redacted (the
+/// usual case, once per reply of a batch).
+pub fn redact_owned(text: String, forms: &[String]) -> String {
+    let mut out = text;
     for f in forms.iter().filter(|f| !f.is_empty()) {
         if out.contains(f.as_str()) {
             out = out.replace(f.as_str(), "<redacted>");

@@ -331,7 +331,7 @@ impl Rng {
 }
 
 #[tokio::test]
-async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_through_the_wasm_scan() {
+async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_through_the_wasm_scan_or_the_hosts() {
     // smtp-sink appends each transaction to a dump file, dot-stuffing removed and with LF line
     // ends: what the server read as the message, to compare with what was handed over.
     let dir = temp_dir("scan");
@@ -372,9 +372,20 @@ async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_throug
                     _ => raw.push(b'a' + (r % 26) as u8),
                 }
             }
+            if i % 4 == 3 {
+                // Every fourth one clean and ending with CRLF (some with 8-bit bytes): the
+                // host checks these itself and writes them without handing them over.
+                raw.truncate(body_start);
+                for k in 0..=rng.below(200) {
+                    raw.extend_from_slice(if k % 7 == 6 { "Gr\u{fc}\u{df}e.\r\n".as_bytes() } else { b"clean line.\r\n" });
+                }
+            }
             ComposedMessage { message_id: id, envelope_from: me.clone(), envelope_to: vec!["sink@example.test".into()], raw }
         })
         .collect();
+    // Both paths are taken: bytes the host checked and writes itself, and bytes it hands over.
+    let host_checked = messages.iter().filter(|m| mailplug_wire::clean_for_data(&m.raw).is_some()).count();
+    assert!(host_checked >= 60 && host_checked < 150, "{host_checked} of {} clean", messages.len());
     let outcomes = ops::send_composed_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut NoJournal).await.expect("batch");
     assert_eq!(outcomes.len(), messages.len());
     let mut sent = Vec::new();

@@ -21,7 +21,13 @@ impl Reply {
 
     /// The reply for the admin: the code, and the lines joined by "\n" (enhanced code kept).
     pub fn to_server_reply(&self) -> ServerReply {
-        ServerReply::new(self.code.to_string(), self.lines.join("\n"))
+        // The code is three digits (`ReplyReader::feed`); one line needs no join.
+        let code = [b'0' + (self.code / 100 % 10) as u8, b'0' + (self.code / 10 % 10) as u8, b'0' + (self.code % 10) as u8];
+        let text = match self.lines.as_slice() {
+            [one] => one.clone(),
+            lines => lines.join("\n"),
+        };
+        ServerReply::new(String::from_utf8_lossy(&code).into_owned(), text)
     }
 
     /// "550 5.1.1 No such user" on one line, for error sentences.
@@ -82,7 +88,11 @@ impl ReplyReader {
             ));
         }
         let text = line.get(4..).unwrap_or_default();
-        self.lines.push(String::from_utf8_lossy(text).into_owned());
+        // Replies are nearly always ASCII: the checked conversion is cheaper than the lossy one.
+        self.lines.push(match std::str::from_utf8(text) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(text).into_owned(),
+        });
         if !last {
             return Ok(None);
         }

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::error::redact_owned;
 use crate::session::{BatchReport, Delivery, MessageBytes, MessageResult};
 
 use super::*;
@@ -350,7 +351,7 @@ impl SmtpSession {
                         b.expect.push_back(Expect::Mail(i));
                         if pipelined {
                             for j in 0..b.items[i].to.len() {
-                                out.extend_from_slice(format!("RCPT TO:<{}>\r\n", b.items[i].to[j]).as_bytes());
+                                push_rcpt(out, &b.items[i].to[j]);
                                 b.expect.push_back(Expect::Rcpt(i, j));
                             }
                             out.extend_from_slice(b"DATA\r\n");
@@ -383,12 +384,17 @@ impl SmtpSession {
             }
         }
         let item = &self.batch.as_ref().expect("batch session").items[i];
-        let mut out = format!("MAIL FROM:<{}>", item.from);
+        // Built piece by piece (no `format!`): this runs once per message of the batch.
+        let mut out = Vec::with_capacity(item.from.len() + 64);
+        out.extend_from_slice(b"MAIL FROM:<");
+        out.extend_from_slice(item.from.as_bytes());
+        out.push(b'>');
         if self.caps.size {
-            out.push_str(&format!(" SIZE={size}"));
+            out.extend_from_slice(b" SIZE=");
+            push_decimal(&mut out, size);
         }
         if eight_bit && self.caps.eight_bit_mime {
-            out.push_str(" BODY=8BITMIME");
+            out.extend_from_slice(b" BODY=8BITMIME");
         }
         if let Some(address) = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii()) {
             if !self.caps.smtputf8 {
@@ -397,10 +403,10 @@ impl SmtpSession {
                     format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
                 ));
             }
-            out.push_str(" SMTPUTF8");
+            out.extend_from_slice(b" SMTPUTF8");
         }
-        out.push_str("\r\n");
-        Ok(out.into_bytes())
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
     }
 
     pub(super) fn on_batch_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
@@ -546,7 +552,9 @@ impl SmtpSession {
     }
 
     fn rcpt_of(&mut self, i: usize, j: usize) -> Vec<u8> {
-        format!("RCPT TO:<{}>\r\n", self.batch().items[i].to[j]).into_bytes()
+        let mut out = Vec::new();
+        push_rcpt(&mut out, &self.batch().items[i].to[j]);
+        out
     }
 
     /// Message `i`'s transaction was refused before its data: report it, RSET, go on.
@@ -576,11 +584,11 @@ impl SmtpSession {
             e.quoted.clear();
             e
         });
-        let final_reply = final_reply.map(|r| ServerReply { text: redact(&r.text, &forms), ..r });
+        let final_reply = final_reply.map(|r| ServerReply { text: redact_owned(r.text, &forms), ..r });
         let recipients = recipients
             .into_iter()
             .map(|mut x| {
-                x.reply.text = redact(&x.reply.text, &forms);
+                x.reply.text = redact_owned(std::mem::take(&mut x.reply.text), &forms);
                 x
             })
             .collect();
@@ -642,4 +650,26 @@ impl SmtpSession {
         actions.push(Action::Close);
         actions.push(Action::Finished(Outcome::SentBatch(report)));
     }
+}
+
+/// Appends "RCPT TO:<address>\r\n".
+fn push_rcpt(out: &mut Vec<u8>, address: &str) {
+    out.extend_from_slice(b"RCPT TO:<");
+    out.extend_from_slice(address.as_bytes());
+    out.extend_from_slice(b">\r\n");
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
