@@ -318,18 +318,6 @@ fn lines_of(raw: &[u8]) -> Vec<&[u8]> {
     lines
 }
 
-/// xorshift64*: a fixed seed, so a failure names the same messages on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
-    }
-}
-
 #[tokio::test]
 async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_through_the_wasm_scan_or_the_hosts() {
     // smtp-sink appends each transaction to a dump file, dot-stuffing removed and with LF line
@@ -346,7 +334,7 @@ async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_throug
     let cfg = tenant("imap", &inb, &smtp, true);
     // Bodies around the scan's block (16) and group (64) borders, from clean CRLF text to
     // text full of bare CR, bare LF, lines starting with dots, 8-bit bytes and the odd NUL.
-    let mut rng = Rng(0x7363_616e_2d65_3265);
+    let mut rng = mailplug_wire::testing::Rng(0x7363_616e_2d65_3265);
     let messages: Vec<ComposedMessage> = (0..240)
         .map(|i| {
             let id = format!("scan-{i}-{}@batch.example.test", std::process::id());

@@ -191,63 +191,9 @@ mod tests {
         assert!(scan(b"a\r\nb").clean && !scan(b"a\nb").clean && !scan(b"a\r\n.b").clean && !scan(b".").clean && !scan(b"a\rb").clean);
     }
 
-    /// xorshift64*: a fixed seed, so a failure names the same inputs on every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     #[test]
     fn the_encoders_agree_on_random_messages() {
-        let mut rng = Rng(0x6d61_696c_706c_7567);
-        // Mostly CRLF text with a rare dot, CR, LF, NUL or 8-bit byte, at lengths around every
-        // block border (16) and group border (64).
-        for round in 0..40_000 {
-            let len = match round % 4 {
-                0 => rng.below(40),
-                1 => 16 * rng.below(12) + rng.below(3),
-                2 => 64 * rng.below(5) + rng.below(34),
-                _ => rng.below(700),
-            };
-            let rare = 1 + rng.below(60);
-            let mut m = Vec::with_capacity(len);
-            while m.len() < len {
-                let r = rng.below(rare * 8);
-                match r {
-                    0 => m.push(b'.'),
-                    1 => m.push(b'\r'),
-                    2 => m.push(b'\n'),
-                    3 if rng.below(8) == 0 => m.push(0),
-                    4 if rng.below(4) == 0 => m.push(0xC3),
-                    5..=9 => m.extend_from_slice(b"\r\n"),
-                    10 => m.extend_from_slice(b"\r\n."),
-                    _ => m.push(b'a' + (r % 26) as u8),
-                }
-            }
-            m.truncate(len);
-            check(&m);
-        }
-        // Each rule broken at every position of a clean message crossing several groups.
-        let base: Vec<u8> = b"Line of text.\r\n".iter().copied().cycle().take(200).collect();
-        check(&base);
-        for at in 0..base.len() {
-            for bad in [&b"\0"[..], b"\r", b"\n", b".", b"\r\n.", b"\xE9"] {
-                let mut m = base.clone();
-                m.splice(at..at, bad.iter().copied());
-                check(&m);
-                m.truncate(at + bad.len());
-                check(&m);
-            }
-        }
+        mailplug_wire::testing::samples(check);
     }
 
     #[test]

@@ -318,39 +318,18 @@ mod swar {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use std::string::String;
-    use std::vec::Vec;
-
-    /// The rules, byte by byte: the reference every implementation is compared with.
-    fn reference(message: &[u8]) -> Scan {
-        let nul = message.iter().position(|&b| b == 0);
-        let clean = nul.is_none()
-            && message.first() != Some(&b'.')
-            && message.iter().enumerate().all(|(i, &b)| match b {
-                b'\r' => message.get(i + 1) == Some(&b'\n'),
-                b'\n' => i > 0 && message[i - 1] == b'\r' && message.get(i + 1) != Some(&b'.'),
-                _ => true,
-            });
-        Scan { nul, clean, eight_bit: clean && !message.is_ascii() }
-    }
-
-    fn check(m: &[u8]) {
-        let want = reference(m);
-        assert_eq!(scan(m), want, "native: {:?}", String::from_utf8_lossy(m));
-        assert_eq!(scan_with::<swar::Acc>(m), want, "swar: {:?}", String::from_utf8_lossy(m));
-        let ok = want.clean && m.ends_with(b"\r\n");
-        assert_eq!(clean_for_data(m), ok.then_some(Clean { eight_bit: want.eight_bit }));
-    }
+/// Messages for tests of whatever handles these bytes (the component's encoders use them too;
+/// feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    extern crate alloc;
+    use alloc::vec::Vec;
 
     /// xorshift64*: a fixed seed, so a failure names the same inputs on every run.
-    struct Rng(u64);
+    pub struct Rng(pub u64);
 
     impl Rng {
-        fn below(&mut self, n: usize) -> usize {
+        pub fn below(&mut self, n: usize) -> usize {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
@@ -358,11 +337,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_implementation_agrees_with_the_rules_on_random_messages() {
+    /// Calls `check` with 40,000 seeded messages (mostly CRLF text with a rare dot, CR, LF, NUL
+    /// or 8-bit byte, at lengths around every block border (16) and group border (64)), then
+    /// with a clean message crossing several groups and each rule broken at every position.
+    pub fn samples(mut check: impl FnMut(&[u8])) {
         let mut rng = Rng(0x6d61_696c_706c_7567);
-        // Mostly CRLF text with a rare dot, CR, LF, NUL or 8-bit byte, at lengths around every
-        // block border (16) and group border (64).
         for round in 0..40_000 {
             let len = match round % 4 {
                 0 => rng.below(40),
@@ -388,7 +367,6 @@ mod tests {
             m.truncate(len);
             check(&m);
         }
-        // Each rule broken at every position of a clean message crossing several groups.
         let base: Vec<u8> = b"Line of text.\r\n".iter().copied().cycle().take(200).collect();
         check(&base);
         for at in 0..base.len() {
@@ -400,6 +378,39 @@ mod tests {
                 check(&m);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::String;
+
+    /// The rules, byte by byte: the reference every implementation is compared with.
+    fn reference(message: &[u8]) -> Scan {
+        let nul = message.iter().position(|&b| b == 0);
+        let clean = nul.is_none()
+            && message.first() != Some(&b'.')
+            && message.iter().enumerate().all(|(i, &b)| match b {
+                b'\r' => message.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && message[i - 1] == b'\r' && message.get(i + 1) != Some(&b'.'),
+                _ => true,
+            });
+        Scan { nul, clean, eight_bit: clean && !message.is_ascii() }
+    }
+
+    fn check(m: &[u8]) {
+        let want = reference(m);
+        assert_eq!(scan(m), want, "native: {:?}", String::from_utf8_lossy(m));
+        assert_eq!(scan_with::<swar::Acc>(m), want, "swar: {:?}", String::from_utf8_lossy(m));
+        let ok = want.clean && m.ends_with(b"\r\n");
+        assert_eq!(clean_for_data(m), ok.then_some(Clean { eight_bit: want.eight_bit }));
+    }
+
+    #[test]
+    fn every_implementation_agrees_with_the_rules_on_random_messages() {
+        testing::samples(check);
     }
 
     #[test]
