@@ -59,7 +59,7 @@ impl GuestSession for SessionResource {
             for d in list {
                 let bytes = match d.bytes {
                     session::MessageBytes::Raw(raw) => core::MessageBytes::Raw(raw),
-                    session::MessageBytes::Clean(c) => core::MessageBytes::Clean { eight_bit: c.eight_bit },
+                    session::MessageBytes::Clean(c) => core::MessageBytes::Clean { size: c.size, eight_bit: c.eight_bit },
                 };
                 let more = inner.message_data(d.index, bytes, now).map_err(|mut e| {
                     e.redact(&inner.secret_forms());

@@ -219,8 +219,8 @@ pub enum MessageBytes {
     /// The bytes, for the session to check and encode.
     Raw(Vec<u8>),
     /// The host checked them (`mailplug_wire::clean_for_data`) and keeps them: clean, ending
-    /// with CRLF, exactly the announced size.
-    Clean { eight_bit: bool },
+    /// with CRLF, `size` bytes (which must be the announced size).
+    Clean { size: u64, eight_bit: bool },
 }
 
 /// One conversation with one server. Every protocol client implements this; the WIT glue

@@ -500,8 +500,9 @@ async fn run_loop(
                 // over for the component to encode or refuse.
                 let bytes = match mailplug_wire::clean_for_data(&raw) {
                     Some(clean) => {
+                        let size = raw.len() as u64;
                         held.push((index, raw));
-                        MessageBytes::Clean(CleanBytes { eight_bit: clean.eight_bit })
+                        MessageBytes::Clean(CleanBytes { size, eight_bit: clean.eight_bit })
                     }
                     None => MessageBytes::Raw(raw),
                 };

@@ -199,8 +199,18 @@ impl SmtpSession {
             ));
         }
         let item = &mut b.items[i];
+        let handed = match &bytes {
+            MessageBytes::Raw(raw) => raw.len() as u64,
+            MessageBytes::Clean { size, .. } => *size,
+        };
+        if handed != item.announced {
+            return Err(Error::protocol(
+                stage,
+                format!("the host handed over {handed} bytes for message {index}, but its envelope announced {}; the batch stopped", item.announced),
+            ));
+        }
         item.body = match bytes {
-            MessageBytes::Clean { eight_bit } => {
+            MessageBytes::Clean { eight_bit, .. } => {
                 // The host checked the bytes and writes them itself: clean, ending with CRLF,
                 // the announced size (which cannot be under 2 with a CRLF at the end).
                 if item.announced < 2 {
@@ -214,16 +224,6 @@ impl SmtpSession {
                 Body::Held(b".\r\n")
             }
             MessageBytes::Raw(raw) => {
-                if raw.len() as u64 != item.announced {
-                    return Err(Error::protocol(
-                        stage,
-                        format!(
-                            "the host handed over {} bytes for message {index}, but its envelope announced {}; the batch stopped",
-                            raw.len(),
-                            item.announced
-                        ),
-                    ));
-                }
                 // The NUL check, whether the message needs any change and whether it has
                 // 8-bit bytes, in one pass.
                 let scanned = data::scan(&raw);

@@ -70,7 +70,7 @@ impl Host {
             self.asked.push(i);
             let raw = &self.raws[i as usize];
             let bytes = match mailplug_wire::clean_for_data(raw).filter(|_| self.checks) {
-                Some(c) => MessageBytes::Clean { eight_bit: c.eight_bit },
+                Some(c) => MessageBytes::Clean { size: raw.len() as u64, eight_bit: c.eight_bit },
                 None => MessageBytes::Raw(raw.clone()),
             };
             let more = self.s.message_data(i, bytes, T0).unwrap_or_else(|e| panic!("message {i}: {e}"));
@@ -602,7 +602,7 @@ fn bytes_the_host_checked_are_written_by_the_host_with_8bitmime_as_it_said() {
     let a = s.s.handle(Event::Connected, T0).unwrap();
     assert_eq!(a, [Action::NeedMessage(0)]);
     // The host's word: clean, with an 8-bit byte. The session never sees the bytes.
-    assert!(s.s.message_data(0, MessageBytes::Clean { eight_bit: true }, T0).unwrap().is_empty());
+    assert!(s.s.message_data(0, MessageBytes::Clean { size: raw.len() as u64, eight_bit: true }, T0).unwrap().is_empty());
     s.asked.push(0);
     s.exchange(GREETING, EHLO, Chunking::Whole);
     s.exchange(EHLO_TLS_CAPS, AUTH_PLAIN, Chunking::Whole);
@@ -620,7 +620,19 @@ fn clean_bytes_too_short_to_end_with_crlf_are_the_hosts_mistake() {
     let to = ["ann@example.com"];
     let mut s = batch(vec![with_raw(0, &to, b"x".to_vec())]);
     assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
-    let e = s.s.message_data(0, MessageBytes::Clean { eight_bit: false }, T0).unwrap_err();
+    let e = s.s.message_data(0, MessageBytes::Clean { size: 1, eight_bit: false }, T0).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Protocol);
     assert!(e.message.contains("too few to end with CRLF"), "{e}");
+}
+
+#[test]
+fn clean_bytes_of_another_length_than_announced_are_the_hosts_mistake() {
+    let to = ["ann@example.com"];
+    let mut s = batch(vec![message(0, &to)]);
+    assert_eq!(s.s.handle(Event::Connected, T0).unwrap(), [Action::NeedMessage(0)]);
+    let announced = s.raws[0].len() as u64;
+    let e = s.s.message_data(0, MessageBytes::Clean { size: announced + 1, eight_bit: false }, T0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(e.message.contains("announced"), "{e}");
+    assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
 }
