@@ -326,7 +326,7 @@ pub async fn run(args: &[usize]) {
     // Per run, in the order run, to judge the spread on a loaded machine.
     println!("raw per run (ms): {:?}", raw_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
     println!("mailplug composed beforehand per run (ms): {:?}", pre_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
-    // The client's own CPU time (the sink's is not counted): what the load does not stretch.
+    // The client's own CPU time (the sink's is not counted); compare the two of one run only.
     let (rc, pc) = (median(raw_cpu).as_secs_f64() * 1e3, median(pre_cpu).as_secs_f64() * 1e3);
     if rc > 0.0 && pc > 0.0 {
         println!("client CPU per run, median (ms): raw {rc:.1}, mailplug composed beforehand {pc:.1} ({:.2}x)", pc / rc);

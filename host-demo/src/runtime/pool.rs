@@ -100,7 +100,7 @@ fn base_config() -> Config {
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     // For profiling with `perf`: MAILPLUG_PERF_MAP=1 writes /tmp/perf-PID.map with the names of
-    // the component's compiled functions (docs/BENCHMARKS.md). It does not change the code.
+    // the component's compiled functions (docs/BENCHMARKS.md); for profiling only.
     if std::env::var_os("MAILPLUG_PERF_MAP").is_some_and(|v| v == "1") {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
