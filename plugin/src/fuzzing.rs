@@ -124,12 +124,12 @@ pub fn smtp_replies(data: &[u8]) {
         match reader.feed(line, Stage::Envelope) {
             Ok(Some(reply)) => {
                 assert!((200..600).contains(&reply.code), "code {}", reply.code);
-                assert!(!reply.lines.is_empty() && reply.lines.len() <= MAX_REPLY_LINES);
+                assert!(reply.lines().count() <= MAX_REPLY_LINES);
                 let caps = smtp_reply::Capabilities::from_ehlo(&reply);
-                assert!(caps.auth.len() <= reply.lines.iter().map(|l| l.split_ascii_whitespace().count()).sum::<usize>());
+                assert!(caps.auth.len() <= reply.lines().map(|l| l.split_ascii_whitespace().count()).sum::<usize>());
                 let _ = reply.summary();
                 let _ = reply.to_server_reply();
-                for l in &reply.lines {
+                for l in reply.lines() {
                     if let Some(code) = smtp_reply::enhanced_status(l) {
                         assert!(code.len() <= 9, "enhanced status code {code:?}");
                     }

@@ -1,7 +1,7 @@
 //! Batch send: compose several messages and submit them over one SMTP session
 //! (`outbound.open-batch`), with one outcome per message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{QueueConfig, TenantConfig};
 use crate::driver::{drive, now_ms, MessageSink};
@@ -147,24 +147,9 @@ async fn send_composed(
     positions: &[usize],
     journal: &mut dyn BatchJournal,
 ) -> Vec<MessageOutcome> {
-    let mut sink = BatchSink { positions, composed, journal, committed: None, done: BTreeMap::new() };
+    let mut sink = BatchSink { positions, composed, journal, committed: BTreeSet::new(), done: BTreeMap::new() };
     let result = submit_batch(instance, cfg, store, q, composed, &mut sink).await;
-    let BatchSink { committed, mut done, journal, .. } = sink;
-    let failure = result.err();
-    let mut outcomes = Vec::with_capacity(composed.len());
-    for (k, c) in composed.iter().enumerate() {
-        let outcome = match done.remove(&k) {
-            Some(o) => o,
-            None => {
-                let uncertain = committed == Some(k);
-                let o = unfinished(positions[k], c, uncertain, failure.as_ref());
-                journal.message_done(&o);
-                o
-            }
-        };
-        outcomes.push(outcome);
-    }
-    outcomes
+    sink.outcomes(result.err().as_ref())
 }
 
 /// Opens the batch session (again with a fresh token when an OAuth2 login was refused before
@@ -194,7 +179,7 @@ async fn submit_batch(
         let sub = submission_server(cfg, q, credentials);
         let session = instance.open_batch(&sub, &envelopes, now_ms()).await?;
         match drive(instance, session, &opts, sink).await {
-            Err(e) if sink.done.is_empty() && sink.committed.is_none() && retry_with_fresh_token(&q.smtp, &e, attempt) => attempt += 1,
+            Err(e) if sink.done.is_empty() && sink.committed.is_empty() && retry_with_fresh_token(&q.smtp, &e, attempt) => attempt += 1,
             Err(e) => return Err(e),
             Ok(_) => return Ok(()),
         }
@@ -247,9 +232,33 @@ struct BatchSink<'a> {
     positions: &'a [usize],
     composed: &'a [ComposedMessage],
     journal: &'a mut dyn BatchJournal,
-    /// The last committed message (index into `composed`).
-    committed: Option<usize>,
+    /// Messages committed (their final dot handed over) without an outcome yet (indexes into
+    /// `composed`). Usually one; two when the session reports an outcome in the step after the
+    /// next commit point (`message-done` with the answer to `need-message`). Each is uncertain
+    /// if the session ends without its outcome.
+    committed: BTreeSet<usize>,
     done: BTreeMap<usize, MessageOutcome>,
+}
+
+impl BatchSink<'_> {
+    /// Every message's outcome once the session is over: the one reported, else uncertain
+    /// when its final dot was committed and not sent otherwise (told to the journal now).
+    fn outcomes(self, failure: Option<&HostError>) -> Vec<MessageOutcome> {
+        let BatchSink { committed, mut done, journal, composed, positions } = self;
+        let mut outcomes = Vec::with_capacity(composed.len());
+        for (k, c) in composed.iter().enumerate() {
+            let outcome = match done.remove(&k) {
+                Some(o) => o,
+                None => {
+                    let o = unfinished(positions[k], c, committed.contains(&k), failure);
+                    journal.message_done(&o);
+                    o
+                }
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
 }
 
 impl MessageSink for BatchSink<'_> {
@@ -271,7 +280,7 @@ impl MessageSink for BatchSink<'_> {
         let k = index as usize;
         let c = self.composed.get(k).ok_or_else(|| HostError::Plugin(format!("the component committed message {k}, which the batch does not have")))?;
         self.journal.commit_point(self.positions[k], &c.message_id)?;
-        self.committed = Some(k);
+        self.committed.insert(k);
         Ok(())
     }
     fn message_done(&mut self, r: MessageResult) -> Result<(), HostError> {
@@ -297,9 +306,7 @@ impl MessageSink for BatchSink<'_> {
             recipients: r.recipients,
             error,
         };
-        if self.committed == Some(k) {
-            self.committed = None;
-        }
+        self.committed.remove(&k);
         self.journal.message_done(&outcome);
         self.done.insert(k, outcome);
         Ok(())
@@ -312,6 +319,50 @@ mod tests {
 
     fn composed(id: &str) -> ComposedMessage {
         ComposedMessage { message_id: id.into(), envelope_from: "a@example.test".into(), envelope_to: vec!["b@example.test".into()], raw: b"x\r\n".to_vec() }
+    }
+
+    /// A journal that keeps what it was told.
+    #[derive(Default)]
+    struct Told(Vec<(usize, Delivery)>);
+
+    impl BatchJournal for Told {
+        fn message_done(&mut self, o: &MessageOutcome) {
+            self.0.push((o.index, o.delivery));
+        }
+    }
+
+    #[test]
+    fn every_message_committed_without_its_outcome_is_uncertain_when_the_host_loses_the_session() {
+        // Message 0's outcome was still held back for the message-data step when message 1's
+        // commit point came, and the host's write failed in between: both may have arrived.
+        let composed: Vec<_> = (0..4).map(|k| composed(&format!("m{k}@example.test"))).collect();
+        let positions = [10, 11, 12, 13];
+        let mut told = Told::default();
+        let mut sink = BatchSink { positions: &positions, composed: &composed, journal: &mut told, committed: BTreeSet::new(), done: BTreeMap::new() };
+        sink.commit_point(0).unwrap();
+        sink.commit_point(1).unwrap();
+        let lost = HostError::Network { server: "smtp.example.test:587".into(), message: "write failed: broken pipe".into() };
+        let outcomes = sink.outcomes(Some(&lost));
+        let got: Vec<_> = outcomes.iter().map(|o| (o.index, o.delivery)).collect();
+        let want = [(10, Delivery::Uncertain), (11, Delivery::Uncertain), (12, Delivery::NotSent), (13, Delivery::NotSent)];
+        assert_eq!(got, want);
+        assert_eq!(told.0, want, "the journal is told each one");
+        // A reported outcome settles its commit point: only the other one is uncertain.
+        let mut told = Told::default();
+        let mut sink = BatchSink { positions: &positions, composed: &composed, journal: &mut told, committed: BTreeSet::new(), done: BTreeMap::new() };
+        sink.commit_point(0).unwrap();
+        sink.commit_point(1).unwrap();
+        let delivered = MessageResult {
+            index: 0,
+            message_id: "m0@example.test".into(),
+            delivery: Delivery::Delivered,
+            final_reply: Some(ServerReply { code: "250".into(), text: "Ok".into() }),
+            recipients: Vec::new(),
+            error: None,
+        };
+        sink.message_done(delivered).unwrap();
+        let got: Vec<_> = sink.outcomes(Some(&lost)).iter().map(|o| (o.index, o.delivery)).collect();
+        assert_eq!(got, [(10, Delivery::Delivered), (11, Delivery::Uncertain), (12, Delivery::NotSent), (13, Delivery::NotSent)]);
     }
 
     #[test]

@@ -244,7 +244,8 @@ impl SmtpSession {
         if self.link.absorb(&event, now, self.stage())? {
             return Ok(Vec::new());
         }
-        let mut actions = Vec::new();
+        // A batch's steady step: commit point, write-message, write, need-message.
+        let mut actions = Vec::with_capacity(if matches!(self.state, State::Batch) { 6 } else { 0 });
         let mut wrote_data = false;
         match event {
             Event::Connected => {
@@ -561,10 +562,17 @@ impl Session for SmtpSession {
         }
         // The message data (and its final dot) went to the host in an earlier call.
         let data_handed_over = matches!(self.state, State::DataEnd);
+        let deferred = self.take_deferred();
         let result = match self.step(event, now) {
             Err(e) => self.settle(e, data_handed_over),
             ok => ok,
-        };
+        }
+        .map(|actions| {
+            let mut actions = first(deferred, actions);
+            self.defer_outcomes(&mut actions);
+            self.seal_outcomes(&mut actions);
+            actions
+        });
         if result.is_err() {
             self.state = State::Failed;
         }
@@ -593,11 +601,25 @@ impl Session for SmtpSession {
                 format!("the submission session is already over; the host handed over message {index} after it ended"),
             ));
         }
-        let result = self.on_message_data(index, bytes, now);
+        let deferred = self.take_deferred();
+        let result = self.on_message_data(index, bytes, now).map(|actions| {
+            let mut actions = first(deferred, actions);
+            self.seal_outcomes(&mut actions);
+            actions
+        });
         if result.is_err() {
             self.state = State::Failed;
             self.link.clear_deadline();
         }
         result
     }
+}
+
+/// `before`, then `actions` (no copy when `before` is empty, as it mostly is).
+fn first(mut before: Vec<Action>, actions: Vec<Action>) -> Vec<Action> {
+    if before.is_empty() {
+        return actions;
+    }
+    before.extend(actions);
+    before
 }

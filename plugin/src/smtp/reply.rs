@@ -10,29 +10,52 @@ pub(crate) const MAX_REPLY_LINES: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Reply {
     pub code: u16,
-    /// The text of each line, without the code and separator.
-    pub lines: Vec<String>,
+    /// The text of each line, without the code and separator, joined by "\n" (a line never
+    /// holds one: the link splits at each LF). One string rather than a list: most replies
+    /// have one line, and a batch reads four replies per message.
+    pub text: String,
 }
 
 impl Reply {
+    /// A reply with these lines (tests and hand-made replies).
+    #[cfg(test)]
+    pub fn from_lines(code: u16, lines: &[&str]) -> Self {
+        Reply { code, text: lines.join("\n") }
+    }
+
     pub fn is_positive(&self) -> bool {
         (200..300).contains(&self.code)
     }
 
+    /// Each line's text.
+    pub fn lines(&self) -> std::str::Split<'_, char> {
+        self.text.split('\n')
+    }
+
+    /// The last line's text.
+    pub fn last_line(&self) -> &str {
+        self.text.rsplit('\n').next().unwrap_or("")
+    }
+
+    fn code_text(&self) -> String {
+        // The code is three digits (`ReplyReader::feed`).
+        let code = [b'0' + (self.code / 100 % 10) as u8, b'0' + (self.code / 10 % 10) as u8, b'0' + (self.code % 10) as u8];
+        String::from_utf8_lossy(&code).into_owned()
+    }
+
     /// The reply for the admin: the code, and the lines joined by "\n" (enhanced code kept).
     pub fn to_server_reply(&self) -> ServerReply {
-        // The code is three digits (`ReplyReader::feed`); one line needs no join.
-        let code = [b'0' + (self.code / 100 % 10) as u8, b'0' + (self.code / 10 % 10) as u8, b'0' + (self.code % 10) as u8];
-        let text = match self.lines.as_slice() {
-            [one] => one.clone(),
-            lines => lines.join("\n"),
-        };
-        ServerReply::new(String::from_utf8_lossy(&code).into_owned(), text)
+        ServerReply::new(self.code_text(), self.text.clone())
+    }
+
+    /// `to_server_reply` without copying the text.
+    pub fn into_server_reply(self) -> ServerReply {
+        ServerReply::new(self.code_text(), self.text)
     }
 
     /// "550 5.1.1 No such user" on one line, for error sentences.
     pub fn summary(&self) -> String {
-        let text = self.lines.last().map(String::as_str).unwrap_or("");
+        let text = self.last_line();
         if text.is_empty() { self.code.to_string() } else { format!("{} {}", self.code, text) }
     }
 }
@@ -52,7 +75,9 @@ pub(crate) fn enhanced_status(line: &str) -> Option<&str> {
 #[derive(Debug, Default)]
 pub(crate) struct ReplyReader {
     code: Option<u16>,
-    lines: Vec<String>,
+    /// The lines so far, joined by "\n".
+    text: String,
+    lines: usize,
 }
 
 impl ReplyReader {
@@ -81,23 +106,28 @@ impl ReplyReader {
             }
             _ => self.code = Some(code),
         }
-        if self.lines.len() >= MAX_REPLY_LINES {
+        if self.lines >= MAX_REPLY_LINES {
             return Err(Error::limit(
                 stage,
                 format!("the server sent a reply with more than {MAX_REPLY_LINES} lines during {}; the session was stopped", stage.as_str()),
             ));
         }
         let text = line.get(4..).unwrap_or_default();
+        if self.lines > 0 {
+            self.text.push('\n');
+        }
+        self.lines += 1;
         // Replies are nearly always ASCII: the checked conversion is cheaper than the lossy one.
-        self.lines.push(match std::str::from_utf8(text) {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(text).into_owned(),
-        });
+        match std::str::from_utf8(text) {
+            Ok(text) => self.text.push_str(text),
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(text)),
+        }
         if !last {
             return Ok(None);
         }
         self.code = None;
-        Ok(Some(Reply { code, lines: std::mem::take(&mut self.lines) }))
+        self.lines = 0;
+        Ok(Some(Reply { code, text: std::mem::take(&mut self.text) }))
     }
 }
 
@@ -128,7 +158,7 @@ impl Capabilities {
     /// Reads the keywords of a 250 EHLO reply; the first line is the server's name.
     pub fn from_ehlo(reply: &Reply) -> Self {
         let mut caps = Capabilities::default();
-        for line in reply.lines.iter().skip(1) {
+        for line in reply.lines().skip(1) {
             let mut words = line.split_ascii_whitespace();
             let Some(keyword) = words.next() else { continue };
             let keyword = keyword.to_ascii_uppercase();
@@ -182,11 +212,12 @@ mod tests {
     fn single_and_multi_line_replies() {
         let replies = read_all(&[b"220 mx ESMTP", b"250-mx.example", b"250-PIPELINING", b"250 SIZE 100", b"354"]).unwrap();
         assert_eq!(replies.len(), 3);
-        assert_eq!(replies[0], Reply { code: 220, lines: vec!["mx ESMTP".into()] });
+        assert_eq!(replies[0], Reply::from_lines(220, &["mx ESMTP"]));
         assert_eq!(replies[1].code, 250);
-        assert_eq!(replies[1].lines, ["mx.example", "PIPELINING", "SIZE 100"]);
+        assert_eq!(replies[1].lines().collect::<Vec<_>>(), ["mx.example", "PIPELINING", "SIZE 100"]);
         assert_eq!(replies[1].to_server_reply(), ServerReply::new("250", "mx.example\nPIPELINING\nSIZE 100"));
-        assert_eq!(replies[2], Reply { code: 354, lines: vec![String::new()] });
+        assert_eq!(replies[2], Reply::from_lines(354, &[""]));
+        assert_eq!(replies[2].lines().collect::<Vec<_>>(), [""]);
     }
 
     #[test]
@@ -223,26 +254,24 @@ mod tests {
         assert_eq!(enhanced_status("3.1.1 not a class"), None);
         assert_eq!(enhanced_status("5.1 short"), None);
         assert_eq!(enhanced_status("Authentication failed"), None);
-        let r = Reply { code: 535, lines: vec!["5.7.8 Error".to_string()] };
+        let r = Reply::from_lines(535, &["5.7.8 Error"]);
         assert_eq!(r.summary(), "535 5.7.8 Error");
     }
 
     #[test]
     fn ehlo_keywords() {
-        let reply = Reply {
-            code: 250,
-            lines: ["mx.example Hello", "pipelining", "SIZE 10240000", "AUTH PLAIN LOGIN", "AUTH=login xoauth2", "STARTTLS", "8BITMIME", "SMTPUTF8", ""]
-                .map(String::from)
-                .to_vec(),
-        };
+        let reply = Reply::from_lines(
+            250,
+            &["mx.example Hello", "pipelining", "SIZE 10240000", "AUTH PLAIN LOGIN", "AUTH=login xoauth2", "STARTTLS", "8BITMIME", "SMTPUTF8", ""],
+        );
         let caps = Capabilities::from_ehlo(&reply);
         assert!(caps.pipelining && caps.starttls && caps.eight_bit_mime && caps.smtputf8 && caps.size);
         assert_eq!(caps.size_limit, Some(10_240_000));
         assert_eq!(caps.auth, ["PLAIN", "LOGIN", "XOAUTH2"]);
         // The greeting line is never a keyword.
-        let only_name = Reply { code: 250, lines: vec!["STARTTLS".into()] };
+        let only_name = Reply::from_lines(250, &["STARTTLS"]);
         assert!(!Capabilities::from_ehlo(&only_name).starttls);
-        let unlimited = Reply { code: 250, lines: vec!["mx".into(), "SIZE 0".into()] };
+        let unlimited = Reply::from_lines(250, &["mx", "SIZE 0"]);
         let caps = Capabilities::from_ehlo(&unlimited);
         assert!(caps.size);
         assert_eq!(caps.size_limit, None);

@@ -4,12 +4,16 @@
 //! queue of the replies it waits for. With PIPELINING, message i's data, its final dot and
 //! message i+1's MAIL/RCPT/DATA go out in one write; without it, one command at a time.
 //! `commit-point(i)` precedes the write carrying message i's final dot; each message's
-//! outcome is reported with `message-done` in batch order as soon as it is known.
+//! outcome is reported with `message-done` in batch order as soon as it is known: in the step
+//! that learnt it or, when that step also asks for bytes (`need-message`), in the
+//! `message-data` step that answers it, which the host performs after the writes and before
+//! reading again. So in the steady state the outcome records cross the boundary while the
+//! server works on the next message, not between its reply and the write it waits for.
 //!
 //! The session is opened with the envelopes only. It asks the host for message i's bytes with
-//! `need-message(i)` one message ahead (message 0 once connected, message i+1 when message i's
-//! commands go out), so the host copies the next message while the server works on the current
-//! one, and the guest holds at most two encoded messages. A message that has not arrived when
+//! `need-message(i)` a window ahead (up to 32 KiB of messages asked for and not started, at
+//! least the next one; in the steady state one more each time a message starts), so the host
+//! copies the next messages while the server works on the current one. A message that has not arrived when
 //! its turn comes holds the batch back (`waiting`) until it does. A message that needs no
 //! change on the wire (checked in one pass when handed over) is not kept at all: at its turn
 //! the host writes its own copy (`write-message`), and the guest writes only the final dot.
@@ -24,11 +28,11 @@ use super::*;
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 10_000;
 
-/// The bytes of the messages asked for at once: with 10 KB messages, three per `message-data`
-/// event; a larger message is asked for alone. Small enough that handing them over (a copy,
-/// the checks and the encoding, about 6 us per 10 KB) stays hidden behind the server's work on
-/// the message before (measured: 256 KiB windows were no faster). The guest holds at most
-/// this, plus the message waiting for its 354, plus one larger message.
+/// The bytes of the messages asked for and not started yet: with 10 KB messages, three ahead,
+/// one more asked for as each starts; a larger message is asked for alone. Small enough that
+/// handing them over (a copy, the checks and the encoding, about 6 us per 10 KB) stays hidden
+/// behind the server's work on the message before (measured: 256 KiB windows were no faster).
+/// The guest holds at most this, plus the message waiting for its 354, plus one larger message.
 const WINDOW: u64 = 32 * 1024;
 
 /// One message to submit, without its bytes (they come with `message_data`).
@@ -70,6 +74,8 @@ struct Item {
     /// Known once the bytes arrived: the RFC 1870 size of the encoded data.
     size: u64,
     eight_bit: bool,
+    /// Asked for and not started yet: counted in `Batch::ahead`.
+    ahead: bool,
 }
 
 /// A reply the session waits for, with the message it belongs to.
@@ -86,8 +92,10 @@ pub(super) struct Batch {
     items: Vec<Item>,
     /// The next message whose commands were not written yet.
     next: usize,
-    /// Messages 0..asked were asked for with `need-message`.
+    /// Messages 0..asked were asked for with `need-message` (or never will be).
     asked: usize,
+    /// The announced bytes of the messages asked for and not started yet.
+    ahead: u64,
     /// The secret's wire forms (`secret_forms`), for redacting each outcome.
     forms: Vec<String>,
     /// The next message's turn came before its bytes: it starts once they arrive.
@@ -97,10 +105,16 @@ pub(super) struct Batch {
     mail_error: Option<Error>,
     /// The message whose final dot was handed over and whose verdict has not come yet.
     committed: Option<usize>,
-    /// Outcomes known but not yet reported (waiting for an earlier message's).
+    /// Outcomes known but not yet reported, of messages `reported..` in order (the usual case:
+    /// a reused buffer, no map).
+    in_order: Vec<MessageResult>,
+    /// Outcomes known but not yet reported, waiting for an earlier message's.
     known: BTreeMap<usize, MessageResult>,
     /// Outcomes reported so far (messages 0..reported).
     reported: usize,
+    /// `message-done` actions of a step that also asked for bytes: returned first by the next
+    /// step (the `message-data` that answers it, which comes before any further read).
+    deferred: Vec<Action>,
     delivered: u32,
 }
 
@@ -115,6 +129,17 @@ impl std::fmt::Debug for Batch {
             .field("committed", &self.committed)
             .field("reported", &self.reported)
             .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    /// Message `i` (the next) starts or is skipped: it leaves the window of those asked ahead.
+    fn started(&mut self, i: usize) {
+        self.next = i + 1;
+        let item = &mut self.items[i];
+        if std::mem::take(&mut item.ahead) {
+            self.ahead = self.ahead.saturating_sub(item.announced.max(1));
+        }
     }
 }
 
@@ -161,6 +186,7 @@ impl SmtpSession {
                 announced: m.size,
                 size: 0,
                 eight_bit: false,
+                ahead: false,
             });
         }
         let forms = session.secret_forms();
@@ -169,12 +195,15 @@ impl SmtpSession {
             items,
             next: 0,
             asked: 0,
+            ahead: 0,
             waiting: false,
             expect: VecDeque::new(),
             mail_error: None,
             committed: None,
+            in_order: Vec::new(),
             known: BTreeMap::new(),
             reported: 0,
+            deferred: Vec::new(),
             delivered: 0,
         }));
         Ok(session)
@@ -263,31 +292,53 @@ impl SmtpSession {
         Ok(actions)
     }
 
-    /// Once every message asked for has started, asks for the next ones: as many as fit in
-    /// `WINDOW` together, at least one. After the writes of the step: the host copies them
+    /// Asks for the next messages while those asked for and not started stay within `WINDOW`
+    /// together (at least the next one). After the writes of the step: the host copies them
     /// while the server works on the message before.
     pub(super) fn ask_ahead(&mut self, actions: &mut Vec<Action>) {
         if matches!(self.state, State::Finished | State::Failed) {
             return;
         }
         let Some(b) = self.batch.as_mut() else { return };
-        if b.asked > b.next {
-            return;
-        }
-        let mut left = WINDOW;
-        let mut first = true;
         while b.asked < b.items.len() {
             let item = &mut b.items[b.asked];
             if matches!(item.body, Body::Later) {
-                if !first && item.announced > left {
+                if b.ahead > 0 && b.ahead.saturating_add(item.announced) > WINDOW {
                     break;
                 }
-                left = left.saturating_sub(item.announced);
-                first = false;
+                // A message of 0 bytes still counts as one asked ahead.
+                b.ahead = b.ahead.saturating_add(item.announced.max(1));
+                item.ahead = true;
                 item.body = Body::Asked;
                 actions.push(Action::NeedMessage(b.asked as u32));
             }
             b.asked += 1;
+        }
+    }
+
+    /// Outcomes held back by the step before (`deferred`), to go first in this step's actions.
+    pub(super) fn take_deferred(&mut self) -> Vec<Action> {
+        self.batch.as_mut().map(|b| std::mem::take(&mut b.deferred)).unwrap_or_default()
+    }
+
+    /// After a step that is not `message-data`: when it asks for bytes, its `message-done`
+    /// actions wait for the `message-data` step that answers (the host performs that after
+    /// the writes and before it reads again), so the write the server waits for goes out
+    /// without the outcomes' records crossing the boundary first.
+    pub(super) fn defer_outcomes(&mut self, actions: &mut Vec<Action>) {
+        let Some(b) = self.batch.as_mut() else { return };
+        if matches!(self.state, State::Finished | State::Failed) || !actions.iter().any(|a| matches!(a, Action::NeedMessage(_))) {
+            return;
+        }
+        if actions.iter().any(|a| matches!(a, Action::MessageDone(_))) {
+            let mut kept = Vec::with_capacity(actions.len());
+            for a in actions.drain(..) {
+                match a {
+                    Action::MessageDone(_) => b.deferred.push(a),
+                    a => kept.push(a),
+                }
+            }
+            *actions = kept;
         }
     }
 
@@ -336,17 +387,16 @@ impl SmtpSession {
                         break;
                     }
                     Body::Bad(e) => {
-                        self.batch().next += 1;
+                        self.batch().started(i);
                         self.known(i, None, Vec::new(), Some(e));
                         continue;
                     }
                     body => self.batch().items[i].body = body,
                 }
-                self.batch().next += 1;
-                match self.mail_command(i) {
+                self.batch().started(i);
+                match self.mail_command(i, out) {
                     Err(e) => self.known(i, None, Vec::new(), Some(e)),
-                    Ok(mail) => {
-                        out.extend_from_slice(&mail);
+                    Ok(()) => {
                         let b = self.batch();
                         b.expect.push_back(Expect::Mail(i));
                         if pipelined {
@@ -374,8 +424,9 @@ impl SmtpSession {
         }
     }
 
-    /// MAIL FROM for message `i`, or why it cannot be sent to this server at all.
-    fn mail_command(&mut self, i: usize) -> Result<Vec<u8>> {
+    /// Appends MAIL FROM for message `i` to `out`, or says why it cannot be sent to this
+    /// server at all (and appends nothing).
+    fn mail_command(&mut self, i: usize, out: &mut Vec<u8>) -> Result<()> {
         let (size, eight_bit) = (self.batch().items[i].size, self.batch().items[i].eight_bit);
         self.message_size = size;
         if let Some(limit) = self.caps.size_limit {
@@ -384,29 +435,29 @@ impl SmtpSession {
             }
         }
         let item = &self.batch.as_ref().expect("batch session").items[i];
+        let utf8 = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii());
+        if let Some(address) = utf8.filter(|_| !self.caps.smtputf8) {
+            return Err(Error::invalid(
+                Stage::Envelope,
+                format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
+            ));
+        }
         // Built piece by piece (no `format!`): this runs once per message of the batch.
-        let mut out = Vec::with_capacity(item.from.len() + 64);
         out.extend_from_slice(b"MAIL FROM:<");
         out.extend_from_slice(item.from.as_bytes());
         out.push(b'>');
         if self.caps.size {
             out.extend_from_slice(b" SIZE=");
-            push_decimal(&mut out, size);
+            push_decimal(out, size);
         }
         if eight_bit && self.caps.eight_bit_mime {
             out.extend_from_slice(b" BODY=8BITMIME");
         }
-        if let Some(address) = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii()) {
-            if !self.caps.smtputf8 {
-                return Err(Error::invalid(
-                    Stage::Envelope,
-                    format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
-                ));
-            }
+        if utf8.is_some() {
             out.extend_from_slice(b" SMTPUTF8");
         }
         out.extend_from_slice(b"\r\n");
-        Ok(out)
+        Ok(())
     }
 
     pub(super) fn on_batch_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
@@ -447,7 +498,8 @@ impl SmtpSession {
             Expect::Rcpt(i, j) => {
                 if self.batch().mail_error.is_none() {
                     let address = self.batch().items[i].to[j].clone();
-                    self.recipients.push(RecipientResult::from_reply(address, reply.code, reply.to_server_reply()));
+                    let code = reply.code;
+                    self.recipients.push(RecipientResult::from_reply(address, code, reply.into_server_reply()));
                 }
                 if !self.pipelined {
                     if j + 1 < self.batch().items[i].to.len() {
@@ -520,7 +572,7 @@ impl SmtpSession {
                 let recipients = std::mem::take(&mut self.recipients);
                 if reply.is_positive() {
                     self.batch().delivered += 1;
-                    self.known(i, Some(reply.to_server_reply()), recipients, None);
+                    self.known(i, Some(reply.into_server_reply()), recipients, None);
                 } else {
                     let error = self.too_big_error(Stage::Data, &reply).unwrap_or_else(|| {
                         from_reply(
@@ -577,35 +629,54 @@ impl SmtpSession {
                 Retry::FixFirst => Delivery::Permanent,
             },
         };
-        // The credentials' wire forms, computed once per batch rather than per reply.
-        let forms = std::mem::take(&mut self.batch().forms);
-        let error = error.map(|mut e| {
-            e.redact(&forms);
-            e.quoted.clear();
-            e
-        });
-        let final_reply = final_reply.map(|r| ServerReply { text: redact_owned(r.text, &forms), ..r });
-        let recipients = recipients
-            .into_iter()
-            .map(|mut x| {
-                x.reply.text = redact_owned(std::mem::take(&mut x.reply.text), &forms);
-                x
-            })
-            .collect();
+        self.known_as(i, delivery, final_reply, recipients, error);
+    }
+
+    /// Records message `i`'s outcome as `delivery`.
+    /// The server's text in it is redacted when it is reported (`seal_outcomes`).
+    fn known_as(&mut self, i: usize, delivery: Delivery, final_reply: Option<ServerReply>, recipients: Vec<RecipientResult>, error: Option<Error>) {
         let b = self.batch();
-        b.forms = forms;
-        let message_id = b.items[i].message_id.clone();
+        // The item needs its Message-ID no more.
+        let message_id = std::mem::take(&mut b.items[i].message_id);
         b.items[i].body = Body::Gone;
-        b.known.insert(i, MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error });
+        let r = MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error };
+        if i == b.reported + b.in_order.len() {
+            b.in_order.push(r);
+            while let Some(r) = b.known.remove(&(b.reported + b.in_order.len())) {
+                b.in_order.push(r);
+            }
+        } else {
+            b.known.insert(i, r);
+        }
+    }
+
+    /// Redacts the credentials from the server text in each outcome of `actions`, right before
+    /// they are returned: in a step whose outcomes wait for the next one (`defer_outcomes`),
+    /// that work waits too.
+    pub(super) fn seal_outcomes(&mut self, actions: &mut [Action]) {
+        let Some(b) = self.batch.as_ref() else { return };
+        // The credentials' wire forms, computed once per batch rather than per reply.
+        let forms = &b.forms;
+        for a in actions {
+            let Action::MessageDone(r) = a else { continue };
+            if let Some(e) = &mut r.error {
+                e.redact(forms);
+                e.quoted.clear();
+            }
+            if let Some(reply) = &mut r.final_reply {
+                reply.text = redact_owned(std::mem::take(&mut reply.text), forms);
+            }
+            for x in &mut r.recipients {
+                x.reply.text = redact_owned(std::mem::take(&mut x.reply.text), forms);
+            }
+        }
     }
 
     /// Reports the known outcomes that are next in batch order.
     fn report_known(&mut self, actions: &mut Vec<Action>) {
         let b = self.batch();
-        while let Some(r) = b.known.remove(&b.reported) {
-            b.reported += 1;
-            actions.push(Action::MessageDone(r));
-        }
+        b.reported += b.in_order.len();
+        actions.extend(b.in_order.drain(..).map(Action::MessageDone));
     }
 
     /// The batch cannot go on (connection lost, timeout, a reply that breaks the protocol):
@@ -618,7 +689,7 @@ impl SmtpSession {
         let n = self.batch().items.len();
         for i in 0..n {
             let b = self.batch();
-            if i < b.reported || b.known.contains_key(&i) {
+            if i < b.reported + b.in_order.len() || b.known.contains_key(&i) {
                 continue;
             }
             if Some(i) == committed {
@@ -636,10 +707,7 @@ impl SmtpSession {
                     ),
                 )
                 .with_retry(Retry::Later);
-                self.known(i, None, Vec::new(), Some(e));
-                if let Some(r) = self.batch().known.get_mut(&i) {
-                    r.delivery = Delivery::NotSent;
-                }
+                self.known_as(i, Delivery::NotSent, None, Vec::new(), Some(e));
             }
         }
         self.report_known(actions);

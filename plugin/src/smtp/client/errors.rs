@@ -6,7 +6,7 @@ use super::*;
 /// it was not readable.
 pub(super) fn decode_challenge(reply: &Reply) -> Option<String> {
     use base64::Engine;
-    let raw = reply.lines.last().map(|l| l.trim()).unwrap_or_default();
+    let raw = reply.last_line().trim();
     match base64::engine::general_purpose::STANDARD.decode(raw) {
         Ok(bytes) if !bytes.is_empty() => Some(crate::error::quote(&bytes, 300)),
         _ => None,
@@ -15,7 +15,7 @@ pub(super) fn decode_challenge(reply: &Reply) -> Option<String> {
 
 /// A reply on one line: "220 mx.example ESMTP ready".
 pub(super) fn one_line(reply: &Reply) -> String {
-    let text = reply.lines.join(" ");
+    let text = reply.text.replace('\n', " ");
     if text.is_empty() { reply.code.to_string() } else { format!("{} {text}", reply.code) }
 }
 

@@ -80,7 +80,7 @@ impl SmtpSession {
     /// A refusal of MAIL FROM (with SIZE=) or of the message data that says the message is too
     /// big (552, or 5.3.4 / 5.2.3), as an ordinary refusal; None for any other reply.
     pub(super) fn too_big_error(&self, stage: Stage, reply: &Reply) -> Option<Error> {
-        let enhanced = reply.lines.first().and_then(|l| super::super::reply::enhanced_status(l));
+        let enhanced = reply.lines().next().and_then(super::super::reply::enhanced_status);
         let too_big = match enhanced {
             Some(code) => matches!(&code[1..], ".3.4" | ".2.3"),
             // RFC 1870: 552 to MAIL FROM with SIZE=, or for data over the fixed maximum.

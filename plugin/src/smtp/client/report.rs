@@ -32,7 +32,7 @@ impl SmtpSession {
     /// What an EHLO reply told us. Before TLS only what we derived from it: its text could
     /// have been forged, and it is asked again after TLS anyway.
     pub(super) fn capabilities_detail(&self, reply: &Reply) -> String {
-        let extensions = reply.lines.iter().skip(1).map(String::as_str).collect::<Vec<_>>().join(", ");
+        let extensions = reply.lines().skip(1).collect::<Vec<_>>().join(", ");
         match self.quoted(&extensions) {
             Some(text) if text.is_empty() => "EHLO accepted; the server advertises no extensions".to_string(),
             Some(text) => format!("EHLO accepted; extensions: {text}"),
