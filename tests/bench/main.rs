@@ -4,6 +4,7 @@
 //!
 //! Usage: mailplug-bench [MESSAGES] [KB_PER_MESSAGE] [RUNS]   (defaults 300 32 5)
 //!        mailplug-bench send [MESSAGES] [KB] [RUNS]            (batch send, see send.rs)
+//!        mailplug-bench send-steps [MESSAGES] [ROUNDS]         (the component's steps of a batch send, no network; steps.rs)
 //!        mailplug-bench runtime [CLI_RUNS] [INSTANTIATIONS]  (defaults 50 2000; no servers needed)
 //!        mailplug-bench corpus [MESSAGES] [RUNS]              (defaults 5000 3; see ingest.rs)
 //!        mailplug-bench idle [N]                              (default 50; memory of idling IMAP mailboxes, idle.rs)
@@ -99,6 +100,7 @@ pub(crate) fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -
 }
 
 mod send;
+mod steps;
 
 struct Row {
     name: String,
@@ -115,6 +117,9 @@ async fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("send") {
         return send::run(&args).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("send-steps") {
+        return steps::run(&args).await;
     }
     if std::env::args().nth(1).as_deref() == Some("corpus") {
         return ingest::run(&args, false).await;

@@ -301,17 +301,20 @@ impl SmtpSession {
                     break Some(reply);
                 }
             };
-            let Some(reply) = reply else { break };
+            let Some(mut reply) = reply else { break };
             *wrote_data |= matches!(self.state, State::DataCommand) && reply.code == 354;
-            self.on_reply(reply, actions)?;
+            if matches!(self.state, State::Batch) {
+                let done = self.on_batch_reply(&mut reply, actions);
+                self.reader.recycle(reply.text);
+                done?;
+            } else {
+                self.on_reply(reply, actions)?;
+            }
         }
         Ok(())
     }
 
     fn on_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
-        if matches!(self.state, State::Batch) {
-            return self.on_batch_reply(reply, actions);
-        }
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Greeting => {
                 if reply.code != 220 {

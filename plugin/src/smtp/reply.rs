@@ -48,9 +48,9 @@ impl Reply {
         ServerReply::new(self.code_text(), self.text.clone())
     }
 
-    /// `to_server_reply` without copying the text.
-    pub fn into_server_reply(self) -> ServerReply {
-        ServerReply::new(self.code_text(), self.text)
+    /// `to_server_reply` without copying the text, which it takes (leaving it empty).
+    pub fn take_server_reply(&mut self) -> ServerReply {
+        ServerReply::new(self.code_text(), std::mem::take(&mut self.text))
     }
 
     /// "550 5.1.1 No such user" on one line, for error sentences.
@@ -81,6 +81,15 @@ pub(crate) struct ReplyReader {
 }
 
 impl ReplyReader {
+    /// Gives back a reply's text once read, so that the next reply reuses its buffer (a batch
+    /// reads four replies per message and keeps the text of two).
+    pub fn recycle(&mut self, mut text: String) {
+        if self.text.capacity() == 0 {
+            text.clear();
+            self.text = text;
+        }
+    }
+
     /// Feeds one line (without CRLF); returns the reply once its last line arrived.
     pub fn feed(&mut self, line: &[u8], stage: Stage) -> Result<Option<Reply>> {
         let (code, last) = match (line.get(..3), line.get(3)) {

@@ -460,7 +460,7 @@ impl SmtpSession {
         Ok(())
     }
 
-    pub(super) fn on_batch_reply(&mut self, reply: Reply, actions: &mut Vec<Action>) -> Result<()> {
+    pub(super) fn on_batch_reply(&mut self, reply: &mut Reply, actions: &mut Vec<Action>) -> Result<()> {
         let Some(expect) = self.batch().expect.pop_front() else {
             return Err(Error::protocol(self.batch_stage(), "the server sent a reply nobody asked for"));
         };
@@ -473,13 +473,13 @@ impl SmtpSession {
                     None
                 } else {
                     let from = self.batch().items[i].from.clone();
-                    Some(self.too_big_error(Stage::Envelope, &reply).unwrap_or_else(|| {
+                    Some(self.too_big_error(Stage::Envelope, reply).unwrap_or_else(|| {
                         from_reply(
                             ErrorKind::Protocol,
                             Stage::Envelope,
                             format!("the server refused the sender <{from}> ({})", reply.summary()),
                             "check that the account may send as this address",
-                            &reply,
+                            reply,
                         )
                     }))
                 };
@@ -498,8 +498,7 @@ impl SmtpSession {
             Expect::Rcpt(i, j) => {
                 if self.batch().mail_error.is_none() {
                     let address = self.batch().items[i].to[j].clone();
-                    let code = reply.code;
-                    self.recipients.push(RecipientResult::from_reply(address, code, reply.into_server_reply()));
+                    self.recipients.push(RecipientResult::from_reply(address, reply.code, reply.take_server_reply()));
                 }
                 if !self.pipelined {
                     if j + 1 < self.batch().items[i].to.len() {
@@ -559,7 +558,7 @@ impl SmtpSession {
                             Stage::Data,
                             format!("the server refused DATA ({}); the message was not sent", reply.summary()),
                             "",
-                            &reply,
+                            reply,
                         ));
                     }
                     self.refused_before_data(i, actions, out);
@@ -572,15 +571,15 @@ impl SmtpSession {
                 let recipients = std::mem::take(&mut self.recipients);
                 if reply.is_positive() {
                     self.batch().delivered += 1;
-                    self.known(i, Some(reply.into_server_reply()), recipients, None);
+                    self.known(i, Some(reply.take_server_reply()), recipients, None);
                 } else {
-                    let error = self.too_big_error(Stage::Data, &reply).unwrap_or_else(|| {
+                    let error = self.too_big_error(Stage::Data, reply).unwrap_or_else(|| {
                         from_reply(
                             ErrorKind::Protocol,
                             Stage::Data,
                             format!("the server did not accept the message ({}); it was not sent", reply.summary()),
                             "",
-                            &reply,
+                            reply,
                         )
                     });
                     self.known(i, Some(reply.to_server_reply()), recipients, Some(error));
