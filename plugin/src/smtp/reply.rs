@@ -39,8 +39,11 @@ impl Reply {
 
     fn code_text(&self) -> String {
         // The code is three digits (`ReplyReader::feed`).
-        let code = [b'0' + (self.code / 100 % 10) as u8, b'0' + (self.code / 10 % 10) as u8, b'0' + (self.code % 10) as u8];
-        String::from_utf8_lossy(&code).into_owned()
+        let mut code = String::with_capacity(3);
+        for digit in [self.code / 100 % 10, self.code / 10 % 10, self.code % 10] {
+            code.push(char::from(b'0' + digit as u8));
+        }
+        code
     }
 
     /// The reply for the admin: the code, and the lines joined by "\n" (enhanced code kept).

@@ -330,16 +330,14 @@ impl SmtpSession {
         if matches!(self.state, State::Finished | State::Failed) || !actions.iter().any(|a| matches!(a, Action::NeedMessage(_))) {
             return;
         }
-        if actions.iter().any(|a| matches!(a, Action::MessageDone(_))) {
-            let mut kept = Vec::with_capacity(actions.len());
-            for a in actions.drain(..) {
-                match a {
-                    Action::MessageDone(_) => b.deferred.push(a),
-                    a => kept.push(a),
-                }
+        // In place: the outcomes move to `deferred`, in order; the rest keep theirs.
+        actions.retain_mut(|a| match a {
+            Action::MessageDone(_) => {
+                b.deferred.push(std::mem::replace(a, Action::Close));
+                false
             }
-            *actions = kept;
-        }
+            _ => true,
+        });
     }
 
     /// Messages of the batch whose bytes the session holds (handed over, not yet written).
