@@ -6,6 +6,7 @@
 # Usage: bash tests/bench.sh [MESSAGES] [KB_PER_MESSAGE] [RUNS]
 #        bash tests/bench.sh runtime [CLI_RUNS] [INSTANTIATIONS]   (the runtime part only)
 #        bash tests/bench.sh send [MESSAGES] [KB] [RUNS]   (batch send against smtp-sink, see tests/bench/send.rs)
+#        bash tests/bench.sh send-steps [MESSAGES] [ROUNDS]   (the component's steps of a batch send, no network: tests/bench/steps.rs)
 #        bash tests/bench.sh corpus [MESSAGES] [RUNS]   (the generated corpus, also the CLI and the native peer)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
