@@ -18,7 +18,7 @@
 //! change on the wire (checked in one pass when handed over) is not kept at all: at its turn
 //! the host writes its own copy (`write-message`), and the guest writes only the final dot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::error::redact_owned;
 use crate::session::{BatchReport, Delivery, MessageBytes, MessageResult};
@@ -105,11 +105,9 @@ pub(super) struct Batch {
     mail_error: Option<Error>,
     /// The message whose final dot was handed over and whose verdict has not come yet.
     committed: Option<usize>,
-    /// Outcomes known but not yet reported, of messages `reported..` in order (the usual case:
-    /// a reused buffer, no map).
-    in_order: Vec<MessageResult>,
-    /// Outcomes known but not yet reported, waiting for an earlier message's.
-    known: BTreeMap<usize, MessageResult>,
+    /// Outcomes not yet reported, slot k for message `reported + k`: empty while that
+    /// message's fate is unknown (a later one's waits behind it). Usually one slot, reused.
+    known: VecDeque<Option<MessageResult>>,
     /// Outcomes reported so far (messages 0..reported).
     reported: usize,
     /// `message-done` actions of a step that also asked for bytes: returned first by the next
@@ -200,8 +198,7 @@ impl SmtpSession {
             expect: VecDeque::new(),
             mail_error: None,
             committed: None,
-            in_order: Vec::new(),
-            known: BTreeMap::new(),
+            known: VecDeque::new(),
             reported: 0,
             deferred: Vec::new(),
             delivered: 0,
@@ -636,15 +633,11 @@ impl SmtpSession {
         // The item needs its Message-ID no more.
         let message_id = std::mem::take(&mut b.items[i].message_id);
         b.items[i].body = Body::Gone;
-        let r = MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error };
-        if i == b.reported + b.in_order.len() {
-            b.in_order.push(r);
-            while let Some(r) = b.known.remove(&(b.reported + b.in_order.len())) {
-                b.in_order.push(r);
-            }
-        } else {
-            b.known.insert(i, r);
+        let k = i - b.reported;
+        if b.known.len() <= k {
+            b.known.resize_with(k + 1, || None);
         }
+        b.known[k] = Some(MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error });
     }
 
     /// Redacts the credentials from the server text in each outcome of `actions`, right before
@@ -672,8 +665,11 @@ impl SmtpSession {
     /// Reports the known outcomes that are next in batch order.
     fn report_known(&mut self, actions: &mut Vec<Action>) {
         let b = self.batch();
-        b.reported += b.in_order.len();
-        actions.extend(b.in_order.drain(..).map(Action::MessageDone));
+        while let Some(r) = b.known.front_mut().and_then(Option::take) {
+            b.known.pop_front();
+            b.reported += 1;
+            actions.push(Action::MessageDone(r));
+        }
     }
 
     /// The batch cannot go on (connection lost, timeout, a reply that breaks the protocol):
@@ -686,7 +682,7 @@ impl SmtpSession {
         let n = self.batch().items.len();
         for i in 0..n {
             let b = self.batch();
-            if i < b.reported + b.in_order.len() || b.known.contains_key(&i) {
+            if i < b.reported || b.known.get(i - b.reported).is_some_and(Option::is_some) {
                 continue;
             }
             if Some(i) == committed {
