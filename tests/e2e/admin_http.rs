@@ -101,7 +101,8 @@ fn admin_sign_in_sessions_csrf_and_tenant_isolation() {
 }
 
 /// Every admin answer (pages, the sign-in page, a 404, the static files) carries the CSP and
-/// the other protective headers; no page has an inline script or style; a mailbox name with
+/// the other protective headers; no page has an inline script or style, nor a script or style
+/// sheet in its body (the queue and mailbox pages' own ones are in the head); a mailbox name with
 /// markup is shown escaped; the static files are cached under a content-hashed name; the
 /// language switches with ?lang= and stays by cookie.
 #[test]
@@ -114,6 +115,12 @@ fn admin_pages_send_csp_and_escape_everything() {
     answers.push(("404", b.get("/admin/t/acme/no/such/page")));
     answers.push(("other tenant", b.get("/admin/t/bravo/")));
     answers.push(("outside", b.get("/admin/nothing")));
+    answers.push(("queue", b.get("/admin/t/acme/queues/q")));
+    answers.push(("mailbox", b.get("/admin/t/acme/mailboxes/in")));
+    for (what, a) in &answers[5..] {
+        assert_eq!(a.status, 200, "{what}");
+        assert!(a.body.contains("/admin/static/live."), "{what}: the live preview's script and style sheet");
+    }
     let overview = answers[1].1.clone();
     let js = overview.body.split("src=\"").nth(1).and_then(|r| r.split('"').next()).expect("the script's URL").to_string();
     let css = overview.body.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|r| r.split('"').next()).expect("the style sheet's URL").to_string();
@@ -133,7 +140,7 @@ fn admin_pages_send_csp_and_escape_everything() {
             assert_no_inline(what, &a.body);
         }
     }
-    let (js_a, css_a) = (&answers[5].1, &answers[6].1);
+    let (js_a, css_a) = (&answers[7].1, &answers[8].1);
     assert_eq!(js_a.status, 200);
     assert!(js_a.header("cache-control").unwrap().contains("max-age=31536000"), "{js_a:?}");
     assert!(css_a.header("content-type").unwrap().starts_with("text/css"));

@@ -37,7 +37,10 @@ pub struct Browser {
 
 /// The flags the machine's notes give for Chromium as root on a closed network: no sandbox (root),
 /// no GPU, no background connections (they are refused here, many at a time).
-fn chromium_args(profile: &Path) -> Vec<String> {
+/// Also Chromium's network log (`chromium-net.log` in the work folder, kept when a test fails):
+/// when a page waits on a request, it shows whether the request went to the server or the cache,
+/// and where the time went. It holds no cookies or bodies (its default capture mode).
+fn chromium_args(profile: &Path, workdir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless",
         "--no-sandbox",
@@ -55,6 +58,7 @@ fn chromium_args(profile: &Path) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     args.push(format!("--user-data-dir={}", profile.display()));
+    args.push(format!("--log-net-log={}", workdir.join("chromium-net.log").display()));
     args
 }
 
@@ -109,7 +113,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": chromium_args(&profile),
+                "args": chromium_args(&profile, workdir),
                 "prefs": {"intl.accept_languages": "en-US"},
             },
         }))

@@ -92,9 +92,13 @@ pub fn csrf_of(page: &HttpAnswer) -> String {
 }
 
 /// No inline script (a <script> without src, an on...= handler, javascript: URL) and no inline
-/// style (<style>, style=) in a page.
+/// style (<style>, style=) in a page; scripts and style sheets only in the head (a style sheet
+/// in the body stops the browser's parser there until it has loaded).
 pub fn assert_no_inline(what: &str, html: &str) {
     let lower = html.to_ascii_lowercase();
+    if let Some(body) = lower.find("<body") {
+        assert!(!lower[body..].contains("<link") && !lower[body..].contains("<script"), "{what}: a script or style sheet in the body");
+    }
     for (i, _) in lower.match_indices("<script") {
         let tag = &lower[i..i + lower[i..].find('>').unwrap()];
         assert!(tag.contains(" src=\""), "{what}: inline script {tag}");
