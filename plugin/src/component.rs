@@ -70,6 +70,15 @@ impl GuestSession for SessionResource {
             }
             return Ok(actions);
         }
+        if let Event::ReceivedArmed(bytes) = &event {
+            let mut inner = self.inner.borrow_mut();
+            let actions = inner.received_armed(bytes, now).map_err(|mut e| {
+                e.redact(&inner.secret_forms());
+                e.quoted.clear();
+                error_to_wit(e)
+            })?;
+            return Ok(actions.into_iter().map(action_to_wit).collect());
+        }
         let ev = match &event {
             Event::Connected => core::Event::Connected,
             Event::Received(bytes) => core::Event::Received(bytes),
@@ -79,7 +88,9 @@ impl GuestSession for SessionResource {
             Event::Timer => core::Event::Timer,
             Event::Stored => core::Event::Stored,
             // Handled above; never reached.
-            Event::MessageData(_) => return Err(error_to_wit(error::Error::protocol(error::Stage::Data, "message data out of place"))),
+            Event::MessageData(_) | Event::ReceivedArmed(_) => {
+                return Err(error_to_wit(error::Error::protocol(error::Stage::Data, "message data out of place")))
+            }
             Event::Stop => {
                 let actions = core::stop_checked(&mut **self.inner.borrow_mut(), now).map_err(error_to_wit)?;
                 return Ok(actions.into_iter().map(action_to_wit).collect());
@@ -682,6 +693,12 @@ fn action_to_wit(a: core::Action) -> Action {
         core::Action::CommitPoint(i) => Action::CommitPoint(i),
         core::Action::NeedMessage(i) => Action::NeedMessage(i),
         core::Action::WriteMessage(i) => Action::WriteMessage(i),
+        core::Action::ArmWrite(a) => Action::ArmWrite(session::ArmedWrite {
+            lines: a.lines.into_iter().map(String::from).collect(),
+            max_line: a.max_line,
+            message: a.message,
+            after: a.after,
+        }),
         core::Action::Idle(i) => Action::Idle(session::Idling {
             idle_state: i.idle_state,
             sync_state: i.sync_state,

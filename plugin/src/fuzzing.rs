@@ -398,7 +398,7 @@ impl Driver {
                     }
                 }
                 Action::Finished(_) | Action::Idle(_) => finished = true,
-                Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) | Action::NeedMessage(_) | Action::WriteMessage(_) => {}
+                Action::Close | Action::Skipped(_) | Action::Progress(_) | Action::CommitPoint(_) | Action::MessageDone(_) | Action::NeedMessage(_) | Action::WriteMessage(_) | Action::ArmWrite(_) => {}
             }
         }
         if finished {

@@ -191,6 +191,11 @@ impl Link {
     }
 
     /// Number of buffered, unconsumed bytes.
+    /// The longest protocol line accepted, without its line end (`limits.max_line_bytes`).
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
     pub fn pending(&self) -> usize {
         self.input.pending()
     }

@@ -199,9 +199,24 @@ pub enum Action {
     /// the host or the session: they need no change on the wire); the final dot follows in a
     /// `Write`.
     WriteMessage(u32),
+    /// Batch submissions: a write for the host to perform the moment the next bytes read match
+    /// (see `ArmedWrite` and `arm-write` in the WIT); they then come back with
+    /// `Session::received_armed`.
+    ArmWrite(ArmedWrite),
     /// The server is idling (IMAP IDLE): keep the connection, store the states, drop the
     /// session; `inbound.resume` continues it (see `idle` in the WIT).
     Idle(Idling),
+}
+
+/// A write prepared for the server's next replies (`armed-write` in the WIT): when the next
+/// bytes read are exactly `lines.len()` lines as `mailplug_wire::armed_lines_match` defines,
+/// the host records `CommitPoint(message)`, writes the message's bytes and `after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArmedWrite {
+    pub lines: Vec<&'static str>,
+    pub max_line: u32,
+    pub message: u32,
+    pub after: Vec<u8>,
 }
 
 /// What an idling session hands over (see `idling` in the WIT).
@@ -237,6 +252,14 @@ pub trait Session {
         Err(Error::protocol(
             crate::error::Stage::Data,
             format!("the host handed over message {index}, but this session asked for no message (only batch submissions do)"),
+        ))
+    }
+    /// Batch submissions: bytes read that matched the write armed with `Action::ArmWrite`,
+    /// which the host performed before this call. Otherwise as `handle` with `Received`.
+    fn received_armed(&mut self, _bytes: &[u8], _now: Instant) -> Result<Vec<Action>> {
+        Err(Error::protocol(
+            crate::error::Stage::Data,
+            "the host reported bytes that matched an armed write, but this session armed none (only batch submissions do)",
         ))
     }
     /// When the guest gives up waiting, if it is waiting.

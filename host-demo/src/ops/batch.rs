@@ -55,6 +55,9 @@ pub trait BatchJournal {
         Ok(())
     }
     fn message_done(&mut self, _outcome: &MessageOutcome) {}
+    /// The message at `index` of the batch went out as its replies arrived, without a call into
+    /// the component first (`arm-write`); after its `commit_point`. For counting only.
+    fn armed_write(&mut self, _index: usize) {}
 }
 
 /// A journal that records nothing.
@@ -282,6 +285,11 @@ impl MessageSink for BatchSink<'_> {
         self.journal.commit_point(self.positions[k], &c.message_id)?;
         self.committed.insert(k);
         Ok(())
+    }
+    fn armed_write(&mut self, index: u32) {
+        if let Some(p) = self.positions.get(index as usize) {
+            self.journal.armed_write(*p);
+        }
     }
     fn message_done(&mut self, r: MessageResult) -> Result<(), HostError> {
         let k = r.index as usize;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, BatchData, CleanBytes, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageBytes, MessageResult,
+    Action, ArmedWrite, BatchData, CleanBytes, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageBytes, MessageResult,
     Outcome, SessionHandle, SkippedMessage, StepReport,
 };
 use crate::error::HostError;
@@ -59,6 +59,9 @@ pub trait MessageSink {
     fn commit_point(&mut self, _index: u32) -> Result<(), HostError> {
         Ok(())
     }
+    /// A batch submission's armed write for message `index` was performed as its replies
+    /// arrived (`arm-write`), right after `commit_point(index)`; for counting only.
+    fn armed_write(&mut self, _index: u32) {}
     /// A batch submission knows the fate of one message; record it.
     fn message_done(&mut self, _result: MessageResult) -> Result<(), HostError> {
         Ok(())
@@ -353,6 +356,8 @@ async fn run_loop(
     let mut wrote = false;
     // Bytes of the deliveries not yet committed.
     let mut uncommitted_bytes = 0usize;
+    // Batch submissions: the write armed for the next bytes read (`arm-write`).
+    let mut armed: Option<ArmedWrite> = None;
     loop {
         if Instant::now() >= end {
             // What was delivered is kept: the next run deduplicates what the guest did not
@@ -393,6 +398,23 @@ async fn run_loop(
                 greeting.until = None;
             }
         }
+        // An armed write goes out the moment the bytes it waits for arrive, before the guest's
+        // step; any other event but `message-data` ends it.
+        let event = match event {
+            Event::MessageData(_) => event,
+            Event::Received(bytes) => match armed.take() {
+                Some(a) if mailplug_wire::armed_lines_match(&bytes, &a.lines, a.max_line as usize) => {
+                    perform_armed(a, &mut held, conn, &mut out, sink, end, opts).await?;
+                    wrote = true;
+                    Event::ReceivedArmed(bytes)
+                }
+                _ => Event::Received(bytes),
+            },
+            other => {
+                armed = None;
+                other
+            }
+        };
         // `step`: the actions and the deadline after them in one call.
         let (actions, deadline) = instance.step(session, &event, now_ms()).await?;
         guest_deadline = deadline;
@@ -450,6 +472,8 @@ async fn run_loop(
                 // flushed below), before the next read: the copy overlaps the server's work
                 // instead of delaying the write the server waits for.
                 Action::NeedMessage(index) => wanted.push(index),
+                // Performed when the next bytes read match (above); a later one replaces it.
+                Action::ArmWrite(a) => armed = Some(a),
                 // Bytes that need no change on the wire, checked by the host (`clean`) or by
                 // the guest when they were handed over: the host's copy is written.
                 Action::WriteMessage(index) => {
@@ -511,6 +535,36 @@ async fn run_loop(
             events.push_back(Event::MessageData(list));
         }
     }
+}
+
+/// Performs an armed write whose lines arrived: the commit point, the message's bytes as the
+/// host holds them and the bytes after them, in one socket write.
+async fn perform_armed(
+    a: ArmedWrite,
+    held: &mut Vec<(u32, Vec<u8>)>,
+    conn: &mut Conn,
+    out: &mut Vec<u8>,
+    sink: &mut dyn MessageSink,
+    end: Instant,
+    opts: &DriveOptions<'_>,
+) -> Result<(), HostError> {
+    let Some(k) = held.iter().position(|(i, _)| *i == a.message) else {
+        return Err(HostError::Plugin(format!(
+            "the mail component armed a write of message {} of the batch, whose bytes it was not handed or which was written already",
+            a.message
+        )));
+    };
+    sink.commit_point(a.message)?;
+    let mut raw = held.swap_remove(k).1;
+    raw.extend_from_slice(&a.after);
+    if out.is_empty() {
+        *out = raw;
+    } else {
+        out.extend_from_slice(&raw);
+    }
+    flush(conn, out, end, opts).await?;
+    sink.armed_write(a.message);
+    Ok(())
 }
 
 /// Hands the guest's sync state to a sink that keeps it after each `stored`.

@@ -50,7 +50,7 @@ pub use exports::mailplug::connector::session::{
 pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
 pub use parse_calls::{FetchedMessage, ParseBudget};
 pub use exports::mailplug::connector::session::SavedCopy;
-pub use exports::mailplug::connector::session::{BatchData, BatchReport, CleanBytes, Delivery, MessageBytes, MessageResult};
+pub use exports::mailplug::connector::session::{ArmedWrite, BatchData, BatchReport, CleanBytes, Delivery, MessageBytes, MessageResult};
 pub use exports::mailplug::connector::types::{
     BasicCredentials, Credentials, Error as GuestError, ErrorDetail, Limits as GuestLimits, Oauth2Credentials, Oauth2Mechanism,
     RetryAdvice, Security as GuestSecurity, Server as GuestServer, ServerReply, Stage,

@@ -565,6 +565,7 @@ impl Session for SmtpSession {
         }
         // The message data (and its final dot) went to the host in an earlier call.
         let data_handed_over = matches!(self.state, State::DataEnd);
+        self.disarm();
         let deferred = self.take_deferred();
         let result = match self.step(event, now) {
             Err(e) => self.settle(e, data_handed_over),
@@ -574,6 +575,7 @@ impl Session for SmtpSession {
             let mut actions = first(deferred, actions);
             self.defer_outcomes(&mut actions);
             self.seal_outcomes(&mut actions);
+            self.arm_ahead(&mut actions);
             actions
         });
         if result.is_err() {
@@ -597,6 +599,21 @@ impl Session for SmtpSession {
         self.link.deadline()
     }
 
+    fn received_armed(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<Action>> {
+        if matches!(self.state, State::Finished | State::Failed) {
+            return Err(Error::protocol(
+                Stage::Logout,
+                "the submission session is already over; the host reported bytes for an armed write after it ended",
+            ));
+        }
+        let result = self.on_received_armed(bytes, now);
+        if result.is_err() {
+            self.state = State::Failed;
+            self.link.clear_deadline();
+        }
+        result
+    }
+
     fn message_data(&mut self, index: u32, bytes: MessageBytes, now: Instant) -> Result<Vec<Action>> {
         if matches!(self.state, State::Finished | State::Failed) {
             return Err(Error::protocol(
@@ -608,6 +625,7 @@ impl Session for SmtpSession {
         let result = self.on_message_data(index, bytes, now).map(|actions| {
             let mut actions = first(deferred, actions);
             self.seal_outcomes(&mut actions);
+            self.arm_ahead(&mut actions);
             actions
         });
         if result.is_err() {

@@ -93,6 +93,11 @@ impl ReplyReader {
         }
     }
 
+    /// No reply is half read (no line of a multi-line reply is waiting for the rest).
+    pub fn idle(&self) -> bool {
+        self.lines == 0
+    }
+
     /// Feeds one line (without CRLF); returns the reply once its last line arrived.
     pub fn feed(&mut self, line: &[u8], stage: Stage) -> Result<Option<Reply>> {
         let (code, last) = match (line.get(..3), line.get(3)) {

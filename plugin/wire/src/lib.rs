@@ -118,6 +118,26 @@ pub fn clean_for_data(message: &[u8]) -> Option<Clean> {
     found.clean.then_some(Clean { eight_bit: found.eight_bit })
 }
 
+/// Whether `bytes` are exactly the lines an armed write waits for (`armed-write` in
+/// `wit/session.wit`): `lines.len()` lines, each ending with CRLF and holding no other CR or
+/// LF, each at most `max_line` bytes (CRLF included), line k starting with `lines[k]`. The host
+/// decides with this whether to perform the write; the component's tests use the same rules.
+pub fn armed_lines_match<L: AsRef<[u8]>>(bytes: &[u8], lines: &[L], max_line: usize) -> bool {
+    let mut rest = bytes;
+    for start in lines {
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else { return false };
+        let line = &rest[..lf + 1];
+        if lf == 0 || line[lf - 1] != b'\r' || line.len() > max_line || !line.starts_with(start.as_ref()) {
+            return false;
+        }
+        if line[..lf - 1].contains(&b'\r') {
+            return false;
+        }
+        rest = &rest[lf + 1..];
+    }
+    rest.is_empty()
+}
+
 /// Padding for partial blocks: none of NUL, CR, LF, '.', and ASCII.
 const FILL: u8 = b'x';
 
@@ -437,5 +457,33 @@ mod tests {
         for not in [&b""[..], b"body", b"body\r", b"a\r\n.\r\n", b"a\nb\r\n", b".\r\n", b"a\0\r\n", b"a\rb\r\n"] {
             assert_eq!(clean_for_data(not), None, "{:?}", String::from_utf8_lossy(not));
         }
+    }
+
+    #[test]
+    fn an_armed_write_matches_exactly_its_lines_and_nothing_else() {
+        let lines = ["250 ", "250 ", "250 ", "354 "];
+        let good = b"250 2.0.0 Ok: queued as 1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data\r\n";
+        assert!(armed_lines_match(good, &lines, 512));
+        assert!(armed_lines_match(b"354 go\r\n", &["354 "], 512));
+        assert!(armed_lines_match(b"", &[] as &[&str], 512), "no line waited for, none came");
+        let no: [&[u8]; 11] = [
+            b"250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n",               // a line short (a split read)
+            b"250 a\r\n250 b\r\n250 c\r\n354 d\r\n250 e\r\n",             // a line more
+            b"250 a\r\n250 b\r\n250 c\r\n354 d",                         // no line end
+            b"250 a\r\n250 b\r\n250 c\r\n354 d\n",                       // LF alone
+            b"250 a\n250 b\r\n250 c\r\n354 d\r\n",                       // LF alone inside
+            b"250 a\rb\r\n250 b\r\n250 c\r\n354 d\r\n",                  // CR alone
+            b"250-a\r\n250 b\r\n250 c\r\n354 d\r\n",                     // a multi-line reply
+            b"250 a\r\n550 b\r\n250 c\r\n354 d\r\n",                     // a refusal
+            b"250 a\r\n250 b\r\n250 c\r\n554 d\r\n",                     // DATA refused
+            b"250 a\r\n250 b\r\n250 c\r\n\r\n",                          // an empty line
+            b"\r\n250 a\r\n250 b\r\n354 d\r\n",                          // an empty line first
+        ];
+        for bytes in no {
+            assert!(!armed_lines_match(bytes, &lines, 512), "{:?}", String::from_utf8_lossy(bytes));
+        }
+        // The line limit counts the CRLF.
+        assert!(armed_lines_match(b"354 12\r\n", &["354 "], 8));
+        assert!(!armed_lines_match(b"354 123\r\n", &["354 "], 8));
     }
 }

@@ -25,6 +25,9 @@ use crate::session::{BatchReport, Delivery, MessageBytes, MessageResult};
 
 use super::*;
 
+mod armed;
+mod outcomes;
+
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -113,6 +116,12 @@ pub(super) struct Batch {
     /// `message-done` actions of a step that also asked for bytes: returned first by the next
     /// step (the `message-data` that answers it, which comes before any further read).
     deferred: Vec<Action>,
+    /// The write armed for the next bytes read (`arm-write`): the message and the bytes after
+    /// it, to check the step that follows against (`armed.rs`).
+    armed: Option<(usize, Vec<u8>)>,
+    /// In a `received-armed` step: the message the host wrote when the bytes matched. Should
+    /// the step end the batch, its delivery is uncertain like that of `committed`.
+    fired: Option<usize>,
     delivered: u32,
 }
 
@@ -201,6 +210,8 @@ impl SmtpSession {
             known: VecDeque::new(),
             reported: 0,
             deferred: Vec::new(),
+            armed: None,
+            fired: None,
             delivered: 0,
         }));
         Ok(session)
@@ -313,30 +324,6 @@ impl SmtpSession {
         }
     }
 
-    /// Outcomes held back by the step before (`deferred`), to go first in this step's actions.
-    pub(super) fn take_deferred(&mut self) -> Vec<Action> {
-        self.batch.as_mut().map(|b| std::mem::take(&mut b.deferred)).unwrap_or_default()
-    }
-
-    /// After a step that is not `message-data`: when it asks for bytes, its `message-done`
-    /// actions wait for the `message-data` step that answers (the host performs that after
-    /// the writes and before it reads again), so the write the server waits for goes out
-    /// without the outcomes' records crossing the boundary first.
-    pub(super) fn defer_outcomes(&mut self, actions: &mut Vec<Action>) {
-        let Some(b) = self.batch.as_mut() else { return };
-        if matches!(self.state, State::Finished | State::Failed) || !actions.iter().any(|a| matches!(a, Action::NeedMessage(_))) {
-            return;
-        }
-        // In place: the outcomes move to `deferred`, in order; the rest keep theirs.
-        actions.retain_mut(|a| match a {
-            Action::MessageDone(_) => {
-                b.deferred.push(std::mem::replace(a, Action::Close));
-                false
-            }
-            _ => true,
-        });
-    }
-
     /// Messages of the batch whose bytes the session holds (handed over, not yet written).
     #[cfg(test)]
     pub(crate) fn batch_held(&self) -> usize {
@@ -422,20 +409,34 @@ impl SmtpSession {
     /// Appends MAIL FROM for message `i` to `out`, or says why it cannot be sent to this
     /// server at all (and appends nothing).
     fn mail_command(&mut self, i: usize, out: &mut Vec<u8>) -> Result<()> {
-        let (size, eight_bit) = (self.batch().items[i].size, self.batch().items[i].eight_bit);
-        self.message_size = size;
-        if let Some(limit) = self.caps.size_limit {
-            if size > limit {
-                return Err(self.over_size_limit_error(limit));
-            }
+        self.message_size = self.batch().items[i].size;
+        if self.push_mail(i, out) {
+            return Ok(());
         }
         let item = &self.batch.as_ref().expect("batch session").items[i];
-        let utf8 = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii());
-        if let Some(address) = utf8.filter(|_| !self.caps.smtputf8) {
-            return Err(Error::invalid(
-                Stage::Envelope,
-                format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
-            ));
+        if let Some(limit) = self.caps.size_limit.filter(|limit| item.size > *limit) {
+            return Err(self.over_size_limit_error(limit));
+        }
+        let address = std::iter::once(&item.from).chain(item.to.iter()).find(|a| !a.is_ascii()).cloned().unwrap_or_default();
+        Err(Error::invalid(
+            Stage::Envelope,
+            format!("the address {address} has non-ASCII characters, but this server does not offer SMTPUTF8, so it cannot carry it; use an ASCII form of the address"),
+        ))
+    }
+
+    /// Appends MAIL FROM for message `i` to `out` and says true, or appends nothing and says
+    /// false when the message cannot go to this server (over its SIZE, or a non-ASCII address
+    /// without SMTPUTF8; `mail_command` says why). Changes nothing else: an armed write
+    /// (`armed.rs`) is built with it ahead of time.
+    fn push_mail(&self, i: usize, out: &mut Vec<u8>) -> bool {
+        let item = &self.batch.as_ref().expect("batch session").items[i];
+        let (size, eight_bit) = (item.size, item.eight_bit);
+        if self.caps.size_limit.is_some_and(|limit| size > limit) {
+            return false;
+        }
+        let utf8 = std::iter::once(&item.from).chain(item.to.iter()).any(|a| !a.is_ascii());
+        if utf8 && !self.caps.smtputf8 {
+            return false;
         }
         // Built piece by piece (no `format!`): this runs once per message of the batch.
         out.extend_from_slice(b"MAIL FROM:<");
@@ -448,11 +449,11 @@ impl SmtpSession {
         if eight_bit && self.caps.eight_bit_mime {
             out.extend_from_slice(b" BODY=8BITMIME");
         }
-        if utf8.is_some() {
+        if utf8 {
             out.extend_from_slice(b" SMTPUTF8");
         }
         out.extend_from_slice(b"\r\n");
-        Ok(())
+        true
     }
 
     pub(super) fn on_batch_reply(&mut self, reply: &mut Reply, actions: &mut Vec<Action>) -> Result<()> {
@@ -611,105 +612,6 @@ impl SmtpSession {
         out.extend_from_slice(b"RSET\r\n");
         self.batch().expect.push_back(Expect::Rset);
         self.advance(actions, &mut out, true);
-    }
-
-    /// Records message `i`'s outcome: delivered without `error`, else by the error's retry advice.
-    fn known(&mut self, i: usize, final_reply: Option<ServerReply>, recipients: Vec<RecipientResult>, error: Option<Error>) {
-        let delivery = match &error {
-            None => Delivery::Delivered,
-            Some(e) => match e.retry {
-                Retry::Later => Delivery::Transient,
-                Retry::Uncertain => Delivery::Uncertain,
-                Retry::FixFirst => Delivery::Permanent,
-            },
-        };
-        self.known_as(i, delivery, final_reply, recipients, error);
-    }
-
-    /// Records message `i`'s outcome as `delivery`.
-    /// The server's text in it is redacted when it is reported (`seal_outcomes`).
-    fn known_as(&mut self, i: usize, delivery: Delivery, final_reply: Option<ServerReply>, recipients: Vec<RecipientResult>, error: Option<Error>) {
-        let b = self.batch();
-        // The item needs its Message-ID no more.
-        let message_id = std::mem::take(&mut b.items[i].message_id);
-        b.items[i].body = Body::Gone;
-        let k = i - b.reported;
-        if b.known.len() <= k {
-            b.known.resize_with(k + 1, || None);
-        }
-        b.known[k] = Some(MessageResult { index: i as u32, message_id, delivery, final_reply, recipients, error });
-    }
-
-    /// Redacts the credentials from the server text in each outcome of `actions`, right before
-    /// they are returned: in a step whose outcomes wait for the next one (`defer_outcomes`),
-    /// that work waits too.
-    pub(super) fn seal_outcomes(&mut self, actions: &mut [Action]) {
-        let Some(b) = self.batch.as_ref() else { return };
-        // The credentials' wire forms, computed once per batch rather than per reply.
-        let forms = &b.forms;
-        for a in actions {
-            let Action::MessageDone(r) = a else { continue };
-            if let Some(e) = &mut r.error {
-                e.redact(forms);
-                e.quoted.clear();
-            }
-            if let Some(reply) = &mut r.final_reply {
-                reply.text = redact_owned(std::mem::take(&mut reply.text), forms);
-            }
-            for x in &mut r.recipients {
-                x.reply.text = redact_owned(std::mem::take(&mut x.reply.text), forms);
-            }
-        }
-    }
-
-    /// Reports the known outcomes that are next in batch order.
-    fn report_known(&mut self, actions: &mut Vec<Action>) {
-        let b = self.batch();
-        while let Some(r) = b.known.front_mut().and_then(Option::take) {
-            b.known.pop_front();
-            b.reported += 1;
-            actions.push(Action::MessageDone(r));
-        }
-    }
-
-    /// The batch cannot go on (connection lost, timeout, a reply that breaks the protocol):
-    /// the message whose final dot went out without a verdict is uncertain, every other
-    /// message without an outcome was not sent. Ends the session.
-    pub(super) fn stop_batch(&mut self, mut error: Error, actions: &mut Vec<Action>) {
-        error.redact(&self.secret_forms());
-        error.quoted.clear();
-        let committed = self.batch().committed.take();
-        let n = self.batch().items.len();
-        for i in 0..n {
-            let b = self.batch();
-            if i < b.reported || b.known.get(i - b.reported).is_some_and(Option::is_some) {
-                continue;
-            }
-            if Some(i) == committed {
-                let e = uncertain(error.clone());
-                let e = Error { message: format!("{} (Message-ID <{}>)", e.message, b.items[i].message_id), ..e };
-                let recipients = std::mem::take(&mut self.recipients);
-                self.known(i, None, recipients, Some(e));
-            } else {
-                let e = Error::new(
-                    error.kind,
-                    error.stage,
-                    format!(
-                        "the message was not sent: the batch stopped before its data went out ({}); it is safe to send it again",
-                        error.message
-                    ),
-                )
-                .with_retry(Retry::Later);
-                self.known_as(i, Delivery::NotSent, None, Vec::new(), Some(e));
-            }
-        }
-        self.report_known(actions);
-        let b = self.batch();
-        let report = BatchReport { delivered: b.delivered, not_delivered: n as u32 - b.delivered, stopped: Some(error) };
-        self.state = State::Finished;
-        self.link.clear_deadline();
-        actions.push(Action::Close);
-        actions.push(Action::Finished(Outcome::SentBatch(report)));
     }
 }
 

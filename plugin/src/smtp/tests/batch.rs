@@ -41,6 +41,13 @@ struct Host {
     /// Answers `clean` for bytes that `mailplug_wire::clean_for_data` passes, as the driver
     /// does; otherwise hands every message over (`raw`).
     checks: bool,
+    /// How many armed writes were performed.
+    fired: usize,
+    /// The write armed for the next bytes (`arm-write`), performed as the driver does when
+    /// they match (`server` with whole reads).
+    armed: Option<crate::session::ArmedWrite>,
+    /// False: a host that ignores every `arm-write` (the contract allows it).
+    honour_arms: bool,
 }
 
 impl std::ops::Deref for Host {
@@ -86,10 +93,14 @@ impl Host {
 
     /// The writes as the driver performs them: `write-message(i)` is the bytes handed over
     /// for message i, and consecutive writes are one.
-    fn expand(&self, actions: Vec<Action>) -> Vec<Action> {
+    fn expand(&mut self, actions: Vec<Action>) -> Vec<Action> {
         let mut out: Vec<Action> = Vec::new();
         for a in actions {
             let bytes = match a {
+                Action::ArmWrite(armed) => {
+                    self.armed = Some(armed);
+                    continue;
+                }
                 Action::WriteMessage(i) => {
                     assert!(self.asked.contains(&i), "message {i} written before it was handed over");
                     self.raws[i as usize].clone()
@@ -108,8 +119,26 @@ impl Host {
         out
     }
 
+    /// The server's bytes; read whole, they are one read as the driver makes it: when they
+    /// match the armed write, it is performed first and they go in with `received_armed`.
     fn server(&mut self, bytes: &[u8], chunking: Chunking) -> Result<Vec<Action>, Error> {
-        let a = server(&mut self.s, bytes, chunking)?;
+        let armed = self.armed.take().filter(|_| self.honour_arms);
+        if !matches!(chunking, Chunking::Whole) {
+            let a = server(&mut self.s, bytes, chunking)?;
+            return Ok(self.answer(a));
+        }
+        let mut a = Vec::new();
+        let step = match armed {
+            Some(w) if mailplug_wire::armed_lines_match(bytes, &w.lines, w.max_line as usize) => {
+                self.fired += 1;
+                a.extend([Action::CommitPoint(w.message), Action::WriteMessage(w.message), Action::Write(w.after)]);
+                self.s.received_armed(bytes, T0)?
+            }
+            _ => self.s.handle(Event::Received(bytes), T0)?,
+        };
+        let finished = step.iter().any(|a| matches!(a, Action::Finished(_)));
+        assert_eq!(self.s.deadline().is_some(), !finished, "a deadline exactly while waiting for the server");
+        a.extend(step);
         Ok(self.answer(a))
     }
 
@@ -148,6 +177,9 @@ fn batch(messages: Vec<M>) -> Host {
         raws,
         asked: Vec::new(),
         checks: true,
+        fired: 0,
+        armed: None,
+        honour_arms: true,
     }
 }
 
@@ -437,7 +469,7 @@ fn a_message_over_the_configured_limit_gets_its_own_outcome() {
     sub.limits.max_message_bytes = 100;
     let big = with_raw(0, &to, vec![b'x'; 101]);
     let (envelopes, raws) = vec![big, message(1, &to)].into_iter().map(|m| (m.env, m.raw)).unzip();
-    let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new(), checks: true };
+    let mut s = Host { s: SmtpSession::new_batch(sub, envelopes).unwrap(), raws, asked: Vec::new(), checks: true, fired: 0, armed: None, honour_arms: true };
     let a = logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
     assert_eq!(text(&written(&a)), envelope(1, &to));
     assert_eq!(deliveries(&a), [Delivery::Permanent]);
@@ -672,4 +704,76 @@ fn clean_bytes_of_another_length_than_announced_are_the_hosts_mistake() {
     assert_eq!(e.kind, ErrorKind::Protocol);
     assert!(e.message.contains("announced"), "{e}");
     assert!(s.s.handle(Event::Closed, T0).is_err(), "the session is over");
+}
+
+/// One batch as the server answers it, read whole: the replies to message 0's envelope, then
+/// per message the final reply of the one before with the next one's envelope replies (the
+/// message `refused` has its second recipient refused), then the last final reply and QUIT's.
+fn run_whole(honour_arms: bool, messages: Vec<M>, refused: usize) -> (Host, Vec<Action>) {
+    let n = messages.len();
+    let recipients: Vec<usize> = messages.iter().map(|m| m.env.envelope_to.len()).collect();
+    let mut s = batch(messages);
+    s.honour_arms = honour_arms;
+    let mut all = logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    let envelope_replies = |i: usize| {
+        let rcpts: String = (0..recipients[i]).map(|k| if i == refused && k == 1 { "550 5.1.1 no such user\r\n" } else { "250 2.1.5 Ok\r\n" }).collect();
+        format!("250 2.1.0 Ok\r\n{rcpts}354 go\r\n")
+    };
+    all.extend(s.server(envelope_replies(0).as_bytes(), Chunking::Whole).unwrap());
+    for i in 1..n {
+        let replies = format!("250 2.0.0 Ok: queued as Q{i}\r\n{}", envelope_replies(i));
+        all.extend(s.server(replies.as_bytes(), Chunking::Whole).unwrap());
+    }
+    all.extend(s.server(b"250 2.0.0 Ok: queued as LAST\r\n", Chunking::Whole).unwrap());
+    all.extend(s.server(b"221 2.0.0 Bye\r\n", Chunking::Whole).unwrap());
+    (s, all)
+}
+
+#[test]
+fn armed_writes_go_out_as_the_354_arrives_and_the_wire_is_the_same_as_without_them() {
+    let to = ["ann@example.com"];
+    let two = ["ann@example.com", "bob@example.com"];
+    let messages = || {
+        vec![
+            message(0, &to),
+            message(1, &two),
+            // Needs its leading dot stuffed: the session holds it, and no write is armed for it.
+            with_raw(2, &to, b"Subject: 2\r\n\r\n.dot\r\n".to_vec()),
+            message(3, &two),
+            message(4, &to),
+            message(5, &to),
+        ]
+    };
+    // Message 3 has a recipient refused: its replies do not match, the session writes itself.
+    let (armed, with) = run_whole(true, messages(), 3);
+    let (plain, without) = run_whole(false, messages(), 3);
+    assert_eq!(text(&written(&with)), text(&written(&without)), "the same bytes on the wire, in the same order");
+    assert_eq!(done(&with), done(&without), "the same outcomes");
+    assert_eq!(deliveries(&with), [Delivery::Delivered; 6]);
+    assert_eq!(finished(&with), finished(&without));
+    // Armed for 0, 1, 4 and 5; not for 2 (held by the session), nor for 3 (a refusal came).
+    assert_eq!((armed.fired, plain.fired), (4, 0));
+    // Each commit point still comes before the write with that message's final dot.
+    let t = trace(&with);
+    for i in [0, 1, 3, 4, 5] {
+        let commit = t.iter().position(|x| *x == format!("commit {i}")).unwrap_or_else(|| panic!("commit {i}: {t:?}"));
+        let dot = t.iter().position(|x| x.starts_with("write") && x.contains(&format!("body {i}\r\n.\r\n")));
+        assert!(dot.is_some_and(|dot| commit < dot), "message {i}: {t:?}");
+    }
+    assert!(!with.iter().any(|a| matches!(a, Action::ArmWrite(_))), "the host keeps the arms");
+}
+
+#[test]
+fn bytes_reported_for_a_write_that_was_not_armed_end_the_session() {
+    let to = ["ann@example.com"];
+    let mut s = batch(vec![message(0, &to), message(1, &to)]);
+    logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+    assert!(s.armed.is_some(), "message 0's write is armed after its envelope");
+    // A read that does not match ends the arm on both sides; a host that still reports the
+    // armed write performed is refused.
+    s.s.handle(Event::Received(b"250 2.1.0 Ok\r\n"), T0).unwrap();
+    let e = s.s.received_armed(b"250 2.1.5 Ok\r\n354 go\r\n", T0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(e.message.contains("no write is armed"), "{}", e.message);
+    assert!(s.s.handle(Event::Timer, T0).is_err(), "the session is over");
 }
