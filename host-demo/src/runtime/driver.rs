@@ -8,11 +8,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use crate::engine::{
-    Action, ArmedWrite, BatchData, CleanBytes, Event, FetchedMessage, GuestSecurity, GuestServer, Idling, Instance, MessageBytes, MessageResult,
-    Outcome, SessionHandle, SkippedMessage, StepReport,
+    Action, ArmedWrite, BatchData, CleanBytes, Event, GuestSecurity, GuestServer, Idling, Instance, MessageBytes, Outcome, SessionHandle,
 };
 use crate::error::HostError;
 use crate::net::Conn;
+
+mod allow;
+mod io;
+mod sink;
+
+use allow::allowed_server;
+pub use allow::{is_allowed, AllowedServer};
+use io::{flush, next_event, perform_armed, read_failed, starttls_timeout, Greeting};
+pub use sink::MessageSink;
 
 /// Bytes read per `read` call and handed to the guest at once (one copy across the boundary).
 const READ_CHUNK: usize = 256 * 1024;
@@ -36,58 +44,6 @@ const COMMIT_GRACE_BYTES: usize = 64 << 20;
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
-
-/// Where delivered messages go. `commit` must make everything stored so far durable; only
-/// then does the guest hear `stored` and change anything on the server.
-pub trait MessageSink {
-    fn deliver(&mut self, message: FetchedMessage) -> Result<(), HostError>;
-    /// A message the guest will not deliver (over a limit); reported once.
-    fn skipped(&mut self, _notice: SkippedMessage) -> Result<(), HostError> {
-        Ok(())
-    }
-    fn commit(&mut self) -> Result<(), HostError>;
-    /// A step of a check session completed (see `check`); nothing to store.
-    fn progress(&mut self, _report: StepReport) {}
-    /// The server the deliveries of this session come from (`store::binding`), told before
-    /// the session starts: server ids are only unique per server.
-    fn source(&mut self, _server: &str) {}
-    /// Something the admin should know about the run (English, German); nothing failed.
-    fn warning(&mut self, _en: &str, _de: &str) {}
-    /// A batch submission is about to write the final dot of message `index`: record it
-    /// durably now. The driver performs no write that follows the commit point before this
-    /// returns; an error ends the session before the dot is written.
-    fn commit_point(&mut self, _index: u32) -> Result<(), HostError> {
-        Ok(())
-    }
-    /// A batch submission's armed write for message `index` was performed as its replies
-    /// arrived (`arm-write`), right after `commit_point(index)`; for counting only.
-    fn armed_write(&mut self, _index: u32) {}
-    /// A batch submission knows the fate of one message; record it.
-    fn message_done(&mut self, _result: MessageResult) -> Result<(), HostError> {
-        Ok(())
-    }
-    /// A batch submission asks for the bytes of message `index` (`need-message`): the driver
-    /// calls this once the writes of the step that asked are performed, and hands them over
-    /// with `message-data` before reading again, so the copy overlaps the server's work. Return them with at least
-    /// `slack` bytes of spare capacity (`Vec::with_capacity(len + slack)`): the final dot and
-    /// the next commands are appended there when the message is written; without the room the
-    /// driver makes it, which copies the message once more.
-    fn batch_message(&mut self, index: u32, _slack: usize) -> Result<Vec<u8>, HostError> {
-        Err(HostError::Plugin(format!("the component asked for message {index}, but this session sends none")))
-    }
-    /// Whether `stored_state` wants the guest's sync state after each `stored`.
-    fn wants_stored_state(&self) -> bool {
-        false
-    }
-    /// The guest's committed sync state right after it handled `stored`: it covers everything
-    /// committed so far, so a run cut or trapped later resumes from here.
-    fn stored_state(&mut self, _state: Option<Vec<u8>>) -> Result<(), HostError> {
-        Ok(())
-    }
-}
-
-/// One server the tenant configured: host, port and the security it must be reached with.
-pub type AllowedServer = (String, u16, GuestSecurity);
 
 /// What the driver needs besides the session.
 pub struct DriveOptions<'a> {
@@ -277,53 +233,6 @@ fn remaining(end: Instant) -> Duration {
 
 fn session_limit(server: String, opts: &DriveOptions<'_>) -> HostError {
     HostError::SessionLimit { server, limit_secs: opts.max_session.as_secs() }
-}
-
-/// How strong a security mode is: implicit TLS > STARTTLS > plaintext.
-fn strength(s: GuestSecurity) -> u8 {
-    match s {
-        GuestSecurity::ImplicitTls => 2,
-        GuestSecurity::Starttls => 1,
-        GuestSecurity::InsecurePlaintext => 0,
-    }
-}
-
-/// Whether the tenant configured `server`: its host and port, with security at least as
-/// strong as every entry configured for that host and port. The guest's `server()` is not
-/// trusted to carry the configured security.
-pub fn is_allowed(allowed: &[AllowedServer], server: &GuestServer) -> Result<(), HostError> {
-    let label = format!("{}:{}", server.host, server.port);
-    let mut matching = allowed.iter().filter(|(h, p, _)| h.eq_ignore_ascii_case(&server.host) && *p == server.port).peekable();
-    if matching.peek().is_none() {
-        return Err(HostError::NotAllowed(label));
-    }
-    if let Some((_, _, configured)) = matching.find(|(_, _, c)| strength(server.security) < strength(*c)) {
-        return Err(HostError::WeakerSecurity {
-            server: label,
-            configured: security_name(*configured),
-            asked: security_name(server.security),
-        });
-    }
-    Ok(())
-}
-
-fn security_name(s: GuestSecurity) -> &'static str {
-    match s {
-        GuestSecurity::ImplicitTls => "implicit TLS",
-        GuestSecurity::Starttls => "STARTTLS",
-        GuestSecurity::InsecurePlaintext => "no TLS (insecure plaintext)",
-    }
-}
-
-/// The session's server, when it is one the tenant configured; nothing else is connected to.
-async fn allowed_server(
-    instance: &mut Instance,
-    session: SessionHandle,
-    opts: &DriveOptions<'_>,
-) -> Result<crate::engine::GuestServer, HostError> {
-    let server = instance.server(session).await?;
-    is_allowed(opts.allowed, &server)?;
-    Ok(server)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -537,36 +446,6 @@ async fn run_loop(
     }
 }
 
-/// Performs an armed write whose lines arrived: the commit point, the message's bytes as the
-/// host holds them and the bytes after them, in one socket write.
-async fn perform_armed(
-    a: ArmedWrite,
-    held: &mut Vec<(u32, Vec<u8>)>,
-    conn: &mut Conn,
-    out: &mut Vec<u8>,
-    sink: &mut dyn MessageSink,
-    end: Instant,
-    opts: &DriveOptions<'_>,
-) -> Result<(), HostError> {
-    let Some(k) = held.iter().position(|(i, _)| *i == a.message) else {
-        return Err(HostError::Plugin(format!(
-            "the mail component armed a write of message {} of the batch, whose bytes it was not handed or which was written already",
-            a.message
-        )));
-    };
-    sink.commit_point(a.message)?;
-    let mut raw = held.swap_remove(k).1;
-    raw.extend_from_slice(&a.after);
-    if out.is_empty() {
-        *out = raw;
-    } else {
-        out.extend_from_slice(&raw);
-    }
-    flush(conn, out, end, opts).await?;
-    sink.armed_write(a.message);
-    Ok(())
-}
-
 /// Hands the guest's sync state to a sink that keeps it after each `stored`.
 async fn save_stored_state(instance: &mut Instance, session: SessionHandle, sink: &mut dyn MessageSink) -> Result<(), HostError> {
     if sink.wants_stored_state() {
@@ -576,126 +455,3 @@ async fn save_stored_state(instance: &mut Instance, session: SessionHandle, sink
     Ok(())
 }
 
-/// A read error for the admin (see `io_failed`).
-fn read_failed(e: &std::io::Error) -> String {
-    io_failed("read", e)
-}
-
-/// An I/O error for the admin: TLS libraries word a cut connection with a link to their
-/// manual, which helps no admin; links are cut from any other error text too.
-fn io_failed(what: &str, e: &std::io::Error) -> String {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        return format!("{what} failed: the connection was closed without a proper TLS ending (cut by the server or the network)");
-    }
-    let text = e.to_string();
-    let text = match text.find("http://").or_else(|| text.find("https://")) {
-        Some(i) => text[..i].trim_end_matches([' ', ':', ';', ',']).to_string(),
-        None => text,
-    };
-    format!("{what} failed: {text}")
-}
-
-/// Writes what the guest asked for; a server that stops reading holds it at most until the
-/// session's end.
-async fn flush(conn: &mut Conn, out: &mut Vec<u8>, end: Instant, opts: &DriveOptions<'_>) -> Result<(), HostError> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let r = match tokio::time::timeout(remaining(end), conn.write_all(out)).await {
-        Ok(r) => r,
-        Err(_) => return Err(session_limit(conn.label().to_string(), opts)),
-    };
-    out.clear();
-    r.map_err(|e| HostError::Network { server: conn.label().to_string(), message: io_failed("write", &e) })
-}
-
-/// The server accepted STARTTLS / STLS, then the handshake did not finish in time.
-fn starttls_timeout(server: String, limit: Duration) -> HostError {
-    HostError::Timeout {
-        server,
-        message: format!(
-            "the TLS handshake after STARTTLS did not finish within {} s (limits.reply_timeout_secs): the server accepted STARTTLS but never started TLS; check that the server (or a proxy or firewall in between) really supports STARTTLS on this port, or use the port for TLS from the first byte",
-            limit.as_secs()
-        ),
-    }
-}
-
-/// The wait for the server's first line: the host bounds it by the greeting timeout, shorter
-/// than the guest's reply timeout, because a server that never greets usually waits for a TLS
-/// handshake (the TLS switch is off for a TLS port) and the admin should hear so quickly.
-struct Greeting {
-    /// None once a line ending arrived.
-    until: Option<Instant>,
-    implicit_tls: bool,
-}
-
-async fn next_event(
-    deadline: Option<u64>,
-    conn: &mut Conn,
-    opts: &DriveOptions<'_>,
-    buf: &mut [u8],
-    end: Instant,
-    greeting: &Greeting,
-) -> Result<Event, HostError> {
-    let mut wait = match deadline {
-        Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
-        None => opts.idle_timeout,
-    };
-    if let Some(until) = greeting.until {
-        wait = wait.min(until.saturating_duration_since(Instant::now()));
-    }
-    let left = remaining(end);
-    match tokio::time::timeout(wait.min(left), conn.read(buf)).await {
-        Ok(Ok(0)) => Ok(Event::Closed),
-        Ok(Ok(n)) => Ok(Event::Received(buf[..n].to_vec())),
-        Ok(Err(e)) => Err(HostError::Network { server: conn.label().to_string(), message: read_failed(&e) }),
-        Err(_) if left < wait => Err(session_limit(conn.label().to_string(), opts)),
-        // No first line yet: whichever wait ran out (the greeting timeout is never longer than
-        // the guest's reply timeout), the server did not greet.
-        Err(_) if greeting.until.is_some() => Err(HostError::NoGreeting {
-            server: conn.label().to_string(),
-            port: conn.port(),
-            secs: opts.greeting_timeout.as_secs(),
-            implicit_tls: greeting.implicit_tls,
-        }),
-        Err(_) if deadline.is_some() => Ok(Event::Timer),
-        // The guest set no deadline yet nothing happened: a backstop so no session hangs.
-        Err(_) => Err(HostError::Timeout {
-            server: conn.label().to_string(),
-            message: format!("nothing happened for {} s", opts.idle_timeout.as_secs()),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server(host: &str, port: u16, security: GuestSecurity) -> GuestServer {
-        GuestServer { host: host.into(), port, security }
-    }
-
-    #[test]
-    fn the_allow_list_enforces_the_configured_security() {
-        use GuestSecurity::*;
-        let allowed: Vec<AllowedServer> = vec![("imap.example.test".into(), 993, ImplicitTls), ("smtp.example.test".into(), 587, Starttls)];
-        assert!(is_allowed(&allowed, &server("IMAP.example.test", 993, ImplicitTls)).is_ok());
-        assert!(is_allowed(&allowed, &server("smtp.example.test", 587, Starttls)).is_ok());
-        // Stronger than configured cannot leak anything.
-        assert!(is_allowed(&allowed, &server("smtp.example.test", 587, ImplicitTls)).is_ok());
-        for (host, port, asked) in [
-            ("imap.example.test", 993, Starttls),
-            ("imap.example.test", 993, InsecurePlaintext),
-            ("smtp.example.test", 587, InsecurePlaintext),
-        ] {
-            let e = is_allowed(&allowed, &server(host, port, asked)).unwrap_err();
-            assert!(matches!(e, HostError::WeakerSecurity { .. }), "{e}");
-            assert!(e.to_string().contains("the tenant configured"), "{e}");
-        }
-        assert!(matches!(is_allowed(&allowed, &server("evil.test", 993, ImplicitTls)), Err(HostError::NotAllowed(_))));
-        assert!(matches!(is_allowed(&allowed, &server("imap.example.test", 143, ImplicitTls)), Err(HostError::NotAllowed(_))));
-        // The same host and port configured twice: the strongest entry decides.
-        let twice: Vec<AllowedServer> = vec![("h".into(), 1, InsecurePlaintext), ("h".into(), 1, ImplicitTls)];
-        assert!(is_allowed(&twice, &server("h", 1, Starttls)).is_err());
-    }
-}
