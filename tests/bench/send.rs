@@ -7,6 +7,8 @@
 //!   the same write (RFC 2920), QUIT. Builds nothing, checks only the reply codes.
 //! - mailplug batch send, messages composed beforehand (`open-batch` driven by the host's
 //!   driver): what the component and the host add to the raw client.
+//! - the same with the armed writes ignored (`MessageSink::armed_writes` false): every reply
+//!   goes through the component before the write it calls for, as before session 11.
 //! - mailplug batch send (`ops::send_batch`): composing every message in the component, then
 //!   the same session.
 //! - Python's smtplib: `login`, then `sendmail` per message (no pipelining).
@@ -124,9 +126,13 @@ struct Count<'a> {
     composed: &'a [ComposedMessage],
     delivered: usize,
     commits: usize,
+    arms: bool,
 }
 
 impl MessageSink for Count<'_> {
+    fn armed_writes(&self) -> bool {
+        self.arms
+    }
     fn batch_message(&mut self, index: u32, slack: usize) -> Result<Vec<u8>, HostError> {
         // One copy (the raw client copies each message into its write buffer once too).
         let raw = &self.composed[index as usize].raw;
@@ -162,6 +168,7 @@ async fn mailplug_precomposed(
     port: u16,
     composed: &[ComposedMessage],
     tls: &std::sync::Arc<rustls::ClientConfig>,
+    arms: bool,
 ) -> (Duration, Duration, usize) {
     let start = Instant::now();
     let mut instance = plugin().instantiate((GUEST_MEMORY_MB as usize) << 20, 10_000).await.expect("instance");
@@ -198,7 +205,7 @@ async fn mailplug_precomposed(
         greeting_timeout: Duration::from_secs(10),
         max_session: Duration::from_secs(600),
     };
-    let mut count = Count { composed, delivered: 0, commits: 0 };
+    let mut count = Count { composed, delivered: 0, commits: 0, arms };
     let outcome = drive(&mut instance, session, &opts, &mut count).await.expect("batch");
     let elapsed = start.elapsed();
     assert!(matches!(outcome, Outcome::SentBatch(ref r) if r.delivered as usize == composed.len()), "{outcome:?}");
@@ -268,11 +275,12 @@ pub async fn run(args: &[usize]) {
     let sink = mailplug_tests::SmtpSink::start(256);
     let tls = mailplug_host::net::tls_config(None).expect("tls");
     let (mut raw, mut pre, mut full, mut py, mut setup) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut unarmed = Vec::new();
     let (mut raw_cpu, mut pre_cpu) = (Vec::new(), Vec::new());
     let mut peak = 0;
-    // `MAILPLUG_SEND_ONLY=raw,pre,full,py` runs only those rows (for profiling one of them
-    // under callgrind or strace); all four by default.
-    let only = std::env::var("MAILPLUG_SEND_ONLY").unwrap_or_else(|_| "raw,pre,full,py".into());
+    // `MAILPLUG_SEND_ONLY=raw,pre,unarmed,full,py` runs only those rows (for profiling one of
+    // them under callgrind or strace); all five by default.
+    let only = std::env::var("MAILPLUG_SEND_ONLY").unwrap_or_else(|_| "raw,pre,unarmed,full,py".into());
     let on = |row: &str| only.split(',').any(|x| x.trim() == row);
     for _ in 0..runs {
         if on("raw") {
@@ -282,11 +290,14 @@ pub async fn run(args: &[usize]) {
         }
         if on("pre") {
             let cpu = thread_cpu();
-            let (t, s, p) = mailplug_precomposed(sink.port, &composed, &tls).await;
+            let (t, s, p) = mailplug_precomposed(sink.port, &composed, &tls, true).await;
             pre_cpu.push(thread_cpu() - cpu);
             pre.push(t);
             setup.push(s);
             peak = peak.max(p);
+        }
+        if on("unarmed") {
+            unarmed.push(mailplug_precomposed(sink.port, &composed, &tls, false).await.0);
         }
         if on("full") {
             full.push(mailplug_send_batch(sink.port, n, kb).await);
@@ -296,10 +307,11 @@ pub async fn run(args: &[usize]) {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let (raw_runs, pre_runs) = (raw.clone(), pre.clone());
+    let (raw_runs, pre_runs, unarmed_runs) = (raw.clone(), pre.clone(), unarmed.clone());
     let rows = [
         ("raw pipelined client (RFC 2920: waits for each 354, next envelope with the data)", median(raw)),
         ("mailplug batch send, composed beforehand (open-batch + driver)", median(pre)),
+        ("the same, armed writes ignored (each reply through the component first)", median(unarmed)),
         ("mailplug batch send with composing (ops::send_batch)", median(full)),
         ("Python smtplib (login, sendmail per message)", median(py)),
     ];
@@ -326,6 +338,15 @@ pub async fn run(args: &[usize]) {
     // Per run, in the order run, to judge the spread on a loaded machine.
     println!("raw per run (ms): {:?}", raw_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
     println!("mailplug composed beforehand per run (ms): {:?}", pre_runs.iter().map(|d| d.as_millis()).collect::<Vec<_>>());
+    // The median of each run's own ratio to the raw client's run just before it: less spread
+    // than the ratio of the medians on a noisy machine.
+    for (name, runs) in [("composed beforehand", &pre_runs), ("armed writes ignored", &unarmed_runs)] {
+        let mut ratios: Vec<f64> = raw_runs.iter().zip(runs.iter()).map(|(r, m)| m.as_secs_f64() / r.as_secs_f64()).collect();
+        ratios.sort_by(f64::total_cmp);
+        if let Some(mid) = ratios.get(ratios.len() / 2) {
+            println!("{name}: median of the per-run ratios to raw {mid:.3} (lowest {:.3}, highest {:.3})", ratios[0], ratios[ratios.len() - 1]);
+        }
+    }
     // The client's own CPU time (the sink's is not counted); compare the two of one run only.
     let (rc, pc) = (median(raw_cpu).as_secs_f64() * 1e3, median(pre_cpu).as_secs_f64() * 1e3);
     if rc > 0.0 && pc > 0.0 {

@@ -382,7 +382,7 @@ async fn run_loop(
                 // instead of delaying the write the server waits for.
                 Action::NeedMessage(index) => wanted.push(index),
                 // Performed when the next bytes read match (above); a later one replaces it.
-                Action::ArmWrite(a) => armed = Some(a),
+                Action::ArmWrite(a) => armed = sink.armed_writes().then_some(a),
                 // Bytes that need no change on the wire, checked by the host (`clean`) or by
                 // the guest when they were handed over: the host's copy is written.
                 Action::WriteMessage(index) => {

@@ -25,6 +25,12 @@ pub trait MessageSink {
     fn commit_point(&mut self, _index: u32) -> Result<(), HostError> {
         Ok(())
     }
+    /// Whether the driver performs the batch submissions' armed writes (`arm-write`); a sink
+    /// that says no gets every reply through the component first, as the contract allows (the
+    /// send bench's comparison row).
+    fn armed_writes(&self) -> bool {
+        true
+    }
     /// A batch submission's armed write for message `index` was performed as its replies
     /// arrived (`arm-write`), right after `commit_point(index)`; for counting only.
     fn armed_write(&mut self, _index: u32) {}
