@@ -304,14 +304,19 @@ async fn a_nul_in_message_2_of_3_gives_it_its_own_outcome_and_1_and_3_arrive_onc
     assert_eq!(wait_in_inbox(&me, &[ids[1]]).await, [0], "2 never arrives");
 }
 
-#[tokio::test]
-async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
-    let sink = mailplug_tests::SmtpSink::start(16);
+/// A tenant whose queue "q" sends through `sink` (smtp-sink, plain TCP, the test server opt-in).
+fn sink_tenant(sink: &mailplug_tests::SmtpSink) -> TenantConfig {
     let (me, pw) = test_box(63);
     let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
     let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");
     smtp.insecure_plaintext = true;
-    let mut cfg = tenant("imap", &inb, &smtp, true);
+    tenant("imap", &inb, &smtp, true)
+}
+
+#[tokio::test]
+async fn a_batch_four_times_the_guest_memory_cap_goes_through() {
+    let sink = mailplug_tests::SmtpSink::start(16);
+    let mut cfg = sink_tenant(&sink);
     // 64 messages of 1 MB through a component that may use 16 MB: the session holds one or
     // two messages at a time, never the batch.
     cfg.limits.guest_memory_mb = 16;
@@ -350,11 +355,7 @@ impl BatchJournal for Counting {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armed_writes_send_most_messages_of_a_batch_as_their_354_arrives() {
     let sink = mailplug_tests::SmtpSink::start(16);
-    let (me, pw) = test_box(63);
-    let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
-    let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");
-    smtp.insecure_plaintext = true;
-    let cfg = tenant("imap", &inb, &smtp, true);
+    let cfg = sink_tenant(&sink);
     let body = "Armed and ready.\n".repeat(600);
     let messages: Vec<Outgoing> =
         (0..40).map(|i| Outgoing { to: vec!["sink@example.test".into()], subject: format!("armed {i}"), text_body: body.clone() }).collect();
