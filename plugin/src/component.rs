@@ -71,12 +71,8 @@ impl GuestSession for SessionResource {
             return Ok(actions);
         }
         if let Event::ReceivedArmed(bytes) = &event {
-            let mut inner = self.inner.borrow_mut();
-            let actions = inner.received_armed(bytes, now).map_err(|mut e| {
-                e.redact(&inner.secret_forms());
-                e.quoted.clear();
-                error_to_wit(e)
-            })?;
+            // Cleaned like `received` (handle_checked).
+            let actions = core::received_armed_checked(&mut **self.inner.borrow_mut(), bytes, now).map_err(error_to_wit)?;
             return Ok(actions.into_iter().map(action_to_wit).collect());
         }
         let ev = match &event {

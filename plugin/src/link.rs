@@ -190,12 +190,12 @@ impl Link {
         self.deadline
     }
 
-    /// Number of buffered, unconsumed bytes.
     /// The longest protocol line accepted, without its line end (`limits.max_line_bytes`).
     pub fn max_line(&self) -> usize {
         self.max_line
     }
 
+    /// Number of buffered, unconsumed bytes.
     pub fn pending(&self) -> usize {
         self.input.pending()
     }

@@ -303,6 +303,19 @@ pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant)
     })
 }
 
+/// `received_armed` with the same cleaning of errors as `handle_checked`.
+pub fn received_armed_checked(session: &mut dyn Session, bytes: &[u8], now: Instant) -> Result<Vec<Action>> {
+    let unverified = session.unverified();
+    session.received_armed(bytes, now).map_err(|mut e| {
+        e.redact(&session.secret_forms());
+        if unverified {
+            e.withhold_server_text();
+        }
+        e.quoted.clear();
+        e
+    })
+}
+
 /// `stop` with the same cleaning of errors as `handle_checked`.
 pub fn stop_checked(session: &mut dyn Session, now: Instant) -> Result<Vec<Action>> {
     let unverified = session.unverified();

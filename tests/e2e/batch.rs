@@ -351,22 +351,45 @@ impl BatchJournal for Counting {
 
 /// Armed writes (`arm-write`) against smtp-sink, which answers a message's final dot and the
 /// next envelope's MAIL, RCPT and DATA in one write: most messages go out as their 354
-/// arrives, every message arrives once, each with its commit point before its data.
+/// arrives, each with its commit point first, and each transaction the server read holds
+/// exactly its own message (smtp-sink's dump: the right bytes went out for the right 354).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armed_writes_send_most_messages_of_a_batch_as_their_354_arrives() {
-    let sink = mailplug_tests::SmtpSink::start(16);
+    let dir = temp_dir("armed");
+    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let dump = dir.join("dump");
+    const SEPARATOR: &str = "=====mailplug-armed-message=====";
+    let sink = mailplug_tests::SmtpSink::start_dumping(16, &dump, &format!("{SEPARATOR}\\n"));
     let cfg = sink_tenant(&sink);
-    let body = "Armed and ready.\n".repeat(600);
-    let messages: Vec<Outgoing> =
-        (0..40).map(|i| Outgoing { to: vec!["sink@example.test".into()], subject: format!("armed {i}"), text_body: body.clone() }).collect();
+    let n = 40;
+    let messages: Vec<Outgoing> = (0..n)
+        .map(|i| Outgoing { to: vec!["sink@example.test".into()], subject: format!("armed {i}"), text_body: format!("Armed {i} and ready.\n").repeat(600) })
+        .collect();
     let mut journal = Counting::default();
     let outcomes = ops::send_batch(plugin(), &cfg, "q", &messages, &NoSyncState, &mut journal).await.expect("batch");
     assert!(outcomes.iter().all(|o| o.delivered()), "{:?}", outcomes.iter().find(|o| !o.delivered()));
-    assert_eq!(journal.commits, (0..40).collect::<Vec<_>>(), "one commit point per message, in order");
+    assert_eq!(journal.commits, (0..n).collect::<Vec<_>>(), "one commit point per message, in order");
     // Message 0's 354 comes with the first replies; any later message can go armed. A read
     // split by the scheduler falls back to the component's own write, so not all of them must.
-    assert!(journal.armed.len() >= 20, "armed writes: {:?}", journal.armed);
+    assert!(journal.armed.len() >= n / 2, "armed writes: {:?}", journal.armed);
     assert!(journal.armed.windows(2).all(|w| w[0] < w[1]), "{:?}", journal.armed);
+    // The dump is written as each transaction ends: wait (bounded) until all are there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&dump).unwrap_or_default()).into_owned();
+        if text.matches(SEPARATOR).count() >= n || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(sink);
+    let parts: Vec<&str> = text.split(SEPARATOR).skip(1).collect();
+    assert_eq!(parts.len(), n, "one transaction per message");
+    for (i, part) in parts.iter().enumerate() {
+        assert!(part.contains(&format!("Subject: armed {i}\n")), "transaction {i} is message {i}");
+        assert_eq!(part.matches("and ready.").count(), 600, "transaction {i}: its whole body, nothing else");
+        assert_eq!(part.matches(&format!("Armed {i} and ready.")).count(), 600, "transaction {i}: its own body");
+    }
 }
 
 /// Splits into lines at CRLF, bare CR and bare LF, as the encoder does.

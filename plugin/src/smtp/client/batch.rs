@@ -116,9 +116,9 @@ pub(super) struct Batch {
     /// `message-done` actions of a step that also asked for bytes: returned first by the next
     /// step (the `message-data` that answers it, which comes before any further read).
     deferred: Vec<Action>,
-    /// The write armed for the next bytes read (`arm-write`): the message and the bytes after
-    /// it, to check the step that follows against (`armed.rs`).
-    armed: Option<(usize, Vec<u8>)>,
+    /// The write armed for the next bytes read (`arm-write`), to check the bytes reported for it
+    /// and the step that follows against (`armed.rs`).
+    armed: Option<armed::Armed>,
     /// In a `received-armed` step: the message the host wrote when the bytes matched. Should
     /// the step end the batch, its delivery is uncertain like that of `committed`.
     fired: Option<usize>,

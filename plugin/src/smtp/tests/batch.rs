@@ -777,3 +777,20 @@ fn bytes_reported_for_a_write_that_was_not_armed_end_the_session() {
     assert!(e.message.contains("no write is armed"), "{}", e.message);
     assert!(s.s.handle(Event::Timer, T0).is_err(), "the session is over");
 }
+
+#[test]
+fn a_write_performed_on_replies_that_do_not_match_the_arm_leaves_that_message_uncertain() {
+    let to = ["ann@example.com"];
+    for replies in [&b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n451 4.3.0 try later\r\n"[..], b"250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n354 go\r\n", b"250 2.1.0 Ok\r\n"] {
+        let mut s = batch(vec![message(0, &to), message(1, &to)]);
+        logged_in(&mut s, EHLO_TLS_CAPS, Chunking::Whole);
+        assert!(s.armed.is_some(), "message 0's write is armed after its envelope");
+        // A host that performed the armed write on these replies broke the contract: the
+        // message went out, so it is uncertain (never "not sent", which would send it twice).
+        let a = s.s.received_armed(replies, T0).expect("the batch ends with every outcome");
+        assert_eq!(deliveries(&a), [Delivery::Uncertain, Delivery::NotSent], "{:?}", String::from_utf8_lossy(replies));
+        assert!(written(&a).is_empty(), "nothing more is written: {:?}", trace(&a));
+        assert!(a.contains(&Action::Close));
+        assert!(finished(&a).stopped.is_some());
+    }
+}

@@ -23,6 +23,14 @@
 use super::*;
 use crate::session::ArmedWrite;
 
+/// What was armed, as the session checks `received-armed` against it.
+pub(in crate::smtp::client) struct Armed {
+    message: usize,
+    lines: Vec<&'static str>,
+    max_line: u32,
+    after: Vec<u8>,
+}
+
 /// The start of a line that accepts the final dot, MAIL FROM or RCPT TO (RFC 5321 4.2.2).
 const OK: &str = "250 ";
 /// The start of the line that asks for the data (RFC 5321 4.2.2, 354 for DATA).
@@ -74,7 +82,7 @@ impl SmtpSession {
             after.extend_from_slice(b"DATA\r\n");
         }
         let max_line = self.link.max_line().min(u32::MAX as usize) as u32;
-        self.batch().armed = Some((j, after.clone()));
+        self.batch().armed = Some(Armed { message: j, lines: lines.clone(), max_line, after: after.clone() });
         actions.push(Action::ArmWrite(ArmedWrite { lines, max_line, message: j as u32, after }));
     }
 
@@ -90,13 +98,25 @@ impl SmtpSession {
     /// after it) is taken out of the actions.
     pub(in crate::smtp::client) fn on_received_armed(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<Action>> {
         let armed = self.batch.as_mut().and_then(|b| b.armed.take());
-        let Some((j, after)) = armed else {
+        let Some(Armed { message: j, lines, max_line, after }) = armed else {
             return Err(Error::protocol(
                 self.stage(),
                 "the host reported bytes that matched an armed write, but no write is armed (each arm-write is used once)",
             ));
         };
         self.batch().fired = Some(j);
+        if !mailplug_wire::armed_lines_match(bytes, &lines, max_line as usize) {
+            // The host wrote message j on bytes that do not call for it: nothing more is
+            // written, j's delivery is unknown, the batch stops before reading them.
+            let mut actions = self.take_deferred();
+            let error = Error::protocol(
+                Stage::Data,
+                format!("the host wrote message {j} of the batch for replies that did not match the write armed for it (it broke the contract); the batch stopped"),
+            );
+            self.stop_batch(error, &mut actions);
+            self.seal_outcomes(&mut actions);
+            return Ok(actions);
+        }
         let mut actions = self.handle(Event::Received(bytes), now)?;
         let performed = [Action::CommitPoint(j as u32), Action::WriteMessage(j as u32), Action::Write(after)];
         match actions.windows(3).position(|w| w == performed) {
