@@ -794,3 +794,25 @@ fn a_write_performed_on_replies_that_do_not_match_the_arm_leaves_that_message_un
         assert!(finished(&a).stopped.is_some());
     }
 }
+
+#[test]
+fn no_write_is_armed_when_the_next_message_cannot_go_to_this_server() {
+    // PIPELINING, SIZE 60 and no SMTPUTF8: message 1 is either over the size or has an
+    // address the server cannot carry, so what the 354 of message 0 calls for is not the next
+    // message's commands; the session does not arm, and writes message 0 itself.
+    let caps = b"250-smtp.shop.example\r\n250-PIPELINING\r\n250-SIZE 60\r\n250 AUTH PLAIN LOGIN\r\n";
+    let to = ["ann@example.com"];
+    let big = with_raw(1, &to, format!("Subject: 1\r\n\r\n{}\r\n", "x".repeat(100)).into_bytes());
+    let utf8 = message(1, &["j\u{f6}rg@example.com"]);
+    for second in [big, utf8] {
+        let mut s = batch(vec![message(0, &to), second]);
+        logged_in(&mut s, caps, Chunking::Whole);
+        assert!(s.armed.is_none(), "nothing armed");
+        let a = s.server(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n", Chunking::Whole).unwrap();
+        assert_eq!(s.fired, 0);
+        assert_eq!(text(&written(&a)), data(0), "message 0, its final dot, no commands for message 1");
+        assert_eq!(deliveries(&a), [], "message 1's refusal waits for message 0's outcome");
+        let a = s.server(b"250 2.0.0 Ok: queued as A\r\n", Chunking::Whole).unwrap();
+        assert_eq!(deliveries(&a), [Delivery::Delivered, Delivery::Permanent]);
+    }
+}
