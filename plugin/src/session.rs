@@ -290,36 +290,25 @@ pub trait Session {
 /// and each excerpt recorded with `Error::with_quote`) is withheld: an attacker on the path
 /// could have written it, and the admin must never be shown it as the server's message.
 pub fn handle_checked(session: &mut dyn Session, event: Event<'_>, now: Instant) -> Result<Vec<Action>> {
-    // Checked before the call: only text processed while unverified can be forged, and a
-    // session never goes from encrypted back to clear text.
-    let unverified = session.unverified();
-    session.handle(event, now).map_err(|mut e| {
-        e.redact(&session.secret_forms());
-        if unverified {
-            e.withhold_server_text();
-        }
-        e.quoted.clear();
-        e
-    })
+    checked(session, |s| s.handle(event, now))
 }
 
 /// `received_armed` with the same cleaning of errors as `handle_checked`.
 pub fn received_armed_checked(session: &mut dyn Session, bytes: &[u8], now: Instant) -> Result<Vec<Action>> {
-    let unverified = session.unverified();
-    session.received_armed(bytes, now).map_err(|mut e| {
-        e.redact(&session.secret_forms());
-        if unverified {
-            e.withhold_server_text();
-        }
-        e.quoted.clear();
-        e
-    })
+    checked(session, |s| s.received_armed(bytes, now))
 }
 
 /// `stop` with the same cleaning of errors as `handle_checked`.
 pub fn stop_checked(session: &mut dyn Session, now: Instant) -> Result<Vec<Action>> {
+    checked(session, |s| s.stop(now))
+}
+
+/// Runs `call` on `session` and cleans the error it returns (see `handle_checked`).
+fn checked(session: &mut dyn Session, call: impl FnOnce(&mut dyn Session) -> Result<Vec<Action>>) -> Result<Vec<Action>> {
+    // Checked before the call: only text processed while unverified can be forged, and a
+    // session never goes from encrypted back to clear text.
     let unverified = session.unverified();
-    session.stop(now).map_err(|mut e| {
+    call(&mut *session).map_err(|mut e| {
         e.redact(&session.secret_forms());
         if unverified {
             e.withhold_server_text();
