@@ -19,7 +19,7 @@ mod sink;
 
 use allow::allowed_server;
 pub use allow::{is_allowed, AllowedServer};
-use io::{flush, next_event, perform_armed, read_failed, starttls_timeout, Greeting};
+use io::{append, flush, next_event, perform_armed, read_failed, starttls_timeout, take_held, Greeting};
 pub use sink::MessageSink;
 
 /// Bytes read per `read` call and handed to the guest at once (one copy across the boundary).
@@ -342,11 +342,7 @@ async fn run_loop(
                 // Consecutive writes are coalesced into one socket write.
                 Action::Write(bytes) => {
                     wrote |= !bytes.is_empty();
-                    if out.is_empty() {
-                        out = bytes;
-                    } else {
-                        out.extend_from_slice(&bytes);
-                    }
+                    append(&mut out, bytes);
                 }
                 Action::StartTls => {
                     flush(conn, &mut out, end, opts).await?;
@@ -386,18 +382,9 @@ async fn run_loop(
                 // Bytes that need no change on the wire, checked by the host (`clean`) or by
                 // the guest when they were handed over: the host's copy is written.
                 Action::WriteMessage(index) => {
-                    let Some(k) = held.iter().position(|(i, _)| *i == index) else {
-                        return Err(HostError::Plugin(format!(
-                            "the mail component asked to write message {index} of the batch, whose bytes it was not handed or which was written already"
-                        )));
-                    };
-                    let raw = held.swap_remove(k).1;
+                    let raw = take_held(&mut held, index)?;
                     wrote |= !raw.is_empty();
-                    if out.is_empty() {
-                        out = raw;
-                    } else {
-                        out.extend_from_slice(&raw);
-                    }
+                    append(&mut out, raw);
                 }
                 Action::Close => {
                     flush(conn, &mut out, end, opts).await?;

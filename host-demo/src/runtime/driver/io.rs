@@ -14,23 +14,35 @@ pub(super) async fn perform_armed(
     end: Instant,
     opts: &DriveOptions<'_>,
 ) -> Result<(), HostError> {
-    let Some(k) = held.iter().position(|(i, _)| *i == a.message) else {
-        return Err(HostError::Plugin(format!(
-            "the mail component armed a write of message {} of the batch, whose bytes it was not handed or which was written already",
-            a.message
-        )));
-    };
+    // Taken first: bytes the driver does not hold end the session before the commit point.
+    let mut raw = take_held(held, a.message)?;
     sink.commit_point(a.message)?;
-    let mut raw = held.swap_remove(k).1;
     raw.extend_from_slice(&a.after);
-    if out.is_empty() {
-        *out = raw;
-    } else {
-        out.extend_from_slice(&raw);
-    }
+    append(out, raw);
     flush(conn, out, end, opts).await?;
     sink.armed_write(a.message);
     Ok(())
+}
+
+/// The bytes of batch message `index` the driver holds (from `message-data`), to be written
+/// now (`write-message`, an armed write); they are written once.
+pub(super) fn take_held(held: &mut Vec<(u32, Vec<u8>)>, index: u32) -> Result<Vec<u8>, HostError> {
+    let Some(k) = held.iter().position(|(i, _)| *i == index) else {
+        return Err(HostError::Plugin(format!(
+            "the mail component asked to write message {index} of the batch, whose bytes it was not handed or which was written already"
+        )));
+    };
+    Ok(held.swap_remove(k).1)
+}
+
+/// Adds `bytes` to the pending write (consecutive writes are one socket write); moved, not
+/// copied, when nothing is pending.
+pub(super) fn append(out: &mut Vec<u8>, bytes: Vec<u8>) {
+    if out.is_empty() {
+        *out = bytes;
+    } else {
+        out.extend_from_slice(&bytes);
+    }
 }
 
 /// A read error for the admin (see `io_failed`).
