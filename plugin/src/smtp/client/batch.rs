@@ -118,7 +118,7 @@ pub(super) struct Batch {
     deferred: Vec<Action>,
     /// The write armed for the next bytes read (`arm-write`), to check the bytes reported for it
     /// and the step that follows against (`armed.rs`).
-    armed: Option<armed::Armed>,
+    armed: Option<crate::session::ArmedWrite>,
     /// In a `received-armed` step: the message the host wrote when the bytes matched. Should
     /// the step end the batch, its delivery is uncertain like that of `committed`.
     fired: Option<usize>,

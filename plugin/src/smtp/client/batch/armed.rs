@@ -23,14 +23,6 @@
 use super::*;
 use crate::session::ArmedWrite;
 
-/// What was armed, as the session checks `received-armed` against it.
-pub(in crate::smtp::client) struct Armed {
-    message: usize,
-    lines: Vec<&'static str>,
-    max_line: u32,
-    after: Vec<u8>,
-}
-
 /// The start of a line that accepts the final dot, MAIL FROM or RCPT TO (RFC 5321 4.2.2).
 const OK: &str = "250 ";
 /// The start of the line that asks for the data (RFC 5321 4.2.2, 354 for DATA).
@@ -82,8 +74,10 @@ impl SmtpSession {
             after.extend_from_slice(b"DATA\r\n");
         }
         let max_line = self.link.max_line().min(u32::MAX as usize) as u32;
-        self.batch().armed = Some(Armed { message: j, lines: lines.clone(), max_line, after: after.clone() });
-        actions.push(Action::ArmWrite(ArmedWrite { lines, max_line, message: j as u32, after }));
+        let armed = ArmedWrite { lines, max_line, message: j as u32, after };
+        // Kept to check `received-armed` and the step after it against.
+        self.batch().armed = Some(armed.clone());
+        actions.push(Action::ArmWrite(armed));
     }
 
     /// Any event but `message-data` ends the arm (the host drops it as well).
@@ -98,12 +92,13 @@ impl SmtpSession {
     /// after it) is taken out of the actions.
     pub(in crate::smtp::client) fn on_received_armed(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<Action>> {
         let armed = self.batch.as_mut().and_then(|b| b.armed.take());
-        let Some(Armed { message: j, lines, max_line, after }) = armed else {
+        let Some(ArmedWrite { message, lines, max_line, after }) = armed else {
             return Err(Error::protocol(
                 self.stage(),
                 "the host reported bytes that matched an armed write, but no write is armed (each arm-write is used once)",
             ));
         };
+        let j = message as usize;
         self.batch().fired = Some(j);
         if !mailplug_wire::armed_lines_match(bytes, &lines, max_line as usize) {
             // The host wrote message j on bytes that do not call for it: nothing more is
