@@ -349,17 +349,47 @@ impl BatchJournal for Counting {
     }
 }
 
+/// smtp-sink's dump of what it received: each transaction appended to a file after a separator
+/// line, dot-stuffing removed, LF line ends (`SmtpSink::start_dumping`).
+struct Dump {
+    _dir: TempPath,
+    path: std::path::PathBuf,
+    separator: &'static str,
+}
+
+impl Dump {
+    /// A sink that dumps into a fresh folder of its own (writable by `nobody`, as smtp-sink runs).
+    fn start(name: &str, separator: &'static str) -> (Dump, mailplug_tests::SmtpSink) {
+        let dir = temp_dir(name);
+        std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        let path = dir.join("dump");
+        let sink = mailplug_tests::SmtpSink::start_dumping(16, &path, &format!("{separator}\\n"));
+        (Dump { _dir: dir, path, separator }, sink)
+    }
+
+    /// The dump once it holds `n` transactions (it is written as each one ends), or as it is
+    /// after 20 s.
+    async fn wait(&self, n: usize) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read(&self.path).unwrap_or_default();
+            let count = text.windows(self.separator.len()).filter(|w| *w == self.separator.as_bytes()).count();
+            if count >= n || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Armed writes (`arm-write`) against smtp-sink, which answers a message's final dot and the
 /// next envelope's MAIL, RCPT and DATA in one write: most messages go out as their 354
 /// arrives, each with its commit point first, and each transaction the server read holds
 /// exactly its own message (smtp-sink's dump: the right bytes went out for the right 354).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn armed_writes_send_most_messages_of_a_batch_as_their_354_arrives() {
-    let dir = temp_dir("armed");
-    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
-    let dump = dir.join("dump");
     const SEPARATOR: &str = "=====mailplug-armed-message=====";
-    let sink = mailplug_tests::SmtpSink::start_dumping(16, &dump, &format!("{SEPARATOR}\\n"));
+    let (dump, sink) = Dump::start("armed", SEPARATOR);
     let cfg = sink_tenant(&sink);
     let n = 40;
     let messages: Vec<Outgoing> = (0..n)
@@ -373,15 +403,7 @@ async fn armed_writes_send_most_messages_of_a_batch_as_their_354_arrives() {
     // split by the scheduler falls back to the component's own write, so not all of them must.
     assert!(journal.armed.len() >= n / 2, "armed writes: {:?}", journal.armed);
     assert!(journal.armed.windows(2).all(|w| w[0] < w[1]), "{:?}", journal.armed);
-    // The dump is written as each transaction ends: wait (bounded) until all are there.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = String::from_utf8_lossy(&std::fs::read(&dump).unwrap_or_default()).into_owned();
-        if text.matches(SEPARATOR).count() >= n || std::time::Instant::now() >= deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let text = String::from_utf8_lossy(&dump.wait(n).await).into_owned();
     drop(sink);
     let parts: Vec<&str> = text.split(SEPARATOR).skip(1).collect();
     assert_eq!(parts.len(), n, "one transaction per message");
@@ -411,11 +433,8 @@ fn lines_of(raw: &[u8]) -> Vec<&[u8]> {
 async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_through_the_wasm_scan_or_the_hosts() {
     // smtp-sink appends each transaction to a dump file, dot-stuffing removed and with LF line
     // ends: what the server read as the message, to compare with what was handed over.
-    let dir = temp_dir("scan");
-    std::fs::set_permissions(&*dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
-    let dump = dir.join("dump");
     const SEPARATOR: &str = "=====mailplug-scan-message=====";
-    let sink = mailplug_tests::SmtpSink::start_dumping(16, &dump, &format!("{SEPARATOR}\\n"));
+    let (dump, sink) = Dump::start("scan", SEPARATOR);
     let (me, pw) = test_box(63);
     let inb = ServerSpec::new("localhost", rig().port("RIG_IMAPS_PORT"), true, &me, &pw);
     let mut smtp = ServerSpec::new("127.0.0.1", sink.port, false, &me, "any");
@@ -476,16 +495,7 @@ async fn random_messages_rich_in_cr_lf_dots_and_nuls_arrive_line_for_line_throug
         }
     }
     assert!(sent.len() > 150 && sent.len() < messages.len(), "{} of {} without a NUL", sent.len(), messages.len());
-    // The dump is written as each transaction ends: wait (bounded) until all are there.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = std::fs::read(&dump).unwrap_or_default();
-        let count = text.windows(SEPARATOR.len()).filter(|w| *w == SEPARATOR.as_bytes()).count();
-        if count >= sent.len() || std::time::Instant::now() >= deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let text = dump.wait(sent.len()).await;
     drop(sink);
     let sep = format!("{SEPARATOR}\n");
     let mut parts: Vec<&[u8]> = Vec::new();
