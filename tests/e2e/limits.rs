@@ -1,6 +1,7 @@
 //! The host's per-tenant caps on the component: memory, enforced by wasmtime, explained to the
 //! admin instead of crashing the host.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use mailplug_host::error::Trap;
@@ -55,9 +56,7 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
     let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await;
 
     // Clean up before asserting, so a failure leaves no 24 MB message behind.
-    let _ = std::process::Command::new(r.get("DOVEADM"))
-        .args(["mailbox", "delete", "-u", r.user("SUPPORT"), "-r", &folder])
-        .status();
+    let _ = std::process::Command::new(r.get("DOVEADM")).args(["mailbox", "delete", "-u", r.user("SUPPORT"), "-r", &folder]).status();
 
     let e = result.expect_err("24 MB cannot fit in 16 MB of guest memory");
     assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 16 << 20), "{e:?}");
@@ -117,13 +116,23 @@ async fn a_tenant_over_its_cpu_budget_stops_alone_and_its_next_operation_works()
     assert_eq!(queued.len(), 1);
     hog_db.cancel("hog", &queued[0].id, 0).expect("cancel the measuring row");
 
-    let hog_run = async {
-        let started = Instant::now();
-        let r = enqueue(plugin(), &hog, "q", &*hog_db, &heavy_draft(16), DEFAULT_MAX_AGE).await;
-        (r, started.elapsed())
+    // How long the hog held the thread at one go: the longest single poll of its enqueue. That,
+    // not the neighbour's wall time (which includes its own fsyncs, slow on a loaded machine),
+    // is what the budget bounds.
+    let mut hog_held = Duration::ZERO;
+    let heavy = heavy_draft(16);
+    let hog_run = {
+        let mut run = Box::pin(enqueue(plugin(), &hog, "q", &*hog_db, &heavy, DEFAULT_MAX_AGE));
+        let held = &mut hog_held;
+        std::future::poll_fn(move |cx| {
+            let started = Instant::now();
+            let polled = run.as_mut().poll(cx);
+            *held = (*held).max(started.elapsed());
+            polled
+        })
     };
-    // The neighbour hands the thread over before each enqueue (as the service's actors do at
-    // every await) and counts the wait in: its slowest step is what the hog held it up.
+    // The neighbour hands the thread over before each enqueue, as the service's actors do at
+    // every await.
     let calm_run = async {
         let mut slowest = Duration::ZERO;
         for i in 0..5 {
@@ -135,20 +144,25 @@ async fn a_tenant_over_its_cpu_budget_stops_alone_and_its_next_operation_works()
         }
         slowest
     };
-    let (calm_slowest, (hog_result, hog_took)) = tokio::join!(calm_run, hog_run);
-    eprintln!("heavy draft: {unbounded:?} without the budget, trapped after {hog_took:?}; the neighbour's slowest enqueue {calm_slowest:?}");
+    let (calm_slowest, hog_result) = tokio::join!(calm_run, hog_run);
+    eprintln!("heavy draft: {unbounded:?} without the budget, held the thread at most {hog_held:?} with it; the neighbour's slowest enqueue {calm_slowest:?}");
 
     let e = hog_result.expect_err("the heavy draft needs more than 100 ms of CPU");
     assert!(matches!(e, HostError::Trap(Trap::Cpu)), "{e:?}");
     assert!(e.to_string().contains("more CPU time in one step") && e.to_string().contains("limits.guest_cpu_ms_per_call"), "{e}");
     let HostError::Trap(t) = &e else { unreachable!() };
     let why = t.explanation();
-    assert!(why.en.contains("limits.guest_cpu_ms_per_call") && why.de.contains("Rechenzeit") && why.de.contains("limits.guest_cpu_ms_per_call"), "{why:?}");
-    assert!(hog_took < unbounded, "stopped by the budget ({hog_took:?}), not run to the end ({unbounded:?})");
+    assert!(
+        why.en.contains("limits.guest_cpu_ms_per_call") && why.de.contains("Rechenzeit") && why.de.contains("limits.guest_cpu_ms_per_call"),
+        "{why:?}"
+    );
+    // Stopped by the budget, not run to the end: the neighbour never waited for the hog longer
+    // than that.
+    assert!(hog_held * 2 < unbounded, "the hog held the thread {hog_held:?} at one go, as long as the unbudgeted run ({unbounded:?})");
 
-    // The neighbour: every enqueue committed, none held up by more than the trapped call.
+    // The neighbour: every enqueue committed, each in bounded time.
     assert_eq!(calm_db.list("calm", None, None, 10).expect("list").len(), 5);
-    assert!(calm_slowest < unbounded && calm_slowest < Duration::from_secs(5), "the neighbour's slowest enqueue took {calm_slowest:?}");
+    assert!(calm_slowest < Duration::from_secs(10), "the neighbour's slowest enqueue took {calm_slowest:?}");
 
     // Nothing of the trapped call was committed; the tenant's next operation works.
     assert!(hog_db.list("hog", None, Some(mailplug_host::store::OutboxState::Queued), 10).expect("list").is_empty());
