@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{config, db_file, median, raw_session, tls};
 
-const SEED: u64 = 12;
+pub(crate) const SEED: u64 = 12;
 
 /// Empties the mailbox and APPENDs the corpus over one pipelined connection (LITERAL+).
 /// With `MAILPLUG_BENCH_REUSE=1` the mailbox is taken as filled by an earlier run with the

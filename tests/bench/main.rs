@@ -99,6 +99,7 @@ pub(crate) fn config(proto: &str, port: u16, user: &str, pass: &str, n: usize) -
     cfg
 }
 
+mod parse;
 mod send;
 mod steps;
 
@@ -120,6 +121,9 @@ async fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("send-steps") {
         return steps::run(&args).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("parse") {
+        return parse::run(&args).await;
     }
     if std::env::args().nth(1).as_deref() == Some("corpus") {
         return ingest::run(&args, false).await;

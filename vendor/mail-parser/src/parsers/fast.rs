@@ -8,6 +8,8 @@
  * SPDX-License-Identifier: Apache-2.0 OR MIT
  */
 
+use std::borrow::Cow;
+
 use super::MessageStream;
 use crate::decoders::quoted_printable::HEX_MAP;
 
@@ -50,12 +52,7 @@ impl<'x> MessageStream<'x> {
         let (mut before_last, mut last) = last_two;
         loop {
             let start = i;
-            while let Some(&b) = rest.get(i) {
-                if QP_STOP[b as usize] {
-                    break;
-                }
-                i += 1;
-            }
+            i = qp_literal_end(rest, i);
             if i > start {
                 let bytes = &rest[start..i];
                 buf.extend_from_slice(bytes);
@@ -101,3 +98,71 @@ static QP_STOP: [bool; 256] = {
     t[b'-' as usize] = true;
     t
 };
+
+/// Where the quoted-printable literal run starting at `from` ends: the first byte at or after
+/// `from` that is in `QP_STOP`, or the end. Eight bytes are looked at in one step (runs between
+/// `=XX` escapes are often short, so a vector search's set-up would not pay).
+#[inline(always)]
+fn qp_literal_end(rest: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = rest.get(i..i + 8) {
+        let stops = qp_stops(u64::from_le_bytes(chunk.try_into().unwrap_or([b'='; 8])));
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = rest.get(i) {
+        if QP_STOP[b as usize] {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The bytes of `word` (little-endian) that are in `QP_STOP`, each marked by its high bit. Only
+/// the lowest mark is exact (a borrow can mark a byte above a real one), which is all that
+/// `qp_literal_end` uses.
+#[inline(always)]
+fn qp_stops(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let is = |b: u8| zero(word ^ (ONES * u64::from(b)));
+    is(b'=') | is(b'\r') | is(b'\n') | is(b'-')
+}
+
+/// Text bytes declared (or taken to be) UTF-8 as an owned `String`: validated vectorised and
+/// copied once; invalid UTF-8 is converted lossily, as upstream's `String::from_utf8` fallback does.
+pub(crate) fn utf8_owned(bytes: Vec<u8>) -> String {
+    match simdutf8::basic::from_utf8(&bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Borrowed text bytes as UTF-8: the same slice when it is valid (validated vectorised),
+/// otherwise converted lossily, as upstream's `String::from_utf8_lossy` does.
+pub(crate) fn utf8_cow(bytes: &[u8]) -> Cow<'_, str> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// How many bytes at the start of `bytes` are ASCII, looked at 16 at a time.
+#[inline(always)]
+pub(crate) fn ascii_prefix_len(bytes: &[u8]) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    for pair in bytes.chunks_exact(16) {
+        let (a, b) = pair.split_at(8);
+        let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0x80; 8]));
+        if (word(a) | word(b)) & HIGH != 0 {
+            break;
+        }
+        i += 16;
+    }
+    i + bytes[i..].iter().take_while(|b| b.is_ascii()).count()
+}

@@ -321,13 +321,12 @@ impl MessageParser {
                         }),
                     ) {
                         (Cow::Owned(vec), Some(charset_decoder)) => charset_decoder(&vec).into(),
-                        (Cow::Owned(vec), None) => String::from_utf8(vec)
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-                            .into(),
+                        // mailplug: UTF-8 is validated vectorised (src/parsers/fast.rs).
+                        (Cow::Owned(vec), None) => super::fast::utf8_owned(vec).into(),
                         (Cow::Borrowed(bytes), Some(charset_decoder)) => {
                             charset_decoder(bytes).into()
                         }
-                        (Cow::Borrowed(bytes), None) => String::from_utf8_lossy(bytes),
+                        (Cow::Borrowed(bytes), None) => super::fast::utf8_cow(bytes),
                     };
 
                     let is_html = mime_type == MimeType::TextHtml;

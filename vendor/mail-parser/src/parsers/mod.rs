@@ -11,7 +11,7 @@ pub mod header;
 pub mod message;
 pub mod mime;
 pub mod preview;
-mod fast;
+pub(crate) mod fast;
 
 pub struct MessageStream<'x> {
     data: &'x [u8],

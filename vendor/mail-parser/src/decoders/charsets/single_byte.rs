@@ -5,13 +5,29 @@
  */
 
 fn single_byte_decoder(table: &[char], bytes: &[u8]) -> String {
-    let mut result = String::with_capacity(bytes.len() * 2);
-
-    for byte in bytes {
-        result.push(table[*byte as usize]);
+    // mailplug: with a table that maps ASCII to itself (all of them here), runs of ASCII are
+    // copied whole; the other bytes are looked up one by one, as upstream does.
+    if table.len() < 128 || table[..128].iter().enumerate().any(|(i, c)| *c as usize != i) {
+        let mut result = String::with_capacity(bytes.len() * 2);
+        for byte in bytes {
+            result.push(table[*byte as usize]);
+        }
+        result.shrink_to_fit();
+        return result;
     }
-
-    result.shrink_to_fit();
+    let mut result = String::with_capacity(bytes.len() + bytes.len() / 8 + 8);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let ascii = crate::parsers::fast::ascii_prefix_len(rest);
+        let (run, tail) = rest.split_at(ascii);
+        // Only ASCII: always valid UTF-8.
+        result.push_str(std::str::from_utf8(run).unwrap_or_default());
+        let high = tail.iter().take_while(|b| !b.is_ascii()).count();
+        for byte in &tail[..high] {
+            result.push(table[*byte as usize]);
+        }
+        rest = &tail[high..];
+    }
     result
 }
 
