@@ -8,6 +8,7 @@
 #        bash tests/bench.sh send [MESSAGES] [KB] [RUNS]   (batch send against smtp-sink, see tests/bench/send.rs)
 #        bash tests/bench.sh send-steps [MESSAGES] [ROUNDS]   (the component's steps of a batch send, no network: tests/bench/steps.rs)
 #        bash tests/bench.sh corpus [MESSAGES] [RUNS]   (the generated corpus, also the CLI and the native peer)
+#        bash tests/bench.sh parse [MESSAGES] [ROUNDS]   (the component's MIME parsing of that corpus, no network: tests/bench/parse.rs)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 # The corpus mode reads the CLI's peak memory from GNU time.
