@@ -26,7 +26,7 @@ if [ "${1:-}" = "--runs" ]; then
     RUNS="$2"
     shift 2
 fi
-ALL=(imap_response pop3_response smtp_reply mime autoconfig oauth_token imap_session pop3_session smtp_session imap_resume)
+ALL=(imap_response pop3_response smtp_reply mime autoconfig oauth_token imap_session pop3_session smtp_session imap_resume smtp_batch)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 

@@ -12,6 +12,9 @@ use crate::pop3::response as pop3_response;
 use crate::session::{Action, Event, Session};
 use crate::smtp::reply::{self as smtp_reply, ReplyReader, MAX_REPLY_LINES};
 
+mod batch;
+pub use batch::smtp_batch;
+
 /// Line limit used by the harnesses: small, so the fuzzer reaches the limit paths.
 const MAX_LINE: u32 = 1024;
 /// Message limit used by the harnesses.
@@ -477,5 +480,21 @@ mod tests {
         replay("imap_session", |d| session(Protocol::Imap, d));
         replay("pop3_session", |d| session(Protocol::Pop3, d));
         replay("smtp_session", |d| session(Protocol::Smtp, d));
+    }
+    #[test]
+    fn seeds_smtp_batch() {
+        replay("smtp_batch", |d| {
+            smtp_batch(d);
+        });
+        // The seeds reach the batch's outcomes, with and without armed writes.
+        let seed = |name: &str| smtp_batch(&std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/smtp_batch").join(name)).unwrap());
+        use crate::session::Delivery::*;
+        let armed = seed("three-delivered-armed");
+        assert_eq!(armed.outcomes, vec![(0, Delivered), (1, Delivered), (2, Delivered)]);
+        assert!(armed.armed >= 1, "{armed:?}");
+        let lines = seed("three-delivered-lines");
+        assert_eq!((lines.outcomes, lines.armed), (vec![(0, Delivered), (1, Delivered), (2, Delivered)], 0));
+        let mixed = seed("refused-4xx-lost");
+        assert!(mixed.outcomes.iter().any(|o| o.1 == Permanent) && mixed.outcomes.iter().any(|o| o.1 == Transient), "{mixed:?}");
     }
 }
