@@ -1,9 +1,10 @@
 /*
- * Added for mailplug (not part of mail-parser 0.11.9): fast paths for the MIME body decoders.
- * Each one handles only input on which the byte-at-a-time loop it sits in would do nothing but
- * copy or decode, and leaves everything else (boundaries, padding, whitespace, broken input) to
- * that loop, so results are the same as upstream's; `tests/parse_compare.rs` in mailplug's
- * plugin crate checks that against the published crate.
+ * Added for mailplug (not part of mail-parser 0.11.9): fast paths for the MIME body decoders
+ * and for turning decoded text into strings. Each body fast path handles only input on which the
+ * byte-at-a-time loop it sits in would do nothing but copy or decode, and leaves everything else
+ * (boundaries, padding, whitespace, broken input) to that loop; the text helpers give exactly
+ * the strings upstream's conversions give. So results are the same as upstream's;
+ * `tests/parse_compare.rs` in mailplug's plugin crate checks that against the published crate.
  *
  * SPDX-License-Identifier: Apache-2.0 OR MIT
  */
