@@ -313,18 +313,10 @@ pub fn session(protocol: Protocol, data: &[u8]) {
         return;
     }
     // Split into reads and host events.
-    let mut rest = stream;
-    while !rest.is_empty() {
-        let (piece, after) = match rest.iter().position(|&b| b == 0xFF) {
-            Some(0) => {
-                let ev = match rest.get(1) {
-                    Some(b'T') => Some(Event::Timer),
-                    Some(b'C') => Some(Event::Closed),
-                    Some(b'F') => Some(Event::TlsFailed("certificate expired")),
-                    Some(b'S') => Some(Event::Stored),
-                    _ => None,
-                };
-                if let Some(ev) = ev {
+    for piece in pieces(stream) {
+        let mut data = match piece {
+            Piece::Host(k) => {
+                if let Some(ev) = host_event(k) {
                     if matches!(ev, Event::Timer) {
                         driver.now = s.deadline().unwrap_or(driver.now).max(driver.now);
                     }
@@ -332,13 +324,10 @@ pub fn session(protocol: Protocol, data: &[u8]) {
                         return;
                     }
                 }
-                rest = rest.get(2..).unwrap_or_default();
                 continue;
             }
-            Some(p) => rest.split_at(p),
-            None => (rest, &[][..]),
+            Piece::Data(data) => data,
         };
-        let mut data = piece;
         while !data.is_empty() {
             let n = if read == 0 { data.iter().position(|&b| b == b'\n').map_or(data.len(), |p| p + 1) } else { usize::from(read).min(data.len()) };
             let (now, later) = data.split_at(n);
@@ -348,10 +337,47 @@ pub fn session(protocol: Protocol, data: &[u8]) {
             }
             data = later;
         }
-        rest = after;
     }
     // The server stops talking: the session either waits with a deadline, or is done.
     let _ = driver.feed(&mut *s, Event::Closed);
+}
+
+/// A piece of a fuzzed server stream: bytes the server sends, or a host event (or, for the
+/// batch harness, a read boundary) written as the two bytes `0xFF k`.
+enum Piece<'a> {
+    Data(&'a [u8]),
+    Host(u8),
+}
+
+/// The pieces of a harness's stream, in order.
+fn pieces(stream: &[u8]) -> impl Iterator<Item = Piece<'_>> {
+    let mut rest = stream;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest.iter().position(|&b| b == 0xFF).unwrap_or(rest.len());
+        if end == 0 {
+            let k = rest.get(1).copied().unwrap_or(0);
+            rest = rest.get(2..).unwrap_or_default();
+            return Some(Piece::Host(k));
+        }
+        let (data, after) = rest.split_at(end);
+        rest = after;
+        Some(Piece::Data(data))
+    })
+}
+
+/// The host event `0xFF k` stands for: 'T' timer past the deadline, 'C' closed, 'F' TLS
+/// handshake failed, 'S' stored.
+fn host_event(k: u8) -> Option<Event<'static>> {
+    match k {
+        b'T' => Some(Event::Timer),
+        b'C' => Some(Event::Closed),
+        b'F' => Some(Event::TlsFailed("certificate expired")),
+        b'S' => Some(Event::Stored),
+        _ => None,
+    }
 }
 
 struct Driver {

@@ -4,7 +4,7 @@
 //! an `arm-write` performed when the next read is exactly the lines it names, with the read then
 //! handed over by `received-armed`.
 
-use super::{check_error, check_no_secret, limits, server, MAX_MESSAGE, PASSWORD};
+use super::{check_error, check_no_secret, host_event, limits, pieces, server, Piece, MAX_MESSAGE, PASSWORD};
 use crate::config::{Credentials, Security, SubmissionServer};
 use crate::session::{Action, ArmedWrite, Delivery, Event, MessageBytes, Session};
 use crate::smtp::{BatchEnvelope, SmtpSession};
@@ -89,17 +89,11 @@ fn drive(data: &[u8], run: &mut BatchRun) {
         return;
     }
     let whole = cfg & 0x80 != 0;
-    let mut rest = stream;
-    while !rest.is_empty() {
-        let (piece, after) = match rest.iter().position(|&b| b == 0xFF) {
-            Some(0) => {
-                let ev = match rest.get(1) {
-                    Some(b'T') => Some(Event::Timer),
-                    Some(b'C') => Some(Event::Closed),
-                    Some(b'F') => Some(Event::TlsFailed("certificate expired")),
-                    _ => None,
-                };
-                if let Some(ev) = ev {
+    for piece in pieces(stream) {
+        let piece = match piece {
+            // A batch session never waits for `stored`: 'S' is only a read boundary here.
+            Piece::Host(k) => {
+                if let Some(ev) = host_event(k).filter(|ev| !matches!(ev, Event::Stored)) {
                     if matches!(ev, Event::Timer) {
                         host.now = s.deadline().unwrap_or(host.now).max(host.now);
                     }
@@ -107,11 +101,9 @@ fn drive(data: &[u8], run: &mut BatchRun) {
                         return;
                     }
                 }
-                rest = rest.get(2..).unwrap_or_default();
                 continue;
             }
-            Some(p) => rest.split_at(p),
-            None => (rest, &[][..]),
+            Piece::Data(data) => data,
         };
         let reads: Vec<&[u8]> = if whole { vec![piece] } else { piece.split_inclusive(|&b| b == b'\n').collect() };
         for read in reads {
@@ -120,7 +112,6 @@ fn drive(data: &[u8], run: &mut BatchRun) {
                 return;
             }
         }
-        rest = after;
     }
     let _ = host.step(&mut s, Input::Event(Event::Closed));
 }
