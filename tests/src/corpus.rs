@@ -43,38 +43,9 @@ pub struct Expected {
 }
 
 const WORDS: &[&str] = &[
-    "Bestellung",
-    "Lieferung",
-    "Rechnung",
-    "Grüße",
-    "Kühlschrank",
-    "Straße",
-    "bitte",
-    "danke",
-    "order",
-    "delivery",
-    "invoice",
-    "café",
-    "déjà",
-    "reçu",
-    "naïve",
-    "über",
-    "schön",
-    "ticket",
-    "support",
-    "refund",
-    "Größe",
-    "Fußball",
-    "crème",
-    "brûlée",
-    "the",
-    "and",
-    "of",
-    "to",
-    "hello",
-    "package",
-    "arrived",
-    "damaged",
+    "Bestellung", "Lieferung", "Rechnung", "Grüße", "Kühlschrank", "Straße", "bitte", "danke", "order",
+    "delivery", "invoice", "café", "déjà", "reçu", "naïve", "über", "schön", "ticket", "support", "refund",
+    "Größe", "Fußball", "crème", "brûlée", "the", "and", "of", "to", "hello", "package", "arrived", "damaged",
 ];
 
 /// Latin-1 for ISO-8859-1 bodies; every word above is representable.
@@ -218,7 +189,11 @@ fn build(state: u64, index: usize, seed: u64, target: usize) -> (Vec<u8>, Expect
     .into_bytes();
 
     let header_len = m.len();
-    let body_target = if with_attachments { (target / 5).clamp(300, 6 * 1024) } else { target.saturating_sub(header_len + 200).max(200) };
+    let body_target = if with_attachments {
+        (target / 5).clamp(300, 6 * 1024)
+    } else {
+        target.saturating_sub(header_len + 200).max(200)
+    };
     let alternative = rng.below(3) == 0;
     // 0: 8bit, 1: quoted-printable, 2: base64; the text is sized so the encoded part fits.
     let encoding = rng.below(3);
@@ -240,9 +215,7 @@ fn build(state: u64, index: usize, seed: u64, target: usize) -> (Vec<u8>, Expect
         m.extend_from_slice(&body_part);
         return (m, Expected { message_id, attachments });
     }
-    m.extend_from_slice(
-        b"Content-Type: multipart/mixed; boundary=\"mix-b\"\r\n\r\nThis is a multi-part message in MIME format.\r\n--mix-b\r\n",
-    );
+    m.extend_from_slice(b"Content-Type: multipart/mixed; boundary=\"mix-b\"\r\n\r\nThis is a multi-part message in MIME format.\r\n--mix-b\r\n");
     m.extend_from_slice(&body_part);
     let count = 1 + rng.below(3);
     let room = target.saturating_sub(m.len() + 200 * count);
