@@ -56,7 +56,9 @@ async fn a_message_larger_than_guest_memory_stops_with_the_memory_limit() {
     let result = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await;
 
     // Clean up before asserting, so a failure leaves no 24 MB message behind.
-    let _ = std::process::Command::new(r.get("DOVEADM")).args(["mailbox", "delete", "-u", r.user("SUPPORT"), "-r", &folder]).status();
+    let _ = std::process::Command::new(r.get("DOVEADM"))
+        .args(["mailbox", "delete", "-u", r.user("SUPPORT"), "-r", &folder])
+        .status();
 
     let e = result.expect_err("24 MB cannot fit in 16 MB of guest memory");
     assert!(matches!(e, HostError::Trap(Trap::Memory { limit_bytes }) if limit_bytes == 16 << 20), "{e:?}");
@@ -152,17 +154,14 @@ async fn a_tenant_over_its_cpu_budget_stops_alone_and_its_next_operation_works()
     assert!(e.to_string().contains("more CPU time in one step") && e.to_string().contains("limits.guest_cpu_ms_per_call"), "{e}");
     let HostError::Trap(t) = &e else { unreachable!() };
     let why = t.explanation();
-    assert!(
-        why.en.contains("limits.guest_cpu_ms_per_call") && why.de.contains("Rechenzeit") && why.de.contains("limits.guest_cpu_ms_per_call"),
-        "{why:?}"
-    );
+    assert!(why.en.contains("limits.guest_cpu_ms_per_call") && why.de.contains("Rechenzeit") && why.de.contains("limits.guest_cpu_ms_per_call"), "{why:?}");
     // Stopped by the budget, not run to the end: the neighbour never waited for the hog longer
     // than that.
     assert!(hog_held * 2 < unbounded, "the hog held the thread {hog_held:?} at one go, as long as the unbudgeted run ({unbounded:?})");
 
     // The neighbour: every enqueue committed, each in bounded time.
     assert_eq!(calm_db.list("calm", None, None, 10).expect("list").len(), 5);
-    assert!(calm_slowest < Duration::from_secs(10), "the neighbour's slowest enqueue took {calm_slowest:?}");
+    assert!(calm_slowest < Duration::from_secs(5), "the neighbour's slowest enqueue took {calm_slowest:?}");
 
     // Nothing of the trapped call was committed; the tenant's next operation works.
     assert!(hog_db.list("hog", None, Some(mailplug_host::store::OutboxState::Queued), 10).expect("list").is_empty());
