@@ -140,6 +140,7 @@ impl Host<'_> {
     /// One step and the host's answers to it; false once the session ended.
     fn step(&mut self, s: &mut SmtpSession, input: Input<'_>) -> bool {
         self.now += 1;
+        let unverified = s.unverified();
         let armed = self.armed.take().filter(|_| self.honour_arms);
         let result = match input {
             Input::Read(bytes) => match armed {
@@ -155,7 +156,7 @@ impl Host<'_> {
         };
         let mut queue = match result {
             Ok(a) => a,
-            Err(e) => return self.failed(&e),
+            Err(e) => return self.failed(&e, unverified),
         };
         while !queue.is_empty() {
             let mut needs = Vec::new();
@@ -195,7 +196,7 @@ impl Host<'_> {
                 };
                 match s.message_data(i, bytes, self.now) {
                     Ok(more) => queue.extend(more),
-                    Err(e) => return self.failed(&e),
+                    Err(e) => return self.failed(&e, unverified),
                 }
             }
         }
@@ -208,9 +209,11 @@ impl Host<'_> {
         true
     }
 
-    fn failed(&self, e: &crate::error::Error) -> bool {
+    /// A step's error: explained, without the password, and without a reply read before TLS.
+    fn failed(&self, e: &crate::error::Error, unverified: bool) -> bool {
         check_error(e);
         check_no_secret(e, PASSWORD);
+        assert!(!unverified || e.reply.is_none(), "a reply kept from before TLS: {e:?}");
         false
     }
 
