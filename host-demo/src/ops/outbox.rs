@@ -149,6 +149,26 @@ fn stopped_sender() -> Explanation {
     }
 }
 
+/// What a row not delivered says from its outcome until the guest's explanation replaces it
+/// (the guest explains after the batch). It stays if the guest cannot explain. The error text
+/// is the host's or the server's, in English; the German sentence says so, and both say what
+/// happens next: a queued row is retried by itself, a failed one waits for the admin.
+pub(crate) fn provisional(error: &str, state: OutboxState) -> Explanation {
+    let error = error.trim_end_matches(['.', ' ']);
+    let (next_en, next_de) = if state == OutboxState::Queued {
+        ("It is tried again automatically.", "Sie wird automatisch erneut versucht.")
+    } else {
+        (
+            "Check the queue's SMTP server and this message's recipients, then resend it.",
+            "Prüfen Sie den SMTP-Server der Queue und die Empfänger dieser Nachricht, und senden Sie sie dann erneut.",
+        )
+    };
+    Explanation {
+        en: format!("Sending failed: {error}. {next_en}"),
+        de: format!("Das Senden ist fehlgeschlagen. Die Meldung des Servers bzw. des Hosts (auf Englisch): {error}. {next_de}"),
+    }
+}
+
 /// Why a row whose session ended between its final dot and the server's answer is held.
 fn uncertain(message_id: &str) -> Explanation {
     Explanation {
@@ -341,7 +361,7 @@ impl<S: Outbox> Journal<'_, S> {
             state,
             next_attempt_at_ms: now,
             last_reply: reply.clone().or_else(|| error.clone()),
-            explanation: error.clone().map(|e| Explanation { en: e.clone(), de: e }),
+            explanation: error.as_deref().map(|e| provisional(e, state)),
         };
         match o.delivery {
             Delivery::Delivered => RecordedOutcome { explanation: None, ..plain(OutboxState::Delivered) },
@@ -423,6 +443,27 @@ mod tests {
 
     fn outcome(delivery: Delivery) -> MessageOutcome {
         MessageOutcome { index: 0, message_id: Some("m@x".into()), delivery, final_reply: None, recipients: Vec::new(), error: None }
+    }
+
+    /// Until the guest explains a row (and if it cannot), the row's explanation is the error
+    /// with a German sentence of its own, saying whether the row retries by itself.
+    #[test]
+    fn a_row_not_delivered_is_explained_in_german_before_the_guest_explains_it() {
+        let tmp = tempfile::Builder::new().prefix("mailplug-provisional-").tempdir().unwrap();
+        let db = crate::db::Database::open(&tmp.path().join("db.sqlite3")).unwrap();
+        let dc = DrainConfig::default();
+        let rows = [row(0, 0, u64::MAX / 4)];
+        let j = Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() };
+        let refused = |delivery| MessageOutcome {
+            error: Some(HostError::Network { server: "smtp.example.net:587".into(), message: "connection reset.".into() }),
+            ..outcome(delivery)
+        };
+        let failed = j.outcome(&rows[0], &refused(Delivery::Permanent), 1).explanation.expect("explained");
+        assert_eq!(failed.en, "Sending failed: network error with smtp.example.net:587: connection reset. Check the queue's SMTP server and this message's recipients, then resend it.");
+        assert!(failed.de.starts_with("Das Senden ist fehlgeschlagen. ") && failed.de.contains("smtp.example.net:587: connection reset. Prüfen Sie"), "{failed:?}");
+        let queued = j.outcome(&rows[0], &refused(Delivery::Transient), 1).explanation.expect("explained");
+        assert!(queued.en.ends_with("It is tried again automatically.") && queued.de.ends_with("Sie wird automatisch erneut versucht."), "{queued:?}");
+        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), 1).explanation, None);
     }
 
     #[test]
