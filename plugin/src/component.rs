@@ -760,8 +760,8 @@ fn parsed_to_wit(p: parse::ParsedMessage) -> ParsedMessage {
         cc: addresses_to_wit(p.cc),
         subject: p.subject,
         date_ms: p.date_ms,
-        text_body: p.text_body,
-        html_body: p.html_body,
+        text_body: p.text_body.map(String::into_bytes),
+        html_body: p.html_body.map(String::into_bytes),
         attachments: p
             .attachments
             .into_iter()

@@ -47,8 +47,9 @@ pub use exports::mailplug::connector::session::{
     Action, CheckSummary, Event, FetchSummary, FetchedMessage as RawMessage, FolderCount, Idling, Outcome, RecipientResult,
     SendReport, SkippedMessage, Step, StepReport,
 };
-pub use exports::mailplug::connector::parse::{Address, Attachment, Classification, ParsedMessage};
-pub use parse_calls::{FetchedMessage, ParseBudget};
+pub use exports::mailplug::connector::parse::{Address, Attachment, Classification};
+use exports::mailplug::connector::parse::ParsedMessage as WireParsed;
+pub use parse_calls::{FetchedMessage, ParseBudget, ParsedMessage};
 pub use exports::mailplug::connector::session::SavedCopy;
 pub use exports::mailplug::connector::session::{ArmedWrite, BatchData, BatchReport, CleanBytes, Delivery, MessageBytes, MessageResult};
 pub use exports::mailplug::connector::types::{

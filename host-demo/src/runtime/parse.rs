@@ -7,8 +7,8 @@
 use wasmtime::Store;
 
 use super::{
-    pool_full, start, trap_of, Allocation, Connector, ConnectorPre, GuestState, HostError, Instance, ParsedMessage,
-    RawMessage, StartFailure, Trap,
+    pool_full, start, trap_of, Address, Allocation, Attachment, Classification, Connector, ConnectorPre, GuestState, HostError,
+    Instance, RawMessage, StartFailure, Trap, WireParsed,
 };
 
 /// How much one parse call may use. Separate from the session's limits: a message that
@@ -26,6 +26,65 @@ impl Default for ParseBudget {
     fn default() -> Self {
         let l = crate::config::Limits::default();
         ParseBudget { memory_bytes: (l.parse_memory_mb as usize) << 20, cpu_ms: l.parse_cpu_ms }
+    }
+}
+
+/// The parsed form of a fetched message (the contract's `parse.parsed-message`), with the
+/// bodies as strings: the component hands them over as UTF-8 bytes (`utf8-text`), and the host
+/// checks them once, when the parse returns (`from_wire`).
+#[derive(Debug, Clone)]
+pub struct ParsedMessage {
+    pub message_id: String,
+    pub message_id_synthetic: bool,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub from: Vec<Address>,
+    pub reply_to: Vec<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub subject: Option<String>,
+    pub date_ms: Option<i64>,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub classification: Classification,
+    pub warnings: Vec<String>,
+}
+
+/// A body from the component as a string, checked with simdutf8: the scalar check of `core`,
+/// which the runtime would apply to a `string`, was the largest single cost of an ingest.
+fn utf8_body(bytes: Option<Vec<u8>>, which: &str) -> Result<Option<String>, String> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    match simdutf8::basic::from_utf8(&bytes) {
+        // SAFETY: the line above checked that `bytes` is valid UTF-8.
+        Ok(_) => Ok(Some(unsafe { String::from_utf8_unchecked(bytes) })),
+        Err(_) => Err(format!(
+            "the message parser returned {which} body that is not UTF-8 (a fault in the component); the message is stored unparsed, as received"
+        )),
+    }
+}
+
+impl ParsedMessage {
+    /// The host's form of the component's parse; an error (for the flagged raw message) when a
+    /// body is not UTF-8, which the component never returns.
+    fn from_wire(w: WireParsed) -> Result<ParsedMessage, String> {
+        Ok(ParsedMessage {
+            text_body: utf8_body(w.text_body, "a text")?,
+            html_body: utf8_body(w.html_body, "an HTML")?,
+            message_id: w.message_id,
+            message_id_synthetic: w.message_id_synthetic,
+            in_reply_to: w.in_reply_to,
+            references: w.references,
+            from: w.from,
+            reply_to: w.reply_to,
+            to: w.to,
+            cc: w.cc,
+            subject: w.subject,
+            date_ms: w.date_ms,
+            attachments: w.attachments,
+            classification: w.classification,
+            warnings: w.warnings,
+        })
     }
 }
 
@@ -95,7 +154,7 @@ impl Parser {
         live.store.set_epoch_deadline(live.ticks);
         let r = live.bindings.mailplug_connector_parse().call_parse_message(&mut live.store, raw).await;
         match r {
-            Ok(parsed) => Ok(parsed),
+            Ok(parsed) => Ok(parsed.and_then(ParsedMessage::from_wire)),
             Err(e) => {
                 let refused = live.store.data().limits.refused;
                 // A trap poisons the instance: the next message gets a fresh one.
@@ -143,5 +202,23 @@ impl Instance {
     pub async fn parse_delivery(&mut self, m: RawMessage) -> Result<FetchedMessage, HostError> {
         let parsed = self.parser.parse(&m.raw).await?;
         Ok(FetchedMessage { id: m.id, folder: m.folder, raw: m.raw, parsed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_body;
+
+    /// The bodies the component hands over as bytes become strings when they are UTF-8, and a
+    /// typed parse failure (the message is then stored raw, flagged) when they are not.
+    #[test]
+    fn bodies_from_the_component_are_checked_once_as_utf8() {
+        assert_eq!(utf8_body(None, "text"), Ok(None));
+        let german = "Grüße aus Köln, 10 € — ok\r\n".repeat(40);
+        assert_eq!(utf8_body(Some(german.clone().into_bytes()), "text"), Ok(Some(german)));
+        for bad in [&b"abc\xff"[..], b"\xc3", b"\xed\xa0\x80 surrogate", b"\xc0\xaf overlong"] {
+            let err = utf8_body(Some(bad.to_vec()), "an HTML").expect_err("not UTF-8");
+            assert!(err.starts_with("the message parser returned an HTML body that is not UTF-8") && err.contains("stored unparsed"), "{err}");
+        }
     }
 }
