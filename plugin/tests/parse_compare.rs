@@ -169,16 +169,21 @@ fn text_decoding_fast_paths_parse_as_upstream() {
             }
         }
     }
-    // Quoted-printable: each kind of stop ('=', CR, LF, '-', a broken escape, the part's end)
-    // at every offset from the start of a run, with and without trailing whitespace.
-    for stop in ["=C3=A4", "\r\n", "\n", "-", "--b", "=\r\n", "=zz", "=4", " \t\r\n", "=20 \r\n"] {
+    // Quoted-printable: each kind of stop ('=', CR, LF, '-', a broken escape, soft line breaks
+    // with CR LF and with LF alone, before a boundary or another break, the part's end) at every
+    // offset from the start of a run, with and without trailing whitespace.
+    let stops = [
+        "=C3=A4", "\r\n", "\n", "-", "--b", "=\r\n", "=zz", "=4", " \t\r\n", "=20 \r\n", "=\n", "=\r", "=\r\n--b", "=\n--b", "= \r\n",
+        " =\r\n", "=\r\n=\r\n", "=\n\r\n", "=\r\n\r\n", "=\r\r\n",
+    ];
+    for stop in stops {
         for len in 0..=20 {
             let run = &"0123456789 abcdefghij"[..len];
-            for end in ["\r\n--b--\r\n", ""] {
+            for (tail, end) in [("tail", "\r\n--b--\r\n"), ("tail", ""), ("", "\r\n--b--\r\n"), ("", "")] {
                 let raw = format!(
                     "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
                      Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
-                     {run}{stop}{run}{stop}tail{end}"
+                     {run}{stop}{run}{stop}{tail}{end}"
                 );
                 same_parse(raw.as_bytes());
             }
