@@ -445,50 +445,53 @@ mod tests {
         MessageOutcome { index: 0, message_id: Some("m@x".into()), delivery, final_reply: None, recipients: Vec::new(), error: None }
     }
 
+    /// A journal over one queued row in a fresh database, for `Journal::outcome`.
+    fn with_journal(f: impl FnOnce(&Journal<'_, crate::db::Database>, &[OutboxRow])) {
+        let tmp = tempfile::Builder::new().prefix("mailplug-journal-").tempdir().unwrap();
+        let db = crate::db::Database::open(&tmp.path().join("db.sqlite3")).unwrap();
+        let dc = DrainConfig::default();
+        let rows = [row(0, 0, u64::MAX / 4)];
+        f(&Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() }, &rows);
+    }
+
     /// Until the guest explains a row (and if it cannot), the row's explanation is the error
     /// with a German sentence of its own, saying whether the row retries by itself.
     #[test]
     fn a_row_not_delivered_is_explained_in_german_before_the_guest_explains_it() {
-        let tmp = tempfile::Builder::new().prefix("mailplug-provisional-").tempdir().unwrap();
-        let db = crate::db::Database::open(&tmp.path().join("db.sqlite3")).unwrap();
-        let dc = DrainConfig::default();
-        let rows = [row(0, 0, u64::MAX / 4)];
-        let j = Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() };
-        let refused = |delivery| MessageOutcome {
-            error: Some(HostError::Network { server: "smtp.example.net:587".into(), message: "connection reset.".into() }),
-            ..outcome(delivery)
-        };
-        let failed = j.outcome(&rows[0], &refused(Delivery::Permanent), 1).explanation.expect("explained");
-        assert_eq!(failed.en, "Sending failed: network error with smtp.example.net:587: connection reset. Check the queue's SMTP server and this message's recipients, then resend it.");
-        assert!(failed.de.starts_with("Das Senden ist fehlgeschlagen. ") && failed.de.contains("smtp.example.net:587: connection reset. Prüfen Sie"), "{failed:?}");
-        let queued = j.outcome(&rows[0], &refused(Delivery::Transient), 1).explanation.expect("explained");
-        assert!(queued.en.ends_with("It is tried again automatically.") && queued.de.ends_with("Sie wird automatisch erneut versucht."), "{queued:?}");
-        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), 1).explanation, None);
+        with_journal(|j, rows| {
+            let refused = |delivery| MessageOutcome {
+                error: Some(HostError::Network { server: "smtp.example.net:587".into(), message: "connection reset.".into() }),
+                ..outcome(delivery)
+            };
+            let failed = j.outcome(&rows[0], &refused(Delivery::Permanent), 1).explanation.expect("explained");
+            assert_eq!(failed.en, "Sending failed: network error with smtp.example.net:587: connection reset. Check the queue's SMTP server and this message's recipients, then resend it.");
+            assert!(failed.de.starts_with("Das Senden ist fehlgeschlagen. ") && failed.de.contains("smtp.example.net:587: connection reset. Prüfen Sie"), "{failed:?}");
+            let queued = j.outcome(&rows[0], &refused(Delivery::Transient), 1).explanation.expect("explained");
+            assert!(queued.en.ends_with("It is tried again automatically.") && queued.de.ends_with("Sie wird automatisch erneut versucht."), "{queued:?}");
+            assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), 1).explanation, None);
+        });
     }
 
     #[test]
     fn transient_failures_back_off_1_2_4_minutes_capped_until_the_max_age() {
-        let tmp = tempfile::Builder::new().prefix("mailplug-backoff-").tempdir().unwrap();
-        let db = crate::db::Database::open(&tmp.path().join("db.sqlite3")).unwrap();
-        let dc = DrainConfig::default();
-        let rows = [row(0, 0, u64::MAX / 4)];
-        let j = Journal { store: &db, rows: &rows, dc: &dc, drained: Vec::new() };
-        let now = 1_000_000;
-        let next = |attempts: u32| {
-            let r = j.outcome(&row(attempts, 0, u64::MAX / 4), &outcome(Delivery::Transient), now);
-            assert_eq!(r.state, OutboxState::Queued);
-            (r.next_attempt_at_ms - now) / 60_000
-        };
-        assert_eq!([next(0), next(1), next(2), next(3), next(6), next(7), next(60)], [1, 2, 4, 8, 60, 60, 60]);
-        assert_eq!(j.outcome(&row(0, 0, u64::MAX / 4), &outcome(Delivery::NotSent), now).state, OutboxState::Queued);
-        // The next attempt would fall after the max age: failed, saying why.
-        let old = j.outcome(&row(4, now - 3_600_000, 3_600_000 + 60_000), &outcome(Delivery::Transient), now);
-        assert_eq!(old.state, OutboxState::Failed);
-        let e = old.explanation.expect("explained");
-        assert!(e.en.contains("Given up after 5 attempts") && e.de.contains("Nach 5 Versuchen aufgegeben"), "{e:?}");
-        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Permanent), now).state, OutboxState::Failed);
-        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Uncertain), now).state, OutboxState::Held);
-        assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), now).state, OutboxState::Delivered);
+        with_journal(|j, rows| {
+            let now = 1_000_000;
+            let next = |attempts: u32| {
+                let r = j.outcome(&row(attempts, 0, u64::MAX / 4), &outcome(Delivery::Transient), now);
+                assert_eq!(r.state, OutboxState::Queued);
+                (r.next_attempt_at_ms - now) / 60_000
+            };
+            assert_eq!([next(0), next(1), next(2), next(3), next(6), next(7), next(60)], [1, 2, 4, 8, 60, 60, 60]);
+            assert_eq!(j.outcome(&row(0, 0, u64::MAX / 4), &outcome(Delivery::NotSent), now).state, OutboxState::Queued);
+            // The next attempt would fall after the max age: failed, saying why.
+            let old = j.outcome(&row(4, now - 3_600_000, 3_600_000 + 60_000), &outcome(Delivery::Transient), now);
+            assert_eq!(old.state, OutboxState::Failed);
+            let e = old.explanation.expect("explained");
+            assert!(e.en.contains("Given up after 5 attempts") && e.de.contains("Nach 5 Versuchen aufgegeben"), "{e:?}");
+            assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Permanent), now).state, OutboxState::Failed);
+            assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Uncertain), now).state, OutboxState::Held);
+            assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), now).state, OutboxState::Delivered);
+        });
     }
 
     #[test]
