@@ -151,21 +151,22 @@ fn stopped_sender() -> Explanation {
 
 /// What a row not delivered says from its outcome until the guest's explanation replaces it
 /// (the guest explains after the batch). It stays if the guest cannot explain. The error text
-/// is the host's or the server's, in English; the German sentence says so, and both say what
-/// happens next: a queued row is retried by itself, a failed one waits for the admin.
-pub(crate) fn provisional(error: &str, state: OutboxState) -> Explanation {
-    let error = error.trim_end_matches(['.', ' ']);
+/// is the server's, the host's or the component's, in English; the German sentence says so,
+/// and both say what happens next: a queued row is retried by itself, a failed one waits for
+/// the admin.
+fn provisional(error: &str, state: OutboxState) -> Explanation {
+    let error = error.trim_end().trim_end_matches('.').trim_end();
     let (next_en, next_de) = if state == OutboxState::Queued {
-        ("It is tried again automatically.", "Sie wird automatisch erneut versucht.")
+        ("Sending is retried automatically.", "Der Versand wird automatisch wiederholt.")
     } else {
         (
-            "Check the queue's SMTP server and this message's recipients, then resend it.",
-            "Prüfen Sie den SMTP-Server der Queue und die Empfänger dieser Nachricht, und senden Sie sie dann erneut.",
+            "Check the queue's SMTP server and this message's recipients, then resend the message.",
+            "Prüfen Sie den SMTP-Server der Warteschlange und die Empfänger dieser Nachricht und senden Sie die Nachricht dann erneut.",
         )
     };
     Explanation {
         en: format!("Sending failed: {error}. {next_en}"),
-        de: format!("Das Senden ist fehlgeschlagen. Die Meldung des Servers bzw. des Hosts (auf Englisch): {error}. {next_de}"),
+        de: format!("Das Senden ist fehlgeschlagen. Die Fehlermeldung (auf Englisch): {error}. {next_de}"),
     }
 }
 
@@ -464,10 +465,24 @@ mod tests {
                 ..outcome(delivery)
             };
             let failed = j.outcome(&rows[0], &refused(Delivery::Permanent), 1).explanation.expect("explained");
-            assert_eq!(failed.en, "Sending failed: network error with smtp.example.net:587: connection reset. Check the queue's SMTP server and this message's recipients, then resend it.");
+            assert_eq!(failed.en, "Sending failed: network error with smtp.example.net:587: connection reset. Check the queue's SMTP server and this message's recipients, then resend the message.");
             assert!(failed.de.starts_with("Das Senden ist fehlgeschlagen. ") && failed.de.contains("smtp.example.net:587: connection reset. Prüfen Sie"), "{failed:?}");
-            let queued = j.outcome(&rows[0], &refused(Delivery::Transient), 1).explanation.expect("explained");
-            assert!(queued.en.ends_with("It is tried again automatically.") && queued.de.ends_with("Sie wird automatisch erneut versucht."), "{queued:?}");
+            for delivery in [Delivery::Transient, Delivery::NotSent] {
+                let queued = j.outcome(&rows[0], &refused(delivery), 1).explanation.expect("explained");
+                assert!(queued.en.ends_with(". Sending is retried automatically.") && queued.de.ends_with(". Der Versand wird automatisch wiederholt."), "{queued:?}");
+            }
+            // A multi-line reply loses its trailing line end and full stop before ours.
+            let multi = MessageOutcome {
+                error: Some(HostError::Network { server: "s:587".into(), message: "line one\r\nline two.\r\n".into() }),
+                ..outcome(Delivery::Permanent)
+            };
+            assert!(j.outcome(&rows[0], &multi, 1).explanation.expect("explained").en.starts_with("Sending failed: network error with s:587: line one\r\nline two. Check"));
+            // A held row and a row given up on keep their own explanations, not this one.
+            let held = j.outcome(&rows[0], &refused(Delivery::Uncertain), 1).explanation.expect("explained");
+            assert!(held.en.starts_with("The connection ended after the whole message") && !held.en.contains("Sending failed"), "{held:?}");
+            let old = row(4, 0, 60_000);
+            let gave_up = j.outcome(&old, &refused(Delivery::Transient), 3_600_000).explanation.expect("explained");
+            assert!(gave_up.en.starts_with("Given up after 5 attempts") && !gave_up.en.contains("Sending failed"), "{gave_up:?}");
             assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), 1).explanation, None);
         });
     }

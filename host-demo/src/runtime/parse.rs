@@ -207,7 +207,39 @@ impl Instance {
 
 #[cfg(test)]
 mod tests {
-    use super::utf8_body;
+    use super::{utf8_body, Classification, ParsedMessage, WireParsed};
+
+    fn wire(text: Option<&[u8]>, html: Option<&[u8]>) -> WireParsed {
+        WireParsed {
+            message_id: "m@x".into(),
+            message_id_synthetic: false,
+            in_reply_to: vec![],
+            references: vec![],
+            from: vec![],
+            reply_to: vec![],
+            to: vec![],
+            cc: vec![],
+            subject: Some("s".into()),
+            date_ms: None,
+            text_body: text.map(<[u8]>::to_vec),
+            html_body: html.map(<[u8]>::to_vec),
+            attachments: vec![],
+            classification: Classification::Normal,
+            warnings: vec![],
+        }
+    }
+
+    /// The host's form of the component's parse: bodies as strings, and a bad body of either
+    /// kind named in the sentence the message is flagged with.
+    #[test]
+    fn a_parse_with_a_body_that_is_not_utf8_is_a_flagged_failure_naming_the_body() {
+        let ok = ParsedMessage::from_wire(wire(Some("Grüße".as_bytes()), Some(b"<p>hi</p>"))).expect("UTF-8 bodies");
+        assert_eq!((ok.text_body.as_deref(), ok.html_body.as_deref(), ok.subject.as_deref()), (Some("Grüße"), Some("<p>hi</p>"), Some("s")));
+        let text = ParsedMessage::from_wire(wire(Some(b"\xff"), Some(b"<p>hi</p>"))).expect_err("bad text body");
+        assert!(text.starts_with("the message parser returned a text body that is not UTF-8 (a fault in the component)"), "{text}");
+        let html = ParsedMessage::from_wire(wire(Some(b"ok"), Some(b"\xc3"))).expect_err("bad HTML body");
+        assert!(html.starts_with("the message parser returned an HTML body that is not UTF-8 (a fault in the component)"), "{html}");
+    }
 
     /// The bodies the component hands over as bytes become strings when they are UTF-8, and a
     /// typed parse failure (the message is then stored raw, flagged) when they are not.
