@@ -149,13 +149,18 @@ fn stopped_sender() -> Explanation {
     }
 }
 
+/// An error's text without its trailing line ends, spaces and full stop, to end a sentence of ours.
+fn sentence_end(error: &str) -> &str {
+    error.trim_end().trim_end_matches('.').trim_end()
+}
+
 /// What a row not delivered says from its outcome until the guest's explanation replaces it
 /// (the guest explains after the batch). It stays if the guest cannot explain. The error text
 /// is the server's, the host's or the component's, in English; the German sentence says so,
 /// and both say what happens next: a queued row is retried by itself, a failed one waits for
 /// the admin.
 fn provisional(error: &str, state: OutboxState) -> Explanation {
-    let error = error.trim_end().trim_end_matches('.').trim_end();
+    let error = sentence_end(error);
     let (next_en, next_de) = if state == OutboxState::Queued {
         ("Sending is retried automatically.", "Der Versand wird automatisch wiederholt.")
     } else {
@@ -376,9 +381,15 @@ impl<S: Outbox> Journal<'_, S> {
                 let deadline = row.created_at_ms.saturating_add(i64::try_from(row.max_age_ms).unwrap_or(i64::MAX));
                 if next > deadline {
                     let hours = row.max_age_ms as f64 / 3_600_000.0;
+                    // The last error is named here too: the guest's explanation follows it
+                    // after the batch, and if the guest cannot explain, this is all there is.
+                    let (last_en, last_de) = match error.as_deref().map(sentence_end) {
+                        Some(e) => (format!(" The last error: {e}."), format!(" Die letzte Fehlermeldung (auf Englisch): {e}.")),
+                        None => (String::new(), String::new()),
+                    };
                     let gave_up = Explanation {
-                        en: format!("Given up after {attempts} attempts: the message kept failing for longer than its maximum age ({hours:.1} h)."),
-                        de: format!("Nach {attempts} Versuchen aufgegeben: die Nachricht scheiterte länger als ihr Höchstalter ({hours:.1} h)."),
+                        en: format!("Given up after {attempts} attempts: the message kept failing for longer than its maximum age ({hours:.1} h).{last_en}"),
+                        de: format!("Nach {attempts} Versuchen aufgegeben: die Nachricht scheiterte länger als ihr Höchstalter ({hours:.1} h).{last_de}"),
                     };
                     RecordedOutcome { explanation: Some(gave_up), ..plain(OutboxState::Failed) }
                 } else {
@@ -483,6 +494,9 @@ mod tests {
             let old = row(4, 0, 60_000);
             let gave_up = j.outcome(&old, &refused(Delivery::Transient), 3_600_000).explanation.expect("explained");
             assert!(gave_up.en.starts_with("Given up after 5 attempts") && !gave_up.en.contains("Sending failed"), "{gave_up:?}");
+            // It names the last error, in case the guest cannot explain it.
+            assert!(gave_up.en.ends_with(" The last error: network error with smtp.example.net:587: connection reset."), "{gave_up:?}");
+            assert!(gave_up.de.ends_with(" Die letzte Fehlermeldung (auf Englisch): network error with smtp.example.net:587: connection reset."), "{gave_up:?}");
             assert_eq!(j.outcome(&rows[0], &outcome(Delivery::Delivered), 1).explanation, None);
         });
     }
