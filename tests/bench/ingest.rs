@@ -145,6 +145,19 @@ fn native_peer(user: &str, pass: &str) -> (Duration, usize) {
     (start.elapsed(), parsed)
 }
 
+/// CPU time (user + system) of this process and of the calling thread, in ms, from /proc
+/// (clock ticks of 10 ms): where an ingest's time goes besides the fetching thread.
+fn cpu_ms() -> (u64, u64) {
+    let read = |path: &str| {
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        // After the command name in parentheses, fields 14 and 15 (utime, stime) are at 11 and 12.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        (ticks(11) + ticks(12)) * 10
+    };
+    (read("/proc/self/stat"), read("/proc/thread-self/stat"))
+}
+
 /// Removes a database and its WAL files (the corpus databases are hundreds of MB each).
 fn remove_db(path: &Path) {
     for ext in ["", "-wal", "-shm"] {
@@ -185,21 +198,38 @@ pub async fn run(args: &[usize], store_only: bool) {
 
         let path = db_file(&format!("corpus-{run}"));
         let db = Database::open(&path).expect("db");
+        let (cpu0, thread0) = cpu_ms();
         let start = Instant::now();
         let mut sink = db.sink(&cfg.tenant, "inbox");
         let s = ops::fetch(plugin(), &cfg, "inbox", &mut sink, &db).await.expect("mailplug fetch");
         let stats = sink.stats;
         drop(sink);
         t[1].push(start.elapsed());
-        eprintln!("run {run}: with the store {} ms, of which {} commits waited for {} ms", t[1][run].as_millis(), stats.commits, stats.commit_wait.as_millis());
+        let (cpu1, thread1) = cpu_ms();
+        eprintln!(
+            "run {run}: with the store {} ms, of which {} commits waited for {} ms; CPU {} ms in the fetching thread, {} ms in others",
+            t[1][run].as_millis(),
+            stats.commits,
+            stats.commit_wait.as_millis(),
+            thread1 - thread0,
+            (cpu1 - cpu0).saturating_sub(thread1 - thread0)
+        );
         assert_eq!(s.delivered as usize, n);
         drop(db);
         remove_db(&path);
 
+        let (cpu0, thread0) = cpu_ms();
         let start = Instant::now();
         let mut sink = MemorySink::default();
         ops::fetch(plugin(), &cfg, "inbox", &mut sink, &NoSyncState).await.expect("mailplug fetch");
         t[2].push(start.elapsed());
+        let (cpu1, thread1) = cpu_ms();
+        eprintln!(
+            "run {run}: without the store {} ms; CPU {} ms in the fetching thread, {} ms in others",
+            t[2][run].as_millis(),
+            thread1 - thread0,
+            (cpu1 - cpu0).saturating_sub(thread1 - thread0)
+        );
         drop(sink);
         if store_only {
             continue;

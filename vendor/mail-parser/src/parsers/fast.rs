@@ -46,21 +46,34 @@ impl<'x> MessageStream<'x> {
     /// the next CR, LF, `-` (which may start a boundary), or `=` that is not followed by two hex
     /// digits. Given the loop's last two bytes, returns the updated trailing-whitespace count and
     /// last two bytes (as the byte loop would have tracked them), or None when nothing was consumed.
+    ///
+    /// Literal bytes are handled 16 at a time (`first_qp_stop`): each step appends all 16 and
+    /// takes back those from the first stop on, so a short run between two escapes costs one
+    /// fixed-size copy rather than a `memcpy` call (session 14, docs/BENCHMARKS.md).
     #[inline(always)]
-    pub(crate) fn qp_run(&mut self, buf: &mut Vec<u8>, mut ws_count: usize, last_two: (u8, u8)) -> Option<(usize, u8, u8)> {
+    pub(crate) fn qp_run(&mut self, buf: &mut Vec<u8>, ws_count: usize, last_two: (u8, u8)) -> Option<(usize, u8, u8)> {
         let rest = self.rest();
         let mut i = 0;
-        let (mut before_last, mut last) = last_two;
         loop {
-            let start = i;
-            i = qp_literal_end(rest, i);
-            if i > start {
-                let bytes = &rest[start..i];
-                buf.extend_from_slice(bytes);
-                let trailing = bytes.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
-                ws_count = if trailing == bytes.len() { ws_count + trailing } else { trailing };
-                (before_last, last) = if bytes.len() > 1 { (bytes[bytes.len() - 2], bytes[bytes.len() - 1]) } else { (last, bytes[0]) };
+            // Literal bytes up to the next stop.
+            loop {
+                let Some(chunk) = rest.get(i..i + 16) else {
+                    while let Some(&b) = rest.get(i).filter(|&&b| !QP_STOP[b as usize]) {
+                        buf.push(b);
+                        i += 1;
+                    }
+                    break;
+                };
+                let chunk: [u8; 16] = chunk.try_into().unwrap_or([b'='; 16]);
+                buf.extend_from_slice(&chunk);
+                if let Some(stop) = first_qp_stop(&chunk) {
+                    buf.truncate(buf.len() - (16 - stop));
+                    i += stop;
+                    break;
+                }
+                i += 16;
             }
+            // An escape, or the end of the run.
             match rest.get(i..i + 3) {
                 Some(&[b'=', h1, h2]) => {
                     let (h1v, h2v) = (HEX_MAP[h1 as usize], HEX_MAP[h2 as usize]);
@@ -68,8 +81,6 @@ impl<'x> MessageStream<'x> {
                         break;
                     }
                     buf.push(((h1v as u8) << 4) | h2v as u8);
-                    ws_count = 0;
-                    (before_last, last) = (h1, h2);
                     i += 3;
                 }
                 _ => break,
@@ -79,6 +90,13 @@ impl<'x> MessageStream<'x> {
             return None;
         }
         self.skip_bytes(i);
+        // What the byte loop would have tracked: the whitespace literals at the end (an escape
+        // ends with a hex digit, so the count stops there, as the loop's reset does; CR and LF
+        // are stops, never consumed here) and the last two bytes consumed.
+        let consumed = &rest[..i];
+        let trailing = consumed.iter().rev().take_while(|b| b.is_ascii_whitespace()).count();
+        let ws_count = if trailing == i { ws_count + trailing } else { trailing };
+        let (before_last, last) = if i > 1 { (consumed[i - 2], consumed[i - 1]) } else { (last_two.1, consumed[0]) };
         Some((ws_count, before_last, last))
     }
 
@@ -100,31 +118,37 @@ static QP_STOP: [bool; 256] = {
     t
 };
 
-/// Where the quoted-printable literal run starting at `from` ends: the first byte at or after
-/// `from` that is in `QP_STOP`, or the end. Eight bytes are looked at in one step (runs between
-/// `=XX` escapes are often short, so a vector search's set-up would not pay).
+/// The position of the first byte of `chunk` that is in `QP_STOP`, if any: wasm SIMD in the
+/// component (four compares and a bit mask), two eight-byte words elsewhere.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn qp_literal_end(rest: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(chunk) = rest.get(i..i + 8) {
-        let stops = qp_stops(u64::from_le_bytes(chunk.try_into().unwrap_or([b'='; 8])));
-        if stops != 0 {
-            return i + (stops.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
+fn first_qp_stop(chunk: &[u8; 16]) -> Option<usize> {
+    use core::arch::wasm32::{u8x16, u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+    let c = chunk;
+    let v = u8x16(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]);
+    let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
+    let stops = u8x16_bitmask(v128_or(v128_or(is(b'='), is(b'\r')), v128_or(is(b'\n'), is(b'-'))));
+    (stops != 0).then(|| stops.trailing_zeros() as usize)
+}
+
+/// `first_qp_stop` outside the component (native builds and their tests): two eight-byte words.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn first_qp_stop(chunk: &[u8; 16]) -> Option<usize> {
+    let (low, high) = chunk.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([b'='; 8]));
+    // Only the lowest mark of each word is exact, which is all that is used.
+    match (qp_stops(word(low)), qp_stops(word(high))) {
+        (0, 0) => None,
+        (0, h) => Some(8 + (h.trailing_zeros() / 8) as usize),
+        (l, _) => Some((l.trailing_zeros() / 8) as usize),
     }
-    while let Some(&b) = rest.get(i) {
-        if QP_STOP[b as usize] {
-            break;
-        }
-        i += 1;
-    }
-    i
 }
 
 /// The bytes of `word` (little-endian) that are in `QP_STOP`, each marked by its high bit. Only
 /// the lowest mark is exact (a borrow can mark a byte above a real one), which is all that
-/// `qp_literal_end` uses.
+/// `first_qp_stop` uses.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn qp_stops(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
