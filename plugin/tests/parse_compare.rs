@@ -126,7 +126,7 @@ fn base64_and_quoted_printable_edge_cases_parse_as_upstream() {
     }
 }
 
-/// The text fast paths (ASCII runs in the single-byte charsets, vectorised UTF-8 validation,
+/// The text fast paths (ASCII runs in the single-byte charsets 16 bytes at a time, vectorised UTF-8 validation,
 /// quoted-printable literals 16 bytes at a time) against upstream: every byte value in every
 /// single-byte charset mail-parser knows, valid and broken UTF-8, and quoted-printable runs
 /// whose stops fall at each position of a 16-byte step.
@@ -171,6 +171,10 @@ fn text_decoding_fast_paths_parse_as_upstream() {
     }
     // Quoted-printable: each kind of stop at every offset of a 16-byte step (corpus.rs).
     for raw in corpus::quoted_printable_stops() {
+        same_parse(&raw);
+    }
+    // Single-byte charsets: ASCII runs ending at every offset of a 16-byte step.
+    for raw in corpus::single_byte_runs() {
         same_parse(&raw);
     }
 }

@@ -136,6 +136,32 @@ pub fn quoted_printable_stops() -> Vec<Vec<u8>> {
     out
 }
 
+/// Messages with one single-byte-charset text part in which ASCII runs of every length up to
+/// 40 (the guest copies ASCII 16 bytes a step) end in one or two other bytes, unencoded and
+/// quoted-printable; compared like `quoted_printable_stops`.
+pub fn single_byte_runs() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for charset in ["iso-8859-1", "windows-1252", "koi8-r"] {
+        for cte in ["8bit", "quoted-printable"] {
+            for len in 0..=40 {
+                let run = &b"0123456789 abcdefghij0123456789\tabcdefghi"[..len];
+                let mut body = run.to_vec();
+                for other in [&b"\xe4"[..], b"\xfc\xdf", b"\x80", b"\xff"] {
+                    body.extend_from_slice(other);
+                    body.extend_from_slice(run);
+                }
+                let mut raw = format!(
+                    "From: a@example.com\r\nContent-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+                )
+                .into_bytes();
+                raw.extend_from_slice(&if cte == "8bit" { body } else { quoted_printable(&body) });
+                out.push(raw);
+            }
+        }
+    }
+    out
+}
+
 /// base64 in lines of 76 characters, CRLF-terminated.
 pub fn base64_lines(bytes: &[u8]) -> Vec<u8> {
     let encoded = STANDARD.encode(bytes);

@@ -176,18 +176,27 @@ pub(crate) fn utf8_cow(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// How many bytes at the start of `bytes` are ASCII, looked at 16 at a time.
+/// The position of the first byte of `chunk` that is not ASCII, if any: the vector's high bits
+/// in the component, two eight-byte words elsewhere.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-pub(crate) fn ascii_prefix_len(bytes: &[u8]) -> usize {
+pub(crate) fn first_non_ascii(chunk: &[u8; 16]) -> Option<usize> {
+    use core::arch::wasm32::{u8x16, u8x16_bitmask};
+    let c = chunk;
+    let high = u8x16_bitmask(u8x16(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]));
+    (high != 0).then(|| high.trailing_zeros() as usize)
+}
+
+/// `first_non_ascii` outside the component: two eight-byte words.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+pub(crate) fn first_non_ascii(chunk: &[u8; 16]) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    for pair in bytes.chunks_exact(16) {
-        let (a, b) = pair.split_at(8);
-        let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0x80; 8]));
-        if (word(a) | word(b)) & HIGH != 0 {
-            break;
-        }
-        i += 16;
+    let (low, high) = chunk.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0x80; 8])) & HIGH;
+    match (word(low), word(high)) {
+        (0, 0) => None,
+        (0, h) => Some(8 + (h.trailing_zeros() / 8) as usize),
+        (l, _) => Some((l.trailing_zeros() / 8) as usize),
     }
-    i + bytes[i..].iter().take_while(|b| b.is_ascii()).count()
 }
