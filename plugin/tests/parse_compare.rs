@@ -177,4 +177,8 @@ fn text_decoding_fast_paths_parse_as_upstream() {
     for raw in corpus::single_byte_runs() {
         same_parse(&raw);
     }
+    // base64 lines decoded together, with an odd line at every place.
+    for raw in corpus::base64_batches() {
+        same_parse(&raw);
+    }
 }

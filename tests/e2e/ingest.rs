@@ -79,13 +79,15 @@ async fn component_parses_the_corpus_like_the_native_parser() {
 }
 
 /// The component's quoted-printable and single-byte-charset scans are wasm SIMD, the native
-/// build's are not: both must decode every kind of stop at every offset of a 16-byte step alike.
+/// build's are not: both must decode every kind of stop at every offset of a 16-byte step
+/// alike, and batches of base64 lines with an odd line anywhere.
 #[tokio::test]
-async fn component_decodes_quoted_printable_stops_and_single_byte_runs_like_the_native_parser() {
+async fn component_decodes_text_and_base64_edge_cases_like_the_native_parser() {
     let mut instance = plugin().instantiate(64 << 20, 2000).await.expect("instance");
     let mut messages = corpus::quoted_printable_stops();
     assert!(messages.len() > 3000, "{} messages", messages.len());
     messages.extend(corpus::single_byte_runs());
+    messages.extend(corpus::base64_batches());
     let total = messages.len();
     let (mut with_text, mut compared) = (0, 0);
     for raw in messages {

@@ -162,6 +162,52 @@ pub fn single_byte_runs() -> Vec<Vec<u8>> {
     out
 }
 
+/// Messages with one base64 attachment of up to 70 lines (the guest decodes runs of lines of
+/// one length together, up to 4096 characters) with one odd line at each place: padding, a
+/// character outside the alphabet, a space, a line one group shorter, an LF or CR LF where the
+/// others end differently, a character where the others have their CR; compared like
+/// `quoted_printable_stops`.
+pub fn base64_batches() -> Vec<Vec<u8>> {
+    let data: Vec<u8> = (0..70 * 57).map(|i| (i * 7 + i / 13) as u8).collect();
+    let mut out = Vec::new();
+    for lines in [1, 2, 3, 53, 54, 55, 70] {
+        let plain = STANDARD.encode(&data[..lines * 57]);
+        let rows: Vec<&str> = plain.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        for odd in ["", "pad", "bad", "space", "short", "lf", "wide", "crlf"] {
+            for at in 0..lines {
+                if odd.is_empty() && at > 0 {
+                    break;
+                }
+                let mut body = String::new();
+                for (n, row) in rows.iter().enumerate() {
+                    let (row, end) = match odd {
+                        "pad" if n == at => (format!("{}==", &row[..row.len() - 2]), "\r\n"),
+                        "bad" if n == at => (format!("{}*{}", &row[..10], &row[11..]), "\r\n"),
+                        "space" if n == at => (format!("{} {}", &row[..40], &row[40..]), "\r\n"),
+                        "short" if n == at => (row[..row.len().min(72)].to_string(), "\r\n"),
+                        "lf" if n == at => (row.to_string(), "\n"),
+                        // As long as a line with CR LF, but a character where the CR would be.
+                        "wide" if n == at => (format!("{row}A"), "\n"),
+                        "crlf" => (row.to_string(), if n == at { "\r\n" } else { "\n" }),
+                        _ => (row.to_string(), "\r\n"),
+                    };
+                    body.push_str(&row);
+                    body.push_str(end);
+                }
+                out.push(
+                    format!(
+                        "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+                         Content-Type: text/plain\r\n\r\nsee the file\r\n--b\r\nContent-Type: application/octet-stream; name=\"f.bin\"\r\n\
+                         Content-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n"
+                    )
+                    .into_bytes(),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// base64 in lines of 76 characters, CRLF-terminated.
 pub fn base64_lines(bytes: &[u8]) -> Vec<u8> {
     let encoded = STANDARD.encode(bytes);
