@@ -207,10 +207,11 @@ pub async fn run(args: &[usize], store_only: bool) {
         t[1].push(start.elapsed());
         let (cpu1, thread1) = cpu_ms();
         eprintln!(
-            "run {run}: with the store {} ms, of which {} commits waited for {} ms; CPU {} ms in the fetching thread, {} ms in others",
+            "run {run}: with the store {} ms, of which {} commits waited for {} ms and the writer's backlog for {} ms; CPU {} ms in the fetching thread, {} ms in others",
             t[1][run].as_millis(),
             stats.commits,
             stats.commit_wait.as_millis(),
+            stats.backlog_wait.as_millis(),
             thread1 - thread0,
             (cpu1 - cpu0).saturating_sub(thread1 - thread0)
         );

@@ -25,6 +25,8 @@ pub struct SinkStats {
     /// Commits the session waited for, and how long in all (benchmarks: docs/BENCHMARKS.md).
     pub commits: u32,
     pub commit_wait: std::time::Duration,
+    /// How long deliveries waited for room in the writer's backlog.
+    pub backlog_wait: std::time::Duration,
 }
 
 /// Stores one mailbox's deliveries; see `Database::sink`.
@@ -287,8 +289,10 @@ impl MessageSink for DbSink<'_> {
         // Attachments are not stored (see `insert`): their bytes are freed here.
         let size = crate::store::without_attachment_bytes(&mut m);
         let (writer, k) = self.writer()?;
-        writer.backlog.admit(size, writer)?;
-        writer.send(Job::Deliver(k, m, size))
+        let waited = writer.backlog.admit(size, writer)?;
+        writer.send(Job::Deliver(k, m, size))?;
+        self.stats.backlog_wait += waited;
+        Ok(())
     }
 
     fn skipped(&mut self, s: SkippedMessage) -> Result<(), HostError> {

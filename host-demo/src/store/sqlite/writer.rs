@@ -167,17 +167,20 @@ pub(super) struct Backlog {
 
 impl Backlog {
     /// Waits until `size` more bytes fit (a message always fits in an empty backlog), then
-    /// counts them; fails when the writer stopped.
-    pub(super) fn admit(&self, size: usize, writer: &Writer) -> Result<(), HostError> {
+    /// counts them; fails when the writer stopped. Returns how long it waited.
+    pub(super) fn admit(&self, size: usize, writer: &Writer) -> Result<Duration, HostError> {
         let mut queued = self.bytes.lock().map_err(|_| stopped())?;
+        let mut waited = None;
         while *queued > 0 && *queued + size > WRITER_BACKLOG_BYTES {
             if writer.finished() {
                 return Err(stopped());
             }
+            let since = *waited.get_or_insert_with(std::time::Instant::now);
             queued = self.drained.wait_timeout(queued, Duration::from_millis(100)).map_err(|_| stopped())?.0;
+            waited = Some(since);
         }
         *queued += size;
-        Ok(())
+        Ok(waited.map_or(Duration::ZERO, |since| since.elapsed()))
     }
 
     fn release(&self, size: usize) {
