@@ -24,8 +24,11 @@ use crate::error::HostError;
 /// A segment takes new messages until it holds this many bytes (a larger message still fits).
 const SEGMENT_BYTES: u64 = 256 << 20;
 
-/// How much is appended between two `start_writeback`s.
-const WRITEBACK_EVERY: usize = 1 << 20;
+/// Appends are gathered in memory and written to the segment this much at a time (and at every
+/// sync), each followed by `start_writeback`: one `write` per megabyte instead of one per
+/// message costs the kernel less per byte (session 14, docs/BENCHMARKS.md). A message at least
+/// this large is written on its own.
+const PENDING_BYTES: usize = 1 << 20;
 
 /// The folder of a database's segments: `<database>-raw`.
 pub fn folder(database: &Path) -> PathBuf {
@@ -53,17 +56,21 @@ struct Open {
 pub(super) struct SegmentWriter {
     dir: PathBuf,
     open: Option<Open>,
-    /// Bytes appended since the last `start_writeback`.
-    unflushed: usize,
+    /// Appended bytes not written to the segment yet (`PENDING_BYTES`).
+    pending: Vec<u8>,
+    /// A write failed in the open transaction: bytes of appends that were answered are lost, so
+    /// every `sync` fails with this until `rolled_back`, and the commit that would refer to
+    /// them is not made.
+    lost: Option<String>,
 }
 
 impl SegmentWriter {
     pub(super) fn new(database: &Path) -> SegmentWriter {
-        SegmentWriter { dir: folder(database), open: None, unflushed: 0 }
+        SegmentWriter { dir: folder(database), open: None, pending: Vec::new(), lost: None }
     }
 
-    /// Appends `parts` one after the other in one `writev` (a message's raw bytes, then its
-    /// bodies); returns (segment number, offset of the first part). Not durable before `sync`.
+    /// Appends `parts` one after the other (a message's raw bytes, then its bodies); returns
+    /// (segment number, offset of the first part). Not durable before `sync`.
     pub(super) fn append(&mut self, parts: &[&[u8]]) -> Result<(i64, u64), HostError> {
         if self.open.as_ref().is_some_and(|o| o.len >= SEGMENT_BYTES) {
             // Full: made durable now (the next commit syncs only the new one), then let go.
@@ -73,31 +80,65 @@ impl SegmentWriter {
         if self.open.is_none() {
             self.open = Some(self.acquire()?);
         }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if self.pending.len() + total > PENDING_BYTES {
+            self.write_pending()?;
+        }
         let Some(o) = self.open.as_mut() else { return Err(HostError::Storage("no message segment open".into())) };
         let at = o.len;
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        if let Err(e) = write_all_vectored(&mut o.file, parts) {
-            // Part of it may be written: the length is read afresh from the file next time.
-            let id = o.id;
-            self.open = None;
-            return Err(HostError::Storage(format!("cannot write {}: {e}", self.dir.join(file_name(id)).display())));
+        if total >= PENDING_BYTES {
+            if let Err(e) = write_all_vectored(&mut o.file, parts) {
+                return Err(self.failed(e));
+            }
+            start_writeback(&o.file);
+        } else {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(PENDING_BYTES);
+            }
+            parts.iter().for_each(|p| self.pending.extend_from_slice(p));
         }
         o.len += total as u64;
         o.dirty = true;
-        self.unflushed += total;
-        if self.unflushed >= WRITEBACK_EVERY {
-            self.unflushed = 0;
-            start_writeback(&o.file);
-        }
         Ok((o.id, at))
+    }
+
+    /// Writes the gathered appends to the segment and starts their write-back.
+    fn write_pending(&mut self) -> Result<(), HostError> {
+        let Some(o) = self.open.as_mut().filter(|_| !self.pending.is_empty()) else { return Ok(()) };
+        if let Err(e) = o.file.write_all(&self.pending) {
+            return Err(self.failed(e));
+        }
+        self.pending.clear();
+        start_writeback(&o.file);
+        Ok(())
+    }
+
+    /// A write to the open segment failed: part of it may be written, so the length is read
+    /// afresh from the file next time; the appends not written are lost (see `lost`).
+    fn failed(&mut self, e: std::io::Error) -> HostError {
+        let id = self.open.take().map_or(0, |o| o.id);
+        self.pending.clear();
+        let why = format!("cannot write {}: {e}", self.dir.join(file_name(id)).display());
+        self.lost = Some(why.clone());
+        HostError::Storage(why)
+    }
+
+    /// The transaction the appends since the last sync belong to was rolled back: nothing
+    /// refers to lost bytes any more.
+    pub(super) fn rolled_back(&mut self) {
+        self.lost = None;
+        self.pending.clear();
     }
 
     /// Makes everything appended so far durable (before the commit that refers to it).
     pub(super) fn sync(&mut self) -> Result<(), HostError> {
+        self.write_pending()?;
+        if let Some(why) = &self.lost {
+            return Err(HostError::Storage(why.clone()));
+        }
         if let Some(o) = self.open.as_mut().filter(|o| o.dirty) {
             o.file.sync_data().map_err(io_err(format!("cannot sync {}", self.dir.join(file_name(o.id)).display())))?;
             o.dirty = false;
-            self.unflushed = 0;
         }
         Ok(())
     }

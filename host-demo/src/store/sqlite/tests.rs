@@ -417,3 +417,43 @@ fn content_hashes_are_computed_when_a_message_id_repeats() {
     let kept = deliver(&db, "imap:h:993:u", vec![lost]);
     assert!(kept[0].new && kept[0].collision, "{kept:?}");
 }
+
+/// A write of gathered segment bytes that fails (here: the segment is /dev/full) loses
+/// appends that were already answered, so no commit that would refer to them is made, at the
+/// sink's commit or at its close, and the next transaction stores normally.
+#[test]
+fn a_failed_segment_write_fails_the_commit_and_stores_nothing_of_it() {
+    let (_tmp, path) = temp_db("devfull");
+    let db = Database::open(&path).unwrap();
+    let dir = segments::folder(&path);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.join("000001.seg")).unwrap();
+    {
+        let mut sink = db.sink("t", "m");
+        sink.source("imap:h:993:u");
+        sink.deliver(message("imap:INBOX:1:1", "a@y", "one")).unwrap();
+        sink.deliver(message("imap:INBOX:1:2", "b@y", "two")).unwrap();
+        let e = sink.commit().unwrap_err().to_string();
+        assert!(e.contains("cannot write") && e.contains("000001.seg"), "{e}");
+        assert!(sink.results.is_empty());
+    }
+    assert!(db.messages("t", "m").unwrap().is_empty(), "rows that refer to lost bytes were committed");
+    // The write fails in the middle of a batch (a large message makes the gathered bytes go
+    // out): the sink's commit reports it, and the rows delivered before it are not committed
+    // when the sink closes either.
+    {
+        let mut sink = db.sink("t", "m");
+        sink.source("imap:h:993:u");
+        sink.deliver(message("imap:INBOX:1:1", "a@y", "one")).unwrap();
+        sink.deliver(message("imap:INBOX:1:2", "b@y", "two")).unwrap();
+        sink.deliver(message("imap:INBOX:1:3", "c@y", &"large ".repeat(200_000))).unwrap();
+        let e = sink.commit().unwrap_err().to_string();
+        assert!(e.contains("cannot write"), "{e}");
+    }
+    assert!(db.messages("t", "m").unwrap().is_empty(), "rows that refer to lost bytes were committed at the close");
+    std::fs::remove_file(dir.join("000001.seg")).unwrap();
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@y", "one"), message("imap:INBOX:1:2", "b@y", "two")]);
+    assert!(r.iter().all(|d| d.new), "{r:?}");
+    let rows = db.messages("t", "m").unwrap();
+    assert_eq!(rows.len(), 2);
+}

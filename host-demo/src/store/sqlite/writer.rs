@@ -234,6 +234,7 @@ impl WriterState {
         self.written = 0;
         if let Err(e) = &done {
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.segments.rolled_back();
             let why = match e {
                 HostError::Storage(m) => m.clone(),
                 other => other.to_string(),
