@@ -6,9 +6,11 @@
 //! in the database they were written to the WAL, then again into the database file by the
 //! checkpoint, both on the session's critical path (docs/BENCHMARKS.md).
 //!
-//! Durability: a writer appends each new message to its segment and, at commit, syncs the
-//! segment (`fdatasync`) *before* the SQLite commit that references it; a new segment's folder
-//! entry is synced when it is created. So a row never refers to bytes that are not on disk, and
+//! Durability: a writer appends each new message to its segment (gathered in memory and written
+//! a megabyte at a time) and, at commit, writes what is gathered and syncs the segment
+//! (`fdatasync`) *before* the SQLite commit that references it; a new segment's folder entry is
+//! synced when it is created. A write that fails fails every sync until the transaction is
+//! rolled back (`lost`). So a row never refers to bytes that are not on disk, and
 //! a crash or power cut between the two leaves only unreferenced bytes at a segment's end,
 //! which later writers append after. Each writer holds an exclusive lock on its segment (in one
 //! process every sink of a database goes through one writer; two processes never append to the
@@ -92,9 +94,6 @@ impl SegmentWriter {
             }
             start_writeback(&o.file);
         } else {
-            if self.pending.capacity() == 0 {
-                self.pending.reserve_exact(PENDING_BYTES);
-            }
             parts.iter().for_each(|p| self.pending.extend_from_slice(p));
         }
         o.len += total as u64;
@@ -133,6 +132,8 @@ impl SegmentWriter {
     /// Makes everything appended so far durable (before the commit that refers to it).
     pub(super) fn sync(&mut self) -> Result<(), HostError> {
         self.write_pending()?;
+        // Between batches a writer holds no buffer (`mailplug serve` keeps many writers).
+        self.pending = Vec::new();
         if let Some(why) = &self.lost {
             return Err(HostError::Storage(why.clone()));
         }
