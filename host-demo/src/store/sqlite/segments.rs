@@ -101,8 +101,9 @@ impl SegmentWriter {
         Ok((o.id, at))
     }
 
-    /// Writes the gathered appends to the segment and starts their write-back.
-    fn write_pending(&mut self) -> Result<(), HostError> {
+    /// Writes the gathered appends to the segment (so they can be read back) and starts their
+    /// write-back.
+    pub(super) fn write_pending(&mut self) -> Result<(), HostError> {
         let Some(o) = self.open.as_mut().filter(|_| !self.pending.is_empty()) else { return Ok(()) };
         if let Err(e) = o.file.write_all(&self.pending) {
             return Err(self.failed(e));

@@ -203,7 +203,9 @@ impl WriterState {
     /// when needed), computed from its bytes (checked against the row's CRC-32) and saved in
     /// the row. None when the bytes cannot be read: the new message is then kept as a
     /// collision rather than taken for a duplicate of bytes no one can compare.
-    fn fill_in_hash(&self, row: i64) -> Option<String> {
+    fn fill_in_hash(&mut self, row: i64) -> Option<String> {
+        // The row may be of this transaction, its bytes still gathered in the writer's buffer.
+        self.segments.write_pending().ok()?;
         let raw = super::raw_bytes(&self.conn, &self.database, None, row).ok()??;
         let hash = content_hash(&raw);
         self.conn.execute("UPDATE messages SET content_hash = ?1 WHERE id = ?2", params![hash, row]).ok()?;

@@ -418,6 +418,18 @@ fn content_hashes_are_computed_when_a_message_id_repeats() {
     assert!(kept[0].new && kept[0].collision, "{kept:?}");
 }
 
+/// The same message twice in one batch (two folders): the second is a duplicate of the first,
+/// whose bytes are still gathered in the writer's buffer when the second is compared.
+#[test]
+fn a_message_repeated_in_one_batch_is_a_duplicate() {
+    let (_tmp, path) = temp_db("batch-dup");
+    let db = Database::open(&path).unwrap();
+    let r = deliver(&db, "imap:h:993:u", vec![message("imap:INBOX:1:1", "a@h", "one"), message("imap:Other:7:1", "a@h", "one")]);
+    assert!(r[0].new && !r[0].collision, "{r:?}");
+    assert_eq!((r[1].new, r[1].row, r[1].collision), (false, r[0].row, false), "{r:?}");
+    assert_eq!(db.messages("t", "m").unwrap().len(), 1);
+}
+
 /// A write of gathered segment bytes that fails (here: the segment is /dev/full) loses
 /// appends that were already answered, so no commit that would refer to them is made, at the
 /// sink's commit or at its close, and the next transaction stores normally.
