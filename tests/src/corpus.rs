@@ -116,6 +116,8 @@ pub fn quoted_printable_stops() -> Vec<Vec<u8>> {
     let stops = [
         "=C3=A4", "\r\n", "\n", "-", "--b", "=\r\n", "=zz", "=4", " \t\r\n", "=20 \r\n", "=\n", "=\r", "=\r\n--b", "=\n--b", "= \r\n",
         " =\r\n", "=\r\n=\r\n", "=\n\r\n", "=\r\n\r\n", "=\r\r\n",
+        // A bare CR between spaces: the trailing whitespace is counted across two runs.
+        " \r \r\n", "\r ",
     ];
     let mut out = Vec::new();
     for stop in stops {
@@ -162,46 +164,54 @@ pub fn single_byte_runs() -> Vec<Vec<u8>> {
     out
 }
 
-/// Messages with one base64 attachment of up to 70 lines (the guest decodes runs of lines of
-/// one length together, up to 4096 characters) with one odd line at each place: padding, a
-/// character outside the alphabet, a space, a line one group shorter, an LF or CR LF where the
-/// others end differently, a character where the others have their CR; compared like
-/// `quoted_printable_stops`.
+/// Messages with one base64 attachment (the guest decodes runs of lines of one length
+/// together, up to 4096 characters) with one odd line at each place: padding, a character
+/// outside the alphabet, a space inside or four at the end (which the byte loop skips), a line
+/// one group shorter, an LF or CR LF where the others end differently, a character where the
+/// others have their CR. Lines of 76 characters (up to 70 lines), of 4 (1,100 lines: more than
+/// one batch) and of 6,000 (longer than a batch); compared like `quoted_printable_stops`.
 pub fn base64_batches() -> Vec<Vec<u8>> {
-    let data: Vec<u8> = (0..70 * 57).map(|i| (i * 7 + i / 13) as u8).collect();
+    let layouts: [(usize, &[usize], Option<&[usize]>); 3] =
+        [(76, &[1, 2, 3, 53, 54, 55, 70], None), (4, &[1100], Some(&[0, 1, 500, 1023, 1024, 1025, 1099])), (6000, &[1, 2], None)];
     let mut out = Vec::new();
-    for lines in [1, 2, 3, 53, 54, 55, 70] {
-        let plain = STANDARD.encode(&data[..lines * 57]);
-        let rows: Vec<&str> = plain.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
-        for odd in ["", "pad", "bad", "space", "short", "lf", "wide", "crlf"] {
-            for at in 0..lines {
-                if odd.is_empty() && at > 0 {
-                    break;
+    for (width, counts, places) in layouts {
+        for &lines in counts {
+            let data: Vec<u8> = (0..lines * width / 4 * 3).map(|i| (i * 7 + i / 13) as u8).collect();
+            let plain = STANDARD.encode(&data);
+            let rows: Vec<&str> = plain.as_bytes().chunks(width).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+            let every: Vec<usize> = (0..lines).collect();
+            for odd in ["", "pad", "bad", "space", "spaces", "short", "lf", "wide", "crlf"] {
+                for &at in places.unwrap_or(&every) {
+                    if odd.is_empty() && at != places.map_or(0, |p| p[0]) {
+                        break;
+                    }
+                    let mut body = String::new();
+                    for (n, row) in rows.iter().enumerate() {
+                        let (mid, len) = ((row.len() / 2).min(10), row.len());
+                        let (row, end) = match odd {
+                            "pad" if n == at => (format!("{}==", &row[..len - 2]), "\r\n"),
+                            "bad" if n == at => (format!("{}*{}", &row[..mid], &row[mid + 1..]), "\r\n"),
+                            "space" if n == at => (format!("{} {}", &row[..mid], &row[mid..]), "\r\n"),
+                            "spaces" if n == at => (format!("{}    ", &row[..len - 4]), "\r\n"),
+                            "short" if n == at => (row[..len - 4].to_string(), "\r\n"),
+                            "lf" if n == at => (row.to_string(), "\n"),
+                            // As long as a line with CR LF, but a character where the CR would be.
+                            "wide" if n == at => (format!("{row}A"), "\n"),
+                            "crlf" => (row.to_string(), if n == at { "\r\n" } else { "\n" }),
+                            _ => (row.to_string(), "\r\n"),
+                        };
+                        body.push_str(&row);
+                        body.push_str(end);
+                    }
+                    out.push(
+                        format!(
+                            "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+                             Content-Type: text/plain\r\n\r\nsee the file\r\n--b\r\nContent-Type: application/octet-stream; name=\"f.bin\"\r\n\
+                             Content-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n"
+                        )
+                        .into_bytes(),
+                    );
                 }
-                let mut body = String::new();
-                for (n, row) in rows.iter().enumerate() {
-                    let (row, end) = match odd {
-                        "pad" if n == at => (format!("{}==", &row[..row.len() - 2]), "\r\n"),
-                        "bad" if n == at => (format!("{}*{}", &row[..10], &row[11..]), "\r\n"),
-                        "space" if n == at => (format!("{} {}", &row[..40], &row[40..]), "\r\n"),
-                        "short" if n == at => (row[..row.len().min(72)].to_string(), "\r\n"),
-                        "lf" if n == at => (row.to_string(), "\n"),
-                        // As long as a line with CR LF, but a character where the CR would be.
-                        "wide" if n == at => (format!("{row}A"), "\n"),
-                        "crlf" => (row.to_string(), if n == at { "\r\n" } else { "\n" }),
-                        _ => (row.to_string(), "\r\n"),
-                    };
-                    body.push_str(&row);
-                    body.push_str(end);
-                }
-                out.push(
-                    format!(
-                        "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
-                         Content-Type: text/plain\r\n\r\nsee the file\r\n--b\r\nContent-Type: application/octet-stream; name=\"f.bin\"\r\n\
-                         Content-Transfer-Encoding: base64\r\n\r\n{body}--b--\r\n"
-                    )
-                    .into_bytes(),
-                );
             }
         }
     }

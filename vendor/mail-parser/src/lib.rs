@@ -5,6 +5,8 @@
  */
 #![doc = include_str!("../README.md")]
 #![deny(rust_2018_idioms)]
+// mailplug: the whole vendored crate, fast paths included, is free of `unsafe`.
+#![forbid(unsafe_code)]
 #[forbid(unsafe_code)]
 pub mod core;
 pub mod decoders;

@@ -94,6 +94,10 @@ impl SegmentWriter {
             }
             start_writeback(&o.file);
         } else {
+            if self.pending.capacity() == 0 {
+                // Once per batch, and never more (it is written out before it would grow).
+                self.pending.reserve_exact(PENDING_BYTES);
+            }
             parts.iter().for_each(|p| self.pending.extend_from_slice(p));
         }
         o.len += total as u64;

@@ -179,13 +179,15 @@ impl<'x> MessageStream<'x> {
         let mut last_ch = b'\n';
         let mut before_last_ch = 0;
         let mut end_pos = self.offset();
+        // mailplug: where `base64_line` may try a batch of lines again.
+        let mut no_batch_before = 0;
 
         self.checkpoint();
 
         loop {
             // mailplug: whole lines of plain base64 are decoded at once (src/parsers/fast.rs).
             if byte_count == 0 && last_ch == b'\n' {
-                if let Some((before_lf, line_end)) = self.base64_line(&mut buf) {
+                if let Some((before_lf, line_end)) = self.base64_line(&mut buf, &mut no_batch_before) {
                     before_last_ch = before_lf;
                     end_pos = line_end;
                     continue;

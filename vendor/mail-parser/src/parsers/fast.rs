@@ -30,9 +30,11 @@ impl<'x> MessageStream<'x> {
     /// The lines after it that have the same length and line end are decoded with it, in one
     /// call for up to `BASE64_BATCH` characters (session 14: one set-up and no scalar tail per
     /// 76-character line). Padding ends a batch. When a batch does not decode, its lines are
-    /// decoded one by one up to the first that does not, so the work stays linear.
+    /// decoded one by one up to the first that does not, and no batch is tried again before
+    /// `no_batch_before` (the caller's, set to that batch's end): each line is part of at most
+    /// one batch that failed, so hostile input costs at most about twice the work.
     #[inline(always)]
-    pub(crate) fn base64_line(&mut self, buf: &mut Vec<u8>) -> Option<(u8, usize)> {
+    pub(crate) fn base64_line(&mut self, buf: &mut Vec<u8>, no_batch_before: &mut usize) -> Option<(u8, usize)> {
         let rest = self.rest();
         let lf = memchr::memchr(b'\n', rest)?;
         let line = rest.get(..lf)?;
@@ -41,31 +43,31 @@ impl<'x> MessageStream<'x> {
         if len == 0 || len % 4 != 0 {
             return None;
         }
-        let stride = lf + 1;
-        let mut batch = [0u8; BASE64_BATCH];
-        let (mut lines, mut filled) = (0, 0);
-        while lines == 0 || filled + len <= BASE64_BATCH {
-            let Some(next) = rest.get(lines * stride..(lines + 1) * stride) else { break };
-            // The same line end at the same place (the decoder refuses a CR or LF inside).
-            if next[lf] != b'\n' || next[..lf].len() > len && next[len] != b'\r' {
-                break;
+        let (start, stride) = (self.pos, lf + 1);
+        // Whether line `n` from here has this line's length and line end (the decoder refuses a
+        // CR or LF inside a line).
+        let alike = |n: usize| rest.get(n * stride..(n + 1) * stride).is_some_and(|l| l[lf] == b'\n' && (lf == len || l[len] == b'\r'));
+        let one = |n: usize, buf: &mut Vec<u8>| base64_simd::STANDARD.decode_append(&rest[n * stride..n * stride + len], buf).is_ok();
+        let decoded = if start >= *no_batch_before && 2 * len <= BASE64_BATCH && text[len - 1] != b'=' && alike(1) {
+            let mut batch = [0u8; BASE64_BATCH];
+            let (mut lines, mut filled) = (0, 0);
+            while filled + len <= BASE64_BATCH && alike(lines) {
+                let text = &rest[lines * stride..lines * stride + len];
+                batch[filled..filled + len].copy_from_slice(text);
+                filled += len;
+                lines += 1;
+                if text[len - 1] == b'=' {
+                    break;
+                }
             }
-            if let Some(room) = batch.get_mut(filled..filled + len) {
-                room.copy_from_slice(&next[..len]);
+            if base64_simd::STANDARD.decode_append(&batch[..filled], buf).is_ok() {
+                lines
+            } else {
+                *no_batch_before = start + lines * stride;
+                (0..lines).take_while(|&n| one(n, buf)).count()
             }
-            filled += len;
-            lines += 1;
-            if next[len - 1] == b'=' {
-                break;
-            }
-        }
-        let start = self.pos;
-        let decoded = if lines > 1 && filled <= BASE64_BATCH && base64_simd::STANDARD.decode_append(&batch[..filled], buf).is_ok() {
-            lines
         } else {
-            (0..lines.max(1))
-                .take_while(|n| base64_simd::STANDARD.decode_append(&rest[n * stride..n * stride + len], buf).is_ok())
-                .count()
+            usize::from(one(0, buf))
         };
         if decoded == 0 {
             return None;
