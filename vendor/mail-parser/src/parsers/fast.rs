@@ -81,32 +81,14 @@ impl<'x> MessageStream<'x> {
     /// digits. Given the loop's last two bytes, returns the updated trailing-whitespace count and
     /// last two bytes (as the byte loop would have tracked them), or None when nothing was consumed.
     ///
-    /// Literal bytes are handled 16 at a time (`first_qp_stop`): each step appends all 16 and
-    /// takes back those from the first stop on, so a short run between two escapes costs one
-    /// fixed-size copy rather than a `memcpy` call (session 14, docs/BENCHMARKS.md).
+    /// Literal bytes are copied 16 at a time (`copy_run` with `first_qp_stop`; session 14,
+    /// docs/BENCHMARKS.md).
     #[inline(always)]
     pub(crate) fn qp_run(&mut self, buf: &mut Vec<u8>, ws_count: usize, last_two: (u8, u8)) -> Option<(usize, u8, u8)> {
         let rest = self.rest();
         let mut i = 0;
         loop {
-            // Literal bytes up to the next stop.
-            loop {
-                let Some(chunk) = rest.get(i..i + 16) else {
-                    while let Some(&b) = rest.get(i).filter(|&&b| !QP_STOP[b as usize]) {
-                        buf.push(b);
-                        i += 1;
-                    }
-                    break;
-                };
-                let chunk: [u8; 16] = chunk.try_into().unwrap_or([b'='; 16]);
-                buf.extend_from_slice(&chunk);
-                if let Some(stop) = first_qp_stop(&chunk) {
-                    buf.truncate(buf.len() - (16 - stop));
-                    i += stop;
-                    break;
-                }
-                i += 16;
-            }
+            i = copy_run(rest, i, buf, first_qp_stop, |b| QP_STOP[b as usize]);
             // An escape, or the end of the run.
             match rest.get(i..i + 3) {
                 Some(&[b'=', h1, h2]) => {
@@ -155,31 +137,81 @@ static QP_STOP: [bool; 256] = {
     t
 };
 
+/// Appends `src[i..]` to `out` up to the first byte that `first` finds in a 16-byte step (all
+/// 16 are appended and those from that byte on taken back, so a short run costs one fixed-size
+/// copy rather than a `memcpy` call) or, in the last 15 bytes, that `stop` holds for; returns
+/// the position of that byte (or the end).
+#[inline(always)]
+pub(crate) fn copy_run(src: &[u8], mut i: usize, out: &mut Vec<u8>, first: fn(&[u8; 16]) -> Option<usize>, stop: impl Fn(u8) -> bool) -> usize {
+    loop {
+        let Some(chunk) = src.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) else {
+            while let Some(&b) = src.get(i).filter(|&&b| !stop(b)) {
+                out.push(b);
+                i += 1;
+            }
+            return i;
+        };
+        out.extend_from_slice(chunk);
+        if let Some(at) = first(chunk) {
+            out.truncate(out.len() - (16 - at));
+            return i + at;
+        }
+        i += 16;
+    }
+}
+
+/// The 16 bytes as a wasm SIMD vector (built from the array: the crate has no `unsafe` load).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn vector(c: &[u8; 16]) -> core::arch::wasm32::v128 {
+    core::arch::wasm32::u8x16(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15])
+}
+
+/// The lowest set bit of a vector's bit mask.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn first_set(mask: u16) -> Option<usize> {
+    (mask != 0).then(|| mask.trailing_zeros() as usize)
+}
+
+/// The 16 bytes as two little-endian words, for the searches outside the component.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn words(c: &[u8; 16]) -> (u64, u64) {
+    let (low, high) = c.split_at(8);
+    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or_default());
+    (word(low), word(high))
+}
+
+/// The byte of the lowest high-bit mark in two words of marks (low word first). Only the lowest
+/// mark of each word need be exact.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn first_marked(low: u64, high: u64) -> Option<usize> {
+    match (low, high) {
+        (0, 0) => None,
+        (0, h) => Some(8 + (h.trailing_zeros() / 8) as usize),
+        (l, _) => Some((l.trailing_zeros() / 8) as usize),
+    }
+}
+
 /// The position of the first byte of `chunk` that is in `QP_STOP`, if any: wasm SIMD in the
 /// component (four compares and a bit mask), two eight-byte words elsewhere.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn first_qp_stop(chunk: &[u8; 16]) -> Option<usize> {
-    use core::arch::wasm32::{u8x16, u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
-    let c = chunk;
-    let v = u8x16(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]);
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_splat, v128_or};
+    let v = vector(chunk);
     let is = |b: u8| u8x16_eq(v, u8x16_splat(b));
-    let stops = u8x16_bitmask(v128_or(v128_or(is(b'='), is(b'\r')), v128_or(is(b'\n'), is(b'-'))));
-    (stops != 0).then(|| stops.trailing_zeros() as usize)
+    first_set(u8x16_bitmask(v128_or(v128_or(is(b'='), is(b'\r')), v128_or(is(b'\n'), is(b'-')))))
 }
 
-/// `first_qp_stop` outside the component (native builds and their tests): two eight-byte words.
+/// `first_qp_stop` outside the component (native builds and their tests).
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 fn first_qp_stop(chunk: &[u8; 16]) -> Option<usize> {
-    let (low, high) = chunk.split_at(8);
-    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([b'='; 8]));
-    // Only the lowest mark of each word is exact, which is all that is used.
-    match (qp_stops(word(low)), qp_stops(word(high))) {
-        (0, 0) => None,
-        (0, h) => Some(8 + (h.trailing_zeros() / 8) as usize),
-        (l, _) => Some((l.trailing_zeros() / 8) as usize),
-    }
+    let (low, high) = words(chunk);
+    first_marked(qp_stops(low), qp_stops(high))
 }
 
 /// The bytes of `word` (little-endian) that are in `QP_STOP`, each marked by its high bit. Only
@@ -214,26 +246,18 @@ pub(crate) fn utf8_cow(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 /// The position of the first byte of `chunk` that is not ASCII, if any: the vector's high bits
-/// in the component, two eight-byte words elsewhere.
+/// in the component, the words' high bits elsewhere.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 pub(crate) fn first_non_ascii(chunk: &[u8; 16]) -> Option<usize> {
-    use core::arch::wasm32::{u8x16, u8x16_bitmask};
-    let c = chunk;
-    let high = u8x16_bitmask(u8x16(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]));
-    (high != 0).then(|| high.trailing_zeros() as usize)
+    first_set(core::arch::wasm32::u8x16_bitmask(vector(chunk)))
 }
 
-/// `first_non_ascii` outside the component: two eight-byte words.
+/// `first_non_ascii` outside the component.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[inline(always)]
 pub(crate) fn first_non_ascii(chunk: &[u8; 16]) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let (low, high) = chunk.split_at(8);
-    let word = |half: &[u8]| u64::from_le_bytes(half.try_into().unwrap_or([0x80; 8])) & HIGH;
-    match (word(low), word(high)) {
-        (0, 0) => None,
-        (0, h) => Some(8 + (h.trailing_zeros() / 8) as usize),
-        (l, _) => Some((l.trailing_zeros() / 8) as usize),
-    }
+    let (low, high) = words(chunk);
+    first_marked(low & HIGH, high & HIGH)
 }

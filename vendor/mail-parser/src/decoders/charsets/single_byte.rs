@@ -15,30 +15,13 @@ fn single_byte_decoder(table: &[char], bytes: &[u8]) -> String {
         result.shrink_to_fit();
         return result;
     }
-    // The output is built as bytes: ASCII copied 16 bytes a step (`fast::first_non_ascii`; a
-    // step appends all 16 and takes back those from the first other byte on, so a short run
-    // costs one fixed-size copy), other bytes UTF-8 encoded from the table. It is then checked
-    // once, vectorised, rather than each run by the scalar `core` check (session 14).
+    // The output is built as bytes: ASCII copied 16 bytes a step (`fast::copy_run`), other
+    // bytes UTF-8 encoded from the table. It is then checked once, vectorised, rather than each
+    // ASCII run by the scalar `core` check (session 14).
     let mut result = Vec::with_capacity(bytes.len() + bytes.len() / 8 + 24);
     let mut i = 0;
     while i < bytes.len() {
-        loop {
-            let Some(chunk) = bytes.get(i..i + 16) else {
-                while let Some(&b) = bytes.get(i).filter(|b| b.is_ascii()) {
-                    result.push(b);
-                    i += 1;
-                }
-                break;
-            };
-            let chunk: [u8; 16] = chunk.try_into().unwrap_or([0x80; 16]);
-            result.extend_from_slice(&chunk);
-            if let Some(other) = crate::parsers::fast::first_non_ascii(&chunk) {
-                result.truncate(result.len() - (16 - other));
-                i += other;
-                break;
-            }
-            i += 16;
-        }
+        i = crate::parsers::fast::copy_run(bytes, i, &mut result, crate::parsers::fast::first_non_ascii, |b| !b.is_ascii());
         while let Some(&b) = bytes.get(i).filter(|b| !b.is_ascii()) {
             let mut utf8 = [0; 4];
             result.extend_from_slice(table[b as usize].encode_utf8(&mut utf8).as_bytes());
